@@ -1,0 +1,173 @@
+/* nnz — sparse, compact neural networks, trained and run fast on CPUs.
+ *
+ * The public C API. Every call that can fail returns an nnz_status; the
+ * message (what was wrong, what to do) is in nnz_last_error(). Nothing here
+ * aborts on bad input.
+ *
+ * This header holds only declarations and plain types, so every layer of the
+ * library may include it (it is the vocabulary, not a layer).
+ */
+#ifndef NNZ_H
+#define NNZ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- status ------------------------------------------------------------ */
+typedef enum {
+    NNZ_OK = 0,
+    NNZ_ERR_INVALID_ARG = 1, /* a caller passed something impossible          */
+    NNZ_ERR_IO = 2,          /* a file could not be opened, read or written    */
+    NNZ_ERR_FORMAT = 3,      /* a file is corrupt, truncated or not ours       */
+    NNZ_ERR_NOMEM = 4,       /* an allocation failed or exceeded a limit       */
+    NNZ_ERR_UNSUPPORTED = 5, /* valid, but this build/CPU cannot do it         */
+    NNZ_ERR_NUMERIC = 6,     /* NaN/Inf where numbers were expected            */
+    NNZ_ERR_INTERRUPTED = 7, /* stopped by the user or a callback              */
+} nnz_status;
+
+/* The message of the last failed call on this thread ("" if none). */
+const char *nnz_last_error(void);
+const char *nnz_status_name(nnz_status s);
+const char *nnz_version(void);
+
+/* ---- data types -------------------------------------------------------- */
+typedef enum { NNZ_F32 = 0, NNZ_BF16 = 1 } nnz_dtype;
+size_t nnz_dtype_size(nnz_dtype t);
+const char *nnz_dtype_name(nnz_dtype t);
+
+/* ---- CPU features and threads ----------------------------------------- */
+typedef enum { NNZ_ISA_REF = 0, NNZ_ISA_AVX2, NNZ_ISA_AVX512, NNZ_ISA_AVX512BF16, NNZ_ISA_AMX, NNZ_ISA_COUNT } nnz_isa;
+/* The ISA the kernels use: the best the CPU has, or NNZ_ISA from the environment. */
+nnz_isa nnz_isa_active(void);
+const char *nnz_isa_name(nnz_isa isa);
+bool nnz_isa_supported(nnz_isa isa);
+/* Force a path (tests use this to run every one); fails if the CPU lacks it. */
+nnz_status nnz_isa_set(nnz_isa isa);
+/* One line: "avx2 avx512f avx512_bf16 ..., active: avx512". */
+void nnz_cpu_describe(char *buf, size_t len);
+/* 0 = all cores. */
+void nnz_set_threads(int n);
+int nnz_get_threads(void);
+
+/* ---- models ------------------------------------------------------------ */
+typedef struct nnz_model nnz_model;
+
+/* A zoo model by name ("mlp", "lenet5", "vgg8", "mbv2-tiny") for inputs of
+ * in_h x in_w x in_c and num_classes outputs; weights initialised from seed. */
+nnz_status nnz_model_from_zoo(const char *name, int in_h, int in_w, int in_c, int num_classes,
+                              uint64_t seed, nnz_model **out);
+/* The zoo's names, NULL-terminated. */
+const char *const *nnz_zoo_names(void);
+/* Architecture as JSON (caller frees with free()) and back. */
+nnz_status nnz_model_to_json(const nnz_model *m, char **json_out);
+nnz_status nnz_model_from_json(const char *json, uint64_t seed, nnz_model **out);
+void nnz_model_free(nnz_model *m);
+
+typedef struct {
+    int64_t params;       /* trainable parameters                        */
+    int64_t buffers;      /* non-trainable state (BN running statistics) */
+    int64_t flops;        /* forward FLOPs per image (2 per multiply-add) */
+    int layers;
+    int in_h, in_w, in_c, num_classes;
+} nnz_model_stats;
+void nnz_model_get_stats(const nnz_model *m, nnz_model_stats *out);
+/* Writes a human-readable table of layers (name, op, output shape, params, FLOPs). */
+void nnz_model_summary(const nnz_model *m, char *buf, size_t len);
+
+/* Inference: x is (n, in_h, in_w, in_c) NHWC floats, logits is (n, num_classes). */
+nnz_status nnz_model_predict(nnz_model *m, const float *x, int n, float *logits);
+
+/* ---- data sets --------------------------------------------------------- */
+typedef struct {
+    int n, h, w, c;         /* images are n x h x w x c bytes (NHWC) */
+    int num_classes;
+    uint8_t *images;
+    uint8_t *labels;
+} nnz_dataset;
+/* Loads the train or test split from dir: MNIST-style IDX files (raw or .gz)
+ * or CIFAR-10 binary batches, detected from the file names. */
+nnz_status nnz_dataset_load(const char *dir, bool train, nnz_dataset *out);
+void nnz_dataset_free(nnz_dataset *d);
+#define NNZ_DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
+
+/* ---- training ---------------------------------------------------------- */
+typedef enum { NNZ_OPT_SGD = 0, NNZ_OPT_ADAMW = 1 } nnz_optimizer_kind;
+typedef enum { NNZ_SCHED_COSINE = 0, NNZ_SCHED_STEP = 1, NNZ_SCHED_ONECYCLE = 2, NNZ_SCHED_CONSTANT = 3 } nnz_schedule_kind;
+
+typedef struct {
+    int epoch, epochs;
+    int64_t step, steps_total;
+    int64_t images_seen;
+    float loss, accuracy;   /* running averages over the current interval */
+    float lr;
+    double images_per_sec, elapsed_sec, eta_sec;
+    bool epoch_end;         /* true once per epoch, with test accuracy below */
+    float test_accuracy;    /* -1 when not evaluated */
+} nnz_progress;
+/* Return false to stop training (the status will be NNZ_ERR_INTERRUPTED). */
+typedef bool (*nnz_progress_fn)(const nnz_progress *p, void *user);
+
+typedef struct {
+    const char *model;          /* zoo name, default "mbv2-tiny" */
+    const char *data_dir;       /* default NNZ_DEFAULT_DATA_DIR */
+    const char *out_path;       /* checkpoint written at the end (and every epoch) */
+    const char *resume_path;    /* continue from this checkpoint */
+    const char *log_path;       /* JSON lines, one per interval and per epoch; NULL = none */
+    int epochs;                 /* default 10 */
+    int batch;                  /* default 128 */
+    float lr;                   /* default per optimizer: SGD 0.1, AdamW 0.001 */
+    float momentum;             /* default 0.9 */
+    bool nesterov;
+    float weight_decay;         /* default 5e-4 (SGD) / 0.05 (AdamW) */
+    bool decay_bn_and_bias;     /* default false: BN parameters and biases exempt */
+    nnz_optimizer_kind optimizer;
+    nnz_schedule_kind schedule; /* default cosine */
+    float warmup_epochs;        /* default 0 */
+    int step_size_epochs;       /* step schedule: decay every this many epochs */
+    float step_gamma;           /* step schedule factor, default 0.1 */
+    float label_smoothing;      /* default 0 */
+    bool augment;               /* random crop (pad 2) + horizontal flip */
+    uint64_t seed;
+    int threads;                /* 0 = all cores */
+    int train_limit, test_limit;/* use only the first N images (0 = all) */
+    int log_every;              /* steps between progress reports, default 50 */
+    nnz_progress_fn progress;
+    void *progress_user;
+} nnz_train_config;
+
+/* Fills cfg with the defaults listed above. */
+void nnz_train_config_init(nnz_train_config *cfg);
+
+typedef struct {
+    float train_loss, train_accuracy, test_accuracy; /* accuracies in [0,1] */
+    double train_images_per_sec;
+    double seconds;
+    int64_t steps;
+} nnz_train_result;
+
+nnz_status nnz_train(const nnz_train_config *cfg, nnz_train_result *result);
+
+/* ---- checkpoints, evaluation, benchmarks ------------------------------- */
+/* Loads the model (architecture + weights) from a safetensors checkpoint. */
+nnz_status nnz_checkpoint_load_model(const char *path, nnz_model **out);
+nnz_status nnz_checkpoint_save_model(const nnz_model *m, const char *path);
+
+typedef struct { float accuracy, loss; int n; double images_per_sec; } nnz_eval_result;
+nnz_status nnz_evaluate(nnz_model *m, const nnz_dataset *d, int batch, int limit, nnz_eval_result *out);
+
+typedef struct {
+    double train_images_per_sec, infer_images_per_sec;
+    double train_gflops, infer_gflops; /* achieved, counting forward=1x, training=3x forward FLOPs */
+    int batch, threads, iters;
+} nnz_bench_result;
+nnz_status nnz_bench_model(nnz_model *m, int batch, int iters, uint64_t seed, nnz_bench_result *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,86 @@
+/* base: errors, tensors, the arena, CPU features, threads, RNG, memory helpers.
+ * The bottom layer: includes only the C library and nnz.h's plain types. */
+#ifndef NNZ_BASE_H
+#define NNZ_BASE_H
+
+#include "nnz.h"
+#include <stdarg.h>
+#include <stdio.h>
+
+/* ---- errors ----
+ * nnz_fail records a message for nnz_last_error() and returns code, so a
+ * failing path reads: return nnz_fail(NNZ_ERR_IO, "cannot open '%s': %s", p, strerror(errno)); */
+nnz_status nnz_fail(nnz_status code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void nnz_clear_error(void);
+/* Propagate a failing status. */
+#define NNZ_TRY(expr) do { nnz_status s_ = (expr); if (s_ != NNZ_OK) return s_; } while (0)
+
+/* ---- memory ----
+ * 64-byte aligned; NULL (with nnz_fail(NNZ_ERR_NOMEM, ...) recorded, naming `what`) on failure. */
+void *nnz_alloc(size_t bytes, const char *what);
+void *nnz_calloc(size_t bytes, const char *what);
+void nnz_free(void *p);
+/* a*b (and +c) with overflow check: false if it overflows. */
+bool nnz_mul_size(size_t a, size_t b, size_t *out);
+
+/* ---- arena ----
+ * One per model: a chain of 64-byte-aligned chunks; allocations live until
+ * nnz_arena_free. `limit` (0 = none) caps the total bytes, for --memory-budget. */
+typedef struct nnz_arena_chunk nnz_arena_chunk;
+typedef struct {
+    nnz_arena_chunk *head;
+    size_t used, reserved, limit;
+} nnz_arena;
+void nnz_arena_init(nnz_arena *a, size_t limit);
+/* Zero-filled. NULL + nnz_fail on failure or over the limit. */
+void *nnz_arena_alloc(nnz_arena *a, size_t bytes, const char *what);
+void nnz_arena_free(nnz_arena *a);
+
+/* ---- tensors ----
+ * A view: the tensor does not own its data (the arena or the file does).
+ * Shapes are row-major; activations are NHWC. */
+#define NNZ_MAX_DIMS 4
+typedef struct {
+    nnz_dtype dtype;
+    int ndim;
+    int64_t shape[NNZ_MAX_DIMS];
+    void *data;
+} nnz_tensor;
+int64_t nnz_tensor_numel(const nnz_tensor *t);
+size_t nnz_tensor_bytes(const nnz_tensor *t);
+static inline float *nnz_tensor_f32(const nnz_tensor *t) { return (float *)t->data; }
+/* "(16,3,3,1)" */
+void nnz_shape_str(const int64_t *shape, int ndim, char *buf, size_t len);
+
+/* ---- CPU features ----
+ * Detected once (cpuid + xgetbv; on Linux the AMX tile permission is requested
+ * with arch_prctl(ARCH_REQ_XCOMP_PERM)). The only global state in the library. */
+typedef struct {
+    bool avx2, fma, avx512f, avx512bw, avx512vl, avx512dq, avx512_bf16;
+    bool amx_tile, amx_bf16;
+    bool amx_permitted; /* the OS granted tile state to this process */
+} nnz_cpu_features;
+const nnz_cpu_features *nnz_cpu(void);
+/* The best ISA the hardware (and OS) supports, ignoring NNZ_ISA. */
+nnz_isa nnz_isa_best(void);
+
+/* ---- threads ---- (OpenMP underneath) */
+int nnz_threads(void);
+
+/* ---- RNG ----
+ * Counter-based (SplitMix64 over key^counter): draw i of stream `key` is a pure
+ * function of (key, i), so any draw can be reproduced or skipped to, and the
+ * state is two integers that checkpoints save. */
+typedef struct { uint64_t key, counter; } nnz_rng;
+nnz_rng nnz_rng_make(uint64_t seed, uint64_t stream);
+uint64_t nnz_rng_hash(uint64_t key, uint64_t counter);
+uint64_t nnz_rng_u64(nnz_rng *r);
+uint32_t nnz_rng_below(nnz_rng *r, uint32_t n);   /* uniform in [0, n) */
+float nnz_rng_uniform(nnz_rng *r);                /* [0, 1) */
+float nnz_rng_normal(nnz_rng *r);                 /* N(0, 1) */
+void nnz_rng_shuffle(nnz_rng *r, int32_t *idx, int n);
+
+/* ---- time ---- */
+double nnz_now_sec(void); /* monotonic */
+
+#endif

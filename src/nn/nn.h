@@ -1,0 +1,223 @@
+/* nn: layers (forward + backward), the model graph, its builder, the zoo,
+ * optimizers, LR schedules and the loss.
+ *
+ * Layers are plain functions over arrays (as llm.c); the shape of every
+ * pointer is in the comment above it. Activations are NHWC, batch-major.
+ *
+ * Gradient convention: every backward function ACCUMULATES (+=) into dinp and
+ * into the parameter gradients, so a tensor read by two consumers (residuals)
+ * gets the sum; callers zero gradients before a backward pass. dinp may be
+ * NULL (nothing upstream needs it, e.g. the first layer). Forward outputs are
+ * overwritten. */
+#ifndef NNZ_NN_H
+#define NNZ_NN_H
+
+#include "base/base.h"
+
+/* ===================== layers: convolution and linear ===================== */
+
+typedef struct {
+    int N, H, W, IC;      /* input (N,H,W,IC) */
+    int OC, KH, KW;       /* weight (OC,KH,KW,IC/groups) */
+    int stride, pad, groups;
+    int OH, OW;           /* output (N,OH,OW,OC) */
+} nnz_conv_shape;
+/* Fills OH/OW; INVALID_ARG if channels are not divisible by groups or the output would be empty. */
+nnz_status nnz_conv_shape_init(nnz_conv_shape *s, int N, int H, int W, int IC, int OC, int KH, int KW,
+                               int stride, int pad, int groups);
+/* Floats of scratch the conv needs (im2col buffers etc.); the caller provides them. */
+size_t nnz_conv2d_scratch_floats(const nnz_conv_shape *s);
+/* inp (N,H,W,IC), weight (OC,KH,KW,IC/groups), bias (OC) or NULL -> out (N,OH,OW,OC) */
+void nnz_conv2d_forward(const nnz_conv_shape *s, const float *inp, const float *weight, const float *bias,
+                        float *out, float *scratch);
+/* dout (N,OH,OW,OC) -> dinp (N,H,W,IC) or NULL, dweight (OC,KH,KW,IC/groups), dbias (OC) or NULL */
+void nnz_conv2d_backward(const nnz_conv_shape *s, const float *inp, const float *weight, const float *dout,
+                         float *dinp, float *dweight, float *dbias, float *scratch);
+
+/* inp (N,IN), weight (OUT,IN) (PyTorch's layout), bias (OUT) or NULL -> out (N,OUT) */
+void nnz_linear_forward(int N, int IN, int OUT, const float *inp, const float *weight, const float *bias, float *out);
+/* dout (N,OUT) -> dinp (N,IN) or NULL, dweight (OUT,IN), dbias (OUT) or NULL */
+void nnz_linear_backward(int N, int IN, int OUT, const float *inp, const float *weight, const float *dout,
+                         float *dinp, float *dweight, float *dbias);
+
+/* ===================== layers: normalization, activations, pooling ===================== */
+
+/* Batch norm over the channel axis of (M,C), M = N*H*W. Matches PyTorch:
+ * normalizes with the biased batch variance; running_var is updated with the
+ * unbiased one; running = (1-momentum)*running + momentum*batch.
+ * save_mean, save_invstd (C) are written for the backward pass. */
+void nnz_batchnorm_forward_train(int M, int C, const float *inp, const float *gamma, const float *beta,
+                                 float *running_mean, float *running_var, float momentum, float eps,
+                                 float *out, float *save_mean, float *save_invstd);
+void nnz_batchnorm_forward_eval(int M, int C, const float *inp, const float *gamma, const float *beta,
+                                const float *running_mean, const float *running_var, float eps, float *out);
+/* dout (M,C) -> dinp (M,C), dgamma (C), dbeta (C) */
+void nnz_batchnorm_backward(int M, int C, const float *inp, const float *gamma, const float *save_mean,
+                            const float *save_invstd, const float *dout, float *dinp, float *dgamma, float *dbeta);
+
+/* Elementwise over n floats. The backward of relu/relu6 reads the forward OUTPUT
+ * (so in-place forward is allowed): relu passes where out > 0, relu6 where 0 < out < 6. */
+void nnz_relu_forward(int64_t n, const float *inp, float *out);
+void nnz_relu_backward(int64_t n, const float *out, const float *dout, float *dinp);
+void nnz_relu6_forward(int64_t n, const float *inp, float *out);
+void nnz_relu6_backward(int64_t n, const float *out, const float *dout, float *dinp);
+/* out = a + b; backward: da += dout, db += dout (each may be NULL) */
+void nnz_add_forward(int64_t n, const float *a, const float *b, float *out);
+void nnz_add_backward(int64_t n, const float *dout, float *da, float *db);
+/* dinp += dout (identity, flatten) */
+void nnz_accumulate(int64_t n, const float *dout, float *dinp);
+
+typedef struct {
+    int N, H, W, C;      /* input (N,H,W,C) */
+    int K, stride, pad;  /* square window */
+    int OH, OW;          /* output (N,OH,OW,C) */
+} nnz_pool_shape;
+/* floor mode, as PyTorch's default; INVALID_ARG if the output would be empty or pad > K/2 */
+nnz_status nnz_pool_shape_init(nnz_pool_shape *s, int N, int H, int W, int C, int K, int stride, int pad);
+/* argmax (N,OH,OW,C): flat index into (H,W) of the winning input, for the backward. */
+void nnz_maxpool_forward(const nnz_pool_shape *s, const float *inp, float *out, int32_t *argmax);
+void nnz_maxpool_backward(const nnz_pool_shape *s, const int32_t *argmax, const float *dout, float *dinp);
+/* average over the window with padding counted (PyTorch's count_include_pad=True) */
+void nnz_avgpool_forward(const nnz_pool_shape *s, const float *inp, float *out);
+void nnz_avgpool_backward(const nnz_pool_shape *s, const float *dout, float *dinp);
+/* inp (N,HW,C) -> out (N,C) */
+void nnz_global_avgpool_forward(int N, int HW, int C, const float *inp, float *out);
+void nnz_global_avgpool_backward(int N, int HW, int C, const float *dout, float *dinp);
+
+/* Inverted dropout: keep with probability 1-p, scale kept by 1/(1-p). The mask
+ * (n bytes) is drawn from the counter-based rng, so a step is reproducible. */
+void nnz_dropout_forward(int64_t n, float p, nnz_rng *rng, const float *inp, float *out, uint8_t *mask);
+void nnz_dropout_backward(int64_t n, float p, const uint8_t *mask, const float *dout, float *dinp);
+
+/* Softmax cross-entropy with label smoothing (PyTorch's definition: target =
+ * (1-s)*onehot + s/C). logits (N,C), labels (N). Returns the mean loss;
+ * writes dlogits (N,C) = d(mean loss)/d(logits) (overwritten) when non-NULL, and
+ * the number of argmax-correct rows into *correct when non-NULL. */
+float nnz_softmax_xent(int N, int C, const float *logits, const uint8_t *labels, float smoothing,
+                       float *dlogits, int *correct);
+
+/* ===================== the model graph ===================== */
+
+typedef enum {
+    NNZ_OP_LINEAR = 0, NNZ_OP_CONV2D, NNZ_OP_BATCHNORM, NNZ_OP_RELU, NNZ_OP_RELU6, NNZ_OP_IDENTITY,
+    NNZ_OP_MAXPOOL, NNZ_OP_AVGPOOL, NNZ_OP_GLOBAL_AVGPOOL, NNZ_OP_FLATTEN, NNZ_OP_ADD, NNZ_OP_DROPOUT,
+    NNZ_OP_COUNT
+} nnz_op;
+const char *nnz_op_name(nnz_op op);            /* "conv2d", ... (the JSON names) */
+int nnz_op_from_name(const char *name);        /* -1 if unknown */
+
+#define NNZ_NAME_MAX 64
+typedef struct {
+    nnz_op op;
+    char name[NNZ_NAME_MAX];  /* unique; parameters are "<name>.weight" etc. */
+    int input;        /* node feeding this one; -1 = the model input */
+    int skip;         /* ADD only: the other operand's node (-1 = the model input) */
+    int block;        /* the block (e.g. inverted residual) it belongs to; -1 = none */
+    /* hyper-parameters, those that apply to op */
+    int out_ch;                 /* conv: OC; linear: OUT */
+    int k, stride, pad, groups; /* conv (square kernel) and pools */
+    bool has_bias;              /* conv, linear */
+    float eps, momentum;        /* batchnorm (defaults 1e-5, 0.1) */
+    float p;                    /* dropout */
+    /* derived by nnz_model_finalize */
+    int in_h, in_w, in_c;       /* per-image input shape */
+    int h, w, c;                /* per-image output shape (linear/flatten: 1,1,features) */
+    int weight, bias;           /* parameter indices or -1 (batchnorm: gamma, beta) */
+    int running_mean, running_var; /* batchnorm buffers or -1 */
+    int64_t flops;              /* forward FLOPs per image, 2 per multiply-add */
+} nnz_node;
+
+typedef struct {
+    char name[NNZ_NAME_MAX + 16]; /* "<node>.weight", "<node>.running_mean", ... */
+    nnz_tensor value;             /* f32, in the layouts documented above */
+    float *grad;                  /* same size; NULL for buffers */
+    bool trainable;               /* false for batch-norm running statistics */
+    bool no_decay;                /* biases and batch-norm gamma/beta */
+    int node;
+} nnz_param;
+
+struct nnz_model {
+    int in_h, in_w, in_c, num_classes;
+    int n_nodes, cap_nodes;
+    nnz_node *nodes;
+    int n_params;
+    nnz_param *params;
+    int current_block;            /* builder state */
+    nnz_status build_error;       /* first builder error, reported by finalize */
+    bool finalized;
+    nnz_arena param_arena;        /* parameters, gradients */
+    /* activations: allocated by nnz_model_reserve for up to batch_cap images */
+    int batch_cap;
+    nnz_arena act_arena;
+    float **act;                  /* per node: output (batch_cap, h, w, c) */
+    float **dact;                 /* per node: gradient of the output */
+    void **aux;                   /* per node: bn save mean/invstd, maxpool argmax, dropout mask */
+    float *scratch;               /* shared by convs (max over nodes) */
+    float *dinput;                /* gradient w.r.t. the model input (unused by training) */
+    nnz_rng dropout_rng;          /* its counter is part of the checkpoint */
+};
+
+/* Builder. Each nnz_add_* appends a node fed by the previous one (the first by
+ * the model input) and returns its index; errors are remembered and reported
+ * by nnz_model_finalize. */
+nnz_status nnz_model_create(int in_h, int in_w, int in_c, nnz_model **out);
+int nnz_add_conv2d(nnz_model *m, const char *name, int out_ch, int k, int stride, int pad, int groups, bool bias);
+int nnz_add_linear(nnz_model *m, const char *name, int out_features, bool bias);
+int nnz_add_batchnorm(nnz_model *m, const char *name);
+int nnz_add_activation(nnz_model *m, const char *name, nnz_op op); /* RELU, RELU6, IDENTITY */
+int nnz_add_pool(nnz_model *m, const char *name, nnz_op op, int k, int stride, int pad); /* MAXPOOL, AVGPOOL */
+int nnz_add_global_avgpool(nnz_model *m, const char *name);
+int nnz_add_flatten(nnz_model *m, const char *name);
+int nnz_add_dropout(nnz_model *m, const char *name, float p);
+int nnz_add_residual(nnz_model *m, const char *name, int skip_node); /* prev + output of skip_node */
+int nnz_add_node(nnz_model *m, const nnz_node *spec); /* the general form: spec->input is honoured */
+void nnz_block_begin(nnz_model *m);   /* nodes added until nnz_block_end share a new block id */
+void nnz_block_end(nnz_model *m);
+/* Infers shapes, checks the graph, allocates and initialises parameters
+ * (PyTorch's defaults: kaiming-uniform(a=sqrt(5)) weights, uniform(±1/sqrt(fan_in))
+ * biases, BN gamma=1 beta=0 mean=0 var=1) from seed. num_classes = last node's features. */
+nnz_status nnz_model_finalize(nnz_model *m, uint64_t seed);
+
+int nnz_model_find_param(const nnz_model *m, const char *name); /* -1 if none */
+nnz_status nnz_model_reserve(nnz_model *m, int batch);
+/* x (n,in_h,in_w,in_c) -> logits (n,num_classes) at nnz_model_output(m). */
+nnz_status nnz_model_forward(nnz_model *m, const float *x, int n, bool train);
+const float *nnz_model_output(const nnz_model *m);
+/* After a train-mode forward of the same x: accumulates parameter gradients from dlogits (n,num_classes). */
+nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *dlogits);
+void nnz_model_zero_grad(nnz_model *m);
+
+/* The zoo: builds (not finalized) a model by name; NNZ_ERR_INVALID_ARG names the choices. */
+nnz_status nnz_zoo_build(const char *name, int in_h, int in_w, int in_c, int num_classes, nnz_model **out);
+
+/* ===================== optimizers and schedules ===================== */
+
+typedef struct {
+    nnz_optimizer_kind kind;
+    float momentum;       /* SGD */
+    bool nesterov;        /* SGD */
+    float beta1, beta2, eps; /* AdamW (0.9, 0.999, 1e-8) */
+    float weight_decay;
+    bool decay_bn_and_bias;
+    int n;                /* = model->n_params */
+    float **state1;       /* SGD momentum buffer / Adam m; NULL for buffers */
+    float **state2;       /* Adam v */
+    int64_t t;            /* steps taken */
+} nnz_optimizer;
+/* Same update rules as torch.optim.SGD and torch.optim.AdamW. */
+nnz_status nnz_optimizer_init(nnz_optimizer *o, const nnz_model *m, nnz_optimizer_kind kind, float momentum,
+                              bool nesterov, float weight_decay, bool decay_bn_and_bias);
+void nnz_optimizer_step(nnz_optimizer *o, nnz_model *m, float lr);
+void nnz_optimizer_free(nnz_optimizer *o);
+
+typedef struct {
+    nnz_schedule_kind kind;
+    float base_lr;
+    int64_t total_steps, warmup_steps;  /* warm-up: linear from 0 (cosine) */
+    int64_t step_size;                  /* step: multiply by gamma every step_size steps */
+    float gamma;
+    float min_lr;                       /* cosine floor, default 0 */
+} nnz_schedule;
+float nnz_schedule_lr(const nnz_schedule *s, int64_t step);
+
+#endif

@@ -1,0 +1,54 @@
+#include "test_util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void tu_fill_uniform(float *x, int64_t n, float lo, float hi, uint64_t seed) {
+    nnz_rng r = nnz_rng_make(seed, 12345);
+    for (int64_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * nnz_rng_uniform(&r);
+}
+
+double tu_max_rel_err(const float *a, const float *b, int64_t n, double floor) {
+    double worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        double s = fabs((double)b[i]);
+        double e = d / (s > floor ? s : floor);
+        if (!(e <= worst)) worst = e; /* NaN counts as worst */
+    }
+    return worst;
+}
+
+void tu_make_temp_dir(char *buf, size_t len) {
+    const char *base = getenv("TMPDIR");
+    snprintf(buf, len, "%s/nnz-test-XXXXXX", base && *base ? base : "/tmp");
+    assert_non_null(mkdtemp(buf));
+}
+
+void tu_write_file(const char *path, const void *data, size_t len) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    if (len) assert_int_equal(fwrite(data, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+}
+
+const char *tu_source_dir(void) {
+    const char *d = getenv("NNZ_SOURCE_DIR");
+#ifdef NNZ_SOURCE_DIR
+    if (!d) d = NNZ_SOURCE_DIR;
+#endif
+    return d ? d : ".";
+}
+
+void tu_for_each_isa(void (*fn)(nnz_isa isa, void *ctx), void *ctx) {
+    nnz_isa before = nnz_isa_active();
+    for (int i = 0; i < NNZ_ISA_COUNT; i++) {
+        if (!nnz_isa_supported((nnz_isa)i)) continue;
+        assert_int_equal(nnz_isa_set((nnz_isa)i), NNZ_OK);
+        fn((nnz_isa)i, ctx);
+    }
+    assert_int_equal(nnz_isa_set(before), NNZ_OK);
+}
