@@ -117,6 +117,8 @@ nnz_status nnz_zoo_build(const char *name, int in_h, int in_w, int in_c, int num
 
 nnz_status nnz_model_from_zoo(const char *name, int in_h, int in_w, int in_c, int num_classes, uint64_t seed,
                               nnz_model **out) {
+    if (!out) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_from_zoo: out is NULL");
+    *out = NULL;
     nnz_model *m;
     NNZ_TRY(nnz_zoo_build(name, in_h, in_w, in_c, num_classes, &m));
     nnz_status s = nnz_model_finalize(m, seed);
