@@ -546,6 +546,15 @@ int nnz_model_find_param(const nnz_model *m, const char *name) {
     return -1;
 }
 
+/* Here, not in model_exec.c: it touches only parameters, and optimizer tests
+ * link without the layers. */
+void nnz_model_zero_grad(nnz_model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_params; i++)
+        if (m->params[i].grad)
+            memset(m->params[i].grad, 0, (size_t)nnz_tensor_numel(&m->params[i].value) * sizeof(float));
+}
+
 void nnz_model_get_stats(const nnz_model *m, nnz_model_stats *out) {
     if (!out) return;
     memset(out, 0, sizeof *out);

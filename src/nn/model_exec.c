@@ -289,13 +289,6 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
     return NNZ_OK;
 }
 
-void nnz_model_zero_grad(nnz_model *m) {
-    if (!m) return;
-    for (int i = 0; i < m->n_params; i++)
-        if (m->params[i].grad)
-            memset(m->params[i].grad, 0, (size_t)nnz_tensor_numel(&m->params[i].value) * sizeof(float));
-}
-
 nnz_status nnz_model_predict(nnz_model *m, const float *x, int n, float *logits) {
     if (!m || !m->finalized) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_predict: the model is not finalized");
     if (!x || !logits || n < 1)
