@@ -63,12 +63,25 @@ static const char *const common_keys[] = {"op", "name", "input", "block", NULL};
 
 /* ---- writing ---- */
 
+/* The double with the fewest digits that reads back as f, so 1e-5f is written
+ * "1e-05", not "9.99999974737875e-06". */
+static double shortest_double(float f) {
+    char buf[32];
+    for (int digits = 6; digits < 9; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, (double)f);
+        double d = strtod(buf, NULL);
+        if ((float)d == f) return d;
+    }
+    return (double)f;
+}
+
 nnz_status nnz_model_to_json(const nnz_model *m, char **json_out) {
     if (!m || !json_out) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_to_json: model and output must not be NULL");
     *json_out = NULL;
     cJSON *root = cJSON_CreateObject();
     cJSON *input = cJSON_CreateArray(), *nodes = cJSON_CreateArray();
-    bool ok = root && input && nodes;
+    bool ok = root && input && nodes && cJSON_AddStringToObject(root, "format", ARCH_FORMAT) &&
+              cJSON_AddNumberToObject(root, "version", ARCH_VERSION);
     if (ok) {
         cJSON_AddItemToObject(root, "input", input);
         cJSON_AddItemToObject(root, "nodes", nodes);
@@ -76,7 +89,6 @@ nnz_status nnz_model_to_json(const nnz_model *m, char **json_out) {
         cJSON_Delete(input);
         cJSON_Delete(nodes);
     }
-    ok = ok && cJSON_AddStringToObject(root, "format", ARCH_FORMAT) && cJSON_AddNumberToObject(root, "version", ARCH_VERSION);
     const int dims[3] = {m->in_h, m->in_w, m->in_c};
     for (int d = 0; ok && d < 3; d++) {
         cJSON *v = cJSON_CreateNumber(dims[d]);
@@ -93,7 +105,7 @@ nnz_status nnz_model_to_json(const nnz_model *m, char **json_out) {
             const char *p = (const char *)n + f->offset;
             if (f->type == F_INT) ok = cJSON_AddNumberToObject(o, f->key, *(const int *)p) != NULL;
             else if (f->type == F_BOOL) ok = cJSON_AddBoolToObject(o, f->key, *(const bool *)p) != NULL;
-            else ok = cJSON_AddNumberToObject(o, f->key, (double)*(const float *)p) != NULL;
+            else ok = cJSON_AddNumberToObject(o, f->key, shortest_double(*(const float *)p)) != NULL;
         }
     }
     char *text = ok ? cJSON_PrintUnformatted(root) : NULL;
