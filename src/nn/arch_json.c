@@ -13,7 +13,7 @@
  *   relu relu6 identity flatten global_avgpool: none
  * Unknown or repeated fields are errors (a typo must not silently become a
  * default). The reader checks types and ranges here and the graph rules in the
- * builder; it never trusts the input. docs/arch-json.md has the same text.
+ * builder; it never trusts the input. docs/arch-json.md documents the format.
  */
 #include "nn/nn.h"
 
