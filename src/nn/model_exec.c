@@ -114,7 +114,8 @@ static nnz_status reserve_buffers(nnz_model *m, int batch) {
 nnz_status nnz_model_reserve(nnz_model *m, int batch) {
     if (!m || !m->finalized) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_reserve: the model is not finalized");
     if (batch < 1) return nnz_fail(NNZ_ERR_INVALID_ARG, "batch size %d must be at least 1", batch);
-    if (batch <= m->batch_cap) return NNZ_OK;
+    if (batch <= m->batch_cap && (!m->input_grad || m->dinput)) return NNZ_OK;
+    if (batch < m->batch_cap) batch = m->batch_cap; /* reallocating for dinput: keep the capacity */
     nnz_arena_free(&m->act_arena);
     m->act = m->dact = NULL;
     m->aux = NULL;
