@@ -10,9 +10,7 @@
 typedef __m256 vec;
 typedef __m256i vmask;
 /* lanes i < r all-ones: compare the lane index against r */
-#define vmask_tail(r) _mm256_cmpgt_epi32(_mm256_set1_epi32(r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
-#define vloadu(p) _mm256_loadu_ps(p)
-#define vstoreu(p, v) _mm256_storeu_ps((p), (v))
+#define vmask_first(r) _mm256_cmpgt_epi32(_mm256_set1_epi32(r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
 #define vmload(m, p) _mm256_maskload_ps((p), (m))
 #define vmstore(p, m, v) _mm256_maskstore_ps((p), (m), (v))
 #define vfma(a, b, c) _mm256_fmadd_ps((a), (b), (c))

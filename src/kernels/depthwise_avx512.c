@@ -9,9 +9,8 @@
 #define VLEN 16
 typedef __m512 vec;
 typedef __mmask16 vmask;
-#define vmask_tail(r) ((__mmask16)((1u << (r)) - 1u))
-#define vloadu(p) _mm512_loadu_ps(p)
-#define vstoreu(p, v) _mm512_storeu_ps((p), (v))
+/* r in [0,16]: (1 << 16) - 1 is all lanes */
+#define vmask_first(r) ((__mmask16)((1u << (r)) - 1u))
 #define vmload(m, p) _mm512_maskz_loadu_ps((m), (p))
 #define vmstore(p, m, v) _mm512_mask_storeu_ps((p), (m), (v))
 #define vfma(a, b, c) _mm512_fmadd_ps((a), (b), (c))
