@@ -221,15 +221,16 @@ static double *alloc_part(int M, int C) {
     return malloc((size_t)groups * 2 * (size_t)ct * sizeof(double));
 }
 
-/* out = x*scale + shift over channels [c0, c0+ct), scale/shift (ct) per channel. */
-static void affine_tile(int M, int C, int c0, int ct, const float *x, const float *scale, const float *shift,
-                        float *out) {
+/* out = (x - mean)*scale + shift over channels [c0, c0+ct); mean, scale, shift are
+ * per channel (ct). Subtracting the mean first keeps a large |mean|/std accurate. */
+static void affine_tile(int M, int C, int c0, int ct, const float *x, const float *mean, const float *scale,
+                        const float *shift, float *out) {
 #pragma omp parallel for schedule(static) if ((int64_t)M * ct >= BN_PARALLEL_MIN)
     for (int64_t r = 0; r < M; r++) {
         const float *xr = x + r * C + c0;
         float *o = out + r * C + c0;
 #pragma omp simd
-        for (int c = 0; c < ct; c++) o[c] = xr[c] * scale[c] + shift[c];
+        for (int c = 0; c < ct; c++) o[c] = (xr[c] - mean[c]) * scale[c] + shift[c];
     }
 }
 
@@ -244,7 +245,7 @@ void nnz_batchnorm_forward_train(int M, int C, const float *inp, const float *ga
     for (int c0 = 0; c0 < C; c0 += BN_CH_TILE) {
         const int ct = C - c0 < BN_CH_TILE ? C - c0 : BN_CH_TILE;
         double mean[BN_CH_TILE], m2[BN_CH_TILE];
-        float scale[BN_CH_TILE], shift[BN_CH_TILE];
+        float scale[BN_CH_TILE];
         reduce_tile(kernel, true, M, C, c0, ct, inp, NULL, NULL, part, mean, m2);
         for (int c = 0; c < ct; c++) {
             const int ch = c0 + c;
@@ -253,14 +254,13 @@ void nnz_batchnorm_forward_train(int M, int C, const float *inp, const float *ga
             save_mean[ch] = (float)mean[c];
             save_invstd[ch] = invstd;
             scale[c] = invstd * gamma[ch];
-            shift[c] = beta[ch] - save_mean[ch] * scale[c];
             if (running_mean) running_mean[ch] = (float)((1.0 - momentum) * running_mean[ch] + momentum * mean[c]);
             if (running_var) {
                 const double unbiased = M > 1 ? m2[c] / (M - 1) : var;
                 running_var[ch] = (float)((1.0 - momentum) * running_var[ch] + momentum * unbiased);
             }
         }
-        affine_tile(M, C, c0, ct, inp, scale, shift, out);
+        affine_tile(M, C, c0, ct, inp, save_mean + c0, scale, beta + c0, out);
     }
     free(part);
 }
@@ -270,14 +270,13 @@ void nnz_batchnorm_forward_eval(int M, int C, const float *inp, const float *gam
     assert(M > 0 && C > 0);
     for (int c0 = 0; c0 < C; c0 += BN_CH_TILE) {
         const int ct = C - c0 < BN_CH_TILE ? C - c0 : BN_CH_TILE;
-        float scale[BN_CH_TILE], shift[BN_CH_TILE];
+        float scale[BN_CH_TILE];
         for (int c = 0; c < ct; c++) {
             const int ch = c0 + c;
             const float invstd = (float)(1.0 / sqrt((double)running_var[ch] + (double)eps));
             scale[c] = invstd * gamma[ch];
-            shift[c] = beta[ch] - running_mean[ch] * scale[c];
         }
-        affine_tile(M, C, c0, ct, inp, scale, shift, out);
+        affine_tile(M, C, c0, ct, inp, running_mean + c0, scale, beta + c0, out);
     }
 }
 
