@@ -287,7 +287,7 @@ static void test_same_numbers_for_any_thread_count(void **state) {
     bn_result a = run_all(M, C, x, dy);
     nnz_set_threads(2);
     bn_result b = run_all(M, C, x, dy);
-    nnz_set_threads(5);
+    nnz_set_threads(3);
     bn_result c = run_all(M, C, x, dy);
     nnz_set_threads(before);
     const bn_result *others[2] = {&b, &c};
