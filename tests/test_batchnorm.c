@@ -196,12 +196,12 @@ static double central_diff(bn_case *k, float *p, float h) {
     return (Lp - Lm) / (hp - hm);
 }
 
-/* Tolerance for these checks: |fd - analytic| <= 2e-3 + 2e-3*|fd| with h = 1e-2 on
+/* Tolerance for these checks: |fd - analytic| <= 5e-4 + 5e-4*|fd| with h = 1e-2 on
  * O(1) inputs. Float forward noise over ~100 outputs is ~1e-6/h = 1e-4, truncation
- * O(h^2) ~ 1e-4; a wrong term (e.g. a missing mean or variance path) is O(0.1). */
+ * O(h^2) ~ 1e-4 (the worst seen is 1.2e-4); a wrong term (e.g. a missing mean or variance path) is O(0.1). */
 #define FD_H 1e-2f
-#define FD_ABS 2e-3
-#define FD_REL 2e-3
+#define FD_ABS 5e-4
+#define FD_REL 5e-4
 
 static void check_fd(const char *what, int i, double fd, double an) {
     if (fabs(fd - an) > FD_ABS + FD_REL * fabs(fd)) {
