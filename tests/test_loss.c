@@ -135,12 +135,25 @@ static void test_correct_count_first_max_wins(void **state) {
     assert_int_equal(correct, 2);
 }
 
+static void test_out_of_range_label_gives_nan(void **state) {
+    (void)state;
+    const float z[2 * 3] = {1, 2, 3, 3, 2, 1};
+    const uint8_t y[2] = {0, 3};
+    float g[6];
+    int correct = -1;
+    assert_true(isnan(nnz_softmax_xent(2, 3, z, y, 0.1f, g, &correct)));
+    for (int c = 3; c < 6; c++) assert_float_equal(g[c], 0.0f, 0);
+    assert_true(g[0] != 0.0f); /* the good row still gets its gradient */
+    assert_int_equal(correct, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_loss_matches_definition),
         cmocka_unit_test(test_dlogits_finite_differences),
         cmocka_unit_test(test_stable_at_huge_logits),
         cmocka_unit_test(test_correct_count_first_max_wins),
+        cmocka_unit_test(test_out_of_range_label_gives_nan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
