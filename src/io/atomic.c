@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -69,13 +68,13 @@ nnz_status nnz_atomic_open(nnz_atomic_file *af, const char *path) {
         return nnz_fail(NNZ_ERR_NOMEM, "out of memory preparing to write '%s'", path);
     }
     /* O_EXCL with a unique suffix, not mkstemp: mkstemp's 0600 would ignore the umask. */
-    static atomic_uint counter;
     int fd = -1, err = 0;
     for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
+        /* pid + time + this struct's address: unique enough, and EEXIST just tries another */
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        snprintf(af->tmp_path, n + 64, "%s.tmp.%ld.%u.%ld", path, (long)getpid(),
-                 atomic_fetch_add(&counter, 1u), (long)ts.tv_nsec);
+        unsigned long salt = (unsigned long)ts.tv_nsec ^ (unsigned long)(uintptr_t)af ^ (unsigned long)attempt * 7919u;
+        snprintf(af->tmp_path, n + 64, "%s.tmp.%ld.%lx", path, (long)getpid(), salt);
         fd = open(af->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
         err = errno;
         if (fd < 0 && err != EEXIST) break;

@@ -11,6 +11,8 @@
  * taken from an untrusted gzip trailer. */
 #define DEFLATE_MAX_RATIO 1032u
 #define READ_CHUNK ((size_t)1 << 24)
+/* The first buffer is never larger than this: past it the buffer grows as data arrives. */
+#define MAX_SIZE_HINT ((size_t)256 << 20)
 
 /* Moves buf[0..used) into a fresh buffer of cap bytes. */
 static nnz_status grow(uint8_t **buf, size_t used, size_t cap, const char *path) {
@@ -54,6 +56,7 @@ nnz_status nnz_read_file(const char *path, bool gz, size_t max_bytes, uint8_t **
         size_t trailer = gzip_size_hint(f, file_size);
         size_t bound = file_size > SIZE_MAX / DEFLATE_MAX_RATIO ? SIZE_MAX : file_size * DEFLATE_MAX_RATIO;
         hint = trailer < bound ? trailer : bound;
+        if (hint > MAX_SIZE_HINT) hint = MAX_SIZE_HINT;
     }
     fclose(f);
     if (hint > max_bytes) hint = max_bytes;
