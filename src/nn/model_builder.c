@@ -22,7 +22,7 @@
 
 /* Limits that keep every size computation far from overflow and reject
  * absurd graphs (hostile JSON) before anything is allocated. */
-#define MAX_NODES (1 << 16)
+#define MAX_NODES (1 << 14)   /* name uniqueness is checked pairwise: keep hostile graphs cheap */
 #define MAX_SPATIAL (1 << 15)
 #define MAX_CHANNELS (1 << 20)
 #define MAX_KERNEL 1024
@@ -514,7 +514,13 @@ nnz_status nnz_model_finalize(nnz_model *m, uint64_t seed) {
     if (m->current_block != -1)
         return nnz_fail(NNZ_ERR_INVALID_ARG, "block %d was begun but not ended; call nnz_block_end", m->current_block);
     if (m->n_nodes == 0) return nnz_fail(NNZ_ERR_INVALID_ARG, "the model has no nodes; add layers before finalizing");
-    for (int i = 0; i < m->n_nodes; i++) NNZ_TRY(infer_node(m, i));
+    int64_t flops = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        NNZ_TRY(infer_node(m, i));
+        if (__builtin_add_overflow(flops, m->nodes[i].flops, &flops))
+            return nnz_fail(NNZ_ERR_INVALID_ARG, "the model's FLOP count overflows at node '%s'; it is too large",
+                            m->nodes[i].name);
+    }
     const nnz_node *last = &m->nodes[m->n_nodes - 1];
     if (last->h != 1 || last->w != 1)
         return nnz_fail(NNZ_ERR_INVALID_ARG,
