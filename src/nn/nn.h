@@ -175,7 +175,8 @@ struct nnz_model {
  * by nnz_model_finalize. */
 nnz_status nnz_model_create(int in_h, int in_w, int in_c, nnz_model **out);
 int nnz_add_conv2d(nnz_model *m, const char *name, int out_ch, int k, int stride, int pad, int groups, bool bias);
-int nnz_add_linear(nnz_model *m, const char *name, int out_features, bool bias);
+int nnz_add_linear(nnz_model *m, const char *name, int out_features, bool bias); /* needs a vector input: add a
+                                                                   flatten or global_avgpool after a spatial node */
 int nnz_add_batchnorm(nnz_model *m, const char *name);
 int nnz_add_activation(nnz_model *m, const char *name, nnz_op op); /* RELU, RELU6, IDENTITY */
 int nnz_add_pool(nnz_model *m, const char *name, nnz_op op, int k, int stride, int pad); /* MAXPOOL, AVGPOOL */
