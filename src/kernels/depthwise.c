@@ -39,11 +39,12 @@ size_t nnz_dwconv_work_floats(const nnz_conv_window *g, int N, int C) {
     return (size_t)weight_slots(N) * g->KH * g->KW * C;
 }
 
-void nnz_dwconv_forward(const nnz_conv_window *g, int N, int C, const float *inp, const float *weight_t,
-                        const float *bias, float *out) {
+void nnz_dwconv_forward_ep(const nnz_conv_window *g, int N, int C, const float *inp, const float *weight_t,
+                           const float *bias, const nnz_epilogue *ep, float *out) {
     dw_variant v;
     if (!pick_variant(&v)) {
         nnz_dwconv_forward_ref(g, N, C, inp, weight_t, bias, out);
+        if (ep) nnz_epilogue_apply((int64_t)N * g->OH * g->OW, C, ep, out);
         return;
     }
     const size_t in_img = (size_t)g->H * g->W * C, out_row = (size_t)g->OW * C;
@@ -52,23 +53,37 @@ void nnz_dwconv_forward(const nnz_conv_window *g, int N, int C, const float *inp
     for (int r = 0; r < rows; r++) {
         int n = r / g->OH, oh = r % g->OH;
         v.fwd_row(g, C, inp + n * in_img, weight_t, bias, oh, out + (size_t)r * out_row);
+        if (ep) nnz_epilogue_apply(g->OW, C, ep, out + (size_t)r * out_row);
+    }
+}
+
+void nnz_dwconv_forward(const nnz_conv_window *g, int N, int C, const float *inp, const float *weight_t,
+                        const float *bias, float *out) {
+    nnz_dwconv_forward_ep(g, N, C, inp, weight_t, bias, NULL, out);
+}
+
+void nnz_dwconv_backward_data_ex(const nnz_conv_window *g, int N, int C, const float *dout, const float *weight_t,
+                                 float *dinp, bool accumulate) {
+    dw_variant v;
+    const size_t out_img = (size_t)g->OH * g->OW * C, in_row = (size_t)g->W * C;
+    const int rows = N * g->H;
+    if (!pick_variant(&v)) {
+        if (!accumulate) memset(dinp, 0, (size_t)rows * in_row * sizeof(float));
+        nnz_dwconv_backward_data_ref(g, N, C, dout, weight_t, dinp);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        int n = r / g->H, ih = r % g->H;
+        float *d = dinp + (size_t)r * in_row;
+        if (!accumulate) memset(d, 0, in_row * sizeof(float)); /* the row stays in cache for the kernel */
+        v.bwd_data_row(g, C, dout + n * out_img, weight_t, ih, d);
     }
 }
 
 void nnz_dwconv_backward_data(const nnz_conv_window *g, int N, int C, const float *dout, const float *weight_t,
                               float *dinp) {
-    dw_variant v;
-    if (!pick_variant(&v)) {
-        nnz_dwconv_backward_data_ref(g, N, C, dout, weight_t, dinp);
-        return;
-    }
-    const size_t out_img = (size_t)g->OH * g->OW * C, in_row = (size_t)g->W * C;
-    const int rows = N * g->H;
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++) {
-        int n = r / g->H, ih = r % g->H;
-        v.bwd_data_row(g, C, dout + n * out_img, weight_t, ih, dinp + (size_t)r * in_row);
-    }
+    nnz_dwconv_backward_data_ex(g, N, C, dout, weight_t, dinp, true);
 }
 
 void nnz_dwconv_backward_weight(const nnz_conv_window *g, int N, int C, const float *inp, const float *dout,

@@ -16,8 +16,26 @@
  * M, N or K may be 0 (K = 0: C = beta*C). Threads: OpenBLAS's own. */
 void nnz_sgemm(bool transA, bool transB, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc);
+/* true when nnz_sgemm may be called from inside an OpenMP parallel region: OpenBLAS's
+ * OpenMP (or sequential) build then runs single-threaded; its pthreads build would start
+ * its own threads on top of OpenMP's. */
+bool nnz_sgemm_nestable(void);
 void nnz_sgemm_ref(bool transA, bool transB, int M, int N, int K, float alpha, const float *A, int lda,
                    const float *B, int ldb, float beta, float *C, int ldc);
+
+/* ---- per-channel epilogue, fused into a producer's store ----
+ * Over a row-major (M,C) block, in place: x = clamp((x - sub[c]) * mul[c] + add[c], lo, hi),
+ * where clamp(v) = v < lo ? lo : (v > hi ? hi : v) (NaN passes, as relu does). sub, mul, add
+ * (C) may each be NULL (0, 1, 0); lo = -INFINITY, hi = INFINITY for no clamp. This is
+ * batch norm (eval) followed by relu (lo 0, hi inf) or relu6 (0, 6), written so that the
+ * fused result is the same arithmetic as the separate layers. Producers (the 1x1 GEMM in
+ * row chunks, the depthwise kernels per output row) apply it while the block is in cache.
+ * nnz_epilogue_apply is single-threaded (callers are inside their own parallel loop). */
+typedef struct {
+    const float *sub, *mul, *add;
+    float lo, hi;
+} nnz_epilogue;
+void nnz_epilogue_apply(int64_t M, int C, const nnz_epilogue *ep, float *x);
 
 /* ---- convolution geometry (one image) ----
  * Shared by im2col and the depthwise kernels. OH = (H + 2*pad - KH)/stride + 1,
@@ -55,8 +73,14 @@ void nnz_col2im_nhwc_acc(const nnz_conv_window *g, int B, int C, int c0, int Cg,
 size_t nnz_dwconv_work_floats(const nnz_conv_window *g, int N, int C);
 void nnz_dwconv_forward(const nnz_conv_window *g, int N, int C, const float *inp, const float *weight_t,
                         const float *bias, float *out);
+/* forward, then ep (may be NULL) applied to each output row while it is in cache */
+void nnz_dwconv_forward_ep(const nnz_conv_window *g, int N, int C, const float *inp, const float *weight_t,
+                           const float *bias, const nnz_epilogue *ep, float *out);
 void nnz_dwconv_backward_data(const nnz_conv_window *g, int N, int C, const float *dout, const float *weight_t,
                               float *dinp);
+/* accumulate false: dinp = conv^T(dout, weight_t) (overwritten, row by row while in cache) */
+void nnz_dwconv_backward_data_ex(const nnz_conv_window *g, int N, int C, const float *dout, const float *weight_t,
+                                 float *dinp, bool accumulate);
 void nnz_dwconv_backward_weight(const nnz_conv_window *g, int N, int C, const float *inp, const float *dout,
                                 float *dweight_t, float *work);
 /* The oracles: single-threaded, one output element at a time, bounds checked per tap. */

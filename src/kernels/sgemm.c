@@ -5,8 +5,9 @@
  *   op(B) (K,N): B is (K,N) with ldb >= max(1,N), or (N,K) with ldb >= max(1,K) when transB.
  *   ldc >= max(1,N). M or N == 0: nothing is touched. K == 0 or alpha == 0: C = beta*C and
  *   A, B are not read. beta == 0 overwrites C (NaN/Inf already in C do not propagate).
- * Threads: OpenBLAS's own (pthreads build); never call nnz_sgemm from inside an OpenMP
- * parallel region, the two thread pools would oversubscribe the cores. */
+ * Threads: OpenBLAS's own. Inside an OpenMP parallel region only when nnz_sgemm_nestable()
+ * (OpenBLAS's OpenMP build then runs single-threaded); with its pthreads build the two
+ * thread pools would oversubscribe the cores. */
 #include "kernels/kernels.h"
 
 #include <assert.h>
@@ -36,6 +37,8 @@ void nnz_sgemm(bool transA, bool transB, int M, int N, int K, float alpha, const
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N, K,
                 alpha, A, lda, B, ldb, beta, C, ldc);
 }
+
+bool nnz_sgemm_nestable(void) { return openblas_get_parallel() != 1; /* 0 sequential, 1 pthreads, 2 OpenMP */ }
 
 /* The oracle: a triple loop with double accumulation; beta == 0 never reads C. */
 void nnz_sgemm_ref(bool transA, bool transB, int M, int N, int K, float alpha, const float *A, int lda,

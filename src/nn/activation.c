@@ -18,10 +18,19 @@ void nnz_relu_forward(int64_t n, const float *inp, float *out) {
     }
 }
 
-void nnz_relu_backward(int64_t n, const float *out, const float *dout, float *dinp) {
+void nnz_relu_backward_ex(int64_t n, const float *out, const float *dout, float *dinp, bool accumulate) {
     if (!dinp) return;
+    if (accumulate) {
 #pragma omp parallel for simd schedule(static) if (n >= ELTWISE_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) dinp[i] += out[i] > 0.0f ? dout[i] : 0.0f;
+        for (int64_t i = 0; i < n; i++) dinp[i] += out[i] > 0.0f ? dout[i] : 0.0f;
+    } else {
+#pragma omp parallel for simd schedule(static) if (n >= ELTWISE_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) dinp[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+    }
+}
+
+void nnz_relu_backward(int64_t n, const float *out, const float *dout, float *dinp) {
+    nnz_relu_backward_ex(n, out, dout, dinp, true);
 }
 
 void nnz_relu6_forward(int64_t n, const float *inp, float *out) {
@@ -32,10 +41,19 @@ void nnz_relu6_forward(int64_t n, const float *inp, float *out) {
     }
 }
 
-void nnz_relu6_backward(int64_t n, const float *out, const float *dout, float *dinp) {
+void nnz_relu6_backward_ex(int64_t n, const float *out, const float *dout, float *dinp, bool accumulate) {
     if (!dinp) return;
+    if (accumulate) {
 #pragma omp parallel for simd schedule(static) if (n >= ELTWISE_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) dinp[i] += (out[i] > 0.0f && out[i] < 6.0f) ? dout[i] : 0.0f;
+        for (int64_t i = 0; i < n; i++) dinp[i] += (out[i] > 0.0f && out[i] < 6.0f) ? dout[i] : 0.0f;
+    } else {
+#pragma omp parallel for simd schedule(static) if (n >= ELTWISE_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) dinp[i] = (out[i] > 0.0f && out[i] < 6.0f) ? dout[i] : 0.0f;
+    }
+}
+
+void nnz_relu6_backward(int64_t n, const float *out, const float *dout, float *dinp) {
+    nnz_relu6_backward_ex(n, out, dout, dinp, true);
 }
 
 void nnz_add_forward(int64_t n, const float *a, const float *b, float *out) {

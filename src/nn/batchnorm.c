@@ -39,8 +39,9 @@
 /* ---- group kernels: x (rows, ld) starting at the tile's first channel, ct <= BN_CH_TILE ---- */
 
 /* mean (ct) and m2 = sum (x-mean)^2 (ct) of the group's rows, in double. */
-ALWAYS_INLINE void group_moments_body(const float *x, const float *unused_dy, const float *unused_mean, int64_t ld,
-                                      int rows, int ct, double *mean, double *m2) {
+ALWAYS_INLINE void group_moments_body(const float *x, const float *unused_dy, const float *unused_mean,
+                                      const float *unused_y, float unused_hmax, int64_t ld, int rows, int ct,
+                                      double *mean, double *m2) {
     float bsum[BN_CH_TILE], bmean[BN_CH_TILE], bdev[BN_CH_TILE], bdev2[BN_CH_TILE];
     double n = 0.0;
     for (int c = 0; c < ct; c++) mean[c] = m2[c] = 0.0;
@@ -83,9 +84,10 @@ ALWAYS_INLINE void group_moments_body(const float *x, const float *unused_dy, co
     }
 }
 
-/* sdy = sum dy, sdyx = sum dy*(x-mean) over the group's rows (ct each), in double. */
-ALWAYS_INLINE void group_grad_sums_body(const float *x, const float *dy, const float *mean, int64_t ld, int rows,
-                                        int ct, double *sdy, double *sdyx) {
+/* sdy = sum g, sdyx = sum g*(x-mean) over the group's rows (ct each), in double, where
+ * g = dy, or with y (the fused activation's output): g = dy where 0 < y <= hmax, else 0. */
+ALWAYS_INLINE void group_grad_sums_body(const float *x, const float *dy, const float *mean, const float *y,
+                                        float hmax, int64_t ld, int rows, int ct, double *sdy, double *sdyx) {
     float bdy[BN_CH_TILE], bdyx[BN_CH_TILE];
     for (int c = 0; c < ct; c++) sdy[c] = sdyx[c] = 0.0;
     for (int r0 = 0; r0 < rows; r0 += BN_BLOCK_ROWS) {
@@ -94,10 +96,20 @@ ALWAYS_INLINE void group_grad_sums_body(const float *x, const float *dy, const f
         for (int c = 0; c < ct; c++) bdy[c] = bdyx[c] = 0.0f;
         for (int r = 0; r < br; r++) {
             const float *xr = x + (int64_t)(r0 + r) * ld, *gr = dy + (int64_t)(r0 + r) * ld;
+            if (y) {
+                const float *yr = y + (int64_t)(r0 + r) * ld;
 #pragma omp simd
-            for (int c = 0; c < ct; c++) {
-                bdy[c] += gr[c];
-                bdyx[c] += gr[c] * (xr[c] - mean[c]);
+                for (int c = 0; c < ct; c++) {
+                    const float g = (yr[c] > 0.0f && yr[c] <= hmax) ? gr[c] : 0.0f;
+                    bdy[c] += g;
+                    bdyx[c] += g * (xr[c] - mean[c]);
+                }
+            } else {
+#pragma omp simd
+                for (int c = 0; c < ct; c++) {
+                    bdy[c] += gr[c];
+                    bdyx[c] += gr[c] * (xr[c] - mean[c]);
+                }
             }
         }
 #pragma omp simd
@@ -108,38 +120,121 @@ ALWAYS_INLINE void group_grad_sums_body(const float *x, const float *dy, const f
     }
 }
 
-typedef void (*group_kernel)(const float *x, const float *dy, const float *mean, int64_t ld, int rows, int ct,
-                             double *out1, double *out2);
+/* ---- row kernels: rows [0, rows) of a (rows, ld) block at the tile's first channel ---- */
 
-static void group_moments_ref(const float *x, const float *dy, const float *mean, int64_t ld, int rows, int ct,
-                              double *o1, double *o2) {
-    group_moments_body(x, dy, mean, ld, rows, ct, o1, o2);
+/* out = clamp((x - mean)*scale + shift, lo, hi): the forward's affine and fused activation */
+ALWAYS_INLINE void affine_rows_body(const float *x, int64_t ld, int rows, int ct, const float *mean,
+                                    const float *scale, const float *shift, float lo, float hi, float *out) {
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + r * ld;
+        float *o = out + r * ld;
+#pragma omp simd
+        for (int c = 0; c < ct; c++) {
+            const float v = (xr[c] - mean[c]) * scale[c] + shift[c];
+            o[c] = v < lo ? lo : (v > hi ? hi : v); /* the fused relu/relu6; NaN passes */
+        }
+    }
 }
-static void group_grad_sums_ref(const float *x, const float *dy, const float *mean, int64_t ld, int rows, int ct,
-                                double *o1, double *o2) {
-    group_grad_sums_body(x, dy, mean, ld, rows, ct, o1, o2);
+
+/* dinp (+)= (g - mean_dy - (x - mean)*k) * a, g = dy masked by 0 < y <= hmax when y */
+ALWAYS_INLINE void dx_rows_body(const float *x, const float *dy, const float *y, float hmax, int64_t ld, int rows,
+                                int ct, const float *mean, const float *mean_dy, const float *k, const float *a,
+                                bool accumulate, float *dinp) {
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + r * ld, *gr = dy + r * ld;
+        float *d = dinp + r * ld;
+        if (y) {
+            const float *yr = y + r * ld;
+            if (accumulate) {
+#pragma omp simd
+                for (int c = 0; c < ct; c++) {
+                    const float g = (yr[c] > 0.0f && yr[c] <= hmax) ? gr[c] : 0.0f;
+                    d[c] += (g - mean_dy[c] - (xr[c] - mean[c]) * k[c]) * a[c];
+                }
+            } else {
+#pragma omp simd
+                for (int c = 0; c < ct; c++) {
+                    const float g = (yr[c] > 0.0f && yr[c] <= hmax) ? gr[c] : 0.0f;
+                    d[c] = (g - mean_dy[c] - (xr[c] - mean[c]) * k[c]) * a[c];
+                }
+            }
+        } else if (accumulate) {
+#pragma omp simd
+            for (int c = 0; c < ct; c++) d[c] += (gr[c] - mean_dy[c] - (xr[c] - mean[c]) * k[c]) * a[c];
+        } else {
+#pragma omp simd
+            for (int c = 0; c < ct; c++) d[c] = (gr[c] - mean_dy[c] - (xr[c] - mean[c]) * k[c]) * a[c];
+        }
+    }
+}
+
+typedef void (*affine_rows_fn)(const float *x, int64_t ld, int rows, int ct, const float *mean, const float *scale,
+                               const float *shift, float lo, float hi, float *out);
+typedef void (*dx_rows_fn)(const float *x, const float *dy, const float *y, float hmax, int64_t ld, int rows, int ct,
+                           const float *mean, const float *mean_dy, const float *k, const float *a, bool accumulate,
+                           float *dinp);
+
+#define ROW_KERNELS(suffix, attr)                                                                                  \
+    attr static void affine_rows_##suffix(const float *x, int64_t ld, int rows, int ct, const float *mean,         \
+                                          const float *scale, const float *shift, float lo, float hi, float *out) { \
+        affine_rows_body(x, ld, rows, ct, mean, scale, shift, lo, hi, out);                                        \
+    }                                                                                                              \
+    attr static void dx_rows_##suffix(const float *x, const float *dy, const float *y, float hmax, int64_t ld,     \
+                                      int rows, int ct, const float *mean, const float *mean_dy, const float *k,   \
+                                      const float *a, bool accumulate, float *dinp) {                              \
+        dx_rows_body(x, dy, y, hmax, ld, rows, ct, mean, mean_dy, k, a, accumulate, dinp);                         \
+    }
+
+typedef void (*group_kernel)(const float *x, const float *dy, const float *mean, const float *y, float hmax,
+                             int64_t ld, int rows, int ct, double *out1, double *out2);
+
+static void group_moments_ref(const float *x, const float *dy, const float *mean, const float *y, float hmax, int64_t ld, int rows, int ct, double *o1, double *o2) {
+    group_moments_body(x, dy, mean, y, hmax, ld, rows, ct, o1, o2);
+}
+static void group_grad_sums_ref(const float *x, const float *dy, const float *mean, const float *y, float hmax, int64_t ld, int rows, int ct, double *o1, double *o2) {
+    group_grad_sums_body(x, dy, mean, y, hmax, ld, rows, ct, o1, o2);
 }
 
 #if defined(__x86_64__)
 #define TARGET_AVX2 __attribute__((target("avx2,fma")))
 #define TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")))
-TARGET_AVX2 static void group_moments_f32_avx2(const float *x, const float *dy, const float *mean, int64_t ld,
-                                               int rows, int ct, double *o1, double *o2) {
-    group_moments_body(x, dy, mean, ld, rows, ct, o1, o2);
+TARGET_AVX2 static void group_moments_f32_avx2(const float *x, const float *dy, const float *mean, const float *y, float hmax, int64_t ld, int rows, int ct, double *o1, double *o2) {
+    group_moments_body(x, dy, mean, y, hmax, ld, rows, ct, o1, o2);
 }
-TARGET_AVX2 static void group_grad_sums_f32_avx2(const float *x, const float *dy, const float *mean, int64_t ld,
-                                                 int rows, int ct, double *o1, double *o2) {
-    group_grad_sums_body(x, dy, mean, ld, rows, ct, o1, o2);
+TARGET_AVX2 static void group_grad_sums_f32_avx2(const float *x, const float *dy, const float *mean, const float *y, float hmax, int64_t ld, int rows, int ct, double *o1, double *o2) {
+    group_grad_sums_body(x, dy, mean, y, hmax, ld, rows, ct, o1, o2);
 }
-TARGET_AVX512 static void group_moments_f32_avx512(const float *x, const float *dy, const float *mean, int64_t ld,
-                                                   int rows, int ct, double *o1, double *o2) {
-    group_moments_body(x, dy, mean, ld, rows, ct, o1, o2);
+TARGET_AVX512 static void group_moments_f32_avx512(const float *x, const float *dy, const float *mean, const float *y, float hmax, int64_t ld, int rows, int ct, double *o1, double *o2) {
+    group_moments_body(x, dy, mean, y, hmax, ld, rows, ct, o1, o2);
 }
-TARGET_AVX512 static void group_grad_sums_f32_avx512(const float *x, const float *dy, const float *mean, int64_t ld,
-                                                     int rows, int ct, double *o1, double *o2) {
-    group_grad_sums_body(x, dy, mean, ld, rows, ct, o1, o2);
+TARGET_AVX512 static void group_grad_sums_f32_avx512(const float *x, const float *dy, const float *mean, const float *y, float hmax, int64_t ld, int rows, int ct, double *o1, double *o2) {
+    group_grad_sums_body(x, dy, mean, y, hmax, ld, rows, ct, o1, o2);
 }
 #endif
+
+ROW_KERNELS(ref, )
+#if defined(__x86_64__)
+ROW_KERNELS(f32_avx2, TARGET_AVX2)
+ROW_KERNELS(f32_avx512, TARGET_AVX512)
+#endif
+
+static affine_rows_fn pick_affine_rows(void) {
+#if defined(__x86_64__)
+    nnz_isa isa = nnz_isa_active();
+    if (isa >= NNZ_ISA_AVX512) return affine_rows_f32_avx512;
+    if (isa >= NNZ_ISA_AVX2) return affine_rows_f32_avx2;
+#endif
+    return affine_rows_ref;
+}
+
+static dx_rows_fn pick_dx_rows(void) {
+#if defined(__x86_64__)
+    nnz_isa isa = nnz_isa_active();
+    if (isa >= NNZ_ISA_AVX512) return dx_rows_f32_avx512;
+    if (isa >= NNZ_ISA_AVX2) return dx_rows_f32_avx2;
+#endif
+    return dx_rows_ref;
+}
 
 static group_kernel pick_moments(void) {
 #if defined(__x86_64__)
@@ -184,9 +279,10 @@ static void fold_group(bool moments, double *n, int ct, double nb, const double 
 /* Reduces channels [c0, c0+ct) over all M rows into t1, t2 (ct doubles each).
  * part: 2*ct doubles per group, or NULL to run the groups one by one (same numbers). */
 static void reduce_tile(group_kernel kernel, bool moments, int M, int C, int c0, int ct, const float *x,
-                        const float *dy, const float *mean, double *part, double *t1, double *t2) {
+                        const float *dy, const float *mean, const float *y, float hmax, double *part, double *t1,
+                        double *t2) {
     const int groups = (M + BN_GROUP_ROWS - 1) / BN_GROUP_ROWS;
-    const float *xt = x + c0, *dyt = dy ? dy + c0 : NULL, *mt = mean ? mean + c0 : NULL;
+    const float *xt = x + c0, *dyt = dy ? dy + c0 : NULL, *mt = mean ? mean + c0 : NULL, *yt = y ? y + c0 : NULL;
     double n = 0.0;
     for (int c = 0; c < ct; c++) t1[c] = t2[c] = 0.0;
     if (part) {
@@ -194,8 +290,8 @@ static void reduce_tile(group_kernel kernel, bool moments, int M, int C, int c0,
         for (int g = 0; g < groups; g++) {
             const int64_t r0 = (int64_t)g * BN_GROUP_ROWS;
             const int rows = M - r0 < BN_GROUP_ROWS ? (int)(M - r0) : BN_GROUP_ROWS;
-            kernel(xt + r0 * C, dyt ? dyt + r0 * C : NULL, mt, C, rows, ct, part + (int64_t)g * 2 * ct,
-                   part + (int64_t)g * 2 * ct + ct);
+            kernel(xt + r0 * C, dyt ? dyt + r0 * C : NULL, mt, yt ? yt + r0 * C : NULL, hmax, C, rows, ct,
+                   part + (int64_t)g * 2 * ct, part + (int64_t)g * 2 * ct + ct);
         }
         for (int g = 0; g < groups; g++) {
             const int rows = M - g * BN_GROUP_ROWS < BN_GROUP_ROWS ? M - g * BN_GROUP_ROWS : BN_GROUP_ROWS;
@@ -206,7 +302,7 @@ static void reduce_tile(group_kernel kernel, bool moments, int M, int C, int c0,
         for (int g = 0; g < groups; g++) {
             const int64_t r0 = (int64_t)g * BN_GROUP_ROWS;
             const int rows = M - r0 < BN_GROUP_ROWS ? (int)(M - r0) : BN_GROUP_ROWS;
-            kernel(xt + r0 * C, dyt ? dyt + r0 * C : NULL, mt, C, rows, ct, r1, r2);
+            kernel(xt + r0 * C, dyt ? dyt + r0 * C : NULL, mt, yt ? yt + r0 * C : NULL, hmax, C, rows, ct, r1, r2);
             fold_group(moments, &n, ct, rows, r1, r2, t1, t2);
         }
     }
@@ -224,29 +320,41 @@ static double *alloc_part(int M, int C) {
 /* out = (x - mean)*scale + shift over channels [c0, c0+ct); mean, scale, shift are
  * per channel (ct). Subtracting the mean first keeps a large |mean|/std accurate. */
 static void affine_tile(int M, int C, int c0, int ct, const float *x, const float *mean, const float *scale,
-                        const float *shift, float *out) {
+                        const float *shift, float lo, float hi, float *out) {
+    const affine_rows_fn fn = pick_affine_rows();
+    const int blocks = (M + BN_BLOCK_ROWS - 1) / BN_BLOCK_ROWS;
 #pragma omp parallel for schedule(static) if ((int64_t)M * ct >= BN_PARALLEL_MIN)
-    for (int64_t r = 0; r < M; r++) {
-        const float *xr = x + r * C + c0;
-        float *o = out + r * C + c0;
-#pragma omp simd
-        for (int c = 0; c < ct; c++) o[c] = (xr[c] - mean[c]) * scale[c] + shift[c];
+    for (int b = 0; b < blocks; b++) {
+        const int64_t r0 = (int64_t)b * BN_BLOCK_ROWS;
+        const int rows = M - r0 < BN_BLOCK_ROWS ? (int)(M - r0) : BN_BLOCK_ROWS;
+        fn(x + r0 * C + c0, C, rows, ct, mean, scale, shift, lo, hi, out + r0 * C + c0);
+    }
+}
+
+/* The clamp of the fused activation, and its backward mask 0 < y <= hmax. */
+static void act_bounds(nnz_op act, float *lo, float *hi, float *hmax) {
+    switch (act) {
+    case NNZ_OP_RELU: *lo = 0.0f, *hi = INFINITY, *hmax = INFINITY; break;
+    case NNZ_OP_RELU6: *lo = 0.0f, *hi = 6.0f, *hmax = nextafterf(6.0f, 0.0f); break; /* y < 6 */
+    default: assert(act == NNZ_OP_IDENTITY); *lo = -INFINITY, *hi = INFINITY, *hmax = INFINITY; break;
     }
 }
 
 /* ---- public entry points ---- */
 
-void nnz_batchnorm_forward_train(int M, int C, const float *inp, const float *gamma, const float *beta,
-                                 float *running_mean, float *running_var, float momentum, float eps, float *out,
-                                 float *save_mean, float *save_invstd) {
+void nnz_batchnorm_forward_train_act(int M, int C, const float *inp, const float *gamma, const float *beta,
+                                     float *running_mean, float *running_var, float momentum, float eps, nnz_op act,
+                                     float *out, float *save_mean, float *save_invstd) {
     assert(M > 0 && C > 0);
+    float lo, hi, hmax;
+    act_bounds(act, &lo, &hi, &hmax);
     group_kernel kernel = pick_moments();
     double *part = alloc_part(M, C);
     for (int c0 = 0; c0 < C; c0 += BN_CH_TILE) {
         const int ct = C - c0 < BN_CH_TILE ? C - c0 : BN_CH_TILE;
         double mean[BN_CH_TILE], m2[BN_CH_TILE];
         float scale[BN_CH_TILE];
-        reduce_tile(kernel, true, M, C, c0, ct, inp, NULL, NULL, part, mean, m2);
+        reduce_tile(kernel, true, M, C, c0, ct, inp, NULL, NULL, NULL, 0.0f, part, mean, m2);
         for (int c = 0; c < ct; c++) {
             const int ch = c0 + c;
             const double var = m2[c] / M;
@@ -260,36 +368,60 @@ void nnz_batchnorm_forward_train(int M, int C, const float *inp, const float *ga
                 running_var[ch] = (float)((1.0 - momentum) * running_var[ch] + momentum * unbiased);
             }
         }
-        affine_tile(M, C, c0, ct, inp, save_mean + c0, scale, beta + c0, out);
+        affine_tile(M, C, c0, ct, inp, save_mean + c0, scale, beta + c0, lo, hi, out);
     }
     free(part);
 }
 
-void nnz_batchnorm_forward_eval(int M, int C, const float *inp, const float *gamma, const float *beta,
-                                const float *running_mean, const float *running_var, float eps, float *out) {
-    assert(M > 0 && C > 0);
-    for (int c0 = 0; c0 < C; c0 += BN_CH_TILE) {
-        const int ct = C - c0 < BN_CH_TILE ? C - c0 : BN_CH_TILE;
-        float scale[BN_CH_TILE];
-        for (int c = 0; c < ct; c++) {
-            const int ch = c0 + c;
-            const float invstd = (float)(1.0 / sqrt((double)running_var[ch] + (double)eps));
-            scale[c] = invstd * gamma[ch];
-        }
-        affine_tile(M, C, c0, ct, inp, running_mean + c0, scale, beta + c0, out);
+void nnz_batchnorm_forward_train(int M, int C, const float *inp, const float *gamma, const float *beta,
+                                 float *running_mean, float *running_var, float momentum, float eps, float *out,
+                                 float *save_mean, float *save_invstd) {
+    nnz_batchnorm_forward_train_act(M, C, inp, gamma, beta, running_mean, running_var, momentum, eps,
+                                    NNZ_OP_IDENTITY, out, save_mean, save_invstd);
+}
+
+void nnz_batchnorm_eval_coeffs(int C, const float *gamma, const float *running_var, float eps, float *scale) {
+    for (int ch = 0; ch < C; ch++) {
+        const float invstd = (float)(1.0 / sqrt((double)running_var[ch] + (double)eps));
+        scale[ch] = invstd * gamma[ch];
     }
 }
 
-void nnz_batchnorm_backward(int M, int C, const float *inp, const float *gamma, const float *save_mean,
-                            const float *save_invstd, const float *dout, float *dinp, float *dgamma, float *dbeta) {
+void nnz_batchnorm_forward_eval_act(int M, int C, const float *inp, const float *gamma, const float *beta,
+                                    const float *running_mean, const float *running_var, float eps, nnz_op act,
+                                    float *out) {
     assert(M > 0 && C > 0);
+    float lo, hi, hmax;
+    act_bounds(act, &lo, &hi, &hmax);
+    for (int c0 = 0; c0 < C; c0 += BN_CH_TILE) {
+        const int ct = C - c0 < BN_CH_TILE ? C - c0 : BN_CH_TILE;
+        float scale[BN_CH_TILE];
+        nnz_batchnorm_eval_coeffs(ct, gamma + c0, running_var + c0, eps, scale);
+        affine_tile(M, C, c0, ct, inp, running_mean + c0, scale, beta + c0, lo, hi, out);
+    }
+}
+
+void nnz_batchnorm_forward_eval(int M, int C, const float *inp, const float *gamma, const float *beta,
+                                const float *running_mean, const float *running_var, float eps, float *out) {
+    nnz_batchnorm_forward_eval_act(M, C, inp, gamma, beta, running_mean, running_var, eps, NNZ_OP_IDENTITY, out);
+}
+
+void nnz_batchnorm_backward_act(int M, int C, const float *inp, const float *out, nnz_op act, const float *gamma,
+                                const float *save_mean, const float *save_invstd, const float *dout, float *dinp,
+                                bool accumulate, float *dgamma, float *dbeta) {
+    assert(M > 0 && C > 0);
+    float lo, hi, hmax;
+    act_bounds(act, &lo, &hi, &hmax);
+    const float *y = act == NNZ_OP_IDENTITY ? NULL : out;
+    assert(!(act != NNZ_OP_IDENTITY && !out));
     group_kernel kernel = pick_grad_sums();
+    const dx_rows_fn dx_fn = pick_dx_rows();
     double *part = alloc_part(M, C);
     for (int c0 = 0; c0 < C; c0 += BN_CH_TILE) {
         const int ct = C - c0 < BN_CH_TILE ? C - c0 : BN_CH_TILE;
         double sdy[BN_CH_TILE], sdyx[BN_CH_TILE];
         float mean_dy[BN_CH_TILE], k[BN_CH_TILE], a[BN_CH_TILE];
-        reduce_tile(kernel, false, M, C, c0, ct, inp, dout, save_mean, part, sdy, sdyx);
+        reduce_tile(kernel, false, M, C, c0, ct, inp, dout, save_mean, y, hmax, part, sdy, sdyx);
         for (int c = 0; c < ct; c++) {
             const int ch = c0 + c;
             const double invstd = save_invstd[ch];
@@ -301,13 +433,20 @@ void nnz_batchnorm_backward(int M, int C, const float *inp, const float *gamma, 
         }
         if (!dinp) continue;
         const float *mt = save_mean + c0;
+        const int blocks = (M + BN_BLOCK_ROWS - 1) / BN_BLOCK_ROWS;
 #pragma omp parallel for schedule(static) if ((int64_t)M * ct >= BN_PARALLEL_MIN)
-        for (int64_t r = 0; r < M; r++) {
-            const float *xr = inp + r * C + c0, *gr = dout + r * C + c0;
-            float *d = dinp + r * C + c0;
-#pragma omp simd
-            for (int c = 0; c < ct; c++) d[c] += (gr[c] - mean_dy[c] - (xr[c] - mt[c]) * k[c]) * a[c];
+        for (int b = 0; b < blocks; b++) {
+            const int64_t o = (int64_t)b * BN_BLOCK_ROWS * C + c0;
+            const int rows = M - (int64_t)b * BN_BLOCK_ROWS < BN_BLOCK_ROWS ? (int)(M - (int64_t)b * BN_BLOCK_ROWS)
+                                                                              : BN_BLOCK_ROWS;
+            dx_fn(inp + o, dout + o, y ? y + o : NULL, hmax, C, rows, ct, mt, mean_dy, k, a, accumulate, dinp + o);
         }
     }
     free(part);
+}
+
+void nnz_batchnorm_backward(int M, int C, const float *inp, const float *gamma, const float *save_mean,
+                            const float *save_invstd, const float *dout, float *dinp, float *dgamma, float *dbeta) {
+    nnz_batchnorm_backward_act(M, C, inp, NULL, NNZ_OP_IDENTITY, gamma, save_mean, save_invstd, dout, dinp, true,
+                               dgamma, dbeta);
 }

@@ -84,15 +84,58 @@ static void transpose_taps(int C, int taps, const float *src, float *dst) {
         for (int t = 0; t < taps; t++) dst[(size_t)t * C + c] = src[(size_t)c * taps + t];
 }
 
-void nnz_conv2d_forward(const nnz_conv_shape *s, const float *inp, const float *weight, const float *bias,
-                        float *out, float *scratch) {
+/* Output rows per task of the fused 1x1 path: the GEMM's block of output stays in L2
+ * for the epilogue. Depends only on OC (results do not depend on the thread count). */
+#define CONV_EP_BLOCK_FLOATS 32768
+
+static void epilogue_rows_parallel(int64_t M, int C, const nnz_epilogue *ep, float *out) {
+    const int64_t rows = CONV_EP_BLOCK_FLOATS / C > 0 ? CONV_EP_BLOCK_FLOATS / C : 1;
+    const int64_t blocks = (M + rows - 1) / rows;
+#pragma omp parallel for schedule(static) if (M * C >= 65536)
+    for (int64_t b = 0; b < blocks; b++) {
+        const int64_t r0 = b * rows, m = M - r0 < rows ? M - r0 : rows;
+        nnz_epilogue_apply(m, C, ep, out + r0 * C);
+    }
+}
+
+/* The 1x1 GEMM with the epilogue: OpenMP over blocks of rows, one single-threaded GEMM
+ * per block (OpenBLAS's OpenMP build runs single-threaded inside a parallel region),
+ * the epilogue while the block is in cache. A pthreads OpenBLAS would oversubscribe
+ * there: then one threaded GEMM and a separate epilogue pass. */
+static void gemm_1x1_ep(const nnz_conv_shape *s, int64_t M, const float *inp, const float *weight, const float *bias,
+                        const nnz_epilogue *ep, float *out) {
+    const int IC = s->IC, OC = s->OC;
+    if (!nnz_sgemm_nestable()) {
+        if (bias) nnz_bias_fill_rows(M, OC, bias, out);
+        nnz_sgemm(false, true, (int)M, OC, IC, 1.0f, inp, IC, weight, IC, bias ? 1.0f : 0.0f, out, OC);
+        epilogue_rows_parallel(M, OC, ep, out);
+        return;
+    }
+    const int64_t rows = CONV_EP_BLOCK_FLOATS / OC > 8 ? CONV_EP_BLOCK_FLOATS / OC : 8;
+    const int64_t blocks = (M + rows - 1) / rows;
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < blocks; b++) {
+        const int64_t r0 = b * rows, m = M - r0 < rows ? M - r0 : rows;
+        float *o = out + r0 * OC;
+        if (bias) nnz_bias_fill_rows(m, OC, bias, o);
+        nnz_sgemm(false, true, (int)m, OC, IC, 1.0f, inp + r0 * IC, IC, weight, IC, bias ? 1.0f : 0.0f, o, OC);
+        nnz_epilogue_apply(m, OC, ep, o);
+    }
+}
+
+void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const float *weight, const float *bias,
+                           const nnz_epilogue *ep, float *out, float *scratch) {
     const nnz_conv_window g = window_of(s);
     const int64_t out_rows = (int64_t)s->N * s->OH * s->OW;
     const conv_path path = conv_path_of(s);
     if (path == CONV_DEPTHWISE) {
         float *weight_t = scratch;
         transpose_taps(s->IC, s->KH * s->KW, weight, weight_t);
-        nnz_dwconv_forward(&g, s->N, s->IC, inp, weight_t, bias, out);
+        nnz_dwconv_forward_ep(&g, s->N, s->IC, inp, weight_t, bias, ep, out);
+        return;
+    }
+    if (path == CONV_GEMM_1X1 && ep) {
+        gemm_1x1_ep(s, out_rows, inp, weight, bias, ep, out);
         return;
     }
     /* bias first, then GEMMs accumulate onto it (beta = 1) */
@@ -115,11 +158,17 @@ void nnz_conv2d_forward(const nnz_conv_shape *s, const float *inp, const float *
             nnz_sgemm(false, true, M, OCg, Kg, 1.0f, scratch, Kg, weight + (size_t)gi * OCg * Kg, Kg, beta,
                       out + n0 * out_img + (size_t)gi * OCg, s->OC);
         }
+        if (ep) epilogue_rows_parallel(M, s->OC, ep, out + n0 * out_img);
     }
 }
 
-void nnz_conv2d_backward(const nnz_conv_shape *s, const float *inp, const float *weight, const float *dout,
-                         float *dinp, float *dweight, float *dbias, float *scratch) {
+void nnz_conv2d_forward(const nnz_conv_shape *s, const float *inp, const float *weight, const float *bias,
+                        float *out, float *scratch) {
+    nnz_conv2d_forward_ep(s, inp, weight, bias, NULL, out, scratch);
+}
+
+void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const float *weight, const float *dout,
+                            float *dinp, bool accumulate, float *dweight, float *dbias, float *scratch) {
     const nnz_conv_window g = window_of(s);
     const int64_t out_rows = (int64_t)s->N * s->OH * s->OW;
     if (dbias) nnz_bias_grad_acc(out_rows, s->OC, dout, dbias);
@@ -133,7 +182,7 @@ void nnz_conv2d_backward(const nnz_conv_shape *s, const float *inp, const float 
             for (int t = 0; t < taps; t++) dweight[(size_t)c * taps + t] += dweight_t[(size_t)t * C + c];
         if (dinp) {
             transpose_taps(C, taps, weight, weight_t);
-            nnz_dwconv_backward_data(&g, s->N, C, dout, weight_t, dinp);
+            nnz_dwconv_backward_data_ex(&g, s->N, C, dout, weight_t, dinp, accumulate);
         }
         return;
     }
@@ -141,11 +190,14 @@ void nnz_conv2d_backward(const nnz_conv_shape *s, const float *inp, const float 
         const int M = (int)out_rows;
         /* dweight (OC,IC) += dout^T (OC,M) * inp (M,IC);  dinp (M,IC) += dout (M,OC) * weight (OC,IC) */
         nnz_sgemm(true, false, s->OC, s->IC, M, 1.0f, dout, s->OC, inp, s->IC, 1.0f, dweight, s->IC);
-        if (dinp) nnz_sgemm(false, false, M, s->IC, s->OC, 1.0f, dout, s->OC, weight, s->IC, 1.0f, dinp, s->IC);
+        if (dinp)
+            nnz_sgemm(false, false, M, s->IC, s->OC, 1.0f, dout, s->OC, weight, s->IC, accumulate ? 1.0f : 0.0f, dinp,
+                      s->IC);
         return;
     }
     const int G = s->groups, ICg = s->IC / G, OCg = s->OC / G, Kg = s->KH * s->KW * ICg;
     const size_t in_img = (size_t)s->H * s->W * s->IC, out_img = (size_t)s->OH * s->OW * s->OC;
+    if (dinp && !accumulate) memset(dinp, 0, (size_t)s->N * in_img * sizeof(float)); /* col2im accumulates */
     const int chunk = images_per_chunk(s);
     for (int n0 = 0; n0 < s->N; n0 += chunk) {
         const int B = s->N - n0 < chunk ? s->N - n0 : chunk, M = B * s->OH * s->OW;
@@ -162,4 +214,9 @@ void nnz_conv2d_backward(const nnz_conv_shape *s, const float *inp, const float 
             nnz_col2im_nhwc_acc(&g, B, s->IC, gi * ICg, ICg, scratch, dinp + n0 * in_img);
         }
     }
+}
+
+void nnz_conv2d_backward(const nnz_conv_shape *s, const float *inp, const float *weight, const float *dout,
+                         float *dinp, float *dweight, float *dbias, float *scratch) {
+    nnz_conv2d_backward_ex(s, inp, weight, dout, dinp, true, dweight, dbias, scratch);
 }

@@ -12,11 +12,16 @@ void nnz_linear_forward(int N, int IN, int OUT, const float *inp, const float *w
     nnz_sgemm(false, true, N, OUT, IN, 1.0f, inp, IN, weight, IN, beta, out, OUT);
 }
 
-void nnz_linear_backward(int N, int IN, int OUT, const float *inp, const float *weight, const float *dout,
-                         float *dinp, float *dweight, float *dbias) {
+void nnz_linear_backward_ex(int N, int IN, int OUT, const float *inp, const float *weight, const float *dout,
+                            float *dinp, bool accumulate, float *dweight, float *dbias) {
     /* dweight (OUT,IN) += dout^T (OUT,N) * inp (N,IN) */
     nnz_sgemm(true, false, OUT, IN, N, 1.0f, dout, OUT, inp, IN, 1.0f, dweight, IN);
     /* dinp (N,IN) += dout (N,OUT) * weight (OUT,IN) */
-    if (dinp) nnz_sgemm(false, false, N, IN, OUT, 1.0f, dout, OUT, weight, IN, 1.0f, dinp, IN);
+    if (dinp) nnz_sgemm(false, false, N, IN, OUT, 1.0f, dout, OUT, weight, IN, accumulate ? 1.0f : 0.0f, dinp, IN);
     if (dbias) nnz_bias_grad_acc(N, OUT, dout, dbias);
+}
+
+void nnz_linear_backward(int N, int IN, int OUT, const float *inp, const float *weight, const float *dout,
+                         float *dinp, float *dweight, float *dbias) {
+    nnz_linear_backward_ex(N, IN, OUT, inp, weight, dout, dinp, true, dweight, dbias);
 }

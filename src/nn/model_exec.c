@@ -12,9 +12,25 @@
  *    which the shared buffer then holds. dact is never shared with the input:
  *    backward functions accumulate into dinp.
  *  - every other node owns act and dact.
+ *
+ * Fusions (the plan in m->exec, made here; none when keep_activations, which asks for
+ * every node's own output):
+ *  - a batch norm computes the in-place relu/relu6 after it (one pass instead of two);
+ *    in backward it reads that output as the mask and the activation's gradient as its
+ *    dout, so the activation node does nothing in either direction;
+ *  - a conv computes the in-place relu/relu6 after it in its epilogue (forward only:
+ *    the activation's backward runs as usual);
+ *  - eval mode: a conv whose only consumer is a batch norm applies that batch norm
+ *    (and its fused activation) as its epilogue and writes straight into the batch
+ *    norm's buffer; the batch norm and activation nodes are skipped;
+ *  - backward: a node whose only consumer is a conv, linear, batch norm, relu, relu6 or
+ *    (as the first operand) add has its gradient overwritten by that consumer instead
+ *    of zeroed and accumulated into (grad_written).
+ * Each fusion is the same arithmetic as the unfused layers, up to the GEMM's blocking.
  */
 #include "nn/nn.h"
 
+#include <math.h>
 #include <string.h>
 
 static int64_t node_numel(const nnz_node *n) { return (int64_t)n->h * n->w * n->c; }
@@ -60,13 +76,64 @@ static void *act_alloc(nnz_model *m, int64_t count, size_t elem, const char *wha
     return nnz_arena_alloc(&m->act_arena, bytes ? bytes : 1, what);
 }
 
+static bool is_relu(nnz_op op) { return op == NNZ_OP_RELU || op == NNZ_OP_RELU6; }
+
+/* The fusion plan (see the top of the file); consumers[i] = readers of node i's output. */
+static nnz_status plan_fusions(nnz_model *m, const int *consumers) {
+    const int nn = m->n_nodes;
+    nnz_node_exec *ex = m->exec;
+    for (int i = 0; i < nn; i++) ex[i] = (nnz_node_exec){.fused_act = -1, .fused_into = -1, .eval_bn = -1};
+    if (m->keep_activations) return NNZ_OK;
+    int *consumer = act_alloc(m, nn, sizeof(int), "consumer table"); /* the last consumer of each node */
+    if (!consumer) return NNZ_ERR_NOMEM;
+    for (int i = 0; i < nn; i++) consumer[i] = -1;
+    for (int i = 0; i < nn; i++) {
+        const nnz_node *n = &m->nodes[i];
+        if (n->input >= 0) consumer[n->input] = i;
+        if (n->op == NNZ_OP_ADD && n->skip >= 0) consumer[n->skip] = i;
+    }
+    for (int i = 0; i < nn; i++) {
+        const nnz_node *n = &m->nodes[i];
+        const int c = consumer[i];
+        if (consumers[i] != 1 || c < 0) continue;
+        const nnz_node *cn = &m->nodes[c];
+        /* an in-place relu/relu6 (reserve_buffers' rule) after a batch norm or conv */
+        if (is_relu(cn->op) && (n->op == NNZ_OP_BATCHNORM || n->op == NNZ_OP_CONV2D)) {
+            ex[i].fused_act = c;
+            ex[c].fused_into = i;
+        }
+        if (n->op == NNZ_OP_CONV2D && cn->op == NNZ_OP_BATCHNORM) {
+            ex[i].eval_bn = c;
+            ex[c].eval_folded = true;
+            ex[i].eval_scale = act_alloc(m, n->out_ch, sizeof(float), "folded batch-norm scale");
+            if (!ex[i].eval_scale) return NNZ_ERR_NOMEM;
+        }
+    }
+    for (int i = 0; i < nn; i++) {
+        const int c = consumer[i];
+        if (consumers[i] != 1 || c < 0 || is_alias(&m->nodes[c])) continue;
+        const nnz_node *cn = &m->nodes[c];
+        switch (cn->op) {
+        case NNZ_OP_CONV2D: case NNZ_OP_LINEAR: case NNZ_OP_BATCHNORM: ex[i].grad_written = true; break;
+        case NNZ_OP_RELU: case NNZ_OP_RELU6:
+            /* the relu overwrites; or, fused into a batch norm, this gradient is never read */
+            ex[i].grad_written = true;
+            break;
+        case NNZ_OP_ADD: ex[i].grad_written = cn->input == i && cn->skip != i; break;
+        default: break;
+        }
+    }
+    return NNZ_OK;
+}
+
 static nnz_status reserve_buffers(nnz_model *m, int batch) {
     int nn = m->n_nodes;
     m->act = act_alloc(m, nn, sizeof(float *), "activation table");
     m->dact = act_alloc(m, nn, sizeof(float *), "gradient table");
     m->aux = act_alloc(m, nn, sizeof(void *), "aux table");
     int *consumers = act_alloc(m, nn, sizeof(int), "consumer counts");
-    if (!m->act || !m->dact || !m->aux || !consumers) return NNZ_ERR_NOMEM;
+    m->exec = act_alloc(m, nn, sizeof(nnz_node_exec), "execution plan");
+    if (!m->act || !m->dact || !m->aux || !consumers || !m->exec) return NNZ_ERR_NOMEM;
     for (int i = 0; i < nn; i++) {
         const nnz_node *n = &m->nodes[i];
         if (n->input >= 0) consumers[n->input]++;
@@ -104,6 +171,7 @@ static nnz_status reserve_buffers(nnz_model *m, int batch) {
         m->scratch = act_alloc(m, (int64_t)scratch, sizeof(float), "convolution scratch");
         if (!m->scratch) return NNZ_ERR_NOMEM;
     }
+    NNZ_TRY(plan_fusions(m, consumers));
     if (m->input_grad) {
         m->dinput = act_alloc(m, (int64_t)batch * input_numel(m), sizeof(float), "input gradient");
         if (!m->dinput) return NNZ_ERR_NOMEM;
@@ -120,6 +188,7 @@ nnz_status nnz_model_reserve(nnz_model *m, int batch) {
     m->act = m->dact = NULL;
     m->aux = NULL;
     m->scratch = m->dinput = NULL;
+    m->exec = NULL;
     m->batch_cap = 0;
     nnz_status s = reserve_buffers(m, batch);
     if (s != NNZ_OK) {
@@ -127,6 +196,7 @@ nnz_status nnz_model_reserve(nnz_model *m, int batch) {
         m->act = m->dact = NULL;
         m->aux = NULL;
         m->scratch = m->dinput = NULL;
+    m->exec = NULL;
         return s;
     }
     m->batch_cap = batch;
@@ -147,6 +217,8 @@ nnz_status nnz_model_forward(nnz_model *m, const float *x, int n, bool train) {
     NNZ_TRY(nnz_model_reserve(m, n));
     for (int i = 0; i < m->n_nodes; i++) {
         const nnz_node *nd = &m->nodes[i];
+        const nnz_node_exec *ex = &m->exec[i];
+        if (ex->fused_into >= 0 || (!train && ex->eval_folded)) continue; /* computed by another node */
         const float *in = node_input(m, nd->input, x);
         float *out = m->act[i];
         int64_t numel = (int64_t)n * node_numel(nd);
@@ -154,7 +226,22 @@ nnz_status nnz_model_forward(nnz_model *m, const float *x, int n, bool train) {
         case NNZ_OP_CONV2D: {
             nnz_conv_shape s;
             fill_conv_shape(nd, n, &s);
-            nnz_conv2d_forward(&s, in, param_value(m, nd->weight), param_value(m, nd->bias), out, m->scratch);
+            nnz_epilogue ep = {.lo = -INFINITY, .hi = INFINITY}, *epp = NULL;
+            int act = ex->fused_act;
+            if (!train && ex->eval_bn >= 0) {
+                const nnz_node *bn = &m->nodes[ex->eval_bn];
+                nnz_batchnorm_eval_coeffs(bn->c, param_value(m, bn->weight), param_value(m, bn->running_var), bn->eps,
+                                          ex->eval_scale);
+                ep.sub = param_value(m, bn->running_mean), ep.mul = ex->eval_scale, ep.add = param_value(m, bn->bias);
+                out = m->act[ex->eval_bn];
+                act = m->exec[ex->eval_bn].fused_act;
+                epp = &ep;
+            }
+            if (act >= 0) {
+                ep.lo = 0.0f, ep.hi = m->nodes[act].op == NNZ_OP_RELU6 ? 6.0f : INFINITY;
+                epp = &ep;
+            }
+            nnz_conv2d_forward_ep(&s, in, param_value(m, nd->weight), param_value(m, nd->bias), epp, out, m->scratch);
             break;
         }
         case NNZ_OP_LINEAR:
@@ -162,15 +249,16 @@ nnz_status nnz_model_forward(nnz_model *m, const float *x, int n, bool train) {
             break;
         case NNZ_OP_BATCHNORM: {
             int M = n * nd->h * nd->w;
+            const nnz_op act = ex->fused_act >= 0 ? m->nodes[ex->fused_act].op : NNZ_OP_IDENTITY;
             if (train) {
                 float *save = m->aux[i];
-                nnz_batchnorm_forward_train(M, nd->c, in, param_value(m, nd->weight), param_value(m, nd->bias),
-                                            param_value(m, nd->running_mean), param_value(m, nd->running_var),
-                                            nd->momentum, nd->eps, out, save, save + nd->c);
+                nnz_batchnorm_forward_train_act(M, nd->c, in, param_value(m, nd->weight), param_value(m, nd->bias),
+                                                param_value(m, nd->running_mean), param_value(m, nd->running_var),
+                                                nd->momentum, nd->eps, act, out, save, save + nd->c);
             } else {
-                nnz_batchnorm_forward_eval(M, nd->c, in, param_value(m, nd->weight), param_value(m, nd->bias),
-                                           param_value(m, nd->running_mean), param_value(m, nd->running_var), nd->eps,
-                                           out);
+                nnz_batchnorm_forward_eval_act(M, nd->c, in, param_value(m, nd->weight), param_value(m, nd->bias),
+                                               param_value(m, nd->running_mean), param_value(m, nd->running_var),
+                                               nd->eps, act, out);
             }
             break;
         }
@@ -217,45 +305,52 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
         return nnz_fail(NNZ_ERR_INVALID_ARG,
                         "nnz_model_backward: need x and dlogits of %d images, at most the %d of the last forward", n,
                         m->batch_cap);
-    for (int i = 0; i < m->n_nodes; i++)
-        if (!is_alias(&m->nodes[i]))
+    int last = m->n_nodes - 1;
+    for (int i = 0; i < last; i++)
+        if (!is_alias(&m->nodes[i]) && !m->exec[i].grad_written)
             memset(m->dact[i], 0, (size_t)((int64_t)n * node_numel(&m->nodes[i])) * sizeof(float));
     if (m->dinput) memset(m->dinput, 0, (size_t)((int64_t)n * input_numel(m)) * sizeof(float));
-    int last = m->n_nodes - 1;
     int64_t out_numel = (int64_t)n * node_numel(&m->nodes[last]);
-    float *dlast = m->dact[last];
-    for (int64_t e = 0; e < out_numel; e++) dlast[e] += dlogits[e];
+    memcpy(m->dact[last], dlogits, (size_t)out_numel * sizeof(float)); /* the last node has no consumer */
 
     for (int i = last; i >= 0; i--) {
         const nnz_node *nd = &m->nodes[i];
         if (is_alias(nd)) continue; /* its gradient already sits in its input's buffer */
+        const nnz_node_exec *ex = &m->exec[i];
+        if (ex->fused_into >= 0 && m->nodes[ex->fused_into].op == NNZ_OP_BATCHNORM) continue; /* done by the bn */
         const float *in = node_input(m, nd->input, x);
         const float *dout = m->dact[i];
         float *dinp = node_grad(m, nd->input);
+        /* false: dinp is this node's to overwrite (it is the input's only consumer) */
+        const bool acc = nd->input < 0 || !m->exec[nd->input].grad_written;
         int64_t numel = (int64_t)n * node_numel(nd);
         switch (nd->op) {
         case NNZ_OP_CONV2D: {
             nnz_conv_shape s;
             fill_conv_shape(nd, n, &s);
-            nnz_conv2d_backward(&s, in, param_value(m, nd->weight), dout, dinp, param_grad(m, nd->weight),
-                                param_grad(m, nd->bias), m->scratch);
+            nnz_conv2d_backward_ex(&s, in, param_value(m, nd->weight), dout, dinp, acc, param_grad(m, nd->weight),
+                                   param_grad(m, nd->bias), m->scratch);
             break;
         }
         case NNZ_OP_LINEAR:
-            nnz_linear_backward(n, nd->in_c, nd->out_ch, in, param_value(m, nd->weight), dout, dinp,
-                                param_grad(m, nd->weight), param_grad(m, nd->bias));
+            nnz_linear_backward_ex(n, nd->in_c, nd->out_ch, in, param_value(m, nd->weight), dout, dinp, acc,
+                                   param_grad(m, nd->weight), param_grad(m, nd->bias));
             break;
         case NNZ_OP_BATCHNORM: {
             const float *save = m->aux[i];
-            nnz_batchnorm_backward(n * nd->h * nd->w, nd->c, in, param_value(m, nd->weight), save, save + nd->c, dout,
-                                   dinp, param_grad(m, nd->weight), param_grad(m, nd->bias));
+            const int act = ex->fused_act;
+            /* fused: the activation's output is the mask, its gradient the dout */
+            nnz_batchnorm_backward_act(n * nd->h * nd->w, nd->c, in, m->act[i],
+                                       act >= 0 ? m->nodes[act].op : NNZ_OP_IDENTITY, param_value(m, nd->weight),
+                                       save, save + nd->c, act >= 0 ? m->dact[act] : dout, dinp, acc,
+                                       param_grad(m, nd->weight), param_grad(m, nd->bias));
             break;
         }
         case NNZ_OP_RELU:
-            if (dinp) nnz_relu_backward(numel, m->act[i], dout, dinp);
+            if (dinp) nnz_relu_backward_ex(numel, m->act[i], dout, dinp, acc);
             break;
         case NNZ_OP_RELU6:
-            if (dinp) nnz_relu6_backward(numel, m->act[i], dout, dinp);
+            if (dinp) nnz_relu6_backward_ex(numel, m->act[i], dout, dinp, acc);
             break;
         case NNZ_OP_IDENTITY:
         case NNZ_OP_FLATTEN: /* a copy of the model input */
@@ -278,7 +373,11 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
         case NNZ_OP_GLOBAL_AVGPOOL:
             if (dinp) nnz_global_avgpool_backward(n, nd->in_h * nd->in_w, nd->c, dout, dinp);
             break;
-        case NNZ_OP_ADD: nnz_add_backward(numel, dout, dinp, node_grad(m, nd->skip)); break;
+        case NNZ_OP_ADD:
+            if (acc) nnz_accumulate(numel, dout, dinp);
+            else memcpy(dinp, dout, (size_t)numel * sizeof(float));
+            nnz_accumulate(numel, dout, node_grad(m, nd->skip));
+            break;
         case NNZ_OP_DROPOUT:
             if (!dinp) break;
             if (nd->p > 0) nnz_dropout_backward(numel, nd->p, m->aux[i], dout, dinp);

@@ -13,6 +13,14 @@
 #define NNZ_NN_H
 
 #include "base/base.h"
+#include "kernels/kernels.h" /* nnz_epilogue */
+
+/* The graph's operations (also the fused activation of a batch norm). */
+typedef enum {
+    NNZ_OP_LINEAR = 0, NNZ_OP_CONV2D, NNZ_OP_BATCHNORM, NNZ_OP_RELU, NNZ_OP_RELU6, NNZ_OP_IDENTITY,
+    NNZ_OP_MAXPOOL, NNZ_OP_AVGPOOL, NNZ_OP_GLOBAL_AVGPOOL, NNZ_OP_FLATTEN, NNZ_OP_ADD, NNZ_OP_DROPOUT,
+    NNZ_OP_COUNT
+} nnz_op;
 
 /* ===================== layers: convolution and linear ===================== */
 
@@ -30,15 +38,27 @@ size_t nnz_conv2d_scratch_floats(const nnz_conv_shape *s);
 /* inp (N,H,W,IC), weight (OC,KH,KW,IC/groups), bias (OC) or NULL -> out (N,OH,OW,OC) */
 void nnz_conv2d_forward(const nnz_conv_shape *s, const float *inp, const float *weight, const float *bias,
                         float *out, float *scratch);
+/* The same, then ep (NULL: none) applied to the output while it is in cache: a following
+ * eval-mode batch norm and relu/relu6 fused into the convolution (see nnz_epilogue). */
+void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const float *weight, const float *bias,
+                           const nnz_epilogue *ep, float *out, float *scratch);
 /* dout (N,OH,OW,OC) -> dinp (N,H,W,IC) or NULL, dweight (OC,KH,KW,IC/groups), dbias (OC) or NULL */
 void nnz_conv2d_backward(const nnz_conv_shape *s, const float *inp, const float *weight, const float *dout,
                          float *dinp, float *dweight, float *dbias, float *scratch);
+
+/* The same with accumulate false: dinp is overwritten (the caller need not zero it);
+ * the parameter gradients still accumulate. */
+void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const float *weight, const float *dout,
+                            float *dinp, bool accumulate, float *dweight, float *dbias, float *scratch);
 
 /* inp (N,IN), weight (OUT,IN) (PyTorch's layout), bias (OUT) or NULL -> out (N,OUT) */
 void nnz_linear_forward(int N, int IN, int OUT, const float *inp, const float *weight, const float *bias, float *out);
 /* dout (N,OUT) -> dinp (N,IN) or NULL, dweight (OUT,IN), dbias (OUT) or NULL */
 void nnz_linear_backward(int N, int IN, int OUT, const float *inp, const float *weight, const float *dout,
                          float *dinp, float *dweight, float *dbias);
+/* accumulate false: dinp overwritten (parameter gradients still accumulate) */
+void nnz_linear_backward_ex(int N, int IN, int OUT, const float *inp, const float *weight, const float *dout,
+                            float *dinp, bool accumulate, float *dweight, float *dbias);
 
 /* ===================== layers: normalization, activations, pooling ===================== */
 
@@ -58,12 +78,33 @@ void nnz_batchnorm_forward_eval(int M, int C, const float *inp, const float *gam
 void nnz_batchnorm_backward(int M, int C, const float *inp, const float *gamma, const float *save_mean,
                             const float *save_invstd, const float *dout, float *dinp, float *dgamma, float *dbeta);
 
+/* Batch norm fused with the activation after it, act = NNZ_OP_RELU, NNZ_OP_RELU6 or
+ * NNZ_OP_IDENTITY (none): out = act(bn(inp)), the same arithmetic as the two layers in
+ * turn, in one pass. The backward takes that fused output (out, (M,C); its mask: relu
+ * passes where out > 0, relu6 where 0 < out < 6; unused for IDENTITY) and dout, the
+ * gradient of the activation's output. accumulate: dinp += (the layer convention), or
+ * dinp = (overwritten: the caller need not zero it); dgamma, dbeta always accumulate. */
+void nnz_batchnorm_forward_train_act(int M, int C, const float *inp, const float *gamma, const float *beta,
+                                     float *running_mean, float *running_var, float momentum, float eps, nnz_op act,
+                                     float *out, float *save_mean, float *save_invstd);
+void nnz_batchnorm_forward_eval_act(int M, int C, const float *inp, const float *gamma, const float *beta,
+                                    const float *running_mean, const float *running_var, float eps, nnz_op act,
+                                    float *out);
+void nnz_batchnorm_backward_act(int M, int C, const float *inp, const float *out, nnz_op act, const float *gamma,
+                                const float *save_mean, const float *save_invstd, const float *dout, float *dinp,
+                                bool accumulate, float *dgamma, float *dbeta);
+/* scale (C) = gamma / sqrt(running_var + eps), the eval-mode multiplier, computed as the eval forward does */
+void nnz_batchnorm_eval_coeffs(int C, const float *gamma, const float *running_var, float eps, float *scale);
+
 /* Elementwise over n floats. The backward of relu/relu6 reads the forward OUTPUT
  * (so in-place forward is allowed): relu passes where out > 0, relu6 where 0 < out < 6. */
 void nnz_relu_forward(int64_t n, const float *inp, float *out);
 void nnz_relu_backward(int64_t n, const float *out, const float *dout, float *dinp);
 void nnz_relu6_forward(int64_t n, const float *inp, float *out);
 void nnz_relu6_backward(int64_t n, const float *out, const float *dout, float *dinp);
+/* accumulate false: dinp = the masked dout (overwritten) */
+void nnz_relu_backward_ex(int64_t n, const float *out, const float *dout, float *dinp, bool accumulate);
+void nnz_relu6_backward_ex(int64_t n, const float *out, const float *dout, float *dinp, bool accumulate);
 /* out = a + b; backward: da += dout, db += dout (each may be NULL) */
 void nnz_add_forward(int64_t n, const float *a, const float *b, float *out);
 void nnz_add_backward(int64_t n, const float *dout, float *da, float *db);
@@ -103,11 +144,6 @@ float nnz_softmax_xent(int N, int C, const float *logits, const uint8_t *labels,
 
 /* ===================== the model graph ===================== */
 
-typedef enum {
-    NNZ_OP_LINEAR = 0, NNZ_OP_CONV2D, NNZ_OP_BATCHNORM, NNZ_OP_RELU, NNZ_OP_RELU6, NNZ_OP_IDENTITY,
-    NNZ_OP_MAXPOOL, NNZ_OP_AVGPOOL, NNZ_OP_GLOBAL_AVGPOOL, NNZ_OP_FLATTEN, NNZ_OP_ADD, NNZ_OP_DROPOUT,
-    NNZ_OP_COUNT
-} nnz_op;
 const char *nnz_op_name(nnz_op op);            /* "conv2d", ... (the JSON names) */
 int nnz_op_from_name(const char *name);        /* -1 if unknown */
 
@@ -143,6 +179,17 @@ typedef struct {
     int node;
 } nnz_param;
 
+/* How nnz_model_reserve runs a node (model_exec.c explains the fusions). */
+typedef struct nnz_node_exec {
+    int fused_act;      /* batchnorm or conv: the in-place relu/relu6 after it that it computes itself, or -1 */
+    int fused_into;     /* relu/relu6: the node that computes it (its forward is skipped), or -1 */
+    int eval_bn;        /* conv: the batchnorm applied as its eval-mode epilogue (written into that
+                           node's buffer), or -1 */
+    bool eval_folded;   /* batchnorm: computed by its conv in eval mode */
+    bool grad_written;  /* backward overwrites (or never reads) this node's gradient: no zeroing */
+    float *eval_scale;  /* conv with eval_bn: out_ch floats for the folded multiplier */
+} nnz_node_exec;
+
 struct nnz_model {
     int in_h, in_w, in_c, num_classes;
     int n_nodes, cap_nodes;
@@ -166,6 +213,7 @@ struct nnz_model {
     float **dact;                 /* per node: gradient of the output (aliased for identity/flatten) */
     void **aux;                   /* per node: bn save mean/invstd, maxpool argmax, dropout mask */
     float *scratch;               /* shared by convs (max over nodes) */
+    struct nnz_node_exec *exec;   /* per node: the fusion plan made by nnz_model_reserve (model_exec.c) */
     float *dinput;                /* gradient w.r.t. the model input (unused by training) */
     nnz_rng dropout_rng;          /* its counter is part of the checkpoint */
 };
