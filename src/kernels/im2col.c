@@ -5,25 +5,43 @@
 
 #include <string.h>
 
+/* Short runs (a 1-channel image copies 1 float per tap) in a plain loop: a libc call per
+ * tap would cost more than the copy. */
+static inline void copy_floats(float *dst, const float *src, size_t n) {
+    if (n >= 64) {
+        memcpy(dst, src, n * sizeof(float));
+        return;
+    }
+    for (size_t i = 0; i < n; i++) dst[i] = src[i];
+}
+
+static inline void zero_floats(float *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = 0.0f;
+}
+
 static void im2col_image(const nnz_conv_window *g, int C, int c0, int Cg, const float *img, float *col) {
     const size_t tap_row = (size_t)g->KW * Cg; /* floats of one kh slice of a col row */
     for (int oh = 0; oh < g->OH; oh++)
         for (int ow = 0; ow < g->OW; ow++) {
             float *dst = col + ((size_t)oh * g->OW + ow) * g->KH * tap_row;
+            const int iw0 = ow * g->stride - g->pad;
+            /* taps [kw_lo, kw_hi) lie inside the image */
+            const int kw_lo = iw0 < 0 ? -iw0 : 0, kw_hi = g->W - iw0 < g->KW ? g->W - iw0 : g->KW;
             for (int kh = 0; kh < g->KH; kh++, dst += tap_row) {
                 int ih = oh * g->stride - g->pad + kh;
-                if (ih < 0 || ih >= g->H) {
-                    memset(dst, 0, tap_row * sizeof(float));
+                if (ih < 0 || ih >= g->H || kw_lo >= kw_hi) {
+                    zero_floats(dst, tap_row);
                     continue;
                 }
-                for (int kw = 0; kw < g->KW; kw++) {
-                    int iw = ow * g->stride - g->pad + kw;
-                    float *d = dst + (size_t)kw * Cg;
-                    if (iw < 0 || iw >= g->W)
-                        memset(d, 0, (size_t)Cg * sizeof(float));
-                    else
-                        memcpy(d, img + ((size_t)ih * g->W + iw) * C + c0, (size_t)Cg * sizeof(float));
+                zero_floats(dst, (size_t)kw_lo * Cg);
+                const float *src = img + ((size_t)ih * g->W + (iw0 + kw_lo)) * C + c0;
+                if (Cg == C) { /* all channels: the inside taps are one contiguous run of the image row */
+                    copy_floats(dst + (size_t)kw_lo * Cg, src, (size_t)(kw_hi - kw_lo) * Cg);
+                } else {
+                    for (int kw = kw_lo; kw < kw_hi; kw++)
+                        copy_floats(dst + (size_t)kw * Cg, src + (size_t)(kw - kw_lo) * C, (size_t)Cg);
                 }
+                zero_floats(dst + (size_t)kw_hi * Cg, (size_t)(g->KW - kw_hi) * Cg);
             }
         }
 }
