@@ -53,6 +53,15 @@ void nnz_cpu_describe(char *buf, size_t len);
 /* 0 = all cores. */
 void nnz_set_threads(int n);
 int nnz_get_threads(void);
+/* Call first thing in main(). GNU OpenMP's idle threads spin-wait by default, which
+ * collapses when another process holds a core (measured on 2 cores with one busy
+ * neighbour: 2 threads train mbv2-tiny 2x slower than 1 thread; passive waiting
+ * recovers 1.5x of that; on an idle machine passive costs 0-7%). The runtime reads its
+ * wait policy only when it starts, so when neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT is
+ * set this sets OMP_WAIT_POLICY=passive and re-executes the program (/proc/self/exe,
+ * same argv). It returns when either variable was set (the user's choice is kept) or
+ * the re-exec failed (the program then runs with the default policy). */
+void nnz_threads_prefer_passive(char **argv);
 
 /* ---- models ------------------------------------------------------------ */
 typedef struct nnz_model nnz_model;

@@ -3,7 +3,9 @@
 
 #include <cblas.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 void nnz_set_threads(int n) {
     if (n <= 0) n = omp_get_num_procs();
@@ -13,6 +15,13 @@ void nnz_set_threads(int n) {
 
 int nnz_get_threads(void) { return omp_get_max_threads(); }
 int nnz_threads(void) { return omp_get_max_threads(); }
+
+void nnz_threads_prefer_passive(char **argv) {
+    if (!argv || !argv[0] || getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+    if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
+    execv("/proc/self/exe", argv); /* returns only on failure: go on with the default policy */
+    unsetenv("OMP_WAIT_POLICY");
+}
 
 double nnz_now_sec(void) {
     struct timespec ts;
