@@ -37,6 +37,24 @@ typedef struct {
 } nnz_epilogue;
 void nnz_epilogue_apply(int64_t M, int C, const nnz_epilogue *ep, float *x);
 
+/* ---- small-K GEMM (1x1 convolutions) ----
+ * C(M,N) = A(M,K) * B(K,N), or C += when accumulate; then ep (NULL: none) over each block
+ * of rows while it is in cache. A row-major with lda >= K (activations, read in place: no
+ * packing), B row-major (K,N) dense, C (M,N) dense. For K and N up to a few hundred (B
+ * stays in L1/L2), where OpenBLAS spends as long packing as multiplying. Threads:
+ * OpenMP over fixed blocks of rows; each C element is one multiply-add chain over
+ * k = 0..K-1 (FMA in the SIMD variants), so the result does not depend on the thread
+ * count. M, N, K >= 0; K = 0 writes zeros (or leaves C when accumulate). */
+void nnz_gemm_small(int64_t M, int N, int K, const float *A, int64_t lda, const float *B, bool accumulate,
+                    const nnz_epilogue *ep, float *C);
+void nnz_gemm_small_ref(int64_t M, int N, int K, const float *A, int64_t lda, const float *B, bool accumulate,
+                        const nnz_epilogue *ep, float *C);
+/* SIMD row blocks (no epilogue, single-threaded), reached by tests through nnz_isa_set */
+void nnz_gemm_small_rows_f32_avx512(int rows, int N, int K, const float *A, int64_t lda, const float *B,
+                                    bool accumulate, float *C);
+void nnz_gemm_small_rows_f32_avx2(int rows, int N, int K, const float *A, int64_t lda, const float *B,
+                                  bool accumulate, float *C);
+
 /* ---- convolution geometry (one image) ----
  * Shared by im2col and the depthwise kernels. OH = (H + 2*pad - KH)/stride + 1,
  * likewise OW; output pixel (oh,ow), tap (kh,kw) reads input (oh*stride - pad + kh,

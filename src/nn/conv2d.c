@@ -12,6 +12,7 @@
 #include "nn/nn.h"
 
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define CONV_SCRATCH_TARGET ((size_t)8 << 20) /* floats: 32 MB */
@@ -123,6 +124,26 @@ static void gemm_1x1_ep(const nnz_conv_shape *s, int64_t M, const float *inp, co
     }
 }
 
+/* 1x1 convolutions this narrow go to nnz_gemm_small (no packing) instead of OpenBLAS */
+#define SMALL_GEMM_MAX_CH 512
+
+static bool use_small_gemm(const nnz_conv_shape *s) { return s->IC <= SMALL_GEMM_MAX_CH && s->OC <= SMALL_GEMM_MAX_CH; }
+
+/* out (M,OC) = inp (M,IC) * weight^T + bias, then ep; false if the transposed weight
+ * could not be allocated (the caller falls back to OpenBLAS). */
+static bool small_gemm_1x1_forward(const nnz_conv_shape *s, int64_t M, const float *inp, const float *weight,
+                                   const float *bias, const nnz_epilogue *ep, float *out) {
+    const int IC = s->IC, OC = s->OC;
+    float *wt = malloc((size_t)IC * OC * sizeof(float)); /* (IC,OC): at most 1 MB, once per call */
+    if (!wt) return false;
+    for (int o = 0; o < OC; o++)
+        for (int i = 0; i < IC; i++) wt[(size_t)i * OC + o] = weight[(size_t)o * IC + i];
+    if (bias) nnz_bias_fill_rows(M, OC, bias, out);
+    nnz_gemm_small(M, OC, IC, inp, IC, wt, bias != NULL, ep, out);
+    free(wt);
+    return true;
+}
+
 void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const float *weight, const float *bias,
                            const nnz_epilogue *ep, float *out, float *scratch) {
     const nnz_conv_window g = window_of(s);
@@ -134,6 +155,8 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
         nnz_dwconv_forward_ep(&g, s->N, s->IC, inp, weight_t, bias, ep, out);
         return;
     }
+    if (path == CONV_GEMM_1X1 && use_small_gemm(s) && small_gemm_1x1_forward(s, out_rows, inp, weight, bias, ep, out))
+        return;
     if (path == CONV_GEMM_1X1 && ep) {
         gemm_1x1_ep(s, out_rows, inp, weight, bias, ep, out);
         return;
@@ -190,7 +213,8 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
         const int M = (int)out_rows;
         /* dweight (OC,IC) += dout^T (OC,M) * inp (M,IC);  dinp (M,IC) += dout (M,OC) * weight (OC,IC) */
         nnz_sgemm(true, false, s->OC, s->IC, M, 1.0f, dout, s->OC, inp, s->IC, 1.0f, dweight, s->IC);
-        if (dinp)
+        if (dinp && use_small_gemm(s)) nnz_gemm_small(M, s->IC, s->OC, dout, s->OC, weight, accumulate, NULL, dinp);
+        else if (dinp)
             nnz_sgemm(false, false, M, s->IC, s->OC, 1.0f, dout, s->OC, weight, s->IC, accumulate ? 1.0f : 0.0f, dinp,
                       s->IC);
         return;

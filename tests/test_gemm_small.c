@@ -1,0 +1,101 @@
+/* nnz_gemm_small (the 1x1-convolution GEMM) on every ISA path against the double-
+ * accumulating oracle nnz_sgemm_ref: odd M (row tails of the 4-row tile), N with lane
+ * tails for 8 and 16 lanes and more vectors than one register tile, lda > K, K = 0,
+ * overwrite (C full of NaN beforehand) and accumulate, with and without an epilogue.
+ * Tolerance per element, the standard bound of a float32 dot product of K terms,
+ * |err| <= K*u*sum_k |a_k*b_k| (u = 2^-24), doubled for slack, times the epilogue's
+ * multiplier, plus 4 ulp of the value for the epilogue's own rounding; a wrong tap or
+ * lane is off by O(|a*b|) and fails. */
+#include "test_util.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+
+#define UNIT_ROUNDOFF 5.9604644775390625e-8 /* 2^-24 */
+
+static float *falloc(size_t n) {
+    float *p = malloc((n ? n : 1) * sizeof(float));
+    assert_non_null(p);
+    return p;
+}
+
+static void gemm_case(int64_t M, int N, int K, int pad_lda, bool accumulate, bool with_ep) {
+    const int64_t lda = K + pad_lda;
+    float *A = falloc((size_t)(M * lda)), *B = falloc((size_t)K * N), *C = falloc((size_t)(M * N));
+    float *R = falloc((size_t)(M * N)), *sub = falloc(N), *mul = falloc(N), *add = falloc(N);
+    tu_fill_uniform(A, M * lda, -1, 1, 1);
+    tu_fill_uniform(B, (int64_t)K * N, -1, 1, 2);
+    tu_fill_uniform(sub, N, -0.5f, 0.5f, 3);
+    tu_fill_uniform(mul, N, 0.5f, 3.0f, 4);
+    tu_fill_uniform(add, N, -1, 1, 5);
+    if (accumulate) tu_fill_uniform(C, M * N, -1, 1, 6);
+    else for (int64_t i = 0; i < M * N; i++) C[i] = NAN; /* overwrite: NaN must not propagate */
+    memcpy(R, C, (size_t)(M * N) * sizeof(float));
+    const nnz_epilogue ep = {.sub = sub, .mul = mul, .add = add, .lo = 0.0f, .hi = 6.0f};
+
+    /* sum_k |a_k b_k| (+ |C| when accumulating), the scale of the rounding error */
+    float *absA = falloc((size_t)(M * lda)), *absB = falloc((size_t)K * N), *S = falloc((size_t)(M * N));
+    for (int64_t i = 0; i < M * lda; i++) absA[i] = fabsf(A[i]);
+    for (int64_t i = 0; i < (int64_t)K * N; i++) absB[i] = fabsf(B[i]);
+    for (int64_t i = 0; i < M * N; i++) S[i] = accumulate ? fabsf(C[i]) : 0.0f;
+    nnz_sgemm_ref(false, false, (int)M, N, K, 1.0f, absA, (int)lda, absB, N, 1.0f, S, N);
+
+    nnz_gemm_small(M, N, K, A, lda, B, accumulate, with_ep ? &ep : NULL, C);
+    nnz_sgemm_ref(false, false, (int)M, N, K, 1.0f, A, (int)lda, B, N, accumulate ? 1.0f : 0.0f, R, N);
+    if (with_ep) nnz_epilogue_apply(M, N, &ep, R);
+    for (int64_t i = 0; i < M * N; i++) {
+        const double m = with_ep ? mul[i % N] : 1.0;
+        const double tol = 2.0 * (K + 1) * UNIT_ROUNDOFF * S[i] * m + 4.0 * UNIT_ROUNDOFF * fabs((double)R[i]) + 1e-30;
+        const double d = fabs((double)C[i] - (double)R[i]);
+        if (!(d <= tol))
+            fail_msg("gemm_small isa=%s M=%lld N=%d K=%d lda=%lld acc=%d ep=%d: C[%lld] = %.9g, oracle %.9g (tol %g)",
+                     nnz_isa_name(nnz_isa_active()), (long long)M, N, K, (long long)lda, accumulate, with_ep,
+                     (long long)i, C[i], R[i], tol);
+    }
+    free(A), free(B), free(C), free(R), free(sub), free(mul), free(add), free(absA), free(absB), free(S);
+}
+
+static void gemm_isa(nnz_isa isa, void *ctx) {
+    (void)isa, (void)ctx;
+    static const int shapes[][3] = {{1, 1, 1},   {3, 5, 7},     {4, 16, 16},  {7, 24, 96},   {13, 144, 24},
+                                    {6, 81, 33}, {509, 96, 16}, {2050, 37, 300}, {5, 300, 3}, {9, 17, 0}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int acc = 0; acc < 2; acc++)
+            for (int ep = 0; ep < 2; ep++) {
+                gemm_case(shapes[s][0], shapes[s][1], shapes[s][2], 0, acc, ep);
+                gemm_case(shapes[s][0], shapes[s][1], shapes[s][2], 3, acc, ep);
+            }
+}
+
+static void test_gemm_small_all_isas(void **state) {
+    (void)state;
+    tu_for_each_isa(gemm_isa, NULL);
+}
+
+/* The same numbers for any thread count: rows are blocked by shape only. */
+static void test_gemm_small_thread_independent(void **state) {
+    (void)state;
+    enum { M = 3001, N = 72, K = 40 };
+    float *A = falloc(M * K), *B = falloc(K * N), *C1 = falloc(M * N), *C2 = falloc(M * N);
+    tu_fill_uniform(A, M * K, -1, 1, 7);
+    tu_fill_uniform(B, K * N, -1, 1, 8);
+    int saved = nnz_get_threads();
+    nnz_set_threads(1);
+    nnz_gemm_small(M, N, K, A, K, B, false, NULL, C1);
+    nnz_set_threads(2);
+    nnz_gemm_small(M, N, K, A, K, B, false, NULL, C2);
+    nnz_set_threads(saved);
+    assert_memory_equal(C1, C2, sizeof(float) * M * N);
+    free(A), free(B), free(C1), free(C2);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gemm_small_all_isas),
+        cmocka_unit_test(test_gemm_small_thread_independent),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
