@@ -75,6 +75,49 @@ static void test_gemm_small_all_isas(void **state) {
     tu_for_each_isa(gemm_isa, NULL);
 }
 
+/* D += X^T Y against the double oracle; bound as above, over the longest float chain. Row counts cover
+ * one partial block, several slots, and slots of unequal size. */
+static void at_case(int64_t M, int P, int Q, int pad) {
+    const int64_t ldx = P + pad, ldy = Q + 2 * pad;
+    float *X = falloc((size_t)(M * ldx)), *Y = falloc((size_t)(M * ldy)), *D = falloc((size_t)P * Q);
+    float *R = falloc((size_t)P * Q), *S = falloc((size_t)P * Q), *aX = falloc((size_t)(M * ldx));
+    float *aY = falloc((size_t)(M * ldy));
+    tu_fill_uniform(X, M * ldx, -1, 1, 21);
+    tu_fill_uniform(Y, M * ldy, -1, 1, 22);
+    tu_fill_uniform(D, (int64_t)P * Q, -1, 1, 23); /* accumulates onto what is there */
+    memcpy(R, D, sizeof(float) * P * Q);
+    for (int64_t i = 0; i < M * ldx; i++) aX[i] = fabsf(X[i]);
+    for (int64_t i = 0; i < M * ldy; i++) aY[i] = fabsf(Y[i]);
+    for (int64_t i = 0; i < (int64_t)P * Q; i++) S[i] = fabsf(D[i]);
+    nnz_gemm_small_at_ref(M, P, Q, aX, ldx, aY, ldy, S);
+    /* the longest float chain: a slot's rows (256-row blocks over at most 16 slots), then the 16 partials
+     * (the reference path is double: its chain is shorter still) */
+    const int64_t blocks = (M + 255) / 256, slots = blocks < 16 ? blocks : 16;
+    const int64_t chain = (slots ? (blocks + slots - 1) / slots * 256 : 0) + 17;
+    assert_true(nnz_gemm_small_at(M, P, Q, X, ldx, Y, ldy, D));
+    nnz_gemm_small_at_ref(M, P, Q, X, ldx, Y, ldy, R);
+    for (int64_t i = 0; i < (int64_t)P * Q; i++) {
+        const double tol = 2.0 * (double)chain * UNIT_ROUNDOFF * S[i] + 1e-30;
+        if (!(fabs((double)D[i] - (double)R[i]) <= tol))
+            fail_msg("gemm_small_at isa=%s M=%lld P=%d Q=%d: D[%lld] = %.9g, oracle %.9g (tol %g)",
+                     nnz_isa_name(nnz_isa_active()), (long long)M, P, Q, (long long)i, D[i], R[i], tol);
+    }
+    free(X), free(Y), free(D), free(R), free(S), free(aX), free(aY);
+}
+
+static void at_isa(nnz_isa isa, void *ctx) {
+    (void)isa, (void)ctx;
+    static const int shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {255, 16, 16}, {257, 24, 96}, {5000, 37, 19},
+                                    {4099, 96, 24}, {100, 300, 3}, {0, 4, 4}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int pad = 0; pad < 2; pad++) at_case(shapes[s][0], shapes[s][1], shapes[s][2], pad);
+}
+
+static void test_gemm_small_at_all_isas(void **state) {
+    (void)state;
+    tu_for_each_isa(at_isa, NULL);
+}
+
 /* The same numbers for any thread count: rows are blocked by shape only. */
 static void test_gemm_small_thread_independent(void **state) {
     (void)state;
@@ -87,14 +130,25 @@ static void test_gemm_small_thread_independent(void **state) {
     nnz_gemm_small(M, N, K, A, K, B, false, NULL, C1);
     nnz_set_threads(2);
     nnz_gemm_small(M, N, K, A, K, B, false, NULL, C2);
-    nnz_set_threads(saved);
     assert_memory_equal(C1, C2, sizeof(float) * M * N);
+    /* D (K,N) += A^T (K,M) * C1 (M,N) */
+    float *D1 = calloc(K * N, sizeof(float)), *D2 = calloc(K * N, sizeof(float));
+    assert_non_null(D1);
+    assert_non_null(D2);
+    nnz_set_threads(1);
+    assert_true(nnz_gemm_small_at(M, K, N, A, K, C1, N, D1));
+    nnz_set_threads(2);
+    assert_true(nnz_gemm_small_at(M, K, N, A, K, C1, N, D2));
+    nnz_set_threads(saved);
+    assert_memory_equal(D1, D2, sizeof(float) * K * N);
+    free(D1), free(D2);
     free(A), free(B), free(C1), free(C2);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm_small_all_isas),
+        cmocka_unit_test(test_gemm_small_at_all_isas),
         cmocka_unit_test(test_gemm_small_thread_independent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

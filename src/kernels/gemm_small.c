@@ -1,6 +1,7 @@
 /* Small-K GEMM for 1x1 convolutions: dispatch, threading, the reference. Contract in kernels.h. */
 #include "kernels/kernels.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* Rows per OpenMP task: a block of C (and the A rows feeding it) stays in L2 for the epilogue. */
@@ -43,4 +44,58 @@ void nnz_gemm_small(int64_t M, int N, int K, const float *A, int64_t lda, const 
         fn((int)m, N, K, A + r0 * lda, lda, B, accumulate, C + r0 * N);
         if (ep) nnz_epilogue_apply(m, N, ep, C + r0 * N);
     }
+}
+
+/* The weight gradient: rows are cut into GS_AT_SLOTS fixed slices (fewer when M is small),
+ * each summed into its own partial (P,Q) in blocks of GS_AT_ROWS rows (the blocks of X and Y
+ * stay in L2 while every tile of D passes over them), and the partials added in slot order:
+ * the result does not depend on the thread count. */
+#define GS_AT_SLOTS 16
+#define GS_AT_ROWS 256
+
+void nnz_gemm_small_at_ref(int64_t M, int P, int Q, const float *X, int64_t ldx, const float *Y, int64_t ldy,
+                           float *D) {
+    for (int p = 0; p < P; p++)
+        for (int q = 0; q < Q; q++) {
+            double acc = 0.0;
+            for (int64_t r = 0; r < M; r++) acc += (double)X[r * ldx + p] * (double)Y[r * ldy + q];
+            D[(int64_t)p * Q + q] += (float)acc;
+        }
+}
+
+typedef void (*gs_at_rows_fn)(int, int, int, const float *, int64_t, const float *, int64_t, float *);
+
+bool nnz_gemm_small_at(int64_t M, int P, int Q, const float *X, int64_t ldx, const float *Y, int64_t ldy,
+                       float *D) {
+    gs_at_rows_fn fn = NULL;
+#if defined(__x86_64__)
+    const nnz_isa isa = nnz_isa_active();
+    if (isa >= NNZ_ISA_AVX512) fn = nnz_gemm_small_at_rows_f32_avx512;
+    else if (isa == NNZ_ISA_AVX2) fn = nnz_gemm_small_at_rows_f32_avx2;
+#endif
+    if (!fn) {
+        nnz_gemm_small_at_ref(M, P, Q, X, ldx, Y, ldy, D);
+        return true;
+    }
+    if (M <= 0 || P <= 0 || Q <= 0) return true;
+    const int64_t blocks = (M + GS_AT_ROWS - 1) / GS_AT_ROWS;
+    const int slots = blocks < GS_AT_SLOTS ? (int)blocks : GS_AT_SLOTS;
+    const size_t pq = (size_t)P * Q;
+    float *part = calloc((size_t)slots * pq, sizeof(float));
+    if (!part) return false;
+#pragma omp parallel for schedule(static) if (M * P * Q >= GS_PARALLEL_MIN)
+    for (int sl = 0; sl < slots; sl++) {
+        const int64_t b0 = blocks * sl / slots, b1 = blocks * (sl + 1) / slots;
+        for (int64_t b = b0; b < b1; b++) {
+            const int64_t r0 = b * GS_AT_ROWS, rows = M - r0 < GS_AT_ROWS ? M - r0 : GS_AT_ROWS;
+            fn((int)rows, P, Q, X + r0 * ldx, ldx, Y + r0 * ldy, ldy, part + (size_t)sl * pq);
+        }
+    }
+    for (int sl = 0; sl < slots; sl++) {
+        const float *pp = part + (size_t)sl * pq;
+#pragma omp simd
+        for (size_t i = 0; i < pq; i++) D[i] += pp[i];
+    }
+    free(part);
+    return true;
 }

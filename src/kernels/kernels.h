@@ -49,6 +49,19 @@ void nnz_gemm_small(int64_t M, int N, int K, const float *A, int64_t lda, const 
                     const nnz_epilogue *ep, float *C);
 void nnz_gemm_small_ref(int64_t M, int N, int K, const float *A, int64_t lda, const float *B, bool accumulate,
                         const nnz_epilogue *ep, float *C);
+/* D(P,Q) += X(M,P)^T * Y(M,Q): the weight gradient of a 1x1 convolution (X = dout, Y = inp),
+ * for P, Q up to a few hundred and any M. X, Y row-major with ldx >= P, ldy >= Q; D dense.
+ * Rows go in fixed slices, each into its own partial, reduced in order: the result does not
+ * depend on the thread count. Returns false (D untouched) if its scratch (16*P*Q floats)
+ * could not be allocated. The reference accumulates in double. */
+bool nnz_gemm_small_at(int64_t M, int P, int Q, const float *X, int64_t ldx, const float *Y, int64_t ldy,
+                       float *D);
+void nnz_gemm_small_at_ref(int64_t M, int P, int Q, const float *X, int64_t ldx, const float *Y, int64_t ldy,
+                           float *D);
+void nnz_gemm_small_at_rows_f32_avx512(int rows, int P, int Q, const float *X, int64_t ldx, const float *Y,
+                                       int64_t ldy, float *D);
+void nnz_gemm_small_at_rows_f32_avx2(int rows, int P, int Q, const float *X, int64_t ldx, const float *Y,
+                                     int64_t ldy, float *D);
 /* SIMD row blocks (no epilogue, single-threaded), reached by tests through nnz_isa_set */
 void nnz_gemm_small_rows_f32_avx512(int rows, int N, int K, const float *A, int64_t lda, const float *B,
                                     bool accumulate, float *C);
