@@ -221,6 +221,8 @@ static void depthwise_all_cases(nnz_isa isa, void *ctx) {
         {2, 5, 7, 35, 1, 1, 0, false}, {2, 2, 2, 17, 3, 1, 1, false}, {2, 9, 8, 16, 3, 3, 1, false},
         {1, 3, 3, 3, 5, 1, 2, false},  {2, 7, 7, 35, 3, 2, 1, true},  {40, 3, 5, 19, 3, 1, 1, false},
         {2, 13, 11, 48, 3, 1, 1, false}, {2, 6, 6, 33, 4, 2, 1, false},
+        /* wide rows: several 8-pixel stride-1 runs, then the 4-pixel and border tails */
+        {2, 4, 30, 19, 3, 1, 1, false}, {2, 5, 21, 17, 3, 1, 0, false},
     };
     for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) check_depthwise_case(isa, &extra[i]);
 }

@@ -18,4 +18,6 @@ typedef __mmask16 vmask;
 #define vzero() _mm512_setzero_ps()
 #define DW_NAME(op) nnz_dwconv_##op##_f32_avx512
 
+#define DW_PIX_S1 8 /* 8 accumulators + 10 inputs + 9 weights of 32 registers */
+
 #include "depthwise_simd.inc"
