@@ -70,6 +70,7 @@ static nnz_status fill_writer(nnz_st_writer *w, const nnz_model *m, const nnz_op
     NNZ_TRY(add_u64_meta(w, "epoch", (uint64_t)st->epoch));
     NNZ_TRY(add_u64_meta(w, "seed", st->seed));
     NNZ_TRY(add_u64_meta(w, "dropout_rng_counter", m->dropout_rng.counter));
+    NNZ_TRY(add_u64_meta(w, "dropout_rng_key", m->dropout_rng.key));
     if (opt) {
         char *oj = optimizer_json(opt);
         if (!oj) return nnz_fail(NNZ_ERR_NOMEM, "out of memory writing the optimizer's metadata");
@@ -156,6 +157,12 @@ nnz_status nnz_checkpoint_open(const char *path, nnz_checkpoint *ck) {
     if ((s = parse_u64(path, "dropout_rng_counter", nnz_st_meta(f, "dropout_rng_counter"), UINT64_MAX,
                        &ck->state.dropout_rng_counter)))
         goto fail;
+    /* The key is derived from the seed the model was built with; stored too so a
+     * model-only save (seed 0) still restores its dropout stream. Optional. */
+    ck->has_dropout_key = nnz_st_meta(f, "dropout_rng_key") != NULL;
+    if (ck->has_dropout_key &&
+        (s = parse_u64(path, "dropout_rng_key", nnz_st_meta(f, "dropout_rng_key"), UINT64_MAX, &ck->dropout_rng_key)))
+        goto fail;
     ck->optimizer_json = nnz_st_meta(f, "optimizer");
     ck->train_config_json = nnz_st_meta(f, "train_config");
     return NNZ_OK;
@@ -212,6 +219,7 @@ nnz_status nnz_checkpoint_build_model(const nnz_checkpoint *ck, nnz_model **out)
         }
     }
     m->dropout_rng.counter = ck->state.dropout_rng_counter;
+    if (ck->has_dropout_key) m->dropout_rng.key = ck->dropout_rng_key;
     *out = m;
     return NNZ_OK;
 fail:

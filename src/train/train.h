@@ -67,8 +67,8 @@ void nnz_data_image(const nnz_dataset *d, int index, const float *mean, const fl
  * A safetensors file (docs/FORMAT-checkpoint.md): every parameter and batch-norm
  * buffer under its name (F32), the optimizer state as
  * "optimizer.state1.<param>" / "optimizer.state2.<param>", and string metadata
- * format, version, arch, step, epoch, seed, dropout_rng_counter, optimizer,
- * train_config. Written atomically. */
+ * format, version, arch, step, epoch, seed, dropout_rng_counter,
+ * dropout_rng_key, optimizer, train_config. Written atomically. */
 #define NNZ_CKPT_FORMAT "nnz-checkpoint"
 #define NNZ_CKPT_VERSION "1"
 
@@ -89,6 +89,8 @@ typedef struct {
     const char *arch_json;         /* point into file's metadata */
     const char *optimizer_json;    /* NULL when absent */
     const char *train_config_json; /* NULL when absent */
+    bool has_dropout_key;
+    uint64_t dropout_rng_key;
 } nnz_checkpoint;
 /* Reads and checks the container and metadata (format, version, numbers). */
 nnz_status nnz_checkpoint_open(const char *path, nnz_checkpoint *ck);
