@@ -45,13 +45,16 @@ void nnz_linear_backward(int N, int IN, int OUT, const float *inp, const float *
 /* Batch norm over the channel axis of (M,C), M = N*H*W. Matches PyTorch:
  * normalizes with the biased batch variance; running_var is updated with the
  * unbiased one; running = (1-momentum)*running + momentum*batch.
- * save_mean, save_invstd (C) are written for the backward pass. */
+ * save_mean, save_invstd (C) are written for the backward pass. running_mean/var
+ * may be NULL (no update); M == 1 updates running_var with the biased variance
+ * (PyTorch refuses to train there). The statistics are the same numbers for any
+ * thread count. */
 void nnz_batchnorm_forward_train(int M, int C, const float *inp, const float *gamma, const float *beta,
                                  float *running_mean, float *running_var, float momentum, float eps,
                                  float *out, float *save_mean, float *save_invstd);
 void nnz_batchnorm_forward_eval(int M, int C, const float *inp, const float *gamma, const float *beta,
                                 const float *running_mean, const float *running_var, float eps, float *out);
-/* dout (M,C) -> dinp (M,C), dgamma (C), dbeta (C) */
+/* dout (M,C) -> dinp (M,C), dgamma (C), dbeta (C); each of the three may be NULL */
 void nnz_batchnorm_backward(int M, int C, const float *inp, const float *gamma, const float *save_mean,
                             const float *save_invstd, const float *dout, float *dinp, float *dgamma, float *dbeta);
 
@@ -85,14 +88,16 @@ void nnz_global_avgpool_forward(int N, int HW, int C, const float *inp, float *o
 void nnz_global_avgpool_backward(int N, int HW, int C, const float *dout, float *dinp);
 
 /* Inverted dropout: keep with probability 1-p, scale kept by 1/(1-p). The mask
- * (n bytes) is drawn from the counter-based rng, so a step is reproducible. */
+ * (n bytes, 1 = kept) is drawn from the counter-based rng, so a step is reproducible:
+ * element i uses draw rng->counter + i, and the counter advances by n. p in [0,1]. */
 void nnz_dropout_forward(int64_t n, float p, nnz_rng *rng, const float *inp, float *out, uint8_t *mask);
 void nnz_dropout_backward(int64_t n, float p, const uint8_t *mask, const float *dout, float *dinp);
 
 /* Softmax cross-entropy with label smoothing (PyTorch's definition: target =
  * (1-s)*onehot + s/C). logits (N,C), labels (N). Returns the mean loss;
  * writes dlogits (N,C) = d(mean loss)/d(logits) (overwritten) when non-NULL, and
- * the number of argmax-correct rows into *correct when non-NULL. */
+ * the number of argmax-correct rows (first maximum wins) into *correct when non-NULL.
+ * A label >= C is the caller's bug: NaN is returned. */
 float nnz_softmax_xent(int N, int C, const float *logits, const uint8_t *labels, float smoothing,
                        float *dlogits, int *correct);
 

@@ -1,0 +1,55 @@
+/* Elementwise layers: relu, relu6, add, and the identity's gradient.
+ *
+ * Memory-bound one-pass loops over n contiguous floats: OpenMP over the range
+ * (only when it is big enough to pay for the fork), `omp simd` inside so GCC
+ * vectorizes at -O2. Forward outputs may alias their inputs exactly (in-place);
+ * backward functions accumulate into dinp (see nn.h). NaN propagates through
+ * the forward passes, as in PyTorch. */
+#include "nn/nn.h"
+
+/* Below this many elements one thread is faster than forking a team. */
+#define ELTWISE_PARALLEL_MIN 65536
+
+void nnz_relu_forward(int64_t n, const float *inp, float *out) {
+#pragma omp parallel for simd schedule(static) if (n >= ELTWISE_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = x < 0.0f ? 0.0f : x;
+    }
+}
+
+void nnz_relu_backward(int64_t n, const float *out, const float *dout, float *dinp) {
+    if (!dinp) return;
+#pragma omp parallel for simd schedule(static) if (n >= ELTWISE_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) dinp[i] += out[i] > 0.0f ? dout[i] : 0.0f;
+}
+
+void nnz_relu6_forward(int64_t n, const float *inp, float *out) {
+#pragma omp parallel for simd schedule(static) if (n >= ELTWISE_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = x < 0.0f ? 0.0f : (x > 6.0f ? 6.0f : x);
+    }
+}
+
+void nnz_relu6_backward(int64_t n, const float *out, const float *dout, float *dinp) {
+    if (!dinp) return;
+#pragma omp parallel for simd schedule(static) if (n >= ELTWISE_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) dinp[i] += (out[i] > 0.0f && out[i] < 6.0f) ? dout[i] : 0.0f;
+}
+
+void nnz_add_forward(int64_t n, const float *a, const float *b, float *out) {
+#pragma omp parallel for simd schedule(static) if (n >= ELTWISE_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+void nnz_accumulate(int64_t n, const float *dout, float *dinp) {
+    if (!dinp) return;
+#pragma omp parallel for simd schedule(static) if (n >= ELTWISE_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) dinp[i] += dout[i];
+}
+
+void nnz_add_backward(int64_t n, const float *dout, float *da, float *db) {
+    nnz_accumulate(n, dout, da);
+    nnz_accumulate(n, dout, db);
+}

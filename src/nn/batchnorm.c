@@ -1,0 +1,313 @@
+/* Batch normalization over the channel axis of (M,C), M = N*H*W (NHWC).
+ *
+ * Contract (PyTorch's BatchNorm2d, training and eval):
+ *   train: mean, var = biased batch statistics; out = (x-mean)*invstd*gamma + beta
+ *          with invstd = 1/sqrt(var+eps); running = (1-momentum)*running + momentum*batch,
+ *          running_var taking the unbiased variance var*M/(M-1) (the biased one when M == 1,
+ *          where PyTorch refuses to train). running_mean/running_var may be NULL (no update).
+ *   eval:  the same affine map with the running statistics.
+ *   backward (PyTorch's formula): k = sum(dy*(x-mean))*invstd^2/M,
+ *          dx = (dy - mean(dy) - (x-mean)*k) * invstd*gamma, dgamma = sum(dy*(x-mean))*invstd,
+ *          dbeta = sum(dy); all three accumulated (+=); dinp, dgamma, dbeta may be NULL.
+ *
+ * Reductions, accurate and deterministic: the rows are cut into groups of
+ * BN_GROUP_ROWS, a group into blocks of BN_BLOCK_ROWS that stay in L1. A block's
+ * moments come from a corrected two-pass in float (sum; then sum of d and d^2
+ * with d = x - block mean), blocks merge into the group in double with Chan's
+ * formula, and the groups (computed in parallel) fold in row order. The cut
+ * depends only on M, so the numbers are the same for any thread count. A large
+ * mean over a small spread (|mean|/std ~ 1e3 at M ~ 1e5) stays accurate to ~1e-6.
+ *
+ * The group kernels are one body compiled three times (plain, AVX2, AVX-512 via
+ * target attributes, no intrinsics), chosen by nnz_isa_active(); the plain one is
+ * the reference. Elementwise passes run in parallel over rows, vectorized over
+ * channels, on channel tiles of BN_CH_TILE so per-thread coefficients fit on the
+ * stack. */
+#include "nn/nn.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdlib.h>
+
+#define BN_BLOCK_ROWS 16
+#define BN_GROUP_ROWS 256
+#define BN_CH_TILE 256
+#define BN_PARALLEL_MIN 32768 /* elements; below this one thread is faster */
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* ---- group kernels: x (rows, ld) starting at the tile's first channel, ct <= BN_CH_TILE ---- */
+
+/* mean (ct) and m2 = sum (x-mean)^2 (ct) of the group's rows, in double. */
+ALWAYS_INLINE void group_moments_body(const float *x, const float *unused_dy, const float *unused_mean, int64_t ld,
+                                      int rows, int ct, double *mean, double *m2) {
+    float bsum[BN_CH_TILE], bmean[BN_CH_TILE], bdev[BN_CH_TILE], bdev2[BN_CH_TILE];
+    double n = 0.0;
+    for (int c = 0; c < ct; c++) mean[c] = m2[c] = 0.0;
+    for (int r0 = 0; r0 < rows; r0 += BN_BLOCK_ROWS) {
+        const int br = rows - r0 < BN_BLOCK_ROWS ? rows - r0 : BN_BLOCK_ROWS;
+        const float *xb = x + (int64_t)r0 * ld;
+#pragma omp simd
+        for (int c = 0; c < ct; c++) bsum[c] = 0.0f;
+        for (int r = 0; r < br; r++) {
+            const float *xr = xb + r * ld;
+#pragma omp simd
+            for (int c = 0; c < ct; c++) bsum[c] += xr[c];
+        }
+        const float inv = 1.0f / (float)br;
+#pragma omp simd
+        for (int c = 0; c < ct; c++) {
+            bmean[c] = bsum[c] * inv;
+            bdev[c] = bdev2[c] = 0.0f;
+        }
+        for (int r = 0; r < br; r++) {
+            const float *xr = xb + r * ld;
+#pragma omp simd
+            for (int c = 0; c < ct; c++) {
+                float d = xr[c] - bmean[c];
+                bdev[c] += d;
+                bdev2[c] += d * d;
+            }
+        }
+        /* corrected two-pass: the block's exact mean is bmean + bdev/br */
+        const double nb = br, nn = n + nb, wb = nb / nn, cross = n * nb / nn;
+#pragma omp simd
+        for (int c = 0; c < ct; c++) {
+            double s1 = bdev[c];
+            double bm = (double)bmean[c] + s1 / nb, bm2 = (double)bdev2[c] - s1 * s1 / nb;
+            double d = bm - mean[c];
+            mean[c] += d * wb;
+            m2[c] += bm2 + d * d * cross;
+        }
+        n = nn;
+    }
+}
+
+/* sdy = sum dy, sdyx = sum dy*(x-mean) over the group's rows (ct each), in double. */
+ALWAYS_INLINE void group_grad_sums_body(const float *x, const float *dy, const float *mean, int64_t ld, int rows,
+                                        int ct, double *sdy, double *sdyx) {
+    float bdy[BN_CH_TILE], bdyx[BN_CH_TILE];
+    for (int c = 0; c < ct; c++) sdy[c] = sdyx[c] = 0.0;
+    for (int r0 = 0; r0 < rows; r0 += BN_BLOCK_ROWS) {
+        const int br = rows - r0 < BN_BLOCK_ROWS ? rows - r0 : BN_BLOCK_ROWS;
+#pragma omp simd
+        for (int c = 0; c < ct; c++) bdy[c] = bdyx[c] = 0.0f;
+        for (int r = 0; r < br; r++) {
+            const float *xr = x + (int64_t)(r0 + r) * ld, *gr = dy + (int64_t)(r0 + r) * ld;
+#pragma omp simd
+            for (int c = 0; c < ct; c++) {
+                bdy[c] += gr[c];
+                bdyx[c] += gr[c] * (xr[c] - mean[c]);
+            }
+        }
+#pragma omp simd
+        for (int c = 0; c < ct; c++) {
+            sdy[c] += bdy[c];
+            sdyx[c] += bdyx[c];
+        }
+    }
+}
+
+typedef void (*group_kernel)(const float *x, const float *dy, const float *mean, int64_t ld, int rows, int ct,
+                             double *out1, double *out2);
+
+static void group_moments_ref(const float *x, const float *dy, const float *mean, int64_t ld, int rows, int ct,
+                              double *o1, double *o2) {
+    group_moments_body(x, dy, mean, ld, rows, ct, o1, o2);
+}
+static void group_grad_sums_ref(const float *x, const float *dy, const float *mean, int64_t ld, int rows, int ct,
+                                double *o1, double *o2) {
+    group_grad_sums_body(x, dy, mean, ld, rows, ct, o1, o2);
+}
+
+#if defined(__x86_64__)
+#define TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")))
+TARGET_AVX2 static void group_moments_f32_avx2(const float *x, const float *dy, const float *mean, int64_t ld,
+                                               int rows, int ct, double *o1, double *o2) {
+    group_moments_body(x, dy, mean, ld, rows, ct, o1, o2);
+}
+TARGET_AVX2 static void group_grad_sums_f32_avx2(const float *x, const float *dy, const float *mean, int64_t ld,
+                                                 int rows, int ct, double *o1, double *o2) {
+    group_grad_sums_body(x, dy, mean, ld, rows, ct, o1, o2);
+}
+TARGET_AVX512 static void group_moments_f32_avx512(const float *x, const float *dy, const float *mean, int64_t ld,
+                                                   int rows, int ct, double *o1, double *o2) {
+    group_moments_body(x, dy, mean, ld, rows, ct, o1, o2);
+}
+TARGET_AVX512 static void group_grad_sums_f32_avx512(const float *x, const float *dy, const float *mean, int64_t ld,
+                                                     int rows, int ct, double *o1, double *o2) {
+    group_grad_sums_body(x, dy, mean, ld, rows, ct, o1, o2);
+}
+#endif
+
+static group_kernel pick_moments(void) {
+#if defined(__x86_64__)
+    nnz_isa isa = nnz_isa_active();
+    if (isa >= NNZ_ISA_AVX512) return group_moments_f32_avx512;
+    if (isa >= NNZ_ISA_AVX2) return group_moments_f32_avx2;
+#endif
+    return group_moments_ref;
+}
+
+static group_kernel pick_grad_sums(void) {
+#if defined(__x86_64__)
+    nnz_isa isa = nnz_isa_active();
+    if (isa >= NNZ_ISA_AVX512) return group_grad_sums_f32_avx512;
+    if (isa >= NNZ_ISA_AVX2) return group_grad_sums_f32_avx2;
+#endif
+    return group_grad_sums_ref;
+}
+
+/* ---- the group driver ---- */
+
+/* Folds group g (rows nb, results r1, r2) into the running totals, in row order.
+ * Moments merge with Chan's formula; plain sums add. */
+static void fold_group(bool moments, double *n, int ct, double nb, const double *r1, const double *r2, double *t1,
+                       double *t2) {
+    if (moments) {
+        const double nn = *n + nb, wb = nb / nn, cross = *n * nb / nn;
+        for (int c = 0; c < ct; c++) {
+            double d = r1[c] - t1[c];
+            t1[c] += d * wb;
+            t2[c] += r2[c] + d * d * cross;
+        }
+        *n = nn;
+    } else {
+        for (int c = 0; c < ct; c++) {
+            t1[c] += r1[c];
+            t2[c] += r2[c];
+        }
+    }
+}
+
+/* Reduces channels [c0, c0+ct) over all M rows into t1, t2 (ct doubles each).
+ * part: 2*ct doubles per group, or NULL to run the groups one by one (same numbers). */
+static void reduce_tile(group_kernel kernel, bool moments, int M, int C, int c0, int ct, const float *x,
+                        const float *dy, const float *mean, double *part, double *t1, double *t2) {
+    const int groups = (M + BN_GROUP_ROWS - 1) / BN_GROUP_ROWS;
+    const float *xt = x + c0, *dyt = dy ? dy + c0 : NULL, *mt = mean ? mean + c0 : NULL;
+    double n = 0.0;
+    for (int c = 0; c < ct; c++) t1[c] = t2[c] = 0.0;
+    if (part) {
+#pragma omp parallel for schedule(static) if ((int64_t)M * ct >= BN_PARALLEL_MIN)
+        for (int g = 0; g < groups; g++) {
+            const int64_t r0 = (int64_t)g * BN_GROUP_ROWS;
+            const int rows = M - r0 < BN_GROUP_ROWS ? (int)(M - r0) : BN_GROUP_ROWS;
+            kernel(xt + r0 * C, dyt ? dyt + r0 * C : NULL, mt, C, rows, ct, part + (int64_t)g * 2 * ct,
+                   part + (int64_t)g * 2 * ct + ct);
+        }
+        for (int g = 0; g < groups; g++) {
+            const int rows = M - g * BN_GROUP_ROWS < BN_GROUP_ROWS ? M - g * BN_GROUP_ROWS : BN_GROUP_ROWS;
+            fold_group(moments, &n, ct, rows, part + (int64_t)g * 2 * ct, part + (int64_t)g * 2 * ct + ct, t1, t2);
+        }
+    } else {
+        double r1[BN_CH_TILE], r2[BN_CH_TILE];
+        for (int g = 0; g < groups; g++) {
+            const int64_t r0 = (int64_t)g * BN_GROUP_ROWS;
+            const int rows = M - r0 < BN_GROUP_ROWS ? (int)(M - r0) : BN_GROUP_ROWS;
+            kernel(xt + r0 * C, dyt ? dyt + r0 * C : NULL, mt, C, rows, ct, r1, r2);
+            fold_group(moments, &n, ct, rows, r1, r2, t1, t2);
+        }
+    }
+}
+
+/* Scratch for the per-group partial results; NULL (no error recorded) makes the
+ * reduction serial rather than fail: these functions cannot return a status. */
+static double *alloc_part(int M, int C) {
+    const int groups = (M + BN_GROUP_ROWS - 1) / BN_GROUP_ROWS;
+    if (groups <= 1 || (int64_t)M * C < BN_PARALLEL_MIN) return NULL;
+    const int ct = C < BN_CH_TILE ? C : BN_CH_TILE;
+    return malloc((size_t)groups * 2 * (size_t)ct * sizeof(double));
+}
+
+/* out = (x - mean)*scale + shift over channels [c0, c0+ct); mean, scale, shift are
+ * per channel (ct). Subtracting the mean first keeps a large |mean|/std accurate. */
+static void affine_tile(int M, int C, int c0, int ct, const float *x, const float *mean, const float *scale,
+                        const float *shift, float *out) {
+#pragma omp parallel for schedule(static) if ((int64_t)M * ct >= BN_PARALLEL_MIN)
+    for (int64_t r = 0; r < M; r++) {
+        const float *xr = x + r * C + c0;
+        float *o = out + r * C + c0;
+#pragma omp simd
+        for (int c = 0; c < ct; c++) o[c] = (xr[c] - mean[c]) * scale[c] + shift[c];
+    }
+}
+
+/* ---- public entry points ---- */
+
+void nnz_batchnorm_forward_train(int M, int C, const float *inp, const float *gamma, const float *beta,
+                                 float *running_mean, float *running_var, float momentum, float eps, float *out,
+                                 float *save_mean, float *save_invstd) {
+    assert(M > 0 && C > 0);
+    group_kernel kernel = pick_moments();
+    double *part = alloc_part(M, C);
+    for (int c0 = 0; c0 < C; c0 += BN_CH_TILE) {
+        const int ct = C - c0 < BN_CH_TILE ? C - c0 : BN_CH_TILE;
+        double mean[BN_CH_TILE], m2[BN_CH_TILE];
+        float scale[BN_CH_TILE];
+        reduce_tile(kernel, true, M, C, c0, ct, inp, NULL, NULL, part, mean, m2);
+        for (int c = 0; c < ct; c++) {
+            const int ch = c0 + c;
+            const double var = m2[c] / M;
+            const float invstd = (float)(1.0 / sqrt(var + (double)eps));
+            save_mean[ch] = (float)mean[c];
+            save_invstd[ch] = invstd;
+            scale[c] = invstd * gamma[ch];
+            if (running_mean) running_mean[ch] = (float)((1.0 - momentum) * running_mean[ch] + momentum * mean[c]);
+            if (running_var) {
+                const double unbiased = M > 1 ? m2[c] / (M - 1) : var;
+                running_var[ch] = (float)((1.0 - momentum) * running_var[ch] + momentum * unbiased);
+            }
+        }
+        affine_tile(M, C, c0, ct, inp, save_mean + c0, scale, beta + c0, out);
+    }
+    free(part);
+}
+
+void nnz_batchnorm_forward_eval(int M, int C, const float *inp, const float *gamma, const float *beta,
+                                const float *running_mean, const float *running_var, float eps, float *out) {
+    assert(M > 0 && C > 0);
+    for (int c0 = 0; c0 < C; c0 += BN_CH_TILE) {
+        const int ct = C - c0 < BN_CH_TILE ? C - c0 : BN_CH_TILE;
+        float scale[BN_CH_TILE];
+        for (int c = 0; c < ct; c++) {
+            const int ch = c0 + c;
+            const float invstd = (float)(1.0 / sqrt((double)running_var[ch] + (double)eps));
+            scale[c] = invstd * gamma[ch];
+        }
+        affine_tile(M, C, c0, ct, inp, running_mean + c0, scale, beta + c0, out);
+    }
+}
+
+void nnz_batchnorm_backward(int M, int C, const float *inp, const float *gamma, const float *save_mean,
+                            const float *save_invstd, const float *dout, float *dinp, float *dgamma, float *dbeta) {
+    assert(M > 0 && C > 0);
+    group_kernel kernel = pick_grad_sums();
+    double *part = alloc_part(M, C);
+    for (int c0 = 0; c0 < C; c0 += BN_CH_TILE) {
+        const int ct = C - c0 < BN_CH_TILE ? C - c0 : BN_CH_TILE;
+        double sdy[BN_CH_TILE], sdyx[BN_CH_TILE];
+        float mean_dy[BN_CH_TILE], k[BN_CH_TILE], a[BN_CH_TILE];
+        reduce_tile(kernel, false, M, C, c0, ct, inp, dout, save_mean, part, sdy, sdyx);
+        for (int c = 0; c < ct; c++) {
+            const int ch = c0 + c;
+            const double invstd = save_invstd[ch];
+            if (dgamma) dgamma[ch] += (float)(sdyx[c] * invstd);
+            if (dbeta) dbeta[ch] += (float)sdy[c];
+            mean_dy[c] = (float)(sdy[c] / M);
+            k[c] = (float)(sdyx[c] * invstd * invstd / M);
+            a[c] = save_invstd[ch] * gamma[ch];
+        }
+        if (!dinp) continue;
+        const float *mt = save_mean + c0;
+#pragma omp parallel for schedule(static) if ((int64_t)M * ct >= BN_PARALLEL_MIN)
+        for (int64_t r = 0; r < M; r++) {
+            const float *xr = inp + r * C + c0, *gr = dout + r * C + c0;
+            float *d = dinp + r * C + c0;
+#pragma omp simd
+            for (int c = 0; c < ct; c++) d[c] += (gr[c] - mean_dy[c] - (xr[c] - mt[c]) * k[c]) * a[c];
+        }
+    }
+    free(part);
+}
