@@ -176,21 +176,44 @@ int cli_parse(cli_command *cmd, int argc, char **argv, const char **pos, int *np
     return 0;
 }
 
+/* Prints text word-wrapped at `width` columns, continuation lines indented by `indent`. */
+static void wrap(FILE *out, const char *text, int col, int indent, int width) {
+    const char *p = text;
+    while (*p) {
+        while (*p == ' ') p++;
+        size_t n = strcspn(p, " ");
+        if (!n) break;
+        if (col > indent && col + 1 + (int)n > width) {
+            fprintf(out, "\n%*s", indent, "");
+            col = indent;
+        } else if (col > indent) {
+            fputc(' ', out);
+            col++;
+        }
+        fwrite(p, 1, n, out);
+        col += (int)n;
+        p += n;
+    }
+}
+
 void cli_print_help(const cli_command *cmd, FILE *out) {
+    enum { INDENT = 27, WIDTH = 100 };
     fprintf(out, "usage: %s\n\n%s\n", cmd->usage, cmd->description);
     if (cmd->n_flags) fprintf(out, "\nflags:\n");
     for (int i = 0; i < cmd->n_flags; i++) {
         const cli_flag *f = &cmd->flags[i];
-        char head[64];
+        char head[64], text[1024];
         snprintf(head, sizeof head, "%s%s%s", f->name, f->metavar ? " " : "", f->metavar ? f->metavar : "");
-        fprintf(out, "  %-24s %s", head, f->help);
+        int k = snprintf(text, sizeof text, "%s", f->help);
         if (f->type == FLAG_CHOICE) {
-            fprintf(out, " One of:");
-            for (int k = 0; f->choices[k]; k++) fprintf(out, " %s", f->choices[k]);
-            fprintf(out, ".");
+            k += snprintf(text + k, sizeof text - (size_t)k, " One of:");
+            for (int c = 0; f->choices[c]; c++)
+                k += snprintf(text + k, sizeof text - (size_t)k, " %s%s", f->choices[c], f->choices[c + 1] ? "," : ".");
         }
-        if (f->def) fprintf(out, " [default: %s]", f->def);
-        fprintf(out, "\n");
+        if (f->def) snprintf(text + k, sizeof text - (size_t)k, " [default: %s]", f->def);
+        fprintf(out, "  %-24s ", head);
+        wrap(out, text, INDENT, INDENT, WIDTH);
+        fputc('\n', out);
     }
     fprintf(out, "  %-24s %s\n", "--help", "Show this help.");
     if (cmd->example) fprintf(out, "\nexample:\n%s\n", cmd->example);
