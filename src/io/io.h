@@ -36,7 +36,9 @@ typedef struct {
 nnz_status nnz_idx_parse(const uint8_t *buf, size_t len, const char *name, nnz_idx *out);
 
 /* ---- CIFAR-10 binary batches: records of 1 label byte + 3072 pixel bytes (CHW) ---- */
-/* Appends the records of buf[0..len) to images (n,32,32,3 NHWC) and labels, which have room for cap records. */
+/* Appends the records of buf[0..len) to images (n,32,32,3 NHWC) and labels, which have room for cap records.
+ * *count is the number of records already there on entry and is advanced; nothing is written unless
+ * the whole buffer is valid (length a multiple of 3073, every label < 10, enough room). */
 nnz_status nnz_cifar_parse(const uint8_t *buf, size_t len, const char *name, uint8_t *images, uint8_t *labels,
                            int cap, int *count);
 
@@ -51,8 +53,15 @@ typedef struct {
     int ndim;
     int64_t shape[NNZ_MAX_DIMS];
     size_t nbytes;
-    const void *data;    /* borrowed: into the file buffer (reader) or the caller's memory (writer) */
+    const void *data;    /* borrowed: into the file buffer (reader) or the caller's memory (writer).
+                          * The data section starts 8-byte aligned in files nnz writes, but tensors are
+                          * packed back to back (safetensors allows no gaps), so data may be unaligned
+                          * for its type: copy it out with memcpy. */
 } nnz_st_tensor;
+
+/* Bytes per element of a safetensors dtype name ("F32" -> 4), 0 if unknown. */
+size_t nnz_st_dtype_size(const char *dtype);
+#define NNZ_ST_MAX_HEADER ((size_t)100 << 20)
 
 typedef struct {
     int n, cap;

@@ -19,6 +19,74 @@ void nnz_sgemm(bool transA, bool transB, int M, int N, int K, float alpha, const
 void nnz_sgemm_ref(bool transA, bool transB, int M, int N, int K, float alpha, const float *A, int lda,
                    const float *B, int ldb, float beta, float *C, int ldc);
 
-/* --- further kernels (im2col, depthwise, eltwise) are declared below by their owner --- */
+/* ---- convolution geometry (one image) ----
+ * Shared by im2col and the depthwise kernels. OH = (H + 2*pad - KH)/stride + 1,
+ * likewise OW; output pixel (oh,ow), tap (kh,kw) reads input (oh*stride - pad + kh,
+ * ow*stride - pad + kw), zero outside the image. */
+typedef struct {
+    int H, W;                 /* input spatial size */
+    int KH, KW, stride, pad;  /* stride >= 1, pad >= 0 */
+    int OH, OW;               /* output spatial size */
+} nnz_conv_window;
+
+/* ---- im2col / col2im, NHWC ----
+ * img is (B,H,W,C) (B images back to back); the channels taken are [c0, c0+Cg)
+ * (one group; Cg = C when groups == 1). col is (B*OH*OW, KH*KW*Cg) row-major:
+ * row = (b,oh,ow), column = (kh,kw,c) with c fastest, i.e. the layout of a weight
+ * (OC,KH,KW,Cg) row, so out = col * weight^T. Padding taps are written as zeros.
+ * col2im is the adjoint and ACCUMULATES: img += scatter(col). Images run in
+ * parallel (OpenMP); each image's sums are in a fixed order (deterministic). */
+void nnz_im2col_nhwc(const nnz_conv_window *g, int B, int C, int c0, int Cg, const float *img, float *col);
+void nnz_col2im_nhwc_acc(const nnz_conv_window *g, int B, int C, int c0, int Cg, const float *col, float *img);
+
+/* ---- depthwise convolution, NHWC (groups == IC == OC) ----
+ * inp (N,H,W,C), out/dout (N,OH,OW,C), weight_t (KH,KW,C) — channels-last,
+ * i.e. the transpose of the layer's (C,KH,KW,1) weight, so that a vector of
+ * channels is contiguous — bias (C) or NULL. Any C >= 1 (the SIMD variants mask
+ * the tail when C is not a multiple of the vector width), any k/stride/pad.
+ *   forward:          out  = conv(inp, weight_t) + bias       (overwrites out)
+ *   backward_data:    dinp += conv^T(dout, weight_t)           (accumulates)
+ *   backward_weight:  dweight_t += sum_{n,oh,ow} inp * dout    (accumulates)
+ * Threads: OpenMP over output rows / input rows / fixed image slots. The weight
+ * gradient sums images in NNZ_DW_SLOTS (or N if fewer) fixed slices, each into its
+ * own partial (KH,KW,C) in `work`, reduced in slot order: the result does not depend
+ * on the thread count. `work` holds nnz_dwconv_work_floats() floats. */
+#define NNZ_DW_SLOTS 32
+size_t nnz_dwconv_work_floats(const nnz_conv_window *g, int N, int C);
+void nnz_dwconv_forward(const nnz_conv_window *g, int N, int C, const float *inp, const float *weight_t,
+                        const float *bias, float *out);
+void nnz_dwconv_backward_data(const nnz_conv_window *g, int N, int C, const float *dout, const float *weight_t,
+                              float *dinp);
+void nnz_dwconv_backward_weight(const nnz_conv_window *g, int N, int C, const float *inp, const float *dout,
+                                float *dweight_t, float *work);
+/* The oracles: single-threaded, one output element at a time, bounds checked per tap. */
+void nnz_dwconv_forward_ref(const nnz_conv_window *g, int N, int C, const float *inp, const float *weight_t,
+                            const float *bias, float *out);
+void nnz_dwconv_backward_data_ref(const nnz_conv_window *g, int N, int C, const float *dout,
+                                  const float *weight_t, float *dinp);
+void nnz_dwconv_backward_weight_ref(const nnz_conv_window *g, int N, int C, const float *inp, const float *dout,
+                                    float *dweight_t);
+/* SIMD variants, called by the dispatchers above (tests reach them with nnz_isa_set).
+ * fwd_row: one output row oh of one image: out_row (OW,C) = ..., img (H,W,C).
+ * bwd_data_row: one input row ih of one image: dinp_row (W,C) += ..., dout_img (OH,OW,C).
+ * bwd_weight_img: dweight_t (KH,KW,C) += the contribution of one image. */
+void nnz_dwconv_fwd_row_f32_avx512(const nnz_conv_window *g, int C, const float *img, const float *weight_t,
+                                   const float *bias, int oh, float *out_row);
+void nnz_dwconv_bwd_data_row_f32_avx512(const nnz_conv_window *g, int C, const float *dout_img,
+                                        const float *weight_t, int ih, float *dinp_row);
+void nnz_dwconv_bwd_weight_img_f32_avx512(const nnz_conv_window *g, int C, const float *img, const float *dout_img,
+                                          float *dweight_t);
+void nnz_dwconv_fwd_row_f32_avx2(const nnz_conv_window *g, int C, const float *img, const float *weight_t,
+                                 const float *bias, int oh, float *out_row);
+void nnz_dwconv_bwd_data_row_f32_avx2(const nnz_conv_window *g, int C, const float *dout_img,
+                                      const float *weight_t, int ih, float *dinp_row);
+void nnz_dwconv_bwd_weight_img_f32_avx2(const nnz_conv_window *g, int C, const float *img, const float *dout_img,
+                                        float *dweight_t);
+
+/* ---- bias helpers over a row-major (M,C) matrix ----
+ * fill: every row of x = bias (overwrites). grad: dbias (C) += column sums of x,
+ * each column summed in row order (parallel over columns only: deterministic). */
+void nnz_bias_fill_rows(int64_t M, int C, const float *bias, float *x);
+void nnz_bias_grad_acc(int64_t M, int C, const float *x, float *dbias);
 
 #endif

@@ -1,0 +1,98 @@
+/* Depthwise convolution: picks the variant from nnz_isa_active() and owns the threading.
+ * Contract in kernels.h. ISA ref runs the single-threaded oracles; avx2 / avx512 run the
+ * SIMD row kernels, OpenMP over (image, row). The weight gradient is summed per fixed image
+ * slot and the slots reduced in order, so it does not depend on the thread count. */
+#include "kernels/kernels.h"
+
+#include <string.h>
+
+typedef void (*dw_fwd_row_fn)(const nnz_conv_window *, int, const float *, const float *, const float *, int,
+                              float *);
+typedef void (*dw_bwd_data_row_fn)(const nnz_conv_window *, int, const float *, const float *, int, float *);
+typedef void (*dw_bwd_weight_img_fn)(const nnz_conv_window *, int, const float *, const float *, float *);
+
+typedef struct {
+    dw_fwd_row_fn fwd_row;
+    dw_bwd_data_row_fn bwd_data_row;
+    dw_bwd_weight_img_fn bwd_weight_img;
+} dw_variant;
+
+/* false: use the reference path */
+static bool pick_variant(dw_variant *v) {
+    nnz_isa isa = nnz_isa_active();
+    if (isa >= NNZ_ISA_AVX512) {
+        *v = (dw_variant){nnz_dwconv_fwd_row_f32_avx512, nnz_dwconv_bwd_data_row_f32_avx512,
+                          nnz_dwconv_bwd_weight_img_f32_avx512};
+        return true;
+    }
+    if (isa == NNZ_ISA_AVX2) {
+        *v = (dw_variant){nnz_dwconv_fwd_row_f32_avx2, nnz_dwconv_bwd_data_row_f32_avx2,
+                          nnz_dwconv_bwd_weight_img_f32_avx2};
+        return true;
+    }
+    return false;
+}
+
+static int weight_slots(int N) { return N < NNZ_DW_SLOTS ? N : NNZ_DW_SLOTS; }
+
+size_t nnz_dwconv_work_floats(const nnz_conv_window *g, int N, int C) {
+    return (size_t)weight_slots(N) * g->KH * g->KW * C;
+}
+
+void nnz_dwconv_forward(const nnz_conv_window *g, int N, int C, const float *inp, const float *weight_t,
+                        const float *bias, float *out) {
+    dw_variant v;
+    if (!pick_variant(&v)) {
+        nnz_dwconv_forward_ref(g, N, C, inp, weight_t, bias, out);
+        return;
+    }
+    const size_t in_img = (size_t)g->H * g->W * C, out_row = (size_t)g->OW * C;
+    const int rows = N * g->OH;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        int n = r / g->OH, oh = r % g->OH;
+        v.fwd_row(g, C, inp + n * in_img, weight_t, bias, oh, out + (size_t)r * out_row);
+    }
+}
+
+void nnz_dwconv_backward_data(const nnz_conv_window *g, int N, int C, const float *dout, const float *weight_t,
+                              float *dinp) {
+    dw_variant v;
+    if (!pick_variant(&v)) {
+        nnz_dwconv_backward_data_ref(g, N, C, dout, weight_t, dinp);
+        return;
+    }
+    const size_t out_img = (size_t)g->OH * g->OW * C, in_row = (size_t)g->W * C;
+    const int rows = N * g->H;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        int n = r / g->H, ih = r % g->H;
+        v.bwd_data_row(g, C, dout + n * out_img, weight_t, ih, dinp + (size_t)r * in_row);
+    }
+}
+
+void nnz_dwconv_backward_weight(const nnz_conv_window *g, int N, int C, const float *inp, const float *dout,
+                                float *dweight_t, float *work) {
+    dw_variant v;
+    if (!pick_variant(&v)) {
+        nnz_dwconv_backward_weight_ref(g, N, C, inp, dout, dweight_t);
+        return;
+    }
+    if (N <= 0) return;
+    const int slots = weight_slots(N);
+    const size_t taps = (size_t)g->KH * g->KW * C;
+    const size_t in_img = (size_t)g->H * g->W * C, out_img = (size_t)g->OH * g->OW * C;
+#pragma omp parallel for schedule(static)
+    for (int sl = 0; sl < slots; sl++) {
+        float *partial = work + sl * taps;
+        memset(partial, 0, taps * sizeof(float));
+        int n0 = (int)((int64_t)N * sl / slots), n1 = (int)((int64_t)N * (sl + 1) / slots);
+        for (int n = n0; n < n1; n++) v.bwd_weight_img(g, C, inp + n * in_img, dout + n * out_img, partial);
+    }
+    /* fixed-order reduction: slot 0, 1, 2, ... */
+    for (int sl = 0; sl < slots; sl++) {
+        const float *partial = work + sl * taps;
+#pragma omp simd
+        for (size_t i = 0; i < taps; i++) dweight_t[i] += partial[i];
+    }
+}
