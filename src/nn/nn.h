@@ -129,7 +129,9 @@ typedef struct {
     int h, w, c;                /* per-image output shape (linear/flatten: 1,1,features) */
     int weight, bias;           /* parameter indices or -1 (batchnorm: gamma, beta) */
     int running_mean, running_var; /* batchnorm buffers or -1 */
-    int64_t flops;              /* forward FLOPs per image, 2 per multiply-add */
+    int64_t flops;              /* forward FLOPs per image: conv/linear 2 per multiply-add (bias not
+                                   counted), batchnorm 2 per element, add 1 per element, avgpool k*k
+                                   and global_avgpool h*w per output; relu/maxpool/copies 0 */
 } nnz_node;
 
 typedef struct {
@@ -149,13 +151,19 @@ struct nnz_model {
     nnz_param *params;
     int current_block;            /* builder state */
     nnz_status build_error;       /* first builder error, reported by finalize */
+    char build_message[256];      /* ... and its message (nnz_last_error may be overwritten meanwhile) */
     bool finalized;
+    /* execution options, read by nnz_model_reserve */
+    bool input_grad;              /* backward also fills dinput (gradient checks, saliency) */
+    bool keep_activations;        /* false (default): relu/relu6 run in place over a sole-consumer conv/linear/
+                                     batchnorm/add output, which then holds the activation's output */
     nnz_arena param_arena;        /* parameters, gradients */
     /* activations: allocated by nnz_model_reserve for up to batch_cap images */
     int batch_cap;
     nnz_arena act_arena;
-    float **act;                  /* per node: output (batch_cap, h, w, c) */
-    float **dact;                 /* per node: gradient of the output */
+    float **act;                  /* per node: output (batch_cap, h, w, c); identity/flatten alias their
+                                     input's buffer (a copy when fed by the model input) */
+    float **dact;                 /* per node: gradient of the output (aliased for identity/flatten) */
     void **aux;                   /* per node: bn save mean/invstd, maxpool argmax, dropout mask */
     float *scratch;               /* shared by convs (max over nodes) */
     float *dinput;                /* gradient w.r.t. the model input (unused by training) */
@@ -167,7 +175,8 @@ struct nnz_model {
  * by nnz_model_finalize. */
 nnz_status nnz_model_create(int in_h, int in_w, int in_c, nnz_model **out);
 int nnz_add_conv2d(nnz_model *m, const char *name, int out_ch, int k, int stride, int pad, int groups, bool bias);
-int nnz_add_linear(nnz_model *m, const char *name, int out_features, bool bias);
+int nnz_add_linear(nnz_model *m, const char *name, int out_features, bool bias); /* needs a vector input: add a
+                                                                   flatten or global_avgpool after a spatial node */
 int nnz_add_batchnorm(nnz_model *m, const char *name);
 int nnz_add_activation(nnz_model *m, const char *name, nnz_op op); /* RELU, RELU6, IDENTITY */
 int nnz_add_pool(nnz_model *m, const char *name, nnz_op op, int k, int stride, int pad); /* MAXPOOL, AVGPOOL */
