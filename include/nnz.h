@@ -100,8 +100,8 @@ typedef enum { NNZ_OPT_SGD = 0, NNZ_OPT_ADAMW = 1 } nnz_optimizer_kind;
 typedef enum { NNZ_SCHED_COSINE = 0, NNZ_SCHED_STEP = 1, NNZ_SCHED_ONECYCLE = 2, NNZ_SCHED_CONSTANT = 3 } nnz_schedule_kind;
 
 typedef struct {
-    int epoch, epochs;
-    int64_t step, steps_total;
+    int epoch, epochs;      /* epoch is 1-based: the one in progress (or just finished) */
+    int64_t step, steps_total; /* optimizer steps done so far (global, across resumes) */
     int64_t images_seen;
     float loss, accuracy;   /* running averages over the current interval */
     float lr;
