@@ -109,8 +109,8 @@ typedef enum { NNZ_OPT_SGD = 0, NNZ_OPT_ADAMW = 1 } nnz_optimizer_kind;
 typedef enum { NNZ_SCHED_COSINE = 0, NNZ_SCHED_STEP = 1, NNZ_SCHED_ONECYCLE = 2, NNZ_SCHED_CONSTANT = 3 } nnz_schedule_kind;
 
 typedef struct {
-    int epoch, epochs;
-    int64_t step, steps_total;
+    int epoch, epochs;      /* epoch is 1-based: the one in progress (or just finished) */
+    int64_t step, steps_total; /* optimizer steps done so far (global, across resumes) */
     int64_t images_seen;
     float loss, accuracy;   /* running averages over the current interval */
     float lr;
@@ -124,24 +124,25 @@ typedef bool (*nnz_progress_fn)(const nnz_progress *p, void *user);
 typedef struct {
     const char *model;          /* zoo name, default "mbv2-tiny" */
     const char *data_dir;       /* default NNZ_DEFAULT_DATA_DIR */
-    const char *out_path;       /* checkpoint written at the end (and every epoch) */
-    const char *resume_path;    /* continue from this checkpoint */
+    const char *out_path;       /* checkpoint written at each epoch end (and on interruption); NULL = none */
+    const char *resume_path;    /* continue from this checkpoint: the run's settings (model, seed, batch,
+                                   optimizer, schedule, ...) come from it; epochs too when epochs is 0 */
     const char *log_path;       /* JSON lines, one per interval and per epoch; NULL = none */
-    int epochs;                 /* default 10 */
+    int epochs;                 /* default 10 (0 only with resume_path: the checkpoint's) */
     int batch;                  /* default 128 */
-    float lr;                   /* default per optimizer: SGD 0.1, AdamW 0.001 */
+    float lr;                   /* 0 (the default) = per optimizer: SGD 0.1, AdamW 0.001 */
     float momentum;             /* default 0.9 */
     bool nesterov;
-    float weight_decay;         /* default 5e-4 (SGD) / 0.05 (AdamW) */
+    float weight_decay;         /* < 0 (the default, -1) = per optimizer: 5e-4 (SGD) / 0.05 (AdamW) */
     bool decay_bn_and_bias;     /* default false: BN parameters and biases exempt */
     nnz_optimizer_kind optimizer;
     nnz_schedule_kind schedule; /* default cosine */
     float warmup_epochs;        /* default 0 */
-    int step_size_epochs;       /* step schedule: decay every this many epochs */
+    int step_size_epochs;       /* step schedule: decay every this many epochs (0 = a third of the epochs) */
     float step_gamma;           /* step schedule factor, default 0.1 */
     float label_smoothing;      /* default 0 */
     bool augment;               /* random crop (pad 2) + horizontal flip */
-    uint64_t seed;
+    uint64_t seed;              /* default 42: weights, shuffling, augmentation, dropout */
     int threads;                /* 0 = all cores */
     int train_limit, test_limit;/* use only the first N images (0 = all) */
     int log_every;              /* steps between progress reports, default 50 */

@@ -1,9 +1,126 @@
 /* train: the training loop, the data pipeline, checkpoints (save/resume),
- * evaluation and benchmarking. The public entry points are in nnz.h. */
+ * evaluation and benchmarking. The public entry points are in nnz.h; this
+ * header holds the pieces the trainer, the tests and the other verbs share. */
 #ifndef NNZ_TRAIN_H
 #define NNZ_TRAIN_H
 
 #include "io/io.h"
 #include "nn/nn.h"
+
+/* ===================== data: batches from an nnz_dataset =====================
+ *
+ * Normalization: x = (pixel/255 - mean[c]) / std[c], with fixed per-channel
+ * constants chosen by the channel count, so training, evaluation and every
+ * later verb agree without storing them:
+ *   1 channel  (Fashion-MNIST): mean 0.2860, std 0.3530 (the Fashion-MNIST
+ *              training set's statistics; tests/test_train.c recomputes them);
+ *   3 channels (CIFAR-10):      mean (0.4914, 0.4822, 0.4465), std (0.2470, 0.2435, 0.2616);
+ *   otherwise:                  mean 0.5, std 0.5.
+ *
+ * Order: epoch e visits the first `limit` images in the permutation drawn by
+ * nnz_rng_shuffle from nnz_rng_make(seed ^ NNZ_DATA_SHUFFLE_SALT, e), so the
+ * order of any epoch is a pure function of (seed, e): a resumed run recomputes
+ * it and skips the batches already done. Training drops the last incomplete
+ * batch (it would give batch norm a tiny, noisy batch); evaluation keeps it.
+ *
+ * Augmentation (optional): random crop with 2-pixel zero padding (pixel value
+ * 0 before normalization, as torchvision's RandomCrop(padding=2)) and a
+ * horizontal flip with probability 1/2, drawn from
+ * nnz_rng_make(nnz_rng_hash(seed ^ NNZ_DATA_AUGMENT_SALT, e), image index):
+ * reproducible per (epoch, image), independent of batch size and threads. */
+#define NNZ_DATA_SHUFFLE_SALT 0x53485546464C4531ull
+#define NNZ_DATA_AUGMENT_SALT 0x4155474D454E5431ull
+#define NNZ_DATA_PAD 2
+
+typedef struct {
+    const nnz_dataset *data;
+    int n;               /* images used: min(limit, data->n) */
+    int batch;
+    bool augment, shuffle;
+    uint64_t seed;
+    int epoch;           /* the epoch `order` was drawn for */
+    int32_t *order;      /* (n) image indices of the current epoch */
+    float mean[4], std[4];
+} nnz_batcher;
+
+/* limit 0 = all images. shuffle=false visits images in file order (evaluation). */
+nnz_status nnz_batcher_init(nnz_batcher *b, const nnz_dataset *d, int limit, int batch, bool shuffle,
+                            bool augment, uint64_t seed);
+void nnz_batcher_free(nnz_batcher *b);
+/* Draws the order of epoch e (cheap; call at each epoch start, or on resume). */
+void nnz_batcher_set_epoch(nnz_batcher *b, int epoch);
+/* Training batches per epoch: floor(n / batch), at least 1 when n > 0. */
+int64_t nnz_batcher_train_steps(const nnz_batcher *b);
+/* Evaluation batches: ceil(n / batch). */
+int64_t nnz_batcher_eval_steps(const nnz_batcher *b);
+/* Batch i of the current epoch: x (count, h, w, c) normalized floats, y (count)
+ * labels; returns count (0 past the end). x must hold batch*h*w*c floats. */
+int nnz_batcher_fill(const nnz_batcher *b, int64_t i, float *x, uint8_t *y);
+/* The normalization constants described above, for c channels (c <= 4). */
+void nnz_data_norm(int c, float *mean, float *std);
+/* Normalizes (and, when augment, crops/flips with the rng of (seed, epoch, index))
+ * one image (h,w,c bytes) into out (h,w,c floats). */
+void nnz_data_image(const nnz_dataset *d, int index, const float *mean, const float *std, bool augment,
+                    uint64_t seed, int epoch, float *out);
+
+/* ===================== checkpoints =====================
+ * A safetensors file (docs/FORMAT-checkpoint.md): every parameter and batch-norm
+ * buffer under its name (F32), the optimizer state as
+ * "optimizer.state1.<param>" / "optimizer.state2.<param>", and string metadata
+ * format, version, arch, step, epoch, seed, dropout_rng_counter,
+ * dropout_rng_key, optimizer, train_config. Written atomically. */
+#define NNZ_CKPT_FORMAT "nnz-checkpoint"
+#define NNZ_CKPT_VERSION "1"
+
+typedef struct {
+    int64_t step;                 /* optimizer steps done */
+    int epoch;                    /* epochs fully done */
+    uint64_t seed;
+    uint64_t dropout_rng_counter;
+} nnz_ckpt_state;
+
+/* opt may be NULL (no optimizer state); train_config_json may be NULL. */
+nnz_status nnz_checkpoint_save(const char *path, const nnz_model *m, const nnz_optimizer *opt,
+                               const nnz_ckpt_state *st, const char *train_config_json);
+
+typedef struct {
+    nnz_st_file file;
+    nnz_ckpt_state state;
+    const char *arch_json;         /* point into file's metadata */
+    const char *optimizer_json;    /* NULL when absent */
+    const char *train_config_json; /* NULL when absent */
+    bool has_dropout_key;
+    uint64_t dropout_rng_key;
+} nnz_checkpoint;
+/* Reads and checks the container and metadata (format, version, numbers). */
+nnz_status nnz_checkpoint_open(const char *path, nnz_checkpoint *ck);
+void nnz_checkpoint_close(nnz_checkpoint *ck);
+/* Builds the model of the checkpoint's architecture and loads every parameter
+ * and buffer, checking presence, dtype and shape; unknown tensors are an error. */
+nnz_status nnz_checkpoint_build_model(const nnz_checkpoint *ck, nnz_model **out);
+/* Fills an initialised optimizer's state (and t) from the checkpoint; every
+ * state array the optimizer has must be present with its parameter's shape. */
+nnz_status nnz_checkpoint_load_optimizer(const nnz_checkpoint *ck, const nnz_model *m, nnz_optimizer *opt);
+
+/* ===================== JSON-lines log ===================== */
+typedef struct { FILE *f; } nnz_train_log;
+/* path NULL = no log (every call is a no-op). append keeps earlier records (resume). */
+nnz_status nnz_log_open(nnz_train_log *log, const char *path, bool append);
+nnz_status nnz_log_step(nnz_train_log *log, const nnz_progress *p);
+nnz_status nnz_log_epoch(nnz_train_log *log, const nnz_progress *p, float train_loss, float train_accuracy);
+void nnz_log_close(nnz_train_log *log);
+
+/* ===================== the trainer's configuration as JSON ===================== */
+/* Caller frees with free(). The callback fields are not serialised. */
+nnz_status nnz_train_config_to_json(const nnz_train_config *cfg, char **json_out);
+/* Overwrites the fields that define a run (model, seed, batch, train_limit,
+ * optimizer and its hyper-parameters, schedule, warm-up, label smoothing,
+ * augment; epochs only when cfg->epochs is 0) from JSON written by
+ * nnz_train_config_to_json. The model name is
+ * written into model_buf (model_len bytes) and cfg->model points to it. */
+nnz_status nnz_train_config_from_json(const char *json, nnz_train_config *cfg, char *model_buf, size_t model_len);
+
+const char *nnz_optimizer_kind_name(nnz_optimizer_kind k); /* "sgd", "adamw" */
+const char *nnz_schedule_kind_name(nnz_schedule_kind k);   /* "cosine", "step", "onecycle", "constant" */
 
 #endif

@@ -1,4 +1,65 @@
-/* nnz: the command-line tool. Placeholder until the subcommands land. */
-#include <stdio.h>
-#include "nnz.h"
-int main(void) { printf("nnz %s\n", nnz_version()); return 0; }
+/* nnz: the command-line tool. Dispatches to one file per subcommand.
+ * Exit codes: 0 ok, 1 runtime failure, 2 usage error. */
+#include "cli.h"
+
+#include <string.h>
+
+typedef struct {
+    const char *name, *summary;
+    int (*fn)(int argc, char **argv);
+} subcommand;
+
+/* One row per subcommand (cmd_<name>.c). */
+static const subcommand commands[] = {
+    {"train", "train a model on an image data set and save a checkpoint", cmd_train},
+    {"eval", "measure a checkpoint's accuracy on a test set", cmd_eval},
+    {"info", "show a checkpoint's architecture, parameter count, size and FLOPs", cmd_info},
+    {"bench", "measure training and inference speed (images/s, GFLOP/s)", cmd_bench},
+};
+#define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
+
+static void print_help(FILE *out) {
+    fprintf(out,
+            "nnz %s: sparse, compact neural networks, trained and run fast on CPUs.\n\n"
+            "usage: nnz <command> [arguments]     (nnz <command> --help for its flags)\n\ncommands:\n",
+            nnz_version());
+    for (int i = 0; i < N_COMMANDS; i++) fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out,
+            "\nother:\n  nnz --version   version and CPU features\n  nnz --help      this text\n\n"
+            "start with:\n  nnz train --model lenet5 --epochs 2\n  nnz info lenet5.safetensors\n"
+            "  nnz eval lenet5.safetensors\n\n"
+            "exit codes: 0 ok, 1 failure (message on stderr), 2 usage error.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        print_help(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    const char *c = argv[1];
+    if (strcmp(c, "--help") == 0 || strcmp(c, "-h") == 0 || strcmp(c, "help") == 0) {
+        if (strcmp(c, "help") == 0 && argc > 2) {
+            for (int i = 0; i < N_COMMANDS; i++)
+                if (strcmp(commands[i].name, argv[2]) == 0) {
+                    char *args[] = {argv[2], "--help", NULL};
+                    return commands[i].fn(2, args);
+                }
+            fprintf(stderr, "nnz: unknown command '%s' (see nnz --help)\n", argv[2]);
+            return CLI_EXIT_USAGE;
+        }
+        print_help(stdout);
+        return CLI_EXIT_OK;
+    }
+    if (strcmp(c, "--version") == 0 || strcmp(c, "-V") == 0 || strcmp(c, "version") == 0) {
+        char cpu[256];
+        nnz_cpu_describe(cpu, sizeof cpu);
+        printf("nnz %s\ncpu: %s\n", nnz_version(), cpu);
+        return CLI_EXIT_OK;
+    }
+    for (int i = 0; i < N_COMMANDS; i++)
+        if (strcmp(commands[i].name, c) == 0) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "nnz: unknown command '%s'; commands:", c);
+    for (int i = 0; i < N_COMMANDS; i++) fprintf(stderr, " %s", commands[i].name);
+    fprintf(stderr, " (see nnz --help)\n");
+    return CLI_EXIT_USAGE;
+}

@@ -1,0 +1,165 @@
+/* The training configuration: defaults, and its JSON form (stored in every
+ * checkpoint so that --resume continues the same run). */
+#include "train/train.h"
+
+#include <cJSON.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *nnz_optimizer_kind_name(nnz_optimizer_kind k) {
+    switch (k) {
+    case NNZ_OPT_SGD: return "sgd";
+    case NNZ_OPT_ADAMW: return "adamw";
+    }
+    return "?";
+}
+
+const char *nnz_schedule_kind_name(nnz_schedule_kind k) {
+    switch (k) {
+    case NNZ_SCHED_COSINE: return "cosine";
+    case NNZ_SCHED_STEP: return "step";
+    case NNZ_SCHED_ONECYCLE: return "onecycle";
+    case NNZ_SCHED_CONSTANT: return "constant";
+    }
+    return "?";
+}
+
+void nnz_train_config_init(nnz_train_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->model = "mbv2-tiny";
+    cfg->data_dir = NNZ_DEFAULT_DATA_DIR;
+    cfg->epochs = 10;
+    cfg->batch = 128;
+    cfg->lr = 0.0f;            /* 0 = the optimizer's default (SGD 0.1, AdamW 0.001) */
+    cfg->momentum = 0.9f;
+    cfg->weight_decay = -1.0f; /* < 0 = the optimizer's default (SGD 5e-4, AdamW 0.05) */
+    cfg->optimizer = NNZ_OPT_SGD;
+    cfg->schedule = NNZ_SCHED_COSINE;
+    cfg->step_size_epochs = 0; /* 0 = a third of the epochs */
+    cfg->step_gamma = 0.1f;
+    cfg->seed = 42;
+    cfg->log_every = 50;
+}
+
+nnz_status nnz_train_config_to_json(const nnz_train_config *cfg, char **json_out) {
+    *json_out = NULL;
+    cJSON *j = cJSON_CreateObject();
+    if (!j) return nnz_fail(NNZ_ERR_NOMEM, "out of memory writing the training configuration");
+    char seed[32];
+    snprintf(seed, sizeof seed, "%" PRIu64, cfg->seed);
+    cJSON_AddStringToObject(j, "model", cfg->model ? cfg->model : "");
+    cJSON_AddStringToObject(j, "data_dir", cfg->data_dir ? cfg->data_dir : "");
+    cJSON_AddNumberToObject(j, "epochs", cfg->epochs);
+    cJSON_AddNumberToObject(j, "batch", cfg->batch);
+    cJSON_AddStringToObject(j, "optimizer", nnz_optimizer_kind_name(cfg->optimizer));
+    cJSON_AddNumberToObject(j, "lr", cfg->lr);
+    cJSON_AddNumberToObject(j, "momentum", cfg->momentum);
+    cJSON_AddBoolToObject(j, "nesterov", cfg->nesterov);
+    cJSON_AddNumberToObject(j, "weight_decay", cfg->weight_decay);
+    cJSON_AddBoolToObject(j, "decay_bn_and_bias", cfg->decay_bn_and_bias);
+    cJSON_AddStringToObject(j, "schedule", nnz_schedule_kind_name(cfg->schedule));
+    cJSON_AddNumberToObject(j, "warmup_epochs", cfg->warmup_epochs);
+    cJSON_AddNumberToObject(j, "step_size_epochs", cfg->step_size_epochs);
+    cJSON_AddNumberToObject(j, "step_gamma", cfg->step_gamma);
+    cJSON_AddNumberToObject(j, "label_smoothing", cfg->label_smoothing);
+    cJSON_AddBoolToObject(j, "augment", cfg->augment);
+    cJSON_AddStringToObject(j, "seed", seed); /* a string: JSON numbers hold 53 bits */
+    cJSON_AddNumberToObject(j, "threads", cfg->threads);
+    cJSON_AddNumberToObject(j, "train_limit", cfg->train_limit);
+    cJSON_AddNumberToObject(j, "test_limit", cfg->test_limit);
+    *json_out = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!*json_out) return nnz_fail(NNZ_ERR_NOMEM, "out of memory writing the training configuration");
+    return NNZ_OK;
+}
+
+static nnz_status get_num(const cJSON *j, const char *key, double *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    if (!cJSON_IsNumber(v))
+        return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's train_config lacks the number '%s'", key);
+    *out = v->valuedouble;
+    return NNZ_OK;
+}
+
+static nnz_status get_bool(const cJSON *j, const char *key, bool *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    if (!cJSON_IsBool(v)) return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's train_config lacks the flag '%s'", key);
+    *out = cJSON_IsTrue(v);
+    return NNZ_OK;
+}
+
+static nnz_status get_str(const cJSON *j, const char *key, const char **out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    if (!cJSON_IsString(v)) return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's train_config lacks the text '%s'", key);
+    *out = v->valuestring;
+    return NNZ_OK;
+}
+
+static nnz_status int_in(double v, const char *key, int lo, int hi, int *out) {
+    if (!(v >= lo && v <= hi) || v != (double)(int)v)
+        return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's train_config has an invalid '%s' (%g)", key, v);
+    *out = (int)v;
+    return NNZ_OK;
+}
+
+static nnz_status read_config(const cJSON *j, nnz_train_config *c, char *model_buf, size_t model_len) {
+    const char *s = NULL;
+    double v = 0;
+    NNZ_TRY(get_str(j, "model", &s));
+    if (strlen(s) >= model_len) return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's model name is too long");
+    snprintf(model_buf, model_len, "%s", s);
+    c->model = model_buf;
+    NNZ_TRY(get_num(j, "epochs", &v));
+    if (c->epochs == 0) NNZ_TRY(int_in(v, "epochs", 1, 1000000, &c->epochs));
+    NNZ_TRY(get_num(j, "batch", &v));
+    NNZ_TRY(int_in(v, "batch", 1, 1 << 20, &c->batch));
+    NNZ_TRY(get_str(j, "optimizer", &s));
+    if (strcmp(s, "sgd") == 0) c->optimizer = NNZ_OPT_SGD;
+    else if (strcmp(s, "adamw") == 0) c->optimizer = NNZ_OPT_ADAMW;
+    else return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's optimizer '%s' is unknown", s);
+    NNZ_TRY(get_num(j, "lr", &v));
+    c->lr = (float)v;
+    NNZ_TRY(get_num(j, "momentum", &v));
+    c->momentum = (float)v;
+    NNZ_TRY(get_bool(j, "nesterov", &c->nesterov));
+    NNZ_TRY(get_num(j, "weight_decay", &v));
+    c->weight_decay = (float)v;
+    NNZ_TRY(get_bool(j, "decay_bn_and_bias", &c->decay_bn_and_bias));
+    NNZ_TRY(get_str(j, "schedule", &s));
+    int k;
+    for (k = 0; k < 4 && strcmp(s, nnz_schedule_kind_name((nnz_schedule_kind)k)) != 0; k++) {}
+    if (k == 4) return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's schedule '%s' is unknown", s);
+    c->schedule = (nnz_schedule_kind)k;
+    NNZ_TRY(get_num(j, "warmup_epochs", &v));
+    c->warmup_epochs = (float)v;
+    NNZ_TRY(get_num(j, "step_size_epochs", &v));
+    NNZ_TRY(int_in(v, "step_size_epochs", 0, 1000000, &c->step_size_epochs));
+    NNZ_TRY(get_num(j, "step_gamma", &v));
+    c->step_gamma = (float)v;
+    NNZ_TRY(get_num(j, "label_smoothing", &v));
+    c->label_smoothing = (float)v;
+    NNZ_TRY(get_bool(j, "augment", &c->augment));
+    NNZ_TRY(get_str(j, "seed", &s));
+    char *end = NULL;
+    unsigned long long seed = strtoull(s, &end, 10);
+    if (!*s || *end || *s == '-') return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's seed '%s' is not a number", s);
+    c->seed = seed;
+    NNZ_TRY(get_num(j, "train_limit", &v));
+    NNZ_TRY(int_in(v, "train_limit", 0, INT32_MAX, &c->train_limit));
+    return NNZ_OK;
+}
+
+nnz_status nnz_train_config_from_json(const char *json, nnz_train_config *cfg, char *model_buf, size_t model_len) {
+    cJSON *j = cJSON_Parse(json);
+    if (!j || !cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's train_config is not a JSON object");
+    }
+    /* Read into a copy so a bad field leaves cfg untouched. */
+    nnz_train_config c = *cfg;
+    nnz_status s = read_config(j, &c, model_buf, model_len);
+    cJSON_Delete(j);
+    if (s == NNZ_OK) *cfg = c;
+    return s;
+}

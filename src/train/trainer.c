@@ -1,0 +1,323 @@
+/* The training loop: data, model, optimizer, schedule; progress, log and a
+ * checkpoint at each epoch end; exact resume.
+ *
+ * Exact resume: everything a step computes is a function of (seed, step) and
+ * of the state the checkpoint holds (weights, batch-norm buffers, optimizer
+ * state and t, the dropout rng counter). The batch of global step k is batch
+ * k % steps_per_epoch of epoch k / steps_per_epoch, whose order is recomputed
+ * from the seed; so N steps straight and N/2 + save + load + N/2 give the same
+ * bits, for the same thread count. What defines the run (model, seed, batch,
+ * optimizer, schedule, ...) is taken from the checkpoint's train_config; the
+ * caller's epochs apply when non-zero (longer runs stretch the schedule). */
+#include "train/train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct {
+    double loss_sum;
+    int64_t correct, images;
+    double t0;
+} interval_acc;
+
+static void acc_reset(interval_acc *a) {
+    a->loss_sum = 0;
+    a->correct = a->images = 0;
+    a->t0 = nnz_now_sec();
+}
+
+static void acc_add(interval_acc *a, float loss, int correct, int n) {
+    a->loss_sum += (double)loss * n;
+    a->correct += correct;
+    a->images += n;
+}
+
+static float acc_loss(const interval_acc *a) { return a->images ? (float)(a->loss_sum / (double)a->images) : 0.0f; }
+static float acc_accuracy(const interval_acc *a) {
+    return a->images ? (float)((double)a->correct / (double)a->images) : 0.0f;
+}
+
+static nnz_status resolve_defaults(nnz_train_config *c) {
+    if (!c->model || !*c->model) c->model = "mbv2-tiny";
+    if (!c->data_dir || !*c->data_dir) c->data_dir = NNZ_DEFAULT_DATA_DIR;
+    if (c->lr == 0.0f) c->lr = c->optimizer == NNZ_OPT_ADAMW ? 0.001f : 0.1f;
+    if (c->weight_decay < 0.0f) c->weight_decay = c->optimizer == NNZ_OPT_ADAMW ? 0.05f : 5e-4f;
+    if (c->log_every <= 0) c->log_every = 50;
+    if (c->step_size_epochs == 0) c->step_size_epochs = c->epochs >= 3 ? c->epochs / 3 : 1;
+    if (c->optimizer != NNZ_OPT_SGD && c->optimizer != NNZ_OPT_ADAMW)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "unknown optimizer %d (sgd or adamw)", (int)c->optimizer);
+    if ((unsigned)c->schedule > NNZ_SCHED_CONSTANT)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "unknown schedule %d (cosine, step, onecycle or constant)",
+                        (int)c->schedule);
+    if (c->epochs < 1) return nnz_fail(NNZ_ERR_INVALID_ARG, "epochs must be at least 1 (got %d)", c->epochs);
+    if (c->batch < 1 || c->batch > 65536)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "batch must be between 1 and 65536 (got %d)", c->batch);
+    if (!(c->lr > 0.0f) || !isfinite(c->lr))
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "the learning rate must be a positive number (got %g)", c->lr);
+    if (!(c->momentum >= 0.0f && c->momentum < 1.0f))
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "momentum must be in [0, 1) (got %g)", c->momentum);
+    if (!(c->weight_decay >= 0.0f) || !isfinite(c->weight_decay))
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "weight decay must be >= 0 (got %g)", c->weight_decay);
+    if (!(c->label_smoothing >= 0.0f && c->label_smoothing < 1.0f))
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "label smoothing must be in [0, 1) (got %g)", c->label_smoothing);
+    if (!(c->warmup_epochs >= 0.0f && c->warmup_epochs <= (float)c->epochs))
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "warm-up (%g epochs) must be between 0 and the number of epochs (%d)",
+                        c->warmup_epochs, c->epochs);
+    if (c->step_size_epochs < 1)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "the step schedule's step size must be at least 1 epoch");
+    if (!(c->step_gamma > 0.0f && c->step_gamma <= 1.0f))
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "the step schedule's gamma must be in (0, 1] (got %g)", c->step_gamma);
+    if (c->train_limit < 0 || c->test_limit < 0)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "image limits must be >= 0 (0 = all)");
+    if (c->threads < 0) return nnz_fail(NNZ_ERR_INVALID_ARG, "threads must be >= 0 (0 = all cores)");
+    return NNZ_OK;
+}
+
+/* Fails fast (before hours of training) when the checkpoint could never be written. */
+static nnz_status check_out_dir(const char *path) {
+    if (!path) return NNZ_OK;
+    char dir[4096];
+    if (strlen(path) >= sizeof dir) return nnz_fail(NNZ_ERR_INVALID_ARG, "the output path is too long");
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) dir[1] = '\0';
+    else *slash = '\0';
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return nnz_fail(NNZ_ERR_IO, "cannot write the checkpoint '%s': the directory '%s' does not exist", path, dir);
+    if (access(dir, W_OK) != 0)
+        return nnz_fail(NNZ_ERR_IO, "cannot write the checkpoint '%s': the directory '%s' is not writable (%s)",
+                        path, dir, strerror(errno));
+    return NNZ_OK;
+}
+
+typedef struct {
+    nnz_train_config cfg;
+    char model_name[NNZ_NAME_MAX];
+    char *config_json;
+    nnz_dataset train, test;
+    bool have_train, have_test;
+    nnz_checkpoint ck;
+    bool resumed;
+    nnz_model *m;
+    nnz_optimizer opt;
+    nnz_batcher batcher;
+    nnz_train_log log;
+    float *x, *dlogits;
+    uint8_t *y;
+    int64_t steps_per_epoch, total_steps;
+    int64_t last_saved_step; /* -1 until this run writes a checkpoint */
+} trainer;
+
+static void trainer_free(trainer *t) {
+    nnz_log_close(&t->log);
+    nnz_free(t->x);
+    nnz_free(t->y);
+    nnz_free(t->dlogits);
+    nnz_batcher_free(&t->batcher);
+    nnz_optimizer_free(&t->opt);
+    nnz_model_free(t->m);
+    if (t->resumed) nnz_checkpoint_close(&t->ck);
+    if (t->have_train) nnz_dataset_free(&t->train);
+    if (t->have_test) nnz_dataset_free(&t->test);
+    free(t->config_json);
+}
+
+static nnz_status save(trainer *t, int64_t step) {
+    if (!t->cfg.out_path) return NNZ_OK;
+    nnz_ckpt_state st = {.step = step, .epoch = (int)(step / t->steps_per_epoch), .seed = t->cfg.seed};
+    NNZ_TRY(nnz_checkpoint_save(t->cfg.out_path, t->m, &t->opt, &st, t->config_json));
+    t->last_saved_step = step;
+    return NNZ_OK;
+}
+
+static nnz_status setup(trainer *t, const nnz_train_config *cfg_in) {
+    t->cfg = *cfg_in;
+    nnz_train_config *c = &t->cfg;
+    if (c->resume_path) {
+        NNZ_TRY(nnz_checkpoint_open(c->resume_path, &t->ck));
+        t->resumed = true;
+        if (!t->ck.train_config_json || !t->ck.optimizer_json)
+            return nnz_fail(NNZ_ERR_FORMAT,
+                            "'%s' holds a model but no training state (saved without optimizer); it cannot be "
+                            "resumed: start a new run",
+                            c->resume_path);
+        NNZ_TRY(nnz_train_config_from_json(t->ck.train_config_json, c, t->model_name, sizeof t->model_name));
+    }
+    NNZ_TRY(resolve_defaults(c));
+    NNZ_TRY(check_out_dir(c->out_path));
+    NNZ_TRY(nnz_train_config_to_json(c, &t->config_json));
+
+    NNZ_TRY(nnz_dataset_load(c->data_dir, true, &t->train));
+    t->have_train = true;
+    NNZ_TRY(nnz_dataset_load(c->data_dir, false, &t->test));
+    t->have_test = true;
+    const nnz_dataset *d = &t->train;
+
+    if (t->resumed) {
+        NNZ_TRY(nnz_checkpoint_build_model(&t->ck, &t->m));
+        if (t->m->in_h != d->h || t->m->in_w != d->w || t->m->in_c != d->c || t->m->num_classes < d->num_classes)
+            return nnz_fail(NNZ_ERR_INVALID_ARG,
+                            "the checkpoint's model takes %dx%dx%d images and %d classes, but the data in '%s' has "
+                            "%dx%dx%d images and %d classes",
+                            t->m->in_h, t->m->in_w, t->m->in_c, t->m->num_classes, c->data_dir, d->h, d->w, d->c,
+                            d->num_classes);
+    } else {
+        NNZ_TRY(nnz_model_from_zoo(c->model, d->h, d->w, d->c, d->num_classes, c->seed, &t->m));
+    }
+    NNZ_TRY(nnz_model_reserve(t->m, c->batch));
+    NNZ_TRY(nnz_optimizer_init(&t->opt, t->m, c->optimizer, c->momentum, c->nesterov, c->weight_decay,
+                               c->decay_bn_and_bias));
+    if (t->resumed) NNZ_TRY(nnz_checkpoint_load_optimizer(&t->ck, t->m, &t->opt));
+
+    NNZ_TRY(nnz_batcher_init(&t->batcher, d, c->train_limit, c->batch, true, c->augment, c->seed));
+    t->steps_per_epoch = nnz_batcher_train_steps(&t->batcher);
+    t->total_steps = t->steps_per_epoch * c->epochs;
+
+    size_t img = (size_t)d->h * d->w * d->c;
+    t->x = nnz_alloc(sizeof(float) * img * (size_t)c->batch, "the training batch");
+    t->y = nnz_alloc((size_t)c->batch, "the training labels");
+    t->dlogits = nnz_alloc(sizeof(float) * (size_t)c->batch * (size_t)t->m->num_classes, "the logits' gradient");
+    if (!t->x || !t->y || !t->dlogits) return NNZ_ERR_NOMEM;
+    return nnz_log_open(&t->log, c->log_path, t->resumed);
+}
+
+static nnz_status run(trainer *t, nnz_train_result *res) {
+    const nnz_train_config *c = &t->cfg;
+    nnz_model *m = t->m;
+    const int64_t spe = t->steps_per_epoch;
+    int64_t step = t->resumed ? t->ck.state.step : 0;
+    if (step > t->total_steps)
+        return nnz_fail(NNZ_ERR_INVALID_ARG,
+                        "the checkpoint is at step %lld, past the end of a %d-epoch run (%lld steps); pass more "
+                        "--epochs to continue it",
+                        (long long)step, c->epochs, (long long)t->total_steps);
+    nnz_schedule sched = {
+        .kind = c->schedule,
+        .base_lr = c->lr,
+        .total_steps = t->total_steps,
+        .warmup_steps = (int64_t)llround((double)c->warmup_epochs * (double)spe),
+        .step_size = (int64_t)c->step_size_epochs * spe,
+        .gamma = c->step_gamma,
+        .min_lr = 0.0f,
+    };
+    const int64_t start_step = step;
+    const double t_start = nnz_now_sec();
+    interval_acc iv, ep;
+    acc_reset(&iv);
+    acc_reset(&ep);
+    int64_t run_images = 0;
+    float lr = nnz_schedule_lr(&sched, step < t->total_steps ? step : t->total_steps - 1);
+    float test_acc = -1.0f;
+    nnz_progress p;
+
+    while (step < t->total_steps) {
+        const int epoch = (int)(step / spe);
+        nnz_batcher_set_epoch(&t->batcher, epoch);
+        int n = nnz_batcher_fill(&t->batcher, step % spe, t->x, t->y);
+        NNZ_TRY(nnz_model_forward(m, t->x, n, true));
+        int correct = 0;
+        float loss = nnz_softmax_xent(n, m->num_classes, nnz_model_output(m), t->y, c->label_smoothing, t->dlogits,
+                                      &correct);
+        if (!isfinite(loss)) {
+            char kept[4200];
+            if (t->last_saved_step >= 0)
+                snprintf(kept, sizeof kept, "the last good checkpoint '%s' (step %lld) is kept", c->out_path,
+                         (long long)t->last_saved_step);
+            else
+                snprintf(kept, sizeof kept, "no checkpoint was written by this run");
+            return nnz_fail(NNZ_ERR_NUMERIC,
+                            "the training loss became %s at step %lld (epoch %d) and training stopped; %s. Lower "
+                            "--lr (now %g), add --warmup, or try --optimizer adamw",
+                            isnan(loss) ? "NaN" : "infinite", (long long)step + 1, epoch + 1, kept, c->lr);
+        }
+        nnz_model_zero_grad(m);
+        NNZ_TRY(nnz_model_backward(m, t->x, n, t->dlogits));
+        lr = nnz_schedule_lr(&sched, step);
+        nnz_optimizer_step(&t->opt, m, lr);
+        step++;
+        run_images += n;
+        acc_add(&iv, loss, correct, n);
+        acc_add(&ep, loss, correct, n);
+
+        const bool log_now = step % c->log_every == 0;
+        const bool epoch_end = step % spe == 0;
+        if (!log_now && !epoch_end) continue;
+        double now = nnz_now_sec(), elapsed = now - t_start;
+        memset(&p, 0, sizeof p);
+        p.epoch = epoch + 1;
+        p.epochs = c->epochs;
+        p.step = step;
+        p.steps_total = t->total_steps;
+        p.images_seen = step * (int64_t)c->batch;
+        p.lr = lr;
+        p.elapsed_sec = elapsed;
+        p.eta_sec = step > start_step ? elapsed / (double)(step - start_step) * (double)(t->total_steps - step) : 0;
+        p.test_accuracy = -1.0f;
+        bool go_on = true;
+        if (log_now) {
+            p.loss = acc_loss(&iv);
+            p.accuracy = acc_accuracy(&iv);
+            p.images_per_sec = now > iv.t0 ? (double)iv.images / (now - iv.t0) : 0;
+            NNZ_TRY(nnz_log_step(&t->log, &p));
+            if (c->progress) go_on = c->progress(&p, c->progress_user);
+            acc_reset(&iv);
+        }
+        if (epoch_end) {
+            nnz_eval_result er;
+            NNZ_TRY(nnz_evaluate(m, &t->test, c->batch, c->test_limit, &er));
+            test_acc = er.accuracy;
+            p.epoch_end = true;
+            p.test_accuracy = test_acc;
+            p.loss = acc_loss(&ep);
+            p.accuracy = acc_accuracy(&ep);
+            p.images_per_sec = elapsed > 0 ? (double)run_images / elapsed : 0;
+            res->train_loss = p.loss;
+            res->train_accuracy = p.accuracy;
+            NNZ_TRY(nnz_log_epoch(&t->log, &p, p.loss, p.accuracy));
+            NNZ_TRY(save(t, step));
+            if (c->progress && go_on) go_on = c->progress(&p, c->progress_user);
+            acc_reset(&ep);
+        }
+        if (!go_on) {
+            if (!epoch_end) NNZ_TRY(save(t, step));
+            res->steps = step;
+            return nnz_fail(NNZ_ERR_INTERRUPTED, "training stopped at step %lld of %lld%s%s%s", (long long)step,
+                            (long long)t->total_steps, c->out_path ? "; resume with --resume " : "",
+                            c->out_path ? c->out_path : "", c->out_path ? "" : " (no checkpoint: no output path)");
+        }
+    }
+    if (test_acc < 0) { /* resumed at the very end: nothing to train, still report */
+        nnz_eval_result er;
+        NNZ_TRY(nnz_evaluate(m, &t->test, c->batch, c->test_limit, &er));
+        test_acc = er.accuracy;
+    }
+    double seconds = nnz_now_sec() - t_start;
+    res->test_accuracy = test_acc;
+    res->seconds = seconds;
+    res->steps = step;
+    res->train_images_per_sec = seconds > 0 ? (double)run_images / seconds : 0;
+    return NNZ_OK;
+}
+
+nnz_status nnz_train(const nnz_train_config *cfg, nnz_train_result *result) {
+    if (!cfg) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_train: no configuration given");
+    nnz_train_result local;
+    if (!result) result = &local;
+    memset(result, 0, sizeof *result);
+    const int old_threads = nnz_get_threads();
+    trainer t;
+    memset(&t, 0, sizeof t);
+    t.last_saved_step = -1;
+    nnz_set_threads(cfg->threads);
+    nnz_status s = setup(&t, cfg);
+    if (s == NNZ_OK) s = run(&t, result);
+    trainer_free(&t);
+    nnz_set_threads(old_threads);
+    return s;
+}

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# The nnz command end to end: help and version, usage errors (exit 2), a tiny
+# training run, then info/eval/bench/resume on its checkpoint, and failed
+# saves that must leave no partial file behind. $1 = the nnz binary.
+set -u
+NNZ=$(realpath "${1:?usage: cli_basic.sh path/to/nnz}")
+T=$(mktemp -d "${TMPDIR:-/tmp}/nnz-cli-XXXXXX")
+trap 'rm -rf "$T"' EXIT
+cd "$T" || exit 1
+
+fail() { echo "FAIL: $*"; echo "--- stdout"; cat "$T/out" 2>/dev/null; echo "--- stderr"; cat "$T/err" 2>/dev/null; exit 1; }
+# expect CODE cmd...: runs cmd, output in $T/out and $T/err, checks the exit code.
+expect() {
+    local code=$1; shift
+    "$@" >"$T/out" 2>"$T/err"
+    local rc=$?
+    [ "$rc" -eq "$code" ] || fail "expected exit $code, got $rc: $*"
+}
+has() { grep -q -e "$2" "$1" || fail "'$2' not in $1"; }
+lacks() { ! grep -q -e "$2" "$1" || fail "'$2' unexpectedly in $1"; }
+
+# ---- help and version
+expect 0 "$NNZ" --help;    has out "train"; has out "eval"; has out "info"; has out "bench"; has out "exit codes"
+expect 0 "$NNZ" --version; has out "^nnz [0-9]"; has out "cpu:"
+expect 2 "$NNZ";           has err "usage: nnz"
+expect 2 "$NNZ" frobnicate; has err "unknown command 'frobnicate'"
+for c in train eval info bench; do
+    expect 0 "$NNZ" $c --help; has out "usage: nnz $c"; has out "example:"
+    expect 0 "$NNZ" help $c;   has out "usage: nnz $c"
+done
+# every valued flag of train documents its default
+expect 0 "$NNZ" train --help
+for f in --model --epochs --batch --lr --optimizer --momentum --wd --schedule --warmup --label-smoothing \
+         --seed --threads --data --out --log-every --train-limit --test-limit; do
+    awk -v f="$f" '/^  --/ { on = ($1 == f) } on' "$T/out" | grep -q "default:" || fail "train --help: $f has no default"
+done
+
+# ---- usage errors: exit 2 with a message naming the problem
+expect 2 "$NNZ" train --epochs abc;      has err "--epochs expects a whole number"; has err "'abc'"
+expect 2 "$NNZ" train --epochs 3x;       has err "--epochs"
+expect 2 "$NNZ" train --epochs 0;        has err "--epochs"
+expect 2 "$NNZ" train --epochs 99999999999; has err "--epochs"
+expect 2 "$NNZ" train --lr -1;           has err "--lr expects a number > 0"
+expect 2 "$NNZ" train --lr nan;          has err "--lr"
+expect 2 "$NNZ" train --lr=;             has err "--lr"
+expect 2 "$NNZ" train --momentum 1.5;    has err "--momentum"
+expect 2 "$NNZ" train --seed -3;         has err "--seed"
+expect 2 "$NNZ" train --batch;           has err "--batch needs a value"
+expect 2 "$NNZ" train --optimizer adam;  has err "sgd, adamw"
+expect 2 "$NNZ" train --epoch 3;         has err "did you mean --epochs"
+expect 2 "$NNZ" train --augment=yes;     has err "takes no value"
+expect 2 "$NNZ" train --epochs 1 --epochs 2; has err "twice"
+expect 2 "$NNZ" train --model resnet50;  has err "unknown model 'resnet50'"; has err "mbv2-tiny"
+expect 2 "$NNZ" train stray;             has err "unexpected argument"
+expect 2 "$NNZ" eval;                    has err "missing CHECKPOINT"
+expect 2 "$NNZ" eval --batch 0 x.safetensors; has err "--batch"
+expect 2 "$NNZ" info;                    has err "missing"
+expect 2 "$NNZ" bench;                   has err "either a CHECKPOINT or --model"
+expect 2 "$NNZ" bench --iters -1 --model mlp; has err "--iters"
+
+# ---- runtime failures: exit 1
+expect 1 "$NNZ" info missing.safetensors;   has err "missing.safetensors"
+expect 1 "$NNZ" eval missing.safetensors;   has err "missing.safetensors"
+expect 1 "$NNZ" train --model mlp --data "$T/nodata" --epochs 1; has err "nodata"
+expect 1 "$NNZ" train --model mlp --out "$T/no/such/dir/x.safetensors"; has err "does not exist"
+
+# ---- a tiny training run (mlp, 512 images), default output name in the current directory
+TRAIN=(--train-limit 512 --test-limit 256 --epochs 1 --threads 2)
+expect 0 "$NNZ" train --model mlp "${TRAIN[@]}" --log "$T/run.jsonl" --log-every 2
+tail -n 1 "$T/out" | grep -Eq '^test accuracy: [0-9]+\.[0-9]{2}%$' || fail "train does not end with the test accuracy"
+TEST_ACC=$(tail -n 1 "$T/out" | sed 's/test accuracy: //')
+[ -s mlp.safetensors ] || fail "no mlp.safetensors written"
+has err "epoch 1/1"
+[ "$(grep -c '"type":"step"' run.jsonl)" -eq 2 ] || fail "expected 2 step records in run.jsonl"
+[ "$(grep -c '"type":"epoch"' run.jsonl)" -eq 1 ] || fail "expected 1 epoch record in run.jsonl"
+has run.jsonl '"test_accuracy":'
+ls "$T" | grep -q '\.tmp' && fail "temporary file left behind"
+
+expect 0 "$NNZ" info mlp.safetensors
+has out "fc1"; has out "linear"; has out "^parameters: [0-9,]*"; has out "^bytes: "; has out "^FLOPs per image: "
+expect 0 "$NNZ" info lenet5; has out "conv1"
+
+expect 0 "$NNZ" eval mlp.safetensors --limit 256 --batch 128
+has out "^accuracy: $TEST_ACC\$"    # the same images, the same model: the same accuracy as training reported
+expect 0 "$NNZ" eval mlp.safetensors --limit 100 --json
+has out '"images":100'; has out '"accuracy":'
+
+expect 0 "$NNZ" bench mlp.safetensors --iters 2 --batch 32 --json
+has out '"train_images_per_sec":'; has out '"infer_gflops":'; has out '"batch":32'
+expect 0 "$NNZ" bench --model mlp --iters 1 --batch 16
+has out "^training: "; has out "^inference: "; has out "GFLOP/s"
+
+# ---- resume: continue the finished 1-epoch run for a second epoch
+cp mlp.safetensors first.safetensors
+expect 0 "$NNZ" train --resume mlp.safetensors --epochs 2 --test-limit 256 --threads 2 --lr 5
+has err "--lr is ignored with --resume"
+has err "epoch 2/2"
+lacks err "epoch 1/2"
+cmp -s mlp.safetensors first.safetensors && fail "resume did not update the checkpoint"
+
+# ---- corrupt checkpoints are clear errors
+head -c 1000 mlp.safetensors > cut.safetensors
+expect 1 "$NNZ" info cut.safetensors; has err "cut.safetensors"
+printf 'not a checkpoint at all' > junk.safetensors
+expect 1 "$NNZ" eval junk.safetensors; has err "junk.safetensors"
+
+# ---- failed saves leave no partial file (and never clobber the old one)
+mkdir dir.safetensors
+expect 1 "$NNZ" train --model mlp "${TRAIN[@]}" --out dir.safetensors
+has err "dir.safetensors"
+[ -z "$(ls -A dir.safetensors)" ] || fail "something was written into dir.safetensors"
+ls "$T" | grep -q '\.tmp' && fail "temporary file left behind after a failed rename"
+# A write that fails half way: the file-size limit (100 KiB) stops the 15 MB checkpoint.
+cp first.safetensors keep.safetensors
+( trap '' XFSZ; ulimit -f 100; exec "$NNZ" train --model mlp "${TRAIN[@]}" --out keep.safetensors ) >"$T/out" 2>"$T/err"
+[ $? -eq 1 ] || fail "a checkpoint write past the size limit did not exit 1"
+has err "keep.safetensors"
+cmp -s keep.safetensors first.safetensors || fail "the failed save changed the existing checkpoint"
+ls "$T" | grep -q '\.tmp' && fail "temporary file left behind after a failed write"
+( trap '' XFSZ; ulimit -f 100; exec "$NNZ" train --model mlp "${TRAIN[@]}" --out fresh.safetensors ) >"$T/out" 2>"$T/err"
+[ $? -eq 1 ] || fail "a checkpoint write past the size limit did not exit 1"
+[ -e fresh.safetensors ] && fail "a partial fresh.safetensors was left"
+ls "$T" | grep -q '\.tmp' && fail "temporary file left behind after a failed write"
+
+echo "cli_basic: all checks passed"

@@ -1,0 +1,61 @@
+/* nnz eval: accuracy and loss of a checkpoint on a data set's test split. */
+#include "cli.h"
+
+#include <string.h>
+
+int cmd_eval(int argc, char **argv) {
+    const char *data = NNZ_DEFAULT_DATA_DIR;
+    int batch = 256, threads = 0, limit = 0;
+    bool json = false, train_split = false;
+    cli_flag flags[] = {
+        FL_STR("--data", &data, "DIR", "Data set directory (MNIST-style IDX or CIFAR-10 binary).",
+               NNZ_DEFAULT_DATA_DIR),
+        FL_BOOL("--train-split", &train_split, "Evaluate on the training split instead of the test split."),
+        FL_INT("--batch", &batch, "N", "Images per forward pass.", "256", 1, 65536),
+        FL_INT("--threads", &threads, "N", "Worker threads; 0 = all cores.", "0", 0, 4096),
+        FL_INT("--limit", &limit, "N", "Evaluate only the first N images (0 = all).", "0", 0, 0),
+        FL_BOOL("--json", &json, "Print one JSON line instead of text."),
+    };
+    cli_command cmd = {
+        .name = "eval",
+        .summary = "measure a checkpoint's accuracy on a test set",
+        .usage = "nnz eval CHECKPOINT [--data DIR] [flags]",
+        .description = "Loads a checkpoint written by 'nnz train' and runs it in inference mode (batch norm uses\n"
+                       "its running statistics, dropout is off) over the test split of the data set, printing\n"
+                       "the top-1 accuracy, the mean cross-entropy loss and the throughput.",
+        .example = "  nnz eval mbv2-tiny.safetensors\n  nnz eval lenet5.safetensors --limit 1000 --json",
+        .flags = flags,
+        .n_flags = (int)(sizeof flags / sizeof flags[0]),
+        .positional = "CHECKPOINT",
+        .min_pos = 1,
+        .max_pos = 1,
+    };
+    const char *pos[1];
+    int npos = 0;
+    int r = cli_parse(&cmd, argc, argv, pos, &npos);
+    if (r == CLI_HELP_SHOWN) return CLI_EXIT_OK;
+    if (r) return r;
+    nnz_set_threads(threads);
+
+    nnz_model *m = NULL;
+    if (nnz_checkpoint_load_model(pos[0], &m) != NNZ_OK) return cli_fail("eval", "cannot load the checkpoint");
+    nnz_dataset d;
+    if (nnz_dataset_load(data, train_split, &d) != NNZ_OK) {
+        nnz_model_free(m);
+        return cli_fail("eval", "cannot load the data");
+    }
+    nnz_eval_result er;
+    nnz_status s = nnz_evaluate(m, &d, batch, limit, &er);
+    nnz_dataset_free(&d);
+    nnz_model_free(m);
+    if (s != NNZ_OK) return cli_fail("eval", "evaluation failed");
+    if (json) {
+        printf("{\"checkpoint\":");
+        cli_json_string(stdout, pos[0]);
+        printf(",\"split\":\"%s\",\"images\":%d,\"accuracy\":%.6f,\"loss\":%.6f,\"images_per_sec\":%.1f}\n",
+               train_split ? "train" : "test", er.n, er.accuracy, er.loss, er.images_per_sec);
+    } else
+        printf("images: %d (%s split)\nloss: %.4f\nthroughput: %.0f images/s\naccuracy: %.2f%%\n", er.n,
+               train_split ? "train" : "test", er.loss, er.images_per_sec, 100.0 * er.accuracy);
+    return CLI_EXIT_OK;
+}

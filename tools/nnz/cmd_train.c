@@ -1,0 +1,150 @@
+/* nnz train: train a zoo model on an image data set, write a checkpoint. */
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const optimizer_names[] = {"sgd", "adamw", NULL};         /* = nnz_optimizer_kind */
+static const char *const schedule_names[] = {"cosine", "step", "onecycle", "constant", NULL}; /* = nnz_schedule_kind */
+
+/* Prints the zoo's names, comma-separated. */
+static void zoo_list(char *buf, size_t len) {
+    buf[0] = '\0';
+    const char *const *names = nnz_zoo_names();
+    for (int i = 0; names && names[i]; i++) {
+        strncat(buf, i ? ", " : "", len - strlen(buf) - 1);
+        strncat(buf, names[i], len - strlen(buf) - 1);
+    }
+}
+
+static bool zoo_has(const char *name) {
+    const char *const *names = nnz_zoo_names();
+    for (int i = 0; names && names[i]; i++)
+        if (strcmp(names[i], name) == 0) return true;
+    return false;
+}
+
+int cmd_train(int argc, char **argv) {
+    nnz_train_config cfg;
+    nnz_train_config_init(&cfg);
+    const char *model = cfg.model, *data = cfg.data_dir, *out = NULL, *resume = NULL, *log = NULL;
+    int optimizer = (int)cfg.optimizer, schedule = (int)cfg.schedule;
+    float lr = 0.0f, wd = -1.0f;
+    cli_flag flags[] = {
+        FL_STR("--model", &model, "NAME", "Zoo model to train: mlp, lenet5, vgg8 or mbv2-tiny.", "mbv2-tiny"),
+        FL_INT("--epochs", &cfg.epochs, "N", "Passes over the training set.", "10", 1, 100000),
+        FL_INT("--batch", &cfg.batch, "N", "Images per optimizer step.", "128", 1, 65536),
+        FL_FLOAT("--lr", &lr, "X", "Peak learning rate.", "0.1 with sgd, 0.001 with adamw", 0, 0, true),
+        FL_CHOICE("--optimizer", &optimizer, "NAME", "Update rule (as torch.optim.SGD / AdamW).", "sgd",
+                  optimizer_names),
+        FL_FLOAT("--momentum", &cfg.momentum, "X", "SGD momentum.", "0.9", 0, 0.9999, false),
+        FL_BOOL("--nesterov", &cfg.nesterov, "Use Nesterov momentum (SGD)."),
+        FL_FLOAT("--wd", &wd, "X", "Weight decay (decoupled with adamw); biases and batch-norm are exempt.",
+                 "5e-4 with sgd, 0.05 with adamw", 0, 1, false),
+        FL_CHOICE("--schedule", &schedule, "NAME", "Learning-rate schedule, updated every step.", "cosine",
+                  schedule_names),
+        FL_FLOAT("--warmup", &cfg.warmup_epochs, "EPOCHS",
+                 "Linear warm-up from 0 over this many epochs (may be fractional).", "0", 0, 100000, false),
+        FL_INT("--step-size", &cfg.step_size_epochs, "EPOCHS",
+               "Step schedule: multiply the rate by --step-gamma every this many epochs.", "a third of --epochs", 1,
+               100000),
+        FL_FLOAT("--step-gamma", &cfg.step_gamma, "X", "Step schedule: the factor.", "0.1", 0, 1, true),
+        FL_FLOAT("--label-smoothing", &cfg.label_smoothing, "X", "Label smoothing of the cross-entropy loss.", "0", 0,
+                 0.99, false),
+        FL_BOOL("--augment", &cfg.augment, "Random crop (2-pixel zero padding) and horizontal flip."),
+        FL_U64("--seed", &cfg.seed, "N",
+               "Seeds weights, shuffling, augmentation and dropout: same seed and threads, same numbers.", "42"),
+        FL_INT("--threads", &cfg.threads, "N", "Worker threads; 0 = all cores.", "0", 0, 4096),
+        FL_STR("--data", &data, "DIR",
+               "Data set directory: MNIST-style IDX files (raw or .gz) or CIFAR-10 binary batches.",
+               NNZ_DEFAULT_DATA_DIR),
+        FL_STR("--out", &out, "FILE", "Checkpoint written (atomically) at every epoch end.",
+               "MODEL.safetensors; with --resume, the resumed file"),
+        FL_STR("--resume", &resume, "FILE",
+               "Continue the run saved in FILE exactly where it stopped (its model, seed, batch, optimizer and "
+               "schedule are used; --epochs may extend it).",
+               NULL),
+        FL_STR("--log", &log, "FILE", "Write JSON lines (one per log interval and per epoch) to FILE (appended "
+               "with --resume).", NULL),
+        FL_INT("--log-every", &cfg.log_every, "N", "Steps between progress reports.", "50", 1, 1000000000),
+        FL_INT("--train-limit", &cfg.train_limit, "N", "Use only the first N training images (0 = all).", "0", 0, 0),
+        FL_INT("--test-limit", &cfg.test_limit, "N", "Evaluate on only the first N test images (0 = all).", "0", 0,
+               0),
+    };
+    cli_command cmd = {
+        .name = "train",
+        .summary = "train a model on an image data set and save a checkpoint",
+        .usage = "nnz train [--model NAME] [--epochs N] [flags]",
+        .description =
+            "Trains a model from the zoo on an image data set (Fashion-MNIST by default), evaluates it on\n"
+            "the test split after every epoch and writes a safetensors checkpoint (weights, optimizer state\n"
+            "and everything needed to resume) at every epoch end. Ctrl-C saves a checkpoint and stops;\n"
+            "--resume continues from it with exactly the losses an uninterrupted run would have had\n"
+            "(same --threads). Images are scaled to [0,1] and normalized with the data set's mean/std.\n"
+            "A NaN/Inf loss stops training with exit code 1 and keeps the last good checkpoint.",
+        .example = "  nnz train --model lenet5 --epochs 5 --optimizer adamw --log run.jsonl\n"
+                   "  nnz train --model mbv2-tiny --epochs 20 --augment --label-smoothing 0.1 --warmup 1\n"
+                   "  nnz train --resume mbv2-tiny.safetensors",
+        .flags = flags,
+        .n_flags = (int)(sizeof flags / sizeof flags[0]),
+    };
+    const char *pos[1];
+    int npos = 0;
+    int r = cli_parse(&cmd, argc, argv, pos, &npos);
+    if (r == CLI_HELP_SHOWN) return CLI_EXIT_OK;
+    if (r) return r;
+
+    if (!resume && !zoo_has(model)) {
+        char names[256];
+        zoo_list(names, sizeof names);
+        return cli_usage_error(&cmd, "unknown model '%s'; the zoo has: %s", model, names);
+    }
+    cfg.model = model;
+    cfg.data_dir = data;
+    cfg.optimizer = (nnz_optimizer_kind)optimizer;
+    cfg.schedule = (nnz_schedule_kind)schedule;
+    cfg.lr = lr;
+    cfg.weight_decay = wd;
+    cfg.log_path = log;
+    char default_out[128];
+    if (resume) {
+        static const char *const run_flags[] = {"--model", "--batch", "--lr", "--optimizer", "--momentum",
+                                                "--nesterov", "--wd", "--schedule", "--warmup", "--step-size",
+                                                "--step-gamma", "--label-smoothing", "--augment", "--seed",
+                                                "--train-limit", NULL};
+        for (int i = 0; run_flags[i]; i++)
+            if (cli_find_flag(&cmd, run_flags[i])->seen)
+                fprintf(stderr, "nnz train: note: %s is ignored with --resume (the checkpoint's run continues)\n",
+                        run_flags[i]);
+        cfg.resume_path = resume;
+        if (!cli_find_flag(&cmd, "--epochs")->seen) cfg.epochs = 0; /* the checkpoint's */
+        if (!out) out = resume;
+    } else if (!out) {
+        snprintf(default_out, sizeof default_out, "%s.safetensors", model);
+        out = default_out;
+    }
+    cfg.out_path = out;
+
+    cli_progress prog;
+    cli_progress_init(&prog);
+    cfg.progress = cli_progress_fn;
+    cfg.progress_user = &prog;
+    cli_progress_catch_sigint();
+
+    nnz_train_result res;
+    nnz_status s = nnz_train(&cfg, &res);
+    cli_progress_finish(&prog);
+    if (s == NNZ_ERR_INTERRUPTED) {
+        fprintf(stderr, "nnz train: %s\n", nnz_last_error());
+        return CLI_EXIT_FAILURE;
+    }
+    if (s != NNZ_OK) return cli_fail("train", "training failed");
+    char dur[32];
+    cli_format_duration(res.seconds, dur, sizeof dur);
+    printf("train loss: %.4f, train accuracy: %.2f%%\n", res.train_loss, 100.0 * res.train_accuracy);
+    printf("throughput: %.0f images/s over %lld steps (%s, %d threads)\n", res.train_images_per_sec,
+           (long long)res.steps, dur, cfg.threads > 0 ? cfg.threads : nnz_get_threads());
+    printf("checkpoint: %s\n", out);
+    printf("test accuracy: %.2f%%\n", 100.0 * res.test_accuracy);
+    return CLI_EXIT_OK;
+}
