@@ -32,6 +32,7 @@ static void print_help(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+    nnz_threads_prefer_passive(argv); /* may re-exec once with OMP_WAIT_POLICY=passive */
     if (argc < 2) {
         print_help(stderr);
         return CLI_EXIT_USAGE;
