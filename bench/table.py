@@ -39,6 +39,10 @@ def fmt(v):
     return "—" if v is None else (f"{v:,.0f}" if v >= 100 else f"{v:.1f}")
 
 
+def pct(a, peak):
+    return "—" if a is None or not peak else f"{100 * a / peak:.0f}%"
+
+
 def ratio(a, b):
     return "—" if a is None or not b else f"{a / b:.2f}x"
 
@@ -59,6 +63,9 @@ def main():
             except json.JSONDecodeError as e:
                 print(f"table.py: {args.jsonl}:{n}: not JSON ({e}); skipped", file=sys.stderr)
                 continue
+            if r.get("impl") == "peak":
+                meta["peak"] = r
+                continue
             model = r.get("model")
             if model is None:
                 continue
@@ -69,6 +76,8 @@ def main():
             if "train_images_per_sec" in r or impl.startswith("nnz"):
                 rows[model]["nnz_train"] = r.get("train_images_per_sec")
                 rows[model]["nnz_infer"] = r.get("infer_images_per_sec")
+                rows[model]["nnz_train_gf"] = r.get("train_gflops")
+                rows[model]["nnz_infer_gf"] = r.get("infer_gflops")
                 meta.setdefault("nnz", r)
             elif impl.startswith("pytorch") and r.get("mode") in ("train", "infer"):
                 rows[model]["pt_" + r["mode"]] = r.get("images_per_sec")
@@ -81,13 +90,17 @@ def main():
     print(f"batch {batch}, {threads} threads; peer: {pt.get('impl', 'PyTorch (not measured)')}; images/s, median of runs")
     if args.command:
         print(f"command: `{args.command}`")
+    peak = meta.get("peak", {}).get("fp32_gflops")
+    if peak:
+        print(f"measured fp32 peak ({meta['peak'].get('isa')} FMA chains, {meta['peak'].get('threads')} threads): {peak:.0f} GFLOP/s")
     print()
-    print("| model | nnz train | PyTorch train | nnz/PyTorch | nnz infer | PyTorch infer | nnz/PyTorch |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| model | nnz train | PyTorch train | nnz/PyTorch | nnz infer | PyTorch infer | nnz/PyTorch | nnz GFLOP/s train / infer | % of peak |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m in order:
         r = rows[m]
         print(f"| {m} | {fmt(r.get('nnz_train'))} | {fmt(r.get('pt_train'))} | {ratio(r.get('nnz_train'), r.get('pt_train'))} "
-              f"| {fmt(r.get('nnz_infer'))} | {fmt(r.get('pt_infer'))} | {ratio(r.get('nnz_infer'), r.get('pt_infer'))} |")
+              f"| {fmt(r.get('nnz_infer'))} | {fmt(r.get('pt_infer'))} | {ratio(r.get('nnz_infer'), r.get('pt_infer'))} "
+              f"| {fmt(r.get('nnz_train_gf'))} / {fmt(r.get('nnz_infer_gf'))} | {pct(r.get('nnz_train_gf'), peak)} / {pct(r.get('nnz_infer_gf'), peak)} |")
 
 
 if __name__ == "__main__":
