@@ -360,6 +360,61 @@ static void test_zoo_models_run(void **state) {
     }
 }
 
+/* Eval runs depth-first over per-thread chunks of images: each image's logits must not
+ * depend on the chunking (image at a time vs a batch, 1 vs 2 threads), and repeated
+ * multi-threaded runs must agree bit for bit (chunks run concurrently, each with its own
+ * scratch; a shared buffer or a non-reentrant GEMM would show up here). Batch norm gets
+ * non-trivial running statistics so the folded epilogue is exercised. */
+static void test_eval_depth_first_matches_image_at_a_time(void **state) {
+    (void)state;
+    const char *names[] = {"mbv2-tiny", "lenet5", "mlp", "vgg8"};
+    const int n = 37; /* odd: a ragged last chunk */
+    int threads_before = nnz_get_threads();
+    for (int k = 0; k < 4; k++) {
+        nnz_model *m = NULL;
+        assert_int_equal(nnz_zoo_build(names[k], 28, 28, 1, 10, &m), NNZ_OK);
+        assert_int_equal(nnz_model_finalize(m, 7), NNZ_OK);
+        for (int p = 0; p < m->n_params; p++) {
+            nnz_param *pr = &m->params[p];
+            if (strstr(pr->name, "running_mean")) tu_fill_uniform(nnz_tensor_f32(&pr->value), nnz_tensor_numel(&pr->value), -0.2f, 0.2f, 100 + p);
+            if (strstr(pr->name, "running_var")) tu_fill_uniform(nnz_tensor_f32(&pr->value), nnz_tensor_numel(&pr->value), 0.5f, 1.5f, 200 + p);
+        }
+        float *x = malloc(sizeof(float) * n * 784), *one = malloc(sizeof(float) * n * 10);
+        float *b1 = malloc(sizeof(float) * n * 10), *b2 = malloc(sizeof(float) * n * 10), *b3 = malloc(sizeof(float) * n * 10);
+        tu_fill_uniform(x, (int64_t)n * 784, -1.0f, 2.0f, 5);
+        for (int i = 0; i < n; i++) {
+            assert_int_equal(nnz_model_forward(m, x + (int64_t)i * 784, 1, false), NNZ_OK);
+            memcpy(one + i * 10, nnz_model_output(m), sizeof(float) * 10);
+        }
+        nnz_set_threads(1);
+        assert_int_equal(nnz_model_forward(m, x, n, false), NNZ_OK);
+        memcpy(b1, nnz_model_output(m), sizeof(float) * n * 10);
+        nnz_set_threads(2);
+        nnz_model_free(m);
+        m = NULL; /* rebuild so the per-thread scratch is sized for 2 threads */
+        assert_int_equal(nnz_zoo_build(names[k], 28, 28, 1, 10, &m), NNZ_OK);
+        assert_int_equal(nnz_model_finalize(m, 7), NNZ_OK);
+        for (int p = 0; p < m->n_params; p++) {
+            nnz_param *pr = &m->params[p];
+            if (strstr(pr->name, "running_mean")) tu_fill_uniform(nnz_tensor_f32(&pr->value), nnz_tensor_numel(&pr->value), -0.2f, 0.2f, 100 + p);
+            if (strstr(pr->name, "running_var")) tu_fill_uniform(nnz_tensor_f32(&pr->value), nnz_tensor_numel(&pr->value), 0.5f, 1.5f, 200 + p);
+        }
+        assert_int_equal(nnz_model_forward(m, x, n, false), NNZ_OK);
+        memcpy(b2, nnz_model_output(m), sizeof(float) * n * 10);
+        for (int rep = 0; rep < 5; rep++) {
+            assert_int_equal(nnz_model_forward(m, x, n, false), NNZ_OK);
+            memcpy(b3, nnz_model_output(m), sizeof(float) * n * 10);
+            assert_memory_equal(b2, b3, sizeof(float) * n * 10);
+        }
+        /* GEMM blocking may differ with the chunk's row count: float rounding only */
+        double e1 = tu_max_rel_err(b1, one, (int64_t)n * 10, 1e-2), e2 = tu_max_rel_err(b2, one, (int64_t)n * 10, 1e-2);
+        if (e1 > 1e-4 || e2 > 1e-4) fail_msg("%s: batched eval differs from image-at-a-time: %g (1 thread), %g (2 threads)", names[k], e1, e2);
+        free(x), free(one), free(b1), free(b2), free(b3);
+        nnz_model_free(m);
+    }
+    nnz_set_threads(threads_before);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_whole_model_gradient_check),
@@ -369,6 +424,7 @@ int main(void) {
         cmocka_unit_test(test_dropout_train_and_eval),
         cmocka_unit_test(test_determinism_predict_and_reserve),
         cmocka_unit_test(test_zoo_models_run),
+        cmocka_unit_test(test_eval_depth_first_matches_image_at_a_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -31,6 +31,7 @@
 #include "nn/nn.h"
 
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 static int64_t node_numel(const nnz_node *n) { return (int64_t)n->h * n->w * n->c; }
@@ -126,6 +127,21 @@ static nnz_status plan_fusions(nnz_model *m, const int *consumers) {
     return NNZ_OK;
 }
 
+/* The largest eval chunk whose biggest layer (its input plus its output) fits in about
+ * NNZ_EVAL_CHUNK_BYTES, a share of a core's L2: the depth-first eval keeps a chunk's
+ * activations in cache from one layer to the next. */
+static int eval_chunk_limit(const nnz_model *m, int batch) {
+    int64_t worst = input_numel(m);
+    for (int i = 0; i < m->n_nodes; i++) {
+        const nnz_node *n = &m->nodes[i];
+        int64_t in = n->input < 0 ? input_numel(m) : node_numel(&m->nodes[n->input]);
+        if (in + node_numel(n) > worst) worst = in + node_numel(n);
+    }
+    int64_t chunk = NNZ_EVAL_CHUNK_BYTES / (worst * (int64_t)sizeof(float));
+    if (chunk < 1) chunk = 1;
+    return chunk < batch ? (int)chunk : batch;
+}
+
 static nnz_status reserve_buffers(nnz_model *m, int batch) {
     int nn = m->n_nodes;
     m->act = act_alloc(m, nn, sizeof(float *), "activation table");
@@ -171,6 +187,23 @@ static nnz_status reserve_buffers(nnz_model *m, int batch) {
         m->scratch = act_alloc(m, (int64_t)scratch, sizeof(float), "convolution scratch");
         if (!m->scratch) return NNZ_ERR_NOMEM;
     }
+    /* Eval runs chunks of at most eval_chunk_max images on each thread, each with its own scratch. */
+    m->eval_chunk_max = eval_chunk_limit(m, batch);
+    size_t chunk_scratch = 0;
+    for (int i = 0; i < nn; i++) {
+        if (m->nodes[i].op != NNZ_OP_CONV2D) continue;
+        nnz_conv_shape s;
+        fill_conv_shape(&m->nodes[i], m->eval_chunk_max, &s);
+        size_t f = nnz_conv2d_scratch_floats(&s);
+        if (f > chunk_scratch) chunk_scratch = f;
+    }
+    m->eval_scratch_slots = nnz_threads();
+    m->eval_scratch_floats = (chunk_scratch + 15) & ~(size_t)15;
+    if (chunk_scratch) {
+        m->eval_scratch = act_alloc(m, (int64_t)(m->eval_scratch_floats * (size_t)m->eval_scratch_slots), sizeof(float),
+                                    "per-thread convolution scratch");
+        if (!m->eval_scratch) return NNZ_ERR_NOMEM;
+    }
     NNZ_TRY(plan_fusions(m, consumers));
     if (m->input_grad) {
         m->dinput = act_alloc(m, (int64_t)batch * input_numel(m), sizeof(float), "input gradient");
@@ -187,7 +220,7 @@ nnz_status nnz_model_reserve(nnz_model *m, int batch) {
     nnz_arena_free(&m->act_arena);
     m->act = m->dact = NULL;
     m->aux = NULL;
-    m->scratch = m->dinput = NULL;
+    m->scratch = m->dinput = m->eval_scratch = NULL;
     m->exec = NULL;
     m->batch_cap = 0;
     nnz_status s = reserve_buffers(m, batch);
@@ -195,8 +228,8 @@ nnz_status nnz_model_reserve(nnz_model *m, int batch) {
         nnz_arena_free(&m->act_arena);
         m->act = m->dact = NULL;
         m->aux = NULL;
-        m->scratch = m->dinput = NULL;
-    m->exec = NULL;
+        m->scratch = m->dinput = m->eval_scratch = NULL;
+        m->exec = NULL;
         return s;
     }
     m->batch_cap = batch;
@@ -211,16 +244,23 @@ static float *param_value(const nnz_model *m, int idx) {
 
 static float *param_grad(const nnz_model *m, int idx) { return idx < 0 ? NULL : m->params[idx].grad; }
 
-nnz_status nnz_model_forward(nnz_model *m, const float *x, int n, bool train) {
-    if (!m || !m->finalized) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_forward: the model is not finalized");
-    if (!x || n < 1) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_forward: need an input of at least one image");
-    NNZ_TRY(nnz_model_reserve(m, n));
+/* Node outputs (and the model input) for images [n0, ...): activations are batch-major. */
+static float *act_at(const nnz_model *m, int idx, int n0) {
+    return m->act[idx] + (int64_t)n0 * node_numel(&m->nodes[idx]);
+}
+static const float *input_at(const nnz_model *m, int idx, const float *x, int n0) {
+    return idx < 0 ? x + (int64_t)n0 * input_numel(m) : act_at(m, idx, n0);
+}
+
+/* Runs every node over images [n0, n0+n). Train mode needs the whole batch (n0 = 0):
+ * batch norm's statistics couple the images. */
+static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool train, float *scratch) {
     for (int i = 0; i < m->n_nodes; i++) {
         const nnz_node *nd = &m->nodes[i];
         const nnz_node_exec *ex = &m->exec[i];
         if (ex->fused_into >= 0 || (!train && ex->eval_folded)) continue; /* computed by another node */
-        const float *in = node_input(m, nd->input, x);
-        float *out = m->act[i];
+        const float *in = input_at(m, nd->input, x, n0);
+        float *out = act_at(m, i, n0);
         int64_t numel = (int64_t)n * node_numel(nd);
         switch (nd->op) {
         case NNZ_OP_CONV2D: {
@@ -230,10 +270,8 @@ nnz_status nnz_model_forward(nnz_model *m, const float *x, int n, bool train) {
             int act = ex->fused_act;
             if (!train && ex->eval_bn >= 0) {
                 const nnz_node *bn = &m->nodes[ex->eval_bn];
-                nnz_batchnorm_eval_coeffs(bn->c, param_value(m, bn->weight), param_value(m, bn->running_var), bn->eps,
-                                          ex->eval_scale);
                 ep.sub = param_value(m, bn->running_mean), ep.mul = ex->eval_scale, ep.add = param_value(m, bn->bias);
-                out = m->act[ex->eval_bn];
+                out = act_at(m, ex->eval_bn, n0);
                 act = m->exec[ex->eval_bn].fused_act;
                 epp = &ep;
             }
@@ -241,7 +279,7 @@ nnz_status nnz_model_forward(nnz_model *m, const float *x, int n, bool train) {
                 ep.lo = 0.0f, ep.hi = m->nodes[act].op == NNZ_OP_RELU6 ? 6.0f : INFINITY;
                 epp = &ep;
             }
-            nnz_conv2d_forward_ep(&s, in, param_value(m, nd->weight), param_value(m, nd->bias), epp, out, m->scratch);
+            nnz_conv2d_forward_ep(&s, in, param_value(m, nd->weight), param_value(m, nd->bias), epp, out, scratch);
             break;
         }
         case NNZ_OP_LINEAR:
@@ -271,7 +309,7 @@ nnz_status nnz_model_forward(nnz_model *m, const float *x, int n, bool train) {
         case NNZ_OP_MAXPOOL: {
             nnz_pool_shape s;
             fill_pool_shape(nd, n, &s);
-            nnz_maxpool_forward(&s, in, out, m->aux[i]);
+            nnz_maxpool_forward(&s, in, out, (int32_t *)m->aux[i] + (int64_t)n0 * node_numel(nd));
             break;
         }
         case NNZ_OP_AVGPOOL: {
@@ -281,13 +319,50 @@ nnz_status nnz_model_forward(nnz_model *m, const float *x, int n, bool train) {
             break;
         }
         case NNZ_OP_GLOBAL_AVGPOOL: nnz_global_avgpool_forward(n, nd->in_h * nd->in_w, nd->c, in, out); break;
-        case NNZ_OP_ADD: nnz_add_forward(numel, in, node_input(m, nd->skip, x), out); break;
+        case NNZ_OP_ADD: nnz_add_forward(numel, in, input_at(m, nd->skip, x, n0), out); break;
         case NNZ_OP_DROPOUT:
             if (train && nd->p > 0) nnz_dropout_forward(numel, nd->p, &m->dropout_rng, in, out, m->aux[i]);
             else memcpy(out, in, (size_t)numel * sizeof(float));
             break;
         case NNZ_OP_COUNT: break;
         }
+    }
+}
+
+/* Eval-mode batch norm folded into a conv: its multiplier, computed once per forward. */
+static void prepare_eval_epilogues(nnz_model *m) {
+    for (int i = 0; i < m->n_nodes; i++) {
+        const nnz_node_exec *ex = &m->exec[i];
+        if (m->nodes[i].op != NNZ_OP_CONV2D || ex->eval_bn < 0) continue;
+        const nnz_node *bn = &m->nodes[ex->eval_bn];
+        nnz_batchnorm_eval_coeffs(bn->c, param_value(m, bn->weight), param_value(m, bn->running_var), bn->eps,
+                                  ex->eval_scale);
+    }
+}
+
+nnz_status nnz_model_forward(nnz_model *m, const float *x, int n, bool train) {
+    if (!m || !m->finalized) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_forward: the model is not finalized");
+    if (!x || n < 1) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_forward: need an input of at least one image");
+    NNZ_TRY(nnz_model_reserve(m, n));
+    if (train) {
+        forward_nodes(m, x, 0, n, true, m->scratch);
+        return NNZ_OK;
+    }
+    /* Eval: images are independent, so run the whole network depth-first over small
+     * chunks, one chunk per thread: a chunk's activations stay in the core's L2 instead
+     * of streaming every layer's batch through memory, and threads never wait on each
+     * other between layers. The layers' own parallel regions run single-threaded inside
+     * (nested parallelism is off). The chunking depends on n and the thread count. */
+    prepare_eval_epilogues(m);
+    int threads = m->eval_scratch_slots < nnz_threads() ? m->eval_scratch_slots : nnz_threads();
+    int chunk = m->eval_chunk_max, per_thread = (n + threads - 1) / threads;
+    if (chunk > per_thread) chunk = per_thread; /* every thread gets work */
+    int chunks = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int c = 0; c < chunks; c++) {
+        int n0 = c * chunk, cnt = n - n0 < chunk ? n - n0 : chunk;
+        float *scratch = m->eval_scratch ? m->eval_scratch + (size_t)omp_get_thread_num() * m->eval_scratch_floats : NULL;
+        forward_nodes(m, x, n0, cnt, false, scratch);
     }
     return NNZ_OK;
 }

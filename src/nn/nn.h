@@ -190,6 +190,12 @@ typedef struct nnz_node_exec {
     float *eval_scale;  /* conv with eval_bn: out_ch floats for the folded multiplier */
 } nnz_node_exec;
 
+/* Eval-mode forward runs the network depth-first over chunks of images whose largest
+ * layer (input + output) takes at most about this many bytes (model_exec.c). */
+#ifndef NNZ_EVAL_CHUNK_BYTES
+#define NNZ_EVAL_CHUNK_BYTES (2 << 20)
+#endif
+
 struct nnz_model {
     int in_h, in_w, in_c, num_classes;
     int n_nodes, cap_nodes;
@@ -215,6 +221,10 @@ struct nnz_model {
     float *scratch;               /* shared by convs (max over nodes) */
     struct nnz_node_exec *exec;   /* per node: the fusion plan made by nnz_model_reserve (model_exec.c) */
     float *dinput;                /* gradient w.r.t. the model input (unused by training) */
+    float *eval_scratch;          /* eval: one conv scratch per thread slot, for a chunk of images */
+    size_t eval_scratch_floats;   /* ... floats per slot */
+    int eval_scratch_slots;       /* ... slots (the thread count at reserve time) */
+    int eval_chunk_max;           /* ... images per chunk at most */
     nnz_rng dropout_rng;          /* its counter is part of the checkpoint */
 };
 
