@@ -415,6 +415,55 @@ static void test_eval_depth_first_matches_image_at_a_time(void **state) {
     nnz_set_threads(threads_before);
 }
 
+/* Branching graphs through aliases and residuals (identity with a sibling consumer,
+ * an add whose skip is the model input, x + x): the fused plan (in-place relus, aliases,
+ * overwritten sole-consumer gradients) must give the same gradients as keep_activations. */
+static nnz_model *branchy_model(bool keep_activations) {
+    nnz_model *m = NULL;
+    assert_int_equal(nnz_model_create(1, 1, 6, &m), NNZ_OK);
+    int a = nnz_add_linear(m, "a", 6, true);               /* 0: from the input */
+    int id = nnz_add_activation(m, "id", NNZ_OP_IDENTITY);  /* 1: alias of a */
+    nnz_add_linear(m, "b", 6, true);                         /* 2: a -> id -> b */
+    nnz_node c = {.op = NNZ_OP_LINEAR, .input = a, .skip = -1, .block = -1, .out_ch = 6, .has_bias = true};
+    strcpy(c.name, "c");
+    assert_true(nnz_add_node(m, &c) >= 0);                   /* 3: a -> c, a second consumer of a */
+    nnz_add_residual(m, "add1", 2);                          /* 4: c + b */
+    nnz_add_residual(m, "add2", -1);                         /* 5: + the model input */
+    nnz_add_activation(m, "r", NNZ_OP_RELU);                 /* 6 */
+    int r = 6;
+    nnz_add_residual(m, "add3", r);                          /* 7: r + r */
+    nnz_add_linear(m, "out", 3, true);
+    (void)id;
+    m->keep_activations = keep_activations;
+    m->input_grad = true;
+    assert_int_equal(nnz_model_finalize(m, 9), NNZ_OK);
+    return m;
+}
+
+static void test_branching_graph_fused_matches_unfused(void **state) {
+    (void)state;
+    nnz_model *a = branchy_model(false), *b = branchy_model(true);
+    enum { NB = 5 };
+    float x[NB * 6], r[NB * 3];
+    tu_fill_uniform(x, NB * 6, -1.0f, 1.0f, 11);
+    tu_fill_uniform(r, NB * 3, -1.0f, 1.0f, 12);
+    nnz_model *ms[2] = {a, b};
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(nnz_model_forward(ms[k], x, NB, true), NNZ_OK);
+        nnz_model_zero_grad(ms[k]);
+        assert_int_equal(nnz_model_backward(ms[k], x, NB, r), NNZ_OK);
+    }
+    assert_memory_equal(nnz_model_output(a), nnz_model_output(b), NB * 3 * sizeof(float));
+    for (int i = 0; i < a->n_params; i++) {
+        if (!a->params[i].grad) continue;
+        double e = tu_max_rel_err(a->params[i].grad, b->params[i].grad, nnz_tensor_numel(&a->params[i].value), 1e-3);
+        if (e > 1e-5) fail_msg("gradient of %s differs between fused and unfused plans: %g", a->params[i].name, e);
+    }
+    assert_true(tu_max_rel_err(a->dinput, b->dinput, NB * 6, 1e-3) <= 1e-5);
+    nnz_model_free(a);
+    nnz_model_free(b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_whole_model_gradient_check),
@@ -424,6 +473,7 @@ int main(void) {
         cmocka_unit_test(test_dropout_train_and_eval),
         cmocka_unit_test(test_determinism_predict_and_reserve),
         cmocka_unit_test(test_zoo_models_run),
+        cmocka_unit_test(test_branching_graph_fused_matches_unfused),
         cmocka_unit_test(test_eval_depth_first_matches_image_at_a_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

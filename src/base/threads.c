@@ -10,6 +10,7 @@
 void nnz_set_threads(int n) {
     if (n <= 0) n = omp_get_num_procs();
     omp_set_num_threads(n);
+    omp_set_max_active_levels(1); /* kernels called inside nnz's parallel regions run single-threaded */
     openblas_set_num_threads(n); /* OpenBLAS keeps its own count even in its OpenMP build */
 }
 

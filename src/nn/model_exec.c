@@ -32,6 +32,7 @@
 
 #include <math.h>
 #include <omp.h>
+#include <stdint.h>
 #include <string.h>
 
 static int64_t node_numel(const nnz_node *n) { return (int64_t)n->h * n->w * n->c; }
@@ -112,7 +113,8 @@ static nnz_status plan_fusions(nnz_model *m, const int *consumers) {
     }
     for (int i = 0; i < nn; i++) {
         const int c = consumer[i];
-        if (consumers[i] != 1 || c < 0 || is_alias(&m->nodes[c])) continue;
+        /* an alias shares its input's gradient, which other consumers may also feed */
+        if (consumers[i] != 1 || c < 0 || is_alias(&m->nodes[c]) || is_alias(&m->nodes[i])) continue;
         const nnz_node *cn = &m->nodes[c];
         switch (cn->op) {
         case NNZ_OP_CONV2D: case NNZ_OP_LINEAR: case NNZ_OP_BATCHNORM: ex[i].grad_written = true; break;
@@ -159,6 +161,9 @@ static nnz_status reserve_buffers(nnz_model *m, int batch) {
     for (int i = 0; i < nn; i++) {
         const nnz_node *n = &m->nodes[i];
         int64_t numel = (int64_t)batch * node_numel(n);
+        if (numel > INT32_MAX)
+            return nnz_fail(NNZ_ERR_INVALID_ARG, "a batch of %d images is too large for layer '%s' (%lld values); "
+                            "use a smaller --batch", batch, n->name, (long long)numel);
         char what[NNZ_NAME_MAX + 32];
         snprintf(what, sizeof what, "activations of '%s'", n->name);
         bool inplace = (n->op == NNZ_OP_RELU || n->op == NNZ_OP_RELU6) && n->input >= 0 && !m->keep_activations &&
@@ -215,7 +220,9 @@ static nnz_status reserve_buffers(nnz_model *m, int batch) {
 nnz_status nnz_model_reserve(nnz_model *m, int batch) {
     if (!m || !m->finalized) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_reserve: the model is not finalized");
     if (batch < 1) return nnz_fail(NNZ_ERR_INVALID_ARG, "batch size %d must be at least 1", batch);
-    if (batch <= m->batch_cap && (!m->input_grad || m->dinput)) return NNZ_OK;
+    (void)nnz_isa_active(); /* choose the kernels' ISA here, never first inside a parallel region */
+    if (batch <= m->batch_cap && (!m->input_grad || m->dinput) && nnz_threads() <= m->eval_scratch_slots)
+        return NNZ_OK;
     if (batch < m->batch_cap) batch = m->batch_cap; /* reallocating for dinput: keep the capacity */
     nnz_arena_free(&m->act_arena);
     m->act = m->dact = NULL;
@@ -354,6 +361,10 @@ nnz_status nnz_model_forward(nnz_model *m, const float *x, int n, bool train) {
      * other between layers. The layers' own parallel regions run single-threaded inside
      * (nested parallelism is off). The chunking depends on n and the thread count. */
     prepare_eval_epilogues(m);
+    if (!nnz_sgemm_nestable()) { /* a pthreads OpenBLAS must not be called from several threads */
+        forward_nodes(m, x, 0, n, false, m->scratch);
+        return NNZ_OK;
+    }
     int threads = m->eval_scratch_slots < nnz_threads() ? m->eval_scratch_slots : nnz_threads();
     int chunk = m->eval_chunk_max, per_thread = (n + threads - 1) / threads;
     if (chunk > per_thread) chunk = per_thread; /* every thread gets work */

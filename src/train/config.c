@@ -103,6 +103,14 @@ static nnz_status int_in(double v, const char *key, int lo, int hi, int *out) {
     return NNZ_OK;
 }
 
+/* A float hyper-parameter: finite and of a sane size (casting an out-of-range double is UB). */
+static nnz_status float_in(double v, const char *key, float *out) {
+    if (!(v >= -1e6 && v <= 1e6))
+        return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's train_config has an invalid '%s' (%g)", key, v);
+    *out = (float)v;
+    return NNZ_OK;
+}
+
 static nnz_status read_config(const cJSON *j, nnz_train_config *c, char *model_buf, size_t model_len) {
     const char *s = NULL;
     double v = 0;
@@ -119,12 +127,12 @@ static nnz_status read_config(const cJSON *j, nnz_train_config *c, char *model_b
     else if (strcmp(s, "adamw") == 0) c->optimizer = NNZ_OPT_ADAMW;
     else return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's optimizer '%s' is unknown", s);
     NNZ_TRY(get_num(j, "lr", &v));
-    c->lr = (float)v;
+    NNZ_TRY(float_in(v, "lr", &c->lr));
     NNZ_TRY(get_num(j, "momentum", &v));
-    c->momentum = (float)v;
+    NNZ_TRY(float_in(v, "momentum", &c->momentum));
     NNZ_TRY(get_bool(j, "nesterov", &c->nesterov));
     NNZ_TRY(get_num(j, "weight_decay", &v));
-    c->weight_decay = (float)v;
+    NNZ_TRY(float_in(v, "weight_decay", &c->weight_decay));
     NNZ_TRY(get_bool(j, "decay_bn_and_bias", &c->decay_bn_and_bias));
     NNZ_TRY(get_str(j, "schedule", &s));
     int k;
@@ -132,13 +140,13 @@ static nnz_status read_config(const cJSON *j, nnz_train_config *c, char *model_b
     if (k == 4) return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's schedule '%s' is unknown", s);
     c->schedule = (nnz_schedule_kind)k;
     NNZ_TRY(get_num(j, "warmup_epochs", &v));
-    c->warmup_epochs = (float)v;
+    NNZ_TRY(float_in(v, "warmup_epochs", &c->warmup_epochs));
     NNZ_TRY(get_num(j, "step_size_epochs", &v));
     NNZ_TRY(int_in(v, "step_size_epochs", 0, 1000000, &c->step_size_epochs));
     NNZ_TRY(get_num(j, "step_gamma", &v));
-    c->step_gamma = (float)v;
+    NNZ_TRY(float_in(v, "step_gamma", &c->step_gamma));
     NNZ_TRY(get_num(j, "label_smoothing", &v));
-    c->label_smoothing = (float)v;
+    NNZ_TRY(float_in(v, "label_smoothing", &c->label_smoothing));
     NNZ_TRY(get_bool(j, "augment", &c->augment));
     NNZ_TRY(get_str(j, "seed", &s));
     char *end = NULL;

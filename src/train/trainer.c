@@ -80,6 +80,10 @@ static nnz_status resolve_defaults(nnz_train_config *c) {
 /* Fails fast (before hours of training) when the checkpoint could never be written. */
 static nnz_status check_out_dir(const char *path) {
     if (!path) return NNZ_OK;
+    struct stat out_st;
+    if (stat(path, &out_st) == 0 && S_ISDIR(out_st.st_mode))
+        return nnz_fail(NNZ_ERR_IO, "cannot write the checkpoint '%s': it is a directory; pass a file name to --out",
+                        path);
     char dir[4096];
     if (strlen(path) >= sizeof dir) return nnz_fail(NNZ_ERR_INVALID_ARG, "the output path is too long");
     snprintf(dir, sizeof dir, "%s", path);
