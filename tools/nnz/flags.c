@@ -68,7 +68,8 @@ static int set_value(const cli_command *cmd, cli_flag *f, const char *v) {
     case FLAG_INT: {
         long x = strtol(v, &end, 10);
         range_text(f, range, sizeof range);
-        if (!*v || *end || errno || x < (long)f->min || x > INT32_MAX || (f->max > f->min && x > (long)f->max))
+        bool plain = (v[0] >= '0' && v[0] <= '9') || v[0] == '-'; /* strtol would skip spaces and a '+' */
+        if (!*v || !plain || *end || errno || x < (long)f->min || x > INT32_MAX || (f->max > f->min && x > (long)f->max))
             return cli_usage_error(cmd, "%s expects %s, got '%s'", f->name, range, v);
         *(int *)f->dest = (int)x;
         return 0;
@@ -117,9 +118,9 @@ static int set_value(const cli_command *cmd, cli_flag *f, const char *v) {
 int cli_parse(cli_command *cmd, int argc, char **argv, const char **pos, int *npos) {
     *npos = 0;
     bool only_pos = false;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
         const char *a = argv[i];
-        if (!only_pos && (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)) {
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             cli_print_help(cmd, stdout);
             return CLI_HELP_SHOWN;
         }
