@@ -10,8 +10,13 @@
 
 static char path[64];
 
+static void remove_temp_file(void) { unlink(path); }
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    if (!path[0]) snprintf(path, sizeof path, "/tmp/nnz-fuzz-ckpt-%d.safetensors", (int)getpid());
+    if (!path[0]) {
+        snprintf(path, sizeof path, "/tmp/nnz-fuzz-ckpt-%d.safetensors", (int)getpid());
+        atexit(remove_temp_file);
+    }
     FILE *f = fopen(path, "wb");
     if (!f) return 0;
     if (size) fwrite(data, 1, size, f);
