@@ -365,20 +365,28 @@ static void test_zoo_models_run(void **state) {
  * multi-threaded runs must agree bit for bit (chunks run concurrently, each with its own
  * scratch; a shared buffer or a non-reentrant GEMM would show up here). Batch norm gets
  * non-trivial running statistics so the folded epilogue is exercised. */
+/* A zoo model whose batch norms have non-trivial running statistics. */
+static nnz_model *zoo_with_running_stats(const char *name) {
+    nnz_model *m = NULL;
+    assert_int_equal(nnz_zoo_build(name, 28, 28, 1, 10, &m), NNZ_OK);
+    assert_int_equal(nnz_model_finalize(m, 7), NNZ_OK);
+    for (int p = 0; p < m->n_params; p++) {
+        nnz_param *pr = &m->params[p];
+        float *v = nnz_tensor_f32(&pr->value);
+        int64_t n = nnz_tensor_numel(&pr->value);
+        if (strstr(pr->name, "running_mean")) tu_fill_uniform(v, n, -0.2f, 0.2f, 100 + p);
+        if (strstr(pr->name, "running_var")) tu_fill_uniform(v, n, 0.5f, 1.5f, 200 + p);
+    }
+    return m;
+}
+
 static void test_eval_depth_first_matches_image_at_a_time(void **state) {
     (void)state;
     const char *names[] = {"mbv2-tiny", "lenet5", "mlp", "vgg8"};
     const int n = 37; /* odd: a ragged last chunk */
     int threads_before = nnz_get_threads();
     for (int k = 0; k < 4; k++) {
-        nnz_model *m = NULL;
-        assert_int_equal(nnz_zoo_build(names[k], 28, 28, 1, 10, &m), NNZ_OK);
-        assert_int_equal(nnz_model_finalize(m, 7), NNZ_OK);
-        for (int p = 0; p < m->n_params; p++) {
-            nnz_param *pr = &m->params[p];
-            if (strstr(pr->name, "running_mean")) tu_fill_uniform(nnz_tensor_f32(&pr->value), nnz_tensor_numel(&pr->value), -0.2f, 0.2f, 100 + p);
-            if (strstr(pr->name, "running_var")) tu_fill_uniform(nnz_tensor_f32(&pr->value), nnz_tensor_numel(&pr->value), 0.5f, 1.5f, 200 + p);
-        }
+        nnz_model *m = zoo_with_running_stats(names[k]);
         float *x = malloc(sizeof(float) * n * 784), *one = malloc(sizeof(float) * n * 10);
         float *b1 = malloc(sizeof(float) * n * 10), *b2 = malloc(sizeof(float) * n * 10), *b3 = malloc(sizeof(float) * n * 10);
         tu_fill_uniform(x, (int64_t)n * 784, -1.0f, 2.0f, 5);
@@ -391,14 +399,7 @@ static void test_eval_depth_first_matches_image_at_a_time(void **state) {
         memcpy(b1, nnz_model_output(m), sizeof(float) * n * 10);
         nnz_set_threads(2);
         nnz_model_free(m);
-        m = NULL; /* rebuild so the per-thread scratch is sized for 2 threads */
-        assert_int_equal(nnz_zoo_build(names[k], 28, 28, 1, 10, &m), NNZ_OK);
-        assert_int_equal(nnz_model_finalize(m, 7), NNZ_OK);
-        for (int p = 0; p < m->n_params; p++) {
-            nnz_param *pr = &m->params[p];
-            if (strstr(pr->name, "running_mean")) tu_fill_uniform(nnz_tensor_f32(&pr->value), nnz_tensor_numel(&pr->value), -0.2f, 0.2f, 100 + p);
-            if (strstr(pr->name, "running_var")) tu_fill_uniform(nnz_tensor_f32(&pr->value), nnz_tensor_numel(&pr->value), 0.5f, 1.5f, 200 + p);
-        }
+        m = zoo_with_running_stats(names[k]); /* a fresh model: 2-thread buffers from the start */
         assert_int_equal(nnz_model_forward(m, x, n, false), NNZ_OK);
         memcpy(b2, nnz_model_output(m), sizeof(float) * n * 10);
         for (int rep = 0; rep < 5; rep++) {
