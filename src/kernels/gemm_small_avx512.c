@@ -3,20 +3,8 @@
  * is avx512 or above. The body is gemm_small_simd.inc; contract in kernels.h. */
 #include "kernels/kernels.h"
 
-#include <immintrin.h>
+#include "kernels/simd_avx512.h"
 
-#define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
-#define VLEN 16
-typedef __m512 vec;
-typedef __mmask16 vmask;
-/* r in [0,16]: (1 << 16) - 1 is all lanes */
-#define vmask_first(r) ((__mmask16)((1u << (r)) - 1u))
-#define vmload(m, p) _mm512_maskz_loadu_ps((m), (p))
-#define vmstore(p, m, v) _mm512_mask_storeu_ps((p), (m), (v))
-#define vfma(a, b, c) _mm512_fmadd_ps((a), (b), (c))
-#define vadd(a, b) _mm512_add_ps((a), (b))
-#define vzero() _mm512_setzero_ps()
-#define vbcast(p) _mm512_set1_ps(*(p))
 #define GS_NAME(op) nnz_gemm_small_##op##_f32_avx512
 
 #define GS_MR 4 /* accumulators: GS_MR*GS_NV, plus GS_NV of B and one of A */
