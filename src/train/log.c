@@ -35,33 +35,32 @@ static nnz_status emit(nnz_train_log *log, const char *line, int n) {
     return NNZ_OK;
 }
 
-nnz_status nnz_log_step(nnz_train_log *log, const nnz_progress *p) {
+/* One JSON line: a step interval, or an epoch (which adds the test accuracy). */
+static nnz_status log_record(nnz_train_log *log, const char *type, const nnz_progress *p, float loss_v, float acc_v,
+                             bool with_test) {
     if (!log->f) return NNZ_OK;
-    char loss[32], acc[32], lr[32], ips[32], el[32], line[512];
-    num(loss, sizeof loss, p->loss);
-    num(acc, sizeof acc, p->accuracy);
+    char loss[32], acc[32], lr[32], ips[32], el[32], test[64] = "", line[512];
+    num(loss, sizeof loss, loss_v);
+    num(acc, sizeof acc, acc_v);
     num(lr, sizeof lr, p->lr);
     num(ips, sizeof ips, p->images_per_sec);
     num(el, sizeof el, p->elapsed_sec);
+    if (with_test) {
+        char t[32];
+        num(t, sizeof t, p->test_accuracy);
+        snprintf(test, sizeof test, ",\"test_accuracy\":%s", t);
+    }
     int n = snprintf(line, sizeof line,
-                     "{\"type\":\"step\",\"epoch\":%d,\"step\":%lld,\"loss\":%s,\"accuracy\":%s,\"lr\":%s,"
-                     "\"images_per_sec\":%s,\"elapsed\":%s}\n",
-                     p->epoch, (long long)p->step, loss, acc, lr, ips, el);
+                     "{\"type\":\"%s\",\"epoch\":%d,\"step\":%lld,\"loss\":%s,\"accuracy\":%s,\"lr\":%s,"
+                     "\"images_per_sec\":%s,\"elapsed\":%s%s}\n",
+                     type, p->epoch, (long long)p->step, loss, acc, lr, ips, el, test);
     return emit(log, line, n);
 }
 
+nnz_status nnz_log_step(nnz_train_log *log, const nnz_progress *p) {
+    return log_record(log, "step", p, p->loss, p->accuracy, false);
+}
+
 nnz_status nnz_log_epoch(nnz_train_log *log, const nnz_progress *p, float train_loss, float train_accuracy) {
-    if (!log->f) return NNZ_OK;
-    char loss[32], acc[32], lr[32], ips[32], el[32], test[32], line[512];
-    num(loss, sizeof loss, train_loss);
-    num(acc, sizeof acc, train_accuracy);
-    num(lr, sizeof lr, p->lr);
-    num(ips, sizeof ips, p->images_per_sec);
-    num(el, sizeof el, p->elapsed_sec);
-    num(test, sizeof test, p->test_accuracy);
-    int n = snprintf(line, sizeof line,
-                     "{\"type\":\"epoch\",\"epoch\":%d,\"step\":%lld,\"loss\":%s,\"accuracy\":%s,\"lr\":%s,"
-                     "\"images_per_sec\":%s,\"elapsed\":%s,\"test_accuracy\":%s}\n",
-                     p->epoch, (long long)p->step, loss, acc, lr, ips, el, test);
-    return emit(log, line, n);
+    return log_record(log, "epoch", p, train_loss, train_accuracy, true);
 }
