@@ -1,6 +1,6 @@
 /* Checkpoints: a safetensors file holding every parameter, every batch-norm
  * buffer, the optimizer state and the metadata that lets a run resume exactly.
- * The layout is documented in docs/FORMAT-checkpoint.md. */
+ * The layout is documented in docs/FORMAT.md, "Checkpoints". */
 #include "train/train.h"
 
 #include <cJSON.h>

@@ -64,7 +64,7 @@ void nnz_data_image(const nnz_dataset *d, int index, const float *mean, const fl
                     uint64_t seed, int epoch, float *out);
 
 /* ===================== checkpoints =====================
- * A safetensors file (docs/FORMAT-checkpoint.md): every parameter and batch-norm
+ * A safetensors file (docs/FORMAT.md, "Checkpoints"): every parameter and batch-norm
  * buffer under its name (F32), the optimizer state as
  * "optimizer.state1.<param>" / "optimizer.state2.<param>", and string metadata
  * format, version, arch, step, epoch, seed, dropout_rng_counter,
