@@ -80,6 +80,30 @@ float nnz_rng_uniform(nnz_rng *r);                /* [0, 1) */
 float nnz_rng_normal(nnz_rng *r);                 /* N(0, 1) */
 void nnz_rng_shuffle(nnz_rng *r, int32_t *idx, int n);
 
+/* ---- bf16 ----
+ * bfloat16: the high 16 bits of an IEEE fp32 (8-bit exponent, 7-bit mantissa).
+ * fp32 -> bf16 rounds to nearest even: on every non-NaN input (denormals included) the result
+ * is bits + 0x7FFF + bit16, high half, which is what VCVTNEPS2BF16 gives on normal numbers;
+ * +-Inf stays Inf, a finite value past the largest bf16 becomes Inf, a NaN becomes a quiet
+ * NaN with its sign. bf16 -> fp32 is exact. (The SIMD converters in kernels/ document what
+ * each path does with denormals.) */
+typedef uint16_t nnz_bf16;
+static inline nnz_bf16 nnz_bf16_from_f32(float f) {
+    uint32_t u;
+    __builtin_memcpy(&u, &f, 4);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (nnz_bf16)((u >> 16) | 0x0040u); /* NaN: quiet it */
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (nnz_bf16)(u >> 16);
+}
+static inline float nnz_bf16_to_f32(nnz_bf16 h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    __builtin_memcpy(&f, &u, 4);
+    return f;
+}
+/* f rounded to the nearest bf16 value, as an fp32 */
+static inline float nnz_bf16_round(float f) { return nnz_bf16_to_f32(nnz_bf16_from_f32(f)); }
+
 /* ---- time ---- */
 double nnz_now_sec(void); /* monotonic */
 

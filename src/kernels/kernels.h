@@ -23,6 +23,29 @@ bool nnz_sgemm_nestable(void);
 void nnz_sgemm_ref(bool transA, bool transB, int M, int N, int K, float alpha, const float *A, int lda,
                    const float *B, int ldb, float beta, float *C, int ldc);
 
+/* ---- bf16 GEMM (mixed precision: bf16 inputs, fp32 accumulation and output) ----
+ * C(M,N) = alpha * op(A) * op(B) + beta * C with the sgemm contract above (row-major,
+ * transposes, leading dimensions, K = 0, beta = 0 overwrites), where every product is of two
+ * bf16 values (exact in fp32) and the sums are fp32. The order of the fp32 sums differs
+ * between paths (pairs along K for AVX512-BF16, tiles of 32 for AMX), so paths agree to
+ * within K * 2^-23 * sum|a*b|, not bit for bit; each path is deterministic and does not
+ * depend on the thread count.
+ *   nnz_gemm_bf16:       A, B hold bf16.
+ *   nnz_gemm_bf16_f32in: A, B hold fp32, rounded to nearest-even bf16 as they are read
+ *                        (the same numbers as converting first; no bf16 copy is kept).
+ * Dispatch (nnz_isa_active): amx > avx512bf16 > emulation (round, then fp32 GEMM).
+ * Threads: OpenMP inside; single-threaded when called inside a parallel region.
+ * The oracle rounds the same way and sums in double. */
+void nnz_gemm_bf16(bool transA, bool transB, int M, int N, int K, float alpha, const nnz_bf16 *A, int lda,
+                   const nnz_bf16 *B, int ldb, float beta, float *C, int ldc);
+void nnz_gemm_bf16_f32in(bool transA, bool transB, int M, int N, int K, float alpha, const float *A, int lda,
+                         const float *B, int ldb, float beta, float *C, int ldc);
+void nnz_gemm_bf16_ref(bool transA, bool transB, int M, int N, int K, float alpha, const nnz_bf16 *A, int lda,
+                       const nnz_bf16 *B, int ldb, float beta, float *C, int ldc);
+/* Vector conversions over n elements (rounding as nnz_bf16_from_f32). */
+void nnz_cvt_f32_to_bf16(int64_t n, const float *x, nnz_bf16 *y);
+void nnz_cvt_bf16_to_f32(int64_t n, const nnz_bf16 *x, float *y);
+
 /* ---- per-channel epilogue, fused into a producer's store ----
  * Over a row-major (M,C) block, in place: x = clamp((x - sub[c]) * mul[c] + add[c], lo, hi),
  * where clamp(v) = v < lo ? lo : (v > hi ? hi : v) (NaN passes, as relu does). sub, mul, add
