@@ -88,6 +88,15 @@ void nnz_model_get_stats(const nnz_model *m, nnz_model_stats *out);
 /* Writes a human-readable table of layers (name, op, output shape, params, FLOPs). */
 void nnz_model_summary(const nnz_model *m, char *buf, size_t len);
 
+/* The precision of the model's convolution and linear GEMMs. NNZ_F32 (the default); NNZ_BF16
+ * rounds their inputs (weights, activations, output gradients) to bfloat16 and accumulates in
+ * fp32: weights, their gradients, optimizer state, batch norm, softmax and the loss stay fp32
+ * (docs/BF16.md). INVALID_ARG for any other dtype. */
+nnz_status nnz_model_set_precision(nnz_model *m, nnz_dtype precision);
+nnz_dtype nnz_model_precision(const nnz_model *m);
+/* Parses "fp32" (or "f32") and "bf16"; INVALID_ARG with a message otherwise. */
+nnz_status nnz_precision_parse(const char *name, nnz_dtype *out);
+
 /* Inference: x is (n, in_h, in_w, in_c) NHWC floats, logits is (n, num_classes). */
 nnz_status nnz_model_predict(nnz_model *m, const float *x, int n, float *logits);
 
@@ -144,6 +153,7 @@ typedef struct {
     bool augment;               /* random crop (pad 2) + horizontal flip */
     uint64_t seed;              /* default 42: weights, shuffling, augmentation, dropout */
     int threads;                /* 0 = all cores */
+    nnz_dtype precision;        /* NNZ_F32 (default) or NNZ_BF16: see nnz_model_set_precision */
     int train_limit, test_limit;/* use only the first N images (0 = all) */
     int log_every;              /* steps between progress reports, default 50 */
     nnz_progress_fn progress;

@@ -101,6 +101,15 @@ has err "epoch 2/2"
 lacks err "epoch 1/2"
 cmp -s mlp.safetensors first.safetensors && fail "resume did not update the checkpoint"
 
+# ---- bf16 precision: train, eval and bench take --precision; resume keeps the checkpoint's
+expect 2 "$NNZ" train --precision fp16;  has err "fp32, bf16"
+expect 0 "$NNZ" train --model mlp "${TRAIN[@]}" --precision bf16 --out bf16.safetensors
+tail -n 1 "$T/out" | grep -Eq '^test accuracy: [0-9]+\.[0-9]{2}%$' || fail "bf16 train does not end with the test accuracy"
+expect 0 "$NNZ" eval bf16.safetensors --limit 100 --json --precision bf16; has out '"precision":"bf16"'
+expect 0 "$NNZ" bench --model lenet5 --iters 1 --batch 8 --precision bf16; has out "precision bf16"
+expect 0 "$NNZ" train --resume bf16.safetensors --epochs 2 --test-limit 256 --threads 2 --precision fp32
+has err "--precision is ignored with --resume"; has err "epoch 2/2"
+
 # ---- corrupt checkpoints are clear errors
 head -c 1000 mlp.safetensors > cut.safetensors
 expect 1 "$NNZ" info cut.safetensors; has err "cut.safetensors"

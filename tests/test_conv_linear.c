@@ -223,7 +223,7 @@ static void test_conv_shape_init_rejects(void **state) {
 
 static double linear_loss(int N, int IN, int OUT, const float *inp, const float *w, const float *b, const float *R,
                           float *out) {
-    nnz_linear_forward(N, IN, OUT, inp, w, b, out);
+    nnz_linear_forward(NNZ_F32, N, IN, OUT, inp, w, b, out);
     double L = 0;
     for (int i = 0; i < N * OUT; i++) L += (double)out[i] * R[i];
     return L;
@@ -252,7 +252,7 @@ static void check_linear(int N, int IN, int OUT, bool has_bias) {
     if (b) tu_fill_uniform(b, OUT, -1, 1, 43);
     tu_fill_uniform(R, (int64_t)N * OUT, -1, 1, 44);
     for (int i = 0; i < N * OUT; i++) out[i] = NAN;
-    nnz_linear_forward(N, IN, OUT, inp, w, b, out);
+    nnz_linear_forward(NNZ_F32, N, IN, OUT, inp, w, b, out);
     for (int n = 0; n < N; n++)
         for (int o = 0; o < OUT; o++) {
             double acc = b ? b[o] : 0.0;

@@ -232,7 +232,7 @@ static void overwrite_isa(nnz_isa isa, void *ctx) {
     memset(d2, 0, sizeof d2);
     memset(dw1, 0, sizeof dw1);
     memset(dw2, 0, sizeof dw2);
-    nnz_linear_backward_ex(NL, IN, OUT, inp, w, dout, d1, false, dw1, NULL);
+    nnz_linear_backward_ex(NNZ_F32, NL, IN, OUT, inp, w, dout, d1, false, dw1, NULL);
     nnz_linear_backward(NL, IN, OUT, inp, w, dout, d2, dw2, NULL);
     assert_memory_equal(d1, d2, sizeof d1);
     assert_memory_equal(dw1, dw2, sizeof dw1);

@@ -762,6 +762,7 @@ static void test_config_json_round_trip(void **state) {
     a.augment = true;
     a.seed = 18446744073709551557ull;
     a.train_limit = 999;
+    a.precision = NNZ_BF16;
     char *json = NULL;
     assert_int_equal(nnz_train_config_to_json(&a, &json), NNZ_OK);
     nnz_train_config_init(&b);
@@ -780,6 +781,19 @@ static void test_config_json_round_trip(void **state) {
     assert_int_equal(b.step_size_epochs, 2);
     assert_true(b.seed == a.seed);
     assert_int_equal(b.train_limit, 999);
+    assert_int_equal(b.precision, NNZ_BF16);
+    /* A checkpoint from before bf16 training has no "precision": fp32; a bad one is an error. */
+    char *old = strdup(json), *p = strstr(old, ",\"precision\":\"bf16\"");
+    assert_non_null(p);
+    memmove(p, p + strlen(",\"precision\":\"bf16\""), strlen(p + strlen(",\"precision\":\"bf16\"")) + 1);
+    assert_int_equal(nnz_train_config_from_json(old, &b, model, sizeof model), NNZ_OK);
+    assert_int_equal(b.precision, NNZ_F32);
+    free(old);
+    char *bad = strdup(json);
+    memcpy(strstr(bad, "\"bf16\""), "\"fp16\"", 6);
+    assert_int_equal(nnz_train_config_from_json(bad, &b, model, sizeof model), NNZ_ERR_FORMAT);
+    assert_non_null(strstr(nnz_last_error(), "precision"));
+    free(bad);
     /* A caller's non-zero epochs wins (extending a run). */
     b.epochs = 12;
     assert_int_equal(nnz_train_config_from_json(json, &b, model, sizeof model), NNZ_OK);

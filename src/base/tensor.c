@@ -1,8 +1,17 @@
 /* Tensor views and data-type traits. */
 #include "base/base.h"
 
+#include <string.h>
+
 size_t nnz_dtype_size(nnz_dtype t) { return t == NNZ_BF16 ? 2 : 4; }
 const char *nnz_dtype_name(nnz_dtype t) { return t == NNZ_BF16 ? "bf16" : "f32"; }
+
+nnz_status nnz_precision_parse(const char *name, nnz_dtype *out) {
+    if (name && (strcmp(name, "fp32") == 0 || strcmp(name, "f32") == 0)) *out = NNZ_F32;
+    else if (name && strcmp(name, "bf16") == 0) *out = NNZ_BF16;
+    else return nnz_fail(NNZ_ERR_INVALID_ARG, "unknown precision '%s': use fp32 or bf16", name ? name : "(null)");
+    return NNZ_OK;
+}
 
 int64_t nnz_tensor_numel(const nnz_tensor *t) {
     int64_t n = 1;

@@ -42,6 +42,10 @@ void nnz_gemm_bf16_f32in(bool transA, bool transB, int M, int N, int K, float al
                          const float *B, int ldb, float beta, float *C, int ldc);
 void nnz_gemm_bf16_ref(bool transA, bool transB, int M, int N, int K, float alpha, const nnz_bf16 *A, int lda,
                        const nnz_bf16 *B, int ldb, float beta, float *C, int ldc);
+/* The GEMM layers call: fp32 data, multiplied at `compute` precision: NNZ_F32 is nnz_sgemm,
+ * NNZ_BF16 is nnz_gemm_bf16_f32in (inputs rounded to bf16, fp32 accumulation). */
+void nnz_gemm(nnz_dtype compute, bool transA, bool transB, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc);
 /* Vector conversions over n elements (rounding as nnz_bf16_from_f32). */
 void nnz_cvt_f32_to_bf16(int64_t n, const float *x, nnz_bf16 *y);
 void nnz_cvt_bf16_to_f32(int64_t n, const nnz_bf16 *x, float *y);

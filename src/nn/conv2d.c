@@ -108,7 +108,7 @@ static void gemm_1x1_ep(const nnz_conv_shape *s, int64_t M, const float *inp, co
     const int IC = s->IC, OC = s->OC;
     if (!nnz_sgemm_nestable()) {
         if (bias) nnz_bias_fill_rows(M, OC, bias, out);
-        nnz_sgemm(false, true, (int)M, OC, IC, 1.0f, inp, IC, weight, IC, bias ? 1.0f : 0.0f, out, OC);
+        nnz_gemm(s->compute, false, true, (int)M, OC, IC, 1.0f, inp, IC, weight, IC, bias ? 1.0f : 0.0f, out, OC);
         epilogue_rows_parallel(M, OC, ep, out);
         return;
     }
@@ -119,7 +119,7 @@ static void gemm_1x1_ep(const nnz_conv_shape *s, int64_t M, const float *inp, co
         const int64_t r0 = b * rows, m = M - r0 < rows ? M - r0 : rows;
         float *o = out + r0 * OC;
         if (bias) nnz_bias_fill_rows(m, OC, bias, o);
-        nnz_sgemm(false, true, (int)m, OC, IC, 1.0f, inp + r0 * IC, IC, weight, IC, bias ? 1.0f : 0.0f, o, OC);
+        nnz_gemm(s->compute, false, true, (int)m, OC, IC, 1.0f, inp + r0 * IC, IC, weight, IC, bias ? 1.0f : 0.0f, o, OC);
         nnz_epilogue_apply(m, OC, ep, o);
     }
 }
@@ -127,7 +127,10 @@ static void gemm_1x1_ep(const nnz_conv_shape *s, int64_t M, const float *inp, co
 /* 1x1 convolutions this narrow go to nnz_gemm_small (no packing) instead of OpenBLAS */
 #define SMALL_GEMM_MAX_CH 512
 
-static bool use_small_gemm(const nnz_conv_shape *s) { return s->IC <= SMALL_GEMM_MAX_CH && s->OC <= SMALL_GEMM_MAX_CH; }
+/* (fp32 only: the small GEMM has no bf16 variant) */
+static bool use_small_gemm(const nnz_conv_shape *s) {
+    return s->compute == NNZ_F32 && s->IC <= SMALL_GEMM_MAX_CH && s->OC <= SMALL_GEMM_MAX_CH;
+}
 
 /* out (M,OC) = inp (M,IC) * weight^T + bias, then ep; false if the transposed weight
  * could not be allocated (the caller falls back to OpenBLAS). */
@@ -168,7 +171,7 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
         beta = 1.0f;
     }
     if (path == CONV_GEMM_1X1) {
-        nnz_sgemm(false, true, (int)out_rows, s->OC, s->IC, 1.0f, inp, s->IC, weight, s->IC, beta, out, s->OC);
+        nnz_gemm(s->compute, false, true, (int)out_rows, s->OC, s->IC, 1.0f, inp, s->IC, weight, s->IC, beta, out, s->OC);
         return;
     }
     const int G = s->groups, ICg = s->IC / G, OCg = s->OC / G, Kg = s->KH * s->KW * ICg;
@@ -178,7 +181,7 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
         const int B = s->N - n0 < chunk ? s->N - n0 : chunk, M = B * s->OH * s->OW;
         for (int gi = 0; gi < G; gi++) {
             nnz_im2col_nhwc(&g, B, s->IC, gi * ICg, ICg, inp + n0 * in_img, scratch);
-            nnz_sgemm(false, true, M, OCg, Kg, 1.0f, scratch, Kg, weight + (size_t)gi * OCg * Kg, Kg, beta,
+            nnz_gemm(s->compute, false, true, M, OCg, Kg, 1.0f, scratch, Kg, weight + (size_t)gi * OCg * Kg, Kg, beta,
                       out + n0 * out_img + (size_t)gi * OCg, s->OC);
         }
         if (ep) epilogue_rows_parallel(M, s->OC, ep, out + n0 * out_img);
@@ -213,10 +216,10 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
         const int M = (int)out_rows;
         /* dweight (OC,IC) += dout^T (OC,M) * inp (M,IC);  dinp (M,IC) += dout (M,OC) * weight (OC,IC) */
         if (!use_small_gemm(s) || !nnz_gemm_small_at(M, s->OC, s->IC, dout, s->OC, inp, s->IC, dweight))
-            nnz_sgemm(true, false, s->OC, s->IC, M, 1.0f, dout, s->OC, inp, s->IC, 1.0f, dweight, s->IC);
+            nnz_gemm(s->compute, true, false, s->OC, s->IC, M, 1.0f, dout, s->OC, inp, s->IC, 1.0f, dweight, s->IC);
         if (dinp && use_small_gemm(s)) nnz_gemm_small(M, s->IC, s->OC, dout, s->OC, weight, accumulate, NULL, dinp);
         else if (dinp)
-            nnz_sgemm(false, false, M, s->IC, s->OC, 1.0f, dout, s->OC, weight, s->IC, accumulate ? 1.0f : 0.0f, dinp,
+            nnz_gemm(s->compute, false, false, M, s->IC, s->OC, 1.0f, dout, s->OC, weight, s->IC, accumulate ? 1.0f : 0.0f, dinp,
                       s->IC);
         return;
     }
@@ -232,10 +235,10 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
             float *dw_g = dweight + (size_t)gi * OCg * Kg;
             /* dweight_g (OCg,Kg) += dout_g^T (OCg,M) * col (M,Kg) */
             nnz_im2col_nhwc(&g, B, s->IC, gi * ICg, ICg, inp + n0 * in_img, scratch);
-            nnz_sgemm(true, false, OCg, Kg, M, 1.0f, dout_c + (size_t)gi * OCg, s->OC, scratch, Kg, 1.0f, dw_g, Kg);
+            nnz_gemm(s->compute, true, false, OCg, Kg, M, 1.0f, dout_c + (size_t)gi * OCg, s->OC, scratch, Kg, 1.0f, dw_g, Kg);
             if (!dinp) continue;
             /* dcol (M,Kg) = dout_g (M,OCg) * weight_g (OCg,Kg), reusing the col buffer; dinp += col2im(dcol) */
-            nnz_sgemm(false, false, M, Kg, OCg, 1.0f, dout_c + (size_t)gi * OCg, s->OC, w_g, Kg, 0.0f, scratch, Kg);
+            nnz_gemm(s->compute, false, false, M, Kg, OCg, 1.0f, dout_c + (size_t)gi * OCg, s->OC, w_g, Kg, 0.0f, scratch, Kg);
             nnz_col2im_nhwc_acc(&g, B, s->IC, gi * ICg, ICg, scratch, dinp + n0 * in_img);
         }
     }

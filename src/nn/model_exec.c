@@ -54,8 +54,9 @@ static bool output_overwritable(nnz_op op) {
     }
 }
 
-static void fill_conv_shape(const nnz_node *n, int N, nnz_conv_shape *s) {
+static void fill_conv_shape(const nnz_model *m, const nnz_node *n, int N, nnz_conv_shape *s) {
     memset(s, 0, sizeof *s);
+    s->compute = m->compute;
     s->N = N, s->H = n->in_h, s->W = n->in_w, s->IC = n->in_c;
     s->OC = n->out_ch, s->KH = n->k, s->KW = n->k;
     s->stride = n->stride, s->pad = n->pad, s->groups = n->groups;
@@ -183,7 +184,7 @@ static nnz_status reserve_buffers(nnz_model *m, int batch) {
             return NNZ_ERR_NOMEM;
         if (n->op == NNZ_OP_CONV2D) {
             nnz_conv_shape s;
-            fill_conv_shape(n, batch, &s);
+            fill_conv_shape(m, n, batch, &s);
             size_t f = nnz_conv2d_scratch_floats(&s);
             if (f > scratch) scratch = f;
         }
@@ -198,7 +199,7 @@ static nnz_status reserve_buffers(nnz_model *m, int batch) {
     for (int i = 0; i < nn; i++) {
         if (m->nodes[i].op != NNZ_OP_CONV2D) continue;
         nnz_conv_shape s;
-        fill_conv_shape(&m->nodes[i], m->eval_chunk_max, &s);
+        fill_conv_shape(m, &m->nodes[i], m->eval_chunk_max, &s);
         size_t f = nnz_conv2d_scratch_floats(&s);
         if (f > chunk_scratch) chunk_scratch = f;
     }
@@ -216,6 +217,15 @@ static nnz_status reserve_buffers(nnz_model *m, int batch) {
     }
     return NNZ_OK;
 }
+
+nnz_status nnz_model_set_precision(nnz_model *m, nnz_dtype precision) {
+    if (!m || (precision != NNZ_F32 && precision != NNZ_BF16))
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "model precision must be fp32 or bf16");
+    m->compute = precision;
+    return NNZ_OK;
+}
+
+nnz_dtype nnz_model_precision(const nnz_model *m) { return m->compute; }
 
 nnz_status nnz_model_reserve(nnz_model *m, int batch) {
     if (!m || !m->finalized) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_reserve: the model is not finalized");
@@ -272,7 +282,7 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
         switch (nd->op) {
         case NNZ_OP_CONV2D: {
             nnz_conv_shape s;
-            fill_conv_shape(nd, n, &s);
+            fill_conv_shape(m, nd, n, &s);
             nnz_epilogue ep = {.lo = -INFINITY, .hi = INFINITY}, *epp = NULL;
             int act = ex->fused_act;
             if (!train && ex->eval_bn >= 0) {
@@ -290,7 +300,7 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
             break;
         }
         case NNZ_OP_LINEAR:
-            nnz_linear_forward(n, nd->in_c, nd->out_ch, in, param_value(m, nd->weight), param_value(m, nd->bias), out);
+            nnz_linear_forward(m->compute, n, nd->in_c, nd->out_ch, in, param_value(m, nd->weight), param_value(m, nd->bias), out);
             break;
         case NNZ_OP_BATCHNORM: {
             int M = n * nd->h * nd->w;
@@ -413,13 +423,13 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
         switch (nd->op) {
         case NNZ_OP_CONV2D: {
             nnz_conv_shape s;
-            fill_conv_shape(nd, n, &s);
+            fill_conv_shape(m, nd, n, &s);
             nnz_conv2d_backward_ex(&s, in, param_value(m, nd->weight), dout, dinp, acc, param_grad(m, nd->weight),
                                    param_grad(m, nd->bias), m->scratch);
             break;
         }
         case NNZ_OP_LINEAR:
-            nnz_linear_backward_ex(n, nd->in_c, nd->out_ch, in, param_value(m, nd->weight), dout, dinp, acc,
+            nnz_linear_backward_ex(m->compute, n, nd->in_c, nd->out_ch, in, param_value(m, nd->weight), dout, dinp, acc,
                                    param_grad(m, nd->weight), param_grad(m, nd->bias));
             break;
         case NNZ_OP_BATCHNORM: {

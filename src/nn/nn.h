@@ -29,6 +29,8 @@ typedef struct {
     int OC, KH, KW;       /* weight (OC,KH,KW,IC/groups) */
     int stride, pad, groups;
     int OH, OW;           /* output (N,OH,OW,OC) */
+    nnz_dtype compute;    /* GEMM precision (nnz_gemm): NNZ_F32 (init's default) or NNZ_BF16, which rounds
+                             the GEMM inputs to bf16 and accumulates in fp32; depthwise stays fp32 */
 } nnz_conv_shape;
 /* Fills OH/OW; INVALID_ARG if channels are not divisible by groups or the output would be empty. */
 nnz_status nnz_conv_shape_init(nnz_conv_shape *s, int N, int H, int W, int IC, int OC, int KH, int KW,
@@ -51,13 +53,14 @@ void nnz_conv2d_backward(const nnz_conv_shape *s, const float *inp, const float 
 void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const float *weight, const float *dout,
                             float *dinp, bool accumulate, float *dweight, float *dbias, float *scratch);
 
-/* inp (N,IN), weight (OUT,IN) (PyTorch's layout), bias (OUT) or NULL -> out (N,OUT) */
-void nnz_linear_forward(int N, int IN, int OUT, const float *inp, const float *weight, const float *bias, float *out);
+/* inp (N,IN), weight (OUT,IN) (PyTorch's layout), bias (OUT) or NULL -> out (N,OUT).
+ * compute: the GEMM precision, as nnz_conv_shape.compute. */
+void nnz_linear_forward(nnz_dtype compute, int N, int IN, int OUT, const float *inp, const float *weight, const float *bias, float *out);
 /* dout (N,OUT) -> dinp (N,IN) or NULL, dweight (OUT,IN), dbias (OUT) or NULL */
 void nnz_linear_backward(int N, int IN, int OUT, const float *inp, const float *weight, const float *dout,
                          float *dinp, float *dweight, float *dbias);
 /* accumulate false: dinp overwritten (parameter gradients still accumulate) */
-void nnz_linear_backward_ex(int N, int IN, int OUT, const float *inp, const float *weight, const float *dout,
+void nnz_linear_backward_ex(nnz_dtype compute, int N, int IN, int OUT, const float *inp, const float *weight, const float *dout,
                             float *dinp, bool accumulate, float *dweight, float *dbias);
 
 /* ===================== layers: normalization, activations, pooling ===================== */
@@ -208,6 +211,7 @@ struct nnz_model {
     bool finalized;
     /* execution options, read by nnz_model_reserve */
     bool input_grad;              /* backward also fills dinput (gradient checks, saliency) */
+    nnz_dtype compute;            /* conv/linear GEMM precision (nnz_conv_shape.compute); NNZ_F32 by default */
     bool keep_activations;        /* false (default): relu/relu6 run in place over a sole-consumer conv/linear/
                                      batchnorm/add output, which then holds the activation's output */
     nnz_arena param_arena;        /* parameters, gradients */

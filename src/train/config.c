@@ -66,6 +66,7 @@ nnz_status nnz_train_config_to_json(const nnz_train_config *cfg, char **json_out
     cJSON_AddBoolToObject(j, "augment", cfg->augment);
     cJSON_AddStringToObject(j, "seed", seed); /* a string: JSON numbers hold 53 bits */
     cJSON_AddNumberToObject(j, "threads", cfg->threads);
+    cJSON_AddStringToObject(j, "precision", cfg->precision == NNZ_BF16 ? "bf16" : "fp32");
     cJSON_AddNumberToObject(j, "train_limit", cfg->train_limit);
     cJSON_AddNumberToObject(j, "test_limit", cfg->test_limit);
     *json_out = cJSON_PrintUnformatted(j);
@@ -153,6 +154,11 @@ static nnz_status read_config(const cJSON *j, nnz_train_config *c, char *model_b
     unsigned long long seed = strtoull(s, &end, 10);
     if (!*s || *end || *s == '-') return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's seed '%s' is not a number", s);
     c->seed = seed;
+    /* precision: absent in checkpoints written before bf16 training existed (fp32 then) */
+    const cJSON *prec = cJSON_GetObjectItemCaseSensitive(j, "precision");
+    c->precision = NNZ_F32;
+    if (prec && (!cJSON_IsString(prec) || nnz_precision_parse(prec->valuestring, &c->precision) != NNZ_OK))
+        return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's train_config has an invalid 'precision' (fp32 or bf16)");
     NNZ_TRY(get_num(j, "train_limit", &v));
     NNZ_TRY(int_in(v, "train_limit", 0, INT32_MAX, &c->train_limit));
     return NNZ_OK;

@@ -174,6 +174,7 @@ static nnz_status setup(trainer *t, const nnz_train_config *cfg_in) {
     } else {
         NNZ_TRY(nnz_model_from_zoo(c->model, d->h, d->w, d->c, d->num_classes, c->seed, &t->m));
     }
+    NNZ_TRY(nnz_model_set_precision(t->m, c->precision));
     NNZ_TRY(nnz_model_reserve(t->m, c->batch));
     NNZ_TRY(nnz_optimizer_init(&t->opt, t->m, c->optimizer, c->momentum, c->nesterov, c->weight_decay,
                                c->decay_bn_and_bias));

@@ -42,6 +42,10 @@ typedef struct {
 } cli_command;
 
 /* Table rows (designated initializers; the rest is zero). */
+/* --precision's choices, indexed by nnz_dtype (NNZ_F32 = 0, NNZ_BF16 = 1) */
+extern const char *const cli_precision_names[];
+#define CLI_PRECISION_HELP "Convolution/linear GEMM precision: bf16 rounds their inputs to bfloat16 and accumulates in fp32 (docs/BF16.md)."
+
 #define FL_INT(nm, d, mv, h, def_, lo, hi) {.name = nm, .type = FLAG_INT, .dest = d, .metavar = mv, .help = h, .def = def_, .min = lo, .max = hi}
 #define FL_FLOAT(nm, d, mv, h, def_, lo, hi, excl) {.name = nm, .type = FLAG_FLOAT, .dest = d, .metavar = mv, .help = h, .def = def_, .min = lo, .max = hi, .min_exclusive = excl}
 #define FL_U64(nm, d, mv, h, def_) {.name = nm, .type = FLAG_U64, .dest = d, .metavar = mv, .help = h, .def = def_}

@@ -8,6 +8,7 @@ int cmd_bench(int argc, char **argv) {
     int batch = 128, threads = 0, iters = 10;
     uint64_t seed = 42;
     bool json = false;
+    int precision = NNZ_F32;
     cli_flag flags[] = {
         FL_STR("--model", &model, "NAME",
                "Benchmark a zoo model (28x28x1 inputs, 10 classes) instead of a checkpoint.", NULL),
@@ -16,6 +17,7 @@ int cmd_bench(int argc, char **argv) {
         FL_INT("--iters", &iters, "N", "Timed iterations of each kind (after 2 untimed warm-up ones).", "10", 1,
                1000000),
         FL_U64("--seed", &seed, "N", "Seeds the random input (and a zoo model's weights).", "42"),
+        FL_CHOICE("--precision", &precision, "P", CLI_PRECISION_HELP, "fp32", cli_precision_names),
         FL_BOOL("--json", &json, "Print one JSON line instead of text."),
     };
     cli_command cmd = {
@@ -45,6 +47,7 @@ int cmd_bench(int argc, char **argv) {
 
     nnz_model *m = NULL;
     if ((r = cli_load_model("bench", what, seed, &m, NULL))) return r;
+    nnz_model_set_precision(m, (nnz_dtype)precision);
     nnz_bench_result br;
     nnz_status s = nnz_bench_model(m, batch, iters, seed, &br);
     nnz_model_stats st;
@@ -55,13 +58,13 @@ int cmd_bench(int argc, char **argv) {
         printf("{\"model\":");
         cli_json_string(stdout, what);
         printf(",\"batch\":%d,\"threads\":%d,\"iters\":%d,\"isa\":\"%s\",\"flops_per_image\":%lld,"
-               "\"train_images_per_sec\":%.1f,\"infer_images_per_sec\":%.1f,\"train_gflops\":%.3f,"
+               "\"precision\":\"%s\",\"train_images_per_sec\":%.1f,\"infer_images_per_sec\":%.1f,\"train_gflops\":%.3f,"
                "\"infer_gflops\":%.3f}\n",
                br.batch, br.threads, br.iters, nnz_isa_name(nnz_isa_active()), (long long)st.flops,
-               br.train_images_per_sec, br.infer_images_per_sec, br.train_gflops, br.infer_gflops);
+               cli_precision_names[precision], br.train_images_per_sec, br.infer_images_per_sec, br.train_gflops, br.infer_gflops);
     } else {
-        printf("model: %s  batch %d  threads %d  isa %s  (%d timed iterations)\n", what, br.batch, br.threads,
-               nnz_isa_name(nnz_isa_active()), br.iters);
+        printf("model: %s  batch %d  threads %d  isa %s  precision %s  (%d timed iterations)\n", what, br.batch,
+               br.threads, nnz_isa_name(nnz_isa_active()), cli_precision_names[precision], br.iters);
         printf("training:  %10.1f images/s  %8.2f GFLOP/s\n", br.train_images_per_sec, br.train_gflops);
         printf("inference: %10.1f images/s  %8.2f GFLOP/s\n", br.infer_images_per_sec, br.infer_gflops);
     }

@@ -7,6 +7,7 @@ int cmd_eval(int argc, char **argv) {
     const char *data = NNZ_DEFAULT_DATA_DIR;
     int batch = 256, threads = 0, limit = 0;
     bool json = false, train_split = false;
+    int precision = NNZ_F32;
     cli_flag flags[] = {
         FL_STR("--data", &data, "DIR", "Data set directory (MNIST-style IDX or CIFAR-10 binary).",
                NNZ_DEFAULT_DATA_DIR),
@@ -14,6 +15,7 @@ int cmd_eval(int argc, char **argv) {
         FL_INT("--batch", &batch, "N", "Images per forward pass.", "256", 1, 65536),
         FL_INT("--threads", &threads, "N", "Worker threads; 0 = all cores.", "0", 0, 4096),
         FL_INT("--limit", &limit, "N", "Evaluate only the first N images (0 = all).", "0", 0, 0),
+        FL_CHOICE("--precision", &precision, "P", CLI_PRECISION_HELP, "fp32", cli_precision_names),
         FL_BOOL("--json", &json, "Print one JSON line instead of text."),
     };
     cli_command cmd = {
@@ -39,6 +41,7 @@ int cmd_eval(int argc, char **argv) {
 
     nnz_model *m = NULL;
     if (nnz_checkpoint_load_model(pos[0], &m) != NNZ_OK) return cli_fail("eval", "cannot load the checkpoint");
+    nnz_model_set_precision(m, (nnz_dtype)precision);
     nnz_dataset d;
     if (nnz_dataset_load(data, train_split, &d) != NNZ_OK) {
         nnz_model_free(m);
@@ -52,8 +55,8 @@ int cmd_eval(int argc, char **argv) {
     if (json) {
         printf("{\"checkpoint\":");
         cli_json_string(stdout, pos[0]);
-        printf(",\"split\":\"%s\",\"images\":%d,\"accuracy\":%.6f,\"loss\":%.6f,\"images_per_sec\":%.1f}\n",
-               train_split ? "train" : "test", er.n, er.accuracy, er.loss, er.images_per_sec);
+        printf(",\"precision\":\"%s\",\"split\":\"%s\",\"images\":%d,\"accuracy\":%.6f,\"loss\":%.6f,\"images_per_sec\":%.1f}\n",
+               cli_precision_names[precision], train_split ? "train" : "test", er.n, er.accuracy, er.loss, er.images_per_sec);
     } else
         printf("images: %d (%s split)\nloss: %.4f\nthroughput: %.0f images/s\naccuracy: %.2f%%\n", er.n,
                train_split ? "train" : "test", er.loss, er.images_per_sec, 100.0 * er.accuracy);

@@ -30,6 +30,7 @@ int cmd_train(int argc, char **argv) {
     const char *model = cfg.model, *data = cfg.data_dir, *out = NULL, *resume = NULL, *log = NULL;
     int optimizer = (int)cfg.optimizer, schedule = (int)cfg.schedule;
     float lr = 0.0f, wd = -1.0f;
+    int precision = (int)cfg.precision;
     cli_flag flags[] = {
         FL_STR("--model", &model, "NAME", "Zoo model to train: mlp, lenet5, vgg8 or mbv2-tiny.", "mbv2-tiny"),
         FL_INT("--epochs", &cfg.epochs, "N", "Passes over the training set.", "10", 1, 100000),
@@ -52,6 +53,7 @@ int cmd_train(int argc, char **argv) {
         FL_FLOAT("--label-smoothing", &cfg.label_smoothing, "X", "Label smoothing of the cross-entropy loss.", "0", 0,
                  0.99, false),
         FL_BOOL("--augment", &cfg.augment, "Random crop (2-pixel zero padding) and horizontal flip."),
+        FL_CHOICE("--precision", &precision, "P", CLI_PRECISION_HELP, "fp32", cli_precision_names),
         FL_U64("--seed", &cfg.seed, "N",
                "Seeds weights, shuffling, augmentation and dropout: same seed and threads, same numbers.", "42"),
         FL_INT("--threads", &cfg.threads, "N", "Worker threads; 0 = all cores.", "0", 0, 4096),
@@ -84,6 +86,7 @@ int cmd_train(int argc, char **argv) {
             "A NaN/Inf loss stops training with exit code 1 and keeps the last good checkpoint.",
         .example = "  nnz train --model lenet5 --epochs 5 --optimizer adamw --log run.jsonl\n"
                    "  nnz train --model mbv2-tiny --epochs 20 --augment --label-smoothing 0.1 --warmup 1\n"
+                   "  nnz train --model vgg8 --precision bf16\n"
                    "  nnz train --resume mbv2-tiny.safetensors",
         .flags = flags,
         .n_flags = (int)(sizeof flags / sizeof flags[0]),
@@ -104,13 +107,14 @@ int cmd_train(int argc, char **argv) {
     cfg.optimizer = (nnz_optimizer_kind)optimizer;
     cfg.schedule = (nnz_schedule_kind)schedule;
     cfg.lr = lr;
+    cfg.precision = (nnz_dtype)precision;
     cfg.weight_decay = wd;
     cfg.log_path = log;
     char default_out[128];
     if (resume) {
         static const char *const run_flags[] = {"--model", "--batch", "--lr", "--optimizer", "--momentum",
                                                 "--nesterov", "--wd", "--schedule", "--warmup", "--step-size",
-                                                "--step-gamma", "--label-smoothing", "--augment", "--seed",
+                                                "--step-gamma", "--label-smoothing", "--augment", "--seed", "--precision",
                                                 "--train-limit", NULL};
         for (int i = 0; run_flags[i]; i++)
             if (cli_find_flag(&cmd, run_flags[i])->seen)

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *const cli_precision_names[] = {"fp32", "bf16", NULL};
+
 cli_flag *cli_find_flag(cli_command *cmd, const char *name) {
     for (int i = 0; i < cmd->n_flags; i++)
         if (strcmp(cmd->flags[i].name, name) == 0) return &cmd->flags[i];
