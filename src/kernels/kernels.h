@@ -171,4 +171,111 @@ void nnz_dwconv_bwd_weight_img_f32_avx2(const nnz_conv_window *g, int C, const f
 void nnz_bias_fill_rows(int64_t M, int C, const float *bias, float *x);
 void nnz_bias_grad_acc(int64_t M, int C, const float *x, float *dbias);
 
+/* ---- sparse weights: formats ----
+ * A weight W (rows, cols) = (OC, K) with a mask (a linear layer's (OUT,IN), or a conv weight
+ * flattened to (OC, KH*KW*IC)), stored as BSR with block r x c. CSR is the same structure with
+ * r = c = 1 (one nonzero per "block"), so one format, one conversion and one set of kernels
+ * serve both; the kernels specialise on the block shape at compile time.
+ *
+ * One orientation (nnz_bsr): block row br covers rows [br*r, br*r+r), block column bc covers
+ * cols [bc*c, bc*c+c). Blocks of block row br are ptr[br]..ptr[br+1]-1, in increasing block
+ * column idx[j]; block j's values are val[j*r*c ..] COLUMN-MAJOR inside the block:
+ *   W[br*r + i][idx[j]*c + kk] = val[j*r*c + kk*r + i]
+ * so the r values of one column are contiguous (one r-wide vector per k for the forward
+ * kernels). Shapes not divisible by the block: the last block row / column is padded, padded
+ * positions hold 0 and are never read from or written to the caller's arrays.
+ * A block is kept when any element of it is kept; kept blocks store masked-out elements as 0.
+ *
+ * nnz_spmat holds W (fwd: rows x cols, blocks r x c) and W^T (tr: cols x rows, blocks c x r,
+ * built at conversion time, values copied) for backward-data. Indices are int32; values are
+ * fp32 (dtype NNZ_F32). bf16 hook: val_bf16 (same layout, NULL until a bf16 path fills it;
+ * dtype says which array is authoritative). Everything is owned by the nnz_spmat (nnz_alloc). */
+typedef struct {
+    int rows, cols;       /* the matrix this orientation stores */
+    int r, c;             /* block shape */
+    int brows, bcols;     /* ceil(rows/r), ceil(cols/c) */
+    int32_t *ptr;         /* (brows+1) */
+    int32_t *idx;         /* (nblocks) block column of each block */
+    float *val;           /* (nblocks*r*c), layout above */
+    uint16_t *val_bf16;   /* bf16 hook: NULL here */
+} nnz_bsr;
+
+typedef struct {
+    nnz_dtype dtype;      /* NNZ_F32 */
+    int64_t nnz;          /* kept elements */
+    int64_t nblocks;      /* kept blocks (= nnz for CSR) */
+    nnz_bsr fwd;          /* W  (rows, cols), blocks r x c */
+    nnz_bsr tr;           /* W^T (cols, rows), blocks c x r */
+} nnz_spmat;
+
+/* What a layer needs to choose dense / CSR / BSR: counted from dense + mask, nothing built. */
+typedef struct {
+    int64_t nnz;          /* kept elements */
+    int64_t nblocks;      /* blocks holding at least one kept element */
+    double density;       /* nnz / (rows*cols) */
+    double block_fill;    /* nnz / (nblocks*r*c): fraction of kept blocks' positions that are kept */
+} nnz_sparse_stats;
+
+/* Block shapes the kernels are built for: r in {1,4,8,16,32}, c in {4,8,16,32}, and 1x1 (CSR). */
+bool nnz_sparse_block_supported(int r, int c);
+/* mask (rows, cols) row-major with ld = ldw, uint8 nonzero = kept; NULL: kept = (W != 0). */
+nnz_status nnz_sparse_measure(int rows, int cols, const float *W, int64_t ldw, const uint8_t *mask, int r, int c,
+                              nnz_sparse_stats *out);
+/* Builds *out from W (rows, cols) with ld ldw and the mask; r = c = 1 is CSR. On failure *out
+ * is left empty (safe to nnz_spmat_free). NNZ_ERR_INVALID_ARG for negative sizes, ldw < cols,
+ * an unsupported block, more than 2^31-1 blocks; NNZ_ERR_NOMEM if an allocation fails. */
+nnz_status nnz_spmat_from_dense(int rows, int cols, const float *W, int64_t ldw, const uint8_t *mask, int r, int c,
+                                nnz_spmat *out);
+/* Refreshes the values (fwd and tr) from W after an optimizer step; the structure stays.
+ * mask as above (kept elements of kept blocks get W, the rest 0); NULL: copies W as is. */
+void nnz_spmat_load_values(nnz_spmat *s, const float *W, int64_t ldw, const uint8_t *mask);
+/* W (rows, cols), ld ldw: kept blocks' values, zeros elsewhere (the masked matrix). */
+void nnz_spmat_to_dense(const nnz_spmat *s, float *W, int64_t ldw);
+/* dense (rows, cols) (+)= a values array in fwd's layout (e.g. the SDDMM gradient): every
+ * in-bounds position of every kept block; other positions untouched when accumulate, else 0. */
+void nnz_spmat_scatter_values(const nnz_spmat *s, const float *vals, bool accumulate, float *dense, int64_t ld);
+void nnz_spmat_free(nnz_spmat *s);
+static inline bool nnz_spmat_is_csr(const nnz_spmat *s) { return s->fwd.r == 1 && s->fwd.c == 1; }
+static inline int64_t nnz_spmat_val_count(const nnz_spmat *s) { return s->nblocks * s->fwd.r * s->fwd.c; }
+
+/* ---- sparse kernels (fp32) ----
+ * W is the nnz_spmat (rows, cols) = (OC, K); activations are row-major (NHWC rows).
+ *   forward:         out(M,rows) = base + X(M,cols) * W^T,   base = (accumulate ? out : 0) + bias
+ *   backward-data:   dX(M,cols)  = (accumulate ? dX : 0) + dout(M,rows) * W      (uses W^T, tr)
+ *   SDDMM:           dval[kept block positions] += sum_m dout(m,row) * X(m,col)   (fwd layout;
+ *                    every in-bounds position of a kept block, masked-out ones included:
+ *                    the layer applies its mask; padded positions are left as they are)
+ * bias (rows) or NULL. ld* >= the row length. accumulate false overwrites (NaNs in out do not
+ * propagate). M = 0 or no blocks: out = base.
+ * Threads: OpenMP over (row tile, group of block rows) items; block rows are grouped so each
+ * group holds about the same number of blocks (nonzeros), not rows. Each output element is
+ * one fixed-order sum over its row's blocks (SDDMM: over m in order, per block by one thread),
+ * so results do not depend on the thread count. Variants: *_ref (single-threaded oracle),
+ * AVX-512 (r = 16/32: an m x r register tile over the block list, r-wide W vectors times
+ * broadcasts of X; r = 1/4/8 and CSR: a 64-row panel of X transposed so m is contiguous, one
+ * broadcast of W per nonzero times 64 m); AVX2 and ref CPUs get the reference.
+ * Return NNZ_ERR_NOMEM if the per-thread scratch cannot be allocated (outputs then undefined). */
+nnz_status nnz_spmm_f32(const nnz_spmat *W, int64_t M, const float *X, int64_t ldx, const float *bias,
+                        bool accumulate, float *out, int64_t ldo);
+nnz_status nnz_spmm_bwd_data_f32(const nnz_spmat *W, int64_t M, const float *dout, int64_t ldd, bool accumulate,
+                                 float *dX, int64_t ldx);
+nnz_status nnz_sddmm_f32(const nnz_spmat *W, int64_t M, const float *dout, int64_t ldd, const float *X, int64_t ldx,
+                         float *dval);
+/* oracles: one orientation, plain loops, single-threaded, sums in block-list order */
+void nnz_spmm_f32_ref(const nnz_bsr *A, int64_t M, const float *X, int64_t ldx, const float *bias, bool accumulate,
+                      float *out, int64_t ldo);
+void nnz_sddmm_f32_ref(const nnz_bsr *A, int64_t M, const float *dout, int64_t ldd, const float *X, int64_t ldx,
+                       float *dval);
+/* AVX-512 pieces, each over rows [m0, m0+mrows) and block rows [br0, br1) of orientation A
+ * (single-threaded; the dispatchers above own the threads). panel: mrows <= 64, xt scratch
+ * (bcols*c*64 floats), ot scratch ((br1-br0)*r*64 floats). */
+void nnz_spmm_tile_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X,
+                              int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo);
+void nnz_spmm_panel_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X,
+                               int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo, float *xt,
+                               float *ot);
+/* sddmm: blocks [j0, j1) (any range, across block rows) over rows [m0, m0+mrows) */
+void nnz_sddmm_blocks_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int32_t j0, int32_t j1, const float *dout,
+                                 int64_t ldd, const float *X, int64_t ldx, float *dval);
+
 #endif
