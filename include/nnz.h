@@ -97,6 +97,18 @@ nnz_dtype nnz_model_precision(const nnz_model *m);
 /* Parses "fp32" (or "f32") and "bf16"; INVALID_ARG with a message otherwise. */
 nnz_status nnz_precision_parse(const char *name, nnz_dtype *out);
 
+/* Sparse layers. A conv (groups 1) or linear layer whose weight holds zeros can run on the
+ * sparse kernels; the zeros are the mask (the dense weight stays the master copy).
+ * format: "auto" (the default: each layer's format from its measured sparsity and block fill),
+ * "dense" (sparse kernels off), "csr" or "bsr:RxC" (forced on every layer with zeros). */
+nnz_status nnz_model_set_sparse_format(nnz_model *m, const char *format);
+/* Zeroes layer's weights where mask (one byte per weight, in the weight's layout) is 0. */
+nnz_status nnz_model_apply_mask(nnz_model *m, const char *layer, const uint8_t *mask, int64_t n);
+/* on: training drops the gradients of zero weights, so they stay zero (masked training) */
+void nnz_model_set_grad_mask(nnz_model *m, bool on);
+/* One line per conv/linear layer: its zeros, the format chosen and why (plans if needed). */
+nnz_status nnz_model_sparse_summary(nnz_model *m, char *buf, size_t len);
+
 /* Inference: x is (n, in_h, in_w, in_c) NHWC floats, logits is (n, num_classes). */
 nnz_status nnz_model_predict(nnz_model *m, const float *x, int n, float *logits);
 
