@@ -52,8 +52,10 @@ TARGET static void ukr_14x32(int kc_pad, const nnz_bf16 *Ap, const nnz_bf16 *Bp,
     }
 }
 
+/* KC 512: a B micro-panel is 32 KiB (L1), A's MC x KC block 224 KiB (L2), B's KC x NC
+ * block 3 MiB (L3). Measured on Zen 4, 1 thread, 1024^3: KC 256 -> 512 gave +10%. */
 static const nnz_bf16_kernel kernel_14x32 = {
-    .MR = UK_MR, .NR = UK_NR, .KB = 2, .KC = 256, .MC = 14 * 24, .NC = 32 * 96, .ukr = ukr_14x32,
+    .MR = UK_MR, .NR = UK_NR, .KB = 2, .KC = 512, .MC = 14 * 16, .NC = 32 * 96, .ukr = ukr_14x32,
 };
 
 bool nnz_gemm_bf16_avx512bf16(bool transA, bool transB, int M, int N, int K, float alpha, const void *A, int lda,
