@@ -46,9 +46,72 @@ void nnz_gemm_bf16_ref(bool transA, bool transB, int M, int N, int K, float alph
  * NNZ_BF16 is nnz_gemm_bf16_f32in (inputs rounded to bf16, fp32 accumulation). */
 void nnz_gemm(nnz_dtype compute, bool transA, bool transB, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
-/* Vector conversions over n elements (rounding as nnz_bf16_from_f32). */
+/* The paths, reached through the dispatchers above (tests force them with nnz_isa_set or
+ * call them directly). Each writes C exactly as the contract says; none reads C when beta = 0.
+ *   _emulated:   round into fp32 copies, then nnz_sgemm; without memory for the copies, a
+ *                direct triple loop (slow, correct). Keeps fp32 denormals exactly.
+ *   _avx512bf16: BLIS-style, vdpbf16ps (14x32 register tile). vdpbf16ps treats bf16
+ *                denormal inputs AND a denormal accumulator as zero, flushes denormal
+ *                results to zero, and rounds after each of its two adds (measured on AMD
+ *                Zen 4, as Intel's SDM specifies): sums smaller than 2^-126 are lost.
+ *   _amx:        tdpbf16ps, 2x2 tiles of 16x16 fp32 (32x32 per micro-tile); only when
+ *                nnz_isa_supported(NNZ_ISA_AMX) (the OS granted tile state). Intel
+ *                specifies the same DAZ/FTZ as vdpbf16ps.
+ *   _amx_emulated: the AMX path's packing, blocking and edges with a plain-C tile
+ *                microkernel (tdpbf16ps semantics, DAZ/FTZ included) in place of the tile
+ *                instructions: how machines without AMX test that layout.
+ * The bool ones return false (C untouched) only if their packing buffers cannot be
+ * allocated; the dispatchers then fall back to _emulated. f32in: A, B are float, else
+ * nnz_bf16. M, N, K >= 1 and alpha != 0 (the dispatchers handle the degenerate cases). */
+void nnz_gemm_bf16_emulated(bool transA, bool transB, int M, int N, int K, float alpha, const void *A, int lda,
+                            const void *B, int ldb, bool f32in, float beta, float *C, int ldc);
+bool nnz_gemm_bf16_avx512bf16(bool transA, bool transB, int M, int N, int K, float alpha, const void *A, int lda,
+                              const void *B, int ldb, bool f32in, float beta, float *C, int ldc);
+bool nnz_gemm_bf16_amx(bool transA, bool transB, int M, int N, int K, float alpha, const void *A, int lda,
+                       const void *B, int ldb, bool f32in, float beta, float *C, int ldc);
+bool nnz_gemm_bf16_amx_emulated(bool transA, bool transB, int M, int N, int K, float alpha, const void *A,
+                                int lda, const void *B, int ldb, bool f32in, float beta, float *C, int ldc);
+
+/* Packing, shared by the avx512bf16 and AMX paths (gemm_bf16_pack.c). A source operand is
+ * op(X) seen as (rows, cols): element (r,c) = X[r*ld + c], or X[c*ld + r] when trans; bf16
+ * or fp32 (then rounded as nnz_bf16_from_f32). Everything past the real rows/columns and
+ * past kc, up to the padded sizes, is written as zeros (0 * 0 adds nothing to a sum).
+ * pack_a: rows [i0, i0+mr) x k [k0, k0+kc) of op(A) into an MR-row panel in blocks of KB
+ *   k-values: out[(k/KB)*MR*KB + i*KB + k%KB], k < kc_pad (a multiple of KB).
+ *   KB = 2: per k-pair, MR 32-bit pairs (what vdpbf16ps broadcasts); KB = 32 with MR = 32:
+ *   per 32-k block, two 16x32 AMX A tiles (row stride 64 bytes).
+ * pack_b: k [k0, k0+kc) x columns [j0, j0+nr) of op(B) into an NR-column panel in VNNI
+ *   pairs along K: out[(k/2)*NR*2 + j*2 + k%2], k < kc_pad (even). For AMX (NR = 32,
+ *   kc_pad a multiple of 32) each 32-k block holds two K=32 x N=16 B tiles with row
+ *   stride 128 bytes, the second 64 bytes after the first. */
+typedef struct {
+    const void *p;
+    int64_t ld;
+    bool trans, f32;
+} nnz_bf16_src;
+void nnz_bf16_pack_a(const nnz_bf16_src *A, int i0, int mr, int k0, int kc, int MR, int KB, int kc_pad,
+                     nnz_bf16 *out);
+void nnz_bf16_pack_b(const nnz_bf16_src *B, int k0, int kc, int j0, int nr, int NR, int kc_pad, nnz_bf16 *out);
+/* The plain-C tile: C(16,16) += A(16, 32 bf16) * B(K=32 pairs-packed, 16) with tdpbf16ps's
+ * arithmetic (per pair: even product then odd product, each add rounded to nearest even,
+ * bf16 denormal inputs as zero, denormal results flushed). Strides in elements. */
+void nnz_bf16_tile_dp_emulated(float *C, int ldc, const nnz_bf16 *A, int lda, const nnz_bf16 *B, int ldb);
+
+/* Vector conversions over n elements (rounding as nnz_bf16_from_f32), dispatched on
+ * nnz_isa_active(). Denormal fp32 inputs (|x| < 2^-126) per path:
+ *   _ref, _avx512 (integer round-to-nearest-even): rounded like every other number, so
+ *     0x007FFFFF becomes 0x0080 (the smallest normal) and tiny ones become +-0 or a bf16
+ *     denormal; bit-identical to nnz_bf16_from_f32 on every input.
+ *   _avx512bf16 (VCVTNEPS2BF16): flushed to +-0, sign kept (measured on AMD Zen 4; Intel's
+ *     SDM specifies the same); identical to nnz_bf16_from_f32 on every other input.
+ * bf16 -> fp32 is exact on every path (denormals kept). */
 void nnz_cvt_f32_to_bf16(int64_t n, const float *x, nnz_bf16 *y);
 void nnz_cvt_bf16_to_f32(int64_t n, const nnz_bf16 *x, float *y);
+void nnz_cvt_f32_to_bf16_ref(int64_t n, const float *x, nnz_bf16 *y);
+void nnz_cvt_f32_to_bf16_avx512(int64_t n, const float *x, nnz_bf16 *y);
+void nnz_cvt_f32_to_bf16_avx512bf16(int64_t n, const float *x, nnz_bf16 *y);
+void nnz_cvt_bf16_to_f32_ref(int64_t n, const nnz_bf16 *x, float *y);
+void nnz_cvt_bf16_to_f32_avx512(int64_t n, const nnz_bf16 *x, float *y);
 
 /* ---- per-channel epilogue, fused into a producer's store ----
  * Over a row-major (M,C) block, in place: x = clamp((x - sub[c]) * mul[c] + add[c], lo, hi),
