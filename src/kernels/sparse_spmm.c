@@ -74,6 +74,7 @@ static nnz_status spmm_orient(const nnz_bsr *A, int64_t M, const float *X, int64
     }
     if (M <= 0 || A->rows <= 0) return NNZ_OK;
     const bool tile = A->r >= 16; /* r-wide W vectors; else the transposed panel */
+    const bool copy_x = tile && ldx % 256 == 0;
     const int64_t item_rows = tile ? SP_TILE_ROWS : SP_PANEL_ROWS;
     const int64_t mitems = (M + item_rows - 1) / item_rows;
     const int64_t work = (int64_t)A->ptr[A->brows] * A->r * A->c * M;
@@ -95,7 +96,14 @@ static nnz_status spmm_orient(const nnz_bsr *A, int64_t M, const float *X, int64
 #pragma omp parallel num_threads(threads)
     {
         float *xt = NULL, *ot = NULL;
-        if (!tile) {
+        if (tile && copy_x) {
+            xt = nnz_alloc(((size_t)item_rows * nnz_spmm_tile_scratch_ld(A->cols) + 16) * sizeof(float),
+                           "spmm tile scratch");
+            if (!xt) {
+#pragma omp atomic write
+                failed = 1;
+            }
+        } else if (!tile) {
             xt = nnz_alloc((xt_floats + 16) * sizeof(float), "spmm panel scratch");
             ot = nnz_alloc((ot_floats + 16) * sizeof(float), "spmm panel output scratch");
             if (!xt || !ot) {
@@ -115,7 +123,8 @@ static nnz_status spmm_orient(const nnz_bsr *A, int64_t M, const float *X, int64
                 const int64_t m0 = mi * item_rows;
                 const int mrows = (int)(M - m0 < item_rows ? M - m0 : item_rows);
                 if (tile)
-                    nnz_spmm_tile_f32_avx512(A, m0, mrows, b[p], b[p + 1], X, ldx, bias, accumulate, out, ldo);
+                    nnz_spmm_tile_f32_avx512(A, m0, mrows, b[p], b[p + 1], X, ldx, bias, accumulate, out, ldo,
+                                             xt);
                 else
                     nnz_spmm_panel_f32_avx512(A, m0, mrows, b[p], b[p + 1], X, ldx, bias, accumulate, out, ldo,
                                               xt, ot);

@@ -5,6 +5,8 @@
 
 #include "kernels/simd_avx512.h"
 
+#include <string.h>
+
 #define ALWAYS_INLINE static inline __attribute__((always_inline)) TARGET
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
@@ -67,7 +69,14 @@ ALWAYS_INLINE void tile_rows(const nnz_bsr *A, const int MT, const int NV, int64
 }
 
 TARGET void nnz_spmm_tile_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X,
-                                     int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo) {
+                                     int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo,
+                                     float *xs) {
+    if (xs) { /* rows 4 KiB apart share an L1 set: copy them to rows an odd number of lines apart */
+        const int64_t lds = nnz_spmm_tile_scratch_ld(A->cols);
+        for (int m = 0; m < mrows; m++) memcpy(xs + m * lds, X + (m0 + m) * ldx, (size_t)A->cols * sizeof(float));
+        X = xs - m0 * lds;
+        ldx = lds;
+    }
     if (A->r == 16) tile_rows(A, TILE_MT16, 1, m0, mrows, br0, br1, X, ldx, bias, accumulate, out, ldo);
     else tile_rows(A, TILE_MT32, 2, m0, mrows, br0, br1, X, ldx, bias, accumulate, out, ldo);
 }
