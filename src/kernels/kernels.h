@@ -245,9 +245,11 @@ void nnz_sddmm_f32_ref(const nnz_bsr *A, int64_t M, const float *dout, int64_t l
  * (bcols*c*64 floats), ot scratch ((br1-br0)*r*64 floats). */
 void nnz_spmm_tile_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X,
                               int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo, float *xs);
-/* tile: when ldx is a multiple of 256 floats (rows 1 KiB-aligned apart would alias in L1), the
- * caller passes xs (mrows * nnz_spmm_tile_scratch_ld(cols) floats) and the rows are copied
- * there first; else xs = NULL */
+/* tile: xs (NULL: read X in place) holds mrows * nnz_spmm_tile_scratch_ld(cols) floats; the
+ * item's rows of X are copied there first, an odd number of cache lines apart: X is then read
+ * once, sequentially (the prefetcher streams it; the block columns alone would not), and rows
+ * 4 KiB apart (K = 1024) no longer share one L1 set (measured: +30% at K = 1024, 2.5x on
+ * vgg8 conv4 at M = 6272) */
 static inline int64_t nnz_spmm_tile_scratch_ld(int cols) { return ((int64_t)(cols + 15) / 32) * 32 + 16; }
 void nnz_spmm_panel_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X,
                                int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo, float *xt,

@@ -74,7 +74,7 @@ static nnz_status spmm_orient(const nnz_bsr *A, int64_t M, const float *X, int64
     }
     if (M <= 0 || A->rows <= 0) return NNZ_OK;
     const bool tile = A->r >= 16; /* r-wide W vectors; else the transposed panel */
-    const bool copy_x = tile && ldx % 256 == 0;
+    const bool copy_x = tile; /* see nnz_spmm_tile_scratch_ld */
     const int64_t item_rows = tile ? SP_TILE_ROWS : SP_PANEL_ROWS;
     const int64_t mitems = (M + item_rows - 1) / item_rows;
     const int64_t work = (int64_t)A->ptr[A->brows] * A->r * A->c * M;

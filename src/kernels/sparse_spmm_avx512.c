@@ -116,7 +116,7 @@ ALWAYS_INLINE void tile_rows(const nnz_bsr *A, const int MT, const int NV, int64
 TARGET void nnz_spmm_tile_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X,
                                      int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo,
                                      float *xs) {
-    if (xs) { /* rows 4 KiB apart share an L1 set: copy them to rows an odd number of lines apart */
+    if (xs) { /* see kernels.h: one sequential pass over X, rows an odd number of lines apart */
         const int64_t lds = nnz_spmm_tile_scratch_ld(A->cols);
         for (int m = 0; m < mrows; m++) memcpy(xs + m * lds, X + (m0 + m) * ldx, (size_t)A->cols * sizeof(float));
         X = xs - m0 * lds;
