@@ -74,6 +74,7 @@ static nnz_status spmm_orient(const nnz_bsr *A, int64_t M, const float *X, int64
     }
     if (M <= 0 || A->rows <= 0) return NNZ_OK;
     const bool tile = A->r >= 16; /* r-wide W vectors; else the transposed panel */
+    const bool copy_x = tile; /* see nnz_spmm_tile_scratch_ld */
     const int64_t item_rows = tile ? SP_TILE_ROWS : SP_PANEL_ROWS;
     const int64_t mitems = (M + item_rows - 1) / item_rows;
     const int64_t work = (int64_t)A->ptr[A->brows] * A->r * A->c * M;
@@ -95,7 +96,14 @@ static nnz_status spmm_orient(const nnz_bsr *A, int64_t M, const float *X, int64
 #pragma omp parallel num_threads(threads)
     {
         float *xt = NULL, *ot = NULL;
-        if (!tile) {
+        if (tile && copy_x) {
+            xt = nnz_alloc(((size_t)item_rows * nnz_spmm_tile_scratch_ld(A->cols) + 16) * sizeof(float),
+                           "spmm tile scratch");
+            if (!xt) {
+#pragma omp atomic write
+                failed = 1;
+            }
+        } else if (!tile) {
             xt = nnz_alloc((xt_floats + 16) * sizeof(float), "spmm panel scratch");
             ot = nnz_alloc((ot_floats + 16) * sizeof(float), "spmm panel output scratch");
             if (!xt || !ot) {
@@ -115,7 +123,8 @@ static nnz_status spmm_orient(const nnz_bsr *A, int64_t M, const float *X, int64
                 const int64_t m0 = mi * item_rows;
                 const int mrows = (int)(M - m0 < item_rows ? M - m0 : item_rows);
                 if (tile)
-                    nnz_spmm_tile_f32_avx512(A, m0, mrows, b[p], b[p + 1], X, ldx, bias, accumulate, out, ldo);
+                    nnz_spmm_tile_f32_avx512(A, m0, mrows, b[p], b[p + 1], X, ldx, bias, accumulate, out, ldo,
+                                             xt);
                 else
                     nnz_spmm_panel_f32_avx512(A, m0, mrows, b[p], b[p + 1], X, ldx, bias, accumulate, out, ldo,
                                               xt, ot);
@@ -138,7 +147,10 @@ nnz_status nnz_spmm_bwd_data_f32(const nnz_spmat *W, int64_t M, const float *dou
 }
 
 /* Items are equal ranges of blocks (blocks are independent here); each block's sum over m
- * runs in SP_SDDMM_ROWS chunks in order, all by the thread that owns the block. */
+ * runs in chunks in order, all by the thread that owns the block.
+ * r >= 16: per chunk of SP_SDDMM_ROWS rows, straight from dout and X.
+ * r < 16 (CSR too): per 64-row panel, dout and X are first transposed (by all threads, in
+ * column strips) into zero-padded panels, then each kept position is one 64-long dot. */
 nnz_status nnz_sddmm_f32(const nnz_spmat *W, int64_t M, const float *dout, int64_t ldd, const float *X, int64_t ldx,
                          float *dval) {
     const nnz_bsr *A = &W->fwd;
@@ -152,13 +164,39 @@ nnz_status nnz_sddmm_f32(const nnz_spmat *W, int64_t M, const float *dout, int64
     const int threads = work >= SP_PARALLEL_MIN ? nnz_threads() : 1;
     int64_t nitems = (int64_t)threads * SP_ITEMS_PER_THREAD;
     if (nitems > nb) nitems = nb;
+    if (A->r >= 16) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-    for (int64_t it = 0; it < nitems; it++) {
-        const int32_t j0 = (int32_t)(nb * it / nitems), j1 = (int32_t)(nb * (it + 1) / nitems);
-        for (int64_t m0 = 0; m0 < M; m0 += SP_SDDMM_ROWS) {
-            const int mrows = (int)(M - m0 < SP_SDDMM_ROWS ? M - m0 : SP_SDDMM_ROWS);
-            nnz_sddmm_blocks_f32_avx512(A, m0, mrows, j0, j1, dout, ldd, X, ldx, dval);
+        for (int64_t it = 0; it < nitems; it++) {
+            const int32_t j0 = (int32_t)(nb * it / nitems), j1 = (int32_t)(nb * (it + 1) / nitems);
+            for (int64_t m0 = 0; m0 < M; m0 += SP_SDDMM_ROWS) {
+                const int mrows = (int)(M - m0 < SP_SDDMM_ROWS ? M - m0 : SP_SDDMM_ROWS);
+                nnz_sddmm_blocks_f32_avx512(A, m0, mrows, j0, j1, dout, ldd, X, ldx, dval);
+            }
         }
+        return NNZ_OK;
     }
+    const int Kp = A->bcols * A->c, Np = A->brows * A->r;
+    float *xt = nnz_calloc(((size_t)Kp + Np) * SP_PANEL_ROWS * sizeof(float), "sddmm panels");
+    if (!xt) return NNZ_ERR_NOMEM;
+    float *dt = xt + (size_t)Kp * SP_PANEL_ROWS; /* rows past the matrix stay 0 */
+    const int strips_x = (A->cols + 63) / 64, strips_d = (A->rows + 63) / 64;
+#pragma omp parallel num_threads(threads)
+    for (int64_t m0 = 0; m0 < M; m0 += SP_PANEL_ROWS) {
+        const int mrows = (int)(M - m0 < SP_PANEL_ROWS ? M - m0 : SP_PANEL_ROWS);
+#pragma omp for schedule(static)
+        for (int s = 0; s < strips_x + strips_d; s++) {
+            if (s < strips_x)
+                nnz_transpose_panel_f32_avx512(X, ldx, m0, mrows, s * 64, s * 64 + 64 < A->cols ? s * 64 + 64 : A->cols, xt);
+            else {
+                const int k0 = (s - strips_x) * 64;
+                nnz_transpose_panel_f32_avx512(dout, ldd, m0, mrows, k0, k0 + 64 < A->rows ? k0 + 64 : A->rows, dt);
+            }
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < nitems; it++)
+            nnz_sddmm_panel_f32_avx512(A, (int32_t)(nb * it / nitems), (int32_t)(nb * (it + 1) / nitems), xt, dt,
+                                       dval);
+    }
+    nnz_free(xt);
     return NNZ_OK;
 }

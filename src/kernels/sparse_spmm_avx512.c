@@ -5,10 +5,57 @@
 
 #include "kernels/simd_avx512.h"
 
+#include <string.h>
+
 #define ALWAYS_INLINE static inline __attribute__((always_inline)) TARGET
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
 static inline int imax(int a, int b) { return a > b ? a : b; }
+
+/* r[0..16) rows of 16 floats -> r[q] = column q (the in-register 16x16 transpose) */
+ALWAYS_INLINE void transpose16(vec r[16]) {
+    vec t[16];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) { /* r[4i+j], 128-bit lane L: rows 4i..4i+3 of column 4L+j */
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        const vec u0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x44), u1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xEE);
+        const vec u2 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x44);
+        const vec u3 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xEE);
+        t[j] = _mm512_shuffle_f32x4(u0, u2, 0x88);
+        t[4 + j] = _mm512_shuffle_f32x4(u0, u2, 0xDD);
+        t[8 + j] = _mm512_shuffle_f32x4(u1, u3, 0x88);
+        t[12 + j] = _mm512_shuffle_f32x4(u1, u3, 0xDD);
+    }
+#pragma GCC unroll 16
+    for (int q = 0; q < 16; q++) r[q] = t[q];
+}
+
+TARGET void nnz_transpose_panel_f32_avx512(const float *src, int64_t ld, int64_t m0, int mrows, int k0, int k1,
+                                           float *t) {
+    for (int mb = 0; mb < 64; mb += VLEN) {
+        const int rm = imax(0, imin(VLEN, mrows - mb));
+        for (int kb = k0; kb < k1; kb += VLEN) {
+            const int kn = imin(VLEN, k1 - kb);
+            const vmask mk = vmask_first(kn);
+            vec r[16];
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) r[i] = i < rm ? vmload(mk, src + (m0 + mb + i) * ld + kb) : vzero();
+            transpose16(r);
+            for (int q = 0; q < kn; q++) _mm512_storeu_ps(t + (int64_t)(kb + q) * 64 + mb, r[q]);
+        }
+    }
+}
 
 /* ---- forward, r = 16 or 32: register tile of MT rows of X x r outputs ----
  * Per block column k: NV = r/16 loads of W (the r values of column k are contiguous),
@@ -67,7 +114,14 @@ ALWAYS_INLINE void tile_rows(const nnz_bsr *A, const int MT, const int NV, int64
 }
 
 TARGET void nnz_spmm_tile_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X,
-                                     int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo) {
+                                     int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo,
+                                     float *xs) {
+    if (xs) { /* see kernels.h: one sequential pass over X, rows an odd number of lines apart */
+        const int64_t lds = nnz_spmm_tile_scratch_ld(A->cols);
+        for (int m = 0; m < mrows; m++) memcpy(xs + m * lds, X + (m0 + m) * ldx, (size_t)A->cols * sizeof(float));
+        X = xs - m0 * lds;
+        ldx = lds;
+    }
     if (A->r == 16) tile_rows(A, TILE_MT16, 1, m0, mrows, br0, br1, X, ldx, bias, accumulate, out, ldo);
     else tile_rows(A, TILE_MT32, 2, m0, mrows, br0, br1, X, ldx, bias, accumulate, out, ldo);
 }
@@ -119,14 +173,7 @@ TARGET void nnz_spmm_panel_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, i
                                       int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo,
                                       float *xt, float *ot) {
     const int K = A->cols, Kp = A->bcols * A->c;
-    /* transpose in 16x? strips: rows m of X are read contiguously, xt written with stride PANEL */
-    for (int m = 0; m < mrows; m++) {
-        const float *x = X + (m0 + m) * ldx;
-        for (int k = 0; k < K; k++) xt[(int64_t)k * PANEL + m] = x[k];
-    }
-    if (mrows < PANEL)
-        for (int k = 0; k < K; k++)
-            for (int m = mrows; m < PANEL; m++) xt[(int64_t)k * PANEL + m] = 0.0f;
+    nnz_transpose_panel_f32_avx512(X, ldx, m0, mrows, 0, K, xt);
     for (int k = K; k < Kp; k++)
         for (int m = 0; m < PANEL; m++) xt[(int64_t)k * PANEL + m] = 0.0f;
 
@@ -136,22 +183,30 @@ TARGET void nnz_spmm_panel_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, i
     default: panel_rows(A, 8, 2, mrows, br0, br1, xt, ot); break;
     }
 
+    /* back to rows of out, 16 x 16 at a time, adding the base */
     const int i0 = br0 * A->r, i1 = imin(br1 * A->r, A->rows);
-    for (int m = 0; m < mrows; m++) {
-        float *o = out + (m0 + m) * ldo;
-        for (int i = i0; i < i1; i++) {
-            const float base = (accumulate ? o[i] : 0.0f) + (bias ? bias[i] : 0.0f);
-            o[i] = base + ot[(int64_t)(i - i0) * PANEL + m];
+    for (int ib = i0; ib < i1; ib += VLEN) {
+        const int in = imin(VLEN, i1 - ib);
+        const vmask mk = vmask_first(in);
+        const vec bv = bias ? vmload(mk, bias + ib) : vzero();
+        for (int mb = 0; mb < mrows; mb += VLEN) {
+            const int rm = imin(VLEN, mrows - mb);
+            vec r[16];
+#pragma GCC unroll 16
+            for (int q = 0; q < 16; q++) r[q] = q < in ? _mm512_loadu_ps(ot + (int64_t)(ib - i0 + q) * PANEL + mb) : vzero();
+            transpose16(r);
+            for (int mm = 0; mm < rm; mm++) {
+                float *o = out + (m0 + mb + mm) * ldo + ib;
+                const vec base = accumulate ? vadd(vmload(mk, o), bv) : bv;
+                vmstore(o, mk, vadd(base, r[mm]));
+            }
         }
     }
 }
 
 /* ---- SDDMM: dval += sum over rows [m0, m0+mrows) of dout(m,row) * X(m,col), per block ----
  * r >= 16: vectors over the block's r rows (contiguous in dout and in dval's column-major
- * block), KG columns at a time; per m: NV loads of dout, KG broadcasts of X, KG*NV FMAs.
- * r < 16, c >= 4: vectors over the block's c columns (contiguous in X), R rows; the sums
- * are added into the column-major block lane by lane. CSR: 16 nonzeros of a row at a time,
- * X gathered at their columns. */
+ * block), KG columns at a time; per m: NV loads of dout, KG broadcasts of X, KG*NV FMAs. */
 ALWAYS_INLINE void sddmm_colvec(const nnz_bsr *A, const int NV, const int KG, int64_t m0, int mrows, int32_t j,
                                 int br, int kk0, const float *dout, int64_t ldd, const float *X, int64_t ldx,
                                 float *dval) {
@@ -194,63 +249,42 @@ ALWAYS_INLINE void sddmm_block_wide(const nnz_bsr *A, const int NV, const int KG
     for (; kk < kn; kk++) sddmm_colvec(A, NV, 1, m0, mrows, j, br, kk, dout, ldd, X, ldx, dval);
 }
 
-/* R rows (R <= 8) of a block with c >= 4, vectors over c (two when c = 32) */
-ALWAYS_INLINE void sddmm_rowvec(const nnz_bsr *A, const int R, int ii0, int64_t m0, int mrows, int32_t j, int br,
-                                const float *dout, int64_t ldd, const float *X, int64_t ldx, float *dval) {
-    const int r = A->r, c = A->c, k0 = A->idx[j] * c, kn = imin(c, A->cols - k0), oc = br * r + ii0;
-    const int nv = (c + VLEN - 1) / VLEN;
-    vmask mk[2] = {vmask_first(imin(VLEN, kn)), vmask_first(imax(0, imin(VLEN, kn - VLEN)))};
-    vec acc[8][2];
-#pragma GCC unroll 8
-    for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = vzero();
-    for (int m = 0; m < mrows; m++) {
-        const float *d = dout + (m0 + m) * ldd + oc, *x = X + (m0 + m) * ldx + k0;
-        const vec x0 = vmload(mk[0], x), x1 = vmload(mk[1], x + VLEN);
-#pragma GCC unroll 8
-        for (int i = 0; i < R; i++) {
-            const vec db = vbcast(d + i);
-            acc[i][0] = vfma(db, x0, acc[i][0]);
-            if (nv > 1) acc[i][1] = vfma(db, x1, acc[i][1]);
+/* ---- SDDMM for r = 1, 4, 8 and CSR: transposed panels ----
+ * xt (bcols*c, 64) = X[m0.., :]^T and dt (brows*r, 64) = dout[m0.., :]^T, zero-padded (rows
+ * past the matrix, lanes past the chunk's rows); per kept position one dot product of two
+ * 64-long rows (4 FMAs) reduced to a scalar and added into dval. Positions outside the
+ * matrix are skipped. */
+#define SD_PANEL 64
+
+ALWAYS_INLINE vec sd_dot(const vec d[4], const float *x) {
+    const vec a = vfma(d[1], _mm512_loadu_ps(x + VLEN), _mm512_mul_ps(d[0], _mm512_loadu_ps(x)));
+    const vec b = vfma(d[3], _mm512_loadu_ps(x + 3 * VLEN), _mm512_mul_ps(d[2], _mm512_loadu_ps(x + 2 * VLEN)));
+    return vadd(a, b);
+}
+
+TARGET void nnz_sddmm_panel_f32_avx512(const nnz_bsr *A, int32_t j0, int32_t j1, const float *xt, const float *dt,
+                                       float *dval) {
+    if (j0 >= j1) return;
+    int lo = 0, hi = A->brows - 1; /* the block row holding j0: last br with ptr[br] <= j0 */
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (A->ptr[mid] <= j0) lo = mid;
+        else hi = mid - 1;
+    }
+    const int r = A->r, c = A->c;
+    int br = lo;
+    for (int32_t j = j0; j < j1; j++) {
+        while (A->ptr[br + 1] <= j) br++;
+        const int k0 = A->idx[j] * c, kn = imin(c, A->cols - k0), rn = imin(r, A->rows - br * r);
+        float *o = dval + (int64_t)j * r * c;
+        for (int ii = 0; ii < rn; ii++) {
+            const float *drow = dt + (int64_t)(br * r + ii) * SD_PANEL;
+            vec d[4];
+            for (int v = 0; v < 4; v++) d[v] = _mm512_loadu_ps(drow + v * VLEN);
+            for (int kk = 0; kk < kn; kk++)
+                o[kk * r + ii] += _mm512_reduce_add_ps(sd_dot(d, xt + (int64_t)(k0 + kk) * SD_PANEL));
         }
     }
-    float *o = dval + (int64_t)j * r * c;
-    float lanes[2 * VLEN];
-#pragma GCC unroll 8
-    for (int i = 0; i < R; i++) {
-        _mm512_storeu_ps(lanes, acc[i][0]);
-        _mm512_storeu_ps(lanes + VLEN, acc[i][1]);
-        for (int kk = 0; kk < kn; kk++) o[kk * r + ii0 + i] += lanes[kk];
-    }
-}
-
-ALWAYS_INLINE void sddmm_block_narrow(const nnz_bsr *A, const int R, int64_t m0, int mrows, int32_t j, int br,
-                                      const float *dout, int64_t ldd, const float *X, int64_t ldx, float *dval) {
-    const int rn = imin(R, A->rows - br * R);
-    if (rn == R) sddmm_rowvec(A, R, 0, m0, mrows, j, br, dout, ldd, X, ldx, dval);
-    else
-        for (int ii = 0; ii < rn; ii++) sddmm_rowvec(A, 1, ii, m0, mrows, j, br, dout, ldd, X, ldx, dval);
-}
-
-/* CSR: nonzeros [j, j+n) of row br, n <= 16 */
-ALWAYS_INLINE void sddmm_csr_segment(const nnz_bsr *A, int64_t m0, int mrows, int32_t j, int n, int br,
-                                     const float *dout, int64_t ldd, const float *X, int64_t ldx, float *dval) {
-    const vmask mk = vmask_first(n);
-    const __m512i cols = _mm512_maskz_loadu_epi32(mk, A->idx + j);
-    vec acc0 = vzero(), acc1 = vzero();
-    int m = 0;
-    for (; m + 2 <= mrows; m += 2) { /* two chains: the gather's latency */
-        const float *x0 = X + (m0 + m) * ldx, *x1 = x0 + ldx;
-        const vec g0 = _mm512_mask_i32gather_ps(vzero(), mk, cols, x0, 4);
-        const vec g1 = _mm512_mask_i32gather_ps(vzero(), mk, cols, x1, 4);
-        acc0 = vfma(vbcast(dout + (m0 + m) * ldd + br), g0, acc0);
-        acc1 = vfma(vbcast(dout + (m0 + m + 1) * ldd + br), g1, acc1);
-    }
-    if (m < mrows) {
-        const vec g0 = _mm512_mask_i32gather_ps(vzero(), mk, cols, X + (m0 + m) * ldx, 4);
-        acc0 = vfma(vbcast(dout + (m0 + m) * ldd + br), g0, acc0);
-    }
-    float *o = dval + j;
-    vmstore(o, mk, vadd(vmload(mk, o), vadd(acc0, acc1)));
 }
 
 TARGET void nnz_sddmm_blocks_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int32_t j0, int32_t j1,
@@ -263,23 +297,10 @@ TARGET void nnz_sddmm_blocks_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows,
         else hi = mid - 1;
     }
     int br = lo;
-    const bool csr = A->r == 1 && A->c == 1;
-    for (int32_t j = j0; j < j1;) {
+    for (int32_t j = j0; j < j1; j++) {
         while (A->ptr[br + 1] <= j) br++;
-        if (csr) {
-            const int n = imin(VLEN, imin(j1, A->ptr[br + 1]) - j);
-            sddmm_csr_segment(A, m0, mrows, j, n, br, dout, ldd, X, ldx, dval);
-            j += n;
-            continue;
-        }
-        switch (A->r) {
-        case 32: sddmm_block_wide(A, 2, 8, m0, mrows, j, br, dout, ldd, X, ldx, dval); break;
-        case 16: sddmm_block_wide(A, 1, 16, m0, mrows, j, br, dout, ldd, X, ldx, dval); break;
-        case 8: sddmm_block_narrow(A, 8, m0, mrows, j, br, dout, ldd, X, ldx, dval); break;
-        case 4: sddmm_block_narrow(A, 4, m0, mrows, j, br, dout, ldd, X, ldx, dval); break;
-        default: sddmm_block_narrow(A, 1, m0, mrows, j, br, dout, ldd, X, ldx, dval); break;
-        }
-        j++;
+        if (A->r == 32) sddmm_block_wide(A, 2, 8, m0, mrows, j, br, dout, ldd, X, ldx, dval);
+        else sddmm_block_wide(A, 1, 16, m0, mrows, j, br, dout, ldd, X, ldx, dval);
     }
 }
 
