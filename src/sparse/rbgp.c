@@ -32,9 +32,10 @@ static int splits(int n, int fixed_r, int fixed_i, split3 *out, int cap) {
 static double graph_penalty(int m, int n, int d) {
     double p = 0.0;
     int64_t e = (int64_t)m * d;
-    if (e % n) p += 0.5;
+    if (e % n) p += 0.5;                                    /* not biregular */
+    if (e < n) p += 6.0;                                    /* some right vertex (input tile) has no edge */
     int dr_max = (int)((e + n - 1) / n);
-    if (m > 1 && n > 1 && d < n && (d == 1 || dr_max == 1)) p += 0.3;
+    if (m > 1 && n > 1 && d < n && (d == 1 || dr_max == 1)) p += 2.0; /* cannot be connected */
     return p;
 }
 
@@ -55,7 +56,7 @@ nnz_status nnz_rbgp_plan_make(int rows, int cols, const nnz_mask_spec *spec, nnz
     if (!(inner_s >= 0.0 && inner_s < 1.0))
         return nnz_fail(NNZ_ERR_INVALID_ARG, "rbgp: inner sparsity %g must be in [0, 1) (0 = automatic)", inner_s);
     const double Ti = inner_s > 0 ? 1.0 - inner_s : sqrt(D);
-    const double wi = inner_s > 0 ? 10.0 : 1.0; /* an inner sparsity asked for weighs like the density */
+    const double wi = inner_s > 0 ? 30.0 : 1.0; /* an inner sparsity asked for weighs like the density */
     int fixed_mi = 0, fixed_ni = 0;
     if (spec->core_rows) {
         if (spec->core_rows < 0 || spec->core_rows % br || Rb % (spec->core_rows / br))
@@ -101,7 +102,7 @@ nnz_status nnz_rbgp_plan_make(int rows, int cols, const nnz_mask_spec *spec, nnz
                 for (int t = 0; t < 2; t++) {
                     int dlo = cand[t] < 1 ? 1 : cand[t] > C.o ? C.o : cand[t];
                     const double dens = di * dlo / C.o;
-                    const double cost = pen_i + 10.0 * fabs(log(dens / D)) + graph_penalty(R.o, C.o, dlo);
+                    const double cost = pen_i + 30.0 * fabs(log(dens / D)) + graph_penalty(R.o, C.o, dlo);
                     if (cost < best) {
                         best = cost;
                         *out = (nnz_rbgp_plan){.rows = rows, .cols = cols, .pad_rows = Rb * br, .pad_cols = Cb * bc,
