@@ -399,6 +399,13 @@ static void test_rbgp_planner(void **state) {
             nnz_mask_spec spec = {.kind = NNZ_MASK_RBGP, .sparsity = sp[s]};
             nnz_rbgp_plan p;
             assert_int_equal(nnz_rbgp_plan_make(shapes[k][0], shapes[k][1], &spec, &p), NNZ_OK);
+            /* a micro-block row must be able to keep a whole number of micro-blocks (32x288 at
+             * 93.75% would need 4.5 of its 72: it gets the closest, 4) */
+            const double per_row = shapes[k][1] / 4 * (1.0 - sp[s]);
+            if (per_row != floor(per_row)) {
+                assert_true(fabs(p.density - (1.0 - sp[s])) / (1.0 - sp[s]) < 0.12);
+                continue;
+            }
             if (fabs(p.density - (1.0 - sp[s])) > 1e-12)
                 fail_msg("%dx%d at %g: planned density %g", shapes[k][0], shapes[k][1], sp[s], p.density);
             if (k == 3 || (k == 1 && s < 3)) { /* these factor into biregular graphs */
