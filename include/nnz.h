@@ -125,80 +125,6 @@ nnz_status nnz_dataset_load(const char *dir, bool train, nnz_dataset *out);
 void nnz_dataset_free(nnz_dataset *d);
 #define NNZ_DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
 
-/* ---- training ---------------------------------------------------------- */
-typedef enum { NNZ_OPT_SGD = 0, NNZ_OPT_ADAMW = 1 } nnz_optimizer_kind;
-typedef enum { NNZ_SCHED_COSINE = 0, NNZ_SCHED_STEP = 1, NNZ_SCHED_ONECYCLE = 2, NNZ_SCHED_CONSTANT = 3 } nnz_schedule_kind;
-
-typedef struct {
-    int epoch, epochs;      /* epoch is 1-based: the one in progress (or just finished) */
-    int64_t step, steps_total; /* optimizer steps done so far (global, across resumes) */
-    int64_t images_seen;
-    float loss, accuracy;   /* running averages over the current interval */
-    float lr;
-    double images_per_sec, elapsed_sec, eta_sec;
-    bool epoch_end;         /* true once per epoch, with test accuracy below */
-    float test_accuracy;    /* -1 when not evaluated */
-} nnz_progress;
-/* Return false to stop training (the status will be NNZ_ERR_INTERRUPTED). */
-typedef bool (*nnz_progress_fn)(const nnz_progress *p, void *user);
-
-typedef struct {
-    const char *model;          /* zoo name, default "mbv2-tiny" */
-    const char *data_dir;       /* default NNZ_DEFAULT_DATA_DIR */
-    const char *out_path;       /* checkpoint written at each epoch end (and on interruption); NULL = none */
-    const char *resume_path;    /* continue from this checkpoint: the run's settings (model, seed, batch,
-                                   optimizer, schedule, ...) come from it; epochs too when epochs is 0 */
-    const char *log_path;       /* JSON lines, one per interval and per epoch; NULL = none */
-    int epochs;                 /* default 10 (0 only with resume_path: the checkpoint's) */
-    int batch;                  /* default 128 */
-    float lr;                   /* 0 (the default) = per optimizer: SGD 0.1, AdamW 0.001 */
-    float momentum;             /* default 0.9 */
-    bool nesterov;
-    float weight_decay;         /* < 0 (the default, -1) = per optimizer: 5e-4 (SGD) / 0.05 (AdamW) */
-    bool decay_bn_and_bias;     /* default false: BN parameters and biases exempt */
-    nnz_optimizer_kind optimizer;
-    nnz_schedule_kind schedule; /* default cosine */
-    float warmup_epochs;        /* default 0 */
-    int step_size_epochs;       /* step schedule: decay every this many epochs (0 = a third of the epochs) */
-    float step_gamma;           /* step schedule factor, default 0.1 */
-    float label_smoothing;      /* default 0 */
-    bool augment;               /* random crop (pad 2) + horizontal flip */
-    uint64_t seed;              /* default 42: weights, shuffling, augmentation, dropout */
-    int threads;                /* 0 = all cores */
-    nnz_dtype precision;        /* NNZ_F32 (default) or NNZ_BF16: see nnz_model_set_precision */
-    int train_limit, test_limit;/* use only the first N images (0 = all) */
-    int log_every;              /* steps between progress reports, default 50 */
-    nnz_progress_fn progress;
-    void *progress_user;
-} nnz_train_config;
-
-/* Fills cfg with the defaults listed above. */
-void nnz_train_config_init(nnz_train_config *cfg);
-
-typedef struct {
-    float train_loss, train_accuracy, test_accuracy; /* accuracies in [0,1] */
-    double train_images_per_sec;
-    double seconds;
-    int64_t steps;
-} nnz_train_result;
-
-nnz_status nnz_train(const nnz_train_config *cfg, nnz_train_result *result);
-
-/* ---- checkpoints, evaluation, benchmarks ------------------------------- */
-/* Loads the model (architecture + weights) from a safetensors checkpoint. */
-nnz_status nnz_checkpoint_load_model(const char *path, nnz_model **out);
-nnz_status nnz_checkpoint_save_model(const nnz_model *m, const char *path);
-
-typedef struct { float accuracy, loss; int n; double images_per_sec; } nnz_eval_result;
-nnz_status nnz_evaluate(nnz_model *m, const nnz_dataset *d, int batch, int limit, nnz_eval_result *out);
-
-typedef struct {
-    double train_images_per_sec, infer_images_per_sec;
-    double train_gflops, infer_gflops; /* achieved, counting forward=1x, training=3x forward FLOPs */
-    int batch, threads, iters;
-} nnz_bench_result;
-nnz_status nnz_bench_model(nnz_model *m, int batch, int iters, uint64_t seed, nnz_bench_result *out);
-
 /* ---- weight masks (src/sparse/sparse.h has the semantics, docs/RBGP.md the why) ---- */
 typedef enum { NNZ_MASK_DENSE = 0, NNZ_MASK_UNSTRUCTURED, NNZ_MASK_BLOCK, NNZ_MASK_HBSNN, NNZ_MASK_RBGP } nnz_mask_kind;
 #define NNZ_MASK_MAX_LEVELS 4
@@ -254,6 +180,91 @@ nnz_status nnz_mask_write_pgm(const uint8_t *mask, int rows, int cols, int scale
 /* "dense", "unstructured", "block", "hbsnn", "rbgp" and back (INVALID_ARG for other names). */
 const char *nnz_mask_kind_name(nnz_mask_kind k);
 nnz_status nnz_mask_kind_parse(const char *name, nnz_mask_kind *out);
+
+/* Masked training: masks every conv (groups 1) and linear layer of m except the first and
+ * the last (they stay dense, as the sparse-training literature does) with
+ * nnz_mask_make(spec, OC, KH*KW*IC, NULL (random or structured, not by magnitude), seed + node
+ * index), zeroes the masked weights and turns on the gradient mask, so training keeps them
+ * zero. One line per masked layer goes to log (NULL: none). */
+nnz_status nnz_model_apply_masks(nnz_model *m, const nnz_mask_spec *spec, uint64_t seed, char *log, size_t len);
+
+/* ---- training ---------------------------------------------------------- */
+typedef enum { NNZ_OPT_SGD = 0, NNZ_OPT_ADAMW = 1 } nnz_optimizer_kind;
+typedef enum { NNZ_SCHED_COSINE = 0, NNZ_SCHED_STEP = 1, NNZ_SCHED_ONECYCLE = 2, NNZ_SCHED_CONSTANT = 3 } nnz_schedule_kind;
+
+typedef struct {
+    int epoch, epochs;      /* epoch is 1-based: the one in progress (or just finished) */
+    int64_t step, steps_total; /* optimizer steps done so far (global, across resumes) */
+    int64_t images_seen;
+    float loss, accuracy;   /* running averages over the current interval */
+    float lr;
+    double images_per_sec, elapsed_sec, eta_sec;
+    bool epoch_end;         /* true once per epoch, with test accuracy below */
+    float test_accuracy;    /* -1 when not evaluated */
+} nnz_progress;
+/* Return false to stop training (the status will be NNZ_ERR_INTERRUPTED). */
+typedef bool (*nnz_progress_fn)(const nnz_progress *p, void *user);
+
+typedef struct {
+    const char *model;          /* zoo name, default "mbv2-tiny" */
+    const char *data_dir;       /* default NNZ_DEFAULT_DATA_DIR */
+    const char *out_path;       /* checkpoint written at each epoch end (and on interruption); NULL = none */
+    const char *resume_path;    /* continue from this checkpoint: the run's settings (model, seed, batch,
+                                   optimizer, schedule, ...) come from it; epochs too when epochs is 0 */
+    const char *log_path;       /* JSON lines, one per interval and per epoch; NULL = none */
+    int epochs;                 /* default 10 (0 only with resume_path: the checkpoint's) */
+    int batch;                  /* default 128 */
+    float lr;                   /* 0 (the default) = per optimizer: SGD 0.1, AdamW 0.001 */
+    float momentum;             /* default 0.9 */
+    bool nesterov;
+    float weight_decay;         /* < 0 (the default, -1) = per optimizer: 5e-4 (SGD) / 0.05 (AdamW) */
+    bool decay_bn_and_bias;     /* default false: BN parameters and biases exempt */
+    nnz_optimizer_kind optimizer;
+    nnz_schedule_kind schedule; /* default cosine */
+    float warmup_epochs;        /* default 0 */
+    int step_size_epochs;       /* step schedule: decay every this many epochs (0 = a third of the epochs) */
+    float step_gamma;           /* step schedule factor, default 0.1 */
+    float label_smoothing;      /* default 0 */
+    bool augment;               /* random crop (pad 2) + horizontal flip */
+    uint64_t seed;              /* default 42: weights, shuffling, augmentation, dropout */
+    int threads;                /* 0 = all cores */
+    nnz_dtype precision;        /* NNZ_F32 (default) or NNZ_BF16: see nnz_model_set_precision */
+    nnz_mask_spec mask;         /* masked (sparse) training: kind DENSE (default) = none; otherwise every
+                                   conv (groups 1) and linear layer but the first and the last gets this
+                                   mask at initialization (nnz_model_apply_masks) and keeps its zeros */
+    const char *sparse_format;  /* NULL = "auto": see nnz_model_set_sparse_format */
+    int train_limit, test_limit;/* use only the first N images (0 = all) */
+    int log_every;              /* steps between progress reports, default 50 */
+    nnz_progress_fn progress;
+    void *progress_user;
+} nnz_train_config;
+
+/* Fills cfg with the defaults listed above. */
+void nnz_train_config_init(nnz_train_config *cfg);
+
+typedef struct {
+    float train_loss, train_accuracy, test_accuracy; /* accuracies in [0,1] */
+    double train_images_per_sec;
+    double seconds;
+    int64_t steps;
+} nnz_train_result;
+
+nnz_status nnz_train(const nnz_train_config *cfg, nnz_train_result *result);
+
+/* ---- checkpoints, evaluation, benchmarks ------------------------------- */
+/* Loads the model (architecture + weights) from a safetensors checkpoint. */
+nnz_status nnz_checkpoint_load_model(const char *path, nnz_model **out);
+nnz_status nnz_checkpoint_save_model(const nnz_model *m, const char *path);
+
+typedef struct { float accuracy, loss; int n; double images_per_sec; } nnz_eval_result;
+nnz_status nnz_evaluate(nnz_model *m, const nnz_dataset *d, int batch, int limit, nnz_eval_result *out);
+
+typedef struct {
+    double train_images_per_sec, infer_images_per_sec;
+    double train_gflops, infer_gflops; /* achieved, counting forward=1x, training=3x forward FLOPs */
+    int batch, threads, iters;
+} nnz_bench_result;
+nnz_status nnz_bench_model(nnz_model *m, int batch, int iters, uint64_t seed, nnz_bench_result *out);
 
 #ifdef __cplusplus
 }

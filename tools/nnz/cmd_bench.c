@@ -8,7 +8,9 @@ int cmd_bench(int argc, char **argv) {
     int batch = 128, threads = 0, iters = 10;
     uint64_t seed = 42;
     bool json = false;
-    int precision = NNZ_F32;
+    int precision = NNZ_F32, mask = NNZ_MASK_DENSE;
+    float sparsity = 0.9f;
+    const char *sparse_format = "auto", *mask_block = NULL;
     cli_flag flags[] = {
         FL_STR("--model", &model, "NAME",
                "Benchmark a zoo model (28x28x1 inputs, 10 classes) instead of a checkpoint.", NULL),
@@ -18,6 +20,12 @@ int cmd_bench(int argc, char **argv) {
                1000000),
         FL_U64("--seed", &seed, "N", "Seeds the random input (and a zoo model's weights).", "42"),
         FL_CHOICE("--precision", &precision, "P", CLI_PRECISION_HELP, "fp32", cli_precision_names),
+        FL_CHOICE("--mask", &mask, "KIND",
+                  "Mask every conv/linear layer but the first and last (as nnz train --mask) before timing; "
+                  "masked training keeps the zeros.", "dense (none)", cli_mask_kind_names),
+        FL_FLOAT("--sparsity", &sparsity, "S", "Zeros per masked layer (with --mask).", "0.9", 0, 1, true),
+        FL_STR("--mask-block", &mask_block, "RxC", "The mask's block (as nnz train).", "16x16 (rbgp: 4x4)"),
+        FL_STR("--sparse-format", &sparse_format, "F", CLI_SPARSE_FORMAT_HELP, "auto"),
         FL_BOOL("--json", &json, "Print one JSON line instead of text."),
     };
     cli_command cmd = {
@@ -29,7 +37,8 @@ int cmd_bench(int argc, char **argv) {
             "on random data, excluding 2 warm-up iterations, and prints images/s and the achieved\n"
             "GFLOP/s, counting the model's dense forward FLOPs once per inference image and three\n"
             "times per training image. The checkpoint's weights are not changed.",
-        .example = "  nnz bench mbv2-tiny.safetensors\n  nnz bench --model lenet5 --batch 256 --threads 1 --json",
+        .example = "  nnz bench mbv2-tiny.safetensors\n  nnz bench --model lenet5 --batch 256 --threads 1 --json\n"
+                   "  nnz bench --model vgg8 --mask block --sparsity 0.9 --sparse-format bsr:16x16",
         .flags = flags,
         .n_flags = (int)(sizeof flags / sizeof flags[0]),
         .positional = "CHECKPOINT",
@@ -48,6 +57,19 @@ int cmd_bench(int argc, char **argv) {
     nnz_model *m = NULL;
     if ((r = cli_load_model("bench", what, seed, &m, NULL))) return r;
     nnz_model_set_precision(m, (nnz_dtype)precision);
+    nnz_mask_spec spec = {.kind = (nnz_mask_kind)mask, .sparsity = sparsity};
+    if (mask_block && !cli_parse_pair(mask_block, &spec.block_rows, &spec.block_cols)) {
+        nnz_model_free(m);
+        return cli_usage_error(&cmd, "--mask-block expects RxC like 16x16, got '%s'", mask_block);
+    }
+    if (nnz_model_set_sparse_format(m, sparse_format) != NNZ_OK) {
+        nnz_model_free(m);
+        return cli_usage_error(&cmd, "%s", nnz_last_error());
+    }
+    if (nnz_model_apply_masks(m, &spec, seed, NULL, 0) != NNZ_OK) {
+        nnz_model_free(m);
+        return cli_fail("bench", "cannot mask the model");
+    }
     nnz_bench_result br;
     nnz_status s = nnz_bench_model(m, batch, iters, seed, &br);
     nnz_model_stats st;

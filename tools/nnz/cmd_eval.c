@@ -8,6 +8,7 @@ int cmd_eval(int argc, char **argv) {
     int batch = 256, threads = 0, limit = 0;
     bool json = false, train_split = false;
     int precision = NNZ_F32;
+    const char *sparse_format = "auto";
     cli_flag flags[] = {
         FL_STR("--data", &data, "DIR", "Data set directory (MNIST-style IDX or CIFAR-10 binary).",
                NNZ_DEFAULT_DATA_DIR),
@@ -16,6 +17,7 @@ int cmd_eval(int argc, char **argv) {
         FL_INT("--threads", &threads, "N", "Worker threads; 0 = all cores.", "0", 0, 4096),
         FL_INT("--limit", &limit, "N", "Evaluate only the first N images (0 = all).", "0", 0, 0),
         FL_CHOICE("--precision", &precision, "P", CLI_PRECISION_HELP, "fp32", cli_precision_names),
+        FL_STR("--sparse-format", &sparse_format, "F", CLI_SPARSE_FORMAT_HELP, "auto"),
         FL_BOOL("--json", &json, "Print one JSON line instead of text."),
     };
     cli_command cmd = {
@@ -42,6 +44,10 @@ int cmd_eval(int argc, char **argv) {
     nnz_model *m = NULL;
     if (nnz_checkpoint_load_model(pos[0], &m) != NNZ_OK) return cli_fail("eval", "cannot load the checkpoint");
     nnz_model_set_precision(m, (nnz_dtype)precision);
+    if (nnz_model_set_sparse_format(m, sparse_format) != NNZ_OK) {
+        nnz_model_free(m);
+        return cli_usage_error(&cmd, "%s", nnz_last_error());
+    }
     nnz_dataset d;
     if (nnz_dataset_load(data, train_split, &d) != NNZ_OK) {
         nnz_model_free(m);

@@ -5,7 +5,24 @@
 #include <string.h>
 #include <sys/stat.h>
 
+/* true when some line of the sparse summary is not a layer without zeros */
+static bool any_zeros(const char *summary) {
+    for (const char *l = summary; *l;) {
+        const char *e = strchr(l, '\n');
+        size_t n = e ? (size_t)(e - l) : strlen(l);
+        char line[256];
+        snprintf(line, sizeof line, "%.*s", (int)(n < sizeof line ? n : sizeof line - 1), l);
+        if (n && !strstr(line, "no zero weights")) return true;
+        l += n + (e != NULL);
+    }
+    return false;
+}
+
 int cmd_info(int argc, char **argv) {
+    const char *sparse_format = "auto";
+    cli_flag flags[] = {
+        FL_STR("--sparse-format", &sparse_format, "F", CLI_SPARSE_FORMAT_HELP, "auto"),
+    };
     cli_command cmd = {
         .name = "info",
         .summary = "show a checkpoint's architecture, parameter count, size and FLOPs",
@@ -13,8 +30,12 @@ int cmd_info(int argc, char **argv) {
         .description = "Prints the layer table of a checkpoint (name, op, output shape, parameters, FLOPs per\n"
                        "image), the number of trainable parameters and batch-norm buffers, the bytes they take\n"
                        "as fp32, and the forward FLOPs per image (2 per multiply-add). A zoo model name instead\n"
-                       "of a file shows that model, freshly built for 28x28x1 inputs and 10 classes.",
+                       "of a file shows that model, freshly built for 28x28x1 inputs and 10 classes.\n"
+                       "When conv/linear weights hold zeros (masked or pruned training), it also shows each\n"
+                       "layer's zeros and the sparse format nnz runs it in, with the reason.",
         .example = "  nnz info mbv2-tiny.safetensors\n  nnz info lenet5",
+        .flags = flags,
+        .n_flags = (int)(sizeof flags / sizeof flags[0]),
         .positional = "FILE",
         .min_pos = 1,
         .max_pos = 1,
@@ -59,6 +80,13 @@ int cmd_info(int argc, char **argv) {
     printf("bytes: %s (fp32 parameters + buffers, %.2f MiB)\n", bytes,
            (double)(st.params + st.buffers) * 4.0 / (1024.0 * 1024.0));
     printf("FLOPs per image: %s (%.2f MFLOPs forward; training ~3x)\n", flops, (double)st.flops * 1e-6);
+    if (nnz_model_set_sparse_format(m, sparse_format) != NNZ_OK) {
+        free(table);
+        nnz_model_free(m);
+        return cli_usage_error(&cmd, "%s", nnz_last_error());
+    }
+    if (nnz_model_sparse_summary(m, table, cap) == NNZ_OK && any_zeros(table))
+        printf("\nsparse layers (--sparse-format %s):\n%s", sparse_format, table);
     free(table);
     nnz_model_free(m);
     return CLI_EXIT_OK;

@@ -5,20 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const kind_choices[] = {"dense", "unstructured", "block", "hbsnn", "rbgp", NULL};
-
-/* "64x576" -> 64, 576 (whole positive numbers, nothing else). */
-static bool parse_pair(const char *s, int *a, int *b) {
-    char *end;
-    if (!s || s[0] < '0' || s[0] > '9') return false;
-    long x = strtol(s, &end, 10);
-    if (*end != 'x' || end[1] < '0' || end[1] > '9') return false;
-    long y = strtol(end + 1, &end, 10);
-    if (*end || x < 1 || y < 1 || x > (1 << 30) || y > (1 << 30)) return false;
-    *a = (int)x, *b = (int)y;
-    return true;
-}
-
 static void print_factor(const char *name, const nnz_mask_factor *f) {
     printf("  %s %dx%d: left degree %d, right degree %d", name, f->rows, f->cols, f->dl, f->dr_min);
     if (f->dr_max != f->dr_min) printf("..%d (near-biregular)", f->dr_max);
@@ -37,7 +23,7 @@ int cmd_mask(int argc, char **argv) {
         FL_CHOICE("--kind", &kind, "KIND",
                   "rbgp (Ramanujan graph product, fixed at init), hbsnn (hierarchical blocks), block, unstructured or "
                   "dense. hbsnn/block/unstructured choose at random here (magnitude needs weights).",
-                  "rbgp", kind_choices),
+                  "rbgp", cli_mask_kind_names),
         FL_STR("--shape", &shape, "OCxK", "The weight's shape: rows x cols (a conv weight is OC x KH*KW*IC).", NULL),
         FL_FLOAT("--sparsity", &sparsity, "S", "Fraction of weights pruned, below 1.", "0.875", 0, 1, false),
         FL_STR("--block", &block, "RxC", "block: the block; hbsnn: the first level; rbgp: the dense micro-block J_b.",
@@ -77,17 +63,17 @@ int cmd_mask(int argc, char **argv) {
 
     int rows = 0, cols = 0;
     if (!shape) return cli_usage_error(&cmd, "--shape OCxK is required (e.g. --shape 64x576)");
-    if (!parse_pair(shape, &rows, &cols)) return cli_usage_error(&cmd, "--shape expects OCxK like 64x576, got '%s'", shape);
+    if (!cli_parse_pair(shape, &rows, &cols)) return cli_usage_error(&cmd, "--shape expects OCxK like 64x576, got '%s'", shape);
     if ((int64_t)rows * cols > ((int64_t)1 << 28))
         return cli_usage_error(&cmd, "--shape %dx%d has more than 2^28 weights", rows, cols);
     if (sparsity >= 1.0f) return cli_usage_error(&cmd, "--sparsity must be below 1 (1 would prune everything), got %g", sparsity);
     if (inner >= 1.0f) return cli_usage_error(&cmd, "--inner-sparsity must be below 1, got %g", inner);
     nnz_mask_spec spec = {.kind = (nnz_mask_kind)kind, .sparsity = sparsity, .inner_sparsity = inner};
-    if (block && !parse_pair(block, &spec.block_rows, &spec.block_cols))
+    if (block && !cli_parse_pair(block, &spec.block_rows, &spec.block_cols))
         return cli_usage_error(&cmd, "--block expects RxC like 16x16, got '%s'", block);
-    if (core && !parse_pair(core, &spec.core_rows, &spec.core_cols))
+    if (core && !cli_parse_pair(core, &spec.core_rows, &spec.core_cols))
         return cli_usage_error(&cmd, "--core expects RxC like 32x32, got '%s'", core);
-    if (repeat && !parse_pair(repeat, &spec.repeat_rows, &spec.repeat_cols))
+    if (repeat && !cli_parse_pair(repeat, &spec.repeat_rows, &spec.repeat_cols))
         return cli_usage_error(&cmd, "--repeat expects RxC like 2x1, got '%s'", repeat);
     if (levels) {
         if (kind != NNZ_MASK_HBSNN) return cli_usage_error(&cmd, "--levels is for --kind hbsnn");
@@ -97,7 +83,7 @@ int cmd_mask(int argc, char **argv) {
         for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
             if (spec.levels == NNZ_MASK_MAX_LEVELS)
                 return cli_usage_error(&cmd, "--levels: at most %d levels", NNZ_MASK_MAX_LEVELS);
-            if (!parse_pair(tok, &spec.level_rows[spec.levels], &spec.level_cols[spec.levels]))
+            if (!cli_parse_pair(tok, &spec.level_rows[spec.levels], &spec.level_cols[spec.levels]))
                 return cli_usage_error(&cmd, "--levels expects RxC,RxC,... like 16x16,4x4, got '%s'", levels);
             spec.levels++;
         }
