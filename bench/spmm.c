@@ -22,6 +22,7 @@ typedef struct {
 
 static const bench_shape shapes[] = {
     {"fc1024", 256, 1024, 1024},            /* the 1024x1024 weight, N=256 */
+    {"fc1024.m1", 1, 1024, 1024},          /* batch-1 inference of the same layer */
     {"vgg8.conv2.b32", 32 * 784, 64, 576},  /* 3x3 64->64 at 28x28, im2col */
     {"vgg8.conv4.b32", 32 * 196, 128, 1152}, /* 3x3 128->128 at 14x14 */
     {"vgg8.conv6.b32", 32 * 49, 256, 2304},  /* 3x3 256->256 at 7x7 */

@@ -210,6 +210,7 @@ static const shape shapes[] = {
     {37, 45, 5, 0},  /* nothing divisible */
     {64, 64, 13, 3}, /* divisible by every block; padded ld */
     {33, 70, 1, 0},  /* M = 1 */
+    {20, 150, 3, 2}, /* M <= 4: CSR by gathers, rows of 32+ nonzeros */
     {17, 31, 66, 1}, /* K odd, M beyond one 64-row panel */
     {256, 256, 9, 0}, /* ld a multiple of 256: the tile kernel copies X rows first (fwd and bwd);
                           only block masks with r or c >= 16 (the tile kernel's shapes), for time */

@@ -226,7 +226,7 @@ static inline int64_t nnz_spmat_val_count(const nnz_spmat *s) { return s->nblock
  * so results do not depend on the thread count. Variants: *_ref (single-threaded oracle),
  * AVX-512 (r = 16/32: an m x r register tile over the block list, r-wide W vectors times
  * broadcasts of X; r = 1/4/8 and CSR: a 64-row panel of X transposed so m is contiguous, one
- * broadcast of W per nonzero times 64 m; SDDMM likewise: r-wide vectors of dout for r >= 16,
+ * broadcast of W per nonzero times 64 m; CSR with M <= 4: X gathered at each row's columns; SDDMM likewise: r-wide vectors of dout for r >= 16,
  * 64-long dot products of transposed panels below); AVX2: the same algorithms at 8 lanes
  * (sparse_spmm_avx2.c); other CPUs get the reference.
  * Return NNZ_ERR_NOMEM if the per-thread scratch cannot be allocated (outputs then undefined). */
@@ -258,6 +258,9 @@ static inline int64_t nnz_spmm_tile_scratch_ld(int cols) { return ((int64_t)(col
 void nnz_spmm_panel_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X,
                                int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo, float *xt,
                                float *ot);
+/* CSR only, mrows <= 4 (no scratch): gathers from rows of X */
+void nnz_spmm_csr_gather_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X,
+                                    int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo);
 void nnz_spmm_tile_f32_avx2(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X, int64_t ldx,
                             const float *bias, bool accumulate, float *out, int64_t ldo, float *xs);
 void nnz_spmm_panel_f32_avx2(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X,

@@ -8,6 +8,7 @@
 #define SP_PARALLEL_MIN ((int64_t)1 << 16) /* multiply-adds; below this one thread is faster */
 #define SP_TILE_ROWS 48                    /* rows of X per item, register-tile kernel (4 tiles of 12) */
 #define SP_PANEL_ROWS 64                   /* rows of X per item, transposed-panel kernel */
+#define SP_GATHER_MAX_ROWS 4               /* CSR with M <= this: the gather kernel */
 #define SP_ITEMS_PER_THREAD 4
 #define SP_MAX_PARTS 1024
 #define SP_SDDMM_ROWS 128                  /* rows of the m reduction per pass: X, dout chunk stay in L2 */
@@ -54,16 +55,19 @@ typedef struct {
     void (*sddmm_blocks)(const nnz_bsr *, int64_t, int, int32_t, int32_t, const float *, int64_t, const float *,
                          int64_t, float *);
     void (*sddmm_panel)(const nnz_bsr *, int32_t, int32_t, const float *, const float *, float *);
+    /* CSR with few rows of X (NULL: the panel kernel) */
+    void (*csr_gather)(const nnz_bsr *, int64_t, int, int, int, const float *, int64_t, const float *, bool, float *,
+                       int64_t);
 } sparse_kernels;
 
 static const sparse_kernels *simd_kernels(void) {
 #if defined(__x86_64__)
     static const sparse_kernels avx512 = {nnz_spmm_tile_f32_avx512, nnz_spmm_panel_f32_avx512,
                                           nnz_transpose_panel_f32_avx512, nnz_sddmm_blocks_f32_avx512,
-                                          nnz_sddmm_panel_f32_avx512};
+                                          nnz_sddmm_panel_f32_avx512, nnz_spmm_csr_gather_f32_avx512};
     static const sparse_kernels avx2 = {nnz_spmm_tile_f32_avx2, nnz_spmm_panel_f32_avx2,
                                         nnz_transpose_panel_f32_avx2, nnz_sddmm_blocks_f32_avx2,
-                                        nnz_sddmm_panel_f32_avx2};
+                                        nnz_sddmm_panel_f32_avx2, NULL};
     const nnz_isa isa = nnz_isa_active();
     if (isa >= NNZ_ISA_AVX512) return &avx512;
     if (isa == NNZ_ISA_AVX2) return &avx2;
@@ -95,9 +99,12 @@ static nnz_status spmm_orient(const nnz_bsr *A, int64_t M, const float *X, int64
         return NNZ_OK;
     }
     if (M <= 0 || A->rows <= 0) return NNZ_OK;
-    const bool tile = A->r >= 16; /* r-wide W vectors; else the transposed panel */
+    /* r-wide W vectors; CSR with a handful of rows: gathers from X's rows (a 64-row panel would
+     * be mostly padding); else the transposed panel */
+    const bool tile = A->r >= 16;
+    const bool gather = !tile && kern->csr_gather && A->r == 1 && A->c == 1 && M <= SP_GATHER_MAX_ROWS;
     const bool copy_x = tile; /* see nnz_spmm_tile_scratch_ld */
-    const int64_t item_rows = tile ? SP_TILE_ROWS : SP_PANEL_ROWS;
+    const int64_t item_rows = tile ? SP_TILE_ROWS : gather ? SP_GATHER_MAX_ROWS : SP_PANEL_ROWS;
     const int64_t mitems = (M + item_rows - 1) / item_rows;
     const int64_t work = (int64_t)A->ptr[A->brows] * A->r * A->c * M;
     const int threads = work >= SP_PARALLEL_MIN ? nnz_threads() : 1;
@@ -125,7 +132,7 @@ static nnz_status spmm_orient(const nnz_bsr *A, int64_t M, const float *X, int64
 #pragma omp atomic write
                 failed = 1;
             }
-        } else if (!tile) {
+        } else if (!tile && !gather) {
             xt = nnz_alloc((xt_floats + 16) * sizeof(float), "spmm panel scratch");
             ot = nnz_alloc((ot_floats + 16) * sizeof(float), "spmm panel output scratch");
             if (!xt || !ot) {
@@ -145,6 +152,7 @@ static nnz_status spmm_orient(const nnz_bsr *A, int64_t M, const float *X, int64
                 const int64_t m0 = mi * item_rows;
                 const int mrows = (int)(M - m0 < item_rows ? M - m0 : item_rows);
                 if (tile) kern->tile(A, m0, mrows, b[p], b[p + 1], X, ldx, bias, accumulate, out, ldo, xt);
+                else if (gather) kern->csr_gather(A, m0, mrows, b[p], b[p + 1], X, ldx, bias, accumulate, out, ldo);
                 else kern->panel(A, m0, mrows, b[p], b[p + 1], X, ldx, bias, accumulate, out, ldo, xt, ot);
             }
         }

@@ -204,6 +204,36 @@ TARGET void nnz_spmm_panel_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, i
     }
 }
 
+/* ---- forward, CSR, a few rows of X (M <= 4): per row of W, 16 nonzeros at a time, X
+ * gathered at their columns (the row of X stays in L1), one lane-sum per output. Lane l
+ * of a row holds its nonzeros l, l+16, ... counted from the row's start, so the sum does
+ * not depend on how rows are split among threads. */
+TARGET void nnz_spmm_csr_gather_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1,
+                                           const float *X, int64_t ldx, const float *bias, bool accumulate,
+                                           float *out, int64_t ldo) {
+    for (int m = 0; m < mrows; m++) {
+        const float *x = X + (m0 + m) * ldx;
+        float *o = out + (m0 + m) * ldo;
+        for (int i = br0; i < br1; i++) {
+            const int32_t end = A->ptr[i + 1];
+            int32_t j = A->ptr[i];
+            vec acc0 = vzero(), acc1 = vzero();
+            for (; j + 2 * VLEN <= end; j += 2 * VLEN) {
+                const __m512i c0 = _mm512_loadu_si512(A->idx + j), c1 = _mm512_loadu_si512(A->idx + j + VLEN);
+                acc0 = vfma(_mm512_loadu_ps(A->val + j), _mm512_i32gather_ps(c0, x, 4), acc0);
+                acc1 = vfma(_mm512_loadu_ps(A->val + j + VLEN), _mm512_i32gather_ps(c1, x, 4), acc1);
+            }
+            for (; j < end; j += VLEN) {
+                const vmask mk = vmask_first(imin(VLEN, end - j));
+                const __m512i cj = _mm512_maskz_loadu_epi32(mk, A->idx + j);
+                acc0 = vfma(vmload(mk, A->val + j), _mm512_mask_i32gather_ps(vzero(), mk, cj, x, 4), acc0);
+            }
+            const float base = (accumulate ? o[i] : 0.0f) + (bias ? bias[i] : 0.0f);
+            o[i] = base + _mm512_reduce_add_ps(vadd(acc0, acc1));
+        }
+    }
+}
+
 /* ---- SDDMM: dval += sum over rows [m0, m0+mrows) of dout(m,row) * X(m,col), per block ----
  * r >= 16: vectors over the block's r rows (contiguous in dout and in dval's column-major
  * block), KG columns at a time; per m: NV loads of dout, KG broadcasts of X, KG*NV FMAs. */
