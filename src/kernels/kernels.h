@@ -316,8 +316,9 @@ static inline int64_t nnz_spmat_val_count(const nnz_spmat *s) { return s->nblock
  * so results do not depend on the thread count. Variants: *_ref (single-threaded oracle),
  * AVX-512 (r = 16/32: an m x r register tile over the block list, r-wide W vectors times
  * broadcasts of X; r = 1/4/8 and CSR: a 64-row panel of X transposed so m is contiguous, one
- * broadcast of W per nonzero times 64 m; SDDMM likewise: r-wide vectors of dout for r >= 16,
- * 64-long dot products of transposed panels below); AVX2 and ref CPUs get the reference.
+ * broadcast of W per nonzero times 64 m; CSR with M <= 4: X gathered at each row's columns; SDDMM likewise: r-wide vectors of dout for r >= 16,
+ * 64-long dot products of transposed panels below); AVX2: the same algorithms at 8 lanes
+ * (sparse_spmm_avx2.c); other CPUs get the reference.
  * Return NNZ_ERR_NOMEM if the per-thread scratch cannot be allocated (outputs then undefined). */
 nnz_status nnz_spmm_f32(const nnz_spmat *W, int64_t M, const float *X, int64_t ldx, const float *bias,
                         bool accumulate, float *out, int64_t ldo);
@@ -325,6 +326,9 @@ nnz_status nnz_spmm_bwd_data_f32(const nnz_spmat *W, int64_t M, const float *dou
                                  float *dX, int64_t ldx);
 nnz_status nnz_sddmm_f32(const nnz_spmat *W, int64_t M, const float *dout, int64_t ldd, const float *X, int64_t ldx,
                          float *dval);
+/* true when the active ISA has SIMD sparse kernels (AVX2 or AVX-512); false: the calls above
+ * run the single-threaded references, and a layer should stay dense */
+bool nnz_sparse_kernels_simd(void);
 /* oracles: one orientation, plain loops, single-threaded, sums in block-list order */
 void nnz_spmm_f32_ref(const nnz_bsr *A, int64_t M, const float *X, int64_t ldx, const float *bias, bool accumulate,
                       float *out, int64_t ldo);
@@ -344,6 +348,19 @@ static inline int64_t nnz_spmm_tile_scratch_ld(int cols) { return ((int64_t)(col
 void nnz_spmm_panel_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X,
                                int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo, float *xt,
                                float *ot);
+/* CSR only, mrows <= 4 (no scratch): gathers from rows of X */
+void nnz_spmm_csr_gather_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X,
+                                    int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo);
+void nnz_spmm_tile_f32_avx2(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X, int64_t ldx,
+                            const float *bias, bool accumulate, float *out, int64_t ldo, float *xs);
+void nnz_spmm_panel_f32_avx2(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X,
+                             int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo, float *xt,
+                             float *ot);
+void nnz_transpose_panel_f32_avx2(const float *src, int64_t ld, int64_t m0, int mrows, int k0, int k1, float *t);
+void nnz_sddmm_blocks_f32_avx2(const nnz_bsr *A, int64_t m0, int mrows, int32_t j0, int32_t j1, const float *dout,
+                               int64_t ldd, const float *X, int64_t ldx, float *dval);
+void nnz_sddmm_panel_f32_avx2(const nnz_bsr *A, int32_t j0, int32_t j1, const float *xt, const float *dt,
+                              float *dval);
 /* sddmm, r >= 16: blocks [j0, j1) (any range, across block rows) over rows [m0, m0+mrows).
  * sddmm_panel, r < 16: the same over one 64-row panel given transposed: xt (bcols*c, 64),
  * dt (brows*r, 64), zero-padded */

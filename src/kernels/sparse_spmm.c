@@ -8,6 +8,7 @@
 #define SP_PARALLEL_MIN ((int64_t)1 << 16) /* multiply-adds; below this one thread is faster */
 #define SP_TILE_ROWS 48                    /* rows of X per item, register-tile kernel (4 tiles of 12) */
 #define SP_PANEL_ROWS 64                   /* rows of X per item, transposed-panel kernel */
+#define SP_GATHER_MAX_ROWS 4               /* CSR with M <= this: the gather kernel */
 #define SP_ITEMS_PER_THREAD 4
 #define SP_MAX_PARTS 1024
 #define SP_SDDMM_ROWS 128                  /* rows of the m reduction per pass: X, dout chunk stay in L2 */
@@ -44,13 +45,37 @@ void nnz_sddmm_f32_ref(const nnz_bsr *A, int64_t M, const float *dout, int64_t l
                 }
 }
 
-static bool use_avx512(void) {
+/* The SIMD kernels of one ISA; NULL table: the reference. */
+typedef struct {
+    void (*tile)(const nnz_bsr *, int64_t, int, int, int, const float *, int64_t, const float *, bool, float *,
+                 int64_t, float *);
+    void (*panel)(const nnz_bsr *, int64_t, int, int, int, const float *, int64_t, const float *, bool, float *,
+                  int64_t, float *, float *);
+    void (*transpose)(const float *, int64_t, int64_t, int, int, int, float *);
+    void (*sddmm_blocks)(const nnz_bsr *, int64_t, int, int32_t, int32_t, const float *, int64_t, const float *,
+                         int64_t, float *);
+    void (*sddmm_panel)(const nnz_bsr *, int32_t, int32_t, const float *, const float *, float *);
+    /* CSR with few rows of X (NULL: the panel kernel) */
+    void (*csr_gather)(const nnz_bsr *, int64_t, int, int, int, const float *, int64_t, const float *, bool, float *,
+                       int64_t);
+} sparse_kernels;
+
+static const sparse_kernels *simd_kernels(void) {
 #if defined(__x86_64__)
-    return nnz_isa_active() >= NNZ_ISA_AVX512;
-#else
-    return false;
+    static const sparse_kernels avx512 = {nnz_spmm_tile_f32_avx512, nnz_spmm_panel_f32_avx512,
+                                          nnz_transpose_panel_f32_avx512, nnz_sddmm_blocks_f32_avx512,
+                                          nnz_sddmm_panel_f32_avx512, nnz_spmm_csr_gather_f32_avx512};
+    static const sparse_kernels avx2 = {nnz_spmm_tile_f32_avx2, nnz_spmm_panel_f32_avx2,
+                                        nnz_transpose_panel_f32_avx2, nnz_sddmm_blocks_f32_avx2,
+                                        nnz_sddmm_panel_f32_avx2, NULL};
+    const nnz_isa isa = nnz_isa_active();
+    if (isa >= NNZ_ISA_AVX512) return &avx512;
+    if (isa == NNZ_ISA_AVX2) return &avx2;
 #endif
+    return NULL;
 }
+
+bool nnz_sparse_kernels_simd(void) { return simd_kernels() != NULL; }
 
 /* Block-row boundaries of nparts groups holding about nblocks/nparts blocks each: part p is
  * block rows [b[p], b[p+1]); every block row (empty ones too) is in exactly one part. */
@@ -68,14 +93,18 @@ static void split_by_blocks(const nnz_bsr *A, int nparts, int *b) {
 
 static nnz_status spmm_orient(const nnz_bsr *A, int64_t M, const float *X, int64_t ldx, const float *bias,
                               bool accumulate, float *out, int64_t ldo) {
-    if (!use_avx512()) {
+    const sparse_kernels *kern = simd_kernels();
+    if (!kern) {
         nnz_spmm_f32_ref(A, M, X, ldx, bias, accumulate, out, ldo);
         return NNZ_OK;
     }
     if (M <= 0 || A->rows <= 0) return NNZ_OK;
-    const bool tile = A->r >= 16; /* r-wide W vectors; else the transposed panel */
+    /* r-wide W vectors; CSR with a handful of rows: gathers from X's rows (a 64-row panel would
+     * be mostly padding); else the transposed panel */
+    const bool tile = A->r >= 16;
+    const bool gather = !tile && kern->csr_gather && A->r == 1 && A->c == 1 && M <= SP_GATHER_MAX_ROWS;
     const bool copy_x = tile; /* see nnz_spmm_tile_scratch_ld */
-    const int64_t item_rows = tile ? SP_TILE_ROWS : SP_PANEL_ROWS;
+    const int64_t item_rows = tile ? SP_TILE_ROWS : gather ? SP_GATHER_MAX_ROWS : SP_PANEL_ROWS;
     const int64_t mitems = (M + item_rows - 1) / item_rows;
     const int64_t work = (int64_t)A->ptr[A->brows] * A->r * A->c * M;
     const int threads = work >= SP_PARALLEL_MIN ? nnz_threads() : 1;
@@ -103,7 +132,7 @@ static nnz_status spmm_orient(const nnz_bsr *A, int64_t M, const float *X, int64
 #pragma omp atomic write
                 failed = 1;
             }
-        } else if (!tile) {
+        } else if (!tile && !gather) {
             xt = nnz_alloc((xt_floats + 16) * sizeof(float), "spmm panel scratch");
             ot = nnz_alloc((ot_floats + 16) * sizeof(float), "spmm panel output scratch");
             if (!xt || !ot) {
@@ -122,12 +151,9 @@ static nnz_status spmm_orient(const nnz_bsr *A, int64_t M, const float *X, int64
                 const int p = (int)(it % nparts);
                 const int64_t m0 = mi * item_rows;
                 const int mrows = (int)(M - m0 < item_rows ? M - m0 : item_rows);
-                if (tile)
-                    nnz_spmm_tile_f32_avx512(A, m0, mrows, b[p], b[p + 1], X, ldx, bias, accumulate, out, ldo,
-                                             xt);
-                else
-                    nnz_spmm_panel_f32_avx512(A, m0, mrows, b[p], b[p + 1], X, ldx, bias, accumulate, out, ldo,
-                                              xt, ot);
+                if (tile) kern->tile(A, m0, mrows, b[p], b[p + 1], X, ldx, bias, accumulate, out, ldo, xt);
+                else if (gather) kern->csr_gather(A, m0, mrows, b[p], b[p + 1], X, ldx, bias, accumulate, out, ldo);
+                else kern->panel(A, m0, mrows, b[p], b[p + 1], X, ldx, bias, accumulate, out, ldo, xt, ot);
             }
         }
         nnz_free(xt);
@@ -154,7 +180,8 @@ nnz_status nnz_spmm_bwd_data_f32(const nnz_spmat *W, int64_t M, const float *dou
 nnz_status nnz_sddmm_f32(const nnz_spmat *W, int64_t M, const float *dout, int64_t ldd, const float *X, int64_t ldx,
                          float *dval) {
     const nnz_bsr *A = &W->fwd;
-    if (!use_avx512()) {
+    const sparse_kernels *kern = simd_kernels();
+    if (!kern) {
         nnz_sddmm_f32_ref(A, M, dout, ldd, X, ldx, dval);
         return NNZ_OK;
     }
@@ -170,7 +197,7 @@ nnz_status nnz_sddmm_f32(const nnz_spmat *W, int64_t M, const float *dout, int64
             const int32_t j0 = (int32_t)(nb * it / nitems), j1 = (int32_t)(nb * (it + 1) / nitems);
             for (int64_t m0 = 0; m0 < M; m0 += SP_SDDMM_ROWS) {
                 const int mrows = (int)(M - m0 < SP_SDDMM_ROWS ? M - m0 : SP_SDDMM_ROWS);
-                nnz_sddmm_blocks_f32_avx512(A, m0, mrows, j0, j1, dout, ldd, X, ldx, dval);
+                kern->sddmm_blocks(A, m0, mrows, j0, j1, dout, ldd, X, ldx, dval);
             }
         }
         return NNZ_OK;
@@ -186,16 +213,15 @@ nnz_status nnz_sddmm_f32(const nnz_spmat *W, int64_t M, const float *dout, int64
 #pragma omp for schedule(static)
         for (int s = 0; s < strips_x + strips_d; s++) {
             if (s < strips_x)
-                nnz_transpose_panel_f32_avx512(X, ldx, m0, mrows, s * 64, s * 64 + 64 < A->cols ? s * 64 + 64 : A->cols, xt);
+                kern->transpose(X, ldx, m0, mrows, s * 64, s * 64 + 64 < A->cols ? s * 64 + 64 : A->cols, xt);
             else {
                 const int k0 = (s - strips_x) * 64;
-                nnz_transpose_panel_f32_avx512(dout, ldd, m0, mrows, k0, k0 + 64 < A->rows ? k0 + 64 : A->rows, dt);
+                kern->transpose(dout, ldd, m0, mrows, k0, k0 + 64 < A->rows ? k0 + 64 : A->rows, dt);
             }
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < nitems; it++)
-            nnz_sddmm_panel_f32_avx512(A, (int32_t)(nb * it / nitems), (int32_t)(nb * (it + 1) / nitems), xt, dt,
-                                       dval);
+            kern->sddmm_panel(A, (int32_t)(nb * it / nitems), (int32_t)(nb * (it + 1) / nitems), xt, dt, dval);
     }
     nnz_free(xt);
     return NNZ_OK;

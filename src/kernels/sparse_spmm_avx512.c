@@ -204,6 +204,36 @@ TARGET void nnz_spmm_panel_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, i
     }
 }
 
+/* ---- forward, CSR, a few rows of X (M <= 4): per row of W, 16 nonzeros at a time, X
+ * gathered at their columns (the row of X stays in L1), one lane-sum per output. Lane l
+ * of a row holds its nonzeros l, l+16, ... counted from the row's start, so the sum does
+ * not depend on how rows are split among threads. */
+TARGET void nnz_spmm_csr_gather_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1,
+                                           const float *X, int64_t ldx, const float *bias, bool accumulate,
+                                           float *out, int64_t ldo) {
+    for (int m = 0; m < mrows; m++) {
+        const float *x = X + (m0 + m) * ldx;
+        float *o = out + (m0 + m) * ldo;
+        for (int i = br0; i < br1; i++) {
+            const int32_t end = A->ptr[i + 1];
+            int32_t j = A->ptr[i];
+            vec acc0 = vzero(), acc1 = vzero();
+            for (; j + 2 * VLEN <= end; j += 2 * VLEN) {
+                const __m512i c0 = _mm512_loadu_si512(A->idx + j), c1 = _mm512_loadu_si512(A->idx + j + VLEN);
+                acc0 = vfma(_mm512_loadu_ps(A->val + j), _mm512_i32gather_ps(c0, x, 4), acc0);
+                acc1 = vfma(_mm512_loadu_ps(A->val + j + VLEN), _mm512_i32gather_ps(c1, x, 4), acc1);
+            }
+            for (; j < end; j += VLEN) {
+                const vmask mk = vmask_first(imin(VLEN, end - j));
+                const __m512i cj = _mm512_maskz_loadu_epi32(mk, A->idx + j);
+                acc0 = vfma(vmload(mk, A->val + j), _mm512_mask_i32gather_ps(vzero(), mk, cj, x, 4), acc0);
+            }
+            const float base = (accumulate ? o[i] : 0.0f) + (bias ? bias[i] : 0.0f);
+            o[i] = base + _mm512_reduce_add_ps(vadd(acc0, acc1));
+        }
+    }
+}
+
 /* ---- SDDMM: dval += sum over rows [m0, m0+mrows) of dout(m,row) * X(m,col), per block ----
  * r >= 16: vectors over the block's r rows (contiguous in dout and in dval's column-major
  * block), KG columns at a time; per m: NV loads of dout, KG broadcasts of X, KG*NV FMAs. */
@@ -251,15 +281,48 @@ ALWAYS_INLINE void sddmm_block_wide(const nnz_bsr *A, const int NV, const int KG
 
 /* ---- SDDMM for r = 1, 4, 8 and CSR: transposed panels ----
  * xt (bcols*c, 64) = X[m0.., :]^T and dt (brows*r, 64) = dout[m0.., :]^T, zero-padded (rows
- * past the matrix, lanes past the chunk's rows); per kept position one dot product of two
- * 64-long rows (4 FMAs) reduced to a scalar and added into dval. Positions outside the
- * matrix are skipped. */
+ * past the matrix, lanes past the chunk's rows). Per kept position (i, k): one dot product of
+ * dt row i and xt row k, 4 FMAs into a 16-lane vector; the vectors of up to 16 positions of
+ * one row i are summed across lanes together (a 4-level tree, 45 ops for 16 sums) and added
+ * into dval. Every position's lanes are combined in the same order whichever slot it takes,
+ * so the result does not depend on how blocks are split. Positions outside the matrix are
+ * skipped. */
 #define SD_PANEL 64
 
 ALWAYS_INLINE vec sd_dot(const vec d[4], const float *x) {
     const vec a = vfma(d[1], _mm512_loadu_ps(x + VLEN), _mm512_mul_ps(d[0], _mm512_loadu_ps(x)));
     const vec b = vfma(d[3], _mm512_loadu_ps(x + 3 * VLEN), _mm512_mul_ps(d[2], _mm512_loadu_ps(x + 2 * VLEN)));
     return vadd(a, b);
+}
+
+/* lane t of the tree's result holds the sum of slot sd_slot_of_lane[t] */
+static const int sd_slot_of_lane[16] = {0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15};
+
+ALWAYS_INLINE vec sd_reduce16(const vec a[16]) {
+    vec b[8], c[4], d[2];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) /* 256-bit halves: low half a_i, high half a_{i+8} */
+        b[i] = vadd(_mm512_shuffle_f32x4(a[i], a[i + 8], 0x44), _mm512_shuffle_f32x4(a[i], a[i + 8], 0xEE));
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) /* 128-bit lanes: a_i, a_{i+8}, a_{i+4}, a_{i+12} */
+        c[i] = vadd(_mm512_shuffle_f32x4(b[i], b[i + 4], 0x88), _mm512_shuffle_f32x4(b[i], b[i + 4], 0xDD));
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++)
+        d[i] = vadd(_mm512_shuffle_ps(c[i], c[i + 2], _MM_SHUFFLE(1, 0, 1, 0)),
+                    _mm512_shuffle_ps(c[i], c[i + 2], _MM_SHUFFLE(3, 2, 3, 2)));
+    return vadd(_mm512_shuffle_ps(d[0], d[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                _mm512_shuffle_ps(d[0], d[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* n <= 16 positions of one row: xrow[q] (xt rows), dst[q] (dval entries) */
+ALWAYS_INLINE void sd_flush(const vec d[4], int n, const float *const *xrow, float *const *dst) {
+    vec acc[16];
+#pragma GCC unroll 16
+    for (int q = 0; q < 16; q++) acc[q] = q < n ? sd_dot(d, xrow[q]) : vzero();
+    float sums[16];
+    _mm512_storeu_ps(sums, sd_reduce16(acc));
+    for (int t = 0; t < 16; t++)
+        if (sd_slot_of_lane[t] < n) *dst[sd_slot_of_lane[t]] += sums[t];
 }
 
 TARGET void nnz_sddmm_panel_f32_avx512(const nnz_bsr *A, int32_t j0, int32_t j1, const float *xt, const float *dt,
@@ -272,17 +335,29 @@ TARGET void nnz_sddmm_panel_f32_avx512(const nnz_bsr *A, int32_t j0, int32_t j1,
         else hi = mid - 1;
     }
     const int r = A->r, c = A->c;
-    int br = lo;
-    for (int32_t j = j0; j < j1; j++) {
-        while (A->ptr[br + 1] <= j) br++;
-        const int k0 = A->idx[j] * c, kn = imin(c, A->cols - k0), rn = imin(r, A->rows - br * r);
-        float *o = dval + (int64_t)j * r * c;
+    const float *xrow[16];
+    float *dst[16];
+    for (int br = lo; br < A->brows && A->ptr[br] < j1; br++) {
+        const int32_t jlo = A->ptr[br] > j0 ? A->ptr[br] : j0, jhi = A->ptr[br + 1] < j1 ? A->ptr[br + 1] : j1;
+        const int rn = imin(r, A->rows - br * r);
         for (int ii = 0; ii < rn; ii++) {
             const float *drow = dt + (int64_t)(br * r + ii) * SD_PANEL;
             vec d[4];
             for (int v = 0; v < 4; v++) d[v] = _mm512_loadu_ps(drow + v * VLEN);
-            for (int kk = 0; kk < kn; kk++)
-                o[kk * r + ii] += _mm512_reduce_add_ps(sd_dot(d, xt + (int64_t)(k0 + kk) * SD_PANEL));
+            int n = 0;
+            for (int32_t j = jlo; j < jhi; j++) {
+                const int k0 = A->idx[j] * c, kn = imin(c, A->cols - k0);
+                float *o = dval + (int64_t)j * r * c + ii;
+                for (int kk = 0; kk < kn; kk++) {
+                    xrow[n] = xt + (int64_t)(k0 + kk) * SD_PANEL;
+                    dst[n] = o + kk * r;
+                    if (++n == 16) {
+                        sd_flush(d, 16, xrow, dst);
+                        n = 0;
+                    }
+                }
+            }
+            if (n) sd_flush(d, n, xrow, dst);
         }
     }
 }
