@@ -171,6 +171,10 @@ static int cmp_name(const void *a, const void *b) {
 }
 
 nnz_status nnz_nf_parse(const uint8_t *buf, size_t size, const char *name, nnz_nf_file *out) {
+    return nnz_nf_parse_ex(buf, size, name, true, out);
+}
+
+nnz_status nnz_nf_parse_ex(const uint8_t *buf, size_t size, const char *name, bool verify_crc, nnz_nf_file *out) {
     memset(out, 0, sizeof *out);
     if (!name) name = "?";
     if (size < NNZ_NF_HEADER_BYTES)
@@ -201,7 +205,7 @@ nnz_status nnz_nf_parse(const uint8_t *buf, size_t size, const char *name, nnz_n
                    "file: truncated or corrupt", name, n, (unsigned long long)rec_end, size);
     uint32_t hc = crc(0, buf, HEADER_CRC_AT);
     hc = crc(hc, buf + NNZ_NF_HEADER_BYTES, (size_t)(rec_end - NNZ_NF_HEADER_BYTES));
-    if (hc != rd32(buf + HEADER_CRC_AT))
+    if (verify_crc && hc != rd32(buf + HEADER_CRC_AT))
         return BAD("'%s': the header checksum does not match (the header, architecture or tensor table is corrupt)",
                    name);
     if (memchr(buf + NNZ_NF_HEADER_BYTES, 0, (size_t)arch))
@@ -222,9 +226,9 @@ nnz_status nnz_nf_parse(const uint8_t *buf, size_t size, const char *name, nnz_n
         const uint8_t *r = buf + rec_off + (uint64_t)i * NNZ_NF_RECORD_BYTES;
         nnz_nf_tensor *t = &out->tensors[i];
         decode_record(r, t);
-        if (!memchr(t->name, 0, NNZ_NF_NAME_MAX) || !t->name[0]) {
-            t->name[0] = '\0';
-            s = BAD("'%s': tensor record %u has an empty or unterminated name", name, i);
+        size_t len = strnlen(t->name, NNZ_NF_NAME_MAX);
+        if (len == 0 || len == NNZ_NF_NAME_MAX || !all_zero(r + len, NNZ_NF_NAME_MAX - len)) {
+            s = BAD("'%s': tensor record %u has an empty, unterminated or unpadded name", name, i);
             goto fail;
         }
         if (!all_zero(r + 216, NNZ_NF_RECORD_BYTES - 216)) {
@@ -245,13 +249,21 @@ nnz_status nnz_nf_parse(const uint8_t *buf, size_t size, const char *name, nnz_n
                     (unsigned long long)t->payload_bytes, size);
             goto fail;
         }
+        if (!all_zero(buf + prev_end, (size_t)(t->payload_offset - prev_end))) {
+            s = BAD("'%s', tensor '%s': the padding before its payload is not zero (corrupt file)", name, t->name);
+            goto fail;
+        }
         prev_end = t->payload_offset + t->payload_bytes;
         t->payload = buf + t->payload_offset;
-        if (crc(0, t->payload, (size_t)t->payload_bytes) != t->crc32) {
+        if (verify_crc && crc(0, t->payload, (size_t)t->payload_bytes) != t->crc32) {
             s = BAD("'%s', tensor '%s': payload checksum mismatch (the file is corrupt)", name, t->name);
             goto fail;
         }
         byname[i] = t;
+    }
+    if (prev_end != size) {
+        s = BAD("'%s': %llu bytes after the last payload (corrupt file)", name, (unsigned long long)(size - prev_end));
+        goto fail;
     }
     qsort(byname, n, sizeof *byname, cmp_name);
     for (uint32_t i = 1; i < n; i++)
