@@ -120,4 +120,8 @@ typedef struct {
     double rmse;
 } nnz_pack_layer_report;
 
+/* Checks that f's tensors are exactly m's parameters with their shapes; map[i] = the
+ * record of m->params[i]. FORMAT error naming path otherwise. */
+nnz_status nnz_pack_match_model(const nnz_nf_file *f, const nnz_model *m, const char *path, const nnz_nf_tensor **map);
+
 #endif
