@@ -53,7 +53,7 @@ static uint64_t huffman_cost(const uint64_t *f, int n) {
 static void test_lengths_small(void **state) {
     (void)state;
     uint64_t f[4] = {1, 1, 2, 4};
-    uint8_t len[4];
+    uint8_t len[8];
     assert_int_equal(nnz_huf_lengths(f, 4, 11, len), NNZ_OK);
     assert_int_equal(len[0], 3);
     assert_int_equal(len[1], 3);

@@ -211,28 +211,57 @@ static nnz_status finish(const stream st[4], const char *what) {
     return NNZ_OK;
 }
 
-/* The decode loop, once for byte symbols and once for codebook floats. */
+/* Iterations of the fast loop every stream can take without any check: each takes 4
+ * symbols and at most 48 bits, and needs 8 readable bytes at its start. */
+static int64_t safe_iters(const stream st[4]) {
+    int64_t it = INT64_MAX;
+    for (int k = 0; k < 4; k++) {
+        int64_t m = st[k].left / 4;
+        if (st[k].size < 8 || st[k].bitpos > 8 * (st[k].size - 8)) return 0;
+        int64_t by = (int64_t)((8 * (st[k].size - 8) - st[k].bitpos) / 48) + 1;
+        m = by < m ? by : m;
+        it = m < it ? m : it;
+    }
+    return it;
+}
+
+/* Four symbols of one stream from one 64-bit load. */
+#define DECODE_QUAD(k, STORE)                                                   \
+    do {                                                                        \
+        uint64_t v = load_be64(p##k + (bp##k >> 3)) << (bp##k & 7);             \
+        uint16_t e0 = T[v >> drop];                                             \
+        v <<= e0 & 15;                                                          \
+        uint16_t e1 = T[v >> drop];                                             \
+        v <<= e1 & 15;                                                          \
+        uint16_t e2 = T[v >> drop];                                             \
+        v <<= e2 & 15;                                                          \
+        uint16_t e3 = T[v >> drop];                                             \
+        STORE(o##k, 0, e0 >> 4);                                                \
+        STORE(o##k, 1, e1 >> 4);                                                \
+        STORE(o##k, 2, e2 >> 4);                                                \
+        STORE(o##k, 3, e3 >> 4);                                                \
+        o##k += 4;                                                              \
+        bp##k += (e0 & 15) + (e1 & 15) + (e2 & 15) + (e3 & 15);                 \
+    } while (0)
+
+/* The decode loop, once for byte symbols and once for codebook floats: the four streams'
+ * state in registers, batches of check-free iterations, then a checked tail. */
 #define DECODE4_BODY(STORE)                                                                                  \
     const uint16_t *T = d->entry;                                                                            \
-    const int tl = d->table_log, drop = 64 - tl;                                                             \
-    /* fast: all four streams have 4 symbols left and 8 readable bytes */                                    \
-    for (;;) {                                                                                               \
-        bool ok = true;                                                                                      \
-        for (int k = 0; k < 4; k++) ok &= st[k].left >= 4 && (st[k].bitpos >> 3) + 8 <= st[k].size;         \
-        if (!ok) break;                                                                                      \
-        for (int k = 0; k < 4; k++) {                                                                        \
-            uint64_t v = load_be64(st[k].p + (st[k].bitpos >> 3)) << (st[k].bitpos & 7);                    \
-            unsigned used = 0;                                                                               \
-            for (int r = 0; r < 4; r++) {                                                                    \
-                uint16_t e = T[v >> drop];                                                                   \
-                STORE(k, r, e >> 4);                                                                         \
-                v <<= (e & 15);                                                                              \
-                used += e & 15;                                                                              \
-            }                                                                                                \
-            st[k].bitpos += used;                                                                            \
-            st[k].left -= 4;                                                                                 \
-            st[k].at += 4;                                                                                   \
+    const int drop = 64 - d->table_log;                                                                      \
+    for (int64_t it; (it = safe_iters(st)) > 0;) {                                                          \
+        const uint8_t *p0 = st[0].p, *p1 = st[1].p, *p2 = st[2].p, *p3 = st[3].p;                            \
+        uint64_t bp0 = st[0].bitpos, bp1 = st[1].bitpos, bp2 = st[2].bitpos, bp3 = st[3].bitpos;             \
+        int64_t o0 = st[0].at, o1 = st[1].at, o2 = st[2].at, o3 = st[3].at;                                  \
+        for (int64_t i = 0; i < it; i++) {                                                                   \
+            DECODE_QUAD(0, STORE);                                                                           \
+            DECODE_QUAD(1, STORE);                                                                           \
+            DECODE_QUAD(2, STORE);                                                                           \
+            DECODE_QUAD(3, STORE);                                                                           \
         }                                                                                                    \
+        st[0].bitpos = bp0, st[1].bitpos = bp1, st[2].bitpos = bp2, st[3].bitpos = bp3;                     \
+        st[0].at = o0, st[1].at = o1, st[2].at = o2, st[3].at = o3;                                          \
+        for (int k = 0; k < 4; k++) st[k].left -= 4 * it;                                                    \
     }                                                                                                        \
     /* tail: one symbol at a time, safe loads, bounds checked */                                             \
     for (int k = 0; k < 4; k++) {                                                                            \
@@ -242,15 +271,15 @@ static nnz_status finish(const stream st[4], const char *what) {
             st[k].bitpos += e & 15;                                                                          \
             if (st[k].bitpos > st[k].size * 8)                                                               \
                 return nnz_fail(NNZ_ERR_FORMAT, "%s: Huffman stream %d ends in the middle of a code", what, k); \
-            STORE(k, 0, e >> 4);                                                                             \
+            STORE(st[k].at, 0, e >> 4);                                                                      \
             st[k].left--;                                                                                    \
             st[k].at++;                                                                                      \
         }                                                                                                    \
     }                                                                                                        \
     return finish(st, what);
 
-#define STORE_U8(k, r, s) out[st[k].at + (r)] = (uint8_t)(s)
-#define STORE_F32(k, r, s) out[st[k].at + (r)] = cbk[s]
+#define STORE_U8(at, r, s) out[(at) + (r)] = (uint8_t)(s)
+#define STORE_F32(at, r, s) out[(at) + (r)] = cbk[s]
 
 nnz_status nnz_huf_decode4(const nnz_huf_decoder *d, const uint8_t *in, const uint32_t sizes[4], uint8_t *out,
                            int64_t n, const char *what) {
