@@ -97,6 +97,18 @@ nnz_dtype nnz_model_precision(const nnz_model *m);
 /* Parses "fp32" (or "f32") and "bf16"; INVALID_ARG with a message otherwise. */
 nnz_status nnz_precision_parse(const char *name, nnz_dtype *out);
 
+/* Sparse layers. A conv (groups 1) or linear layer whose weight holds zeros can run on the
+ * sparse kernels; the zeros are the mask (the dense weight stays the master copy).
+ * format: "auto" (the default: each layer's format from its measured sparsity and block fill),
+ * "dense" (sparse kernels off), "csr" or "bsr:RxC" (forced on every layer with zeros). */
+nnz_status nnz_model_set_sparse_format(nnz_model *m, const char *format);
+/* Zeroes layer's weights where mask (one byte per weight, in the weight's layout) is 0. */
+nnz_status nnz_model_apply_mask(nnz_model *m, const char *layer, const uint8_t *mask, int64_t n);
+/* on: training drops the gradients of zero weights, so they stay zero (masked training) */
+void nnz_model_set_grad_mask(nnz_model *m, bool on);
+/* One line per conv/linear layer: its zeros, the format chosen and why (plans if needed). */
+nnz_status nnz_model_sparse_summary(nnz_model *m, char *buf, size_t len);
+
 /* Inference: x is (n, in_h, in_w, in_c) NHWC floats, logits is (n, num_classes). */
 nnz_status nnz_model_predict(nnz_model *m, const float *x, int n, float *logits);
 
@@ -243,6 +255,61 @@ typedef struct {
     bool prefetch;
 } nnz_run_result;
 nnz_status nnz_run_packed(const char *path, const nnz_dataset *d, const nnz_run_config *cfg, nnz_run_result *out);
+/* ---- weight masks (src/sparse/sparse.h has the semantics, docs/RBGP.md the why) ---- */
+typedef enum { NNZ_MASK_DENSE = 0, NNZ_MASK_UNSTRUCTURED, NNZ_MASK_BLOCK, NNZ_MASK_HBSNN, NNZ_MASK_RBGP } nnz_mask_kind;
+#define NNZ_MASK_MAX_LEVELS 4
+/* Zero fields mean "the default". */
+typedef struct {
+    nnz_mask_kind kind;
+    float sparsity;              /* fraction of zeros wanted, in [0, 1) */
+    int block_rows, block_cols;  /* BLOCK: the block (16x16); HBSNN: level 0 (16x16); RBGP: J_b (4x4) */
+    int levels;                  /* HBSNN: number of levels (2), each in level_rows/cols (level 0 = block) */
+    int level_rows[NNZ_MASK_MAX_LEVELS], level_cols[NNZ_MASK_MAX_LEVELS];
+    float level_density[NNZ_MASK_MAX_LEVELS]; /* HBSNN: density kept after each level (geometric split) */
+    float inner_sparsity;        /* RBGP: sparsity of G_i (auto: half of the sparsity on each graph) */
+    int core_rows, core_cols;    /* RBGP: core block G_i (x) J_b in elements (auto: about 8x8 micro-blocks) */
+    int repeat_rows, repeat_cols;/* RBGP: J_r (auto: 1x1 preferred) */
+    int max_tries;               /* RBGP: graphs drawn per factor until one meets the Ramanujan bound (16) */
+} nnz_mask_spec;
+
+/* One RBGP factor graph: rows x cols, left degree dl, right degrees dr_min..dr_max. */
+typedef struct {
+    int rows, cols, dl, dr_min, dr_max;
+    double sigma1, sigma2, bound; /* the two largest singular values; sqrt(dl-1)+sqrt(dr_max-1) */
+    bool biregular, ramanujan;    /* ramanujan: sigma2 <= bound */
+    int tries;                    /* graphs drawn */
+    const char *method;           /* "2-lift" or "switch" */
+} nnz_mask_factor;
+
+typedef struct {
+    int rows, cols;
+    int64_t kept;
+    double density, target_density; /* achieved (kept / (rows*cols)) and asked for */
+    int block_rows, block_cols;     /* the block of the BSR count (RBGP: J_b) */
+    int64_t nblocks;                /* blocks of that size holding a kept element */
+    int64_t bytes_csr, bytes_bsr;   /* int32 index bytes (row pointers + indices), no values */
+    int64_t bytes_bitmap;           /* one bit per element */
+    int64_t bytes_succinct;         /* RBGP: factor graphs + sizes; 0 for other kinds */
+    /* RBGP only */
+    int repeat_rows, repeat_cols, pad_rows, pad_cols;
+    nnz_mask_factor outer, inner;
+} nnz_mask_info;
+
+/* mask (rows x cols bytes, 1 = kept) for a weight (rows, cols) = (OC, K) (conv weights
+ * flattened to (OC, KH*KW*IC)); weight (same shape) or NULL picks magnitude or random
+ * selection for UNSTRUCTURED/BLOCK/HBSNN; RBGP ignores it. Same seed, same mask. info may be
+ * NULL. INVALID_ARG (with a message) for bad shapes, sparsities, blocks or levels. */
+nnz_status nnz_mask_make(const nnz_mask_spec *spec, int rows, int cols, const float *weight, uint64_t seed,
+                         uint8_t *mask, nnz_mask_info *info);
+/* RBGP: the factor graphs' adjacency lists as text (at most max_rows rows each). */
+nnz_status nnz_mask_factors_text(const nnz_mask_spec *spec, int rows, int cols, uint64_t seed, int max_rows,
+                                 char *buf, size_t len);
+/* The mask as a binary PGM (P5) picture, kept = black, scale x scale pixels per element,
+ * written atomically. */
+nnz_status nnz_mask_write_pgm(const uint8_t *mask, int rows, int cols, int scale, const char *path);
+/* "dense", "unstructured", "block", "hbsnn", "rbgp" and back (INVALID_ARG for other names). */
+const char *nnz_mask_kind_name(nnz_mask_kind k);
+nnz_status nnz_mask_kind_parse(const char *name, nnz_mask_kind *out);
 
 #ifdef __cplusplus
 }

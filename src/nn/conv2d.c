@@ -79,6 +79,47 @@ size_t nnz_conv2d_scratch_floats(const nnz_conv_shape *s) {
     return (size_t)images_per_chunk(s) * col_floats_per_image(s);
 }
 
+/* ---- the three products of a groups == 1 convolution, dense (nnz_gemm) or sparse ----
+ * weight (OC,K) row-major, K = KH*KW*IC. A sparse kernel that cannot get its scratch falls back
+ * to the dense GEMM, which gives the same products: the dense weight holds the zeros. */
+
+/* out (M,OC) = X (M,K) * weight^T + (beta ? out : 0) */
+static void weight_forward(const nnz_conv_shape *s, int64_t M, int K, const float *X, const float *weight, float beta,
+                           float *out) {
+    if (s->sparse && nnz_spmm_f32(&s->sparse->mat, M, X, K, NULL, beta != 0.0f, out, s->OC) == NNZ_OK) return;
+    nnz_gemm(s->compute, false, true, (int)M, s->OC, K, 1.0f, X, K, weight, K, beta, out, s->OC);
+}
+
+/* weight gradient += dout (M,OC)^T * X (M,K); sparse: into s->sparse->dval, scattered at the end */
+static void weight_grad(const nnz_conv_shape *s, int64_t M, int K, const float *dout, const float *X, float *dweight) {
+    if (s->sparse && nnz_sddmm_f32(&s->sparse->mat, M, dout, s->OC, X, K, s->sparse->dval) == NNZ_OK) return;
+    nnz_gemm(s->compute, true, false, s->OC, K, (int)M, 1.0f, dout, s->OC, X, K, 1.0f, dweight, K);
+}
+
+/* dX (M,K) = dout (M,OC) * weight + (beta ? dX : 0) */
+static void input_grad(const nnz_conv_shape *s, int64_t M, int K, const float *dout, const float *weight, float beta,
+                       float *dX) {
+    if (s->sparse && nnz_spmm_bwd_data_f32(&s->sparse->mat, M, dout, s->OC, beta != 0.0f, dX, K) == NNZ_OK) return;
+    nnz_gemm(s->compute, false, false, (int)M, K, s->OC, 1.0f, dout, s->OC, weight, K, beta, dX, K);
+}
+
+/* dweight += the SDDMM gradient, at the weight's nonzeros only (its zeros are the mask) */
+static void scatter_sparse_grad(const nnz_sparse_weight *sp, const float *weight, float *dweight, int K) {
+    const nnz_bsr *A = &sp->mat.fwd;
+    for (int br = 0; br < A->brows; br++)
+        for (int32_t j = A->ptr[br]; j < A->ptr[br + 1]; j++)
+            for (int kk = 0; kk < A->c; kk++) {
+                const int col = A->idx[j] * A->c + kk;
+                if (col >= K) break;
+                for (int i = 0; i < A->r; i++) {
+                    const int row = br * A->r + i;
+                    if (row >= A->rows) break;
+                    const size_t at = (size_t)row * K + col;
+                    if (weight[at] != 0.0f) dweight[at] += sp->dval[(size_t)j * A->r * A->c + (size_t)kk * A->r + i];
+                }
+            }
+}
+
 /* (C,KH*KW) <-> (KH*KW,C) for depthwise weights */
 static void transpose_taps(int C, int taps, const float *src, float *dst) {
     for (int c = 0; c < C; c++)
@@ -106,9 +147,9 @@ static void epilogue_rows_parallel(int64_t M, int C, const nnz_epilogue *ep, flo
 static void gemm_1x1_ep(const nnz_conv_shape *s, int64_t M, const float *inp, const float *weight, const float *bias,
                         const nnz_epilogue *ep, float *out) {
     const int IC = s->IC, OC = s->OC;
-    if (!nnz_sgemm_nestable()) {
+    if (!nnz_sgemm_nestable() || s->sparse) { /* the sparse kernels thread themselves */
         if (bias) nnz_bias_fill_rows(M, OC, bias, out);
-        nnz_gemm(s->compute, false, true, (int)M, OC, IC, 1.0f, inp, IC, weight, IC, bias ? 1.0f : 0.0f, out, OC);
+        weight_forward(s, M, IC, inp, weight, bias ? 1.0f : 0.0f, out);
         epilogue_rows_parallel(M, OC, ep, out);
         return;
     }
@@ -129,7 +170,7 @@ static void gemm_1x1_ep(const nnz_conv_shape *s, int64_t M, const float *inp, co
 
 /* (fp32 only: the small GEMM has no bf16 variant) */
 static bool use_small_gemm(const nnz_conv_shape *s) {
-    return s->compute == NNZ_F32 && s->IC <= SMALL_GEMM_MAX_CH && s->OC <= SMALL_GEMM_MAX_CH;
+    return s->compute == NNZ_F32 && !s->sparse && s->IC <= SMALL_GEMM_MAX_CH && s->OC <= SMALL_GEMM_MAX_CH;
 }
 
 /* out (M,OC) = inp (M,IC) * weight^T + bias, then ep; false if the transposed weight
@@ -171,7 +212,7 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
         beta = 1.0f;
     }
     if (path == CONV_GEMM_1X1) {
-        nnz_gemm(s->compute, false, true, (int)out_rows, s->OC, s->IC, 1.0f, inp, s->IC, weight, s->IC, beta, out, s->OC);
+        weight_forward(s, out_rows, s->IC, inp, weight, beta, out);
         return;
     }
     const int G = s->groups, ICg = s->IC / G, OCg = s->OC / G, Kg = s->KH * s->KW * ICg;
@@ -181,8 +222,9 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
         const int B = s->N - n0 < chunk ? s->N - n0 : chunk, M = B * s->OH * s->OW;
         for (int gi = 0; gi < G; gi++) {
             nnz_im2col_nhwc(&g, B, s->IC, gi * ICg, ICg, inp + n0 * in_img, scratch);
-            nnz_gemm(s->compute, false, true, M, OCg, Kg, 1.0f, scratch, Kg, weight + (size_t)gi * OCg * Kg, Kg, beta,
-                      out + n0 * out_img + (size_t)gi * OCg, s->OC);
+            if (G == 1) weight_forward(s, M, Kg, scratch, weight, beta, out + n0 * out_img);
+            else nnz_gemm(s->compute, false, true, M, OCg, Kg, 1.0f, scratch, Kg, weight + (size_t)gi * OCg * Kg, Kg,
+                          beta, out + n0 * out_img + (size_t)gi * OCg, s->OC);
         }
         if (ep) epilogue_rows_parallel(M, s->OC, ep, out + n0 * out_img);
     }
@@ -212,15 +254,16 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
         }
         return;
     }
+    nnz_sparse_weight *sp = s->sparse;
+    if (sp) memset(sp->dval, 0, (size_t)nnz_spmat_val_count(&sp->mat) * sizeof(float));
     if (path == CONV_GEMM_1X1) {
         const int M = (int)out_rows;
         /* dweight (OC,IC) += dout^T (OC,M) * inp (M,IC);  dinp (M,IC) += dout (M,OC) * weight (OC,IC) */
         if (!use_small_gemm(s) || !nnz_gemm_small_at(M, s->OC, s->IC, dout, s->OC, inp, s->IC, dweight))
-            nnz_gemm(s->compute, true, false, s->OC, s->IC, M, 1.0f, dout, s->OC, inp, s->IC, 1.0f, dweight, s->IC);
+            weight_grad(s, M, s->IC, dout, inp, dweight);
         if (dinp && use_small_gemm(s)) nnz_gemm_small(M, s->IC, s->OC, dout, s->OC, weight, accumulate, NULL, dinp);
-        else if (dinp)
-            nnz_gemm(s->compute, false, false, M, s->IC, s->OC, 1.0f, dout, s->OC, weight, s->IC, accumulate ? 1.0f : 0.0f, dinp,
-                      s->IC);
+        else if (dinp) input_grad(s, M, s->IC, dout, weight, accumulate ? 1.0f : 0.0f, dinp);
+        if (sp) scatter_sparse_grad(sp, weight, dweight, s->IC);
         return;
     }
     const int G = s->groups, ICg = s->IC / G, OCg = s->OC / G, Kg = s->KH * s->KW * ICg;
@@ -235,13 +278,18 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
             float *dw_g = dweight + (size_t)gi * OCg * Kg;
             /* dweight_g (OCg,Kg) += dout_g^T (OCg,M) * col (M,Kg) */
             nnz_im2col_nhwc(&g, B, s->IC, gi * ICg, ICg, inp + n0 * in_img, scratch);
-            nnz_gemm(s->compute, true, false, OCg, Kg, M, 1.0f, dout_c + (size_t)gi * OCg, s->OC, scratch, Kg, 1.0f, dw_g, Kg);
+            if (G == 1) weight_grad(s, M, Kg, dout_c, scratch, dw_g);
+            else nnz_gemm(s->compute, true, false, OCg, Kg, M, 1.0f, dout_c + (size_t)gi * OCg, s->OC, scratch, Kg, 1.0f,
+                          dw_g, Kg);
             if (!dinp) continue;
             /* dcol (M,Kg) = dout_g (M,OCg) * weight_g (OCg,Kg), reusing the col buffer; dinp += col2im(dcol) */
-            nnz_gemm(s->compute, false, false, M, Kg, OCg, 1.0f, dout_c + (size_t)gi * OCg, s->OC, w_g, Kg, 0.0f, scratch, Kg);
+            if (G == 1) input_grad(s, M, Kg, dout_c, w_g, 0.0f, scratch);
+            else nnz_gemm(s->compute, false, false, M, Kg, OCg, 1.0f, dout_c + (size_t)gi * OCg, s->OC, w_g, Kg, 0.0f,
+                          scratch, Kg);
             nnz_col2im_nhwc_acc(&g, B, s->IC, gi * ICg, ICg, scratch, dinp + n0 * in_img);
         }
     }
+    if (sp) scatter_sparse_grad(sp, weight, dweight, Kg);
 }
 
 void nnz_conv2d_backward(const nnz_conv_shape *s, const float *inp, const float *weight, const float *dout,
