@@ -6,7 +6,8 @@
  * and the bit-by-bit oracle, single thread, over every Huffman stream of the file, repeated
  * for about a second; GB/s counts decoded symbols (one byte each). With OUTDIR it writes
  * OUTDIR/indices.u8: the quantized weights as one byte per weight (dense: the codebook index;
- * sparse: 0 for a pruned weight, index+1 otherwise), the "quantized weights" peers compress. */
+ * sparse: 0 for a pruned weight, index+1 otherwise) and the raw fp32 tensors (biases, batch
+ * norm) as they are: the "quantized weights" the peers compress. */
 #include "io/io.h"
 #include "pack/pack.h"
 
@@ -51,7 +52,10 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < f.n; i++) {
         const nnz_nf_tensor *t = &f.tensors[i];
-        if (t->codec == NNZ_CODEC_RAW_F32) continue;
+        if (t->codec == NNZ_CODEC_RAW_F32) { /* the peers get the same raw tensors */
+            if (dump) fwrite(t->payload, 1, (size_t)t->payload_bytes, dump);
+            continue;
+        }
         nnz_nf_sections sec;
         nnz_nf_record_sections(t, argv[1], &sec);
         const uint8_t *il = t->payload + sec.codebook, *gl = il + sec.idx_lengths;
