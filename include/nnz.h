@@ -242,7 +242,6 @@ typedef struct {
     size_t memory_budget; /* bytes for decoded weights + activations + scratch; 0 = unlimited */
     int limit;            /* first N test images (0 = all) */
     bool prefetch;        /* decode the next layer on a second thread while this one computes (default true) */
-    bool plan;            /* per-layer batch sizes under the budget (the planner) */
 } nnz_run_config;
 void nnz_run_config_init(nnz_run_config *cfg);
 typedef struct {

@@ -40,8 +40,6 @@ static nnz_status plan_stream(const uint8_t *sym, int64_t n, int nsym, sym_strea
     NNZ_TRY(nnz_huf_lengths(freq, nsym, NNZ_HUF_DEFAULT_BITS, s->lengths));
     nnz_huf_encoder_init(&s->enc, s->lengths, nsym);
     s->length_bytes = ((size_t)nsym + 1) / 2;
-    uint64_t bits[4] = {0};
-    (void)bits;
     nnz_huf_sizes4(&s->enc, sym, n, s->sizes);
     for (int k = 0; k < 4; k++) s->stream_bytes += s->sizes[k];
     return NNZ_OK;

@@ -325,8 +325,6 @@ static nnz_status plan(runner *r, int N, bool prefetch, size_t *peak, size_t *ac
     r->weights_bytes = weight_bytes(r, prefetch);
     r->cur = r->peak = r->weights_bytes;
     r->peak_act = 0;
-    const nnz_node *n0 = &r->m->nodes[0];
-    (void)n0;
     const int nn = r->m->n_nodes;
     memset(r->bufs, 0, (size_t)(nn + 1) * sizeof *r->bufs);
     r->bufs[nn].bytes = (size_t)N * r->m->in_h * r->m->in_w * r->m->in_c * sizeof(float);
