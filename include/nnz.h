@@ -266,6 +266,62 @@ typedef struct {
 } nnz_bench_result;
 nnz_status nnz_bench_model(nnz_model *m, int batch, int iters, uint64_t seed, nnz_bench_result *out);
 
+/* ---- compressed models (.nnz files: k-means weight sharing + Huffman coding) ---- */
+typedef struct {
+    int conv_bits;        /* k-means bits of convolution weights, 1..8 (default 5) */
+    int linear_bits;      /* ... of linear weights (default 4); Deep Compression's finding */
+    int n_overrides;      /* per-layer bits: names (a node "conv1" or a tensor "conv1.weight") */
+    const char *const *override_names;
+    const int *override_bits; /* 1..8, or 0 = keep raw fp32 */
+    int layout;           /* 0 auto (sparse when the tensor has exact zeros and that is smaller), 1 dense, 2 sparse */
+} nnz_pack_config;
+void nnz_pack_config_init(nnz_pack_config *cfg);
+
+typedef struct {
+    char name[96];
+    const char *codec;    /* "raw", "dense", "sparse" */
+    int bits, gap_bits, codebook;
+    int64_t numel, nonzeros;
+    int64_t fp32_bytes, packed_bytes; /* packed: the payload (codebook + code lengths + streams) */
+    double rmse;          /* quantization error (pack only; -1 when read from a file) */
+} nnz_pack_layer;
+typedef struct {
+    int n;
+    nnz_pack_layer *layers;
+    int64_t fp32_bytes;   /* all tensors as fp32 */
+    int64_t file_bytes;   /* the .nnz file, headers included */
+} nnz_pack_report;
+void nnz_pack_report_free(nnz_pack_report *r);
+
+/* Quantizes and Huffman-codes every weight of m (biases and batch-norm tensors stay fp32)
+ * into the .nnz file at path (written atomically); rep (may be NULL) gets the per-tensor sizes. */
+nnz_status nnz_pack(const nnz_model *m, const char *path, const nnz_pack_config *cfg, nnz_pack_report *rep);
+/* Reads a .nnz file's table (checked, CRCs included) into rep, without decoding. */
+nnz_status nnz_pack_inspect(const char *path, nnz_pack_report *rep, char **arch_json);
+/* Decodes a .nnz file into a model (several tensors on several threads). */
+nnz_status nnz_packed_load_model(const char *path, nnz_model **out);
+/* true when the file starts with the .nnz magic. */
+bool nnz_is_packed_file(const char *path);
+
+/* Inference from a .nnz file, decoding each layer's weights just before it runs. */
+typedef struct {
+    int batch;            /* images per forward pass; 0 = the largest that fits the budget (at most 256) */
+    size_t memory_budget; /* bytes for decoded weights + activations + scratch; 0 = unlimited */
+    int limit;            /* first N test images (0 = all) */
+    bool prefetch;        /* decode the next layer on a second thread while this one computes (default true) */
+} nnz_run_config;
+void nnz_run_config_init(nnz_run_config *cfg);
+typedef struct {
+    float accuracy;
+    int n, batch;
+    double seconds, images_per_sec, decode_seconds;
+    size_t budget, peak_bytes;       /* measured: the most bytes held at once (weights + activations + scratch) */
+    size_t peak_weight_bytes, peak_act_bytes;
+    size_t file_bytes;               /* the compressed model, held in memory besides the budget */
+    bool prefetch;
+} nnz_run_result;
+nnz_status nnz_run_packed(const char *path, const nnz_dataset *d, const nnz_run_config *cfg, nnz_run_result *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -101,6 +101,10 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_pack(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+/* The per-tensor table of a .nnz file (nnz pack, nnz info). */
+void cli_print_pack_table(const nnz_pack_report *r, bool with_rmse);
 int cmd_mask(int argc, char **argv);
 
 #endif

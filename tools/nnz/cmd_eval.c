@@ -23,10 +23,11 @@ int cmd_eval(int argc, char **argv) {
     cli_command cmd = {
         .name = "eval",
         .summary = "measure a checkpoint's accuracy on a test set",
-        .usage = "nnz eval CHECKPOINT [--data DIR] [flags]",
+        .usage = "nnz eval CHECKPOINT|FILE.nnz [--data DIR] [flags]",
         .description = "Loads a checkpoint written by 'nnz train' and runs it in inference mode (batch norm uses\n"
                        "its running statistics, dropout is off) over the test split of the data set, printing\n"
-                       "the top-1 accuracy, the mean cross-entropy loss and the throughput.",
+                       "the top-1 accuracy, the mean cross-entropy loss and the throughput. A .nnz file (nnz pack)\n"
+                       "is decoded whole first; 'nnz run' runs one decoding layer by layer instead.",
         .example = "  nnz eval mbv2-tiny.safetensors\n  nnz eval lenet5.safetensors --limit 1000 --json",
         .flags = flags,
         .n_flags = (int)(sizeof flags / sizeof flags[0]),
@@ -42,7 +43,10 @@ int cmd_eval(int argc, char **argv) {
     nnz_set_threads(threads);
 
     nnz_model *m = NULL;
-    if (nnz_checkpoint_load_model(pos[0], &m) != NNZ_OK) return cli_fail("eval", "cannot load the checkpoint");
+    if (nnz_is_packed_file(pos[0])) { /* a .nnz file: decoded whole into a model */
+        if (nnz_packed_load_model(pos[0], &m) != NNZ_OK) return cli_fail("eval", "cannot load the .nnz model");
+    } else if (nnz_checkpoint_load_model(pos[0], &m) != NNZ_OK)
+        return cli_fail("eval", "cannot load the checkpoint");
     nnz_model_set_precision(m, (nnz_dtype)precision);
     if (nnz_model_set_sparse_format(m, sparse_format) != NNZ_OK) {
         nnz_model_free(m);
