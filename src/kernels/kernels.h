@@ -313,12 +313,19 @@ static inline int64_t nnz_spmat_val_count(const nnz_spmat *s) { return s->nblock
  * Threads: OpenMP over (row tile, group of block rows) items; block rows are grouped so each
  * group holds about the same number of blocks (nonzeros), not rows. Each output element is
  * one fixed-order sum over its row's blocks (SDDMM: over m in order, per block by one thread),
- * so results do not depend on the thread count. Variants: *_ref (single-threaded oracle),
- * AVX-512 (r = 16/32: an m x r register tile over the block list, r-wide W vectors times
- * broadcasts of X; r = 1/4/8 and CSR: a 64-row panel of X transposed so m is contiguous, one
- * broadcast of W per nonzero times 64 m; CSR with M <= 4: X gathered at each row's columns; SDDMM likewise: r-wide vectors of dout for r >= 16,
- * 64-long dot products of transposed panels below); AVX2: the same algorithms at 8 lanes
- * (sparse_spmm_avx2.c); other CPUs get the reference.
+ * so results do not depend on the thread count. Variants: *_ref (single-threaded oracle);
+ * AVX-512 and AVX2 (sparse_spmm_avx512.c, sparse_spmm_avx2.c, the same algorithms at 16 and 8
+ * lanes):
+ *   r = 16/32:       an m x r register tile over the block list, r-wide W vectors times
+ *                    broadcasts of X;
+ *   r = 1/4/8, CSR:  a 64-row panel of X transposed so m is contiguous, one broadcast of W
+ *                    per nonzero times 64 m; CSR with M <= 4 (AVX-512): X gathered at each
+ *                    row's columns;
+ *   SDDMM:           r-wide vectors of dout for r >= 16; below, 64-long dot products of
+ *                    transposed panels, summed across lanes 16 (8) at a time.
+ * Other CPUs get the reference. bf16 hook: bf16 kernels (their own nnz_spmm_bf16_* entry
+ * points) read nnz_bsr.val_bf16 in the same block layout, with the same index arrays, the
+ * same transposed copy and the same split of block rows by block count.
  * Return NNZ_ERR_NOMEM if the per-thread scratch cannot be allocated (outputs then undefined). */
 nnz_status nnz_spmm_f32(const nnz_spmat *W, int64_t M, const float *X, int64_t ldx, const float *bias,
                         bool accumulate, float *out, int64_t ldo);
@@ -334,23 +341,33 @@ void nnz_spmm_f32_ref(const nnz_bsr *A, int64_t M, const float *X, int64_t ldx, 
                       float *out, int64_t ldo);
 void nnz_sddmm_f32_ref(const nnz_bsr *A, int64_t M, const float *dout, int64_t ldd, const float *X, int64_t ldx,
                        float *dval);
-/* AVX-512 pieces, each over rows [m0, m0+mrows) and block rows [br0, br1) of orientation A
- * (single-threaded; the dispatchers above own the threads). panel: mrows <= 64, xt scratch
- * (bcols*c*64 floats), ot scratch ((br1-br0)*r*64 floats). */
+/* The SIMD pieces, each over rows [m0, m0+mrows) and block rows [br0, br1) of orientation A
+ * (single-threaded; the dispatchers above own the threads; avx2 names mirror avx512).
+ * tile (r >= 16): xs (NULL: read X in place) holds mrows * nnz_spmm_tile_scratch_ld(cols)
+ *   floats; the item's rows of X are copied there first, an odd number of cache lines apart:
+ *   X is then read once, sequentially (the prefetcher streams it; the block columns alone
+ *   would not), and rows 4 KiB apart (K = 1024) no longer share one L1 set (measured: +30%
+ *   at K = 1024, 2.5x on vgg8 conv4 at M = 6272).
+ * panel (r < 16): mrows <= 64, xt scratch (bcols*c*64 floats), ot scratch ((br1-br0)*r*64).
+ * csr_gather: CSR only, mrows <= 4, no scratch.
+ * transpose_panel: t[k*64 + m] = src[(m0+m)*ld + k] for k in [k0, k1), m < 64; lanes
+ *   m >= mrows are 0.
+ * sddmm_blocks (r >= 16): blocks [j0, j1) (any range, across block rows) over the rows.
+ * sddmm_panel (r < 16): the same over one 64-row panel given transposed: xt (bcols*c, 64),
+ *   dt (brows*r, 64), zero-padded. */
+static inline int64_t nnz_spmm_tile_scratch_ld(int cols) { return ((int64_t)(cols + 15) / 32) * 32 + 16; }
 void nnz_spmm_tile_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X,
                               int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo, float *xs);
-/* tile: xs (NULL: read X in place) holds mrows * nnz_spmm_tile_scratch_ld(cols) floats; the
- * item's rows of X are copied there first, an odd number of cache lines apart: X is then read
- * once, sequentially (the prefetcher streams it; the block columns alone would not), and rows
- * 4 KiB apart (K = 1024) no longer share one L1 set (measured: +30% at K = 1024, 2.5x on
- * vgg8 conv4 at M = 6272) */
-static inline int64_t nnz_spmm_tile_scratch_ld(int cols) { return ((int64_t)(cols + 15) / 32) * 32 + 16; }
 void nnz_spmm_panel_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X,
                                int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo, float *xt,
                                float *ot);
-/* CSR only, mrows <= 4 (no scratch): gathers from rows of X */
 void nnz_spmm_csr_gather_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X,
                                     int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo);
+void nnz_transpose_panel_f32_avx512(const float *src, int64_t ld, int64_t m0, int mrows, int k0, int k1, float *t);
+void nnz_sddmm_blocks_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int32_t j0, int32_t j1, const float *dout,
+                                 int64_t ldd, const float *X, int64_t ldx, float *dval);
+void nnz_sddmm_panel_f32_avx512(const nnz_bsr *A, int32_t j0, int32_t j1, const float *xt, const float *dt,
+                                float *dval);
 void nnz_spmm_tile_f32_avx2(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X, int64_t ldx,
                             const float *bias, bool accumulate, float *out, int64_t ldo, float *xs);
 void nnz_spmm_panel_f32_avx2(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X,
@@ -361,14 +378,5 @@ void nnz_sddmm_blocks_f32_avx2(const nnz_bsr *A, int64_t m0, int mrows, int32_t 
                                int64_t ldd, const float *X, int64_t ldx, float *dval);
 void nnz_sddmm_panel_f32_avx2(const nnz_bsr *A, int32_t j0, int32_t j1, const float *xt, const float *dt,
                               float *dval);
-/* sddmm, r >= 16: blocks [j0, j1) (any range, across block rows) over rows [m0, m0+mrows).
- * sddmm_panel, r < 16: the same over one 64-row panel given transposed: xt (bcols*c, 64),
- * dt (brows*r, 64), zero-padded */
-/* t[k*64 + m] = src[(m0+m)*ld + k] for k in [k0, k1), m < 64; lanes m >= mrows are 0 */
-void nnz_transpose_panel_f32_avx512(const float *src, int64_t ld, int64_t m0, int mrows, int k0, int k1, float *t);
-void nnz_sddmm_panel_f32_avx512(const nnz_bsr *A, int32_t j0, int32_t j1, const float *xt, const float *dt,
-                                float *dval);
-void nnz_sddmm_blocks_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int32_t j0, int32_t j1, const float *dout,
-                                 int64_t ldd, const float *X, int64_t ldx, float *dval);
 
 #endif
