@@ -176,6 +176,8 @@ typedef struct {
  * col2im is the adjoint and ACCUMULATES: img += scatter(col). Images run in
  * parallel (OpenMP); each image's sums are in a fixed order (deterministic). */
 void nnz_im2col_nhwc(const nnz_conv_window *g, int B, int C, int c0, int Cg, const float *img, float *col);
+/* im2col into bf16, each value rounded to nearest even (bf16 convolutions' GEMM input) */
+void nnz_im2col_nhwc_bf16(const nnz_conv_window *g, int B, int C, int c0, int Cg, const float *img, nnz_bf16 *col);
 void nnz_col2im_nhwc_acc(const nnz_conv_window *g, int B, int C, int c0, int Cg, const float *col, float *img);
 
 /* ---- depthwise convolution, NHWC (groups == IC == OC) ----

@@ -66,6 +66,29 @@ static int images_per_chunk(const nnz_conv_shape *s) {
     return b > (size_t)s->N ? s->N : (int)b;
 }
 
+/* floats of the im2col buffer (a chunk of images), rounded up to 16 so what follows is aligned */
+static size_t col_region_floats(const nnz_conv_shape *s) {
+    return ((size_t)images_per_chunk(s) * col_floats_per_image(s) + 15) & ~(size_t)15;
+}
+
+/* bf16 im2col convolutions (groups 1): the col buffer holds bf16, and after it come the weights
+ * (OC,K) and a chunk's output gradient (rows,OC) in bf16, so every GEMM reads bf16 operands. */
+static bool bf16_im2col(const nnz_conv_shape *s) { return s->compute == NNZ_BF16 && s->groups == 1 && !s->sparse; }
+static size_t bf16_weights_floats(const nnz_conv_shape *s) {
+    return (((size_t)s->OC * s->KH * s->KW * s->IC + 1) / 2 + 15) & ~(size_t)15;
+}
+static size_t bf16_extra_floats(const nnz_conv_shape *s) {
+    if (s->compute != NNZ_BF16 || s->groups != 1) return 0;
+    const size_t rows = (size_t)images_per_chunk(s) * s->OH * s->OW;
+    return bf16_weights_floats(s) + (rows * s->OC + 1) / 2 + 16;
+}
+static nnz_bf16 *bf16_weights_at(const nnz_conv_shape *s, float *scratch) {
+    return (nnz_bf16 *)(scratch + col_region_floats(s));
+}
+static nnz_bf16 *bf16_dout_at(const nnz_conv_shape *s, float *scratch) {
+    return (nnz_bf16 *)(scratch + col_region_floats(s) + bf16_weights_floats(s));
+}
+
 size_t nnz_conv2d_scratch_floats(const nnz_conv_shape *s) {
     switch (conv_path_of(s)) {
     case CONV_GEMM_1X1: return 0;
@@ -76,7 +99,7 @@ size_t nnz_conv2d_scratch_floats(const nnz_conv_shape *s) {
     case CONV_IM2COL:
     case CONV_GROUPED: break;
     }
-    return (size_t)images_per_chunk(s) * col_floats_per_image(s);
+    return col_region_floats(s) + bf16_extra_floats(s);
 }
 
 /* ---- the three products of a groups == 1 convolution, dense (nnz_gemm) or sparse ----
@@ -218,6 +241,17 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
     const int G = s->groups, ICg = s->IC / G, OCg = s->OC / G, Kg = s->KH * s->KW * ICg;
     const size_t in_img = (size_t)s->H * s->W * s->IC, out_img = (size_t)s->OH * s->OW * s->OC;
     const int chunk = images_per_chunk(s);
+    if (bf16_im2col(s)) {
+        nnz_bf16 *wh = bf16_weights_at(s, scratch), *colh = (nnz_bf16 *)scratch;
+        nnz_cvt_f32_to_bf16((int64_t)s->OC * Kg, weight, wh);
+        for (int n0 = 0; n0 < s->N; n0 += chunk) {
+            const int B = s->N - n0 < chunk ? s->N - n0 : chunk, M = B * s->OH * s->OW;
+            nnz_im2col_nhwc_bf16(&g, B, s->IC, 0, s->IC, inp + n0 * in_img, colh);
+            nnz_gemm_bf16(false, true, M, s->OC, Kg, 1.0f, colh, Kg, wh, Kg, beta, out + n0 * out_img, s->OC);
+            if (ep) epilogue_rows_parallel(M, s->OC, ep, out + n0 * out_img);
+        }
+        return;
+    }
     for (int n0 = 0; n0 < s->N; n0 += chunk) {
         const int B = s->N - n0 < chunk ? s->N - n0 : chunk, M = B * s->OH * s->OW;
         for (int gi = 0; gi < G; gi++) {
@@ -270,6 +304,22 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
     const size_t in_img = (size_t)s->H * s->W * s->IC, out_img = (size_t)s->OH * s->OW * s->OC;
     if (dinp && !accumulate) memset(dinp, 0, (size_t)s->N * in_img * sizeof(float)); /* col2im accumulates */
     const int chunk = images_per_chunk(s);
+    if (bf16_im2col(s)) {
+        nnz_bf16 *wh = bf16_weights_at(s, scratch), *douth = bf16_dout_at(s, scratch), *colh = (nnz_bf16 *)scratch;
+        nnz_cvt_f32_to_bf16((int64_t)s->OC * Kg, weight, wh);
+        for (int n0 = 0; n0 < s->N; n0 += chunk) {
+            const int B = s->N - n0 < chunk ? s->N - n0 : chunk, M = B * s->OH * s->OW;
+            nnz_cvt_f32_to_bf16((int64_t)M * s->OC, dout + n0 * out_img, douth);
+            /* dweight (OC,Kg) += dout^T (OC,M) * col (M,Kg) */
+            nnz_im2col_nhwc_bf16(&g, B, s->IC, 0, s->IC, inp + n0 * in_img, colh);
+            nnz_gemm_bf16(true, false, s->OC, Kg, M, 1.0f, douth, s->OC, colh, Kg, 1.0f, dweight, Kg);
+            if (!dinp) continue;
+            /* dcol (M,Kg) = dout (M,OC) * weight (OC,Kg) in fp32 over the col buffer; dinp += col2im(dcol) */
+            nnz_gemm_bf16(false, false, M, Kg, s->OC, 1.0f, douth, s->OC, wh, Kg, 0.0f, scratch, Kg);
+            nnz_col2im_nhwc_acc(&g, B, s->IC, 0, s->IC, scratch, dinp + n0 * in_img);
+        }
+        return;
+    }
     for (int n0 = 0; n0 < s->N; n0 += chunk) {
         const int B = s->N - n0 < chunk ? s->N - n0 : chunk, M = B * s->OH * s->OW;
         const float *dout_c = dout + n0 * out_img;
