@@ -26,6 +26,10 @@ static const struct { int r, c; double efficiency; } SPARSE_EFFICIENCY[] = {
     {16, 32, 1.0}, {16, 16, 0.9}, {8, 8, 0.7}, {4, 4, 0.6}, {1, 4, 0.4}, {1, 1, 0.3},
 };
 #define SPARSE_MIN_GAIN 1.25
+/* auto leaves smaller weights dense: bench/spmm measured the sparse kernels below dense on
+ * mbv2-tiny's 1x1 convolutions (a few nonzeros per row), where the dense path is the
+ * packing-free small GEMM */
+#define SPARSE_MIN_WEIGHTS 16384
 
 nnz_status nnz_sparse_format_parse(const char *text, nnz_sparse_format *out) {
     nnz_sparse_format f = {.kind = NNZ_SPARSE_AUTO};
@@ -106,6 +110,11 @@ static nnz_status decide(const nnz_model *m, int rows, int cols, const float *W,
         NNZ_TRY(nnz_sparse_measure(rows, cols, W, cols, NULL, f->r, f->c, &st));
         plan->r = f->r, plan->c = f->c, plan->block_fill = st.block_fill;
         snprintf(plan->why, sizeof plan->why, "forced (--sparse-format)");
+        return NNZ_OK;
+    }
+    if ((int64_t)rows * cols < SPARSE_MIN_WEIGHTS) {
+        snprintf(plan->why, sizeof plan->why, "%.1f%% zeros, but %dx%d is too small for the sparse kernels to pay",
+                 100.0 * (1.0 - st.density), rows, cols);
         return NNZ_OK;
     }
     if (!nnz_sparse_kernels_simd()) {
