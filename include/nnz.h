@@ -266,6 +266,24 @@ typedef struct {
 } nnz_bench_result;
 nnz_status nnz_bench_model(nnz_model *m, int batch, int iters, uint64_t seed, nnz_bench_result *out);
 
+/* One layer's three products (forward, backward-data, weight gradient), sparse against dense
+ * fp32 GEMM, on random data: a (rows, cols) weight masked at sparsity (unstructured for "csr",
+ * blocks of the format's block for "bsr:RxC"), m rows of activations. Medians of iters runs. */
+typedef struct {
+    int rows, cols;       /* the weight: (OC, KH*KW*IC) or (OUT, IN) */
+    int64_t m;            /* activation rows (batch x output pixels) */
+    float sparsity;       /* in [0, 1) */
+    const char *format;   /* "csr" or "bsr:RxC" */
+    int iters;
+    uint64_t seed;
+} nnz_layer_bench_config;
+typedef struct {
+    double dense_seconds[3], sparse_seconds[3]; /* forward, backward-data, weight gradient (SDDMM) */
+    double dense_flops, actual_flops;           /* per product: 2*m*rows*cols and 2*m*nonzeros */
+    int64_t nnz, nblocks;
+} nnz_layer_bench_result;
+nnz_status nnz_bench_layer(const nnz_layer_bench_config *cfg, nnz_layer_bench_result *out);
+
 /* ---- compressed models (.nnz files: k-means weight sharing + Huffman coding) ---- */
 typedef struct {
     int conv_bits;        /* k-means bits of convolution weights, 1..8 (default 5) */

@@ -125,6 +125,11 @@ done
 expect 0 "$NNZ" train --resume masked.safetensors --epochs 2 --test-limit 256 --threads 2
 expect 0 "$NNZ" info masked.safetensors; has out "^fc1 .*90.0% zeros"
 expect 0 "$NNZ" bench --model lenet5 --iters 1 --batch 8 --mask rbgp --sparsity 0.75; has out "^training: "
+expect 0 "$NNZ" bench --layer 64x96 --rows 33 --sparsity 0.5 --format bsr:4x4 --iters 1 --json
+has out '"product":"forward"'; has out '"product":"weight_grad"'; has out '"effective_gflops":'
+expect 2 "$NNZ" bench --layer 64;                 has err "OCxK"
+expect 2 "$NNZ" bench --layer 8x8 --format auto;  has err "csr or bsr:RxC"
+expect 2 "$NNZ" bench --layer 8x8 --model mlp;    has err "no CHECKPOINT or --model"
 
 # ---- corrupt checkpoints are clear errors
 head -c 1000 mlp.safetensors > cut.safetensors
