@@ -82,6 +82,11 @@ typedef struct {
 /* opt may be NULL (no optimizer state); train_config_json may be NULL. */
 nnz_status nnz_checkpoint_save(const char *path, const nnz_model *m, const nnz_optimizer *opt,
                                const nnz_ckpt_state *st, const char *train_config_json);
+/* The same, plus n_extra string metadata keys[i] = values[i] (e.g. "shrink", written by
+ * nnz shrink); INVALID_ARG for a key of the list above. */
+nnz_status nnz_checkpoint_save_ex(const char *path, const nnz_model *m, const nnz_optimizer *opt,
+                                  const nnz_ckpt_state *st, const char *train_config_json, int n_extra,
+                                  const char *const *keys, const char *const *values);
 
 typedef struct {
     nnz_st_file file;
