@@ -107,6 +107,10 @@ nnz_status nnz_checkpoint_build_model(const nnz_checkpoint *ck, nnz_model **out)
  * state array the optimizer has must be present with its parameter's shape. */
 nnz_status nnz_checkpoint_load_optimizer(const nnz_checkpoint *ck, const nnz_model *m, nnz_optimizer *opt);
 
+/* Fails fast (before hours of training) when a checkpoint could never be written to path:
+ * it is a directory, or its directory is missing or not writable. NULL is fine. */
+nnz_status nnz_check_output_path(const char *path);
+
 /* ===================== JSON-lines log ===================== */
 typedef struct { FILE *f; } nnz_train_log;
 /* path NULL = no log (every call is a no-op). append keeps earlier records (resume). */

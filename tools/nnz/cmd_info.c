@@ -59,6 +59,7 @@ int cmd_info(int argc, char **argv) {
     printf("bytes: %s (fp32 parameters + buffers, %.2f MiB)\n", bytes,
            (double)(st.params + st.buffers) * 4.0 / (1024.0 * 1024.0));
     printf("FLOPs per image: %s (%.2f MFLOPs forward; training ~3x)\n", flops, (double)st.flops * 1e-6);
+    if (from_file && nnz_shrink_describe(pos[0], table, cap) == NNZ_OK && table[0]) printf("\n%s", table);
     free(table);
     nnz_model_free(m);
     return CLI_EXIT_OK;

@@ -15,6 +15,7 @@ static const subcommand commands[] = {
     {"eval", "measure a checkpoint's accuracy on a test set", cmd_eval},
     {"info", "show a checkpoint's architecture, parameter count, size and FLOPs", cmd_info},
     {"bench", "measure training and inference speed (images/s, GFLOP/s)", cmd_bench},
+    {"shrink", "DepthShrinker: remove activations, merge blocks into dense convs", cmd_shrink},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 
