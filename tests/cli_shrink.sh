@@ -34,10 +34,12 @@ expect 2 "$NNZ" shrink x.safetensors --search-epochs 0; has err "--search-epochs
 expect 2 "$NNZ" shrink x.safetensors --gumbel 2; has err "--gumbel"
 expect 2 "$NNZ" shrink x.safetensors --kep 0.5; has err "did you mean --keep"
 
-# ---- tiny base models
-TINY=(--train-limit 256 --test-limit 128 --threads 2)
-expect 0 "$NNZ" train --model mbv2-tiny --epochs 1 --batch 64 "${TINY[@]}" --out base.safetensors
-expect 0 "$NNZ" train --model mlp --epochs 1 --batch 64 "${TINY[@]}" --out mlp.safetensors
+# ---- tiny base models (tinier under the sanitizers, which run mbv2-tiny ~50x slower)
+TRAIN_N=256; TEST_N=128; B=64
+if [ -n "${NNZ_SANITIZE:-}" ]; then TRAIN_N=64; TEST_N=32; B=32; fi
+TINY=(--train-limit $TRAIN_N --test-limit $TEST_N --threads 2)
+expect 0 "$NNZ" train --model mbv2-tiny --epochs 1 --batch $B "${TINY[@]}" --out base.safetensors
+expect 0 "$NNZ" train --model mlp --epochs 1 --batch $B "${TINY[@]}" --out mlp.safetensors
 
 # ---- runtime errors: exit 1, nothing written
 expect 1 "$NNZ" shrink missing.safetensors "${TINY[@]}";  has err "missing.safetensors"
@@ -48,7 +50,7 @@ expect 1 "$NNZ" shrink base.safetensors "${TINY[@]}" --data "$T/nodata"; has err
 no_temp
 
 # ---- a tiny shrink: 3 of 6 blocks merged
-RUN=(--search-epochs 1 --finetune-epochs 1 --batch 64 --log-every 2 "${TINY[@]}")
+RUN=(--search-epochs 1 --finetune-epochs 1 --batch $B --log-every 2 "${TINY[@]}")
 expect 0 "$NNZ" shrink base.safetensors --keep 0.5 "${RUN[@]}"
 [ -s base-shrunk.safetensors ] || fail "no default output base-shrunk.safetensors"
 has err "^search: 1 epoch"; has err "^scores: blocks.0 "; has err "^finetune: 1 epoch"; has err "^merged 3 blocks"
@@ -62,8 +64,8 @@ has out "^DepthShrinker: keep 0.5 of 6"; has out "merged, one dense conv each: b
 [ "$(grep -c 'blocks\.[0-9]*\.conv  *conv2d' "$T/out")" -eq 3 ] || fail "info: expected 3 merged convs"
 grep -q 'relu6' "$T/out" || fail "info: the kept blocks lost their relu6"
 expect 0 "$NNZ" info base.safetensors; grep -q DepthShrinker "$T/out" && fail "info: an unshrunk model shows a shrink record"
-expect 0 "$NNZ" eval base-shrunk.safetensors --limit 128 --batch 64
-has out "^accuracy: $ACC\$"   # the merged model, the same 128 images: the accuracy shrink reported
+expect 0 "$NNZ" eval base-shrunk.safetensors --limit $TEST_N --batch $B
+has out "^accuracy: $ACC\$"   # the merged model, the same test images: the accuracy shrink reported
 expect 0 "$NNZ" bench base-shrunk.safetensors --iters 1 --batch 1; has out "^inference: "
 
 # ---- distillation runs; same seed and threads, same bytes
