@@ -140,7 +140,8 @@ static void check_block(const block_case *bc, uint64_t seed) {
     w.border = true;
     double border = rel_err(got, nv, out_numel, on_border, &w);
     if (inner > TOL) fail_msg("interior differs from the naive removal: %.3g", inner);
-    if (border < 1e-3) fail_msg("the border should differ from the naive removal (bn1's bias is padded), got %.3g", border);
+    if (border < 1e-3)
+        fail_msg("the border should differ from the naive removal (bn1's bias is padded), got %.3g", border);
 
     free(x), free(want), free(got), free(nv);
     nnz_model_free(orig), nnz_model_free(rem), nnz_model_free(merged), nnz_model_free(naive);

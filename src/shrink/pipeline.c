@@ -128,8 +128,9 @@ static nnz_status run_phase(shrink_ctx *c, nnz_model *m, const char *phase, int 
         float loss = nnz_softmax_xent(n, C, z, c->y, cfg->label_smoothing, c->dlogits, &correct);
         if (teacher) loss = distill(n, C, z, c->teacher_logits, cfg->distill_weight, loss, c->dlogits);
         if (!isfinite(loss)) {
-            s = nnz_fail(NNZ_ERR_NUMERIC, "the %s loss became %s at step %lld; nothing was written. Lower --lr (now %g)",
-                         phase, isnan(loss) ? "NaN" : "infinite", (long long)step + 1, cfg->lr);
+            s = nnz_fail(NNZ_ERR_NUMERIC,
+                         "the %s loss became %s at step %lld; nothing was written. Lower --lr (now %g)", phase,
+                         isnan(loss) ? "NaN" : "infinite", (long long)step + 1, cfg->lr);
             break;
         }
         nnz_model_zero_grad(m);

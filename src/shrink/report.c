@@ -91,7 +91,8 @@ nnz_status nnz_shrink_describe(const char *checkpoint, char *buf, size_t len) {
     }
     size_t off = 0;
     const int n = cJSON_GetArraySize(blocks);
-    append(buf, len, &off, "DepthShrinker: keep %g of %d inverted-residual blocks (from '%s', search %g, finetune %g epochs)\n",
+    append(buf, len, &off,
+           "DepthShrinker: keep %g of %d inverted-residual blocks (from '%s', search %g, finetune %g epochs)\n",
            num(j, "keep"), n, cJSON_IsString(source) ? source->valuestring : "?", num(j, "search_epochs"),
            num(j, "finetune_epochs"));
     for (int pass = 0; pass < 2; pass++) {

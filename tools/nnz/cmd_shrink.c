@@ -35,7 +35,10 @@ int cmd_shrink(int argc, char **argv) {
         FL_INT("--finetune-epochs", &cfg.finetune_epochs, "N", "Epochs of finetuning the shrunk model (0 = none).",
                "2", 0, 100000),
         FL_FLOAT("--lr", &cfg.lr, "X", "Peak SGD learning rate of each phase (cosine to 0).", "0.01", 0, 0, true),
-        FL_FLOAT("--gate-lr", &cfg.gate_lr, "X", "Learning rate of the block scores (their gradient is summed over whole activation tensors, so it is large).", "0.02", 0, 0, false),
+        FL_FLOAT("--gate-lr", &cfg.gate_lr, "X",
+                 "Learning rate of the block scores (their gradient is a sum over whole activation tensors, so "
+                 "it is large).",
+                 "0.02", 0, 0, false),
         FL_FLOAT("--gumbel", &cfg.gumbel, "F",
                  "Fraction of the search that ranks blocks by score plus Gumbel noise (exploration).", "0.5", 0, 1,
                  false),
