@@ -117,8 +117,12 @@ int cmd_shrink(int argc, char **argv) {
     cli_group_digits(res.params_after, pa, sizeof pa);
     cli_format_duration(res.seconds, dur, sizeof dur);
     printf("blocks: %d, kept %d, merged %d (%s)\n", res.blocks, res.kept, res.merged, dur);
-    printf("FLOPs per image: %s -> %s (%.2fx fewer)\n", fb, fa,
-           res.flops_after > 0 ? (double)res.flops_before / (double)res.flops_after : 0.0);
+    /* merging can add FLOPs (an expansion-1 block) while it saves time: say which way it went */
+    const bool fewer = res.flops_after <= res.flops_before;
+    printf("FLOPs per image: %s -> %s (%.2fx %s)\n", fb, fa,
+           fewer ? (double)res.flops_before / (double)(res.flops_after > 0 ? res.flops_after : 1)
+                 : (double)res.flops_after / (double)res.flops_before,
+           fewer ? "fewer" : "more");
     printf("parameters: %s -> %s\n", pb, pa);
     printf("test accuracy: original %.2f%%, activations removed %.2f%%, finetuned %.2f%%\n", 100.0 * res.acc_original,
            100.0 * res.acc_searched, 100.0 * res.acc_finetuned);
