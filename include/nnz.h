@@ -339,6 +339,52 @@ typedef struct {
     bool prefetch;
 } nnz_run_result;
 nnz_status nnz_run_packed(const char *path, const nnz_dataset *d, const nnz_run_config *cfg, nnz_run_result *out);
+/* ---- DepthShrinker ------------------------------------------------------ */
+/* Learns which inverted-residual blocks of a trained model (mbv2-tiny) can lose their
+ * activations, removes them, finetunes, and merges each activation-free block into one
+ * dense convolution, exactly (docs/DEPTHSHRINKER.md). */
+typedef struct {
+    float keep;               /* fraction of blocks that keep their activations, in [0,1]: round(keep * blocks)
+                                 of them, halves up; default 0.4 */
+    int search_epochs;        /* training the gate scores with the weights; default 1, at least 1 */
+    int finetune_epochs;      /* training the shrunk model; default 2, 0 = none */
+    int batch;                /* default 128 */
+    float lr;                 /* peak SGD rate of each phase (cosine to 0); default 0.01 */
+    float gate_lr;            /* the gate scores' rate; default 0.02 */
+    float momentum;           /* default 0.9 */
+    float weight_decay;       /* default 5e-4; biases, batch norm and scores exempt */
+    float label_smoothing;    /* default 0.1 */
+    float gumbel;             /* fraction of the search ranking blocks by score + Gumbel noise; default 0.5 */
+    bool distill;             /* finetune towards the original model's outputs too */
+    float distill_weight;     /* with distill: loss = (1-w) cross-entropy + w KL(teacher || student); default 0.5 */
+    uint64_t seed;            /* default 42: shuffling and the Gumbel noise */
+    int threads;              /* 0 = all cores */
+    const char *data_dir;     /* default NNZ_DEFAULT_DATA_DIR */
+    int train_limit, test_limit; /* only the first N images (0 = all) */
+    int log_every;            /* steps between progress reports; default 50 */
+    nnz_progress_fn progress; /* per phase: epoch/epochs count that phase's epochs */
+    void *progress_user;
+    void (*note)(const char *line, void *user); /* one line per phase and decision; gets progress_user */
+} nnz_shrink_config;
+void nnz_shrink_config_init(nnz_shrink_config *cfg);
+
+typedef struct {
+    int blocks, kept, merged;   /* inverted-residual blocks; those keeping activations; those merged */
+    float acc_original;         /* test accuracy of the input checkpoint, in [0,1] */
+    float acc_searched;         /* after the search, activations removed, before finetuning */
+    float acc_finetuned;        /* after finetuning, not yet merged */
+    float acc_merged;           /* the saved model */
+    float merge_error;          /* max |merged - unmerged| / max |unmerged| over the first test batch's logits */
+    int64_t flops_before, flops_after, params_before, params_after;
+    double seconds;
+} nnz_shrink_result;
+
+/* Shrinks the checkpoint at `checkpoint` and writes the merged model to out_path (atomically,
+ * a normal checkpoint that eval, bench and info load; what was done is in its "shrink" metadata). */
+nnz_status nnz_shrink(const char *checkpoint, const char *out_path, const nnz_shrink_config *cfg,
+                      nnz_shrink_result *result);
+/* A few lines on what nnz shrink did to a checkpoint (from its metadata); "" when it was not shrunk. */
+nnz_status nnz_shrink_describe(const char *checkpoint, char *buf, size_t len);
 
 #ifdef __cplusplus
 }

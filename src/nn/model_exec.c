@@ -27,6 +27,10 @@
  *    (as the first operand) add has its gradient overwritten by that consumer instead
  *    of zeroed and accumulated into (grad_written).
  * Each fusion is the same arithmetic as the unfused layers, up to the GEMM's blocking.
+ *
+ * m->act_identity (optional) turns single relu/relu6 nodes into the identity at run
+ * time; every path that computes an activation (the node itself, a batch norm or conv
+ * it is fused into) asks act_op(), so the plan above stays valid as the gates change.
  */
 #include "nn/nn.h"
 
@@ -103,6 +107,11 @@ static void *act_alloc(nnz_model *m, int64_t count, size_t elem, const char *wha
 }
 
 static bool is_relu(nnz_op op) { return op == NNZ_OP_RELU || op == NNZ_OP_RELU6; }
+
+/* What relu/relu6 node i computes now: its op, or the identity when m->act_identity turns it off. */
+static nnz_op act_op(const nnz_model *m, int i) {
+    return m->act_identity && m->act_identity[i] ? NNZ_OP_IDENTITY : m->nodes[i].op;
+}
 
 /* The fusion plan (see the top of the file); consumers[i] = readers of node i's output. */
 static nnz_status plan_fusions(nnz_model *m, const int *consumers) {
@@ -315,7 +324,7 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
                 act = m->exec[ex->eval_bn].fused_act;
                 epp = &ep;
             }
-            if (act >= 0) {
+            if (act >= 0 && act_op(m, act) != NNZ_OP_IDENTITY) {
                 ep.lo = 0.0f, ep.hi = m->nodes[act].op == NNZ_OP_RELU6 ? 6.0f : INFINITY;
                 epp = &ep;
             }
@@ -333,7 +342,7 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
             break;
         case NNZ_OP_BATCHNORM: {
             int M = n * nd->h * nd->w;
-            const nnz_op act = ex->fused_act >= 0 ? m->nodes[ex->fused_act].op : NNZ_OP_IDENTITY;
+            const nnz_op act = ex->fused_act >= 0 ? act_op(m, ex->fused_act) : NNZ_OP_IDENTITY;
             if (train) {
                 float *save = m->aux[i];
                 nnz_batchnorm_forward_train_act(M, nd->c, in, param_value(m, nd->weight), param_value(m, nd->bias),
@@ -346,8 +355,16 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
             }
             break;
         }
-        case NNZ_OP_RELU: nnz_relu_forward(numel, in, out); break;
-        case NNZ_OP_RELU6: nnz_relu6_forward(numel, in, out); break;
+        case NNZ_OP_RELU:
+        case NNZ_OP_RELU6:
+            if (act_op(m, i) == NNZ_OP_IDENTITY) {
+                if (out != in) memcpy(out, in, (size_t)numel * sizeof(float)); /* in place: nothing to do */
+            } else if (nd->op == NNZ_OP_RELU) {
+                nnz_relu_forward(numel, in, out);
+            } else {
+                nnz_relu6_forward(numel, in, out);
+            }
+            break;
         case NNZ_OP_IDENTITY:
         case NNZ_OP_FLATTEN:
             if (!is_alias(nd)) memcpy(out, in, (size_t)numel * sizeof(float));
@@ -474,16 +491,22 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
             const int act = ex->fused_act;
             /* fused: the activation's output is the mask, its gradient the dout */
             nnz_batchnorm_backward_act(n * nd->h * nd->w, nd->c, in, m->act[i],
-                                       act >= 0 ? m->nodes[act].op : NNZ_OP_IDENTITY, param_value(m, nd->weight),
+                                       act >= 0 ? act_op(m, act) : NNZ_OP_IDENTITY, param_value(m, nd->weight),
                                        save, save + nd->c, act >= 0 ? m->dact[act] : dout, dinp, acc,
                                        param_grad(m, nd->weight), param_grad(m, nd->bias));
             break;
         }
         case NNZ_OP_RELU:
-            if (dinp) nnz_relu_backward_ex(numel, m->act[i], dout, dinp, acc);
-            break;
         case NNZ_OP_RELU6:
-            if (dinp) nnz_relu6_backward_ex(numel, m->act[i], dout, dinp, acc);
+            if (!dinp) break;
+            if (act_op(m, i) == NNZ_OP_IDENTITY) {
+                if (acc) nnz_accumulate(numel, dout, dinp);
+                else memcpy(dinp, dout, (size_t)numel * sizeof(float));
+            } else if (nd->op == NNZ_OP_RELU) {
+                nnz_relu_backward_ex(numel, m->act[i], dout, dinp, acc);
+            } else {
+                nnz_relu6_backward_ex(numel, m->act[i], dout, dinp, acc);
+            }
             break;
         case NNZ_OP_IDENTITY:
         case NNZ_OP_FLATTEN: /* a copy of the model input */

@@ -273,6 +273,10 @@ struct nnz_model {
     int eval_scratch_slots;       /* ... slots (the thread count at reserve time) */
     int eval_chunk_max;           /* ... images per chunk at most */
     nnz_rng dropout_rng;          /* its counter is part of the checkpoint */
+    const uint8_t *act_identity;  /* NULL, or one byte per node owned by the caller: a relu/relu6 node whose byte
+                                     is nonzero computes the identity instead, forward and backward, in every
+                                     fusion; may change between steps without a new reserve (DepthShrinker's
+                                     gates, src/shrink) */
 };
 
 /* Builder. Each nnz_add_* appends a node fed by the previous one (the first by
@@ -298,6 +302,11 @@ void nnz_block_end(nnz_model *m);
 nnz_status nnz_model_finalize(nnz_model *m, uint64_t seed);
 
 int nnz_model_find_param(const nnz_model *m, const char *name); /* -1 if none */
+/* Appends a zero-initialised fp32 parameter (with a gradient when trainable) to a finalized
+ * model, owned by node; for state that is not a layer's, such as a gate score. Returns its
+ * index, or -1 (nnz_last_error says why: a duplicate name, a bad node or shape, no memory). */
+int nnz_model_add_param(nnz_model *m, const char *name, int node, int ndim, const int64_t *shape, bool trainable,
+                        bool no_decay);
 nnz_status nnz_model_reserve(nnz_model *m, int batch);
 /* x (n,in_h,in_w,in_c) -> logits (n,num_classes) at nnz_model_output(m). */
 nnz_status nnz_model_forward(nnz_model *m, const float *x, int n, bool train);

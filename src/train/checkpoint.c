@@ -35,6 +35,16 @@ static char *optimizer_json(const nnz_optimizer *o) {
     return s;
 }
 
+/* The metadata keys fill_writer writes. */
+static bool meta_is_reserved(const char *key) {
+    static const char *const reserved[] = {"format", "version", "arch", "step", "epoch", "seed",
+                                           "dropout_rng_counter", "dropout_rng_key", "optimizer", "train_config",
+                                           NULL};
+    for (int i = 0; reserved[i]; i++)
+        if (strcmp(key, reserved[i]) == 0) return true;
+    return false;
+}
+
 static nnz_status add_u64_meta(nnz_st_writer *w, const char *key, uint64_t v) {
     char buf[32];
     snprintf(buf, sizeof buf, "%" PRIu64, v);
@@ -84,6 +94,12 @@ static nnz_status fill_writer(nnz_st_writer *w, const nnz_model *m, const nnz_op
 
 nnz_status nnz_checkpoint_save(const char *path, const nnz_model *m, const nnz_optimizer *opt,
                                const nnz_ckpt_state *st, const char *train_config_json) {
+    return nnz_checkpoint_save_ex(path, m, opt, st, train_config_json, 0, NULL, NULL);
+}
+
+nnz_status nnz_checkpoint_save_ex(const char *path, const nnz_model *m, const nnz_optimizer *opt,
+                                  const nnz_ckpt_state *st, const char *train_config_json, int n_extra,
+                                  const char *const *keys, const char *const *values) {
     if (!path || !*path) return nnz_fail(NNZ_ERR_INVALID_ARG, "no checkpoint path given");
     if (!m || !m->finalized) return nnz_fail(NNZ_ERR_INVALID_ARG, "cannot save a model that is not finalized");
     if (opt && opt->n != m->n_params)
@@ -93,6 +109,12 @@ nnz_status nnz_checkpoint_save(const char *path, const nnz_model *m, const nnz_o
     nnz_st_writer w;
     nnz_st_writer_init(&w);
     nnz_status s = fill_writer(&w, m, opt, st ? st : &zero, train_config_json);
+    for (int i = 0; s == NNZ_OK && i < n_extra; i++) {
+        if (meta_is_reserved(keys[i]))
+            s = nnz_fail(NNZ_ERR_INVALID_ARG, "checkpoint metadata '%s' is written by nnz itself", keys[i]);
+        else
+            s = nnz_st_set_meta(&w, keys[i], values[i]);
+    }
     if (s == NNZ_OK) s = nnz_st_write(&w, path);
     nnz_st_writer_free(&w);
     return s;

@@ -83,6 +83,11 @@ typedef struct {
 /* opt may be NULL (no optimizer state); train_config_json may be NULL. */
 nnz_status nnz_checkpoint_save(const char *path, const nnz_model *m, const nnz_optimizer *opt,
                                const nnz_ckpt_state *st, const char *train_config_json);
+/* The same, plus n_extra string metadata keys[i] = values[i] (e.g. "shrink", written by
+ * nnz shrink); INVALID_ARG for a key of the list above. */
+nnz_status nnz_checkpoint_save_ex(const char *path, const nnz_model *m, const nnz_optimizer *opt,
+                                  const nnz_ckpt_state *st, const char *train_config_json, int n_extra,
+                                  const char *const *keys, const char *const *values);
 
 typedef struct {
     nnz_st_file file;
@@ -102,6 +107,10 @@ nnz_status nnz_checkpoint_build_model(const nnz_checkpoint *ck, nnz_model **out)
 /* Fills an initialised optimizer's state (and t) from the checkpoint; every
  * state array the optimizer has must be present with its parameter's shape. */
 nnz_status nnz_checkpoint_load_optimizer(const nnz_checkpoint *ck, const nnz_model *m, nnz_optimizer *opt);
+
+/* Fails fast (before hours of training) when a checkpoint could never be written to path:
+ * it is a directory, or its directory is missing or not writable. NULL is fine. */
+nnz_status nnz_check_output_path(const char *path);
 
 /* ===================== JSON-lines log ===================== */
 typedef struct { FILE *f; } nnz_train_log;

@@ -84,8 +84,7 @@ static nnz_status resolve_defaults(nnz_train_config *c) {
     return NNZ_OK;
 }
 
-/* Fails fast (before hours of training) when the checkpoint could never be written. */
-static nnz_status check_out_dir(const char *path) {
+nnz_status nnz_check_output_path(const char *path) {
     if (!path) return NNZ_OK;
     struct stat out_st;
     if (stat(path, &out_st) == 0 && S_ISDIR(out_st.st_mode))
@@ -161,7 +160,7 @@ static nnz_status setup(trainer *t, const nnz_train_config *cfg_in) {
         NNZ_TRY(nnz_train_config_from_json(t->ck.train_config_json, c, t->model_name, sizeof t->model_name));
     }
     NNZ_TRY(resolve_defaults(c));
-    NNZ_TRY(check_out_dir(c->out_path));
+    NNZ_TRY(nnz_check_output_path(c->out_path));
     NNZ_TRY(nnz_train_config_to_json(c, &t->config_json));
 
     NNZ_TRY(nnz_dataset_load(c->data_dir, true, &t->train));

@@ -120,6 +120,7 @@ int cmd_info(int argc, char **argv) {
     }
     if (nnz_model_sparse_summary(m, table, cap) == NNZ_OK && any_zeros(table))
         printf("\nsparse layers (--sparse-format %s):\n%s", sparse_format, table);
+    if (from_file && nnz_shrink_describe(pos[0], table, cap) == NNZ_OK && table[0]) printf("\n%s", table);
     free(table);
     nnz_model_free(m);
     return CLI_EXIT_OK;

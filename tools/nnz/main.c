@@ -18,6 +18,7 @@ static const subcommand commands[] = {
     {"pack", "compress a checkpoint into a .nnz file (k-means weight sharing + Huffman)", cmd_pack},
     {"run", "run a .nnz model, decoding layer by layer under a memory budget", cmd_run},
     {"mask", "build and show a weight mask (RBGP, HBsNN, block): factor graphs, spectral gap, bytes, picture", cmd_mask},
+    {"shrink", "DepthShrinker: remove activations, merge blocks into dense convs", cmd_shrink},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 

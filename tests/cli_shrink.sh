@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# nnz shrink end to end, on a tiny budget: help, usage errors (exit 2), runtime errors
+# (exit 1, no partial output), then a tiny mbv2-tiny run whose merged checkpoint info,
+# eval and bench load; the same seed and threads give the same file. $1 = the nnz binary.
+set -u
+NNZ=$(realpath "${1:?usage: cli_shrink.sh path/to/nnz}")
+T=$(mktemp -d "${TMPDIR:-/tmp}/nnz-shrink-XXXXXX")
+trap 'rm -rf "$T"' EXIT
+cd "$T" || exit 1
+
+fail() { echo "FAIL: $*"; echo "--- stdout"; cat "$T/out" 2>/dev/null; echo "--- stderr"; cat "$T/err" 2>/dev/null; exit 1; }
+expect() {
+    local code=$1; shift
+    "$@" >"$T/out" 2>"$T/err"
+    local rc=$?
+    [ "$rc" -eq "$code" ] || fail "expected exit $code, got $rc: $*"
+}
+has() { grep -q -e "$2" "$1" || fail "'$2' not in $1"; }
+no_temp() { ls -A "$T" | grep -q '\.tmp' && fail "temporary file left behind"; true; }
+
+# ---- help: every valued flag documents its default
+expect 0 "$NNZ" --help;            has out "shrink"
+expect 0 "$NNZ" shrink --help;     has out "usage: nnz shrink"; has out "example:"; has out "DEPTHSHRINKER.md"
+for f in --keep --search-epochs --finetune-epochs --lr --gate-lr --gumbel --distill-weight --label-smoothing \
+         --batch --seed --threads --data --out --log-every --train-limit --test-limit; do
+    awk -v f="$f" '/^  --/ { on = ($1 == f) } on' "$T/out" | grep -q "default:" || fail "shrink --help: $f has no default"
+done
+
+# ---- usage errors: exit 2
+expect 2 "$NNZ" shrink;                          has err "missing CKPT"
+expect 2 "$NNZ" shrink x.safetensors --keep 1.5; has err "--keep"
+expect 2 "$NNZ" shrink x.safetensors --keep -0.1; has err "--keep"
+expect 2 "$NNZ" shrink x.safetensors --search-epochs 0; has err "--search-epochs"
+expect 2 "$NNZ" shrink x.safetensors --gumbel 2; has err "--gumbel"
+expect 2 "$NNZ" shrink x.safetensors --kep 0.5; has err "did you mean --keep"
+
+# ---- tiny base models (tinier under the sanitizers, which run mbv2-tiny ~50x slower)
+TRAIN_N=256; TEST_N=128; B=64
+if [ -n "${NNZ_SANITIZE:-}" ]; then TRAIN_N=64; TEST_N=32; B=32; fi
+TINY=(--train-limit $TRAIN_N --test-limit $TEST_N --threads 2)
+expect 0 "$NNZ" train --model mbv2-tiny --epochs 1 --batch $B "${TINY[@]}" --out base.safetensors
+expect 0 "$NNZ" train --model mlp --epochs 1 --batch $B "${TINY[@]}" --out mlp.safetensors
+
+# ---- runtime errors: exit 1, nothing written
+expect 1 "$NNZ" shrink missing.safetensors "${TINY[@]}";  has err "missing.safetensors"
+expect 1 "$NNZ" shrink mlp.safetensors "${TINY[@]}" --out m.safetensors; has err "no inverted-residual blocks"
+[ -e m.safetensors ] && fail "a failed shrink wrote its output"
+expect 1 "$NNZ" shrink base.safetensors "${TINY[@]}" --out no/such/dir/x.safetensors; has err "does not exist"
+expect 1 "$NNZ" shrink base.safetensors "${TINY[@]}" --data "$T/nodata"; has err "nodata"
+no_temp
+
+# ---- a tiny shrink: 3 of 6 blocks merged
+RUN=(--search-epochs 1 --finetune-epochs 1 --batch $B --log-every 2 "${TINY[@]}")
+expect 0 "$NNZ" shrink base.safetensors --keep 0.5 "${RUN[@]}"
+[ -s base-shrunk.safetensors ] || fail "no default output base-shrunk.safetensors"
+has err "^search: 1 epoch"; has err "^scores: blocks.0 "; has err "^finetune: 1 epoch"; has err "^merged 3 blocks"
+has out "^blocks: 6, kept 3, merged 3"; has out "^FLOPs per image: "
+tail -n 1 "$T/out" | grep -Eq '^test accuracy: [0-9]+\.[0-9]{2}%$' || fail "shrink does not end with the test accuracy"
+ACC=$(tail -n 1 "$T/out" | sed 's/test accuracy: //')
+no_temp
+
+expect 0 "$NNZ" info base-shrunk.safetensors
+has out "^DepthShrinker: keep 0.5 of 6"; has out "merged, one dense conv each: blocks"; has out "FLOPs per image: .* before"
+[ "$(grep -c 'blocks\.[0-9]*\.conv  *conv2d' "$T/out")" -eq 3 ] || fail "info: expected 3 merged convs"
+grep -q 'relu6' "$T/out" || fail "info: the kept blocks lost their relu6"
+expect 0 "$NNZ" info base.safetensors; grep -q DepthShrinker "$T/out" && fail "info: an unshrunk model shows a shrink record"
+expect 0 "$NNZ" eval base-shrunk.safetensors --limit $TEST_N --batch $B
+has out "^accuracy: $ACC\$"   # the merged model, the same test images: the accuracy shrink reported
+expect 0 "$NNZ" bench base-shrunk.safetensors --iters 1 --batch 1; has out "^inference: "
+
+# ---- distillation runs; same seed and threads, same bytes
+expect 0 "$NNZ" shrink base.safetensors "${RUN[@]}" --keep 0.2 --distill --out d1.safetensors
+has err "distilled from the original"; has out "^blocks: 6, kept 1, merged 5"
+expect 0 "$NNZ" shrink base.safetensors "${RUN[@]}" --keep 0.2 --distill --out d2.safetensors
+cmp -s d1.safetensors d2.safetensors || fail "two runs with the same seed and threads differ"
+
+echo "cli_shrink: all checks passed"

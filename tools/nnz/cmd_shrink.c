@@ -1,0 +1,132 @@
+/* nnz shrink: DepthShrinker on a checkpoint: search, remove, finetune, merge. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void print_note(const char *line, void *user) {
+    cli_progress *p = user;
+    cli_progress_finish(p); /* end a progress bar first */
+    fprintf(stderr, "%s\n", line);
+    fflush(stderr);
+}
+
+/* CKPT minus ".safetensors", plus "-shrunk.safetensors" */
+static void default_out(const char *in, char *buf, size_t len) {
+    size_t n = strlen(in);
+    const char *ext = ".safetensors";
+    size_t e = strlen(ext);
+    if (n > e && strcmp(in + n - e, ext) == 0) n -= e;
+    snprintf(buf, len, "%.*s-shrunk.safetensors", (int)n, in);
+}
+
+int cmd_shrink(int argc, char **argv) {
+    nnz_shrink_config cfg;
+    nnz_shrink_config_init(&cfg);
+    const char *out = NULL, *data = cfg.data_dir;
+    cli_flag flags[] = {
+        FL_FLOAT("--keep", &cfg.keep, "R",
+                 "Fraction of the inverted-residual blocks that keep their activations (round(R x blocks), halves "
+                 "up); the others lose both and are merged into one dense conv each. mbv2-tiny has 6 blocks.",
+                 "0.4", 0, 1, false),
+        FL_INT("--search-epochs", &cfg.search_epochs, "N",
+               "Epochs of the search: block scores trained with the weights, top blocks kept each step.", "1", 1,
+               100000),
+        FL_INT("--finetune-epochs", &cfg.finetune_epochs, "N", "Epochs of finetuning the shrunk model (0 = none).",
+               "2", 0, 100000),
+        FL_FLOAT("--lr", &cfg.lr, "X", "Peak SGD learning rate of each phase (cosine to 0).", "0.01", 0, 0, true),
+        FL_FLOAT("--gate-lr", &cfg.gate_lr, "X",
+                 "Learning rate of the block scores (their gradient is a sum over whole activation tensors, so "
+                 "it is large).",
+                 "0.02", 0, 0, false),
+        FL_FLOAT("--gumbel", &cfg.gumbel, "F",
+                 "Fraction of the search that ranks blocks by score plus Gumbel noise (exploration).", "0.5", 0, 1,
+                 false),
+        FL_BOOL("--distill", &cfg.distill, "Finetune towards the original model's outputs as well (its teacher)."),
+        FL_FLOAT("--distill-weight", &cfg.distill_weight, "W",
+                 "With --distill: loss = (1-W) cross-entropy + W KL(teacher || student).", "0.5", 0, 1, false),
+        FL_FLOAT("--label-smoothing", &cfg.label_smoothing, "X", "Label smoothing of the cross-entropy loss.", "0.1",
+                 0, 0.99, false),
+        FL_INT("--batch", &cfg.batch, "N", "Images per step.", "128", 1, 65536),
+        FL_U64("--seed", &cfg.seed, "N", "Seeds shuffling and the Gumbel noise: same seed and threads, same model.",
+               "42"),
+        FL_INT("--threads", &cfg.threads, "N", "Worker threads; 0 = all cores.", "0", 0, 4096),
+        FL_STR("--data", &data, "DIR", "The data set the checkpoint was trained on.", NNZ_DEFAULT_DATA_DIR),
+        FL_STR("--out", &out, "FILE", "The merged model's checkpoint (written atomically, once, at the end).",
+               "CKPT-shrunk.safetensors"),
+        FL_INT("--log-every", &cfg.log_every, "N", "Steps between progress reports.", "50", 1, 1000000000),
+        FL_INT("--train-limit", &cfg.train_limit, "N", "Use only the first N training images (0 = all).", "0", 0,
+               0),
+        FL_INT("--test-limit", &cfg.test_limit, "N", "Evaluate on only the first N test images (0 = all).", "0", 0,
+               0),
+    };
+    cli_command cmd = {
+        .name = "shrink",
+        .summary = "DepthShrinker: remove activations, merge blocks into dense convs",
+        .usage = "nnz shrink CKPT [--keep R] [--out FILE] [flags]",
+        .description =
+            "DepthShrinker (Fu et al., ICML 2022) on a trained checkpoint with inverted-residual blocks\n"
+            "(mbv2-tiny). 1. search: one score per block is trained with the weights; each step the\n"
+            "blocks with the top scores keep their relu6s, the others run without (straight-through).\n"
+            "2. remove: the lowest-scored blocks lose both activations for good. 3. finetune the shrunk\n"
+            "model (--distill: towards the original's outputs too). 4. merge: each activation-free block\n"
+            "(1x1 conv, depthwise kxk, 1x1 conv, batch norms, residual) becomes ONE dense kxk conv, exactly:\n"
+            "the removed block's zero padding is moved to its input before finetuning, so the merged model\n"
+            "computes what was finetuned (docs/DEPTHSHRINKER.md). The result is a normal checkpoint for\n"
+            "nnz eval, bench and info; nnz info shows which blocks were merged.",
+        .example = "  nnz train --model mbv2-tiny --epochs 3 --out base.safetensors\n"
+                   "  nnz shrink base.safetensors --keep 0.4 --out shrunk.safetensors\n"
+                   "  nnz shrink base.safetensors --keep 0.2 --finetune-epochs 3 --distill\n"
+                   "  nnz info shrunk.safetensors && nnz bench shrunk.safetensors --batch 1",
+        .flags = flags,
+        .n_flags = (int)(sizeof flags / sizeof flags[0]),
+        .positional = "CKPT",
+        .min_pos = 1,
+        .max_pos = 1,
+    };
+    const char *pos[1];
+    int npos = 0;
+    int r = cli_parse(&cmd, argc, argv, pos, &npos);
+    if (r == CLI_HELP_SHOWN) return CLI_EXIT_OK;
+    if (r) return r;
+    char out_buf[4096];
+    if (!out) {
+        default_out(pos[0], out_buf, sizeof out_buf);
+        out = out_buf;
+    }
+    cfg.data_dir = data;
+    cli_progress prog;
+    cli_progress_init(&prog);
+    cfg.progress = cli_progress_fn;
+    cfg.progress_user = &prog;
+    cfg.note = print_note;
+    cli_progress_catch_sigint();
+
+    nnz_shrink_result res;
+    nnz_status s = nnz_shrink(pos[0], out, &cfg, &res);
+    cli_progress_finish(&prog);
+    if (s == NNZ_ERR_INTERRUPTED) {
+        fprintf(stderr, "nnz shrink: %s\n", nnz_last_error());
+        return CLI_EXIT_FAILURE;
+    }
+    if (s != NNZ_OK) return cli_fail("shrink", "shrinking failed");
+    char fb[32], fa[32], pb[32], pa[32], dur[32];
+    cli_group_digits(res.flops_before, fb, sizeof fb);
+    cli_group_digits(res.flops_after, fa, sizeof fa);
+    cli_group_digits(res.params_before, pb, sizeof pb);
+    cli_group_digits(res.params_after, pa, sizeof pa);
+    cli_format_duration(res.seconds, dur, sizeof dur);
+    printf("blocks: %d, kept %d, merged %d (%s)\n", res.blocks, res.kept, res.merged, dur);
+    /* merging can add FLOPs (an expansion-1 block) while it saves time: say which way it went */
+    const bool fewer = res.flops_after <= res.flops_before;
+    printf("FLOPs per image: %s -> %s (%.2fx %s)\n", fb, fa,
+           fewer ? (double)res.flops_before / (double)(res.flops_after > 0 ? res.flops_after : 1)
+                 : (double)res.flops_after / (double)res.flops_before,
+           fewer ? "fewer" : "more");
+    printf("parameters: %s -> %s\n", pb, pa);
+    printf("test accuracy: original %.2f%%, activations removed %.2f%%, finetuned %.2f%%\n", 100.0 * res.acc_original,
+           100.0 * res.acc_searched, 100.0 * res.acc_finetuned);
+    printf("checkpoint: %s\n", out);
+    printf("test accuracy: %.2f%%\n", 100.0 * res.acc_merged);
+    return CLI_EXIT_OK;
+}
