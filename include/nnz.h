@@ -188,6 +188,40 @@ nnz_status nnz_mask_kind_parse(const char *name, nnz_mask_kind *out);
  * zero. One line per masked layer goes to log (NULL: none). */
 nnz_status nnz_model_apply_masks(nnz_model *m, const nnz_mask_spec *spec, uint64_t seed, char *log, size_t len);
 
+/* ---- pruning during training (src/sparse/str.c, gmp.c; docs/AUTOSPARSE.md) ----
+ * Both act on the layers nnz_model_apply_masks masks: conv (groups 1) and linear but the
+ * first and the last. AUTOSPARSE: learnable thresholds (STR) w~ = sign(w)*relu(|w| - sigmoid(s))
+ * with Gradient Annealing (pruned weights get alpha times their gradient; alpha0 = 0 is STR).
+ * GMP: gradual magnitude pruning to target_sparsity, Zhu & Gupta's cubic schedule. */
+typedef enum { NNZ_PRUNE_NONE = 0, NNZ_PRUNE_AUTOSPARSE, NNZ_PRUNE_GMP } nnz_prune_kind;
+typedef enum {
+    NNZ_ANNEAL_COSINE_SIGMOID = 0, NNZ_ANNEAL_COSINE, NNZ_ANNEAL_SIGMOID, NNZ_ANNEAL_LINEAR, NNZ_ANNEAL_CONSTANT
+} nnz_anneal_kind;
+typedef struct {
+    nnz_prune_kind kind;
+    /* autosparse */
+    float alpha0;                /* Gradient Annealing's alpha at t = 0 (default 0.5; 0 = STR) */
+    nnz_anneal_kind anneal;      /* alpha's decay over training (default cosine-sigmoid) */
+    int alpha_off_epoch;         /* alpha = 0 once this many epochs are done (0 = never forced) */
+    float threshold_init;        /* s0 (default -10: sigmoid(s0) = 4.5e-5 prunes almost nothing) */
+    float threshold_decay;       /* L2 decay on s (< 0, the default: the weights' weight decay) */
+    bool per_channel;            /* one threshold per output channel instead of per layer */
+    /* gmp */
+    float target_sparsity;       /* final fraction of zeros per layer, in (0, 1) */
+    float gmp_begin, gmp_end;    /* pruning window as fractions of the run (defaults 0 and 0.75) */
+    int gmp_every;               /* steps between pruning events (0 = auto: the window / 16, at least 1) */
+} nnz_prune_config;
+/* "none", "autosparse", "gmp" / "cosine-sigmoid", "cosine", "sigmoid", "linear", "constant" */
+const char *nnz_prune_kind_name(nnz_prune_kind k);
+nnz_status nnz_prune_kind_parse(const char *name, nnz_prune_kind *out);
+const char *nnz_anneal_name(nnz_anneal_kind k);
+nnz_status nnz_anneal_parse(const char *name, nnz_anneal_kind *out);
+void nnz_prune_config_init(nnz_prune_config *p); /* kind NONE and the defaults above */
+/* Gradient Annealing's alpha at progress t/T = frac in [0, 1] (docs/AUTOSPARSE.md). */
+float nnz_anneal_alpha(nnz_anneal_kind k, float alpha0, double frac);
+/* Zhu & Gupta: sparsity at step of a run pruning from s_i = 0 to target over [begin, end). */
+double nnz_gmp_sparsity(double target, int64_t begin, int64_t end, int64_t step);
+
 /* ---- training ---------------------------------------------------------- */
 typedef enum { NNZ_OPT_SGD = 0, NNZ_OPT_ADAMW = 1 } nnz_optimizer_kind;
 typedef enum { NNZ_SCHED_COSINE = 0, NNZ_SCHED_STEP = 1, NNZ_SCHED_ONECYCLE = 2, NNZ_SCHED_CONSTANT = 3 } nnz_schedule_kind;
@@ -232,6 +266,7 @@ typedef struct {
     nnz_mask_spec mask;         /* masked (sparse) training: kind DENSE (default) = none; otherwise every
                                    conv (groups 1) and linear layer but the first and the last gets this
                                    mask at initialization (nnz_model_apply_masks) and keeps its zeros */
+    nnz_prune_config prune;     /* pruning during training: kind NONE (default) = none */
     const char *sparse_format;  /* NULL = "auto": see nnz_model_set_sparse_format */
     int train_limit, test_limit;/* use only the first N images (0 = all) */
     int log_every;              /* steps between progress reports, default 50 */

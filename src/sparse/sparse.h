@@ -1,6 +1,6 @@
 /* sparse: weight masks (RBGP, HBsNN and their baselines), the Ramanujan bipartite graphs RBGP
  * is built from, and the small symmetric eigen solver that checks their spectral gap.
- * Layers: includes base/ and io/ only. docs/RBGP.md explains the constructions.
+ * Layers: includes base/, io/ and nn/ (the pruning hooks). docs/RBGP.md explains the constructions.
  *
  * A mask is a (rows, cols) row-major array of bytes, 1 = kept, 0 = pruned, for a weight
  * (rows, cols) = (OC, K): a linear layer's (OUT, IN), or a conv weight (OC, KH, KW, IC)
@@ -25,6 +25,7 @@
 #define NNZ_SPARSE_H
 
 #include "base/base.h"
+#include "nn/nn.h" /* the pruning hooks (str.c, gmp.c) work on the model graph */
 
 /* ---- symmetric eigenvalues ----
  * All eigenvalues of the symmetric n x n matrix a (row-major, only read; n >= 0) in
@@ -158,5 +159,58 @@ nnz_status nnz_hbsnn_mask(int rows, int cols, int levels, const int *lr, const i
 int64_t nnz_mask_count(const uint8_t *mask, int64_t n);
 int64_t nnz_mask_csr_bytes(const uint8_t *mask, int rows, int cols);
 int64_t nnz_mask_bsr_bytes(const uint8_t *mask, int rows, int cols, int r, int c, int64_t *nblocks);
+
+
+/* ---- pruning during training: STR / AutoSparse (str.c) and GMP (gmp.c) ----
+ * The layers: conv (groups 1) and linear except the first and the last (nnz_prune_layers). */
+/* Fills node[] (capacity cap) with the prunable nodes' indices, returns how many. */
+int nnz_prune_layers(const nnz_model *m, int *node, int cap);
+
+/* STR: for each layer, a threshold parameter "<layer>.threshold" of shape (1) or (OC) (per
+ * output channel), no_decay in the optimizer (its own L2 decay is added by nnz_str_backward).
+ * Effective weight w~ = sign(w)*relu(|w| - sigmoid(s)).
+ * The trainer calls, every step:
+ *   nnz_str_apply      before the forward: master <- w, w <- w~ (the layers read w~);
+ *   nnz_str_backward   after the backward (which left dL/dw~ in the weight gradients):
+ *                      dL/dw = dL/dw~ * (|w| > sigmoid(s) ? 1 : alpha)       (Gradient Annealing)
+ *                      dL/ds += -sigmoid'(s) * sum dL/dw~ * sign(w) * [|w| > sigmoid(s)] + decay*s
+ *                      (the sum over the layer, or over the channel), then w <- master;
+ *   nnz_str_restore    w <- master without touching gradients (after an eval forward).
+ * So the optimizer always updates the dense master w and s. nnz_str_bake makes w~ permanent. */
+typedef struct {
+    int n;              /* layers */
+    int *node, *weight, *threshold; /* node and parameter indices */
+    int *rows, *cols;   /* weight as (OC, K) */
+    int64_t *offset;    /* into master */
+    float *master;      /* the dense weights while w~ is in the model */
+    bool per_channel, applied;
+    float decay;
+} nnz_str;
+/* Adds the threshold parameters (s0 each) unless the model has them already (then keeps their
+ * values). Call before nnz_optimizer_init. */
+nnz_status nnz_str_init(nnz_str *st, nnz_model *m, bool per_channel, float s0, float decay);
+void nnz_str_apply(nnz_str *st, nnz_model *m);
+void nnz_str_backward(nnz_str *st, nnz_model *m, float alpha);
+void nnz_str_restore(nnz_str *st, nnz_model *m);
+void nnz_str_bake(nnz_str *st, nnz_model *m);
+/* Fraction of zeros of w~ over the STR layers (computed from the master weights). */
+double nnz_str_sparsity(const nnz_str *st, const nnz_model *m);
+void nnz_str_free(nnz_str *st);
+
+/* GMP: per layer, magnitude pruning (nnz_mask_make UNSTRUCTURED with the weights) to
+ * nnz_gmp_sparsity(target, begin, end, step) at steps begin, begin + every, ... and end.
+ * Pruned weights are zeroed (nnz_model_apply_mask) with their optimizer state (momentum, Adam
+ * moments), and the model's gradient mask is on, so they stay zero. */
+typedef struct {
+    float target;
+    int64_t begin, end, every;
+    double applied; /* the sparsity last applied */
+} nnz_gmp;
+/* begin_frac/end_frac of total_steps; every 0 = auto ((end - begin) / 16, at least 1). */
+nnz_status nnz_gmp_init(nnz_gmp *g, float target, float begin_frac, float end_frac, int every, int64_t total_steps);
+/* Before the forward of step (0-based); prunes when step is a pruning step. opt may be NULL. */
+nnz_status nnz_gmp_step(nnz_gmp *g, nnz_model *m, nnz_optimizer *opt, int64_t step);
+/* Prunes every layer to sparsity now. */
+nnz_status nnz_gmp_prune(nnz_model *m, nnz_optimizer *opt, double sparsity);
 
 #endif

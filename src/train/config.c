@@ -40,6 +40,7 @@ void nnz_train_config_init(nnz_train_config *cfg) {
     cfg->step_gamma = 0.1f;
     cfg->seed = 42;
     cfg->log_every = 50;
+    nnz_prune_config_init(&cfg->prune);
 }
 
 nnz_status nnz_train_config_to_json(const nnz_train_config *cfg, char **json_out) {

@@ -1,0 +1,346 @@
+/* AutoSparse (STR + Gradient Annealing) and the GMP baseline (src/sparse/str.c, gmp.c, prune.c).
+ *
+ * The test model has no activations: its loss L = sum(logits * r) is multilinear in the
+ * weights, and w~ is linear in w and in sigmoid(s) away from the threshold, so central
+ * differences are exact up to fp32 rounding (weights are kept at least GAP from the threshold,
+ * farther than any finite-difference step moves w or sigmoid(s)). The analytic gradients are
+ * also compared with a twin model whose weights were thresholded by hand: its dL/dW is dL/dw~. */
+#include "test_util.h"
+#include "nn/nn.h"
+#include "sparse/sparse.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define N 4
+#define TAU 0.05f
+#define GAP 0.005f
+
+static nnz_model *tiny(void) {
+    nnz_model *m = NULL;
+    assert_int_equal(nnz_model_create(6, 6, 2, &m), NNZ_OK);
+    nnz_add_conv2d(m, "c1", 3, 3, 1, 1, 1, true);
+    nnz_add_conv2d(m, "c2", 4, 3, 1, 1, 1, true); /* STR */
+    nnz_add_flatten(m, "flat");
+    nnz_add_linear(m, "f1", 8, true);             /* STR */
+    nnz_add_linear(m, "f2", 3, true);
+    assert_int_equal(nnz_model_finalize(m, 7), NNZ_OK);
+    assert_int_equal(nnz_model_reserve(m, N), NNZ_OK);
+    /* keep every STR weight at least GAP away from the threshold TAU */
+    static const char *const w[] = {"c2.weight", "f1.weight"};
+    for (int k = 0; k < 2; k++) {
+        nnz_param *p = &m->params[nnz_model_find_param(m, w[k])];
+        float *W = nnz_tensor_f32(&p->value);
+        for (int64_t i = 0; i < nnz_tensor_numel(&p->value); i++)
+            if (fabsf(fabsf(W[i]) - TAU) < GAP) W[i] = copysignf(fabsf(W[i]) < TAU ? TAU - 2 * GAP : TAU + 2 * GAP, W[i]);
+    }
+    return m;
+}
+
+static float s_for(float tau) { return logf(tau / (1.0f - tau)); }
+
+static void fill_inputs(float *x, float *r) {
+    tu_fill_uniform(x, N * 6 * 6 * 2, -1, 1, 11);
+    tu_fill_uniform(r, N * 3, -1, 1, 12);
+}
+
+static double loss_of(nnz_model *m, const float *x, const float *r) {
+    assert_int_equal(nnz_model_forward(m, x, N, true), NNZ_OK);
+    const float *o = nnz_model_output(m);
+    double L = 0;
+    for (int i = 0; i < N * 3; i++) L += (double)o[i] * r[i];
+    return L;
+}
+
+/* L through STR (apply, forward, restore) */
+static double str_loss(nnz_str *st, nnz_model *m, const float *x, const float *r) {
+    nnz_str_apply(st, m);
+    double L = loss_of(m, x, r);
+    nnz_str_restore(st, m);
+    return L;
+}
+
+/* the twin: same weights, thresholded by hand per row with the STR thresholds */
+static nnz_model *hand_thresholded(const nnz_str *st, nnz_model *m) {
+    nnz_model *h = tiny();
+    for (int p = 0; p < h->n_params; p++)
+        memcpy(h->params[p].value.data, m->params[nnz_model_find_param(m, h->params[p].name)].value.data,
+               nnz_tensor_bytes(&h->params[p].value));
+    for (int l = 0; l < st->n; l++) {
+        float *W = nnz_tensor_f32(&h->params[st->weight[l]].value);
+        const float *s = nnz_tensor_f32(&m->params[st->threshold[l]].value);
+        for (int row = 0; row < st->rows[l]; row++) {
+            const float t = (float)(1.0 / (1.0 + exp(-(double)s[st->per_channel ? row : 0])));
+            for (int k = 0; k < st->cols[l]; k++) {
+                float *w = &W[(size_t)row * st->cols[l] + k];
+                *w = fabsf(*w) > t ? copysignf(fabsf(*w) - t, *w) : 0.0f;
+            }
+        }
+    }
+    return h;
+}
+
+static void test_forward_matches_hand_thresholded(void **state) {
+    (void)state;
+    float x[N * 72], r[N * 3];
+    fill_inputs(x, r);
+    for (int pc = 0; pc < 2; pc++) {
+        nnz_model *m = tiny();
+        nnz_str st;
+        assert_int_equal(nnz_str_init(&st, m, pc, s_for(TAU), 0), NNZ_OK);
+        assert_int_equal(st.n, 2); /* c2 and f1: first and last stay dense */
+        assert_int_equal(m->nodes[st.node[0]].op, NNZ_OP_CONV2D);
+        assert_string_equal(m->params[st.threshold[1]].name, "f1.threshold");
+        assert_true(m->params[st.threshold[0]].no_decay);
+        if (pc) { /* channels get different thresholds */
+            float *s = nnz_tensor_f32(&m->params[st.threshold[0]].value);
+            for (int c = 0; c < 4; c++) s[c] = s_for(0.02f + 0.02f * (float)c);
+        }
+        nnz_model *h = hand_thresholded(&st, m);
+        const double sp = nnz_str_sparsity(&st, m);
+        assert_true(sp > 0.1 && sp < 0.9);
+        float *W2 = nnz_tensor_f32(&m->params[st.weight[0]].value);
+        const float before = W2[5];
+        nnz_str_apply(&st, m);
+        for (int l = 0; l < st.n; l++) /* w~ is what the layers read */
+            assert_memory_equal(m->params[st.weight[l]].value.data, h->params[st.weight[l]].value.data,
+                                nnz_tensor_bytes(&h->params[st.weight[l]].value));
+        const double a = loss_of(m, x, r), b = loss_of(h, x, r);
+        assert_true(a == b);
+        nnz_str_restore(&st, m);
+        assert_true(W2[5] == before); /* the master came back */
+        assert_true(str_loss(&st, m, x, r) == b);
+        /* bake: w~ becomes the weight */
+        nnz_str_bake(&st, m);
+        assert_true(loss_of(m, x, r) == b);
+        assert_memory_equal(m->params[st.weight[1]].value.data, h->params[st.weight[1]].value.data,
+                            nnz_tensor_bytes(&h->params[st.weight[1]].value));
+        nnz_str_free(&st);
+        nnz_model_free(h);
+        nnz_model_free(m);
+    }
+}
+
+/* one STR step's gradients: into m's grads (dL/dw, dL/ds) */
+static void str_grads(nnz_str *st, nnz_model *m, const float *x, const float *r, float alpha) {
+    nnz_model_zero_grad(m);
+    nnz_str_apply(st, m);
+    assert_int_equal(nnz_model_forward(m, x, N, true), NNZ_OK);
+    assert_int_equal(nnz_model_backward(m, x, N, r), NNZ_OK);
+    nnz_str_backward(st, m, alpha);
+}
+
+static void check_grads(bool per_channel, float alpha) {
+    float x[N * 72], r[N * 3];
+    fill_inputs(x, r);
+    nnz_model *m = tiny();
+    nnz_str st;
+    assert_int_equal(nnz_str_init(&st, m, per_channel, s_for(TAU), 0), NNZ_OK);
+    nnz_model *h = hand_thresholded(&st, m);
+    nnz_model_zero_grad(h);
+    assert_int_equal(nnz_model_forward(h, x, N, true), NNZ_OK);
+    assert_int_equal(nnz_model_backward(h, x, N, r), NNZ_OK);
+    str_grads(&st, m, x, r, alpha);
+    int checked_pruned = 0, checked_kept = 0;
+    for (int l = 0; l < st.n; l++) {
+        nnz_param *p = &m->params[st.weight[l]];
+        float *W = nnz_tensor_f32(&p->value);
+        const float *Gh = h->params[st.weight[l]].grad;
+        const float t = TAU;
+        for (int64_t i = 0; i < nnz_tensor_numel(&p->value); i++) {
+            const bool kept = fabsf(W[i]) > t;
+            /* against the twin: kept weights pass dL/dw~, pruned ones alpha times it */
+            const float want = kept ? Gh[i] : alpha * Gh[i];
+            if (fabsf(p->grad[i] - want) > 1e-6f * fmaxf(1.0f, fabsf(want)))
+                fail_msg("%s[%lld]: grad %g, want %g (kept %d)", p->name, (long long)i, p->grad[i], want, kept);
+            if (alpha == 0 && !kept) assert_true(p->grad[i] == 0.0f);
+            if (!kept && alpha != 0) { /* not differentiable there in the STR sense: checked above */
+                checked_pruned++;
+                continue;
+            }
+            /* central difference: multilinear loss, exact up to rounding */
+            const float w0 = W[i], eps = 1e-3f;
+            W[i] = w0 + eps;
+            const double lp = str_loss(&st, m, x, r);
+            W[i] = w0 - eps;
+            const double lm = str_loss(&st, m, x, r);
+            W[i] = w0;
+            const double fd = (lp - lm) / (2.0 * eps);
+            if (fabs(fd - p->grad[i]) > 2e-3 * fmax(1.0, fabs(fd)))
+                fail_msg("%s[%lld]: grad %g, finite difference %g", p->name, (long long)i, p->grad[i], fd);
+            checked_kept += kept;
+            checked_pruned += !kept;
+        }
+        nnz_param *tp = &m->params[st.threshold[l]];
+        float *s = nnz_tensor_f32(&tp->value);
+        for (int64_t c = 0; c < nnz_tensor_numel(&tp->value); c++) {
+            const float s0 = s[c], eps = 1e-2f;
+            s[c] = s0 + eps;
+            const double lp = str_loss(&st, m, x, r);
+            s[c] = s0 - eps;
+            const double lm = str_loss(&st, m, x, r);
+            s[c] = s0;
+            const double fd = (lp - lm) / (2.0 * eps);
+            assert_true(fabs(fd) > 1e-5); /* the check can fail */
+            if (fabs(fd - tp->grad[c]) > 1e-4 + 1e-2 * fabs(fd))
+                fail_msg("%s[%lld]: grad %g, finite difference %g", tp->name, (long long)c, tp->grad[c], fd);
+        }
+    }
+    assert_true(checked_kept > 50 && checked_pruned > 50);
+    nnz_str_free(&st);
+    nnz_model_free(h);
+    nnz_model_free(m);
+}
+
+static void test_grads_str(void **state) {
+    (void)state;
+    check_grads(false, 0.0f);
+    check_grads(true, 0.0f);
+}
+static void test_grads_annealed(void **state) {
+    (void)state;
+    check_grads(false, 0.3f);
+    check_grads(true, 0.3f);
+}
+
+static void test_threshold_decay_and_optimizer(void **state) {
+    (void)state;
+    float x[N * 72], r[N * 3];
+    fill_inputs(x, r);
+    const float decay = 0.25f, lr = 0.1f, s0 = s_for(TAU);
+    nnz_model *a = tiny(), *b = tiny();
+    nnz_str sa, sb;
+    assert_int_equal(nnz_str_init(&sa, a, false, s0, 0), NNZ_OK);
+    assert_int_equal(nnz_str_init(&sb, b, false, s0, decay), NNZ_OK);
+    str_grads(&sa, a, x, r, 0.3f);
+    str_grads(&sb, b, x, r, 0.3f);
+    for (int l = 0; l < sa.n; l++) {
+        const float ga = a->params[sa.threshold[l]].grad[0], gb = b->params[sb.threshold[l]].grad[0];
+        assert_true(fabsf(gb - (ga + decay * s0)) < 1e-6f);
+    }
+    /* the optimizer (SGD, no momentum, no decay) steps the master weights and the thresholds */
+    nnz_optimizer o;
+    assert_int_equal(nnz_optimizer_init(&o, a, NNZ_OPT_SGD, 0.0f, false, 0.0f, false), NNZ_OK);
+    const nnz_param *w = &a->params[sa.weight[1]];
+    const int64_t n = nnz_tensor_numel(&w->value);
+    float *before = malloc(sizeof(float) * (size_t)n), *g = malloc(sizeof(float) * (size_t)n);
+    memcpy(before, w->value.data, sizeof(float) * (size_t)n);
+    memcpy(g, w->grad, sizeof(float) * (size_t)n);
+    const float t0 = nnz_tensor_f32(&a->params[sa.threshold[1]].value)[0], gt = a->params[sa.threshold[1]].grad[0];
+    nnz_optimizer_step(&o, a, lr);
+    int moved_pruned = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const float now = nnz_tensor_f32(&w->value)[i], want = before[i] - lr * g[i];
+        if (fabsf(now - want) > 1e-7f * fmaxf(1.0f, fabsf(want)))
+            fail_msg("f1.weight[%lld]: %g after the step, want %g", (long long)i, now, want);
+        moved_pruned += fabsf(before[i]) <= TAU && g[i] != 0.0f && now != before[i];
+    }
+    assert_true(moved_pruned > 10); /* Gradient Annealing: pruned masters still learn */
+    assert_true(fabsf(nnz_tensor_f32(&a->params[sa.threshold[1]].value)[0] - (t0 - lr * gt)) < 1e-6f);
+    free(before);
+    free(g);
+    nnz_optimizer_free(&o);
+    nnz_str_free(&sa);
+    nnz_str_free(&sb);
+    nnz_model_free(a);
+    nnz_model_free(b);
+}
+
+static void test_anneal_schedule(void **state) {
+    (void)state;
+    const float a0 = 0.5f;
+    struct { nnz_anneal_kind k; double f, want; } c[] = {
+        {NNZ_ANNEAL_COSINE_SIGMOID, 0.0, 1.0},
+        {NNZ_ANNEAL_COSINE_SIGMOID, 0.25, 1.0 - 1.0 / (1.0 + exp(3.0))}, /* the sigmoid branch: 0.9526 */
+        {NNZ_ANNEAL_COSINE_SIGMOID, 0.5, 0.5},
+        {NNZ_ANNEAL_COSINE_SIGMOID, 0.75, (1.0 + cos(0.75 * 3.14159265358979)) / 2.0}, /* cosine: 0.1464 */
+        {NNZ_ANNEAL_COSINE_SIGMOID, 1.0, 1.0 - 1.0 / (1.0 + exp(-6.0))},                /* 0.00247 */
+        {NNZ_ANNEAL_COSINE, 0.25, (1.0 + sqrt(0.5)) / 2.0},
+        {NNZ_ANNEAL_COSINE, 1.0, 0.0},
+        {NNZ_ANNEAL_SIGMOID, 0.5, 0.5},
+        {NNZ_ANNEAL_SIGMOID, 0.75, 1.0 / (1.0 + exp(3.0))},
+        {NNZ_ANNEAL_LINEAR, 0.25, 0.75},
+        {NNZ_ANNEAL_LINEAR, 2.0, 0.0}, /* clamped */
+        {NNZ_ANNEAL_CONSTANT, 0.9, 1.0},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        const float got = nnz_anneal_alpha(c[i].k, a0, c[i].f);
+        if (fabs(got - a0 * c[i].want) > 1e-6)
+            fail_msg("%s at %g: %g, want %g", nnz_anneal_name(c[i].k), c[i].f, got, a0 * c[i].want);
+    }
+    assert_true(fabsf(nnz_anneal_alpha(NNZ_ANNEAL_COSINE_SIGMOID, a0, 0.25) - 0.5f * 0.9526f) < 1e-4f);
+    nnz_anneal_kind k;
+    assert_int_equal(nnz_anneal_parse("cosine-sigmoid", &k), NNZ_OK);
+    assert_int_equal(k, NNZ_ANNEAL_COSINE_SIGMOID);
+    assert_int_equal(nnz_anneal_parse("cos", &k), NNZ_ERR_INVALID_ARG);
+    nnz_prune_kind pk;
+    assert_int_equal(nnz_prune_kind_parse("gmp", &pk), NNZ_OK);
+    assert_int_equal(pk, NNZ_PRUNE_GMP);
+    assert_int_equal(nnz_prune_kind_parse("str", &pk), NNZ_ERR_INVALID_ARG);
+}
+
+static void test_gmp_schedule_and_zeros(void **state) {
+    (void)state;
+    /* Zhu & Gupta with s_i = 0, s_f = 0.8 over steps 100..200 */
+    assert_true(nnz_gmp_sparsity(0.8, 100, 200, 50) == 0.0);
+    assert_true(nnz_gmp_sparsity(0.8, 100, 200, 100) == 0.0);
+    assert_true(fabs(nnz_gmp_sparsity(0.8, 100, 200, 150) - 0.8 * (1 - 0.125)) < 1e-12);
+    assert_true(fabs(nnz_gmp_sparsity(0.8, 100, 200, 200) - 0.8) < 1e-12);
+    assert_true(fabs(nnz_gmp_sparsity(0.8, 100, 200, 999) - 0.8) < 1e-12);
+
+    float x[N * 72], r[N * 3];
+    fill_inputs(x, r);
+    nnz_model *m = tiny();
+    nnz_optimizer o;
+    assert_int_equal(nnz_optimizer_init(&o, m, NNZ_OPT_SGD, 0.9f, false, 5e-4f, false), NNZ_OK);
+    nnz_gmp g;
+    const int64_t total = 12;
+    assert_int_equal(nnz_gmp_init(&g, 0.9f, 0.0f, 0.75f, 3, total), NNZ_OK); /* prune at 0, 3, 6, 9 */
+    assert_int_equal(g.end, 9);
+    int node[8];
+    assert_int_equal(nnz_prune_layers(m, node, 8), 2);
+    uint8_t *was_zero[2];
+    for (int l = 0; l < 2; l++) was_zero[l] = calloc((size_t)nnz_tensor_numel(&m->params[m->nodes[node[l]].weight].value), 1);
+    double want = 0;
+    for (int64_t step = 0; step < total; step++) {
+        assert_int_equal(nnz_gmp_step(&g, m, &o, step), NNZ_OK);
+        if (step % 3 == 0 && step <= 9) want = nnz_gmp_sparsity(0.9, 0, 9, step);
+        for (int l = 0; l < 2; l++) {
+            const nnz_param *p = &m->params[m->nodes[node[l]].weight];
+            const int64_t n = nnz_tensor_numel(&p->value);
+            int64_t zeros = 0;
+            for (int64_t i = 0; i < n; i++) {
+                const bool z = nnz_tensor_f32(&p->value)[i] == 0.0f;
+                if (was_zero[l][i] && !z) fail_msg("step %lld: %s[%lld] came back", (long long)step, p->name, (long long)i);
+                was_zero[l][i] = z;
+                zeros += z;
+            }
+            const int64_t kept = llround((1.0 - want) * (double)n);
+            if (zeros != n - (kept < 1 ? 1 : kept))
+                fail_msg("step %lld: %s has %lld zeros of %lld, schedule says %.4f", (long long)step, p->name,
+                         (long long)zeros, (long long)n, want);
+        }
+        nnz_model_zero_grad(m);
+        assert_int_equal(nnz_model_forward(m, x, N, true), NNZ_OK);
+        assert_int_equal(nnz_model_backward(m, x, N, r), NNZ_OK);
+        nnz_optimizer_step(&o, m, 0.02f);
+    }
+    assert_true(fabs(want - 0.9) < 1e-12);
+    for (int l = 0; l < 2; l++) free(was_zero[l]);
+    nnz_optimizer_free(&o);
+    nnz_model_free(m);
+    assert_int_equal(nnz_gmp_init(&g, 1.0f, 0, 0.75f, 0, 10), NNZ_ERR_INVALID_ARG);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_forward_matches_hand_thresholded),
+        cmocka_unit_test(test_grads_str),
+        cmocka_unit_test(test_grads_annealed),
+        cmocka_unit_test(test_threshold_decay_and_optimizer),
+        cmocka_unit_test(test_anneal_schedule),
+        cmocka_unit_test(test_gmp_schedule_and_zeros),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
