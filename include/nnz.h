@@ -282,6 +282,8 @@ typedef struct {
     double train_images_per_sec;
     double seconds;
     int64_t steps;
+    double sparsity;      /* fraction of zero weights at the end over the layers --prune and --mask act on */
+    nnz_prune_kind prune; /* the run's pruning (a resumed run: the checkpoint's) */
 } nnz_train_result;
 
 nnz_status nnz_train(const nnz_train_config *cfg, nnz_train_result *result);

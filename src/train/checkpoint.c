@@ -214,6 +214,24 @@ static nnz_status check_tensor(const nnz_st_tensor *t, const char *name, const n
     return NNZ_OK;
 }
 
+/* "<layer>.threshold": an STR threshold (src/sparse/str.c), added to the model by the trainer,
+ * not declared by the architecture */
+static bool is_threshold(const char *name) {
+    const size_t n = strlen(name), k = strlen(".threshold");
+    return n > k && strcmp(name + n - k, ".threshold") == 0;
+}
+
+nnz_status nnz_checkpoint_load_params(const nnz_checkpoint *ck, nnz_model *m, int first) {
+    for (int i = first; i < m->n_params; i++) {
+        nnz_param *p = &m->params[i];
+        const nnz_st_tensor *t = nnz_st_find(&ck->file, p->name);
+        if (!t) return nnz_fail(NNZ_ERR_FORMAT, "checkpoint lacks the tensor '%s' the run needs", p->name);
+        NNZ_TRY(check_tensor(t, p->name, &p->value));
+        memcpy(p->value.data, t->data, t->nbytes);
+    }
+    return NNZ_OK;
+}
+
 nnz_status nnz_checkpoint_build_model(const nnz_checkpoint *ck, nnz_model **out) {
     *out = NULL;
     nnz_model *m = NULL;
@@ -234,6 +252,7 @@ nnz_status nnz_checkpoint_build_model(const nnz_checkpoint *ck, nnz_model **out)
     for (int i = 0; i < ck->file.n; i++) {
         const char *name = ck->file.tensors[i].name;
         if (strncmp(name, STATE_PREFIX, strlen(STATE_PREFIX)) == 0) continue;
+        if (is_threshold(name)) continue; /* STR training state: nnz_checkpoint_load_params reads it */
         if (nnz_model_find_param(m, name) < 0) {
             s = nnz_fail(NNZ_ERR_FORMAT, "checkpoint holds the tensor '%s' that its architecture does not declare",
                          name);

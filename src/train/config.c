@@ -72,6 +72,25 @@ nnz_status nnz_train_config_to_json(const nnz_train_config *cfg, char **json_out
     cJSON_AddNumberToObject(j, "sparsity", cfg->mask.sparsity);
     cJSON_AddNumberToObject(j, "train_limit", cfg->train_limit);
     cJSON_AddNumberToObject(j, "test_limit", cfg->test_limit);
+    if (cfg->prune.kind != NNZ_PRUNE_NONE) { /* absent = none (and in checkpoints from before pruning) */
+        const nnz_prune_config *p = &cfg->prune;
+        cJSON *pj = cJSON_AddObjectToObject(j, "prune");
+        if (!pj) {
+            cJSON_Delete(j);
+            return nnz_fail(NNZ_ERR_NOMEM, "out of memory writing the training configuration");
+        }
+        cJSON_AddStringToObject(pj, "kind", nnz_prune_kind_name(p->kind));
+        cJSON_AddNumberToObject(pj, "alpha0", p->alpha0);
+        cJSON_AddStringToObject(pj, "anneal", nnz_anneal_name(p->anneal));
+        cJSON_AddNumberToObject(pj, "alpha_off_epoch", p->alpha_off_epoch);
+        cJSON_AddNumberToObject(pj, "threshold_init", p->threshold_init);
+        cJSON_AddNumberToObject(pj, "threshold_decay", p->threshold_decay);
+        cJSON_AddBoolToObject(pj, "per_channel", p->per_channel);
+        cJSON_AddNumberToObject(pj, "target_sparsity", p->target_sparsity);
+        cJSON_AddNumberToObject(pj, "gmp_begin", p->gmp_begin);
+        cJSON_AddNumberToObject(pj, "gmp_end", p->gmp_end);
+        cJSON_AddNumberToObject(pj, "gmp_every", p->gmp_every);
+    }
     *json_out = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     if (!*json_out) return nnz_fail(NNZ_ERR_NOMEM, "out of memory writing the training configuration");
@@ -112,6 +131,39 @@ static nnz_status float_in(double v, const char *key, float *out) {
     if (!(v >= -1e6 && v <= 1e6))
         return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's train_config has an invalid '%s' (%g)", key, v);
     *out = (float)v;
+    return NNZ_OK;
+}
+
+/* the prune section: absent = none (checkpoints from before pruning during training) */
+static nnz_status read_prune(const cJSON *pj, nnz_prune_config *p) {
+    nnz_prune_config_init(p);
+    if (!pj) return NNZ_OK;
+    const char *s = NULL;
+    double v = 0;
+    if (!cJSON_IsObject(pj)) return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's train_config has an invalid 'prune'");
+    NNZ_TRY(get_str(pj, "kind", &s));
+    if (nnz_prune_kind_parse(s, &p->kind) != NNZ_OK)
+        return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's pruning '%s' is unknown", s);
+    NNZ_TRY(get_num(pj, "alpha0", &v));
+    NNZ_TRY(float_in(v, "alpha0", &p->alpha0));
+    NNZ_TRY(get_str(pj, "anneal", &s));
+    if (nnz_anneal_parse(s, &p->anneal) != NNZ_OK)
+        return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's annealing schedule '%s' is unknown", s);
+    NNZ_TRY(get_num(pj, "alpha_off_epoch", &v));
+    NNZ_TRY(int_in(v, "alpha_off_epoch", 0, 1000000, &p->alpha_off_epoch));
+    NNZ_TRY(get_num(pj, "threshold_init", &v));
+    NNZ_TRY(float_in(v, "threshold_init", &p->threshold_init));
+    NNZ_TRY(get_num(pj, "threshold_decay", &v));
+    NNZ_TRY(float_in(v, "threshold_decay", &p->threshold_decay));
+    NNZ_TRY(get_bool(pj, "per_channel", &p->per_channel));
+    NNZ_TRY(get_num(pj, "target_sparsity", &v));
+    NNZ_TRY(float_in(v, "target_sparsity", &p->target_sparsity));
+    NNZ_TRY(get_num(pj, "gmp_begin", &v));
+    NNZ_TRY(float_in(v, "gmp_begin", &p->gmp_begin));
+    NNZ_TRY(get_num(pj, "gmp_end", &v));
+    NNZ_TRY(float_in(v, "gmp_end", &p->gmp_end));
+    NNZ_TRY(get_num(pj, "gmp_every", &v));
+    NNZ_TRY(int_in(v, "gmp_every", 0, INT32_MAX, &p->gmp_every));
     return NNZ_OK;
 }
 
@@ -174,7 +226,7 @@ static nnz_status read_config(const cJSON *j, nnz_train_config *c, char *model_b
     }
     NNZ_TRY(get_num(j, "train_limit", &v));
     NNZ_TRY(int_in(v, "train_limit", 0, INT32_MAX, &c->train_limit));
-    return NNZ_OK;
+    return read_prune(cJSON_GetObjectItemCaseSensitive(j, "prune"), &c->prune);
 }
 
 nnz_status nnz_train_config_from_json(const char *json, nnz_train_config *cfg, char *model_buf, size_t model_len) {

@@ -6,6 +6,7 @@
 
 #include "io/io.h"
 #include "nn/nn.h"
+#include "sparse/sparse.h" /* pruning during training */
 
 /* ===================== data: batches from an nnz_dataset =====================
  *
@@ -98,6 +99,10 @@ typedef struct {
     bool has_dropout_key;
     uint64_t dropout_rng_key;
 } nnz_checkpoint;
+/* Copies the checkpoint's tensors into parameters first .. n_params-1 of m by name (the ones a
+ * run adds to its model, such as STR thresholds; nnz_checkpoint_build_model skips
+ * "*.threshold" tensors). FORMAT when one is missing or has another shape. */
+nnz_status nnz_checkpoint_load_params(const nnz_checkpoint *ck, nnz_model *m, int first);
 /* Reads and checks the container and metadata (format, version, numbers). */
 nnz_status nnz_checkpoint_open(const char *path, nnz_checkpoint *ck);
 void nnz_checkpoint_close(nnz_checkpoint *ck);

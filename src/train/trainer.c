@@ -41,6 +41,33 @@ static float acc_accuracy(const interval_acc *a) {
     return a->images ? (float)((double)a->correct / (double)a->images) : 0.0f;
 }
 
+static nnz_status resolve_prune(nnz_train_config *c) {
+    nnz_prune_config *p = &c->prune;
+    if ((unsigned)p->kind > NNZ_PRUNE_GMP) return nnz_fail(NNZ_ERR_INVALID_ARG, "unknown pruning %d", (int)p->kind);
+    if (p->kind == NNZ_PRUNE_NONE) return NNZ_OK;
+    if (c->mask.kind != NNZ_MASK_DENSE)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "--prune %s and --mask %s do not combine: pick one",
+                        nnz_prune_kind_name(p->kind), nnz_mask_kind_name(c->mask.kind));
+    if ((unsigned)p->anneal > NNZ_ANNEAL_CONSTANT)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "unknown annealing schedule %d", (int)p->anneal);
+    if (!(p->alpha0 >= 0.0f && p->alpha0 <= 1.0f))
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "--alpha0 must be in [0, 1] (got %g; 0 = STR)", p->alpha0);
+    if (p->alpha_off_epoch < 0) return nnz_fail(NNZ_ERR_INVALID_ARG, "--alpha-off-epoch must be >= 0 (0 = never)");
+    if (!isfinite(p->threshold_init) || fabsf(p->threshold_init) > 1e5f)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "--threshold-init %g must be a finite number", p->threshold_init);
+    if (p->threshold_decay < 0.0f) p->threshold_decay = c->weight_decay; /* the weights' by default */
+    if (!isfinite(p->threshold_decay))
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "--threshold-decay must be a finite number >= 0");
+    if (p->kind == NNZ_PRUNE_GMP && !(p->target_sparsity > 0.0f && p->target_sparsity < 1.0f))
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "--prune gmp needs --target-sparsity in (0, 1) (got %g)",
+                        p->target_sparsity);
+    if (!(p->gmp_begin >= 0.0f && p->gmp_begin <= p->gmp_end && p->gmp_end <= 1.0f))
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "GMP's window %g..%g must satisfy 0 <= begin <= end <= 1", p->gmp_begin,
+                        p->gmp_end);
+    if (p->gmp_every < 0) return nnz_fail(NNZ_ERR_INVALID_ARG, "--gmp-every must be >= 0 (0 = auto)");
+    return NNZ_OK;
+}
+
 static nnz_status resolve_defaults(nnz_train_config *c) {
     if (!c->model || !*c->model) c->model = "mbv2-tiny";
     if (!c->data_dir || !*c->data_dir) c->data_dir = NNZ_DEFAULT_DATA_DIR;
@@ -81,7 +108,7 @@ static nnz_status resolve_defaults(nnz_train_config *c) {
     if (c->train_limit < 0 || c->test_limit < 0)
         return nnz_fail(NNZ_ERR_INVALID_ARG, "image limits must be >= 0 (0 = all)");
     if (c->threads < 0) return nnz_fail(NNZ_ERR_INVALID_ARG, "threads must be >= 0 (0 = all cores)");
-    return NNZ_OK;
+    return resolve_prune(c);
 }
 
 nnz_status nnz_check_output_path(const char *path) {
@@ -122,6 +149,8 @@ typedef struct {
     uint8_t *y;
     int64_t steps_per_epoch, total_steps;
     int64_t last_saved_step; /* -1 until this run writes a checkpoint */
+    nnz_str str;             /* --prune autosparse */
+    nnz_gmp gmp;             /* --prune gmp */
 } trainer;
 
 static void trainer_free(trainer *t) {
@@ -131,6 +160,7 @@ static void trainer_free(trainer *t) {
     nnz_free(t->dlogits);
     nnz_batcher_free(&t->batcher);
     nnz_optimizer_free(&t->opt);
+    nnz_str_free(&t->str);
     nnz_model_free(t->m);
     if (t->resumed) nnz_checkpoint_close(&t->ck);
     if (t->have_train) nnz_dataset_free(&t->train);
@@ -181,8 +211,13 @@ static nnz_status setup(trainer *t, const nnz_train_config *cfg_in) {
         NNZ_TRY(nnz_model_from_zoo(c->model, d->h, d->w, d->c, d->num_classes, c->seed, &t->m));
         NNZ_TRY(nnz_model_apply_masks(t->m, &c->mask, c->seed ^ NNZ_MASK_SEED_SALT, NULL, 0));
     }
-    /* a resumed masked run: its zeros are in the checkpoint's weights, keep them */
-    nnz_model_set_grad_mask(t->m, c->mask.kind != NNZ_MASK_DENSE);
+    /* a resumed masked or GMP run: its zeros are in the checkpoint's weights, keep them */
+    nnz_model_set_grad_mask(t->m, c->mask.kind != NNZ_MASK_DENSE || c->prune.kind == NNZ_PRUNE_GMP);
+    if (c->prune.kind == NNZ_PRUNE_AUTOSPARSE) {
+        const int first = t->m->n_params;
+        NNZ_TRY(nnz_str_init(&t->str, t->m, c->prune.per_channel, c->prune.threshold_init, c->prune.threshold_decay));
+        if (t->resumed) NNZ_TRY(nnz_checkpoint_load_params(&t->ck, t->m, first)); /* the learned thresholds */
+    }
     if (c->sparse_format) NNZ_TRY(nnz_model_set_sparse_format(t->m, c->sparse_format));
     NNZ_TRY(nnz_model_set_precision(t->m, c->precision));
     NNZ_TRY(nnz_model_reserve(t->m, c->batch));
@@ -193,6 +228,9 @@ static nnz_status setup(trainer *t, const nnz_train_config *cfg_in) {
     NNZ_TRY(nnz_batcher_init(&t->batcher, d, c->train_limit, c->batch, true, c->augment, c->seed));
     t->steps_per_epoch = nnz_batcher_train_steps(&t->batcher);
     t->total_steps = t->steps_per_epoch * c->epochs;
+    if (c->prune.kind == NNZ_PRUNE_GMP)
+        NNZ_TRY(nnz_gmp_init(&t->gmp, c->prune.target_sparsity, c->prune.gmp_begin, c->prune.gmp_end,
+                             c->prune.gmp_every, t->total_steps));
 
     size_t img = (size_t)d->h * d->w * d->c;
     t->x = nnz_alloc(sizeof(float) * img * (size_t)c->batch, "the training batch");
@@ -200,6 +238,36 @@ static nnz_status setup(trainer *t, const nnz_train_config *cfg_in) {
     t->dlogits = nnz_alloc(sizeof(float) * (size_t)c->batch * (size_t)t->m->num_classes, "the logits' gradient");
     if (!t->x || !t->y || !t->dlogits) return NNZ_ERR_NOMEM;
     return nnz_log_open(&t->log, c->log_path, t->resumed);
+}
+
+/* Gradient Annealing's alpha for step (docs/AUTOSPARSE.md): the schedule over t/T = step / total,
+ * 0 once alpha_off_epoch epochs are done */
+static float alpha_at(const nnz_train_config *c, int64_t step, int64_t total, int64_t spe) {
+    if (c->prune.alpha_off_epoch > 0 && step >= (int64_t)c->prune.alpha_off_epoch * spe) return 0.0f;
+    return nnz_anneal_alpha(c->prune.anneal, c->prune.alpha0, (double)step / (double)total);
+}
+
+/* test accuracy; an autosparse run is evaluated on w~ */
+static nnz_status evaluate(trainer *t, nnz_eval_result *er) {
+    const bool str = t->cfg.prune.kind == NNZ_PRUNE_AUTOSPARSE;
+    if (str) nnz_str_apply(&t->str, t->m);
+    nnz_status s = nnz_evaluate(t->m, &t->test, t->cfg.batch, t->cfg.test_limit, er);
+    if (str) nnz_str_restore(&t->str, t->m);
+    return s;
+}
+
+/* fraction of zero weights over the layers pruning acts on */
+static double pruned_sparsity(const nnz_model *m) {
+    int node[1024];
+    const int n = nnz_prune_layers(m, node, 1024);
+    int64_t zeros = 0, total = 0;
+    for (int l = 0; l < n && l < 1024; l++) {
+        const nnz_param *p = &m->params[m->nodes[node[l]].weight];
+        const float *W = nnz_tensor_f32(&p->value);
+        for (int64_t i = 0; i < nnz_tensor_numel(&p->value); i++) zeros += W[i] == 0.0f;
+        total += nnz_tensor_numel(&p->value);
+    }
+    return total ? (double)zeros / (double)total : 0.0;
 }
 
 static nnz_status run(trainer *t, nnz_train_result *res) {
@@ -235,6 +303,8 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
         const int epoch = (int)(step / spe);
         nnz_batcher_set_epoch(&t->batcher, epoch);
         int n = nnz_batcher_fill(&t->batcher, step % spe, t->x, t->y);
+        if (c->prune.kind == NNZ_PRUNE_GMP) NNZ_TRY(nnz_gmp_step(&t->gmp, m, &t->opt, step));
+        if (c->prune.kind == NNZ_PRUNE_AUTOSPARSE) nnz_str_apply(&t->str, m); /* the layers read w~ */
         NNZ_TRY(nnz_model_forward(m, t->x, n, true));
         int correct = 0;
         float loss = nnz_softmax_xent(n, m->num_classes, nnz_model_output(m), t->y, c->label_smoothing, t->dlogits,
@@ -253,6 +323,7 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
         }
         nnz_model_zero_grad(m);
         NNZ_TRY(nnz_model_backward(m, t->x, n, t->dlogits));
+        if (c->prune.kind == NNZ_PRUNE_AUTOSPARSE) nnz_str_backward(&t->str, m, alpha_at(c, step, t->total_steps, spe));
         lr = nnz_schedule_lr(&sched, step);
         nnz_optimizer_step(&t->opt, m, lr);
         step++;
@@ -285,7 +356,7 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
         }
         if (epoch_end) {
             nnz_eval_result er;
-            NNZ_TRY(nnz_evaluate(m, &t->test, c->batch, c->test_limit, &er));
+            NNZ_TRY(evaluate(t, &er));
             test_acc = er.accuracy;
             p.epoch_end = true;
             p.test_accuracy = test_acc;
@@ -309,9 +380,16 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
     }
     if (test_acc < 0) { /* resumed at the very end: nothing to train, still report */
         nnz_eval_result er;
-        NNZ_TRY(nnz_evaluate(m, &t->test, c->batch, c->test_limit, &er));
+        NNZ_TRY(evaluate(t, &er));
         test_acc = er.accuracy;
     }
+    if (c->prune.kind == NNZ_PRUNE_AUTOSPARSE) {
+        /* the checkpoint gets w~ (zeros the sparse kernels run at eval); the thresholds stay in it */
+        nnz_str_bake(&t->str, m);
+        NNZ_TRY(save(t, step));
+    }
+    res->sparsity = pruned_sparsity(m);
+    res->prune = c->prune.kind;
     double seconds = nnz_now_sec() - t_start;
     res->test_accuracy = test_acc;
     res->seconds = seconds;

@@ -6,6 +6,10 @@
 
 static const char *const optimizer_names[] = {"sgd", "adamw", NULL};         /* = nnz_optimizer_kind */
 static const char *const schedule_names[] = {"cosine", "step", "onecycle", "constant", NULL}; /* = nnz_schedule_kind */
+static const char *const prune_names[] = {"none", "autosparse", "gmp", NULL}; /* = nnz_prune_kind */
+static const char *const anneal_names[] = {"cosine-sigmoid", "cosine", "sigmoid", "linear", "constant",
+                                           NULL}; /* = nnz_anneal_kind */
+static const char *const granularity_names[] = {"layer", "channel", NULL};
 
 /* Prints the zoo's names, comma-separated. */
 static void zoo_list(char *buf, size_t len) {
@@ -33,6 +37,7 @@ int cmd_train(int argc, char **argv) {
     int precision = (int)cfg.precision, mask = NNZ_MASK_DENSE;
     const char *mask_block = NULL, *sparse_format = NULL;
     float sparsity = 0.0f;
+    int prune = NNZ_PRUNE_NONE, anneal = (int)cfg.prune.anneal, granularity = 0;
     cli_flag flags[] = {
         FL_STR("--model", &model, "NAME", "Zoo model to train: mlp, lenet5, vgg8 or mbv2-tiny.", "mbv2-tiny"),
         FL_INT("--epochs", &cfg.epochs, "N", "Passes over the training set.", "10", 1, 100000),
@@ -63,6 +68,33 @@ int cmd_train(int argc, char **argv) {
                  0, 1, true),
         FL_STR("--mask-block", &mask_block, "RxC", "block: the block; hbsnn: the first level; rbgp: the micro-block.",
                "16x16 (rbgp: 4x4)"),
+        FL_CHOICE("--prune", &prune, "KIND",
+                  "Pruning during training of every conv and linear layer but the first and last "
+                  "(docs/AUTOSPARSE.md): autosparse = learnable thresholds (STR) + Gradient Annealing, the final "
+                  "checkpoint holds the thresholded weights; gmp = gradual magnitude pruning to --target-sparsity.",
+                  "none", prune_names),
+        FL_FLOAT("--alpha0", &cfg.prune.alpha0, "A",
+                 "autosparse: Gradient Annealing's initial alpha, the gradient factor of pruned weights (0 = STR).",
+                 "0.5", 0, 1, false),
+        FL_CHOICE("--anneal", &anneal, "SCHEDULE", "autosparse: how alpha decays from --alpha0 to 0 over training.",
+                  "cosine-sigmoid", anneal_names),
+        FL_INT("--alpha-off-epoch", &cfg.prune.alpha_off_epoch, "E",
+               "autosparse: alpha = 0 once E epochs are done (0 = never).", "0", 0, 1000000),
+        FL_FLOAT("--threshold-init", &cfg.prune.threshold_init, "S",
+                 "autosparse: initial threshold parameter s; the threshold is sigmoid(s).", "-10", -1e5, 1e5, false),
+        FL_FLOAT("--threshold-decay", &cfg.prune.threshold_decay, "D",
+                 "autosparse: L2 decay of the thresholds (added to their gradient).", "the weights' --wd", 0, 1e3,
+                 false),
+        FL_CHOICE("--threshold-granularity", &granularity, "G",
+                  "autosparse: one threshold per layer or per output channel.", "layer", granularity_names),
+        FL_FLOAT("--target-sparsity", &cfg.prune.target_sparsity, "S",
+                 "gmp: final fraction of zeros in each pruned layer.", "0.9", 0, 1, true),
+        FL_FLOAT("--gmp-begin", &cfg.prune.gmp_begin, "F", "gmp: pruning starts at this fraction of training.", "0",
+                 0, 1, false),
+        FL_FLOAT("--gmp-end", &cfg.prune.gmp_end, "F", "gmp: the target is reached at this fraction of training.",
+                 "0.75", 0, 1, false),
+        FL_INT("--gmp-every", &cfg.prune.gmp_every, "N", "gmp: steps between pruning events (0 = the window / 16).",
+               "0", 0, 1000000000),
         FL_STR("--sparse-format", &sparse_format, "F", CLI_SPARSE_FORMAT_HELP, "auto"),
         FL_U64("--seed", &cfg.seed, "N",
                "Seeds weights, shuffling, augmentation and dropout: same seed and threads, same numbers.", "42"),
@@ -98,6 +130,8 @@ int cmd_train(int argc, char **argv) {
                    "  nnz train --model mbv2-tiny --epochs 20 --augment --label-smoothing 0.1 --warmup 1\n"
                    "  nnz train --model vgg8 --precision bf16\n"
                    "  nnz train --model vgg8 --mask block --sparsity 0.9 --mask-block 16x16\n"
+                   "  nnz train --model vgg8 --prune autosparse --threshold-init -5 --alpha0 0.5\n"
+                   "  nnz train --model vgg8 --prune gmp --target-sparsity 0.9\n"
                    "  nnz train --resume mbv2-tiny.safetensors",
         .flags = flags,
         .n_flags = (int)(sizeof flags / sizeof flags[0]),
@@ -126,6 +160,13 @@ int cmd_train(int argc, char **argv) {
     if (sparsity >= 1.0f) return cli_usage_error(&cmd, "--sparsity must be below 1");
     if (mask_block && !cli_parse_pair(mask_block, &cfg.mask.block_rows, &cfg.mask.block_cols))
         return cli_usage_error(&cmd, "--mask-block expects RxC like 16x16, got '%s'", mask_block);
+    cfg.prune.kind = (nnz_prune_kind)prune;
+    cfg.prune.anneal = (nnz_anneal_kind)anneal;
+    cfg.prune.per_channel = granularity == 1;
+    if (prune == NNZ_PRUNE_GMP && !cli_find_flag(&cmd, "--target-sparsity")->seen) cfg.prune.target_sparsity = 0.9f;
+    if (prune != NNZ_PRUNE_NONE && mask != NNZ_MASK_DENSE)
+        return cli_usage_error(&cmd, "--prune and --mask do not combine: pick one");
+    if (cfg.prune.target_sparsity >= 1.0f) return cli_usage_error(&cmd, "--target-sparsity must be below 1");
     cfg.sparse_format = sparse_format;
     cfg.weight_decay = wd;
     cfg.log_path = log;
@@ -135,6 +176,9 @@ int cmd_train(int argc, char **argv) {
                                                 "--nesterov", "--wd", "--schedule", "--warmup", "--step-size",
                                                 "--step-gamma", "--label-smoothing", "--augment", "--seed", "--precision", "--mask",
                                                 "--sparsity", "--mask-block",
+                                                "--prune", "--alpha0", "--anneal", "--alpha-off-epoch",
+                                                "--threshold-init", "--threshold-decay", "--threshold-granularity",
+                                                "--target-sparsity", "--gmp-begin", "--gmp-end", "--gmp-every",
                                                 "--train-limit", NULL};
         for (int i = 0; run_flags[i]; i++)
             if (cli_find_flag(&cmd, run_flags[i])->seen)
@@ -168,6 +212,9 @@ int cmd_train(int argc, char **argv) {
     printf("train loss: %.4f, train accuracy: %.2f%%\n", res.train_loss, 100.0 * res.train_accuracy);
     printf("throughput: %.0f images/s over %lld steps (%s, %d threads)\n", res.train_images_per_sec,
            (long long)res.steps, dur, cfg.threads > 0 ? cfg.threads : nnz_get_threads());
+    if (res.prune != NNZ_PRUNE_NONE)
+        printf("pruned (%s): %.2f%% zeros in the pruned layers\n", nnz_prune_kind_name(res.prune),
+               100.0 * res.sparsity);
     printf("checkpoint: %s\n", out);
     printf("test accuracy: %.2f%%\n", 100.0 * res.test_accuracy);
     return CLI_EXIT_OK;
