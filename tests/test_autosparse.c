@@ -8,6 +8,10 @@
 #include "test_util.h"
 #include "nn/nn.h"
 #include "sparse/sparse.h"
+#include "train/train.h"
+
+#include <stdio.h>
+#include <unistd.h>
 
 #include <math.h>
 #include <stdlib.h>
@@ -333,6 +337,139 @@ static void test_gmp_schedule_and_zeros(void **state) {
     assert_int_equal(nnz_gmp_init(&g, 1.0f, 0, 0.75f, 0, 10), NNZ_ERR_INVALID_ARG);
 }
 
+/* ---------- through nnz_train: exact resume, the config's prune section ---------- */
+
+typedef struct {
+    float loss[32];
+    int64_t stop_at;
+} recorder;
+
+static bool record(const nnz_progress *p, void *user) {
+    recorder *r = user;
+    if (p->epoch_end) return true;
+    assert_true(p->step >= 1 && p->step <= 32);
+    r->loss[p->step - 1] = p->loss;
+    return p->step != r->stop_at;
+}
+
+static void prune_config(nnz_train_config *c, recorder *r, nnz_prune_kind kind, const char *out) {
+    nnz_train_config_init(c);
+    c->model = "lenet5";
+    c->epochs = 2;
+    c->batch = 16;
+    c->train_limit = 80; /* 5 steps per epoch */
+    c->test_limit = 32;
+    c->seed = 5;
+    c->threads = 2;
+    c->log_every = 1;
+    c->progress = record;
+    c->progress_user = r;
+    c->out_path = out;
+    c->prune.kind = kind;
+    c->prune.threshold_init = -5.0f;
+    c->prune.per_channel = true;
+    c->prune.target_sparsity = 0.8f;
+    c->prune.gmp_every = 2;
+}
+
+/* returns how many STR thresholds the files hold */
+static int assert_files_equal(const char *a, const char *b) {
+    nnz_checkpoint x, y;
+    assert_int_equal(nnz_checkpoint_open(a, &x), NNZ_OK);
+    assert_int_equal(nnz_checkpoint_open(b, &y), NNZ_OK);
+    assert_int_equal(x.file.n, y.file.n);
+    int thresholds = 0;
+    for (int i = 0; i < x.file.n; i++) {
+        const nnz_st_tensor *t = &x.file.tensors[i], *u = nnz_st_find(&y.file, t->name);
+        assert_non_null(u);
+        assert_int_equal(t->nbytes, u->nbytes);
+        if (memcmp(t->data, u->data, t->nbytes) != 0) fail_msg("tensor '%s' differs", t->name);
+        thresholds += strstr(t->name, ".threshold") != NULL;
+    }
+    nnz_checkpoint_close(&x);
+    nnz_checkpoint_close(&y);
+    return thresholds;
+}
+
+static void test_train_resume_is_bitwise(void **state) {
+    (void)state;
+    char dir[256], pa[300], pb[300];
+    tu_make_temp_dir(dir, sizeof dir);
+    snprintf(pa, sizeof pa, "%s/a.safetensors", dir);
+    snprintf(pb, sizeof pb, "%s/b.safetensors", dir);
+    for (int kind = NNZ_PRUNE_AUTOSPARSE; kind <= NNZ_PRUNE_GMP; kind++) {
+        recorder r1 = {0}, r2 = {0};
+        nnz_train_config c;
+        nnz_train_result res;
+        prune_config(&c, &r1, (nnz_prune_kind)kind, pa);
+        assert_int_equal(nnz_train(&c, &res), NNZ_OK);
+        assert_int_equal(res.steps, 10);
+        assert_int_equal(res.prune, kind);
+        if (kind == NNZ_PRUNE_GMP) assert_true(fabs(res.sparsity - 0.8) < 1e-3);
+        else assert_true(res.sparsity > 0.01 && res.sparsity < 0.999);
+        prune_config(&c, &r2, (nnz_prune_kind)kind, pb);
+        r2.stop_at = 7;
+        assert_int_equal(nnz_train(&c, &res), NNZ_ERR_INTERRUPTED);
+        nnz_train_config_init(&c);
+        c.resume_path = pb;
+        c.out_path = pb;
+        c.epochs = 0;
+        c.test_limit = 32;
+        c.threads = 2;
+        c.log_every = 1;
+        c.progress = record;
+        c.progress_user = &r2;
+        r2.stop_at = 0;
+        assert_int_equal(nnz_train(&c, &res), NNZ_OK);
+        assert_int_equal(res.prune, kind);
+        assert_memory_equal(r1.loss, r2.loss, 10 * sizeof(float));
+        assert_int_equal(assert_files_equal(pa, pb), kind == NNZ_PRUNE_AUTOSPARSE ? 4 : 0); /* conv2, fc1 and their momentum */
+        /* the final autosparse checkpoint holds w~ and loads as a plain model */
+        nnz_model *m = NULL;
+        assert_int_equal(nnz_checkpoint_load_model(pa, &m), NNZ_OK);
+        const nnz_param *w = &m->params[nnz_model_find_param(m, "conv2.weight")];
+        int64_t zeros = 0;
+        for (int64_t i = 0; i < nnz_tensor_numel(&w->value); i++) zeros += nnz_tensor_f32(&w->value)[i] == 0.0f;
+        assert_true(zeros > 0);
+        nnz_model_free(m);
+        remove(pa);
+        remove(pb);
+    }
+    rmdir(dir);
+}
+
+static void test_config_prune_round_trip(void **state) {
+    (void)state;
+    nnz_train_config a, b;
+    nnz_train_config_init(&a);
+    assert_int_equal(a.prune.kind, NNZ_PRUNE_NONE);
+    a.prune.kind = NNZ_PRUNE_AUTOSPARSE;
+    a.prune.alpha0 = 0.25f;
+    a.prune.anneal = NNZ_ANNEAL_SIGMOID;
+    a.prune.alpha_off_epoch = 9;
+    a.prune.threshold_init = -7.5f;
+    a.prune.threshold_decay = 1e-4f;
+    a.prune.per_channel = true;
+    a.prune.target_sparsity = 0.6f;
+    a.prune.gmp_begin = 0.1f;
+    a.prune.gmp_end = 0.5f;
+    a.prune.gmp_every = 13;
+    char *json = NULL, model[64];
+    assert_int_equal(nnz_train_config_to_json(&a, &json), NNZ_OK);
+    nnz_train_config_init(&b);
+    assert_int_equal(nnz_train_config_from_json(json, &b, model, sizeof model), NNZ_OK);
+    assert_memory_equal(&a.prune, &b.prune, sizeof a.prune);
+    free(json);
+    /* no prune section (a checkpoint from before pruning): none */
+    a.prune.kind = NNZ_PRUNE_NONE;
+    assert_int_equal(nnz_train_config_to_json(&a, &json), NNZ_OK);
+    assert_null(strstr(json, "prune"));
+    b.prune.kind = NNZ_PRUNE_GMP;
+    assert_int_equal(nnz_train_config_from_json(json, &b, model, sizeof model), NNZ_OK);
+    assert_int_equal(b.prune.kind, NNZ_PRUNE_NONE);
+    free(json);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_matches_hand_thresholded),
@@ -341,6 +478,8 @@ int main(void) {
         cmocka_unit_test(test_threshold_decay_and_optimizer),
         cmocka_unit_test(test_anneal_schedule),
         cmocka_unit_test(test_gmp_schedule_and_zeros),
+        cmocka_unit_test(test_train_resume_is_bitwise),
+        cmocka_unit_test(test_config_prune_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
