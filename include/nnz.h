@@ -284,6 +284,9 @@ typedef struct {
     int64_t steps;
     double sparsity;      /* fraction of zero weights at the end over the layers --prune and --mask act on */
     nnz_prune_kind prune; /* the run's pruning (a resumed run: the checkpoint's) */
+    /* FLOPs per image (docs/AUTOSPARSE.md): training summed over this process's steps and its dense
+       equivalent (3x forward per step), inference of the final weights and of the dense model */
+    double train_flops, train_flops_dense, infer_flops, infer_flops_dense;
 } nnz_train_result;
 
 nnz_status nnz_train(const nnz_train_config *cfg, nnz_train_result *result);

@@ -51,6 +51,7 @@ expect 0 "$NNZ" eval ch.safetensors --threads 2
 # gmp: exactly the target in every pruned layer
 expect 0 "$NNZ" train "${TRAIN[@]}" --prune gmp --target-sparsity 0.8 --out gmp.safetensors
 has out "pruned (gmp): 80.00% zeros"
+has out "training FLOPs: .*x dense) over 8 steps; inference FLOPs: .*(0\.[0-9]*x dense)"
 expect 0 "$NNZ" info gmp.safetensors
 [ "$(zeros conv2)" = "80.0" ] || fail "gmp conv2: $(zeros conv2)% zeros"
 [ "$(zeros fc1)" = "80.0" ] || fail "gmp fc1: $(zeros fc1)% zeros"

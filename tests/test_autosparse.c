@@ -337,6 +337,35 @@ static void test_gmp_schedule_and_zeros(void **state) {
     assert_int_equal(nnz_gmp_init(&g, 1.0f, 0, 0.75f, 0, 10), NNZ_ERR_INVALID_ARG);
 }
 
+static void test_flops(void **state) {
+    (void)state;
+    nnz_model *m = tiny();
+    double dense = 0, per[16];
+    const double F = nnz_model_sparse_flops(m, per, &dense);
+    assert_true(F == dense && F > 0); /* no zeros yet */
+    double Fd = 0;
+    for (int i = 0; i < m->n_nodes; i++) Fd += (double)m->nodes[i].flops;
+    assert_true(F == Fd);
+    double td = 0;
+    assert_true(nnz_train_step_flops(m, false, &td) == 3 * Fd && td == 3 * Fd);
+    /* zero 3/4 of c2 and half of f1 */
+    const int c2 = m->params[nnz_model_find_param(m, "c2.weight")].node;
+    const int f1 = m->params[nnz_model_find_param(m, "f1.weight")].node;
+    nnz_param *p2 = &m->params[m->nodes[c2].weight], *p1 = &m->params[m->nodes[f1].weight];
+    for (int64_t i = 0; i < nnz_tensor_numel(&p2->value); i++) if (i % 4) nnz_tensor_f32(&p2->value)[i] = 0;
+    for (int64_t i = 0; i < nnz_tensor_numel(&p1->value); i++) if (i % 2) nnz_tensor_f32(&p1->value)[i] = 0;
+    const double fc2 = (double)m->nodes[c2].flops, ff1 = (double)m->nodes[f1].flops;
+    const double want = Fd - 0.75 * fc2 - 0.5 * ff1;
+    assert_true(fabs(nnz_model_sparse_flops(m, per, &dense) - want) < 1e-6 * Fd);
+    assert_true(dense == Fd);
+    assert_true(fabs(per[c2] - 0.25 * fc2) < 1e-9 * fc2);
+    /* training: fwd + bwd-data sparse; bwd-weight dense (alpha > 0) or sparse */
+    assert_true(fabs(nnz_train_step_flops(m, false, &td) - 3 * want) < 1e-6 * Fd);
+    assert_true(fabs(nnz_train_step_flops(m, true, &td) - (2 * want + Fd)) < 1e-6 * Fd);
+    assert_true(td == 3 * Fd);
+    nnz_model_free(m);
+}
+
 /* ---------- through nnz_train: exact resume, the config's prune section ---------- */
 
 typedef struct {
@@ -406,7 +435,10 @@ static void test_train_resume_is_bitwise(void **state) {
         assert_int_equal(res.steps, 10);
         assert_int_equal(res.prune, kind);
         if (kind == NNZ_PRUNE_GMP) assert_true(fabs(res.sparsity - 0.8) < 1e-3);
-        else assert_true(res.sparsity > 0.01 && res.sparsity < 0.999);
+        /* FLOPs: below dense, training above inference's fraction (dense early steps, GA's dense wgrad) */
+        const double ft = res.train_flops / res.train_flops_dense, fi = res.infer_flops / res.infer_flops_dense;
+        assert_true(ft < 1.0 && fi < 1.0 && ft > fi);
+        if (kind != NNZ_PRUNE_GMP) assert_true(res.sparsity > 0.01 && res.sparsity < 0.999);
         prune_config(&c, &r2, (nnz_prune_kind)kind, pb);
         r2.stop_at = 7;
         assert_int_equal(nnz_train(&c, &res), NNZ_ERR_INTERRUPTED);
@@ -478,6 +510,7 @@ int main(void) {
         cmocka_unit_test(test_threshold_decay_and_optimizer),
         cmocka_unit_test(test_anneal_schedule),
         cmocka_unit_test(test_gmp_schedule_and_zeros),
+        cmocka_unit_test(test_flops),
         cmocka_unit_test(test_train_resume_is_bitwise),
         cmocka_unit_test(test_config_prune_round_trip),
     };

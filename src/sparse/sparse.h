@@ -213,4 +213,14 @@ nnz_status nnz_gmp_step(nnz_gmp *g, nnz_model *m, nnz_optimizer *opt, int64_t st
 /* Prunes every layer to sparsity now. */
 nnz_status nnz_gmp_prune(nnz_model *m, nnz_optimizer *opt, double sparsity);
 
+
+/* ---- FLOP accounting (flops.c), per image ----
+ * Inference: conv/linear nodes cost (nonzeros / weights) * node.flops, the rest node.flops;
+ * per_node[n_nodes] (may be NULL) gets each node's share, *dense (may be NULL) the dense total.
+ * Training step: forward + backward-data at the weights' density, backward-weight dense when
+ * dense_wgrad (masked weights still get gradients: Gradient Annealing with alpha > 0) else at
+ * the density; non-weighted nodes 3x their forward; *dense = 3 * the dense forward. */
+double nnz_model_sparse_flops(const nnz_model *m, double *per_node, double *dense);
+double nnz_train_step_flops(const nnz_model *m, bool dense_wgrad, double *dense);
+
 #endif

@@ -305,6 +305,13 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
         int n = nnz_batcher_fill(&t->batcher, step % spe, t->x, t->y);
         if (c->prune.kind == NNZ_PRUNE_GMP) NNZ_TRY(nnz_gmp_step(&t->gmp, m, &t->opt, step));
         if (c->prune.kind == NNZ_PRUNE_AUTOSPARSE) nnz_str_apply(&t->str, m); /* the layers read w~ */
+        {
+            /* the weights hold what this step computes with (w~, GMP's zeros); GA's backward-weight is dense */
+            const bool dense_wgrad = c->prune.kind == NNZ_PRUNE_AUTOSPARSE && alpha_at(c, step, t->total_steps, spe) > 0;
+            double dense = 0;
+            res->train_flops += nnz_train_step_flops(m, dense_wgrad, &dense) * n;
+            res->train_flops_dense += dense * n;
+        }
         NNZ_TRY(nnz_model_forward(m, t->x, n, true));
         int correct = 0;
         float loss = nnz_softmax_xent(n, m->num_classes, nnz_model_output(m), t->y, c->label_smoothing, t->dlogits,
@@ -390,6 +397,7 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
     }
     res->sparsity = pruned_sparsity(m);
     res->prune = c->prune.kind;
+    res->infer_flops = nnz_model_sparse_flops(m, NULL, &res->infer_flops_dense);
     double seconds = nnz_now_sec() - t_start;
     res->test_accuracy = test_acc;
     res->seconds = seconds;

@@ -215,6 +215,10 @@ int cmd_train(int argc, char **argv) {
     if (res.prune != NNZ_PRUNE_NONE)
         printf("pruned (%s): %.2f%% zeros in the pruned layers\n", nnz_prune_kind_name(res.prune),
                100.0 * res.sparsity);
+    if (res.train_flops_dense > 0)
+        printf("training FLOPs: %.4g (%.3fx dense) over %lld steps; inference FLOPs: %.4g per image (%.3fx dense)\n",
+               res.train_flops, res.train_flops / res.train_flops_dense, (long long)res.steps, res.infer_flops,
+               res.infer_flops_dense > 0 ? res.infer_flops / res.infer_flops_dense : 1.0);
     printf("checkpoint: %s\n", out);
     printf("test accuracy: %.2f%%\n", 100.0 * res.test_accuracy);
     return CLI_EXIT_OK;

@@ -1,0 +1,49 @@
+/* FLOP accounting of sparse models and sparse training (docs/AUTOSPARSE.md, "FLOPs"). A conv or
+ * linear layer whose weight has density d (fraction of nonzeros) costs d times its dense
+ * forward FLOPs f (node.flops); every other node costs its node.flops. Training one image:
+ * forward d*f + backward-data d*f + backward-weight (dense_wgrad ? f : d*f) for conv/linear,
+ * 3*f for the rest, so a dense model costs 3*F (RigL's convention). */
+#include "sparse/sparse.h"
+
+static double density(const nnz_model *m, const nnz_node *n) {
+    const nnz_param *p = &m->params[n->weight];
+    const float *W = nnz_tensor_f32(&p->value);
+    const int64_t count = nnz_tensor_numel(&p->value);
+    int64_t nz = 0;
+    for (int64_t i = 0; i < count; i++) nz += W[i] != 0.0f;
+    return count ? (double)nz / (double)count : 1.0;
+}
+
+static bool weighted(const nnz_node *n) {
+    return (n->op == NNZ_OP_CONV2D || n->op == NNZ_OP_LINEAR) && n->weight >= 0;
+}
+
+double nnz_model_sparse_flops(const nnz_model *m, double *per_node, double *dense) {
+    double total = 0, d_total = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const nnz_node *n = &m->nodes[i];
+        const double f = (double)n->flops, s = weighted(n) ? density(m, n) * f : f;
+        if (per_node) per_node[i] = s;
+        total += s;
+        d_total += f;
+    }
+    if (dense) *dense = d_total;
+    return total;
+}
+
+double nnz_train_step_flops(const nnz_model *m, bool dense_wgrad, double *dense) {
+    double total = 0, d_total = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const nnz_node *n = &m->nodes[i];
+        const double f = (double)n->flops;
+        d_total += 3 * f;
+        if (!weighted(n)) {
+            total += 3 * f;
+            continue;
+        }
+        const double s = density(m, n) * f;
+        total += 2 * s + (dense_wgrad ? f : s);
+    }
+    if (dense) *dense = d_total;
+    return total;
+}
