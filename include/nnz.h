@@ -108,6 +108,9 @@ nnz_status nnz_model_apply_mask(nnz_model *m, const char *layer, const uint8_t *
 void nnz_model_set_grad_mask(nnz_model *m, bool on);
 /* One line per conv/linear layer: its zeros, the format chosen and why (plans if needed). */
 nnz_status nnz_model_sparse_summary(nnz_model *m, char *buf, size_t len);
+/* Forward FLOPs per image at the weights' zeros (docs/AUTOSPARSE.md): one line per conv/linear
+ * layer holding zeros ("<name> <sparse> of <dense> FLOPs (<ratio>x)") and a "total" line. */
+nnz_status nnz_model_flops_summary(const nnz_model *m, char *buf, size_t len);
 
 /* Inference: x is (n, in_h, in_w, in_c) NHWC floats, logits is (n, num_classes). */
 nnz_status nnz_model_predict(nnz_model *m, const float *x, int n, float *logits);

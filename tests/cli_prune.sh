@@ -56,6 +56,8 @@ expect 0 "$NNZ" info gmp.safetensors
 [ "$(zeros conv2)" = "80.0" ] || fail "gmp conv2: $(zeros conv2)% zeros"
 [ "$(zeros fc1)" = "80.0" ] || fail "gmp fc1: $(zeros fc1)% zeros"
 [ "$(zeros conv1)" = "0.0" ] || fail "gmp pruned conv1"
+has out "^forward FLOPs per image at this sparsity"
+has out "^conv2 .* of  *20070400 FLOPs (0.200x)"; has out "^total .* of  *24546304 FLOPs"
 expect 0 "$NNZ" train --resume gmp.safetensors --epochs 2 --threads 2
 has out "pruned (gmp): 80.00% zeros"
 

@@ -5,6 +5,8 @@
  * 3*f for the rest, so a dense model costs 3*F (RigL's convention). */
 #include "sparse/sparse.h"
 
+#include <stdio.h>
+
 static double density(const nnz_model *m, const nnz_node *n) {
     const nnz_param *p = &m->params[n->weight];
     const float *W = nnz_tensor_f32(&p->value);
@@ -46,4 +48,27 @@ double nnz_train_step_flops(const nnz_model *m, bool dense_wgrad, double *dense)
     }
     if (dense) *dense = d_total;
     return total;
+}
+
+nnz_status nnz_model_flops_summary(const nnz_model *m, char *buf, size_t len) {
+    if (!m || !buf || !len) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_flops_summary: NULL argument");
+    buf[0] = '\0';
+    double *per = nnz_alloc(sizeof(double) * (size_t)(m->n_nodes ? m->n_nodes : 1), "per-layer FLOPs");
+    if (!per) return NNZ_ERR_NOMEM;
+    double dense = 0;
+    const double total = nnz_model_sparse_flops(m, per, &dense);
+    size_t k = 0;
+    for (int i = 0; i < m->n_nodes && k < len; i++) {
+        const nnz_node *n = &m->nodes[i];
+        if (!weighted(n) || per[i] == (double)n->flops) continue;
+        const int w = snprintf(buf + k, len - k, "%-16s %14.0f of %14.0f FLOPs (%.3fx)\n", n->name, per[i],
+                               (double)n->flops, n->flops ? per[i] / (double)n->flops : 1.0);
+        if (w < 0) break;
+        k += (size_t)w;
+    }
+    if (k < len)
+        snprintf(buf + k, len - k, "%-16s %14.0f of %14.0f FLOPs (%.3fx)\n", "total", total, dense,
+                 dense > 0 ? total / dense : 1.0);
+    nnz_free(per);
+    return NNZ_OK;
 }

@@ -119,7 +119,11 @@ int cmd_info(int argc, char **argv) {
         return cli_usage_error(&cmd, "%s", nnz_last_error());
     }
     if (nnz_model_sparse_summary(m, table, cap) == NNZ_OK && any_zeros(table))
+    {
         printf("\nsparse layers (--sparse-format %s):\n%s", sparse_format, table);
+        if (nnz_model_flops_summary(m, table, cap) == NNZ_OK)
+            printf("\nforward FLOPs per image at this sparsity (layers with zeros):\n%s", table);
+    }
     if (from_file && nnz_shrink_describe(pos[0], table, cap) == NNZ_OK && table[0]) printf("\n%s", table);
     free(table);
     nnz_model_free(m);
