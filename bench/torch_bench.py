@@ -2,6 +2,7 @@
 """PyTorch's speed on the nnz zoo: the peer measured in the same run as `nnz bench`.
 
   /usr/bin/python3 bench/torch_bench.py [--model M ...] [--batch 128] [--threads 2] [--runs 5]
+                                        [--precision fp32|bf16]
 
 For each model (default: all of the zoo) and mode it prints one JSON line:
   {"impl":"pytorch-1.13","model":...,"mode":"train"|"infer","batch":128,"threads":2,"images_per_sec":...}
@@ -10,7 +11,11 @@ in train mode; infer = forward in eval mode under torch.no_grad(). Random
 inputs (NCHW, PyTorch's native layout) and labels; warm-up iterations are not
 timed; OpenBLAS and OpenMP get --threads too; images_per_sec is the median over
 --runs timed runs of --min-time seconds or more each (iterations per run chosen
-from the warm-up).
+from the warm-up). --precision bf16 runs forward and loss under
+torch.autocast("cpu", dtype=torch.bfloat16), PyTorch's CPU mixed precision (the
+backward follows autocast's casts); a step that PyTorch cannot run prints
+{"...","error": "..."} instead of a rate (1.13 has no bf16 backward for hardtanh,
+i.e. ReLU6, so mbv2-tiny cannot train under autocast).
 """
 import argparse
 import json
@@ -44,12 +49,14 @@ def impl_name():
     return f"pytorch-{major}.{minor}"
 
 
-def make_step(model, mode, x, y):
+def make_step(model, mode, x, y, bf16=False):
+    def cast():
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
     if mode == "infer":
         model.eval()
 
         def step():
-            with torch.no_grad():
+            with torch.no_grad(), cast():
                 model(x)
         return step
     model.train()
@@ -57,7 +64,9 @@ def make_step(model, mode, x, y):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        with cast():
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
         opt.step()
     return step
 
@@ -88,6 +97,8 @@ def main():
     ap.add_argument("--min-time", type=float, default=0.3, help="seconds per timed run, at least")
     ap.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="bf16: torch.autocast(cpu, bfloat16)")
     args = ap.parse_args()
     if args.batch < 1 or args.threads < 1 or args.runs < 1 or args.warmup < 1:
         ap.error("--batch, --threads, --runs and --warmup must be positive")
@@ -100,10 +111,15 @@ def main():
             model = torch_zoo.build(name, (h, w, c), 10)
             x = torch.rand(args.batch, c, h, w)
             y = torch.randint(0, 10, (args.batch,))
-            rate, iters = measure(make_step(model, mode, x, y), args.batch, args.runs, args.min_time, args.warmup)
-            print(json.dumps({"impl": impl_name(), "model": name, "mode": mode, "batch": args.batch,
-                              "threads": args.threads, "images_per_sec": round(rate, 1),
-                              "runs": args.runs, "iters_per_run": iters}), flush=True)
+            rec = {"impl": impl_name(), "model": name, "mode": mode, "precision": args.precision,
+                   "batch": args.batch, "threads": args.threads}
+            try:
+                step = make_step(model, mode, x, y, args.precision == "bf16")
+                rate, iters = measure(step, args.batch, args.runs, args.min_time, args.warmup)
+                rec.update({"images_per_sec": round(rate, 1), "runs": args.runs, "iters_per_run": iters})
+            except RuntimeError as e:
+                rec["error"] = str(e).split("\n")[0]
+            print(json.dumps(rec), flush=True)
 
 
 if __name__ == "__main__":

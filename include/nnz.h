@@ -97,6 +97,18 @@ nnz_dtype nnz_model_precision(const nnz_model *m);
 /* Parses "fp32" (or "f32") and "bf16"; INVALID_ARG with a message otherwise. */
 nnz_status nnz_precision_parse(const char *name, nnz_dtype *out);
 
+/* Sparse layers. A conv (groups 1) or linear layer whose weight holds zeros can run on the
+ * sparse kernels; the zeros are the mask (the dense weight stays the master copy).
+ * format: "auto" (the default: each layer's format from its measured sparsity and block fill),
+ * "dense" (sparse kernels off), "csr" or "bsr:RxC" (forced on every layer with zeros). */
+nnz_status nnz_model_set_sparse_format(nnz_model *m, const char *format);
+/* Zeroes layer's weights where mask (one byte per weight, in the weight's layout) is 0. */
+nnz_status nnz_model_apply_mask(nnz_model *m, const char *layer, const uint8_t *mask, int64_t n);
+/* on: training drops the gradients of zero weights, so they stay zero (masked training) */
+void nnz_model_set_grad_mask(nnz_model *m, bool on);
+/* One line per conv/linear layer: its zeros, the format chosen and why (plans if needed). */
+nnz_status nnz_model_sparse_summary(nnz_model *m, char *buf, size_t len);
+
 /* Inference: x is (n, in_h, in_w, in_c) NHWC floats, logits is (n, num_classes). */
 nnz_status nnz_model_predict(nnz_model *m, const float *x, int n, float *logits);
 
@@ -112,6 +124,69 @@ typedef struct {
 nnz_status nnz_dataset_load(const char *dir, bool train, nnz_dataset *out);
 void nnz_dataset_free(nnz_dataset *d);
 #define NNZ_DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
+
+/* ---- weight masks (src/sparse/sparse.h has the semantics, docs/RBGP.md the why) ---- */
+typedef enum { NNZ_MASK_DENSE = 0, NNZ_MASK_UNSTRUCTURED, NNZ_MASK_BLOCK, NNZ_MASK_HBSNN, NNZ_MASK_RBGP } nnz_mask_kind;
+#define NNZ_MASK_MAX_LEVELS 4
+/* Zero fields mean "the default". */
+typedef struct {
+    nnz_mask_kind kind;
+    float sparsity;              /* fraction of zeros wanted, in [0, 1) */
+    int block_rows, block_cols;  /* BLOCK: the block (16x16); HBSNN: level 0 (16x16); RBGP: J_b (4x4) */
+    int levels;                  /* HBSNN: number of levels (2), each in level_rows/cols (level 0 = block) */
+    int level_rows[NNZ_MASK_MAX_LEVELS], level_cols[NNZ_MASK_MAX_LEVELS];
+    float level_density[NNZ_MASK_MAX_LEVELS]; /* HBSNN: density kept after each level (geometric split) */
+    float inner_sparsity;        /* RBGP: sparsity of G_i (auto: half of the sparsity on each graph) */
+    int core_rows, core_cols;    /* RBGP: core block G_i (x) J_b in elements (auto: about 8x8 micro-blocks) */
+    int repeat_rows, repeat_cols;/* RBGP: J_r (auto: 1x1 preferred) */
+    int max_tries;               /* RBGP: graphs drawn per factor until one meets the Ramanujan bound (16) */
+} nnz_mask_spec;
+
+/* One RBGP factor graph: rows x cols, left degree dl, right degrees dr_min..dr_max. */
+typedef struct {
+    int rows, cols, dl, dr_min, dr_max;
+    double sigma1, sigma2, bound; /* the two largest singular values; sqrt(dl-1)+sqrt(dr_max-1) */
+    bool biregular, ramanujan;    /* ramanujan: sigma2 <= bound */
+    int tries;                    /* graphs drawn */
+    const char *method;           /* "2-lift" or "switch" */
+} nnz_mask_factor;
+
+typedef struct {
+    int rows, cols;
+    int64_t kept;
+    double density, target_density; /* achieved (kept / (rows*cols)) and asked for */
+    int block_rows, block_cols;     /* the block of the BSR count (RBGP: J_b) */
+    int64_t nblocks;                /* blocks of that size holding a kept element */
+    int64_t bytes_csr, bytes_bsr;   /* int32 index bytes (row pointers + indices), no values */
+    int64_t bytes_bitmap;           /* one bit per element */
+    int64_t bytes_succinct;         /* RBGP: factor graphs + sizes; 0 for other kinds */
+    /* RBGP only */
+    int repeat_rows, repeat_cols, pad_rows, pad_cols;
+    nnz_mask_factor outer, inner;
+} nnz_mask_info;
+
+/* mask (rows x cols bytes, 1 = kept) for a weight (rows, cols) = (OC, K) (conv weights
+ * flattened to (OC, KH*KW*IC)); weight (same shape) or NULL picks magnitude or random
+ * selection for UNSTRUCTURED/BLOCK/HBSNN; RBGP ignores it. Same seed, same mask. info may be
+ * NULL. INVALID_ARG (with a message) for bad shapes, sparsities, blocks or levels. */
+nnz_status nnz_mask_make(const nnz_mask_spec *spec, int rows, int cols, const float *weight, uint64_t seed,
+                         uint8_t *mask, nnz_mask_info *info);
+/* RBGP: the factor graphs' adjacency lists as text (at most max_rows rows each). */
+nnz_status nnz_mask_factors_text(const nnz_mask_spec *spec, int rows, int cols, uint64_t seed, int max_rows,
+                                 char *buf, size_t len);
+/* The mask as a binary PGM (P5) picture, kept = black, scale x scale pixels per element,
+ * written atomically. */
+nnz_status nnz_mask_write_pgm(const uint8_t *mask, int rows, int cols, int scale, const char *path);
+/* "dense", "unstructured", "block", "hbsnn", "rbgp" and back (INVALID_ARG for other names). */
+const char *nnz_mask_kind_name(nnz_mask_kind k);
+nnz_status nnz_mask_kind_parse(const char *name, nnz_mask_kind *out);
+
+/* Masked training: masks every conv (groups 1) and linear layer of m except the first and
+ * the last (they stay dense, as the sparse-training literature does) with
+ * nnz_mask_make(spec, OC, KH*KW*IC, NULL (random or structured, not by magnitude), seed + node
+ * index), zeroes the masked weights and turns on the gradient mask, so training keeps them
+ * zero. One line per masked layer goes to log (NULL: none). */
+nnz_status nnz_model_apply_masks(nnz_model *m, const nnz_mask_spec *spec, uint64_t seed, char *log, size_t len);
 
 /* ---- training ---------------------------------------------------------- */
 typedef enum { NNZ_OPT_SGD = 0, NNZ_OPT_ADAMW = 1 } nnz_optimizer_kind;
@@ -154,6 +229,10 @@ typedef struct {
     uint64_t seed;              /* default 42: weights, shuffling, augmentation, dropout */
     int threads;                /* 0 = all cores */
     nnz_dtype precision;        /* NNZ_F32 (default) or NNZ_BF16: see nnz_model_set_precision */
+    nnz_mask_spec mask;         /* masked (sparse) training: kind DENSE (default) = none; otherwise every
+                                   conv (groups 1) and linear layer but the first and the last gets this
+                                   mask at initialization (nnz_model_apply_masks) and keeps its zeros */
+    const char *sparse_format;  /* NULL = "auto": see nnz_model_set_sparse_format */
     int train_limit, test_limit;/* use only the first N images (0 = all) */
     int log_every;              /* steps between progress reports, default 50 */
     nnz_progress_fn progress;
@@ -187,6 +266,79 @@ typedef struct {
 } nnz_bench_result;
 nnz_status nnz_bench_model(nnz_model *m, int batch, int iters, uint64_t seed, nnz_bench_result *out);
 
+/* One layer's three products (forward, backward-data, weight gradient), sparse against dense
+ * fp32 GEMM, on random data: a (rows, cols) weight masked at sparsity (unstructured for "csr",
+ * blocks of the format's block for "bsr:RxC"), m rows of activations. Medians of iters runs. */
+typedef struct {
+    int rows, cols;       /* the weight: (OC, KH*KW*IC) or (OUT, IN) */
+    int64_t m;            /* activation rows (batch x output pixels) */
+    float sparsity;       /* in [0, 1) */
+    const char *format;   /* "csr" or "bsr:RxC" */
+    int iters;
+    uint64_t seed;
+} nnz_layer_bench_config;
+typedef struct {
+    double dense_seconds[3], sparse_seconds[3]; /* forward, backward-data, weight gradient (SDDMM) */
+    double dense_flops, actual_flops;           /* per product: 2*m*rows*cols and 2*m*nonzeros */
+    int64_t nnz, nblocks;
+} nnz_layer_bench_result;
+nnz_status nnz_bench_layer(const nnz_layer_bench_config *cfg, nnz_layer_bench_result *out);
+
+/* ---- compressed models (.nnz files: k-means weight sharing + Huffman coding) ---- */
+typedef struct {
+    int conv_bits;        /* k-means bits of convolution weights, 1..8 (default 5) */
+    int linear_bits;      /* ... of linear weights (default 4); Deep Compression's finding */
+    int n_overrides;      /* per-layer bits: names (a node "conv1" or a tensor "conv1.weight") */
+    const char *const *override_names;
+    const int *override_bits; /* 1..8, or 0 = keep raw fp32 */
+    int layout;           /* 0 auto (sparse when the tensor has exact zeros and that is smaller), 1 dense, 2 sparse */
+} nnz_pack_config;
+void nnz_pack_config_init(nnz_pack_config *cfg);
+
+typedef struct {
+    char name[96];
+    const char *codec;    /* "raw", "dense", "sparse" */
+    int bits, gap_bits, codebook;
+    int64_t numel, nonzeros;
+    int64_t fp32_bytes, packed_bytes; /* packed: the payload (codebook + code lengths + streams) */
+    double rmse;          /* quantization error (pack only; -1 when read from a file) */
+} nnz_pack_layer;
+typedef struct {
+    int n;
+    nnz_pack_layer *layers;
+    int64_t fp32_bytes;   /* all tensors as fp32 */
+    int64_t file_bytes;   /* the .nnz file, headers included */
+} nnz_pack_report;
+void nnz_pack_report_free(nnz_pack_report *r);
+
+/* Quantizes and Huffman-codes every weight of m (biases and batch-norm tensors stay fp32)
+ * into the .nnz file at path (written atomically); rep (may be NULL) gets the per-tensor sizes. */
+nnz_status nnz_pack(const nnz_model *m, const char *path, const nnz_pack_config *cfg, nnz_pack_report *rep);
+/* Reads a .nnz file's table (checked, CRCs included) into rep, without decoding. */
+nnz_status nnz_pack_inspect(const char *path, nnz_pack_report *rep, char **arch_json);
+/* Decodes a .nnz file into a model (several tensors on several threads). */
+nnz_status nnz_packed_load_model(const char *path, nnz_model **out);
+/* true when the file starts with the .nnz magic. */
+bool nnz_is_packed_file(const char *path);
+
+/* Inference from a .nnz file, decoding each layer's weights just before it runs. */
+typedef struct {
+    int batch;            /* images per forward pass; 0 = the largest that fits the budget (at most 256) */
+    size_t memory_budget; /* bytes for decoded weights + activations + scratch; 0 = unlimited */
+    int limit;            /* first N test images (0 = all) */
+    bool prefetch;        /* decode the next layer on a second thread while this one computes (default true) */
+} nnz_run_config;
+void nnz_run_config_init(nnz_run_config *cfg);
+typedef struct {
+    float accuracy;
+    int n, batch;
+    double seconds, images_per_sec, decode_seconds;
+    size_t budget, peak_bytes;       /* measured: the most bytes held at once (weights + activations + scratch) */
+    size_t peak_weight_bytes, peak_act_bytes;
+    size_t file_bytes;               /* the compressed model, held in memory besides the budget */
+    bool prefetch;
+} nnz_run_result;
+nnz_status nnz_run_packed(const char *path, const nnz_dataset *d, const nnz_run_config *cfg, nnz_run_result *out);
 /* ---- DepthShrinker ------------------------------------------------------ */
 /* Learns which inverted-residual blocks of a trained model (mbv2-tiny) can lose their
  * activations, removes them, finetunes, and merges each activation-free block into one

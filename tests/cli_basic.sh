@@ -110,6 +110,27 @@ expect 0 "$NNZ" bench --model lenet5 --iters 1 --batch 8 --precision bf16; has o
 expect 0 "$NNZ" train --resume bf16.safetensors --epochs 2 --test-limit 256 --threads 2 --precision fp32
 has err "--precision is ignored with --resume"; has err "epoch 2/2"
 
+# ---- masked (sparse) training: the zeros survive training and resuming, every format agrees
+expect 2 "$NNZ" train --sparsity 0.5;            has err "need --mask"
+expect 2 "$NNZ" train --mask block --mask-block 16; has err "RxC"
+expect 2 "$NNZ" train --mask blocky;             has err "unstructured"
+expect 2 "$NNZ" eval mlp.safetensors --sparse-format bsr:3x3; has err "bsr:RxC"
+expect 0 "$NNZ" train --model lenet5 "${TRAIN[@]}" --mask block --sparsity 0.9 --out masked.safetensors
+MASKED_ACC=$(tail -n 1 "$T/out" | sed 's/test accuracy: //')
+expect 0 "$NNZ" info masked.safetensors; has out "^sparse layers"; has out "^conv2 .*90.0% zeros  bsr:16x16"
+has out "^conv1 .*no zero weights"
+for f in dense csr bsr:4x4 auto; do
+  expect 0 "$NNZ" eval masked.safetensors --limit 256 --sparse-format "$f"; has out "^accuracy: $MASKED_ACC\$"
+done
+expect 0 "$NNZ" train --resume masked.safetensors --epochs 2 --test-limit 256 --threads 2
+expect 0 "$NNZ" info masked.safetensors; has out "^fc1 .*90.0% zeros"
+expect 0 "$NNZ" bench --model lenet5 --iters 1 --batch 8 --mask rbgp --sparsity 0.75; has out "^training: "
+expect 0 "$NNZ" bench --layer 64x96 --rows 33 --sparsity 0.5 --format bsr:4x4 --iters 1 --json
+has out '"product":"forward"'; has out '"product":"weight_grad"'; has out '"effective_gflops":'
+expect 2 "$NNZ" bench --layer 64;                 has err "OCxK"
+expect 2 "$NNZ" bench --layer 8x8 --format auto;  has err "csr or bsr:RxC"
+expect 2 "$NNZ" bench --layer 8x8 --model mlp;    has err "no CHECKPOINT or --model"
+
 # ---- corrupt checkpoints are clear errors
 head -c 1000 mlp.safetensors > cut.safetensors
 expect 1 "$NNZ" info cut.safetensors; has err "cut.safetensors"

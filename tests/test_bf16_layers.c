@@ -62,10 +62,12 @@ static void conv_case_run(const conv_case *cc, uint64_t seed) {
     float *inp_r = rounded(inp, ni), *w_r = rounded(w, nw), *dout_r = rounded(dout, no);
     float *inp_a = absolute(inp_r, ni), *w_a = absolute(w_r, nw), *dout_a = absolute(dout_r, no),
           *bias_a = absolute(bias, (size_t)s.OC);
-    float *scratch = falloc(nnz_conv2d_scratch_floats(&s));
     const bool depthwise = s.groups == s.IC && s.groups == s.OC;
     nnz_conv_shape s16 = s;
     s16.compute = NNZ_BF16;
+    /* the bf16 shape's scratch (it also holds bf16 weights and output gradients) covers the fp32 one's */
+    assert_true(nnz_conv2d_scratch_floats(&s16) >= nnz_conv2d_scratch_floats(&s));
+    float *scratch = falloc(nnz_conv2d_scratch_floats(&s16));
 
     /* forward: the chain is the reduction (K = k*k*IC/groups products) plus the bias */
     float *out16 = falloc(no), *out_r = falloc(no), *out_raw = falloc(no), *S = falloc(no);

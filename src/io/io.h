@@ -92,4 +92,66 @@ const nnz_st_tensor *nnz_st_find(const nnz_st_file *f, const char *name);
 const char *nnz_st_meta(const nnz_st_file *f, const char *key);
 void nnz_st_free(nnz_st_file *f);
 
+/* ---- .nnz compressed models (docs/FORMAT.md, ".nnz compressed models") ----
+ * A 64-byte header, the architecture JSON, fixed 256-byte tensor records, then each
+ * tensor's payload at a 64-byte-aligned offset, each with its own CRC32. The container
+ * knows the payload's section sizes (codebook, code lengths, streams), not the codecs. */
+#define NNZ_NF_MAGIC "NNZPACK1"
+#define NNZ_NF_VERSION 1u
+#define NNZ_NF_HEADER_BYTES 64
+#define NNZ_NF_RECORD_BYTES 256
+#define NNZ_NF_NAME_MAX 96
+#define NNZ_NF_ALIGN 64
+#define NNZ_NF_MAX_TENSORS 65536
+#define NNZ_NF_MAX_ARCH_BYTES ((size_t)16 << 20)
+#define NNZ_NF_MAX_NUMEL ((uint64_t)1 << 34)
+#define NNZ_NF_MAX_CODE_BITS 12     /* longest Huffman code the format allows */
+
+enum { NNZ_CODEC_RAW_F32 = 0, NNZ_CODEC_DENSE = 1, NNZ_CODEC_SPARSE = 2 };
+/* How a symbol stream is stored: nothing (no symbols), one symbol repeated (no bits), Huffman. */
+enum { NNZ_STREAM_EMPTY = 0, NNZ_STREAM_CONST = 1, NNZ_STREAM_HUFFMAN = 2 };
+
+typedef struct {
+    char name[NNZ_NF_NAME_MAX];      /* NUL-terminated */
+    uint8_t codec;                   /* NNZ_CODEC_* */
+    uint8_t ndim;                    /* 0..4 */
+    uint8_t bits;                    /* k-means bits (1..8); 0 for raw */
+    uint8_t gap_bits;                /* sparse: 1..8; else 0 */
+    uint8_t idx_mode, gap_mode;      /* NNZ_STREAM_* */
+    uint8_t idx_const, gap_const;    /* the symbol of a CONST stream */
+    uint32_t codebook_size;          /* shared values (<= 2^bits); 0 for raw */
+    uint32_t crc32;                  /* zlib crc32 of the payload */
+    int64_t shape[4];
+    uint64_t numel;                  /* product of shape (1 for ndim 0) */
+    uint64_t nnz;                    /* coded weights: numel (dense), nonzeros (sparse), 0 raw */
+    uint64_t n_gaps;                 /* gap symbols (nonzeros + fillers); sparse only */
+    uint64_t payload_offset, payload_bytes;
+    uint32_t idx_stream_bytes[4], gap_stream_bytes[4];
+    const uint8_t *payload;          /* reader: into the file buffer; writer: the caller's bytes */
+} nnz_nf_tensor;
+
+/* Payload section sizes implied by a record (docs/FORMAT.md): codebook floats, index code
+ * lengths (4 bits per symbol), gap code lengths, index streams, gap streams. */
+typedef struct { size_t codebook, idx_lengths, gap_lengths, idx_streams, gap_streams, total; } nnz_nf_sections;
+/* FORMAT error (naming file and tensor) when the record is inconsistent. */
+nnz_status nnz_nf_record_sections(const nnz_nf_tensor *t, const char *file, nnz_nf_sections *out);
+
+typedef struct {
+    uint8_t *buf;       /* owned when loaded from a file */
+    size_t size;
+    char *arch_json;    /* NUL-terminated copy */
+    int n;
+    nnz_nf_tensor *tensors;
+} nnz_nf_file;
+/* Parses buf[0..size) (borrowed): header, JSON, records, payload bounds, alignment and every
+ * payload's CRC32. */
+nnz_status nnz_nf_parse(const uint8_t *buf, size_t size, const char *name, nnz_nf_file *out);
+/* verify_crc false skips the checksums (the fuzz target, to reach the checks behind them). */
+nnz_status nnz_nf_parse_ex(const uint8_t *buf, size_t size, const char *name, bool verify_crc, nnz_nf_file *out);
+nnz_status nnz_nf_load(const char *path, nnz_nf_file *out);
+const nnz_nf_tensor *nnz_nf_find(const nnz_nf_file *f, const char *name);
+void nnz_nf_free(nnz_nf_file *f);
+/* Writes a .nnz file atomically; fills each record's payload_offset and crc32 from its payload. */
+nnz_status nnz_nf_write(const char *path, const char *arch_json, nnz_nf_tensor *tensors, int n);
+
 #endif

@@ -1,63 +1,76 @@
-/* bf16 GEMM: the dispatcher and the emulation path (contract in kernels.h).
+/* bf16 GEMM: the dispatcher, the emulation path and the oracle (contract in kernels.h).
  * Emulation rounds the operands to bf16 values held in fp32 and calls the fp32 GEMM:
  * products of two bf16 are exact in fp32, so only the order of the fp32 sums differs
  * from the native paths. */
 #include "kernels/kernels.h"
 
-#include <assert.h>
+static inline float read_operand(const void *X, int64_t idx, bool f32in) {
+    return f32in ? nnz_bf16_round(((const float *)X)[idx]) : nnz_bf16_to_f32(((const nnz_bf16 *)X)[idx]);
+}
 
 /* op(X) is (rows, cols) stored with leading dimension ld (transposed when trans): copy it,
- * rounded, into a dense (rows, cols) fp32 matrix. */
-static void round_operand_f32(bool trans, int rows, int cols, const float *X, int ld, float *out) {
+ * rounded to bf16, into a dense (rows, cols) fp32 matrix. */
+static void round_operand(bool trans, int rows, int cols, const void *X, int ld, bool f32in, float *out) {
     for (int i = 0; i < rows; i++)
         for (int j = 0; j < cols; j++)
-            out[(size_t)i * cols + j] = nnz_bf16_round(trans ? X[(size_t)j * ld + i] : X[(size_t)i * ld + j]);
-}
-static void widen_operand_bf16(bool trans, int rows, int cols, const nnz_bf16 *X, int ld, float *out) {
-    for (int i = 0; i < rows; i++)
-        for (int j = 0; j < cols; j++)
-            out[(size_t)i * cols + j] = nnz_bf16_to_f32(trans ? X[(size_t)j * ld + i] : X[(size_t)i * ld + j]);
+            out[(size_t)i * cols + j] =
+                read_operand(X, trans ? (int64_t)j * ld + i : (int64_t)i * ld + j, f32in);
 }
 
-/* Both operands as dense rounded fp32 copies, then nnz_sgemm (or the oracle when the copy
- * cannot be allocated: slow but correct). */
-static void gemm_emulated(bool transA, bool transB, int M, int N, int K, float alpha, const void *A, int lda,
-                          const void *B, int ldb, bool bf16_in, float beta, float *C, int ldc) {
-    float *a = nnz_alloc((size_t)M * K * sizeof(float), "bf16 GEMM operand A");
-    float *b = nnz_alloc((size_t)K * N * sizeof(float), "bf16 GEMM operand B");
-    if (a && b) {
-        if (bf16_in) {
-            widen_operand_bf16(transA, M, K, A, lda, a);
-            widen_operand_bf16(transB, K, N, B, ldb, b);
-        } else {
-            round_operand_f32(transA, M, K, A, lda, a);
-            round_operand_f32(transB, K, N, B, ldb, b);
+/* Without memory for the copies: a triple loop with fp32 sums (slow, but correct). */
+static void gemm_direct(bool transA, bool transB, int M, int N, int K, float alpha, const void *A, int lda,
+                        const void *B, int ldb, bool f32in, float beta, float *C, int ldc) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float acc = 0.0f;
+            for (int k = 0; k < K; k++)
+                acc += read_operand(A, transA ? (int64_t)k * lda + i : (int64_t)i * lda + k, f32in) *
+                       read_operand(B, transB ? (int64_t)j * ldb + k : (int64_t)k * ldb + j, f32in);
+            float *c = &C[(size_t)i * ldc + j];
+            *c = beta == 0.0f ? alpha * acc : alpha * acc + beta * *c;
         }
+}
+
+void nnz_gemm_bf16_emulated(bool transA, bool transB, int M, int N, int K, float alpha, const void *A, int lda,
+                            const void *B, int ldb, bool f32in, float beta, float *C, int ldc) {
+    float *a = nnz_alloc((size_t)M * K * sizeof(float), "bf16 GEMM operand A");
+    float *b = a ? nnz_alloc((size_t)K * N * sizeof(float), "bf16 GEMM operand B") : NULL;
+    if (a && b) {
+        round_operand(transA, M, K, A, lda, f32in, a);
+        round_operand(transB, K, N, B, ldb, f32in, b);
         nnz_sgemm(false, false, M, N, K, alpha, a, K, b, N, beta, C, ldc);
+    } else {
+        gemm_direct(transA, transB, M, N, K, alpha, A, lda, B, ldb, f32in, beta, C, ldc);
     }
     nnz_free(a);
     nnz_free(b);
-    assert(a && b);
+}
+
+static void gemm_dispatch(bool transA, bool transB, int M, int N, int K, float alpha, const void *A, int lda,
+                          const void *B, int ldb, bool f32in, float beta, float *C, int ldc) {
+    if (M == 0 || N == 0) return;
+    if (K == 0 || alpha == 0.0f) {
+        nnz_sgemm(false, false, M, N, 0, alpha, NULL, 1, NULL, N, beta, C, ldc);
+        return;
+    }
+    const nnz_isa isa = nnz_isa_active();
+    /* a path that cannot get its packing buffers falls through to the emulation */
+    if (isa >= NNZ_ISA_AMX && nnz_gemm_bf16_amx(transA, transB, M, N, K, alpha, A, lda, B, ldb, f32in, beta, C, ldc))
+        return;
+    if (isa >= NNZ_ISA_AVX512BF16 &&
+        nnz_gemm_bf16_avx512bf16(transA, transB, M, N, K, alpha, A, lda, B, ldb, f32in, beta, C, ldc))
+        return;
+    nnz_gemm_bf16_emulated(transA, transB, M, N, K, alpha, A, lda, B, ldb, f32in, beta, C, ldc);
 }
 
 void nnz_gemm_bf16(bool transA, bool transB, int M, int N, int K, float alpha, const nnz_bf16 *A, int lda,
                    const nnz_bf16 *B, int ldb, float beta, float *C, int ldc) {
-    if (M == 0 || N == 0) return;
-    if (K == 0 || alpha == 0.0f) {
-        nnz_sgemm(false, false, M, N, 0, alpha, NULL, 1, NULL, N, beta, C, ldc);
-        return;
-    }
-    gemm_emulated(transA, transB, M, N, K, alpha, A, lda, B, ldb, true, beta, C, ldc);
+    gemm_dispatch(transA, transB, M, N, K, alpha, A, lda, B, ldb, false, beta, C, ldc);
 }
 
 void nnz_gemm_bf16_f32in(bool transA, bool transB, int M, int N, int K, float alpha, const float *A, int lda,
                          const float *B, int ldb, float beta, float *C, int ldc) {
-    if (M == 0 || N == 0) return;
-    if (K == 0 || alpha == 0.0f) {
-        nnz_sgemm(false, false, M, N, 0, alpha, NULL, 1, NULL, N, beta, C, ldc);
-        return;
-    }
-    gemm_emulated(transA, transB, M, N, K, alpha, A, lda, B, ldb, false, beta, C, ldc);
+    gemm_dispatch(transA, transB, M, N, K, alpha, A, lda, B, ldb, true, beta, C, ldc);
 }
 
 /* The oracle: a triple loop over exact bf16 products, summed in double; beta == 0 never reads C. */
@@ -76,11 +89,4 @@ void nnz_gemm_bf16_ref(bool transA, bool transB, int M, int N, int K, float alph
             double prev = beta == 0.0f ? 0.0 : (double)beta * (double)*c;
             *c = (float)((double)alpha * acc + prev);
         }
-}
-
-void nnz_cvt_f32_to_bf16(int64_t n, const float *x, nnz_bf16 *y) {
-    for (int64_t i = 0; i < n; i++) y[i] = nnz_bf16_from_f32(x[i]);
-}
-void nnz_cvt_bf16_to_f32(int64_t n, const nnz_bf16 *x, float *y) {
-    for (int64_t i = 0; i < n; i++) y[i] = nnz_bf16_to_f32(x[i]);
 }

@@ -19,6 +19,47 @@ static inline void zero_floats(float *dst, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = 0.0f;
 }
 
+/* The bf16 flavour: runs rounded to nearest even (nnz_cvt_f32_to_bf16 for runs long enough to
+ * vectorize, the scalar rounding below that: they differ only on fp32 denormals, docs/BF16.md). */
+static inline void copy_bf16(nnz_bf16 *dst, const float *src, size_t n) {
+    if (n >= 32) {
+        nnz_cvt_f32_to_bf16((int64_t)n, src, dst);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) dst[i] = nnz_bf16_from_f32(src[i]);
+}
+
+static inline void zero_bf16(nnz_bf16 *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = 0;
+}
+
+/* The same walk as im2col_image, into bf16. */
+static void im2col_image_bf16(const nnz_conv_window *g, int C, int c0, int Cg, const float *img, nnz_bf16 *col) {
+    const size_t tap_row = (size_t)g->KW * Cg;
+    for (int oh = 0; oh < g->OH; oh++)
+        for (int ow = 0; ow < g->OW; ow++) {
+            nnz_bf16 *dst = col + ((size_t)oh * g->OW + ow) * g->KH * tap_row;
+            const int iw0 = ow * g->stride - g->pad;
+            const int kw_lo = iw0 < 0 ? -iw0 : 0, kw_hi = g->W - iw0 < g->KW ? g->W - iw0 : g->KW;
+            for (int kh = 0; kh < g->KH; kh++, dst += tap_row) {
+                int ih = oh * g->stride - g->pad + kh;
+                if (ih < 0 || ih >= g->H || kw_lo >= kw_hi) {
+                    zero_bf16(dst, tap_row);
+                    continue;
+                }
+                zero_bf16(dst, (size_t)kw_lo * Cg);
+                const float *src = img + ((size_t)ih * g->W + (iw0 + kw_lo)) * C + c0;
+                if (Cg == C) {
+                    copy_bf16(dst + (size_t)kw_lo * Cg, src, (size_t)(kw_hi - kw_lo) * Cg);
+                } else {
+                    for (int kw = kw_lo; kw < kw_hi; kw++)
+                        copy_bf16(dst + (size_t)kw * Cg, src + (size_t)(kw - kw_lo) * C, (size_t)Cg);
+                }
+                zero_bf16(dst + (size_t)kw_hi * Cg, (size_t)(g->KW - kw_hi) * Cg);
+            }
+        }
+}
+
 static void im2col_image(const nnz_conv_window *g, int C, int c0, int Cg, const float *img, float *col) {
     const size_t tap_row = (size_t)g->KW * Cg; /* floats of one kh slice of a col row */
     for (int oh = 0; oh < g->OH; oh++)
@@ -71,6 +112,13 @@ void nnz_im2col_nhwc(const nnz_conv_window *g, int B, int C, int c0, int Cg, con
     const size_t col_floats = (size_t)g->OH * g->OW * g->KH * g->KW * Cg;
 #pragma omp parallel for schedule(static) if (B > 1)
     for (int b = 0; b < B; b++) im2col_image(g, C, c0, Cg, img + b * img_floats, col + b * col_floats);
+}
+
+void nnz_im2col_nhwc_bf16(const nnz_conv_window *g, int B, int C, int c0, int Cg, const float *img, nnz_bf16 *col) {
+    const size_t img_floats = (size_t)g->H * g->W * C;
+    const size_t col_elems = (size_t)g->OH * g->OW * g->KH * g->KW * Cg;
+#pragma omp parallel for schedule(static) if (B > 1)
+    for (int b = 0; b < B; b++) im2col_image_bf16(g, C, c0, Cg, img + b * img_floats, col + b * col_elems);
 }
 
 void nnz_col2im_nhwc_acc(const nnz_conv_window *g, int B, int C, int c0, int Cg, const float *col, float *img) {

@@ -46,9 +46,72 @@ void nnz_gemm_bf16_ref(bool transA, bool transB, int M, int N, int K, float alph
  * NNZ_BF16 is nnz_gemm_bf16_f32in (inputs rounded to bf16, fp32 accumulation). */
 void nnz_gemm(nnz_dtype compute, bool transA, bool transB, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
-/* Vector conversions over n elements (rounding as nnz_bf16_from_f32). */
+/* The paths, reached through the dispatchers above (tests force them with nnz_isa_set or
+ * call them directly). Each writes C exactly as the contract says; none reads C when beta = 0.
+ *   _emulated:   round into fp32 copies, then nnz_sgemm; without memory for the copies, a
+ *                direct triple loop (slow, correct). Keeps fp32 denormals exactly.
+ *   _avx512bf16: BLIS-style, vdpbf16ps (14x32 register tile). vdpbf16ps treats bf16
+ *                denormal inputs AND a denormal accumulator as zero, flushes denormal
+ *                results to zero, and rounds after each of its two adds (measured on AMD
+ *                Zen 4, as Intel's SDM specifies): sums smaller than 2^-126 are lost.
+ *   _amx:        tdpbf16ps, 2x2 tiles of 16x16 fp32 (32x32 per micro-tile); only when
+ *                nnz_isa_supported(NNZ_ISA_AMX) (the OS granted tile state). Intel
+ *                specifies the same DAZ/FTZ as vdpbf16ps.
+ *   _amx_emulated: the AMX path's packing, blocking and edges with a plain-C tile
+ *                microkernel (tdpbf16ps semantics, DAZ/FTZ included) in place of the tile
+ *                instructions: how machines without AMX test that layout.
+ * The bool ones return false (C untouched) only if their packing buffers cannot be
+ * allocated; the dispatchers then fall back to _emulated. f32in: A, B are float, else
+ * nnz_bf16. M, N, K >= 1 and alpha != 0 (the dispatchers handle the degenerate cases). */
+void nnz_gemm_bf16_emulated(bool transA, bool transB, int M, int N, int K, float alpha, const void *A, int lda,
+                            const void *B, int ldb, bool f32in, float beta, float *C, int ldc);
+bool nnz_gemm_bf16_avx512bf16(bool transA, bool transB, int M, int N, int K, float alpha, const void *A, int lda,
+                              const void *B, int ldb, bool f32in, float beta, float *C, int ldc);
+bool nnz_gemm_bf16_amx(bool transA, bool transB, int M, int N, int K, float alpha, const void *A, int lda,
+                       const void *B, int ldb, bool f32in, float beta, float *C, int ldc);
+bool nnz_gemm_bf16_amx_emulated(bool transA, bool transB, int M, int N, int K, float alpha, const void *A,
+                                int lda, const void *B, int ldb, bool f32in, float beta, float *C, int ldc);
+
+/* Packing, shared by the avx512bf16 and AMX paths (gemm_bf16_pack.c). A source operand is
+ * op(X) seen as (rows, cols): element (r,c) = X[r*ld + c], or X[c*ld + r] when trans; bf16
+ * or fp32 (then rounded as nnz_bf16_from_f32). Everything past the real rows/columns and
+ * past kc, up to the padded sizes, is written as zeros (0 * 0 adds nothing to a sum).
+ * pack_a: rows [i0, i0+mr) x k [k0, k0+kc) of op(A) into an MR-row panel in blocks of KB
+ *   k-values: out[(k/KB)*MR*KB + i*KB + k%KB], k < kc_pad (a multiple of KB).
+ *   KB = 2: per k-pair, MR 32-bit pairs (what vdpbf16ps broadcasts); KB = 32 with MR = 32:
+ *   per 32-k block, two 16x32 AMX A tiles (row stride 64 bytes).
+ * pack_b: k [k0, k0+kc) x columns [j0, j0+nr) of op(B) into an NR-column panel in VNNI
+ *   pairs along K: out[(k/2)*NR*2 + j*2 + k%2], k < kc_pad (even). For AMX (NR = 32,
+ *   kc_pad a multiple of 32) each 32-k block holds two K=32 x N=16 B tiles with row
+ *   stride 128 bytes, the second 64 bytes after the first. */
+typedef struct {
+    const void *p;
+    int64_t ld;
+    bool trans, f32;
+} nnz_bf16_src;
+void nnz_bf16_pack_a(const nnz_bf16_src *A, int i0, int mr, int k0, int kc, int MR, int KB, int kc_pad,
+                     nnz_bf16 *out);
+void nnz_bf16_pack_b(const nnz_bf16_src *B, int k0, int kc, int j0, int nr, int NR, int kc_pad, nnz_bf16 *out);
+/* The plain-C tile: C(16,16) += A(16, 32 bf16) * B(K=32 pairs-packed, 16) with tdpbf16ps's
+ * arithmetic (per pair: even product then odd product, each add rounded to nearest even,
+ * bf16 denormal inputs as zero, denormal results flushed). Strides in elements. */
+void nnz_bf16_tile_dp_emulated(float *C, int ldc, const nnz_bf16 *A, int lda, const nnz_bf16 *B, int ldb);
+
+/* Vector conversions over n elements (rounding as nnz_bf16_from_f32), dispatched on
+ * nnz_isa_active(). Denormal fp32 inputs (|x| < 2^-126) per path:
+ *   _ref, _avx512 (integer round-to-nearest-even): rounded like every other number, so
+ *     0x007FFFFF becomes 0x0080 (the smallest normal) and tiny ones become +-0 or a bf16
+ *     denormal; bit-identical to nnz_bf16_from_f32 on every input.
+ *   _avx512bf16 (VCVTNEPS2BF16): flushed to +-0, sign kept (measured on AMD Zen 4; Intel's
+ *     SDM specifies the same); identical to nnz_bf16_from_f32 on every other input.
+ * bf16 -> fp32 is exact on every path (denormals kept). */
 void nnz_cvt_f32_to_bf16(int64_t n, const float *x, nnz_bf16 *y);
 void nnz_cvt_bf16_to_f32(int64_t n, const nnz_bf16 *x, float *y);
+void nnz_cvt_f32_to_bf16_ref(int64_t n, const float *x, nnz_bf16 *y);
+void nnz_cvt_f32_to_bf16_avx512(int64_t n, const float *x, nnz_bf16 *y);
+void nnz_cvt_f32_to_bf16_avx512bf16(int64_t n, const float *x, nnz_bf16 *y);
+void nnz_cvt_bf16_to_f32_ref(int64_t n, const nnz_bf16 *x, float *y);
+void nnz_cvt_bf16_to_f32_avx512(int64_t n, const nnz_bf16 *x, float *y);
 
 /* ---- per-channel epilogue, fused into a producer's store ----
  * Over a row-major (M,C) block, in place: x = clamp((x - sub[c]) * mul[c] + add[c], lo, hi),
@@ -113,6 +176,8 @@ typedef struct {
  * col2im is the adjoint and ACCUMULATES: img += scatter(col). Images run in
  * parallel (OpenMP); each image's sums are in a fixed order (deterministic). */
 void nnz_im2col_nhwc(const nnz_conv_window *g, int B, int C, int c0, int Cg, const float *img, float *col);
+/* im2col into bf16, each value rounded to nearest even (bf16 convolutions' GEMM input) */
+void nnz_im2col_nhwc_bf16(const nnz_conv_window *g, int B, int C, int c0, int Cg, const float *img, nnz_bf16 *col);
 void nnz_col2im_nhwc_acc(const nnz_conv_window *g, int B, int C, int c0, int Cg, const float *col, float *img);
 
 /* ---- depthwise convolution, NHWC (groups == IC == OC) ----
@@ -170,5 +235,150 @@ void nnz_dwconv_bwd_weight_img_f32_avx2(const nnz_conv_window *g, int C, const f
  * each column summed in row order (parallel over columns only: deterministic). */
 void nnz_bias_fill_rows(int64_t M, int C, const float *bias, float *x);
 void nnz_bias_grad_acc(int64_t M, int C, const float *x, float *dbias);
+
+/* ---- sparse weights: formats ----
+ * A weight W (rows, cols) = (OC, K) with a mask (a linear layer's (OUT,IN), or a conv weight
+ * flattened to (OC, KH*KW*IC)), stored as BSR with block r x c. CSR is the same structure with
+ * r = c = 1 (one nonzero per "block"), so one format, one conversion and one set of kernels
+ * serve both; the kernels specialise on the block shape at compile time.
+ *
+ * One orientation (nnz_bsr): block row br covers rows [br*r, br*r+r), block column bc covers
+ * cols [bc*c, bc*c+c). Blocks of block row br are ptr[br]..ptr[br+1]-1, in increasing block
+ * column idx[j]; block j's values are val[j*r*c ..] COLUMN-MAJOR inside the block:
+ *   W[br*r + i][idx[j]*c + kk] = val[j*r*c + kk*r + i]
+ * so the r values of one column are contiguous (one r-wide vector per k for the forward
+ * kernels). Shapes not divisible by the block: the last block row / column is padded, padded
+ * positions hold 0 and are never read from or written to the caller's arrays.
+ * A block is kept when any element of it is kept; kept blocks store masked-out elements as 0.
+ *
+ * nnz_spmat holds W (fwd: rows x cols, blocks r x c) and W^T (tr: cols x rows, blocks c x r,
+ * built at conversion time, values copied) for backward-data. Indices are int32; values are
+ * fp32 (dtype NNZ_F32). bf16 hook: val_bf16 (same layout, NULL until a bf16 path fills it;
+ * dtype says which array is authoritative). Everything is owned by the nnz_spmat (nnz_alloc). */
+typedef struct {
+    int rows, cols;       /* the matrix this orientation stores */
+    int r, c;             /* block shape */
+    int brows, bcols;     /* ceil(rows/r), ceil(cols/c) */
+    int32_t *ptr;         /* (brows+1) */
+    int32_t *idx;         /* (nblocks) block column of each block */
+    float *val;           /* (nblocks*r*c), layout above */
+    uint16_t *val_bf16;   /* bf16 hook: NULL here */
+} nnz_bsr;
+
+typedef struct {
+    nnz_dtype dtype;      /* NNZ_F32 */
+    int64_t nnz;          /* kept elements */
+    int64_t nblocks;      /* kept blocks (= nnz for CSR) */
+    nnz_bsr fwd;          /* W  (rows, cols), blocks r x c */
+    nnz_bsr tr;           /* W^T (cols, rows), blocks c x r */
+} nnz_spmat;
+
+/* What a layer needs to choose dense / CSR / BSR: counted from dense + mask, nothing built. */
+typedef struct {
+    int64_t nnz;          /* kept elements */
+    int64_t nblocks;      /* blocks holding at least one kept element */
+    double density;       /* nnz / (rows*cols) */
+    double block_fill;    /* nnz / (nblocks*r*c): fraction of kept blocks' positions that are kept */
+} nnz_sparse_stats;
+
+/* Block shapes the kernels are built for: r in {1,4,8,16,32}, c in {4,8,16,32}, and 1x1 (CSR). */
+bool nnz_sparse_block_supported(int r, int c);
+/* mask (rows, cols) row-major with ld = ldw, uint8 nonzero = kept; NULL: kept = (W != 0). */
+nnz_status nnz_sparse_measure(int rows, int cols, const float *W, int64_t ldw, const uint8_t *mask, int r, int c,
+                              nnz_sparse_stats *out);
+/* Builds *out from W (rows, cols) with ld ldw and the mask; r = c = 1 is CSR. On failure *out
+ * is left empty (safe to nnz_spmat_free). NNZ_ERR_INVALID_ARG for negative sizes, ldw < cols,
+ * an unsupported block, more than 2^31-1 blocks; NNZ_ERR_NOMEM if an allocation fails. */
+nnz_status nnz_spmat_from_dense(int rows, int cols, const float *W, int64_t ldw, const uint8_t *mask, int r, int c,
+                                nnz_spmat *out);
+/* Refreshes the values (fwd and tr) from W after an optimizer step; the structure stays.
+ * mask as above (kept elements of kept blocks get W, the rest 0); NULL: copies W as is. */
+void nnz_spmat_load_values(nnz_spmat *s, const float *W, int64_t ldw, const uint8_t *mask);
+/* W (rows, cols), ld ldw: kept blocks' values, zeros elsewhere (the masked matrix). */
+void nnz_spmat_to_dense(const nnz_spmat *s, float *W, int64_t ldw);
+/* dense (rows, cols) (+)= a values array in fwd's layout (e.g. the SDDMM gradient): every
+ * in-bounds position of every kept block; other positions untouched when accumulate, else 0. */
+void nnz_spmat_scatter_values(const nnz_spmat *s, const float *vals, bool accumulate, float *dense, int64_t ld);
+void nnz_spmat_free(nnz_spmat *s);
+static inline bool nnz_spmat_is_csr(const nnz_spmat *s) { return s->fwd.r == 1 && s->fwd.c == 1; }
+static inline int64_t nnz_spmat_val_count(const nnz_spmat *s) { return s->nblocks * s->fwd.r * s->fwd.c; }
+
+/* ---- sparse kernels (fp32) ----
+ * W is the nnz_spmat (rows, cols) = (OC, K); activations are row-major (NHWC rows).
+ *   forward:         out(M,rows) = base + X(M,cols) * W^T,   base = (accumulate ? out : 0) + bias
+ *   backward-data:   dX(M,cols)  = (accumulate ? dX : 0) + dout(M,rows) * W      (uses W^T, tr)
+ *   SDDMM:           dval[kept block positions] += sum_m dout(m,row) * X(m,col)   (fwd layout;
+ *                    every in-bounds position of a kept block, masked-out ones included:
+ *                    the layer applies its mask; padded positions are left as they are)
+ * bias (rows) or NULL. ld* >= the row length. accumulate false overwrites (NaNs in out do not
+ * propagate). M = 0 or no blocks: out = base.
+ * Threads: OpenMP over (row tile, group of block rows) items; block rows are grouped so each
+ * group holds about the same number of blocks (nonzeros), not rows. Each output element is
+ * one fixed-order sum over its row's blocks (SDDMM: over m in order, per block by one thread),
+ * so results do not depend on the thread count. Variants: *_ref (single-threaded oracle);
+ * AVX-512 and AVX2 (sparse_spmm_avx512.c, sparse_spmm_avx2.c, the same algorithms at 16 and 8
+ * lanes):
+ *   r = 16/32:       an m x r register tile over the block list, r-wide W vectors times
+ *                    broadcasts of X;
+ *   r = 1/4/8, CSR:  a 64-row panel of X transposed so m is contiguous, one broadcast of W
+ *                    per nonzero times 64 m; CSR with M <= 4 (AVX-512): X gathered at each
+ *                    row's columns;
+ *   SDDMM:           r-wide vectors of dout for r >= 16; below, 64-long dot products of
+ *                    transposed panels, summed across lanes 16 (8) at a time.
+ * Other CPUs get the reference. bf16 hook: bf16 kernels (their own nnz_spmm_bf16_* entry
+ * points) read nnz_bsr.val_bf16 in the same block layout, with the same index arrays, the
+ * same transposed copy and the same split of block rows by block count.
+ * Return NNZ_ERR_NOMEM if the per-thread scratch cannot be allocated (outputs then undefined). */
+nnz_status nnz_spmm_f32(const nnz_spmat *W, int64_t M, const float *X, int64_t ldx, const float *bias,
+                        bool accumulate, float *out, int64_t ldo);
+nnz_status nnz_spmm_bwd_data_f32(const nnz_spmat *W, int64_t M, const float *dout, int64_t ldd, bool accumulate,
+                                 float *dX, int64_t ldx);
+nnz_status nnz_sddmm_f32(const nnz_spmat *W, int64_t M, const float *dout, int64_t ldd, const float *X, int64_t ldx,
+                         float *dval);
+/* true when the active ISA has SIMD sparse kernels (AVX2 or AVX-512); false: the calls above
+ * run the single-threaded references, and a layer should stay dense */
+bool nnz_sparse_kernels_simd(void);
+/* oracles: one orientation, plain loops, single-threaded, sums in block-list order */
+void nnz_spmm_f32_ref(const nnz_bsr *A, int64_t M, const float *X, int64_t ldx, const float *bias, bool accumulate,
+                      float *out, int64_t ldo);
+void nnz_sddmm_f32_ref(const nnz_bsr *A, int64_t M, const float *dout, int64_t ldd, const float *X, int64_t ldx,
+                       float *dval);
+/* The SIMD pieces, each over rows [m0, m0+mrows) and block rows [br0, br1) of orientation A
+ * (single-threaded; the dispatchers above own the threads; avx2 names mirror avx512).
+ * tile (r >= 16): xs (NULL: read X in place) holds mrows * nnz_spmm_tile_scratch_ld(cols)
+ *   floats; the item's rows of X are copied there first, an odd number of cache lines apart:
+ *   X is then read once, sequentially (the prefetcher streams it; the block columns alone
+ *   would not), and rows 4 KiB apart (K = 1024) no longer share one L1 set (measured: +30%
+ *   at K = 1024, 2.5x on vgg8 conv4 at M = 6272).
+ * panel (r < 16): mrows <= 64, xt scratch (bcols*c*64 floats), ot scratch ((br1-br0)*r*64).
+ * csr_gather: CSR only, mrows <= 4, no scratch.
+ * transpose_panel: t[k*64 + m] = src[(m0+m)*ld + k] for k in [k0, k1), m < 64; lanes
+ *   m >= mrows are 0.
+ * sddmm_blocks (r >= 16): blocks [j0, j1) (any range, across block rows) over the rows.
+ * sddmm_panel (r < 16): the same over one 64-row panel given transposed: xt (bcols*c, 64),
+ *   dt (brows*r, 64), zero-padded. */
+static inline int64_t nnz_spmm_tile_scratch_ld(int cols) { return ((int64_t)(cols + 15) / 32) * 32 + 16; }
+void nnz_spmm_tile_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X,
+                              int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo, float *xs);
+void nnz_spmm_panel_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X,
+                               int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo, float *xt,
+                               float *ot);
+void nnz_spmm_csr_gather_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X,
+                                    int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo);
+void nnz_transpose_panel_f32_avx512(const float *src, int64_t ld, int64_t m0, int mrows, int k0, int k1, float *t);
+void nnz_sddmm_blocks_f32_avx512(const nnz_bsr *A, int64_t m0, int mrows, int32_t j0, int32_t j1, const float *dout,
+                                 int64_t ldd, const float *X, int64_t ldx, float *dval);
+void nnz_sddmm_panel_f32_avx512(const nnz_bsr *A, int32_t j0, int32_t j1, const float *xt, const float *dt,
+                                float *dval);
+void nnz_spmm_tile_f32_avx2(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X, int64_t ldx,
+                            const float *bias, bool accumulate, float *out, int64_t ldo, float *xs);
+void nnz_spmm_panel_f32_avx2(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const float *X,
+                             int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo, float *xt,
+                             float *ot);
+void nnz_transpose_panel_f32_avx2(const float *src, int64_t ld, int64_t m0, int mrows, int k0, int k1, float *t);
+void nnz_sddmm_blocks_f32_avx2(const nnz_bsr *A, int64_t m0, int mrows, int32_t j0, int32_t j1, const float *dout,
+                               int64_t ldd, const float *X, int64_t ldx, float *dval);
+void nnz_sddmm_panel_f32_avx2(const nnz_bsr *A, int32_t j0, int32_t j1, const float *xt, const float *dt,
+                              float *dval);
 
 #endif

@@ -66,6 +66,29 @@ static int images_per_chunk(const nnz_conv_shape *s) {
     return b > (size_t)s->N ? s->N : (int)b;
 }
 
+/* floats of the im2col buffer (a chunk of images), rounded up to 16 so what follows is aligned */
+static size_t col_region_floats(const nnz_conv_shape *s) {
+    return ((size_t)images_per_chunk(s) * col_floats_per_image(s) + 15) & ~(size_t)15;
+}
+
+/* bf16 im2col convolutions (groups 1): the col buffer holds bf16, and after it come the weights
+ * (OC,K) and a chunk's output gradient (rows,OC) in bf16, so every GEMM reads bf16 operands. */
+static bool bf16_im2col(const nnz_conv_shape *s) { return s->compute == NNZ_BF16 && s->groups == 1 && !s->sparse; }
+static size_t bf16_weights_floats(const nnz_conv_shape *s) {
+    return (((size_t)s->OC * s->KH * s->KW * s->IC + 1) / 2 + 15) & ~(size_t)15;
+}
+static size_t bf16_extra_floats(const nnz_conv_shape *s) {
+    if (s->compute != NNZ_BF16 || s->groups != 1) return 0;
+    const size_t rows = (size_t)images_per_chunk(s) * s->OH * s->OW;
+    return bf16_weights_floats(s) + (rows * s->OC + 1) / 2 + 16;
+}
+static nnz_bf16 *bf16_weights_at(const nnz_conv_shape *s, float *scratch) {
+    return (nnz_bf16 *)(scratch + col_region_floats(s));
+}
+static nnz_bf16 *bf16_dout_at(const nnz_conv_shape *s, float *scratch) {
+    return (nnz_bf16 *)(scratch + col_region_floats(s) + bf16_weights_floats(s));
+}
+
 size_t nnz_conv2d_scratch_floats(const nnz_conv_shape *s) {
     switch (conv_path_of(s)) {
     case CONV_GEMM_1X1: return 0;
@@ -76,7 +99,48 @@ size_t nnz_conv2d_scratch_floats(const nnz_conv_shape *s) {
     case CONV_IM2COL:
     case CONV_GROUPED: break;
     }
-    return (size_t)images_per_chunk(s) * col_floats_per_image(s);
+    return col_region_floats(s) + bf16_extra_floats(s);
+}
+
+/* ---- the three products of a groups == 1 convolution, dense (nnz_gemm) or sparse ----
+ * weight (OC,K) row-major, K = KH*KW*IC. A sparse kernel that cannot get its scratch falls back
+ * to the dense GEMM, which gives the same products: the dense weight holds the zeros. */
+
+/* out (M,OC) = X (M,K) * weight^T + (beta ? out : 0) */
+static void weight_forward(const nnz_conv_shape *s, int64_t M, int K, const float *X, const float *weight, float beta,
+                           float *out) {
+    if (s->sparse && nnz_spmm_f32(&s->sparse->mat, M, X, K, NULL, beta != 0.0f, out, s->OC) == NNZ_OK) return;
+    nnz_gemm(s->compute, false, true, (int)M, s->OC, K, 1.0f, X, K, weight, K, beta, out, s->OC);
+}
+
+/* weight gradient += dout (M,OC)^T * X (M,K); sparse: into s->sparse->dval, scattered at the end */
+static void weight_grad(const nnz_conv_shape *s, int64_t M, int K, const float *dout, const float *X, float *dweight) {
+    if (s->sparse && nnz_sddmm_f32(&s->sparse->mat, M, dout, s->OC, X, K, s->sparse->dval) == NNZ_OK) return;
+    nnz_gemm(s->compute, true, false, s->OC, K, (int)M, 1.0f, dout, s->OC, X, K, 1.0f, dweight, K);
+}
+
+/* dX (M,K) = dout (M,OC) * weight + (beta ? dX : 0) */
+static void input_grad(const nnz_conv_shape *s, int64_t M, int K, const float *dout, const float *weight, float beta,
+                       float *dX) {
+    if (s->sparse && nnz_spmm_bwd_data_f32(&s->sparse->mat, M, dout, s->OC, beta != 0.0f, dX, K) == NNZ_OK) return;
+    nnz_gemm(s->compute, false, false, (int)M, K, s->OC, 1.0f, dout, s->OC, weight, K, beta, dX, K);
+}
+
+/* dweight += the SDDMM gradient, at the weight's nonzeros only (its zeros are the mask) */
+static void scatter_sparse_grad(const nnz_sparse_weight *sp, const float *weight, float *dweight, int K) {
+    const nnz_bsr *A = &sp->mat.fwd;
+    for (int br = 0; br < A->brows; br++)
+        for (int32_t j = A->ptr[br]; j < A->ptr[br + 1]; j++)
+            for (int kk = 0; kk < A->c; kk++) {
+                const int col = A->idx[j] * A->c + kk;
+                if (col >= K) break;
+                for (int i = 0; i < A->r; i++) {
+                    const int row = br * A->r + i;
+                    if (row >= A->rows) break;
+                    const size_t at = (size_t)row * K + col;
+                    if (weight[at] != 0.0f) dweight[at] += sp->dval[(size_t)j * A->r * A->c + (size_t)kk * A->r + i];
+                }
+            }
 }
 
 /* (C,KH*KW) <-> (KH*KW,C) for depthwise weights */
@@ -106,9 +170,9 @@ static void epilogue_rows_parallel(int64_t M, int C, const nnz_epilogue *ep, flo
 static void gemm_1x1_ep(const nnz_conv_shape *s, int64_t M, const float *inp, const float *weight, const float *bias,
                         const nnz_epilogue *ep, float *out) {
     const int IC = s->IC, OC = s->OC;
-    if (!nnz_sgemm_nestable()) {
+    if (!nnz_sgemm_nestable() || s->sparse) { /* the sparse kernels thread themselves */
         if (bias) nnz_bias_fill_rows(M, OC, bias, out);
-        nnz_gemm(s->compute, false, true, (int)M, OC, IC, 1.0f, inp, IC, weight, IC, bias ? 1.0f : 0.0f, out, OC);
+        weight_forward(s, M, IC, inp, weight, bias ? 1.0f : 0.0f, out);
         epilogue_rows_parallel(M, OC, ep, out);
         return;
     }
@@ -129,7 +193,7 @@ static void gemm_1x1_ep(const nnz_conv_shape *s, int64_t M, const float *inp, co
 
 /* (fp32 only: the small GEMM has no bf16 variant) */
 static bool use_small_gemm(const nnz_conv_shape *s) {
-    return s->compute == NNZ_F32 && s->IC <= SMALL_GEMM_MAX_CH && s->OC <= SMALL_GEMM_MAX_CH;
+    return s->compute == NNZ_F32 && !s->sparse && s->IC <= SMALL_GEMM_MAX_CH && s->OC <= SMALL_GEMM_MAX_CH;
 }
 
 /* out (M,OC) = inp (M,IC) * weight^T + bias, then ep; false if the transposed weight
@@ -171,18 +235,30 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
         beta = 1.0f;
     }
     if (path == CONV_GEMM_1X1) {
-        nnz_gemm(s->compute, false, true, (int)out_rows, s->OC, s->IC, 1.0f, inp, s->IC, weight, s->IC, beta, out, s->OC);
+        weight_forward(s, out_rows, s->IC, inp, weight, beta, out);
         return;
     }
     const int G = s->groups, ICg = s->IC / G, OCg = s->OC / G, Kg = s->KH * s->KW * ICg;
     const size_t in_img = (size_t)s->H * s->W * s->IC, out_img = (size_t)s->OH * s->OW * s->OC;
     const int chunk = images_per_chunk(s);
+    if (bf16_im2col(s)) {
+        nnz_bf16 *wh = bf16_weights_at(s, scratch), *colh = (nnz_bf16 *)scratch;
+        nnz_cvt_f32_to_bf16((int64_t)s->OC * Kg, weight, wh);
+        for (int n0 = 0; n0 < s->N; n0 += chunk) {
+            const int B = s->N - n0 < chunk ? s->N - n0 : chunk, M = B * s->OH * s->OW;
+            nnz_im2col_nhwc_bf16(&g, B, s->IC, 0, s->IC, inp + n0 * in_img, colh);
+            nnz_gemm_bf16(false, true, M, s->OC, Kg, 1.0f, colh, Kg, wh, Kg, beta, out + n0 * out_img, s->OC);
+            if (ep) epilogue_rows_parallel(M, s->OC, ep, out + n0 * out_img);
+        }
+        return;
+    }
     for (int n0 = 0; n0 < s->N; n0 += chunk) {
         const int B = s->N - n0 < chunk ? s->N - n0 : chunk, M = B * s->OH * s->OW;
         for (int gi = 0; gi < G; gi++) {
             nnz_im2col_nhwc(&g, B, s->IC, gi * ICg, ICg, inp + n0 * in_img, scratch);
-            nnz_gemm(s->compute, false, true, M, OCg, Kg, 1.0f, scratch, Kg, weight + (size_t)gi * OCg * Kg, Kg, beta,
-                      out + n0 * out_img + (size_t)gi * OCg, s->OC);
+            if (G == 1) weight_forward(s, M, Kg, scratch, weight, beta, out + n0 * out_img);
+            else nnz_gemm(s->compute, false, true, M, OCg, Kg, 1.0f, scratch, Kg, weight + (size_t)gi * OCg * Kg, Kg,
+                          beta, out + n0 * out_img + (size_t)gi * OCg, s->OC);
         }
         if (ep) epilogue_rows_parallel(M, s->OC, ep, out + n0 * out_img);
     }
@@ -212,21 +288,38 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
         }
         return;
     }
+    nnz_sparse_weight *sp = s->sparse;
+    if (sp) memset(sp->dval, 0, (size_t)nnz_spmat_val_count(&sp->mat) * sizeof(float));
     if (path == CONV_GEMM_1X1) {
         const int M = (int)out_rows;
         /* dweight (OC,IC) += dout^T (OC,M) * inp (M,IC);  dinp (M,IC) += dout (M,OC) * weight (OC,IC) */
         if (!use_small_gemm(s) || !nnz_gemm_small_at(M, s->OC, s->IC, dout, s->OC, inp, s->IC, dweight))
-            nnz_gemm(s->compute, true, false, s->OC, s->IC, M, 1.0f, dout, s->OC, inp, s->IC, 1.0f, dweight, s->IC);
+            weight_grad(s, M, s->IC, dout, inp, dweight);
         if (dinp && use_small_gemm(s)) nnz_gemm_small(M, s->IC, s->OC, dout, s->OC, weight, accumulate, NULL, dinp);
-        else if (dinp)
-            nnz_gemm(s->compute, false, false, M, s->IC, s->OC, 1.0f, dout, s->OC, weight, s->IC, accumulate ? 1.0f : 0.0f, dinp,
-                      s->IC);
+        else if (dinp) input_grad(s, M, s->IC, dout, weight, accumulate ? 1.0f : 0.0f, dinp);
+        if (sp) scatter_sparse_grad(sp, weight, dweight, s->IC);
         return;
     }
     const int G = s->groups, ICg = s->IC / G, OCg = s->OC / G, Kg = s->KH * s->KW * ICg;
     const size_t in_img = (size_t)s->H * s->W * s->IC, out_img = (size_t)s->OH * s->OW * s->OC;
     if (dinp && !accumulate) memset(dinp, 0, (size_t)s->N * in_img * sizeof(float)); /* col2im accumulates */
     const int chunk = images_per_chunk(s);
+    if (bf16_im2col(s)) {
+        nnz_bf16 *wh = bf16_weights_at(s, scratch), *douth = bf16_dout_at(s, scratch), *colh = (nnz_bf16 *)scratch;
+        nnz_cvt_f32_to_bf16((int64_t)s->OC * Kg, weight, wh);
+        for (int n0 = 0; n0 < s->N; n0 += chunk) {
+            const int B = s->N - n0 < chunk ? s->N - n0 : chunk, M = B * s->OH * s->OW;
+            nnz_cvt_f32_to_bf16((int64_t)M * s->OC, dout + n0 * out_img, douth);
+            /* dweight (OC,Kg) += dout^T (OC,M) * col (M,Kg) */
+            nnz_im2col_nhwc_bf16(&g, B, s->IC, 0, s->IC, inp + n0 * in_img, colh);
+            nnz_gemm_bf16(true, false, s->OC, Kg, M, 1.0f, douth, s->OC, colh, Kg, 1.0f, dweight, Kg);
+            if (!dinp) continue;
+            /* dcol (M,Kg) = dout (M,OC) * weight (OC,Kg) in fp32 over the col buffer; dinp += col2im(dcol) */
+            nnz_gemm_bf16(false, false, M, Kg, s->OC, 1.0f, douth, s->OC, wh, Kg, 0.0f, scratch, Kg);
+            nnz_col2im_nhwc_acc(&g, B, s->IC, 0, s->IC, scratch, dinp + n0 * in_img);
+        }
+        return;
+    }
     for (int n0 = 0; n0 < s->N; n0 += chunk) {
         const int B = s->N - n0 < chunk ? s->N - n0 : chunk, M = B * s->OH * s->OW;
         const float *dout_c = dout + n0 * out_img;
@@ -235,13 +328,18 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
             float *dw_g = dweight + (size_t)gi * OCg * Kg;
             /* dweight_g (OCg,Kg) += dout_g^T (OCg,M) * col (M,Kg) */
             nnz_im2col_nhwc(&g, B, s->IC, gi * ICg, ICg, inp + n0 * in_img, scratch);
-            nnz_gemm(s->compute, true, false, OCg, Kg, M, 1.0f, dout_c + (size_t)gi * OCg, s->OC, scratch, Kg, 1.0f, dw_g, Kg);
+            if (G == 1) weight_grad(s, M, Kg, dout_c, scratch, dw_g);
+            else nnz_gemm(s->compute, true, false, OCg, Kg, M, 1.0f, dout_c + (size_t)gi * OCg, s->OC, scratch, Kg, 1.0f,
+                          dw_g, Kg);
             if (!dinp) continue;
             /* dcol (M,Kg) = dout_g (M,OCg) * weight_g (OCg,Kg), reusing the col buffer; dinp += col2im(dcol) */
-            nnz_gemm(s->compute, false, false, M, Kg, OCg, 1.0f, dout_c + (size_t)gi * OCg, s->OC, w_g, Kg, 0.0f, scratch, Kg);
+            if (G == 1) input_grad(s, M, Kg, dout_c, w_g, 0.0f, scratch);
+            else nnz_gemm(s->compute, false, false, M, Kg, OCg, 1.0f, dout_c + (size_t)gi * OCg, s->OC, w_g, Kg, 0.0f,
+                          scratch, Kg);
             nnz_col2im_nhwc_acc(&g, B, s->IC, gi * ICg, ICg, scratch, dinp + n0 * in_img);
         }
     }
+    if (sp) scatter_sparse_grad(sp, weight, dweight, Kg);
 }
 
 void nnz_conv2d_backward(const nnz_conv_shape *s, const float *inp, const float *weight, const float *dout,

@@ -76,6 +76,7 @@ void nnz_model_free(nnz_model *m) {
     free(m->params);
     nnz_arena_free(&m->param_arena);
     nnz_arena_free(&m->act_arena);
+    nnz_model_sparse_clear(m);
     free(m);
 }
 

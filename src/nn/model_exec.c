@@ -61,10 +61,33 @@ static bool output_overwritable(nnz_op op) {
 static void fill_conv_shape(const nnz_model *m, const nnz_node *n, int N, nnz_conv_shape *s) {
     memset(s, 0, sizeof *s);
     s->compute = m->compute;
+    s->sparse = m->run_sparse && m->sparse ? m->sparse[n - m->nodes] : NULL;
     s->N = N, s->H = n->in_h, s->W = n->in_w, s->IC = n->in_c;
     s->OC = n->out_ch, s->KH = n->k, s->KW = n->k;
     s->stride = n->stride, s->pad = n->pad, s->groups = n->groups;
     s->OH = n->h, s->OW = n->w;
+}
+
+/* A linear node run sparse goes through the conv's 1x1 path: the same (OUT,IN) weight. */
+static void linear_as_conv(const nnz_model *m, int i, int N, nnz_conv_shape *s) {
+    const nnz_node *n = &m->nodes[i];
+    *s = (nnz_conv_shape){.N = N, .H = 1, .W = 1, .IC = n->in_c, .OC = n->out_ch, .KH = 1, .KW = 1, .stride = 1,
+                          .groups = 1, .OH = 1, .OW = 1, .compute = m->compute, .sparse = m->sparse[i]};
+}
+static bool linear_sparse(const nnz_model *m, int i) { return m->run_sparse && m->sparse && m->sparse[i]; }
+
+/* Before a forward: sparse layers run when their zeros are fixed (eval, or masked training);
+ * dense training may move zeros, so the plan is redone at the next forward that needs it. */
+static nnz_status prepare_sparse(nnz_model *m, bool train) {
+    m->run_sparse = false;
+    if (train && !m->grad_mask) {
+        m->sparse_planned = false;
+        return NNZ_OK;
+    }
+    if (!m->sparse_planned) NNZ_TRY(nnz_model_sparse_plan(m));
+    nnz_model_sparse_refresh(m);
+    m->run_sparse = true;
+    return NNZ_OK;
 }
 
 static void fill_pool_shape(const nnz_node *n, int N, nnz_pool_shape *s) {
@@ -309,6 +332,12 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
             break;
         }
         case NNZ_OP_LINEAR:
+            if (linear_sparse(m, i)) {
+                nnz_conv_shape s;
+                linear_as_conv(m, i, n, &s);
+                nnz_conv2d_forward(&s, in, param_value(m, nd->weight), param_value(m, nd->bias), out, NULL);
+                break;
+            }
             nnz_linear_forward(m->compute, n, nd->in_c, nd->out_ch, in, param_value(m, nd->weight), param_value(m, nd->bias), out);
             break;
         case NNZ_OP_BATCHNORM: {
@@ -378,6 +407,7 @@ nnz_status nnz_model_forward(nnz_model *m, const float *x, int n, bool train) {
     if (!m || !m->finalized) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_forward: the model is not finalized");
     if (!x || n < 1) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_forward: need an input of at least one image");
     NNZ_TRY(nnz_model_reserve(m, n));
+    NNZ_TRY(prepare_sparse(m, train));
     if (train) {
         forward_nodes(m, x, 0, n, true, m->scratch);
         return NNZ_OK;
@@ -446,6 +476,13 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
             break;
         }
         case NNZ_OP_LINEAR:
+            if (linear_sparse(m, i)) {
+                nnz_conv_shape s;
+                linear_as_conv(m, i, n, &s);
+                nnz_conv2d_backward_ex(&s, in, param_value(m, nd->weight), dout, dinp, acc, param_grad(m, nd->weight),
+                                       param_grad(m, nd->bias), NULL);
+                break;
+            }
             nnz_linear_backward_ex(m->compute, n, nd->in_c, nd->out_ch, in, param_value(m, nd->weight), dout, dinp, acc,
                                    param_grad(m, nd->weight), param_grad(m, nd->bias));
             break;
@@ -505,6 +542,7 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
         case NNZ_OP_COUNT: break;
         }
     }
+    if (m->grad_mask) nnz_model_mask_grads(m);
     return NNZ_OK;
 }
 

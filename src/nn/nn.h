@@ -24,6 +24,16 @@ typedef enum {
 
 /* ===================== layers: convolution and linear ===================== */
 
+/* A conv or linear weight run sparse: the kernels' matrix of W (OC, KH*KW*IC) with the
+ * structure of W's nonzeros (sparse_layer.c chooses the format), its values refreshed from the
+ * dense weight before each forward. The dense weight stays the master copy: zeros are the mask.
+ * dval: the SDDMM gradient at the kept blocks (nnz_spmat_val_count floats). */
+typedef struct {
+    nnz_spmat mat;
+    float *dval;
+    char format[16];      /* "csr", "bsr:16x16" */
+} nnz_sparse_weight;
+
 typedef struct {
     int N, H, W, IC;      /* input (N,H,W,IC) */
     int OC, KH, KW;       /* weight (OC,KH,KW,IC/groups) */
@@ -31,6 +41,9 @@ typedef struct {
     int OH, OW;           /* output (N,OH,OW,OC) */
     nnz_dtype compute;    /* GEMM precision (nnz_gemm): NNZ_F32 (init's default) or NNZ_BF16, which rounds
                              the GEMM inputs to bf16 and accumulates in fp32; depthwise stays fp32 */
+    nnz_sparse_weight *sparse; /* non-NULL (groups == 1 only): the GEMMs become SpMM (forward), SpMM^T
+                             (backward-data) and SDDMM (backward-weight: only W's nonzeros get a
+                             gradient); fp32 only. NULL (init's default): dense */
 } nnz_conv_shape;
 /* Fills OH/OW; INVALID_ARG if channels are not divisible by groups or the output would be empty. */
 nnz_status nnz_conv_shape_init(nnz_conv_shape *s, int N, int H, int W, int IC, int OC, int KH, int KW,
@@ -193,6 +206,30 @@ typedef struct nnz_node_exec {
     float *eval_scale;  /* conv with eval_bn: out_ch floats for the folded multiplier */
 } nnz_node_exec;
 
+/* ---- sparse layers (sparse_layer.c) ----
+ * How conv (groups == 1) and linear layers whose weights hold zeros run. */
+typedef enum { NNZ_SPARSE_AUTO = 0, NNZ_SPARSE_DENSE, NNZ_SPARSE_FORCED } nnz_sparse_kind;
+typedef struct {
+    nnz_sparse_kind kind;
+    int r, c;             /* FORCED: the block (1x1 = CSR) */
+} nnz_sparse_format;
+/* "auto", "dense", "csr", "bsr:RxC"; INVALID_ARG with the list otherwise */
+nnz_status nnz_sparse_format_parse(const char *text, nnz_sparse_format *out);
+void nnz_sparse_format_name(const nnz_sparse_format *f, char *buf, size_t len);
+/* A layer's decision, for logs and nnz info. r = c = 0: dense. */
+typedef struct {
+    double density, block_fill, speedup; /* speedup: the estimate behind an auto choice */
+    int r, c;
+    char why[112];
+} nnz_sparse_plan;
+/* Measures every layer, decides, builds the sparse matrices (m->sparse, m->sparse_plan). */
+nnz_status nnz_model_sparse_plan(nnz_model *m);
+void nnz_model_sparse_clear(nnz_model *m);
+/* Copies the dense weights' current values into the sparse matrices (before a forward). */
+void nnz_model_sparse_refresh(nnz_model *m);
+/* Zeroes the gradient of every conv/linear weight that is zero (m->grad_mask training). */
+void nnz_model_mask_grads(nnz_model *m);
+
 /* Eval-mode forward runs the network depth-first over chunks of images whose largest
  * layer (input + output) takes at most about this many bytes (model_exec.c). */
 #ifndef NNZ_EVAL_CHUNK_BYTES
@@ -212,6 +249,12 @@ struct nnz_model {
     /* execution options, read by nnz_model_reserve */
     bool input_grad;              /* backward also fills dinput (gradient checks, saliency) */
     nnz_dtype compute;            /* conv/linear GEMM precision (nnz_conv_shape.compute); NNZ_F32 by default */
+    nnz_sparse_format sparse_format; /* how layers with zero weights run (sparse_layer.c); auto by default */
+    bool grad_mask;               /* training keeps zero weights at zero (masked/pruned training) */
+    bool sparse_planned;          /* m->sparse matches the weights' zero pattern */
+    nnz_sparse_weight **sparse;   /* per node: its sparse matrix, or NULL (dense) */
+    nnz_sparse_plan *sparse_plan; /* per node: the decision (conv/linear nodes) */
+    bool run_sparse;              /* this forward (and its backward) use m->sparse */
     bool keep_activations;        /* false (default): relu/relu6 run in place over a sole-consumer conv/linear/
                                      batchnorm/add output, which then holds the activation's output */
     nnz_arena param_arena;        /* parameters, gradients */

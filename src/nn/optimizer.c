@@ -84,7 +84,7 @@ static void sgd_param(const nnz_optimizer *o, float *w, const float *grad, float
     const float mom = o->momentum;
     const bool nesterov = o->nesterov;
     /* elementwise, so the same numbers for any thread count; the tests inside are loop-invariant */
-#pragma omp parallel for simd schedule(static) if (n >= OPT_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) if (n >= OPT_PARALLEL_MIN)
     for (int64_t e = 0; e < n; e++) {
         float g = grad[e];
         if (wd != 0) g += wd * w[e];
@@ -104,7 +104,7 @@ static void adamw_param(const nnz_optimizer *o, float *w, const float *grad, flo
     const float step_size = (float)(lr / bc1), inv_bc2_sqrt = (float)(1.0 / bc2_sqrt);
     const float decay = 1.0f - lr * wd;
     const float b1 = o->beta1, b2 = o->beta2, eps = o->eps;
-#pragma omp parallel for simd schedule(static) if (n >= OPT_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) if (n >= OPT_PARALLEL_MIN)
     for (int64_t e = 0; e < n; e++) {
         float g = grad[e];
         if (wd != 0) w[e] *= decay;

@@ -67,6 +67,8 @@ nnz_status nnz_train_config_to_json(const nnz_train_config *cfg, char **json_out
     cJSON_AddStringToObject(j, "seed", seed); /* a string: JSON numbers hold 53 bits */
     cJSON_AddNumberToObject(j, "threads", cfg->threads);
     cJSON_AddStringToObject(j, "precision", cfg->precision == NNZ_BF16 ? "bf16" : "fp32");
+    cJSON_AddStringToObject(j, "mask", nnz_mask_kind_name(cfg->mask.kind));
+    cJSON_AddNumberToObject(j, "sparsity", cfg->mask.sparsity);
     cJSON_AddNumberToObject(j, "train_limit", cfg->train_limit);
     cJSON_AddNumberToObject(j, "test_limit", cfg->test_limit);
     *json_out = cJSON_PrintUnformatted(j);
@@ -159,6 +161,16 @@ static nnz_status read_config(const cJSON *j, nnz_train_config *c, char *model_b
     c->precision = NNZ_F32;
     if (prec && (!cJSON_IsString(prec) || nnz_precision_parse(prec->valuestring, &c->precision) != NNZ_OK))
         return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's train_config has an invalid 'precision' (fp32 or bf16)");
+    /* mask, sparsity: absent before masked training existed (dense then) */
+    const cJSON *mk = cJSON_GetObjectItemCaseSensitive(j, "mask");
+    c->mask = (nnz_mask_spec){.kind = NNZ_MASK_DENSE};
+    if (mk && (!cJSON_IsString(mk) || nnz_mask_kind_parse(mk->valuestring, &c->mask.kind) != NNZ_OK))
+        return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's train_config has an invalid 'mask'");
+    if (mk) {
+        NNZ_TRY(get_num(j, "sparsity", &v));
+        if (!(v >= 0 && v < 1)) return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's train_config has an invalid 'sparsity'");
+        c->mask.sparsity = (float)v;
+    }
     NNZ_TRY(get_num(j, "train_limit", &v));
     NNZ_TRY(int_in(v, "train_limit", 0, INT32_MAX, &c->train_limit));
     return NNZ_OK;

@@ -30,6 +30,7 @@
  * reproducible per (epoch, image), independent of batch size and threads. */
 #define NNZ_DATA_SHUFFLE_SALT 0x53485546464C4531ull
 #define NNZ_DATA_AUGMENT_SALT 0x4155474D454E5431ull
+#define NNZ_MASK_SEED_SALT 0x4D41534B53454544ull /* masks drawn at initialization (masked training) */
 #define NNZ_DATA_PAD 2
 
 typedef struct {

@@ -64,6 +64,13 @@ static nnz_status resolve_defaults(nnz_train_config *c) {
         return nnz_fail(NNZ_ERR_INVALID_ARG, "weight decay must be >= 0 (got %g)", c->weight_decay);
     if (!(c->label_smoothing >= 0.0f && c->label_smoothing < 1.0f))
         return nnz_fail(NNZ_ERR_INVALID_ARG, "label smoothing must be in [0, 1) (got %g)", c->label_smoothing);
+    nnz_sparse_format sf;
+    if (c->sparse_format) NNZ_TRY(nnz_sparse_format_parse(c->sparse_format, &sf));
+    if (c->mask.kind < NNZ_MASK_DENSE || c->mask.kind > NNZ_MASK_RBGP)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "unknown mask kind %d", (int)c->mask.kind);
+    if (c->mask.kind != NNZ_MASK_DENSE && !(c->mask.sparsity > 0.0f && c->mask.sparsity < 1.0f))
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "a %s mask needs a sparsity in (0, 1) (got %g)",
+                        nnz_mask_kind_name(c->mask.kind), c->mask.sparsity);
     if (!(c->warmup_epochs >= 0.0f && c->warmup_epochs <= (float)c->epochs))
         return nnz_fail(NNZ_ERR_INVALID_ARG, "warm-up (%g epochs) must be between 0 and the number of epochs (%d)",
                         c->warmup_epochs, c->epochs);
@@ -172,7 +179,11 @@ static nnz_status setup(trainer *t, const nnz_train_config *cfg_in) {
                             d->num_classes);
     } else {
         NNZ_TRY(nnz_model_from_zoo(c->model, d->h, d->w, d->c, d->num_classes, c->seed, &t->m));
+        NNZ_TRY(nnz_model_apply_masks(t->m, &c->mask, c->seed ^ NNZ_MASK_SEED_SALT, NULL, 0));
     }
+    /* a resumed masked run: its zeros are in the checkpoint's weights, keep them */
+    nnz_model_set_grad_mask(t->m, c->mask.kind != NNZ_MASK_DENSE);
+    if (c->sparse_format) NNZ_TRY(nnz_model_set_sparse_format(t->m, c->sparse_format));
     NNZ_TRY(nnz_model_set_precision(t->m, c->precision));
     NNZ_TRY(nnz_model_reserve(t->m, c->batch));
     NNZ_TRY(nnz_optimizer_init(&t->opt, t->m, c->optimizer, c->momentum, c->nesterov, c->weight_decay,

@@ -46,6 +46,12 @@ typedef struct {
 extern const char *const cli_precision_names[];
 #define CLI_PRECISION_HELP "Convolution/linear GEMM precision: bf16 rounds their inputs to bfloat16 and accumulates in fp32 (docs/BF16.md)."
 
+/* --mask's choices, indexed by nnz_mask_kind */
+extern const char *const cli_mask_kind_names[];
+#define CLI_SPARSE_FORMAT_HELP "How layers whose weights hold zeros run: auto (each layer's format from its sparsity and block fill), dense, csr or bsr:RxC (e.g. bsr:16x16)."
+/* "64x576" -> 64, 576 (whole positive numbers, nothing else). */
+bool cli_parse_pair(const char *s, int *a, int *b);
+
 #define FL_INT(nm, d, mv, h, def_, lo, hi) {.name = nm, .type = FLAG_INT, .dest = d, .metavar = mv, .help = h, .def = def_, .min = lo, .max = hi}
 #define FL_FLOAT(nm, d, mv, h, def_, lo, hi, excl) {.name = nm, .type = FLAG_FLOAT, .dest = d, .metavar = mv, .help = h, .def = def_, .min = lo, .max = hi, .min_exclusive = excl}
 #define FL_U64(nm, d, mv, h, def_) {.name = nm, .type = FLAG_U64, .dest = d, .metavar = mv, .help = h, .def = def_}
@@ -95,6 +101,11 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_pack(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+/* The per-tensor table of a .nnz file (nnz pack, nnz info). */
+void cli_print_pack_table(const nnz_pack_report *r, bool with_rmse);
+int cmd_mask(int argc, char **argv);
 int cmd_shrink(int argc, char **argv);
 
 #endif

@@ -3,12 +3,43 @@
 
 #include <string.h>
 
+/* --layer: one layer's sparse products against dense GEMM */
+static int bench_layer(const char *shape, int rows, float sparsity, const char *format, int iters, uint64_t seed,
+                       bool json, cli_command *cmd) {
+    nnz_layer_bench_config c = {.m = rows, .sparsity = sparsity, .format = format, .iters = iters, .seed = seed};
+    if (!cli_parse_pair(shape, &c.rows, &c.cols))
+        return cli_usage_error(cmd, "--layer expects OCxK like 1024x1024, got '%s'", shape);
+    nnz_layer_bench_result r;
+    if (nnz_bench_layer(&c, &r) != NNZ_OK) return cli_usage_error(cmd, "%s", nnz_last_error());
+    static const char *const names[3] = {"forward", "backward_data", "weight_grad"};
+    if (!json)
+        printf("layer %dx%d, m %d, %s at %.1f%% sparsity (%lld nonzeros, %lld blocks), medians of %d runs\n"
+               "%-14s %10s %10s %8s %14s %14s\n", c.rows, c.cols, rows, format, 100.0 * sparsity, (long long)r.nnz,
+               (long long)r.nblocks, iters, "product", "dense ms", "sparse ms", "speedup", "actual GFLOP/s",
+               "effective");
+    for (int p = 0; p < 3; p++) {
+        const double sp = r.sparse_seconds[p], de = r.dense_seconds[p];
+        if (json)
+            printf("{\"layer\":\"%dx%d\",\"m\":%d,\"format\":\"%s\",\"sparsity\":%.4f,\"product\":\"%s\","
+                   "\"dense_s\":%.6g,\"sparse_s\":%.6g,\"speedup\":%.3f,\"actual_gflops\":%.2f,"
+                   "\"effective_gflops\":%.2f}\n", c.rows, c.cols, rows, format, sparsity, names[p], de, sp, de / sp,
+                   r.actual_flops / sp * 1e-9, r.dense_flops / sp * 1e-9);
+        else
+            printf("%-14s %10.3f %10.3f %7.2fx %14.1f %14.1f\n", names[p], de * 1e3, sp * 1e3, de / sp,
+                   r.actual_flops / sp * 1e-9, r.dense_flops / sp * 1e-9);
+    }
+    return CLI_EXIT_OK;
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *model = NULL;
     int batch = 128, threads = 0, iters = 10;
     uint64_t seed = 42;
     bool json = false;
-    int precision = NNZ_F32;
+    int precision = NNZ_F32, mask = NNZ_MASK_DENSE;
+    float sparsity = 0.9f;
+    const char *sparse_format = "auto", *mask_block = NULL, *layer = NULL, *format = "bsr:16x16";
+    int rows = 256;
     cli_flag flags[] = {
         FL_STR("--model", &model, "NAME",
                "Benchmark a zoo model (28x28x1 inputs, 10 classes) instead of a checkpoint.", NULL),
@@ -18,18 +49,31 @@ int cmd_bench(int argc, char **argv) {
                1000000),
         FL_U64("--seed", &seed, "N", "Seeds the random input (and a zoo model's weights).", "42"),
         FL_CHOICE("--precision", &precision, "P", CLI_PRECISION_HELP, "fp32", cli_precision_names),
+        FL_CHOICE("--mask", &mask, "KIND",
+                  "Mask every conv/linear layer but the first and last (as nnz train --mask) before timing; "
+                  "masked training keeps the zeros.", "dense (none)", cli_mask_kind_names),
+        FL_FLOAT("--sparsity", &sparsity, "S", "Zeros per masked layer (with --mask).", "0.9", 0, 1, true),
+        FL_STR("--mask-block", &mask_block, "RxC", "The mask's block (as nnz train).", "16x16 (rbgp: 4x4)"),
+        FL_STR("--sparse-format", &sparse_format, "F", CLI_SPARSE_FORMAT_HELP, "auto"),
+        FL_STR("--layer", &layer, "OCxK",
+               "Time one layer's forward, backward-data and weight gradient, sparse against dense GEMM, instead "
+               "of a model.", NULL),
+        FL_INT("--rows", &rows, "M", "--layer: activation rows (batch x output pixels).", "256", 1, 1 << 26),
+        FL_STR("--format", &format, "F", "--layer: the sparse format, csr or bsr:RxC.", "bsr:16x16"),
         FL_BOOL("--json", &json, "Print one JSON line instead of text."),
     };
     cli_command cmd = {
         .name = "bench",
         .summary = "measure training and inference speed (images/s, GFLOP/s)",
-        .usage = "nnz bench CHECKPOINT|--model NAME [--batch N] [--threads N] [--iters N] [--json]",
+        .usage = "nnz bench CHECKPOINT|--model NAME|--layer OCxK [--batch N] [--threads N] [--iters N] [--json]",
         .description =
             "Times training steps (forward, loss, backward, SGD update) and inference passes of a model\n"
             "on random data, excluding 2 warm-up iterations, and prints images/s and the achieved\n"
             "GFLOP/s, counting the model's dense forward FLOPs once per inference image and three\n"
             "times per training image. The checkpoint's weights are not changed.",
-        .example = "  nnz bench mbv2-tiny.safetensors\n  nnz bench --model lenet5 --batch 256 --threads 1 --json",
+        .example = "  nnz bench mbv2-tiny.safetensors\n  nnz bench --model lenet5 --batch 256 --threads 1 --json\n"
+                   "  nnz bench --model vgg8 --mask block --sparsity 0.9 --sparse-format bsr:16x16\n"
+                   "  nnz bench --layer 1024x1024 --rows 256 --sparsity 0.9 --format csr",
         .flags = flags,
         .n_flags = (int)(sizeof flags / sizeof flags[0]),
         .positional = "CHECKPOINT",
@@ -41,6 +85,11 @@ int cmd_bench(int argc, char **argv) {
     int r = cli_parse(&cmd, argc, argv, pos, &npos);
     if (r == CLI_HELP_SHOWN) return CLI_EXIT_OK;
     if (r) return r;
+    if (layer) {
+        if (npos || model) return cli_usage_error(&cmd, "--layer times a layer: give no CHECKPOINT or --model");
+        nnz_set_threads(threads);
+        return bench_layer(layer, rows, sparsity, format, iters, seed, json, &cmd);
+    }
     if ((npos == 1) == (model != NULL)) return cli_usage_error(&cmd, "give either a CHECKPOINT or --model NAME");
     const char *what = npos ? pos[0] : model;
     nnz_set_threads(threads);
@@ -48,6 +97,19 @@ int cmd_bench(int argc, char **argv) {
     nnz_model *m = NULL;
     if ((r = cli_load_model("bench", what, seed, &m, NULL))) return r;
     nnz_model_set_precision(m, (nnz_dtype)precision);
+    nnz_mask_spec spec = {.kind = (nnz_mask_kind)mask, .sparsity = sparsity};
+    if (mask_block && !cli_parse_pair(mask_block, &spec.block_rows, &spec.block_cols)) {
+        nnz_model_free(m);
+        return cli_usage_error(&cmd, "--mask-block expects RxC like 16x16, got '%s'", mask_block);
+    }
+    if (nnz_model_set_sparse_format(m, sparse_format) != NNZ_OK) {
+        nnz_model_free(m);
+        return cli_usage_error(&cmd, "%s", nnz_last_error());
+    }
+    if (nnz_model_apply_masks(m, &spec, seed, NULL, 0) != NNZ_OK) {
+        nnz_model_free(m);
+        return cli_fail("bench", "cannot mask the model");
+    }
     nnz_bench_result br;
     nnz_status s = nnz_bench_model(m, batch, iters, seed, &br);
     nnz_model_stats st;

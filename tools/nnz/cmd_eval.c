@@ -8,6 +8,7 @@ int cmd_eval(int argc, char **argv) {
     int batch = 256, threads = 0, limit = 0;
     bool json = false, train_split = false;
     int precision = NNZ_F32;
+    const char *sparse_format = "auto";
     cli_flag flags[] = {
         FL_STR("--data", &data, "DIR", "Data set directory (MNIST-style IDX or CIFAR-10 binary).",
                NNZ_DEFAULT_DATA_DIR),
@@ -16,15 +17,17 @@ int cmd_eval(int argc, char **argv) {
         FL_INT("--threads", &threads, "N", "Worker threads; 0 = all cores.", "0", 0, 4096),
         FL_INT("--limit", &limit, "N", "Evaluate only the first N images (0 = all).", "0", 0, 0),
         FL_CHOICE("--precision", &precision, "P", CLI_PRECISION_HELP, "fp32", cli_precision_names),
+        FL_STR("--sparse-format", &sparse_format, "F", CLI_SPARSE_FORMAT_HELP, "auto"),
         FL_BOOL("--json", &json, "Print one JSON line instead of text."),
     };
     cli_command cmd = {
         .name = "eval",
         .summary = "measure a checkpoint's accuracy on a test set",
-        .usage = "nnz eval CHECKPOINT [--data DIR] [flags]",
+        .usage = "nnz eval CHECKPOINT|FILE.nnz [--data DIR] [flags]",
         .description = "Loads a checkpoint written by 'nnz train' and runs it in inference mode (batch norm uses\n"
                        "its running statistics, dropout is off) over the test split of the data set, printing\n"
-                       "the top-1 accuracy, the mean cross-entropy loss and the throughput.",
+                       "the top-1 accuracy, the mean cross-entropy loss and the throughput. A .nnz file (nnz pack)\n"
+                       "is decoded whole first; 'nnz run' runs one decoding layer by layer instead.",
         .example = "  nnz eval mbv2-tiny.safetensors\n  nnz eval lenet5.safetensors --limit 1000 --json",
         .flags = flags,
         .n_flags = (int)(sizeof flags / sizeof flags[0]),
@@ -40,8 +43,15 @@ int cmd_eval(int argc, char **argv) {
     nnz_set_threads(threads);
 
     nnz_model *m = NULL;
-    if (nnz_checkpoint_load_model(pos[0], &m) != NNZ_OK) return cli_fail("eval", "cannot load the checkpoint");
+    if (nnz_is_packed_file(pos[0])) { /* a .nnz file: decoded whole into a model */
+        if (nnz_packed_load_model(pos[0], &m) != NNZ_OK) return cli_fail("eval", "cannot load the .nnz model");
+    } else if (nnz_checkpoint_load_model(pos[0], &m) != NNZ_OK)
+        return cli_fail("eval", "cannot load the checkpoint");
     nnz_model_set_precision(m, (nnz_dtype)precision);
+    if (nnz_model_set_sparse_format(m, sparse_format) != NNZ_OK) {
+        nnz_model_free(m);
+        return cli_usage_error(&cmd, "%s", nnz_last_error());
+    }
     nnz_dataset d;
     if (nnz_dataset_load(data, train_split, &d) != NNZ_OK) {
         nnz_model_free(m);

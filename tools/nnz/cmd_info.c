@@ -5,16 +5,69 @@
 #include <string.h>
 #include <sys/stat.h>
 
+/* true when some line of the sparse summary is not a layer without zeros */
+static bool any_zeros(const char *summary) {
+    for (const char *l = summary; *l;) {
+        const char *e = strchr(l, '\n');
+        size_t n = e ? (size_t)(e - l) : strlen(l);
+        char line[256];
+        snprintf(line, sizeof line, "%.*s", (int)(n < sizeof line ? n : sizeof line - 1), l);
+        if (n && !strstr(line, "no zero weights")) return true;
+        l += n + (e != NULL);
+    }
+    return false;
+}
+
+/* A .nnz file: the architecture's layer table, then per tensor: codec, bits, codebook,
+ * sparsity, bytes before and after. */
+static int info_packed(const char *path) {
+    nnz_pack_report rep;
+    char *arch = NULL;
+    if (nnz_pack_inspect(path, &rep, &arch) != NNZ_OK) return cli_fail("info", "cannot read the .nnz file");
+    nnz_model *m = NULL;
+    if (nnz_model_from_json(arch, 0, &m) != NNZ_OK) {
+        free(arch);
+        nnz_pack_report_free(&rep);
+        return cli_fail("info", "the .nnz file's architecture is invalid");
+    }
+    free(arch);
+    nnz_model_stats st;
+    nnz_model_get_stats(m, &st);
+    size_t cap = 1 << 20;
+    char *table = malloc(cap);
+    if (table) nnz_model_summary(m, table, cap);
+    printf("file: %s (.nnz compressed model)\ninput: %dx%dx%d (HxWxC), classes: %d, layers: %d\n\n", path, st.in_h,
+           st.in_w, st.in_c, st.num_classes, st.layers);
+    if (table) fputs(table, stdout);
+    if (table && table[0] && table[strlen(table) - 1] != '\n') fputc('\n', stdout);
+    printf("\n");
+    cli_print_pack_table(&rep, false);
+    free(table);
+    nnz_model_free(m);
+    nnz_pack_report_free(&rep);
+    return CLI_EXIT_OK;
+}
+
 int cmd_info(int argc, char **argv) {
+    const char *sparse_format = "auto";
+    cli_flag flags[] = {
+        FL_STR("--sparse-format", &sparse_format, "F", CLI_SPARSE_FORMAT_HELP, "auto"),
+    };
     cli_command cmd = {
         .name = "info",
         .summary = "show a checkpoint's architecture, parameter count, size and FLOPs",
-        .usage = "nnz info FILE|MODEL",
+        .usage = "nnz info FILE|FILE.nnz|MODEL",
         .description = "Prints the layer table of a checkpoint (name, op, output shape, parameters, FLOPs per\n"
                        "image), the number of trainable parameters and batch-norm buffers, the bytes they take\n"
                        "as fp32, and the forward FLOPs per image (2 per multiply-add). A zoo model name instead\n"
-                       "of a file shows that model, freshly built for 28x28x1 inputs and 10 classes.",
+                       "of a file shows that model, freshly built for 28x28x1 inputs and 10 classes. For a .nnz\n"
+                       "file (nnz pack) it adds, per tensor: codec, bits, gap bits, codebook size, nonzeros, bytes\n"
+                       "as fp32 and packed, and the compression ratio. When conv/linear weights hold zeros\n"
+                       "(masked or pruned training), it also shows each layer's zeros and the sparse format nnz\n"
+                       "runs it in, with the reason.",
         .example = "  nnz info mbv2-tiny.safetensors\n  nnz info lenet5",
+        .flags = flags,
+        .n_flags = (int)(sizeof flags / sizeof flags[0]),
         .positional = "FILE",
         .min_pos = 1,
         .max_pos = 1,
@@ -25,6 +78,7 @@ int cmd_info(int argc, char **argv) {
     if (r == CLI_HELP_SHOWN) return CLI_EXIT_OK;
     if (r) return r;
 
+    if (nnz_is_packed_file(pos[0])) return info_packed(pos[0]);
     nnz_model *m = NULL;
     bool from_file = false;
     if ((r = cli_load_model("info", pos[0], 42, &m, &from_file))) return r;
@@ -59,6 +113,13 @@ int cmd_info(int argc, char **argv) {
     printf("bytes: %s (fp32 parameters + buffers, %.2f MiB)\n", bytes,
            (double)(st.params + st.buffers) * 4.0 / (1024.0 * 1024.0));
     printf("FLOPs per image: %s (%.2f MFLOPs forward; training ~3x)\n", flops, (double)st.flops * 1e-6);
+    if (nnz_model_set_sparse_format(m, sparse_format) != NNZ_OK) {
+        free(table);
+        nnz_model_free(m);
+        return cli_usage_error(&cmd, "%s", nnz_last_error());
+    }
+    if (nnz_model_sparse_summary(m, table, cap) == NNZ_OK && any_zeros(table))
+        printf("\nsparse layers (--sparse-format %s):\n%s", sparse_format, table);
     if (from_file && nnz_shrink_describe(pos[0], table, cap) == NNZ_OK && table[0]) printf("\n%s", table);
     free(table);
     nnz_model_free(m);

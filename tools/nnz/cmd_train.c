@@ -30,7 +30,9 @@ int cmd_train(int argc, char **argv) {
     const char *model = cfg.model, *data = cfg.data_dir, *out = NULL, *resume = NULL, *log = NULL;
     int optimizer = (int)cfg.optimizer, schedule = (int)cfg.schedule;
     float lr = 0.0f, wd = -1.0f;
-    int precision = (int)cfg.precision;
+    int precision = (int)cfg.precision, mask = NNZ_MASK_DENSE;
+    const char *mask_block = NULL, *sparse_format = NULL;
+    float sparsity = 0.0f;
     cli_flag flags[] = {
         FL_STR("--model", &model, "NAME", "Zoo model to train: mlp, lenet5, vgg8 or mbv2-tiny.", "mbv2-tiny"),
         FL_INT("--epochs", &cfg.epochs, "N", "Passes over the training set.", "10", 1, 100000),
@@ -54,6 +56,14 @@ int cmd_train(int argc, char **argv) {
                  0.99, false),
         FL_BOOL("--augment", &cfg.augment, "Random crop (2-pixel zero padding) and horizontal flip."),
         FL_CHOICE("--precision", &precision, "P", CLI_PRECISION_HELP, "fp32", cli_precision_names),
+        FL_CHOICE("--mask", &mask, "KIND",
+                  "Masked (sparse) training: every conv and linear layer but the first and last gets this mask at "
+                  "initialization and keeps its zeros (docs/RBGP.md).", "dense (none)", cli_mask_kind_names),
+        FL_FLOAT("--sparsity", &sparsity, "S", "Fraction of zero weights in each masked layer (with --mask).", "0.9",
+                 0, 1, true),
+        FL_STR("--mask-block", &mask_block, "RxC", "block: the block; hbsnn: the first level; rbgp: the micro-block.",
+               "16x16 (rbgp: 4x4)"),
+        FL_STR("--sparse-format", &sparse_format, "F", CLI_SPARSE_FORMAT_HELP, "auto"),
         FL_U64("--seed", &cfg.seed, "N",
                "Seeds weights, shuffling, augmentation and dropout: same seed and threads, same numbers.", "42"),
         FL_INT("--threads", &cfg.threads, "N", "Worker threads; 0 = all cores.", "0", 0, 4096),
@@ -87,6 +97,7 @@ int cmd_train(int argc, char **argv) {
         .example = "  nnz train --model lenet5 --epochs 5 --optimizer adamw --log run.jsonl\n"
                    "  nnz train --model mbv2-tiny --epochs 20 --augment --label-smoothing 0.1 --warmup 1\n"
                    "  nnz train --model vgg8 --precision bf16\n"
+                   "  nnz train --model vgg8 --mask block --sparsity 0.9 --mask-block 16x16\n"
                    "  nnz train --resume mbv2-tiny.safetensors",
         .flags = flags,
         .n_flags = (int)(sizeof flags / sizeof flags[0]),
@@ -108,13 +119,22 @@ int cmd_train(int argc, char **argv) {
     cfg.schedule = (nnz_schedule_kind)schedule;
     cfg.lr = lr;
     cfg.precision = (nnz_dtype)precision;
+    cfg.mask.kind = (nnz_mask_kind)mask;
+    cfg.mask.sparsity = cli_find_flag(&cmd, "--sparsity")->seen ? sparsity : 0.9f;
+    if (mask == NNZ_MASK_DENSE && (cli_find_flag(&cmd, "--sparsity")->seen || mask_block))
+        return cli_usage_error(&cmd, "--sparsity and --mask-block need --mask unstructured|block|hbsnn|rbgp");
+    if (sparsity >= 1.0f) return cli_usage_error(&cmd, "--sparsity must be below 1");
+    if (mask_block && !cli_parse_pair(mask_block, &cfg.mask.block_rows, &cfg.mask.block_cols))
+        return cli_usage_error(&cmd, "--mask-block expects RxC like 16x16, got '%s'", mask_block);
+    cfg.sparse_format = sparse_format;
     cfg.weight_decay = wd;
     cfg.log_path = log;
     char default_out[128];
     if (resume) {
         static const char *const run_flags[] = {"--model", "--batch", "--lr", "--optimizer", "--momentum",
                                                 "--nesterov", "--wd", "--schedule", "--warmup", "--step-size",
-                                                "--step-gamma", "--label-smoothing", "--augment", "--seed", "--precision",
+                                                "--step-gamma", "--label-smoothing", "--augment", "--seed", "--precision", "--mask",
+                                                "--sparsity", "--mask-block",
                                                 "--train-limit", NULL};
         for (int i = 0; run_flags[i]; i++)
             if (cli_find_flag(&cmd, run_flags[i])->seen)

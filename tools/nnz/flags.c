@@ -10,6 +10,18 @@
 #include <string.h>
 
 const char *const cli_precision_names[] = {"fp32", "bf16", NULL};
+const char *const cli_mask_kind_names[] = {"dense", "unstructured", "block", "hbsnn", "rbgp", NULL};
+
+bool cli_parse_pair(const char *s, int *a, int *b) {
+    char *end;
+    if (!s || s[0] < '0' || s[0] > '9') return false;
+    long x = strtol(s, &end, 10);
+    if (*end != 'x' || end[1] < '0' || end[1] > '9') return false;
+    long y = strtol(end + 1, &end, 10);
+    if (*end || x < 1 || y < 1 || x > (1 << 30) || y > (1 << 30)) return false;
+    *a = (int)x, *b = (int)y;
+    return true;
+}
 
 cli_flag *cli_find_flag(cli_command *cmd, const char *name) {
     for (int i = 0; i < cmd->n_flags; i++)

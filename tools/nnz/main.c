@@ -15,6 +15,9 @@ static const subcommand commands[] = {
     {"eval", "measure a checkpoint's accuracy on a test set", cmd_eval},
     {"info", "show a checkpoint's architecture, parameter count, size and FLOPs", cmd_info},
     {"bench", "measure training and inference speed (images/s, GFLOP/s)", cmd_bench},
+    {"pack", "compress a checkpoint into a .nnz file (k-means weight sharing + Huffman)", cmd_pack},
+    {"run", "run a .nnz model, decoding layer by layer under a memory budget", cmd_run},
+    {"mask", "build and show a weight mask (RBGP, HBsNN, block): factor graphs, spectral gap, bytes, picture", cmd_mask},
     {"shrink", "DepthShrinker: remove activations, merge blocks into dense convs", cmd_shrink},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))

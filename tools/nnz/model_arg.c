@@ -9,6 +9,10 @@ int cli_load_model(const char *cmd, const char *arg, uint64_t seed, nnz_model **
     struct stat st;
     bool is_file = stat(arg, &st) == 0;
     if (from_file) *from_file = is_file;
+    if (is_file && nnz_is_packed_file(arg)) {
+        if (nnz_packed_load_model(arg, out) != NNZ_OK) return cli_fail(cmd, "cannot load the .nnz model");
+        return CLI_EXIT_OK;
+    }
     if (is_file) {
         if (nnz_checkpoint_load_model(arg, out) != NNZ_OK) return cli_fail(cmd, "cannot load the checkpoint");
         return CLI_EXIT_OK;

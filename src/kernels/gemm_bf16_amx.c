@@ -1,0 +1,120 @@
+/* bf16 GEMM with AMX (tdpbf16ps), and the same path with a plain-C tile in place of the
+ * tile instructions (how machines without AMX test its packing and edges). Contract in
+ * kernels.h; blocking in gemm_bf16_driver.h.
+ *
+ * Micro-tile 32x32 fp32 = 2x2 C tiles of 16x16 (tmm0..3). Per 32-k block: two A tiles
+ * (16 rows x 32 bf16, tmm4..5) from an MR = 32, KB = 32 A panel (row stride 64 bytes) and
+ * two B tiles (K = 32 as 16 VNNI pair-rows x 16 columns, tmm6..7) from the NR = 32 B panel
+ * (row stride 128 bytes, the second tile 64 bytes in), then 4 tdpbf16ps. kc is padded to
+ * a multiple of 32 and M, N edges to the tile with zeros by the packing; the tiles are
+ * stored to a 32x32 buffer and the real mr x nr corner goes to C with alpha and beta.
+ * Tile configuration (palette 1, 8 tiles of 16 rows x 64 bytes) is loaded once per thread
+ * and released after; the OS permission is requested in nnz_cpu() (arch_prctl), and this
+ * path only runs when nnz_isa_supported(NNZ_ISA_AMX) says it was granted. */
+#include "kernels/gemm_bf16_driver.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define TILE_MR 32
+#define TILE_NR 32
+#define TILE_K 32
+#define A_BLOCK (TILE_MR * TILE_K)  /* elements of A per 32-k block: two 16x32 tiles */
+#define B_BLOCK (TILE_K / 2 * TILE_NR * 2) /* elements of B per 32-k block: 16 pair-rows x 64 */
+
+/* the mr x nr corner of the 32x32 buffer into C */
+static void store_tile(const float *buf, float *C, int64_t ldc, int mr, int nr, float alpha, float beta) {
+    for (int i = 0; i < mr; i++) {
+        float *c = C + (size_t)i * ldc;
+        const float *t = buf + (size_t)i * TILE_NR;
+        if (beta == 0.0f)
+            for (int j = 0; j < nr; j++) c[j] = alpha * t[j];
+        else
+            for (int j = 0; j < nr; j++) c[j] = alpha * t[j] + beta * c[j];
+    }
+}
+
+static void ukr_tile_emulated(int kc_pad, const nnz_bf16 *Ap, const nnz_bf16 *Bp, float *C, int64_t ldc, int mr,
+                              int nr, float alpha, float beta) {
+    float buf[TILE_MR * TILE_NR];
+    memset(buf, 0, sizeof buf);
+    for (int t = 0; t < kc_pad / TILE_K; t++) {
+        const nnz_bf16 *a = Ap + (size_t)t * A_BLOCK, *b = Bp + (size_t)t * B_BLOCK;
+        /* the same four tile products, with the same strides, as ukr_amx */
+        nnz_bf16_tile_dp_emulated(buf, TILE_NR, a, 32, b, 64);
+        nnz_bf16_tile_dp_emulated(buf + 16, TILE_NR, a, 32, b + 32, 64);
+        nnz_bf16_tile_dp_emulated(buf + 16 * TILE_NR, TILE_NR, a + 16 * 32, 32, b, 64);
+        nnz_bf16_tile_dp_emulated(buf + 16 * TILE_NR + 16, TILE_NR, a + 16 * 32, 32, b + 32, 64);
+    }
+    store_tile(buf, C, ldc, mr, nr, alpha, beta);
+}
+
+#if defined(__x86_64__) && (defined(__clang__) ? __clang_major__ >= 12 : __GNUC__ >= 11)
+#define HAVE_AMX_INTRINSICS 1
+#define TARGET_AMX __attribute__((target("amx-tile,amx-bf16")))
+
+typedef struct __attribute__((aligned(64))) {
+    uint8_t palette_id, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tile_config;
+
+TARGET_AMX static void amx_enter(void) {
+    tile_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette_id = 1;
+    for (int i = 0; i < 8; i++) {
+        cfg.colsb[i] = 64; /* 16 fp32 or 32 bf16 per row */
+        cfg.rows[i] = 16;
+    }
+    _tile_loadconfig(&cfg);
+}
+
+TARGET_AMX static void amx_leave(void) { _tile_release(); }
+
+TARGET_AMX static void ukr_amx(int kc_pad, const nnz_bf16 *Ap, const nnz_bf16 *Bp, float *C, int64_t ldc, int mr,
+                               int nr, float alpha, float beta) {
+    float buf[TILE_MR * TILE_NR] __attribute__((aligned(64)));
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int t = 0; t < kc_pad / TILE_K; t++) {
+        const nnz_bf16 *a = Ap + (size_t)t * A_BLOCK, *b = Bp + (size_t)t * B_BLOCK;
+        _tile_loadd(4, a, 64);           /* A rows 0..15 */
+        _tile_loadd(5, a + 16 * 32, 64); /* A rows 16..31 */
+        _tile_loadd(6, b, 128);          /* B columns 0..15 */
+        _tile_loadd(7, b + 32, 128);     /* B columns 16..31 */
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, buf, TILE_NR * 4);
+    _tile_stored(1, buf + 16, TILE_NR * 4);
+    _tile_stored(2, buf + 16 * TILE_NR, TILE_NR * 4);
+    _tile_stored(3, buf + 16 * TILE_NR + 16, TILE_NR * 4);
+    store_tile(buf, C, ldc, mr, nr, alpha, beta);
+}
+#endif
+
+/* KC 512: 32 KiB per A or B micro-panel (16 tile loads each); MC 256 rows of A (256 KiB) in L2 */
+#define AMX_BLOCKS .MR = TILE_MR, .NR = TILE_NR, .KB = TILE_K, .KC = 512, .MC = 256, .NC = 32 * 64
+
+bool nnz_gemm_bf16_amx_emulated(bool transA, bool transB, int M, int N, int K, float alpha, const void *A,
+                                int lda, const void *B, int ldb, bool f32in, float beta, float *C, int ldc) {
+    static const nnz_bf16_kernel kern = {AMX_BLOCKS, .ukr = ukr_tile_emulated};
+    return nnz_gemm_bf16_blocked(&kern, transA, transB, M, N, K, alpha, A, lda, B, ldb, f32in, beta, C, ldc);
+}
+
+bool nnz_gemm_bf16_amx(bool transA, bool transB, int M, int N, int K, float alpha, const void *A, int lda,
+                       const void *B, int ldb, bool f32in, float beta, float *C, int ldc) {
+#ifdef HAVE_AMX_INTRINSICS
+    if (!nnz_isa_supported(NNZ_ISA_AMX)) return false;
+    static const nnz_bf16_kernel kern = {AMX_BLOCKS, .ukr = ukr_amx, .thread_enter = amx_enter,
+                                         .thread_leave = amx_leave};
+    return nnz_gemm_bf16_blocked(&kern, transA, transB, M, N, K, alpha, A, lda, B, ldb, f32in, beta, C, ldc);
+#else
+    return false;
+#endif
+}

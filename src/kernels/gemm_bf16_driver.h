@@ -1,0 +1,35 @@
+/* The blocked bf16 GEMM driver shared by the avx512bf16 and AMX paths (private to the
+ * gemm_bf16*.c files; the packing layouts are in kernels.h).
+ *
+ * BLIS loop order: for each NC block of columns, for each KC block of K: pack op(B)
+ * (kc x nc) into NR-column VNNI panels shared by all threads; then every thread takes
+ * (MC rows x a run of NR panels) tasks, packs its MC rows of op(A) into MR-row panels
+ * in its own buffer and calls the micro-kernel on each MR x NR micro-tile (ir innermost,
+ * so one B micro-panel stays in L1 while A's block stays in L2).
+ * Each C element is computed by one micro-kernel call per KC block, over the same packed
+ * numbers in the same order, whatever the thread count or task split: deterministic. */
+#ifndef NNZ_GEMM_BF16_DRIVER_H
+#define NNZ_GEMM_BF16_DRIVER_H
+
+#include "kernels/kernels.h"
+
+/* C(mr,nr) (leading dimension ldc) = alpha * Ap*Bp + beta * C, beta = 0 overwriting
+ * (C not read). Ap: an MR-row panel, Bp: an NR-column panel, both kc_pad deep; rows >= mr
+ * and columns >= nr of the micro-tile are computed on zero padding and not stored. */
+typedef void (*nnz_bf16_ukr)(int kc_pad, const nnz_bf16 *Ap, const nnz_bf16 *Bp, float *C, int64_t ldc, int mr,
+                             int nr, float alpha, float beta);
+
+typedef struct {
+    int MR, NR, KB;              /* micro-tile; A's k-block (kc_pad is a multiple of KB; KB even) */
+    int KC, MC, NC;              /* cache blocks: KC a multiple of KB, MC of MR, NC of NR */
+    nnz_bf16_ukr ukr;
+    void (*thread_enter)(void);  /* per thread, before its first micro-kernel (may be NULL) */
+    void (*thread_leave)(void);
+} nnz_bf16_kernel;
+
+/* false (C untouched) when the packing buffers cannot be allocated. M, N, K >= 1. */
+bool nnz_gemm_bf16_blocked(const nnz_bf16_kernel *kern, bool transA, bool transB, int M, int N, int K,
+                           float alpha, const void *A, int lda, const void *B, int ldb, bool f32in, float beta,
+                           float *C, int ldc);
+
+#endif

@@ -1,0 +1,179 @@
+/* Sparse weight format (BSR; CSR = BSR 1x1): conversion from dense + mask and back, value
+ * refresh, statistics. Layout and contract in kernels.h ("sparse weights: formats"). */
+#include "kernels/kernels.h"
+
+#include <string.h>
+
+bool nnz_sparse_block_supported(int r, int c) {
+    if (r == 1 && c == 1) return true; /* CSR */
+    const bool r_ok = r == 1 || r == 4 || r == 8 || r == 16 || r == 32;
+    const bool c_ok = c == 4 || c == 8 || c == 16 || c == 32;
+    return r_ok && c_ok;
+}
+
+static nnz_status check_args(const char *who, int rows, int cols, const float *W, int64_t ldw, int r, int c) {
+    if (rows < 0 || cols < 0)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "%s: matrix size %dx%d is negative", who, rows, cols);
+    if (!nnz_sparse_block_supported(r, c))
+        return nnz_fail(NNZ_ERR_INVALID_ARG,
+                        "%s: block %dx%d is not supported; use 1x1 (CSR) or r in {1,4,8,16,32} x c in {4,8,16,32}",
+                        who, r, c);
+    if (ldw < cols) return nnz_fail(NNZ_ERR_INVALID_ARG, "%s: ldw %lld < cols %d", who, (long long)ldw, cols);
+    if (!W && rows > 0 && cols > 0) return nnz_fail(NNZ_ERR_INVALID_ARG, "%s: W is NULL", who);
+    return NNZ_OK;
+}
+
+static inline bool is_kept(const float *W, const uint8_t *mask, int64_t at) {
+    return mask ? mask[at] != 0 : W[at] != 0.0f;
+}
+
+/* Marks mark[bc] = 1 for every block column of block row br holding a kept element (mark
+ * cleared first); returns the kept elements in the block row. */
+static int64_t scan_block_row(int rows, int cols, const float *W, int64_t ldw, const uint8_t *mask, int r, int c,
+                              int br, int bcols, uint8_t *mark) {
+    memset(mark, 0, (size_t)bcols);
+    int64_t kept = 0;
+    const int i1 = (br + 1) * r < rows ? (br + 1) * r : rows;
+    for (int i = br * r; i < i1; i++)
+        for (int k = 0; k < cols; k++)
+            if (is_kept(W, mask, (int64_t)i * ldw + k)) {
+                mark[k / c] = 1;
+                kept++;
+            }
+    return kept;
+}
+
+nnz_status nnz_sparse_measure(int rows, int cols, const float *W, int64_t ldw, const uint8_t *mask, int r, int c,
+                              nnz_sparse_stats *out) {
+    if (!out) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_sparse_measure: out is NULL");
+    memset(out, 0, sizeof *out);
+    NNZ_TRY(check_args("nnz_sparse_measure", rows, cols, W, ldw, r, c));
+    const int brows = (rows + r - 1) / r, bcols = (cols + c - 1) / c;
+    uint8_t *mark = nnz_alloc((size_t)bcols + 1, "sparse block marks");
+    if (!mark) return NNZ_ERR_NOMEM;
+    for (int br = 0; br < brows; br++) {
+        out->nnz += scan_block_row(rows, cols, W, ldw, mask, r, c, br, bcols, mark);
+        for (int bc = 0; bc < bcols; bc++) out->nblocks += mark[bc];
+    }
+    nnz_free(mark);
+    out->density = rows && cols ? (double)out->nnz / ((double)rows * cols) : 0.0;
+    out->block_fill = out->nblocks ? (double)out->nnz / ((double)out->nblocks * r * c) : 0.0;
+    return NNZ_OK;
+}
+
+void nnz_spmat_free(nnz_spmat *s) {
+    if (!s) return;
+    nnz_bsr *o[2] = {&s->fwd, &s->tr};
+    for (int t = 0; t < 2; t++) {
+        nnz_free(o[t]->ptr);
+        nnz_free(o[t]->idx);
+        nnz_free(o[t]->val);
+        nnz_free(o[t]->val_bf16);
+    }
+    memset(s, 0, sizeof *s);
+}
+
+static void bsr_shape(nnz_bsr *A, int rows, int cols, int r, int c) {
+    A->rows = rows, A->cols = cols, A->r = r, A->c = c;
+    A->brows = (rows + r - 1) / r, A->bcols = (cols + c - 1) / c;
+}
+
+static bool bsr_alloc(nnz_bsr *A, int64_t nblocks) {
+    A->ptr = nnz_calloc(((size_t)A->brows + 1) * sizeof(int32_t), "sparse block-row pointers");
+    A->idx = nnz_alloc(((size_t)nblocks + 1) * sizeof(int32_t), "sparse block indices");
+    A->val = nnz_calloc(((size_t)nblocks * A->r * A->c + 1) * sizeof(float), "sparse values");
+    return A->ptr && A->idx && A->val;
+}
+
+/* Values of one orientation from W (rows, cols); transposed: A is W^T. */
+static void fill_values(nnz_bsr *A, const float *W, int64_t ldw, const uint8_t *mask, bool transposed) {
+    const int r = A->r, c = A->c;
+    for (int br = 0; br < A->brows; br++)
+        for (int32_t j = A->ptr[br]; j < A->ptr[br + 1]; j++) {
+            float *v = A->val + (int64_t)j * r * c;
+            for (int jj = 0; jj < c; jj++)
+                for (int ii = 0; ii < r; ii++) {
+                    const int ra = br * r + ii, ca = A->idx[j] * c + jj;
+                    float x = 0.0f;
+                    if (ra < A->rows && ca < A->cols) {
+                        const int64_t at = transposed ? (int64_t)ca * ldw + ra : (int64_t)ra * ldw + ca;
+                        x = !mask || mask[at] ? W[at] : 0.0f;
+                    }
+                    v[jj * r + ii] = x;
+                }
+        }
+}
+
+void nnz_spmat_load_values(nnz_spmat *s, const float *W, int64_t ldw, const uint8_t *mask) {
+    fill_values(&s->fwd, W, ldw, mask, false);
+    fill_values(&s->tr, W, ldw, mask, true);
+}
+
+nnz_status nnz_spmat_from_dense(int rows, int cols, const float *W, int64_t ldw, const uint8_t *mask, int r, int c,
+                                nnz_spmat *out) {
+    if (!out) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_spmat_from_dense: out is NULL");
+    memset(out, 0, sizeof *out);
+    NNZ_TRY(check_args("nnz_spmat_from_dense", rows, cols, W, ldw, r, c));
+    nnz_sparse_stats st;
+    NNZ_TRY(nnz_sparse_measure(rows, cols, W, ldw, mask, r, c, &st));
+    if (st.nblocks > INT32_MAX)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_spmat_from_dense: %lld blocks exceed the int32 index; use a larger block",
+                        (long long)st.nblocks);
+    out->dtype = NNZ_F32;
+    out->nnz = st.nnz;
+    out->nblocks = st.nblocks;
+    bsr_shape(&out->fwd, rows, cols, r, c);
+    bsr_shape(&out->tr, cols, rows, c, r);
+    uint8_t *mark = nnz_alloc((size_t)out->fwd.bcols + 1, "sparse block marks");
+    if (!mark || !bsr_alloc(&out->fwd, st.nblocks) || !bsr_alloc(&out->tr, st.nblocks)) {
+        nnz_free(mark);
+        nnz_spmat_free(out);
+        return NNZ_ERR_NOMEM;
+    }
+    nnz_bsr *F = &out->fwd, *T = &out->tr;
+    int32_t n = 0;
+    for (int br = 0; br < F->brows; br++) {
+        scan_block_row(rows, cols, W, ldw, mask, r, c, br, F->bcols, mark);
+        for (int bc = 0; bc < F->bcols; bc++)
+            if (mark[bc]) {
+                F->idx[n++] = bc;
+                T->ptr[bc + 1]++;
+            }
+        F->ptr[br + 1] = n;
+    }
+    nnz_free(mark);
+    /* W^T: block rows are W's block columns; walking W's block rows in order appends each
+     * block row index in increasing order */
+    for (int bc = 0; bc < T->brows; bc++) T->ptr[bc + 1] += T->ptr[bc];
+    int32_t *fillp = nnz_alloc(((size_t)T->brows + 1) * sizeof(int32_t), "sparse transpose cursor");
+    if (!fillp) {
+        nnz_spmat_free(out);
+        return NNZ_ERR_NOMEM;
+    }
+    memcpy(fillp, T->ptr, (size_t)T->brows * sizeof(int32_t));
+    for (int br = 0; br < F->brows; br++)
+        for (int32_t j = F->ptr[br]; j < F->ptr[br + 1]; j++) T->idx[fillp[F->idx[j]]++] = br;
+    nnz_free(fillp);
+    nnz_spmat_load_values(out, W, ldw, mask);
+    return NNZ_OK;
+}
+
+void nnz_spmat_scatter_values(const nnz_spmat *s, const float *vals, bool accumulate, float *dense, int64_t ld) {
+    const nnz_bsr *A = &s->fwd;
+    const int r = A->r, c = A->c;
+    if (!accumulate)
+        for (int i = 0; i < A->rows; i++) memset(dense + (int64_t)i * ld, 0, (size_t)A->cols * sizeof(float));
+    for (int br = 0; br < A->brows; br++)
+        for (int32_t j = A->ptr[br]; j < A->ptr[br + 1]; j++) {
+            const float *v = vals + (int64_t)j * r * c;
+            for (int ii = 0; ii < r && br * r + ii < A->rows; ii++)
+                for (int jj = 0; jj < c && A->idx[j] * c + jj < A->cols; jj++) {
+                    float *d = dense + (int64_t)(br * r + ii) * ld + A->idx[j] * c + jj;
+                    *d = accumulate ? *d + v[jj * r + ii] : v[jj * r + ii];
+                }
+        }
+}
+
+void nnz_spmat_to_dense(const nnz_spmat *s, float *W, int64_t ldw) {
+    nnz_spmat_scatter_values(s, s->fwd.val, false, W, ldw);
+}

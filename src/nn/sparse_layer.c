@@ -1,0 +1,240 @@
+/* Sparse layers: which conv (groups == 1) and linear layers run on the sparse kernels, in which
+ * format, and why; their masks; keeping the sparse matrices in step with the dense weights.
+ *
+ * The dense weight is the master copy and its zeros are the mask: a layer is sparse because its
+ * weight holds zeros (pruned, or masked at initialization), so checkpoints need nothing new.
+ * Training keeps them zero when m->grad_mask is set (the gradients of zero weights are
+ * dropped: SGD momentum, weight decay and AdamW then leave them at exactly zero).
+ *
+ * The choice ("auto"): for each candidate format, the stored elements (kept blocks x block
+ * size) divided by the kernel's efficiency relative to the dense GEMM (SPARSE_EFFICIENCY,
+ * measured by bench/spmm) estimate its time as a fraction of the dense GEMM's; the fastest
+ * estimate wins, and the layer stays dense unless the winner is estimated at least
+ * SPARSE_MIN_GAIN times faster. A forced format ("csr", "bsr:RxC") applies to every layer
+ * with at least one zero weight; "dense" turns the sparse kernels off. */
+#include "nn/nn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Kernel speed per stored element relative to dense fp32 GEMM (OpenBLAS), averaged over the
+ * three products of a training step and rounded down: bench/spmm on the project's 2-core
+ * AVX-512 machine (docs/BENCHMARKS.md, "Sparse kernels (FP32)") measured about 1.4-1.9 for
+ * 16x16/16x32, 1.1 for 8x8/4x4 and 0.45 for CSR at 90% sparsity, and less at 50% (fixed costs). */
+static const struct { int r, c; double efficiency; } SPARSE_EFFICIENCY[] = {
+    {16, 32, 1.0}, {16, 16, 0.9}, {8, 8, 0.7}, {4, 4, 0.6}, {1, 4, 0.4}, {1, 1, 0.3},
+};
+#define SPARSE_MIN_GAIN 1.25
+/* auto leaves smaller weights dense: bench/spmm measured the sparse kernels below dense on
+ * mbv2-tiny's 1x1 convolutions (a few nonzeros per row), where the dense path is the
+ * packing-free small GEMM */
+#define SPARSE_MIN_WEIGHTS 16384
+
+nnz_status nnz_sparse_format_parse(const char *text, nnz_sparse_format *out) {
+    nnz_sparse_format f = {.kind = NNZ_SPARSE_AUTO};
+    int r = 0, c = 0, used = 0;
+    if (!text) return nnz_fail(NNZ_ERR_INVALID_ARG, "no sparse format given");
+    if (strcmp(text, "auto") == 0) f.kind = NNZ_SPARSE_AUTO;
+    else if (strcmp(text, "dense") == 0) f.kind = NNZ_SPARSE_DENSE;
+    else if (strcmp(text, "csr") == 0) f = (nnz_sparse_format){.kind = NNZ_SPARSE_FORCED, .r = 1, .c = 1};
+    else if (sscanf(text, "bsr:%dx%d%n", &r, &c, &used) == 2 && text[used] == '\0' && nnz_sparse_block_supported(r, c))
+        f = (nnz_sparse_format){.kind = NNZ_SPARSE_FORCED, .r = r, .c = c};
+    else
+        return nnz_fail(NNZ_ERR_INVALID_ARG,
+                        "unknown sparse format '%s': use auto, dense, csr or bsr:RxC with R in 1,4,8,16,32 and C in "
+                        "4,8,16,32 (e.g. bsr:16x16)", text);
+    *out = f;
+    return NNZ_OK;
+}
+
+void nnz_sparse_format_name(const nnz_sparse_format *f, char *buf, size_t len) {
+    if (f->kind == NNZ_SPARSE_AUTO) snprintf(buf, len, "auto");
+    else if (f->kind == NNZ_SPARSE_DENSE) snprintf(buf, len, "dense");
+    else if (f->r == 1 && f->c == 1) snprintf(buf, len, "csr");
+    else snprintf(buf, len, "bsr:%dx%d", f->r, f->c);
+}
+
+static void block_name(int r, int c, char *buf, size_t len) {
+    if (r == 1 && c == 1) snprintf(buf, len, "csr");
+    else snprintf(buf, len, "bsr:%dx%d", r, c);
+}
+
+/* The node's weight as (rows, cols) = (OC, KH*KW*IC); false for nodes that cannot run sparse. */
+static bool sparse_capable(const nnz_node *n, int *rows, int *cols) {
+    if (n->op == NNZ_OP_LINEAR) {
+        *rows = n->out_ch, *cols = n->in_c;
+        return true;
+    }
+    if (n->op == NNZ_OP_CONV2D && n->groups == 1) {
+        *rows = n->out_ch, *cols = n->k * n->k * n->in_c;
+        return true;
+    }
+    return false;
+}
+
+static void sparse_weight_free(nnz_sparse_weight *sw) {
+    if (!sw) return;
+    nnz_spmat_free(&sw->mat);
+    nnz_free(sw->dval);
+    nnz_free(sw);
+}
+
+void nnz_model_sparse_clear(nnz_model *m) {
+    if (m->sparse)
+        for (int i = 0; i < m->n_nodes; i++) sparse_weight_free(m->sparse[i]);
+    free(m->sparse);
+    free(m->sparse_plan);
+    m->sparse = NULL;
+    m->sparse_plan = NULL;
+    m->sparse_planned = false;
+}
+
+/* Decides node i's format into plan (and its reason); r = c = 0: dense. */
+static nnz_status decide(const nnz_model *m, int rows, int cols, const float *W, nnz_sparse_plan *plan) {
+    nnz_sparse_stats st;
+    NNZ_TRY(nnz_sparse_measure(rows, cols, W, cols, NULL, 1, 1, &st));
+    plan->density = st.density;
+    plan->r = plan->c = 0;
+    plan->speedup = 1.0;
+    const nnz_sparse_format *f = &m->sparse_format;
+    if (st.nnz == (int64_t)rows * cols) {
+        snprintf(plan->why, sizeof plan->why, "no zero weights");
+        return NNZ_OK;
+    }
+    if (f->kind == NNZ_SPARSE_DENSE) {
+        snprintf(plan->why, sizeof plan->why, "sparse kernels off (--sparse-format dense)");
+        return NNZ_OK;
+    }
+    if (f->kind == NNZ_SPARSE_FORCED) {
+        NNZ_TRY(nnz_sparse_measure(rows, cols, W, cols, NULL, f->r, f->c, &st));
+        plan->r = f->r, plan->c = f->c, plan->block_fill = st.block_fill;
+        snprintf(plan->why, sizeof plan->why, "forced (--sparse-format)");
+        return NNZ_OK;
+    }
+    if ((int64_t)rows * cols < SPARSE_MIN_WEIGHTS) {
+        snprintf(plan->why, sizeof plan->why, "%.1f%% zeros, but %dx%d is too small for the sparse kernels to pay",
+                 100.0 * (1.0 - st.density), rows, cols);
+        return NNZ_OK;
+    }
+    if (!nnz_sparse_kernels_simd()) {
+        snprintf(plan->why, sizeof plan->why, "this CPU has no SIMD sparse kernels (AVX2/AVX-512): dense is faster");
+        return NNZ_OK;
+    }
+    double best = 1.0;
+    for (size_t k = 0; k < sizeof SPARSE_EFFICIENCY / sizeof SPARSE_EFFICIENCY[0]; k++) {
+        const int r = SPARSE_EFFICIENCY[k].r, c = SPARSE_EFFICIENCY[k].c;
+        NNZ_TRY(nnz_sparse_measure(rows, cols, W, cols, NULL, r, c, &st));
+        const double stored = (double)st.nblocks * r * c / ((double)rows * cols);
+        const double t = stored / SPARSE_EFFICIENCY[k].efficiency;
+        if (t < best) {
+            best = t;
+            plan->r = r, plan->c = c, plan->block_fill = st.block_fill;
+        }
+    }
+    char name[24];
+    if (best * SPARSE_MIN_GAIN > 1.0) {
+        plan->r = plan->c = 0;
+        snprintf(plan->why, sizeof plan->why, "%.1f%% zeros: no sparse format is estimated %.2fx faster",
+                 100.0 * (1.0 - st.density), SPARSE_MIN_GAIN);
+        return NNZ_OK;
+    }
+    plan->speedup = 1.0 / best;
+    block_name(plan->r, plan->c, name, sizeof name);
+    snprintf(plan->why, sizeof plan->why, "%s: block fill %.2f, estimated %.1fx faster than dense", name,
+             plan->block_fill, plan->speedup);
+    return NNZ_OK;
+}
+
+nnz_status nnz_model_sparse_plan(nnz_model *m) {
+    nnz_model_sparse_clear(m);
+    m->sparse = calloc((size_t)m->n_nodes, sizeof *m->sparse);
+    m->sparse_plan = calloc((size_t)m->n_nodes, sizeof *m->sparse_plan);
+    if (!m->sparse || !m->sparse_plan) return nnz_fail(NNZ_ERR_NOMEM, "out of memory planning sparse layers");
+    for (int i = 0; i < m->n_nodes; i++) {
+        const nnz_node *n = &m->nodes[i];
+        nnz_sparse_plan *plan = &m->sparse_plan[i];
+        int rows, cols;
+        if (!sparse_capable(n, &rows, &cols)) continue;
+        const float *W = nnz_tensor_f32(&m->params[n->weight].value);
+        NNZ_TRY(decide(m, rows, cols, W, plan));
+        if (!plan->r) continue;
+        nnz_sparse_weight *sw = nnz_calloc(sizeof *sw, "a sparse layer");
+        if (!sw) return NNZ_ERR_NOMEM;
+        m->sparse[i] = sw;
+        NNZ_TRY(nnz_spmat_from_dense(rows, cols, W, cols, NULL, plan->r, plan->c, &sw->mat));
+        sw->dval = nnz_alloc((size_t)(nnz_spmat_val_count(&sw->mat) ? nnz_spmat_val_count(&sw->mat) : 1) *
+                                 sizeof(float), "a sparse layer's gradient");
+        if (!sw->dval) return NNZ_ERR_NOMEM;
+        block_name(plan->r, plan->c, sw->format, sizeof sw->format);
+    }
+    m->sparse_planned = true;
+    return NNZ_OK;
+}
+
+void nnz_model_sparse_refresh(nnz_model *m) {
+    if (!m->sparse) return;
+    for (int i = 0; i < m->n_nodes; i++)
+        if (m->sparse[i]) {
+            const nnz_node *n = &m->nodes[i];
+            nnz_spmat_load_values(&m->sparse[i]->mat, nnz_tensor_f32(&m->params[n->weight].value),
+                                  m->sparse[i]->mat.fwd.cols, NULL);
+        }
+}
+
+void nnz_model_mask_grads(nnz_model *m) {
+    for (int i = 0; i < m->n_nodes; i++) {
+        const nnz_node *n = &m->nodes[i];
+        if (n->op != NNZ_OP_CONV2D && n->op != NNZ_OP_LINEAR) continue;
+        const nnz_param *p = &m->params[n->weight];
+        const float *W = nnz_tensor_f32(&p->value);
+        const int64_t count = nnz_tensor_numel(&p->value);
+        for (int64_t k = 0; k < count; k++)
+            if (W[k] == 0.0f) p->grad[k] = 0.0f;
+    }
+}
+
+nnz_status nnz_model_set_sparse_format(nnz_model *m, const char *format) {
+    nnz_sparse_format f;
+    NNZ_TRY(nnz_sparse_format_parse(format, &f));
+    m->sparse_format = f;
+    m->sparse_planned = false;
+    return NNZ_OK;
+}
+
+nnz_status nnz_model_apply_mask(nnz_model *m, const char *layer, const uint8_t *mask, int64_t n) {
+    char name[NNZ_NAME_MAX + 16];
+    snprintf(name, sizeof name, "%s.weight", layer ? layer : "");
+    const int w = nnz_model_find_param(m, name);
+    if (w < 0 || (m->nodes[m->params[w].node].op != NNZ_OP_CONV2D && m->nodes[m->params[w].node].op != NNZ_OP_LINEAR))
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "no conv or linear layer named '%s'", layer ? layer : "(null)");
+    nnz_tensor *t = &m->params[w].value;
+    if (!mask || n != nnz_tensor_numel(t))
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "the mask for '%s' has %lld entries, its weight %lld", layer,
+                        (long long)n, (long long)nnz_tensor_numel(t));
+    float *W = nnz_tensor_f32(t);
+    for (int64_t k = 0; k < n; k++)
+        if (!mask[k]) W[k] = 0.0f;
+    m->sparse_planned = false;
+    return NNZ_OK;
+}
+
+void nnz_model_set_grad_mask(nnz_model *m, bool on) { m->grad_mask = on; }
+
+nnz_status nnz_model_sparse_summary(nnz_model *m, char *buf, size_t len) {
+    if (!m->sparse_planned) NNZ_TRY(nnz_model_sparse_plan(m));
+    size_t k = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < m->n_nodes && k < len; i++) {
+        int rows, cols;
+        if (!sparse_capable(&m->nodes[i], &rows, &cols)) continue;
+        const nnz_sparse_plan *p = &m->sparse_plan[i];
+        char fmt[24] = "dense";
+        if (p->r) block_name(p->r, p->c, fmt, sizeof fmt);
+        int w = snprintf(buf + k, len - k, "%-16s %5.1f%% zeros  %-10s %s\n", m->nodes[i].name,
+                         100.0 * (1.0 - p->density), fmt, p->why);
+        if (w < 0) break;
+        k += (size_t)w;
+    }
+    return NNZ_OK;
+}

@@ -1,0 +1,332 @@
+/* Canonical, length-limited Huffman codes: package-merge lengths, canonical codes,
+ * a four-stream encoder, a table-driven four-stream decoder and its bit-by-bit oracle.
+ *
+ * Bit order: MSB-first. A code of length L is written as its L bits from the most
+ * significant; a stream is zero-padded to a whole byte. The decoder keeps a bit
+ * position per stream, loads the 8 bytes at its byte offset big-endian, shifts out the
+ * bits already used (<= 7), and so has >= 57 valid bits: four lookups of <= 12 bits
+ * each per load. The four streams are independent, so their loads and lookups overlap
+ * in the CPU (zstd's HUF_decompress4X idea). Near a stream's end the loads go through
+ * a zero-padded copy, so nothing outside the stream is ever read. */
+#include "pack/pack.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------- package-merge ---------------- */
+
+typedef struct {
+    uint64_t w;
+    int16_t leaf;   /* symbol, or -1 for a package of items 2*child and 2*child+1 of the next level */
+    int32_t child;
+} pm_item;
+
+static int cmp_leaf(const void *a, const void *b) {
+    const pm_item *x = a, *y = b;
+    if (x->w != y->w) return x->w < y->w ? -1 : 1;
+    return x->leaf - y->leaf;
+}
+
+/* Adds one to the length of every leaf under item i of level `level`. */
+static void pm_count(pm_item *const *lists, int level, int i, uint8_t *lengths) {
+    const pm_item *it = &lists[level][i];
+    if (it->leaf >= 0) {
+        lengths[it->leaf]++;
+        return;
+    }
+    pm_count(lists, level + 1, 2 * it->child, lengths);
+    pm_count(lists, level + 1, 2 * it->child + 1, lengths);
+}
+
+nnz_status nnz_huf_lengths(const uint64_t *freq, int nsym, int max_bits, uint8_t *lengths) {
+    if (nsym < 0 || nsym > NNZ_HUF_MAX_SYMBOLS || max_bits < 1 || max_bits > NNZ_HUF_MAX_BITS)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "Huffman: %d symbols, limit %d bits: out of range", nsym, max_bits);
+    memset(lengths, 0, (size_t)nsym);
+    pm_item leaves[NNZ_HUF_MAX_SYMBOLS];
+    int n = 0;
+    for (int s = 0; s < nsym; s++)
+        if (freq[s]) leaves[n++] = (pm_item){freq[s], (int16_t)s, 0};
+    if (n == 0) return NNZ_OK;
+    if (n == 1) {
+        lengths[leaves[0].leaf] = 1;
+        return NNZ_OK;
+    }
+    if (n > (1 << max_bits))
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "Huffman: %d symbols do not fit codes of at most %d bits", n, max_bits);
+    qsort(leaves, (size_t)n, sizeof *leaves, cmp_leaf);
+    /* lists[l] for l = 0 (length 1) .. max_bits-1 (the deepest); each holds at most 2n items */
+    pm_item *store = malloc((size_t)max_bits * 2 * (size_t)n * sizeof *store);
+    pm_item *lists[NNZ_HUF_MAX_BITS];
+    int sizes[NNZ_HUF_MAX_BITS];
+    if (!store) return nnz_fail(NNZ_ERR_NOMEM, "out of memory building a Huffman code");
+    for (int l = 0; l < max_bits; l++) lists[l] = store + (size_t)l * 2 * n;
+    int deep = max_bits - 1;
+    memcpy(lists[deep], leaves, (size_t)n * sizeof *leaves);
+    sizes[deep] = n;
+    for (int l = deep - 1; l >= 0; l--) {
+        /* merge the leaves with the packages (pairs) of level l+1, by weight, leaves first on ties */
+        int npk = sizes[l + 1] / 2, a = 0, b = 0, k = 0;
+        while (a < n || b < npk) {
+            uint64_t pw = b < npk ? lists[l + 1][2 * b].w + lists[l + 1][2 * b + 1].w : 0;
+            if (b >= npk || (a < n && leaves[a].w <= pw)) lists[l][k++] = leaves[a++];
+            else lists[l][k++] = (pm_item){pw, -1, b++};
+        }
+        sizes[l] = k;
+    }
+    /* the 2n-2 cheapest items of the top list; each occurrence of a leaf adds one to its length */
+    for (int i = 0; i < 2 * n - 2; i++) pm_count(lists, 0, i, lengths);
+    free(store);
+    return NNZ_OK;
+}
+
+/* ---------------- canonical codes ---------------- */
+
+void nnz_huf_encoder_init(nnz_huf_encoder *e, const uint8_t *lengths, int nsym) {
+    memset(e, 0, sizeof *e);
+    int count[NNZ_HUF_MAX_BITS + 2] = {0};
+    for (int s = 0; s < nsym; s++) count[lengths[s]]++;
+    count[0] = 0;
+    uint32_t next[NNZ_HUF_MAX_BITS + 2] = {0}, code = 0;
+    for (int l = 1; l <= NNZ_HUF_MAX_BITS; l++) {
+        code = (code + (uint32_t)count[l - 1]) << 1;
+        next[l] = code;
+    }
+    for (int s = 0; s < nsym; s++) {
+        int l = lengths[s];
+        e->len[s] = (uint8_t)l;
+        if (l) e->code[s] = (uint16_t)next[l]++;
+    }
+}
+
+nnz_status nnz_huf_decoder_init(nnz_huf_decoder *d, const uint8_t *lengths, int nsym, const char *what) {
+    memset(d, 0, sizeof *d);
+    if (nsym < 2 || nsym > NNZ_HUF_MAX_SYMBOLS)
+        return nnz_fail(NNZ_ERR_FORMAT, "%s: a Huffman alphabet of %d symbols", what, nsym);
+    int maxl = 0, used = 0;
+    uint64_t kraft = 0; /* in units of 2^-12 */
+    for (int s = 0; s < nsym; s++) {
+        if (lengths[s] > NNZ_HUF_MAX_BITS)
+            return nnz_fail(NNZ_ERR_FORMAT, "%s: Huffman code length %d exceeds %d bits", what, lengths[s],
+                            NNZ_HUF_MAX_BITS);
+        if (!lengths[s]) continue;
+        used++;
+        if (lengths[s] > maxl) maxl = lengths[s];
+        kraft += (uint64_t)1 << (NNZ_HUF_MAX_BITS - lengths[s]);
+    }
+    if (used < 2 || kraft != ((uint64_t)1 << NNZ_HUF_MAX_BITS))
+        return nnz_fail(NNZ_ERR_FORMAT, "%s: the Huffman code lengths do not form a complete prefix code", what);
+    nnz_huf_encoder e;
+    nnz_huf_encoder_init(&e, lengths, nsym);
+    d->table_log = maxl;
+    d->nsym = nsym;
+    memcpy(d->len, lengths, (size_t)nsym);
+    for (int s = 0; s < nsym; s++) {
+        int l = lengths[s];
+        if (!l) continue;
+        uint32_t first = (uint32_t)e.code[s] << (maxl - l), span = 1u << (maxl - l);
+        for (uint32_t i = 0; i < span; i++) d->entry[first + i] = (uint16_t)(s << 4 | l);
+    }
+    return NNZ_OK;
+}
+
+/* ---------------- encoding ---------------- */
+
+static void segment(int64_t n, int k, int64_t *begin, int64_t *end) {
+    int64_t q = nnz_huf_quarter(n);
+    *begin = q * k < n ? q * k : n;
+    *end = q * (k + 1) < n ? q * (k + 1) : n;
+}
+
+void nnz_huf_sizes4(const nnz_huf_encoder *e, const uint8_t *sym, int64_t n, uint32_t sizes[4]) {
+    for (int k = 0; k < 4; k++) {
+        int64_t b, end;
+        segment(n, k, &b, &end);
+        uint64_t bits = 0;
+        for (int64_t i = b; i < end; i++) bits += e->len[sym[i]];
+        sizes[k] = (uint32_t)((bits + 7) / 8);
+    }
+}
+
+void nnz_huf_encode4(const nnz_huf_encoder *e, const uint8_t *sym, int64_t n, uint8_t *out) {
+    for (int k = 0; k < 4; k++) {
+        int64_t b, end;
+        segment(n, k, &b, &end);
+        uint64_t acc = 0;
+        int nbits = 0;
+        for (int64_t i = b; i < end; i++) {
+            acc = acc << e->len[sym[i]] | e->code[sym[i]];
+            nbits += e->len[sym[i]];
+            while (nbits >= 8) {
+                nbits -= 8;
+                *out++ = (uint8_t)(acc >> nbits);
+            }
+        }
+        if (nbits) *out++ = (uint8_t)(acc << (8 - nbits));
+    }
+}
+
+/* ---------------- decoding ---------------- */
+
+typedef struct {
+    const uint8_t *p;
+    uint64_t size, bitpos;
+    int64_t at;     /* output index of the next symbol */
+    int64_t left;
+} stream;
+
+static inline uint64_t load_be64(const uint8_t *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return __builtin_bswap64(v);
+}
+
+/* The 64 bits starting at byte `at` of the stream, zero beyond its end. */
+static inline uint64_t load_safe(const stream *s, uint64_t at) {
+    if (at + 8 <= s->size) return load_be64(s->p + at);
+    uint8_t tmp[8] = {0};
+    if (at < s->size) memcpy(tmp, s->p + at, (size_t)(s->size - at));
+    return load_be64(tmp);
+}
+
+static nnz_status setup(const uint8_t *in, const uint32_t sizes[4], int64_t n, stream st[4], const char *what) {
+    uint64_t off = 0;
+    for (int k = 0; k < 4; k++) {
+        int64_t b, end;
+        segment(n, k, &b, &end);
+        st[k] = (stream){in + off, sizes[k], 0, b, end - b};
+        off += sizes[k];
+        /* every code is >= 1 bit: a stream shorter than its symbol count in bits is corrupt */
+        if ((uint64_t)st[k].left > st[k].size * 8)
+            return nnz_fail(NNZ_ERR_FORMAT, "%s: Huffman stream %d holds %u bytes, too few for %lld symbols", what, k,
+                            sizes[k], (long long)st[k].left);
+    }
+    return NNZ_OK;
+}
+
+static nnz_status finish(const stream st[4], const char *what) {
+    for (int k = 0; k < 4; k++)
+        if ((st[k].bitpos + 7) / 8 != st[k].size)
+            return nnz_fail(NNZ_ERR_FORMAT, "%s: Huffman stream %d is corrupt (decoding used %llu of its %llu bits)",
+                            what, k, (unsigned long long)st[k].bitpos, (unsigned long long)st[k].size * 8);
+    return NNZ_OK;
+}
+
+/* Iterations of the fast loop every stream can take without any check: each takes 4
+ * symbols and at most 48 bits, and needs 8 readable bytes at its start. */
+static int64_t safe_iters(const stream st[4]) {
+    int64_t it = INT64_MAX;
+    for (int k = 0; k < 4; k++) {
+        int64_t m = st[k].left / 4;
+        if (st[k].size < 8 || st[k].bitpos > 8 * (st[k].size - 8)) return 0;
+        int64_t by = (int64_t)((8 * (st[k].size - 8) - st[k].bitpos) / 48) + 1;
+        m = by < m ? by : m;
+        it = m < it ? m : it;
+    }
+    return it;
+}
+
+/* Four symbols of one stream from one 64-bit load. */
+#define DECODE_QUAD(k, STORE)                                                   \
+    do {                                                                        \
+        uint64_t v = load_be64(p##k + (bp##k >> 3)) << (bp##k & 7);             \
+        uint16_t e0 = T[v >> drop];                                             \
+        v <<= e0 & 15;                                                          \
+        uint16_t e1 = T[v >> drop];                                             \
+        v <<= e1 & 15;                                                          \
+        uint16_t e2 = T[v >> drop];                                             \
+        v <<= e2 & 15;                                                          \
+        uint16_t e3 = T[v >> drop];                                             \
+        STORE(o##k, 0, e0 >> 4);                                                \
+        STORE(o##k, 1, e1 >> 4);                                                \
+        STORE(o##k, 2, e2 >> 4);                                                \
+        STORE(o##k, 3, e3 >> 4);                                                \
+        o##k += 4;                                                              \
+        bp##k += (e0 & 15) + (e1 & 15) + (e2 & 15) + (e3 & 15);                 \
+    } while (0)
+
+/* The decode loop, once for byte symbols and once for codebook floats: the four streams'
+ * state in registers, batches of check-free iterations, then a checked tail. */
+#define DECODE4_BODY(STORE)                                                                                  \
+    const uint16_t *T = d->entry;                                                                            \
+    const int drop = 64 - d->table_log;                                                                      \
+    for (int64_t it; (it = safe_iters(st)) > 0;) {                                                          \
+        const uint8_t *p0 = st[0].p, *p1 = st[1].p, *p2 = st[2].p, *p3 = st[3].p;                            \
+        uint64_t bp0 = st[0].bitpos, bp1 = st[1].bitpos, bp2 = st[2].bitpos, bp3 = st[3].bitpos;             \
+        int64_t o0 = st[0].at, o1 = st[1].at, o2 = st[2].at, o3 = st[3].at;                                  \
+        for (int64_t i = 0; i < it; i++) {                                                                   \
+            DECODE_QUAD(0, STORE);                                                                           \
+            DECODE_QUAD(1, STORE);                                                                           \
+            DECODE_QUAD(2, STORE);                                                                           \
+            DECODE_QUAD(3, STORE);                                                                           \
+        }                                                                                                    \
+        st[0].bitpos = bp0, st[1].bitpos = bp1, st[2].bitpos = bp2, st[3].bitpos = bp3;                     \
+        st[0].at = o0, st[1].at = o1, st[2].at = o2, st[3].at = o3;                                          \
+        for (int k = 0; k < 4; k++) st[k].left -= 4 * it;                                                    \
+    }                                                                                                        \
+    /* tail: one symbol at a time, safe loads, bounds checked */                                             \
+    for (int k = 0; k < 4; k++) {                                                                            \
+        while (st[k].left > 0) {                                                                             \
+            uint64_t v = load_safe(&st[k], st[k].bitpos >> 3) << (st[k].bitpos & 7);                        \
+            uint16_t e = T[v >> drop];                                                                       \
+            st[k].bitpos += e & 15;                                                                          \
+            if (st[k].bitpos > st[k].size * 8)                                                               \
+                return nnz_fail(NNZ_ERR_FORMAT, "%s: Huffman stream %d ends in the middle of a code", what, k); \
+            STORE(st[k].at, 0, e >> 4);                                                                      \
+            st[k].left--;                                                                                    \
+            st[k].at++;                                                                                      \
+        }                                                                                                    \
+    }                                                                                                        \
+    return finish(st, what);
+
+#define STORE_U8(at, r, s) out[(at) + (r)] = (uint8_t)(s)
+#define STORE_F32(at, r, s) out[(at) + (r)] = cbk[s]
+
+nnz_status nnz_huf_decode4(const nnz_huf_decoder *d, const uint8_t *in, const uint32_t sizes[4], uint8_t *out,
+                           int64_t n, const char *what) {
+    stream st[4];
+    NNZ_TRY(setup(in, sizes, n, st, what));
+    DECODE4_BODY(STORE_U8)
+}
+
+nnz_status nnz_huf_decode4_f32(const nnz_huf_decoder *d, const uint8_t *in, const uint32_t sizes[4],
+                               const float *codebook, float *out, int64_t n, const char *what) {
+    /* symbols past the codebook (a corrupt table) read zeros, never outside the array */
+    float cbk[NNZ_HUF_MAX_SYMBOLS] = {0};
+    memcpy(cbk, codebook, (size_t)d->nsym * sizeof *cbk);
+    stream st[4];
+    NNZ_TRY(setup(in, sizes, n, st, what));
+    DECODE4_BODY(STORE_F32)
+}
+
+nnz_status nnz_huf_decode4_ref(const nnz_huf_decoder *d, const uint8_t *in, const uint32_t sizes[4], uint8_t *out,
+                               int64_t n, const char *what) {
+    stream st[4];
+    NNZ_TRY(setup(in, sizes, n, st, what));
+    /* canonical decoding: first code and symbol offset of each length */
+    int count[NNZ_HUF_MAX_BITS + 1] = {0};
+    for (int s = 0; s < d->nsym; s++) count[d->len[s]]++;
+    count[0] = 0;
+    int sorted[NNZ_HUF_MAX_SYMBOLS], offset[NNZ_HUF_MAX_BITS + 2] = {0};
+    for (int l = 1; l <= NNZ_HUF_MAX_BITS; l++) offset[l + 1] = offset[l] + count[l];
+    int fill[NNZ_HUF_MAX_BITS + 2];
+    memcpy(fill, offset, sizeof fill);
+    for (int s = 0; s < d->nsym; s++)
+        if (d->len[s]) sorted[fill[d->len[s]]++] = s;
+    for (int k = 0; k < 4; k++) {
+        uint8_t *o = out + st[k].at;
+        for (int64_t i = 0; i < st[k].left; i++) {
+            uint32_t code = 0, first = 0;
+            int l = 1;
+            for (;; l++) {
+                if (l > NNZ_HUF_MAX_BITS || st[k].bitpos >= st[k].size * 8)
+                    return nnz_fail(NNZ_ERR_FORMAT, "%s: Huffman stream %d ends in the middle of a code", what, k);
+                uint64_t bp = st[k].bitpos++;
+                code = code << 1 | ((st[k].p[bp >> 3] >> (7 - (bp & 7))) & 1u);
+                if (code - first < (uint32_t)count[l]) break;
+                first = (first + (uint32_t)count[l]) << 1;
+            }
+            o[i] = (uint8_t)sorted[offset[l] + (int)(code - first)];
+        }
+    }
+    return finish(st, what);
+}

@@ -1,0 +1,181 @@
+/* pack + run: a zoo model packed to a .nnz file decodes to the quantized weights, the
+ * runner computes the same function as the decoded model's forward pass, with and without
+ * prefetch, and never holds more than the memory budget. */
+#include "test_util.h"
+
+#include "nn/nn.h"
+#include "pack/pack.h"
+#include "train/train.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct {
+    char dir[512], path[600];
+    nnz_model *m;
+    nnz_dataset d;
+} ctx;
+
+/* A data set labelled by the decoded model itself: its own accuracy is 100%. */
+static void make_data(ctx *c, nnz_model *decoded, int n) {
+    nnz_dataset *d = &c->d;
+    d->n = n, d->h = decoded->in_h, d->w = decoded->in_w, d->c = decoded->in_c, d->num_classes = 10;
+    size_t px = (size_t)d->h * d->w * d->c;
+    d->images = malloc((size_t)n * px);
+    d->labels = malloc((size_t)n);
+    nnz_rng r = nnz_rng_make(77, 1);
+    for (size_t i = 0; i < (size_t)n * px; i++) d->images[i] = (uint8_t)nnz_rng_below(&r, 256);
+    nnz_eval_result er;
+    /* predict with the same normalization as the runner: through nnz_evaluate's batcher */
+    memset(d->labels, 0, (size_t)n);
+    float *x = malloc(px * sizeof(float)), logits[10];
+    float mean[4], std[4];
+    nnz_data_norm(d->c, mean, std);
+    for (int i = 0; i < n; i++) {
+        for (size_t p = 0; p < px; p++) {
+            int ch = (int)(p % (size_t)d->c);
+            x[p] = ((float)d->images[(size_t)i * px + p] / 255.0f - mean[ch]) / std[ch];
+        }
+        assert_int_equal(nnz_model_predict(decoded, x, 1, logits), NNZ_OK);
+        int best = 0;
+        for (int k = 1; k < 10; k++)
+            if (logits[k] > logits[best]) best = k;
+        d->labels[i] = (uint8_t)best;
+    }
+    free(x);
+    assert_int_equal(nnz_evaluate(decoded, d, 32, 0, &er), NNZ_OK);
+    assert_true(er.accuracy > 0.999f);
+}
+
+static void pack_zoo(ctx *c, const char *name, float prune) {
+    tu_make_temp_dir(c->dir, sizeof c->dir);
+    snprintf(c->path, sizeof c->path, "%s/%s.nnz", c->dir, name);
+    assert_int_equal(nnz_model_from_zoo(name, 28, 28, 1, 10, 5, &c->m), NNZ_OK);
+    /* zero the smallest weights (magnitude pruning) so the sparse path is exercised */
+    for (int i = 0; i < c->m->n_params; i++) {
+        nnz_param *p = &c->m->params[i];
+        if (strstr(p->name, ".weight") && p->value.ndim >= 2) {
+            float *v = p->value.data;
+            int64_t n = nnz_tensor_numel(&p->value);
+            double mean = 0;
+            for (int64_t j = 0; j < n; j++) mean += fabsf(v[j]);
+            mean /= (double)n;
+            for (int64_t j = 0; j < n; j++)
+                if (fabsf(v[j]) < prune * mean) v[j] = 0.0f;
+        }
+    }
+    nnz_pack_config cfg;
+    nnz_pack_config_init(&cfg);
+    nnz_pack_report rep;
+    assert_int_equal(nnz_pack(c->m, c->path, &cfg, &rep), NNZ_OK);
+    /* >= 5x for lenet5 (4-5 bit indices); mbv2-tiny has many small raw batch-norm tensors */
+    assert_true(rep.file_bytes > 0 && rep.file_bytes < rep.fp32_bytes / 2.5);
+    nnz_pack_report_free(&rep);
+}
+
+static void cleanup(ctx *c) {
+    nnz_model_free(c->m);
+    free(c->d.images);
+    free(c->d.labels);
+    unlink(c->path);
+    rmdir(c->dir);
+}
+
+static void check_model(const char *name, float prune) {
+    ctx c;
+    memset(&c, 0, sizeof c);
+    pack_zoo(&c, name, prune);
+    nnz_model *dec = NULL;
+    assert_int_equal(nnz_packed_load_model(c.path, &dec), NNZ_OK);
+    /* every decoded tensor: raw ones exact; quantized ones keep zeros and stay near */
+    for (int i = 0; i < dec->n_params; i++) {
+        const nnz_param *a = &c.m->params[i], *b = &dec->params[i];
+        assert_string_equal(a->name, b->name);
+        int64_t n = nnz_tensor_numel(&a->value);
+        const float *x = a->value.data, *y = b->value.data;
+        float amax = 0;
+        for (int64_t j = 0; j < n; j++) amax = fmaxf(amax, fabsf(x[j]));
+        for (int64_t j = 0; j < n; j++) {
+            if (x[j] == 0.0f && prune > 0) assert_true(y[j] == 0.0f);
+            assert_true(fabsf(x[j] - y[j]) <= 0.1f * amax + 1e-6f);
+        }
+    }
+    make_data(&c, dec, 96);
+    /* the runner, unlimited, with and without prefetch, and with a tight budget */
+    for (int mode = 0; mode < 3; mode++) {
+        nnz_run_config cfg;
+        nnz_run_config_init(&cfg);
+        cfg.prefetch = mode != 1;
+        if (mode == 2) cfg.batch = 7; /* an odd batch: a short last batch */
+        nnz_run_result res;
+        assert_int_equal(nnz_run_packed(c.path, &c.d, &cfg, &res), NNZ_OK);
+        assert_int_equal(res.n, 96);
+        assert_true(res.accuracy >= 0.98f); /* the same function (up to near-ties of the logits) */
+        assert_true(res.peak_bytes >= res.peak_weight_bytes + res.peak_act_bytes);
+    }
+    /* budgets: the peak never exceeds them; smaller budgets give smaller batches */
+    nnz_run_config cfg;
+    nnz_run_config_init(&cfg);
+    nnz_run_result big, small;
+    cfg.memory_budget = 64u << 20;
+    assert_int_equal(nnz_run_packed(c.path, &c.d, &cfg, &big), NNZ_OK);
+    assert_true(big.peak_bytes <= cfg.memory_budget);
+    cfg.memory_budget = big.peak_weight_bytes + (big.peak_bytes - big.peak_weight_bytes) / 8;
+    assert_int_equal(nnz_run_packed(c.path, &c.d, &cfg, &small), NNZ_OK);
+    assert_true(small.peak_bytes <= cfg.memory_budget);
+    assert_true(small.batch < big.batch);
+    assert_true(small.accuracy >= 0.98f);
+    /* too small for even one image: a clear error */
+    cfg.memory_budget = 1000;
+    assert_int_equal(nnz_run_packed(c.path, &c.d, &cfg, &small), NNZ_ERR_NOMEM);
+    assert_non_null(strstr(nnz_last_error(), "raise --memory-budget"));
+    nnz_model_free(dec);
+    cleanup(&c);
+}
+
+static void test_lenet5_sparse(void **state) {
+    (void)state;
+    check_model("lenet5", 0.8f);
+}
+
+static void test_mbv2_dense(void **state) {
+    (void)state;
+    check_model("mbv2-tiny", 0.0f); /* batch norm, relu6, depthwise, residual adds */
+}
+
+static void test_errors(void **state) {
+    (void)state;
+    nnz_model *m = NULL;
+    assert_int_equal(nnz_packed_load_model("/nonexistent.nnz", &m), NNZ_ERR_IO);
+    assert_false(nnz_is_packed_file("/nonexistent.nnz"));
+    ctx c;
+    memset(&c, 0, sizeof c);
+    pack_zoo(&c, "mlp", 0.0f);
+    assert_true(nnz_is_packed_file(c.path));
+    /* an override naming nothing is refused; bits out of range too */
+    nnz_pack_config cfg;
+    nnz_pack_config_init(&cfg);
+    const char *names[1] = {"nosuchlayer"};
+    int bits[1] = {3};
+    cfg.n_overrides = 1, cfg.override_names = names, cfg.override_bits = bits;
+    assert_int_equal(nnz_pack(c.m, c.path, &cfg, NULL), NNZ_ERR_INVALID_ARG);
+    assert_non_null(strstr(nnz_last_error(), "nosuchlayer"));
+    nnz_pack_config_init(&cfg);
+    cfg.conv_bits = 9;
+    assert_int_equal(nnz_pack(c.m, c.path, &cfg, NULL), NNZ_ERR_INVALID_ARG);
+    /* the earlier file is untouched by the failed packs */
+    assert_int_equal(nnz_packed_load_model(c.path, &m), NNZ_OK);
+    nnz_model_free(m);
+    cleanup(&c);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lenet5_sparse),
+        cmocka_unit_test(test_mbv2_dense),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,248 @@
+/* Sparse layers: a conv or linear layer run on the sparse kernels (nnz_conv_shape.sparse) must
+ * give the dense layer's products on the same zero-holding weight, and weight gradients only
+ * where the weight is nonzero; a model with masks must evaluate and train the same with the
+ * sparse kernels as with dense GEMMs, keeping its zeros; the planner's choices and errors.
+ *
+ * Tolerance: both paths sum exact fp32 products in different orders, so they differ by at most
+ * n*2^-23*S (n the longest chain of additions into one output, S the same sum over |terms|,
+ * computed by the dense layer on |inputs|), as in test_bf16_layers.c. */
+#include "test_util.h"
+#include "kernels/kernels.h"
+#include "nn/nn.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static float *falloc(size_t n) {
+    float *p = calloc(n ? n : 1, sizeof(float));
+    assert_non_null(p);
+    return p;
+}
+static float *absolute(const float *x, size_t n) {
+    float *r = falloc(n);
+    for (size_t i = 0; i < n; i++) r[i] = fabsf(x[i]);
+    return r;
+}
+static void check_close(const char *what, const float *got, const float *want, const float *S, size_t n, double chain) {
+    for (size_t i = 0; i < n; i++) {
+        double bound = chain * ldexp(1.0, -23) * S[i] + 1e-30;
+        if (fabs((double)got[i] - want[i]) > bound)
+            fail_msg("%s[%zu]: sparse %.9g vs dense %.9g (bound %.3g)", what, i, got[i], want[i], bound);
+    }
+}
+
+typedef enum { MASK_UNSTRUCTURED, MASK_BLOCK16, MASK_ALL_ZERO, MASK_SINGLE, MASK_EMPTY_ROWS } mask_kind;
+
+/* Zeroes W (rows, cols) by kind; deterministic from seed. */
+static void apply_mask(mask_kind kind, int rows, int cols, float *W, uint64_t seed) {
+    nnz_rng r = nnz_rng_make(seed, 9);
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++) {
+            bool keep;
+            switch (kind) {
+            case MASK_UNSTRUCTURED: keep = nnz_rng_uniform(&r) < 0.2f; break;
+            case MASK_BLOCK16: keep = nnz_rng_hash(seed, (uint64_t)(i / 16) * 977 + (uint64_t)(j / 16)) % 4 == 0; break;
+            case MASK_ALL_ZERO: keep = false; break;
+            case MASK_SINGLE: keep = i == rows / 2 && j == cols - 1; break;
+            default: keep = i % 3 == 1 && nnz_rng_uniform(&r) < 0.5f; break; /* rows 0, 2, 3, 5, ... empty */
+            }
+            if (!keep) W[(size_t)i * cols + j] = 0.0f;
+        }
+}
+
+static const char *const FORMATS[] = {"csr", "bsr:1x4", "bsr:4x4", "bsr:8x8", "bsr:16x16", "bsr:16x32", "bsr:32x16"};
+
+typedef struct { int N, H, W, IC, OC, k, stride, pad; } conv_case;
+
+static void conv_sparse_case(const conv_case *cc, mask_kind kind, const char *format, uint64_t seed) {
+    nnz_conv_shape s;
+    assert_int_equal(nnz_conv_shape_init(&s, cc->N, cc->H, cc->W, cc->IC, cc->OC, cc->k, cc->k, cc->stride, cc->pad, 1),
+                     NNZ_OK);
+    const int K = cc->k * cc->k * cc->IC;
+    const size_t ni = (size_t)s.N * s.H * s.W * s.IC, no = (size_t)s.N * s.OH * s.OW * s.OC, nw = (size_t)s.OC * K;
+    float *inp = falloc(ni), *w = falloc(nw), *dout = falloc(no), *bias = falloc((size_t)s.OC);
+    tu_fill_uniform(inp, (int64_t)ni, -1, 1, seed);
+    tu_fill_uniform(w, (int64_t)nw, -1, 1, seed + 1);
+    tu_fill_uniform(dout, (int64_t)no, -1, 1, seed + 2);
+    tu_fill_uniform(bias, s.OC, -1, 1, seed + 3);
+    apply_mask(kind, s.OC, K, w, seed);
+    float *inp_a = absolute(inp, ni), *w_a = absolute(w, nw), *dout_a = absolute(dout, no), *bias_a = absolute(bias, (size_t)s.OC);
+    float *scratch = falloc(nnz_conv2d_scratch_floats(&s) + 1);
+
+    nnz_sparse_format f;
+    assert_int_equal(nnz_sparse_format_parse(format, &f), NNZ_OK);
+    nnz_sparse_weight sw;
+    memset(&sw, 0, sizeof sw);
+    assert_int_equal(nnz_spmat_from_dense(s.OC, K, w, K, NULL, f.r, f.c, &sw.mat), NNZ_OK);
+    sw.dval = falloc((size_t)nnz_spmat_val_count(&sw.mat) + 1);
+    nnz_conv_shape ss = s;
+    ss.sparse = &sw;
+
+    float *o_sp = falloc(no), *o_d = falloc(no), *S = falloc(no);
+    for (size_t i = 0; i < no; i++) o_sp[i] = NAN; /* overwritten, never read */
+    nnz_conv2d_forward(&ss, inp, w, bias, o_sp, scratch);
+    nnz_conv2d_forward(&s, inp, w, bias, o_d, scratch);
+    nnz_conv2d_forward(&s, inp_a, w_a, bias_a, S, scratch);
+    check_close("sparse conv forward", o_sp, o_d, S, no, K + 1);
+
+    float *dw_sp = falloc(nw), *dw_d = falloc(nw), *Sw = falloc(nw);
+    float *di_sp = falloc(ni), *di_d = falloc(ni), *Si = falloc(ni);
+    for (size_t i = 0; i < nw; i++) dw_sp[i] = dw_d[i] = 0.25f; /* the += contract */
+    nnz_conv2d_backward(&ss, inp, w, dout, di_sp, dw_sp, NULL, scratch);
+    nnz_conv2d_backward(&s, inp, w, dout, di_d, dw_d, NULL, scratch);
+    nnz_conv2d_backward(&s, inp_a, w_a, dout_a, Si, Sw, NULL, scratch);
+    for (size_t i = 0; i < nw; i++) {
+        if (w[i] == 0.0f) { /* no gradient where the weight is masked */
+            if (dw_sp[i] != 0.25f) fail_msg("%s: dweight[%zu] of a zero weight changed to %g", format, i, dw_sp[i]);
+            dw_sp[i] = dw_d[i]; /* compare the rest */
+        }
+    }
+    check_close("sparse conv dweight", dw_sp, dw_d, Sw, nw, (double)s.N * s.OH * s.OW + 2);
+    check_close("sparse conv dinp", di_sp, di_d, Si, ni, (double)s.OC + cc->k * cc->k + 1);
+
+    nnz_spmat_free(&sw.mat);
+    float *bufs[] = {inp, w, dout, bias, inp_a, w_a, dout_a, bias_a, scratch, sw.dval, o_sp, o_d, S,
+                     dw_sp, dw_d, Sw, di_sp, di_d, Si};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+}
+
+static void conv_all(nnz_isa isa, void *ctx) {
+    (void)ctx;
+    static const conv_case cases[] = {
+        {2, 7, 6, 5, 19, 3, 1, 1},  /* im2col, K = 45 */
+        {3, 5, 4, 24, 33, 1, 1, 0}, /* 1x1 */
+        {2, 9, 9, 7, 40, 3, 2, 0},  /* stride 2, no pad */
+        {4, 1, 1, 70, 17, 1, 1, 0}, /* a linear layer as 1x1 */
+    };
+    static const mask_kind kinds[] = {MASK_UNSTRUCTURED, MASK_BLOCK16, MASK_ALL_ZERO, MASK_SINGLE, MASK_EMPTY_ROWS};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+            for (size_t f = 0; f < sizeof FORMATS / sizeof FORMATS[0]; f++)
+                conv_sparse_case(&cases[c], kinds[k], FORMATS[f], 1000 * c + 100 * k + f + (uint64_t)isa);
+}
+
+static void test_conv_sparse_matches_dense(void **state) {
+    (void)state;
+    tu_for_each_isa(conv_all, NULL);
+}
+
+/* lenet5 with 90% of conv2 and fc1 masked (16x16 blocks), the rest dense. */
+static nnz_model *masked_lenet5(const char *format) {
+    nnz_model *m = NULL;
+    assert_int_equal(nnz_model_from_zoo("lenet5", 28, 28, 1, 10, 11, &m), NNZ_OK);
+    static const char *const layers[] = {"conv2", "fc1"};
+    for (int l = 0; l < 2; l++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s.weight", layers[l]);
+        const nnz_param *p = &m->params[nnz_model_find_param(m, name)];
+        const int64_t n = nnz_tensor_numel(&p->value), rows = p->value.shape[0], cols = n / rows;
+        uint8_t *mask = malloc((size_t)n);
+        assert_non_null(mask);
+        for (int64_t i = 0; i < n; i++)
+            mask[i] = nnz_rng_hash(77 + l, (uint64_t)(i / cols / 16) * 4099 + (uint64_t)(i % cols / 16)) % 10 == 0;
+        assert_int_equal(nnz_model_apply_mask(m, layers[l], mask, n), NNZ_OK);
+        free(mask);
+    }
+    assert_int_equal(nnz_model_set_sparse_format(m, format), NNZ_OK);
+    nnz_model_set_grad_mask(m, true);
+    return m;
+}
+
+static void test_model_sparse_eval_and_train(void **state) {
+    (void)state;
+    const int n = 16;
+    float *x = falloc((size_t)n * 784), *dl = falloc((size_t)n * 10);
+    tu_fill_uniform(x, n * 784, -1, 2, 3);
+    tu_fill_uniform(dl, n * 10, -0.1f, 0.1f, 4);
+    static const char *const formats[] = {"auto", "csr", "bsr:16x16", "bsr:4x4"};
+    nnz_model *ref = masked_lenet5("dense");
+    float *l_ref = falloc((size_t)n * 10), *l = falloc((size_t)n * 10);
+    assert_int_equal(nnz_model_predict(ref, x, n, l_ref), NNZ_OK);
+    assert_null(ref->sparse[nnz_model_find_param(ref, "conv2.weight") >= 0 ? ref->params[nnz_model_find_param(ref, "conv2.weight")].node : 0]);
+    nnz_optimizer o_ref;
+    assert_int_equal(nnz_optimizer_init(&o_ref, ref, NNZ_OPT_SGD, 0.9f, true, 5e-4f, false), NNZ_OK);
+    for (int step = 0; step < 2; step++) {
+        nnz_model_zero_grad(ref);
+        assert_int_equal(nnz_model_forward(ref, x, n, true), NNZ_OK);
+        assert_int_equal(nnz_model_backward(ref, x, n, dl), NNZ_OK);
+        nnz_optimizer_step(&o_ref, ref, 0.05f);
+    }
+    for (size_t f = 0; f < sizeof formats / sizeof formats[0]; f++) {
+        nnz_model *m = masked_lenet5(formats[f]);
+        assert_int_equal(nnz_model_predict(m, x, n, l), NNZ_OK);
+        const int conv2 = m->params[nnz_model_find_param(m, "conv2.weight")].node;
+        const int fc1 = m->params[nnz_model_find_param(m, "fc1.weight")].node;
+        /* 90% block-sparse: every format runs it sparse (auto: where SIMD sparse kernels exist) */
+        if (strcmp(formats[f], "auto") != 0 || nnz_sparse_kernels_simd()) {
+            assert_non_null(m->sparse[conv2]);
+            assert_non_null(m->sparse[fc1]);
+        }
+        assert_null(m->sparse[0]); /* conv1 has no zeros */
+        assert_true(tu_max_rel_err(l, l_ref, n * 10, 1.0) < 1e-5);
+        nnz_optimizer o;
+        assert_int_equal(nnz_optimizer_init(&o, m, NNZ_OPT_SGD, 0.9f, true, 5e-4f, false), NNZ_OK);
+        for (int step = 0; step < 2; step++) {
+            nnz_model_zero_grad(m);
+            assert_int_equal(nnz_model_forward(m, x, n, true), NNZ_OK);
+            assert_int_equal(nnz_model_backward(m, x, n, dl), NNZ_OK);
+            nnz_optimizer_step(&o, m, 0.05f);
+        }
+        for (int p = 0; p < m->n_params; p++) {
+            const float *a = nnz_tensor_f32(&m->params[p].value), *b = nnz_tensor_f32(&ref->params[p].value);
+            const int64_t cnt = nnz_tensor_numel(&m->params[p].value);
+            for (int64_t k = 0; k < cnt; k++)
+                if ((a[k] == 0.0f) != (b[k] == 0.0f)) fail_msg("%s: %s[%lld] zero pattern moved", formats[f], m->params[p].name, (long long)k);
+            if (tu_max_rel_err(a, b, cnt, 1.0) > 1e-5) fail_msg("%s: %s differs after 2 steps", formats[f], m->params[p].name);
+        }
+        char report[2048];
+        assert_int_equal(nnz_model_sparse_summary(m, report, sizeof report), NNZ_OK);
+        assert_non_null(strstr(report, "conv2"));
+        assert_non_null(strstr(report, "no zero weights")); /* conv1 */
+        nnz_optimizer_free(&o);
+        nnz_model_free(m);
+    }
+    /* masked gradients: the reference (dense kernels, grad_mask) kept its zeros too */
+    const nnz_param *w2 = &ref->params[nnz_model_find_param(ref, "conv2.weight")];
+    int64_t zeros = 0;
+    for (int64_t k = 0; k < nnz_tensor_numel(&w2->value); k++) zeros += nnz_tensor_f32(&w2->value)[k] == 0.0f;
+    assert_true(zeros > nnz_tensor_numel(&w2->value) * 8 / 10);
+    nnz_optimizer_free(&o_ref);
+    nnz_model_free(ref);
+    free(x);
+    free(dl);
+    free(l_ref);
+    free(l);
+}
+
+static void test_sparse_format_errors(void **state) {
+    (void)state;
+    nnz_sparse_format f;
+    assert_int_equal(nnz_sparse_format_parse("bsr:16x16", &f), NNZ_OK);
+    assert_int_equal(f.kind, NNZ_SPARSE_FORCED);
+    assert_int_equal(f.r, 16);
+    char name[32];
+    nnz_sparse_format_name(&f, name, sizeof name);
+    assert_string_equal(name, "bsr:16x16");
+    static const char *const bad[] = {"bsr:3x3", "bsr:16x", "bsr:16x16x", "coo", "", "bsr:0x4", "bsr:-16x16"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(nnz_sparse_format_parse(bad[i], &f), NNZ_ERR_INVALID_ARG);
+        assert_non_null(strstr(nnz_last_error(), "bsr:RxC"));
+    }
+    nnz_model *m = NULL;
+    assert_int_equal(nnz_model_from_zoo("mlp", 28, 28, 1, 10, 1, &m), NNZ_OK);
+    uint8_t one = 1;
+    assert_int_equal(nnz_model_apply_mask(m, "nope", &one, 1), NNZ_ERR_INVALID_ARG);
+    assert_int_equal(nnz_model_apply_mask(m, "fc1", &one, 1), NNZ_ERR_INVALID_ARG); /* wrong size */
+    assert_non_null(strstr(nnz_last_error(), "fc1"));
+    nnz_model_free(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_conv_sparse_matches_dense),
+        cmocka_unit_test(test_model_sparse_eval_and_train),
+        cmocka_unit_test(test_sparse_format_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

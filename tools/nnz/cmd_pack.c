@@ -1,0 +1,135 @@
+/* nnz pack: a checkpoint -> a compressed .nnz file (k-means weight sharing + Huffman coding). */
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Parses "NAME=N[,NAME=N...]" in place into names/bits (at most cap). Returns the count or -1. */
+static int parse_overrides(char *spec, const char **names, int *bits, int cap) {
+    int n = 0;
+    for (char *tok = strtok(spec, ","); tok; tok = strtok(NULL, ",")) {
+        char *eq = strrchr(tok, '=');
+        if (!eq || eq == tok || n >= cap) return -1;
+        *eq = '\0';
+        char *end = NULL;
+        long b = strtol(eq + 1, &end, 10);
+        if (!eq[1] || *end || b < 0 || b > 8) return -1;
+        names[n] = tok;
+        bits[n++] = (int)b;
+    }
+    return n;
+}
+
+void cli_print_pack_table(const nnz_pack_report *r, bool with_rmse) {
+    printf("%-28s %-6s %4s %4s %5s %8s %12s %12s %7s%s\n", "tensor", "codec", "bits", "gap", "cb", "nonzero",
+           "fp32 bytes", "packed", "ratio", with_rmse ? "     rmse" : "");
+    for (int i = 0; i < r->n; i++) {
+        const nnz_pack_layer *l = &r->layers[i];
+        char nz[16] = "-", fb[32], pb[32], bits[8] = "-", gap[8] = "-", cb[8] = "-";
+        if (l->nonzeros >= 0 && l->numel) snprintf(nz, sizeof nz, "%.1f%%", 100.0 * (double)l->nonzeros / (double)l->numel);
+        if (l->bits) snprintf(bits, sizeof bits, "%d", l->bits), snprintf(cb, sizeof cb, "%d", l->codebook);
+        if (l->gap_bits) snprintf(gap, sizeof gap, "%d", l->gap_bits);
+        cli_group_digits(l->fp32_bytes, fb, sizeof fb);
+        cli_group_digits(l->packed_bytes, pb, sizeof pb);
+        printf("%-28s %-6s %4s %4s %5s %8s %12s %12s %6.1fx", l->name, l->codec, bits, gap, cb, nz, fb, pb,
+               l->packed_bytes ? (double)l->fp32_bytes / (double)l->packed_bytes : 0.0);
+        if (with_rmse) printf(" %8.2e", l->rmse);
+        printf("\n");
+    }
+    char fb[32], tb[32];
+    cli_group_digits(r->fp32_bytes, fb, sizeof fb);
+    cli_group_digits(r->file_bytes, tb, sizeof tb);
+    printf("\ntotal: %s bytes as fp32 -> %s bytes in the .nnz file: %.1fx smaller\n", fb, tb,
+           r->file_bytes > 0 ? (double)r->fp32_bytes / (double)r->file_bytes : 0.0);
+}
+
+int cmd_pack(int argc, char **argv) {
+    const char *out = NULL, *out_long = NULL, *layers = NULL;
+    int bits = 0, conv_bits = 5, linear_bits = 4, layout = 0, threads = 0;
+    bool json = false;
+    static const char *const layouts[] = {"auto", "dense", "sparse", NULL};
+    cli_flag flags[] = {
+        FL_STR("-o", &out, "FILE", "The .nnz file to write (written atomically).", NULL),
+        FL_STR("--output", &out_long, "FILE", "Same as -o.", NULL),
+        FL_INT("--bits", &bits, "N", "k-means bits for every conv and linear weight (overrides the two below).", NULL, 1, 8),
+        FL_INT("--conv-bits", &conv_bits, "N", "Bits for convolution weights (2^N shared values per tensor).", "5", 1, 8),
+        FL_INT("--linear-bits", &linear_bits, "N", "Bits for linear weights.", "4", 1, 8),
+        FL_STR("--bits-layer", &layers, "NAME=N,...",
+               "Per-layer bits, by node or tensor name, comma-separated; N = 0 keeps the tensor raw fp32.", NULL),
+        FL_CHOICE("--layout", &layout, "L",
+                  "Weight layout: auto picks sparse (position gaps + indices of the nonzeros) when a tensor has "
+                  "exact zeros (pruned weights) and that is smaller.", "auto", layouts),
+        FL_INT("--threads", &threads, "N", "Worker threads; 0 = all cores.", "0", 0, 4096),
+        FL_BOOL("--json", &json, "Print one JSON line (totals) instead of the table."),
+    };
+    cli_command cmd = {
+        .name = "pack",
+        .summary = "compress a checkpoint into a .nnz file (k-means weight sharing + Huffman)",
+        .usage = "nnz pack CHECKPOINT -o FILE.nnz [--bits N | --conv-bits N --linear-bits N] [--bits-layer NAME=N,...]",
+        .description =
+            "Deep Compression's last two stages: every convolution and linear weight tensor is quantized\n"
+            "to at most 2^bits shared values (k-means, linear initialization) and the indices are Huffman\n"
+            "coded (canonical, <= 11-bit codes, four interleaved streams). Pruned tensors (exact zeros)\n"
+            "store only their nonzeros, with Huffman-coded relative position gaps. Biases and batch-norm\n"
+            "tensors stay fp32. Prints per-tensor sizes and the compression ratio; 'nnz info FILE.nnz'\n"
+            "shows them again, 'nnz run FILE.nnz' runs the model decoding layer by layer.",
+        .example = "  nnz pack lenet5.safetensors -o lenet5.nnz\n  nnz pack mbv2.safetensors -o mbv2.nnz --bits-layer fc=6,stem=0",
+        .flags = flags,
+        .n_flags = (int)(sizeof flags / sizeof flags[0]),
+        .positional = "CHECKPOINT",
+        .min_pos = 1,
+        .max_pos = 1,
+    };
+    const char *pos[1];
+    int npos = 0;
+    int r = cli_parse(&cmd, argc, argv, pos, &npos);
+    if (r == CLI_HELP_SHOWN) return CLI_EXIT_OK;
+    if (r) return r;
+    if (out && out_long) return cli_usage_error(&cmd, "give -o or --output, not both");
+    if (!out) out = out_long;
+    if (!out) return cli_usage_error(&cmd, "missing the output file (-o FILE.nnz)");
+    nnz_set_threads(threads);
+    nnz_pack_config cfg;
+    nnz_pack_config_init(&cfg);
+    cfg.conv_bits = bits ? bits : conv_bits;
+    cfg.linear_bits = bits ? bits : linear_bits;
+    cfg.layout = layout;
+    const char *names[256];
+    int nbits[256];
+    char *spec = NULL;
+    if (layers) {
+        spec = strdup(layers);
+        int k = spec ? parse_overrides(spec, names, nbits, 256) : -1;
+        if (k < 0) {
+            free(spec);
+            return cli_usage_error(&cmd, "--bits-layer expects NAME=N[,NAME=N...] with N from 0 to 8, got '%s'", layers);
+        }
+        cfg.n_overrides = k;
+        cfg.override_names = names;
+        cfg.override_bits = nbits;
+    }
+    nnz_model *m = NULL;
+    if (nnz_checkpoint_load_model(pos[0], &m) != NNZ_OK) {
+        free(spec);
+        return cli_fail("pack", "cannot load the checkpoint");
+    }
+    nnz_pack_report rep;
+    nnz_status s = nnz_pack(m, out, &cfg, &rep);
+    nnz_model_free(m);
+    free(spec);
+    if (s != NNZ_OK) return cli_fail("pack", "cannot pack the model");
+    if (json) {
+        printf("{\"checkpoint\":");
+        cli_json_string(stdout, pos[0]);
+        printf(",\"output\":");
+        cli_json_string(stdout, out);
+        printf(",\"conv_bits\":%d,\"linear_bits\":%d,\"fp32_bytes\":%lld,\"file_bytes\":%lld,\"ratio\":%.3f}\n",
+               cfg.conv_bits, cfg.linear_bits, (long long)rep.fp32_bytes, (long long)rep.file_bytes,
+               (double)rep.fp32_bytes / (double)rep.file_bytes);
+    } else {
+        printf("packed %s -> %s (conv %d bits, linear %d bits)\n\n", pos[0], out, cfg.conv_bits, cfg.linear_bits);
+        cli_print_pack_table(&rep, true);
+    }
+    nnz_pack_report_free(&rep);
+    return CLI_EXIT_OK;
+}
