@@ -18,3 +18,20 @@ void nnz_cvt_bf16_to_f32(int64_t n, const nnz_bf16 *x, float *y) {
     if (nnz_isa_active() >= NNZ_ISA_AVX512) nnz_cvt_bf16_to_f32_avx512(n, x, y);
     else nnz_cvt_bf16_to_f32_ref(n, x, y);
 }
+
+/* dst (cols, rows) with ld_dst = bf16(src (rows, cols) with ld_src)^T, rounded as
+ * nnz_bf16_from_f32. In 64 x 16 tiles so both sides stay in L1; OpenMP over row tiles
+ * (each writes its own columns of dst). */
+void nnz_cvt_f32_to_bf16_transposed(int64_t rows, int cols, const float *src, int64_t ld_src, nnz_bf16 *dst,
+                                    int64_t ld_dst) {
+    const int64_t tiles = (rows + 63) / 64;
+#pragma omp parallel for schedule(static) if (rows * cols >= 65536)
+    for (int64_t t = 0; t < tiles; t++) {
+        const int64_t r0 = t * 64, r1 = r0 + 64 < rows ? r0 + 64 : rows;
+        for (int c0 = 0; c0 < cols; c0 += 16) {
+            const int c1 = c0 + 16 < cols ? c0 + 16 : cols;
+            for (int c = c0; c < c1; c++)
+                for (int64_t r = r0; r < r1; r++) dst[(int64_t)c * ld_dst + r] = nnz_bf16_from_f32(src[r * ld_src + c]);
+        }
+    }
+}

@@ -106,6 +106,11 @@ void nnz_bf16_tile_dp_emulated(float *C, int ldc, const nnz_bf16 *A, int lda, co
  *     SDM specifies the same); identical to nnz_bf16_from_f32 on every other input.
  * bf16 -> fp32 is exact on every path (denormals kept). */
 void nnz_cvt_f32_to_bf16(int64_t n, const float *x, nnz_bf16 *y);
+/* dst (cols, rows), leading dimension ld_dst, = src (rows, cols)^T rounded to bf16 as the scalar
+ * rounding does (denormals kept): the transposed operand of a bf16 GEMM, laid out so the GEMM
+ * packs it without gathering. */
+void nnz_cvt_f32_to_bf16_transposed(int64_t rows, int cols, const float *src, int64_t ld_src, nnz_bf16 *dst,
+                                    int64_t ld_dst);
 void nnz_cvt_bf16_to_f32(int64_t n, const nnz_bf16 *x, float *y);
 void nnz_cvt_f32_to_bf16_ref(int64_t n, const float *x, nnz_bf16 *y);
 void nnz_cvt_f32_to_bf16_avx512(int64_t n, const float *x, nnz_bf16 *y);

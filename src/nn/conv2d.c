@@ -80,13 +80,20 @@ static size_t bf16_weights_floats(const nnz_conv_shape *s) {
 static size_t bf16_extra_floats(const nnz_conv_shape *s) {
     if (s->compute != NNZ_BF16 || s->groups != 1) return 0;
     const size_t rows = (size_t)images_per_chunk(s) * s->OH * s->OW;
-    return bf16_weights_floats(s) + (rows * s->OC + 1) / 2 + 16;
+    const size_t dout_floats = ((rows * s->OC + 1) / 2 + 15) & ~(size_t)15;
+    return bf16_weights_floats(s) + 2 * dout_floats + 16;
 }
 static nnz_bf16 *bf16_weights_at(const nnz_conv_shape *s, float *scratch) {
     return (nnz_bf16 *)(scratch + col_region_floats(s));
 }
 static nnz_bf16 *bf16_dout_at(const nnz_conv_shape *s, float *scratch) {
     return (nnz_bf16 *)(scratch + col_region_floats(s) + bf16_weights_floats(s));
+}
+/* the same chunk of dout transposed, (OC, rows), after it */
+static nnz_bf16 *bf16_dout_t_at(const nnz_conv_shape *s, float *scratch) {
+    const size_t rows = (size_t)images_per_chunk(s) * s->OH * s->OW;
+    const size_t dout_floats = ((rows * s->OC + 1) / 2 + 15) & ~(size_t)15;
+    return (nnz_bf16 *)(scratch + col_region_floats(s) + bf16_weights_floats(s) + dout_floats);
 }
 
 size_t nnz_conv2d_scratch_floats(const nnz_conv_shape *s) {
@@ -306,13 +313,16 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
     const int chunk = images_per_chunk(s);
     if (bf16_im2col(s)) {
         nnz_bf16 *wh = bf16_weights_at(s, scratch), *douth = bf16_dout_at(s, scratch), *colh = (nnz_bf16 *)scratch;
+        nnz_bf16 *douth_t = bf16_dout_t_at(s, scratch);
         nnz_cvt_f32_to_bf16((int64_t)s->OC * Kg, weight, wh);
         for (int n0 = 0; n0 < s->N; n0 += chunk) {
             const int B = s->N - n0 < chunk ? s->N - n0 : chunk, M = B * s->OH * s->OW;
             nnz_cvt_f32_to_bf16((int64_t)M * s->OC, dout + n0 * out_img, douth);
-            /* dweight (OC,Kg) += dout^T (OC,M) * col (M,Kg) */
+            /* dweight (OC,Kg) += dout^T (OC,M) * col (M,Kg), dout^T stored transposed so the GEMM
+             * packs it by rows instead of gathering pairs across rows */
+            nnz_cvt_f32_to_bf16_transposed(M, s->OC, dout + n0 * out_img, s->OC, douth_t, M);
             nnz_im2col_nhwc_bf16(&g, B, s->IC, 0, s->IC, inp + n0 * in_img, colh);
-            nnz_gemm_bf16(true, false, s->OC, Kg, M, 1.0f, douth, s->OC, colh, Kg, 1.0f, dweight, Kg);
+            nnz_gemm_bf16(false, false, s->OC, Kg, M, 1.0f, douth_t, M, colh, Kg, 1.0f, dweight, Kg);
             if (!dinp) continue;
             /* dcol (M,Kg) = dout (M,OC) * weight (OC,Kg) in fp32 over the col buffer; dinp += col2im(dcol) */
             nnz_gemm_bf16(false, false, M, Kg, s->OC, 1.0f, douth, s->OC, wh, Kg, 0.0f, scratch, Kg);
