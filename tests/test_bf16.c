@@ -453,12 +453,42 @@ static void test_gemm_thread_independent(void **state) {
     free(A), free(B), free(C1), free(C2);
 }
 
+/* The transposing conversion: dst(c, r) = bf16(src(r, c)) on odd shapes, padded leading
+ * dimensions, a denormal kept (the scalar rounding), and dst's padding left untouched. */
+static void test_cvt_transposed(void **state) {
+    (void)state;
+    static const int shapes[][2] = {{1, 1}, {70, 5}, {63, 17}, {129, 33}, {64, 16}, {3, 64}};
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        const int rows = shapes[t][0], cols = shapes[t][1];
+        const int64_t ld_src = cols + 3, ld_dst = rows + 5;
+        float *src = malloc(sizeof(float) * (size_t)(rows * ld_src));
+        nnz_bf16 *dst = malloc(sizeof(nnz_bf16) * (size_t)(cols * ld_dst));
+        assert_non_null(src);
+        assert_non_null(dst);
+        nnz_rng r = nnz_rng_make(t, 3);
+        for (int64_t i = 0; i < rows * ld_src; i++) src[i] = nnz_rng_normal(&r);
+        src[0] = 1e-40f; /* a denormal: the scalar rounding keeps it */
+        for (int64_t i = 0; i < cols * ld_dst; i++) dst[i] = 0xABCD;
+        nnz_cvt_f32_to_bf16_transposed(rows, cols, src, ld_src, dst, ld_dst);
+        for (int c = 0; c < cols; c++)
+            for (int64_t i = 0; i < ld_dst; i++) {
+                const nnz_bf16 want = i < rows ? nnz_bf16_from_f32(src[i * ld_src + c]) : 0xABCD;
+                if (dst[c * ld_dst + i] != want)
+                    fail_msg("transposed %dx%d: dst[%d][%lld] = 0x%04x, want 0x%04x", rows, cols, c, (long long)i,
+                             dst[c * ld_dst + i], want);
+            }
+        free(src);
+        free(dst);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scalar_rounding),
         cmocka_unit_test(test_cvt_f32_to_bf16_paths),
         cmocka_unit_test(test_cvt_denormals_pinned),
         cmocka_unit_test(test_cvt_bf16_to_f32),
+        cmocka_unit_test(test_cvt_transposed),
         cmocka_unit_test(test_packing_layouts),
         cmocka_unit_test(test_tile_emulator),
         cmocka_unit_test(test_gemm_dispatch_all_isas),
