@@ -77,11 +77,14 @@ static bool bf16_im2col(const nnz_conv_shape *s) { return s->compute == NNZ_BF16
 static size_t bf16_weights_floats(const nnz_conv_shape *s) {
     return (((size_t)s->OC * s->KH * s->KW * s->IC + 1) / 2 + 15) & ~(size_t)15;
 }
+/* a chunk's output gradient (rows, OC) in bf16, in floats, rounded up to 16 */
+static size_t bf16_dout_floats(const nnz_conv_shape *s) {
+    const size_t rows = (size_t)images_per_chunk(s) * s->OH * s->OW;
+    return ((rows * s->OC + 1) / 2 + 15) & ~(size_t)15;
+}
 static size_t bf16_extra_floats(const nnz_conv_shape *s) {
     if (s->compute != NNZ_BF16 || s->groups != 1) return 0;
-    const size_t rows = (size_t)images_per_chunk(s) * s->OH * s->OW;
-    const size_t dout_floats = ((rows * s->OC + 1) / 2 + 15) & ~(size_t)15;
-    return bf16_weights_floats(s) + 2 * dout_floats + 16;
+    return bf16_weights_floats(s) + 2 * bf16_dout_floats(s); /* dout, and dout transposed */
 }
 static nnz_bf16 *bf16_weights_at(const nnz_conv_shape *s, float *scratch) {
     return (nnz_bf16 *)(scratch + col_region_floats(s));
@@ -91,9 +94,7 @@ static nnz_bf16 *bf16_dout_at(const nnz_conv_shape *s, float *scratch) {
 }
 /* the same chunk of dout transposed, (OC, rows), after it */
 static nnz_bf16 *bf16_dout_t_at(const nnz_conv_shape *s, float *scratch) {
-    const size_t rows = (size_t)images_per_chunk(s) * s->OH * s->OW;
-    const size_t dout_floats = ((rows * s->OC + 1) / 2 + 15) & ~(size_t)15;
-    return (nnz_bf16 *)(scratch + col_region_floats(s) + bf16_weights_floats(s) + dout_floats);
+    return (nnz_bf16 *)(scratch + col_region_floats(s) + bf16_weights_floats(s) + bf16_dout_floats(s));
 }
 
 size_t nnz_conv2d_scratch_floats(const nnz_conv_shape *s) {

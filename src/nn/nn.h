@@ -222,6 +222,9 @@ typedef struct {
     int r, c;
     char why[112];
 } nnz_sparse_plan;
+/* conv (groups 1) and linear: the layers the sparse kernels, masks and pruning apply to. Gives
+ * the weight as (rows, cols) = (OC, KH*KW*IC) or (OUT, IN); false for every other node. */
+bool nnz_node_weight_matrix(const nnz_node *n, int *rows, int *cols);
 /* Measures every layer, decides, builds the sparse matrices (m->sparse, m->sparse_plan). */
 nnz_status nnz_model_sparse_plan(nnz_model *m);
 void nnz_model_sparse_clear(nnz_model *m);

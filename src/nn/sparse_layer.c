@@ -60,8 +60,7 @@ static void block_name(int r, int c, char *buf, size_t len) {
     else snprintf(buf, len, "bsr:%dx%d", r, c);
 }
 
-/* The node's weight as (rows, cols) = (OC, KH*KW*IC); false for nodes that cannot run sparse. */
-static bool sparse_capable(const nnz_node *n, int *rows, int *cols) {
+bool nnz_node_weight_matrix(const nnz_node *n, int *rows, int *cols) {
     if (n->op == NNZ_OP_LINEAR) {
         *rows = n->out_ch, *cols = n->in_c;
         return true;
@@ -155,7 +154,7 @@ nnz_status nnz_model_sparse_plan(nnz_model *m) {
         const nnz_node *n = &m->nodes[i];
         nnz_sparse_plan *plan = &m->sparse_plan[i];
         int rows, cols;
-        if (!sparse_capable(n, &rows, &cols)) continue;
+        if (!nnz_node_weight_matrix(n, &rows, &cols)) continue;
         const float *W = nnz_tensor_f32(&m->params[n->weight].value);
         NNZ_TRY(decide(m, rows, cols, W, plan));
         if (!plan->r) continue;
@@ -227,7 +226,7 @@ nnz_status nnz_model_sparse_summary(nnz_model *m, char *buf, size_t len) {
     buf[0] = '\0';
     for (int i = 0; i < m->n_nodes && k < len; i++) {
         int rows, cols;
-        if (!sparse_capable(&m->nodes[i], &rows, &cols)) continue;
+        if (!nnz_node_weight_matrix(&m->nodes[i], &rows, &cols)) continue;
         const nnz_sparse_plan *p = &m->sparse_plan[i];
         char fmt[24] = "dense";
         if (p->r) block_name(p->r, p->c, fmt, sizeof fmt);

@@ -13,7 +13,8 @@
 static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
 
 static bool prunable(const nnz_node *n) {
-    return n->op == NNZ_OP_LINEAR || (n->op == NNZ_OP_CONV2D && n->groups == 1);
+    int rows, cols;
+    return nnz_node_weight_matrix(n, &rows, &cols);
 }
 
 int nnz_prune_layers(const nnz_model *m, int *node, int cap) {
