@@ -106,8 +106,9 @@ nnz_status nnz_model_set_sparse_format(nnz_model *m, const char *format);
 nnz_status nnz_model_apply_mask(nnz_model *m, const char *layer, const uint8_t *mask, int64_t n);
 /* on: training drops the gradients of zero weights, so they stay zero (masked training) */
 void nnz_model_set_grad_mask(nnz_model *m, bool on);
-/* One line per conv/linear layer: its zeros, the format chosen and why (plans if needed). */
-nnz_status nnz_model_sparse_summary(nnz_model *m, char *buf, size_t len);
+/* One line per conv/linear layer: its zeros, the format chosen and why (plans if needed).
+ * *with_zeros (may be NULL) gets the number of those layers whose weights hold zeros. */
+nnz_status nnz_model_sparse_summary(nnz_model *m, char *buf, size_t len, int *with_zeros);
 /* Forward FLOPs per image at the weights' zeros (docs/AUTOSPARSE.md): one line per conv/linear
  * layer holding zeros ("<name> <sparse> of <dense> FLOPs (<ratio>x)") and a "total" line. */
 nnz_status nnz_model_flops_summary(const nnz_model *m, char *buf, size_t len);

@@ -196,7 +196,9 @@ static void test_model_sparse_eval_and_train(void **state) {
             if (tu_max_rel_err(a, b, cnt, 1.0) > 1e-5) fail_msg("%s: %s differs after 2 steps", formats[f], m->params[p].name);
         }
         char report[2048];
-        assert_int_equal(nnz_model_sparse_summary(m, report, sizeof report), NNZ_OK);
+        int with_zeros = -1;
+        assert_int_equal(nnz_model_sparse_summary(m, report, sizeof report, &with_zeros), NNZ_OK);
+        assert_int_equal(with_zeros, 2); /* conv2 and fc1 */
         assert_non_null(strstr(report, "conv2"));
         assert_non_null(strstr(report, "no zero weights")); /* conv1 */
         nnz_optimizer_free(&o);

@@ -220,14 +220,16 @@ nnz_status nnz_model_apply_mask(nnz_model *m, const char *layer, const uint8_t *
 
 void nnz_model_set_grad_mask(nnz_model *m, bool on) { m->grad_mask = on; }
 
-nnz_status nnz_model_sparse_summary(nnz_model *m, char *buf, size_t len) {
+nnz_status nnz_model_sparse_summary(nnz_model *m, char *buf, size_t len, int *with_zeros) {
     if (!m->sparse_planned) NNZ_TRY(nnz_model_sparse_plan(m));
+    if (with_zeros) *with_zeros = 0;
     size_t k = 0;
     buf[0] = '\0';
     for (int i = 0; i < m->n_nodes && k < len; i++) {
         int rows, cols;
         if (!nnz_node_weight_matrix(&m->nodes[i], &rows, &cols)) continue;
         const nnz_sparse_plan *p = &m->sparse_plan[i];
+        if (with_zeros && p->density < 1.0) (*with_zeros)++;
         char fmt[24] = "dense";
         if (p->r) block_name(p->r, p->c, fmt, sizeof fmt);
         int w = snprintf(buf + k, len - k, "%-16s %5.1f%% zeros  %-10s %s\n", m->nodes[i].name,

@@ -5,19 +5,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* true when some line of the sparse summary is not a layer without zeros */
-static bool any_zeros(const char *summary) {
-    for (const char *l = summary; *l;) {
-        const char *e = strchr(l, '\n');
-        size_t n = e ? (size_t)(e - l) : strlen(l);
-        char line[256];
-        snprintf(line, sizeof line, "%.*s", (int)(n < sizeof line ? n : sizeof line - 1), l);
-        if (n && !strstr(line, "no zero weights")) return true;
-        l += n + (e != NULL);
-    }
-    return false;
-}
-
 /* A .nnz file: the architecture's layer table, then per tensor: codec, bits, codebook,
  * sparsity, bytes before and after. */
 static int info_packed(const char *path) {
@@ -118,7 +105,8 @@ int cmd_info(int argc, char **argv) {
         nnz_model_free(m);
         return cli_usage_error(&cmd, "%s", nnz_last_error());
     }
-    if (nnz_model_sparse_summary(m, table, cap) == NNZ_OK && any_zeros(table))
+    int with_zeros = 0;
+    if (nnz_model_sparse_summary(m, table, cap, &with_zeros) == NNZ_OK && with_zeros > 0)
     {
         printf("\nsparse layers (--sparse-format %s):\n%s", sparse_format, table);
         if (nnz_model_flops_summary(m, table, cap) == NNZ_OK)
