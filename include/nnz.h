@@ -35,6 +35,20 @@ const char *nnz_last_error(void);
 const char *nnz_status_name(nnz_status s);
 const char *nnz_version(void);
 
+/* ---- sizes -------------------------------------------------------------
+ * "8M", "512K", "1G", "1.5GiB", "1000000" -> bytes (binary units; K, M, G with an
+ * optional "i" and "B"). Returns false on anything else, zero, or more than 2^60. */
+bool nnz_parse_bytes(const char *text, size_t *out);
+/* The size policy: the most bytes nnz accepts from what one file declares: the file
+ * itself, its decompressed size (gzip), the decoded tensors of a .nnz file, and a model's
+ * parameters and per-image activations. NNZ_SIZE_LIMIT in the environment (parsed as
+ * nnz_parse_bytes) sets it; the default is 1 GiB. A malformed value gives the default
+ * (nnz_size_limit_check reports it). */
+#define NNZ_SIZE_LIMIT_DEFAULT ((size_t)1 << 30)
+size_t nnz_size_limit(void);
+/* NNZ_OK when NNZ_SIZE_LIMIT is unset or valid; otherwise NNZ_ERR_INVALID_ARG with a message. */
+nnz_status nnz_size_limit_check(void);
+
 /* ---- data types -------------------------------------------------------- */
 typedef enum { NNZ_F32 = 0, NNZ_BF16 = 1 } nnz_dtype;
 size_t nnz_dtype_size(nnz_dtype t);

@@ -2,6 +2,7 @@
 #include "test_util.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void test_fail_sets_message(void **state) {
@@ -82,12 +83,45 @@ static void test_isa_override(void **state) {
     assert_non_null(strstr(buf, "active:"));
 }
 
+static void test_parse_bytes_and_size_limit(void **state) {
+    (void)state;
+    static const struct { const char *text; size_t bytes; } good[] = {
+        {"1", 1}, {"1000000", 1000000}, {"8M", 8u << 20}, {"512k", 512u << 10}, {"1G", 1u << 30},
+        {"1.5GiB", 3u << 29}, {"2MB", 2u << 20}, {"4Ki", 4096},
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        size_t v = 0;
+        assert_true(nnz_parse_bytes(good[i].text, &v));
+        assert_int_equal(v, good[i].bytes);
+    }
+    static const char *const bad[] = {"", "0", "-1", "M", "8X", "8MBs", " 8M", "+8", "1e300", "nan", "0.4", "2Z"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        size_t v = 77;
+        assert_false(nnz_parse_bytes(bad[i], &v));
+        assert_int_equal(v, 77);
+    }
+    unsetenv("NNZ_SIZE_LIMIT");
+    assert_int_equal(nnz_size_limit(), NNZ_SIZE_LIMIT_DEFAULT);
+    assert_int_equal(nnz_size_limit_check(), NNZ_OK);
+    setenv("NNZ_SIZE_LIMIT", "64M", 1);
+    assert_int_equal(nnz_size_limit(), 64u << 20);
+    setenv("NNZ_SIZE_LIMIT", "lots", 1);
+    assert_int_equal(nnz_size_limit(), NNZ_SIZE_LIMIT_DEFAULT);
+    assert_int_equal(nnz_size_limit_check(), NNZ_ERR_INVALID_ARG);
+    assert_non_null(strstr(nnz_last_error(), "lots"));
+    unsetenv("NNZ_SIZE_LIMIT");
+    /* more than physical memory is refused up front, not handed out by overcommit */
+    assert_null(nnz_alloc((size_t)1 << 60, "a hostile size"));
+    assert_non_null(strstr(nnz_last_error(), "a hostile size"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fail_sets_message),
         cmocka_unit_test(test_arena_alignment_and_limit),
         cmocka_unit_test(test_rng_counter_based),
         cmocka_unit_test(test_isa_override),
+        cmocka_unit_test(test_parse_bytes_and_size_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

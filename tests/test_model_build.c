@@ -478,6 +478,39 @@ static void test_op_names(void **state) {
     assert_string_equal(nnz_op_name(NNZ_OP_COUNT), "unknown");
 }
 
+/* The size policy: a model needing more than NNZ_SIZE_LIMIT bytes of weights or of
+ * activations per image is refused before its parameters are allocated. */
+static void test_size_limit(void **state) {
+    (void)state;
+    nnz_model *m = NULL;
+    assert_int_equal(nnz_model_from_zoo("vgg8", 28, 28, 1, 10, 1, &m), NNZ_OK);
+    nnz_model_stats st;
+    nnz_model_get_stats(m, &st);
+    size_t weights = 4 * (size_t)(st.params + st.buffers), act = 0;
+    for (int i = 0; i < m->n_nodes; i++) act += 4 * (size_t)m->nodes[i].h * m->nodes[i].w * m->nodes[i].c;
+    nnz_model_free(m);
+    size_t need = weights > act ? weights : act;
+    char text[32];
+    snprintf(text, sizeof text, "%zu", need);
+    setenv("NNZ_SIZE_LIMIT", text, 1);
+    assert_int_equal(nnz_model_from_zoo("vgg8", 28, 28, 1, 10, 1, &m), NNZ_OK);
+    nnz_model_free(m);
+    snprintf(text, sizeof text, "%zu", need - 1);
+    setenv("NNZ_SIZE_LIMIT", text, 1);
+    m = NULL;
+    assert_int_equal(nnz_model_from_zoo("vgg8", 28, 28, 1, 10, 1, &m), NNZ_ERR_INVALID_ARG);
+    assert_null(m);
+    assert_non_null(strstr(nnz_last_error(), "NNZ_SIZE_LIMIT"));
+    /* a hostile architecture: 8 GB of activations per image from a few bytes of JSON */
+    unsetenv("NNZ_SIZE_LIMIT");
+    const char *json = "{\"format\":\"nnz-arch\",\"version\":1,\"input\":[32768,32768,1],\"nodes\":["
+                       "{\"op\":\"relu\",\"name\":\"r\",\"input\":-1,\"block\":-1},"
+                       "{\"op\":\"global_avgpool\",\"name\":\"g\",\"input\":0,\"block\":-1}]}";
+    assert_int_equal(nnz_model_from_json(json, 1, &m), NNZ_ERR_FORMAT);
+    assert_null(m);
+    assert_non_null(strstr(nnz_last_error(), "NNZ_SIZE_LIMIT"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mbv2_tiny_structure),
@@ -489,6 +522,7 @@ int main(void) {
         cmocka_unit_test(test_bad_graphs_fail_clearly),
         cmocka_unit_test(test_builder_lifecycle),
         cmocka_unit_test(test_op_names),
+        cmocka_unit_test(test_size_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -88,6 +88,31 @@ static void test_roundtrip(void **state) {
     nnz_nf_free(&nf);
 }
 
+/* The size policy: the tensors' decoded bytes are checked against NNZ_SIZE_LIMIT at parse time. */
+static void test_decoded_size_limit(void **state) {
+    fixture *f = *state;
+    size_t decoded = 0;
+    for (int i = 0; i < 5; i++) decoded += 4 * (size_t)f->numel[i];
+    char text[32];
+    nnz_nf_file nf;
+    snprintf(text, sizeof text, "%zu", decoded);
+    setenv("NNZ_SIZE_LIMIT", text, 1);
+    assert_int_equal(nnz_nf_parse(f->bytes, f->size, "limit.nnz", &nf), NNZ_OK);
+    nnz_nf_free(&nf);
+    snprintf(text, sizeof text, "%zu", decoded - 1);
+    setenv("NNZ_SIZE_LIMIT", text, 1);
+    assert_int_equal(nnz_nf_parse(f->bytes, f->size, "limit.nnz", &nf), NNZ_ERR_FORMAT);
+    assert_non_null(strstr(nnz_last_error(), "NNZ_SIZE_LIMIT"));
+    /* and the file itself: smaller than the limit is read, larger is refused */
+    snprintf(text, sizeof text, "%zu", f->size - 1);
+    setenv("NNZ_SIZE_LIMIT", text, 1);
+    assert_int_equal(nnz_nf_load(f->path, &nf), NNZ_ERR_FORMAT);
+    assert_non_null(strstr(nnz_last_error(), "larger than the limit"));
+    unsetenv("NNZ_SIZE_LIMIT");
+    assert_int_equal(nnz_nf_load(f->path, &nf), NNZ_OK);
+    nnz_nf_free(&nf);
+}
+
 static void test_every_prefix_fails(void **state) {
     fixture *f = *state;
     for (size_t len = 0; len < f->size; len++) {
@@ -237,6 +262,7 @@ static void test_corrupt_payload_decodes_safely(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decoded_size_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_every_prefix_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_every_bit_flip_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_headers, setup, teardown),

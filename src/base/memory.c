@@ -1,15 +1,68 @@
 /* Checked allocation, the arena, and size arithmetic that cannot overflow silently. */
 #include "base/base.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 bool nnz_mul_size(size_t a, size_t b, size_t *out) {
     return !__builtin_mul_overflow(a, b, out);
 }
 
+bool nnz_parse_bytes(const char *text, size_t *out) {
+    if (!text || !isdigit((unsigned char)text[0])) return false;
+    char *end = NULL;
+    double v = strtod(text, &end);
+    double mul = 1;
+    if (*end) {
+        switch (toupper((unsigned char)*end)) {
+        case 'K': mul = 1024.0; break;
+        case 'M': mul = 1024.0 * 1024; break;
+        case 'G': mul = 1024.0 * 1024 * 1024; break;
+        default: return false;
+        }
+        end++;
+        if (toupper((unsigned char)*end) == 'I') end++;
+        if (toupper((unsigned char)*end) == 'B') end++;
+        if (*end) return false;
+    }
+    v *= mul;
+    if (!(v >= 1) || v > 0x1p60) return false;
+    *out = (size_t)v;
+    return true;
+}
+
+size_t nnz_size_limit(void) {
+    const char *env = getenv("NNZ_SIZE_LIMIT");
+    size_t v;
+    return env && nnz_parse_bytes(env, &v) ? v : NNZ_SIZE_LIMIT_DEFAULT;
+}
+
+nnz_status nnz_size_limit_check(void) {
+    const char *env = getenv("NNZ_SIZE_LIMIT");
+    size_t v;
+    if (env && !nnz_parse_bytes(env, &v))
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "NNZ_SIZE_LIMIT='%s' is not a size; use bytes like 2G, 512M or 1000000",
+                        env);
+    return NNZ_OK;
+}
+
+/* More than the machine's physical memory can never be touched: refuse it rather
+ * than let overcommit hand out pages that the OOM killer takes back. */
+static bool beyond_physical_memory(size_t bytes) {
+    if (bytes < ((size_t)1 << 30)) return false;
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 && bytes / (size_t)page > (size_t)pages;
+}
+
 void *nnz_alloc(size_t bytes, const char *what) {
     void *p = NULL;
+    if (beyond_physical_memory(bytes)) {
+        nnz_fail(NNZ_ERR_NOMEM, "%zu bytes for %s is more than this machine's memory; use a smaller --batch or model",
+                 bytes, what ? what : "a buffer");
+        return NULL;
+    }
     size_t rounded = (bytes + 63) & ~(size_t)63;
     if (rounded < bytes || posix_memalign(&p, 64, rounded ? rounded : 64) != 0) {
         nnz_fail(NNZ_ERR_NOMEM, "out of memory allocating %zu bytes for %s; use a smaller --batch or model",

@@ -38,7 +38,7 @@ static nnz_status find_idx(const char *dir, const char *base, char *path, bool *
 /* Reads and validates one IDX file; on success *buf holds the file and *idx points into it. */
 static nnz_status load_idx(const char *path, bool gz, uint8_t **buf, nnz_idx *idx) {
     size_t size;
-    NNZ_TRY(nnz_read_file(path, gz, NNZ_MAX_FILE_BYTES, buf, &size));
+    NNZ_TRY(nnz_read_file(path, gz, nnz_size_limit(), buf, &size));
     nnz_status s = nnz_idx_parse(*buf, size, path, idx);
     if (s != NNZ_OK) { nnz_free(*buf); *buf = NULL; }
     return s;
@@ -104,7 +104,7 @@ static nnz_status load_cifar(char paths[][PATH_CAP], int nfiles, nnz_dataset *ou
     for (int i = 0; s == NNZ_OK && i < nfiles; i++) {
         uint8_t *buf;
         size_t size;
-        s = nnz_read_file(paths[i], false, NNZ_MAX_FILE_BYTES, &buf, &size);
+        s = nnz_read_file(paths[i], false, nnz_size_limit(), &buf, &size);
         if (s != NNZ_OK) break;
         s = nnz_cifar_parse(buf, size, paths[i], images, labels, (int)records, &count);
         nnz_free(buf);

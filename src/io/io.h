@@ -24,7 +24,6 @@ void nnz_atomic_abort(nnz_atomic_file *af);
 /* Reads a whole file (transparently gunzipping when gz is true) of at most
  * max_bytes bytes after decompression. *data is nnz_alloc'd; free with nnz_free. */
 nnz_status nnz_read_file(const char *path, bool gz, size_t max_bytes, uint8_t **data, size_t *size);
-#define NNZ_MAX_FILE_BYTES ((size_t)4 << 30)
 
 /* ---- IDX (MNIST-style) ---- */
 typedef struct {

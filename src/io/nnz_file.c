@@ -221,7 +221,8 @@ nnz_status nnz_nf_parse_ex(const uint8_t *buf, size_t size, const char *name, bo
     memcpy(out->arch_json, buf + NNZ_NF_HEADER_BYTES, (size_t)arch);
     out->arch_json[arch] = '\0';
     out->size = size;
-    uint64_t prev_end = rec_end;
+    uint64_t prev_end = rec_end, decoded = 0;
+    const size_t limit = nnz_size_limit();
     for (uint32_t i = 0; i < n; i++) {
         const uint8_t *r = buf + rec_off + (uint64_t)i * NNZ_NF_RECORD_BYTES;
         nnz_nf_tensor *t = &out->tensors[i];
@@ -251,6 +252,12 @@ nnz_status nnz_nf_parse_ex(const uint8_t *buf, size_t size, const char *name, bo
         }
         if (!all_zero(buf + prev_end, (size_t)(t->payload_offset - prev_end))) {
             s = BAD("'%s', tensor '%s': the padding before its payload is not zero (corrupt file)", name, t->name);
+            goto fail;
+        }
+        decoded += t->numel * 4; /* numel <= NNZ_NF_MAX_NUMEL (checked above): no overflow */
+        if (decoded > limit) {
+            s = BAD("'%s': its tensors decode to more than the size limit of %zu bytes (at tensor '%s'); if the file "
+                    "is genuine, raise NNZ_SIZE_LIMIT", name, limit, t->name);
             goto fail;
         }
         prev_end = t->payload_offset + t->payload_bytes;
@@ -286,7 +293,7 @@ nnz_status nnz_nf_load(const char *path, nnz_nf_file *out) {
     memset(out, 0, sizeof *out);
     uint8_t *data = NULL;
     size_t size = 0;
-    NNZ_TRY(nnz_read_file(path, false, NNZ_MAX_FILE_BYTES, &data, &size));
+    NNZ_TRY(nnz_read_file(path, false, nnz_size_limit(), &data, &size));
     nnz_status s = nnz_nf_parse(data, size, path, out);
     if (s != NNZ_OK) {
         nnz_free(data);

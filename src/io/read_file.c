@@ -32,8 +32,9 @@ static size_t gzip_size_hint(FILE *f, size_t file_size) {
 }
 
 static nnz_status too_big(const char *path, bool gz, size_t max_bytes) {
-    return nnz_fail(NNZ_ERR_FORMAT, "'%s' is larger than the limit of %zu bytes%s; is it the right file?", path,
-                    max_bytes, gz ? " after decompression (a corrupt or hostile gzip file?)" : "");
+    return nnz_fail(NNZ_ERR_FORMAT, "'%s' is larger than the limit of %zu bytes%s; is it the right file? (if it is, "
+                    "raise NNZ_SIZE_LIMIT)", path, max_bytes,
+                    gz ? " after decompression (a corrupt or hostile gzip file?)" : "");
 }
 
 nnz_status nnz_read_file(const char *path, bool gz, size_t max_bytes, uint8_t **data, size_t *size) {

@@ -261,7 +261,7 @@ nnz_status nnz_st_load(const char *path, nnz_st_file *out) {
     memset(out, 0, sizeof *out);
     uint8_t *buf;
     size_t size;
-    NNZ_TRY(nnz_read_file(path, false, NNZ_MAX_FILE_BYTES, &buf, &size));
+    NNZ_TRY(nnz_read_file(path, false, nnz_size_limit(), &buf, &size));
     nnz_status s = nnz_st_parse(buf, size, path, out);
     if (s != NNZ_OK) {
         nnz_free(buf);

@@ -508,6 +508,30 @@ static nnz_status create_params(nnz_model *m, uint64_t seed) {
     return NNZ_OK;
 }
 
+/* The size policy (nnz_size_limit): an architecture read from a file must not make
+ * nnz allocate more than the limit for one image's activations or for the weights. */
+static nnz_status check_size_limit(const nnz_model *m) {
+    const size_t limit = nnz_size_limit();
+    double act = 0, params = 0;
+    param_spec specs[4];
+    for (int i = 0; i < m->n_nodes; i++) {
+        const nnz_node *n = &m->nodes[i];
+        act += 4.0 * n->h * n->w * n->c;
+        int k = node_params((nnz_node *)n, specs);
+        for (int j = 0; j < k; j++) {
+            double numel = 1;
+            for (int d = 0; d < specs[j].ndim; d++) numel *= (double)specs[j].shape[d];
+            params += 4.0 * numel;
+        }
+    }
+    if (act > (double)limit || params > (double)limit)
+        return nnz_fail(NNZ_ERR_INVALID_ARG,
+                        "the model is too large for the size limit of %zu bytes: it needs %.0f bytes of weights and "
+                        "%.0f bytes of activations per image; if it is genuine, raise NNZ_SIZE_LIMIT", limit, params,
+                        act);
+    return NNZ_OK;
+}
+
 nnz_status nnz_model_finalize(nnz_model *m, uint64_t seed) {
     if (!m) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_finalize: model is NULL");
     if (m->build_error != NNZ_OK) return nnz_fail(m->build_error, "%s", m->build_message);
@@ -528,6 +552,7 @@ nnz_status nnz_model_finalize(nnz_model *m, uint64_t seed) {
                         "the last node '%s' outputs a spatial %dx%dx%d tensor; end the model with a flatten, "
                         "global_avgpool or linear", last->name, last->h, last->w, last->c);
     m->num_classes = last->c;
+    NNZ_TRY(check_size_limit(m));
     nnz_status s = create_params(m, seed);
     if (s != NNZ_OK) {
         /* leave the model as it was: no half-created parameters */

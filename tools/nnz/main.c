@@ -32,11 +32,18 @@ static void print_help(FILE *out) {
             "\nother:\n  nnz --version   version and CPU features\n  nnz --help      this text\n\n"
             "start with:\n  nnz train --model lenet5 --epochs 2\n  nnz info lenet5.safetensors\n"
             "  nnz eval lenet5.safetensors\n\n"
+            "environment:\n  NNZ_ISA=ref|avx2|avx512|avx512bf16|amx   force a kernel path\n"
+            "  NNZ_SIZE_LIMIT=1G   the most bytes one file may declare (file, decompressed data, decoded\n"
+            "                      weights, a model's weights or per-image activations); default 1G\n\n"
             "exit codes: 0 ok, 1 failure (message on stderr), 2 usage error.\n");
 }
 
 int main(int argc, char **argv) {
     nnz_threads_prefer_passive(argv); /* may re-exec once with OMP_WAIT_POLICY=passive */
+    if (nnz_size_limit_check() != NNZ_OK) {
+        fprintf(stderr, "nnz: %s\n", nnz_last_error());
+        return CLI_EXIT_USAGE;
+    }
     if (argc < 2) {
         print_help(stderr);
         return CLI_EXIT_USAGE;

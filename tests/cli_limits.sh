@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The size policy from the command line: NNZ_SIZE_LIMIT caps what one file may
+# declare (a gzip'd data set after decompression, a model's weights and
+# activations), a malformed value is a usage error. $1 = the nnz binary.
+set -u
+NNZ=$(realpath "${1:?usage: cli_limits.sh path/to/nnz}")
+T=$(mktemp -d "${TMPDIR:-/tmp}/nnz-limits-XXXXXX")
+trap 'rm -rf "$T"' EXIT
+cd "$T" || exit 1
+fail() { echo "FAIL: $*"; echo "--- stdout"; cat "$T/out" 2>/dev/null; echo "--- stderr"; cat "$T/err" 2>/dev/null; exit 1; }
+expect() {
+    local code=$1; shift
+    "$@" >"$T/out" 2>"$T/err"
+    local rc=$?
+    [ "$rc" -eq "$code" ] || fail "expected exit $code, got $rc: $*"
+}
+has() { grep -q -e "$2" "$1" || fail "'$2' not in $1"; }
+
+expect 0 "$NNZ" --help; has out "NNZ_SIZE_LIMIT"
+expect 2 env NNZ_SIZE_LIMIT=lots "$NNZ" info x.safetensors; has err "NNZ_SIZE_LIMIT='lots' is not a size"
+expect 2 env NNZ_SIZE_LIMIT=0 "$NNZ" info x.safetensors; has err "not a size"
+# the training images are 47 MB after gunzip: a 10 MB limit stops the read, naming the file and the knob
+expect 1 env NNZ_SIZE_LIMIT=10M "$NNZ" train --model mlp --epochs 1 --train-limit 64 --test-limit 64 --out a.safetensors
+has err "train-images-idx3-ubyte.gz' is larger than the limit of 10485760 bytes after decompression"
+has err "raise NNZ_SIZE_LIMIT"
+[ ! -e a.safetensors ] || fail "a checkpoint was written"
+# a model over the limit is refused before its weights are allocated
+expect 1 env NNZ_SIZE_LIMIT=1M "$NNZ" bench --model vgg8 --iters 1
+has err "too large for the size limit of 1048576 bytes"
+# under the default limit the same commands work
+expect 0 "$NNZ" train --model mlp --epochs 1 --train-limit 64 --test-limit 64 --batch 32 --out a.safetensors
+# a checkpoint larger than the limit is refused by size before it is parsed
+size=$(stat -c %s a.safetensors)
+expect 1 env NNZ_SIZE_LIMIT=$((size - 1)) "$NNZ" info a.safetensors; has err "larger than the limit of $((size - 1)) bytes"
+expect 0 env NNZ_SIZE_LIMIT=$size "$NNZ" info a.safetensors
+echo "cli_limits: ok"
