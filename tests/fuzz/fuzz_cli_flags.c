@@ -5,6 +5,8 @@
  * accepts is inside the flag's declared range. Run with -close_fd_mask=3
  * (tests/fuzz/cli_flags.options): usage errors print on every rejected input. */
 #include "cli.h"
+#include "kernels/kernels.h"
+#include "nn/nn.h"
 
 #include <math.h>
 #include <stdlib.h>
