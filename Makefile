@@ -1,7 +1,7 @@
 # The targets people type. CMake + ctest do the work underneath in build/.
 JOBS ?= $(shell nproc)
 BUILD ?= build
-.PHONY: all deps build demo test test-sanitize fuzz bench install clean
+.PHONY: all deps build demo test test-sanitize test-valgrind fuzz bench install clean
 
 all: build
 
@@ -26,6 +26,13 @@ test-sanitize:
 	@cd build-sanitize && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  NNZ_SANITIZE=1 ctest --output-on-failure -j $(JOBS)
 
+# The whole suite under valgrind memcheck (slow: run before a release, not in CI).
+test-valgrind:
+	@scripts/install-deps --valgrind
+	@cmake -S . -B build-valgrind -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build build-valgrind -j $(JOBS)
+	@scripts/valgrind-tests build-valgrind
+
 FUZZ_SECONDS ?= 30
 fuzz:
 	@scripts/install-deps --fuzz
@@ -41,4 +48,4 @@ install: build
 	@cmake --install $(BUILD)
 
 clean:
-	rm -rf build build-sanitize build-fuzz
+	rm -rf build build-sanitize build-fuzz build-valgrind
