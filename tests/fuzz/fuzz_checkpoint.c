@@ -13,11 +13,11 @@ static char path[64];
 static void remove_temp_file(void) { unlink(path); }
 
 /* Hostile architectures may declare models up to the size policy's limit, and each
- * accepted one is built (weights initialised) per execution: a 16 MiB limit keeps an
+ * accepted one is built (weights initialised) per execution: a 256 KiB limit keeps an
  * execution cheap and fuzzes the limit's checks too. NNZ_SIZE_LIMIT set by the caller wins. */
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
-    setenv("NNZ_SIZE_LIMIT", "16M", 0);
+    setenv("NNZ_SIZE_LIMIT", "256K", 0);
     return 0;
 }
 

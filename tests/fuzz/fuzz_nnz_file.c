@@ -22,15 +22,6 @@ static void decode_all(const nnz_nf_file *f, const uint8_t *data, size_t size) {
     }
 }
 
-/* Hostile architectures may declare models up to the size policy's limit, and each
- * accepted one is built (weights initialised) per execution: a 16 MiB limit keeps an
- * execution cheap and fuzzes the limit's checks too. NNZ_SIZE_LIMIT set by the caller wins. */
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    (void)argc, (void)argv;
-    setenv("NNZ_SIZE_LIMIT", "16M", 0);
-    return 0;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (int verify = 1; verify >= 0; verify--) {
         nnz_nf_file f;
