@@ -1,6 +1,6 @@
 /* libFuzzer target: the nnz command's flag parser (tools/nnz/flags.c) and the
- * value parsers the subcommands call (RxC pairs, sparse formats, precision and
- * mask names). The input is split at NUL bytes into an argument vector. The
+ * value parsers the subcommands call (RxC pairs, byte sizes, sparse formats,
+ * precision and mask names). The input is split at NUL bytes into an argument vector. The
  * oracle: the parser returns one of its three documented results, and a value it
  * accepts is inside the flag's declared range. Run with -close_fd_mask=3
  * (tests/fuzz/cli_flags.options): usage errors print on every rejected input. */
@@ -68,6 +68,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (nnz_sparse_format_parse(argv[i], &f) == NNZ_OK && f.kind == NNZ_SPARSE_FORCED &&
             !(f.r == 1 && f.c == 1) && !nnz_sparse_block_supported(f.r, f.c))
             abort();
+        size_t bytes = 0;
+        if (nnz_parse_bytes(argv[i], &bytes) && (bytes < 1 || bytes > ((size_t)1 << 60))) abort();
         nnz_dtype d;
         (void)nnz_precision_parse(argv[i], &d);
         nnz_mask_kind k;
