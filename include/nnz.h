@@ -321,6 +321,13 @@ nnz_status nnz_checkpoint_save_model(const nnz_model *m, const char *path);
 
 typedef struct { float accuracy, loss; int n; double images_per_sec; } nnz_eval_result;
 nnz_status nnz_evaluate(nnz_model *m, const nnz_dataset *d, int batch, int limit, nnz_eval_result *out);
+/* Evaluation under a memory budget (bytes the process's peak resident memory must stay within):
+ * *batch (in: the batch wanted) becomes the largest batch <= it whose estimated peak fits, the
+ * model's activation buffers are capped to match, and *estimate (may be NULL) gets the estimated
+ * peak. NNZ_ERR_NOMEM, with the estimate, when not even a batch of 1 fits. nnz_evaluate's results
+ * do not depend on the batch. */
+nnz_status nnz_evaluate_fit(nnz_model *m, const nnz_dataset *d, int limit, size_t budget, int *batch,
+                            size_t *estimate);
 
 typedef struct {
     double train_images_per_sec, infer_images_per_sec;

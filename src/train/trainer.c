@@ -211,7 +211,6 @@ static nnz_status fit_budget(trainer *t) {
     };
     nnz_mem_need need;
     NNZ_TRY(nnz_budget_need(t->m, c->batch, &sh, &need));
-    if (getenv("DBGRSS")) fprintf(stderr, "need res %zu act %zu buf %zu rt %zu tot %zu\n", need.resident>>10, need.activations>>10, need.buffers>>10, need.runtime>>10, need.total>>10);
     const size_t peak = nnz_peak_resident_bytes(); /* loading may have been the peak */
     t->estimate = need.total > peak ? need.total : peak;
     if (peak > c->memory_budget)
@@ -292,10 +291,7 @@ static nnz_status setup(trainer *t, const nnz_train_config *cfg_in) {
                                c->decay_bn_and_bias));
     if (t->resumed) NNZ_TRY(nnz_checkpoint_load_optimizer(&t->ck, t->m, &t->opt));
     if (c->memory_budget) NNZ_TRY(fit_budget(t));
-    if (getenv("DBGRSS")) { size_t ab; nnz_model_activation_bytes(t->m, c->batch, &ab); fprintf(stderr, "act est %zu\n", ab>>10); }
-    if (getenv("DBGRSS")) fprintf(stderr, "pre-reserve rss %zu hwm %zu est %zu\n", nnz_resident_bytes()>>10, nnz_peak_resident_bytes()>>10, t->estimate>>10);
     NNZ_TRY(nnz_model_reserve(t->m, c->batch));
-    if (getenv("DBGRSS")) fprintf(stderr, "post-reserve rss %zu hwm %zu act %zu\n", nnz_resident_bytes()>>10, nnz_peak_resident_bytes()>>10, t->m->act_arena.used>>10);
 
     NNZ_TRY(nnz_batcher_init(&t->batcher, d, c->train_limit, c->batch, true, c->augment, c->seed));
     t->steps_per_epoch = nnz_batcher_train_steps(&t->batcher);
@@ -384,9 +380,7 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
             res->train_flops += nnz_train_step_flops(m, dense_wgrad, &dense) * n;
             res->train_flops_dense += dense * n;
         }
-        if (getenv("DBGRSS") && step < 3) fprintf(stderr, "step %lld pre-fwd rss %zu hwm %zu\n", (long long)step, nnz_resident_bytes()>>10, nnz_peak_resident_bytes()>>10);
         NNZ_TRY(nnz_model_forward(m, t->x, n, true));
-        if (getenv("DBGRSS") && step < 3) fprintf(stderr, "step %lld post-fwd rss %zu hwm %zu\n", (long long)step, nnz_resident_bytes()>>10, nnz_peak_resident_bytes()>>10);
         int correct = 0;
         float loss = nnz_softmax_xent(n, m->num_classes, nnz_model_output(m), t->y, c->label_smoothing, t->dlogits,
                                       &correct);
@@ -404,7 +398,6 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
         }
         nnz_model_zero_grad(m);
         NNZ_TRY(nnz_model_backward(m, t->x, n, t->dlogits));
-        if (getenv("DBGRSS") && step < 3) fprintf(stderr, "step %lld post-bwd rss %zu hwm %zu\n", (long long)step, nnz_resident_bytes()>>10, nnz_peak_resident_bytes()>>10);
         if (c->prune.kind == NNZ_PRUNE_AUTOSPARSE) nnz_str_backward(&t->str, m, alpha_at(c, step, t->total_steps, spe));
         lr = nnz_schedule_lr(&sched, step);
         nnz_optimizer_step(&t->opt, m, lr);
@@ -438,9 +431,7 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
         }
         if (epoch_end) {
             nnz_eval_result er;
-            if (getenv("DBGRSS")) fprintf(stderr, "pre-eval rss %zu hwm %zu\n", nnz_resident_bytes()>>10, nnz_peak_resident_bytes()>>10);
             NNZ_TRY(evaluate(t, &er));
-            if (getenv("DBGRSS")) fprintf(stderr, "post-eval rss %zu hwm %zu\n", nnz_resident_bytes()>>10, nnz_peak_resident_bytes()>>10);
             test_acc = er.accuracy;
             p.epoch_end = true;
             p.test_accuracy = test_acc;
