@@ -49,6 +49,7 @@ int cmd_eval(int argc, char **argv) {
     size_t budget = 0;
     if (budget_text && !cli_parse_bytes(budget_text, &budget)) return cli_usage_error(&cmd, CLI_BUDGET_ERROR, budget_text);
     if (budget) { /* the data set is read whole, then trimmed to --limit */
+        cli_budget_malloc();
         size_t bytes, base = nnz_resident_bytes();
         int n;
         if (nnz_dataset_bytes(data, train_split, &bytes, &n) != NNZ_OK) return cli_fail("eval", "cannot load the data");

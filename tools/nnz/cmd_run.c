@@ -49,6 +49,7 @@ int cmd_run(int argc, char **argv) {
     nnz_run_config_init(&cfg);
     if (budget_text && !cli_parse_bytes(budget_text, &cfg.memory_budget))
         return cli_usage_error(&cmd, CLI_BUDGET_ERROR, budget_text);
+    if (budget_text) cli_budget_malloc();
     cfg.batch = batch;
     cfg.limit = limit;
     cfg.prefetch = !no_prefetch;

@@ -177,6 +177,7 @@ int cmd_train(int argc, char **argv) {
     cfg.weight_decay = wd;
     cfg.log_path = log;
     if (budget && !cli_parse_bytes(budget, &cfg.memory_budget)) return cli_usage_error(&cmd, CLI_BUDGET_ERROR, budget);
+    if (budget) cli_budget_malloc();
     char default_out[128];
     if (resume) {
         static const char *const run_flags[] = {"--model", "--batch", "--lr", "--optimizer", "--momentum",

@@ -5,6 +5,9 @@
 
 #include <ctype.h>
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -256,4 +259,13 @@ bool cli_parse_bytes(const char *s, size_t *out) {
     if (!(v >= 1) || v > 1e18) return false;
     *out = (size_t)v;
     return true;
+}
+
+void cli_budget_malloc(void) {
+#ifdef __GLIBC__
+    /* fixed thresholds turn off glibc's adaptive ones, which after a large free serve big buffers
+     * from the heap and keep tens of MB of freed memory resident */
+    mallopt(M_MMAP_THRESHOLD, 256 << 10);
+    mallopt(M_TRIM_THRESHOLD, 1 << 20);
+#endif
 }
