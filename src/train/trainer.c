@@ -230,9 +230,11 @@ static nnz_status fit_budget(trainer *t) {
                             c->memory_budget, c->batch, what);
         return nnz_fail(NNZ_ERR_NOMEM,
                         "--batch %d does not fit --memory-budget %zu: it needs an estimated %s. The largest --batch "
-                        "that fits is %d; pass it, or raise --memory-budget (training never changes the batch by "
-                        "itself: that would change the numerics)",
-                        c->batch, c->memory_budget, what, fits);
+                        "that fits is %d; %s (training never changes the batch by itself: that would change the "
+                        "numerics)",
+                        c->batch, c->memory_budget, what, fits,
+                        t->resumed ? "a resumed run keeps its checkpoint's batch, so raise --memory-budget"
+                                   : "pass it, or raise --memory-budget");
     }
     /* the activations may use what the rest of the estimate leaves, no more */
     nnz_model_set_activation_limit(t->m, c->memory_budget - (need.total - need.activations));
