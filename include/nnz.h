@@ -77,6 +77,12 @@ int nnz_get_threads(void);
  * the re-exec failed (the program then runs with the default policy). */
 void nnz_threads_prefer_passive(char **argv);
 
+/* ---- process memory (--memory-budget) ---------------------------------- */
+/* The process's resident memory now (VmRSS) and its peak so far (VmHWM), in bytes;
+ * 0 where /proc/self/status cannot be read. */
+size_t nnz_resident_bytes(void);
+size_t nnz_peak_resident_bytes(void);
+
 /* ---- models ------------------------------------------------------------ */
 typedef struct nnz_model nnz_model;
 
@@ -142,6 +148,13 @@ typedef struct {
 nnz_status nnz_dataset_load(const char *dir, bool train, nnz_dataset *out);
 void nnz_dataset_free(nnz_dataset *d);
 #define NNZ_DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
+/* The bytes nnz_dataset_load(dir, train) will hold (images + labels, while loading and after),
+ * from the files' headers and sizes, without loading them; *n (may be NULL) gets the image count. */
+nnz_status nnz_dataset_bytes(const char *dir, bool train, size_t *bytes, int *n);
+/* Keeps only the first n images (n <= 0 or >= d->n: all), giving the rest's memory back.
+ * num_classes stays that of the whole split. */
+nnz_status nnz_dataset_trim(nnz_dataset *d, int n);
+
 
 /* ---- weight masks (src/sparse/sparse.h has the semantics, docs/RBGP.md the why) ---- */
 typedef enum { NNZ_MASK_DENSE = 0, NNZ_MASK_UNSTRUCTURED, NNZ_MASK_BLOCK, NNZ_MASK_HBSNN, NNZ_MASK_RBGP } nnz_mask_kind;
@@ -288,6 +301,10 @@ typedef struct {
     const char *sparse_format;  /* NULL = "auto": see nnz_model_set_sparse_format */
     int train_limit, test_limit;/* use only the first N images (0 = all) */
     int log_every;              /* steps between progress reports, default 50 */
+    size_t memory_budget;       /* bytes the process's peak resident memory must stay within (0 = no
+                                   limit): the estimated peak at `batch` is checked before training and
+                                   the run fails (NNZ_ERR_NOMEM, naming the largest batch that fits)
+                                   rather than change the batch; not saved in the checkpoint */
     nnz_progress_fn progress;
     void *progress_user;
 } nnz_train_config;
@@ -305,6 +322,8 @@ typedef struct {
     /* FLOPs per image (docs/AUTOSPARSE.md): training summed over this process's steps and its dense
        equivalent (3x forward per step), inference of the final weights and of the dense model */
     double train_flops, train_flops_dense, infer_flops, infer_flops_dense;
+    size_t memory_estimate; /* with memory_budget: the estimated peak resident bytes, else 0 */
+    size_t peak_resident;   /* the process's measured peak resident bytes at the end (0 if unknown) */
 } nnz_train_result;
 
 nnz_status nnz_train(const nnz_train_config *cfg, nnz_train_result *result);
@@ -316,6 +335,13 @@ nnz_status nnz_checkpoint_save_model(const nnz_model *m, const char *path);
 
 typedef struct { float accuracy, loss; int n; double images_per_sec; } nnz_eval_result;
 nnz_status nnz_evaluate(nnz_model *m, const nnz_dataset *d, int batch, int limit, nnz_eval_result *out);
+/* Evaluation under a memory budget (bytes the process's peak resident memory must stay within):
+ * *batch (in: the batch wanted) becomes the largest batch <= it whose estimated peak fits, the
+ * model's activation buffers are capped to match, and *estimate (may be NULL) gets the estimated
+ * peak. NNZ_ERR_NOMEM, with the estimate, when not even a batch of 1 fits. nnz_evaluate's results
+ * do not depend on the batch. */
+nnz_status nnz_evaluate_fit(nnz_model *m, const nnz_dataset *d, int limit, size_t budget, int *batch,
+                            size_t *estimate);
 
 typedef struct {
     double train_images_per_sec, infer_images_per_sec;

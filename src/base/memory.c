@@ -2,6 +2,7 @@
 #include "base/base.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -132,3 +133,21 @@ void nnz_arena_free(nnz_arena *a) {
     }
     memset(a, 0, sizeof *a);
 }
+
+/* One "Vm...:   1234 kB" line of /proc/self/status, in bytes; 0 where it cannot be read. */
+static size_t proc_status_kib(const char *key) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    size_t len = strlen(key), kib = 0;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, key, len) == 0 && line[len] == ':') {
+            kib = (size_t)strtoull(line + len + 1, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return kib * 1024;
+}
+
+size_t nnz_resident_bytes(void) { return proc_status_kib("VmRSS"); }
+size_t nnz_peak_resident_bytes(void) { return proc_status_kib("VmHWM"); }

@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <zlib.h>
 
 #define PATH_CAP 4096
 #define CIFAR_RECORD 3073
@@ -181,6 +182,96 @@ nnz_status nnz_dataset_load(const char *dir, bool train, nnz_dataset *out) {
                     "for %s (CIFAR-10 binary, also under cifar-10-batches-bin/); pass --data DIR",
                     train ? "training" : "test", dir, img_base, lbl_base,
                     train ? "data_batch_1.bin..data_batch_5.bin" : "test_batch.bin");
+}
+
+/* The item count and bytes (header included) of an IDX file, from its header. */
+static nnz_status idx_header_bytes(const char *path, size_t *bytes, int64_t *items) {
+    gzFile g = gzopen(path, "rb"); /* reads uncompressed files as they are */
+    if (!g) return nnz_fail(NNZ_ERR_IO, "cannot open '%s': %s", path, strerror(errno ? errno : ENOMEM));
+    uint8_t h[4 + 4 * 4];
+    int got = gzread(g, h, sizeof h);
+    gzclose(g);
+    int ndim = got >= 4 ? h[3] : 0;
+    if (got < 4 || h[0] != 0 || h[1] != 0 || ndim < 1 || ndim > 4 || got < 4 + 4 * ndim)
+        return nnz_fail(NNZ_ERR_FORMAT, "'%s' does not start with an IDX header; re-download it or pass --data", path);
+    size_t total = 1;
+    for (int i = 0; i < ndim; i++) {
+        const uint8_t *p = h + 4 + 4 * i;
+        size_t d = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | (size_t)p[3];
+        if (!nnz_mul_size(total, d, &total))
+            return nnz_fail(NNZ_ERR_FORMAT, "IDX file '%s': dimensions overflow the address space", path);
+        if (i == 0) *items = (int64_t)d;
+    }
+    *bytes = 4 + 4 * (size_t)ndim + total + 64; /* the file buffer: one byte past, 64-byte rounding */
+    return NNZ_OK;
+}
+
+nnz_status nnz_dataset_bytes(const char *dir, bool train, size_t *bytes, int *n) {
+    *bytes = 0;
+    if (n) *n = 0;
+    if (!dir || !*dir) dir = NNZ_DEFAULT_DATA_DIR;
+    const char *prefix = train ? "train" : "t10k";
+    char img_base[48], lbl_base[48], img_path[PATH_CAP], lbl_path[PATH_CAP];
+    snprintf(img_base, sizeof img_base, "%s-images-idx3-ubyte", prefix);
+    snprintf(lbl_base, sizeof lbl_base, "%s-labels-idx1-ubyte", prefix);
+    bool img_gz = false, lbl_gz = false, have_img = false, have_lbl = false;
+    NNZ_TRY(find_idx(dir, img_base, img_path, &img_gz, &have_img));
+    NNZ_TRY(find_idx(dir, lbl_base, lbl_path, &lbl_gz, &have_lbl));
+    if (have_img && have_lbl) {
+        size_t ib, lb;
+        int64_t ni, nl;
+        NNZ_TRY(idx_header_bytes(img_path, &ib, &ni));
+        NNZ_TRY(idx_header_bytes(lbl_path, &lb, &nl));
+        *bytes = ib + lb;
+        if (n) *n = ni > INT_MAX ? INT_MAX : (int)ni;
+        return NNZ_OK;
+    }
+    char(*paths)[PATH_CAP] = nnz_alloc(sizeof(char[CIFAR_TRAIN_BATCHES][PATH_CAP]), "CIFAR-10 paths");
+    if (!paths) return NNZ_ERR_NOMEM;
+    int nfiles = 0;
+    nnz_status s = have_img || have_lbl ? NNZ_ERR_IO : find_cifar(dir, train, paths, &nfiles);
+    size_t records = 0, largest = 0;
+    for (int i = 0; s == NNZ_OK && i < nfiles; i++) {
+        struct stat st;
+        if (stat(paths[i], &st) != 0) s = nnz_fail(NNZ_ERR_IO, "cannot open '%s': %s", paths[i], strerror(errno));
+        else {
+            records += (size_t)st.st_size / CIFAR_RECORD;
+            if ((size_t)st.st_size > largest) largest = (size_t)st.st_size;
+        }
+    }
+    nnz_free(paths);
+    if (s == NNZ_OK && nfiles > 0) {
+        *bytes = records * CIFAR_RECORD + largest + 3 * 64; /* images + labels + the file being read */
+        if (n) *n = records > INT_MAX ? INT_MAX : (int)records;
+        return NNZ_OK;
+    }
+    if (s != NNZ_OK && s != NNZ_ERR_IO) return s;
+    nnz_dataset d; /* no data found: the loader's message */
+    s = nnz_dataset_load(dir, train, &d);
+    if (s == NNZ_OK) { /* cannot happen: the loader looks where this looked */
+        nnz_dataset_free(&d);
+        return nnz_fail(NNZ_ERR_IO, "the data set in '%s' changed while it was being looked at", dir);
+    }
+    return s;
+}
+
+nnz_status nnz_dataset_trim(nnz_dataset *d, int n) {
+    if (!d || n <= 0 || n >= d->n) return NNZ_OK;
+    const size_t img = (size_t)d->h * d->w * d->c;
+    uint8_t *images = nnz_alloc((size_t)n * img, "the kept images");
+    uint8_t *labels = images ? nnz_alloc((size_t)n, "the kept labels") : NULL;
+    if (!labels) {
+        nnz_free(images);
+        return NNZ_ERR_NOMEM;
+    }
+    memcpy(images, d->images, (size_t)n * img);
+    memcpy(labels, d->labels, (size_t)n);
+    nnz_free(d->images);
+    nnz_free(d->labels);
+    d->images = images;
+    d->labels = labels;
+    d->n = n;
+    return NNZ_OK;
 }
 
 void nnz_dataset_free(nnz_dataset *d) {

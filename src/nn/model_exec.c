@@ -36,6 +36,9 @@
 
 #include <math.h>
 #include <omp.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdint.h>
 #include <string.h>
 
@@ -177,6 +180,29 @@ static int eval_chunk_limit(const nnz_model *m, int batch) {
     return chunk < batch ? (int)chunk : batch;
 }
 
+/* The conv scratch a batch of `chunk` images needs (the most over the convs): the shared
+ * training scratch at the batch, or one eval chunk's. */
+static size_t scratch_floats(const nnz_model *m, int chunk) {
+    size_t most = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        if (m->nodes[i].op != NNZ_OP_CONV2D) continue;
+        nnz_conv_shape s;
+        fill_conv_shape(m, &m->nodes[i], chunk, &s);
+        size_t f = nnz_conv2d_scratch_floats(&s);
+        if (f > most) most = f;
+    }
+    return most;
+}
+
+/* The arena bytes of the scratch reserve_buffers allocates for `batch`: the shared conv scratch
+ * and the per-thread eval scratch (neither is linear in the batch: convs work in chunks). */
+static size_t scratch_bytes(const nnz_model *m, int batch) {
+    size_t train = scratch_floats(m, batch) * sizeof(float);
+    size_t f = (scratch_floats(m, eval_chunk_limit(m, batch)) + 15) & ~(size_t)15;
+    size_t eval = f * (size_t)nnz_threads() * sizeof(float);
+    return ((train + 63) & ~(size_t)63) + ((eval + 63) & ~(size_t)63);
+}
+
 static nnz_status reserve_buffers(nnz_model *m, int batch) {
     int nn = m->n_nodes;
     m->act = act_alloc(m, nn, sizeof(float *), "activation table");
@@ -190,7 +216,7 @@ static nnz_status reserve_buffers(nnz_model *m, int batch) {
         if (n->input >= 0) consumers[n->input]++;
         if (n->op == NNZ_OP_ADD && n->skip >= 0) consumers[n->skip]++;
     }
-    size_t scratch = 0;
+    const size_t scratch = scratch_floats(m, batch);
     for (int i = 0; i < nn; i++) {
         const nnz_node *n = &m->nodes[i];
         int64_t numel = (int64_t)batch * node_numel(n);
@@ -214,12 +240,6 @@ static nnz_status reserve_buffers(nnz_model *m, int batch) {
         else if (n->op == NNZ_OP_DROPOUT) m->aux[i] = act_alloc(m, numel, 1, what);
         if ((n->op == NNZ_OP_BATCHNORM || n->op == NNZ_OP_MAXPOOL || n->op == NNZ_OP_DROPOUT) && !m->aux[i])
             return NNZ_ERR_NOMEM;
-        if (n->op == NNZ_OP_CONV2D) {
-            nnz_conv_shape s;
-            fill_conv_shape(m, n, batch, &s);
-            size_t f = nnz_conv2d_scratch_floats(&s);
-            if (f > scratch) scratch = f;
-        }
     }
     if (scratch) {
         m->scratch = act_alloc(m, (int64_t)scratch, sizeof(float), "convolution scratch");
@@ -227,14 +247,7 @@ static nnz_status reserve_buffers(nnz_model *m, int batch) {
     }
     /* Eval runs chunks of at most eval_chunk_max images on each thread, each with its own scratch. */
     m->eval_chunk_max = eval_chunk_limit(m, batch);
-    size_t chunk_scratch = 0;
-    for (int i = 0; i < nn; i++) {
-        if (m->nodes[i].op != NNZ_OP_CONV2D) continue;
-        nnz_conv_shape s;
-        fill_conv_shape(m, &m->nodes[i], m->eval_chunk_max, &s);
-        size_t f = nnz_conv2d_scratch_floats(&s);
-        if (f > chunk_scratch) chunk_scratch = f;
-    }
+    size_t chunk_scratch = scratch_floats(m, m->eval_chunk_max);
     m->eval_scratch_slots = nnz_threads();
     m->eval_scratch_floats = (chunk_scratch + 15) & ~(size_t)15;
     if (chunk_scratch) {
@@ -259,6 +272,19 @@ nnz_status nnz_model_set_precision(nnz_model *m, nnz_dtype precision) {
 
 nnz_dtype nnz_model_precision(const nnz_model *m) { return m->compute; }
 
+/* Frees the activation buffers; the arena keeps its limit. */
+static void release_buffers(nnz_model *m) {
+    const size_t limit = m->act_arena.limit;
+    nnz_arena_free(&m->act_arena);
+    m->act_arena.limit = limit;
+    m->act = m->dact = NULL;
+    m->aux = NULL;
+    m->scratch = m->dinput = m->eval_scratch = NULL;
+    m->exec = NULL;
+    m->batch_cap = 0;
+    m->eval_scratch_slots = 0;
+}
+
 nnz_status nnz_model_reserve(nnz_model *m, int batch) {
     if (!m || !m->finalized) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_reserve: the model is not finalized");
     if (batch < 1) return nnz_fail(NNZ_ERR_INVALID_ARG, "batch size %d must be at least 1", batch);
@@ -266,24 +292,51 @@ nnz_status nnz_model_reserve(nnz_model *m, int batch) {
     if (batch <= m->batch_cap && (!m->input_grad || m->dinput) && nnz_threads() <= m->eval_scratch_slots)
         return NNZ_OK;
     if (batch < m->batch_cap) batch = m->batch_cap; /* reallocating for dinput: keep the capacity */
-    nnz_arena_free(&m->act_arena);
-    m->act = m->dact = NULL;
-    m->aux = NULL;
-    m->scratch = m->dinput = m->eval_scratch = NULL;
-    m->exec = NULL;
-    m->batch_cap = 0;
+    release_buffers(m);
     nnz_status s = reserve_buffers(m, batch);
     if (s != NNZ_OK) {
-        nnz_arena_free(&m->act_arena);
-        m->act = m->dact = NULL;
-        m->aux = NULL;
-        m->scratch = m->dinput = m->eval_scratch = NULL;
-        m->exec = NULL;
+        release_buffers(m);
         return s;
     }
     m->batch_cap = batch;
     return NNZ_OK;
 }
+
+nnz_status nnz_model_activation_bytes(nnz_model *m, int batch, size_t *bytes) {
+    *bytes = 0;
+    if (!m || !m->finalized) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_activation_bytes: no finalized model");
+    if (batch < 1) return nnz_fail(NNZ_ERR_INVALID_ARG, "batch size %d must be at least 1", batch);
+    (void)nnz_isa_active();
+    /* every buffer is a constant or a multiple of the batch, except the conv scratch (computed
+     * exactly): reserve for 1 and 2 images, measure, and extrapolate the rest */
+    const size_t limit = m->act_arena.limit;
+    size_t used[2];
+    for (int k = 0; k < 2; k++) {
+        release_buffers(m);
+        m->act_arena.limit = 0;
+        nnz_status s = reserve_buffers(m, k + 1);
+        used[k] = m->act_arena.used - scratch_bytes(m, k + 1);
+        release_buffers(m);
+        m->act_arena.limit = limit;
+        if (s != NNZ_OK) return s;
+    }
+#ifdef __GLIBC__
+    malloc_trim(0); /* give the probes' memory back rather than keep it resident */
+#endif
+    const size_t per_image = used[1] > used[0] ? used[1] - used[0] : 0;
+    /* each allocation rounds up to 64 bytes: the slope measured at 1 -> 2 images may be up to
+     * 63 bytes short per allocation (at most 4 per node, and a few tables) */
+    const size_t rounding = 64 * (4 * (size_t)m->n_nodes + 8);
+    size_t lin;
+    if (!nnz_mul_size(per_image + rounding, (size_t)batch, &lin) || lin > SIZE_MAX / 2)
+        return nnz_fail(NNZ_ERR_NOMEM, "a batch of %d images needs more memory than the address space holds", batch);
+    *bytes = used[0] + lin + scratch_bytes(m, batch);
+    return NNZ_OK;
+}
+
+void nnz_model_set_activation_limit(nnz_model *m, size_t bytes) { m->act_arena.limit = bytes; }
+
+size_t nnz_model_conv_scratch_bytes(const nnz_model *m, int batch) { return scratch_floats(m, batch) * sizeof(float); }
 
 static const float *node_input(const nnz_model *m, int idx, const float *x) { return idx < 0 ? x : m->act[idx]; }
 

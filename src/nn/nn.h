@@ -311,6 +311,14 @@ int nnz_model_find_param(const nnz_model *m, const char *name); /* -1 if none */
 int nnz_model_add_param(nnz_model *m, const char *name, int node, int ndim, const int64_t *shape, bool trainable,
                         bool no_decay);
 nnz_status nnz_model_reserve(nnz_model *m, int batch);
+/* The bytes nnz_model_reserve(m, batch) takes from the activation arena at the current thread
+ * count (an upper bound: exact but for up to 64 bytes of rounding per buffer). Leaves no
+ * buffers reserved. */
+nnz_status nnz_model_activation_bytes(nnz_model *m, int batch, size_t *bytes);
+/* Caps the activation arena (0 = no cap): a reserve past it fails with NNZ_ERR_NOMEM. */
+void nnz_model_set_activation_limit(nnz_model *m, size_t bytes);
+/* The shared conv scratch (im2col columns of a chunk of images) at `batch`, in bytes. */
+size_t nnz_model_conv_scratch_bytes(const nnz_model *m, int batch);
 /* x (n,in_h,in_w,in_c) -> logits (n,num_classes) at nnz_model_output(m). */
 nnz_status nnz_model_forward(nnz_model *m, const float *x, int n, bool train);
 const float *nnz_model_output(const nnz_model *m);

@@ -49,3 +49,53 @@ nnz_status nnz_evaluate(nnz_model *m, const nnz_dataset *d, int batch, int limit
         return nnz_fail(NNZ_ERR_NUMERIC, "the evaluation loss is not finite: the model's weights hold NaN/Inf");
     return NNZ_OK;
 }
+
+/* any conv/linear weight holding a zero (the sparse kernels may run it) */
+static bool has_zero_weights(const nnz_model *m) {
+    if (m->sparse_format.kind == NNZ_SPARSE_DENSE) return false;
+    for (int i = 0; i < m->n_nodes; i++) {
+        int rows, cols;
+        if (!nnz_node_weight_matrix(&m->nodes[i], &rows, &cols)) continue;
+        const float *w = nnz_tensor_f32(&m->params[m->nodes[i].weight].value);
+        for (int64_t j = 0; j < (int64_t)rows * cols; j++)
+            if (w[j] == 0.0f) return true;
+    }
+    return false;
+}
+
+nnz_status nnz_evaluate_fit(nnz_model *m, const nnz_dataset *d, int limit, size_t budget, int *batch,
+                            size_t *estimate) {
+    if (!m || !d || !batch || *batch < 1 || budget == 0)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_evaluate_fit: a model, data, a batch >= 1 and a budget are required");
+    if (estimate) *estimate = 0;
+    nnz_budget_shape sh = {
+        .eval_n = limit > 0 && limit < d->n ? limit : d->n,
+        .sparse = has_zero_weights(m),
+    };
+    const int wanted = *batch;
+    nnz_mem_need need;
+    const size_t peak = nnz_peak_resident_bytes(); /* loading the model and the data */
+    if (peak > budget)
+        return nnz_fail(NNZ_ERR_NOMEM,
+                        "loading the model and the data set already took the process to %zu bytes, over "
+                        "--memory-budget %zu; raise --memory-budget",
+                        peak, budget);
+    int fits = wanted;
+    NNZ_TRY(nnz_budget_need(m, wanted, &sh, &need));
+    if (need.total > budget) NNZ_TRY(nnz_budget_largest_batch(m, wanted - 1, budget, &sh, &fits));
+    if (fits < 1) {
+        char what[512];
+        nnz_budget_need(m, 1, &sh, &need);
+        nnz_budget_describe(&need, what, sizeof what);
+        return nnz_fail(NNZ_ERR_NOMEM,
+                        "not even a batch of 1 fits --memory-budget %zu: it needs an estimated %s; raise "
+                        "--memory-budget, or use fewer --threads",
+                        budget, what);
+    }
+    if (fits != wanted) NNZ_TRY(nnz_budget_need(m, fits, &sh, &need));
+    *batch = fits;
+    if (estimate) *estimate = need.total > peak ? need.total : peak;
+    /* the activations may use what the rest of the estimate leaves, no more */
+    nnz_model_set_activation_limit(m, budget - (need.total - need.activations));
+    return NNZ_OK;
+}

@@ -138,4 +138,24 @@ nnz_status nnz_train_config_from_json(const char *json, nnz_train_config *cfg, c
 const char *nnz_optimizer_kind_name(nnz_optimizer_kind k); /* "sgd", "adamw" */
 const char *nnz_schedule_kind_name(nnz_schedule_kind k);   /* "cosine", "step", "onecycle", "constant" */
 
+/* ===================== memory budgets (budget.c) ===================== */
+typedef struct {
+    int train_n;      /* training images (their order array); 0 for evaluation only */
+    int eval_n;       /* evaluated images */
+    bool train;       /* training buffers (batch, labels, logit gradients) besides evaluation's */
+    bool sparse;      /* layers hold zeros: the sparse formats' memory */
+    bool pruning;     /* magnitude masks are made while training (GMP) */
+} nnz_budget_shape;
+typedef struct { size_t resident, activations, buffers, runtime, total; } nnz_mem_need;
+/* zlib's state and buffers while a data split loads, besides the split itself */
+#define NNZ_DATA_LOAD_SLACK ((size_t)1 << 20)
+/* The estimated peak resident bytes at `batch` (budget.c explains the terms). */
+nnz_status nnz_budget_need(nnz_model *m, int batch, const nnz_budget_shape *sh, nnz_mem_need *out);
+/* The largest batch <= most whose need fits budget (0: not even 1). */
+nnz_status nnz_budget_largest_batch(nnz_model *m, int most, size_t budget, const nnz_budget_shape *sh, int *batch);
+/* The libraries' runtime share of the estimate. */
+size_t nnz_budget_runtime_bytes(const nnz_model *m, int batch, bool sparse, bool pruning);
+/* "N bytes: R resident before the batch (...), A for activations ..." */
+void nnz_budget_describe(const nnz_mem_need *n, char *buf, size_t len);
+
 #endif

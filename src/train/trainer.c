@@ -151,6 +151,7 @@ typedef struct {
     int64_t last_saved_step; /* -1 until this run writes a checkpoint */
     nnz_str str;             /* --prune autosparse */
     nnz_gmp gmp;             /* --prune gmp */
+    size_t estimate;         /* --memory-budget: the estimated peak resident bytes */
 } trainer;
 
 static void trainer_free(trainer *t) {
@@ -176,6 +177,70 @@ static nnz_status save(trainer *t, int64_t step) {
     return NNZ_OK;
 }
 
+/* --memory-budget, before loading: the data set is read whole (then trimmed to the limits) */
+static nnz_status check_data_budget(const nnz_train_config *c) {
+    size_t train_bytes, test_bytes, base = nnz_resident_bytes();
+    int train_n, test_n;
+    NNZ_TRY(nnz_dataset_bytes(c->data_dir, true, &train_bytes, &train_n));
+    NNZ_TRY(nnz_dataset_bytes(c->data_dir, false, &test_bytes, &test_n));
+    /* the training split is trimmed (a copy of the kept images, then the whole split freed) before
+     * the test split is loaded; the test split is trimmed the same way */
+    const bool trim = c->train_limit > 0 && c->train_limit < train_n;
+    size_t kept = trim ? (size_t)((double)train_bytes * c->train_limit / train_n) + 4096 : train_bytes;
+    size_t first = trim ? train_bytes + kept : train_bytes, second = kept + test_bytes;
+    if (c->test_limit > 0 && c->test_limit < test_n) second += (size_t)((double)test_bytes * c->test_limit / test_n) + 4096;
+    size_t load = first > second ? first : second;
+    size_t need = base + load + NNZ_DATA_LOAD_SLACK;
+    if (need <= c->memory_budget) return NNZ_OK;
+    return nnz_fail(NNZ_ERR_NOMEM,
+                    "the data set alone does not fit --memory-budget %zu: loading '%s' takes the process to about "
+                    "%zu bytes (%zu already resident, the training split %zu, the test split %zu; --train-limit "
+                    "trims the training split only after reading it whole); raise --memory-budget to at least %zu",
+                    c->memory_budget, c->data_dir, need, base, train_bytes, test_bytes, need);
+}
+
+/* --memory-budget: the estimated peak at the run's batch must fit; the activation arena is capped */
+static nnz_status fit_budget(trainer *t) {
+    const nnz_train_config *c = &t->cfg;
+    nnz_budget_shape sh = {
+        .train_n = t->train.n,
+        .eval_n = t->test.n,
+        .train = true,
+        .sparse = c->mask.kind != NNZ_MASK_DENSE || c->prune.kind != NNZ_PRUNE_NONE,
+        .pruning = c->prune.kind == NNZ_PRUNE_GMP,
+    };
+    nnz_mem_need need;
+    NNZ_TRY(nnz_budget_need(t->m, c->batch, &sh, &need));
+    const size_t peak = nnz_peak_resident_bytes(); /* loading may have been the peak */
+    t->estimate = need.total > peak ? need.total : peak;
+    if (peak > c->memory_budget)
+        return nnz_fail(NNZ_ERR_NOMEM,
+                        "loading the data set and building the model already took the process to %zu bytes, over "
+                        "--memory-budget %zu; raise --memory-budget",
+                        peak, c->memory_budget);
+    if (need.total > c->memory_budget) {
+        char what[512];
+        nnz_budget_describe(&need, what, sizeof what);
+        int fits = 0;
+        NNZ_TRY(nnz_budget_largest_batch(t->m, c->batch - 1, c->memory_budget, &sh, &fits));
+        if (fits < 1)
+            return nnz_fail(NNZ_ERR_NOMEM,
+                            "not even --batch 1 fits --memory-budget %zu: batch %d needs an estimated %s; raise "
+                            "--memory-budget, or use a smaller model or fewer --threads",
+                            c->memory_budget, c->batch, what);
+        return nnz_fail(NNZ_ERR_NOMEM,
+                        "--batch %d does not fit --memory-budget %zu: it needs an estimated %s. The largest --batch "
+                        "that fits is %d; %s (training never changes the batch by itself: that would change the "
+                        "numerics)",
+                        c->batch, c->memory_budget, what, fits,
+                        t->resumed ? "a resumed run keeps its checkpoint's batch, so raise --memory-budget"
+                                   : "pass it, or raise --memory-budget");
+    }
+    /* the activations may use what the rest of the estimate leaves, no more */
+    nnz_model_set_activation_limit(t->m, c->memory_budget - (need.total - need.activations));
+    return NNZ_OK;
+}
+
 static nnz_status setup(trainer *t, const nnz_train_config *cfg_in) {
     t->cfg = *cfg_in;
     nnz_train_config *c = &t->cfg;
@@ -193,10 +258,14 @@ static nnz_status setup(trainer *t, const nnz_train_config *cfg_in) {
     NNZ_TRY(nnz_check_output_path(c->out_path));
     NNZ_TRY(nnz_train_config_to_json(c, &t->config_json));
 
+    if (c->memory_budget) NNZ_TRY(check_data_budget(c));
+    /* only the first train_limit / test_limit images are ever used: hold no more */
     NNZ_TRY(nnz_dataset_load(c->data_dir, true, &t->train));
     t->have_train = true;
+    NNZ_TRY(nnz_dataset_trim(&t->train, c->train_limit));
     NNZ_TRY(nnz_dataset_load(c->data_dir, false, &t->test));
     t->have_test = true;
+    NNZ_TRY(nnz_dataset_trim(&t->test, c->test_limit));
     const nnz_dataset *d = &t->train;
 
     if (t->resumed) {
@@ -220,10 +289,11 @@ static nnz_status setup(trainer *t, const nnz_train_config *cfg_in) {
     }
     if (c->sparse_format) NNZ_TRY(nnz_model_set_sparse_format(t->m, c->sparse_format));
     NNZ_TRY(nnz_model_set_precision(t->m, c->precision));
-    NNZ_TRY(nnz_model_reserve(t->m, c->batch));
     NNZ_TRY(nnz_optimizer_init(&t->opt, t->m, c->optimizer, c->momentum, c->nesterov, c->weight_decay,
                                c->decay_bn_and_bias));
     if (t->resumed) NNZ_TRY(nnz_checkpoint_load_optimizer(&t->ck, t->m, &t->opt));
+    if (c->memory_budget) NNZ_TRY(fit_budget(t));
+    NNZ_TRY(nnz_model_reserve(t->m, c->batch));
 
     NNZ_TRY(nnz_batcher_init(&t->batcher, d, c->train_limit, c->batch, true, c->augment, c->seed));
     t->steps_per_epoch = nnz_batcher_train_steps(&t->batcher);
@@ -403,6 +473,8 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
     res->seconds = seconds;
     res->steps = step;
     res->train_images_per_sec = seconds > 0 ? (double)run_images / seconds : 0;
+    res->memory_estimate = t->estimate;
+    res->peak_resident = nnz_peak_resident_bytes();
     return NNZ_OK;
 }
 

@@ -2,13 +2,14 @@
 #include "cli.h"
 
 #include <string.h>
+#include <sys/stat.h>
 
 int cmd_eval(int argc, char **argv) {
     const char *data = NNZ_DEFAULT_DATA_DIR;
     int batch = 256, threads = 0, limit = 0;
     bool json = false, train_split = false;
     int precision = NNZ_F32;
-    const char *sparse_format = "auto";
+    const char *sparse_format = "auto", *budget_text = NULL;
     cli_flag flags[] = {
         FL_STR("--data", &data, "DIR", "Data set directory (MNIST-style IDX or CIFAR-10 binary).",
                NNZ_DEFAULT_DATA_DIR),
@@ -18,6 +19,10 @@ int cmd_eval(int argc, char **argv) {
         FL_INT("--limit", &limit, "N", "Evaluate only the first N images (0 = all).", "0", 0, 0),
         FL_CHOICE("--precision", &precision, "P", CLI_PRECISION_HELP, "fp32", cli_precision_names),
         FL_STR("--sparse-format", &sparse_format, "F", CLI_SPARSE_FORMAT_HELP, "auto"),
+        FL_STR("--memory-budget", &budget_text, "BYTES",
+               "Most bytes the process may hold resident (peak RSS), e.g. 64M, 1G (binary units): the batch is "
+               "lowered to the largest that fits (the results do not depend on it), or the run refused (exit 1).",
+               "unlimited"),
         FL_BOOL("--json", &json, "Print one JSON line instead of text."),
     };
     cli_command cmd = {
@@ -41,6 +46,37 @@ int cmd_eval(int argc, char **argv) {
     if (r == CLI_HELP_SHOWN) return CLI_EXIT_OK;
     if (r) return r;
     nnz_set_threads(threads);
+    size_t budget = 0;
+    if (budget_text && !cli_parse_bytes(budget_text, &budget)) return cli_usage_error(&cmd, CLI_BUDGET_ERROR, budget_text);
+    if (budget) { /* the data set is read whole, then trimmed to --limit */
+        cli_budget_malloc();
+        size_t bytes, base = nnz_resident_bytes();
+        int n;
+        if (nnz_dataset_bytes(data, train_split, &bytes, &n) != NNZ_OK) return cli_fail("eval", "cannot load the data");
+        size_t need = base + bytes + (limit > 0 && limit < n ? bytes / (size_t)n * (size_t)limit + 4096 : 0) + (1 << 20);
+        if (need > budget) {
+            fprintf(stderr,
+                    "nnz eval: the data set alone does not fit --memory-budget %zu: loading the %s split of '%s' "
+                    "takes the process to about %zu bytes (%zu already resident, the split %zu); raise "
+                    "--memory-budget to at least that\n",
+                    budget, train_split ? "train" : "test", data, need, base, bytes);
+            return CLI_EXIT_FAILURE;
+        }
+        /* a checkpoint is read whole while the model (about its size: weights and gradients) is
+         * built; the data set comes after it (a .nnz file's check comes after loading) */
+        struct stat st;
+        if (!nnz_is_packed_file(pos[0]) && stat(pos[0], &st) == 0) {
+            size_t file = (size_t)st.st_size, with_model = base + 2 * file + (1 << 20);
+            if (need + file > with_model) with_model = need + file;
+            if (with_model > budget) {
+                fprintf(stderr,
+                        "nnz eval: loading '%s' (%zu bytes) and the data set (%zu bytes) takes the process to about "
+                        "%zu bytes, over --memory-budget %zu; raise --memory-budget to at least that\n",
+                        pos[0], file, bytes, with_model, budget);
+                return CLI_EXIT_FAILURE;
+            }
+        }
+    }
 
     nnz_model *m = NULL;
     if (nnz_is_packed_file(pos[0])) { /* a .nnz file: decoded whole into a model */
@@ -57,18 +93,41 @@ int cmd_eval(int argc, char **argv) {
         nnz_model_free(m);
         return cli_fail("eval", "cannot load the data");
     }
+    nnz_status s = nnz_dataset_trim(&d, limit); /* only the first --limit images are evaluated */
+    size_t estimate = 0;
+    const int wanted = batch;
+    if (s == NNZ_OK && budget) {
+        if ((s = nnz_evaluate_fit(m, &d, limit, budget, &batch, &estimate)) != NNZ_OK) {
+            nnz_dataset_free(&d);
+            nnz_model_free(m);
+            return cli_fail("eval", "the evaluation does not fit the memory budget");
+        }
+        if (batch < wanted)
+            fprintf(stderr, "nnz eval: note: --batch %d lowered to %d to fit --memory-budget %zu (the results do not "
+                    "depend on the batch)\n", wanted, batch, budget);
+    }
     nnz_eval_result er;
-    nnz_status s = nnz_evaluate(m, &d, batch, limit, &er);
+    if (s == NNZ_OK) s = nnz_evaluate(m, &d, batch, limit, &er);
     nnz_dataset_free(&d);
     nnz_model_free(m);
     if (s != NNZ_OK) return cli_fail("eval", "evaluation failed");
     if (json) {
         printf("{\"checkpoint\":");
         cli_json_string(stdout, pos[0]);
-        printf(",\"precision\":\"%s\",\"split\":\"%s\",\"images\":%d,\"accuracy\":%.6f,\"loss\":%.6f,\"images_per_sec\":%.1f}\n",
-               cli_precision_names[precision], train_split ? "train" : "test", er.n, er.accuracy, er.loss, er.images_per_sec);
-    } else
+        printf(",\"precision\":\"%s\",\"split\":\"%s\",\"images\":%d,\"accuracy\":%.6f,\"loss\":%.6f,\"images_per_sec\":%.1f,"
+               "\"batch\":%d,\"budget_bytes\":%zu,\"estimated_bytes\":%zu,\"peak_resident_bytes\":%zu}\n",
+               cli_precision_names[precision], train_split ? "train" : "test", er.n, er.accuracy, er.loss, er.images_per_sec,
+               batch, budget, estimate, nnz_peak_resident_bytes());
+    } else {
         printf("images: %d (%s split)\nloss: %.4f\nthroughput: %.0f images/s\naccuracy: %.2f%%\n", er.n,
                train_split ? "train" : "test", er.loss, er.images_per_sec, 100.0 * er.accuracy);
+        if (budget) {
+            char pk[32], est[32], bud[32];
+            cli_group_digits((int64_t)nnz_peak_resident_bytes(), pk, sizeof pk);
+            cli_group_digits((int64_t)estimate, est, sizeof est);
+            cli_group_digits((int64_t)budget, bud, sizeof bud);
+            printf("memory: peak resident %s bytes (estimated %s, budget %s), batch %d\n", pk, est, bud, batch);
+        }
+    }
     return CLI_EXIT_OK;
 }

@@ -1,34 +1,9 @@
 /* nnz run: inference from a .nnz file, decoding each layer's weights just before it runs. */
 #include "cli.h"
 
-#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-
-/* "8M", "512K", "1G", "1000000" -> bytes (binary units). false if malformed. */
-static bool parse_bytes(const char *s, size_t *out) {
-    char *end = NULL;
-    if (!isdigit((unsigned char)s[0])) return false;
-    double v = strtod(s, &end);
-    double mul = 1;
-    if (*end) {
-        switch (toupper((unsigned char)*end)) {
-        case 'K': mul = 1024.0; break;
-        case 'M': mul = 1024.0 * 1024; break;
-        case 'G': mul = 1024.0 * 1024 * 1024; break;
-        default: return false;
-        }
-        end++;
-        if (toupper((unsigned char)*end) == 'I') end++;
-        if (toupper((unsigned char)*end) == 'B') end++;
-        if (*end) return false;
-    }
-    v *= mul;
-    if (!(v >= 1) || v > 1e18) return false;
-    *out = (size_t)v;
-    return true;
-}
 
 int cmd_run(int argc, char **argv) {
     const char *data = NNZ_DEFAULT_DATA_DIR, *budget_text = NULL;
@@ -72,9 +47,9 @@ int cmd_run(int argc, char **argv) {
     if (r) return r;
     nnz_run_config cfg;
     nnz_run_config_init(&cfg);
-    if (budget_text && !parse_bytes(budget_text, &cfg.memory_budget))
-        return cli_usage_error(&cmd, "--memory-budget expects a byte count like 8M, 512K or 1000000, got '%s'",
-                               budget_text);
+    if (budget_text && !cli_parse_bytes(budget_text, &cfg.memory_budget))
+        return cli_usage_error(&cmd, CLI_BUDGET_ERROR, budget_text);
+    if (budget_text) cli_budget_malloc();
     cfg.batch = batch;
     cfg.limit = limit;
     cfg.prefetch = !no_prefetch;

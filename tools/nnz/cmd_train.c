@@ -31,7 +31,7 @@ static bool zoo_has(const char *name) {
 int cmd_train(int argc, char **argv) {
     nnz_train_config cfg;
     nnz_train_config_init(&cfg);
-    const char *model = cfg.model, *data = cfg.data_dir, *out = NULL, *resume = NULL, *log = NULL;
+    const char *model = cfg.model, *data = cfg.data_dir, *out = NULL, *resume = NULL, *log = NULL, *budget = NULL;
     int optimizer = (int)cfg.optimizer, schedule = (int)cfg.schedule;
     float lr = 0.0f, wd = -1.0f;
     int precision = (int)cfg.precision, mask = NNZ_MASK_DENSE;
@@ -111,6 +111,12 @@ int cmd_train(int argc, char **argv) {
         FL_STR("--log", &log, "FILE", "Write JSON lines (one per log interval and per epoch) to FILE (appended "
                "with --resume).", NULL),
         FL_INT("--log-every", &cfg.log_every, "N", "Steps between progress reports.", "50", 1, 1000000000),
+        FL_STR("--memory-budget", &budget, "BYTES",
+               "Most bytes the process may hold resident (peak RSS), e.g. 256M, 1G (binary units): the data set, "
+               "weights, gradients, optimizer state, activations, scratch and the BLAS/OpenMP runtime. The need at "
+               "--batch is estimated before training; a batch that does not fit is refused (exit 1) with the "
+               "largest that does, never changed.",
+               "unlimited"),
         FL_INT("--train-limit", &cfg.train_limit, "N", "Use only the first N training images (0 = all).", "0", 0, 0),
         FL_INT("--test-limit", &cfg.test_limit, "N", "Evaluate on only the first N test images (0 = all).", "0", 0,
                0),
@@ -170,6 +176,8 @@ int cmd_train(int argc, char **argv) {
     cfg.sparse_format = sparse_format;
     cfg.weight_decay = wd;
     cfg.log_path = log;
+    if (budget && !cli_parse_bytes(budget, &cfg.memory_budget)) return cli_usage_error(&cmd, CLI_BUDGET_ERROR, budget);
+    if (budget) cli_budget_malloc();
     char default_out[128];
     if (resume) {
         static const char *const run_flags[] = {"--model", "--batch", "--lr", "--optimizer", "--momentum",
@@ -219,6 +227,13 @@ int cmd_train(int argc, char **argv) {
         printf("training FLOPs: %.4g (%.3fx dense) over %lld steps; inference FLOPs: %.4g per image (%.3fx dense)\n",
                res.train_flops, res.train_flops / res.train_flops_dense, (long long)res.steps, res.infer_flops,
                res.infer_flops_dense > 0 ? res.infer_flops / res.infer_flops_dense : 1.0);
+    if (cfg.memory_budget) {
+        char pk[32], est[32], bud[32];
+        cli_group_digits((int64_t)res.peak_resident, pk, sizeof pk);
+        cli_group_digits((int64_t)res.memory_estimate, est, sizeof est);
+        cli_group_digits((int64_t)cfg.memory_budget, bud, sizeof bud);
+        printf("memory: peak resident %s bytes (estimated %s, budget %s)\n", pk, est, bud);
+    }
     printf("checkpoint: %s\n", out);
     printf("test accuracy: %.2f%%\n", 100.0 * res.test_accuracy);
     return CLI_EXIT_OK;
