@@ -49,8 +49,6 @@ extern const char *const cli_precision_names[];
 /* --mask's choices, indexed by nnz_mask_kind */
 extern const char *const cli_mask_kind_names[];
 #define CLI_SPARSE_FORMAT_HELP "How layers whose weights hold zeros run: auto (each layer's format from its sparsity and block fill), dense, csr or bsr:RxC (e.g. bsr:16x16)."
-/* "8M", "512K", "1G", "1000000" -> bytes (binary units; an optional trailing "iB"/"B"). false if malformed. */
-bool cli_parse_bytes(const char *s, size_t *out);
 /* With --memory-budget: freed buffers go back to the system at once (glibc's malloc thresholds
  * fixed), so the resident memory follows what is allocated. */
 void cli_budget_malloc(void);

@@ -47,7 +47,7 @@ int cmd_eval(int argc, char **argv) {
     if (r) return r;
     nnz_set_threads(threads);
     size_t budget = 0;
-    if (budget_text && !cli_parse_bytes(budget_text, &budget)) return cli_usage_error(&cmd, CLI_BUDGET_ERROR, budget_text);
+    if (budget_text && !nnz_parse_bytes(budget_text, &budget)) return cli_usage_error(&cmd, CLI_BUDGET_ERROR, budget_text);
     if (budget) { /* the data set is read whole, then trimmed to --limit */
         cli_budget_malloc();
         size_t bytes, base = nnz_resident_bytes();

@@ -47,7 +47,7 @@ int cmd_run(int argc, char **argv) {
     if (r) return r;
     nnz_run_config cfg;
     nnz_run_config_init(&cfg);
-    if (budget_text && !cli_parse_bytes(budget_text, &cfg.memory_budget))
+    if (budget_text && !nnz_parse_bytes(budget_text, &cfg.memory_budget))
         return cli_usage_error(&cmd, CLI_BUDGET_ERROR, budget_text);
     if (budget_text) cli_budget_malloc();
     cfg.batch = batch;

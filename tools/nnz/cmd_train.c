@@ -176,7 +176,7 @@ int cmd_train(int argc, char **argv) {
     cfg.sparse_format = sparse_format;
     cfg.weight_decay = wd;
     cfg.log_path = log;
-    if (budget && !cli_parse_bytes(budget, &cfg.memory_budget)) return cli_usage_error(&cmd, CLI_BUDGET_ERROR, budget);
+    if (budget && !nnz_parse_bytes(budget, &cfg.memory_budget)) return cli_usage_error(&cmd, CLI_BUDGET_ERROR, budget);
     if (budget) cli_budget_malloc();
     char default_out[128];
     if (resume) {

@@ -3,7 +3,6 @@
  * generated from the same table, so the help can never drift from the parser. */
 #include "cli.h"
 
-#include <ctype.h>
 #include <errno.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -236,29 +235,6 @@ void cli_print_help(const cli_command *cmd, FILE *out) {
     }
     fprintf(out, "  %-24s %s\n", "--help", "Show this help.");
     if (cmd->example) fprintf(out, "\nexample:\n%s\n", cmd->example);
-}
-
-bool cli_parse_bytes(const char *s, size_t *out) {
-    char *end = NULL;
-    if (!isdigit((unsigned char)s[0])) return false;
-    double v = strtod(s, &end);
-    double mul = 1;
-    if (*end) {
-        switch (toupper((unsigned char)*end)) {
-        case 'K': mul = 1024.0; break;
-        case 'M': mul = 1024.0 * 1024; break;
-        case 'G': mul = 1024.0 * 1024 * 1024; break;
-        default: return false;
-        }
-        end++;
-        if (toupper((unsigned char)*end) == 'I') end++;
-        if (toupper((unsigned char)*end) == 'B') end++;
-        if (*end) return false;
-    }
-    v *= mul;
-    if (!(v >= 1) || v > 1e18) return false;
-    *out = (size_t)v;
-    return true;
 }
 
 void cli_budget_malloc(void) {
