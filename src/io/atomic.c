@@ -87,7 +87,7 @@ static nnz_status write_failure(const char *what, const char *path, int err) {
     else if (err == EDQUOT) why = "the disk quota is used up";
 #endif
     struct stat st;
-    const char *kept = stat(path, &st) == 0 ? "the old file is kept unchanged" : "no file was written";
+    const char *kept = stat(path, &st) == 0 ? "the old file is unchanged" : "no file was written";
     if (why)
         return nnz_fail(NNZ_ERR_IO, "%s '%s' failed: %s (%s); %s. Free some space or raise the limit and retry", what,
                         path, why, strerror(err), kept);

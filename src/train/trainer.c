@@ -172,6 +172,18 @@ static void trainer_free(trainer *t) {
     free(t->config_json);
 }
 
+/* After a NaN/Inf: which checkpoint the user has. */
+static void kept_text(const trainer *t, char *buf, size_t len) {
+    struct stat st;
+    if (t->last_saved_step >= 0)
+        snprintf(buf, len, "the last good checkpoint '%s' (step %lld) is kept", t->cfg.out_path,
+                 (long long)t->last_saved_step);
+    else if (t->cfg.out_path && stat(t->cfg.out_path, &st) == 0)
+        snprintf(buf, len, "this run saved nothing, '%s' is unchanged", t->cfg.out_path);
+    else
+        snprintf(buf, len, "no checkpoint was written by this run");
+}
+
 /* The first non-finite weight or optimizer state, or -1 when all are finite. */
 static int non_finite_param(const nnz_model *m, const nnz_optimizer *opt) {
     for (int i = 0; i < m->n_params; i++) {
@@ -204,11 +216,7 @@ static nnz_status save(trainer *t, int64_t step) {
     const int bad = non_finite_param(t->m, &t->opt);
     if (bad >= 0) {
         char kept[4200];
-        if (t->last_saved_step >= 0)
-            snprintf(kept, sizeof kept, "the last good checkpoint '%s' (step %lld) is kept", t->cfg.out_path,
-                     (long long)t->last_saved_step);
-        else
-            snprintf(kept, sizeof kept, "'%s' was not written by this run", t->cfg.out_path);
+        kept_text(t, kept, sizeof kept);
         return nnz_fail(NNZ_ERR_NUMERIC,
                         "'%s' (or its optimizer state) became NaN or infinite at step %lld and training stopped; %s. "
                         "Lower --lr (now %g), add --warmup, or try --optimizer adamw",
@@ -364,11 +372,7 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
                                       &correct);
         if (!isfinite(loss)) {
             char kept[4200];
-            if (t->last_saved_step >= 0)
-                snprintf(kept, sizeof kept, "the last good checkpoint '%s' (step %lld) is kept", c->out_path,
-                         (long long)t->last_saved_step);
-            else
-                snprintf(kept, sizeof kept, "no checkpoint was written by this run");
+            kept_text(t, kept, sizeof kept);
             return nnz_fail(NNZ_ERR_NUMERIC,
                             "the training loss became %s at step %lld (epoch %d) and training stopped; %s. Lower "
                             "--lr (now %g), add --warmup, or try --optimizer adamw",
