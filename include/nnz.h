@@ -274,6 +274,8 @@ typedef struct {
     const char *model;          /* zoo name, default "mbv2-tiny" */
     const char *data_dir;       /* default NNZ_DEFAULT_DATA_DIR */
     const char *out_path;       /* checkpoint written at each epoch end (and on interruption); NULL = none */
+    int checkpoint_every;       /* also write it every this many optimizer steps (0, the default = epoch ends
+                                   only); not part of the run: not stored in the checkpoint, resume passes it anew */
     const char *resume_path;    /* continue from this checkpoint: the run's settings (model, seed, batch,
                                    optimizer, schedule, ...) come from it; epochs too when epochs is 0 */
     const char *log_path;       /* JSON lines, one per interval and per epoch; NULL = none */

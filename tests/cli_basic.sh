@@ -147,12 +147,13 @@ ls "$T" | grep -q '\.tmp' && fail "temporary file left behind after a failed ren
 cp first.safetensors keep.safetensors
 ( trap '' XFSZ; ulimit -f 100; exec "$NNZ" train --model mlp "${TRAIN[@]}" --out keep.safetensors ) >"$T/out" 2>"$T/err"
 [ $? -eq 1 ] || fail "a checkpoint write past the size limit did not exit 1"
-has err "keep.safetensors"
+has err "keep.safetensors"; has err "file-size limit"; has err "the old file is unchanged"
 cmp -s keep.safetensors first.safetensors || fail "the failed save changed the existing checkpoint"
 ls "$T" | grep -q '\.tmp' && fail "temporary file left behind after a failed write"
 ( trap '' XFSZ; ulimit -f 100; exec "$NNZ" train --model mlp "${TRAIN[@]}" --out fresh.safetensors ) >"$T/out" 2>"$T/err"
 [ $? -eq 1 ] || fail "a checkpoint write past the size limit did not exit 1"
 [ -e fresh.safetensors ] && fail "a partial fresh.safetensors was left"
+has err "fresh.safetensors"; has err "file-size limit"; has err "no file was written"
 ls "$T" | grep -q '\.tmp' && fail "temporary file left behind after a failed write"
 
 echo "cli_basic: all checks passed"

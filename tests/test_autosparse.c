@@ -420,6 +420,39 @@ static int assert_files_equal(const char *a, const char *b) {
     return thresholds;
 }
 
+static uint8_t *slurp(const char *path, long *size) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    *size = ftell(f);
+    rewind(f);
+    uint8_t *b = malloc((size_t)*size);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)*size, f), (size_t)*size);
+    fclose(f);
+    return b;
+}
+
+static void assert_bytes_equal(const char *a, const char *b) {
+    long na, nb;
+    uint8_t *x = slurp(a, &na), *y = slurp(b, &nb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(x, y, (size_t)na);
+    free(x);
+    free(y);
+}
+
+static int64_t checkpoint_step(const char *path) {
+    nnz_checkpoint ck;
+    assert_int_equal(nnz_checkpoint_open(path, &ck), NNZ_OK);
+    const int64_t step = ck.state.step;
+    nnz_checkpoint_close(&ck);
+    return step;
+}
+
+/* A crash at any step: the checkpoint written there (--checkpoint-every, or at a stop) resumes to the
+ * uninterrupted run's final checkpoint byte for byte, the run's last step included (an autosparse
+ * checkpoint there already holds w~). */
 static void test_train_resume_is_bitwise(void **state) {
     (void)state;
     char dir[256], pa[300], pb[300];
@@ -439,23 +472,33 @@ static void test_train_resume_is_bitwise(void **state) {
         const double ft = res.train_flops / res.train_flops_dense, fi = res.infer_flops / res.infer_flops_dense;
         assert_true(ft < 1.0 && fi < 1.0 && ft > fi);
         if (kind != NNZ_PRUNE_GMP) assert_true(res.sparsity > 0.01 && res.sparsity < 0.999);
-        prune_config(&c, &r2, (nnz_prune_kind)kind, pb);
-        r2.stop_at = 7;
-        assert_int_equal(nnz_train(&c, &res), NNZ_ERR_INTERRUPTED);
-        nnz_train_config_init(&c);
-        c.resume_path = pb;
-        c.out_path = pb;
-        c.epochs = 0;
-        c.test_limit = 32;
-        c.threads = 2;
-        c.log_every = 1;
-        c.progress = record;
-        c.progress_user = &r2;
-        r2.stop_at = 0;
-        assert_int_equal(nnz_train(&c, &res), NNZ_OK);
-        assert_int_equal(res.prune, kind);
-        assert_memory_equal(r1.loss, r2.loss, 10 * sizeof(float));
-        assert_int_equal(assert_files_equal(pa, pb), kind == NNZ_PRUNE_AUTOSPARSE ? 4 : 0); /* conv2, fc1 and their momentum */
+        /* stopped at step 7 (a crash after --checkpoint-every's save there), then at the last step: */
+        static const int64_t stops[] = {7, 10};
+        for (int i = 0; i < 2; i++) {
+            prune_config(&c, &r2, (nnz_prune_kind)kind, pb);
+            c.checkpoint_every = 2; /* saves at steps 2, 4, 6 besides the epoch ends: they must not disturb the run */
+            r2.stop_at = stops[i];
+            assert_int_equal(nnz_train(&c, &res), NNZ_ERR_INTERRUPTED);
+            assert_int_equal(checkpoint_step(pb), stops[i]);
+            nnz_train_config_init(&c);
+            c.resume_path = pb;
+            c.out_path = pb;
+            c.epochs = 0;
+            c.test_limit = 32;
+            c.threads = 2;
+            c.log_every = 1;
+            c.checkpoint_every = 3;
+            c.progress = record;
+            c.progress_user = &r2;
+            r2.stop_at = 0;
+            assert_int_equal(nnz_train(&c, &res), NNZ_OK);
+            assert_int_equal(res.prune, kind);
+            assert_int_equal(res.steps, 10);
+            assert_memory_equal(r1.loss, r2.loss, 10 * sizeof(float));
+            assert_int_equal(assert_files_equal(pa, pb), kind == NNZ_PRUNE_AUTOSPARSE ? 4 : 0); /* conv2, fc1 and their momentum */
+            /* byte for byte: resuming a finished autosparse run must not threshold its w~ again */
+            assert_bytes_equal(pa, pb);
+        }
         /* the final autosparse checkpoint holds w~ and loads as a plain model */
         nnz_model *m = NULL;
         assert_int_equal(nnz_checkpoint_load_model(pa, &m), NNZ_OK);

@@ -4,10 +4,13 @@
 #include "io/io.h"
 
 #include <dirent.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -132,6 +135,86 @@ static void test_failed_rename_removes_temp_and_keeps_target(void **state) {
     rmdir(dir);
 }
 
+static bool exists(const char *dir, const char *name) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* A writer killed mid-save (SIGKILL) leaves "<path>.tmp.<pid>.<hex>": the next open of the same path
+ * removes it once that process is gone, and nothing else. */
+static void test_open_removes_dead_writers_temps(void **state) {
+    (void)state;
+    char dir[256], path[512];
+    tu_make_temp_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/out.bin", dir);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) _exit(0);
+    int wstatus;
+    assert_int_equal(waitpid(child, &wstatus, 0), child); /* reaped: its pid names no process now */
+    const long dead = (long)child, live = (long)getppid(), self = (long)getpid();
+    char names[7][128];
+    snprintf(names[0], 128, "out.bin.tmp.%ld.1f2e", dead);   /* stale: removed */
+    snprintf(names[1], 128, "out.bin.tmp.%ld.ab", live);     /* a live writer's */
+    snprintf(names[2], 128, "out.bin.tmp.%ld.ab", self);     /* our own */
+    snprintf(names[3], 128, "out.bin.tmp.%ld.xyz", dead);    /* not the pattern */
+    snprintf(names[4], 128, "other.bin.tmp.%ld.1", dead);    /* another file's */
+    snprintf(names[5], 128, "out.bin.tmp.%ld.", dead);       /* no salt */
+    snprintf(names[6], 128, "xout.bin.tmp.%ld.1", dead);     /* another file's */
+    for (int i = 0; i < 7; i++) {
+        char p[1200];
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        tu_write_file(p, "x", 1);
+    }
+    assert_int_equal(write_text(path, "new"), NNZ_OK);
+    assert_false(exists(dir, names[0]));
+    for (int i = 1; i < 7; i++)
+        if (!exists(dir, names[i])) fail_msg("'%s' was removed", names[i]);
+    for (int i = 1; i < 7; i++) {
+        char p[1200];
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        unlink(p);
+    }
+    unlink(path);
+    rmdir(dir);
+}
+
+/* A write that hits the file-size limit (as a full disk would) fails with a message that says so and
+ * keeps the old file. */
+static void test_file_size_limit_is_a_clear_error(void **state) {
+    (void)state;
+    char dir[256], path[512], got[64];
+    tu_make_temp_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/big.bin", dir);
+    assert_int_equal(write_text(path, "old contents"), NNZ_OK);
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = 8192;
+    void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN); /* write() fails with EFBIG instead */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    static char block[65536];
+    memset(block, 7, sizeof block);
+    nnz_atomic_file af;
+    nnz_status s = nnz_atomic_open(&af, path);
+    if (s == NNZ_OK) s = nnz_atomic_write(&af, block, sizeof block);
+    if (s == NNZ_OK) s = nnz_atomic_commit(&af); /* the error may surface at the flush */
+    else nnz_atomic_abort(&af);
+    setrlimit(RLIMIT_FSIZE, &old);
+    signal(SIGXFSZ, old_handler);
+    assert_int_equal(s, NNZ_ERR_IO);
+    assert_non_null(strstr(nnz_last_error(), "big.bin"));
+    assert_non_null(strstr(nnz_last_error(), "file-size limit"));
+    assert_non_null(strstr(nnz_last_error(), "old file is unchanged"));
+    read_text(path, got, sizeof got);
+    assert_string_equal(got, "old contents");
+    assert_int_equal(count_temp_files(dir), 0);
+    unlink(path);
+    rmdir(dir);
+}
+
 static void test_read_file_plain_gz_and_caps(void **state) {
     (void)state;
     char dir[256], plain[512], gz[512], missing[512];
@@ -198,6 +281,8 @@ int main(void) {
         cmocka_unit_test(test_abort_leaves_old_file),
         cmocka_unit_test(test_missing_directory_is_a_clear_error),
         cmocka_unit_test(test_failed_rename_removes_temp_and_keeps_target),
+        cmocka_unit_test(test_open_removes_dead_writers_temps),
+        cmocka_unit_test(test_file_size_limit_is_a_clear_error),
         cmocka_unit_test(test_read_file_plain_gz_and_caps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

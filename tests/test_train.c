@@ -690,6 +690,10 @@ static void test_train_rejects_bad_config(void **state) {
     c.label_smoothing = 1.5f;
     assert_int_equal(nnz_train(&c, &res), NNZ_ERR_INVALID_ARG);
     nnz_train_config_init(&c);
+    c.checkpoint_every = -1;
+    assert_int_equal(nnz_train(&c, &res), NNZ_ERR_INVALID_ARG);
+    assert_non_null(strstr(nnz_last_error(), "--checkpoint-every"));
+    nnz_train_config_init(&c);
     c.out_path = "/nonexistent-dir/x.safetensors";
     assert_int_equal(nnz_train(&c, &res), NNZ_ERR_IO);
     assert_non_null(strstr(nnz_last_error(), "/nonexistent-dir"));
@@ -731,7 +735,73 @@ static void test_train_nan_stops_and_keeps_checkpoint(void **state) {
     c.momentum = 0;
     assert_int_equal(nnz_train(&c, &res), NNZ_ERR_NUMERIC);
     assert_non_null(strstr(nnz_last_error(), "--lr"));
+    assert_non_null(strstr(nnz_last_error(), "is unchanged"));
     uint8_t *after = slurp(path, &after_size);
+    assert_int_equal(before_size, after_size);
+    assert_memory_equal(before, after, before_size);
+    assert_int_equal(count_entries(dir), 1);
+    nnz_free(before);
+    nnz_free(after);
+
+    /* With a checkpoint every step, the file is the last one whose weights are all finite, and the
+     * message names its step. */
+    c.checkpoint_every = 1;
+    assert_int_equal(nnz_train(&c, &res), NNZ_ERR_NUMERIC);
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", nnz_last_error());
+    const char *kept = strstr(msg, "last good checkpoint");
+    assert_non_null(kept);
+    nnz_checkpoint ck;
+    assert_int_equal(nnz_checkpoint_open(path, &ck), NNZ_OK);
+    char want[64];
+    snprintf(want, sizeof want, "(step %lld)", (long long)ck.state.step);
+    assert_true(ck.state.step >= 1);
+    assert_non_null(strstr(kept, want));
+    nnz_model *m = NULL;
+    assert_int_equal(nnz_checkpoint_build_model(&ck, &m), NNZ_OK);
+    for (int i = 0; i < m->n_params; i++)
+        for (int64_t j = 0; j < nnz_tensor_numel(&m->params[i].value); j++)
+            assert_true(isfinite(nnz_tensor_f32(&m->params[i].value)[j]));
+    nnz_model_free(m);
+    nnz_checkpoint_close(&ck);
+    assert_int_equal(count_entries(dir), 1);
+
+    /* A non-finite optimizer state (poisoned by hand) turns a weight infinite while the loss is still
+     * finite: that step's checkpoint is not written, and the message names the weight. */
+    nnz_train_config_init(&c);
+    c.model = "mlp";
+    c.epochs = 1;
+    c.batch = 32;
+    c.train_limit = 64;
+    c.test_limit = 32;
+    c.out_path = path;
+    assert_int_equal(nnz_train(&c, &res), NNZ_OK); /* SGD with momentum: it has a state to poison */
+    assert_int_equal(nnz_checkpoint_open(path, &ck), NNZ_OK);
+    assert_int_equal(nnz_checkpoint_build_model(&ck, &m), NNZ_OK);
+    nnz_optimizer opt;
+    assert_int_equal(nnz_optimizer_init(&opt, m, NNZ_OPT_SGD, 0.9f, false, 0.0f, false), NNZ_OK);
+    assert_int_equal(nnz_checkpoint_load_optimizer(&ck, m, &opt), NNZ_OK);
+    const int fc1 = nnz_model_find_param(m, "fc1.weight");
+    assert_true(fc1 >= 0);
+    opt.state1[fc1][0] = INFINITY;
+    assert_int_equal(nnz_checkpoint_save(path, m, &opt, &ck.state, ck.train_config_json), NNZ_OK);
+    const int64_t poisoned_step = ck.state.step;
+    nnz_optimizer_free(&opt);
+    nnz_model_free(m);
+    nnz_checkpoint_close(&ck);
+    before = slurp(path, &before_size);
+    nnz_train_config_init(&c);
+    c.resume_path = path;
+    c.out_path = path;
+    c.epochs = 2;
+    c.test_limit = 32;
+    c.checkpoint_every = 1;
+    assert_int_equal(nnz_train(&c, &res), NNZ_ERR_NUMERIC);
+    assert_non_null(strstr(nnz_last_error(), "'fc1.weight'"));
+    snprintf(want, sizeof want, "at step %lld", (long long)poisoned_step + 1);
+    assert_non_null(strstr(nnz_last_error(), want));
+    assert_non_null(strstr(nnz_last_error(), "is unchanged"));
+    after = slurp(path, &after_size);
     assert_int_equal(before_size, after_size);
     assert_memory_equal(before, after, before_size);
     assert_int_equal(count_entries(dir), 1);

@@ -1,11 +1,15 @@
 /* Atomic file writes: data goes to a temp file in the destination's directory,
  * which is flushed, fsync'd and renamed over the destination, and then the
  * directory is fsync'd so the rename itself survives a crash. Until commit the
- * old file (if any) is untouched; any failure removes the temp file. */
+ * old file (if any) is untouched; any failure removes the temp file. A writer
+ * killed outright (SIGKILL, OOM killer) leaves its temp file behind: the next
+ * open of the same destination removes it once its process is gone. */
 #include "io/io.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -30,6 +34,64 @@ static char *dir_of(const char *path) {
     memcpy(d, path, n);
     d[n] = '\0';
     return d;
+}
+
+/* Temp files are "<name>.tmp.<pid>.<hex salt>" next to the destination. Does `entry` (a name in
+ * the destination's directory) have that form for the destination named `base`? Its pid in *pid. */
+static bool is_temp_of(const char *entry, const char *base, long *pid) {
+    const size_t n = strlen(base);
+    if (strncmp(entry, base, n) != 0 || strncmp(entry + n, ".tmp.", 5) != 0) return false;
+    const char *p = entry + n + 5;
+    if (*p < '1' || *p > '9') return false;
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(p, &end, 10);
+    if (errno || v <= 0 || *end != '.' || !end[1]) return false;
+    for (p = end + 1; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return false;
+    *pid = v;
+    return true;
+}
+
+/* Removes the temp files of `path` whose writer no longer exists (kill(pid, 0) says ESRCH): what a
+ * SIGKILL during an earlier save left. A live writer's temp file, ours included, is never touched.
+ * Best effort: an unreadable directory or a failed unlink is not an error. (Writers in another pid
+ * namespace or on another host sharing the directory look dead; the worst for such a writer is a
+ * failed rename, its old file kept.) */
+static void remove_stale_temps(const char *path) {
+    char *dir = dir_of(path);
+    if (!dir) return;
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    DIR *d = opendir(dir);
+    free(dir);
+    if (!d) return;
+    const long self = (long)getpid();
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        long pid = 0;
+        if (!is_temp_of(e->d_name, base, &pid) || pid == self || pid > INT32_MAX) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        unlinkat(dirfd(d), e->d_name, 0);
+    }
+    closedir(d);
+}
+
+/* The error for a failed write, flush, sync or close of the temp file of `path`: the cause in
+ * words (a full disk and a file-size limit are the usual ones) and that the destination is kept. */
+static nnz_status write_failure(const char *what, const char *path, int err) {
+    const char *why = NULL;
+    if (err == ENOSPC) why = "the disk is full";
+    else if (err == EFBIG) why = "the file-size limit was hit (see ulimit -f)";
+#ifdef EDQUOT
+    else if (err == EDQUOT) why = "the disk quota is used up";
+#endif
+    struct stat st;
+    const char *kept = stat(path, &st) == 0 ? "the old file is unchanged" : "no file was written";
+    if (why)
+        return nnz_fail(NNZ_ERR_IO, "%s '%s' failed: %s (%s); %s. Free some space or raise the limit and retry", what,
+                        path, why, strerror(err), kept);
+    return nnz_fail(NNZ_ERR_IO, "%s '%s' failed: %s; %s", what, path, strerror(err), kept);
 }
 
 static void release(nnz_atomic_file *af) {
@@ -67,6 +129,7 @@ nnz_status nnz_atomic_open(nnz_atomic_file *af, const char *path) {
         release(af);
         return nnz_fail(NNZ_ERR_NOMEM, "out of memory preparing to write '%s'", path);
     }
+    remove_stale_temps(path);
     /* O_EXCL with a unique suffix, not mkstemp: mkstemp's 0600 would ignore the umask. */
     int fd = -1, err = 0;
     for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
@@ -101,7 +164,7 @@ nnz_status nnz_atomic_write(nnz_atomic_file *af, const void *data, size_t len) {
     if (len && fwrite(data, 1, len, af->f) != len) {
         int err = errno;
         af->failed = true;
-        return nnz_fail(NNZ_ERR_IO, "writing '%s' failed: %s; check free disk space", af->final_path, strerror(err));
+        return write_failure("writing", af->final_path, err);
     }
     return NNZ_OK;
 }
@@ -142,8 +205,8 @@ nnz_status nnz_atomic_commit(nnz_atomic_file *af) {
     af->f = NULL;
     if (!step && rename(af->tmp_path, path) != 0) { step = "renaming the temporary file onto"; err = errno; }
     if (step) {
-        nnz_status s = nnz_fail(NNZ_ERR_IO, "%s '%s' failed: %s; the old file is unchanged", step, path, strerror(err));
         unlink(af->tmp_path);
+        nnz_status s = write_failure(step, path, err);
         release(af);
         return s;
     }

@@ -108,6 +108,9 @@ static nnz_status resolve_defaults(nnz_train_config *c) {
     if (c->train_limit < 0 || c->test_limit < 0)
         return nnz_fail(NNZ_ERR_INVALID_ARG, "image limits must be >= 0 (0 = all)");
     if (c->threads < 0) return nnz_fail(NNZ_ERR_INVALID_ARG, "threads must be >= 0 (0 = all cores)");
+    if (c->checkpoint_every < 0)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "--checkpoint-every must be >= 0 steps (0 = only at epoch ends; got %d)",
+                        c->checkpoint_every);
     return resolve_prune(c);
 }
 
@@ -150,6 +153,7 @@ typedef struct {
     int64_t steps_per_epoch, total_steps;
     int64_t last_saved_step; /* -1 until this run writes a checkpoint */
     nnz_str str;             /* --prune autosparse */
+    bool baked;              /* autosparse: the weights are w~ for good (the run's last step) */
     nnz_gmp gmp;             /* --prune gmp */
     size_t estimate;         /* --memory-budget: the estimated peak resident bytes */
 } trainer;
@@ -169,8 +173,56 @@ static void trainer_free(trainer *t) {
     free(t->config_json);
 }
 
+/* After a NaN/Inf: which checkpoint the user has. */
+static void kept_text(const trainer *t, char *buf, size_t len) {
+    struct stat st;
+    if (t->last_saved_step >= 0)
+        snprintf(buf, len, "the last good checkpoint '%s' (step %lld) is kept", t->cfg.out_path,
+                 (long long)t->last_saved_step);
+    else if (t->cfg.out_path && stat(t->cfg.out_path, &st) == 0)
+        snprintf(buf, len, "this run saved nothing, '%s' is unchanged", t->cfg.out_path);
+    else
+        snprintf(buf, len, "no checkpoint was written by this run");
+}
+
+/* The first non-finite weight or optimizer state, or -1 when all are finite. */
+static int non_finite_param(const nnz_model *m, const nnz_optimizer *opt) {
+    for (int i = 0; i < m->n_params; i++) {
+        const float *states[3] = {nnz_tensor_f32(&m->params[i].value), NULL, NULL};
+        if (i < opt->n) {
+            states[1] = opt->state1 ? opt->state1[i] : NULL;
+            states[2] = opt->state2 ? opt->state2[i] : NULL;
+        }
+        const int64_t n = nnz_tensor_numel(&m->params[i].value);
+        for (int k = 0; k < 3; k++) {
+            if (!states[k]) continue;
+            float bad = 0.0f; /* branch-free: NaN or Inf makes x - x NaN */
+            for (int64_t j = 0; j < n; j++) bad += states[k][j] - states[k][j];
+            if (bad != 0.0f) return i;
+        }
+    }
+    return -1;
+}
+
+/* Writes the checkpoint of `step` (atomically: a crash leaves the previous one). An autosparse run's
+ * checkpoint at its last step holds w~, the thresholded weights, for good: that save bakes them first
+ * (and a run resumed from it does not bake again, see run()). Weights or optimizer state that are no
+ * longer finite are never written: the previous checkpoint stays the last good one. */
 static nnz_status save(trainer *t, int64_t step) {
+    if (t->cfg.prune.kind == NNZ_PRUNE_AUTOSPARSE && step == t->total_steps && !t->baked) {
+        nnz_str_bake(&t->str, t->m);
+        t->baked = true;
+    }
     if (!t->cfg.out_path) return NNZ_OK;
+    const int bad = non_finite_param(t->m, &t->opt);
+    if (bad >= 0) {
+        char kept[4200];
+        kept_text(t, kept, sizeof kept);
+        return nnz_fail(NNZ_ERR_NUMERIC,
+                        "'%s' (or its optimizer state) became NaN or infinite at step %lld and training stopped; %s. "
+                        "Lower --lr (now %g), add --warmup, or try --optimizer adamw",
+                        t->m->params[bad].name, (long long)step, kept, t->cfg.lr);
+    }
     nnz_ckpt_state st = {.step = step, .epoch = (int)(step / t->steps_per_epoch), .seed = t->cfg.seed};
     NNZ_TRY(nnz_checkpoint_save(t->cfg.out_path, t->m, &t->opt, &st, t->config_json));
     t->last_saved_step = step;
@@ -319,7 +371,7 @@ static float alpha_at(const nnz_train_config *c, int64_t step, int64_t total, in
 
 /* test accuracy; an autosparse run is evaluated on w~ */
 static nnz_status evaluate(trainer *t, nnz_eval_result *er) {
-    const bool str = t->cfg.prune.kind == NNZ_PRUNE_AUTOSPARSE;
+    const bool str = t->cfg.prune.kind == NNZ_PRUNE_AUTOSPARSE && !t->baked;
     if (str) nnz_str_apply(&t->str, t->m);
     nnz_status s = nnz_evaluate(t->m, &t->test, t->cfg.batch, t->cfg.test_limit, er);
     if (str) nnz_str_restore(&t->str, t->m);
@@ -360,6 +412,8 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
         .min_lr = 0.0f,
     };
     const int64_t start_step = step;
+    /* an autosparse checkpoint at the run's last step already holds w~ (save() baked it) */
+    if (c->prune.kind == NNZ_PRUNE_AUTOSPARSE && step == t->total_steps) t->baked = true;
     const double t_start = nnz_now_sec();
     interval_acc iv, ep;
     acc_reset(&iv);
@@ -388,11 +442,7 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
                                       &correct);
         if (!isfinite(loss)) {
             char kept[4200];
-            if (t->last_saved_step >= 0)
-                snprintf(kept, sizeof kept, "the last good checkpoint '%s' (step %lld) is kept", c->out_path,
-                         (long long)t->last_saved_step);
-            else
-                snprintf(kept, sizeof kept, "no checkpoint was written by this run");
+            kept_text(t, kept, sizeof kept);
             return nnz_fail(NNZ_ERR_NUMERIC,
                             "the training loss became %s at step %lld (epoch %d) and training stopped; %s. Lower "
                             "--lr (now %g), add --warmup, or try --optimizer adamw",
@@ -410,7 +460,8 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
 
         const bool log_now = step % c->log_every == 0;
         const bool epoch_end = step % spe == 0;
-        if (!log_now && !epoch_end) continue;
+        const bool save_now = c->checkpoint_every > 0 && step % c->checkpoint_every == 0;
+        if (!log_now && !epoch_end && !save_now) continue;
         double now = nnz_now_sec(), elapsed = now - t_start;
         memset(&p, 0, sizeof p);
         p.epoch = epoch + 1;
@@ -443,12 +494,14 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
             res->train_loss = p.loss;
             res->train_accuracy = p.accuracy;
             NNZ_TRY(nnz_log_epoch(&t->log, &p, p.loss, p.accuracy));
-            NNZ_TRY(save(t, step));
+        }
+        /* at each epoch end, every --checkpoint-every steps, and when stopped (Ctrl-C) */
+        if (epoch_end || save_now || !go_on) NNZ_TRY(save(t, step));
+        if (epoch_end) {
             if (c->progress && go_on) go_on = c->progress(&p, c->progress_user);
             acc_reset(&ep);
         }
         if (!go_on) {
-            if (!epoch_end) NNZ_TRY(save(t, step));
             res->steps = step;
             return nnz_fail(NNZ_ERR_INTERRUPTED, "training stopped at step %lld of %lld%s%s%s", (long long)step,
                             (long long)t->total_steps, c->out_path ? "; resume with --resume " : "",
@@ -460,11 +513,9 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
         NNZ_TRY(evaluate(t, &er));
         test_acc = er.accuracy;
     }
-    if (c->prune.kind == NNZ_PRUNE_AUTOSPARSE) {
-        /* the checkpoint gets w~ (zeros the sparse kernels run at eval); the thresholds stay in it */
-        nnz_str_bake(&t->str, m);
-        NNZ_TRY(save(t, step));
-    }
+    /* an autosparse checkpoint gets w~ (zeros the sparse kernels run at eval; the thresholds stay in it):
+     * the last epoch end's save baked it, or the run was resumed from that checkpoint */
+    if (c->prune.kind == NNZ_PRUNE_AUTOSPARSE && !t->baked) NNZ_TRY(save(t, step));
     res->sparsity = pruned_sparsity(m);
     res->prune = c->prune.kind;
     res->infer_flops = nnz_model_sparse_flops(m, NULL, &res->infer_flops_dense);

@@ -102,8 +102,14 @@ int cmd_train(int argc, char **argv) {
         FL_STR("--data", &data, "DIR",
                "Data set directory: MNIST-style IDX files (raw or .gz) or CIFAR-10 binary batches.",
                NNZ_DEFAULT_DATA_DIR),
-        FL_STR("--out", &out, "FILE", "Checkpoint written (atomically) at every epoch end.",
+        FL_STR("--out", &out, "FILE",
+               "Checkpoint written (atomically: a crash leaves the previous one) at every epoch end.",
                "MODEL.safetensors; with --resume, the resumed file"),
+        FL_INT("--checkpoint-every", &cfg.checkpoint_every, "N",
+               "Also write the checkpoint every N optimizer steps, so a crash or kill loses at most N steps; "
+               "--resume continues from it bit for bit. Not remembered by the checkpoint: pass it again with "
+               "--resume.",
+               "0 (only at epoch ends)", 0, 1000000000),
         FL_STR("--resume", &resume, "FILE",
                "Continue the run saved in FILE exactly where it stopped (its model, seed, batch, optimizer and "
                "schedule are used; --epochs may extend it).",
@@ -128,7 +134,8 @@ int cmd_train(int argc, char **argv) {
         .description =
             "Trains a model from the zoo on an image data set (Fashion-MNIST by default), evaluates it on\n"
             "the test split after every epoch and writes a safetensors checkpoint (weights, optimizer state\n"
-            "and everything needed to resume) at every epoch end. Ctrl-C saves a checkpoint and stops;\n"
+            "and everything needed to resume) at every epoch end, and every N steps with --checkpoint-every N.\n"
+            "Ctrl-C saves a checkpoint and stops; after a crash or kill the last checkpoint is intact;\n"
             "--resume continues from it with exactly the losses an uninterrupted run would have had\n"
             "(same --threads). Images are scaled to [0,1] and normalized with the data set's mean/std.\n"
             "A NaN/Inf loss stops training with exit code 1 and keeps the last good checkpoint.",
@@ -138,6 +145,7 @@ int cmd_train(int argc, char **argv) {
                    "  nnz train --model vgg8 --mask block --sparsity 0.9 --mask-block 16x16\n"
                    "  nnz train --model vgg8 --prune autosparse --threshold-init -5 --alpha0 0.5\n"
                    "  nnz train --model vgg8 --prune gmp --target-sparsity 0.9\n"
+                   "  nnz train --model vgg8 --epochs 30 --checkpoint-every 200\n"
                    "  nnz train --resume mbv2-tiny.safetensors",
         .flags = flags,
         .n_flags = (int)(sizeof flags / sizeof flags[0]),
