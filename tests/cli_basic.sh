@@ -3,21 +3,8 @@
 # training run, then info/eval/bench/resume on its checkpoint, and failed
 # saves that must leave no partial file behind. $1 = the nnz binary.
 set -u
-NNZ=$(realpath "${1:?usage: cli_basic.sh path/to/nnz}")
-T=$(mktemp -d "${TMPDIR:-/tmp}/nnz-cli-XXXXXX")
-trap 'rm -rf "$T"' EXIT
-cd "$T" || exit 1
-
-fail() { echo "FAIL: $*"; echo "--- stdout"; cat "$T/out" 2>/dev/null; echo "--- stderr"; cat "$T/err" 2>/dev/null; exit 1; }
-# expect CODE cmd...: runs cmd, output in $T/out and $T/err, checks the exit code.
-expect() {
-    local code=$1; shift
-    "$@" >"$T/out" 2>"$T/err"
-    local rc=$?
-    [ "$rc" -eq "$code" ] || fail "expected exit $code, got $rc: $*"
-}
-has() { grep -q -e "$2" "$1" || fail "'$2' not in $1"; }
-lacks() { ! grep -q -e "$2" "$1" || fail "'$2' unexpectedly in $1"; }
+. "$(dirname "$0")/support/cli_lib.sh"
+cli_setup "$@"
 
 # ---- help and version
 expect 0 "$NNZ" --help;    has out "train"; has out "eval"; has out "info"; has out "bench"; has out "exit codes"

@@ -3,20 +3,9 @@
 # iterations, 3 with --prune autosparse, 3 with --prune gmp), and a diverging run (NaN loss) that must
 # keep the last good checkpoint. $1 = the nnz binary.
 set -u
-NNZ=$(realpath "${1:?usage: cli_killtest.sh path/to/nnz}")
+. "$(dirname "$0")/support/cli_lib.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
-T=$(mktemp -d "${TMPDIR:-/tmp}/nnz-cli-XXXXXX")
-trap 'rm -rf "$T"' EXIT
-cd "$T" || exit 1
-
-fail() { echo "FAIL: $*"; echo "--- stdout"; cat "$T/out" 2>/dev/null; echo "--- stderr"; cat "$T/err" 2>/dev/null; exit 1; }
-expect() {
-    local code=$1; shift
-    "$@" >"$T/out" 2>"$T/err"
-    local rc=$?
-    [ "$rc" -eq "$code" ] || fail "expected exit $code, got $rc: $*"
-}
-has() { grep -q -e "$2" "$1" || fail "'$2' not in $1"; }
+cli_setup "$@"
 
 # ---- --checkpoint-every: documented, bad values are usage errors
 expect 0 "$NNZ" train --help

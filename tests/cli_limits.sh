@@ -3,18 +3,8 @@
 # declare (a gzip'd data set after decompression, a model's weights and
 # activations), a malformed value is a usage error. $1 = the nnz binary.
 set -u
-NNZ=$(realpath "${1:?usage: cli_limits.sh path/to/nnz}")
-T=$(mktemp -d "${TMPDIR:-/tmp}/nnz-limits-XXXXXX")
-trap 'rm -rf "$T"' EXIT
-cd "$T" || exit 1
-fail() { echo "FAIL: $*"; echo "--- stdout"; cat "$T/out" 2>/dev/null; echo "--- stderr"; cat "$T/err" 2>/dev/null; exit 1; }
-expect() {
-    local code=$1; shift
-    "$@" >"$T/out" 2>"$T/err"
-    local rc=$?
-    [ "$rc" -eq "$code" ] || fail "expected exit $code, got $rc: $*"
-}
-has() { grep -q -e "$2" "$1" || fail "'$2' not in $1"; }
+. "$(dirname "$0")/support/cli_lib.sh"
+cli_setup "$@"
 
 expect 0 "$NNZ" --help; has out "NNZ_SIZE_LIMIT"
 expect 2 env NNZ_SIZE_LIMIT=lots "$NNZ" info x.safetensors; has err "NNZ_SIZE_LIMIT='lots' is not a size"

@@ -3,19 +3,8 @@
 # gaps, the picture is a well-formed P5 file of the right size, and bad shapes, sparsities and
 # blocks exit 2 with a message naming the problem (and leave no picture behind). $1 = nnz.
 set -u
-NNZ=$(realpath "${1:?usage: cli_mask.sh path/to/nnz}")
-T=$(mktemp -d "${TMPDIR:-/tmp}/nnz-cli-mask-XXXXXX")
-trap 'rm -rf "$T"' EXIT
-cd "$T" || exit 1
-
-fail() { echo "FAIL: $*"; echo "--- stdout"; cat "$T/out" 2>/dev/null; echo "--- stderr"; cat "$T/err" 2>/dev/null; exit 1; }
-expect() {
-    local code=$1; shift
-    "$@" >"$T/out" 2>"$T/err"
-    local rc=$?
-    [ "$rc" -eq "$code" ] || fail "expected exit $code, got $rc: $*"
-}
-has() { grep -q -e "$2" "$1" || fail "'$2' not in $1"; }
+. "$(dirname "$0")/support/cli_lib.sh"
+cli_setup "$@"
 
 expect 0 "$NNZ" --help;       has out "mask"
 expect 0 "$NNZ" mask --help;  has out "usage: nnz mask"; has out "example:"; has out "--sparsity"

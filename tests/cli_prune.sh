@@ -4,19 +4,9 @@
 # in every pruned layer and leaves the first and last layers dense; both resume; bad
 # combinations exit 2 with a message. $1 = nnz.
 set -u
-NNZ=$(realpath "${1:?usage: cli_prune.sh path/to/nnz}")
-T=$(mktemp -d "${TMPDIR:-/tmp}/nnz-cli-prune-XXXXXX")
-trap 'rm -rf "$T"' EXIT
-cd "$T" || exit 1
+. "$(dirname "$0")/support/cli_lib.sh"
+cli_setup "$@"
 
-fail() { echo "FAIL: $*"; echo "--- stdout"; cat "$T/out" 2>/dev/null; echo "--- stderr"; cat "$T/err" 2>/dev/null; exit 1; }
-expect() {
-    local code=$1; shift
-    "$@" >"$T/out" 2>"$T/err"
-    local rc=$?
-    [ "$rc" -eq "$code" ] || fail "expected exit $code, got $rc: $*"
-}
-has() { grep -q -e "$2" "$1" || fail "'$2' not in $1"; }
 # zeros LAYER: the percentage of zeros nnz info printed for LAYER
 zeros() { awk -v l="$1" '$1 == l && $3 == "zeros" { sub("%", "", $2); print $2 }' "$T/out" | head -1; }
 

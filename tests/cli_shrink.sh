@@ -3,20 +3,8 @@
 # (exit 1, no partial output), then a tiny mbv2-tiny run whose merged checkpoint info,
 # eval and bench load; the same seed and threads give the same file. $1 = the nnz binary.
 set -u
-NNZ=$(realpath "${1:?usage: cli_shrink.sh path/to/nnz}")
-T=$(mktemp -d "${TMPDIR:-/tmp}/nnz-shrink-XXXXXX")
-trap 'rm -rf "$T"' EXIT
-cd "$T" || exit 1
-
-fail() { echo "FAIL: $*"; echo "--- stdout"; cat "$T/out" 2>/dev/null; echo "--- stderr"; cat "$T/err" 2>/dev/null; exit 1; }
-expect() {
-    local code=$1; shift
-    "$@" >"$T/out" 2>"$T/err"
-    local rc=$?
-    [ "$rc" -eq "$code" ] || fail "expected exit $code, got $rc: $*"
-}
-has() { grep -q -e "$2" "$1" || fail "'$2' not in $1"; }
-no_temp() { ls -A "$T" | grep -q '\.tmp' && fail "temporary file left behind"; true; }
+. "$(dirname "$0")/support/cli_lib.sh"
+cli_setup "$@"
 
 # ---- help: every valued flag documents its default
 expect 0 "$NNZ" --help;            has out "shrink"
