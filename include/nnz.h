@@ -146,11 +146,16 @@ typedef struct {
 /* Loads the train or test split from dir: MNIST-style IDX files (raw or .gz)
  * or CIFAR-10 binary batches, detected from the file names. */
 nnz_status nnz_dataset_load(const char *dir, bool train, nnz_dataset *out);
+/* Only the first `limit` images (limit <= 0: all): an IDX image file is read (and gunzipped)
+ * only as far as those images go. num_classes is that of the whole split, as with
+ * nnz_dataset_load + nnz_dataset_trim, which this equals. */
+nnz_status nnz_dataset_load_first(const char *dir, bool train, int limit, nnz_dataset *out);
 void nnz_dataset_free(nnz_dataset *d);
 #define NNZ_DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
-/* The bytes nnz_dataset_load(dir, train) will hold (images + labels, while loading and after),
- * from the files' headers and sizes, without loading them; *n (may be NULL) gets the image count. */
-nnz_status nnz_dataset_bytes(const char *dir, bool train, size_t *bytes, int *n);
+/* The bytes nnz_dataset_load_first(dir, train, limit) will hold (images + labels, while loading
+ * and after), from the files' headers and sizes, without loading them; *n (may be NULL) gets the
+ * split's whole image count. */
+nnz_status nnz_dataset_bytes(const char *dir, bool train, int limit, size_t *bytes, int *n);
 /* Keeps only the first n images (n <= 0 or >= d->n: all), giving the rest's memory back.
  * num_classes stays that of the whole split. */
 nnz_status nnz_dataset_trim(nnz_dataset *d, int n);

@@ -115,6 +115,58 @@ static void expect_load_error(const char *dir, nnz_status code, const char *cons
     assert_null(d.labels);
 }
 
+/* nnz_dataset_load_first reads only the first images: the same as loading all and trimming,
+ * for raw and gzip'd files, with the whole split's class count; a truncated tail past the
+ * images asked for is not read, one inside them is an error; nnz_dataset_bytes agrees. */
+static void test_idx_load_first(void **state) {
+    (void)state;
+    char dir[256];
+    tu_make_temp_dir(dir, sizeof dir);
+    put_mnist(dir, "train", false);
+    put_mnist(dir, "t10k", true);
+    for (int split = 0; split < 2; split++)
+        for (int limit = 0; limit <= N_IMG + 1; limit++) {
+            nnz_dataset all, first;
+            assert_int_equal(nnz_dataset_load(dir, split == 0, &all), NNZ_OK);
+            assert_int_equal(nnz_dataset_trim(&all, limit), NNZ_OK);
+            assert_int_equal(nnz_dataset_load_first(dir, split == 0, limit, &first), NNZ_OK);
+            assert_int_equal(first.n, limit == 0 || limit > N_IMG ? N_IMG : limit);
+            assert_int_equal(first.n, all.n);
+            assert_int_equal(first.num_classes, 4); /* of the whole split, even when the first labels are 0..3 */
+            assert_memory_equal(first.images, all.images, (size_t)first.n * IMG_H * IMG_W);
+            assert_memory_equal(first.labels, all.labels, (size_t)first.n);
+            size_t bytes = 0;
+            int n = 0;
+            assert_int_equal(nnz_dataset_bytes(dir, split == 0, limit, &bytes, &n), NNZ_OK);
+            assert_int_equal(n, N_IMG);
+            size_t held = 16 + (size_t)first.n * IMG_H * IMG_W + 8 + N_IMG;
+            assert_true(bytes >= held && bytes <= held + 256);
+            nnz_dataset_free(&all);
+            nnz_dataset_free(&first);
+        }
+    /* the first image's class count: labels 0,3,1,2,3 -> 4 classes even for limit 1 (label 0) */
+    /* a file cut inside its 4th image: the first 3 load, 4 do not */
+    uint32_t dims[3] = {N_IMG, IMG_H, IMG_W};
+    size_t len;
+    uint8_t *img = make_idx(3, dims, 7, &len);
+    for (int gz = 0; gz < 2; gz++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/train-images-idx3-ubyte%s", dir, gz ? ".gz" : "");
+        unlink(path);
+        put(dir, gz ? "train-images-idx3-ubyte.gz" : "train-images-idx3-ubyte", img, 16 + 3 * IMG_H * IMG_W + 5, gz);
+        nnz_dataset d;
+        assert_int_equal(nnz_dataset_load_first(dir, true, 3, &d), NNZ_OK);
+        assert_int_equal(d.n, 3);
+        nnz_dataset_free(&d);
+        assert_int_equal(nnz_dataset_load_first(dir, true, 4, &d), NNZ_ERR_FORMAT);
+        assert_non_null(strstr(nnz_last_error(), "its first 4 images need"));
+        assert_int_equal(nnz_dataset_load(dir, true, &d), NNZ_ERR_FORMAT);
+        unlink(path);
+    }
+    free(img);
+    remove_tree(dir);
+}
+
 static void test_idx_truncated_message(void **state) {
     (void)state;
     char dir[256], path[512], want[700];
@@ -423,6 +475,7 @@ static void test_real_fashion_mnist(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_idx_good_raw_and_gz),   cmocka_unit_test(test_idx_truncated_message),
+        cmocka_unit_test(test_idx_load_first),
         cmocka_unit_test(test_idx_hostile_files),     cmocka_unit_test(test_idx_parse_direct),
         cmocka_unit_test(test_missing_files_listed),  cmocka_unit_test(test_cifar_good),
         cmocka_unit_test(test_cifar_bad),             cmocka_unit_test(test_real_fashion_mnist),

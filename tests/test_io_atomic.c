@@ -242,6 +242,19 @@ static void test_read_file_plain_gz_and_caps(void **state) {
     assert_memory_equal(data, src, n);
     nnz_free(data);
 
+    /* a prefix: exactly the bytes asked for, or the whole file when it is shorter; never an error for a longer file */
+    for (int z = 0; z < 2; z++) {
+        const char *f = z ? gz : plain;
+        assert_int_equal(nnz_read_prefix(f, z == 1, 7, &data, &size), NNZ_OK);
+        assert_int_equal(size, 7);
+        assert_memory_equal(data, src, 7);
+        nnz_free(data);
+        assert_int_equal(nnz_read_prefix(f, z == 1, n + 100, &data, &size), NNZ_OK);
+        assert_int_equal(size, n);
+        assert_memory_equal(data, src, n);
+        nnz_free(data);
+    }
+    assert_int_equal(nnz_read_prefix(plain, false, 0, &data, &size), NNZ_ERR_INVALID_ARG);
     /* One byte under the size: the cap holds for plain files and after decompression (gzip bombs). */
     assert_int_equal(nnz_read_file(plain, false, n - 1, &data, &size), NNZ_ERR_FORMAT);
     assert_non_null(strstr(nnz_last_error(), "a.bin"));

@@ -36,19 +36,37 @@ static nnz_status find_idx(const char *dir, const char *base, char *path, bool *
     return NNZ_OK;
 }
 
-/* Reads and validates one IDX file; on success *buf holds the file and *idx points into it. */
-static nnz_status load_idx(const char *path, bool gz, uint8_t **buf, nnz_idx *idx) {
+/* Reads and validates one IDX file, or only its first `limit` items (limit <= 0: all); on
+ * success *buf holds what was read and *idx points into it. A prefix is read without
+ * decompressing the rest: the first images of a 47 MB gzip'd set cost a few kB. */
+static nnz_status load_idx(const char *path, bool gz, int64_t limit, uint8_t **buf, nnz_idx *idx) {
     size_t size;
-    NNZ_TRY(nnz_read_file(path, gz, nnz_size_limit(), buf, &size));
-    nnz_status s = nnz_idx_parse(*buf, size, path, idx);
+    *buf = NULL;
+    if (limit > 0) {
+        uint8_t *hdr;
+        size_t need;
+        NNZ_TRY(nnz_read_prefix(path, gz, NNZ_IDX_MAX_HEADER, &hdr, &size));
+        nnz_status s = nnz_idx_first_bytes(hdr, size, path, limit, &need);
+        nnz_free(hdr);
+        NNZ_TRY(s);
+        if (need > nnz_size_limit())
+            return nnz_fail(NNZ_ERR_FORMAT, "the first %lld items of '%s' take %zu bytes, over the size limit of %zu "
+                            "bytes; if the file is genuine, raise NNZ_SIZE_LIMIT", (long long)limit, path, need,
+                            nnz_size_limit());
+        NNZ_TRY(nnz_read_prefix(path, gz, need, buf, &size));
+    } else {
+        NNZ_TRY(nnz_read_file(path, gz, nnz_size_limit(), buf, &size));
+    }
+    nnz_status s = limit > 0 ? nnz_idx_parse_first(*buf, size, path, limit, idx) : nnz_idx_parse(*buf, size, path, idx);
     if (s != NNZ_OK) { nnz_free(*buf); *buf = NULL; }
     return s;
 }
 
-static nnz_status load_mnist(const char *img_path, bool img_gz, const char *lbl_path, bool lbl_gz, nnz_dataset *out) {
+static nnz_status load_mnist(const char *img_path, bool img_gz, const char *lbl_path, bool lbl_gz, int limit,
+                             nnz_dataset *out) {
     uint8_t *ibuf = NULL, *lbuf = NULL;
     nnz_idx im, lb;
-    NNZ_TRY(load_idx(img_path, img_gz, &ibuf, &im));
+    NNZ_TRY(load_idx(img_path, img_gz, limit, &ibuf, &im));
     nnz_status s = NNZ_OK;
     if (im.ndim != 3 && im.ndim != 4)
         s = nnz_fail(NNZ_ERR_FORMAT, "IDX image file '%s' has %d dimensions; expected 3 (n, h, w) or 4 (n, h, w, c)",
@@ -57,12 +75,13 @@ static nnz_status load_mnist(const char *img_path, bool img_gz, const char *lbl_
         if (im.dims[i] > INT_MAX)
             s = nnz_fail(NNZ_ERR_UNSUPPORTED, "IDX image file '%s': dimension %d is %lld, over nnz's limit of %d",
                          img_path, i, (long long)im.dims[i], INT_MAX);
-    if (s == NNZ_OK) s = load_idx(lbl_path, lbl_gz, &lbuf, &lb);
+    /* the labels are read whole (one byte an image): the class count is that of the whole split */
+    if (s == NNZ_OK) s = load_idx(lbl_path, lbl_gz, 0, &lbuf, &lb);
     if (s == NNZ_OK && lb.ndim != 1)
         s = nnz_fail(NNZ_ERR_FORMAT, "IDX label file '%s' has %d dimensions; expected 1", lbl_path, lb.ndim);
-    if (s == NNZ_OK && lb.dims[0] != im.dims[0])
+    if (s == NNZ_OK && lb.file_items != im.file_items)
         s = nnz_fail(NNZ_ERR_FORMAT, "'%s' holds %lld images but '%s' holds %lld labels; the files do not belong "
-                     "together", img_path, (long long)im.dims[0], lbl_path, (long long)lb.dims[0]);
+                     "together", img_path, (long long)im.file_items, lbl_path, (long long)lb.file_items);
     if (s != NNZ_OK) {
         nnz_free(ibuf);
         nnz_free(lbuf);
@@ -72,10 +91,10 @@ static nnz_status load_mnist(const char *img_path, bool img_gz, const char *lbl_
     size_t pixels = (size_t)im.dims[0] * (size_t)im.dims[1] * (size_t)im.dims[2] * (size_t)(im.ndim == 4 ? im.dims[3] : 1);
     /* Keep the file buffers, with the data moved to their start: no second copy. */
     memmove(ibuf, im.data, pixels);
-    memmove(lbuf, lb.data, (size_t)n);
     int max_label = 0;
-    for (int i = 0; i < n; i++)
-        if (lbuf[i] > max_label) max_label = lbuf[i];
+    for (int64_t i = 0; i < lb.dims[0]; i++)
+        if (lb.data[i] > max_label) max_label = lb.data[i];
+    memmove(lbuf, lb.data, (size_t)n);
     out->n = n;
     out->h = (int)im.dims[1];
     out->w = (int)im.dims[2];
@@ -151,6 +170,10 @@ static nnz_status find_cifar(const char *dir, bool train, char paths[][PATH_CAP]
 }
 
 nnz_status nnz_dataset_load(const char *dir, bool train, nnz_dataset *out) {
+    return nnz_dataset_load_first(dir, train, 0, out);
+}
+
+nnz_status nnz_dataset_load_first(const char *dir, bool train, int limit, nnz_dataset *out) {
     memset(out, 0, sizeof *out);
     if (!dir || !*dir) dir = NNZ_DEFAULT_DATA_DIR;
     struct stat st;
@@ -165,7 +188,7 @@ nnz_status nnz_dataset_load(const char *dir, bool train, nnz_dataset *out) {
     bool img_gz = false, lbl_gz = false, have_img, have_lbl;
     NNZ_TRY(find_idx(dir, img_base, img_path, &img_gz, &have_img));
     NNZ_TRY(find_idx(dir, lbl_base, lbl_path, &lbl_gz, &have_lbl));
-    if (have_img && have_lbl) return load_mnist(img_path, img_gz, lbl_path, lbl_gz, out);
+    if (have_img && have_lbl) return load_mnist(img_path, img_gz, lbl_path, lbl_gz, limit, out);
     if (have_img || have_lbl)
         return nnz_fail(NNZ_ERR_IO, "'%s' has %s but not %s[.gz]; re-download the data set", dir,
                         have_img ? img_base : lbl_base, have_img ? lbl_base : img_base);
@@ -175,6 +198,7 @@ nnz_status nnz_dataset_load(const char *dir, bool train, nnz_dataset *out) {
     int nfiles;
     nnz_status s = find_cifar(dir, train, paths, &nfiles);
     if (s == NNZ_OK && nfiles > 0) s = load_cifar(paths, nfiles, out);
+    if (s == NNZ_OK && nfiles > 0) s = nnz_dataset_trim(out, limit); /* CIFAR is small: read, then trim */
     nnz_free(paths);
     if (s != NNZ_OK || nfiles > 0) return s;
 
@@ -184,29 +208,20 @@ nnz_status nnz_dataset_load(const char *dir, bool train, nnz_dataset *out) {
                     train ? "data_batch_1.bin..data_batch_5.bin" : "test_batch.bin");
 }
 
-/* The item count and bytes (header included) of an IDX file, from its header. */
-static nnz_status idx_header_bytes(const char *path, size_t *bytes, int64_t *items) {
-    gzFile g = gzopen(path, "rb"); /* reads uncompressed files as they are */
-    if (!g) return nnz_fail(NNZ_ERR_IO, "cannot open '%s': %s", path, strerror(errno ? errno : ENOMEM));
-    uint8_t h[4 + 4 * 4];
-    int got = gzread(g, h, sizeof h);
-    gzclose(g);
-    int ndim = got >= 4 ? h[3] : 0;
-    if (got < 4 || h[0] != 0 || h[1] != 0 || ndim < 1 || ndim > 4 || got < 4 + 4 * ndim)
-        return nnz_fail(NNZ_ERR_FORMAT, "'%s' does not start with an IDX header; re-download it or pass --data", path);
-    size_t total = 1;
-    for (int i = 0; i < ndim; i++) {
-        const uint8_t *p = h + 4 + 4 * i;
-        size_t d = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | (size_t)p[3];
-        if (!nnz_mul_size(total, d, &total))
-            return nnz_fail(NNZ_ERR_FORMAT, "IDX file '%s': dimensions overflow the address space", path);
-        if (i == 0) *items = (int64_t)d;
-    }
-    *bytes = 4 + 4 * (size_t)ndim + total + 64; /* the file buffer: one byte past, 64-byte rounding */
-    return NNZ_OK;
+/* From an IDX file's header: its item count, and the bytes that load_idx holds for its
+ * first `limit` items (limit <= 0: all). */
+static nnz_status idx_held_bytes(const char *path, bool gz, int64_t limit, size_t *bytes, int64_t *items) {
+    uint8_t *hdr;
+    size_t len;
+    NNZ_TRY(nnz_read_prefix(path, gz, NNZ_IDX_MAX_HEADER, &hdr, &len));
+    nnz_status s = nnz_idx_first_bytes(hdr, len, path, limit > 0 ? limit : -1, bytes);
+    if (s == NNZ_OK) *items = (int64_t)hdr[4] << 24 | (int64_t)hdr[5] << 16 | hdr[6] << 8 | hdr[7];
+    nnz_free(hdr);
+    *bytes += 64; /* the file buffer: one byte past, 64-byte rounding */
+    return s;
 }
 
-nnz_status nnz_dataset_bytes(const char *dir, bool train, size_t *bytes, int *n) {
+nnz_status nnz_dataset_bytes(const char *dir, bool train, int limit, size_t *bytes, int *n) {
     *bytes = 0;
     if (n) *n = 0;
     if (!dir || !*dir) dir = NNZ_DEFAULT_DATA_DIR;
@@ -220,8 +235,8 @@ nnz_status nnz_dataset_bytes(const char *dir, bool train, size_t *bytes, int *n)
     if (have_img && have_lbl) {
         size_t ib, lb;
         int64_t ni, nl;
-        NNZ_TRY(idx_header_bytes(img_path, &ib, &ni));
-        NNZ_TRY(idx_header_bytes(lbl_path, &lb, &nl));
+        NNZ_TRY(idx_held_bytes(img_path, img_gz, limit, &ib, &ni));
+        NNZ_TRY(idx_held_bytes(lbl_path, lbl_gz, 0, &lb, &nl)); /* labels are read whole */
         *bytes = ib + lb;
         if (n) *n = ni > INT_MAX ? INT_MAX : (int)ni;
         return NNZ_OK;

@@ -19,7 +19,10 @@ static const char *item_word(int ndim) {
     }
 }
 
-nnz_status nnz_idx_parse(const uint8_t *buf, size_t len, const char *name, nnz_idx *out) {
+size_t nnz_idx_header_bytes(const uint8_t *buf, size_t len) { return len < 4 ? 0 : 4 + 4 * (size_t)buf[3]; }
+
+/* max_items < 0: the whole file, whose length must match its header exactly. */
+static nnz_status parse(const uint8_t *buf, size_t len, const char *name, int64_t max_items, nnz_idx *out) {
     if (!name) name = "(buffer)";
     if (len == 0) return nnz_fail(NNZ_ERR_FORMAT, "IDX file '%s' is empty; re-download it or pass --data", name);
     if (len < 4)
@@ -49,6 +52,16 @@ nnz_status nnz_idx_parse(const uint8_t *buf, size_t len, const char *name, nnz_i
         if (i > 0) item *= d; /* <= total: cannot overflow */
         dims[i] = d;
     }
+    out->file_items = dims[0];
+    if (max_items >= 0 && max_items < dims[0]) { /* only the first max_items items are needed */
+        dims[0] = max_items;
+        total = (size_t)max_items * item;
+        if (len - header < total)
+            return nnz_fail(NNZ_ERR_FORMAT, "truncated IDX file '%s': its first %lld %s need %zu bytes, it holds %zu; "
+                            "re-download or pass --data", name, (long long)max_items, item_word(ndim), total,
+                            len - header);
+        len = header + total;
+    }
     size_t body = len - header;
     if (body < total)
         return nnz_fail(NNZ_ERR_FORMAT, "truncated IDX file '%s': header says %lld %s, file holds %zu; "
@@ -59,5 +72,28 @@ nnz_status nnz_idx_parse(const uint8_t *buf, size_t len, const char *name, nnz_i
     out->ndim = ndim;
     for (int i = 0; i < 4; i++) out->dims[i] = dims[i];
     out->data = buf + header;
+    return NNZ_OK;
+}
+
+nnz_status nnz_idx_parse(const uint8_t *buf, size_t len, const char *name, nnz_idx *out) {
+    return parse(buf, len, name, -1, out);
+}
+
+nnz_status nnz_idx_parse_first(const uint8_t *buf, size_t len, const char *name, int64_t max_items, nnz_idx *out) {
+    if (max_items < 1) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_idx_parse_first: max_items %lld < 1", (long long)max_items);
+    return parse(buf, len, name, max_items, out);
+}
+
+nnz_status nnz_idx_first_bytes(const uint8_t *hdr, size_t len, const char *name, int64_t max_items, size_t *bytes) {
+    size_t header = nnz_idx_header_bytes(hdr, len);
+    if (header == 0 || len < header || hdr[0] != 0 || hdr[1] != 0 || hdr[3] < 1 || hdr[3] > 4)
+        return nnz_fail(NNZ_ERR_FORMAT, "'%s' does not start with an IDX header; re-download it or pass --data", name);
+    size_t item = 1, n = load_be32(hdr + 4);
+    for (int i = 1; i < hdr[3]; i++)
+        if (!nnz_mul_size(item, load_be32(hdr + 4 + 4 * (size_t)i), &item))
+            return nnz_fail(NNZ_ERR_FORMAT, "IDX file '%s': dimensions overflow the address space (corrupt header)", name);
+    if (max_items >= 0 && (size_t)max_items < n) n = (size_t)max_items;
+    if (!nnz_mul_size(item, n, bytes) || (*bytes += header) < header)
+        return nnz_fail(NNZ_ERR_FORMAT, "IDX file '%s': dimensions overflow the address space (corrupt header)", name);
     return NNZ_OK;
 }

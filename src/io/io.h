@@ -24,15 +24,28 @@ void nnz_atomic_abort(nnz_atomic_file *af);
 /* Reads a whole file (transparently gunzipping when gz is true) of at most
  * max_bytes bytes after decompression. *data is nnz_alloc'd; free with nnz_free. */
 nnz_status nnz_read_file(const char *path, bool gz, size_t max_bytes, uint8_t **data, size_t *size);
+/* The first `bytes` bytes of a file (after decompression when gz), or the whole file when it is
+ * shorter: *size tells. For reading a header, or the first records of a large data set. */
+nnz_status nnz_read_prefix(const char *path, bool gz, size_t bytes, uint8_t **data, size_t *size);
 
 /* ---- IDX (MNIST-style) ---- */
 typedef struct {
     int ndim;
     int64_t dims[4];
     const uint8_t *data;  /* points into the parsed buffer: prod(dims) bytes */
+    int64_t file_items;   /* dims[0] as the header declares it (nnz_idx_parse_first may keep fewer) */
 } nnz_idx;
 /* Parses an IDX file of unsigned bytes (type 0x08) held in buf[0..len). `name` is for messages. */
 nnz_status nnz_idx_parse(const uint8_t *buf, size_t len, const char *name, nnz_idx *out);
+/* The same on a prefix of the file: keeps the first min(max_items, declared) items, which
+ * buf must hold in full; bytes past them are not looked at. max_items >= 1. */
+nnz_status nnz_idx_parse_first(const uint8_t *buf, size_t len, const char *name, int64_t max_items, nnz_idx *out);
+/* The header's size in bytes for the ndim in byte 3 (4 + 4 ndim), 0 when len < 4. */
+size_t nnz_idx_header_bytes(const uint8_t *buf, size_t len);
+#define NNZ_IDX_MAX_HEADER 20
+/* From a header (hdr[0..len), at least nnz_idx_header_bytes): the bytes that the header and
+ * the first min(max_items, declared) items take (max_items < 0: all). FORMAT error on a bad header. */
+nnz_status nnz_idx_first_bytes(const uint8_t *hdr, size_t len, const char *name, int64_t max_items, size_t *bytes);
 
 /* ---- CIFAR-10 binary batches: records of 1 label byte + 3072 pixel bytes (CHW) ---- */
 /* Appends the records of buf[0..len) to images (n,32,32,3 NHWC) and labels, which have room for cap records.

@@ -37,7 +37,9 @@ static nnz_status too_big(const char *path, bool gz, size_t max_bytes) {
                     gz ? " after decompression (a corrupt or hostile gzip file?)" : "");
 }
 
-nnz_status nnz_read_file(const char *path, bool gz, size_t max_bytes, uint8_t **data, size_t *size) {
+/* prefix: stop at max_bytes without looking further (nnz_read_prefix); otherwise a file
+ * longer than max_bytes is an error. */
+static nnz_status read_file(const char *path, bool gz, size_t max_bytes, bool prefix, uint8_t **data, size_t *size) {
     *data = NULL;
     *size = 0;
     FILE *f = fopen(path, "rb");
@@ -48,7 +50,7 @@ nnz_status nnz_read_file(const char *path, bool gz, size_t max_bytes, uint8_t **
         return nnz_fail(NNZ_ERR_IO, "'%s' is not a regular file", path);
     }
     size_t file_size = (size_t)st.st_size;
-    if (!gz && file_size > max_bytes) {
+    if (!gz && !prefix && file_size > max_bytes) {
         fclose(f);
         return too_big(path, gz, max_bytes);
     }
@@ -79,6 +81,7 @@ nnz_status nnz_read_file(const char *path, bool gz, size_t max_bytes, uint8_t **
     while (s == NNZ_OK) {
         if (used == cap) {
             if (cap >= max_bytes) {
+                if (prefix) break;
                 /* Full at the cap: one more byte means the file is too big. */
                 uint8_t probe;
                 int more = g ? gzread(g, &probe, 1) : (int)fread(&probe, 1, 1, raw);
@@ -132,4 +135,13 @@ nnz_status nnz_read_file(const char *path, bool gz, size_t max_bytes, uint8_t **
     *data = buf;
     *size = used;
     return NNZ_OK;
+}
+
+nnz_status nnz_read_file(const char *path, bool gz, size_t max_bytes, uint8_t **data, size_t *size) {
+    return read_file(path, gz, max_bytes, false, data, size);
+}
+
+nnz_status nnz_read_prefix(const char *path, bool gz, size_t bytes, uint8_t **data, size_t *size) {
+    if (bytes == 0) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_read_prefix: zero bytes asked of '%s'", path);
+    return read_file(path, gz, bytes, true, data, size);
 }

@@ -219,9 +219,9 @@ static nnz_status shrink(shrink_ctx *c, const char *in_path, const char *out_pat
     bool *keep = NULL;
     nnz_status s = nnz_checkpoint_load_model(in_path, &orig);
     if (s != NNZ_OK) return s;
-    if ((s = nnz_dataset_load(cfg->data_dir, true, &c->train)) != NNZ_OK) goto done;
+    if ((s = nnz_dataset_load_first(cfg->data_dir, true, cfg->train_limit, &c->train)) != NNZ_OK) goto done;
     c->have_train = true;
-    if ((s = nnz_dataset_load(cfg->data_dir, false, &c->test)) != NNZ_OK) goto done;
+    if ((s = nnz_dataset_load_first(cfg->data_dir, false, cfg->test_limit, &c->test)) != NNZ_OK) goto done;
     c->have_test = true;
     const nnz_dataset *d = &c->train;
     if (orig->in_h != d->h || orig->in_w != d->w || orig->in_c != d->c || orig->num_classes < d->num_classes) {

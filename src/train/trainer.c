@@ -229,25 +229,17 @@ static nnz_status save(trainer *t, int64_t step) {
     return NNZ_OK;
 }
 
-/* --memory-budget, before loading: the data set is read whole (then trimmed to the limits) */
+/* --memory-budget, before loading: only the images within the limits are read */
 static nnz_status check_data_budget(const nnz_train_config *c) {
     size_t train_bytes, test_bytes, base = nnz_resident_bytes();
-    int train_n, test_n;
-    NNZ_TRY(nnz_dataset_bytes(c->data_dir, true, &train_bytes, &train_n));
-    NNZ_TRY(nnz_dataset_bytes(c->data_dir, false, &test_bytes, &test_n));
-    /* the training split is trimmed (a copy of the kept images, then the whole split freed) before
-     * the test split is loaded; the test split is trimmed the same way */
-    const bool trim = c->train_limit > 0 && c->train_limit < train_n;
-    size_t kept = trim ? (size_t)((double)train_bytes * c->train_limit / train_n) + 4096 : train_bytes;
-    size_t first = trim ? train_bytes + kept : train_bytes, second = kept + test_bytes;
-    if (c->test_limit > 0 && c->test_limit < test_n) second += (size_t)((double)test_bytes * c->test_limit / test_n) + 4096;
-    size_t load = first > second ? first : second;
-    size_t need = base + load + NNZ_DATA_LOAD_SLACK;
+    NNZ_TRY(nnz_dataset_bytes(c->data_dir, true, c->train_limit, &train_bytes, NULL));
+    NNZ_TRY(nnz_dataset_bytes(c->data_dir, false, c->test_limit, &test_bytes, NULL));
+    size_t need = base + train_bytes + test_bytes + NNZ_DATA_LOAD_SLACK;
     if (need <= c->memory_budget) return NNZ_OK;
     return nnz_fail(NNZ_ERR_NOMEM,
                     "the data set alone does not fit --memory-budget %zu: loading '%s' takes the process to about "
                     "%zu bytes (%zu already resident, the training split %zu, the test split %zu; --train-limit "
-                    "trims the training split only after reading it whole); raise --memory-budget to at least %zu",
+                    "and --test-limit read fewer images); raise --memory-budget to at least %zu",
                     c->memory_budget, c->data_dir, need, base, train_bytes, test_bytes, need);
 }
 
@@ -312,12 +304,10 @@ static nnz_status setup(trainer *t, const nnz_train_config *cfg_in) {
 
     if (c->memory_budget) NNZ_TRY(check_data_budget(c));
     /* only the first train_limit / test_limit images are ever used: hold no more */
-    NNZ_TRY(nnz_dataset_load(c->data_dir, true, &t->train));
+    NNZ_TRY(nnz_dataset_load_first(c->data_dir, true, c->train_limit, &t->train));
     t->have_train = true;
-    NNZ_TRY(nnz_dataset_trim(&t->train, c->train_limit));
-    NNZ_TRY(nnz_dataset_load(c->data_dir, false, &t->test));
+    NNZ_TRY(nnz_dataset_load_first(c->data_dir, false, c->test_limit, &t->test));
     t->have_test = true;
-    NNZ_TRY(nnz_dataset_trim(&t->test, c->test_limit));
     const nnz_dataset *d = &t->train;
 
     if (t->resumed) {

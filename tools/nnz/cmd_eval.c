@@ -48,12 +48,12 @@ int cmd_eval(int argc, char **argv) {
     nnz_set_threads(threads);
     size_t budget = 0;
     if (budget_text && !nnz_parse_bytes(budget_text, &budget)) return cli_usage_error(&cmd, CLI_BUDGET_ERROR, budget_text);
-    if (budget) { /* the data set is read whole, then trimmed to --limit */
+    if (budget) { /* only the first --limit images are read */
         cli_budget_malloc();
         size_t bytes, base = nnz_resident_bytes();
         int n;
-        if (nnz_dataset_bytes(data, train_split, &bytes, &n) != NNZ_OK) return cli_fail("eval", "cannot load the data");
-        size_t need = base + bytes + (limit > 0 && limit < n ? bytes / (size_t)n * (size_t)limit + 4096 : 0) + (1 << 20);
+        if (nnz_dataset_bytes(data, train_split, limit, &bytes, &n) != NNZ_OK) return cli_fail("eval", "cannot load the data");
+        size_t need = base + bytes + (1 << 20);
         if (need > budget) {
             fprintf(stderr,
                     "nnz eval: the data set alone does not fit --memory-budget %zu: loading the %s split of '%s' "
@@ -89,11 +89,11 @@ int cmd_eval(int argc, char **argv) {
         return cli_usage_error(&cmd, "%s", nnz_last_error());
     }
     nnz_dataset d;
-    if (nnz_dataset_load(data, train_split, &d) != NNZ_OK) {
+    if (nnz_dataset_load_first(data, train_split, limit, &d) != NNZ_OK) { /* only --limit images are evaluated */
         nnz_model_free(m);
         return cli_fail("eval", "cannot load the data");
     }
-    nnz_status s = nnz_dataset_trim(&d, limit); /* only the first --limit images are evaluated */
+    nnz_status s = NNZ_OK;
     size_t estimate = 0;
     const int wanted = batch;
     if (s == NNZ_OK && budget) {
