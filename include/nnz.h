@@ -415,7 +415,11 @@ bool nnz_is_packed_file(const char *path);
 /* Inference from a .nnz file, decoding each layer's weights just before it runs. */
 typedef struct {
     int batch;            /* images per forward pass; 0 = the largest that fits the budget (at most 256) */
-    size_t memory_budget; /* bytes for decoded weights + activations + scratch; 0 = unlimited */
+    size_t memory_budget; /* bytes the process's peak resident memory must stay within (0 = no limit), as
+                             nnz_train's: the data set and the compressed file already held, the decoded
+                             weights, activations, scratch and the BLAS/OpenMP runtime at the thread count.
+                             The batch is the largest that fits (at most 256), or a given batch is refused
+                             (NNZ_ERR_NOMEM, naming the largest that fits) */
     int limit;            /* first N test images (0 = all) */
     bool prefetch;        /* decode the next layer on a second thread while this one computes (default true) */
 } nnz_run_config;
@@ -426,7 +430,9 @@ typedef struct {
     double seconds, images_per_sec, decode_seconds;
     size_t budget, peak_bytes;       /* measured: the most bytes held at once (weights + activations + scratch) */
     size_t peak_weight_bytes, peak_act_bytes;
-    size_t file_bytes;               /* the compressed model, held in memory besides the budget */
+    size_t file_bytes;               /* the compressed model, held in memory while it runs */
+    size_t memory_estimate;          /* the estimated peak resident bytes at the batch (with or without a budget) */
+    size_t peak_resident;            /* the process's measured peak resident bytes at the end (0 if unknown) */
     bool prefetch;
 } nnz_run_result;
 nnz_status nnz_run_packed(const char *path, const nnz_dataset *d, const nnz_run_config *cfg, nnz_run_result *out);

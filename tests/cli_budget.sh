@@ -3,8 +3,9 @@
 # kernel's maxrss of the child) of nnz train and nnz eval stays within the budget; a budget
 # between what batch 32 and batch 256 need lets 32 train and refuses 256 (exit 1, naming the
 # largest batch that fits, no checkpoint); a budget the data set alone exceeds says so; eval
-# lowers its batch to fit and gives the same accuracy; nnz run's working set above its batch-1
-# baseline stays within its budget. $1 = nnz.
+# lowers its batch to fit and gives the same accuracy; nnz run (lenet5 and mbv2-tiny .nnz files,
+# 1 and 2 threads) stays within its budget too, picks the largest batch or refuses a --batch
+# naming it. $1 = nnz.
 set -u
 NNZ=$(realpath "${1:?usage: cli_budget.sh path/to/nnz}")
 T=$(mktemp -d "${TMPDIR:-/tmp}/nnz-cli-budget-XXXXXX")
@@ -24,6 +25,8 @@ MIB=1048576
 # usage errors first (these need no RSS measurement)
 expect 0 "$NNZ" train --help; has out "--memory-budget BYTES"; has out "default: unlimited"
 expect 0 "$NNZ" eval --help; has out "--memory-budget BYTES"
+expect 0 "$NNZ" run --help; has out "--memory-budget BYTES"; has out "peak RSS"
+expect 2 "$NNZ" run x.nnz --memory-budget 1.5.M; has err "expects a byte count"
 expect 2 "$NNZ" train --memory-budget lots; has err "expects a byte count"
 expect 2 "$NNZ" eval x.safetensors --memory-budget 12Q; has err "expects a byte count"
 
@@ -83,16 +86,42 @@ within "$(cat rss)" $((64 * MIB)) "eval --memory-budget 64M"
 measured 1 "$NNZ" eval b32.safetensors --memory-budget 8M
 has err "the data set alone does not fit --memory-budget"
 
-# nnz run: its budget covers decoded weights, activations and scratch (the compressed file and
-# the data set are held besides it), so the process may exceed the batch-1 baseline by at most
-# the budget. One thread: threaded OpenBLAS's packing copies are outside nnz run's accounting.
-expect 0 "$NNZ" pack b32.safetensors -o m.nnz
-expect 0 "$NNZ" run m.nnz --threads 1 --limit 1 --batch 1 --no-prefetch --json
-base=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["max_rss_kib"]*1024-d["peak_bytes"])' out)
-for b in 16 64; do
-    measured 0 "$NNZ" run m.nnz --threads 1 --limit 2000 --memory-budget ${b}M --json
-    peak=$(sed -n 's/.*"peak_bytes":\([0-9]*\).*/\1/p' out)
-    [ "$peak" -le $((b * MIB)) ] || fail "nnz run's measured peak $peak is over ${b}M"
-    within "$(cat rss)" $((base + b * MIB)) "run --memory-budget ${b}M (baseline $base)"
+# nnz run: the same meaning, at 1 and 2 threads: the process's peak RSS (the data set kept to
+# --limit, the compressed file, decoded weights, activations, scratch, the BLAS/OpenMP runtime and
+# threaded OpenBLAS's operand copies) stays within the budget; the batch is the largest that fits
+expect 0 "$NNZ" pack b32.safetensors -o l.nnz
+expect 0 "$NNZ" run l.nnz --threads 2 --limit 1000 --json
+acc=$(sed -n 's/.*"accuracy":\([0-9.]*\).*/\1/p' out)
+for t in 1 2; do
+    for b in 48 64; do
+        measured 0 "$NNZ" run l.nnz --threads $t --limit 1000 --memory-budget ${b}M --json
+        batch=$(sed -n 's/.*"batch":\([0-9]*\).*/\1/p' out)
+        within "$(cat rss)" $((b * MIB)) "run lenet5 --threads $t --memory-budget ${b}M (batch $batch)"
+        [ "$(sed -n 's/.*"accuracy":\([0-9.]*\).*/\1/p' out)" = "$acc" ] || fail "the budgeted run's accuracy differs from $acc"
+    done
+    [ "$batch" -gt 1 ] || fail "64M fits only batch $batch at --threads $t"
+done
+# a --batch that does not fit: refused before running (exit 1), naming the largest that does, which fits
+measured 1 "$NNZ" run l.nnz --threads 2 --limit 1000 --batch 256 --memory-budget 64M
+has err "--batch 256 does not fit --memory-budget 67108864"; has err "largest --batch that fits is"
+fits=$(sed -n 's/.*largest --batch that fits is \([0-9]*\).*/\1/p' err)
+[ -n "$fits" ] && [ "$fits" -ge 1 ] && [ "$fits" -lt 256 ] || fail "largest batch '$fits' is not in [1, 256)"
+within "$(cat rss)" $((64 * MIB)) "run --batch 256 (refused)"
+measured 0 "$NNZ" run l.nnz --threads 2 --limit 1000 --batch "$fits" --memory-budget 64M
+within "$(cat rss)" $((64 * MIB)) "run --batch $fits"
+# too small for a batch of 1 at 2 threads; smaller than the data set
+measured 1 "$NNZ" run l.nnz --threads 2 --limit 1000 --memory-budget 24M
+has err "not even a batch of 1 fits --memory-budget"; has err "raise --memory-budget"
+within "$(cat rss)" $((24 * MIB)) "run --memory-budget 24M (refused)"
+measured 1 "$NNZ" run l.nnz --memory-budget 8M
+has err "the data set alone does not fit --memory-budget"
+# mbv2-tiny (depthwise, batch norm, residual adds): a tiny training run, packed
+expect 0 "$NNZ" train --model mbv2-tiny --train-limit 64 --test-limit 32 --epochs 1 --batch 32 --threads 2 --out mb.safetensors
+expect 0 "$NNZ" pack mb.safetensors -o mb.nnz
+for t in 1 2; do
+    measured 0 "$NNZ" run mb.nnz --threads $t --limit 500 --memory-budget 48M --json
+    batch=$(sed -n 's/.*"batch":\([0-9]*\).*/\1/p' out)
+    [ "$batch" -gt 1 ] || fail "48M fits only batch $batch of mbv2-tiny at --threads $t"
+    within "$(cat rss)" $((48 * MIB)) "run mbv2-tiny --threads $t --memory-budget 48M (batch $batch)"
 done
 echo "cli_budget: ok"

@@ -1,12 +1,15 @@
 /* pack + run: a zoo model packed to a .nnz file decodes to the quantized weights, the
  * runner computes the same function as the decoded model's forward pass, with and without
- * prefetch, and never holds more than the memory budget. */
+ * prefetch, and keeps the process's peak resident memory within the memory budget. */
 #include "test_util.h"
 
 #include "nn/nn.h"
 #include "pack/pack.h"
 #include "train/train.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +20,14 @@ typedef struct {
     nnz_model *m;
     nnz_dataset d;
 } ctx;
+
+/* Resets the process's peak resident memory (VmHWM) to its current RSS (Linux >= 4.0). */
+static void reset_peak_resident(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    assert_non_null(f);
+    fputs("5", f);
+    assert_int_equal(fclose(f), 0);
+}
 
 /* A data set labelled by the decoded model itself: its own accuracy is 100%. */
 static void make_data(ctx *c, nnz_model *decoded, int n) {
@@ -115,18 +126,37 @@ static void check_model(const char *name, float prune) {
         assert_true(res.accuracy >= 0.98f); /* the same function (up to near-ties of the logits) */
         assert_true(res.peak_bytes >= res.peak_weight_bytes + res.peak_act_bytes);
     }
-    /* budgets: the peak never exceeds them; smaller budgets give smaller batches */
+    /* budgets bound the process's peak resident memory (VmHWM, reset before each run so an earlier
+     * peak of this test does not count): the batch is the largest whose estimate fits, the run
+     * stays within the estimate, a smaller budget gives a smaller batch, a --batch that does not
+     * fit is refused naming the largest that does, a too-small budget is a clear error */
+    const bool sanitized = getenv("NNZ_SANITIZE") != NULL; /* shadow memory and quarantine are resident */
     nnz_run_config cfg;
     nnz_run_config_init(&cfg);
     nnz_run_result big, small;
-    cfg.memory_budget = 64u << 20;
+    cfg.memory_budget = (size_t)4 << 30;
+    reset_peak_resident();
     assert_int_equal(nnz_run_packed(c.path, &c.d, &cfg, &big), NNZ_OK);
-    assert_true(big.peak_bytes <= cfg.memory_budget);
-    cfg.memory_budget = big.peak_weight_bytes + (big.peak_bytes - big.peak_weight_bytes) / 8;
+    assert_int_equal(big.batch, 96); /* all the images: min(256, 96) */
+    assert_true(big.memory_estimate <= cfg.memory_budget);
+    assert_true(big.memory_estimate >= big.peak_bytes);
+    if (!sanitized) assert_true(big.peak_resident <= big.memory_estimate);
+    cfg.memory_budget = big.memory_estimate - big.peak_act_bytes / 2;
+    reset_peak_resident();
     assert_int_equal(nnz_run_packed(c.path, &c.d, &cfg, &small), NNZ_OK);
-    assert_true(small.peak_bytes <= cfg.memory_budget);
-    assert_true(small.batch < big.batch);
+    assert_true(small.batch >= 1 && small.batch < big.batch);
+    assert_true(small.memory_estimate <= cfg.memory_budget);
+    if (!sanitized) assert_true(small.peak_resident <= cfg.memory_budget);
     assert_true(small.accuracy >= 0.98f);
+    /* a given batch that does not fit: refused, with the largest that does */
+    cfg.batch = big.batch;
+    reset_peak_resident();
+    assert_int_equal(nnz_run_packed(c.path, &c.d, &cfg, &small), NNZ_ERR_NOMEM);
+    const char *why = strstr(nnz_last_error(), "The largest --batch that fits is ");
+    assert_non_null(why);
+    int fits = atoi(why + strlen("The largest --batch that fits is "));
+    assert_true(fits >= 1 && fits < big.batch);
+    cfg.batch = 0;
     /* too small for even one image: a clear error */
     cfg.memory_budget = 1000;
     assert_int_equal(nnz_run_packed(c.path, &c.d, &cfg, &small), NNZ_ERR_NOMEM);
@@ -172,6 +202,11 @@ static void test_errors(void **state) {
 }
 
 int main(void) {
+#ifdef __GLIBC__
+    /* as nnz's CLI does under --memory-budget: freed buffers go back to the system at once */
+    mallopt(M_MMAP_THRESHOLD, 256 << 10);
+    mallopt(M_TRIM_THRESHOLD, 1 << 20);
+#endif
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lenet5_sparse),
         cmocka_unit_test(test_mbv2_dense),

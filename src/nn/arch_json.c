@@ -206,7 +206,7 @@ static nnz_status read_node(const cJSON *o, int i, nnz_node *n) {
     return NNZ_OK;
 }
 
-static nnz_status parse_and_build(const cJSON *root, uint64_t seed, nnz_model **out) {
+static nnz_status parse_and_build(const cJSON *root, uint64_t seed, bool graph_only, nnz_model **out) {
     static const char *const top_keys[] = {"format", "version", "input", "nodes", NULL};
     if (!cJSON_IsObject(root)) return bad("the top level must be an object");
     const cJSON *format = cJSON_GetObjectItemCaseSensitive(root, "format");
@@ -242,6 +242,7 @@ static nnz_status parse_and_build(const cJSON *root, uint64_t seed, nnz_model **
             return s;
         }
     }
+    m->graph_only = graph_only;
     nnz_status s = nnz_model_finalize(m, seed);
     if (s != NNZ_OK) {
         nnz_model_free(m);
@@ -251,7 +252,7 @@ static nnz_status parse_and_build(const cJSON *root, uint64_t seed, nnz_model **
     return NNZ_OK;
 }
 
-nnz_status nnz_model_from_json(const char *json, uint64_t seed, nnz_model **out) {
+static nnz_status from_json(const char *json, uint64_t seed, bool graph_only, nnz_model **out) {
     if (!json || !out) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_from_json: json and out must not be NULL");
     *out = NULL;
     const char *end = NULL;
@@ -260,7 +261,7 @@ nnz_status nnz_model_from_json(const char *json, uint64_t seed, nnz_model **out)
         size_t at = end && end >= json ? (size_t)(end - json) : 0;
         return nnz_fail(NNZ_ERR_FORMAT, "architecture JSON: not valid JSON (error near byte %zu)", at);
     }
-    nnz_status s = parse_and_build(root, seed, out);
+    nnz_status s = parse_and_build(root, seed, graph_only, out);
     cJSON_Delete(root);
     if (s != NNZ_OK && s != NNZ_ERR_NOMEM && s != NNZ_ERR_UNSUPPORTED && s != NNZ_ERR_FORMAT) {
         /* graph errors from the builder: the file is what is wrong */
@@ -270,3 +271,9 @@ nnz_status nnz_model_from_json(const char *json, uint64_t seed, nnz_model **out)
     }
     return s;
 }
+
+nnz_status nnz_model_from_json(const char *json, uint64_t seed, nnz_model **out) {
+    return from_json(json, seed, false, out);
+}
+
+nnz_status nnz_model_graph_from_json(const char *json, nnz_model **out) { return from_json(json, 0, true, out); }

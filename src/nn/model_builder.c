@@ -487,6 +487,10 @@ static nnz_status create_params(nnz_model *m, uint64_t seed) {
             p->no_decay = s->no_decay;
             p->node = i;
             int64_t numel = nnz_tensor_numel(&p->value);
+            if (m->graph_only) { /* names and shapes only */
+                *s->slot = m->n_params++;
+                continue;
+            }
             float *v = nnz_arena_alloc(&m->param_arena, (size_t)numel * sizeof(float), p->name);
             if (!v) return NNZ_ERR_NOMEM;
             p->value.data = v;

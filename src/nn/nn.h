@@ -261,6 +261,7 @@ struct nnz_model {
     bool keep_activations;        /* false (default): relu/relu6 run in place over a sole-consumer conv/linear/
                                      batchnorm/add output, which then holds the activation's output */
     nnz_arena param_arena;        /* parameters, gradients */
+    bool graph_only;              /* built by nnz_model_graph_from_json: parameters have shapes, no storage */
     /* activations: allocated by nnz_model_reserve for up to batch_cap images */
     int batch_cap;
     nnz_arena act_arena;
@@ -319,6 +320,26 @@ nnz_status nnz_model_activation_bytes(nnz_model *m, int batch, size_t *bytes);
 void nnz_model_set_activation_limit(nnz_model *m, size_t bytes);
 /* The shared conv scratch (im2col columns of a chunk of images) at `batch`, in bytes. */
 size_t nnz_model_conv_scratch_bytes(const nnz_model *m, int batch);
+/* nnz_model_from_json without parameter storage (every value.data and grad NULL): the graph and
+ * the parameters' names and shapes, for a runner that decodes the weights itself (nnz run), so
+ * opening a model never holds its weights. Not for nnz_model_forward. */
+nnz_status nnz_model_graph_from_json(const char *json, nnz_model **out);
+
+/* ---- memory budgets (budget.c): the estimate's parts shared by train, eval and run ---- */
+/* An estimated peak: resident (measured before the batch's buffers), activations (the batch's
+ * activations and scratch; nnz run: its decoded weights too), buffers (batches, labels, orders),
+ * runtime (nnz_budget_runtime_bytes), total (their sum). */
+typedef struct { size_t resident, activations, buffers, runtime, total; } nnz_mem_need;
+/* The runtime's share per thread (OpenMP stacks, OpenBLAS buffers; nnz run's decoding thread) */
+#define NNZ_BUDGET_THREAD_BYTES ((size_t)4 << 20)
+/* What the libraries touch while m runs a batch at the current thread count (budget.c lists the
+ * terms): sparse = layers hold zeros (the sparse formats), pruning = GMP makes magnitude masks. */
+size_t nnz_budget_runtime_bytes(const nnz_model *m, int batch, bool sparse, bool pruning);
+/* *total = the estimated peak resident bytes at batch (>= 1) */
+typedef nnz_status (*nnz_budget_need_fn)(void *ctx, int batch, size_t *total);
+/* The largest batch <= most whose need fits budget (0: not even 1); need grows with the batch. */
+nnz_status nnz_budget_largest(int most, size_t budget, nnz_budget_need_fn need, void *ctx, int *batch);
+
 /* x (n,in_h,in_w,in_c) -> logits (n,num_classes) at nnz_model_output(m). */
 nnz_status nnz_model_forward(nnz_model *m, const float *x, int n, bool train);
 const float *nnz_model_output(const nnz_model *m);

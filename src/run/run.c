@@ -269,16 +269,13 @@ static nnz_status runner_open(runner *r, const char *path) {
     memset(r, 0, sizeof *r);
     r->path = path;
     NNZ_TRY(nnz_nf_load(path, &r->f));
-    nnz_status s = nnz_model_from_json(r->f.arch_json, 0, &r->m);
+    nnz_status s = nnz_model_graph_from_json(r->f.arch_json, &r->m); /* no weights: they are decoded per layer */
     if (s != NNZ_OK) {
         char why[600];
         snprintf(why, sizeof why, "%s", nnz_last_error());
         nnz_nf_free(&r->f);
         return nnz_fail(s, "'%s': %s", path, why);
     }
-    /* the graph is all the runner needs from the model: drop its fp32 parameter storage */
-    nnz_arena_free(&r->m->param_arena);
-    for (int i = 0; i < r->m->n_params; i++) r->m->params[i].value.data = NULL, r->m->params[i].grad = NULL;
     const int nn = r->m->n_nodes;
     r->map = calloc((size_t)r->m->n_params + 1, sizeof *r->map);
     r->consumers = calloc((size_t)nn + 1, sizeof *r->consumers);
@@ -339,6 +336,76 @@ static nnz_status plan(runner *r, int N, bool prefetch, size_t *peak, size_t *ac
     return s;
 }
 
+/* ---- the process's memory (--memory-budget: the peak resident bytes) ---- */
+
+/* need(batch) = resident  measured after the compressed file is loaded (VmRSS): code, libraries,
+ *                         the data set, the compressed file, the model graph
+ *             + activations  the counted peak of the schedule (plan): decoded-weight buffers (two
+ *                         with prefetch) and their decoding scratch, the input batch, activations,
+ *                         conv/pool scratch; exact, by a dry run of the same schedule
+ *             + buffers   the labels of a batch and the image order (the batcher)
+ *             + runtime   nn/budget.c's BLAS/OpenMP allowance at this batch and thread count (with
+ *                         threaded OpenBLAS's copy of the largest left GEMM operand), plus one
+ *                         thread's share for the decoding thread when prefetching */
+typedef struct {
+    runner *r;
+    bool prefetch;
+    int images;
+    size_t resident;
+} run_need_ctx;
+
+static size_t round64(size_t b) { return (b + 63) & ~(size_t)63; }
+
+static nnz_status run_need(run_need_ctx *c, int batch, nnz_mem_need *out) {
+    memset(out, 0, sizeof *out);
+    size_t peak, acts;
+    NNZ_TRY(plan(c->r, batch, c->prefetch, &peak, &acts));
+    out->resident = c->resident;
+    out->activations = peak;
+    out->buffers = round64((size_t)batch) + round64((size_t)c->images * sizeof(int32_t));
+    out->runtime = nnz_budget_runtime_bytes(c->r->m, batch, false, false) + (c->prefetch ? NNZ_BUDGET_THREAD_BYTES : 0);
+    out->total = out->resident + out->activations + out->buffers + out->runtime;
+    return NNZ_OK;
+}
+
+static nnz_status run_need_total(void *ctx, int batch, size_t *total) {
+    nnz_mem_need n;
+    NNZ_TRY(run_need(ctx, batch, &n));
+    *total = n.total;
+    return NNZ_OK;
+}
+
+static void describe(const runner *r, bool prefetch, const nnz_mem_need *n, char *buf, size_t len) {
+    size_t w = weight_bytes(r, prefetch);
+    snprintf(buf, len,
+             "%zu bytes: %zu resident before the batch (code, libraries, the data set, the compressed model), %zu for "
+             "decoded weights (%s), %zu for activations and scratch, %zu for labels and the image order, %zu for the "
+             "BLAS/OpenMP runtime at %d thread%s",
+             n->total, n->resident, w, prefetch ? "two layers: prefetch" : "one layer", n->activations - w, n->buffers,
+             n->runtime, nnz_threads(), nnz_threads() == 1 ? "" : "s");
+}
+
+/* Before loading: the compressed file is read whole into memory. */
+static nnz_status check_file_budget(const char *path, size_t budget) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NNZ_OK; /* nnz_nf_load says why */
+    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    fclose(f);
+    const size_t peak = nnz_peak_resident_bytes(), now = nnz_resident_bytes();
+    if (peak > budget)
+        return nnz_fail(NNZ_ERR_NOMEM,
+                        "loading the data set already took the process to %zu bytes, over --memory-budget %zu; "
+                        "raise --memory-budget (or pass a smaller --limit)",
+                        peak, budget);
+    size_t need = now + (size_t)(size > 0 ? size : 0) + ((size_t)1 << 20);
+    if (need > budget)
+        return nnz_fail(NNZ_ERR_NOMEM,
+                        "loading '%s' (%ld bytes) takes the process to about %zu bytes (%zu already resident: code, "
+                        "libraries, the data set), over --memory-budget %zu; raise --memory-budget",
+                        path, size, need, now, budget);
+    return NNZ_OK;
+}
+
 void nnz_run_config_init(nnz_run_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
     cfg->prefetch = true;
@@ -351,6 +418,8 @@ nnz_status nnz_run_packed(const char *path, const nnz_dataset *d, const nnz_run_
     else nnz_run_config_init(&cfg);
     if (!path || !d) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_run_packed: path and data set are needed");
     if (cfg.batch < 0 || cfg.limit < 0) return nnz_fail(NNZ_ERR_INVALID_ARG, "batch and limit must be >= 0");
+    const size_t budget = cfg.memory_budget ? cfg.memory_budget : SIZE_MAX;
+    if (cfg.memory_budget) NNZ_TRY(check_file_budget(path, cfg.memory_budget));
     runner r;
     NNZ_TRY(runner_open(&r, path));
     nnz_status s = NNZ_OK;
@@ -362,41 +431,57 @@ nnz_status nnz_run_packed(const char *path, const nnz_dataset *d, const nnz_run_
         return s;
     }
     /* choose prefetch and batch under the budget */
-    const size_t budget = cfg.memory_budget ? cfg.memory_budget : SIZE_MAX;
     int images = cfg.limit && cfg.limit < d->n ? cfg.limit : d->n;
     int max_batch = cfg.batch ? cfg.batch : (cfg.memory_budget ? 256 : 64);
-    if (max_batch > images && images > 0) max_batch = images;
-    bool prefetch = cfg.prefetch;
-    int batch = 0;
-    size_t peak = 0, acts = 0;
-    for (int attempt = 0; attempt < 2 && !batch; attempt++) {
-        if (cfg.batch) {
-            if ((s = plan(&r, cfg.batch, prefetch, &peak, &acts))) goto done;
-            if (peak <= budget) batch = cfg.batch;
-        } else {
-            for (int b = max_batch; b >= 1 && !batch; b = b > 8 ? b * 3 / 4 : b - 1) {
-                if ((s = plan(&r, b, prefetch, &peak, &acts))) goto done;
-                if (peak <= budget) batch = b;
-            }
-        }
-        if (!batch && prefetch) prefetch = false; /* a second weight buffer may be what does not fit */
-        else if (!batch) break;
-    }
-    if (!batch) {
-        size_t need1, a1;
-        if ((s = plan(&r, cfg.batch ? cfg.batch : 1, false, &need1, &a1))) goto done;
+    if (!cfg.batch && max_batch > images && images > 0) max_batch = images;
+    run_need_ctx nc = {.r = &r, .prefetch = cfg.prefetch, .images = images, .resident = nnz_resident_bytes()};
+    const size_t loaded_peak = nnz_peak_resident_bytes();
+    nnz_mem_need need;
+    char what[600];
+    if (cfg.memory_budget && loaded_peak > budget) {
         s = nnz_fail(NNZ_ERR_NOMEM,
-                     "'%s' needs %zu bytes at batch %d (%zu for the largest layer's decoded weights, %zu for "
-                     "activations); the memory budget is %zu: raise --memory-budget%s",
-                     path, need1, cfg.batch ? cfg.batch : 1, weight_bytes(&r, false), a1, cfg.memory_budget,
-                     cfg.batch ? " or lower --batch" : "");
+                     "loading the data set and '%s' already took the process to %zu bytes, over --memory-budget %zu; "
+                     "raise --memory-budget",
+                     path, loaded_peak, budget);
         goto done;
     }
-    if ((s = plan(&r, batch, prefetch, &peak, &acts))) goto done;
+    int batch = 0;
+    for (int attempt = 0; attempt < 2 && !batch; attempt++) {
+        if (cfg.batch) { /* this batch or none */
+            if ((s = run_need(&nc, cfg.batch, &need))) goto done;
+            if (need.total <= budget) batch = cfg.batch;
+        } else if ((s = nnz_budget_largest(max_batch, budget, run_need_total, &nc, &batch))) {
+            goto done;
+        }
+        if (!batch && nc.prefetch) nc.prefetch = false; /* a second weight buffer may be what does not fit */
+        else break;
+    }
+    if (!batch) {
+        int fits = 0; /* without prefetch, the most that fits */
+        if (cfg.batch > 1 && (s = nnz_budget_largest(cfg.batch - 1, budget, run_need_total, &nc, &fits))) goto done;
+        if ((s = run_need(&nc, cfg.batch ? cfg.batch : 1, &need))) goto done;
+        describe(&r, false, &need, what, sizeof what);
+        if (fits > 0)
+            s = nnz_fail(NNZ_ERR_NOMEM,
+                         "--batch %d does not fit --memory-budget %zu: '%s' needs an estimated %s. The largest --batch "
+                         "that fits is %d; pass it (or leave --batch out to let nnz run choose), or raise "
+                         "--memory-budget",
+                         cfg.batch, cfg.memory_budget, path, what, fits);
+        else
+            s = nnz_fail(NNZ_ERR_NOMEM,
+                         "not even a batch of 1 fits --memory-budget %zu: '%s' needs an estimated %s; raise "
+                         "--memory-budget, or use fewer --threads",
+                         cfg.memory_budget, path, what);
+        goto done;
+    }
+    const bool prefetch = nc.prefetch;
+    if ((s = run_need(&nc, batch, &need))) goto done;
+    size_t planned_peak = need.activations;
     out->budget = cfg.memory_budget;
     out->batch = batch;
     out->prefetch = prefetch;
     out->file_bytes = r.f.size;
+    out->memory_estimate = need.total > loaded_peak ? need.total : loaded_peak;
 
     /* run */
     r.prefetch = prefetch;
@@ -450,9 +535,10 @@ nnz_status nnz_run_packed(const char *path, const nnz_dataset *d, const nnz_run_
     out->peak_bytes = r.peak;
     out->peak_weight_bytes = r.weights_bytes;
     out->peak_act_bytes = r.peak_act;
-    if (r.peak > budget)
-        s = nnz_fail(NNZ_ERR_NOMEM, "internal: the run held %zu bytes, over the %zu-byte budget (planned %zu)", r.peak,
-                     budget, peak);
+    out->peak_resident = nnz_peak_resident_bytes();
+    if (r.peak > planned_peak)
+        s = nnz_fail(NNZ_ERR_NOMEM, "internal: the run held %zu counted bytes, more than the %zu its plan gave", r.peak,
+                     planned_peak);
 done:
     runner_free(&r);
     return s;

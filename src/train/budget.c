@@ -7,13 +7,9 @@
  *             + activations  the model's activation arena at this batch (nnz_model_activation_bytes:
  *                         activations, their gradients, pool indices, im2col/bf16 conv scratch)
  *             + buffers   the float batch(es), labels, logit gradients, the image orders
- *             + runtime   what the libraries touch while running: OpenBLAS's packing buffers and
- *                         OpenMP's thread stacks (a constant plus a share per thread, measured on
- *                         lenet5/vgg8/mbv2-tiny with 1 and 2 threads and rounded up), the bf16
- *                         GEMM's packing (or, emulated, its rounded fp32 operand copies), threaded
- *                         OpenBLAS's copy of a tall GEMM's left operand, and with masks or pruning
- *                         the sparse formats (up to twice the weights), and with GMP a magnitude
- *                         mask's sort (40 bytes per weight of the largest layer).
+ *             + runtime   what the libraries touch while running (nn/budget.c, shared with nnz run:
+ *                         OpenBLAS and OpenMP, threaded OpenBLAS's operand copies, bf16 packing,
+ *                         the sparse formats, GMP's mask sort).
  * Every term is an upper bound; the activation arena is then capped at what the estimate gave
  * it, so an allocation past the estimate fails with a message instead of growing the process. */
 #include "train/train.h"
@@ -21,71 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define MIB ((size_t)1 << 20)
-/* OpenBLAS's and OpenMP's runtime memory: measured peaks minus the other terms were at most
- * 9 MiB with 1 thread and 11 MiB with 2 */
-#define RUNTIME_BASE (12 * MIB)
-#define RUNTIME_PER_THREAD (4 * MIB)
-
 static size_t round64(size_t b) { return (b + 63) & ~(size_t)63; }
-
-static size_t weight_bytes(const nnz_model *m) {
-    size_t b = 0;
-    for (int i = 0; i < m->n_params; i++)
-        if (m->params[i].trainable) b += (size_t)nnz_tensor_numel(&m->params[i].value) * sizeof(float);
-    return b;
-}
-
-/* The most floats one emulated bf16 GEMM copies (its two operands, rounded), over the layers. */
-static size_t bf16_emulation_floats(const nnz_model *m, int batch) {
-    size_t most = 0;
-    for (int i = 0; i < m->n_nodes; i++) {
-        const nnz_node *n = &m->nodes[i];
-        if (n->op != NNZ_OP_CONV2D && n->op != NNZ_OP_LINEAR) continue;
-        size_t rows = (size_t)batch * (n->op == NNZ_OP_CONV2D ? (size_t)n->h * n->w : 1);
-        size_t k = n->op == NNZ_OP_CONV2D ? (size_t)n->k * n->k * (size_t)(n->in_c / (n->groups > 0 ? n->groups : 1))
-                                          : (size_t)n->in_c * n->in_h * n->in_w;
-        size_t oc = (size_t)n->out_ch;
-        size_t f = rows * (k + oc) + oc * k; /* forward, data and weight gradient: rows x (k or oc) + weight */
-        if (f > most) most = f;
-    }
-    return most;
-}
-
-size_t nnz_budget_runtime_bytes(const nnz_model *m, int batch, bool sparse, bool pruning) {
-    const size_t threads = (size_t)nnz_threads();
-    size_t b = RUNTIME_BASE + threads * RUNTIME_PER_THREAD;
-    if (threads > 1) {
-        /* threaded OpenBLAS packs a tall GEMM's whole left operand (up to about the im2col columns
-         * of a chunk, or a linear layer's batch of inputs) into its per-thread buffers */
-        size_t most = nnz_model_conv_scratch_bytes(m, batch);
-        for (int i = 0; i < m->n_nodes; i++) {
-            const nnz_node *n = &m->nodes[i];
-            size_t in = (size_t)batch * n->in_h * n->in_w * n->in_c * sizeof(float);
-            if (n->op == NNZ_OP_LINEAR && in > most) most = in;
-        }
-        b += most;
-    }
-    if (m->compute == NNZ_BF16) {
-        if (nnz_isa_active() >= NNZ_ISA_AVX512BF16)
-            b += round64((size_t)512 * 32 * 96 * 2) + threads * round64((size_t)256 * 512 * 2); /* packed B, A */
-        else
-            b += bf16_emulation_floats(m, batch) * sizeof(float) + 2 * 64;
-    }
-    if (sparse) b += 2 * weight_bytes(m); /* the sparse formats */
-    if (pruning) {
-        /* making a magnitude mask of the largest layer (GMP's pruning steps): 16-byte scored
-         * candidates, the sort's copy of them and the mask byte, per weight */
-        size_t largest = 0;
-        for (int i = 0; i < m->n_nodes; i++) {
-            int rows, cols;
-            if (nnz_node_weight_matrix(&m->nodes[i], &rows, &cols) && (size_t)rows * cols > largest)
-                largest = (size_t)rows * cols;
-        }
-        b += 40 * largest;
-    }
-    return b;
-}
 
 nnz_status nnz_budget_need(nnz_model *m, int batch, const nnz_budget_shape *sh, nnz_mem_need *out) {
     memset(out, 0, sizeof *out);
@@ -104,18 +36,22 @@ nnz_status nnz_budget_need(nnz_model *m, int batch, const nnz_budget_shape *sh, 
     return NNZ_OK;
 }
 
-nnz_status nnz_budget_largest_batch(nnz_model *m, int most, size_t budget, const nnz_budget_shape *sh, int *batch) {
-    *batch = 0;
+typedef struct {
+    nnz_model *m;
+    const nnz_budget_shape *sh;
+} need_ctx;
+
+static nnz_status need_total(void *ctx, int batch, size_t *total) {
+    need_ctx *c = ctx;
     nnz_mem_need need;
-    int lo = 0, hi = most; /* need(lo) fits (lo = 0: none known), need(hi + 1) does not */
-    while (lo < hi) {
-        int mid = lo + (hi - lo + 1) / 2;
-        NNZ_TRY(nnz_budget_need(m, mid, sh, &need));
-        if (need.total <= budget) lo = mid;
-        else hi = mid - 1;
-    }
-    *batch = lo;
+    NNZ_TRY(nnz_budget_need(c->m, batch, c->sh, &need));
+    *total = need.total;
     return NNZ_OK;
+}
+
+nnz_status nnz_budget_largest_batch(nnz_model *m, int most, size_t budget, const nnz_budget_shape *sh, int *batch) {
+    need_ctx c = {m, sh};
+    return nnz_budget_largest(most, budget, need_total, &c, batch);
 }
 
 void nnz_budget_describe(const nnz_mem_need *n, char *buf, size_t len) {

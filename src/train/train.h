@@ -146,15 +146,13 @@ typedef struct {
     bool sparse;      /* layers hold zeros: the sparse formats' memory */
     bool pruning;     /* magnitude masks are made while training (GMP) */
 } nnz_budget_shape;
-typedef struct { size_t resident, activations, buffers, runtime, total; } nnz_mem_need;
 /* zlib's state and buffers while a data split loads, besides the split itself */
 #define NNZ_DATA_LOAD_SLACK ((size_t)1 << 20)
-/* The estimated peak resident bytes at `batch` (budget.c explains the terms). */
+/* The estimated peak resident bytes at `batch` (budget.c explains the terms; nnz_mem_need and the
+ * runtime share are nn/budget.c's). */
 nnz_status nnz_budget_need(nnz_model *m, int batch, const nnz_budget_shape *sh, nnz_mem_need *out);
 /* The largest batch <= most whose need fits budget (0: not even 1). */
 nnz_status nnz_budget_largest_batch(nnz_model *m, int most, size_t budget, const nnz_budget_shape *sh, int *batch);
-/* The libraries' runtime share of the estimate. */
-size_t nnz_budget_runtime_bytes(const nnz_model *m, int batch, bool sparse, bool pruning);
 /* "N bytes: R resident before the batch (...), A for activations ..." */
 void nnz_budget_describe(const nnz_mem_need *n, char *buf, size_t len);
 

@@ -52,6 +52,12 @@ extern const char *const cli_mask_kind_names[];
 /* With --memory-budget: freed buffers go back to the system at once (glibc's malloc thresholds
  * fixed), so the resident memory follows what is allocated. */
 void cli_budget_malloc(void);
+/* With --memory-budget, before loading a data split: 0 when reading it whole (then keeping its
+ * first `limit` images, 0 = all) keeps the process within budget; otherwise says why on stderr
+ * ("nnz CMD: ...") and returns CLI_EXIT_FAILURE. *need gets the process's estimated peak while
+ * loading, *base the resident bytes before it, *bytes the split's (each may be NULL). */
+int cli_budget_data(const char *cmd, const char *data, bool train_split, int limit, size_t budget, size_t *need,
+                    size_t *base, size_t *bytes);
 #define CLI_BUDGET_ERROR "--memory-budget expects a byte count like 8M, 512K or 1000000, got '%s'"
 /* "64x576" -> 64, 576 (whole positive numbers, nothing else). */
 bool cli_parse_pair(const char *s, int *a, int *b);

@@ -50,18 +50,9 @@ int cmd_eval(int argc, char **argv) {
     if (budget_text && !nnz_parse_bytes(budget_text, &budget)) return cli_usage_error(&cmd, CLI_BUDGET_ERROR, budget_text);
     if (budget) { /* only the first --limit images are read */
         cli_budget_malloc();
-        size_t bytes, base = nnz_resident_bytes();
-        int n;
-        if (nnz_dataset_bytes(data, train_split, limit, &bytes, &n) != NNZ_OK) return cli_fail("eval", "cannot load the data");
-        size_t need = base + bytes + (1 << 20);
-        if (need > budget) {
-            fprintf(stderr,
-                    "nnz eval: the data set alone does not fit --memory-budget %zu: loading the %s split of '%s' "
-                    "takes the process to about %zu bytes (%zu already resident, the split %zu); raise "
-                    "--memory-budget to at least that\n",
-                    budget, train_split ? "train" : "test", data, need, base, bytes);
-            return CLI_EXIT_FAILURE;
-        }
+        size_t need, base, bytes;
+        int rc = cli_budget_data("eval", data, train_split, limit, budget, &need, &base, &bytes);
+        if (rc) return rc;
         /* a checkpoint is read whole while the model (about its size: weights and gradients) is
          * built; the data set comes after it (a .nnz file's check comes after loading) */
         struct stat st;

@@ -14,7 +14,9 @@ int cmd_run(int argc, char **argv) {
         FL_INT("--batch", &batch, "N", "Images per forward pass; 0 = the largest that fits the budget (at most 256).",
                "0 (64 without a budget)", 0, 65536),
         FL_STR("--memory-budget", &budget_text, "BYTES",
-               "Most bytes for decoded weights + activations + scratch, e.g. 8M, 512K, 1G (binary units).",
+               "Most bytes the process may hold resident (peak RSS), e.g. 32M, 1G (binary units): the data set, "
+               "the compressed file, decoded weights, activations, scratch and the BLAS/OpenMP runtime at --threads. "
+               "The batch is the largest that fits, or a --batch that does not is refused (exit 1).",
                "unlimited"),
         FL_INT("--limit", &limit, "N", "Run only the first N test images (0 = all).", "0", 0, 0),
         FL_INT("--threads", &threads, "N", "Worker threads; 0 = all cores.", "0", 0, 4096),
@@ -29,11 +31,12 @@ int cmd_run(int argc, char **argv) {
             "Runs a compressed model (nnz pack) on the test split without ever holding all of its\n"
             "decoded weights: each layer's weights are Huffman-decoded into a buffer just before the\n"
             "layer runs (the next layer's on a second thread while this one computes), and activations\n"
-            "are freed after their last use. Weights, activations and scratch together stay within\n"
-            "--memory-budget (the batch is chosen to fit, or refused when --batch does not). Prints the\n"
-            "accuracy, the throughput and the measured peak bytes; the compressed file itself is held\n"
-            "in memory besides the budget.",
-        .example = "  nnz run lenet5.nnz --memory-budget 4M\n  nnz run mbv2.nnz --batch 32 --limit 1000 --json",
+            "are freed after their last use. With --memory-budget the process's peak resident memory\n"
+            "(the data set, kept to --limit images, the compressed file, decoded weights, activations,\n"
+            "scratch and the libraries' runtime) is estimated before anything runs and stays within it:\n"
+            "the batch is chosen to fit, or refused when --batch does not. Prints the accuracy, the\n"
+            "throughput, the bytes the runner counted and the process's measured peak RSS.",
+        .example = "  nnz run lenet5.nnz --memory-budget 32M\n  nnz run mbv2.nnz --batch 32 --limit 1000 --json",
         .flags = flags,
         .n_flags = (int)(sizeof flags / sizeof flags[0]),
         .positional = "FILE.nnz",
@@ -49,17 +52,24 @@ int cmd_run(int argc, char **argv) {
     nnz_run_config_init(&cfg);
     if (budget_text && !nnz_parse_bytes(budget_text, &cfg.memory_budget))
         return cli_usage_error(&cmd, CLI_BUDGET_ERROR, budget_text);
-    if (budget_text) cli_budget_malloc();
+    if (budget_text) {
+        cli_budget_malloc();
+        int rc = cli_budget_data("run", data, false, limit, cfg.memory_budget, NULL, NULL, NULL);
+        if (rc) return rc;
+    }
     cfg.batch = batch;
     cfg.limit = limit;
     cfg.prefetch = !no_prefetch;
     nnz_set_threads(threads);
     nnz_dataset d;
-    if (nnz_dataset_load(data, false, &d) != NNZ_OK) return cli_fail("run", "cannot load the data");
+    if (nnz_dataset_load_first(data, false, limit, &d) != NNZ_OK) /* only the first --limit images are run */
+        return cli_fail("run", "cannot load the data");
     nnz_run_result res;
     nnz_status s = nnz_run_packed(pos[0], &d, &cfg, &res);
     nnz_dataset_free(&d);
-    if (s != NNZ_OK) return cli_fail("run", "cannot run the model");
+    if (s != NNZ_OK)
+        return cli_fail("run", cfg.memory_budget && s == NNZ_ERR_NOMEM ? "the run does not fit the memory budget"
+                                                                        : "cannot run the model");
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     if (json) {
@@ -67,23 +77,27 @@ int cmd_run(int argc, char **argv) {
         cli_json_string(stdout, pos[0]);
         printf(",\"images\":%d,\"batch\":%d,\"prefetch\":%s,\"accuracy\":%.6f,\"images_per_sec\":%.1f,"
                "\"seconds\":%.3f,\"decode_wait_seconds\":%.3f,\"budget_bytes\":%zu,\"peak_bytes\":%zu,"
-               "\"peak_weight_bytes\":%zu,\"peak_activation_bytes\":%zu,\"file_bytes\":%zu,\"max_rss_kib\":%ld}\n",
+               "\"peak_weight_bytes\":%zu,\"peak_activation_bytes\":%zu,\"file_bytes\":%zu,\"estimated_bytes\":%zu,"
+               "\"peak_resident_bytes\":%zu,\"max_rss_kib\":%ld}\n",
                res.n, res.batch, res.prefetch ? "true" : "false", res.accuracy, res.images_per_sec, res.seconds,
                res.decode_seconds, res.budget, res.peak_bytes, res.peak_weight_bytes, res.peak_act_bytes,
-               res.file_bytes, ru.ru_maxrss);
+               res.file_bytes, res.memory_estimate, res.peak_resident, ru.ru_maxrss);
     } else {
-        char pk[32], bw[32], ba[32], fb[32], bud[32] = "unlimited";
+        char pk[32], bw[32], ba[32], fb[32], est[32], rss[32], bud[32] = "unlimited";
         cli_group_digits((int64_t)res.peak_bytes, pk, sizeof pk);
         cli_group_digits((int64_t)res.peak_weight_bytes, bw, sizeof bw);
         cli_group_digits((int64_t)res.peak_act_bytes, ba, sizeof ba);
         cli_group_digits((int64_t)res.file_bytes, fb, sizeof fb);
+        cli_group_digits((int64_t)res.memory_estimate, est, sizeof est);
+        cli_group_digits((int64_t)res.peak_resident, rss, sizeof rss);
         if (res.budget) cli_group_digits((int64_t)res.budget, bud, sizeof bud);
         printf("images: %d (test split), batch %d, decode %s\n", res.n, res.batch,
                res.prefetch ? "overlapped (second thread)" : "on the main thread");
         printf("throughput: %.0f images/s (%.2f s, of which %.2f s waiting for decoding)\n", res.images_per_sec,
                res.seconds, res.decode_seconds);
-        printf("memory: peak %s bytes (decoded weights %s + activations/scratch %s), budget %s\n", pk, bw, ba, bud);
-        printf("compressed model: %s bytes held; process max RSS %.1f MiB\n", fb, (double)ru.ru_maxrss / 1024.0);
+        printf("memory: peak resident %s bytes (estimated %s, budget %s); the runner held at most %s bytes "
+               "(decoded weights %s + activations/scratch %s)\n", rss, est, bud, pk, bw, ba);
+        printf("compressed model: %s bytes held\n", fb);
         printf("accuracy: %.2f%%\n", 100.0 * res.accuracy);
     }
     return CLI_EXIT_OK;

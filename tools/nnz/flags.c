@@ -245,3 +245,22 @@ void cli_budget_malloc(void) {
     mallopt(M_TRIM_THRESHOLD, 1 << 20);
 #endif
 }
+
+int cli_budget_data(const char *cmd, const char *data, bool train_split, int limit, size_t budget, size_t *need_out,
+                    size_t *base_out, size_t *bytes_out) {
+    size_t bytes, base = nnz_resident_bytes();
+    int n;
+    if (nnz_dataset_bytes(data, train_split, limit, &bytes, &n) != NNZ_OK) return cli_fail(cmd, "cannot load the data");
+    /* only the first `limit` images are read (zlib's state besides them) */
+    size_t need = base + bytes + (1 << 20);
+    if (need_out) *need_out = need;
+    if (base_out) *base_out = base;
+    if (bytes_out) *bytes_out = bytes;
+    if (need <= budget) return 0;
+    fprintf(stderr,
+            "nnz %s: the data set alone does not fit --memory-budget %zu: loading the %s split of '%s' takes the "
+            "process to about %zu bytes (%zu already resident, the split %zu); raise --memory-budget to at least "
+            "that\n",
+            cmd, budget, train_split ? "train" : "test", data, need, base, bytes);
+    return CLI_EXIT_FAILURE;
+}

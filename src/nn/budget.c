@@ -1,0 +1,95 @@
+/* Memory budgets (--memory-budget of nnz train, nnz eval and nnz run): the parts of the estimate
+ * of a process's peak resident memory that every verb shares. Each verb adds what it alone
+ * holds (train/budget.c: training and evaluation buffers; run/run.c: the layer-by-layer runner's
+ * counted buffers) to
+ *
+ *   resident  measured before the batch's buffers exist (/proc/self/status VmRSS, nnz.h)
+ *   runtime   what the libraries touch while running (nnz_budget_runtime_bytes): OpenBLAS's
+ *             packing buffers and OpenMP's thread stacks (a constant plus a share per thread,
+ *             measured on lenet5/vgg8/mbv2-tiny with 1 and 2 threads and rounded up), the bf16
+ *             GEMM's packing (or, emulated, its rounded fp32 operand copies), threaded OpenBLAS's
+ *             copy of a tall GEMM's left operand, and with masks or pruning the sparse formats (up
+ *             to twice the weights), and with GMP a magnitude mask's sort (40 bytes per weight of
+ *             the largest layer).
+ *
+ * and picks the largest batch whose total fits (nnz_budget_largest). Every term is an upper bound. */
+#include "nn/nn.h"
+
+#define MIB ((size_t)1 << 20)
+/* OpenBLAS's and OpenMP's runtime memory: measured peaks minus the other terms were at most
+ * 9 MiB with 1 thread and 11 MiB with 2 */
+#define RUNTIME_BASE (12 * MIB)
+
+static size_t round64(size_t b) { return (b + 63) & ~(size_t)63; }
+
+static size_t weight_bytes(const nnz_model *m) {
+    size_t b = 0;
+    for (int i = 0; i < m->n_params; i++)
+        if (m->params[i].trainable) b += (size_t)nnz_tensor_numel(&m->params[i].value) * sizeof(float);
+    return b;
+}
+
+/* The most floats one emulated bf16 GEMM copies (its two operands, rounded), over the layers. */
+static size_t bf16_emulation_floats(const nnz_model *m, int batch) {
+    size_t most = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const nnz_node *n = &m->nodes[i];
+        if (n->op != NNZ_OP_CONV2D && n->op != NNZ_OP_LINEAR) continue;
+        size_t rows = (size_t)batch * (n->op == NNZ_OP_CONV2D ? (size_t)n->h * n->w : 1);
+        size_t k = n->op == NNZ_OP_CONV2D ? (size_t)n->k * n->k * (size_t)(n->in_c / (n->groups > 0 ? n->groups : 1))
+                                          : (size_t)n->in_c * n->in_h * n->in_w;
+        size_t oc = (size_t)n->out_ch;
+        size_t f = rows * (k + oc) + oc * k; /* forward, data and weight gradient: rows x (k or oc) + weight */
+        if (f > most) most = f;
+    }
+    return most;
+}
+
+size_t nnz_budget_runtime_bytes(const nnz_model *m, int batch, bool sparse, bool pruning) {
+    const size_t threads = (size_t)nnz_threads();
+    size_t b = RUNTIME_BASE + threads * NNZ_BUDGET_THREAD_BYTES;
+    if (threads > 1) {
+        /* threaded OpenBLAS packs a tall GEMM's whole left operand (up to about the im2col columns
+         * of a chunk, or a linear layer's batch of inputs) into its per-thread buffers */
+        size_t most = nnz_model_conv_scratch_bytes(m, batch);
+        for (int i = 0; i < m->n_nodes; i++) {
+            const nnz_node *n = &m->nodes[i];
+            size_t in = (size_t)batch * n->in_h * n->in_w * n->in_c * sizeof(float);
+            if (n->op == NNZ_OP_LINEAR && in > most) most = in;
+        }
+        b += most;
+    }
+    if (m->compute == NNZ_BF16) {
+        if (nnz_isa_active() >= NNZ_ISA_AVX512BF16)
+            b += round64((size_t)512 * 32 * 96 * 2) + threads * round64((size_t)256 * 512 * 2); /* packed B, A */
+        else
+            b += bf16_emulation_floats(m, batch) * sizeof(float) + 2 * 64;
+    }
+    if (sparse) b += 2 * weight_bytes(m); /* the sparse formats */
+    if (pruning) {
+        /* making a magnitude mask of the largest layer (GMP's pruning steps): 16-byte scored
+         * candidates, the sort's copy of them and the mask byte, per weight */
+        size_t largest = 0;
+        for (int i = 0; i < m->n_nodes; i++) {
+            int rows, cols;
+            if (nnz_node_weight_matrix(&m->nodes[i], &rows, &cols) && (size_t)rows * cols > largest)
+                largest = (size_t)rows * cols;
+        }
+        b += 40 * largest;
+    }
+    return b;
+}
+
+nnz_status nnz_budget_largest(int most, size_t budget, nnz_budget_need_fn need, void *ctx, int *batch) {
+    *batch = 0;
+    int lo = 0, hi = most; /* need(lo) fits (lo = 0: none known), need(hi + 1) does not */
+    while (lo < hi) {
+        int mid = lo + (hi - lo + 1) / 2;
+        size_t total = 0;
+        NNZ_TRY(need(ctx, mid, &total));
+        if (total <= budget) lo = mid;
+        else hi = mid - 1;
+    }
+    *batch = lo;
+    return NNZ_OK;
+}
