@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Crash safety of nnz train: SIGKILL at random moments (scripts/kill-test, a short version: 10 plain
-# iterations, 3 with --prune autosparse, 3 with --prune gmp), and a diverging run (NaN loss) that must
+# iterations, 3 with --prune autosparse, 3 with --prune gmp; 3/1/1 under the sanitizers), and a diverging run (NaN loss) that must
 # keep the last good checkpoint. $1 = the nnz binary.
 set -u
 . "$(dirname "$0")/support/cli_lib.sh"
@@ -15,9 +15,12 @@ expect 2 "$NNZ" train --checkpoint-every 1.5; has err "--checkpoint-every"
 expect 2 "$NNZ" train --checkpoint-every;     has err "--checkpoint-every needs a value"
 
 # ---- SIGKILL at random points: every checkpoint loads and resumes to the uninterrupted run's bytes
-bash "$HERE/../scripts/kill-test" "$NNZ" 10 || fail "kill-test (plain) failed"
-bash "$HERE/../scripts/kill-test" "$NNZ" 3 --prune autosparse --threshold-init -5 || fail "kill-test (autosparse) failed"
-bash "$HERE/../scripts/kill-test" "$NNZ" 3 --prune gmp --target-sparsity 0.8 --gmp-every 2 || fail "kill-test (gmp) failed"
+# under the sanitizers and valgrind (NNZ_SANITIZE set) every run is 10-50x slower: fewer kills
+PLAIN=10 PRUNED=3
+if [ -n "${NNZ_SANITIZE:-}" ]; then PLAIN=3 PRUNED=1; fi
+bash "$HERE/../scripts/kill-test" "$NNZ" $PLAIN || fail "kill-test (plain) failed"
+bash "$HERE/../scripts/kill-test" "$NNZ" $PRUNED --prune autosparse --threshold-init -5 || fail "kill-test (autosparse) failed"
+bash "$HERE/../scripts/kill-test" "$NNZ" $PRUNED --prune gmp --target-sparsity 0.8 --gmp-every 2 || fail "kill-test (gmp) failed"
 
 # ---- a NaN loss keeps the last good checkpoint
 TINY=(--model mlp --test-limit 64 --batch 32 --threads 2)
