@@ -341,6 +341,20 @@ size_t nnz_budget_runtime_bytes(const nnz_model *m, int batch, bool sparse, bool
 typedef nnz_status (*nnz_budget_need_fn)(void *ctx, int batch, size_t *total);
 /* The largest batch <= most whose need fits budget (0: not even 1); need grows with the batch. */
 nnz_status nnz_budget_largest(int most, size_t budget, nnz_budget_need_fn need, void *ctx, int *batch);
+/* What a training or evaluation run holds besides the model (nnz_budget_need). */
+typedef struct {
+    int train_n;      /* training images (their order array); 0 for evaluation only */
+    int eval_n;       /* evaluated images */
+    bool train;       /* training buffers (batch, labels, logit gradients) besides evaluation's */
+    bool sparse;      /* layers hold zeros: the sparse formats' memory */
+    bool pruning;     /* magnitude masks are made while training (GMP) */
+} nnz_budget_shape;
+/* The estimated peak resident bytes of training or evaluation at `batch` (budget.c explains the terms). */
+nnz_status nnz_budget_need(nnz_model *m, int batch, const nnz_budget_shape *sh, nnz_mem_need *out);
+/* The largest batch <= most whose need fits budget (0: not even 1). */
+nnz_status nnz_budget_largest_batch(nnz_model *m, int most, size_t budget, const nnz_budget_shape *sh, int *batch);
+/* "N bytes: R resident before the batch (...), A for activations ..." */
+void nnz_budget_describe(const nnz_mem_need *n, char *buf, size_t len);
 
 /* x (n,in_h,in_w,in_c) -> logits (n,num_classes) at nnz_model_output(m). */
 nnz_status nnz_model_forward(nnz_model *m, const float *x, int n, bool train);
@@ -435,5 +449,9 @@ nnz_status nnz_checkpoint_load_optimizer(const nnz_checkpoint *ck, const nnz_mod
 /* Fails fast (before hours of training) when a checkpoint could never be written to path:
  * it is a directory, or its directory is missing or not writable. NULL is fine. */
 nnz_status nnz_check_output_path(const char *path);
+
+/* ===================== evaluation (eval.c) =====================
+ * nnz_evaluate and nnz_evaluate_fit are public (nnz.h), as are nnz_checkpoint_load_model and
+ * nnz_checkpoint_save_model (checkpoint.c). */
 
 #endif

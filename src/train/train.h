@@ -1,6 +1,8 @@
-/* train: the training loop, the data pipeline, checkpoints (save/resume),
- * evaluation and benchmarking. The public entry points are in nnz.h; this
- * header holds the pieces the trainer, the tests and the other verbs share. */
+/* train: the training loop, its configuration as JSON, its JSON-lines log, its
+ * memory budget, and benchmarking. The public entry points are in nnz.h; this
+ * header holds the pieces the trainer and the tests share. What the other verbs
+ * share with training lives lower: the batcher in io/io.h, checkpoints,
+ * evaluation and the memory estimate in nn/nn.h. */
 #ifndef NNZ_TRAIN_H
 #define NNZ_TRAIN_H
 
@@ -29,22 +31,8 @@ nnz_status nnz_train_config_to_json(const nnz_train_config *cfg, char **json_out
  * written into model_buf (model_len bytes) and cfg->model points to it. */
 nnz_status nnz_train_config_from_json(const char *json, nnz_train_config *cfg, char *model_buf, size_t model_len);
 
-/* ===================== memory budgets (budget.c) ===================== */
-typedef struct {
-    int train_n;      /* training images (their order array); 0 for evaluation only */
-    int eval_n;       /* evaluated images */
-    bool train;       /* training buffers (batch, labels, logit gradients) besides evaluation's */
-    bool sparse;      /* layers hold zeros: the sparse formats' memory */
-    bool pruning;     /* magnitude masks are made while training (GMP) */
-} nnz_budget_shape;
+/* ===================== the trainer's memory budget ===================== */
 /* zlib's state and buffers while a data split loads, besides the split itself */
 #define NNZ_DATA_LOAD_SLACK ((size_t)1 << 20)
-/* The estimated peak resident bytes at `batch` (budget.c explains the terms; nnz_mem_need and the
- * runtime share are nn/budget.c's). */
-nnz_status nnz_budget_need(nnz_model *m, int batch, const nnz_budget_shape *sh, nnz_mem_need *out);
-/* The largest batch <= most whose need fits budget (0: not even 1). */
-nnz_status nnz_budget_largest_batch(nnz_model *m, int most, size_t budget, const nnz_budget_shape *sh, int *batch);
-/* "N bytes: R resident before the batch (...), A for activations ..." */
-void nnz_budget_describe(const nnz_mem_need *n, char *buf, size_t len);
 
 #endif
