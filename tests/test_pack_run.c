@@ -5,7 +5,7 @@
 
 #include "nn/nn.h"
 #include "pack/pack.h"
-#include "train/train.h"
+#include "io/io.h" /* nnz_data_norm */
 
 #ifdef __GLIBC__
 #include <malloc.h>

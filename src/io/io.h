@@ -1,4 +1,5 @@
-/* io: atomic file writes, bounded file reads, IDX and CIFAR-10 readers,
+/* io: atomic file writes, bounded file reads, IDX and CIFAR-10 readers, the
+ * batcher (normalized, shuffled, augmented float batches of a data set),
  * safetensors reading and writing. Every reader is bounds-checked: a corrupt,
  * truncated or hostile file is an nnz_status with a message, never a crash or
  * an over-read; declared sizes are checked against the file size before any
@@ -55,6 +56,62 @@ nnz_status nnz_cifar_parse(const uint8_t *buf, size_t len, const char *name, uin
                            int cap, int *count);
 
 /* nnz_dataset_load / nnz_dataset_free are public (nnz.h). */
+
+/* ---- batches from an nnz_dataset (batcher.c) ----
+ *
+ * Normalization: x = (pixel/255 - mean[c]) / std[c], with fixed per-channel
+ * constants chosen by the channel count, so training, evaluation and every
+ * later verb agree without storing them:
+ *   1 channel  (Fashion-MNIST): mean 0.2860, std 0.3530 (the Fashion-MNIST
+ *              training set's statistics; tests/test_train.c recomputes them);
+ *   3 channels (CIFAR-10):      mean (0.4914, 0.4822, 0.4465), std (0.2470, 0.2435, 0.2616);
+ *   otherwise:                  mean 0.5, std 0.5.
+ *
+ * Order: epoch e visits the first `limit` images in the permutation drawn by
+ * nnz_rng_shuffle from nnz_rng_make(seed ^ NNZ_DATA_SHUFFLE_SALT, e), so the
+ * order of any epoch is a pure function of (seed, e): a resumed run recomputes
+ * it and skips the batches already done. Training drops the last incomplete
+ * batch (it would give batch norm a tiny, noisy batch); evaluation keeps it.
+ *
+ * Augmentation (optional): random crop with 2-pixel zero padding (pixel value
+ * 0 before normalization, as torchvision's RandomCrop(padding=2)) and a
+ * horizontal flip with probability 1/2, drawn from
+ * nnz_rng_make(nnz_rng_hash(seed ^ NNZ_DATA_AUGMENT_SALT, e), image index):
+ * reproducible per (epoch, image), independent of batch size and threads. */
+#define NNZ_DATA_SHUFFLE_SALT 0x53485546464C4531ull
+#define NNZ_DATA_AUGMENT_SALT 0x4155474D454E5431ull
+#define NNZ_DATA_PAD 2
+
+typedef struct {
+    const nnz_dataset *data;
+    int n;               /* images used: min(limit, data->n) */
+    int batch;
+    bool augment, shuffle;
+    uint64_t seed;
+    int epoch;           /* the epoch `order` was drawn for */
+    int32_t *order;      /* (n) image indices of the current epoch */
+    float mean[4], std[4];
+} nnz_batcher;
+
+/* limit 0 = all images. shuffle=false visits images in file order (evaluation). */
+nnz_status nnz_batcher_init(nnz_batcher *b, const nnz_dataset *d, int limit, int batch, bool shuffle,
+                            bool augment, uint64_t seed);
+void nnz_batcher_free(nnz_batcher *b);
+/* Draws the order of epoch e (cheap; call at each epoch start, or on resume). */
+void nnz_batcher_set_epoch(nnz_batcher *b, int epoch);
+/* Training batches per epoch: floor(n / batch), at least 1 when n > 0. */
+int64_t nnz_batcher_train_steps(const nnz_batcher *b);
+/* Evaluation batches: ceil(n / batch). */
+int64_t nnz_batcher_eval_steps(const nnz_batcher *b);
+/* Batch i of the current epoch: x (count, h, w, c) normalized floats, y (count)
+ * labels; returns count (0 past the end). x must hold batch*h*w*c floats. */
+int nnz_batcher_fill(const nnz_batcher *b, int64_t i, float *x, uint8_t *y);
+/* The normalization constants described above, for c channels (c <= 4). */
+void nnz_data_norm(int c, float *mean, float *std);
+/* Normalizes (and, when augment, crops/flips with the rng of (seed, epoch, index))
+ * one image (h,w,c bytes) into out (h,w,c floats). */
+void nnz_data_image(const nnz_dataset *d, int index, const float *mean, const float *std, bool augment,
+                    uint64_t seed, int epoch, float *out);
 
 /* ---- safetensors ----
  * 8-byte little-endian header length, a JSON header {name: {dtype, shape,

@@ -1,19 +1,28 @@
-/* Memory budgets (--memory-budget of nnz train, nnz eval and nnz run): the parts of the estimate
- * of a process's peak resident memory that every verb shares. Each verb adds what it alone
- * holds (train/budget.c: training and evaluation buffers; run/run.c: the layer-by-layer runner's
- * counted buffers) to
+/* Memory budgets (--memory-budget of nnz train, nnz eval and nnz run): an estimate of a process's
+ * peak resident memory at a batch size, made before the batch's buffers exist, and the largest
+ * batch whose estimate fits (nnz_budget_largest). Every term is an upper bound; the activation
+ * arena is then capped at what the estimate gave it, so an allocation past the estimate fails with
+ * a message instead of growing the process.
  *
- *   resident  measured before the batch's buffers exist (/proc/self/status VmRSS, nnz.h)
- *   runtime   what the libraries touch while running (nnz_budget_runtime_bytes): OpenBLAS's
- *             packing buffers and OpenMP's thread stacks (a constant plus a share per thread,
- *             measured on lenet5/vgg8/mbv2-tiny with 1 and 2 threads and rounded up), the bf16
- *             GEMM's packing (or, emulated, its rounded fp32 operand copies), threaded OpenBLAS's
- *             copy of a tall GEMM's left operand, and with masks or pruning the sparse formats (up
- *             to twice the weights), and with GMP a magnitude mask's sort (40 bytes per weight of
- *             the largest layer).
- *
- * and picks the largest batch whose total fits (nnz_budget_largest). Every term is an upper bound. */
+ *   resident     measured before the batch's buffers exist (/proc/self/status VmRSS, nnz.h): code
+ *                and libraries, the data set, the weights and gradients, the optimizer state, an
+ *                open checkpoint, and whatever the allocator kept of freed memory
+ *   activations  the model's activation arena at this batch (nnz_model_activation_bytes:
+ *                activations, their gradients, pool indices, im2col/bf16 conv scratch)
+ *   buffers      what the verb alone holds: for training and evaluation (nnz_budget_need) the float
+ *                batch(es), labels, logit gradients and image orders; nnz run (run/run.c) counts
+ *                its layer-by-layer runner's buffers itself
+ *   runtime      what the libraries touch while running (nnz_budget_runtime_bytes): OpenBLAS's
+ *                packing buffers and OpenMP's thread stacks (a constant plus a share per thread,
+ *                measured on lenet5/vgg8/mbv2-tiny with 1 and 2 threads and rounded up), the bf16
+ *                GEMM's packing (or, emulated, its rounded fp32 operand copies), threaded OpenBLAS's
+ *                copy of a tall GEMM's left operand, and with masks or pruning the sparse formats (up
+ *                to twice the weights), and with GMP a magnitude mask's sort (40 bytes per weight of
+ *                the largest layer). */
 #include "nn/nn.h"
+
+#include <stdio.h>
+#include <string.h>
 
 #define MIB ((size_t)1 << 20)
 /* OpenBLAS's and OpenMP's runtime memory: measured peaks minus the other terms were at most
@@ -92,4 +101,46 @@ nnz_status nnz_budget_largest(int most, size_t budget, nnz_budget_need_fn need, 
     }
     *batch = lo;
     return NNZ_OK;
+}
+
+nnz_status nnz_budget_need(nnz_model *m, int batch, const nnz_budget_shape *sh, nnz_mem_need *out) {
+    memset(out, 0, sizeof *out);
+    NNZ_TRY(nnz_model_activation_bytes(m, batch, &out->activations));
+    /* measured after the probe: whatever the allocator kept of it counts */
+    out->resident = nnz_resident_bytes();
+    const size_t img = (size_t)m->in_h * m->in_w * m->in_c * sizeof(float);
+    const size_t b = (size_t)batch;
+    size_t buf = round64(b * img) + round64(b) + round64((size_t)sh->eval_n * 4); /* evaluation */
+    if (sh->train)
+        buf += round64(b * img) + round64(b) + round64(b * (size_t)m->num_classes * sizeof(float)) +
+               round64((size_t)sh->train_n * 4);
+    out->buffers = buf;
+    out->runtime = nnz_budget_runtime_bytes(m, batch, sh->sparse, sh->pruning);
+    out->total = out->resident + out->activations + out->buffers + out->runtime;
+    return NNZ_OK;
+}
+
+typedef struct {
+    nnz_model *m;
+    const nnz_budget_shape *sh;
+} need_ctx;
+
+static nnz_status need_total(void *ctx, int batch, size_t *total) {
+    need_ctx *c = ctx;
+    nnz_mem_need need;
+    NNZ_TRY(nnz_budget_need(c->m, batch, c->sh, &need));
+    *total = need.total;
+    return NNZ_OK;
+}
+
+nnz_status nnz_budget_largest_batch(nnz_model *m, int most, size_t budget, const nnz_budget_shape *sh, int *batch) {
+    need_ctx c = {m, sh};
+    return nnz_budget_largest(most, budget, need_total, &c, batch);
+}
+
+void nnz_budget_describe(const nnz_mem_need *n, char *buf, size_t len) {
+    snprintf(buf, len,
+             "%zu bytes: %zu resident before the batch (code, libraries, data set, weights, gradients, optimizer "
+             "state), %zu for activations and scratch, %zu for the batch buffers, %zu for the BLAS/OpenMP runtime",
+             n->total, n->resident, n->activations, n->buffers, n->runtime);
 }

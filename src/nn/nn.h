@@ -1,5 +1,6 @@
 /* nn: layers (forward + backward), the model graph, its builder, the zoo,
- * optimizers, LR schedules and the loss.
+ * optimizers, LR schedules, the loss, checkpoints (a model and its optimizer
+ * state in safetensors) and evaluation.
  *
  * Layers are plain functions over arrays (as llm.c); the shape of every
  * pointer is in the comment above it. Activations are NHWC, batch-major.
@@ -13,6 +14,7 @@
 #define NNZ_NN_H
 
 #include "base/base.h"
+#include "io/io.h"           /* safetensors: checkpoints */
 #include "kernels/kernels.h" /* nnz_epilogue */
 
 /* The graph's operations (also the fused activation of a batch norm). */
@@ -339,6 +341,20 @@ size_t nnz_budget_runtime_bytes(const nnz_model *m, int batch, bool sparse, bool
 typedef nnz_status (*nnz_budget_need_fn)(void *ctx, int batch, size_t *total);
 /* The largest batch <= most whose need fits budget (0: not even 1); need grows with the batch. */
 nnz_status nnz_budget_largest(int most, size_t budget, nnz_budget_need_fn need, void *ctx, int *batch);
+/* What a training or evaluation run holds besides the model (nnz_budget_need). */
+typedef struct {
+    int train_n;      /* training images (their order array); 0 for evaluation only */
+    int eval_n;       /* evaluated images */
+    bool train;       /* training buffers (batch, labels, logit gradients) besides evaluation's */
+    bool sparse;      /* layers hold zeros: the sparse formats' memory */
+    bool pruning;     /* magnitude masks are made while training (GMP) */
+} nnz_budget_shape;
+/* The estimated peak resident bytes of training or evaluation at `batch` (budget.c explains the terms). */
+nnz_status nnz_budget_need(nnz_model *m, int batch, const nnz_budget_shape *sh, nnz_mem_need *out);
+/* The largest batch <= most whose need fits budget (0: not even 1). */
+nnz_status nnz_budget_largest_batch(nnz_model *m, int most, size_t budget, const nnz_budget_shape *sh, int *batch);
+/* "N bytes: R resident before the batch (...), A for activations ..." */
+void nnz_budget_describe(const nnz_mem_need *n, char *buf, size_t len);
 
 /* x (n,in_h,in_w,in_c) -> logits (n,num_classes) at nnz_model_output(m). */
 nnz_status nnz_model_forward(nnz_model *m, const float *x, int n, bool train);
@@ -379,5 +395,63 @@ typedef struct {
     float min_lr;                       /* cosine floor, default 0 */
 } nnz_schedule;
 float nnz_schedule_lr(const nnz_schedule *s, int64_t step);
+const char *nnz_optimizer_kind_name(nnz_optimizer_kind k); /* "sgd", "adamw" */
+const char *nnz_schedule_kind_name(nnz_schedule_kind k);   /* "cosine", "step", "onecycle", "constant" */
+
+/* ===================== checkpoints (checkpoint.c) =====================
+ * A safetensors file (docs/FORMAT.md, "Checkpoints"): every parameter and batch-norm
+ * buffer under its name (F32), the optimizer state as
+ * "optimizer.state1.<param>" / "optimizer.state2.<param>", and string metadata
+ * format, version, arch, step, epoch, seed, dropout_rng_counter,
+ * dropout_rng_key, optimizer, train_config. Written atomically. */
+#define NNZ_CKPT_FORMAT "nnz-checkpoint"
+#define NNZ_CKPT_VERSION "1"
+
+typedef struct {
+    int64_t step;                 /* optimizer steps done */
+    int epoch;                    /* epochs fully done */
+    uint64_t seed;
+    uint64_t dropout_rng_counter;
+} nnz_ckpt_state;
+
+/* opt may be NULL (no optimizer state); train_config_json may be NULL. */
+nnz_status nnz_checkpoint_save(const char *path, const nnz_model *m, const nnz_optimizer *opt,
+                               const nnz_ckpt_state *st, const char *train_config_json);
+/* The same, plus n_extra string metadata keys[i] = values[i] (e.g. "shrink", written by
+ * nnz shrink); INVALID_ARG for a key of the list above. */
+nnz_status nnz_checkpoint_save_ex(const char *path, const nnz_model *m, const nnz_optimizer *opt,
+                                  const nnz_ckpt_state *st, const char *train_config_json, int n_extra,
+                                  const char *const *keys, const char *const *values);
+
+typedef struct {
+    nnz_st_file file;
+    nnz_ckpt_state state;
+    const char *arch_json;         /* point into file's metadata */
+    const char *optimizer_json;    /* NULL when absent */
+    const char *train_config_json; /* NULL when absent */
+    bool has_dropout_key;
+    uint64_t dropout_rng_key;
+} nnz_checkpoint;
+/* Copies the checkpoint's tensors into parameters first .. n_params-1 of m by name (the ones a
+ * run adds to its model, such as STR thresholds; nnz_checkpoint_build_model skips
+ * "*.threshold" tensors). FORMAT when one is missing or has another shape. */
+nnz_status nnz_checkpoint_load_params(const nnz_checkpoint *ck, nnz_model *m, int first);
+/* Reads and checks the container and metadata (format, version, numbers). */
+nnz_status nnz_checkpoint_open(const char *path, nnz_checkpoint *ck);
+void nnz_checkpoint_close(nnz_checkpoint *ck);
+/* Builds the model of the checkpoint's architecture and loads every parameter
+ * and buffer, checking presence, dtype and shape; unknown tensors are an error. */
+nnz_status nnz_checkpoint_build_model(const nnz_checkpoint *ck, nnz_model **out);
+/* Fills an initialised optimizer's state (and t) from the checkpoint; every
+ * state array the optimizer has must be present with its parameter's shape. */
+nnz_status nnz_checkpoint_load_optimizer(const nnz_checkpoint *ck, const nnz_model *m, nnz_optimizer *opt);
+
+/* Fails fast (before hours of training) when a checkpoint could never be written to path:
+ * it is a directory, or its directory is missing or not writable. NULL is fine. */
+nnz_status nnz_check_output_path(const char *path);
+
+/* ===================== evaluation (eval.c) =====================
+ * nnz_evaluate and nnz_evaluate_fit are public (nnz.h), as are nnz_checkpoint_load_model and
+ * nnz_checkpoint_save_model (checkpoint.c). */
 
 #endif

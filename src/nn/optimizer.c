@@ -17,6 +17,14 @@
 #include <math.h>
 #include <string.h>
 
+const char *nnz_optimizer_kind_name(nnz_optimizer_kind k) {
+    switch (k) {
+    case NNZ_OPT_SGD: return "sgd";
+    case NNZ_OPT_ADAMW: return "adamw";
+    }
+    return "?";
+}
+
 nnz_status nnz_optimizer_init(nnz_optimizer *o, const nnz_model *m, nnz_optimizer_kind kind, float momentum,
                               bool nesterov, float weight_decay, bool decay_bn_and_bias) {
     if (!o) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_optimizer_init: optimizer is NULL");

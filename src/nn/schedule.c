@@ -16,6 +16,16 @@
 
 static const double pi = 3.14159265358979323846;
 
+const char *nnz_schedule_kind_name(nnz_schedule_kind k) {
+    switch (k) {
+    case NNZ_SCHED_COSINE: return "cosine";
+    case NNZ_SCHED_STEP: return "step";
+    case NNZ_SCHED_ONECYCLE: return "onecycle";
+    case NNZ_SCHED_CONSTANT: return "constant";
+    }
+    return "?";
+}
+
 /* torch.optim.lr_scheduler.OneCycleLR._annealing_cos */
 static double anneal_cos(double start, double end, double pct) {
     return end + (start - end) / 2.0 * (cos(pi * pct) + 1.0);

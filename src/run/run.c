@@ -1,6 +1,6 @@
 /* nnz_run_packed: inference from a .nnz file, decoding layer by layer (run.h). */
 #include "run/run.h"
-#include "train/train.h" /* the batcher: the same normalization as training and nnz eval */
+#include "io/io.h" /* the batcher: the same normalization as training and nnz eval */
 
 #include <pthread.h>
 #include <stdlib.h>

@@ -9,7 +9,7 @@
 #ifndef NNZ_SHRINK_H
 #define NNZ_SHRINK_H
 
-#include "train/train.h"
+#include "nn/nn.h"
 
 /* ===================== blocks ===================== */
 

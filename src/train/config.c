@@ -7,24 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *nnz_optimizer_kind_name(nnz_optimizer_kind k) {
-    switch (k) {
-    case NNZ_OPT_SGD: return "sgd";
-    case NNZ_OPT_ADAMW: return "adamw";
-    }
-    return "?";
-}
-
-const char *nnz_schedule_kind_name(nnz_schedule_kind k) {
-    switch (k) {
-    case NNZ_SCHED_COSINE: return "cosine";
-    case NNZ_SCHED_STEP: return "step";
-    case NNZ_SCHED_ONECYCLE: return "onecycle";
-    case NNZ_SCHED_CONSTANT: return "constant";
-    }
-    return "?";
-}
-
 void nnz_train_config_init(nnz_train_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
     cfg->model = "mbv2-tiny";

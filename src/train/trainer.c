@@ -11,12 +11,10 @@
  * caller's epochs apply when non-zero (longer runs stretch the schedule). */
 #include "train/train.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 typedef struct {
     double loss_sum;
@@ -112,28 +110,6 @@ static nnz_status resolve_defaults(nnz_train_config *c) {
         return nnz_fail(NNZ_ERR_INVALID_ARG, "--checkpoint-every must be >= 0 steps (0 = only at epoch ends; got %d)",
                         c->checkpoint_every);
     return resolve_prune(c);
-}
-
-nnz_status nnz_check_output_path(const char *path) {
-    if (!path) return NNZ_OK;
-    struct stat out_st;
-    if (stat(path, &out_st) == 0 && S_ISDIR(out_st.st_mode))
-        return nnz_fail(NNZ_ERR_IO, "cannot write the checkpoint '%s': it is a directory; pass a file name to --out",
-                        path);
-    char dir[4096];
-    if (strlen(path) >= sizeof dir) return nnz_fail(NNZ_ERR_INVALID_ARG, "the output path is too long");
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else if (slash == dir) dir[1] = '\0';
-    else *slash = '\0';
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return nnz_fail(NNZ_ERR_IO, "cannot write the checkpoint '%s': the directory '%s' does not exist", path, dir);
-    if (access(dir, W_OK) != 0)
-        return nnz_fail(NNZ_ERR_IO, "cannot write the checkpoint '%s': the directory '%s' is not writable (%s)",
-                        path, dir, strerror(errno));
-    return NNZ_OK;
 }
 
 typedef struct {

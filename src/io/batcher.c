@@ -1,7 +1,7 @@
 /* Batches from an nnz_dataset: per-epoch shuffle, normalization, augmentation.
  * Every choice is a pure function of (seed, epoch, image index), so a resumed
- * run sees exactly the batches an uninterrupted one would (see train.h). */
-#include "train/train.h"
+ * run sees exactly the batches an uninterrupted one would (see io.h). */
+#include "io/io.h"
 
 #include <string.h>
 

@@ -1,13 +1,15 @@
 /* Checkpoints: a safetensors file holding every parameter, every batch-norm
  * buffer, the optimizer state and the metadata that lets a run resume exactly.
  * The layout is documented in docs/FORMAT.md, "Checkpoints". */
-#include "train/train.h"
+#include "nn/nn.h"
 
 #include <cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define STATE_PREFIX "optimizer.state"
 
@@ -323,4 +325,26 @@ nnz_status nnz_checkpoint_load_model(const char *path, nnz_model **out) {
     }
     nnz_checkpoint_close(&ck);
     return s;
+}
+
+nnz_status nnz_check_output_path(const char *path) {
+    if (!path) return NNZ_OK;
+    struct stat out_st;
+    if (stat(path, &out_st) == 0 && S_ISDIR(out_st.st_mode))
+        return nnz_fail(NNZ_ERR_IO, "cannot write the checkpoint '%s': it is a directory; pass a file name to --out",
+                        path);
+    char dir[4096];
+    if (strlen(path) >= sizeof dir) return nnz_fail(NNZ_ERR_INVALID_ARG, "the output path is too long");
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) dir[1] = '\0';
+    else *slash = '\0';
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return nnz_fail(NNZ_ERR_IO, "cannot write the checkpoint '%s': the directory '%s' does not exist", path, dir);
+    if (access(dir, W_OK) != 0)
+        return nnz_fail(NNZ_ERR_IO, "cannot write the checkpoint '%s': the directory '%s' is not writable (%s)",
+                        path, dir, strerror(errno));
+    return NNZ_OK;
 }

@@ -1,6 +1,6 @@
 /* Evaluation: accuracy and mean loss over a data set, in eval mode (batch norm
  * uses its running statistics, dropout is off), batched, in file order. */
-#include "train/train.h"
+#include "nn/nn.h"
 
 #include <math.h>
 #include <string.h>
