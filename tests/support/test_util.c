@@ -52,3 +52,9 @@ void tu_for_each_isa(void (*fn)(nnz_isa isa, void *ctx), void *ctx) {
     }
     assert_int_equal(nnz_isa_set(before), NNZ_OK);
 }
+
+void tu_assert_same_values(const float *a, const float *b, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (!(a[i] == b[i] || (isnan(a[i]) && isnan(b[i]))))
+            fail_msg("element %lld: %.9g != %.9g", (long long)i, (double)a[i], (double)b[i]);
+}

@@ -12,6 +12,9 @@
 
 /* Fills x[0..n) with uniform values in [lo, hi) from a seeded rng. */
 void tu_fill_uniform(float *x, int64_t n, float lo, float hi, uint64_t seed);
+/* Fails unless a[i] and b[i] are the same number for every i (==, or both NaN): exact,
+ * but blind to the sign of zero, which a reference built by adding into zeros loses. */
+void tu_assert_same_values(const float *a, const float *b, int64_t n);
 /* max_i |a-b| / max(|b|, floor): relative error with an absolute floor. */
 double tu_max_rel_err(const float *a, const float *b, int64_t n, double floor);
 /* A fresh, empty directory under $TMPDIR (or /tmp), path written to buf. */
