@@ -7,19 +7,8 @@
 # 1 and 2 threads) stays within its budget too, picks the largest batch or refuses a --batch
 # naming it. $1 = nnz.
 set -u
-NNZ=$(realpath "${1:?usage: cli_budget.sh path/to/nnz}")
-T=$(mktemp -d "${TMPDIR:-/tmp}/nnz-cli-budget-XXXXXX")
-trap 'rm -rf "$T"' EXIT
-cd "$T" || exit 1
-
-fail() { echo "FAIL: $*"; echo "--- stdout"; cat "$T/out" 2>/dev/null; echo "--- stderr"; cat "$T/err" 2>/dev/null; exit 1; }
-expect() {
-    local code=$1; shift
-    "$@" >"$T/out" 2>"$T/err"
-    local rc=$?
-    [ "$rc" -eq "$code" ] || fail "expected exit $code, got $rc: $*"
-}
-has() { grep -q -e "$2" "$1" || fail "'$2' not in $1"; }
+. "$(dirname "$0")/support/cli_lib.sh"
+cli_setup "$@"
 MIB=1048576
 
 # usage errors first (these need no RSS measurement)
