@@ -19,7 +19,7 @@ static const char *item_word(int ndim) {
     }
 }
 
-size_t nnz_idx_header_bytes(const uint8_t *buf, size_t len) { return len < 4 ? 0 : 4 + 4 * (size_t)buf[3]; }
+static size_t header_bytes(const uint8_t *buf, size_t len) { return len < 4 ? 0 : 4 + 4 * (size_t)buf[3]; }
 
 /* max_items < 0: the whole file, whose length must match its header exactly. */
 static nnz_status parse(const uint8_t *buf, size_t len, const char *name, int64_t max_items, nnz_idx *out) {
@@ -85,7 +85,7 @@ nnz_status nnz_idx_parse_first(const uint8_t *buf, size_t len, const char *name,
 }
 
 nnz_status nnz_idx_first_bytes(const uint8_t *hdr, size_t len, const char *name, int64_t max_items, size_t *bytes) {
-    size_t header = nnz_idx_header_bytes(hdr, len);
+    size_t header = header_bytes(hdr, len);
     if (header == 0 || len < header || hdr[0] != 0 || hdr[1] != 0 || hdr[3] < 1 || hdr[3] > 4)
         return nnz_fail(NNZ_ERR_FORMAT, "'%s' does not start with an IDX header; re-download it or pass --data", name);
     size_t item = 1, n = load_be32(hdr + 4);

@@ -41,10 +41,8 @@ nnz_status nnz_idx_parse(const uint8_t *buf, size_t len, const char *name, nnz_i
 /* The same on a prefix of the file: keeps the first min(max_items, declared) items, which
  * buf must hold in full; bytes past them are not looked at. max_items >= 1. */
 nnz_status nnz_idx_parse_first(const uint8_t *buf, size_t len, const char *name, int64_t max_items, nnz_idx *out);
-/* The header's size in bytes for the ndim in byte 3 (4 + 4 ndim), 0 when len < 4. */
-size_t nnz_idx_header_bytes(const uint8_t *buf, size_t len);
 #define NNZ_IDX_MAX_HEADER 20
-/* From a header (hdr[0..len), at least nnz_idx_header_bytes): the bytes that the header and
+/* From a header (hdr[0..len), at least its 4 + 4 ndim bytes): the bytes that the header and
  * the first min(max_items, declared) items take (max_items < 0: all). FORMAT error on a bad header. */
 nnz_status nnz_idx_first_bytes(const uint8_t *hdr, size_t len, const char *name, int64_t max_items, size_t *bytes);
 

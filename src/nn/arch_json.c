@@ -65,7 +65,7 @@ static const char *const common_keys[] = {"op", "name", "input", "block", NULL};
 
 /* The double with the fewest digits that reads back as f, so 1e-5f is written
  * "1e-05", not "9.99999974737875e-06". */
-static double shortest_double(float f) {
+double nnz_shortest_double(float f) {
     char buf[32];
     for (int digits = 6; digits < 9; digits++) {
         snprintf(buf, sizeof buf, "%.*g", digits, (double)f);
@@ -105,7 +105,7 @@ nnz_status nnz_model_to_json(const nnz_model *m, char **json_out) {
             const char *p = (const char *)n + f->offset;
             if (f->type == F_INT) ok = cJSON_AddNumberToObject(o, f->key, *(const int *)p) != NULL;
             else if (f->type == F_BOOL) ok = cJSON_AddBoolToObject(o, f->key, *(const bool *)p) != NULL;
-            else ok = cJSON_AddNumberToObject(o, f->key, shortest_double(*(const float *)p)) != NULL;
+            else ok = cJSON_AddNumberToObject(o, f->key, nnz_shortest_double(*(const float *)p)) != NULL;
         }
     }
     char *text = ok ? cJSON_PrintUnformatted(root) : NULL;

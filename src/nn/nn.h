@@ -306,6 +306,8 @@ void nnz_block_end(nnz_model *m);
  * (PyTorch's defaults: kaiming-uniform(a=sqrt(5)) weights, uniform(±1/sqrt(fan_in))
  * biases, BN gamma=1 beta=0 mean=0 var=1) from seed. num_classes = last node's features. */
 nnz_status nnz_model_finalize(nnz_model *m, uint64_t seed);
+/* The double with the fewest digits that reads back as f (0.4f -> 0.4, 1e-5f -> 1e-05), for JSON. */
+double nnz_shortest_double(float f);
 
 int nnz_model_find_param(const nnz_model *m, const char *name); /* -1 if none */
 /* Appends a zero-initialised fp32 parameter (with a gradient when trainable) to a finalized

@@ -8,17 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The double with the fewest digits that reads back as f: 0.4f is written 0.4, not 0.40000000596. */
-static double shortest(float f) {
-    char buf[32];
-    for (int digits = 6; digits < 9; digits++) {
-        snprintf(buf, sizeof buf, "%.*g", digits, (double)f);
-        double d = strtod(buf, NULL);
-        if ((float)d == f) return d;
-    }
-    return (double)f;
-}
-
 nnz_status nnz_shrink_save(const char *path, const nnz_model *merged, const nnz_shrink_config *cfg,
                            const char *source, const nnz_ir_block *blocks, int n, const float *scores,
                            const bool *keep, const nnz_shrink_result *res) {
@@ -32,12 +21,12 @@ nnz_status nnz_shrink_save(const char *path, const nnz_model *merged, const nnz_
     snprintf(seed, sizeof seed, "%" PRIu64, cfg->seed);
     cJSON_AddNumberToObject(j, "version", 1);
     cJSON_AddStringToObject(j, "source", source);
-    cJSON_AddNumberToObject(j, "keep", shortest(cfg->keep));
+    cJSON_AddNumberToObject(j, "keep", nnz_shortest_double(cfg->keep));
     cJSON_AddNumberToObject(j, "search_epochs", cfg->search_epochs);
     cJSON_AddNumberToObject(j, "finetune_epochs", cfg->finetune_epochs);
-    cJSON_AddNumberToObject(j, "lr", shortest(cfg->lr));
-    cJSON_AddNumberToObject(j, "gate_lr", shortest(cfg->gate_lr));
-    cJSON_AddNumberToObject(j, "gumbel", shortest(cfg->gumbel));
+    cJSON_AddNumberToObject(j, "lr", nnz_shortest_double(cfg->lr));
+    cJSON_AddNumberToObject(j, "gate_lr", nnz_shortest_double(cfg->gate_lr));
+    cJSON_AddNumberToObject(j, "gumbel", nnz_shortest_double(cfg->gumbel));
     cJSON_AddBoolToObject(j, "distill", cfg->distill);
     cJSON_AddStringToObject(j, "seed", seed);
     cJSON_AddNumberToObject(j, "train_limit", cfg->train_limit);
@@ -46,7 +35,7 @@ nnz_status nnz_shrink_save(const char *path, const nnz_model *merged, const nnz_
         cJSON *b = cJSON_CreateObject();
         if (!b) break;
         cJSON_AddStringToObject(b, "name", blocks[i].name);
-        cJSON_AddNumberToObject(b, "score", shortest(scores[i]));
+        cJSON_AddNumberToObject(b, "score", nnz_shortest_double(scores[i]));
         cJSON_AddBoolToObject(b, "kept", keep[i]);
         cJSON_AddBoolToObject(b, "merged", !keep[i]);
         cJSON_AddItemToArray(arr, b);
@@ -55,10 +44,10 @@ nnz_status nnz_shrink_save(const char *path, const nnz_model *merged, const nnz_
     cJSON_AddNumberToObject(j, "flops_after", (double)res->flops_after);
     cJSON_AddNumberToObject(j, "params_before", (double)res->params_before);
     cJSON_AddNumberToObject(j, "params_after", (double)res->params_after);
-    cJSON_AddNumberToObject(j, "acc_original", shortest(res->acc_original));
-    cJSON_AddNumberToObject(j, "acc_searched", shortest(res->acc_searched));
-    cJSON_AddNumberToObject(j, "acc_finetuned", shortest(res->acc_finetuned));
-    cJSON_AddNumberToObject(j, "acc_merged", shortest(res->acc_merged));
+    cJSON_AddNumberToObject(j, "acc_original", nnz_shortest_double(res->acc_original));
+    cJSON_AddNumberToObject(j, "acc_searched", nnz_shortest_double(res->acc_searched));
+    cJSON_AddNumberToObject(j, "acc_finetuned", nnz_shortest_double(res->acc_finetuned));
+    cJSON_AddNumberToObject(j, "acc_merged", nnz_shortest_double(res->acc_merged));
     char *text = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     if (!text) return nnz_fail(NNZ_ERR_NOMEM, "out of memory writing the shrink record");
