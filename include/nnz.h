@@ -223,6 +223,11 @@ nnz_status nnz_mask_kind_parse(const char *name, nnz_mask_kind *out);
  * index), zeroes the masked weights and turns on the gradient mask, so training keeps them
  * zero. One line per masked layer goes to log (NULL: none). */
 nnz_status nnz_model_apply_masks(nnz_model *m, const nnz_mask_spec *spec, uint64_t seed, char *log, size_t len);
+/* The same, but the masks of kinds that rank weights (unstructured, block, hbsnn) keep the
+ * largest-magnitude weights (block L1 norms) of the model's current weights, as pruning a
+ * trained dense model does; rbgp ignores the weights (its graphs come from the seed). */
+nnz_status nnz_model_apply_magnitude_masks(nnz_model *m, const nnz_mask_spec *spec, uint64_t seed, char *log,
+                                           size_t len);
 
 /* ---- pruning during training (src/sparse/str.c, gmp.c; docs/AUTOSPARSE.md) ----
  * Both act on the layers nnz_model_apply_masks masks: conv (groups 1) and linear but the
@@ -283,6 +288,10 @@ typedef struct {
                                    only); not part of the run: not stored in the checkpoint, resume passes it anew */
     const char *resume_path;    /* continue from this checkpoint: the run's settings (model, seed, batch,
                                    optimizer, schedule, ...) come from it; epochs too when epochs is 0 */
+    const char *init_path;      /* start a new run from this checkpoint's weights (e.g. a trained dense
+                                   model): its architecture replaces `model`, and mask kinds that rank
+                                   weights (unstructured, block, hbsnn) prune by magnitude; the optimizer,
+                                   schedule and epochs start anew. Not with resume_path. */
     const char *log_path;       /* JSON lines, one per interval and per epoch; NULL = none */
     int epochs;                 /* default 10 (0 only with resume_path: the checkpoint's) */
     int batch;                  /* default 128 */

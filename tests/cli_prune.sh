@@ -51,6 +51,22 @@ has out "^conv2 .* of  *20070400 FLOPs (0.200x)"; has out "^total .* of  *245463
 expect 0 "$NNZ" train --resume gmp.safetensors --epochs 2 --threads 2
 has out "pruned (gmp): 80.00% zeros"
 
+# --init-from: a new run from a trained model's weights; the mask keeps the largest weights
+LIMITS=(--train-limit 512 --test-limit 256 --epochs 1 --batch 64 --threads 2)
+expect 0 "$NNZ" train "${TRAIN[@]}" --out dense.safetensors
+expect 0 "$NNZ" train --init-from dense.safetensors --mask unstructured --sparsity 0.75 "${LIMITS[@]}" --out mag.safetensors
+has out "checkpoint: mag.safetensors"
+expect 0 "$NNZ" info mag.safetensors
+[ "$(zeros conv2)" = "75.0" ] || fail "init-from + unstructured 0.75: conv2 has $(zeros conv2)% zeros"
+[ "$(zeros conv1)" = "0.0" ] || fail "init-from masked conv1"
+expect 0 "$NNZ" train --init-from dense.safetensors --prune gmp --target-sparsity 0.5 "${LIMITS[@]}" --out g2.safetensors
+has out "pruned (gmp): 50.00% zeros"
+expect 2 "$NNZ" train --init-from dense.safetensors --resume gmp.safetensors;  has err "pick one"
+expect 2 "$NNZ" train --init-from dense.safetensors --model vgg8 --out x.safetensors; has err "drop --model"
+expect 2 "$NNZ" train --init-from dense.safetensors;                          has err "needs --out"
+expect 2 "$NNZ" train --init-from dense.safetensors --out dense.safetensors;  has err "must differ"
+expect 1 "$NNZ" train --init-from missing.safetensors --out y.safetensors;    has err "missing.safetensors"
+
 # errors
 expect 2 "$NNZ" train --prune sometimes;                  has err "autosparse"
 expect 2 "$NNZ" train --prune gmp --mask block;           has err "do not combine"

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/nn.h"
 #include "sparse/sparse.h"
 
 /* ---- eigen solver ---- */
@@ -611,6 +612,70 @@ static void test_mask_make_info_and_pgm(void **state) {
     free(m), free(w);
 }
 
+/* nnz_model_apply_magnitude_masks keeps each masked layer's largest weights (unstructured) or
+ * the blocks of largest L1 norm (block), leaves them unchanged and zeroes the rest; the plain
+ * nnz_model_apply_masks (random at initialization) does not follow the magnitudes. */
+static bool magnitude_ordered(const float *before, const float *after, int rows, int cols, int br, int bc) {
+    double min_kept = INFINITY, max_pruned = 0;
+    for (int r0 = 0; r0 < rows; r0 += br)
+        for (int c0 = 0; c0 < cols; c0 += bc) {
+            double norm = 0;
+            int kept = 0, n = 0;
+            for (int r = r0; r < r0 + br && r < rows; r++)
+                for (int c = c0; c < c0 + bc && c < cols; c++, n++) {
+                    norm += fabs(before[(size_t)r * cols + c]);
+                    kept += after[(size_t)r * cols + c] != 0.0f;
+                }
+            if (kept) min_kept = fmin(min_kept, norm);
+            else max_pruned = fmax(max_pruned, norm);
+            if (kept && kept != n) return false; /* a block is kept or pruned whole */
+        }
+    return min_kept >= max_pruned;
+}
+
+static void check_model_masks(nnz_mask_kind kind, int br, int bc, bool by_magnitude, bool expect_ordered) {
+    nnz_model *m = NULL;
+    assert_int_equal(nnz_model_from_zoo("lenet5", 28, 28, 1, 10, 7, &m), NNZ_OK);
+    int node[8];
+    const int n = nnz_prune_layers(m, node, 8);
+    assert_int_equal(n, 2); /* conv2, fc1 */
+    float *before[8];
+    for (int l = 0; l < n; l++) {
+        const nnz_tensor *w = &m->params[m->nodes[node[l]].weight].value;
+        before[l] = malloc(sizeof(float) * (size_t)nnz_tensor_numel(w));
+        memcpy(before[l], nnz_tensor_f32(w), sizeof(float) * (size_t)nnz_tensor_numel(w));
+    }
+    nnz_mask_spec spec = {.kind = kind, .sparsity = 0.75f, .block_rows = br, .block_cols = bc};
+    if (by_magnitude) assert_int_equal(nnz_model_apply_magnitude_masks(m, &spec, 3, NULL, 0), NNZ_OK);
+    else assert_int_equal(nnz_model_apply_masks(m, &spec, 3, NULL, 0), NNZ_OK);
+    bool all_ordered = true;
+    for (int l = 0; l < n; l++) {
+        const nnz_node *nd = &m->nodes[node[l]];
+        const nnz_tensor *w = &m->params[nd->weight].value;
+        const int64_t numel = nnz_tensor_numel(w);
+        const int rows = nd->out_ch, cols = (int)(numel / rows);
+        const float *after = nnz_tensor_f32(w);
+        int64_t kept = 0;
+        for (int64_t i = 0; i < numel; i++) {
+            if (after[i] != 0.0f) assert_true(after[i] == before[l][i]); /* kept weights unchanged */
+            kept += after[i] != 0.0f;
+        }
+        assert_true(llabs(kept - (int64_t)llround(0.25 * (double)numel)) <= (int64_t)br * bc);
+        all_ordered &= magnitude_ordered(before[l], after, rows, cols, br, bc);
+        free(before[l]);
+    }
+    assert_true(all_ordered == expect_ordered);
+    nnz_model_free(m);
+}
+
+static void test_model_magnitude_masks(void **state) {
+    (void)state;
+    check_model_masks(NNZ_MASK_UNSTRUCTURED, 1, 1, true, true);
+    check_model_masks(NNZ_MASK_BLOCK, 4, 4, true, true);
+    check_model_masks(NNZ_MASK_UNSTRUCTURED, 1, 1, false, false); /* random keys: not by magnitude */
+    check_model_masks(NNZ_MASK_BLOCK, 4, 4, false, false);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_eigen_closed_forms),
@@ -623,6 +688,7 @@ int main(void) {
         cmocka_unit_test(test_unstructured_exact_and_ordered),
         cmocka_unit_test(test_hbsnn_levels),
         cmocka_unit_test(test_mask_make_info_and_pgm),
+        cmocka_unit_test(test_model_magnitude_masks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

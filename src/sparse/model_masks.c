@@ -5,7 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-nnz_status nnz_model_apply_masks(nnz_model *m, const nnz_mask_spec *spec, uint64_t seed, char *log, size_t len) {
+static nnz_status apply_masks(nnz_model *m, const nnz_mask_spec *spec, uint64_t seed, bool by_magnitude, char *log,
+                              size_t len) {
     if (!m || !spec) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_apply_masks: model and spec are required");
     if (log && len) log[0] = '\0';
     if (spec->kind == NNZ_MASK_DENSE) return NNZ_OK;
@@ -27,7 +28,8 @@ nnz_status nnz_model_apply_masks(nnz_model *m, const nnz_mask_spec *spec, uint64
             break;
         }
         nnz_mask_info info;
-        s = nnz_mask_make(spec, rows, cols, NULL, seed + (uint64_t)i, mask, &info);
+        const float *weight = by_magnitude ? nnz_tensor_f32(&m->params[n->weight].value) : NULL;
+        s = nnz_mask_make(spec, rows, cols, weight, seed + (uint64_t)i, mask, &info);
         if (s == NNZ_OK) s = nnz_model_apply_mask(m, n->name, mask, (int64_t)rows * cols);
         nnz_free(mask);
         if (s != NNZ_OK) break;
@@ -40,4 +42,13 @@ nnz_status nnz_model_apply_masks(nnz_model *m, const nnz_mask_spec *spec, uint64
     nnz_free(nodes);
     if (s == NNZ_OK) nnz_model_set_grad_mask(m, true);
     return s;
+}
+
+nnz_status nnz_model_apply_masks(nnz_model *m, const nnz_mask_spec *spec, uint64_t seed, char *log, size_t len) {
+    return apply_masks(m, spec, seed, false, log, len);
+}
+
+nnz_status nnz_model_apply_magnitude_masks(nnz_model *m, const nnz_mask_spec *spec, uint64_t seed, char *log,
+                                           size_t len) {
+    return apply_masks(m, spec, seed, true, log, len);
 }

@@ -54,6 +54,7 @@ nnz_status nnz_train_config_to_json(const nnz_train_config *cfg, char **json_out
     cJSON_AddNumberToObject(j, "sparsity", cfg->mask.sparsity);
     cJSON_AddNumberToObject(j, "train_limit", cfg->train_limit);
     cJSON_AddNumberToObject(j, "test_limit", cfg->test_limit);
+    if (cfg->init_path) cJSON_AddStringToObject(j, "init_from", cfg->init_path); /* provenance only */
     if (cfg->prune.kind != NNZ_PRUNE_NONE) { /* absent = none (and in checkpoints from before pruning) */
         const nnz_prune_config *p = &cfg->prune;
         cJSON *pj = cJSON_AddObjectToObject(j, "prune");

@@ -261,9 +261,36 @@ static nnz_status fit_budget(trainer *t) {
     return NNZ_OK;
 }
 
+static nnz_status check_model_fits_data(const nnz_model *m, const nnz_dataset *d, const char *data_dir) {
+    if (m->in_h != d->h || m->in_w != d->w || m->in_c != d->c || m->num_classes < d->num_classes)
+        return nnz_fail(NNZ_ERR_INVALID_ARG,
+                        "the checkpoint's model takes %dx%dx%d images and %d classes, but the data in '%s' has "
+                        "%dx%dx%d images and %d classes",
+                        m->in_h, m->in_w, m->in_c, m->num_classes, data_dir, d->h, d->w, d->c, d->num_classes);
+    return NNZ_OK;
+}
+
+/* A run started from another checkpoint's weights is named after that checkpoint's model. */
+static nnz_status name_from_init(trainer *t) {
+    nnz_train_config *c = &t->cfg;
+    nnz_checkpoint ck;
+    NNZ_TRY(nnz_checkpoint_open(c->init_path, &ck));
+    nnz_status s = NNZ_OK;
+    snprintf(t->model_name, sizeof t->model_name, "%s", "custom");
+    if (ck.train_config_json) {
+        nnz_train_config theirs = {0};
+        s = nnz_train_config_from_json(ck.train_config_json, &theirs, t->model_name, sizeof t->model_name);
+    }
+    nnz_checkpoint_close(&ck);
+    c->model = t->model_name;
+    return s;
+}
+
 static nnz_status setup(trainer *t, const nnz_train_config *cfg_in) {
     t->cfg = *cfg_in;
     nnz_train_config *c = &t->cfg;
+    if (c->init_path && c->resume_path)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "--init-from starts a new run and --resume continues one: pick one");
     if (c->resume_path) {
         NNZ_TRY(nnz_checkpoint_open(c->resume_path, &t->ck));
         t->resumed = true;
@@ -273,6 +300,8 @@ static nnz_status setup(trainer *t, const nnz_train_config *cfg_in) {
                             "resumed: start a new run",
                             c->resume_path);
         NNZ_TRY(nnz_train_config_from_json(t->ck.train_config_json, c, t->model_name, sizeof t->model_name));
+    } else if (c->init_path) {
+        NNZ_TRY(name_from_init(t));
     }
     NNZ_TRY(resolve_defaults(c));
     NNZ_TRY(nnz_check_output_path(c->out_path));
@@ -288,12 +317,11 @@ static nnz_status setup(trainer *t, const nnz_train_config *cfg_in) {
 
     if (t->resumed) {
         NNZ_TRY(nnz_checkpoint_build_model(&t->ck, &t->m));
-        if (t->m->in_h != d->h || t->m->in_w != d->w || t->m->in_c != d->c || t->m->num_classes < d->num_classes)
-            return nnz_fail(NNZ_ERR_INVALID_ARG,
-                            "the checkpoint's model takes %dx%dx%d images and %d classes, but the data in '%s' has "
-                            "%dx%dx%d images and %d classes",
-                            t->m->in_h, t->m->in_w, t->m->in_c, t->m->num_classes, c->data_dir, d->h, d->w, d->c,
-                            d->num_classes);
+        NNZ_TRY(check_model_fits_data(t->m, d, c->data_dir));
+    } else if (c->init_path) {
+        NNZ_TRY(nnz_checkpoint_load_model(c->init_path, &t->m));
+        NNZ_TRY(check_model_fits_data(t->m, d, c->data_dir));
+        NNZ_TRY(nnz_model_apply_magnitude_masks(t->m, &c->mask, c->seed ^ NNZ_MASK_SEED_SALT, NULL, 0));
     } else {
         NNZ_TRY(nnz_model_from_zoo(c->model, d->h, d->w, d->c, d->num_classes, c->seed, &t->m));
         NNZ_TRY(nnz_model_apply_masks(t->m, &c->mask, c->seed ^ NNZ_MASK_SEED_SALT, NULL, 0));

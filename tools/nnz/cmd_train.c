@@ -31,7 +31,7 @@ static bool zoo_has(const char *name) {
 int cmd_train(int argc, char **argv) {
     nnz_train_config cfg;
     nnz_train_config_init(&cfg);
-    const char *model = cfg.model, *data = cfg.data_dir, *out = NULL, *resume = NULL, *log = NULL, *budget = NULL;
+    const char *model = cfg.model, *data = cfg.data_dir, *out = NULL, *resume = NULL, *init = NULL, *log = NULL, *budget = NULL;
     int optimizer = (int)cfg.optimizer, schedule = (int)cfg.schedule;
     float lr = 0.0f, wd = -1.0f;
     int precision = (int)cfg.precision, mask = NNZ_MASK_DENSE;
@@ -114,6 +114,12 @@ int cmd_train(int argc, char **argv) {
                "Continue the run saved in FILE exactly where it stopped (its model, seed, batch, optimizer and "
                "schedule are used; --epochs may extend it).",
                NULL),
+        FL_STR("--init-from", &init, "FILE",
+               "Start a new run from FILE's weights, e.g. a trained dense model (its architecture replaces "
+               "--model; optimizer, schedule and epochs start anew). --mask unstructured|block|hbsnn then keeps the "
+               "largest weights (block L1 norms): magnitude pruning of a trained model, then finetuning; rbgp "
+               "ignores the weights.",
+               NULL),
         FL_STR("--log", &log, "FILE", "Write JSON lines (one per log interval and per epoch) to FILE (appended "
                "with --resume).", NULL),
         FL_INT("--log-every", &cfg.log_every, "N", "Steps between progress reports.", "50", 1, 1000000000),
@@ -143,6 +149,7 @@ int cmd_train(int argc, char **argv) {
                    "  nnz train --model mbv2-tiny --epochs 20 --augment --label-smoothing 0.1 --warmup 1\n"
                    "  nnz train --model vgg8 --precision bf16\n"
                    "  nnz train --model vgg8 --mask block --sparsity 0.9 --mask-block 16x16\n"
+                   "  nnz train --init-from vgg8.safetensors --mask hbsnn --sparsity 0.9 --epochs 3 --out vgg8-h.safetensors\n"
                    "  nnz train --model vgg8 --prune autosparse --threshold-init -5 --alpha0 0.5\n"
                    "  nnz train --model vgg8 --prune gmp --target-sparsity 0.9\n"
                    "  nnz train --model vgg8 --epochs 30 --checkpoint-every 200\n"
@@ -156,7 +163,10 @@ int cmd_train(int argc, char **argv) {
     if (r == CLI_HELP_SHOWN) return CLI_EXIT_OK;
     if (r) return r;
 
-    if (!resume && !zoo_has(model)) {
+    if (init && resume) return cli_usage_error(&cmd, "--init-from starts a new run and --resume continues one: pick one");
+    if (init && cli_find_flag(&cmd, "--model")->seen)
+        return cli_usage_error(&cmd, "--init-from takes its architecture from the checkpoint: drop --model");
+    if (!resume && !init && !zoo_has(model)) {
         char names[256];
         zoo_list(names, sizeof names);
         return cli_usage_error(&cmd, "unknown model '%s'; the zoo has: %s", model, names);
@@ -203,11 +213,16 @@ int cmd_train(int argc, char **argv) {
         cfg.resume_path = resume;
         if (!cli_find_flag(&cmd, "--epochs")->seen) cfg.epochs = 0; /* the checkpoint's */
         if (!out) out = resume;
+    } else if (!out && init) {
+        return cli_usage_error(&cmd, "--init-from needs --out FILE, the new run's checkpoint");
     } else if (!out) {
         snprintf(default_out, sizeof default_out, "%s.safetensors", model);
         out = default_out;
     }
     cfg.out_path = out;
+    cfg.init_path = init;
+    if (init && strcmp(init, out) == 0)
+        return cli_usage_error(&cmd, "--out must differ from --init-from: the starting model stays as it is");
 
     cli_progress prog;
     cli_progress_init(&prog);
