@@ -321,6 +321,8 @@ typedef struct {
                                    limit): the estimated peak at `batch` is checked before training and
                                    the run fails (NNZ_ERR_NOMEM, naming the largest batch that fits)
                                    rather than change the batch; not saved in the checkpoint */
+    bool codebooks;             /* codebook training (Deep Compression's trained quantization), only with
+                                   nnz_train_model: see there. Default false */
     nnz_progress_fn progress;
     void *progress_user;
 } nnz_train_config;
@@ -343,11 +345,28 @@ typedef struct {
 } nnz_train_result;
 
 nnz_status nnz_train(const nnz_train_config *cfg, nnz_train_result *result);
+/* Trains the model m in place, from its current weights, with a fresh optimizer: the same loop,
+ * data, schedule, progress, log and per-epoch test accuracy as nnz_train, but nothing is written
+ * (out_path, resume_path and checkpoint_every must be unset; save m yourself); cfg->model is
+ * ignored, masks and pruning are refused. m's input shape must match the data.
+ * With cfg->codebooks (Deep Compression's trained quantization): every conv/linear weight tensor
+ * holding at most 256 distinct nonzero values (nnz_pack_quantize leaves the quantized ones so)
+ * trains as those shared values: a value's gradient is the sum of the gradients of the weights
+ * that hold it, weights always equal their value, the assignment never changes, zeros stay zero;
+ * every other parameter is frozen (batch-norm running statistics still follow the training
+ * batches). Weight decay must be 0 (the default in this mode); lr 0 means 1e-4 here. Then
+ * nnz_pack of m stores exactly those values (the packed file decodes to m bit for bit).
+ *   nnz_pack_quantize(m, &pcfg); nnz_train_model(m, &tcfg, &res); nnz_pack(m, path, &pcfg, NULL); */
+nnz_status nnz_train_model(nnz_model *m, const nnz_train_config *cfg, nnz_train_result *result);
+#define NNZ_CODEBOOK_DEFAULT_LR 1e-4f /* codebook training's SGD rate when cfg->lr is 0 */
 
 /* ---- checkpoints, evaluation, benchmarks ------------------------------- */
 /* Loads the model (architecture + weights) from a safetensors checkpoint. */
 nnz_status nnz_checkpoint_load_model(const char *path, nnz_model **out);
 nnz_status nnz_checkpoint_save_model(const nnz_model *m, const char *path);
+/* Fails fast (before hours of training) when a file could never be written to path: it is a
+ * directory, or its directory is missing or not writable. NULL is fine. */
+nnz_status nnz_check_output_path(const char *path);
 
 typedef struct { float accuracy, loss; int n; double images_per_sec; } nnz_eval_result;
 nnz_status nnz_evaluate(nnz_model *m, const nnz_dataset *d, int batch, int limit, nnz_eval_result *out);
@@ -414,6 +433,11 @@ void nnz_pack_report_free(nnz_pack_report *r);
 /* Quantizes and Huffman-codes every weight of m (biases and batch-norm tensors stay fp32)
  * into the .nnz file at path (written atomically); rep (may be NULL) gets the per-tensor sizes. */
 nnz_status nnz_pack(const nnz_model *m, const char *path, const nnz_pack_config *cfg, nnz_pack_report *rep);
+/* Replaces every weight nnz_pack would quantize with cfg by its quantized value, in place: m then
+ * computes what the .nnz file would decode to (bit for bit), and each such tensor holds at most
+ * 2^bits distinct nonzero values (its codebook) and the zeros it had (the sparse layout) or none
+ * but its codebook's (dense). The starting point of codebook training (nnz_train_model). */
+nnz_status nnz_pack_quantize(nnz_model *m, const nnz_pack_config *cfg);
 /* Reads a .nnz file's table (checked, CRCs included) into rep, without decoding. */
 nnz_status nnz_pack_inspect(const char *path, nnz_pack_report *rep, char **arch_json);
 /* Decodes a .nnz file into a model (several tensors on several threads). */

@@ -448,9 +448,7 @@ nnz_status nnz_checkpoint_build_model(const nnz_checkpoint *ck, nnz_model **out)
  * state array the optimizer has must be present with its parameter's shape. */
 nnz_status nnz_checkpoint_load_optimizer(const nnz_checkpoint *ck, const nnz_model *m, nnz_optimizer *opt);
 
-/* Fails fast (before hours of training) when a checkpoint could never be written to path:
- * it is a directory, or its directory is missing or not writable. NULL is fine. */
-nnz_status nnz_check_output_path(const char *path);
+/* nnz_check_output_path is public (nnz.h). */
 
 /* ===================== evaluation (eval.c) =====================
  * nnz_evaluate and nnz_evaluate_fit are public (nnz.h), as are nnz_checkpoint_load_model and

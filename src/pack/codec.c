@@ -189,6 +189,15 @@ nnz_status nnz_pack_tensor(const char *name, const float *w, int ndim, const int
     }
 
     bool sparse = sparse_bytes < dense_bytes;
+    if (try_dense && try_sparse) {
+        /* an already-quantized tensor (codebook training) packs exactly: when only one layout
+         * reproduces every value, it wins (a sparse codebook of 2^bits values plus the zeros
+         * needs 2^bits + 1 dense values) */
+        bool dense_exact = true, sparse_exact = true;
+        for (int64_t i = 0; i < numel && dense_exact; i++) dense_exact = dcb.value[didx[i]] == w[i];
+        for (int64_t j = 0; j < nz && sparse_exact; j++) sparse_exact = scb.value[sidx[j]] == vals[j];
+        if (dense_exact != sparse_exact) sparse = sparse_exact;
+    }
     const nnz_codebook *cb = sparse ? &scb : &dcb;
     const sym_stream *ist = sparse ? &sst : &dst;
     const uint8_t *isym = sparse ? sidx : didx;

@@ -52,12 +52,7 @@ static void fill_layer(nnz_pack_layer *l, const nnz_nf_tensor *t, double rmse) {
     l->rmse = rmse;
 }
 
-nnz_status nnz_pack(const nnz_model *m, const char *path, const nnz_pack_config *cfg_in, nnz_pack_report *rep) {
-    if (rep) memset(rep, 0, sizeof *rep);
-    if (!m || !m->finalized || !path) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_pack: a finalized model and a path are needed");
-    nnz_pack_config defaults;
-    nnz_pack_config_init(&defaults);
-    const nnz_pack_config *cfg = cfg_in ? cfg_in : &defaults;
+static nnz_status check_config(const nnz_pack_config *cfg) {
     if (cfg->conv_bits < 1 || cfg->conv_bits > 8 || cfg->linear_bits < 1 || cfg->linear_bits > 8)
         return nnz_fail(NNZ_ERR_INVALID_ARG, "bits must be 1..8 (conv %d, linear %d)", cfg->conv_bits, cfg->linear_bits);
     for (int i = 0; i < cfg->n_overrides; i++)
@@ -65,29 +60,30 @@ nnz_status nnz_pack(const nnz_model *m, const char *path, const nnz_pack_config 
             return nnz_fail(NNZ_ERR_INVALID_ARG, "bits for '%s' must be 1..8 (or 0 for raw fp32), got %d",
                             cfg->override_names[i], cfg->override_bits[i]);
     if (cfg->layout < 0 || cfg->layout > 2) return nnz_fail(NNZ_ERR_INVALID_ARG, "unknown layout %d", cfg->layout);
-    const int n = m->n_params;
-    nnz_packed *packed = calloc((size_t)(n ? n : 1), sizeof *packed);
-    nnz_nf_tensor *recs = calloc((size_t)(n ? n : 1), sizeof *recs);
-    int *bits = calloc((size_t)(n ? n : 1), sizeof *bits);
+    return NNZ_OK;
+}
+
+/* Every parameter's bits (bits[n_params]); INVALID_ARG for an override naming nothing. */
+static nnz_status all_bits(const nnz_model *m, const nnz_pack_config *cfg, int *bits) {
     bool *used = calloc((size_t)cfg->n_overrides + 1, sizeof *used);
+    if (!used) return nnz_fail(NNZ_ERR_NOMEM, "out of memory packing the model");
+    for (int i = 0; i < m->n_params; i++) bits[i] = param_bits(m, &m->params[i], cfg, used);
     nnz_status s = NNZ_OK;
-    char *arch = NULL;
-    if (!packed || !recs || !bits || !used) {
-        s = nnz_fail(NNZ_ERR_NOMEM, "out of memory packing the model");
-        goto done;
-    }
-    for (int i = 0; i < n; i++) bits[i] = param_bits(m, &m->params[i], cfg, used);
-    for (int i = 0; i < cfg->n_overrides; i++)
-        if (!used[i]) {
+    for (int i = 0; i < cfg->n_overrides && s == NNZ_OK; i++)
+        if (!used[i])
             s = nnz_fail(NNZ_ERR_INVALID_ARG, "--bits-layer names '%s', which is not a layer or tensor of the model",
                          cfg->override_names[i]);
-            goto done;
-        }
+    free(used);
+    return s;
+}
+
+/* Packs every tensor into packed[n_params] (several tensors on several threads). */
+static nnz_status pack_all(const nnz_model *m, const nnz_pack_config *cfg, const int *bits, nnz_packed *packed) {
     /* tensors are independent: one per thread, biggest work first is not needed at these sizes */
     nnz_status first = NNZ_OK;
     char msg[512] = "";
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < m->n_params; i++) {
         const nnz_param *p = &m->params[i];
         nnz_status r = nnz_pack_tensor(p->name, p->value.data, p->value.ndim, p->value.shape, bits[i],
                                        (nnz_layout)cfg->layout, &packed[i]);
@@ -99,10 +95,60 @@ nnz_status nnz_pack(const nnz_model *m, const char *path, const nnz_pack_config 
             }
         }
     }
-    if (first != NNZ_OK) {
-        s = nnz_fail(first, "%s", msg);
+    return first == NNZ_OK ? NNZ_OK : nnz_fail(first, "%s", msg);
+}
+
+nnz_status nnz_pack_quantize(nnz_model *m, const nnz_pack_config *cfg_in) {
+    if (!m || !m->finalized) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_pack_quantize: a finalized model is needed");
+    nnz_pack_config defaults;
+    nnz_pack_config_init(&defaults);
+    const nnz_pack_config *cfg = cfg_in ? cfg_in : &defaults;
+    NNZ_TRY(check_config(cfg));
+    const int n = m->n_params;
+    nnz_packed *packed = calloc((size_t)(n ? n : 1), sizeof *packed);
+    int *bits = calloc((size_t)(n ? n : 1), sizeof *bits);
+    nnz_status s = NNZ_OK;
+    if (!packed || !bits) {
+        s = nnz_fail(NNZ_ERR_NOMEM, "out of memory quantizing the model");
         goto done;
     }
+    if ((s = all_bits(m, cfg, bits))) goto done;
+    if ((s = pack_all(m, cfg, bits, packed))) goto done;
+    /* decode in place: exactly what nnz_packed_load_model of the file would give */
+    for (int i = 0; i < n && s == NNZ_OK; i++) {
+        if (!bits[i]) continue; /* raw: unchanged */
+        uint8_t *scratch = nnz_alloc(nnz_unpack_scratch_bytes(&packed[i].rec) + 1, "gap symbols");
+        s = scratch ? nnz_unpack_tensor(&packed[i].rec, m->params[i].value.data, scratch, "(quantized in memory)")
+                    : NNZ_ERR_NOMEM;
+        nnz_free(scratch);
+    }
+    m->sparse_planned = false; /* the values moved (the zeros too, where a dense codebook replaced them) */
+done:
+    for (int i = 0; packed && i < n; i++) nnz_packed_free(&packed[i]);
+    free(packed);
+    free(bits);
+    return s;
+}
+
+nnz_status nnz_pack(const nnz_model *m, const char *path, const nnz_pack_config *cfg_in, nnz_pack_report *rep) {
+    if (rep) memset(rep, 0, sizeof *rep);
+    if (!m || !m->finalized || !path) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_pack: a finalized model and a path are needed");
+    nnz_pack_config defaults;
+    nnz_pack_config_init(&defaults);
+    const nnz_pack_config *cfg = cfg_in ? cfg_in : &defaults;
+    NNZ_TRY(check_config(cfg));
+    const int n = m->n_params;
+    nnz_packed *packed = calloc((size_t)(n ? n : 1), sizeof *packed);
+    nnz_nf_tensor *recs = calloc((size_t)(n ? n : 1), sizeof *recs);
+    int *bits = calloc((size_t)(n ? n : 1), sizeof *bits);
+    nnz_status s = NNZ_OK;
+    char *arch = NULL;
+    if (!packed || !recs || !bits) {
+        s = nnz_fail(NNZ_ERR_NOMEM, "out of memory packing the model");
+        goto done;
+    }
+    if ((s = all_bits(m, cfg, bits))) goto done;
+    if ((s = pack_all(m, cfg, bits, packed))) goto done;
     for (int i = 0; i < n; i++) recs[i] = packed[i].rec;
     if ((s = nnz_model_to_json(m, &arch))) goto done;
     if ((s = nnz_nf_write(path, arch, recs, n))) goto done;
@@ -129,7 +175,6 @@ done:
     free(packed);
     free(recs);
     free(bits);
-    free(used);
     free(arch);
     return s;
 }

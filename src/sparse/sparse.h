@@ -214,6 +214,37 @@ nnz_status nnz_gmp_step(nnz_gmp *g, nnz_model *m, nnz_optimizer *opt, int64_t st
 nnz_status nnz_gmp_prune(nnz_model *m, nnz_optimizer *opt, double sparsity);
 
 
+/* ---- weight sharing during training (share.c): Deep Compression's trained quantization ----
+ * Every conv/linear weight tensor holding at most NNZ_SHARE_MAX_VALUES distinct nonzero values
+ * (a codebook: nnz_pack_quantize leaves every quantized tensor so) trains as those shared
+ * values. The assignment of weights to values is fixed at init; zeros (pruned weights) stay
+ * zero and are no shared value. The trainer (codebook training, nnz_train_model) calls:
+ *   nnz_share_backward  after the backward: the gradient of shared value j of a tensor is
+ *                       dL/dc_j = sum of dL/dw_i over the weights i holding it (summed in
+ *                       double, in index order); it is written into every such weight's
+ *                       gradient, zero weights get 0, and every other parameter's gradient is
+ *                       zeroed (frozen: the trainer runs this mode without weight decay);
+ *   nnz_share_sync      after the optimizer step: copies each value's first weight onto the
+ *                       others (the elementwise optimizer gave them the same update; this keeps
+ *                       them bitwise equal). A value that became exactly 0 is set to FLT_MIN,
+ *                       so zeros stay exactly the pruned weights.
+ * So a tensor never holds more distinct values, nor other zeros, than it started with. */
+#define NNZ_SHARE_MAX_VALUES 256
+typedef struct {
+    int n;          /* shared tensors */
+    int *param;     /* their parameter indices */
+    int *k;         /* shared values per tensor */
+    int64_t *first; /* (n, NNZ_SHARE_MAX_VALUES): the first weight holding each value */
+    uint16_t **idx; /* per tensor: each weight's value (ascending order of the initial values), 0xFFFF = zero */
+} nnz_share;
+/* INVALID_ARG when no conv/linear weight qualifies (nothing would train). */
+nnz_status nnz_share_init(nnz_share *sh, const nnz_model *m);
+void nnz_share_backward(const nnz_share *sh, nnz_model *m);
+void nnz_share_sync(const nnz_share *sh, nnz_model *m);
+/* The current values of shared tensor t (its k, in the initial order) into values; returns k. */
+int nnz_share_values(const nnz_share *sh, const nnz_model *m, int t, float *values);
+void nnz_share_free(nnz_share *sh);
+
 /* ---- FLOP accounting (flops.c), per image ----
  * Inference: conv/linear nodes cost (nonzeros / weights) * node.flops, the rest node.flops;
  * per_node[n_nodes] (may be NULL) gets each node's share, *dense (may be NULL) the dense total.

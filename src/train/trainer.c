@@ -131,6 +131,8 @@ typedef struct {
     nnz_str str;             /* --prune autosparse */
     bool baked;              /* autosparse: the weights are w~ for good (the run's last step) */
     nnz_gmp gmp;             /* --prune gmp */
+    nnz_share share;         /* codebook training (nnz_train_model) */
+    bool borrowed;           /* nnz_train_model: m is the caller's */
     size_t estimate;         /* --memory-budget: the estimated peak resident bytes */
 } trainer;
 
@@ -142,7 +144,8 @@ static void trainer_free(trainer *t) {
     nnz_batcher_free(&t->batcher);
     nnz_optimizer_free(&t->opt);
     nnz_str_free(&t->str);
-    nnz_model_free(t->m);
+    nnz_share_free(&t->share);
+    if (!t->borrowed) nnz_model_free(t->m);
     if (t->resumed) nnz_checkpoint_close(&t->ck);
     if (t->have_train) nnz_dataset_free(&t->train);
     if (t->have_test) nnz_dataset_free(&t->test);
@@ -286,11 +289,29 @@ static nnz_status name_from_init(trainer *t) {
     return s;
 }
 
-static nnz_status setup(trainer *t, const nnz_train_config *cfg_in) {
+/* m: nnz_train_model's model (trained in place), or NULL (the zoo, --init-from or --resume) */
+static nnz_status setup(trainer *t, const nnz_train_config *cfg_in, nnz_model *m) {
     t->cfg = *cfg_in;
     nnz_train_config *c = &t->cfg;
     if (c->init_path && c->resume_path)
         return nnz_fail(NNZ_ERR_INVALID_ARG, "--init-from starts a new run and --resume continues one: pick one");
+    if (m) {
+        if (c->resume_path || c->init_path || c->out_path || c->checkpoint_every)
+            return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_train_model trains a model in memory: no resume_path, "
+                                                 "init_path, out_path or checkpoint_every");
+        if (c->mask.kind != NNZ_MASK_DENSE || c->prune.kind != NNZ_PRUNE_NONE)
+            return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_train_model: masks and pruning are nnz_train's (a new model)");
+        if (c->codebooks) {
+            if (c->weight_decay < 0.0f) c->weight_decay = 0.0f;
+            if (c->weight_decay != 0.0f)
+                return nnz_fail(NNZ_ERR_INVALID_ARG,
+                                "codebook training takes no weight decay (got %g): it would move the frozen parameters",
+                                c->weight_decay);
+            if (c->lr == 0.0f) c->lr = NNZ_CODEBOOK_DEFAULT_LR;
+        }
+    } else if (c->codebooks) {
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "codebook training starts from a quantized model: use nnz_train_model");
+    }
     if (c->resume_path) {
         NNZ_TRY(nnz_checkpoint_open(c->resume_path, &t->ck));
         t->resumed = true;
@@ -315,7 +336,12 @@ static nnz_status setup(trainer *t, const nnz_train_config *cfg_in) {
     t->have_test = true;
     const nnz_dataset *d = &t->train;
 
-    if (t->resumed) {
+    if (m) {
+        t->m = m;
+        t->borrowed = true;
+        if (!m->finalized) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_train_model: the model is not finalized");
+        NNZ_TRY(check_model_fits_data(m, d, c->data_dir));
+    } else if (t->resumed) {
         NNZ_TRY(nnz_checkpoint_build_model(&t->ck, &t->m));
         NNZ_TRY(check_model_fits_data(t->m, d, c->data_dir));
     } else if (c->init_path) {
@@ -327,7 +353,8 @@ static nnz_status setup(trainer *t, const nnz_train_config *cfg_in) {
         NNZ_TRY(nnz_model_apply_masks(t->m, &c->mask, c->seed ^ NNZ_MASK_SEED_SALT, NULL, 0));
     }
     /* a resumed masked or GMP run: its zeros are in the checkpoint's weights, keep them */
-    nnz_model_set_grad_mask(t->m, c->mask.kind != NNZ_MASK_DENSE || c->prune.kind == NNZ_PRUNE_GMP);
+    nnz_model_set_grad_mask(t->m, c->mask.kind != NNZ_MASK_DENSE || c->prune.kind == NNZ_PRUNE_GMP || c->codebooks);
+    if (c->codebooks) NNZ_TRY(nnz_share_init(&t->share, t->m)); /* zeros stay zero: the grad mask above */
     if (c->prune.kind == NNZ_PRUNE_AUTOSPARSE) {
         const int first = t->m->n_params;
         NNZ_TRY(nnz_str_init(&t->str, t->m, c->prune.per_channel, c->prune.threshold_init, c->prune.threshold_decay));
@@ -445,8 +472,10 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
         nnz_model_zero_grad(m);
         NNZ_TRY(nnz_model_backward(m, t->x, n, t->dlogits));
         if (c->prune.kind == NNZ_PRUNE_AUTOSPARSE) nnz_str_backward(&t->str, m, alpha_at(c, step, t->total_steps, spe));
+        if (c->codebooks) nnz_share_backward(&t->share, m); /* each shared value's gradient: its weights' sum */
         lr = nnz_schedule_lr(&sched, step);
         nnz_optimizer_step(&t->opt, m, lr);
+        if (c->codebooks) nnz_share_sync(&t->share, m); /* the copies of a value stay one value */
         step++;
         run_images += n;
         acc_add(&iv, loss, correct, n);
@@ -533,9 +562,28 @@ nnz_status nnz_train(const nnz_train_config *cfg, nnz_train_result *result) {
     memset(&t, 0, sizeof t);
     t.last_saved_step = -1;
     nnz_set_threads(cfg->threads);
-    nnz_status s = setup(&t, cfg);
+    nnz_status s = setup(&t, cfg, NULL);
     if (s == NNZ_OK) s = run(&t, result);
     trainer_free(&t);
+    nnz_set_threads(old_threads);
+    return s;
+}
+
+nnz_status nnz_train_model(nnz_model *m, const nnz_train_config *cfg, nnz_train_result *result) {
+    if (!cfg || !m) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_train_model: a model and a configuration are needed");
+    nnz_train_result local;
+    if (!result) result = &local;
+    memset(result, 0, sizeof *result);
+    const int old_threads = nnz_get_threads();
+    trainer t;
+    memset(&t, 0, sizeof t);
+    t.last_saved_step = -1;
+    nnz_set_threads(cfg->threads);
+    const bool grad_mask = m->grad_mask;
+    nnz_status s = setup(&t, cfg, m);
+    if (s == NNZ_OK) s = run(&t, result);
+    trainer_free(&t);
+    nnz_model_set_grad_mask(m, grad_mask);
     nnz_set_threads(old_threads);
     return s;
 }

@@ -43,10 +43,56 @@ void cli_print_pack_table(const nnz_pack_report *r, bool with_rmse) {
            r->file_bytes > 0 ? (double)r->fp32_bytes / (double)r->file_bytes : 0.0);
 }
 
+/* Test accuracy of m on the first `limit` test images (0 = all) of d. */
+static int accuracy(nnz_model *m, const nnz_dataset *d, int limit, float *acc) {
+    nnz_eval_result er;
+    if (nnz_evaluate(m, d, 256, limit, &er) != NNZ_OK) return cli_fail("pack", "cannot evaluate the model");
+    *acc = er.accuracy;
+    return CLI_EXIT_OK;
+}
+
+/* --finetune-codebook: quantize m in place, train its codebooks, report the accuracies. */
+static int finetune(nnz_model *m, const nnz_pack_config *pcfg, nnz_train_config *tcfg) {
+    nnz_dataset test;
+    if (nnz_dataset_load_first(tcfg->data_dir, false, tcfg->test_limit, &test) != NNZ_OK)
+        return cli_fail("pack", "cannot load the test data for --finetune-codebook");
+    float acc_fp32 = 0, acc_packed = 0;
+    int rc = accuracy(m, &test, tcfg->test_limit, &acc_fp32);
+    if (!rc && nnz_pack_quantize(m, pcfg) != NNZ_OK) rc = cli_fail("pack", "cannot quantize the model");
+    if (!rc) rc = accuracy(m, &test, tcfg->test_limit, &acc_packed);
+    nnz_dataset_free(&test);
+    if (rc) return rc;
+    fprintf(stderr, "test accuracy: checkpoint %.2f%%, packed %.2f%%; finetuning the codebooks for %d epoch%s\n",
+            100.0 * acc_fp32, 100.0 * acc_packed, tcfg->epochs, tcfg->epochs == 1 ? "" : "s");
+    cli_progress prog;
+    cli_progress_init(&prog);
+    tcfg->progress = cli_progress_fn;
+    tcfg->progress_user = &prog;
+    cli_progress_catch_sigint();
+    nnz_train_result res;
+    nnz_status s = nnz_train_model(m, tcfg, &res);
+    cli_progress_finish(&prog);
+    if (s == NNZ_ERR_INTERRUPTED) {
+        fprintf(stderr, "nnz pack: %s; nothing was written\n", nnz_last_error());
+        return CLI_EXIT_FAILURE;
+    }
+    if (s != NNZ_OK) return cli_fail("pack", "codebook finetuning failed");
+    printf("test accuracy: checkpoint %.2f%%, packed %.2f%%, packed + %d epoch%s of codebook finetuning %.2f%%\n",
+           100.0 * acc_fp32, 100.0 * acc_packed, tcfg->epochs, tcfg->epochs == 1 ? "" : "s",
+           100.0 * res.test_accuracy);
+    return CLI_EXIT_OK;
+}
+
 int cmd_pack(int argc, char **argv) {
     const char *out = NULL, *out_long = NULL, *layers = NULL;
     int bits = 0, conv_bits = 5, linear_bits = 4, layout = 0, threads = 0;
     bool json = false;
+    nnz_train_config tcfg;
+    nnz_train_config_init(&tcfg);
+    tcfg.epochs = 0;
+    tcfg.lr = NNZ_CODEBOOK_DEFAULT_LR;
+    char lr_default[32];
+    snprintf(lr_default, sizeof lr_default, "%g", (double)NNZ_CODEBOOK_DEFAULT_LR);
     static const char *const layouts[] = {"auto", "dense", "sparse", NULL};
     cli_flag flags[] = {
         FL_STR("-o", &out, "FILE", "The .nnz file to write (written atomically).", NULL),
@@ -61,19 +107,42 @@ int cmd_pack(int argc, char **argv) {
                   "exact zeros (pruned weights) and that is smaller.", "auto", layouts),
         FL_INT("--threads", &threads, "N", "Worker threads; 0 = all cores.", "0", 0, 4096),
         FL_BOOL("--json", &json, "Print one JSON line (totals) instead of the table."),
+        FL_INT("--finetune-codebook", &tcfg.epochs, "EPOCHS",
+               "Deep Compression's trained quantization: after k-means, train the shared values (centroids) for "
+               "EPOCHS epochs on the training data (a centroid's gradient is the sum of its weights' gradients; "
+               "assignments fixed, pruned zeros stay zero, every other parameter frozen), then pack. Prints the "
+               "test accuracy before and after; 0 = none.",
+               "0", 0, 100000),
+        FL_FLOAT("--codebook-lr", &tcfg.lr, "X",
+                 "With --finetune-codebook: the centroids' SGD learning rate (momentum 0.9, cosine to 0; the "
+                 "gradient is a sum over many weights, so it is small).",
+                 lr_default, 0, 1e3, true),
+        FL_INT("--batch", &tcfg.batch, "N", "With --finetune-codebook: images per step.", "128", 1, 65536),
+        FL_STR("--data", &tcfg.data_dir, "DIR", "With --finetune-codebook: the data set the checkpoint was trained on.",
+               NNZ_DEFAULT_DATA_DIR),
+        FL_INT("--train-limit", &tcfg.train_limit, "N",
+               "With --finetune-codebook: train on only the first N training images (0 = all).", "0", 0, 0),
+        FL_INT("--test-limit", &tcfg.test_limit, "N",
+               "With --finetune-codebook: evaluate on only the first N test images (0 = all).", "0", 0, 0),
+        FL_U64("--seed", &tcfg.seed, "N",
+               "With --finetune-codebook: seeds the shuffling (same seed and threads, same file).", "42"),
     };
     cli_command cmd = {
         .name = "pack",
         .summary = "compress a checkpoint into a .nnz file (k-means weight sharing + Huffman)",
-        .usage = "nnz pack CHECKPOINT -o FILE.nnz [--bits N | --conv-bits N --linear-bits N] [--bits-layer NAME=N,...]",
+.usage = "nnz pack CHECKPOINT -o FILE.nnz [--bits N | --conv-bits N --linear-bits N] [--bits-layer NAME=N,...]\n"
+                 "       [--finetune-codebook EPOCHS [--codebook-lr X] [--data DIR] [--train-limit N]]",
         .description =
             "Deep Compression's last two stages: every convolution and linear weight tensor is quantized\n"
             "to at most 2^bits shared values (k-means, linear initialization) and the indices are Huffman\n"
             "coded (canonical, <= 11-bit codes, four interleaved streams). Pruned tensors (exact zeros)\n"
             "store only their nonzeros, with Huffman-coded relative position gaps. Biases and batch-norm\n"
             "tensors stay fp32. Prints per-tensor sizes and the compression ratio; 'nnz info FILE.nnz'\n"
-            "shows them again, 'nnz run FILE.nnz' runs the model decoding layer by layer.",
-        .example = "  nnz pack lenet5.safetensors -o lenet5.nnz\n  nnz pack mbv2.safetensors -o mbv2.nnz --bits-layer fc=6,stem=0",
+            "shows them again, 'nnz run FILE.nnz' runs the model decoding layer by layer.\n"
+            "--finetune-codebook adds Deep Compression's trained quantization: the shared values are trained\n"
+            "on the training data (weights stay tied to them), so packing loses less accuracy.",
+        .example = "  nnz pack lenet5.safetensors -o lenet5.nnz\n  nnz pack mbv2.safetensors -o mbv2.nnz --bits-layer fc=6,stem=0\n"
+                   "  nnz pack lenet5.safetensors -o lenet5.nnz --bits 3 --finetune-codebook 1",
         .flags = flags,
         .n_flags = (int)(sizeof flags / sizeof flags[0]),
         .positional = "CHECKPOINT",
@@ -88,7 +157,15 @@ int cmd_pack(int argc, char **argv) {
     if (out && out_long) return cli_usage_error(&cmd, "give -o or --output, not both");
     if (!out) out = out_long;
     if (!out) return cli_usage_error(&cmd, "missing the output file (-o FILE.nnz)");
+    static const char *const finetune_flags[] = {"--codebook-lr", "--batch", "--data", "--train-limit",
+                                                 "--test-limit", "--seed"};
+    for (size_t i = 0; i < sizeof finetune_flags / sizeof finetune_flags[0]; i++)
+        if (tcfg.epochs == 0 && cli_find_flag(&cmd, finetune_flags[i])->seen)
+            return cli_usage_error(&cmd, "%s applies to --finetune-codebook only", finetune_flags[i]);
     nnz_set_threads(threads);
+    tcfg.threads = threads;
+    tcfg.codebooks = true;
+    tcfg.log_every = 50;
     nnz_pack_config cfg;
     nnz_pack_config_init(&cfg);
     cfg.conv_bits = bits ? bits : conv_bits;
@@ -112,6 +189,16 @@ int cmd_pack(int argc, char **argv) {
     if (nnz_checkpoint_load_model(pos[0], &m) != NNZ_OK) {
         free(spec);
         return cli_fail("pack", "cannot load the checkpoint");
+    }
+    if (tcfg.epochs > 0) {
+        /* fail before training rather than after: the output must be writable */
+        int rc = nnz_check_output_path(out) == NNZ_OK ? finetune(m, &cfg, &tcfg)
+                                                      : cli_fail("pack", "cannot write the output");
+        if (rc) {
+            nnz_model_free(m);
+            free(spec);
+            return rc;
+        }
     }
     nnz_pack_report rep;
     nnz_status s = nnz_pack(m, out, &cfg, &rep);
