@@ -354,11 +354,11 @@ nnz_status nnz_train(const nnz_train_config *cfg, nnz_train_result *result);
  * trains as those shared values: a value's gradient is the sum of the gradients of the weights
  * that hold it, weights always equal their value, the assignment never changes, zeros stay zero;
  * every other parameter is frozen (batch-norm running statistics still follow the training
- * batches). Weight decay must be 0 (the default in this mode); lr 0 means 1e-4 here. Then
+ * batches). Weight decay must be 0 (the default in this mode); lr 0 means NNZ_CODEBOOK_DEFAULT_LR. Then
  * nnz_pack of m stores exactly those values (the packed file decodes to m bit for bit).
  *   nnz_pack_quantize(m, &pcfg); nnz_train_model(m, &tcfg, &res); nnz_pack(m, path, &pcfg, NULL); */
 nnz_status nnz_train_model(nnz_model *m, const nnz_train_config *cfg, nnz_train_result *result);
-#define NNZ_CODEBOOK_DEFAULT_LR 1e-4f /* codebook training's SGD rate when cfg->lr is 0 */
+#define NNZ_CODEBOOK_DEFAULT_LR 1e-3f /* codebook training's rate when cfg->lr is 0 (chosen for AdamW, which nnz pack uses) */
 
 /* ---- checkpoints, evaluation, benchmarks ------------------------------- */
 /* Loads the model (architecture + weights) from a safetensors checkpoint. */

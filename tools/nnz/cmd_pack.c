@@ -91,6 +91,11 @@ int cmd_pack(int argc, char **argv) {
     nnz_train_config_init(&tcfg);
     tcfg.epochs = 0;
     tcfg.lr = NNZ_CODEBOOK_DEFAULT_LR;
+    /* AdamW (without decay): a centroid's gradient is a sum over its weights, so its scale goes
+     * with the layer's size (3 orders of magnitude between lenet5's conv1 and fc1); Adam's steps
+     * do not, one rate fits every layer */
+    tcfg.optimizer = NNZ_OPT_ADAMW;
+    tcfg.weight_decay = 0.0f;
     char lr_default[32];
     snprintf(lr_default, sizeof lr_default, "%g", (double)NNZ_CODEBOOK_DEFAULT_LR);
     static const char *const layouts[] = {"auto", "dense", "sparse", NULL};
@@ -114,8 +119,8 @@ int cmd_pack(int argc, char **argv) {
                "test accuracy before and after; 0 = none.",
                "0", 0, 100000),
         FL_FLOAT("--codebook-lr", &tcfg.lr, "X",
-                 "With --finetune-codebook: the centroids' SGD learning rate (momentum 0.9, cosine to 0; the "
-                 "gradient is a sum over many weights, so it is small).",
+                 "With --finetune-codebook: the centroids' learning rate (AdamW without weight decay, cosine to 0; "
+                 "a centroid moves about this much per step).",
                  lr_default, 0, 1e3, true),
         FL_INT("--batch", &tcfg.batch, "N", "With --finetune-codebook: images per step.", "128", 1, 65536),
         FL_STR("--data", &tcfg.data_dir, "DIR", "With --finetune-codebook: the data set the checkpoint was trained on.",
