@@ -221,6 +221,8 @@ int cmd_pack(int argc, char **argv) {
     } else {
         printf("packed %s -> %s (conv %d bits, linear %d bits)\n\n", pos[0], out, cfg.conv_bits, cfg.linear_bits);
         cli_print_pack_table(&rep, true);
+        if (tcfg.epochs > 0)
+            printf("(rmse against the finetuned weights, which are the codebooks' values: 0 where they fit)\n");
     }
     nnz_pack_report_free(&rep);
     return CLI_EXIT_OK;
