@@ -34,10 +34,17 @@ has err "epoch 1/1 .*test acc"
 has out "test accuracy: checkpoint [0-9.]*%, packed [0-9.]*%, packed + 1 epoch of codebook finetuning [0-9.]*%"
 has out "total: .* bytes in the .nnz file"
 after=$(sed -n 's/.*codebook finetuning \([0-9.]*%\).*/\1/p' "$T/out")
+[ -n "$after" ] || fail "no accuracy after finetuning in the output"
 expect 0 "$NNZ" eval l5.nnz --limit 128 --threads 2
 has out "accuracy: $after"
 expect 0 "$NNZ" info l5.nnz
 has out "fc1.weight  *dense  *2 "
+
+# --json: one line, the accuracies in it
+expect 0 "$NNZ" pack l5.safetensors -o j.nnz --bits 3 --json --finetune-codebook 1 --train-limit 64 --test-limit 64 \
+    --batch 32 --threads 2
+[ "$(wc -l < "$T/out")" -eq 1 ] || fail "--json printed more than one line"
+has out '^{"checkpoint":.*"finetune_epochs":1,"accuracy_checkpoint":[0-9.]*,"accuracy_packed":[0-9.]*,"accuracy_finetuned":[0-9.]*}$'
 
 # runtime errors: exit 1, before any training, nothing written
 expect 1 "$NNZ" pack l5.safetensors -o nodata.nnz "${FT[@]}" --data "$T/none"

@@ -229,7 +229,7 @@ static nnz_status fit_budget(trainer *t) {
         .train_n = t->train.n,
         .eval_n = t->test.n,
         .train = true,
-        .sparse = c->mask.kind != NNZ_MASK_DENSE || c->prune.kind != NNZ_PRUNE_NONE,
+        .sparse = c->mask.kind != NNZ_MASK_DENSE || c->prune.kind != NNZ_PRUNE_NONE || c->codebooks,
         .pruning = c->prune.kind == NNZ_PRUNE_GMP,
     };
     nnz_mem_need need;

@@ -51,8 +51,9 @@ static int accuracy(nnz_model *m, const nnz_dataset *d, int limit, float *acc) {
     return CLI_EXIT_OK;
 }
 
-/* --finetune-codebook: quantize m in place, train its codebooks, report the accuracies. */
-static int finetune(nnz_model *m, const nnz_pack_config *pcfg, nnz_train_config *tcfg) {
+/* --finetune-codebook: quantize m in place, train its codebooks; acc[3] = the test accuracy of the
+ * checkpoint, of the packed model and after finetuning. */
+static int finetune(nnz_model *m, const nnz_pack_config *pcfg, nnz_train_config *tcfg, float acc[3]) {
     nnz_dataset test;
     if (nnz_dataset_load_first(tcfg->data_dir, false, tcfg->test_limit, &test) != NNZ_OK)
         return cli_fail("pack", "cannot load the test data for --finetune-codebook");
@@ -77,9 +78,7 @@ static int finetune(nnz_model *m, const nnz_pack_config *pcfg, nnz_train_config 
         return CLI_EXIT_FAILURE;
     }
     if (s != NNZ_OK) return cli_fail("pack", "codebook finetuning failed");
-    printf("test accuracy: checkpoint %.2f%%, packed %.2f%%, packed + %d epoch%s of codebook finetuning %.2f%%\n",
-           100.0 * acc_fp32, 100.0 * acc_packed, tcfg->epochs, tcfg->epochs == 1 ? "" : "s",
-           100.0 * res.test_accuracy);
+    acc[0] = acc_fp32, acc[1] = acc_packed, acc[2] = res.test_accuracy;
     return CLI_EXIT_OK;
 }
 
@@ -195,9 +194,10 @@ int cmd_pack(int argc, char **argv) {
         free(spec);
         return cli_fail("pack", "cannot load the checkpoint");
     }
+    float acc[3] = {0};
     if (tcfg.epochs > 0) {
         /* fail before training rather than after: the output must be writable */
-        int rc = nnz_check_output_path(out) == NNZ_OK ? finetune(m, &cfg, &tcfg)
+        int rc = nnz_check_output_path(out) == NNZ_OK ? finetune(m, &cfg, &tcfg, acc)
                                                       : cli_fail("pack", "cannot write the output");
         if (rc) {
             nnz_model_free(m);
@@ -215,10 +215,19 @@ int cmd_pack(int argc, char **argv) {
         cli_json_string(stdout, pos[0]);
         printf(",\"output\":");
         cli_json_string(stdout, out);
-        printf(",\"conv_bits\":%d,\"linear_bits\":%d,\"fp32_bytes\":%lld,\"file_bytes\":%lld,\"ratio\":%.3f}\n",
+        printf(",\"conv_bits\":%d,\"linear_bits\":%d,\"fp32_bytes\":%lld,\"file_bytes\":%lld,\"ratio\":%.3f",
                cfg.conv_bits, cfg.linear_bits, (long long)rep.fp32_bytes, (long long)rep.file_bytes,
                (double)rep.fp32_bytes / (double)rep.file_bytes);
+        if (tcfg.epochs > 0)
+            printf(",\"finetune_epochs\":%d,\"accuracy_checkpoint\":%.4f,\"accuracy_packed\":%.4f,"
+                   "\"accuracy_finetuned\":%.4f",
+                   tcfg.epochs, acc[0], acc[1], acc[2]);
+        printf("}\n");
     } else {
+        if (tcfg.epochs > 0)
+            printf("test accuracy: checkpoint %.2f%%, packed %.2f%%, packed + %d epoch%s of codebook finetuning "
+                   "%.2f%%\n",
+                   100.0 * acc[0], 100.0 * acc[1], tcfg.epochs, tcfg.epochs == 1 ? "" : "s", 100.0 * acc[2]);
         printf("packed %s -> %s (conv %d bits, linear %d bits)\n\n", pos[0], out, cfg.conv_bits, cfg.linear_bits);
         cli_print_pack_table(&rep, true);
         if (tcfg.epochs > 0)
