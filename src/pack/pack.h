@@ -99,7 +99,10 @@ typedef enum { NNZ_LAYOUT_AUTO = 0, NNZ_LAYOUT_DENSE, NNZ_LAYOUT_SPARSE } nnz_la
 
 /* Encodes w[0..numel) (shape/ndim for the record) with k-means to `bits` (1..8) and Huffman
  * codes. AUTO: sparse (gaps + indices of the nonzeros) when w has exact zeros and that is
- * smaller, else dense. bits 0 stores raw fp32. Free with nnz_packed_free. */
+ * smaller, else dense; but when only one of the two reproduces every value of w exactly, that
+ * one (an already-quantized tensor, e.g. after codebook training, packs without loss: 2^bits
+ * nonzero values and zeros fit the sparse codebook, not the dense one). bits 0 stores raw
+ * fp32. Free with nnz_packed_free. */
 nnz_status nnz_pack_tensor(const char *name, const float *w, int ndim, const int64_t *shape, int bits,
                            nnz_layout layout, nnz_packed *out);
 void nnz_packed_free(nnz_packed *p);
