@@ -374,6 +374,37 @@ static void test_codec_dense_and_sparse(void **state) {
     free(out);
 }
 
+/* An already-quantized tensor (codebook training's output): 2^bits distinct nonzero values and
+ * 30% zeros. The dense layout is smaller but needs 2^bits + 1 values; AUTO takes the sparse one,
+ * which reproduces every value. */
+static void test_codec_exact_layout_wins(void **state) {
+    (void)state;
+    int64_t shape[1] = {20000};
+    const int64_t n = shape[0];
+    float *w = malloc((size_t)n * sizeof *w), *out = malloc((size_t)n * sizeof *out);
+    tu_fill_uniform(w, n, 0.0f, 1.0f, 9);
+    const float v[4] = {-0.3f, -0.1f, 0.05f, 0.2f};
+    for (int64_t i = 0; i < n; i++) w[i] = w[i] < 0.3f ? 0.0f : v[(int)(w[i] * 1000) % 4];
+    nnz_packed d, sp;
+    assert_int_equal(nnz_pack_tensor("t", w, 1, shape, 2, NNZ_LAYOUT_DENSE, &d), NNZ_OK);
+    assert_int_equal(nnz_pack_tensor("t", w, 1, shape, 2, NNZ_LAYOUT_SPARSE, &sp), NNZ_OK);
+    assert_true(d.rec.payload_bytes < sp.rec.payload_bytes); /* size alone would pick dense */
+    assert_true(d.sq_error > 0 && sp.sq_error == 0);
+    nnz_packed_free(&d);
+    nnz_packed_free(&sp);
+    nnz_nf_tensor r = pack_unpack(w, 1, shape, 2, NNZ_LAYOUT_AUTO, out);
+    assert_int_equal(r.codec, NNZ_CODEC_SPARSE);
+    tu_assert_same_values(out, w, n);
+    /* when both are exact (no zeros), size decides as before: dense */
+    for (int64_t i = 0; i < n; i++)
+        if (w[i] == 0.0f) w[i] = v[i % 4];
+    r = pack_unpack(w, 1, shape, 2, NNZ_LAYOUT_AUTO, out);
+    assert_int_equal(r.codec, NNZ_CODEC_DENSE);
+    tu_assert_same_values(out, w, n);
+    free(w);
+    free(out);
+}
+
 static void test_codec_adversarial(void **state) {
     (void)state;
     int64_t big = 1 << 20;
@@ -449,6 +480,7 @@ int main(void) {
         cmocka_unit_test(test_kmeans_exact_when_few_values),
         cmocka_unit_test(test_kmeans_nearest_and_deterministic),
         cmocka_unit_test(test_codec_dense_and_sparse),
+        cmocka_unit_test(test_codec_exact_layout_wins),
         cmocka_unit_test(test_codec_adversarial),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
