@@ -2,8 +2,9 @@
 # nnz pack --finetune-codebook (Deep Compression's trained quantization) from the command line:
 # the flags are in --help with their defaults; bad values and finetuning flags without
 # --finetune-codebook exit 2; a tiny lenet5 packed at 2 bits and finetuned prints the test
-# accuracy before and after, and the .nnz file evaluates to the accuracy it reported; missing
-# data and an unwritable output exit 1 before training, writing nothing. $1 = nnz.
+# accuracy before and after, and the .nnz file evaluates to the accuracy it reported; --json
+# carries them; the same seed gives the same file; missing data and an unwritable output exit 1
+# before training, writing nothing. $1 = nnz.
 set -u
 . "$(dirname "$0")/support/cli_lib.sh"
 cli_setup "$@"
@@ -45,6 +46,10 @@ expect 0 "$NNZ" pack l5.safetensors -o j.nnz --bits 3 --json --finetune-codebook
     --batch 32 --threads 2
 [ "$(wc -l < "$T/out")" -eq 1 ] || fail "--json printed more than one line"
 has out '^{"checkpoint":.*"finetune_epochs":1,"accuracy_checkpoint":[0-9.]*,"accuracy_packed":[0-9.]*,"accuracy_finetuned":[0-9.]*}$'
+# same seed and threads: the same file
+expect 0 "$NNZ" pack l5.safetensors -o j2.nnz --bits 3 --json --finetune-codebook 1 --train-limit 64 --test-limit 64 \
+    --batch 32 --threads 2
+cmp -s j.nnz j2.nnz || fail "two finetuning runs with the same seed wrote different files"
 
 # runtime errors: exit 1, before any training, nothing written
 expect 1 "$NNZ" pack l5.safetensors -o nodata.nnz "${FT[@]}" --data "$T/none"
