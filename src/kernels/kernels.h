@@ -433,13 +433,15 @@ int64_t nnz_rbgp_mat_index_bytes(const nnz_rbgp_mat *A);
  * paths sum in the same order as the reference, up to FMA contraction.
  * Dispatch (nnz_isa_active, NNZ_ISA honoured): avx512 and above -> _avx512, avx2 -> _avx2,
  * else _ref. SIMD algorithm: a 64-row panel of X transposed (m contiguous, as the BSR panel
- * kernel); then per outer row tile R and per outer column tile C = go[R][a] (its slice of the
- * panel, rc*ni*bc x 64 floats, stays in L1 while every micro-row of R uses it), per micro-row:
- * its br x 64 partial sums (in a tile_rows x 64 scratch, L1) += the dli*rc micro-blocks of
- * that tile, br broadcasts of W times 64-lane rows of the panel per column, the dli column
- * offsets of G_i's row read once per micro-row and tile; micro-blocks run dense, no index per
- * block. Threads: items = (64-row panel, range of outer row tiles).
- * NOMEM if the scratch cannot be allocated. */
+ * kernel); then per outer row tile R, per micro-row (br rows, in chunks of 8/4/2/1 rows) and
+ * 64-lane group, the partial sums stay in registers over the dlo*rc*dli micro-blocks: for
+ * each G_o neighbour a of R (dlo offsets, one per outer tile), each repeat q and each of the
+ * dli G_i neighbours of the micro-row (read once per micro-row and tile, L1), bc columns of
+ * br broadcasts of W times 64-lane rows of the panel; micro-blocks run dense (bc = 4 is
+ * unrolled), no index is read per block, values stream in order. The tile's br*rr*mi x 64
+ * sums (ot) then go back to out, transposed, with the base.
+ * Threads: items = (64-row panel, range of outer row tiles); G_o is row-regular, so equal
+ * ranges are equal work.  * NOMEM if the scratch cannot be allocated. */
 nnz_status nnz_spmm_rbgp_f32(const nnz_rbgp_mat *A, int64_t M, const float *X, int64_t ldx, const float *bias,
                              bool accumulate, float *out, int64_t ldo);
 void nnz_spmm_rbgp_f32_ref(const nnz_rbgp_mat *A, int64_t M, const float *X, int64_t ldx, const float *bias,
