@@ -9,7 +9,8 @@
  * time-slicing with other processes is not counted; more threads: wall time. One JSON
  * line per (shape, sparsity, kernel): time, actual GFLOP/s (2*nnz*M), effective GFLOP/s
  * (2*M*N*K), and the ratios rbgp/bsr, rbgp/csr, rbgp/dense (speedups: other time / rbgp time).
- *   nnz_bench_spmm_rbgp [--threads 1] [--reps 5] [--shape NAME] [--block RxC] [--sparsity S]
+ *   nnz_bench_spmm_rbgp [--threads 1] [--reps 5] [--shape NAME] [--block RxC] [--sparsity S] [--only K]
+ * --only rbgp|bsr|csr|dense runs one kernel (for profiling; the ratios are then meaningless).
  * Shapes: vgg8's conv4 and conv6 weights at batch 8 and 32 (M = batch*H*W) and a 512x4608
  * (3x3, 512 channels) weight at 4x4 spatial. */
 #include <stdio.h>
@@ -73,16 +74,17 @@ static const char *const knames[NK] = {"rbgp", "bsr", "csr", "dense"};
 
 int main(int argc, char **argv) {
     int threads = 1, reps = 5, br = 4, bc = 4;
-    const char *only = NULL;
+    const char *only = NULL, *only_kernel = NULL;
     double only_s = 0.0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--shape") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--sparsity") && i + 1 < argc) only_s = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc) only_kernel = argv[++i];
         else if (!strcmp(argv[i], "--block") && i + 1 < argc && sscanf(argv[i + 1], "%dx%d", &br, &bc) == 2) i++;
         else {
-            fprintf(stderr, "usage: %s [--threads N] [--reps N] [--shape NAME] [--block RxC] [--sparsity S]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--threads N] [--reps N] [--shape NAME] [--block RxC] [--sparsity S] [--only KERNEL]\n", argv[0]);
             return 2;
         }
     }
@@ -124,6 +126,7 @@ int main(int argc, char **argv) {
             double t[NK][64];
             for (int rep = -1; rep < reps; rep++) /* rep -1 warms up */
                 for (int k = 0; k < NK; k++) {
+                    if (only_kernel && strcmp(only_kernel, knames[k])) continue;
                     const double t0 = now();
                     nnz_status st = NNZ_OK;
                     switch (k) {
@@ -143,6 +146,7 @@ int main(int argc, char **argv) {
             }
             const double eff = 2.0 * M * (double)N * K, act = 2.0 * (double)nnz * M;
             for (int k = 0; k < NK; k++)
+                if (!only_kernel || !strcmp(only_kernel, knames[k]))
                 printf("{\"bench\":\"spmm_rbgp\",\"kernel\":\"%s\",\"shape\":\"%s\",\"M\":%lld,\"N\":%lld,\"K\":%lld,"
                        "\"block\":\"%dx%d\",\"factors\":\"G_o %dx%d dl %d, J_r %dx%d, G_i %dx%d dl %d\","
                        "\"sparsity\":%.4f,\"actual_sparsity\":%.4f,\"threads\":%d,\"clock\":\"%s\",\"isa\":\"%s\",\"time_ms\":%.4f,"
@@ -151,7 +155,8 @@ int main(int argc, char **argv) {
                        knames[k], sh->name, (long long)M, (long long)N, (long long)K, br, bc, plan.mo, plan.no, plan.dlo,
                        plan.rr, plan.rc, plan.mi, plan.ni, plan.dli, sparsities[p], 1.0 - (double)nnz / ((double)N * K),
                        threads, cpu_clock ? "cpu" : "wall", nnz_isa_name(nnz_isa_active()), med[k] * 1e3, (k == K_DENSE ? eff : act) / med[k] * 1e-9,
-                       eff / med[k] * 1e-9, med[k] / med[K_RBGP], mn[k] * 1e3, mn[k] / mn[K_RBGP]);
+                       eff / med[k] * 1e-9, only_kernel ? 0.0 : med[k] / med[K_RBGP], mn[k] * 1e3,
+                       only_kernel ? 0.0 : mn[k] / mn[K_RBGP]); /* --only: no ratios (0) */
             fflush(stdout);
             nnz_rbgp_mat_free(&A);
             nnz_spmat_free(&bsr);
