@@ -438,8 +438,8 @@ int64_t nnz_rbgp_mat_index_bytes(const nnz_rbgp_mat *A);
  * each G_o neighbour a of R (dlo offsets, one per outer tile), each repeat q and each of the
  * dli G_i neighbours of the micro-row (read once per micro-row and tile, L1), bc columns of
  * br broadcasts of W times 64-lane rows of the panel; micro-blocks run dense (bc = 4 is
- * unrolled), no index is read per block, values stream in order. The tile's br*rr*mi x 64
- * sums (ot) then go back to out, transposed, with the base.
+ * unrolled), no index is read per block, values stream in order. The item's rows x 64 sums
+ * (ot) then go back to out, transposed 64 rows at a time, with the base.
  * Threads: items = (64-row panel, range of outer row tiles); G_o is row-regular, so equal
  * ranges are equal work.  * NOMEM if the scratch cannot be allocated. */
 nnz_status nnz_spmm_rbgp_f32(const nnz_rbgp_mat *A, int64_t M, const float *X, int64_t ldx, const float *bias,
@@ -447,7 +447,7 @@ nnz_status nnz_spmm_rbgp_f32(const nnz_rbgp_mat *A, int64_t M, const float *X, i
 void nnz_spmm_rbgp_f32_ref(const nnz_rbgp_mat *A, int64_t M, const float *X, int64_t ldx, const float *bias,
                            bool accumulate, float *out, int64_t ldo);
 /* SIMD pieces (single-threaded): rows [m0, m0+mrows) (mrows <= 64), outer row tiles [R0, R1).
- * xt: no*rc*ni*bc * 64 floats; ot: rr*mi*br * 64 floats; tt: 64 * 64 floats. */
+ * xt: no*rc*ni*bc * 64 floats; ot: (R1-R0)*rr*mi*br * 64 floats; tt: 64 * 64 floats. */
 void nnz_spmm_rbgp_panel_f32_avx512(const nnz_rbgp_mat *A, int64_t m0, int mrows, int R0, int R1, const float *X,
                                     int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo,
                                     float *xt, float *ot, float *tt);
