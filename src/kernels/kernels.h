@@ -447,7 +447,8 @@ nnz_status nnz_spmm_rbgp_f32(const nnz_rbgp_mat *A, int64_t M, const float *X, i
 void nnz_spmm_rbgp_f32_ref(const nnz_rbgp_mat *A, int64_t M, const float *X, int64_t ldx, const float *bias,
                            bool accumulate, float *out, int64_t ldo);
 /* SIMD pieces (single-threaded): rows [m0, m0+mrows) (mrows <= 64), outer row tiles [R0, R1).
- * xt: no*rc*ni*bc * 64 floats; ot: (R1-R0)*rr*mi*br * 64 floats; tt: 64 * 64 floats. */
+ * xt: no*rc*ni*bc * 64 floats; ot: (R1-R0)*rr*mi*br * 64 floats; tt: 64 * 64 floats followed by
+ * mi*dlo*rc*dli int32 (an outer row tile's column offsets). */
 void nnz_spmm_rbgp_panel_f32_avx512(const nnz_rbgp_mat *A, int64_t m0, int mrows, int R0, int R1, const float *X,
                                     int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo,
                                     float *xt, float *ot, float *tt);

@@ -40,8 +40,8 @@ static nnz_status check_geom(const nnz_rbgp_geom *g, const int32_t *go, const in
     if (g->dli > g->ni || g->dlo > g->no)
         return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_rbgp_mat_pack: degree above the graph's side (dl_i %d of %d, dl_o %d of %d)",
                         g->dli, g->ni, g->dlo, g->no);
-    if (micro_rows(g) * blocks_per_row(g) * g->br * g->bc > ((int64_t)1 << 40))
-        return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_rbgp_mat_pack: too many values");
+    if (micro_rows(g) * blocks_per_row(g) * g->br * g->bc > ((int64_t)1 << 40) || pc * 64 > INT32_MAX)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_rbgp_mat_pack: too many values or columns (%lld)", (long long)pc);
     if (!go || !gi) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_rbgp_mat_pack: the adjacency arrays are NULL");
     NNZ_TRY(check_adj("G_o", go, g->mo, g->dlo, g->no));
     return check_adj("G_i", gi, g->mi, g->dli, g->ni);
@@ -173,7 +173,9 @@ nnz_status nnz_spmm_rbgp_f32(const nnz_rbgp_mat *A, int64_t M, const float *X, i
     int failed = 0;
 #pragma omp parallel num_threads(threads)
     {
-        float *xt = nnz_alloc((xt_floats + ot_floats + RB_PANEL * RB_PANEL + 48) * sizeof(float), "rbgp spmm scratch");
+        const size_t offs_ints = (size_t)g->mi * blocks_per_row(g); /* after tt: a row tile's column offsets */
+        float *xt = nnz_alloc((xt_floats + ot_floats + RB_PANEL * RB_PANEL + offs_ints + 48) * sizeof(float),
+                              "rbgp spmm scratch");
         if (!xt) {
 #pragma omp atomic write
             failed = 1;
