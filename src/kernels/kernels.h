@@ -440,6 +440,9 @@ int64_t nnz_rbgp_mat_index_bytes(const nnz_rbgp_mat *A);
  * br broadcasts of W times 64-lane rows of the panel; micro-blocks run dense (bc = 4 is
  * unrolled), no index is read per block, values stream in order. The item's rows x 64 sums
  * (ot) then go back to out, transposed 64 rows at a time, with the base.
+ * br = 16 instead: no transposes; the item's rows of X are copied an odd number of cache lines
+ * apart (as the BSR tile kernel) and each micro-row runs as a register tile of 12 (AVX2: 6)
+ * rows of X x 16 outputs, 16-wide columns of W times broadcasts of X, over the same offsets.
  * Threads: items = (64-row panel, range of outer row tiles); G_o is row-regular, so equal
  * ranges are equal work.  * NOMEM if the scratch cannot be allocated. */
 nnz_status nnz_spmm_rbgp_f32(const nnz_rbgp_mat *A, int64_t M, const float *X, int64_t ldx, const float *bias,
@@ -447,8 +450,8 @@ nnz_status nnz_spmm_rbgp_f32(const nnz_rbgp_mat *A, int64_t M, const float *X, i
 void nnz_spmm_rbgp_f32_ref(const nnz_rbgp_mat *A, int64_t M, const float *X, int64_t ldx, const float *bias,
                            bool accumulate, float *out, int64_t ldo);
 /* SIMD pieces (single-threaded): rows [m0, m0+mrows) (mrows <= 64), outer row tiles [R0, R1).
- * xt: no*rc*ni*bc * 64 floats; ot: (R1-R0)*rr*mi*br * 64 floats; tt: 64 * 64 floats followed by
- * mi*dlo*rc*dli int32 (an outer row tile's column offsets). */
+ * xt: max(no*rc*ni*bc, nnz_spmm_tile_scratch_ld(cols)) * 64 floats; ot: (R1-R0)*rr*mi*br * 64
+ * floats; tt: 64 * 64 floats followed by mi*dlo*rc*dli int32 (an outer row tile's column offsets). */
 void nnz_spmm_rbgp_panel_f32_avx512(const nnz_rbgp_mat *A, int64_t m0, int mrows, int R0, int R1, const float *X,
                                     int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo,
                                     float *xt, float *ot, float *tt);

@@ -168,7 +168,9 @@ nnz_status nnz_spmm_rbgp_f32(const nnz_rbgp_mat *A, int64_t M, const float *X, i
     if (want > RB_MAX_PARTS) want = RB_MAX_PARTS;
     const int nparts = want < 1 ? 1 : (int)want; /* G_o is row-regular: equal tile counts are equal work */
     const int64_t items = mitems * nparts;
-    const size_t xt_floats = (size_t)g->no * g->rc * g->ni * g->bc * RB_PANEL;
+    size_t xt_floats = (size_t)g->no * g->rc * g->ni * g->bc * RB_PANEL; /* the panel, or (br = 16) X's rows */
+    if ((size_t)nnz_spmm_tile_scratch_ld(g->cols) * RB_PANEL > xt_floats)
+        xt_floats = (size_t)nnz_spmm_tile_scratch_ld(g->cols) * RB_PANEL;
     const size_t ot_floats = ((size_t)g->mo * g->rr * g->mi * g->br + RB_PANEL) * RB_PANEL; /* a part's rows */
     int failed = 0;
 #pragma omp parallel num_threads(threads)

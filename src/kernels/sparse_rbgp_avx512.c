@@ -10,5 +10,7 @@
 #define RB_NVG4 4
 #define RB_NVG2 4
 #define RB_NVG1 4
+#define RB_TILE_NV 1 /* br = 16: vectors per column of W */
+#define RB_TILE_MT 12 /* rows of X per register tile */
 
 #include "sparse_rbgp_simd.inc"
