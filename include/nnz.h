@@ -241,12 +241,18 @@ int nnz_model_weight_layers(const nnz_model *m, nnz_weight_layer *out, int cap);
  * (spec.kind DENSE). Otherwise spec is the run's mask (kind, sparsity, the --mask-block micro-block
  * when the configuration records it, 0 = the default otherwise) and, when the run masked this
  * layer (layer_masked), seed is the seed nnz_mask_make got for it: nnz_mask_make(&spec, rows, cols,
- * NULL, seed, ...) regenerates the layer's mask as drawn at initialization. m is the checkpoint's
+ * NULL, seed, ...) regenerates the layer's mask as drawn at initialization (with by_magnitude, pass
+ * the init_from model's weight of the layer instead of NULL). m is the checkpoint's
  * model (nnz_checkpoint_load_model); INVALID_ARG when it has no conv/linear layer named layer. */
 typedef struct {
     bool recorded, layer_masked;
     nnz_mask_spec spec;
     uint64_t seed;
+    /* the run started from a trained model (nnz train --init-from): its path as recorded ("" if
+     * not, or longer than the buffer); then unstructured, block and hbsnn masks were chosen by
+     * magnitude from that model's weights (by_magnitude): regenerate them with its layer weight */
+    char init_from[1024];
+    bool by_magnitude;
 } nnz_mask_origin;
 nnz_status nnz_checkpoint_mask_origin(const char *path, const nnz_model *m, const char *layer, nnz_mask_origin *out);
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# nnz mask CHECKPOINT [--layer NAME]: a tiny lenet5 trained with --mask rbgp (and block, and dense):
+# nnz mask CHECKPOINT [--layer NAME]: a tiny lenet5 trained with --mask rbgp (and block, dense, and
+# --init-from the dense one):
 # the layer list with each layer's zeros; one layer's mask statistics, block fill and index bytes;
 # the recorded --mask settings regenerate the mask, equal to the zeros (rbgp: factor graphs and
 # spectral gaps), and a checkpoint whose recorded seed was altered is caught; the picture; usage
@@ -8,7 +9,8 @@ set -u
 . "$(dirname "$0")/support/cli_lib.sh"
 cli_setup "$@"
 
-TRAIN=(--model lenet5 --epochs 1 --train-limit 128 --test-limit 32 --batch 64 --threads 2)
+RUN=(--epochs 1 --train-limit 128 --test-limit 32 --batch 64 --threads 2)
+TRAIN=(--model lenet5 "${RUN[@]}")
 expect 0 "$NNZ" mask --help; has out "nnz mask CHECKPOINT"; has out "--layer"
 expect 0 "$NNZ" train "${TRAIN[@]}" --mask rbgp --sparsity 0.75 --out rbgp.safetensors
 expect 0 "$NNZ" train "${TRAIN[@]}" --mask rbgp --sparsity 0.875 --mask-block 2x2 --out rbgp2.safetensors
@@ -51,6 +53,20 @@ has out "sparsity 0.0000)"; has out "not on this layer"; lacks out "regenerated"
 expect 0 "$NNZ" mask block.safetensors --layer fc1
 has out "origin: nnz train --mask block --sparsity 0.5 --mask-block 4x4"; has out "regenerated mask: equals the zeros"
 lacks out "structure: G_o"
+# a run started from the dense model (--init-from): block masks by magnitude, regenerated from that
+# model's weights; rbgp still from the seed; without the dense model the check is skipped, said so
+expect 0 "$NNZ" train "${RUN[@]}" --init-from dense.safetensors --mask block --sparsity 0.5 --out ib.safetensors
+expect 0 "$NNZ" mask ib.safetensors --layer fc1
+has out "--init-from dense.safetensors"; has out "keep the largest weights"; has out "regenerated mask: equals the zeros"
+cp dense.safetensors dense2.safetensors
+expect 0 "$NNZ" train "${RUN[@]}" --init-from dense2.safetensors --mask rbgp --sparsity 0.75 --out ir.safetensors
+rm dense2.safetensors
+expect 0 "$NNZ" mask ir.safetensors --layer conv2 --show-rows 0
+has out "regenerated mask: equals the zeros"; lacks out "keep the largest"
+mv dense.safetensors moved.safetensors
+expect 0 "$NNZ" mask ib.safetensors --layer fc1
+has out "not checked: chosen by magnitude from the --init-from model 'dense.safetensors', which cannot be loaded"
+mv moved.safetensors dense.safetensors
 # a dense run records no mask: the zeros as they are
 expect 0 "$NNZ" mask dense.safetensors --layer conv2
 has out "kept (nonzero weights): 51,200 of 51,200"; has out "records no --mask"; lacks out "regenerated"

@@ -3,6 +3,8 @@
  * index, through nnz_model_apply_masks), so nnz mask CKPT --layer can regenerate it. */
 #include "train/train.h"
 
+#include <cJSON.h>
+#include <stdio.h>
 #include <string.h>
 
 nnz_status nnz_checkpoint_mask_origin(const char *path, const nnz_model *m, const char *layer, nnz_mask_origin *out) {
@@ -34,6 +36,15 @@ nnz_status nnz_checkpoint_mask_origin(const char *path, const nnz_model *m, cons
             out->spec = cfg.mask;
             out->layer_masked = l.maskable;
             out->seed = (cfg.seed ^ NNZ_MASK_SEED_SALT) + (uint64_t)l.node;
+            /* init_from: provenance only, not part of nnz_train_config's JSON reading */
+            cJSON *j = cJSON_Parse(ck.train_config_json);
+            const cJSON *init = j ? cJSON_GetObjectItemCaseSensitive(j, "init_from") : NULL;
+            if (cJSON_IsString(init)) {
+                if (strlen(init->valuestring) < sizeof out->init_from)
+                    snprintf(out->init_from, sizeof out->init_from, "%s", init->valuestring);
+                out->by_magnitude = cfg.mask.kind != NNZ_MASK_RBGP; /* rbgp's graphs come from the seed */
+            }
+            cJSON_Delete(j);
         }
     }
     nnz_checkpoint_close(&ck);

@@ -73,7 +73,38 @@ static void list_layers(const char *path, const nnz_weight_layer *ls, int n) {
 }
 
 /* What the run's recorded mask settings regenerate, against the zeros. */
-static void show_origin(const nnz_mask_origin *origin, const uint8_t *mask, int rows, int cols, int max_rows) {
+/* the layer's weight in the --init-from model (malloc'ed copy, NULL with a reason printed) */
+static float *init_weight(const nnz_mask_origin *origin, const char *layer, int rows, int cols) {
+    if (!origin->init_from[0]) {
+        printf("regenerated mask: not checked: chosen by magnitude from an --init-from model whose path is not "
+               "recorded in full\n");
+        return NULL;
+    }
+    nnz_model *im = NULL;
+    if (nnz_checkpoint_load_model(origin->init_from, &im) != NNZ_OK) {
+        printf("regenerated mask: not checked: chosen by magnitude from the --init-from model '%s', which cannot be "
+               "loaded (%s)\n", origin->init_from, nnz_last_error());
+        return NULL;
+    }
+    float *w = NULL;
+    const int n = nnz_model_weight_layers(im, NULL, 0);
+    nnz_weight_layer *ls = calloc((size_t)(n ? n : 1), sizeof *ls);
+    if (ls) {
+        nnz_model_weight_layers(im, ls, n);
+        for (int i = 0; i < n && !w; i++)
+            if (strcmp(ls[i].name, layer) == 0 && ls[i].rows == rows && ls[i].cols == cols &&
+                (w = malloc(sizeof(float) * (size_t)rows * cols)))
+                memcpy(w, ls[i].weight, sizeof(float) * (size_t)rows * cols);
+    }
+    if (!w) printf("regenerated mask: not checked: the --init-from model '%s' has no %dx%d layer '%s'\n",
+                   origin->init_from, rows, cols, layer);
+    free(ls);
+    nnz_model_free(im);
+    return w;
+}
+
+static void show_origin(const nnz_mask_origin *origin, const char *layer, const uint8_t *mask, int rows, int cols,
+                        int max_rows) {
     if (!origin->recorded) {
         printf("origin: the checkpoint's training configuration records no --mask (a dense or pruned run, or no "
                "configuration saved): the zeros are shown as they are\n");
@@ -88,15 +119,24 @@ static void show_origin(const nnz_mask_origin *origin, const uint8_t *mask, int 
     printf("origin: nnz train --mask %s --sparsity %g", nnz_mask_kind_name(sp->kind), sp->sparsity);
     if (sp->block_rows) printf(" --mask-block %dx%d", sp->block_rows, sp->block_cols);
     else printf(" (no --mask-block recorded: the default)");
+    if (origin->init_from[0] || origin->by_magnitude) printf(" --init-from %s", origin->init_from);
     printf("; this layer's mask seed %llu\n", (unsigned long long)origin->seed);
+    float *w = NULL;
+    if (origin->by_magnitude) {
+        printf("origin: %s masks of an --init-from run keep the largest weights of that model\n",
+               nnz_mask_kind_name(sp->kind));
+        if (!(w = init_weight(origin, layer, rows, cols))) return;
+    }
     const int64_t total = (int64_t)rows * cols;
     uint8_t *regen = malloc((size_t)total);
     nnz_mask_info gi;
-    if (!regen || nnz_mask_make(sp, rows, cols, NULL, origin->seed, regen, &gi) != NNZ_OK) {
+    if (!regen || nnz_mask_make(sp, rows, cols, w, origin->seed, regen, &gi) != NNZ_OK) {
         printf("regenerated mask: could not be rebuilt (%s)\n", regen ? nnz_last_error() : "out of memory");
         free(regen);
+        free(w);
         return;
     }
+    free(w);
     int64_t outside = 0, zero_inside = 0; /* nonzero where the mask prunes; exactly 0 where it keeps */
     for (int64_t k = 0; k < total; k++) outside += mask[k] && !regen[k], zero_inside += !mask[k] && regen[k];
     free(regen);
@@ -194,7 +234,7 @@ static int mask_checkpoint(cli_command *cmd, const char *path, const char *layer
     }
     printf("index bytes (int32, no values): CSR %lld; bitmap %lld\n", (long long)info.bytes_csr,
            (long long)info.bytes_bitmap);
-    show_origin(&origin, mask, rows, cols, max_rows);
+    show_origin(&origin, layer, mask, rows, cols, max_rows);
     if (pgm) {
         const int sc = picture_scale(rows, cols, scale);
         if (nnz_mask_write_pgm(mask, rows, cols, sc, pgm) != NNZ_OK) rc = cli_fail("mask", "writing the picture");
