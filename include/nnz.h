@@ -217,6 +217,45 @@ nnz_status nnz_mask_write_pgm(const uint8_t *mask, int rows, int cols, int scale
 const char *nnz_mask_kind_name(nnz_mask_kind k);
 nnz_status nnz_mask_kind_parse(const char *name, nnz_mask_kind *out);
 
+/* Statistics of any mask (rows x cols bytes, nonzero = kept): rows, cols, kept, density,
+ * block_rows x block_cols (r, c >= 1) and nblocks (blocks of that size holding a kept element),
+ * bytes_csr, bytes_bsr (with that block), bytes_bitmap; target_density and the RBGP fields 0. */
+nnz_status nnz_mask_measure(const uint8_t *mask, int rows, int cols, int block_rows, int block_cols,
+                            nnz_mask_info *info);
+
+/* A model's conv and linear layers as the (rows, cols) = (OC, KH*KW*IC) (or (OUT, IN)) weight
+ * matrices masks are made for (depthwise and grouped convolutions have none). */
+typedef struct {
+    const char *name;     /* the layer's name (owned by the model) */
+    const char *op;       /* "conv" or "linear" */
+    int node;             /* its index in the model's graph */
+    int rows, cols;
+    const float *weight;  /* rows x cols, row-major: points into the model */
+    bool maskable;        /* one of the layers nnz train --mask / --prune act on (not the first, not the last) */
+} nnz_weight_layer;
+/* Fills out[0 .. min(count, cap)) in graph order and returns count (out may be NULL, cap 0). */
+int nnz_model_weight_layers(const nnz_model *m, nnz_weight_layer *out, int cap);
+
+/* How a checkpoint's layer was masked, from its training configuration (nnz train --mask):
+ * recorded is false when the checkpoint holds no training configuration or its run had no mask
+ * (spec.kind DENSE). Otherwise spec is the run's mask (kind, sparsity, the --mask-block micro-block
+ * when the configuration records it, 0 = the default otherwise) and, when the run masked this
+ * layer (layer_masked), seed is the seed nnz_mask_make got for it: nnz_mask_make(&spec, rows, cols,
+ * NULL, seed, ...) regenerates the layer's mask as drawn at initialization (with by_magnitude, pass
+ * the init_from model's weight of the layer instead of NULL). m is the checkpoint's
+ * model (nnz_checkpoint_load_model); INVALID_ARG when it has no conv/linear layer named layer. */
+typedef struct {
+    bool recorded, layer_masked;
+    nnz_mask_spec spec;
+    uint64_t seed;
+    /* the run started from a trained model (nnz train --init-from): its path as recorded ("" if
+     * not, or longer than the buffer); then unstructured, block and hbsnn masks were chosen by
+     * magnitude from that model's weights (by_magnitude): regenerate them with its layer weight */
+    char init_from[1024];
+    bool by_magnitude;
+} nnz_mask_origin;
+nnz_status nnz_checkpoint_mask_origin(const char *path, const nnz_model *m, const char *layer, nnz_mask_origin *out);
+
 /* Masked training: masks every conv (groups 1) and linear layer of m except the first and
  * the last (they stay dense, as the sparse-training literature does) with
  * nnz_mask_make(spec, OC, KH*KW*IC, NULL (random or structured, not by magnitude), seed + node

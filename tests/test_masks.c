@@ -556,6 +556,14 @@ static void test_mask_make_info_and_pgm(void **state) {
         int64_t nb;
         assert_int_equal(info.bytes_bsr, nnz_mask_bsr_bytes(m, R, C, info.block_rows, info.block_cols, &nb));
         assert_int_equal(info.nblocks, nb);
+        nnz_mask_info mi; /* nnz_mask_measure of the same mask agrees with nnz_mask_make's info */
+        assert_int_equal(nnz_mask_measure(m, R, C, info.block_rows, info.block_cols, &mi), NNZ_OK);
+        assert_int_equal(mi.kept, info.kept);
+        assert_int_equal(mi.nblocks, info.nblocks);
+        assert_int_equal(mi.bytes_bsr, info.bytes_bsr);
+        assert_int_equal(mi.bytes_csr, info.bytes_csr);
+        assert_int_equal(mi.bytes_bitmap, (R * C + 7) / 8);
+        assert_true(mi.density == info.density && mi.bytes_succinct == 0);
         if (kinds[k] != NNZ_MASK_DENSE) assert_true(fabs(info.density - 0.125) < 1e-12);
         else assert_int_equal(info.kept, R * C);
         if (kinds[k] == NNZ_MASK_RBGP) {
@@ -571,6 +579,21 @@ static void test_mask_make_info_and_pgm(void **state) {
                           info.inner.sigma2, info.inner.bound, (long long)info.bytes_succinct,
                           (long long)info.bytes_bsr, (long long)info.bytes_csr);
         }
+    }
+    /* nnz_mask_measure on a hand-made 5x7 mask: kept (0,0), (0,6), (4,3), (4,4); 2x3 blocks (edge
+     * blocks partial): (0,0), (0,2), (2,1) -> 3 of 9 blocks; CSR (5+1)*4 + 4*4 bytes */
+    {
+        uint8_t hm[35] = {0};
+        hm[0] = hm[6] = hm[4 * 7 + 3] = hm[4 * 7 + 4] = 1;
+        nnz_mask_info hi;
+        assert_int_equal(nnz_mask_measure(hm, 5, 7, 2, 3, &hi), NNZ_OK);
+        assert_int_equal(hi.kept, 4);
+        assert_int_equal(hi.nblocks, 3);
+        assert_int_equal(hi.bytes_csr, 6 * 4 + 4 * 4);
+        assert_int_equal(hi.bytes_bsr, (3 + 1) * 4 + 3 * 4);
+        assert_true(fabs(hi.density - 4.0 / 35.0) < 1e-15);
+        assert_int_equal(nnz_mask_measure(hm, 5, 7, 0, 3, &hi), NNZ_ERR_INVALID_ARG);
+        assert_int_equal(nnz_mask_measure(NULL, 5, 7, 2, 3, &hi), NNZ_ERR_INVALID_ARG);
     }
     /* bad input is a status with a message */
     nnz_mask_spec bad = {.kind = NNZ_MASK_BLOCK, .sparsity = -0.1f};
@@ -676,8 +699,40 @@ static void test_model_magnitude_masks(void **state) {
     check_model_masks(NNZ_MASK_BLOCK, 4, 4, false, false);
 }
 
+
+/* nnz_model_weight_layers: lenet5's conv/linear weights as (OC, K) matrices, in graph order,
+ * pointing at the parameters; the first and last are not maskable; cap bounds the fill */
+static void test_model_weight_layers(void **state) {
+    (void)state;
+    nnz_model *m = NULL;
+    assert_int_equal(nnz_model_from_zoo("lenet5", 28, 28, 1, 10, 3, &m), NNZ_OK);
+    nnz_weight_layer ls[8];
+    assert_int_equal(nnz_model_weight_layers(m, NULL, 0), 4);
+    assert_int_equal(nnz_model_weight_layers(m, ls, 8), 4);
+    const char *names[] = {"conv1", "conv2", "fc1", "fc2"};
+    const int shapes[][2] = {{32, 25}, {64, 800}, {512, 3136}, {10, 512}};
+    for (int i = 0; i < 4; i++) {
+        assert_string_equal(ls[i].name, names[i]);
+        assert_string_equal(ls[i].op, i < 2 ? "conv" : "linear");
+        assert_int_equal(ls[i].rows, shapes[i][0]);
+        assert_int_equal(ls[i].cols, shapes[i][1]);
+        assert_int_equal(ls[i].maskable, i == 1 || i == 2);
+        assert_string_equal(m->nodes[ls[i].node].name, names[i]);
+        char w[64];
+        snprintf(w, sizeof w, "%s.weight", names[i]);
+        const int p = nnz_model_find_param(m, w);
+        assert_true(p >= 0 && ls[i].weight == nnz_tensor_f32(&m->params[p].value));
+    }
+    nnz_weight_layer one[2] = {{0}, {.name = "untouched"}};
+    assert_int_equal(nnz_model_weight_layers(m, one, 1), 4);
+    assert_string_equal(one[0].name, "conv1");
+    assert_string_equal(one[1].name, "untouched");
+    nnz_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_model_weight_layers),
         cmocka_unit_test(test_eigen_closed_forms),
         cmocka_unit_test(test_eigen_vs_jacobi),
         cmocka_unit_test(test_spectrum_known_graphs),

@@ -864,6 +864,31 @@ static void test_config_json_round_trip(void **state) {
     assert_int_equal(nnz_train_config_from_json(bad, &b, model, sizeof model), NNZ_ERR_FORMAT);
     assert_non_null(strstr(nnz_last_error(), "precision"));
     free(bad);
+    /* --mask-block is recorded ("mask_block": "RxC") only when given, and read back */
+    {
+        nnz_train_config mc = a, md;
+        mc.mask = (nnz_mask_spec){.kind = NNZ_MASK_RBGP, .sparsity = 0.875f, .block_rows = 2, .block_cols = 8};
+        char *mj = NULL;
+        assert_int_equal(nnz_train_config_to_json(&mc, &mj), NNZ_OK);
+        assert_non_null(strstr(mj, "\"mask_block\":\"2x8\""));
+        nnz_train_config_init(&md);
+        assert_int_equal(nnz_train_config_from_json(mj, &md, model, sizeof model), NNZ_OK);
+        assert_int_equal(md.mask.kind, NNZ_MASK_RBGP);
+        assert_true(md.mask.sparsity == 0.875f);
+        assert_int_equal(md.mask.block_rows, 2);
+        assert_int_equal(md.mask.block_cols, 8);
+        char *mbad = strdup(mj);
+        memcpy(strstr(mbad, "\"2x8\""), "\"2y8\"", 5);
+        assert_int_equal(nnz_train_config_from_json(mbad, &md, model, sizeof model), NNZ_ERR_FORMAT);
+        assert_non_null(strstr(nnz_last_error(), "mask_block"));
+        free(mbad), free(mj);
+        mc.mask.block_rows = mc.mask.block_cols = 0; /* not given: not written, 0 (the default) read */
+        assert_int_equal(nnz_train_config_to_json(&mc, &mj), NNZ_OK);
+        assert_null(strstr(mj, "mask_block"));
+        assert_int_equal(nnz_train_config_from_json(mj, &md, model, sizeof model), NNZ_OK);
+        assert_int_equal(md.mask.block_rows, 0);
+        free(mj);
+    }
     /* A caller's non-zero epochs wins (extending a run). */
     b.epochs = 12;
     assert_int_equal(nnz_train_config_from_json(json, &b, model, sizeof model), NNZ_OK);

@@ -386,4 +386,77 @@ void nnz_sddmm_blocks_f32_avx2(const nnz_bsr *A, int64_t m0, int mrows, int32_t 
 void nnz_sddmm_panel_f32_avx2(const nnz_bsr *A, int32_t j0, int32_t j1, const float *xt, const float *dt,
                               float *dval);
 
+
+/* ---- RBGP weights: W = (G_o (x) J_r (x) G_i (x) J_b) .* W, packed by the structure ----
+ * docs/RBGP.md has the construction; src/sparse builds the graphs, this layer only reads
+ * them. Geometry (all >= 1): J_b br x bc dense micro-block, G_i mi x ni (left degree dli),
+ * J_r rr x rc, G_o mo x no (left degree dlo). Padded shape mo*rr*mi*br x no*rc*ni*bc covers
+ * (rows, cols) with less than one micro-block to spare per side. core = mi*br x ni*bc, outer
+ * tile = rr*mi*br x rc*ni*bc. go[R*dlo + a] (ascending in a) is outer row tile R's a-th outer
+ * column tile; gi[ir*dli + b] (ascending) is inner micro-row ir's b-th micro-column.
+ *
+ * Micro-row g (rows [g*br, g*br+br)) has R = g / (rr*mi), ir = g mod mi, and exactly
+ * nb = dlo*rc*dli kept micro-blocks, the same count for every micro-row, so no row pointers
+ * and no column indices are stored: block t = (a*rc + q)*dli + b of micro-row g covers
+ * columns go[R*dlo+a]*rc*ni*bc + q*ni*bc + gi[ir*dli+b]*bc + [0, bc), and its values are
+ *   val[(g*nb + t)*br*bc + kk*br + i] = W[g*br + i][col0 + kk]      (column-major, as BSR)
+ * Positions past (rows, cols) hold 0. Index bytes: the two adjacency arrays, nothing per block. */
+typedef struct {
+    int rows, cols;
+    int br, bc, mi, ni, dli, rr, rc, mo, no, dlo;
+} nnz_rbgp_geom;
+
+typedef struct {
+    nnz_rbgp_geom g;
+    int32_t *go;  /* (mo*dlo) */
+    int32_t *gi;  /* (mi*dli) */
+    float *val;   /* (mo*rr*mi * dlo*rc*dli * br*bc), layout above */
+} nnz_rbgp_mat;
+
+/* Packs W (rows, cols) with ld ldw into *out (values at the structure's positions; W's values
+ * elsewhere are ignored, i.e. the product is that of the RBGP-masked W). go/gi are copied.
+ * INVALID_ARG (with a message, *out left empty) for sizes < 1, a padded shape that does not
+ * cover (rows, cols) within one micro-block, a degree above its graph's side, an adjacency
+ * entry out of range or not ascending, ldw < cols; NOMEM. */
+nnz_status nnz_rbgp_mat_pack(const nnz_rbgp_geom *g, const int32_t *go, const int32_t *gi, const float *W,
+                             int64_t ldw, nnz_rbgp_mat *out);
+/* W (rows, cols), ld ldw: the packed values at their positions, zeros elsewhere. */
+void nnz_rbgp_mat_to_dense(const nnz_rbgp_mat *A, float *W, int64_t ldw);
+void nnz_rbgp_mat_free(nnz_rbgp_mat *A);
+/* Bytes: values, and index (the two adjacency arrays as int32 + the 12-int geometry). */
+int64_t nnz_rbgp_mat_value_bytes(const nnz_rbgp_mat *A);
+int64_t nnz_rbgp_mat_index_bytes(const nnz_rbgp_mat *A);
+
+/* Forward: out(M, rows) = base + X(M, cols) * W^T, base = (accumulate ? out : 0) + bias, the
+ * contract of nnz_spmm_f32 (overwrite ignores NaNs in out; M = 0: nothing). Each output is one
+ * fixed-order sum (over a, q, b, kk), so results do not depend on the thread count; the SIMD
+ * paths sum in the same order as the reference, up to FMA contraction.
+ * Dispatch (nnz_isa_active, NNZ_ISA honoured): avx512 and above -> _avx512, avx2 -> _avx2,
+ * else _ref. SIMD algorithm: a 64-row panel of X transposed (m contiguous, as the BSR panel
+ * kernel); then per outer row tile R, per micro-row (br rows, in chunks of 8/4/2/1 rows) and
+ * 64-lane group, the partial sums stay in registers over the dlo*rc*dli micro-blocks: for
+ * each G_o neighbour a of R (dlo offsets, one per outer tile), each repeat q and each of the
+ * dli G_i neighbours of the micro-row (read once per micro-row and tile, L1), bc columns of
+ * br broadcasts of W times 64-lane rows of the panel; micro-blocks run dense (bc = 4 is
+ * unrolled), no index is read per block, values stream in order. The item's rows x 64 sums
+ * (ot) then go back to out, transposed 64 rows at a time, with the base.
+ * br = 16 instead: no transposes; the item's rows of X are copied an odd number of cache lines
+ * apart (as the BSR tile kernel) and each micro-row runs as a register tile of 12 (AVX2: 6)
+ * rows of X x 16 outputs, 16-wide columns of W times broadcasts of X, over the same offsets.
+ * Threads: items = (64-row panel, range of outer row tiles); G_o is row-regular, so equal
+ * ranges are equal work.  * NOMEM if the scratch cannot be allocated. */
+nnz_status nnz_spmm_rbgp_f32(const nnz_rbgp_mat *A, int64_t M, const float *X, int64_t ldx, const float *bias,
+                             bool accumulate, float *out, int64_t ldo);
+void nnz_spmm_rbgp_f32_ref(const nnz_rbgp_mat *A, int64_t M, const float *X, int64_t ldx, const float *bias,
+                           bool accumulate, float *out, int64_t ldo);
+/* SIMD pieces (single-threaded): rows [m0, m0+mrows) (mrows <= 64), outer row tiles [R0, R1).
+ * xt: max(no*rc*ni*bc, nnz_spmm_tile_scratch_ld(cols)) * 64 floats; ot: (R1-R0)*rr*mi*br * 64
+ * floats; tt: 64 * 64 floats followed by mi*dlo*rc*dli int32 (an outer row tile's column offsets). */
+void nnz_spmm_rbgp_panel_f32_avx512(const nnz_rbgp_mat *A, int64_t m0, int mrows, int R0, int R1, const float *X,
+                                    int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo,
+                                    float *xt, float *ot, float *tt);
+void nnz_spmm_rbgp_panel_f32_avx2(const nnz_rbgp_mat *A, int64_t m0, int mrows, int R0, int R1, const float *X,
+                                  int64_t ldx, const float *bias, bool accumulate, float *out, int64_t ldo,
+                                  float *xt, float *ot, float *tt);
+
 #endif

@@ -18,5 +18,7 @@ typedef __m256i vmask;
 #define vadd(a, b) _mm256_add_ps((a), (b))
 #define vzero() _mm256_setzero_ps()
 #define vbcast(p) _mm256_broadcast_ss(p)
+#define vload(p) _mm256_loadu_ps(p)
+#define vstore(p, v) _mm256_storeu_ps((p), (v))
 
 #endif

@@ -19,5 +19,7 @@ typedef __mmask16 vmask;
 #define vadd(a, b) _mm512_add_ps((a), (b))
 #define vzero() _mm512_setzero_ps()
 #define vbcast(p) _mm512_set1_ps(*(p))
+#define vload(p) _mm512_loadu_ps(p)
+#define vstore(p, v) _mm512_storeu_ps((p), (v))
 
 #endif

@@ -53,6 +53,23 @@ int64_t nnz_mask_bsr_bytes(const uint8_t *mask, int rows, int cols, int r, int c
     return ((int64_t)gr + 1) * 4 + nb * 4;
 }
 
+nnz_status nnz_mask_measure(const uint8_t *mask, int rows, int cols, int block_rows, int block_cols,
+                            nnz_mask_info *info) {
+    if (!info) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_mask_measure: info is NULL");
+    memset(info, 0, sizeof *info);
+    if (!mask || rows < 1 || cols < 1 || block_rows < 1 || block_cols < 1)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_mask_measure: a %dx%d mask with %dx%d blocks (all must be >= 1, mask set)",
+                        rows, cols, block_rows, block_cols);
+    info->rows = rows, info->cols = cols;
+    info->kept = nnz_mask_count(mask, (int64_t)rows * cols);
+    info->density = (double)info->kept / ((double)rows * cols);
+    info->block_rows = block_rows, info->block_cols = block_cols;
+    info->bytes_csr = nnz_mask_csr_bytes(mask, rows, cols);
+    info->bytes_bsr = nnz_mask_bsr_bytes(mask, rows, cols, block_rows, block_cols, &info->nblocks);
+    info->bytes_bitmap = ((int64_t)rows * cols + 7) / 8;
+    return NNZ_OK;
+}
+
 static void fill_factor(nnz_mask_factor *f, const nnz_bigraph *g, const nnz_bigraph_spectrum *s, int tries,
                         nnz_bigraph_method m) {
     *f = (nnz_mask_factor){.rows = g->rows, .cols = g->cols, .dl = g->dl, .dr_min = g->dr_min, .dr_max = g->dr_max,

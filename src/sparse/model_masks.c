@@ -52,3 +52,26 @@ nnz_status nnz_model_apply_magnitude_masks(nnz_model *m, const nnz_mask_spec *sp
                                            size_t len) {
     return apply_masks(m, spec, seed, true, log, len);
 }
+
+int nnz_model_weight_layers(const nnz_model *m, nnz_weight_layer *out, int cap) {
+    const int np = nnz_prune_layers(m, NULL, 0);
+    int *pl = np ? nnz_alloc(sizeof(int) * (size_t)np, "the masked layers") : NULL;
+    if (pl) nnz_prune_layers(m, pl, np);
+    int count = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const nnz_node *n = &m->nodes[i];
+        int rows, cols;
+        if (!nnz_node_weight_matrix(n, &rows, &cols)) continue;
+        if (out && count < cap) {
+            bool maskable = false;
+            for (int k = 0; pl && k < np; k++) maskable |= pl[k] == i;
+            out[count] = (nnz_weight_layer){.name = n->name, .op = n->op == NNZ_OP_LINEAR ? "linear" : "conv",
+                                            .node = i, .rows = rows, .cols = cols,
+                                            .weight = nnz_tensor_f32(&m->params[n->weight].value),
+                                            .maskable = maskable};
+        }
+        count++;
+    }
+    nnz_free(pl);
+    return count;
+}

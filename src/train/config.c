@@ -52,6 +52,11 @@ nnz_status nnz_train_config_to_json(const nnz_train_config *cfg, char **json_out
     cJSON_AddStringToObject(j, "precision", cfg->precision == NNZ_BF16 ? "bf16" : "fp32");
     cJSON_AddStringToObject(j, "mask", nnz_mask_kind_name(cfg->mask.kind));
     cJSON_AddNumberToObject(j, "sparsity", cfg->mask.sparsity);
+    if (cfg->mask.block_rows > 0 && cfg->mask.block_cols > 0) { /* --mask-block; absent = the kind's default */
+        char mb[32];
+        snprintf(mb, sizeof mb, "%dx%d", cfg->mask.block_rows, cfg->mask.block_cols);
+        cJSON_AddStringToObject(j, "mask_block", mb);
+    }
     cJSON_AddNumberToObject(j, "train_limit", cfg->train_limit);
     cJSON_AddNumberToObject(j, "test_limit", cfg->test_limit);
     if (cfg->init_path) cJSON_AddStringToObject(j, "init_from", cfg->init_path); /* provenance only */
@@ -206,6 +211,16 @@ static nnz_status read_config(const cJSON *j, nnz_train_config *c, char *model_b
         NNZ_TRY(get_num(j, "sparsity", &v));
         if (!(v >= 0 && v < 1)) return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's train_config has an invalid 'sparsity'");
         c->mask.sparsity = (float)v;
+        /* mask_block: absent when --mask-block was not given, and before it was recorded */
+        const cJSON *mb = cJSON_GetObjectItemCaseSensitive(j, "mask_block");
+        if (mb) {
+            int br = 0, bc = 0;
+            char tail = 0;
+            if (!cJSON_IsString(mb) || sscanf(mb->valuestring, "%dx%d%c", &br, &bc, &tail) != 2 || br < 1 || bc < 1 ||
+                br > 65536 || bc > 65536)
+                return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's train_config has an invalid 'mask_block' (RxC)");
+            c->mask.block_rows = br, c->mask.block_cols = bc;
+        }
     }
     NNZ_TRY(get_num(j, "train_limit", &v));
     NNZ_TRY(int_in(v, "train_limit", 0, INT32_MAX, &c->train_limit));
