@@ -24,6 +24,10 @@ TARGET_AMX void nnz_amx_tiles_enter(void) {
         cfg.colsb[i] = 64;
         cfg.rows[i] = 16;
     }
+    /* GCC's _tile_loadconfig tells the compiler it reads 8 bytes ("m" of a pointer), so the
+     * stores to colsb/rows were dropped and ldtilecfg read stack garbage: #GP, SIGSEGV on the
+     * first real AMX machine (Sapphire Rapids). The barrier makes all 64 bytes be written. */
+    __asm__ volatile("" : : "r"(&cfg) : "memory");
     _tile_loadconfig(&cfg);
 }
 

@@ -85,6 +85,8 @@ TARGET_AMX static void block_row_amx(const nnz_bsr *A, int br, int groups, const
                                      float *cbuf) {
     const size_t sx = (size_t)lds * 2; /* A tile row stride in bytes */
     const int32_t j0 = A->ptr[br], j1 = A->ptr[br + 1];
+    /* GCC's _tile_loadd declares no memory input: make every store to xs happen before */
+    __asm__ volatile("" : : : "memory");
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
