@@ -26,9 +26,40 @@
 static inline int imin(int a, int b) { return a < b ? a : b; }
 
 /* out rows [0, mrows) (already offset to the pass), outputs [br*r, ...) = base + cbuf
- * (cbuf[(g*nt + t)*256 + m*16 + i]) */
+ * (cbuf[(g*nt + t)*256 + m*16 + i]), base = (accumulate ? out : 0) + bias, as the reference.
+ * This pass over M x 16 outputs is as long as the tile work at high sparsity: AVX-512 (masked
+ * to the real outputs) when the active ISA has it, which every AMX CPU does; plain C below. */
+#if defined(__x86_64__)
+#include <immintrin.h>
+__attribute__((target("avx512f"))) static void store_block_row_avx512(const nnz_bsr *A, int br, int mrows,
+                                                                       int groups, const float *cbuf,
+                                                                       const float *bias, bool accumulate,
+                                                                       float *out, int64_t ldo) {
+    const int nt = A->r / 16, oc0 = br * A->r;
+    for (int t = 0; t < nt; t++) {
+        const int n = imin(16, A->rows - oc0 - t * 16);
+        if (n <= 0) break;
+        const __mmask16 mk = (__mmask16)((1u << n) - 1u);
+        const __m512 bv = bias ? _mm512_maskz_loadu_ps(mk, bias + oc0 + t * 16) : _mm512_setzero_ps();
+        for (int g = 0; g < groups; g++)
+            for (int mm = 0; mm < GROUP && g * GROUP + mm < mrows; mm++) {
+                float *o = out + (int64_t)(g * GROUP + mm) * ldo + oc0 + t * 16;
+                const __m512 s = _mm512_load_ps(cbuf + (g * nt + t) * 256 + mm * 16);
+                const __m512 base = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(mk, o), bv) : bv;
+                _mm512_mask_storeu_ps(o, mk, _mm512_add_ps(base, s));
+            }
+    }
+}
+#endif
+
 static void store_block_row(const nnz_bsr *A, int br, int mrows, int groups, const float *cbuf, const float *bias,
                             bool accumulate, float *out, int64_t ldo) {
+#if defined(__x86_64__)
+    if (nnz_isa_active() >= NNZ_ISA_AVX512) { /* NNZ_ISA=avx2/ref: the C loop (tests run both) */
+        store_block_row_avx512(A, br, mrows, groups, cbuf, bias, accumulate, out, ldo);
+        return;
+    }
+#endif
     const int r = A->r, nt = r / 16, oc0 = br * r, n = imin(r, A->rows - oc0);
     for (int g = 0; g < groups; g++)
         for (int mm = 0; mm < GROUP && g * GROUP + mm < mrows; mm++) {
@@ -79,7 +110,6 @@ void nnz_spmm_bsr_bf16_amx_emulated(const nnz_bsr *A, int64_t m0, int mrows, int
 }
 
 #ifdef HAVE_AMX_INTRINSICS
-#include <immintrin.h>
 
 TARGET_AMX static void block_row_amx(const nnz_bsr *A, int br, int groups, const nnz_bf16 *xs, int64_t lds,
                                      float *cbuf) {
