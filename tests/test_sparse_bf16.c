@@ -243,6 +243,8 @@ static const shape shapes[] = {
     {33, 70, 1, 0},   /* M = 1 */
     {17, 31, 66, 1},  /* K odd, M past one 48- and one 64-row item */
     {40, 100, 50, 2}, /* more blocks per row */
+    {48, 96, 72, 7},  /* cols a multiple of 32: the AMX tiles read bf16 X in place for the first
+                         64-row item, the 8-row tail item is staged; padded ld */
 };
 
 /* Every shape and pattern at the best ISA (where every path is tried); below it the

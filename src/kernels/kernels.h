@@ -370,7 +370,8 @@ nnz_status nnz_sddmm_f32(const nnz_spmat *W, int64_t M, const float *dout, int64
  * applies; NNZ_ISA forces the ISA):
  *   AMX:           r in {16, 32}, c = 32, when nnz_isa_active() is amx: per 64-row item, X's
  *                  rows are copied to a zero-padded bf16 scratch (rows to a multiple of 16,
- *                  columns to bcols*32), and for each block row up to 4 (r = 16) or 2 (r = 32)
+ *                  columns to bcols*32; not when X is bf16, cols a multiple of 32 and the
+ *                  item's rows a multiple of 16: the tiles then load from X), and for each block row up to 4 (r = 16) or 2 (r = 32)
  *                  16-row groups of m accumulate in C tiles: per block one B tile load (two
  *                  for r = 32) shared by the groups' A tile loads (16 m x 32 k of the
  *                  scratch) and tdpbf16ps.
