@@ -16,9 +16,7 @@
  *   C[g][t] += A * B[t]  (tdpbf16ps).
  * r = 16: up to 4 groups per pass (C tiles 0-3, A tiles 4-5 alternating, B tile 6);
  * r = 32: up to 2 groups per pass (C tiles 0-3, A tiles 4-5, B tiles 6-7).
- * The C tiles go to a buffer, then out = base + C for the real rows and outputs; with no base
- * (no bias, not accumulating) and all 16 rows and r outputs of the tiles inside out, straight
- * into out (from 90% sparsity on, the buffer and its epilogue are a large part of the time). */
+ * The C tiles go to a buffer, then out = base + C for the real rows and outputs. */
 #include "kernels/kernels.h"
 
 #include "kernels/amx_tiles.h"
@@ -76,31 +74,20 @@ static void store_block_row(const nnz_bsr *A, int br, int mrows, int groups, con
         }
 }
 
-/* Where a block row's C tiles go: tile (g, t) (rows 16g.., outputs 16t..) at
- * c + g*gs + t*ts, row stride ldc. The buffer: gs = nt*256, ts = 256, ldc = 16; out itself
- * (no base to add): gs = 16*ldo, ts = 16, ldc = ldo. */
-typedef struct {
-    float *c;
-    int64_t ldc, gs, ts;
-} tile_dst;
-
 /* The plain-C tiles, in the order and with the strides of block_row_amx */
-static void block_row_emulated(const nnz_bsr *A, int br, int groups, const nnz_bf16 *xs, int64_t lds,
-                               const tile_dst *d) {
+static void block_row_emulated(const nnz_bsr *A, int br, int groups, const nnz_bf16 *xs, int64_t lds, float *cbuf) {
     const int r = A->r, nt = r / 16;
-    for (int g = 0; g < groups; g++)
-        for (int t = 0; t < nt; t++)
-            for (int m = 0; m < 16; m++) memset(d->c + g * d->gs + t * d->ts + m * d->ldc, 0, 16 * sizeof(float));
+    memset(cbuf, 0, (size_t)groups * nt * 256 * sizeof(float));
     for (int32_t j = A->ptr[br]; j < A->ptr[br + 1]; j++) {
         const nnz_bf16 *w = A->val_bf16 + (int64_t)j * r * 32, *x = xs + (int64_t)A->idx[j] * 32;
         for (int g = 0; g < groups; g++)
             for (int t = 0; t < nt; t++)
-                nnz_bf16_tile_dp_emulated(d->c + g * d->gs + t * d->ts, (int)d->ldc, x + g * GROUP * lds, (int)lds,
-                                          w + t * 32, r * 2);
+                nnz_bf16_tile_dp_emulated(cbuf + (g * nt + t) * 256, 16, x + g * GROUP * lds, (int)lds, w + t * 32,
+                                          r * 2);
     }
 }
 
-typedef void (*block_row_fn)(const nnz_bsr *, int, int, const nnz_bf16 *, int64_t, const tile_dst *);
+typedef void (*block_row_fn)(const nnz_bsr *, int, int, const nnz_bf16 *, int64_t, float *);
 
 static void item(block_row_fn fn, const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1,
                  const nnz_bf16_src *X, const float *bias, bool accumulate, float *out, int64_t ldo,
@@ -119,21 +106,12 @@ static void item(block_row_fn fn, const nnz_bsr *A, int64_t m0, int mrows, int b
         lds = nnz_spmm_bf16_scratch_ld(A);
     }
     float cbuf[4 * 256] __attribute__((aligned(64)));
-    const int nt = A->r / 16;
-    const tile_dst buf = {cbuf, 16, nt * 256, 256};
     for (int br = br0; br < br1; br++)
         for (int g0 = 0; g0 < groups; g0 += per_pass) {
-            const int ng = imin(per_pass, groups - g0), rows = imin(mrows - g0 * GROUP, ng * GROUP);
-            float *o = out + (m0 + (int64_t)g0 * GROUP) * ldo;
-            /* no base to add and every tile inside out: the tiles are stored into out itself
-             * (out = sum, where the reference gives 0 + sum: the same but for the sign of a zero) */
-            if (!accumulate && !bias && rows == ng * GROUP && (br + 1) * A->r <= A->rows) {
-                const tile_dst direct = {o + (int64_t)br * A->r, ldo, GROUP * ldo, 16};
-                fn(A, br, ng, xt + (int64_t)g0 * GROUP * lds, lds, &direct);
-                continue;
-            }
-            fn(A, br, ng, xt + (int64_t)g0 * GROUP * lds, lds, &buf);
-            store_block_row(A, br, rows, ng, cbuf, bias, accumulate, o, ldo);
+            const int ng = imin(per_pass, groups - g0);
+            fn(A, br, ng, xt + (int64_t)g0 * GROUP * lds, lds, cbuf);
+            store_block_row(A, br, imin(mrows - g0 * GROUP, ng * GROUP), ng, cbuf, bias, accumulate,
+                            out + (m0 + (int64_t)g0 * GROUP) * ldo, ldo);
         }
 }
 
@@ -146,9 +124,7 @@ void nnz_spmm_bsr_bf16_amx_emulated(const nnz_bsr *A, int64_t m0, int mrows, int
 #ifdef HAVE_AMX_INTRINSICS
 
 TARGET_AMX static void block_row_amx(const nnz_bsr *A, int br, int groups, const nnz_bf16 *xs, int64_t lds,
-                                     const tile_dst *d) {
-    float *c = d->c;
-    const int64_t sc = d->ldc * 4, gs = d->gs, ts = d->ts; /* tile store stride in bytes */
+                                     float *cbuf) {
     const size_t sx = (size_t)lds * 2; /* A tile row stride in bytes */
     const int32_t j0 = A->ptr[br], j1 = A->ptr[br + 1];
     /* GCC's _tile_loadd declares no memory input: make every store to xs happen before */
@@ -176,10 +152,10 @@ TARGET_AMX static void block_row_amx(const nnz_bsr *A, int br, int groups, const
                 _tile_dpbf16ps(3, 5, 6);
             }
         }
-        _tile_stored(0, c, sc);
-        if (groups > 1) _tile_stored(1, c + gs, sc);
-        if (groups > 2) _tile_stored(2, c + 2 * gs, sc);
-        if (groups > 3) _tile_stored(3, c + 3 * gs, sc);
+        _tile_stored(0, cbuf, 64);
+        if (groups > 1) _tile_stored(1, cbuf + 256, 64);
+        if (groups > 2) _tile_stored(2, cbuf + 512, 64);
+        if (groups > 3) _tile_stored(3, cbuf + 768, 64);
     } else { /* r = 32: C[g][t] is tile 2g + t */
         for (int32_t j = j0; j < j1; j++) {
             const nnz_bf16 *w = A->val_bf16 + (int64_t)j * 1024, *x = xs + (int64_t)A->idx[j] * 32;
@@ -194,11 +170,11 @@ TARGET_AMX static void block_row_amx(const nnz_bsr *A, int br, int groups, const
                 _tile_dpbf16ps(3, 5, 7);
             }
         }
-        _tile_stored(0, c, sc);
-        _tile_stored(1, c + ts, sc);
+        _tile_stored(0, cbuf, 64);
+        _tile_stored(1, cbuf + 256, 64);
         if (groups > 1) {
-            _tile_stored(2, c + gs, sc);
-            _tile_stored(3, c + gs + ts, sc);
+            _tile_stored(2, cbuf + 512, 64);
+            _tile_stored(3, cbuf + 768, 64);
         }
     }
 }
