@@ -419,7 +419,8 @@ void nnz_spmm_bsr_bf16_ref(const nnz_bsr *A, int64_t M, const nnz_bf16_src *X, c
                            bool accumulate, float *out, int64_t ldo);
 /* The per-item kernels (single-threaded; the dispatcher owns threads and scratch): rows
  * [m0, m0+mrows) of X (mrows <= the path's item rows: 48, AMX 64), block rows [br0, br1).
- * xs: scratch of nnz_spmm_bf16_scratch_elems(A, item rows) bf16. */
+ * xs: scratch of (item rows) x nnz_spmm_bf16_scratch_ld(A) bf16 (stage_x: X's rows [m0, m0+mrows)
+ * as bf16, zero past cols up to the row stride and in rows [mrows, rows_pad)). */
 int64_t nnz_spmm_bf16_scratch_ld(const nnz_bsr *A);
 void nnz_spmm_bf16_stage_x(const nnz_bsr *A, const nnz_bf16_src *X, int64_t m0, int mrows, int rows_pad,
                            nnz_bf16 *xs);
