@@ -14,12 +14,12 @@
  * with M = 128*OH*OW, K = KH*KW*IC. Inputs are uniform in [-1, 1]; nnz and oneDNN get bf16
  * copies, OpenBLAS the fp32 originals. */
 #include <math.h>
-#include <oneapi/dnnl/dnnl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "onednn_matmul.h"
 
 typedef struct {
     const char *name;
@@ -45,60 +45,6 @@ static const shape zoo_shapes[] = {
     CONV("vgg8", "conv5", 128 * 7 * 7, 256, 1152),   CONV("vgg8", "conv6", 128 * 7 * 7, 256, 2304),
 };
 
-static void die(const char *what, dnnl_status_t st) {
-    fprintf(stderr, "nnz_bench_gemm_bf16: oneDNN %s failed (status %d)\n", what, (int)st);
-    exit(1);
-}
-#define DNNL_CHECK(call)                                \
-    do {                                                \
-        dnnl_status_t st_ = (call);                     \
-        if (st_ != dnnl_success) die(#call, st_);       \
-    } while (0)
-
-typedef struct {
-    dnnl_engine_t engine;
-    dnnl_stream_t stream;
-    dnnl_primitive_t prim;
-    dnnl_memory_t a, b, c;
-} onednn_matmul;
-
-/* A matmul over our plain row-major buffers (strides say the transposes): oneDNN packs
- * B on every call as nnz does; no pre-packed weights for either. */
-static void onednn_init(onednn_matmul *o, const shape *s, void *A, void *B, float *C) {
-    DNNL_CHECK(dnnl_engine_create(&o->engine, dnnl_cpu, 0));
-    DNNL_CHECK(dnnl_stream_create(&o->stream, o->engine, dnnl_stream_default_flags));
-    dnnl_memory_desc_t a_md, b_md, c_md;
-    dnnl_dims_t a_dims = {s->M, s->K}, b_dims = {s->K, s->N}, c_dims = {s->M, s->N};
-    dnnl_dims_t a_str = {s->K, 1}, b_str = {s->N, 1}, c_str = {s->N, 1};
-    if (s->transA) a_str[0] = 1, a_str[1] = s->M;
-    if (s->transB) b_str[0] = 1, b_str[1] = s->K;
-    DNNL_CHECK(dnnl_memory_desc_init_by_strides(&a_md, 2, a_dims, dnnl_bf16, a_str));
-    DNNL_CHECK(dnnl_memory_desc_init_by_strides(&b_md, 2, b_dims, dnnl_bf16, b_str));
-    DNNL_CHECK(dnnl_memory_desc_init_by_strides(&c_md, 2, c_dims, dnnl_f32, c_str));
-    dnnl_matmul_desc_t md;
-    DNNL_CHECK(dnnl_matmul_desc_init(&md, &a_md, &b_md, NULL, &c_md));
-    dnnl_primitive_desc_t pd;
-    DNNL_CHECK(dnnl_primitive_desc_create(&pd, &md, NULL, o->engine, NULL));
-    DNNL_CHECK(dnnl_primitive_create(&o->prim, pd));
-    DNNL_CHECK(dnnl_primitive_desc_destroy(pd));
-    DNNL_CHECK(dnnl_memory_create(&o->a, &a_md, o->engine, A));
-    DNNL_CHECK(dnnl_memory_create(&o->b, &b_md, o->engine, B));
-    DNNL_CHECK(dnnl_memory_create(&o->c, &c_md, o->engine, C));
-}
-static void onednn_run(onednn_matmul *o) {
-    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, o->a}, {DNNL_ARG_WEIGHTS, o->b}, {DNNL_ARG_DST, o->c}};
-    DNNL_CHECK(dnnl_primitive_execute(o->prim, o->stream, 3, args));
-    DNNL_CHECK(dnnl_stream_wait(o->stream));
-}
-static void onednn_fini(onednn_matmul *o) {
-    dnnl_memory_destroy(o->a);
-    dnnl_memory_destroy(o->b);
-    dnnl_memory_destroy(o->c);
-    dnnl_primitive_destroy(o->prim);
-    dnnl_stream_destroy(o->stream);
-    dnnl_engine_destroy(o->engine);
-}
-
 enum { C_NNZ_BF16, C_NNZ_BF16_F32IN, C_ONEDNN_BF16, C_NNZ_FP32, CONTENDERS };
 static const char *const contender_names[CONTENDERS] = {"nnz_bf16", "nnz_bf16_f32in", "onednn_bf16", "nnz_fp32"};
 
@@ -123,7 +69,7 @@ static void bench_shape(const shape *s, int threads, int min_reps) {
     nnz_cvt_f32_to_bf16((int64_t)nb, Bf, Bb);
     const int lda = s->transA ? s->M : s->K, ldb = s->transB ? s->K : s->N;
     onednn_matmul dn;
-    onednn_init(&dn, s, Ab, Bb, C[C_ONEDNN_BF16]);
+    onednn_init(&dn, s->M, s->N, s->K, s->transA, s->transB, Ab, Bb, C[C_ONEDNN_BF16]);
 
     const double flop = 2.0 * s->M * s->N * s->K;
     enum { MAX_REPS = 50 };

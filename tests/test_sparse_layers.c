@@ -217,6 +217,52 @@ static void test_model_sparse_eval_and_train(void **state) {
     free(l);
 }
 
+/* --precision bf16 inference: the planner gives the block-sparse layers bf16 values where a
+ * SIMD bf16 SpMM exists (and says so in the layer's reason); their eval forward then rounds
+ * inputs and weights to bf16 like the dense bf16 GEMM, so the logits match the dense bf16
+ * model to summation order (the fp32 sparse kernels would differ by the rounding, ~1e-3).
+ * Training forwards keep the fp32 sparse kernels. */
+static void bf16_inference_isa(nnz_isa isa, void *ctx) {
+    (void)ctx;
+    const int n = 8;
+    float *x = falloc((size_t)n * 784), *l_ref = falloc((size_t)n * 10), *l = falloc((size_t)n * 10);
+    tu_fill_uniform(x, n * 784, -1, 2, 5);
+    nnz_model *ref = masked_lenet5("dense"), *m = masked_lenet5("bsr:16x32");
+    assert_int_equal(nnz_model_set_precision(ref, NNZ_BF16), NNZ_OK);
+    assert_int_equal(nnz_model_set_precision(m, NNZ_BF16), NNZ_OK);
+    assert_int_equal(nnz_model_predict(ref, x, n, l_ref), NNZ_OK);
+    assert_int_equal(nnz_model_predict(m, x, n, l), NNZ_OK);
+    const int conv2 = m->params[nnz_model_find_param(m, "conv2.weight")].node;
+    assert_non_null(m->sparse[conv2]);
+    const bool bf16 = isa >= NNZ_ISA_AVX512BF16;
+    assert_int_equal(m->sparse[conv2]->mat.fwd.val_bf16 != NULL, bf16);
+    char report[4096];
+    int with_zeros = 0;
+    assert_int_equal(nnz_model_sparse_summary(m, report, sizeof report, &with_zeros), NNZ_OK);
+    if (bf16) {
+        char want[64];
+        snprintf(want, sizeof want, "inference fwd in bf16 (%s)", isa >= NNZ_ISA_AMX ? "amx" : "avx512bf16");
+        if (!strstr(report, want)) fail_msg("isa %s: the summary does not say '%s':\n%s", nnz_isa_name(isa), want, report);
+        if (tu_max_rel_err(l, l_ref, n * 10, 1.0) > 1e-5)
+            fail_msg("isa %s: bf16 sparse logits differ from dense bf16 by %g", nnz_isa_name(isa),
+                     tu_max_rel_err(l, l_ref, n * 10, 1.0));
+    } else {
+        assert_non_null(strstr(report, "fp32 kernels (no bf16 SpMM for it here)"));
+    }
+    /* back to fp32: replanned, no bf16 values */
+    assert_int_equal(nnz_model_set_precision(m, NNZ_F32), NNZ_OK);
+    assert_int_equal(nnz_model_predict(m, x, n, l), NNZ_OK);
+    assert_null(m->sparse[conv2]->mat.fwd.val_bf16);
+    nnz_model_free(ref);
+    nnz_model_free(m);
+    free(x), free(l_ref), free(l);
+}
+
+static void test_model_sparse_bf16_inference(void **state) {
+    (void)state;
+    tu_for_each_isa(bf16_inference_isa, NULL);
+}
+
 static void test_sparse_format_errors(void **state) {
     (void)state;
     nnz_sparse_format f;
@@ -244,6 +290,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv_sparse_matches_dense),
         cmocka_unit_test(test_model_sparse_eval_and_train),
+        cmocka_unit_test(test_model_sparse_bf16_inference),
         cmocka_unit_test(test_sparse_format_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

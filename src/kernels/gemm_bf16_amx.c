@@ -49,28 +49,9 @@ static void ukr_tile_emulated(int kc_pad, const nnz_bf16 *Ap, const nnz_bf16 *Bp
     store_tile(buf, C, ldc, mr, nr, alpha, beta);
 }
 
-#if defined(__x86_64__) && (defined(__clang__) ? __clang_major__ >= 12 : __GNUC__ >= 11)
-#define HAVE_AMX_INTRINSICS 1
-#define TARGET_AMX __attribute__((target("amx-tile,amx-bf16")))
+#include "kernels/amx_tiles.h"
 
-typedef struct __attribute__((aligned(64))) {
-    uint8_t palette_id, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tile_config;
-
-TARGET_AMX static void amx_enter(void) {
-    tile_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette_id = 1;
-    for (int i = 0; i < 8; i++) {
-        cfg.colsb[i] = 64; /* 16 fp32 or 32 bf16 per row */
-        cfg.rows[i] = 16;
-    }
-    _tile_loadconfig(&cfg);
-}
-
-TARGET_AMX static void amx_leave(void) { _tile_release(); }
+#ifdef HAVE_AMX_INTRINSICS
 
 TARGET_AMX static void ukr_amx(int kc_pad, const nnz_bf16 *Ap, const nnz_bf16 *Bp, float *C, int64_t ldc, int mr,
                                int nr, float alpha, float beta) {
@@ -111,8 +92,8 @@ bool nnz_gemm_bf16_amx(bool transA, bool transB, int M, int N, int K, float alph
                        const void *B, int ldb, bool f32in, float beta, float *C, int ldc) {
 #ifdef HAVE_AMX_INTRINSICS
     if (!nnz_isa_supported(NNZ_ISA_AMX)) return false;
-    static const nnz_bf16_kernel kern = {AMX_BLOCKS, .ukr = ukr_amx, .thread_enter = amx_enter,
-                                         .thread_leave = amx_leave};
+    static const nnz_bf16_kernel kern = {AMX_BLOCKS, .ukr = ukr_amx, .thread_enter = nnz_amx_tiles_enter,
+                                         .thread_leave = nnz_amx_tiles_leave};
     return nnz_gemm_bf16_blocked(&kern, transA, transB, M, N, K, alpha, A, lda, B, ldb, f32in, beta, C, ldc);
 #else
     return false;

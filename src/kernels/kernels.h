@@ -258,8 +258,9 @@ void nnz_bias_grad_acc(int64_t M, int C, const float *x, float *dbias);
  *
  * nnz_spmat holds W (fwd: rows x cols, blocks r x c) and W^T (tr: cols x rows, blocks c x r,
  * built at conversion time, values copied) for backward-data. Indices are int32; values are
- * fp32 (dtype NNZ_F32). bf16 hook: val_bf16 (same layout, NULL until a bf16 path fills it;
- * dtype says which array is authoritative). Everything is owned by the nnz_spmat (nnz_alloc). */
+ * fp32 (dtype NNZ_F32, the authoritative values). val_bf16: NULL until nnz_spmat_pack_bf16 fills
+ * it with a bf16 copy in its own (VNNI pair) layout, see "sparse kernels (bf16)". Everything is
+ * owned by the nnz_spmat (nnz_alloc). */
 typedef struct {
     int rows, cols;       /* the matrix this orientation stores */
     int r, c;             /* block shape */
@@ -267,7 +268,7 @@ typedef struct {
     int32_t *ptr;         /* (brows+1) */
     int32_t *idx;         /* (nblocks) block column of each block */
     float *val;           /* (nblocks*r*c), layout above */
-    uint16_t *val_bf16;   /* bf16 hook: NULL here */
+    uint16_t *val_bf16;   /* NULL, or bf16 values in VNNI pair order (nnz_spmat_pack_bf16, below) */
 } nnz_bsr;
 
 typedef struct {
@@ -330,9 +331,8 @@ static inline int64_t nnz_spmat_val_count(const nnz_spmat *s) { return s->nblock
  *                    row's columns;
  *   SDDMM:           r-wide vectors of dout for r >= 16; below, 64-long dot products of
  *                    transposed panels, summed across lanes 16 (8) at a time.
- * Other CPUs get the reference. bf16 hook: bf16 kernels (their own nnz_spmm_bf16_* entry
- * points) read nnz_bsr.val_bf16 in the same block layout, with the same index arrays, the
- * same transposed copy and the same split of block rows by block count.
+ * Other CPUs get the reference. The bf16 kernels (below) read nnz_bsr.val_bf16 with the same
+ * index arrays, the same transposed copy and the same split of block rows by block count.
  * Return NNZ_ERR_NOMEM if the per-thread scratch cannot be allocated (outputs then undefined). */
 nnz_status nnz_spmm_f32(const nnz_spmat *W, int64_t M, const float *X, int64_t ldx, const float *bias,
                         bool accumulate, float *out, int64_t ldo);
@@ -340,6 +340,105 @@ nnz_status nnz_spmm_bwd_data_f32(const nnz_spmat *W, int64_t M, const float *dou
                                  float *dX, int64_t ldx);
 nnz_status nnz_sddmm_f32(const nnz_spmat *W, int64_t M, const float *dout, int64_t ldd, const float *X, int64_t ldx,
                          float *dval);
+/* ---- sparse kernels (bf16: bf16 weights and activations, fp32 accumulation and output) ----
+ * The forward SpMM and backward-data of the fp32 section above, with bf16 operands:
+ *   forward:        out(M,rows) = base + X(M,cols) * W^T,   base = (accumulate ? out : 0) + bias
+ *   backward-data:  dX(M,cols)  = (accumulate ? dX : 0) + dout(M,rows) * W         (uses tr)
+ * Every product is of two bf16 values (exact in fp32) and the sums are fp32. Same contract as
+ * fp32 for bias, ld*, accumulate (overwrite ignores NaNs in out), M = 0, empty block rows,
+ * padded positions (never read from or written to the caller's arrays), threads (OpenMP over
+ * (row item, group of block rows); each output element is one fixed-order sum by one thread:
+ * results do not depend on the thread count).
+ *
+ * Values: nnz_spmat_pack_bf16 fills val_bf16 of both orientations from val (rounded to
+ * nearest even), PRE-PACKED IN VNNI PAIR ORDER along the block's columns: with
+ * cp = c rounded up to even, block j of orientation A holds
+ *   W[br*r + i][idx[j]*c + kk] = val_bf16[j*r*cp + (kk/2)*r*2 + i*2 + kk%2]
+ * (padding, and the odd partner when c is odd, is 0). So one k-pair of a block is r 32-bit
+ * words: r/16 zmm operands of vdpbf16ps; and for r = 16, c = 32 the block IS one AMX B tile
+ * (16 pair-rows x 16 outputs x 2, row stride 64 bytes; r = 32: two tiles, row stride 128).
+ * nnz_spmat_load_values refreshes val_bf16 when it is there.
+ *
+ * Order of the sums: for each output, every path adds the products in block-list order and,
+ * inside a block, pair by pair in k order, rounding each fp32 add, then computes base + sum.
+ * Inside a pair the reference and the AMX emulation add the even element first (as
+ * tdpbf16ps); vdpbf16ps adds the pair in its own order (see nnz_gemm_bf16_avx512bf16). So
+ * the AMX emulation equals the reference bit for bit on normal numbers, and every path is
+ * within the fp32 summation bound of it; vdpbf16ps and tdpbf16ps also treat denormals as
+ * zero (inputs, accumulator, results).
+ * Paths (nnz_spmm_bf16_path_for picks, for one orientation on the active ISA, the first that
+ * applies; NNZ_ISA forces the ISA):
+ *   AMX:           r in {16, 32}, c = 32, when nnz_isa_active() is amx: per 64-row item, X's
+ *                  rows are copied to a zero-padded bf16 scratch (rows to a multiple of 16,
+ *                  columns to bcols*32; not when X is bf16, cols a multiple of 32 and the
+ *                  item's rows a multiple of 16: the tiles then load from X), and for each block row up to 4 (r = 16) or 2 (r = 32)
+ *                  16-row groups of m accumulate in C tiles: per block one B tile load (two
+ *                  for r = 32) shared by the groups' A tile loads (16 m x 32 k of the
+ *                  scratch) and tdpbf16ps.
+ *   AMX_EMULATED:  the same packing, loops and strides with nnz_bf16_tile_dp_emulated in
+ *                  place of the tile instructions (how machines without AMX test the path;
+ *                  never chosen by the dispatcher).
+ *   AVX512BF16:    c even (every BSR block; not CSR), isa >= avx512bf16: per 48-row item the
+ *                  rows of X are copied to a zero-padded bf16 scratch, then an MT x r register
+ *                  tile per block row (MT = 12 for r <= 16, 6 for r = 32): per k-pair, r/16
+ *                  loads of W (r < 16: one masked load) and one broadcast 32-bit pair of X
+ *                  per row, vdpbf16ps.
+ *   REF:           everything else (CSR, and the ref/avx2/avx512 ISAs): single-threaded.
+ * X may be bf16 or fp32 (the _f32in entry points: each value rounded to nearest even bf16 as
+ * it is read, the same numbers as converting first; the SIMD paths convert while copying to
+ * their scratch).
+ * Return NNZ_ERR_INVALID_ARG if val_bf16 was not packed, NNZ_ERR_NOMEM if the per-thread
+ * scratch cannot be allocated (outputs then undefined). */
+nnz_status nnz_spmat_pack_bf16(nnz_spmat *s);
+typedef enum {
+    NNZ_SPMM_BF16_REF,
+    NNZ_SPMM_BF16_AVX512BF16,
+    NNZ_SPMM_BF16_AMX,
+    NNZ_SPMM_BF16_AMX_EMULATED,
+    NNZ_SPMM_BF16_PATHS
+} nnz_spmm_bf16_path;
+const char *nnz_spmm_bf16_path_name(nnz_spmm_bf16_path p);
+nnz_spmm_bf16_path nnz_spmm_bf16_path_for(const nnz_bsr *A);
+/* whether path p can run orientation A on this CPU (REF and AMX_EMULATED: always when packed) */
+bool nnz_spmm_bf16_path_applies(nnz_spmm_bf16_path p, const nnz_bsr *A);
+nnz_status nnz_spmm_bf16(const nnz_spmat *W, int64_t M, const nnz_bf16 *X, int64_t ldx, const float *bias,
+                         bool accumulate, float *out, int64_t ldo);
+nnz_status nnz_spmm_bf16_f32in(const nnz_spmat *W, int64_t M, const float *X, int64_t ldx, const float *bias,
+                               bool accumulate, float *out, int64_t ldo);
+nnz_status nnz_spmm_bwd_data_bf16(const nnz_spmat *W, int64_t M, const nnz_bf16 *dout, int64_t ldd,
+                                  bool accumulate, float *dX, int64_t ldx);
+nnz_status nnz_spmm_bwd_data_bf16_f32in(const nnz_spmat *W, int64_t M, const float *dout, int64_t ldd,
+                                        bool accumulate, float *dX, int64_t ldx);
+/* One orientation on a forced path (tests, benchmarks): NNZ_ERR_UNSUPPORTED with a message
+ * when !nnz_spmm_bf16_path_applies(p, A). X: X->trans must be false. */
+nnz_status nnz_spmm_bf16_via(nnz_spmm_bf16_path p, const nnz_bsr *A, int64_t M, const nnz_bf16_src *X,
+                             const float *bias, bool accumulate, float *out, int64_t ldo);
+/* The oracle: one orientation, plain loops, single-threaded, fp32 sums in the order above
+ * (no denormal flushing). */
+void nnz_spmm_bsr_bf16_ref(const nnz_bsr *A, int64_t M, const nnz_bf16_src *X, const float *bias,
+                           bool accumulate, float *out, int64_t ldo);
+/* The per-item kernels (single-threaded; the dispatcher owns threads and scratch): rows
+ * [m0, m0+mrows) of X (mrows <= the path's item rows: 48, AMX 64), block rows [br0, br1).
+ * xs: scratch of (item rows) x nnz_spmm_bf16_scratch_ld(A) bf16 (stage_x: X's rows [m0, m0+mrows)
+ * as bf16, zero past cols up to the row stride and in rows [mrows, rows_pad)). */
+int64_t nnz_spmm_bf16_scratch_ld(const nnz_bsr *A);
+void nnz_spmm_bf16_stage_x(const nnz_bsr *A, const nnz_bf16_src *X, int64_t m0, int mrows, int rows_pad,
+                           nnz_bf16 *xs);
+void nnz_spmm_bsr_bf16_avx512bf16(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1,
+                                  const nnz_bf16_src *X, const float *bias, bool accumulate, float *out,
+                                  int64_t ldo, nnz_bf16 *xs);
+void nnz_spmm_bsr_bf16_amx(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1, const nnz_bf16_src *X,
+                           const float *bias, bool accumulate, float *out, int64_t ldo, nnz_bf16 *xs);
+void nnz_spmm_bsr_bf16_amx_emulated(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1,
+                                    const nnz_bf16_src *X, const float *bias, bool accumulate, float *out,
+                                    int64_t ldo, nnz_bf16 *xs);
+/* AMX tile state for the calling thread (palette 1, 8 tiles of 16 rows x 64 bytes), shared
+ * by the AMX GEMM and SpMM; only when nnz_isa_supported(NNZ_ISA_AMX). */
+void nnz_amx_tiles_enter(void);
+void nnz_amx_tiles_leave(void);
+/* Block-row boundaries b[0..nparts] of nparts groups holding about the same number of blocks */
+void nnz_bsr_split_by_blocks(const nnz_bsr *A, int nparts, int *b);
+
 /* true when the active ISA has SIMD sparse kernels (AVX2 or AVX-512); false: the calls above
  * run the single-threaded references, and a layer should stay dense */
 bool nnz_sparse_kernels_simd(void);

@@ -104,9 +104,38 @@ static void fill_values(nnz_bsr *A, const float *W, int64_t ldw, const uint8_t *
         }
 }
 
+/* val_bf16 from val (both orientations allocated), VNNI pair order (kernels.h) */
+static void pack_bf16_values(nnz_bsr *A, int64_t nblocks) {
+    const int r = A->r, c = A->c, cp = (c + 1) / 2 * 2;
+    for (int64_t j = 0; j < nblocks; j++) {
+        const float *v = A->val + j * r * c;
+        nnz_bf16 *o = A->val_bf16 + j * r * cp;
+        for (int kk = 0; kk < cp; kk++)
+            for (int i = 0; i < r; i++)
+                o[(kk / 2) * r * 2 + i * 2 + kk % 2] = kk < c ? nnz_bf16_from_f32(v[kk * r + i]) : 0;
+    }
+}
+
 void nnz_spmat_load_values(nnz_spmat *s, const float *W, int64_t ldw, const uint8_t *mask) {
     fill_values(&s->fwd, W, ldw, mask, false);
     fill_values(&s->tr, W, ldw, mask, true);
+    if (s->fwd.val_bf16) pack_bf16_values(&s->fwd, s->nblocks);
+    if (s->tr.val_bf16) pack_bf16_values(&s->tr, s->nblocks);
+}
+
+nnz_status nnz_spmat_pack_bf16(nnz_spmat *s) {
+    nnz_bsr *o[2] = {&s->fwd, &s->tr};
+    for (int t = 0; t < 2; t++) {
+        if (o[t]->val_bf16) continue;
+        const int cp = (o[t]->c + 1) / 2 * 2;
+        o[t]->val_bf16 = nnz_alloc(((size_t)s->nblocks * o[t]->r * cp + 1) * sizeof(nnz_bf16), "sparse bf16 values");
+        if (!o[t]->val_bf16) { /* both or neither */
+            for (int u = 0; u < 2; u++) nnz_free(o[u]->val_bf16), o[u]->val_bf16 = NULL;
+            return NNZ_ERR_NOMEM;
+        }
+    }
+    for (int t = 0; t < 2; t++) pack_bf16_values(o[t], s->nblocks);
+    return NNZ_OK;
 }
 
 nnz_status nnz_spmat_from_dense(int rows, int cols, const float *W, int64_t ldw, const uint8_t *mask, int r, int c,

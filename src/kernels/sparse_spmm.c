@@ -79,7 +79,7 @@ bool nnz_sparse_kernels_simd(void) { return simd_kernels() != NULL; }
 
 /* Block-row boundaries of nparts groups holding about nblocks/nparts blocks each: part p is
  * block rows [b[p], b[p+1]); every block row (empty ones too) is in exactly one part. */
-static void split_by_blocks(const nnz_bsr *A, int nparts, int *b) {
+void nnz_bsr_split_by_blocks(const nnz_bsr *A, int nparts, int *b) {
     const int64_t nb = A->ptr[A->brows];
     b[0] = 0;
     int br = 0;
@@ -114,7 +114,7 @@ static nnz_status spmm_orient(const nnz_bsr *A, int64_t M, const float *X, int64
     if (want > SP_MAX_PARTS) want = SP_MAX_PARTS;
     const int nparts = want < 1 ? 1 : (int)want;
     int b[SP_MAX_PARTS + 1];
-    split_by_blocks(A, nparts, b);
+    nnz_bsr_split_by_blocks(A, nparts, b);
     int max_part_rows = 0;
     for (int p = 0; p < nparts; p++)
         if ((b[p + 1] - b[p]) * A->r > max_part_rows) max_part_rows = (b[p + 1] - b[p]) * A->r;

@@ -117,6 +117,9 @@ size_t nnz_conv2d_scratch_floats(const nnz_conv_shape *s) {
 /* out (M,OC) = X (M,K) * weight^T + (beta ? out : 0) */
 static void weight_forward(const nnz_conv_shape *s, int64_t M, int K, const float *X, const float *weight, float beta,
                            float *out) {
+    if (s->sparse && s->sparse_bf16_fwd && s->sparse->mat.fwd.val_bf16 &&
+        nnz_spmm_bf16_f32in(&s->sparse->mat, M, X, K, NULL, beta != 0.0f, out, s->OC) == NNZ_OK)
+        return;
     if (s->sparse && nnz_spmm_f32(&s->sparse->mat, M, X, K, NULL, beta != 0.0f, out, s->OC) == NNZ_OK) return;
     nnz_gemm(s->compute, false, true, (int)M, s->OC, K, 1.0f, X, K, weight, K, beta, out, s->OC);
 }

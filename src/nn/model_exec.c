@@ -65,6 +65,7 @@ static void fill_conv_shape(const nnz_model *m, const nnz_node *n, int N, nnz_co
     memset(s, 0, sizeof *s);
     s->compute = m->compute;
     s->sparse = m->run_sparse && m->sparse ? m->sparse[n - m->nodes] : NULL;
+    s->sparse_bf16_fwd = m->run_sparse_bf16;
     s->N = N, s->H = n->in_h, s->W = n->in_w, s->IC = n->in_c;
     s->OC = n->out_ch, s->KH = n->k, s->KW = n->k;
     s->stride = n->stride, s->pad = n->pad, s->groups = n->groups;
@@ -75,14 +76,18 @@ static void fill_conv_shape(const nnz_model *m, const nnz_node *n, int N, nnz_co
 static void linear_as_conv(const nnz_model *m, int i, int N, nnz_conv_shape *s) {
     const nnz_node *n = &m->nodes[i];
     *s = (nnz_conv_shape){.N = N, .H = 1, .W = 1, .IC = n->in_c, .OC = n->out_ch, .KH = 1, .KW = 1, .stride = 1,
-                          .groups = 1, .OH = 1, .OW = 1, .compute = m->compute, .sparse = m->sparse[i]};
+                          .groups = 1, .OH = 1, .OW = 1, .compute = m->compute, .sparse = m->sparse[i],
+                          .sparse_bf16_fwd = m->run_sparse_bf16};
 }
 static bool linear_sparse(const nnz_model *m, int i) { return m->run_sparse && m->sparse && m->sparse[i]; }
 
 /* Before a forward: sparse layers run when their zeros are fixed (eval, or masked training);
- * dense training may move zeros, so the plan is redone at the next forward that needs it. */
+ * dense training may move zeros, so the plan is redone at the next forward that needs it.
+ * At compute NNZ_BF16, eval forwards of the layers the planner gave bf16 values run the bf16
+ * SpMM; training keeps the fp32 sparse kernels (its backward has no bf16 sparse kernels). */
 static nnz_status prepare_sparse(nnz_model *m, bool train) {
     m->run_sparse = false;
+    m->run_sparse_bf16 = !train && m->compute == NNZ_BF16; /* inference only: training stays fp32 */
     if (train && !m->grad_mask) {
         m->sparse_planned = false;
         return NNZ_OK;
@@ -266,6 +271,7 @@ static nnz_status reserve_buffers(nnz_model *m, int batch) {
 nnz_status nnz_model_set_precision(nnz_model *m, nnz_dtype precision) {
     if (!m || (precision != NNZ_F32 && precision != NNZ_BF16))
         return nnz_fail(NNZ_ERR_INVALID_ARG, "model precision must be fp32 or bf16");
+    if (m->compute != precision) m->sparse_planned = false; /* the bf16 sparse forward is planned per precision */
     m->compute = precision;
     return NNZ_OK;
 }

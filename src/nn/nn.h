@@ -45,7 +45,10 @@ typedef struct {
                              the GEMM inputs to bf16 and accumulates in fp32; depthwise stays fp32 */
     nnz_sparse_weight *sparse; /* non-NULL (groups == 1 only): the GEMMs become SpMM (forward), SpMM^T
                              (backward-data) and SDDMM (backward-weight: only W's nonzeros get a
-                             gradient); fp32 only. NULL (init's default): dense */
+                             gradient), fp32. NULL (init's default): dense */
+    bool sparse_bf16_fwd; /* with sparse: the forward runs the bf16 SpMM (nnz_spmm_bf16_f32in: inputs
+                             rounded to bf16, fp32 sums) when the matrix has bf16 values (the planner
+                             packs them for inference at compute NNZ_BF16); the rest stays fp32 */
 } nnz_conv_shape;
 /* Fills OH/OW; INVALID_ARG if channels are not divisible by groups or the output would be empty. */
 nnz_status nnz_conv_shape_init(nnz_conv_shape *s, int N, int H, int W, int IC, int OC, int KH, int KW,
@@ -222,7 +225,7 @@ void nnz_sparse_format_name(const nnz_sparse_format *f, char *buf, size_t len);
 typedef struct {
     double density, block_fill, speedup; /* speedup: the estimate behind an auto choice */
     int r, c;
-    char why[112];
+    char why[160];
 } nnz_sparse_plan;
 /* conv (groups 1) and linear: the layers the sparse kernels, masks and pruning apply to. Gives
  * the weight as (rows, cols) = (OC, KH*KW*IC) or (OUT, IN); false for every other node. */
@@ -260,6 +263,7 @@ struct nnz_model {
     nnz_sparse_weight **sparse;   /* per node: its sparse matrix, or NULL (dense) */
     nnz_sparse_plan *sparse_plan; /* per node: the decision (conv/linear nodes) */
     bool run_sparse;              /* this forward (and its backward) use m->sparse */
+    bool run_sparse_bf16;         /* ... and its sparse forwards are bf16 (inference at compute NNZ_BF16) */
     bool keep_activations;        /* false (default): relu/relu6 run in place over a sole-consumer conv/linear/
                                      batchnorm/add output, which then holds the activation's output */
     nnz_arena param_arena;        /* parameters, gradients */

@@ -145,6 +145,24 @@ static nnz_status decide(const nnz_model *m, int rows, int cols, const float *W,
     return NNZ_OK;
 }
 
+/* compute NNZ_BF16: the inference forward runs the bf16 SpMM where it has a SIMD path for this
+ * block on this CPU (amx, avx512bf16; not CSR, whose bf16 kernel is the single-threaded
+ * reference); the decision goes into the layer's reason. */
+static nnz_status plan_bf16(nnz_sparse_weight *sw, nnz_sparse_plan *plan) {
+    NNZ_TRY(nnz_spmat_pack_bf16(&sw->mat));
+    const nnz_spmm_bf16_path path = nnz_spmm_bf16_path_for(&sw->mat.fwd);
+    const size_t len = strlen(plan->why);
+    if (path == NNZ_SPMM_BF16_REF) {
+        nnz_free(sw->mat.fwd.val_bf16), nnz_free(sw->mat.tr.val_bf16);
+        sw->mat.fwd.val_bf16 = sw->mat.tr.val_bf16 = NULL;
+        snprintf(plan->why + len, sizeof plan->why - len, "; fp32 kernels (no bf16 SpMM for it here)");
+    } else {
+        snprintf(plan->why + len, sizeof plan->why - len, "; inference fwd in bf16 (%s)",
+                 nnz_spmm_bf16_path_name(path));
+    }
+    return NNZ_OK;
+}
+
 nnz_status nnz_model_sparse_plan(nnz_model *m) {
     nnz_model_sparse_clear(m);
     m->sparse = calloc((size_t)m->n_nodes, sizeof *m->sparse);
@@ -166,6 +184,7 @@ nnz_status nnz_model_sparse_plan(nnz_model *m) {
                                  sizeof(float), "a sparse layer's gradient");
         if (!sw->dval) return NNZ_ERR_NOMEM;
         block_name(plan->r, plan->c, sw->format, sizeof sw->format);
+        if (m->compute == NNZ_BF16) NNZ_TRY(plan_bf16(sw, plan));
     }
     m->sparse_planned = true;
     return NNZ_OK;

@@ -1,6 +1,7 @@
 /* nnz eval: accuracy and loss of a checkpoint on a data set's test split. */
 #include "cli.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -100,8 +101,19 @@ int cmd_eval(int argc, char **argv) {
     nnz_eval_result er;
     if (s == NNZ_OK) s = nnz_evaluate(m, &d, batch, limit, &er);
     nnz_dataset_free(&d);
+    /* at bf16 the sparse layers' forward kernel is a decision of its own (bf16 SpMM or fp32): logged */
+    char *table = NULL;
+    if (s == NNZ_OK && !json && precision == NNZ_BF16 && (table = malloc(1 << 16))) {
+        int with_zeros = 0;
+        if (nnz_model_sparse_summary(m, table, 1 << 16, &with_zeros) != NNZ_OK || with_zeros == 0) table[0] = '\0';
+    }
     nnz_model_free(m);
-    if (s != NNZ_OK) return cli_fail("eval", "evaluation failed");
+    if (s != NNZ_OK) {
+        free(table);
+        return cli_fail("eval", "evaluation failed");
+    }
+    if (table && table[0]) printf("sparse layers (--precision bf16, --sparse-format %s):\n%s", sparse_format, table);
+    free(table);
     if (json) {
         printf("{\"checkpoint\":");
         cli_json_string(stdout, pos[0]);
