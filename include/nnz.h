@@ -90,6 +90,13 @@ typedef struct nnz_model nnz_model;
  * in_h x in_w x in_c and num_classes outputs; weights initialised from seed. */
 nnz_status nnz_model_from_zoo(const char *name, int in_h, int in_w, int in_c, int num_classes,
                               uint64_t seed, nnz_model **out);
+/* A model named by spec: a zoo name, an architecture JSON file (a path ending in .json,
+ * docs/arch-json.md) or a checkpoint whose architecture (not its weights) is taken, e.g. a
+ * DepthShrinker-merged one. Weights are initialised from seed. INVALID_ARG when the spec is
+ * none of these or the architecture's input is not in_h x in_w x in_c or it has fewer than
+ * num_classes outputs. */
+nnz_status nnz_model_from_spec(const char *spec, int in_h, int in_w, int in_c, int num_classes, uint64_t seed,
+                               nnz_model **out);
 /* The zoo's names, NULL-terminated. */
 const char *const *nnz_zoo_names(void);
 /* Architecture as JSON (caller frees with free()) and back. */
@@ -281,7 +288,8 @@ typedef struct {
 typedef bool (*nnz_progress_fn)(const nnz_progress *p, void *user);
 
 typedef struct {
-    const char *model;          /* zoo name, default "mbv2-tiny" */
+    const char *model;          /* zoo name, architecture .json or checkpoint (nnz_model_from_spec); default
+                                   "mbv2-tiny" */
     const char *data_dir;       /* default NNZ_DEFAULT_DATA_DIR */
     const char *out_path;       /* checkpoint written at each epoch end (and on interruption); NULL = none */
     int checkpoint_every;       /* also write it every this many optimizer steps (0, the default = epoch ends
