@@ -97,10 +97,12 @@ nnz_status nnz_shrink_merge(const nnz_model *m, nnz_model **out, int *merged);
 /* The metadata key under which nnz shrink records what it did (JSON, docs/FORMAT.md). */
 #define NNZ_SHRINK_META "shrink"
 
-/* Saves the merged model at path (atomically) with the record: the settings, each block's
+/* Saves the merged model at path (atomically) with the record: the settings (source: the
+ * checkpoint, or with from_scratch the model spec trained from random weights), each block's
  * name, score and fate, FLOPs, parameters and accuracies. */
 nnz_status nnz_shrink_save(const char *path, const nnz_model *merged, const nnz_shrink_config *cfg,
-                           const char *source, const nnz_ir_block *blocks, int n, const float *scores,
+                           const char *source, bool from_scratch, const nnz_ir_block *blocks, int n,
+                           const float *scores,
                            const bool *keep, const nnz_shrink_result *res);
 
 #endif
