@@ -138,10 +138,7 @@ static nnz_status run_phase(shrink_ctx *c, nnz_model *m, const char *phase, int 
         nnz_batcher_set_epoch(&c->batcher, c->epochs_done + epoch);
         int n = nnz_batcher_fill(&c->batcher, step % spe, c->x, c->y);
         if (gates) {
-            if (step < warm_steps) gates->k = gates->n;
-            else if (step < warm_steps + ramp_steps)
-                gates->k = gates->n - (int)(((int64_t)(gates->n - k_final) * (step - warm_steps + 1)) / ramp_steps);
-            else gates->k = k_final;
+            gates->k = nnz_gates_scheduled_k(gates->n, k_final, warm_steps, ramp_steps, step);
             nnz_gates_select(gates, m, &noise, step < noisy_steps ? 1.0f : 0.0f);
         }
         if (teacher) {

@@ -66,6 +66,10 @@ void nnz_gates_select(nnz_gates *g, const nnz_model *m, nnz_rng *rng, float gumb
 /* After nnz_model_backward of n images: accumulates each score's straight-through gradient. */
 void nnz_gates_backward(const nnz_gates *g, nnz_model *m, int n);
 float nnz_gates_score(const nnz_gates *g, const nnz_model *m, int i);
+/* The number of gates kept at a step of a search with progressive removal: all n for the first
+ * warm_steps, then falling linearly to k over ramp_steps (n - floor((n-k)·(step-warm+1)/ramp)),
+ * then k. warm_steps = ramp_steps = 0 gives k throughout. */
+int nnz_gates_scheduled_k(int n, int k, int64_t warm_steps, int64_t ramp_steps, int64_t step);
 
 /* ===================== remove and merge ===================== */
 
