@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static void print_note(const char *line, void *user) {
     cli_progress *p = user;
@@ -126,6 +127,14 @@ int cmd_shrink(int argc, char **argv) {
     if (!scratch && npos == 0) return cli_usage_error(&cmd, "missing CKPT (or --from-scratch MODEL)");
     if (scratch && npos > 0)
         return cli_usage_error(&cmd, "give either CKPT (shrink a trained model) or --from-scratch MODEL, not both");
+    if (scratch) {
+        bool known = false;
+        for (const char *const *z = nnz_zoo_names(); *z; z++) known |= strcmp(*z, scratch) == 0;
+        struct stat st;
+        if (!known && (stat(scratch, &st) != 0 || !S_ISREG(st.st_mode)))
+            return cli_usage_error(&cmd, "--from-scratch '%s': no such file, and not a zoo model (mlp, lenet5, "
+                                   "vgg8, mbv2-tiny)", scratch);
+    }
     if (scratch && cfg.distill)
         return cli_usage_error(&cmd, "--distill needs a trained teacher: it does not combine with --from-scratch");
     if (scratch) {
