@@ -71,7 +71,7 @@ cmp -s d1.safetensors d2.safetensors || fail "two runs with the same seed and th
 # ---- Expand-then-Shrink: mbv2-tiny from random weights, merged to its target; the target trained directly
 expect 1 "$NNZ" shrink --from-scratch mlp "${TINY[@]}" --out m.safetensors; has err "no inverted-residual blocks"
 [ -e m.safetensors ] && fail "a failed --from-scratch wrote its output"
-ETS=(--search-epochs 2 --finetune-epochs 1 --batch $B --log-every 2 "${TINY[@]}")
+ETS=(--search-epochs 1 --finetune-epochs 1 --batch $B --log-every 2 "${TINY[@]}")
 expect 0 "$NNZ" shrink --from-scratch mbv2-tiny --keep 0.5 "${ETS[@]}"
 [ -s mbv2-tiny-ets.safetensors ] || fail "no default output mbv2-tiny-ets.safetensors"
 has err "^expand-then-shrink: 'mbv2-tiny' from random weights"; has err "falls from 6 to 3 over 25%"
