@@ -90,6 +90,13 @@ typedef struct nnz_model nnz_model;
  * in_h x in_w x in_c and num_classes outputs; weights initialised from seed. */
 nnz_status nnz_model_from_zoo(const char *name, int in_h, int in_w, int in_c, int num_classes,
                               uint64_t seed, nnz_model **out);
+/* A model named by spec: a zoo name, an architecture JSON file (a path ending in .json,
+ * docs/arch-json.md) or a checkpoint whose architecture (not its weights) is taken, e.g. a
+ * DepthShrinker-merged one. Weights are initialised from seed. INVALID_ARG when the spec is
+ * none of these or the architecture's input is not in_h x in_w x in_c or it has fewer than
+ * num_classes outputs. */
+nnz_status nnz_model_from_spec(const char *spec, int in_h, int in_w, int in_c, int num_classes, uint64_t seed,
+                               nnz_model **out);
 /* The zoo's names, NULL-terminated. */
 const char *const *nnz_zoo_names(void);
 /* Architecture as JSON (caller frees with free()) and back. */
@@ -320,7 +327,8 @@ typedef struct {
 typedef bool (*nnz_progress_fn)(const nnz_progress *p, void *user);
 
 typedef struct {
-    const char *model;          /* zoo name, default "mbv2-tiny" */
+    const char *model;          /* zoo name, architecture .json or checkpoint (nnz_model_from_spec); default
+                                   "mbv2-tiny" */
     const char *data_dir;       /* default NNZ_DEFAULT_DATA_DIR */
     const char *out_path;       /* checkpoint written at each epoch end (and on interruption); NULL = none */
     int checkpoint_every;       /* also write it every this many optimizer steps (0, the default = epoch ends
@@ -526,6 +534,9 @@ typedef struct {
     float gumbel;             /* fraction of the search ranking blocks by score + Gumbel noise; default 0.5 */
     bool distill;             /* finetune towards the original model's outputs too */
     float distill_weight;     /* with distill: loss = (1-w) cross-entropy + w KL(teacher || student); default 0.5 */
+    float warmup;             /* fraction of the search during which every block keeps its activations; default 0 */
+    float ramp;               /* then the fraction over which the number of blocks keeping them falls linearly
+                                 to round(keep * blocks); default 0 (warmup + ramp <= 1) */
     uint64_t seed;            /* default 42: shuffling and the Gumbel noise */
     int threads;              /* 0 = all cores */
     const char *data_dir;     /* default NNZ_DEFAULT_DATA_DIR */
@@ -552,6 +563,16 @@ typedef struct {
  * a normal checkpoint that eval, bench and info load; what was done is in its "shrink" metadata). */
 nnz_status nnz_shrink(const char *checkpoint, const char *out_path, const nnz_shrink_config *cfg,
                       nnz_shrink_result *result);
+/* Expand-then-Shrink (DepthShrinker+): the same pipeline from random weights. model is a spec
+ * (nnz_model_from_spec: a zoo name, an architecture .json or a checkpoint's architecture) with
+ * inverted-residual blocks — the expanded network; it is trained with the gates for
+ * search_epochs (cfg->warmup / ramp: activations removed progressively), the removed blocks are
+ * finetuned without activations for finetune_epochs, merged and saved: the result has the
+ * architecture of the model with those blocks merged (the target) and that target's cost. The
+ * learning rate is one cosine from cfg->lr (0.1 is a usual from-scratch rate) to 0 over both
+ * phases, as one training run of the same epochs. cfg->distill is INVALID_ARG (no teacher). */
+nnz_status nnz_shrink_from_scratch(const char *model, const char *out_path, const nnz_shrink_config *cfg,
+                                   nnz_shrink_result *result);
 /* A few lines on what nnz shrink did to a checkpoint (from its metadata); "" when it was not shrunk. */
 nnz_status nnz_shrink_describe(const char *checkpoint, char *buf, size_t len);
 

@@ -9,7 +9,8 @@ cli_setup "$@"
 # ---- help: every valued flag documents its default
 expect 0 "$NNZ" --help;            has out "shrink"
 expect 0 "$NNZ" shrink --help;     has out "usage: nnz shrink"; has out "example:"; has out "DEPTHSHRINKER.md"
-for f in --keep --search-epochs --finetune-epochs --lr --gate-lr --gumbel --distill-weight --label-smoothing \
+has out "--from-scratch MODEL"; has out "Expand-then-Shrink"
+for f in --from-scratch --warmup --ramp --keep --search-epochs --finetune-epochs --lr --gate-lr --gumbel --distill-weight --label-smoothing \
          --batch --seed --threads --data --out --log-every --train-limit --test-limit; do
     awk -v f="$f" '/^  --/ { on = ($1 == f) } on' "$T/out" | grep -q "default:" || fail "shrink --help: $f has no default"
 done
@@ -21,6 +22,11 @@ expect 2 "$NNZ" shrink x.safetensors --keep -0.1; has err "--keep"
 expect 2 "$NNZ" shrink x.safetensors --search-epochs 0; has err "--search-epochs"
 expect 2 "$NNZ" shrink x.safetensors --gumbel 2; has err "--gumbel"
 expect 2 "$NNZ" shrink x.safetensors --kep 0.5; has err "did you mean --keep"
+expect 2 "$NNZ" shrink x.safetensors --from-scratch mbv2-tiny; has err "not both"
+expect 2 "$NNZ" shrink --from-scratch mbv2-tiny --distill; has err "--distill needs a trained teacher"
+expect 2 "$NNZ" shrink --from-scratch mbv2-tiny --warmup 0.8 --ramp 0.5; has err "at most 1"
+expect 2 "$NNZ" shrink --from-scratch mbv3;      has err "not a zoo model"
+expect 2 "$NNZ" shrink --from-scratch mbv2-tiny --ramp 1.5; has err "--ramp"
 
 # ---- tiny base models (tinier under the sanitizers, which run mbv2-tiny ~50x slower)
 TRAIN_N=256; TEST_N=128; B=64
@@ -61,5 +67,27 @@ expect 0 "$NNZ" shrink base.safetensors "${RUN[@]}" --keep 0.2 --distill --out d
 has err "distilled from the original"; has out "^blocks: 6, kept 1, merged 5"
 expect 0 "$NNZ" shrink base.safetensors "${RUN[@]}" --keep 0.2 --distill --out d2.safetensors
 cmp -s d1.safetensors d2.safetensors || fail "two runs with the same seed and threads differ"
+
+# ---- Expand-then-Shrink: mbv2-tiny from random weights, merged to its target; the target trained directly
+expect 1 "$NNZ" shrink --from-scratch mlp "${TINY[@]}" --out m.safetensors; has err "no inverted-residual blocks"
+[ -e m.safetensors ] && fail "a failed --from-scratch wrote its output"
+ETS=(--search-epochs 1 --finetune-epochs 1 --batch $B --log-every 2 "${TINY[@]}")
+expect 0 "$NNZ" shrink --from-scratch mbv2-tiny --keep 0.5 "${ETS[@]}"
+[ -s mbv2-tiny-ets.safetensors ] || fail "no default output mbv2-tiny-ets.safetensors"
+has err "^expand-then-shrink: 'mbv2-tiny' from random weights"; has err "falls from 6 to 3 over 25%"
+has err "one cosine from 0.1 to 0"; has err "^merged 3 blocks"; has out "^blocks: 6, kept 3, merged 3"
+has out "random init"
+expect 0 "$NNZ" info mbv2-tiny-ets.safetensors; has out "^DepthShrinker (Expand-then-Shrink): keep 0.5 of 6"
+[ "$(grep -c 'blocks\.[0-9]*\.conv  *conv2d' "$T/out")" -eq 3 ] || fail "info: expected 3 merged convs"
+ETS_FLOPS=$(grep '^FLOPs per image' "$T/out")
+expect 0 "$NNZ" info mbv2-tiny-ets.safetensors --arch; cp "$T/out" target.json
+grep -q '"name":"blocks\.[0-9]*\.conv"' target.json || fail "info --arch: no merged conv in the architecture"
+expect 0 "$NNZ" train --model target.json --epochs 1 --batch $B "${TINY[@]}"   # the baseline: the target, directly
+[ -s target-trained.safetensors ] || fail "no default output target-trained.safetensors"
+expect 0 "$NNZ" info target-trained.safetensors --arch
+cmp -s "$T/out" target.json || fail "the directly trained target's architecture differs from the ETS output's"
+expect 0 "$NNZ" info target-trained.safetensors; has out "^${ETS_FLOPS}\$"
+expect 2 "$NNZ" train --model no-such-arch.json; has err "unknown model 'no-such-arch.json'"
+no_temp
 
 echo "cli_shrink: all checks passed"

@@ -118,3 +118,9 @@ void nnz_gates_backward(const nnz_gates *g, nnz_model *m, int n) {
         m->params[g->param[i]].grad[0] += (float)sum;
     }
 }
+
+int nnz_gates_scheduled_k(int n, int k, int64_t warm_steps, int64_t ramp_steps, int64_t step) {
+    if (step < warm_steps) return n;
+    if (step < warm_steps + ramp_steps) return n - (int)((int64_t)(n - k) * (step - warm_steps + 1) / ramp_steps);
+    return k;
+}

@@ -1,7 +1,13 @@
 /* nnz_shrink: search (gates trained with the weights), remove, finetune (optionally
  * distilled from the original), merge, save. One SGD run per phase, cosine from
  * cfg->lr to 0. Data order: the search uses epochs 0..S-1 of the seed's shuffles,
- * the finetuning S..S+F-1, so the two phases see different orders. */
+ * the finetuning S..S+F-1, so the two phases see different orders.
+ *
+ * nnz_shrink_from_scratch (Expand-then-Shrink) is the same pipeline on a freshly
+ * initialised model: the "search" is its training from random weights (all
+ * activations on during cfg->warmup, then the number of blocks keeping them falls
+ * to k over cfg->ramp), and one cosine runs over search and finetuning together,
+ * as one training run of S+F epochs would. */
 #include "shrink/shrink.h"
 
 #include <math.h>
@@ -22,6 +28,8 @@ void nnz_shrink_config_init(nnz_shrink_config *c) {
     c->label_smoothing = 0.1f;
     c->gumbel = 0.5f;
     c->distill_weight = 0.5f;
+    c->warmup = 0.0f;
+    c->ramp = 0.0f;
     c->seed = 42;
     c->data_dir = NNZ_DEFAULT_DATA_DIR;
     c->log_every = 50;
@@ -44,6 +52,9 @@ static nnz_status check_config(const nnz_shrink_config *c) {
         !(c->distill_weight >= 0.0f && c->distill_weight <= 1.0f))
         return nnz_fail(NNZ_ERR_INVALID_ARG, "label smoothing must be in [0, 1), the Gumbel fraction and the "
                         "distillation weight in [0, 1]");
+    if (!(c->warmup >= 0.0f && c->ramp >= 0.0f && c->warmup + c->ramp <= 1.0f))
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "the warm-up and ramp fractions must be >= 0 with warm-up + ramp <= 1 "
+                        "(got %g + %g)", c->warmup, c->ramp);
     if (c->train_limit < 0 || c->test_limit < 0 || c->threads < 0)
         return nnz_fail(NNZ_ERR_INVALID_ARG, "image limits and threads must be >= 0 (0 = all)");
     return NNZ_OK;
@@ -58,6 +69,8 @@ typedef struct {
     uint8_t *y;
     int64_t steps_per_epoch;
     int epochs_done; /* epochs of the data order used so far */
+    bool one_schedule; /* from scratch: one cosine over all phases (sched_total steps), not one per phase */
+    int64_t sched_total;
     nnz_ir_block *blocks;
     int n_blocks;
 } shrink_ctx;
@@ -107,7 +120,14 @@ static nnz_status run_phase(shrink_ctx *c, nnz_model *m, const char *phase, int 
     nnz_status s = nnz_model_reserve(m, cfg->batch);
     const int64_t spe = c->steps_per_epoch, total = spe * epochs;
     const int64_t noisy_steps = gates ? (int64_t)llround((double)cfg->gumbel * (double)total) : 0;
-    nnz_schedule sched = {.kind = NNZ_SCHED_COSINE, .base_lr = cfg->lr, .total_steps = total};
+    /* the gate schedule: every block keeps its activations for warm_steps, then the number kept
+     * falls linearly from all to gates->k by warm_steps + ramp_steps (both 0: k from the start) */
+    const int64_t warm_steps = gates ? (int64_t)llround((double)cfg->warmup * (double)total) : 0;
+    const int64_t ramp_steps = gates ? (int64_t)llround((double)cfg->ramp * (double)total) : 0;
+    const int k_final = gates ? gates->k : 0;
+    const int64_t sched_offset = c->one_schedule ? (int64_t)c->epochs_done * spe : 0;
+    nnz_schedule sched = {.kind = NNZ_SCHED_COSINE, .base_lr = cfg->lr,
+                          .total_steps = c->one_schedule ? c->sched_total : total};
     nnz_rng noise = nnz_rng_make(cfg->seed, 0x47554D42454Cull); /* "GUMBEL" */
     const float gate_scale = cfg->gate_lr / cfg->lr; /* SGD is linear in the gradient: the scores' own rate */
     const int C = m->num_classes;
@@ -117,7 +137,10 @@ static nnz_status run_phase(shrink_ctx *c, nnz_model *m, const char *phase, int 
         const int epoch = (int)(step / spe);
         nnz_batcher_set_epoch(&c->batcher, c->epochs_done + epoch);
         int n = nnz_batcher_fill(&c->batcher, step % spe, c->x, c->y);
-        if (gates) nnz_gates_select(gates, m, &noise, step < noisy_steps ? 1.0f : 0.0f);
+        if (gates) {
+            gates->k = nnz_gates_scheduled_k(gates->n, k_final, warm_steps, ramp_steps, step);
+            nnz_gates_select(gates, m, &noise, step < noisy_steps ? 1.0f : 0.0f);
+        }
         if (teacher) {
             if ((s = nnz_model_forward(teacher, c->x, n, false)) != NNZ_OK) break;
             memcpy(c->teacher_logits, nnz_model_output(teacher), sizeof(float) * (size_t)n * (size_t)C);
@@ -139,7 +162,7 @@ static nnz_status run_phase(shrink_ctx *c, nnz_model *m, const char *phase, int 
             nnz_gates_backward(gates, m, n);
             for (int i = 0; i < gates->n; i++) m->params[gates->param[i]].grad[0] *= gate_scale;
         }
-        const float lr = nnz_schedule_lr(&sched, step);
+        const float lr = nnz_schedule_lr(&sched, sched_offset + step);
         nnz_optimizer_step(&opt, m, lr);
         loss_sum += (double)loss * n, ep_loss += (double)loss * n;
         iv_correct += correct, ep_correct += correct;
@@ -178,6 +201,7 @@ static nnz_status run_phase(shrink_ctx *c, nnz_model *m, const char *phase, int 
         ep_loss = 0, ep_correct = ep_images = 0;
     }
     c->epochs_done += epochs;
+    if (gates) gates->k = k_final;
     nnz_optimizer_free(&opt);
     return s;
 }
@@ -209,21 +233,27 @@ static nnz_status logits_error(shrink_ctx *c, nnz_model *a, nnz_model *b, float 
     return NNZ_OK;
 }
 
+/* in_path: the trained checkpoint, or with c->one_schedule (from scratch) the model spec
+ * (nnz_model_from_spec) whose freshly initialised weights the search trains */
 static nnz_status shrink(shrink_ctx *c, const char *in_path, const char *out_path, nnz_shrink_result *res) {
     const nnz_shrink_config *cfg = c->cfg;
+    const bool scratch = c->one_schedule;
     double t_start = nnz_now_sec();
     nnz_model *orig = NULL, *search = NULL, *tuned = NULL, *merged = NULL;
     nnz_gates gates;
     memset(&gates, 0, sizeof gates);
     float *scores = NULL;
     bool *keep = NULL;
-    nnz_status s = nnz_checkpoint_load_model(in_path, &orig);
+    nnz_status s = scratch ? NNZ_OK : nnz_checkpoint_load_model(in_path, &orig);
     if (s != NNZ_OK) return s;
     if ((s = nnz_dataset_load_first(cfg->data_dir, true, cfg->train_limit, &c->train)) != NNZ_OK) goto done;
     c->have_train = true;
     if ((s = nnz_dataset_load_first(cfg->data_dir, false, cfg->test_limit, &c->test)) != NNZ_OK) goto done;
     c->have_test = true;
     const nnz_dataset *d = &c->train;
+    if (scratch &&
+        (s = nnz_model_from_spec(in_path, d->h, d->w, d->c, d->num_classes, cfg->seed, &orig)) != NNZ_OK)
+        goto done;
     if (orig->in_h != d->h || orig->in_w != d->w || orig->in_c != d->c || orig->num_classes < d->num_classes) {
         s = nnz_fail(NNZ_ERR_INVALID_ARG,
                      "'%s' takes %dx%dx%d images and %d classes, but the data in '%s' has %dx%dx%d images and %d "
@@ -254,6 +284,7 @@ static nnz_status shrink(shrink_ctx *c, const char *in_path, const char *out_pat
     if ((s = nnz_batcher_init(&c->batcher, d, cfg->train_limit, cfg->batch, true, false, cfg->seed)) != NNZ_OK)
         goto done;
     c->steps_per_epoch = nnz_batcher_train_steps(&c->batcher);
+    c->sched_total = c->steps_per_epoch * (int64_t)(cfg->search_epochs + cfg->finetune_epochs);
     const size_t img = (size_t)d->h * d->w * d->c;
     c->x = nnz_alloc(sizeof(float) * img * (size_t)cfg->batch, "the training batch");
     c->y = nnz_alloc((size_t)cfg->batch, "the training labels");
@@ -275,8 +306,13 @@ static nnz_status shrink(shrink_ctx *c, const char *in_path, const char *out_pat
     res->flops_before = st.flops;
     res->params_before = st.params;
     if ((s = evaluate(c, orig, &res->acc_original)) != NNZ_OK) goto done;
-    note(c, "original: %d inverted-residual blocks, test accuracy %.2f%%; keeping activations in %d of them (keep %g)",
-         nb, 100.0 * res->acc_original, k, (double)cfg->keep);
+    if (scratch)
+        note(c, "expand-then-shrink: '%s' from random weights (test accuracy %.2f%%), %d inverted-residual blocks; "
+             "keeping activations in %d of them (keep %g), the other %d merged at the end",
+             in_path, 100.0 * res->acc_original, nb, k, (double)cfg->keep, nb - k);
+    else
+        note(c, "original: %d inverted-residual blocks, test accuracy %.2f%%; keeping activations in %d of them "
+             "(keep %g)", nb, 100.0 * res->acc_original, k, (double)cfg->keep);
 
     /* search: the gates trained with the weights, on a copy of the original */
     if ((s = nnz_shrink_rebuild(orig, orig->nodes, orig->n_nodes, &search)) != NNZ_OK) goto done;
@@ -295,6 +331,12 @@ static nnz_status shrink(shrink_ctx *c, const char *in_path, const char *out_pat
     }
     note(c, "search: %d epoch%s, scores and weights together, Gumbel noise on the ranking for the first %.0f%%",
          cfg->search_epochs, cfg->search_epochs == 1 ? "" : "s", 100.0 * cfg->gumbel);
+    if (cfg->warmup > 0 || cfg->ramp > 0)
+        note(c, "gate schedule: every block keeps its activations for the first %.0f%% of the search, then the "
+             "number kept falls from %d to %d over %.0f%%", 100.0 * cfg->warmup, nb, k, 100.0 * cfg->ramp);
+    if (scratch)
+        note(c, "learning rate: one cosine from %g to 0 over the search and finetuning (%d epochs)", (double)cfg->lr,
+             cfg->search_epochs + cfg->finetune_epochs);
     float acc = 0;
     if ((s = run_phase(c, search, "search", cfg->search_epochs, &gates, NULL, &acc)) != NNZ_OK) goto done;
     nnz_gates_select(&gates, search, NULL, 0.0f);
@@ -351,7 +393,7 @@ static nnz_status shrink(shrink_ctx *c, const char *in_path, const char *out_pat
     note(c, "merged %d block%s: test accuracy %.2f%% (unmerged %.2f%%, logits differ by %.2g relative)", res->merged,
          res->merged == 1 ? "" : "s", 100.0 * res->acc_merged, 100.0 * res->acc_finetuned, (double)res->merge_error);
     res->seconds = nnz_now_sec() - t_start;
-    s = nnz_shrink_save(out_path, merged, cfg, in_path, c->blocks, nb, scores, keep, res);
+    s = nnz_shrink_save(out_path, merged, cfg, in_path, scratch, c->blocks, nb, scores, keep, res);
 done:
     nnz_gates_free(&gates, search);
     nnz_model_free(orig);
@@ -363,21 +405,26 @@ done:
     return s;
 }
 
-nnz_status nnz_shrink(const char *checkpoint, const char *out_path, const nnz_shrink_config *cfg,
-                      nnz_shrink_result *result) {
-    if (!checkpoint || !out_path || !cfg)
-        return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_shrink: checkpoint, output path and configuration are required");
+static nnz_status run_shrink(const char *in_path, bool from_scratch, const char *out_path,
+                             const nnz_shrink_config *cfg, nnz_shrink_result *result) {
+    if (!in_path || !out_path || !cfg)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_shrink: %s, output path and configuration are required",
+                        from_scratch ? "model" : "checkpoint");
     nnz_shrink_result local;
     if (!result) result = &local;
     memset(result, 0, sizeof *result);
     NNZ_TRY(check_config(cfg));
+    if (from_scratch && cfg->distill)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "distillation needs a trained teacher; from scratch there is none "
+                        "(drop --distill, or shrink a trained checkpoint)");
     NNZ_TRY(nnz_check_output_path(out_path));
     shrink_ctx c;
     memset(&c, 0, sizeof c);
     c.cfg = cfg;
+    c.one_schedule = from_scratch;
     const int old_threads = nnz_get_threads();
     nnz_set_threads(cfg->threads);
-    nnz_status s = shrink(&c, checkpoint, out_path, result);
+    nnz_status s = shrink(&c, in_path, out_path, result);
     nnz_set_threads(old_threads);
     nnz_batcher_free(&c.batcher);
     nnz_free(c.x);
@@ -388,4 +435,14 @@ nnz_status nnz_shrink(const char *checkpoint, const char *out_path, const nnz_sh
     if (c.have_train) nnz_dataset_free(&c.train);
     if (c.have_test) nnz_dataset_free(&c.test);
     return s;
+}
+
+nnz_status nnz_shrink(const char *checkpoint, const char *out_path, const nnz_shrink_config *cfg,
+                      nnz_shrink_result *result) {
+    return run_shrink(checkpoint, false, out_path, cfg, result);
+}
+
+nnz_status nnz_shrink_from_scratch(const char *model, const char *out_path, const nnz_shrink_config *cfg,
+                                   nnz_shrink_result *result) {
+    return run_shrink(model, true, out_path, cfg, result);
 }

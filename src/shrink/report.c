@@ -9,7 +9,7 @@
 #include <string.h>
 
 nnz_status nnz_shrink_save(const char *path, const nnz_model *merged, const nnz_shrink_config *cfg,
-                           const char *source, const nnz_ir_block *blocks, int n, const float *scores,
+                           const char *source, bool from_scratch, const nnz_ir_block *blocks, int n, const float *scores,
                            const bool *keep, const nnz_shrink_result *res) {
     cJSON *j = cJSON_CreateObject(), *arr = cJSON_CreateArray();
     if (!j || !arr) {
@@ -21,6 +21,9 @@ nnz_status nnz_shrink_save(const char *path, const nnz_model *merged, const nnz_
     snprintf(seed, sizeof seed, "%" PRIu64, cfg->seed);
     cJSON_AddNumberToObject(j, "version", 1);
     cJSON_AddStringToObject(j, "source", source);
+    cJSON_AddBoolToObject(j, "from_scratch", from_scratch);
+    cJSON_AddNumberToObject(j, "warmup", nnz_shortest_double(cfg->warmup));
+    cJSON_AddNumberToObject(j, "ramp", nnz_shortest_double(cfg->ramp));
     cJSON_AddNumberToObject(j, "keep", nnz_shortest_double(cfg->keep));
     cJSON_AddNumberToObject(j, "search_epochs", cfg->search_epochs);
     cJSON_AddNumberToObject(j, "finetune_epochs", cfg->finetune_epochs);
@@ -91,10 +94,12 @@ nnz_status nnz_shrink_describe(const char *checkpoint, char *buf, size_t len) {
     }
     size_t off = 0;
     const int n = cJSON_GetArraySize(blocks);
+    const bool scratch = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "from_scratch"));
     append(buf, len, &off,
-           "DepthShrinker: keep %g of %d inverted-residual blocks (from '%s', search %g, finetune %g epochs)\n",
-           num(j, "keep"), n, cJSON_IsString(source) ? source->valuestring : "?", num(j, "search_epochs"),
-           num(j, "finetune_epochs"));
+           "DepthShrinker%s: keep %g of %d inverted-residual blocks (%s '%s', %s %g, finetune %g epochs)\n",
+           scratch ? " (Expand-then-Shrink)" : "", num(j, "keep"), n, scratch ? "trained from scratch as" : "from",
+           cJSON_IsString(source) ? source->valuestring : "?", scratch ? "training with gates" : "search",
+           num(j, "search_epochs"), num(j, "finetune_epochs"));
     for (int pass = 0; pass < 2; pass++) {
         append(buf, len, &off, pass == 0 ? "  merged, one dense conv each:" : "  kept, with their activations:");
         int shown = 0;
@@ -112,7 +117,8 @@ nnz_status nnz_shrink_describe(const char *checkpoint, char *buf, size_t len) {
     append(buf, len, &off, "  FLOPs per image: %.0f before, %.0f after (%.2fx); parameters: %.0f before, %.0f after\n",
            fb, fa, fa > 0 ? fb / fa : 0.0, num(j, "params_before"), num(j, "params_after"));
     append(buf, len, &off,
-           "  test accuracy: original %.2f%%, activations removed %.2f%%, finetuned %.2f%%, merged %.2f%%\n",
+           scratch ? "  test accuracy: random init %.2f%%, trained with gates %.2f%%, finetuned %.2f%%, merged %.2f%%\n"
+                   : "  test accuracy: original %.2f%%, activations removed %.2f%%, finetuned %.2f%%, merged %.2f%%\n",
            100 * num(j, "acc_original"), 100 * num(j, "acc_searched"), 100 * num(j, "acc_finetuned"),
            100 * num(j, "acc_merged"));
     cJSON_Delete(j);

@@ -66,6 +66,10 @@ void nnz_gates_select(nnz_gates *g, const nnz_model *m, nnz_rng *rng, float gumb
 /* After nnz_model_backward of n images: accumulates each score's straight-through gradient. */
 void nnz_gates_backward(const nnz_gates *g, nnz_model *m, int n);
 float nnz_gates_score(const nnz_gates *g, const nnz_model *m, int i);
+/* The number of gates kept at a step of a search with progressive removal: all n for the first
+ * warm_steps, then falling linearly to k over ramp_steps (n - floor((n-k)·(step-warm+1)/ramp)),
+ * then k. warm_steps = ramp_steps = 0 gives k throughout. */
+int nnz_gates_scheduled_k(int n, int k, int64_t warm_steps, int64_t ramp_steps, int64_t step);
 
 /* ===================== remove and merge ===================== */
 
@@ -97,10 +101,12 @@ nnz_status nnz_shrink_merge(const nnz_model *m, nnz_model **out, int *merged);
 /* The metadata key under which nnz shrink records what it did (JSON, docs/FORMAT.md). */
 #define NNZ_SHRINK_META "shrink"
 
-/* Saves the merged model at path (atomically) with the record: the settings, each block's
+/* Saves the merged model at path (atomically) with the record: the settings (source: the
+ * checkpoint, or with from_scratch the model spec trained from random weights), each block's
  * name, score and fate, FLOPs, parameters and accuracies. */
 nnz_status nnz_shrink_save(const char *path, const nnz_model *merged, const nnz_shrink_config *cfg,
-                           const char *source, const nnz_ir_block *blocks, int n, const float *scores,
+                           const char *source, bool from_scratch, const nnz_ir_block *blocks, int n,
+                           const float *scores,
                            const bool *keep, const nnz_shrink_result *res);
 
 #endif

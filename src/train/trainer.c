@@ -114,7 +114,7 @@ static nnz_status resolve_defaults(nnz_train_config *c) {
 
 typedef struct {
     nnz_train_config cfg;
-    char model_name[NNZ_NAME_MAX];
+    char model_name[4096]; /* a resumed run's --model: a zoo name or a file's path */
     char *config_json;
     nnz_dataset train, test;
     bool have_train, have_test;
@@ -349,7 +349,7 @@ static nnz_status setup(trainer *t, const nnz_train_config *cfg_in, nnz_model *m
         NNZ_TRY(check_model_fits_data(t->m, d, c->data_dir));
         NNZ_TRY(nnz_model_apply_magnitude_masks(t->m, &c->mask, c->seed ^ NNZ_MASK_SEED_SALT, NULL, 0));
     } else {
-        NNZ_TRY(nnz_model_from_zoo(c->model, d->h, d->w, d->c, d->num_classes, c->seed, &t->m));
+        NNZ_TRY(nnz_model_from_spec(c->model, d->h, d->w, d->c, d->num_classes, c->seed, &t->m));
         NNZ_TRY(nnz_model_apply_masks(t->m, &c->mask, c->seed ^ NNZ_MASK_SEED_SALT, NULL, 0));
     }
     /* a resumed masked or GMP run: its zeros are in the checkpoint's weights, keep them */

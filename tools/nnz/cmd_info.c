@@ -37,8 +37,12 @@ static int info_packed(const char *path) {
 
 int cmd_info(int argc, char **argv) {
     const char *sparse_format = "auto";
+    bool arch_only = false;
     cli_flag flags[] = {
         FL_STR("--sparse-format", &sparse_format, "F", CLI_SPARSE_FORMAT_HELP, "auto"),
+        FL_BOOL("--arch", &arch_only,
+                "Print only the architecture JSON (docs/arch-json.md), e.g. to train a merged architecture "
+                "from scratch with nnz train --model FILE.json."),
     };
     cli_command cmd = {
         .name = "info",
@@ -52,7 +56,8 @@ int cmd_info(int argc, char **argv) {
                        "as fp32 and packed, and the compression ratio. When conv/linear weights hold zeros\n"
                        "(masked or pruned training), it also shows each layer's zeros and the sparse format nnz\n"
                        "runs it in, with the reason.",
-        .example = "  nnz info mbv2-tiny.safetensors\n  nnz info lenet5",
+        .example = "  nnz info mbv2-tiny.safetensors\n  nnz info lenet5\n"
+                   "  nnz info shrunk.safetensors --arch > target.json",
         .flags = flags,
         .n_flags = (int)(sizeof flags / sizeof flags[0]),
         .positional = "FILE",
@@ -65,10 +70,21 @@ int cmd_info(int argc, char **argv) {
     if (r == CLI_HELP_SHOWN) return CLI_EXIT_OK;
     if (r) return r;
 
-    if (nnz_is_packed_file(pos[0])) return info_packed(pos[0]);
+    if (nnz_is_packed_file(pos[0]) && !arch_only) return info_packed(pos[0]);
     nnz_model *m = NULL;
     bool from_file = false;
     if ((r = cli_load_model("info", pos[0], 42, &m, &from_file))) return r;
+    if (arch_only) {
+        char *json = NULL;
+        if (nnz_model_to_json(m, &json) != NNZ_OK) {
+            nnz_model_free(m);
+            return cli_fail("info", "cannot write the architecture");
+        }
+        printf("%s\n", json);
+        free(json);
+        nnz_model_free(m);
+        return CLI_EXIT_OK;
+    }
     nnz_model_stats st;
     nnz_model_get_stats(m, &st);
     size_t cap = 1 << 20;

@@ -1,8 +1,10 @@
-/* nnz shrink: DepthShrinker on a checkpoint: search, remove, finetune, merge. */
+/* nnz shrink: DepthShrinker on a checkpoint: search, remove, finetune, merge; with
+ * --from-scratch MODEL, Expand-then-Shrink: the same from random weights. */
 #include "cli.h"
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static void print_note(const char *line, void *user) {
     cli_progress *p = user;
@@ -11,20 +13,30 @@ static void print_note(const char *line, void *user) {
     fflush(stderr);
 }
 
-/* CKPT minus ".safetensors", plus "-shrunk.safetensors" */
-static void default_out(const char *in, char *buf, size_t len) {
+/* CKPT minus ".safetensors", plus "-shrunk.safetensors"; from scratch MODEL minus its extension plus
+ * "-ets.safetensors" */
+static void default_out(const char *in, bool scratch, char *buf, size_t len) {
     size_t n = strlen(in);
     const char *ext = ".safetensors";
     size_t e = strlen(ext);
     if (n > e && strcmp(in + n - e, ext) == 0) n -= e;
-    snprintf(buf, len, "%.*s-shrunk.safetensors", (int)n, in);
+    else if (scratch && n > 5 && strcmp(in + n - 5, ".json") == 0) n -= 5;
+    snprintf(buf, len, "%.*s-%s.safetensors", (int)n, in, scratch ? "ets" : "shrunk");
 }
 
 int cmd_shrink(int argc, char **argv) {
     nnz_shrink_config cfg;
     nnz_shrink_config_init(&cfg);
-    const char *out = NULL, *data = cfg.data_dir;
+    const char *out = NULL, *data = cfg.data_dir, *scratch = NULL;
     cli_flag flags[] = {
+        FL_STR("--from-scratch", &scratch, "MODEL",
+               "Expand-then-Shrink (DepthShrinker+): instead of a trained CKPT, train MODEL (a zoo name such as "
+               "mbv2-tiny, an architecture .json or a checkpoint's architecture) from random weights, its "
+               "inverted-residual blocks being the expanded, mergeable part: the gates learn during that training "
+               "(--search-epochs; --warmup, --ramp), the removed blocks are finetuned without activations "
+               "(--finetune-epochs) and merged, so the result has the merged target's architecture and cost. "
+               "One cosine learning rate runs over both phases.",
+               "none: shrink CKPT"),
         FL_FLOAT("--keep", &cfg.keep, "R",
                  "Fraction of the inverted-residual blocks that keep their activations (round(R x blocks), halves "
                  "up); the others lose both and are merged into one dense conv each. mbv2-tiny has 6 blocks.",
@@ -34,7 +46,9 @@ int cmd_shrink(int argc, char **argv) {
                100000),
         FL_INT("--finetune-epochs", &cfg.finetune_epochs, "N", "Epochs of finetuning the shrunk model (0 = none).",
                "2", 0, 100000),
-        FL_FLOAT("--lr", &cfg.lr, "X", "Peak SGD learning rate of each phase (cosine to 0).", "0.01", 0, 0, true),
+        FL_FLOAT("--lr", &cfg.lr, "X",
+                 "Peak SGD learning rate of each phase (cosine to 0); with --from-scratch of the one cosine over both.",
+                 "0.01; 0.1 with --from-scratch", 0, 0, true),
         FL_FLOAT("--gate-lr", &cfg.gate_lr, "X",
                  "Learning rate of the block scores (their gradient is a sum over whole activation tensors, so "
                  "it is large).",
@@ -42,7 +56,17 @@ int cmd_shrink(int argc, char **argv) {
         FL_FLOAT("--gumbel", &cfg.gumbel, "F",
                  "Fraction of the search that ranks blocks by score plus Gumbel noise (exploration).", "0.5", 0, 1,
                  false),
-        FL_BOOL("--distill", &cfg.distill, "Finetune towards the original model's outputs as well (its teacher)."),
+        FL_FLOAT("--warmup", &cfg.warmup, "F",
+                 "Fraction of the search during which every block keeps its activations (from scratch: the "
+                 "network first learns with all of them).",
+                 "0; 0.25 with --from-scratch", 0, 1, false),
+        FL_FLOAT("--ramp", &cfg.ramp, "F",
+                 "Then the fraction of the search over which the number of blocks keeping their activations falls "
+                 "linearly from all to round(R x blocks): activations are removed progressively. --warmup + --ramp "
+                 "<= 1.",
+                 "0; 0.25 with --from-scratch", 0, 1, false),
+        FL_BOOL("--distill", &cfg.distill,
+                "Finetune towards the original model's outputs as well (its teacher); not with --from-scratch."),
         FL_FLOAT("--distill-weight", &cfg.distill_weight, "W",
                  "With --distill: loss = (1-W) cross-entropy + W KL(teacher || student).", "0.5", 0, 1, false),
         FL_FLOAT("--label-smoothing", &cfg.label_smoothing, "X", "Label smoothing of the cross-entropy loss.", "0.1",
@@ -63,7 +87,8 @@ int cmd_shrink(int argc, char **argv) {
     cli_command cmd = {
         .name = "shrink",
         .summary = "DepthShrinker: remove activations, merge blocks into dense convs",
-        .usage = "nnz shrink CKPT [--keep R] [--out FILE] [flags]",
+        .usage = "nnz shrink CKPT [--keep R] [--out FILE] [flags]\n"
+                 "       nnz shrink --from-scratch MODEL [--keep R] [--out FILE] [flags]",
         .description =
             "DepthShrinker (Fu et al., ICML 2022) on a trained checkpoint with inverted-residual blocks\n"
             "(mbv2-tiny). 1. search: one score per block is trained with the weights; each step the\n"
@@ -73,15 +98,25 @@ int cmd_shrink(int argc, char **argv) {
             "(1x1 conv, depthwise kxk, 1x1 conv, batch norms, residual) becomes ONE dense kxk conv, exactly:\n"
             "the removed block's zero padding is moved to its input before finetuning, so the merged model\n"
             "computes what was finetuned (docs/DEPTHSHRINKER.md). The result is a normal checkpoint for\n"
-            "nnz eval, bench and info; nnz info shows which blocks were merged.",
+            "nnz eval, bench and info; nnz info shows which blocks were merged.\n"
+            "\n"
+            "Expand-then-Shrink (--from-scratch MODEL): no trained checkpoint; MODEL is trained from random\n"
+            "weights as the expanded network: all relu6s on for --warmup, then the gates remove them\n"
+            "progressively (--ramp) down to the kept blocks, the rest of the search trains the final choice,\n"
+            "finetuning trains it without the removed activations, and the merge gives a network with the\n"
+            "target's (MODEL with those blocks merged) architecture. Its baseline is the target trained\n"
+            "directly for the same epochs: nnz train --model OUT.safetensors --epochs S+F.",
         .example = "  nnz train --model mbv2-tiny --epochs 3 --out base.safetensors\n"
                    "  nnz shrink base.safetensors --keep 0.4 --out shrunk.safetensors\n"
                    "  nnz shrink base.safetensors --keep 0.2 --finetune-epochs 3 --distill\n"
-                   "  nnz info shrunk.safetensors && nnz bench shrunk.safetensors --batch 1",
+                   "  nnz info shrunk.safetensors && nnz bench shrunk.safetensors --batch 1\n"
+                   "  nnz shrink --from-scratch mbv2-tiny --keep 0.4 --search-epochs 2 --finetune-epochs 1 "
+                   "--out ets.safetensors\n"
+                   "  nnz train --model ets.safetensors --epochs 3 --lr 0.1 --label-smoothing 0.1   # the baseline",
         .flags = flags,
         .n_flags = (int)(sizeof flags / sizeof flags[0]),
         .positional = "CKPT",
-        .min_pos = 1,
+        .min_pos = 0,
         .max_pos = 1,
     };
     const char *pos[1];
@@ -89,9 +124,31 @@ int cmd_shrink(int argc, char **argv) {
     int r = cli_parse(&cmd, argc, argv, pos, &npos);
     if (r == CLI_HELP_SHOWN) return CLI_EXIT_OK;
     if (r) return r;
+    if (!scratch && npos == 0) return cli_usage_error(&cmd, "missing CKPT (or --from-scratch MODEL)");
+    if (scratch && npos > 0)
+        return cli_usage_error(&cmd, "give either CKPT (shrink a trained model) or --from-scratch MODEL, not both");
+    if (scratch) {
+        bool known = false;
+        for (const char *const *z = nnz_zoo_names(); *z; z++) known |= strcmp(*z, scratch) == 0;
+        struct stat st;
+        if (!known && (stat(scratch, &st) != 0 || !S_ISREG(st.st_mode)))
+            return cli_usage_error(&cmd, "--from-scratch '%s': no such file, and not a zoo model (mlp, lenet5, "
+                                   "vgg8, mbv2-tiny)", scratch);
+    }
+    if (scratch && cfg.distill)
+        return cli_usage_error(&cmd, "--distill needs a trained teacher: it does not combine with --from-scratch");
+    if (scratch) {
+        if (!cli_find_flag(&cmd, "--lr")->seen) cfg.lr = 0.1f;
+        if (!cli_find_flag(&cmd, "--warmup")->seen) cfg.warmup = 0.25f;
+        if (!cli_find_flag(&cmd, "--ramp")->seen) cfg.ramp = 0.25f;
+    }
+    if (cfg.warmup + cfg.ramp > 1.0f)
+        return cli_usage_error(&cmd, "--warmup + --ramp must be at most 1 (got %g + %g)", (double)cfg.warmup,
+                               (double)cfg.ramp);
+    const char *in = scratch ? scratch : pos[0];
     char out_buf[4096];
     if (!out) {
-        default_out(pos[0], out_buf, sizeof out_buf);
+        default_out(in, scratch != NULL, out_buf, sizeof out_buf);
         out = out_buf;
     }
     cfg.data_dir = data;
@@ -103,7 +160,7 @@ int cmd_shrink(int argc, char **argv) {
     cli_progress_catch_sigint();
 
     nnz_shrink_result res;
-    nnz_status s = nnz_shrink(pos[0], out, &cfg, &res);
+    nnz_status s = scratch ? nnz_shrink_from_scratch(scratch, out, &cfg, &res) : nnz_shrink(in, out, &cfg, &res);
     cli_progress_finish(&prog);
     if (s == NNZ_ERR_INTERRUPTED) {
         fprintf(stderr, "nnz shrink: %s\n", nnz_last_error());
@@ -124,8 +181,9 @@ int cmd_shrink(int argc, char **argv) {
                  : (double)res.flops_after / (double)res.flops_before,
            fewer ? "fewer" : "more");
     printf("parameters: %s -> %s\n", pb, pa);
-    printf("test accuracy: original %.2f%%, activations removed %.2f%%, finetuned %.2f%%\n", 100.0 * res.acc_original,
-           100.0 * res.acc_searched, 100.0 * res.acc_finetuned);
+    printf(scratch ? "test accuracy: random init %.2f%%, trained with gates %.2f%%, finetuned %.2f%%\n"
+                   : "test accuracy: original %.2f%%, activations removed %.2f%%, finetuned %.2f%%\n",
+           100.0 * res.acc_original, 100.0 * res.acc_searched, 100.0 * res.acc_finetuned);
     printf("checkpoint: %s\n", out);
     printf("test accuracy: %.2f%%\n", 100.0 * res.acc_merged);
     return CLI_EXIT_OK;

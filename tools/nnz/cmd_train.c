@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const char *const optimizer_names[] = {"sgd", "adamw", NULL};         /* = nnz_optimizer_kind */
 static const char *const schedule_names[] = {"cosine", "step", "onecycle", "constant", NULL}; /* = nnz_schedule_kind */
@@ -39,7 +40,11 @@ int cmd_train(int argc, char **argv) {
     float sparsity = 0.0f;
     int prune = NNZ_PRUNE_NONE, anneal = (int)cfg.prune.anneal, granularity = 0;
     cli_flag flags[] = {
-        FL_STR("--model", &model, "NAME", "Zoo model to train: mlp, lenet5, vgg8 or mbv2-tiny.", "mbv2-tiny"),
+        FL_STR("--model", &model, "NAME|FILE",
+               "Model to train from scratch: a zoo name (mlp, lenet5, vgg8, mbv2-tiny), an architecture file "
+               "FILE.json (docs/arch-json.md) or a checkpoint whose architecture (not its weights) is trained, "
+               "e.g. one nnz shrink merged.",
+               "mbv2-tiny"),
         FL_INT("--epochs", &cfg.epochs, "N", "Passes over the training set.", "10", 1, 100000),
         FL_INT("--batch", &cfg.batch, "N", "Images per optimizer step.", "128", 1, 65536),
         FL_FLOAT("--lr", &lr, "X", "Peak learning rate.", "0.1 with sgd, 0.001 with adamw", 0, 0, true),
@@ -138,7 +143,8 @@ int cmd_train(int argc, char **argv) {
         .summary = "train a model on an image data set and save a checkpoint",
         .usage = "nnz train [--model NAME] [--epochs N] [flags]",
         .description =
-            "Trains a model from the zoo on an image data set (Fashion-MNIST by default), evaluates it on\n"
+            "Trains a model (from the zoo, or any architecture: --model FILE.json or a checkpoint's) from\n"
+            "scratch on an image data set (Fashion-MNIST by default), evaluates it on\n"
             "the test split after every epoch and writes a safetensors checkpoint (weights, optimizer state\n"
             "and everything needed to resume) at every epoch end, and every N steps with --checkpoint-every N.\n"
             "Ctrl-C saves a checkpoint and stops; after a crash or kill the last checkpoint is intact;\n"
@@ -148,6 +154,7 @@ int cmd_train(int argc, char **argv) {
         .example = "  nnz train --model lenet5 --epochs 5 --optimizer adamw --log run.jsonl\n"
                    "  nnz train --model mbv2-tiny --epochs 20 --augment --label-smoothing 0.1 --warmup 1\n"
                    "  nnz train --model vgg8 --precision bf16\n"
+                   "  nnz train --model shrunk.safetensors --epochs 3   # a merged architecture, fresh weights\n"
                    "  nnz train --model vgg8 --mask block --sparsity 0.9 --mask-block 16x16\n"
                    "  nnz train --init-from vgg8.safetensors --mask hbsnn --sparsity 0.9 --epochs 3 --out vgg8-h.safetensors\n"
                    "  nnz train --model vgg8 --prune autosparse --threshold-init -5 --alpha0 0.5\n"
@@ -166,10 +173,12 @@ int cmd_train(int argc, char **argv) {
     if (init && resume) return cli_usage_error(&cmd, "--init-from starts a new run and --resume continues one: pick one");
     if (init && cli_find_flag(&cmd, "--model")->seen)
         return cli_usage_error(&cmd, "--init-from takes its architecture from the checkpoint: drop --model");
-    if (!resume && !init && !zoo_has(model)) {
+    struct stat model_st;
+    const bool model_is_file = !zoo_has(model) && stat(model, &model_st) == 0 && S_ISREG(model_st.st_mode);
+    if (!resume && !init && !zoo_has(model) && !model_is_file) {
         char names[256];
         zoo_list(names, sizeof names);
-        return cli_usage_error(&cmd, "unknown model '%s'; the zoo has: %s", model, names);
+        return cli_usage_error(&cmd, "unknown model '%s': no such file, and the zoo has: %s", model, names);
     }
     cfg.model = model;
     cfg.data_dir = data;
@@ -196,7 +205,7 @@ int cmd_train(int argc, char **argv) {
     cfg.log_path = log;
     if (budget && !nnz_parse_bytes(budget, &cfg.memory_budget)) return cli_usage_error(&cmd, CLI_BUDGET_ERROR, budget);
     if (budget) cli_budget_malloc();
-    char default_out[128];
+    char default_out[4096];
     if (resume) {
         static const char *const run_flags[] = {"--model", "--batch", "--lr", "--optimizer", "--momentum",
                                                 "--nesterov", "--wd", "--schedule", "--warmup", "--step-size",
@@ -215,6 +224,12 @@ int cmd_train(int argc, char **argv) {
         if (!out) out = resume;
     } else if (!out && init) {
         return cli_usage_error(&cmd, "--init-from needs --out FILE, the new run's checkpoint");
+    } else if (!out && model_is_file) { /* FILE.json or FILE.safetensors -> FILE-trained.safetensors */
+        size_t n = strlen(model);
+        const char *dot = strrchr(model, '.'), *slash = strrchr(model, '/');
+        if (dot && (!slash || dot > slash)) n = (size_t)(dot - model);
+        snprintf(default_out, sizeof default_out, "%.*s-trained.safetensors", (int)n, model);
+        out = default_out;
     } else if (!out) {
         snprintf(default_out, sizeof default_out, "%s.safetensors", model);
         out = default_out;
