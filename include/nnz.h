@@ -86,7 +86,8 @@ size_t nnz_peak_resident_bytes(void);
 /* ---- models ------------------------------------------------------------ */
 typedef struct nnz_model nnz_model;
 
-/* A zoo model by name ("mlp", "lenet5", "vgg8", "mbv2-tiny") for inputs of
+/* A zoo model by name ("mlp", "lenet5", "vgg8", "mbv2-tiny", and "alexnet": the original layer
+ * shapes with groups 1, for 224x224x3 inputs, not in nnz_zoo_names; src/nn/zoo.c) for inputs of
  * in_h x in_w x in_c and num_classes outputs; weights initialised from seed. */
 nnz_status nnz_model_from_zoo(const char *name, int in_h, int in_w, int in_c, int num_classes,
                               uint64_t seed, nnz_model **out);
