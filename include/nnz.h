@@ -441,6 +441,7 @@ typedef struct {
                              so the accuracy means nothing) instead of a data set; d may be NULL */
     uint64_t seed;        /* the synthetic images' seed (default 1) */
     float *logits;        /* non-NULL: gets the (images, num_classes) logits */
+    bool dry_run;         /* choose the batch or plan (calibrating a per-layer plan's cost model), run nothing */
     void (*note)(const char *line, void *user); /* the plan, one line at a time (NULL: none) */
     void *note_user;
 } nnz_run_config;

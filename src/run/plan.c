@@ -79,8 +79,9 @@ static nnz_status best_for_super(const nnz_plan_problem *p, int S, best_plan *ou
     size_t *bw = malloc(((size_t)n + 1) * sizeof *bw), *ba = malloc(((size_t)n + 1) * sizeof *ba),
            *bs = malloc(((size_t)n + 1) * sizeof *bs);
     int *choice = malloc(((size_t)n + 1) * sizeof *choice);
+    int *bc = malloc(((size_t)n + 1) * sizeof *bc); /* stages along the best path */
     nnz_status s = NNZ_OK;
-    if (!opts || !ws || !rs || !best || !bw || !ba || !bs || !choice) {
+    if (!opts || !ws || !rs || !best || !bw || !ba || !bs || !choice || !bc) {
         s = nnz_fail(NNZ_ERR_NOMEM, "out of memory planning the per-layer batches");
         goto done;
     }
@@ -117,7 +118,7 @@ static nnz_status best_for_super(const nnz_plan_problem *p, int S, best_plan *ou
                     if (base > p->budget) continue;
                     act_cap = p->budget - base;
                 }
-                best[0] = 0, bw[0] = ba[0] = bs[0] = 0;
+                best[0] = 0, bw[0] = ba[0] = bs[0] = 0, bc[0] = 0;
                 for (int e = 1; e <= n; e++) best[e] = INFINITY;
                 for (int e = 0; e < n; e++) { /* prefixes ending at layer e, in increasing e */
                     for (size_t j = 0; j < k; j++) {
@@ -126,7 +127,10 @@ static nnz_status best_for_super(const nnz_plan_problem *p, int S, best_plan *ou
                         if (!isfinite(best[o->a])) continue;
                         double t = best[o->a] + o->t;
                         size_t act = o->act > ba[o->a] ? o->act : ba[o->a];
-                        if (t < best[e + 1] || (t == best[e + 1] && act < ba[e + 1])) {
+                        /* ties: less memory, then fewer stages */
+                        if (t < best[e + 1] || (t == best[e + 1] && (act < ba[e + 1] ||
+                                                                     (act == ba[e + 1] && bc[o->a] + 1 < bc[e + 1])))) {
+                            bc[e + 1] = bc[o->a] + 1;
                             best[e + 1] = t;
                             ba[e + 1] = act;
                             bw[e + 1] = o->w > bw[o->a] ? o->w : bw[o->a];
@@ -142,7 +146,8 @@ static nnz_status best_for_super(const nnz_plan_problem *p, int S, best_plan *ou
                     continue;
                 }
                 if (bytes > p->budget) continue; /* cannot happen: each term is within its cap */
-                if (!out->found || best[n] < out->t || (best[n] == out->t && bytes < out->bytes)) {
+                if (!out->found || best[n] < out->t || (best[n] == out->t && bytes < out->bytes) ||
+                    (best[n] == out->t && bytes == out->bytes && bc[n] < out->n_stages)) {
                     out->found = true;
                     out->t = best[n];
                     out->bytes = bytes, out->w = bw[n], out->act = ba[n], out->sticky = bs[n];
@@ -170,7 +175,7 @@ static nnz_status best_for_super(const nnz_plan_problem *p, int S, best_plan *ou
         }
     }
 done:
-    free(opts), free(ws), free(rs), free(best), free(bw), free(ba), free(bs), free(choice);
+    free(opts), free(ws), free(rs), free(best), free(bw), free(ba), free(bs), free(choice), free(bc);
     return s;
 }
 

@@ -629,7 +629,9 @@ static nnz_status run_need(run_need_ctx *c, int batch, nnz_mem_need *out) {
     out->resident = c->resident;
     out->activations = peak;
     out->buffers = round64((size_t)batch) + round64((size_t)c->images * sizeof(int32_t));
-    out->runtime = nnz_budget_runtime_bytes(c->r->m, batch, false, false) + (c->prefetch ? NNZ_BUDGET_THREAD_BYTES : 0);
+    /* the runner convolves image by image: the runtime of its own schedule (nn/budget.c) */
+    out->runtime = nnz_budget_runtime_range_bytes(c->r->m, 0, c->r->m->n_nodes - 1, batch) +
+                   (c->prefetch ? NNZ_BUDGET_THREAD_BYTES : 0);
     out->total = out->resident + out->activations + out->buffers + out->runtime;
     return NNZ_OK;
 }
@@ -850,6 +852,10 @@ static nnz_status run_planned(runner *r, const nnz_dataset *d, int images, const
                 at += (size_t)snprintf(out->layer_batches + at, sizeof out->layer_batches - at, "%s%s:%d",
                                        at ? "," : "", pb->layer[k].name, p.chunk[st]);
     }
+    if (cfg->dry_run) {
+        nnz_plan_free(&p);
+        return NNZ_OK;
+    }
     /* the weight buffer: the plan's (it may hold a whole stage) */
     const size_t wfloats = (p.weight_bytes + sizeof(float) - 1) / sizeof(float);
     if (wfloats > r->max_wfloats) {
@@ -1063,6 +1069,7 @@ nnz_status nnz_run_packed(const char *path, const nnz_dataset *d, const nnz_run_
     out->prefetch = prefetch;
     out->memory_estimate = need.total > loaded_peak ? need.total : loaded_peak;
 
+    if (cfg.dry_run) goto done;
     /* run */
     r.prefetch = prefetch;
     r.weights_bytes = weight_bytes(&r, prefetch);

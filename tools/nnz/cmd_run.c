@@ -13,7 +13,7 @@ int cmd_run(int argc, char **argv) {
     const char *data = NNZ_DEFAULT_DATA_DIR, *budget_text = NULL;
     int batch = 0, threads = 0, limit = 0, plan = 0, synthetic = 0;
     float latency = 0;
-    bool json = false, no_prefetch = false;
+    bool json = false, no_prefetch = false, dry_run = false;
     cli_flag flags[] = {
         FL_STR("--data", &data, "DIR", "Data set directory (its test split is used).", NNZ_DEFAULT_DATA_DIR),
         FL_INT("--synthetic", &synthetic, "N",
@@ -47,6 +47,9 @@ int cmd_run(int argc, char **argv) {
         FL_BOOL("--no-prefetch", &no_prefetch,
                 "Decode each layer on the main thread instead of overlapping it (the fixed plan; a per-layer plan "
                 "always decodes on the main thread, once per super-batch)."),
+        FL_BOOL("--dry-run", &dry_run,
+                "Choose the batch (fixed plan) or the plan (per-layer: the cost model is measured), print it and "
+                "the memory estimate, and run no image."),
         FL_BOOL("--json", &json, "Print one JSON line instead of text (the plan goes to stderr)."),
     };
     cli_command cmd = {
@@ -105,6 +108,7 @@ int cmd_run(int argc, char **argv) {
     cfg.plan = (nnz_run_plan_kind)plan;
     cfg.latency_budget_ms = latency;
     cfg.synthetic = synthetic;
+    cfg.dry_run = dry_run;
     cfg.note = print_note;
     cfg.note_user = json ? stderr : stdout;
     nnz_set_threads(threads);
