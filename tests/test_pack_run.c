@@ -133,6 +133,10 @@ static void check_model(const char *name, float prune) {
     const bool sanitized = getenv("NNZ_SANITIZE") != NULL; /* shadow memory and quarantine are resident */
     nnz_run_config cfg;
     nnz_run_config_init(&cfg);
+    /* without prefetch: a given --batch that fails with prefetch is retried without it, so with
+     * prefetch on, the largest batch chosen (with prefetch) and the largest given batch that runs
+     * (without) differ */
+    cfg.prefetch = false;
     nnz_run_result big, small;
     cfg.memory_budget = (size_t)4 << 30;
     reset_peak_resident();
