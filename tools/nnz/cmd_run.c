@@ -137,6 +137,12 @@ int cmd_run(int argc, char **argv) {
                res.file_bytes, res.memory_estimate, res.peak_resident, ru.ru_maxrss, res.est_images_per_sec,
                res.est_latency_ms, res.max_latency_ms, (double)latency, res.calibrate_seconds,
                (unsigned long long)res.logits_checksum);
+    } else if (dry_run) {
+        char est[32], bud[32] = "unlimited";
+        cli_group_digits((int64_t)res.memory_estimate, est, sizeof est);
+        if (res.budget) cli_group_digits((int64_t)res.budget, bud, sizeof bud);
+        printf("dry run: %s plan, batch %d (%s), estimated peak resident %s bytes (budget %s); no image was run\n",
+               plan_names[res.plan], res.batch, res.layer_batches, est, bud);
     } else {
         char pk[32], bw[32], ba[32], fb[32], est[32], rss[32], bud[32] = "unlimited";
         cli_group_digits((int64_t)res.peak_bytes, pk, sizeof pk);
