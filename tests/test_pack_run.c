@@ -145,6 +145,14 @@ static void check_model(const char *name, float prune) {
     assert_true(big.memory_estimate <= cfg.memory_budget);
     assert_true(big.memory_estimate >= big.peak_bytes);
     if (!sanitized) assert_true(big.peak_resident <= big.memory_estimate);
+    /* The rest compares budgets a few megabytes apart. Under the sanitizers the resident bytes move
+     * by more than that between runs (measured: 7.8 MB less for the second lenet5 run, the shadow
+     * memory and quarantine following the allocator), so it runs without them only. */
+    if (sanitized) {
+        nnz_model_free(dec);
+        cleanup(&c);
+        return;
+    }
     cfg.memory_budget = big.memory_estimate - big.peak_act_bytes / 2;
     reset_peak_resident();
     assert_int_equal(nnz_run_packed(c.path, &c.d, &cfg, &small), NNZ_OK);
