@@ -959,7 +959,10 @@ nnz_status nnz_run_packed(const char *path, const nnz_dataset *d, const nnz_run_
     out->file_bytes = r.f.size;
     out->stages = 1;
     int images = cfg.limit && cfg.limit < d->n ? cfg.limit : d->n;
-    const size_t resident = nnz_resident_bytes(), loaded_peak = nnz_peak_resident_bytes();
+    /* rounded up to a MiB: two processes measure a few kilobytes apart, and the largest batch one
+     * names (or a plan one prints) should still fit in the next */
+    const size_t resident = (nnz_resident_bytes() + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1),
+                 loaded_peak = nnz_peak_resident_bytes();
     if (cfg.memory_budget && loaded_peak > budget) {
         s = nnz_fail(NNZ_ERR_NOMEM,
                      "loading the data set and '%s' already took the process to %zu bytes, over --memory-budget %zu; "
