@@ -86,7 +86,8 @@ size_t nnz_peak_resident_bytes(void);
 /* ---- models ------------------------------------------------------------ */
 typedef struct nnz_model nnz_model;
 
-/* A zoo model by name ("mlp", "lenet5", "vgg8", "mbv2-tiny") for inputs of
+/* A zoo model by name ("mlp", "lenet5", "vgg8", "mbv2-tiny", and "alexnet": the original layer
+ * shapes with groups 1, for 224x224x3 inputs, not in nnz_zoo_names; src/nn/zoo.c) for inputs of
  * in_h x in_w x in_c and num_classes outputs; weights initialised from seed. */
 nnz_status nnz_model_from_zoo(const char *name, int in_h, int in_w, int in_c, int num_classes,
                               uint64_t seed, nnz_model **out);
@@ -493,15 +494,36 @@ nnz_status nnz_packed_load_model(const char *path, nnz_model **out);
 bool nnz_is_packed_file(const char *path);
 
 /* Inference from a .nnz file, decoding each layer's weights just before it runs. */
+typedef enum {
+    NNZ_RUN_PLAN_FIXED = 0,     /* one batch for every layer: each layer decoded once per batch */
+    NNZ_RUN_PLAN_PER_LAYER = 1  /* a super-batch, each layer over it in chunks of its own batch size, each layer
+                                   decoded once per super-batch (Vooturi et al. 2017; src/run/run.h) */
+} nnz_run_plan_kind;
 typedef struct {
-    int batch;            /* images per forward pass; 0 = the largest that fits the budget (at most 256) */
+    int batch;            /* fixed plan: images per forward pass; 0 = the largest that fits the budget (at most
+                             256). per-layer plan: the super-batch; 0 = the planner's choice (at most max_super) */
     size_t memory_budget; /* bytes the process's peak resident memory must stay within (0 = no limit), as
                              nnz_train's: the data set and the compressed file already held, the decoded
                              weights, activations, scratch and the BLAS/OpenMP runtime at the thread count.
                              The batch is the largest that fits (at most 256), or a given batch is refused
                              (NNZ_ERR_NOMEM, naming the largest that fits) */
     int limit;            /* first N test images (0 = all) */
-    bool prefetch;        /* decode the next layer on a second thread while this one computes (default true) */
+    bool prefetch;        /* decode the next layer on a second thread while this one computes (default true;
+                             fixed plan only: a per-layer plan decodes each layer once per super-batch) */
+    nnz_run_plan_kind plan;   /* default NNZ_RUN_PLAN_FIXED */
+    double latency_budget_ms; /* > 0: the estimated time of one super-batch (fixed plan: one batch) must be at most
+                                 this: decoding and computing every layer over all of its images, by the cost
+                                 model of src/run/run.h (measured rates); an image's answer is ready that long
+                                 after its super-batch starts. 0 = none. The measured worst super-batch is in
+                                 the result */
+    int max_super;        /* per-layer plan with batch 0: the largest super-batch tried (default 1024) */
+    int synthetic;        /* > 0: run on this many random images of the model's input shape (labels random,
+                             so the accuracy means nothing) instead of a data set; d may be NULL */
+    uint64_t seed;        /* the synthetic images' seed (default 1) */
+    float *logits;        /* non-NULL: gets the (images, num_classes) logits */
+    bool dry_run;         /* choose the batch or plan (calibrating a per-layer plan's cost model), run nothing */
+    void (*note)(const char *line, void *user); /* the plan, one line at a time (NULL: none) */
+    void *note_user;
 } nnz_run_config;
 void nnz_run_config_init(nnz_run_config *cfg);
 typedef struct {
@@ -514,6 +536,13 @@ typedef struct {
     size_t memory_estimate;          /* the estimated peak resident bytes at the batch (with or without a budget) */
     size_t peak_resident;            /* the process's measured peak resident bytes at the end (0 if unknown) */
     bool prefetch;
+    nnz_run_plan_kind plan;
+    int stages;                      /* per-layer plan: stages (1 for the fixed plan) */
+    char layer_batches[1024];        /* "conv1:4,conv2:4,...,fc8:64" (fixed plan: every layer at the batch) */
+    double est_images_per_sec, est_latency_ms; /* the cost model's (0 when not calibrated) */
+    double max_latency_ms;           /* the slowest super-batch (batch) measured */
+    double calibrate_seconds;        /* measuring the cost model's rates (not in seconds) */
+    uint64_t logits_checksum;        /* FNV-1a of the logits' bytes: equal for bit-identical logits */
 } nnz_run_result;
 nnz_status nnz_run_packed(const char *path, const nnz_dataset *d, const nnz_run_config *cfg, nnz_run_result *out);
 /* ---- DepthShrinker ------------------------------------------------------ */

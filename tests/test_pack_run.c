@@ -133,6 +133,10 @@ static void check_model(const char *name, float prune) {
     const bool sanitized = getenv("NNZ_SANITIZE") != NULL; /* shadow memory and quarantine are resident */
     nnz_run_config cfg;
     nnz_run_config_init(&cfg);
+    /* without prefetch: a given --batch that fails with prefetch is retried without it, so with
+     * prefetch on, the largest batch chosen (with prefetch) and the largest given batch that runs
+     * (without) differ */
+    cfg.prefetch = false;
     nnz_run_result big, small;
     cfg.memory_budget = (size_t)4 << 30;
     reset_peak_resident();
@@ -141,6 +145,14 @@ static void check_model(const char *name, float prune) {
     assert_true(big.memory_estimate <= cfg.memory_budget);
     assert_true(big.memory_estimate >= big.peak_bytes);
     if (!sanitized) assert_true(big.peak_resident <= big.memory_estimate);
+    /* The rest compares budgets a few megabytes apart. Under the sanitizers the resident bytes move
+     * by more than that between runs (measured: 7.8 MB less for the second lenet5 run, the shadow
+     * memory and quarantine following the allocator), so it runs without them only. */
+    if (sanitized) {
+        nnz_model_free(dec);
+        cleanup(&c);
+        return;
+    }
     cfg.memory_budget = big.memory_estimate - big.peak_act_bytes / 2;
     reset_peak_resident();
     assert_int_equal(nnz_run_packed(c.path, &c.d, &cfg, &small), NNZ_OK);

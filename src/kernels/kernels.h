@@ -44,6 +44,10 @@ void nnz_gemm_bf16_ref(bool transA, bool transB, int M, int N, int K, float alph
                        const nnz_bf16 *B, int ldb, float beta, float *C, int ldc);
 /* The GEMM layers call: fp32 data, multiplied at `compute` precision: NNZ_F32 is nnz_sgemm,
  * NNZ_BF16 is nnz_gemm_bf16_f32in (inputs rounded to bf16, fp32 accumulation). */
+/* out (M,N) = in (M,K) . w (N,K)^T (+ bias): every output the same float for any M and row position
+ * (batch-invariant; linear_rows.c has the contract). nnz run's linear layers. */
+void nnz_linear_rows(int M, int N, int K, const float *in, const float *w, const float *bias, float *out);
+void nnz_linear_rows_ref(int M, int N, int K, const float *in, const float *w, const float *bias, float *out);
 void nnz_gemm(nnz_dtype compute, bool transA, bool transB, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
 /* The paths, reached through the dispatchers above (tests force them with nnz_isa_set or

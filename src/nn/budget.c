@@ -54,6 +54,32 @@ static size_t bf16_emulation_floats(const nnz_model *m, int batch) {
     return most;
 }
 
+/* threaded OpenBLAS's copy of the largest left GEMM operand of nodes [first, last] at batch */
+static size_t operand_copy_bytes(const nnz_model *m, int first, int last, int batch) {
+    size_t most = 0;
+    for (int i = first; i <= last; i++) {
+        const nnz_node *n = &m->nodes[i];
+        size_t b = 0;
+        if (n->op == NNZ_OP_CONV2D) { /* nnz run convolves one image at a time */
+            nnz_conv_shape s;
+            if (nnz_conv_shape_init(&s, 1, n->in_h, n->in_w, n->in_c, n->out_ch, n->k, n->k, n->stride, n->pad,
+                                    n->groups) == NNZ_OK)
+                b = nnz_conv2d_scratch_floats(&s) * sizeof(float);
+        } else if (n->op == NNZ_OP_LINEAR) {
+            b = (size_t)batch * n->in_h * n->in_w * n->in_c * sizeof(float);
+        }
+        if (b > most) most = b;
+    }
+    return most;
+}
+
+size_t nnz_budget_runtime_range_bytes(const nnz_model *m, int first, int last, int batch) {
+    const size_t threads = (size_t)nnz_threads();
+    size_t b = RUNTIME_BASE + threads * NNZ_BUDGET_THREAD_BYTES;
+    if (threads > 1) b += operand_copy_bytes(m, first, last, batch);
+    return b;
+}
+
 size_t nnz_budget_runtime_bytes(const nnz_model *m, int batch, bool sparse, bool pruning) {
     const size_t threads = (size_t)nnz_threads();
     size_t b = RUNTIME_BASE + threads * NNZ_BUDGET_THREAD_BYTES;

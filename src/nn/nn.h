@@ -343,6 +343,11 @@ typedef struct { size_t resident, activations, buffers, runtime, total; } nnz_me
 /* What the libraries touch while m runs a batch at the current thread count (budget.c lists the
  * terms): sparse = layers hold zeros (the sparse formats), pruning = GMP makes magnitude masks. */
 size_t nnz_budget_runtime_bytes(const nnz_model *m, int batch, bool sparse, bool pruning);
+/* The same for an fp32 dense run of nodes [first, last] only at batch (nnz run's per-layer plans:
+ * the base and per-thread shares, and with threads threaded OpenBLAS's copy of those nodes' largest
+ * left GEMM operand: a conv's im2col scratch for one image, as nnz run convolves image by image,
+ * or a linear layer's input at batch). */
+size_t nnz_budget_runtime_range_bytes(const nnz_model *m, int first, int last, int batch);
 /* *total = the estimated peak resident bytes at batch (>= 1) */
 typedef nnz_status (*nnz_budget_need_fn)(void *ctx, int batch, size_t *total);
 /* The largest batch <= most whose need fits budget (0: not even 1); need grows with the batch. */

@@ -91,15 +91,49 @@ static void build_mbv2_tiny(nnz_model *m, int num_classes) {
     nnz_add_linear(m, "fc", num_classes, true);
 }
 
+/* AlexNet (Krizhevsky et al. 2012) with the original layer shapes, for ImageNet-sized inputs
+ * (224x224x3): conv1 96x11x11 stride 4 (pad 2, as torchvision, so 224 gives 55x55), maxpool 3/2,
+ * conv2 256x5x5 pad 2, maxpool 3/2, conv3 384x3x3, conv4 384x3x3, conv5 256x3x3 (pad 1), maxpool
+ * 3/2 -> 6x6x256 = 9216, fc6 4096, fc7 4096, fc8 num_classes. Differences from the paper: groups
+ * = 1 everywhere (the paper split conv2, conv4 and conv5 over two GPUs: groups 2, half their
+ * weights), no local response normalization, no dropout (inference). 62.4 M parameters with 1000
+ * classes. It is not in nnz_zoo_names(): no data set nnz reads has images it fits (the smallest
+ * input it takes is 63x63); nnz run --synthetic runs it (scripts/alexnet-planner). */
+static void build_alexnet(nnz_model *m, int num_classes) {
+    nnz_add_conv2d(m, "conv1", 96, 11, 4, 2, 1, true);
+    nnz_add_activation(m, "relu1", NNZ_OP_RELU);
+    nnz_add_pool(m, "pool1", NNZ_OP_MAXPOOL, 3, 2, 0);
+    nnz_add_conv2d(m, "conv2", 256, 5, 1, 2, 1, true);
+    nnz_add_activation(m, "relu2", NNZ_OP_RELU);
+    nnz_add_pool(m, "pool2", NNZ_OP_MAXPOOL, 3, 2, 0);
+    nnz_add_conv2d(m, "conv3", 384, 3, 1, 1, 1, true);
+    nnz_add_activation(m, "relu3", NNZ_OP_RELU);
+    nnz_add_conv2d(m, "conv4", 384, 3, 1, 1, 1, true);
+    nnz_add_activation(m, "relu4", NNZ_OP_RELU);
+    nnz_add_conv2d(m, "conv5", 256, 3, 1, 1, 1, true);
+    nnz_add_activation(m, "relu5", NNZ_OP_RELU);
+    nnz_add_pool(m, "pool5", NNZ_OP_MAXPOOL, 3, 2, 0);
+    nnz_add_flatten(m, "flatten");
+    nnz_add_linear(m, "fc6", 4096, true);
+    nnz_add_activation(m, "relu6", NNZ_OP_RELU);
+    nnz_add_linear(m, "fc7", 4096, true);
+    nnz_add_activation(m, "relu7", NNZ_OP_RELU);
+    nnz_add_linear(m, "fc8", num_classes, true);
+}
+
 nnz_status nnz_zoo_build(const char *name, int in_h, int in_w, int in_c, int num_classes, nnz_model **out) {
     if (!out) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_zoo_build: out is NULL");
     *out = NULL;
-    static void (*const builders[])(nnz_model *, int) = {build_mlp, build_lenet5, build_vgg8, build_mbv2_tiny};
+    static void (*const builders[])(nnz_model *, int) = {build_mlp, build_lenet5, build_vgg8, build_mbv2_tiny,
+                                                         build_alexnet};
     int which = -1;
     for (int i = 0; name && zoo_names[i]; i++)
         if (strcmp(name, zoo_names[i]) == 0) which = i;
+    if (name && strcmp(name, "alexnet") == 0) which = 4;
     if (which < 0)
-        return nnz_fail(NNZ_ERR_INVALID_ARG, "unknown model '%s'; choose mlp, lenet5, vgg8 or mbv2-tiny",
+        return nnz_fail(NNZ_ERR_INVALID_ARG,
+                        "unknown model '%s'; choose mlp, lenet5, vgg8 or mbv2-tiny (or alexnet, for 224x224x3 "
+                        "inputs, which nnz run --synthetic runs)",
                         name ? name : "(null)");
     if (num_classes < 1 || num_classes > (1 << 20))
         return nnz_fail(NNZ_ERR_INVALID_ARG, "num_classes %d must be in 1..%d", num_classes, 1 << 20);
