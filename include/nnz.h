@@ -286,6 +286,8 @@ typedef struct {
     double images_per_sec, elapsed_sec, eta_sec;
     bool epoch_end;         /* true once per epoch, with test accuracy below */
     float test_accuracy;    /* -1 when not evaluated */
+    const char *note;       /* NULL, or lines the trainer reports since the last call (an autosparse run's
+                               per-layer sparse/dense decisions when they change) */
 } nnz_progress;
 /* Return false to stop training (the status will be NNZ_ERR_INTERRUPTED). */
 typedef bool (*nnz_progress_fn)(const nnz_progress *p, void *user);
@@ -346,6 +348,9 @@ typedef struct {
     double train_flops, train_flops_dense, infer_flops, infer_flops_dense;
     size_t memory_estimate; /* with memory_budget: the estimated peak resident bytes, else 0 */
     size_t peak_resident;   /* the process's measured peak resident bytes at the end (0 if unknown) */
+    /* autosparse: training steps x pruned layers this process ran, and how many of those ran the layer's
+       forward and backward-data on the sparse kernels (the planner's decision on w~, each step) */
+    int64_t layer_steps, sparse_layer_steps;
 } nnz_train_result;
 
 nnz_status nnz_train(const nnz_train_config *cfg, nnz_train_result *result);
