@@ -23,9 +23,41 @@ static nnz_status check_args(const char *who, int rows, int cols, const float *W
     return NNZ_OK;
 }
 
-static inline bool is_kept(const float *W, const uint8_t *mask, int64_t at) {
-    return mask ? mask[at] != 0 : W[at] != 0.0f;
+/* One row of W (or of the mask) over its block columns: mark[bc] |= any kept, returns the kept
+ * count. C is a compile-time block width in the common cases, so the counting loops vectorize
+ * (AutoSparse training replans from its moving zeros every step: this runs per format per step). */
+#define SCAN_ROW(C, KEPT)                                                                                               \
+    for (int bc = 0; bc < bcols; bc++) {                                                                               \
+        const int k0 = bc * (C), k1 = k0 + (C) < cols ? k0 + (C) : cols;                                               \
+        int n = 0;                                                                                                     \
+        for (int k = k0; k < k1; k++) n += (KEPT);                                                                     \
+        mark[bc] |= n > 0;                                                                                             \
+        kept += n;                                                                                                     \
+    }
+static int64_t scan_row(const float *w, const uint8_t *mk, int cols, int c, int bcols, uint8_t *mark) {
+    int64_t kept = 0;
+    if (mk) {
+        SCAN_ROW(c, mk[k] != 0)
+    } else if (c == 1) {
+        for (int k = 0; k < cols; k++) {
+            const int n = w[k] != 0.0f;
+            mark[k] |= (uint8_t)n;
+            kept += n;
+        }
+    } else if (c == 4) {
+        SCAN_ROW(4, w[k] != 0.0f)
+    } else if (c == 8) {
+        SCAN_ROW(8, w[k] != 0.0f)
+    } else if (c == 16) {
+        SCAN_ROW(16, w[k] != 0.0f)
+    } else if (c == 32) {
+        SCAN_ROW(32, w[k] != 0.0f)
+    } else {
+        SCAN_ROW(c, w[k] != 0.0f)
+    }
+    return kept;
 }
+#undef SCAN_ROW
 
 /* Marks mark[bc] = 1 for every block column of block row br holding a kept element (mark
  * cleared first); returns the kept elements in the block row. */
@@ -35,11 +67,7 @@ static int64_t scan_block_row(int rows, int cols, const float *W, int64_t ldw, c
     int64_t kept = 0;
     const int i1 = (br + 1) * r < rows ? (br + 1) * r : rows;
     for (int i = br * r; i < i1; i++)
-        for (int k = 0; k < cols; k++)
-            if (is_kept(W, mask, (int64_t)i * ldw + k)) {
-                mark[k / c] = 1;
-                kept++;
-            }
+        kept += scan_row(W + (int64_t)i * ldw, mask ? mask + (int64_t)i * ldw : NULL, cols, c, bcols, mark);
     return kept;
 }
 

@@ -90,8 +90,8 @@ static nnz_status prepare_sparse(nnz_model *m, bool train) {
         m->sparse_planned = false;
         return NNZ_OK;
     }
-    if (!m->sparse_planned) NNZ_TRY(nnz_model_sparse_plan(m));
-    nnz_model_sparse_refresh(m);
+    if (!m->sparse_planned) NNZ_TRY(nnz_model_sparse_plan(m)); /* built from the weights: values current */
+    else nnz_model_sparse_refresh(m);
     m->run_sparse = true;
     return NNZ_OK;
 }

@@ -14,6 +14,7 @@
  * with at least one zero weight; "dense" turns the sparse kernels off. */
 #include "nn/nn.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,11 @@ static const struct { int r, c; double efficiency; } SPARSE_EFFICIENCY[] = {
  * mbv2-tiny's 1x1 convolutions (a few nonzeros per row), where the dense path is the
  * packing-free small GEMM */
 #define SPARSE_MIN_WEIGHTS 16384
+/* m->train_sparse (AutoSparse: replanned every training step from w~'s moving zeros): a layer
+ * keeps the format it was given until its density moves this far from the density it was
+ * chosen at; meanwhile a step costs one counting pass and the matrix's rebuild, not a measure
+ * of every candidate format (eight passes over the weight, most of a lenet5 step's planning) */
+#define REDECIDE_DENSITY 0.01
 
 nnz_status nnz_sparse_format_parse(const char *text, nnz_sparse_format *out) {
     nnz_sparse_format f = {.kind = NNZ_SPARSE_AUTO};
@@ -145,30 +151,52 @@ static nnz_status decide(const nnz_model *m, int rows, int cols, const float *W,
     return NNZ_OK;
 }
 
+static double density_of(const float *W, int64_t n) {
+    int64_t nz = 0;
+    for (int64_t k = 0; k < n; k++) nz += W[k] != 0.0f;
+    return n ? (double)nz / (double)n : 1.0;
+}
+
+/* Node i's decision (kept from prev, the decision of an earlier step, while its density stays
+ * within REDECIDE_DENSITY of the one it was made at; prev NULL: always decided) and matrix. */
+static nnz_status plan_node(nnz_model *m, int i, const nnz_sparse_plan *prev) {
+    const nnz_node *n = &m->nodes[i];
+    nnz_sparse_plan *plan = &m->sparse_plan[i];
+    int rows, cols;
+    if (!nnz_node_weight_matrix(n, &rows, &cols)) return NNZ_OK;
+    const float *W = nnz_tensor_f32(&m->params[n->weight].value);
+    const double was = prev ? prev->decided_density : 0.0;
+    const double d = was > 0 ? density_of(W, (int64_t)rows * cols) : -1.0;
+    if (d >= 0 && (d < 1.0) == (was < 1.0) && fabs(d - was) < REDECIDE_DENSITY) {
+        *plan = *prev; /* the same format, rebuilt below from this step's zeros */
+        plan->density = d;
+    } else {
+        NNZ_TRY(decide(m, rows, cols, W, plan));
+        plan->decided_density = plan->density > 0 ? plan->density : 1e-300; /* > 0: decided */
+    }
+    if (!plan->r) return NNZ_OK;
+    nnz_sparse_weight *sw = nnz_calloc(sizeof *sw, "a sparse layer");
+    if (!sw) return NNZ_ERR_NOMEM;
+    m->sparse[i] = sw;
+    NNZ_TRY(nnz_spmat_from_dense(rows, cols, W, cols, NULL, plan->r, plan->c, &sw->mat));
+    sw->dval = nnz_alloc((size_t)(nnz_spmat_val_count(&sw->mat) ? nnz_spmat_val_count(&sw->mat) : 1) * sizeof(float),
+                         "a sparse layer's gradient");
+    if (!sw->dval) return NNZ_ERR_NOMEM;
+    block_name(plan->r, plan->c, sw->format, sizeof sw->format);
+    return NNZ_OK;
+}
+
 nnz_status nnz_model_sparse_plan(nnz_model *m) {
+    nnz_sparse_plan *prev = m->train_sparse ? m->sparse_plan : NULL; /* decisions to keep (REDECIDE_DENSITY) */
+    if (prev) m->sparse_plan = NULL;
     nnz_model_sparse_clear(m);
     m->sparse = calloc((size_t)m->n_nodes, sizeof *m->sparse);
     m->sparse_plan = calloc((size_t)m->n_nodes, sizeof *m->sparse_plan);
-    if (!m->sparse || !m->sparse_plan) return nnz_fail(NNZ_ERR_NOMEM, "out of memory planning sparse layers");
-    for (int i = 0; i < m->n_nodes; i++) {
-        const nnz_node *n = &m->nodes[i];
-        nnz_sparse_plan *plan = &m->sparse_plan[i];
-        int rows, cols;
-        if (!nnz_node_weight_matrix(n, &rows, &cols)) continue;
-        const float *W = nnz_tensor_f32(&m->params[n->weight].value);
-        NNZ_TRY(decide(m, rows, cols, W, plan));
-        if (!plan->r) continue;
-        nnz_sparse_weight *sw = nnz_calloc(sizeof *sw, "a sparse layer");
-        if (!sw) return NNZ_ERR_NOMEM;
-        m->sparse[i] = sw;
-        NNZ_TRY(nnz_spmat_from_dense(rows, cols, W, cols, NULL, plan->r, plan->c, &sw->mat));
-        sw->dval = nnz_alloc((size_t)(nnz_spmat_val_count(&sw->mat) ? nnz_spmat_val_count(&sw->mat) : 1) *
-                                 sizeof(float), "a sparse layer's gradient");
-        if (!sw->dval) return NNZ_ERR_NOMEM;
-        block_name(plan->r, plan->c, sw->format, sizeof sw->format);
-    }
-    m->sparse_planned = true;
-    return NNZ_OK;
+    nnz_status s = m->sparse && m->sparse_plan ? NNZ_OK : nnz_fail(NNZ_ERR_NOMEM, "out of memory planning sparse layers");
+    for (int i = 0; i < m->n_nodes && s == NNZ_OK; i++) s = plan_node(m, i, prev ? &prev[i] : NULL);
+    free(prev);
+    m->sparse_planned = s == NNZ_OK;
+    return s;
 }
 
 void nnz_model_sparse_refresh(nnz_model *m) {
@@ -197,7 +225,7 @@ nnz_status nnz_model_set_sparse_format(nnz_model *m, const char *format) {
     nnz_sparse_format f;
     NNZ_TRY(nnz_sparse_format_parse(format, &f));
     m->sparse_format = f;
-    m->sparse_planned = false;
+    nnz_model_sparse_clear(m); /* no decision survives a new format (train_sparse keeps them otherwise) */
     return NNZ_OK;
 }
 
