@@ -384,7 +384,8 @@ static int report_curves(const char *path, const char *out_path, const char *tit
     double y0 = floor(amin * 20) * 5, y1 = ceil(amax * 20) * 5;
     if (x1 <= x0) x0 = fmax(0, x0 - 10), x1 = fmin(100, x0 + 20);
     if (y1 <= y0) y0 = fmax(0, y0 - 5), y1 = fmin(100, y0 + 10);
-    const double xstep = x1 - x0 > 50 ? 20 : x1 - x0 > 20 ? 10 : 5, ystep = y1 - y0 > 50 ? 10 : y1 - y0 > 20 ? 5 : 1;
+    const double xstep = x1 - x0 > 50 ? 20 : x1 - x0 > 20 ? 10 : 5;
+    const double ystep = y1 - y0 > 50 ? 10 : y1 - y0 > 20 ? 5 : y1 - y0 > 10 ? 2 : 1;
 
     const int left = 70, right = 230, top = 50, bottom = 60, plot_w = 520, plot_h = 360;
     const int W = left + plot_w + right, H = top + plot_h + bottom;
