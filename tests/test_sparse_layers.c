@@ -240,80 +240,12 @@ static void test_sparse_format_errors(void **state) {
     nnz_model_free(m);
 }
 
-/* m->train_sparse (AutoSparse's per-step replanning): a layer keeps its format while its density
- * stays within 1% of where the format was chosen, and is decided anew past that; its matrix is
- * rebuilt from the current zeros either way. fc1 of lenet5 (512 x 3136) by magnitude rank. */
-static void zero_smallest(float *W, int64_t n, int64_t zeros, const float *orig) {
-    /* zero the entries whose |orig| ranks below `zeros`: a threshold found by bisection */
-    float lo = 0, hi = 1;
-    for (int it = 0; it < 60; it++) {
-        const float mid = 0.5f * (lo + hi);
-        int64_t below = 0;
-        for (int64_t k = 0; k < n; k++) below += fabsf(orig[k]) < mid;
-        if (below < zeros) lo = mid;
-        else hi = mid;
-    }
-    for (int64_t k = 0; k < n; k++) W[k] = fabsf(orig[k]) < lo ? 0.0f : orig[k];
-}
-
-static void test_train_sparse_redecides(void **state) {
-    (void)state;
-    if (!nnz_sparse_kernels_simd()) skip(); /* auto runs nothing sparse without SIMD kernels */
-    nnz_model *m = NULL;
-    assert_int_equal(nnz_model_from_zoo("lenet5", 28, 28, 1, 10, 3, &m), NNZ_OK);
-    m->train_sparse = true;
-    const int w = nnz_model_find_param(m, "fc1.weight"), node = m->params[w].node;
-    float *W = nnz_tensor_f32(&m->params[w].value);
-    const int64_t n = nnz_tensor_numel(&m->params[w].value);
-    float *orig = falloc((size_t)n);
-    memcpy(orig, W, (size_t)n * sizeof(float));
-    /* 50% zeros: dense (no format estimated 1.25x faster) */
-    zero_smallest(W, n, n / 2, orig);
-    assert_int_equal(nnz_model_sparse_plan(m), NNZ_OK);
-    assert_int_equal(m->sparse_plan[node].r, 0);
-    assert_null(m->sparse[node]);
-    /* 50.6%: within 1% of 50%, the decision is kept without measuring (still dense) */
-    zero_smallest(W, n, n * 506 / 1000, orig);
-    assert_int_equal(nnz_model_sparse_plan(m), NNZ_OK);
-    assert_int_equal(m->sparse_plan[node].r, 0);
-    assert_true(fabs(m->sparse_plan[node].density - 0.494) < 1e-3);
-    assert_true(fabs(m->sparse_plan[node].decided_density - 0.5) < 1e-3);
-    /* 92% zeros: decided anew, CSR, built from these zeros */
-    zero_smallest(W, n, n * 92 / 100, orig);
-    assert_int_equal(nnz_model_sparse_plan(m), NNZ_OK);
-    assert_int_equal(m->sparse_plan[node].r, 1);
-    assert_int_equal(m->sparse_plan[node].c, 1);
-    assert_non_null(m->sparse[node]);
-    int64_t kept = 0;
-    for (int64_t k = 0; k < n; k++) kept += W[k] != 0.0f;
-    assert_int_equal(m->sparse[node]->mat.nblocks, kept);
-    /* 92.5%: the CSR decision is kept and the matrix rebuilt from the new zeros */
-    zero_smallest(W, n, n * 925 / 1000, orig);
-    assert_int_equal(nnz_model_sparse_plan(m), NNZ_OK);
-    assert_int_equal(m->sparse_plan[node].r, 1);
-    assert_true(fabs(m->sparse_plan[node].decided_density - 0.08) < 1e-3);
-    kept = 0;
-    for (int64_t k = 0; k < n; k++) kept += W[k] != 0.0f;
-    assert_int_equal(m->sparse[node]->mat.nblocks, kept);
-    float *back = falloc((size_t)n);
-    nnz_spmat_to_dense(&m->sparse[node]->mat, back, m->sparse[node]->mat.fwd.cols);
-    assert_memory_equal(back, W, (size_t)n * sizeof(float));
-    /* without train_sparse every plan decides from scratch; a new format drops the decisions */
-    assert_int_equal(nnz_model_set_sparse_format(m, "dense"), NNZ_OK);
-    assert_null(m->sparse_plan);
-    assert_int_equal(nnz_model_sparse_plan(m), NNZ_OK);
-    assert_int_equal(m->sparse_plan[node].r, 0);
-    free(back);
-    free(orig);
-    nnz_model_free(m);
-}
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv_sparse_matches_dense),
         cmocka_unit_test(test_model_sparse_eval_and_train),
         cmocka_unit_test(test_sparse_format_errors),
-        cmocka_unit_test(test_train_sparse_redecides),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

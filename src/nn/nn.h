@@ -227,7 +227,6 @@ typedef struct {
     double density, block_fill, speedup; /* speedup: the estimate behind an auto choice */
     int r, c;
     char why[112];
-    double decided_density; /* the density the format was chosen at (why, block_fill, speedup are from then) */
 } nnz_sparse_plan;
 /* conv (groups 1) and linear: the layers the sparse kernels, masks and pruning apply to. Gives
  * the weight as (rows, cols) = (OC, KH*KW*IC) or (OUT, IN); false for every other node. */
