@@ -81,7 +81,7 @@ expect 0 "$NNZ" --help
 has out "report"
 
 # a GMP checkpoint: conv2 and fc1 exactly 80% zeros, conv1 and fc2 dense
-expect 0 "$NNZ" train --model lenet5 --train-limit 512 --test-limit 256 --epochs 1 --batch 64 --threads 2 \
+expect 0 "$NNZ" train --model lenet5 --train-limit 256 --test-limit 64 --epochs 1 --batch 64 --threads 2 \
     --prune gmp --target-sparsity 0.8 --out gmp.safetensors
 expect 0 "$NNZ" report gmp.safetensors
 [ -f gmp.svg ] || fail "no gmp.svg (the default name)"
