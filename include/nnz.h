@@ -140,6 +140,21 @@ nnz_status nnz_model_sparse_summary(nnz_model *m, char *buf, size_t len, int *wi
 /* Forward FLOPs per image at the weights' zeros (docs/AUTOSPARSE.md): one line per conv/linear
  * layer holding zeros ("<name> <sparse> of <dense> FLOPs (<ratio>x)") and a "total" line. */
 nnz_status nnz_model_flops_summary(const nnz_model *m, char *buf, size_t len);
+/* One conv/linear layer's zeros and forward FLOPs per image (2 per multiply-add), dense and at
+ * its zeros (docs/AUTOSPARSE.md, "FLOPs"); pruned: nnz train --prune/--mask act on it (every
+ * conv of groups 1 and linear layer but the first and the last). */
+typedef struct {
+    char name[64];
+    int64_t weights, zeros;
+    int64_t flops;           /* dense forward FLOPs */
+    double sparse_flops;     /* forward FLOPs at the zeros: (weights - zeros) / weights * flops */
+    bool pruned;
+} nnz_layer_sparsity;
+/* Fills out[0..min(n, cap)) with the model's conv/linear layers in graph order and returns n
+ * (their number); out may be NULL with cap 0 to count them. *total_flops (may be NULL) gets the
+ * whole model's dense forward FLOPs and *total_sparse the model's at the zeros. */
+int nnz_model_layer_sparsity(const nnz_model *m, nnz_layer_sparsity *out, int cap, double *total_flops,
+                             double *total_sparse);
 
 /* Inference: x is (n, in_h, in_w, in_c) NHWC floats, logits is (n, num_classes). */
 nnz_status nnz_model_predict(nnz_model *m, const float *x, int n, float *logits);
@@ -323,6 +338,8 @@ typedef struct {
     double images_per_sec, elapsed_sec, eta_sec;
     bool epoch_end;         /* true once per epoch, with test accuracy below */
     float test_accuracy;    /* -1 when not evaluated */
+    const char *note;       /* NULL, or lines the trainer reports since the last call (an autosparse run's
+                               per-layer sparse/dense decisions when they change) */
 } nnz_progress;
 /* Return false to stop training (the status will be NNZ_ERR_INTERRUPTED). */
 typedef bool (*nnz_progress_fn)(const nnz_progress *p, void *user);
@@ -390,6 +407,9 @@ typedef struct {
     double train_flops, train_flops_dense, infer_flops, infer_flops_dense;
     size_t memory_estimate; /* with memory_budget: the estimated peak resident bytes, else 0 */
     size_t peak_resident;   /* the process's measured peak resident bytes at the end (0 if unknown) */
+    /* autosparse: training steps x pruned layers this process ran, and how many of those ran the layer's
+       forward and backward-data on the sparse kernels (the planner's decision on w~, each step) */
+    int64_t layer_steps, sparse_layer_steps;
 } nnz_train_result;
 
 nnz_status nnz_train(const nnz_train_config *cfg, nnz_train_result *result);
@@ -492,6 +512,10 @@ nnz_status nnz_pack_inspect(const char *path, nnz_pack_report *rep, char **arch_
 nnz_status nnz_packed_load_model(const char *path, nnz_model **out);
 /* true when the file starts with the .nnz magic. */
 bool nnz_is_packed_file(const char *path);
+
+/* Writes len bytes to path atomically (temp file + fsync + rename): on any failure the old file,
+ * if any, is untouched and no partial file is left. For the CLI's reports (nnz report's SVG). */
+nnz_status nnz_write_file(const char *path, const void *data, size_t len);
 
 /* Inference from a .nnz file, decoding each layer's weights just before it runs. */
 typedef enum {

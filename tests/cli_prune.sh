@@ -17,8 +17,15 @@ has out "--prune"; has out "--alpha0"; has out "--anneal"; has out "cosine-sigmo
 has out "--threshold-init"; has out "--threshold-decay"; has out "--threshold-granularity"; has out "--target-sparsity"
 
 # autosparse: an aggressive threshold prunes part of conv2 and fc1, never conv1 and fc2
-expect 0 "$NNZ" train "${TRAIN[@]}" --prune autosparse --threshold-init -5 --out as.safetensors
+expect 0 "$NNZ" train "${TRAIN[@]}" --prune autosparse --threshold-init -5 --log as.jsonl --out as.safetensors
 has out "pruned (autosparse): [0-9.]*% zeros"
+# sparse execution: each pruned layer's first decision is in the log, the layer-steps counted
+has out "^sparse execution: [0-9]* of 16 layer-steps ran forward and backward-data on the sparse kernels"
+for l in conv2 fc1; do
+    grep -q "{\"type\":\"sparse\",\"step\":1,\"layer\":\"$l\",\"zeros\":[0-9.e-]*,\"format\":\"" as.jsonl ||
+        fail "no sparse decision for $l in the log"
+done
+lacks as.jsonl '"layer":"conv1"' # not pruned: not logged
 expect 0 "$NNZ" info as.safetensors
 has out "^sparse layers"
 for l in conv2 fc1; do

@@ -9,6 +9,7 @@
 #include "nn/nn.h"
 #include "sparse/sparse.h"
 #include "train/train.h"
+#include "kernels/kernels.h"
 
 #include <stdio.h>
 #include <unistd.h>
@@ -545,6 +546,141 @@ static void test_config_prune_round_trip(void **state) {
     free(json);
 }
 
+
+/* ---- sparse execution of autosparse training steps ----
+ * lenet5 with per-layer thresholds at the 90th percentile of |w| in conv2 and fc1 (90% of w~ is
+ * zero), one model with m->train_sparse (the layers replanned from w~ each step, forward and
+ * backward-data on the sparse kernels; the weight gradient dense while alpha > 0, SDDMM at alpha
+ * = 0), its twin on the dense kernels. Two SGD steps (the zeros move between them) must give the
+ * same loss and the same gradient of every parameter (weights, biases, thresholds). Tolerance:
+ * both sum the same fp32 products in different orders; every gradient entry within 1e-5 of its
+ * tensor's largest magnitude (the loss within 1e-5 relative). */
+static int cmp_float(const void *x, const void *y) {
+    const float a = *(const float *)x, b = *(const float *)y;
+    return (a > b) - (a < b);
+}
+static float percentile_abs(const float *W, int64_t n, double q) {
+    float *a = malloc((size_t)n * sizeof(float));
+    assert_non_null(a);
+    for (int64_t i = 0; i < n; i++) a[i] = fabsf(W[i]);
+    qsort(a, (size_t)n, sizeof(float), cmp_float);
+    const float v = a[(int64_t)(q * (double)(n - 1))];
+    free(a);
+    return v;
+}
+
+typedef struct {
+    nnz_model *m;
+    nnz_str st;
+    nnz_optimizer opt;
+} str_run;
+
+/* tau[l]: the 90th percentile of |w| of STR layer l of lenet5 (seed 5), computed once */
+static void str_run_init(str_run *r, bool sparse, const char *format, float *tau) {
+    memset(r, 0, sizeof *r);
+    assert_int_equal(nnz_model_from_zoo("lenet5", 28, 28, 1, 10, 5, &r->m), NNZ_OK);
+    assert_int_equal(nnz_str_init(&r->st, r->m, false, -10.0f, 1e-3f), NNZ_OK);
+    assert_true(r->st.n == 2);
+    for (int l = 0; l < r->st.n; l++) { /* 90% of each layer below its threshold */
+        const nnz_param *w = &r->m->params[r->st.weight[l]];
+        if (tau[l] == 0) tau[l] = percentile_abs(nnz_tensor_f32(&w->value), nnz_tensor_numel(&w->value), 0.9);
+        nnz_tensor_f32(&r->m->params[r->st.threshold[l]].value)[0] = s_for(tau[l]);
+    }
+    assert_int_equal(nnz_model_set_sparse_format(r->m, format), NNZ_OK);
+    r->m->train_sparse = sparse;
+    assert_int_equal(nnz_optimizer_init(&r->opt, r->m, NNZ_OPT_SGD, 0.9f, false, 5e-4f, false), NNZ_OK);
+    assert_int_equal(nnz_model_reserve(r->m, 32), NNZ_OK);
+}
+
+static float str_run_step(str_run *r, const float *x, const uint8_t *y, int n, float alpha, float *dlogits) {
+    nnz_str_apply(&r->st, r->m);
+    r->m->dense_wgrad = alpha > 0;
+    assert_int_equal(nnz_model_forward(r->m, x, n, true), NNZ_OK);
+    int correct = 0;
+    const float loss = nnz_softmax_xent(n, 10, nnz_model_output(r->m), y, 0.0f, dlogits, &correct);
+    nnz_model_zero_grad(r->m);
+    assert_int_equal(nnz_model_backward(r->m, x, n, dlogits), NNZ_OK);
+    nnz_str_backward(&r->st, r->m, alpha);
+    return loss;
+}
+
+static void sparse_step_case(const char *format, float alpha, float *tau) {
+    const int n = 16;
+    float *x = malloc(sizeof(float) * n * 784), *dl = malloc(sizeof(float) * n * 10);
+    uint8_t y[16];
+    assert_non_null(x);
+    assert_non_null(dl);
+    tu_fill_uniform(x, n * 784, -1, 2, 21);
+    for (int i = 0; i < n; i++) y[i] = (uint8_t)(i * 7 % 10);
+    str_run sp, de;
+    str_run_init(&sp, true, format, tau);
+    str_run_init(&de, false, format, tau);
+    const bool expect_sparse = strcmp(format, "auto") != 0 || nnz_sparse_kernels_simd();
+    for (int step = 0; step < 2; step++) {
+        const float l_sp = str_run_step(&sp, x, y, n, alpha, dl);
+        const float l_de = str_run_step(&de, x, y, n, alpha, dl);
+        if (!(fabsf(l_sp - l_de) <= 1e-5f * fabsf(l_de)))
+            fail_msg("%s alpha %g step %d: loss %.9g sparse vs %.9g dense", format, (double)alpha, step, (double)l_sp,
+                     (double)l_de);
+        for (int p = 0; p < sp.m->n_params; p++) {
+            const nnz_param *a = &sp.m->params[p], *b = &de.m->params[p];
+            const int64_t cnt = nnz_tensor_numel(&a->value);
+            double scale = 0, worst = 0;
+            for (int64_t k = 0; k < cnt; k++) scale = fmax(scale, fabs((double)b->grad[k]));
+            for (int64_t k = 0; k < cnt; k++) {
+                const double d = fabs((double)a->grad[k] - (double)b->grad[k]);
+                if (!(d <= worst)) worst = d;
+            }
+            if (!(worst <= 1e-5 * scale))
+                fail_msg("%s alpha %g step %d: %s gradient differs by %.3g (largest %.3g)", format, (double)alpha, step,
+                         a->name, worst, scale);
+        }
+        /* the layers really ran sparse (and the twin did not), and replanned from this step's w~ */
+        for (int l = 0; l < sp.st.n; l++) {
+            const int node = sp.st.node[l];
+            const nnz_node_exec *e = &sp.m->exec[node];
+            if (expect_sparse) {
+                assert_int_equal(e->sparse_forwards, step + 1);
+                assert_int_equal(e->sparse_backwards, step + 1);
+                assert_non_null(sp.m->sparse[node]);
+                int rows, cols;
+                assert_true(nnz_node_weight_matrix(&sp.m->nodes[node], &rows, &cols));
+                /* the matrix holds the nonzeros of the w~ it ran with: count them in the master */
+                const float *M = sp.st.master + sp.st.offset[l];
+                const float tau = 1.0f / (1.0f + expf(-nnz_tensor_f32(&sp.m->params[sp.st.threshold[l]].value)[0]));
+                int64_t kept = 0;
+                for (int64_t k = 0; k < (int64_t)rows * cols; k++) kept += fabsf(M[k]) > tau;
+                const nnz_spmat *A = &sp.m->sparse[node]->mat;
+                if (nnz_spmat_is_csr(A)) assert_int_equal(A->nblocks, kept);
+                else assert_true(nnz_spmat_val_count(A) >= kept && A->nblocks > 0);
+                assert_true(sp.m->sparse_plan[node].r > 0);
+                assert_true(sp.m->sparse_plan[node].density < 0.2);
+            }
+            assert_int_equal(de.m->exec[node].sparse_forwards, 0);
+            assert_int_equal(de.m->exec[node].sparse_backwards, 0);
+        }
+        nnz_optimizer_step(&sp.opt, sp.m, 0.05f);
+        nnz_optimizer_step(&de.opt, de.m, 0.05f);
+    }
+    str_run *runs[] = {&sp, &de};
+    for (int i = 0; i < 2; i++) {
+        nnz_optimizer_free(&runs[i]->opt);
+        nnz_str_free(&runs[i]->st);
+        nnz_model_free(runs[i]->m);
+    }
+    free(x);
+    free(dl);
+}
+
+static void test_sparse_training_step(void **state) {
+    (void)state;
+    float tau[2] = {0, 0};
+    sparse_step_case("auto", 0.5f, tau);    /* Gradient Annealing: dense weight gradient */
+    sparse_step_case("auto", 0.0f, tau);    /* STR: SDDMM at w~'s nonzeros */
+    sparse_step_case("csr", 0.0f, tau);
+    sparse_step_case("bsr:4x4", 0.5f, tau);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_matches_hand_thresholded),
@@ -556,6 +692,7 @@ int main(void) {
         cmocka_unit_test(test_flops),
         cmocka_unit_test(test_train_resume_is_bitwise),
         cmocka_unit_test(test_config_prune_round_trip),
+        cmocka_unit_test(test_sparse_training_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -349,9 +349,59 @@ static void test_sparse_threads_deterministic(void **state) {
     tu_for_each_isa(determinism_isa, NULL);
 }
 
+/* The planner's one-pass count of every candidate block equals nnz_sparse_measure's per block:
+ * shapes not divisible by any block, ld > cols, random and blocky zero patterns, all zero,
+ * all kept, a single kept element in the last corner. */
+static void test_sparse_measure_ladder(void **state) {
+    (void)state;
+    static const int shapes[][2] = {{37, 61}, {16, 32}, {1, 1}, {64, 576}, {33, 100}, {5, 3}, {17, 129}, {128, 31}};
+    for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++) {
+        const int rows = shapes[sh][0], cols = shapes[sh][1], ld = cols + 3;
+        float *W = calloc((size_t)rows * ld, sizeof(float));
+        assert_non_null(W);
+        for (int pattern = 0; pattern < 6; pattern++) {
+            nnz_rng r = nnz_rng_make(sh * 10 + (uint64_t)pattern, 3);
+            for (int i = 0; i < rows; i++)
+                for (int j = 0; j < ld; j++) {
+                    bool keep;
+                    switch (pattern) {
+                    case 0: keep = nnz_rng_uniform(&r) < 0.1f; break;
+                    case 1: keep = nnz_rng_uniform(&r) < 0.5f; break;
+                    case 2: keep = nnz_rng_hash(sh, (uint64_t)(i / 8) * 131 + (uint64_t)(j / 8)) % 3 == 0; break;
+                    case 3: keep = false; break;
+                    case 4: keep = true; break;
+                    default: keep = i == rows - 1 && j == cols - 1; break;
+                    }
+                    /* the padding past cols holds nonzeros that must not count */
+                    W[(size_t)i * ld + j] = j >= cols ? 1.0f : keep ? nnz_rng_uniform(&r) - 2.0f : 0.0f;
+                }
+            int64_t ladder[NNZ_SPARSE_LADDER_N];
+            assert_int_equal(nnz_sparse_measure_ladder(rows, cols, W, ld, ladder), NNZ_OK);
+            for (int k = 0; k < NNZ_SPARSE_LADDER_N; k++) {
+                nnz_sparse_stats st;
+                assert_int_equal(nnz_sparse_measure(rows, cols, W, ld, NULL, NNZ_SPARSE_LADDER[k][0],
+                                                    NNZ_SPARSE_LADDER[k][1], &st), NNZ_OK);
+                if (ladder[k] != (k == 0 ? st.nnz : st.nblocks))
+                    fail_msg("%dx%d pattern %d, %dx%d blocks: ladder %lld, measure %lld", rows, cols, pattern,
+                             NNZ_SPARSE_LADDER[k][0], NNZ_SPARSE_LADDER[k][1], (long long)ladder[k],
+                             (long long)(k == 0 ? st.nnz : st.nblocks));
+            }
+        }
+        free(W);
+    }
+    int64_t ladder[NNZ_SPARSE_LADDER_N];
+    float w[4] = {0};
+    assert_int_equal(nnz_sparse_measure_ladder(-1, 4, w, 4, ladder), NNZ_ERR_INVALID_ARG);
+    assert_int_equal(nnz_sparse_measure_ladder(1, 4, w, 3, ladder), NNZ_ERR_INVALID_ARG);
+    assert_int_equal(nnz_sparse_measure_ladder(1, 4, w, 4, NULL), NNZ_ERR_INVALID_ARG);
+    assert_int_equal(nnz_sparse_measure_ladder(0, 0, w, 0, ladder), NNZ_OK);
+    for (int k = 0; k < NNZ_SPARSE_LADDER_N; k++) assert_int_equal(ladder[k], 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sparse_measure),
+        cmocka_unit_test(test_sparse_measure_ladder),
         cmocka_unit_test(test_sparse_invalid_args),
         cmocka_unit_test(test_sparse_mask_null),
         cmocka_unit_test(test_sparse_load_values),

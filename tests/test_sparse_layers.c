@@ -286,6 +286,7 @@ static void test_sparse_format_errors(void **state) {
     nnz_model_free(m);
 }
 
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv_sparse_matches_dense),

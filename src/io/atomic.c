@@ -216,3 +216,15 @@ nnz_status nnz_atomic_commit(nnz_atomic_file *af) {
     release(af);
     return s;
 }
+
+nnz_status nnz_write_file(const char *path, const void *data, size_t len) {
+    if (!path || (!data && len)) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_write_file: NULL argument");
+    nnz_atomic_file af;
+    NNZ_TRY(nnz_atomic_open(&af, path));
+    nnz_status s = nnz_atomic_write(&af, data, len);
+    if (s != NNZ_OK) {
+        nnz_atomic_abort(&af);
+        return s;
+    }
+    return nnz_atomic_commit(&af);
+}

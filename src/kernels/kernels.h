@@ -296,6 +296,15 @@ bool nnz_sparse_block_supported(int r, int c);
 /* mask (rows, cols) row-major with ld = ldw, uint8 nonzero = kept; NULL: kept = (W != 0). */
 nnz_status nnz_sparse_measure(int rows, int cols, const float *W, int64_t ldw, const uint8_t *mask, int r, int c,
                               nnz_sparse_stats *out);
+/* The auto planner's candidates in one pass over W (kept = W != 0): ladder[k] holds the blocks
+ * NNZ_SPARSE_LADDER[k] = 1x1, 1x4, 4x4, 8x8, 16x16, 16x32 holding a kept element (1x1: the kept
+ * elements), each equal to nnz_sparse_measure's nblocks for that block. The coarser counts are
+ * ORs of the finer occupancy (a 1x4 bitmap, then 4x4, 8x8, 16x16, 16x32), not passes over W:
+ * the trainer replans AutoSparse's moving zeros every step. NNZ_ERR_INVALID_ARG as measure's. */
+#define NNZ_SPARSE_LADDER_N 6
+extern const int NNZ_SPARSE_LADDER[NNZ_SPARSE_LADDER_N][2];
+nnz_status nnz_sparse_measure_ladder(int rows, int cols, const float *W, int64_t ldw,
+                                     int64_t ladder[NNZ_SPARSE_LADDER_N]);
 /* Builds *out from W (rows, cols) with ld ldw and the mask; r = c = 1 is CSR. On failure *out
  * is left empty (safe to nnz_spmat_free). NNZ_ERR_INVALID_ARG for negative sizes, ldw < cols,
  * an unsupported block, more than 2^31-1 blocks; NNZ_ERR_NOMEM if an allocation fails. */

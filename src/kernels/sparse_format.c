@@ -23,9 +23,41 @@ static nnz_status check_args(const char *who, int rows, int cols, const float *W
     return NNZ_OK;
 }
 
-static inline bool is_kept(const float *W, const uint8_t *mask, int64_t at) {
-    return mask ? mask[at] != 0 : W[at] != 0.0f;
+/* One row of W (or of the mask) over its block columns: mark[bc] |= any kept, returns the kept
+ * count. C is a compile-time block width in the common cases, so the counting loops vectorize
+ * (AutoSparse training replans from its moving zeros every step: this runs per format per step). */
+#define SCAN_ROW(C, KEPT)                                                                                               \
+    for (int bc = 0; bc < bcols; bc++) {                                                                               \
+        const int k0 = bc * (C), k1 = k0 + (C) < cols ? k0 + (C) : cols;                                               \
+        int n = 0;                                                                                                     \
+        for (int k = k0; k < k1; k++) n += (KEPT);                                                                     \
+        mark[bc] |= n > 0;                                                                                             \
+        kept += n;                                                                                                     \
+    }
+static int64_t scan_row(const float *w, const uint8_t *mk, int cols, int c, int bcols, uint8_t *mark) {
+    int64_t kept = 0;
+    if (mk) {
+        SCAN_ROW(c, mk[k] != 0)
+    } else if (c == 1) {
+        for (int k = 0; k < cols; k++) {
+            const int n = w[k] != 0.0f;
+            mark[k] |= (uint8_t)n;
+            kept += n;
+        }
+    } else if (c == 4) {
+        SCAN_ROW(4, w[k] != 0.0f)
+    } else if (c == 8) {
+        SCAN_ROW(8, w[k] != 0.0f)
+    } else if (c == 16) {
+        SCAN_ROW(16, w[k] != 0.0f)
+    } else if (c == 32) {
+        SCAN_ROW(32, w[k] != 0.0f)
+    } else {
+        SCAN_ROW(c, w[k] != 0.0f)
+    }
+    return kept;
 }
+#undef SCAN_ROW
 
 /* Marks mark[bc] = 1 for every block column of block row br holding a kept element (mark
  * cleared first); returns the kept elements in the block row. */
@@ -35,11 +67,7 @@ static int64_t scan_block_row(int rows, int cols, const float *W, int64_t ldw, c
     int64_t kept = 0;
     const int i1 = (br + 1) * r < rows ? (br + 1) * r : rows;
     for (int i = br * r; i < i1; i++)
-        for (int k = 0; k < cols; k++)
-            if (is_kept(W, mask, (int64_t)i * ldw + k)) {
-                mark[k / c] = 1;
-                kept++;
-            }
+        kept += scan_row(W + (int64_t)i * ldw, mask ? mask + (int64_t)i * ldw : NULL, cols, c, bcols, mark);
     return kept;
 }
 
@@ -58,6 +86,60 @@ nnz_status nnz_sparse_measure(int rows, int cols, const float *W, int64_t ldw, c
     nnz_free(mark);
     out->density = rows && cols ? (double)out->nnz / ((double)rows * cols) : 0.0;
     out->block_fill = out->nblocks ? (double)out->nnz / ((double)out->nblocks * r * c) : 0.0;
+    return NNZ_OK;
+}
+
+const int NNZ_SPARSE_LADDER[NNZ_SPARSE_LADDER_N][2] = {{1, 1}, {1, 4}, {4, 4}, {8, 8}, {16, 16}, {16, 32}};
+
+/* dst (ceil(rows/fr), ceil(cols/fc)) = OR of fr x fc cells of src (rows, cols) */
+static int64_t coarsen(const uint8_t *src, int rows, int cols, int fr, int fc, uint8_t *dst) {
+    const int R = (rows + fr - 1) / fr, C = (cols + fc - 1) / fc;
+    int64_t count = 0;
+    for (int i = 0; i < R; i++) {
+        uint8_t *d = dst + (int64_t)i * C;
+        memset(d, 0, (size_t)C);
+        for (int ii = i * fr; ii < i * fr + fr && ii < rows; ii++) {
+            const uint8_t *s = src + (int64_t)ii * cols;
+            for (int j = 0; j < C; j++) {
+                uint8_t any = 0;
+                for (int jj = j * fc; jj < j * fc + fc && jj < cols; jj++) any |= s[jj];
+                d[j] |= any;
+            }
+        }
+        for (int j = 0; j < C; j++) count += d[j];
+    }
+    return count;
+}
+
+nnz_status nnz_sparse_measure_ladder(int rows, int cols, const float *W, int64_t ldw,
+                                     int64_t ladder[NNZ_SPARSE_LADDER_N]) {
+    if (!ladder) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_sparse_measure_ladder: ladder is NULL");
+    memset(ladder, 0, sizeof(int64_t) * NNZ_SPARSE_LADDER_N);
+    NNZ_TRY(check_args("nnz_sparse_measure_ladder", rows, cols, W, ldw, 1, 1));
+    if (rows == 0 || cols == 0) return NNZ_OK;
+    const int g = (cols + 3) / 4; /* 1x4 groups per row */
+    const int64_t cells = (int64_t)rows * g;
+    uint8_t *a = nnz_alloc((size_t)cells, "the sparse ladder"), *b = nnz_alloc((size_t)cells, "the sparse ladder");
+    if (!a || !b) {
+        nnz_free(a);
+        nnz_free(b);
+        return NNZ_ERR_NOMEM;
+    }
+    for (int i = 0; i < rows; i++) { /* the 1x4 occupancy and the kept count, row by row */
+        uint8_t *o = a + (int64_t)i * g;
+        const float *w = W + (int64_t)i * ldw;
+        memset(o, 0, (size_t)g);
+        ladder[0] += scan_row(w, NULL, cols, 4, g, o);
+    }
+    for (int64_t k = 0; k < cells; k++) ladder[1] += a[k];
+    /* 4x4 = 4 rows of 1x4; 8x8 = 2x2 of 4x4; 16x16 = 2x2 of 8x8; 16x32 = 1x2 of 16x16 */
+    int R = rows, C = g;
+    ladder[2] = coarsen(a, R, C, 4, 1, b), R = (R + 3) / 4;
+    ladder[3] = coarsen(b, R, C, 2, 2, a), R = (R + 1) / 2, C = (C + 1) / 2;
+    ladder[4] = coarsen(a, R, C, 2, 2, b), R = (R + 1) / 2, C = (C + 1) / 2;
+    ladder[5] = coarsen(b, R, C, 1, 2, a);
+    nnz_free(a);
+    nnz_free(b);
     return NNZ_OK;
 }
 
@@ -88,6 +170,14 @@ static bool bsr_alloc(nnz_bsr *A, int64_t nblocks) {
 /* Values of one orientation from W (rows, cols); transposed: A is W^T. */
 static void fill_values(nnz_bsr *A, const float *W, int64_t ldw, const uint8_t *mask, bool transposed) {
     const int r = A->r, c = A->c;
+    if (r == 1 && c == 1) { /* CSR: one value per entry, every entry inside the matrix */
+        for (int i = 0; i < A->brows; i++)
+            for (int32_t j = A->ptr[i]; j < A->ptr[i + 1]; j++) {
+                const int64_t at = transposed ? (int64_t)A->idx[j] * ldw + i : (int64_t)i * ldw + A->idx[j];
+                A->val[j] = !mask || mask[at] ? W[at] : 0.0f;
+            }
+        return;
+    }
     for (int br = 0; br < A->brows; br++)
         for (int32_t j = A->ptr[br]; j < A->ptr[br + 1]; j++) {
             float *v = A->val + (int64_t)j * r * c;

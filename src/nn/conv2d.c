@@ -126,7 +126,7 @@ static void weight_forward(const nnz_conv_shape *s, int64_t M, int K, const floa
 
 /* weight gradient += dout (M,OC)^T * X (M,K); sparse: into s->sparse->dval, scattered at the end */
 static void weight_grad(const nnz_conv_shape *s, int64_t M, int K, const float *dout, const float *X, float *dweight) {
-    if (s->sparse && nnz_sddmm_f32(&s->sparse->mat, M, dout, s->OC, X, K, s->sparse->dval) == NNZ_OK) return;
+    if (s->sparse && !s->dense_wgrad && nnz_sddmm_f32(&s->sparse->mat, M, dout, s->OC, X, K, s->sparse->dval) == NNZ_OK) return;
     nnz_gemm(s->compute, true, false, s->OC, K, (int)M, 1.0f, dout, s->OC, X, K, 1.0f, dweight, K);
 }
 
@@ -299,7 +299,7 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
         }
         return;
     }
-    nnz_sparse_weight *sp = s->sparse;
+    nnz_sparse_weight *sp = s->dense_wgrad ? NULL : s->sparse; /* the SDDMM's gradient, scattered at the end */
     if (sp) memset(sp->dval, 0, (size_t)nnz_spmat_val_count(&sp->mat) * sizeof(float));
     if (path == CONV_GEMM_1X1) {
         const int M = (int)out_rows;

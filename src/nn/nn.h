@@ -49,6 +49,8 @@ typedef struct {
     bool sparse_bf16_fwd; /* with sparse: the forward runs the bf16 SpMM (nnz_spmm_bf16_f32in: inputs
                              rounded to bf16, fp32 sums) when the matrix has bf16 values (the planner
                              packs them for inference at compute NNZ_BF16); the rest stays fp32 */
+    bool dense_wgrad;     /* with sparse: the weight gradient is the dense GEMM over every weight, zeros
+                             included (AutoSparse's Gradient Annealing: pruned weights still get theirs) */
 } nnz_conv_shape;
 /* Fills OH/OW; INVALID_ARG if channels are not divisible by groups or the output would be empty. */
 nnz_status nnz_conv_shape_init(nnz_conv_shape *s, int N, int H, int W, int IC, int OC, int KH, int KW,
@@ -209,6 +211,8 @@ typedef struct nnz_node_exec {
     bool eval_folded;   /* batchnorm: computed by its conv in eval mode */
     bool grad_written;  /* backward overwrites (or never reads) this node's gradient: no zeroing */
     float *eval_scale;  /* conv with eval_bn: out_ch floats for the folded multiplier */
+    int64_t sparse_forwards, sparse_backwards; /* conv/linear: passes run on the sparse kernels since
+                                                  nnz_model_reserve (what the tests observe) */
 } nnz_node_exec;
 
 /* ---- sparse layers (sparse_layer.c) ----
@@ -264,6 +268,10 @@ struct nnz_model {
     nnz_sparse_plan *sparse_plan; /* per node: the decision (conv/linear nodes) */
     bool run_sparse;              /* this forward (and its backward) use m->sparse */
     bool run_sparse_bf16;         /* ... and its sparse forwards are bf16 (inference at compute NNZ_BF16) */
+    bool train_sparse;            /* training runs sparse layers even without grad_mask: the caller moves the
+                                     zeros between steps and sets sparse_planned = false (AutoSparse's w~),
+                                     so each training forward replans from the weights' current zeros */
+    bool dense_wgrad;             /* sparse layers compute their weight gradient densely (nnz_conv_shape) */
     bool keep_activations;        /* false (default): relu/relu6 run in place over a sole-consumer conv/linear/
                                      batchnorm/add output, which then holds the activation's output */
     nnz_arena param_arena;        /* parameters, gradients */

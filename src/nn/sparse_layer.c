@@ -89,15 +89,19 @@ void nnz_model_sparse_clear(nnz_model *m) {
     m->sparse_planned = false;
 }
 
-/* Decides node i's format into plan (and its reason); r = c = 0: dense. */
+/* Decides node i's format into plan (and its reason); r = c = 0: dense. One pass over W
+ * (nnz_sparse_measure_ladder counts every candidate block at once): AutoSparse training
+ * (m->train_sparse) decides every step from that step's w~, so the decision depends on the
+ * weights only, never on earlier steps (a resumed run decides as the uninterrupted one). */
 static nnz_status decide(const nnz_model *m, int rows, int cols, const float *W, nnz_sparse_plan *plan) {
-    nnz_sparse_stats st;
-    NNZ_TRY(nnz_sparse_measure(rows, cols, W, cols, NULL, 1, 1, &st));
-    plan->density = st.density;
+    int64_t ladder[NNZ_SPARSE_LADDER_N];
+    NNZ_TRY(nnz_sparse_measure_ladder(rows, cols, W, cols, ladder));
+    const double elems = (double)rows * cols;
+    plan->density = rows && cols ? (double)ladder[0] / elems : 0.0;
     plan->r = plan->c = 0;
     plan->speedup = 1.0;
     const nnz_sparse_format *f = &m->sparse_format;
-    if (st.nnz == (int64_t)rows * cols) {
+    if (ladder[0] == (int64_t)rows * cols) {
         snprintf(plan->why, sizeof plan->why, "no zero weights");
         return NNZ_OK;
     }
@@ -106,6 +110,7 @@ static nnz_status decide(const nnz_model *m, int rows, int cols, const float *W,
         return NNZ_OK;
     }
     if (f->kind == NNZ_SPARSE_FORCED) {
+        nnz_sparse_stats st;
         NNZ_TRY(nnz_sparse_measure(rows, cols, W, cols, NULL, f->r, f->c, &st));
         plan->r = f->r, plan->c = f->c, plan->block_fill = st.block_fill;
         snprintf(plan->why, sizeof plan->why, "forced (--sparse-format)");
@@ -113,7 +118,7 @@ static nnz_status decide(const nnz_model *m, int rows, int cols, const float *W,
     }
     if ((int64_t)rows * cols < SPARSE_MIN_WEIGHTS) {
         snprintf(plan->why, sizeof plan->why, "%.1f%% zeros, but %dx%d is too small for the sparse kernels to pay",
-                 100.0 * (1.0 - st.density), rows, cols);
+                 100.0 * (1.0 - plan->density), rows, cols);
         return NNZ_OK;
     }
     if (!nnz_sparse_kernels_simd()) {
@@ -123,19 +128,26 @@ static nnz_status decide(const nnz_model *m, int rows, int cols, const float *W,
     double best = 1.0;
     for (size_t k = 0; k < sizeof SPARSE_EFFICIENCY / sizeof SPARSE_EFFICIENCY[0]; k++) {
         const int r = SPARSE_EFFICIENCY[k].r, c = SPARSE_EFFICIENCY[k].c;
-        NNZ_TRY(nnz_sparse_measure(rows, cols, W, cols, NULL, r, c, &st));
-        const double stored = (double)st.nblocks * r * c / ((double)rows * cols);
+        int64_t nblocks = -1;
+        for (int q = 0; q < NNZ_SPARSE_LADDER_N; q++)
+            if (NNZ_SPARSE_LADDER[q][0] == r && NNZ_SPARSE_LADDER[q][1] == c) nblocks = ladder[q];
+        if (nblocks < 0) { /* a block the ladder does not count */
+            nnz_sparse_stats st;
+            NNZ_TRY(nnz_sparse_measure(rows, cols, W, cols, NULL, r, c, &st));
+            nblocks = st.nblocks;
+        }
+        const double stored = (double)nblocks * r * c / elems;
         const double t = stored / SPARSE_EFFICIENCY[k].efficiency;
         if (t < best) {
             best = t;
-            plan->r = r, plan->c = c, plan->block_fill = st.block_fill;
+            plan->r = r, plan->c = c, plan->block_fill = nblocks ? (double)ladder[0] / ((double)nblocks * r * c) : 0.0;
         }
     }
     char name[24];
     if (best * SPARSE_MIN_GAIN > 1.0) {
         plan->r = plan->c = 0;
         snprintf(plan->why, sizeof plan->why, "%.1f%% zeros: no sparse format is estimated %.2fx faster",
-                 100.0 * (1.0 - st.density), SPARSE_MIN_GAIN);
+                 100.0 * (1.0 - plan->density), SPARSE_MIN_GAIN);
         return NNZ_OK;
     }
     plan->speedup = 1.0 / best;
@@ -163,29 +175,33 @@ static nnz_status plan_bf16(nnz_sparse_weight *sw, nnz_sparse_plan *plan) {
     return NNZ_OK;
 }
 
+/* Node i's decision and, when sparse, its matrix. */
+static nnz_status plan_node(nnz_model *m, int i) {
+    const nnz_node *n = &m->nodes[i];
+    nnz_sparse_plan *plan = &m->sparse_plan[i];
+    int rows, cols;
+    if (!nnz_node_weight_matrix(n, &rows, &cols)) return NNZ_OK;
+    const float *W = nnz_tensor_f32(&m->params[n->weight].value);
+    NNZ_TRY(decide(m, rows, cols, W, plan));
+    if (!plan->r) return NNZ_OK;
+    nnz_sparse_weight *sw = nnz_calloc(sizeof *sw, "a sparse layer");
+    if (!sw) return NNZ_ERR_NOMEM;
+    m->sparse[i] = sw;
+    NNZ_TRY(nnz_spmat_from_dense(rows, cols, W, cols, NULL, plan->r, plan->c, &sw->mat));
+    sw->dval = nnz_alloc((size_t)(nnz_spmat_val_count(&sw->mat) ? nnz_spmat_val_count(&sw->mat) : 1) * sizeof(float),
+                         "a sparse layer's gradient");
+    if (!sw->dval) return NNZ_ERR_NOMEM;
+    block_name(plan->r, plan->c, sw->format, sizeof sw->format);
+    if (m->compute == NNZ_BF16) NNZ_TRY(plan_bf16(sw, plan));
+    return NNZ_OK;
+}
+
 nnz_status nnz_model_sparse_plan(nnz_model *m) {
     nnz_model_sparse_clear(m);
     m->sparse = calloc((size_t)m->n_nodes, sizeof *m->sparse);
     m->sparse_plan = calloc((size_t)m->n_nodes, sizeof *m->sparse_plan);
     if (!m->sparse || !m->sparse_plan) return nnz_fail(NNZ_ERR_NOMEM, "out of memory planning sparse layers");
-    for (int i = 0; i < m->n_nodes; i++) {
-        const nnz_node *n = &m->nodes[i];
-        nnz_sparse_plan *plan = &m->sparse_plan[i];
-        int rows, cols;
-        if (!nnz_node_weight_matrix(n, &rows, &cols)) continue;
-        const float *W = nnz_tensor_f32(&m->params[n->weight].value);
-        NNZ_TRY(decide(m, rows, cols, W, plan));
-        if (!plan->r) continue;
-        nnz_sparse_weight *sw = nnz_calloc(sizeof *sw, "a sparse layer");
-        if (!sw) return NNZ_ERR_NOMEM;
-        m->sparse[i] = sw;
-        NNZ_TRY(nnz_spmat_from_dense(rows, cols, W, cols, NULL, plan->r, plan->c, &sw->mat));
-        sw->dval = nnz_alloc((size_t)(nnz_spmat_val_count(&sw->mat) ? nnz_spmat_val_count(&sw->mat) : 1) *
-                                 sizeof(float), "a sparse layer's gradient");
-        if (!sw->dval) return NNZ_ERR_NOMEM;
-        block_name(plan->r, plan->c, sw->format, sizeof sw->format);
-        if (m->compute == NNZ_BF16) NNZ_TRY(plan_bf16(sw, plan));
-    }
+    for (int i = 0; i < m->n_nodes; i++) NNZ_TRY(plan_node(m, i));
     m->sparse_planned = true;
     return NNZ_OK;
 }

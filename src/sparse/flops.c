@@ -6,6 +6,7 @@
 #include "sparse/sparse.h"
 
 #include <stdio.h>
+#include <string.h>
 
 static double density(const nnz_model *m, const nnz_node *n) {
     const nnz_param *p = &m->params[n->weight];
@@ -71,4 +72,32 @@ nnz_status nnz_model_flops_summary(const nnz_model *m, char *buf, size_t len) {
                  dense > 0 ? total / dense : 1.0);
     nnz_free(per);
     return NNZ_OK;
+}
+
+int nnz_model_layer_sparsity(const nnz_model *m, nnz_layer_sparsity *out, int cap, double *total_flops,
+                             double *total_sparse) {
+    int pruned[1024];
+    const int np = nnz_prune_layers(m, pruned, 1024);
+    int k = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const nnz_node *n = &m->nodes[i];
+        if (!weighted(n)) continue;
+        if (out && k < cap) {
+            nnz_layer_sparsity *l = &out[k];
+            memset(l, 0, sizeof *l);
+            snprintf(l->name, sizeof l->name, "%s", n->name);
+            const nnz_param *p = &m->params[n->weight];
+            const float *W = nnz_tensor_f32(&p->value);
+            l->weights = nnz_tensor_numel(&p->value);
+            for (int64_t j = 0; j < l->weights; j++) l->zeros += W[j] == 0.0f;
+            l->flops = n->flops;
+            l->sparse_flops = l->weights ? (double)(l->weights - l->zeros) / (double)l->weights * (double)n->flops
+                                         : (double)n->flops;
+            for (int j = 0; j < np && j < 1024; j++) l->pruned |= pruned[j] == i;
+        }
+        k++;
+    }
+    const double sparse = nnz_model_sparse_flops(m, NULL, total_flops);
+    if (total_sparse) *total_sparse = sparse;
+    return k;
 }

@@ -1,11 +1,13 @@
-/* The JSON-lines training log: one record per log interval ("step") and per
- * epoch ("epoch"). Each record is formatted whole and written with one fwrite
+/* The JSON-lines training log: one record per log interval ("step"), per
+ * epoch ("epoch") and per change of an autosparse layer's sparse execution ("sparse"). Each record is formatted whole and written with one fwrite
  * and a flush, so a reader (tail -f, a plotting script) never sees half a line
  * unless the process dies inside that one call. */
 #include "train/train.h"
 
+#include <cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 nnz_status nnz_log_open(nnz_train_log *log, const char *path, bool append) {
@@ -63,4 +65,28 @@ nnz_status nnz_log_step(nnz_train_log *log, const nnz_progress *p) {
 
 nnz_status nnz_log_epoch(nnz_train_log *log, const nnz_progress *p, float train_loss, float train_accuracy) {
     return log_record(log, "epoch", p, train_loss, train_accuracy, true);
+}
+
+nnz_status nnz_log_sparse(nnz_train_log *log, int64_t step, const char *layer, double zeros, const char *format,
+                          const char *why) {
+    if (!log->f) return NNZ_OK;
+    cJSON *j = cJSON_CreateObject();
+    bool ok = j && cJSON_AddStringToObject(j, "type", "sparse") &&
+              cJSON_AddNumberToObject(j, "step", (double)step + 1) && cJSON_AddStringToObject(j, "layer", layer) &&
+              cJSON_AddNumberToObject(j, "zeros", zeros) && cJSON_AddStringToObject(j, "format", format) &&
+              cJSON_AddStringToObject(j, "why", why);
+    char *text = ok ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON_Delete(j);
+    if (!text) return nnz_fail(NNZ_ERR_NOMEM, "out of memory writing the training log");
+    char *line = malloc(strlen(text) + 2);
+    nnz_status st = NNZ_ERR_NOMEM;
+    if (line) {
+        const int n = snprintf(line, strlen(text) + 2, "%s\n", text);
+        st = emit(log, line, n);
+    } else {
+        nnz_fail(NNZ_ERR_NOMEM, "out of memory writing the training log");
+    }
+    free(line);
+    cJSON_free(text);
+    return st;
 }

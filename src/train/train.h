@@ -19,6 +19,10 @@ typedef struct { FILE *f; } nnz_train_log;
 nnz_status nnz_log_open(nnz_train_log *log, const char *path, bool append);
 nnz_status nnz_log_step(nnz_train_log *log, const nnz_progress *p);
 nnz_status nnz_log_epoch(nnz_train_log *log, const nnz_progress *p, float train_loss, float train_accuracy);
+/* {"type":"sparse","step":S,"layer":...,"zeros":Z,"format":"dense"|"csr"|"bsr:RxC","why":...}: a
+ * layer's sparse-execution decision changed at step S (1-based: the step being computed). */
+nnz_status nnz_log_sparse(nnz_train_log *log, int64_t step, const char *layer, double zeros, const char *format,
+                          const char *why);
 void nnz_log_close(nnz_train_log *log);
 
 /* ===================== the trainer's configuration as JSON ===================== */

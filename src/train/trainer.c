@@ -133,6 +133,11 @@ typedef struct {
     nnz_gmp gmp;             /* --prune gmp */
     nnz_share share;         /* codebook training (nnz_train_model) */
     bool borrowed;           /* nnz_train_model: m is the caller's */
+    /* autosparse's sparse execution: per STR layer the format of its last training step (r*64+c,
+       0 = dense, -1 = none yet) and its steps on the sparse kernels; decision changes not yet reported */
+    int *sparse_fmt;
+    int64_t *sparse_steps;
+    char notes[2048];
     size_t estimate;         /* --memory-budget: the estimated peak resident bytes */
 } trainer;
 
@@ -145,6 +150,8 @@ static void trainer_free(trainer *t) {
     nnz_optimizer_free(&t->opt);
     nnz_str_free(&t->str);
     nnz_share_free(&t->share);
+    nnz_free(t->sparse_fmt);
+    nnz_free(t->sparse_steps);
     if (!t->borrowed) nnz_model_free(t->m);
     if (t->resumed) nnz_checkpoint_close(&t->ck);
     if (t->have_train) nnz_dataset_free(&t->train);
@@ -359,6 +366,13 @@ static nnz_status setup(trainer *t, const nnz_train_config *cfg_in, nnz_model *m
         const int first = t->m->n_params;
         NNZ_TRY(nnz_str_init(&t->str, t->m, c->prune.per_channel, c->prune.threshold_init, c->prune.threshold_decay));
         if (t->resumed) NNZ_TRY(nnz_checkpoint_load_params(&t->ck, t->m, first)); /* the learned thresholds */
+        /* w~'s zeros move every step: each training forward replans the layers from them and runs the
+           ones the planner finds faster on the sparse kernels (docs/AUTOSPARSE.md, "Sparse execution") */
+        t->m->train_sparse = true;
+        t->sparse_fmt = nnz_alloc(sizeof(int) * (size_t)t->str.n, "the sparse decisions");
+        t->sparse_steps = nnz_alloc(sizeof(int64_t) * (size_t)t->str.n, "the sparse decisions");
+        if (!t->sparse_fmt || !t->sparse_steps) return NNZ_ERR_NOMEM;
+        for (int l = 0; l < t->str.n; l++) t->sparse_fmt[l] = -1, t->sparse_steps[l] = 0;
     }
     if (c->sparse_format) NNZ_TRY(nnz_model_set_sparse_format(t->m, c->sparse_format));
     NNZ_TRY(nnz_model_set_precision(t->m, c->precision));
@@ -388,6 +402,30 @@ static nnz_status setup(trainer *t, const nnz_train_config *cfg_in, nnz_model *m
 static float alpha_at(const nnz_train_config *c, int64_t step, int64_t total, int64_t spe) {
     if (c->prune.alpha_off_epoch > 0 && step >= (int64_t)c->prune.alpha_off_epoch * spe) return 0.0f;
     return nnz_anneal_alpha(c->prune.anneal, c->prune.alpha0, (double)step / (double)total);
+}
+
+/* After an autosparse training forward (which planned the layers on w~): each STR layer's decision
+ * is logged when it changes (the --log file and the next progress report), and counted. */
+static nnz_status note_sparse_decisions(trainer *t, int64_t step) {
+    const nnz_model *m = t->m;
+    if (!m->sparse_plan) return NNZ_OK;
+    for (int l = 0; l < t->str.n; l++) {
+        const nnz_sparse_plan *p = &m->sparse_plan[t->str.node[l]];
+        const int fmt = p->r * 64 + p->c;
+        if (fmt) t->sparse_steps[l]++;
+        if (fmt == t->sparse_fmt[l]) continue;
+        char fname[24] = "dense";
+        if (p->r) nnz_sparse_format_name(&(nnz_sparse_format){.kind = NNZ_SPARSE_FORCED, .r = p->r, .c = p->c}, fname,
+                                         sizeof fname);
+        const char *name = m->nodes[t->str.node[l]].name;
+        NNZ_TRY(nnz_log_sparse(&t->log, step, name, 1.0 - p->density, fname, p->why));
+        const size_t k = strlen(t->notes);
+        if (k + 1 < sizeof t->notes)
+            snprintf(t->notes + k, sizeof t->notes - k, "step %lld: %s -> %s (%.1f%% zeros): %s\n", (long long)step + 1,
+                     name, fname, 100.0 * (1.0 - p->density), p->why);
+        t->sparse_fmt[l] = fmt;
+    }
+    return NNZ_OK;
 }
 
 /* test accuracy; an autosparse run is evaluated on w~ */
@@ -449,7 +487,11 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
         nnz_batcher_set_epoch(&t->batcher, epoch);
         int n = nnz_batcher_fill(&t->batcher, step % spe, t->x, t->y);
         if (c->prune.kind == NNZ_PRUNE_GMP) NNZ_TRY(nnz_gmp_step(&t->gmp, m, &t->opt, step));
-        if (c->prune.kind == NNZ_PRUNE_AUTOSPARSE) nnz_str_apply(&t->str, m); /* the layers read w~ */
+        if (c->prune.kind == NNZ_PRUNE_AUTOSPARSE) {
+            nnz_str_apply(&t->str, m); /* the layers read w~ */
+            /* Gradient Annealing: while alpha > 0 every weight, pruned or not, needs its gradient */
+            m->dense_wgrad = alpha_at(c, step, t->total_steps, spe) > 0;
+        }
         {
             /* the weights hold what this step computes with (w~, GMP's zeros); GA's backward-weight is dense */
             const bool dense_wgrad = c->prune.kind == NNZ_PRUNE_AUTOSPARSE && alpha_at(c, step, t->total_steps, spe) > 0;
@@ -458,6 +500,7 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
             res->train_flops_dense += dense * n;
         }
         NNZ_TRY(nnz_model_forward(m, t->x, n, true));
+        if (c->prune.kind == NNZ_PRUNE_AUTOSPARSE) NNZ_TRY(note_sparse_decisions(t, step));
         int correct = 0;
         float loss = nnz_softmax_xent(n, m->num_classes, nnz_model_output(m), t->y, c->label_smoothing, t->dlogits,
                                       &correct);
@@ -496,6 +539,7 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
         p.elapsed_sec = elapsed;
         p.eta_sec = step > start_step ? elapsed / (double)(step - start_step) * (double)(t->total_steps - step) : 0;
         p.test_accuracy = -1.0f;
+        p.note = t->notes[0] ? t->notes : NULL;
         bool go_on = true;
         if (log_now) {
             p.loss = acc_loss(&iv);
@@ -503,6 +547,8 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
             p.images_per_sec = now > iv.t0 ? (double)iv.images / (now - iv.t0) : 0;
             NNZ_TRY(nnz_log_step(&t->log, &p));
             if (c->progress) go_on = c->progress(&p, c->progress_user);
+            p.note = NULL;
+            t->notes[0] = '\0';
             acc_reset(&iv);
         }
         if (epoch_end) {
@@ -522,6 +568,7 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
         if (epoch_end || save_now || !go_on) NNZ_TRY(save(t, step));
         if (epoch_end) {
             if (c->progress && go_on) go_on = c->progress(&p, c->progress_user);
+            t->notes[0] = '\0';
             acc_reset(&ep);
         }
         if (!go_on) {
@@ -542,6 +589,10 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
     res->sparsity = pruned_sparsity(m);
     res->prune = c->prune.kind;
     res->infer_flops = nnz_model_sparse_flops(m, NULL, &res->infer_flops_dense);
+    if (t->sparse_steps) {
+        for (int l = 0; l < t->str.n; l++) res->sparse_layer_steps += t->sparse_steps[l];
+        res->layer_steps = (int64_t)t->str.n * (step - start_step);
+    }
     double seconds = nnz_now_sec() - t_start;
     res->test_accuracy = test_acc;
     res->seconds = seconds;

@@ -117,5 +117,6 @@ int cmd_run(int argc, char **argv);
 void cli_print_pack_table(const nnz_pack_report *r, bool with_rmse);
 int cmd_mask(int argc, char **argv);
 int cmd_shrink(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 
 #endif

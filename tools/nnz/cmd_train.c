@@ -261,6 +261,9 @@ int cmd_train(int argc, char **argv) {
     if (res.prune != NNZ_PRUNE_NONE)
         printf("pruned (%s): %.2f%% zeros in the pruned layers\n", nnz_prune_kind_name(res.prune),
                100.0 * res.sparsity);
+    if (res.layer_steps > 0)
+        printf("sparse execution: %lld of %lld layer-steps ran forward and backward-data on the sparse kernels\n",
+               (long long)res.sparse_layer_steps, (long long)res.layer_steps);
     if (res.train_flops_dense > 0)
         printf("training FLOPs: %.4g (%.3fx dense) over %lld steps; inference FLOPs: %.4g per image (%.3fx dense)\n",
                res.train_flops, res.train_flops / res.train_flops_dense, (long long)res.steps, res.infer_flops,

@@ -19,6 +19,7 @@ static const subcommand commands[] = {
     {"run", "run a .nnz model, decoding layer by layer under a memory budget", cmd_run},
     {"mask", "build and show a weight mask (RBGP, HBsNN, block): factor graphs, spectral gap, bytes, picture", cmd_mask},
     {"shrink", "DepthShrinker: remove activations, merge blocks into dense convs", cmd_shrink},
+    {"report", "draw a checkpoint's per-layer sparsity, or accuracy-vs-sparsity curves, as SVG", cmd_report},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 

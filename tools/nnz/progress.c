@@ -45,6 +45,11 @@ bool cli_progress_fn(const nnz_progress *pr, void *user) {
     char eta[32], el[32];
     cli_format_duration(pr->eta_sec, eta, sizeof eta);
     cli_format_duration(pr->elapsed_sec, el, sizeof el);
+    if (pr->note) {
+        if (p->drawn) fputs("\r\033[K", stderr);
+        p->drawn = false;
+        fputs(pr->note, stderr);
+    }
     if (pr->epoch_end) {
         if (p->drawn) fputs("\r\033[K", stderr);
         fprintf(stderr, "epoch %d/%d  loss %.4f  train acc %.2f%%  test acc %.2f%%  %.0f img/s  elapsed %s\n",
