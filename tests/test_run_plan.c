@@ -366,7 +366,11 @@ static void test_runner_plans_bit_identical(void **state) {
         assert_true(r.peak_bytes > 0);
         chunked_runs++;
     }
-    assert_true(chunked_runs > 0);
+    /* Under the sanitizers every run's loading grows the resident bytes by megabytes (ASan's
+     * quarantine), more than one 1/32 step of the budget, so the step-down can go from "fits
+     * whole" to "refused" without a chunked plan in between; the bit-identity above (fixed and
+     * per-layer super-batches) still runs there, and this part runs in every plain build. */
+    if (!getenv("NNZ_SANITIZE")) assert_true(chunked_runs > 0);
     /* a latency budget nothing meets: refused before running */
     cfg.memory_budget = 0;
     cfg.dry_run = false;
