@@ -263,6 +263,38 @@ static void test_model_sparse_bf16_inference(void **state) {
     tu_for_each_isa(bf16_inference_isa, NULL);
 }
 
+/* A layer whose weights are all zero: its product is skipped, and the reason says so instead of
+ * an "infx faster" estimate; the logits are the dense model's (fc1's bias alone reaches fc2). */
+static void test_all_zero_layer_reason(void **state) {
+    (void)state;
+    if (!nnz_sparse_kernels_simd()) skip(); /* without SIMD sparse kernels every layer stays dense */
+    nnz_model *m = masked_lenet5("auto"), *d = masked_lenet5("dense");
+    nnz_model *both[2] = {m, d};
+    for (int k = 0; k < 2; k++) {
+        const nnz_param *p = &both[k]->params[nnz_model_find_param(both[k], "fc1.weight")];
+        const int64_t n = nnz_tensor_numel(&p->value);
+        uint8_t *mask = calloc((size_t)n, 1);
+        assert_non_null(mask);
+        assert_int_equal(nnz_model_apply_mask(both[k], "fc1", mask, n), NNZ_OK);
+        free(mask);
+    }
+    const int n = 4;
+    float *x = falloc((size_t)n * 784), *l = falloc((size_t)n * 10), *l_d = falloc((size_t)n * 10);
+    tu_fill_uniform(x, n * 784, -1, 2, 5);
+    assert_int_equal(nnz_model_predict(m, x, n, l), NNZ_OK);
+    assert_int_equal(nnz_model_predict(d, x, n, l_d), NNZ_OK);
+    assert_true(tu_max_rel_err(l, l_d, n * 10, 1.0) < 1e-5);
+    const int fc1 = m->params[nnz_model_find_param(m, "fc1.weight")].node;
+    assert_non_null(m->sparse[fc1]);
+    const char *why = m->sparse_plan[fc1].why;
+    if (!strstr(why, "every weight is zero") || strstr(why, "inf")) fail_msg("fc1's reason: '%s'", why);
+    nnz_model_free(m);
+    nnz_model_free(d);
+    free(x);
+    free(l);
+    free(l_d);
+}
+
 static void test_sparse_format_errors(void **state) {
     (void)state;
     nnz_sparse_format f;
@@ -292,6 +324,7 @@ int main(void) {
         cmocka_unit_test(test_conv_sparse_matches_dense),
         cmocka_unit_test(test_model_sparse_eval_and_train),
         cmocka_unit_test(test_model_sparse_bf16_inference),
+        cmocka_unit_test(test_all_zero_layer_reason),
         cmocka_unit_test(test_sparse_format_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

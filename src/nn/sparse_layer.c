@@ -14,6 +14,7 @@
  * with at least one zero weight; "dense" turns the sparse kernels off. */
 #include "nn/nn.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,8 +151,13 @@ static nnz_status decide(const nnz_model *m, int rows, int cols, const float *W,
                  100.0 * (1.0 - plan->density), SPARSE_MIN_GAIN);
         return NNZ_OK;
     }
-    plan->speedup = 1.0 / best;
     block_name(plan->r, plan->c, name, sizeof name);
+    if (best <= 0) { /* no nonzero at all: no ratio to estimate, the product is skipped */
+        plan->speedup = INFINITY;
+        snprintf(plan->why, sizeof plan->why, "%s: every weight is zero, so the layer's product is skipped", name);
+        return NNZ_OK;
+    }
+    plan->speedup = 1.0 / best;
     snprintf(plan->why, sizeof plan->why, "%s: block fill %.2f, estimated %.1fx faster than dense", name,
              plan->block_fill, plan->speedup);
     return NNZ_OK;
