@@ -1,0 +1,167 @@
+/* SDDMM with bf16 inputs (the weight gradient at the kept blocks, fp32 sums): the reference,
+ * the staging of a chunk of m, the path choice and the threading. Contract in kernels.h
+ * ("SDDMM with bf16 inputs"); the per-item kernels are in sparse_sddmm_bf16_avx512bf16.c and
+ * sparse_sddmm_bf16_amx.c. */
+#include "kernels/kernels.h"
+
+#include <omp.h>
+#include <string.h>
+
+#define SDB_PARALLEL_MIN ((int64_t)1 << 16) /* multiply-adds; below this one thread is faster */
+#define SDB_ITEMS_PER_THREAD 4
+#define SDB_ROWS 256  /* rows of m per staged chunk (8 AMX k-steps of 32) */
+#define SDB_LDT (SDB_ROWS + 32) /* xt/dt row stride: 576 bytes, an odd number of cache lines */
+#define SDB_STRIP 64  /* columns of X / rows of dout per staging task */
+
+void nnz_sddmm_bsr_bf16_ref(const nnz_bsr *A, int64_t M, const nnz_bf16_src *dout, const nnz_bf16_src *X,
+                            float *dval) {
+    const int r = A->r, c = A->c;
+    for (int br = 0; br < A->brows; br++)
+        for (int32_t j = A->ptr[br]; j < A->ptr[br + 1]; j++)
+            for (int kk = 0; kk < c; kk++)
+                for (int ii = 0; ii < r; ii++) {
+                    const int i = br * r + ii, k = A->idx[j] * c + kk;
+                    if (i >= A->rows || k >= A->cols) continue;
+                    float *v = dval + (int64_t)j * r * c + kk * r + ii;
+                    float s = *v;
+                    for (int64_t m = 0; m < M; m++) /* exact product, one rounded add */
+                        s += nnz_bf16_src_at(dout, m * dout->ld + i) * nnz_bf16_src_at(X, m * X->ld + k);
+                    *v = s;
+                }
+}
+
+int nnz_bsr_block_row_of(const nnz_bsr *A, int32_t j) {
+    int lo = 0, hi = A->brows - 1; /* the last br with ptr[br] <= j */
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (A->ptr[mid] <= j) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+static bool amx_shape(const nnz_bsr *A) { return (A->r == 16 || A->r == 32) && (A->c == 16 || A->c == 32); }
+
+bool nnz_sddmm_bf16_path_applies(nnz_spmm_bf16_path p, const nnz_bsr *A) {
+    switch (p) {
+    case NNZ_SPMM_BF16_REF: return true;
+    case NNZ_SPMM_BF16_AVX512BF16:
+        return !(A->r == 1 && A->c == 1) && nnz_isa_supported(NNZ_ISA_AVX512BF16) &&
+               nnz_isa_active() >= NNZ_ISA_AVX512BF16;
+    case NNZ_SPMM_BF16_AMX: return amx_shape(A) && nnz_isa_supported(NNZ_ISA_AMX) && nnz_isa_active() >= NNZ_ISA_AMX;
+    case NNZ_SPMM_BF16_AMX_EMULATED: return amx_shape(A);
+    default: return false;
+    }
+}
+
+nnz_spmm_bf16_path nnz_sddmm_bf16_path_for(const nnz_bsr *A) {
+    if (nnz_sddmm_bf16_path_applies(NNZ_SPMM_BF16_AMX, A)) return NNZ_SPMM_BF16_AMX;
+    if (nnz_sddmm_bf16_path_applies(NNZ_SPMM_BF16_AVX512BF16, A)) return NNZ_SPMM_BF16_AVX512BF16;
+    return NNZ_SPMM_BF16_REF;
+}
+
+/* t[k*ldt + m] = src(m0+m, k) as bf16 for k in [k0, k1), m < mrows; zero for m in [mrows, mpad) */
+static void stage_transposed(const nnz_bf16_src *src, int64_t m0, int mrows, int mpad, int k0, int k1, nnz_bf16 *t) {
+    for (int m = 0; m < mrows; m++) {
+        if (src->f32) {
+            const float *row = (const float *)src->p + (m0 + m) * src->ld;
+            for (int k = k0; k < k1; k++) t[(int64_t)k * SDB_LDT + m] = nnz_bf16_from_f32(row[k]);
+        } else {
+            const nnz_bf16 *row = (const nnz_bf16 *)src->p + (m0 + m) * src->ld;
+            for (int k = k0; k < k1; k++) t[(int64_t)k * SDB_LDT + m] = row[k];
+        }
+    }
+    for (int k = k0; k < k1; k++) memset(t + (int64_t)k * SDB_LDT + mrows, 0, (size_t)(mpad - mrows) * sizeof(nnz_bf16));
+}
+
+/* dp[p*ldp + i*2 + e] = dout(m0+2p+e, i) for i in [i0, i1), 2p+e < mpad (zero past mrows) */
+static void stage_pairs(const nnz_bf16_src *src, int64_t m0, int mrows, int mpad, int i0, int i1, nnz_bf16 *dp,
+                        int64_t ldp) {
+    for (int m = 0; m < mpad; m++) {
+        nnz_bf16 *o = dp + (int64_t)(m / 2) * ldp + m % 2;
+        if (m >= mrows) {
+            for (int i = i0; i < i1; i++) o[i * 2] = 0;
+        } else if (src->f32) {
+            const float *row = (const float *)src->p + (m0 + m) * src->ld;
+            for (int i = i0; i < i1; i++) o[i * 2] = nnz_bf16_from_f32(row[i]);
+        } else {
+            const nnz_bf16 *row = (const nnz_bf16 *)src->p + (m0 + m) * src->ld;
+            for (int i = i0; i < i1; i++) o[i * 2] = row[i];
+        }
+    }
+}
+
+typedef void (*sddmm_item)(const nnz_bsr *, const nnz_sddmm_bf16_chunk *, int32_t, int32_t, float *);
+
+nnz_status nnz_sddmm_bf16_via(nnz_spmm_bf16_path path, const nnz_bsr *A, int64_t M, const nnz_bf16_src *dout,
+                              const nnz_bf16_src *X, float *dval) {
+    if (!nnz_sddmm_bf16_path_applies(path, A))
+        return nnz_fail(NNZ_ERR_UNSUPPORTED, "bf16 SDDMM: path %s cannot run block %dx%d on ISA %s",
+                        nnz_spmm_bf16_path_name(path), A->r, A->c, nnz_isa_name(nnz_isa_active()));
+    if (path == NNZ_SPMM_BF16_REF) {
+        nnz_sddmm_bsr_bf16_ref(A, M, dout, X, dval);
+        return NNZ_OK;
+    }
+    const int32_t nb = A->ptr[A->brows];
+    if (M <= 0 || nb == 0) return NNZ_OK;
+    const sddmm_item kern = path == NNZ_SPMM_BF16_AMX            ? nnz_sddmm_bsr_bf16_amx
+                            : path == NNZ_SPMM_BF16_AMX_EMULATED ? nnz_sddmm_bsr_bf16_amx_emulated
+                                                                 : nnz_sddmm_bsr_bf16_avx512bf16;
+    /* dout in m-pairs (tiles, r >= 16 register tiles) or transposed (r < 16 dot products) */
+    const bool pairs = path != NNZ_SPMM_BF16_AVX512BF16 || A->r >= 16;
+    const int Kp = A->bcols * A->c, Np = A->brows * A->r;
+    const int64_t ldp = (int64_t)Np * 2 + 32; /* + 64 bytes: pair-rows 4 KiB apart do not share an L1 set */
+    const size_t xt_elems = (size_t)Kp * SDB_LDT;
+    const size_t d_elems = pairs ? (size_t)(SDB_ROWS / 2) * ldp : (size_t)Np * SDB_LDT;
+    /* zeroed once: rows past cols (xt) and past rows (dp, dt) stay 0, the staging writes the rest */
+    nnz_bf16 *buf = nnz_calloc((xt_elems + d_elems + 32) * sizeof(nnz_bf16), "bf16 sddmm staging");
+    if (!buf) return NNZ_ERR_NOMEM;
+    nnz_bf16 *xt = buf, *dd = buf + xt_elems;
+    const int64_t work = (int64_t)nb * A->r * A->c * M;
+    const int threads = work >= SDB_PARALLEL_MIN && !omp_in_parallel() ? nnz_threads() : 1;
+    int64_t nitems = (int64_t)threads * SDB_ITEMS_PER_THREAD;
+    if (threads == 1) nitems = 1;
+    if (nitems > nb) nitems = nb;
+    const int strips_x = (A->cols + SDB_STRIP - 1) / SDB_STRIP, strips_d = (A->rows + SDB_STRIP - 1) / SDB_STRIP;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        if (path == NNZ_SPMM_BF16_AMX) nnz_amx_tiles_enter();
+        for (int64_t m0 = 0; m0 < M; m0 += SDB_ROWS) {
+            const int mrows = (int)(M - m0 < SDB_ROWS ? M - m0 : SDB_ROWS), mpad = (mrows + 31) / 32 * 32;
+#pragma omp for schedule(static)
+            for (int s = 0; s < strips_x + strips_d; s++) {
+                if (s < strips_x) {
+                    const int k0 = s * SDB_STRIP, k1 = k0 + SDB_STRIP < A->cols ? k0 + SDB_STRIP : A->cols;
+                    stage_transposed(X, m0, mrows, mpad, k0, k1, xt);
+                } else {
+                    const int i0 = (s - strips_x) * SDB_STRIP, i1 = i0 + SDB_STRIP < A->rows ? i0 + SDB_STRIP : A->rows;
+                    if (pairs) stage_pairs(dout, m0, mrows, mpad, i0, i1, dd, ldp);
+                    else stage_transposed(dout, m0, mrows, mpad, i0, i1, dd);
+                }
+            }
+            const nnz_sddmm_bf16_chunk ch = {xt, pairs ? dd : NULL, pairs ? NULL : dd, SDB_LDT, ldp, mpad};
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t it = 0; it < nitems; it++)
+                kern(A, &ch, (int32_t)(nb * it / nitems), (int32_t)(nb * (it + 1) / nitems), dval);
+        }
+        if (path == NNZ_SPMM_BF16_AMX) nnz_amx_tiles_leave();
+    }
+    nnz_free(buf);
+    return NNZ_OK;
+}
+
+static nnz_status sddmm_auto(const nnz_spmat *W, int64_t M, const void *dout, int64_t ldd, const void *X, int64_t ldx,
+                             bool f32, float *dval) {
+    const nnz_bf16_src d = {dout, ldd, false, f32}, x = {X, ldx, false, f32};
+    return nnz_sddmm_bf16_via(nnz_sddmm_bf16_path_for(&W->fwd), &W->fwd, M, &d, &x, dval);
+}
+
+nnz_status nnz_sddmm_bf16(const nnz_spmat *W, int64_t M, const nnz_bf16 *dout, int64_t ldd, const nnz_bf16 *X,
+                          int64_t ldx, float *dval) {
+    return sddmm_auto(W, M, dout, ldd, X, ldx, false, dval);
+}
+
+nnz_status nnz_sddmm_bf16_f32in(const nnz_spmat *W, int64_t M, const float *dout, int64_t ldd, const float *X,
+                                int64_t ldx, float *dval) {
+    return sddmm_auto(W, M, dout, ldd, X, ldx, true, dval);
+}
