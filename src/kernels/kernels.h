@@ -467,9 +467,7 @@ void nnz_spmm_bsr_bf16_amx_emulated(const nnz_bsr *A, int64_t m0, int mrows, int
  * products per lane); M odd: the last pair's partner is 0. Order of the sums per position:
  *   REF, AMX_EMULATED: as written above (the emulated tile adds the even m first, as
  *     tdpbf16ps): bit for bit equal on normal numbers;
- *   AVX512BF16 with r >= 16: in m order, vdpbf16ps's own order inside a pair;
- *   AVX512BF16 with r < 16: per 256-row chunk of m, 16 lane sums (lane l: pairs l, l+16, ...)
- *     reduced, then added to s;
+ *   AVX512BF16, AMX: in m order, the hardware's own order inside a pair;
  * so every path is within the fp32 summation bound of the reference; vdpbf16ps and tdpbf16ps
  * treat denormals as zero (inputs, dval, results).
  * Paths (nnz_sddmm_bf16_path_for picks the first that applies on the active ISA; NNZ_ISA forces
@@ -482,12 +480,13 @@ void nnz_spmm_bsr_bf16_amx_emulated(const nnz_bsr *A, int64_t m0, int mrows, int
  *                  m) and a B tile of dp (16 pairs x 16 i x 2), tdpbf16ps, stored back; edge
  *                  blocks (past rows or cols) through a zero-padded copy of the block.
  *   AMX_EMULATED:  the same with nnz_bf16_tile_dp_emulated (tests; never chosen).
- *   AVX512BF16:    every BSR block (not CSR), isa >= avx512bf16. The same staging; r >= 16: per
- *                  block a KT x r/16 register tile (KT kk x 16 i per zmm, KT = 16 for r = 16,
- *                  8 for r = 32, c if smaller) loaded from dval; per pair r/16 loads of dp and
- *                  one broadcast pair of xt per kk, vdpbf16ps. r < 16: dout is staged
- *                  transposed (dt: brows*r rows of m) and each position is a 16-lane dot
- *                  product of an xt row and a dt row (4 i x 4 kk register tile).
+ *   AVX512BF16:    every BSR block (not CSR), isa >= avx512bf16. X and dout are both staged
+ *                  in m-pairs (xp, dp; AVX-512, the rounding bit for bit nnz_bf16_from_f32's).
+ *                  r >= 16: per block a KT x r/16 register tile (KT kk x 16 i per zmm, KT = 16
+ *                  for r = 16, 8 for r = 32, c if smaller) loaded from dval; per pair r/16
+ *                  loads of dp and one broadcast pair of xp per kk, vdpbf16ps. r < 16: vectors
+ *                  over kk instead (c pairs of xp: one zmm, masked below 16; two for c = 32),
+ *                  an r x c/16 tile gathered from dval, one broadcast pair of dp per i.
  *   REF:           CSR, and the ref/avx2/avx512 ISAs: plain loops, single-threaded.
  * Threads: OpenMP; per chunk the staging is split by column strips, then the block list by
  * equal ranges of blocks (nonzeros, not rows) over the threads; each position's chunk is one
@@ -506,15 +505,20 @@ nnz_status nnz_sddmm_bf16_via(nnz_spmm_bf16_path p, const nnz_bsr *A, int64_t M,
 /* The oracle: plain loops, single-threaded, the order above, no denormal flushing. */
 void nnz_sddmm_bsr_bf16_ref(const nnz_bsr *A, int64_t M, const nnz_bf16_src *dout, const nnz_bf16_src *X,
                             float *dval);
-/* One staged chunk of m (the per-item kernels' input; the dispatcher stages and threads):
- * xt[k*ldt + m] = X(m0+m, k), k < bcols*c; dp[p*ldp + i*2 + e] = dout(m0+2p+e, i), i < brows*r
- * (AMX, AVX512BF16 r >= 16); dt[i*ldt + m] = dout(m0+m, i) (AVX512BF16 r < 16); bf16, zero
- * past cols, rows and the chunk's rows up to mpad (a multiple of 32). */
+/* One staged chunk of m (the per-item kernels' input; the dispatcher stages and threads), bf16,
+ * zero past cols, past rows and from the chunk's rows up to mpad (a multiple of 32):
+ *   xt[k*ldt + m] = X(m0+m, k), k < bcols*c (AMX paths: the A tiles);
+ *   xp[p*ldxp + k*2 + e] = X(m0+2p+e, k) (AVX512BF16: X in m-pairs);
+ *   dp[p*ldp + i*2 + e] = dout(m0+2p+e, i), i < brows*r (every SIMD path). */
 typedef struct {
-    const nnz_bf16 *xt, *dp, *dt;
-    int64_t ldt, ldp;
+    const nnz_bf16 *xt, *xp, *dp;
+    int64_t ldt, ldxp, ldp;
     int mpad;
 } nnz_sddmm_bf16_chunk;
+/* src's rows [m0, m0+mrows) in m-pairs into out (pair-row p at out + p*ldo): columns [i0, i1),
+ * pair-rows up to mpad/2, zero past mrows; rounding as nnz_bf16_from_f32, bit for bit */
+void nnz_sddmm_bf16_stage_pairs_avx512(const nnz_bf16_src *src, int64_t m0, int mrows, int mpad, int i0, int i1,
+                                       nnz_bf16 *out, int64_t ldo);
 /* The block row holding block j (j < the block count) */
 int nnz_bsr_block_row_of(const nnz_bsr *A, int32_t j);
 /* blocks [j0, j1) (any range, across block rows) += the chunk's products, in the orders above */

@@ -10,7 +10,7 @@
 #define SDB_PARALLEL_MIN ((int64_t)1 << 16) /* multiply-adds; below this one thread is faster */
 #define SDB_ITEMS_PER_THREAD 4
 #define SDB_ROWS 256  /* rows of m per staged chunk (8 AMX k-steps of 32) */
-#define SDB_LDT (SDB_ROWS + 32) /* xt/dt row stride: 576 bytes, an odd number of cache lines */
+#define SDB_LDT (SDB_ROWS + 32) /* xt row stride: 576 bytes, an odd number of cache lines */
 #define SDB_STRIP 64  /* columns of X / rows of dout per staging task */
 
 void nnz_sddmm_bsr_bf16_ref(const nnz_bsr *A, int64_t M, const nnz_bf16_src *dout, const nnz_bf16_src *X,
@@ -107,16 +107,19 @@ nnz_status nnz_sddmm_bf16_via(nnz_spmm_bf16_path path, const nnz_bsr *A, int64_t
     const sddmm_item kern = path == NNZ_SPMM_BF16_AMX            ? nnz_sddmm_bsr_bf16_amx
                             : path == NNZ_SPMM_BF16_AMX_EMULATED ? nnz_sddmm_bsr_bf16_amx_emulated
                                                                  : nnz_sddmm_bsr_bf16_avx512bf16;
-    /* dout in m-pairs (tiles, r >= 16 register tiles) or transposed (r < 16 dot products) */
-    const bool pairs = path != NNZ_SPMM_BF16_AVX512BF16 || A->r >= 16;
+    /* X transposed (AMX A tiles) or in m-pairs (vdpbf16ps); dout in m-pairs (both) */
+    const bool amx = path != NNZ_SPMM_BF16_AVX512BF16;
+    const bool simd_stage = nnz_isa_supported(NNZ_ISA_AVX512) && nnz_isa_active() >= NNZ_ISA_AVX512;
     const int Kp = A->bcols * A->c, Np = A->brows * A->r;
-    const int64_t ldp = (int64_t)Np * 2 + 32; /* + 64 bytes: pair-rows 4 KiB apart do not share an L1 set */
-    const size_t xt_elems = (size_t)Kp * SDB_LDT;
-    const size_t d_elems = pairs ? (size_t)(SDB_ROWS / 2) * ldp : (size_t)Np * SDB_LDT;
-    /* zeroed once: rows past cols (xt) and past rows (dp, dt) stay 0, the staging writes the rest */
-    nnz_bf16 *buf = nnz_calloc((xt_elems + d_elems + 32) * sizeof(nnz_bf16), "bf16 sddmm staging");
+    /* + 64 bytes per row: rows 4 KiB apart do not share an L1 set */
+    const int64_t ldxp = (int64_t)Kp * 2 + 32, ldp = (int64_t)Np * 2 + 32;
+    const size_t x_elems = amx ? (size_t)Kp * SDB_LDT : (size_t)(SDB_ROWS / 2) * ldxp;
+    const size_t d_elems = (size_t)(SDB_ROWS / 2) * ldp;
+    /* zeroed once: rows past cols (xt) and columns past cols and rows (xp, dp) stay 0, the
+     * staging writes the rest */
+    nnz_bf16 *buf = nnz_calloc((x_elems + d_elems + 32) * sizeof(nnz_bf16), "bf16 sddmm staging");
     if (!buf) return NNZ_ERR_NOMEM;
-    nnz_bf16 *xt = buf, *dd = buf + xt_elems;
+    nnz_bf16 *xs = buf, *dd = buf + x_elems;
     const int64_t work = (int64_t)nb * A->r * A->c * M;
     const int threads = work >= SDB_PARALLEL_MIN && !omp_in_parallel() ? nnz_threads() : 1;
     int64_t nitems = (int64_t)threads * SDB_ITEMS_PER_THREAD;
@@ -130,16 +133,16 @@ nnz_status nnz_sddmm_bf16_via(nnz_spmm_bf16_path path, const nnz_bsr *A, int64_t
             const int mrows = (int)(M - m0 < SDB_ROWS ? M - m0 : SDB_ROWS), mpad = (mrows + 31) / 32 * 32;
 #pragma omp for schedule(static)
             for (int s = 0; s < strips_x + strips_d; s++) {
-                if (s < strips_x) {
-                    const int k0 = s * SDB_STRIP, k1 = k0 + SDB_STRIP < A->cols ? k0 + SDB_STRIP : A->cols;
-                    stage_transposed(X, m0, mrows, mpad, k0, k1, xt);
-                } else {
-                    const int i0 = (s - strips_x) * SDB_STRIP, i1 = i0 + SDB_STRIP < A->rows ? i0 + SDB_STRIP : A->rows;
-                    if (pairs) stage_pairs(dout, m0, mrows, mpad, i0, i1, dd, ldp);
-                    else stage_transposed(dout, m0, mrows, mpad, i0, i1, dd);
-                }
+                const bool is_x = s < strips_x;
+                const int lo = (is_x ? s : s - strips_x) * SDB_STRIP, n = is_x ? A->cols : A->rows;
+                const int hi = lo + SDB_STRIP < n ? lo + SDB_STRIP : n;
+                if (is_x && amx) stage_transposed(X, m0, mrows, mpad, lo, hi, xs);
+                else if (simd_stage)
+                    nnz_sddmm_bf16_stage_pairs_avx512(is_x ? X : dout, m0, mrows, mpad, lo, hi, is_x ? xs : dd,
+                                                      is_x ? ldxp : ldp);
+                else stage_pairs(is_x ? X : dout, m0, mrows, mpad, lo, hi, is_x ? xs : dd, is_x ? ldxp : ldp);
             }
-            const nnz_sddmm_bf16_chunk ch = {xt, pairs ? dd : NULL, pairs ? NULL : dd, SDB_LDT, ldp, mpad};
+            const nnz_sddmm_bf16_chunk ch = {amx ? xs : NULL, amx ? NULL : xs, dd, SDB_LDT, ldxp, ldp, mpad};
 #pragma omp for schedule(dynamic, 1)
             for (int64_t it = 0; it < nitems; it++)
                 kern(A, &ch, (int32_t)(nb * it / nitems), (int32_t)(nb * (it + 1) / nitems), dval);
