@@ -515,9 +515,9 @@ typedef struct {
     int64_t ldt, ldxp, ldp;
     int mpad;
 } nnz_sddmm_bf16_chunk;
-/* src's rows [m0, m0+mrows) in m-pairs into out (pair-row p at out + p*ldo): columns [i0, i1),
- * pair-rows up to mpad/2, zero past mrows; rounding as nnz_bf16_from_f32, bit for bit */
-void nnz_sddmm_bf16_stage_pairs_avx512(const nnz_bf16_src *src, int64_t m0, int mrows, int mpad, int i0, int i1,
+/* pair-rows [p0, p1) of out (row p at out + p*ldo): out[p*ldo + i*2 + e] = src(m0+2p+e, i) as
+ * bf16 for i < n, zero where 2p+e >= mrows; rounding as nnz_bf16_from_f32, bit for bit */
+void nnz_sddmm_bf16_stage_pairs_avx512(const nnz_bf16_src *src, int64_t m0, int mrows, int p0, int p1, int n,
                                        nnz_bf16 *out, int64_t ldo);
 /* The block row holding block j (j < the block count) */
 int nnz_bsr_block_row_of(const nnz_bsr *A, int32_t j);

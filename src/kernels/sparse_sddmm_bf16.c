@@ -11,7 +11,8 @@
 #define SDB_ITEMS_PER_THREAD 4
 #define SDB_ROWS 256  /* rows of m per staged chunk (8 AMX k-steps of 32) */
 #define SDB_LDT (SDB_ROWS + 32) /* xt row stride: 576 bytes, an odd number of cache lines */
-#define SDB_STRIP 64  /* columns of X / rows of dout per staging task */
+#define SDB_STRIP 64  /* columns of X per transposing task (AMX) */
+#define SDB_PAIR_GROUP 8 /* pair-rows per pair-staging task (divides 16: mpad/2 is a multiple of 16) */
 
 void nnz_sddmm_bsr_bf16_ref(const nnz_bsr *A, int64_t M, const nnz_bf16_src *dout, const nnz_bf16_src *X,
                             float *dval) {
@@ -74,19 +75,20 @@ static void stage_transposed(const nnz_bf16_src *src, int64_t m0, int mrows, int
     for (int k = k0; k < k1; k++) memset(t + (int64_t)k * SDB_LDT + mrows, 0, (size_t)(mpad - mrows) * sizeof(nnz_bf16));
 }
 
-/* dp[p*ldp + i*2 + e] = dout(m0+2p+e, i) for i in [i0, i1), 2p+e < mpad (zero past mrows) */
-static void stage_pairs(const nnz_bf16_src *src, int64_t m0, int mrows, int mpad, int i0, int i1, nnz_bf16 *dp,
-                        int64_t ldp) {
-    for (int m = 0; m < mpad; m++) {
-        nnz_bf16 *o = dp + (int64_t)(m / 2) * ldp + m % 2;
+/* pair-rows [p0, p1) of out (row p at out + p*ldo): out[p*ldo + i*2 + e] = src(m0+2p+e, i) as
+ * bf16 for i < n, zero where 2p+e >= mrows (nnz_sddmm_bf16_stage_pairs_avx512 in plain C) */
+static void stage_pairs(const nnz_bf16_src *src, int64_t m0, int mrows, int p0, int p1, int n, nnz_bf16 *out,
+                        int64_t ldo) {
+    for (int m = 2 * p0; m < 2 * p1; m++) {
+        nnz_bf16 *o = out + (int64_t)(m / 2) * ldo + m % 2;
         if (m >= mrows) {
-            for (int i = i0; i < i1; i++) o[i * 2] = 0;
+            for (int i = 0; i < n; i++) o[i * 2] = 0;
         } else if (src->f32) {
             const float *row = (const float *)src->p + (m0 + m) * src->ld;
-            for (int i = i0; i < i1; i++) o[i * 2] = nnz_bf16_from_f32(row[i]);
+            for (int i = 0; i < n; i++) o[i * 2] = nnz_bf16_from_f32(row[i]);
         } else {
             const nnz_bf16 *row = (const nnz_bf16 *)src->p + (m0 + m) * src->ld;
-            for (int i = i0; i < i1; i++) o[i * 2] = row[i];
+            for (int i = 0; i < n; i++) o[i * 2] = row[i];
         }
     }
 }
@@ -125,22 +127,31 @@ nnz_status nnz_sddmm_bf16_via(nnz_spmm_bf16_path path, const nnz_bsr *A, int64_t
     int64_t nitems = (int64_t)threads * SDB_ITEMS_PER_THREAD;
     if (threads == 1) nitems = 1;
     if (nitems > nb) nitems = nb;
-    const int strips_x = (A->cols + SDB_STRIP - 1) / SDB_STRIP, strips_d = (A->rows + SDB_STRIP - 1) / SDB_STRIP;
+    /* staging tasks per chunk: X^T by column strips (AMX), X in pair-rows (else), dout in pair-rows;
+     * pair-rows are read as two whole rows of the source and written as one row */
+    const int strips_x = (A->cols + SDB_STRIP - 1) / SDB_STRIP;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         if (path == NNZ_SPMM_BF16_AMX) nnz_amx_tiles_enter();
         for (int64_t m0 = 0; m0 < M; m0 += SDB_ROWS) {
             const int mrows = (int)(M - m0 < SDB_ROWS ? M - m0 : SDB_ROWS), mpad = (mrows + 31) / 32 * 32;
+            const int groups = mpad / 2 / SDB_PAIR_GROUP; /* of pair-rows */
+            const int tasks_x = amx ? strips_x : groups;
 #pragma omp for schedule(static)
-            for (int s = 0; s < strips_x + strips_d; s++) {
-                const bool is_x = s < strips_x;
-                const int lo = (is_x ? s : s - strips_x) * SDB_STRIP, n = is_x ? A->cols : A->rows;
-                const int hi = lo + SDB_STRIP < n ? lo + SDB_STRIP : n;
-                if (is_x && amx) stage_transposed(X, m0, mrows, mpad, lo, hi, xs);
-                else if (simd_stage)
-                    nnz_sddmm_bf16_stage_pairs_avx512(is_x ? X : dout, m0, mrows, mpad, lo, hi, is_x ? xs : dd,
-                                                      is_x ? ldxp : ldp);
-                else stage_pairs(is_x ? X : dout, m0, mrows, mpad, lo, hi, is_x ? xs : dd, is_x ? ldxp : ldp);
+            for (int s = 0; s < tasks_x + groups; s++) {
+                if (s < tasks_x && amx) {
+                    const int lo = s * SDB_STRIP, hi = lo + SDB_STRIP < A->cols ? lo + SDB_STRIP : A->cols;
+                    stage_transposed(X, m0, mrows, mpad, lo, hi, xs);
+                    continue;
+                }
+                const bool is_x = s < tasks_x;
+                const int p0 = (is_x ? s : s - tasks_x) * SDB_PAIR_GROUP, p1 = p0 + SDB_PAIR_GROUP;
+                const nnz_bf16_src *src = is_x ? X : dout;
+                const int n = is_x ? A->cols : A->rows;
+                nnz_bf16 *out = is_x ? xs : dd;
+                const int64_t ldo = is_x ? ldxp : ldp;
+                if (simd_stage) nnz_sddmm_bf16_stage_pairs_avx512(src, m0, mrows, p0, p1, n, out, ldo);
+                else stage_pairs(src, m0, mrows, p0, p1, n, out, ldo);
             }
             const nnz_sddmm_bf16_chunk ch = {amx ? xs : NULL, amx ? NULL : xs, dd, SDB_LDT, ldxp, ldp, mpad};
 #pragma omp for schedule(dynamic, 1)

@@ -152,24 +152,37 @@ ALWAYS_INLINE __m512i widen_lo(const nnz_bf16 *p, __mmask16 m) {
     return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
 }
 
-TARGET void nnz_sddmm_bf16_stage_pairs_avx512(const nnz_bf16_src *src, int64_t m0, int mrows, int mpad, int i0,
-                                              int i1, nnz_bf16 *out, int64_t ldo) {
-    for (int m = 0; m < mpad; m += 2) {
-        int32_t *o = (int32_t *)(out + (int64_t)(m / 2) * ldo);
-        const bool have0 = m < mrows, have1 = m + 1 < mrows;
-        for (int i = i0; i < i1; i += 16) {
-            const __mmask16 mk = (__mmask16)(i1 - i >= 16 ? 0xFFFF : (1u << (i1 - i)) - 1u);
-            __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
-            if (src->f32) {
-                const float *row = (const float *)src->p + (m0 + m) * src->ld + i;
-                if (have0) lo = round_lo(row, mk);
-                if (have1) hi = round_lo(row + src->ld, mk);
-            } else {
-                const nnz_bf16 *row = (const nnz_bf16 *)src->p + (m0 + m) * src->ld + i;
-                if (have0) lo = widen_lo(row, mk);
-                if (have1) hi = widen_lo(row + src->ld, mk);
+TARGET void nnz_sddmm_bf16_stage_pairs_avx512(const nnz_bf16_src *src, int64_t m0, int mrows, int p0, int p1, int n,
+                                              nnz_bf16 *out, int64_t ldo) {
+    const int full = n / 16 * 16;
+    const __mmask16 tail = (__mmask16)((1u << (n - full)) - 1u);
+    for (int p = p0; p < p1; p++) {
+        const int m = 2 * p;
+        int32_t *o = (int32_t *)(out + (int64_t)p * ldo);
+        if (m >= mrows) { /* past the chunk's rows: zeros */
+            for (int i = 0; i < n; i += 16)
+                _mm512_mask_storeu_epi32(o + i, i < full ? 0xFFFF : tail, _mm512_setzero_si512());
+            continue;
+        }
+        const bool have1 = m + 1 < mrows;
+        if (src->f32) {
+            const float *r0 = (const float *)src->p + (m0 + m) * src->ld, *r1 = r0 + src->ld;
+            int i = 0;
+            for (; i < full; i += 16) {
+                const __m512i hi = have1 ? round_lo(r1 + i, 0xFFFF) : _mm512_setzero_si512();
+                _mm512_storeu_si512(o + i, _mm512_or_si512(round_lo(r0 + i, 0xFFFF), _mm512_slli_epi32(hi, 16)));
             }
-            _mm512_mask_storeu_epi32(o + i, mk, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+            if (i < n) {
+                const __m512i hi = have1 ? round_lo(r1 + i, tail) : _mm512_setzero_si512();
+                _mm512_mask_storeu_epi32(o + i, tail, _mm512_or_si512(round_lo(r0 + i, tail), _mm512_slli_epi32(hi, 16)));
+            }
+        } else {
+            const nnz_bf16 *r0 = (const nnz_bf16 *)src->p + (m0 + m) * src->ld, *r1 = r0 + src->ld;
+            for (int i = 0; i < n; i += 16) {
+                const __mmask16 mk = i < full ? 0xFFFF : tail;
+                const __m512i hi = have1 ? widen_lo(r1 + i, mk) : _mm512_setzero_si512();
+                _mm512_mask_storeu_epi32(o + i, mk, _mm512_or_si512(widen_lo(r0 + i, mk), _mm512_slli_epi32(hi, 16)));
+            }
         }
     }
 }
