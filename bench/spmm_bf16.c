@@ -77,8 +77,11 @@ static void wgrad_line(const nnz_spmat *s, const uint8_t *mask, int M, int N, in
             if (rep >= 0) t[ct][rep] = nnz_now_sec() - t0;
         }
     onednn_fini(&dn);
-    double med[CONTENDERS];
-    for (int ct = 0; ct < CONTENDERS; ct++) med[ct] = median(t[ct], reps);
+    double med[CONTENDERS], mn[CONTENDERS];
+    for (int ct = 0; ct < CONTENDERS; ct++) {
+        med[ct] = median(t[ct], reps); /* sorts */
+        mn[ct] = t[ct][0];
+    }
     /* the SDDMM against oneDNN's dense gradient at the kept positions (same bf16 numbers) */
     nnz_spmat_scatter_values(s, dv, false, out[C_BF16_BSR], K);
     double diff = 0, scale = 0;
@@ -93,13 +96,15 @@ static void wgrad_line(const nnz_spmat *s, const uint8_t *mask, int M, int N, in
            "\"bf16_bsr_gflops_actual\":%.2f,\"bf16_bsr_gflops_effective\":%.2f,"
            "\"fp32_bsr_gflops_actual\":%.2f,\"nnz_dense_bf16_gflops\":%.2f,\"onednn_bf16_gflops\":%.2f,"
            "\"bf16_bsr_vs_onednn_dense\":%.3f,\"bf16_bsr_vs_nnz_dense\":%.3f,\"bf16_bsr_vs_fp32_bsr\":%.3f,"
-           "\"max_rel_diff_vs_onednn\":%.2e}\n",
+           "\"max_rel_diff_vs_onednn\":%.2e,\"bf16_bsr_min_ms\":%.4f,\"fp32_bsr_min_ms\":%.4f,"
+           "\"nnz_dense_bf16_min_ms\":%.4f,\"onednn_bf16_dense_min_ms\":%.4f}\n",
            r, c, M, N, K, sparsity, 1.0 - (double)s->nnz / ((double)N * K), threads, reps,
            nnz_spmm_bf16_path_name(nnz_sddmm_bf16_path_for(&s->fwd)), med[C_BF16_BSR] * 1e3, med[C_FP32_BSR] * 1e3,
            med[C_NNZ_DENSE] * 1e3, med[C_ONEDNN] * 1e3, act / med[C_BF16_BSR] * 1e-9, eff / med[C_BF16_BSR] * 1e-9,
            act / med[C_FP32_BSR] * 1e-9, eff / med[C_NNZ_DENSE] * 1e-9, eff / med[C_ONEDNN] * 1e-9,
            med[C_ONEDNN] / med[C_BF16_BSR], med[C_NNZ_DENSE] / med[C_BF16_BSR], med[C_FP32_BSR] / med[C_BF16_BSR],
-           scale > 0 ? diff / scale : diff);
+           scale > 0 ? diff / scale : diff, mn[C_BF16_BSR] * 1e3, mn[C_FP32_BSR] * 1e3, mn[C_NNZ_DENSE] * 1e3,
+           mn[C_ONEDNN] * 1e3);
     fflush(stdout);
     nnz_free(dv), nnz_free(dv32);
 }

@@ -117,11 +117,16 @@ nnz_status nnz_sddmm_bf16_via(nnz_spmm_bf16_path path, const nnz_bsr *A, int64_t
     const int64_t ldxp = (int64_t)Kp * 2 + 32, ldp = (int64_t)Np * 2 + 32;
     const size_t x_elems = amx ? (size_t)Kp * SDB_LDT : (size_t)(SDB_ROWS / 2) * ldxp;
     const size_t d_elems = (size_t)(SDB_ROWS / 2) * ldp;
-    /* zeroed once: rows past cols (xt) and columns past cols and rows (xp, dp) stay 0, the
-     * staging writes the rest */
-    nnz_bf16 *buf = nnz_calloc((x_elems + d_elems + 32) * sizeof(nnz_bf16), "bf16 sddmm staging");
+    nnz_bf16 *buf = nnz_alloc((x_elems + d_elems + 32) * sizeof(nnz_bf16), "bf16 sddmm staging");
     if (!buf) return NNZ_ERR_NOMEM;
     nnz_bf16 *xs = buf, *dd = buf + x_elems;
+    /* what the kernels read and the staging never writes, zeroed once: X^T's rows past cols;
+     * the pair-rows' columns past cols (xp) and rows (dp) */
+    if (amx) memset(xs + (size_t)A->cols * SDB_LDT, 0, (size_t)(Kp - A->cols) * SDB_LDT * sizeof(nnz_bf16));
+    for (int p = 0; p < SDB_ROWS / 2; p++) {
+        if (!amx) memset(xs + p * ldxp + 2 * A->cols, 0, (size_t)(Kp - A->cols) * 2 * sizeof(nnz_bf16));
+        memset(dd + p * ldp + 2 * A->rows, 0, (size_t)(Np - A->rows) * 2 * sizeof(nnz_bf16));
+    }
     const int64_t work = (int64_t)nb * A->r * A->c * M;
     const int threads = work >= SDB_PARALLEL_MIN && !omp_in_parallel() ? nnz_threads() : 1;
     int64_t nitems = (int64_t)threads * SDB_ITEMS_PER_THREAD;
