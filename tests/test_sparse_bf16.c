@@ -12,7 +12,10 @@
  * one 48/64-row item, padded leading dimensions. Also: the VNNI pair layout of val_bf16 at
  * every kept position, fp32 activations (_f32in) equal to pre-rounded bf16 ones bit for bit,
  * refreshed values, unpacked matrices and inapplicable paths refused, 1 and 2 threads
- * bit-identical on every path.
+ * bit-identical on every path. And the bf16 SDDMM (weight gradient at the kept blocks) the
+ * same way: every block shape, every path, odd M and M past one staging chunk, against the
+ * double oracle of the bf16-rounded inputs and the reference (AMX emulation bit for bit),
+ * padding of dval untouched, 1 and 2 threads bit-identical.
  *
  * Tolerance (as test_sparse_kernels): the products of two bf16 are exact in fp32, so each
  * path's result is a float32 sum of n exact terms plus the base: within
