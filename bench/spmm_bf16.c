@@ -53,6 +53,14 @@ static void check(nnz_status st) {
 
 enum { C_BF16_BSR, C_FP32_BSR, C_ONEDNN, C_NNZ_DENSE, CONTENDERS }; /* C_NNZ_DENSE: --wgrad only */
 
+/* each contender's median and fastest of its reps times (sorts them) */
+static void summarize(double t[CONTENDERS][64], int reps, double *med, double *mn) {
+    for (int ct = 0; ct < CONTENDERS; ct++) {
+        med[ct] = median(t[ct], reps);
+        mn[ct] = t[ct][0];
+    }
+}
+
 /* The weight gradient at one (block, sparsity): dW (N,K) = dout(M,N)^T X(M,K), the SDDMM at the
  * kept blocks (bf16, fp32) against the dense bf16 GEMMs (nnz's, oneDNN's) of every weight */
 static void wgrad_line(const nnz_spmat *s, const uint8_t *mask, int M, int N, int K, int r, int c, double sparsity,
@@ -78,10 +86,7 @@ static void wgrad_line(const nnz_spmat *s, const uint8_t *mask, int M, int N, in
         }
     onednn_fini(&dn);
     double med[CONTENDERS], mn[CONTENDERS];
-    for (int ct = 0; ct < CONTENDERS; ct++) {
-        med[ct] = median(t[ct], reps); /* sorts */
-        mn[ct] = t[ct][0];
-    }
+    summarize(t, reps, med, mn);
     /* the SDDMM against oneDNN's dense gradient at the kept positions (same bf16 numbers) */
     nnz_spmat_scatter_values(s, dv, false, out[C_BF16_BSR], K);
     double diff = 0, scale = 0;
@@ -202,10 +207,7 @@ int main(int argc, char **argv) {
                     }
                 onednn_fini(&dn);
                 double med[CONTENDERS], mn[CONTENDERS];
-                for (int ct = 0; ct < CONTENDERS; ct++) {
-                    med[ct] = median(t[ct], reps); /* sorts */
-                    mn[ct] = t[ct][0];
-                }
+                summarize(t, reps, med, mn);
                 /* the bf16 kernel against oneDNN on the same bf16 numbers (only sum order differs) */
                 double diff = 0, scale = 0;
                 for (int64_t i = 0; i < (int64_t)M * on; i++) {

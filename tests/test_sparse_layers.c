@@ -55,18 +55,36 @@ static const char *const FORMATS[] = {"csr", "bsr:1x4", "bsr:4x4", "bsr:8x8", "b
 
 typedef struct { int N, H, W, IC, OC, k, stride, pad; } conv_case;
 
-static void conv_sparse_case(const conv_case *cc, mask_kind kind, const char *format, uint64_t seed) {
+/* A conv case's shape and random inputs, weight (masked by kind), output gradient and bias */
+typedef struct {
     nnz_conv_shape s;
-    assert_int_equal(nnz_conv_shape_init(&s, cc->N, cc->H, cc->W, cc->IC, cc->OC, cc->k, cc->k, cc->stride, cc->pad, 1),
+    int K;
+    size_t ni, no, nw;
+    float *inp, *w, *dout, *bias;
+} conv_data;
+
+static conv_data conv_data_make(const conv_case *cc, mask_kind kind, uint64_t seed) {
+    conv_data d;
+    assert_int_equal(nnz_conv_shape_init(&d.s, cc->N, cc->H, cc->W, cc->IC, cc->OC, cc->k, cc->k, cc->stride, cc->pad, 1),
                      NNZ_OK);
-    const int K = cc->k * cc->k * cc->IC;
-    const size_t ni = (size_t)s.N * s.H * s.W * s.IC, no = (size_t)s.N * s.OH * s.OW * s.OC, nw = (size_t)s.OC * K;
-    float *inp = falloc(ni), *w = falloc(nw), *dout = falloc(no), *bias = falloc((size_t)s.OC);
-    tu_fill_uniform(inp, (int64_t)ni, -1, 1, seed);
-    tu_fill_uniform(w, (int64_t)nw, -1, 1, seed + 1);
-    tu_fill_uniform(dout, (int64_t)no, -1, 1, seed + 2);
-    tu_fill_uniform(bias, s.OC, -1, 1, seed + 3);
-    apply_mask(kind, s.OC, K, w, seed);
+    const nnz_conv_shape *s = &d.s;
+    d.K = cc->k * cc->k * cc->IC;
+    d.ni = (size_t)s->N * s->H * s->W * s->IC, d.no = (size_t)s->N * s->OH * s->OW * s->OC, d.nw = (size_t)s->OC * d.K;
+    d.inp = falloc(d.ni), d.w = falloc(d.nw), d.dout = falloc(d.no), d.bias = falloc((size_t)s->OC);
+    tu_fill_uniform(d.inp, (int64_t)d.ni, -1, 1, seed);
+    tu_fill_uniform(d.w, (int64_t)d.nw, -1, 1, seed + 1);
+    tu_fill_uniform(d.dout, (int64_t)d.no, -1, 1, seed + 2);
+    tu_fill_uniform(d.bias, s->OC, -1, 1, seed + 3);
+    apply_mask(kind, s->OC, d.K, d.w, seed);
+    return d;
+}
+
+static void conv_sparse_case(const conv_case *cc, mask_kind kind, const char *format, uint64_t seed) {
+    const conv_data d = conv_data_make(cc, kind, seed);
+    const nnz_conv_shape s = d.s;
+    const int K = d.K;
+    const size_t ni = d.ni, no = d.no, nw = d.nw;
+    float *inp = d.inp, *w = d.w, *dout = d.dout, *bias = d.bias;
     float *inp_a = absolute(inp, ni), *w_a = absolute(w, nw), *dout_a = absolute(dout, no), *bias_a = absolute(bias, (size_t)s.OC);
     float *scratch = falloc(nnz_conv2d_scratch_floats(&s) + 1);
 
@@ -273,17 +291,11 @@ static void test_model_sparse_bf16_inference(void **state) {
  *     exact one: (2^-7 + 2^-16 + chain*2^-23)*S.
  * Zero weights get no gradient; the bias gradient (fp32 column sums of dout) is the fp32 one. */
 static void conv_bf16_train_case(const conv_case *cc, const char *format, uint64_t seed) {
-    nnz_conv_shape s;
-    assert_int_equal(nnz_conv_shape_init(&s, cc->N, cc->H, cc->W, cc->IC, cc->OC, cc->k, cc->k, cc->stride, cc->pad, 1),
-                     NNZ_OK);
-    const int K = cc->k * cc->k * cc->IC;
-    const size_t ni = (size_t)s.N * s.H * s.W * s.IC, no = (size_t)s.N * s.OH * s.OW * s.OC, nw = (size_t)s.OC * K;
-    float *inp = falloc(ni), *w = falloc(nw), *dout = falloc(no), *bias = falloc((size_t)s.OC);
-    tu_fill_uniform(inp, (int64_t)ni, -1, 1, seed);
-    tu_fill_uniform(w, (int64_t)nw, -1, 1, seed + 1);
-    tu_fill_uniform(dout, (int64_t)no, -1, 1, seed + 2);
-    tu_fill_uniform(bias, s.OC, -1, 1, seed + 3);
-    apply_mask(MASK_BLOCK16, s.OC, K, w, seed);
+    const conv_data d = conv_data_make(cc, MASK_BLOCK16, seed);
+    const nnz_conv_shape s = d.s;
+    const int K = d.K;
+    const size_t ni = d.ni, no = d.no, nw = d.nw;
+    float *inp = d.inp, *w = d.w, *dout = d.dout, *bias = d.bias;
     float *inp_r = falloc(ni), *w_r = falloc(nw), *dout_r = falloc(no);
     for (size_t i = 0; i < ni; i++) inp_r[i] = nnz_bf16_round(inp[i]);
     for (size_t i = 0; i < nw; i++) w_r[i] = nnz_bf16_round(w[i]);

@@ -502,6 +502,8 @@ nnz_status nnz_sddmm_bf16_f32in(const nnz_spmat *W, int64_t M, const float *dout
 /* fwd orientation A on a forced path (tests, benchmarks); dout, X: trans must be false */
 nnz_status nnz_sddmm_bf16_via(nnz_spmm_bf16_path p, const nnz_bsr *A, int64_t M, const nnz_bf16_src *dout,
                               const nnz_bf16_src *X, float *dval);
+/* At most the bytes one call allocates (its staging) for a (rows, cols) matrix, any block */
+size_t nnz_sddmm_bf16_staging_bytes(int rows, int cols);
 /* The oracle: plain loops, single-threaded, the order above, no denormal flushing. */
 void nnz_sddmm_bsr_bf16_ref(const nnz_bsr *A, int64_t M, const nnz_bf16_src *dout, const nnz_bf16_src *X,
                             float *dval);

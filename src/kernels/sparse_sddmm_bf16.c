@@ -93,6 +93,12 @@ static void stage_pairs(const nnz_bf16_src *src, int64_t m0, int mrows, int p0, 
     }
 }
 
+size_t nnz_sddmm_bf16_staging_bytes(int rows, int cols) {
+    const size_t kp = (size_t)cols + 32, np = (size_t)rows + 32; /* padded to the largest block */
+    const size_t x = kp * SDB_LDT > (SDB_ROWS / 2) * (kp * 2 + 32) ? kp * SDB_LDT : (SDB_ROWS / 2) * (kp * 2 + 32);
+    return (x + (SDB_ROWS / 2) * (np * 2 + 32) + 32) * sizeof(nnz_bf16);
+}
+
 typedef void (*sddmm_item)(const nnz_bsr *, const nnz_sddmm_bf16_chunk *, int32_t, int32_t, float *);
 
 nnz_status nnz_sddmm_bf16_via(nnz_spmm_bf16_path path, const nnz_bsr *A, int64_t M, const nnz_bf16_src *dout,
