@@ -9,8 +9,11 @@
  * (2 * kept weights * M) and effective GFLOP/s (2*M*N*K, the dense-equivalent) of each
  * sparse contender, oneDNN's GFLOP/s, the ratios of the bf16 kernel's time to oneDNN's dense
  * bf16 and to nnz's fp32 BSR (medians), and each contender's fastest run (*_min_ms). --bwd adds backward-data (dX = dout * W; oneDNN: dense
- * dout * W) lines.
- *   nnz_bench_spmm_bf16 [--threads 1] [--reps 5] [--M 256] [--N 1024] [--K 1024] [--bwd] */
+ * dout * W) lines. --wgrad adds the weight gradient: the bf16 SDDMM nnz_sddmm_bf16 (dW at the
+ * kept blocks only, = dout(M,N)^T X(M,K)) against nnz_sddmm_f32 and the dense bf16 weight-
+ * gradient GEMM, nnz's own (nnz_gemm_bf16, transA) and oneDNN's (nnz_dense_bf16_ms,
+ * onednn_bf16_dense_ms; the ratios *_vs_nnz_dense and *_vs_onednn_dense).
+ *   nnz_bench_spmm_bf16 [--threads 1] [--reps 5] [--M 256] [--N 1024] [--K 1024] [--bwd] [--wgrad] */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,11 +51,72 @@ static void check(nnz_status st) {
     }
 }
 
-enum { C_BF16_BSR, C_FP32_BSR, C_ONEDNN, CONTENDERS };
+enum { C_BF16_BSR, C_FP32_BSR, C_ONEDNN, C_NNZ_DENSE, CONTENDERS }; /* C_NNZ_DENSE: --wgrad only */
+
+/* each contender's median and fastest of its reps times (sorts them) */
+static void summarize(double t[CONTENDERS][64], int reps, double *med, double *mn) {
+    for (int ct = 0; ct < CONTENDERS; ct++) {
+        med[ct] = median(t[ct], reps);
+        mn[ct] = t[ct][0];
+    }
+}
+
+/* The weight gradient at one (block, sparsity): dW (N,K) = dout(M,N)^T X(M,K), the SDDMM at the
+ * kept blocks (bf16, fp32) against the dense bf16 GEMMs (nnz's, oneDNN's) of every weight */
+static void wgrad_line(const nnz_spmat *s, const uint8_t *mask, int M, int N, int K, int r, int c, double sparsity,
+                       int threads, int reps, const float *X, const float *D, const nnz_bf16 *Xb, const nnz_bf16 *Db,
+                       float **out) {
+    const int64_t nv = nnz_spmat_val_count(s);
+    float *dv = xalloc((size_t)(nv ? nv : 1) * 4), *dv32 = xalloc((size_t)(nv ? nv : 1) * 4);
+    onednn_matmul dn;
+    onednn_init(&dn, N, K, M, true, false, (void *)Db, (void *)Xb, out[C_ONEDNN]);
+    double t[CONTENDERS][64];
+    for (int rep = -1; rep < reps; rep++)
+        for (int ct = 0; ct < CONTENDERS; ct++) {
+            if (ct == C_BF16_BSR) memset(dv, 0, (size_t)nv * 4);
+            if (ct == C_FP32_BSR) memset(dv32, 0, (size_t)nv * 4);
+            const double t0 = nnz_now_sec();
+            switch (ct) {
+            case C_BF16_BSR: check(nnz_sddmm_bf16(s, M, Db, N, Xb, K, dv)); break;
+            case C_FP32_BSR: check(nnz_sddmm_f32(s, M, D, N, X, K, dv32)); break;
+            case C_ONEDNN: onednn_run(&dn); break;
+            case C_NNZ_DENSE: nnz_gemm_bf16(true, false, N, K, M, 1.0f, Db, N, Xb, K, 0.0f, out[ct], K); break;
+            }
+            if (rep >= 0) t[ct][rep] = nnz_now_sec() - t0;
+        }
+    onednn_fini(&dn);
+    double med[CONTENDERS], mn[CONTENDERS];
+    summarize(t, reps, med, mn);
+    /* the SDDMM against oneDNN's dense gradient at the kept positions (same bf16 numbers) */
+    nnz_spmat_scatter_values(s, dv, false, out[C_BF16_BSR], K);
+    double diff = 0, scale = 0;
+    for (int64_t i = 0; i < (int64_t)N * K; i++) {
+        scale = fmax(scale, fabs((double)out[C_ONEDNN][i]));
+        if (mask[i]) diff = fmax(diff, fabs((double)out[C_BF16_BSR][i] - out[C_ONEDNN][i]));
+    }
+    const double eff = 2.0 * M * (double)N * K, act = 2.0 * (double)s->nnz * M;
+    printf("{\"bench\":\"spmm_bf16\",\"kernel\":\"wgrad\",\"block\":\"%dx%d\",\"M\":%d,\"N\":%d,\"K\":%d,"
+           "\"sparsity\":%.2f,\"actual_sparsity\":%.4f,\"threads\":%d,\"reps\":%d,\"path\":\"%s\","
+           "\"bf16_bsr_ms\":%.4f,\"fp32_bsr_ms\":%.4f,\"nnz_dense_bf16_ms\":%.4f,\"onednn_bf16_dense_ms\":%.4f,"
+           "\"bf16_bsr_gflops_actual\":%.2f,\"bf16_bsr_gflops_effective\":%.2f,"
+           "\"fp32_bsr_gflops_actual\":%.2f,\"nnz_dense_bf16_gflops\":%.2f,\"onednn_bf16_gflops\":%.2f,"
+           "\"bf16_bsr_vs_onednn_dense\":%.3f,\"bf16_bsr_vs_nnz_dense\":%.3f,\"bf16_bsr_vs_fp32_bsr\":%.3f,"
+           "\"max_rel_diff_vs_onednn\":%.2e,\"bf16_bsr_min_ms\":%.4f,\"fp32_bsr_min_ms\":%.4f,"
+           "\"nnz_dense_bf16_min_ms\":%.4f,\"onednn_bf16_dense_min_ms\":%.4f}\n",
+           r, c, M, N, K, sparsity, 1.0 - (double)s->nnz / ((double)N * K), threads, reps,
+           nnz_spmm_bf16_path_name(nnz_sddmm_bf16_path_for(&s->fwd)), med[C_BF16_BSR] * 1e3, med[C_FP32_BSR] * 1e3,
+           med[C_NNZ_DENSE] * 1e3, med[C_ONEDNN] * 1e3, act / med[C_BF16_BSR] * 1e-9, eff / med[C_BF16_BSR] * 1e-9,
+           act / med[C_FP32_BSR] * 1e-9, eff / med[C_NNZ_DENSE] * 1e-9, eff / med[C_ONEDNN] * 1e-9,
+           med[C_ONEDNN] / med[C_BF16_BSR], med[C_NNZ_DENSE] / med[C_BF16_BSR], med[C_FP32_BSR] / med[C_BF16_BSR],
+           scale > 0 ? diff / scale : diff, mn[C_BF16_BSR] * 1e3, mn[C_FP32_BSR] * 1e3, mn[C_NNZ_DENSE] * 1e3,
+           mn[C_ONEDNN] * 1e3);
+    fflush(stdout);
+    nnz_free(dv), nnz_free(dv32);
+}
 
 int main(int argc, char **argv) {
     nnz_threads_prefer_passive(argv);
-    int threads = 1, reps = 5, M = 256, N = 1024, K = 1024, bwd = 0;
+    int threads = 1, reps = 5, M = 256, N = 1024, K = 1024, bwd = 0, wgrad = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
@@ -60,8 +124,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--N") && i + 1 < argc) N = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--K") && i + 1 < argc) K = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--bwd")) bwd = 1;
+        else if (!strcmp(argv[i], "--wgrad")) wgrad = 1;
         else {
-            fprintf(stderr, "usage: %s [--threads N (1)] [--reps R (5)] [--M 256] [--N 1024] [--K 1024] [--bwd]\n",
+            fprintf(stderr, "usage: %s [--threads N (1)] [--reps R (5)] [--M 256] [--N 1024] [--K 1024] [--bwd] [--wgrad]\n",
                     argv[0]);
             return 2;
         }
@@ -77,7 +142,8 @@ int main(int argc, char **argv) {
     float *W = xalloc((size_t)N * K * 4), *Wm = xalloc((size_t)N * K * 4), *X = xalloc((size_t)M * K * 4);
     float *D = xalloc((size_t)M * N * 4);
     nnz_bf16 *Wb = xalloc((size_t)N * K * 2), *Xb = xalloc((size_t)M * K * 2), *Db = xalloc((size_t)M * N * 2);
-    const int64_t out_n = (int64_t)M * (N > K ? N : K);
+    int64_t out_n = (int64_t)M * (N > K ? N : K);
+    if (out_n < (int64_t)N * K) out_n = (int64_t)N * K; /* the dense weight gradient */
     float *out[CONTENDERS];
     for (int c = 0; c < CONTENDERS; c++) out[c] = xalloc((size_t)out_n * 4);
     nnz_rng g = nnz_rng_make(1, 0);
@@ -110,7 +176,12 @@ int main(int argc, char **argv) {
             nnz_spmat s;
             check(nnz_spmat_from_dense(N, K, W, K, mask, r, c, &s));
             check(nnz_spmat_pack_bf16(&s));
-            for (int kind = 0; kind < 1 + bwd; kind++) {
+            for (int kind = 0; kind < 2 + wgrad; kind++) {
+                if (kind == 1 && !bwd) continue;
+                if (kind == 2) {
+                    wgrad_line(&s, mask, M, N, K, r, c, sparsities[si], threads, reps, X, D, Xb, Db, out);
+                    continue;
+                }
                 /* fwd: out (M,N) = X * Wm^T; bwd_data: dX (M,K) = dout * Wm */
                 const bool b = kind == 1;
                 const int on = b ? K : N, ok = b ? N : K;
@@ -130,15 +201,13 @@ int main(int argc, char **argv) {
                                     : nnz_spmm_f32(&s, M, X, K, NULL, false, out[ct], N));
                             break;
                         case C_ONEDNN: onednn_run(&dn); break;
+                        default: break; /* C_NNZ_DENSE: --wgrad only */
                         }
                         if (rep >= 0) t[ct][rep] = nnz_now_sec() - t0;
                     }
                 onednn_fini(&dn);
                 double med[CONTENDERS], mn[CONTENDERS];
-                for (int ct = 0; ct < CONTENDERS; ct++) {
-                    med[ct] = median(t[ct], reps); /* sorts */
-                    mn[ct] = t[ct][0];
-                }
+                summarize(t, reps, med, mn);
                 /* the bf16 kernel against oneDNN on the same bf16 numbers (only sum order differs) */
                 double diff = 0, scale = 0;
                 for (int64_t i = 0; i < (int64_t)M * on; i++) {

@@ -12,7 +12,10 @@
  * one 48/64-row item, padded leading dimensions. Also: the VNNI pair layout of val_bf16 at
  * every kept position, fp32 activations (_f32in) equal to pre-rounded bf16 ones bit for bit,
  * refreshed values, unpacked matrices and inapplicable paths refused, 1 and 2 threads
- * bit-identical on every path.
+ * bit-identical on every path. And the bf16 SDDMM (weight gradient at the kept blocks) the
+ * same way: every block shape, every path, odd M and M past one staging chunk, against the
+ * double oracle of the bf16-rounded inputs and the reference (AMX emulation bit for bit),
+ * padding of dval untouched, 1 and 2 threads bit-identical.
  *
  * Tolerance (as test_sparse_kernels): the products of two bf16 are exact in fp32, so each
  * path's result is a float32 sum of n exact terms plus the base: within
@@ -43,30 +46,9 @@ static void *xalloc(size_t n) {
 }
 static float *falloc(size_t n) { return xalloc(n * sizeof(float)); }
 
+/* the shared masks (test_util.h); the pattern enum above in their order, PAT_SINGLE = TU_MASK_SINGLE_BLOCK */
 static uint8_t *make_mask(pattern p, int rows, int cols, int64_t ldw, int r, int c, uint64_t seed) {
-    uint8_t *mask = calloc((size_t)(rows * ldw) + 1, 1);
-    assert_non_null(mask);
-    nnz_rng g = nnz_rng_make(seed, 7);
-    const int bcols = (cols + c - 1) / c, brows = (rows + r - 1) / r;
-    for (int i = 0; i < rows; i++)
-        for (int k = 0; k < cols; k++) {
-            const int br = i / r, bc = k / c;
-            bool keep = false;
-            switch (p) {
-            case PAT_ELEM: keep = nnz_rng_uniform(&g) < 0.3f; break;
-            case PAT_BLOCK:
-            case PAT_EMPTY_ROWS: {
-                nnz_rng b = nnz_rng_make(seed, 1000 + (uint64_t)br * bcols + bc);
-                keep = nnz_rng_uniform(&b) < 0.35f && nnz_rng_uniform(&g) < 0.7f;
-                if (p == PAT_EMPTY_ROWS && (br % 3 == 1 || i % 5 == 2)) keep = false;
-                break;
-            }
-            case PAT_SINGLE: keep = br == brows / 2 && bc == bcols - 1; break; /* one whole (edge) block */
-            default: break;
-            }
-            mask[(int64_t)i * ldw + k] = keep;
-        }
-    return mask;
+    return tu_sparse_mask(p == PAT_SINGLE ? TU_MASK_SINGLE_BLOCK : (tu_mask_pattern)p, rows, cols, ldw, r, c, seed);
 }
 
 /* got vs want (both (n, cols) with ld): |d| <= mult * (nterms+2) * u * (S + |base|) */
@@ -353,12 +335,227 @@ static void test_spmm_bf16_threads_deterministic(void **state) {
     free(W), free(Xf), free(Df);
 }
 
+/* ---- SDDMM (bf16 inputs, fp32 sums): dval (+)= dout^T X at the kept blocks ---- */
+
+/* M not a multiple of 2, 16 or 32 (odd pairs, partial tiles) in every shape; past one
+ * 256-row staging chunk in the last */
+static const shape sddmm_shapes[] = {
+    {37, 45, 5, 0},    /* nothing divisible */
+    {64, 64, 13, 3},   /* divisible by every block; padded ld */
+    {33, 70, 1, 0},    /* M = 1 */
+    {17, 31, 67, 1},   /* K odd */
+    {48, 96, 45, 7},   /* cols a multiple of 32; padded ld */
+    {40, 64, 301, 2},  /* M past one 256-row chunk */
+};
+
+/* a denormal: vdpbf16ps and tdpbf16ps flush one they add to, so a padded position that a
+ * SIMD path reads and writes back (even with only zero products) changes */
+#define PAD_SENTINEL 1e-40f
+
+/* One case: the reference against the double oracle of the bf16-rounded inputs, then the
+ * dispatcher and every explicit path that applies (bf16 and fp32 inputs) against the oracle
+ * and the reference (the AMX emulation and the reference itself bit for bit). dval starts at
+ * random values (the running sums start there); padded positions hold a sentinel that must
+ * stay. The matrix is not packed: the SDDMM reads only the structure. */
+static void run_sddmm_case(const shape *sh, int r, int c, pattern p, uint64_t seed) {
+    const int rows = sh->rows, cols = sh->cols, M = sh->M;
+    const int64_t ldw = cols, ldx = cols + sh->pad, ldd = rows + sh->pad;
+    char ctx[200];
+    snprintf(ctx, sizeof ctx, "sddmm isa=%s block=%dx%d W=%dx%d M=%d pad=%d pattern=%s",
+             nnz_isa_name(nnz_isa_active()), r, c, rows, cols, M, sh->pad, pattern_names[p]);
+    float *W = falloc((size_t)rows * cols);
+    tu_fill_uniform(W, (int64_t)rows * cols, -1, 1, seed);
+    uint8_t *mask = make_mask(p, rows, cols, ldw, r, c, seed + 1);
+    nnz_spmat s;
+    assert_int_equal(nnz_spmat_from_dense(rows, cols, W, ldw, mask, r, c, &s), NNZ_OK);
+    const nnz_bsr *A = &s.fwd;
+    float *Xf = falloc((size_t)M * ldx), *Xr = falloc((size_t)M * ldx), *Df = falloc((size_t)M * ldd),
+          *Dr = falloc((size_t)M * ldd);
+    nnz_bf16 *Xb = xalloc((size_t)M * ldx * 2), *Db = xalloc((size_t)M * ldd * 2);
+    tu_fill_uniform(Xf, (int64_t)M * ldx, -1, 1, seed + 2);
+    tu_fill_uniform(Df, (int64_t)M * ldd, -1, 1, seed + 3);
+    for (int64_t i = 0; i < (int64_t)M * ldx; i++) {
+        if (i % ldx >= cols) Xf[i] = NAN; /* padding is never read */
+        Xb[i] = nnz_bf16_from_f32(Xf[i]), Xr[i] = nnz_bf16_to_f32(Xb[i]);
+    }
+    for (int64_t i = 0; i < (int64_t)M * ldd; i++) {
+        if (i % ldd >= rows) Df[i] = NAN;
+        Db[i] = nnz_bf16_from_f32(Df[i]), Dr[i] = nnz_bf16_to_f32(Db[i]);
+    }
+    const int64_t nv = nnz_spmat_val_count(&s);
+    float *init = falloc((size_t)nv), *ref = falloc((size_t)nv), *out = falloc((size_t)nv);
+    double *want = xalloc((size_t)(nv ? nv : 1) * sizeof(double)), *S = xalloc((size_t)(nv ? nv : 1) * sizeof(double));
+    bool *inb = xalloc((size_t)(nv ? nv : 1));
+    tu_fill_uniform(init, nv, -1, 1, seed + 4);
+    for (int br = 0; br < A->brows; br++)
+        for (int32_t j = A->ptr[br]; j < A->ptr[br + 1]; j++)
+            for (int kk = 0; kk < c; kk++)
+                for (int ii = 0; ii < r; ii++) {
+                    const int64_t at = (int64_t)j * r * c + kk * r + ii;
+                    const int i = br * r + ii, k = A->idx[j] * c + kk;
+                    inb[at] = i < rows && k < cols;
+                    if (!inb[at]) {
+                        init[at] = PAD_SENTINEL; /* padding: neither read nor written */
+                        continue;
+                    }
+                    double sum = 0, a = 0;
+                    for (int m = 0; m < M; m++) {
+                        const double prod = (double)Dr[(int64_t)m * ldd + i] * Xr[(int64_t)m * ldx + k];
+                        sum += prod, a += fabs(prod);
+                    }
+                    want[at] = (double)init[at] + sum, S[at] = a;
+                }
+    const nnz_bf16_src db = {Db, ldd, false, false}, xb = {Xb, ldx, false, false};
+    const nnz_bf16_src dfs = {Df, ldd, false, true}, xfs = {Xf, ldx, false, true};
+    memcpy(ref, init, (size_t)nv * sizeof(float));
+    nnz_sddmm_bsr_bf16_ref(A, M, &db, &xb, ref);
+    double *refd = xalloc((size_t)(nv ? nv : 1) * sizeof(double));
+    for (int64_t v = 0; v < nv; v++) refd[v] = ref[v];
+    /* got vs want at the in-bounds positions (tolerance mult*(M+2)*u*(S + |init|)), the sentinel elsewhere */
+    #define SDDMM_CHECK(label, got, against, mult)                                                               \
+        for (int64_t v = 0; v < nv; v++) {                                                                       \
+            if (!inb[v]) {                                                                                       \
+                if ((got)[v] != PAD_SENTINEL) fail_msg("%s %s: padding value %lld written", label, ctx, (long long)v); \
+                continue;                                                                                        \
+            }                                                                                                    \
+            const double tol = (mult) * (M + 2) * UNIT_ROUNDOFF * (S[v] + fabs((double)init[v])) + 1e-30;        \
+            if (!(fabs((double)(got)[v] - (against)[v]) <= tol))                                                 \
+                fail_msg("%s %s: value %lld = %.9g, expected %.9g (tol %g)", label, ctx, (long long)v, (got)[v], \
+                         (against)[v], tol);                                                                     \
+        }
+    SDDMM_CHECK("ref vs dense", ref, want, 2.0);
+    for (int f32 = 0; f32 < 2; f32++) { /* the dispatcher */
+        memcpy(out, init, (size_t)nv * sizeof(float));
+        assert_int_equal(f32 ? nnz_sddmm_bf16_f32in(&s, M, Df, ldd, Xf, ldx, out)
+                             : nnz_sddmm_bf16(&s, M, Db, ldd, Xb, ldx, out), NNZ_OK);
+        char label[80];
+        snprintf(label, sizeof label, "dispatch(%s)%s", nnz_spmm_bf16_path_name(nnz_sddmm_bf16_path_for(A)),
+                 f32 ? " f32in" : "");
+        SDDMM_CHECK(label, out, want, 2.0);
+        SDDMM_CHECK(label, out, refd, 4.0);
+    }
+    for (size_t q = 0; q < sizeof all_paths / sizeof all_paths[0]; q++) {
+        if (!nnz_sddmm_bf16_path_applies(all_paths[q], A)) continue;
+        for (int f32 = 0; f32 < 2; f32++) {
+            memcpy(out, init, (size_t)nv * sizeof(float));
+            assert_int_equal(nnz_sddmm_bf16_via(all_paths[q], A, M, f32 ? &dfs : &db, f32 ? &xfs : &xb, out), NNZ_OK);
+            char label[80];
+            snprintf(label, sizeof label, "path=%s%s", nnz_spmm_bf16_path_name(all_paths[q]), f32 ? " f32in" : "");
+            SDDMM_CHECK(label, out, want, 2.0);
+            if (all_paths[q] == NNZ_SPMM_BF16_AMX_EMULATED || all_paths[q] == NNZ_SPMM_BF16_REF)
+                tu_assert_same_values(out, ref, nv);
+            else
+                SDDMM_CHECK(label, out, refd, 4.0);
+        }
+    }
+    #undef SDDMM_CHECK
+    nnz_spmat_free(&s);
+    free(W), free(mask), free(Xf), free(Xr), free(Df), free(Dr), free(Xb), free(Db);
+    free(init), free(ref), free(out), free(want), free(S), free(inb), free(refd);
+}
+
+/* Every block shape, shape and pattern at the best ISA (every path that applies is tried);
+ * below it the dispatcher runs the reference: the first two shapes, every pattern */
+static void sddmm_isa(nnz_isa isa, void *ctx) {
+    (void)ctx;
+    uint64_t seed = 500;
+    const size_t nshapes = isa == nnz_isa_best() ? sizeof sddmm_shapes / sizeof sddmm_shapes[0] : 2;
+    for (int b = 0; b < NBLOCKS; b++)
+        for (size_t sh = 0; sh < nshapes; sh++)
+            for (int p = 0; p < PAT_COUNT; p++)
+                run_sddmm_case(&sddmm_shapes[sh], blocks[b][0], blocks[b][1], (pattern)p, seed++);
+}
+
+static void test_sddmm_bf16_all_blocks_all_isas(void **state) {
+    (void)state;
+    tu_for_each_isa(sddmm_isa, NULL);
+}
+
+/* Which paths apply to which blocks; a path that cannot run is refused with a message; M = 0
+ * leaves dval alone */
+static void test_sddmm_bf16_paths_and_refusals(void **state) {
+    (void)state;
+    float W[32 * 64];
+    tu_fill_uniform(W, 32 * 64, -1, 1, 5);
+    for (int b = 0; b < NBLOCKS; b++) {
+        const int r = blocks[b][0], c = blocks[b][1];
+        nnz_spmat s;
+        assert_int_equal(nnz_spmat_from_dense(32, 64, W, 64, NULL, r, c, &s), NNZ_OK);
+        const bool amx = (r == 16 || r == 32) && (c == 16 || c == 32), csr = r == 1 && c == 1;
+        assert_true(nnz_sddmm_bf16_path_applies(NNZ_SPMM_BF16_REF, &s.fwd)); /* unpacked: no bf16 values needed */
+        assert_int_equal(nnz_sddmm_bf16_path_applies(NNZ_SPMM_BF16_AMX_EMULATED, &s.fwd), amx);
+        if (csr) assert_false(nnz_sddmm_bf16_path_applies(NNZ_SPMM_BF16_AVX512BF16, &s.fwd));
+        const nnz_spmm_bf16_path want = amx && nnz_isa_supported(NNZ_ISA_AMX) ? NNZ_SPMM_BF16_AMX
+                                        : !csr && nnz_isa_supported(NNZ_ISA_AVX512BF16) ? NNZ_SPMM_BF16_AVX512BF16
+                                                                                         : NNZ_SPMM_BF16_REF;
+        assert_int_equal(nnz_sddmm_bf16_path_for(&s.fwd), want);
+        if (!amx) {
+            nnz_bf16 X[64] = {0};
+            float dv[32 * 64];
+            const nnz_bf16_src src = {X, 64, false, false};
+            assert_int_equal(nnz_sddmm_bf16_via(NNZ_SPMM_BF16_AMX_EMULATED, &s.fwd, 1, &src, &src, dv),
+                             NNZ_ERR_UNSUPPORTED);
+            char blk[16];
+            snprintf(blk, sizeof blk, "%dx%d", r, c);
+            assert_non_null(strstr(nnz_last_error(), blk));
+        }
+        const int64_t nv = nnz_spmat_val_count(&s);
+        float *dv = falloc((size_t)nv);
+        for (int64_t v = 0; v < nv; v++) dv[v] = 7.0f;
+        float X[64] = {0};
+        assert_int_equal(nnz_sddmm_bf16_f32in(&s, 0, X, 32, X, 64, dv), NNZ_OK);
+        for (int64_t v = 0; v < nv; v++) assert_true(dv[v] == 7.0f);
+        free(dv);
+        nnz_spmat_free(&s);
+    }
+}
+
+/* 1 and 2 threads: bit-identical on every path (big enough to run threaded, two chunks of m) */
+static void test_sddmm_bf16_threads_deterministic(void **state) {
+    (void)state;
+    const int rows = 200, cols = 301, M = 299;
+    float *W = falloc((size_t)rows * cols), *Xf = falloc((size_t)M * cols), *Df = falloc((size_t)M * rows);
+    tu_fill_uniform(W, (int64_t)rows * cols, -1, 1, 31);
+    tu_fill_uniform(Xf, (int64_t)M * cols, -1, 1, 32);
+    tu_fill_uniform(Df, (int64_t)M * rows, -1, 1, 33);
+    const int threads_before = nnz_get_threads();
+    const nnz_bf16_src d = {Df, rows, false, true}, x = {Xf, cols, false, true};
+    for (int b = 0; b < NBLOCKS; b++) {
+        const int r = blocks[b][0], c = blocks[b][1];
+        uint8_t *mask = make_mask(PAT_BLOCK, rows, cols, cols, r, c, 40 + b);
+        nnz_spmat s;
+        assert_int_equal(nnz_spmat_from_dense(rows, cols, W, cols, mask, r, c, &s), NNZ_OK);
+        const int64_t nv = nnz_spmat_val_count(&s);
+        for (size_t p = 0; p < sizeof all_paths / sizeof all_paths[0]; p++) {
+            if (!nnz_sddmm_bf16_path_applies(all_paths[p], &s.fwd) || all_paths[p] == NNZ_SPMM_BF16_REF) continue;
+            float *dv[2];
+            for (int t = 0; t < 2; t++) {
+                nnz_set_threads(t + 1);
+                dv[t] = falloc((size_t)nv);
+                tu_fill_uniform(dv[t], nv, -1, 1, 50);
+                assert_int_equal(nnz_sddmm_bf16_via(all_paths[p], &s.fwd, M, &d, &x, dv[t]), NNZ_OK);
+            }
+            if (memcmp(dv[0], dv[1], (size_t)nv * sizeof(float)))
+                fail_msg("sddmm block %dx%d path %s: 1 and 2 threads differ", r, c,
+                         nnz_spmm_bf16_path_name(all_paths[p]));
+            free(dv[0]), free(dv[1]);
+        }
+        nnz_spmat_free(&s);
+        free(mask);
+    }
+    nnz_set_threads(threads_before);
+    free(W), free(Xf), free(Df);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spmm_bf16_refusals),
         cmocka_unit_test(test_spmm_bf16_load_values),
         cmocka_unit_test(test_spmm_bf16_all_blocks_all_isas),
         cmocka_unit_test(test_spmm_bf16_threads_deterministic),
+        cmocka_unit_test(test_sddmm_bf16_paths_and_refusals),
+        cmocka_unit_test(test_sddmm_bf16_all_blocks_all_isas),
+        cmocka_unit_test(test_sddmm_bf16_threads_deterministic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

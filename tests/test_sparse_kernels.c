@@ -34,33 +34,9 @@ static float *falloc(size_t n) {
     return p;
 }
 
-/* mask (rows, cols) with ld = ldw for pattern p at block shape r x c */
+/* the shared masks (test_util.h); the pattern enum above in their order, PAT_SINGLE = TU_MASK_SINGLE */
 static uint8_t *make_mask(pattern p, int rows, int cols, int64_t ldw, int r, int c, uint64_t seed) {
-    uint8_t *mask = calloc((size_t)(rows * ldw) + 1, 1);
-    assert_non_null(mask);
-    nnz_rng g = nnz_rng_make(seed, 7);
-    const int bcols = (cols + c - 1) / c;
-    for (int i = 0; i < rows; i++)
-        for (int k = 0; k < cols; k++) {
-            const int br = i / r, bc = k / c;
-            bool keep = false;
-            switch (p) {
-            case PAT_ELEM: keep = nnz_rng_uniform(&g) < 0.3f; break;
-            case PAT_BLOCK:
-            case PAT_EMPTY_ROWS: {
-                /* block kept with prob 0.35 (a hash of the block), elements inside with 0.7 */
-                nnz_rng b = nnz_rng_make(seed, 1000 + (uint64_t)br * bcols + bc);
-                keep = nnz_rng_uniform(&b) < 0.35f && nnz_rng_uniform(&g) < 0.7f;
-                if (p == PAT_EMPTY_ROWS && (br % 3 == 1 || i % 5 == 2)) keep = false;
-                break;
-            }
-            case PAT_ALL_ZERO: keep = false; break;
-            case PAT_SINGLE: keep = i == rows / 2 && k == cols - 1; break;
-            default: break;
-            }
-            mask[(int64_t)i * ldw + k] = keep;
-        }
-    return mask;
+    return tu_sparse_mask(p == PAT_SINGLE ? TU_MASK_SINGLE : (tu_mask_pattern)p, rows, cols, ldw, r, c, seed);
 }
 
 /* |x| of a row-major (n, m) matrix with ld */

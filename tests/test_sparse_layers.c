@@ -55,18 +55,36 @@ static const char *const FORMATS[] = {"csr", "bsr:1x4", "bsr:4x4", "bsr:8x8", "b
 
 typedef struct { int N, H, W, IC, OC, k, stride, pad; } conv_case;
 
-static void conv_sparse_case(const conv_case *cc, mask_kind kind, const char *format, uint64_t seed) {
+/* A conv case's shape and random inputs, weight (masked by kind), output gradient and bias */
+typedef struct {
     nnz_conv_shape s;
-    assert_int_equal(nnz_conv_shape_init(&s, cc->N, cc->H, cc->W, cc->IC, cc->OC, cc->k, cc->k, cc->stride, cc->pad, 1),
+    int K;
+    size_t ni, no, nw;
+    float *inp, *w, *dout, *bias;
+} conv_data;
+
+static conv_data conv_data_make(const conv_case *cc, mask_kind kind, uint64_t seed) {
+    conv_data d;
+    assert_int_equal(nnz_conv_shape_init(&d.s, cc->N, cc->H, cc->W, cc->IC, cc->OC, cc->k, cc->k, cc->stride, cc->pad, 1),
                      NNZ_OK);
-    const int K = cc->k * cc->k * cc->IC;
-    const size_t ni = (size_t)s.N * s.H * s.W * s.IC, no = (size_t)s.N * s.OH * s.OW * s.OC, nw = (size_t)s.OC * K;
-    float *inp = falloc(ni), *w = falloc(nw), *dout = falloc(no), *bias = falloc((size_t)s.OC);
-    tu_fill_uniform(inp, (int64_t)ni, -1, 1, seed);
-    tu_fill_uniform(w, (int64_t)nw, -1, 1, seed + 1);
-    tu_fill_uniform(dout, (int64_t)no, -1, 1, seed + 2);
-    tu_fill_uniform(bias, s.OC, -1, 1, seed + 3);
-    apply_mask(kind, s.OC, K, w, seed);
+    const nnz_conv_shape *s = &d.s;
+    d.K = cc->k * cc->k * cc->IC;
+    d.ni = (size_t)s->N * s->H * s->W * s->IC, d.no = (size_t)s->N * s->OH * s->OW * s->OC, d.nw = (size_t)s->OC * d.K;
+    d.inp = falloc(d.ni), d.w = falloc(d.nw), d.dout = falloc(d.no), d.bias = falloc((size_t)s->OC);
+    tu_fill_uniform(d.inp, (int64_t)d.ni, -1, 1, seed);
+    tu_fill_uniform(d.w, (int64_t)d.nw, -1, 1, seed + 1);
+    tu_fill_uniform(d.dout, (int64_t)d.no, -1, 1, seed + 2);
+    tu_fill_uniform(d.bias, s->OC, -1, 1, seed + 3);
+    apply_mask(kind, s->OC, d.K, d.w, seed);
+    return d;
+}
+
+static void conv_sparse_case(const conv_case *cc, mask_kind kind, const char *format, uint64_t seed) {
+    const conv_data d = conv_data_make(cc, kind, seed);
+    const nnz_conv_shape s = d.s;
+    const int K = d.K;
+    const size_t ni = d.ni, no = d.no, nw = d.nw;
+    float *inp = d.inp, *w = d.w, *dout = d.dout, *bias = d.bias;
     float *inp_a = absolute(inp, ni), *w_a = absolute(w, nw), *dout_a = absolute(dout, no), *bias_a = absolute(bias, (size_t)s.OC);
     float *scratch = falloc(nnz_conv2d_scratch_floats(&s) + 1);
 
@@ -221,7 +239,7 @@ static void test_model_sparse_eval_and_train(void **state) {
  * SIMD bf16 SpMM exists (and says so in the layer's reason); their eval forward then rounds
  * inputs and weights to bf16 like the dense bf16 GEMM, so the logits match the dense bf16
  * model to summation order (the fp32 sparse kernels would differ by the rounding, ~1e-3).
- * Training forwards keep the fp32 sparse kernels. */
+ * (Training: test_model_sparse_bf16_training.) */
 static void bf16_inference_isa(nnz_isa isa, void *ctx) {
     (void)ctx;
     const int n = 8;
@@ -241,7 +259,7 @@ static void bf16_inference_isa(nnz_isa isa, void *ctx) {
     assert_int_equal(nnz_model_sparse_summary(m, report, sizeof report, &with_zeros), NNZ_OK);
     if (bf16) {
         char want[64];
-        snprintf(want, sizeof want, "inference fwd in bf16 (%s)", isa >= NNZ_ISA_AMX ? "amx" : "avx512bf16");
+        snprintf(want, sizeof want, "bf16 training and inference (fwd %s,", isa >= NNZ_ISA_AMX ? "amx" : "avx512bf16");
         if (!strstr(report, want)) fail_msg("isa %s: the summary does not say '%s':\n%s", nnz_isa_name(isa), want, report);
         if (tu_max_rel_err(l, l_ref, n * 10, 1.0) > 1e-5)
             fail_msg("isa %s: bf16 sparse logits differ from dense bf16 by %g", nnz_isa_name(isa),
@@ -295,6 +313,221 @@ static void test_all_zero_layer_reason(void **state) {
     free(l_d);
 }
 
+/* ---- bf16 training of a sparse layer: forward, backward-data and SDDMM on the bf16 kernels ----
+ * A conv (or linear as 1x1) with nnz_conv_shape.sparse_bf16_fwd/bwd on the packed matrix, against
+ *   - the fp32 sparse path on the bf16-ROUNDED inputs, weights and output gradients: the same
+ *     exact products summed in another order, so within chain*2^-23*S (S: the sum of |terms|).
+ *     A pass left on the fp32 kernels (unrounded operands) is off by ~2^-8*S and fails;
+ *   - the fp32 sparse path on the original values, within the bf16 bound: each product of two
+ *     values rounded to bf16 (relative error u = 2^-8 each) is within (2u + u^2)|a b| of the
+ *     exact one: (2^-7 + 2^-16 + chain*2^-23)*S.
+ * Zero weights get no gradient; the bias gradient (fp32 column sums of dout) is the fp32 one. */
+static void conv_bf16_train_case(const conv_case *cc, const char *format, uint64_t seed) {
+    const conv_data d = conv_data_make(cc, MASK_BLOCK16, seed);
+    const nnz_conv_shape s = d.s;
+    const int K = d.K;
+    const size_t ni = d.ni, no = d.no, nw = d.nw;
+    float *inp = d.inp, *w = d.w, *dout = d.dout, *bias = d.bias;
+    float *inp_r = falloc(ni), *w_r = falloc(nw), *dout_r = falloc(no);
+    for (size_t i = 0; i < ni; i++) inp_r[i] = nnz_bf16_round(inp[i]);
+    for (size_t i = 0; i < nw; i++) w_r[i] = nnz_bf16_round(w[i]);
+    for (size_t i = 0; i < no; i++) dout_r[i] = nnz_bf16_round(dout[i]);
+    float *inp_a = absolute(inp, ni), *w_a = absolute(w, nw), *dout_a = absolute(dout, no), *bias_a = absolute(bias, (size_t)s.OC);
+    float *scratch = falloc(nnz_conv2d_scratch_floats(&s) + 1);
+    nnz_sparse_format f;
+    assert_int_equal(nnz_sparse_format_parse(format, &f), NNZ_OK);
+    nnz_sparse_weight sw, sw_r, sw_f;
+    nnz_sparse_weight *sws[] = {&sw, &sw_r, &sw_f};
+    const float *ws[] = {w, w_r, w};
+    for (int v = 0; v < 3; v++) {
+        memset(sws[v], 0, sizeof sw);
+        assert_int_equal(nnz_spmat_from_dense(s.OC, K, ws[v], K, NULL, f.r, f.c, &sws[v]->mat), NNZ_OK);
+        sws[v]->dval = falloc((size_t)nnz_spmat_val_count(&sws[v]->mat) + 1);
+    }
+    assert_int_equal(nnz_spmat_pack_bf16(&sw.mat), NNZ_OK);
+    nnz_conv_shape sb = s, sr = s, sf = s; /* bf16; fp32 on rounded values; fp32 */
+    sb.sparse = &sw, sb.sparse_bf16_fwd = sb.sparse_bf16_bwd = true;
+    sr.sparse = &sw_r, sf.sparse = &sw_f;
+    char ctx[96];
+    snprintf(ctx, sizeof ctx, "%s k=%d IC=%d OC=%d isa=%s", format, cc->k, cc->IC, cc->OC, nnz_isa_name(nnz_isa_active()));
+
+    const double u = ldexp(1.0, -8), bf16_rel = 2 * u + u * u;
+    float *o_b = falloc(no), *o_r = falloc(no), *o_f = falloc(no), *S = falloc(no);
+    nnz_conv2d_forward(&sb, inp, w, bias, o_b, scratch);
+    nnz_conv2d_forward(&sr, inp_r, w_r, bias, o_r, scratch);
+    nnz_conv2d_forward(&sf, inp, w, bias, o_f, scratch);
+    nnz_conv2d_forward(&s, inp_a, w_a, bias_a, S, scratch);
+    char what[160];
+    snprintf(what, sizeof what, "%s forward vs fp32 on rounded", ctx);
+    check_close(what, o_b, o_r, S, no, K + 1);
+    for (size_t i = 0; i < no; i++) {
+        const double tol = (bf16_rel + (K + 1) * ldexp(1.0, -23)) * S[i] + 1e-30;
+        if (!(fabs((double)o_b[i] - o_f[i]) <= tol))
+            fail_msg("%s forward [%zu]: bf16 %.9g vs fp32 %.9g (bf16 bound %.3g)", ctx, i, o_b[i], o_f[i], tol);
+    }
+
+    float *dw[3], *di[3], *db[3], *Sw = falloc(nw), *Si = falloc(ni);
+    for (int v = 0; v < 3; v++) {
+        dw[v] = falloc(nw), di[v] = falloc(ni), db[v] = falloc((size_t)s.OC);
+        for (size_t i = 0; i < nw; i++) dw[v][i] = 0.25f; /* the += contract */
+    }
+    nnz_conv2d_backward(&sb, inp, w, dout, di[0], dw[0], db[0], scratch);
+    nnz_conv2d_backward(&sr, inp_r, w_r, dout_r, di[1], dw[1], NULL, scratch);
+    nnz_conv2d_backward(&sf, inp, w, dout, di[2], dw[2], db[2], scratch);
+    nnz_conv2d_backward(&s, inp_a, w_a, dout_a, Si, Sw, NULL, scratch);
+    for (size_t i = 0; i < nw; i++) {
+        if (w[i] == 0.0f) { /* no gradient where the weight is masked */
+            if (dw[0][i] != 0.25f) fail_msg("%s: dweight[%zu] of a zero weight changed to %g", ctx, i, dw[0][i]);
+            dw[0][i] = dw[1][i] = dw[2][i] = 0.25f;
+        }
+    }
+    tu_assert_same_values(db[0], db[2], s.OC);
+    const double chain_w = (double)s.N * s.OH * s.OW + 2, chain_i = (double)s.OC + cc->k * cc->k + 1;
+    snprintf(what, sizeof what, "%s dweight (SDDMM) vs fp32 on rounded", ctx);
+    check_close(what, dw[0], dw[1], Sw, nw, chain_w);
+    snprintf(what, sizeof what, "%s dinp (backward-data) vs fp32 on rounded", ctx);
+    check_close(what, di[0], di[1], Si, ni, chain_i);
+    for (size_t i = 0; i < nw; i++) {
+        const double tol = (bf16_rel + chain_w * ldexp(1.0, -23)) * Sw[i] + 1e-30;
+        if (!(fabs((double)dw[0][i] - dw[2][i]) <= tol))
+            fail_msg("%s dweight [%zu]: bf16 %.9g vs fp32 %.9g (bf16 bound %.3g)", ctx, i, dw[0][i], dw[2][i], tol);
+    }
+    for (size_t i = 0; i < ni; i++) {
+        const double tol = (bf16_rel + chain_i * ldexp(1.0, -23)) * Si[i] + 1e-30;
+        if (!(fabs((double)di[0][i] - di[2][i]) <= tol))
+            fail_msg("%s dinp [%zu]: bf16 %.9g vs fp32 %.9g (bf16 bound %.3g)", ctx, i, di[0][i], di[2][i], tol);
+    }
+    for (int v = 0; v < 3; v++) {
+        nnz_spmat_free(&sws[v]->mat);
+        free(sws[v]->dval), free(dw[v]), free(di[v]), free(db[v]);
+    }
+    float *bufs[] = {inp, w, dout, bias, inp_r, w_r, dout_r, inp_a, w_a, dout_a, bias_a, scratch, o_b, o_r, o_f, S, Sw, Si};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+}
+
+static void conv_bf16_train_all(nnz_isa isa, void *ctx) {
+    (void)ctx;
+    static const conv_case cases[] = {
+        {2, 7, 6, 5, 19, 3, 1, 1},  /* im2col, K = 45 */
+        {3, 5, 4, 24, 33, 1, 1, 0}, /* 1x1 */
+        {5, 1, 1, 70, 40, 1, 1, 0}, /* a linear layer as 1x1, M = 5 (odd) */
+    };
+    static const char *const formats[] = {"bsr:4x4", "bsr:8x8", "bsr:16x16", "bsr:16x32", "bsr:32x16", "bsr:32x32"};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (size_t f = 0; f < sizeof formats / sizeof formats[0]; f++)
+            conv_bf16_train_case(&cases[c], formats[f], 100 * c + f + (uint64_t)isa);
+}
+
+static void test_conv_sparse_bf16_training_products(void **state) {
+    (void)state;
+    tu_for_each_isa(conv_bf16_train_all, NULL);
+}
+
+/* One training step (forward + backward, no update) of lenet5 with conv2 and fc1 90% masked in
+ * 16x16 blocks (bsr:16x32 forced) at --precision bf16. Where the CPU has SIMD bf16 kernels for
+ * all three products (avx512bf16 and up): the planner says so in the layers' reasons, their
+ * training passes run on them (the pass counters), and every gradient equals the dense bf16
+ * model's (whose GEMMs round the same operands to bf16) to summation order: within 1e-5 of the
+ * largest (measured: 1.6e-7 on conv2, 0 elsewhere). The same model with its sparse layers held
+ * on the fp32 kernels is 10x farther than that from the dense bf16 gradients (measured: 8% of
+ * the largest, the bf16 rounding carried through relu masks), so a layer left on fp32 fails.
+ * (The bf16-vs-fp32 bound per product is test_conv_sparse_bf16_training_products'.) Below
+ * avx512bf16 the layers say "fp32 kernels" and train on them. An eval forward after training
+ * replans for inference (the training plan packs no inference-only values). */
+static void bf16_training_isa(nnz_isa isa, void *ctx) {
+    (void)ctx;
+    const int n = 8;
+    float *x = falloc((size_t)n * 784), *dl = falloc((size_t)n * 10), *l = falloc((size_t)n * 10);
+    tu_fill_uniform(x, n * 784, -1, 2, 7);
+    tu_fill_uniform(dl, n * 10, -0.1f, 0.1f, 8);
+    /* 0: sparse bf16; 1: dense bf16; 2: sparse bf16 with its sparse layers held on the fp32
+     * kernels (bf16_train cleared after the planning forward: what training did before) */
+    nnz_model *ms[3] = {masked_lenet5("bsr:16x32"), masked_lenet5("dense"), masked_lenet5("bsr:16x32")};
+    for (int v = 0; v < 3; v++) {
+        assert_int_equal(nnz_model_set_precision(ms[v], NNZ_BF16), NNZ_OK);
+        if (v == 2) {
+            assert_int_equal(nnz_model_forward(ms[v], x, n, true), NNZ_OK);
+            for (int i = 0; i < ms[v]->n_nodes; i++)
+                if (ms[v]->sparse[i]) ms[v]->sparse[i]->bf16_train = false;
+        }
+        nnz_model_zero_grad(ms[v]);
+        assert_int_equal(nnz_model_forward(ms[v], x, n, true), NNZ_OK);
+        assert_int_equal(nnz_model_backward(ms[v], x, n, dl), NNZ_OK);
+    }
+    nnz_model *m = ms[0];
+    const bool bf16 = isa >= NNZ_ISA_AVX512BF16;
+    static const char *const layers[] = {"conv2", "fc1"};
+    for (int L = 0; L < 2; L++) {
+        char name[32];
+        snprintf(name, sizeof name, "%s.weight", layers[L]);
+        const int node = m->params[nnz_model_find_param(m, name)].node;
+        assert_non_null(m->sparse[node]);
+        assert_int_equal(m->sparse[node]->bf16_train, bf16);
+        assert_int_equal(m->exec[node].sparse_forwards, 1);
+        assert_int_equal(m->exec[node].sparse_backwards, 1);
+        assert_int_equal(m->exec[node].sparse_bf16_forwards, bf16 ? 1 : 0);
+        assert_int_equal(m->exec[node].sparse_bf16_backwards, bf16 ? 1 : 0);
+        if (bf16) { /* the training plan packed what training uses */
+            assert_non_null(m->sparse[node]->mat.fwd.val_bf16);
+            assert_non_null(m->sparse[node]->mat.tr.val_bf16);
+        }
+    }
+    char report[4096];
+    assert_int_equal(nnz_model_sparse_summary(m, report, sizeof report, NULL), NNZ_OK);
+    const char *want = bf16 ? "bf16 training and inference (fwd " : "fp32 kernels (no bf16 SpMM for it here)";
+    if (!strstr(report, want)) fail_msg("isa %s: the summary does not say '%s':\n%s", nnz_isa_name(isa), want, report);
+    for (int p = 0; p < m->n_params; p++) {
+        const int64_t cnt = nnz_tensor_numel(&m->params[p].value);
+        const float *g[3];
+        for (int v = 0; v < 3; v++) g[v] = ms[v]->params[p].grad;
+        double gmax = 0, d_dense = 0, d_fp32 = 0, d_fp32_dense = 0; /* max |.| over the kept weights */
+        for (int64_t k = 0; k < cnt; k++) {
+            if (nnz_tensor_f32(&m->params[p].value)[k] == 0.0f) continue; /* masked: the dense model has a gradient */
+            gmax = fmax(gmax, fabs(g[1][k]));
+            d_dense = fmax(d_dense, fabs(g[0][k] - g[1][k]));
+            d_fp32 = fmax(d_fp32, fabs(g[0][k] - g[2][k]));
+            d_fp32_dense = fmax(d_fp32_dense, fabs(g[2][k] - g[1][k]));
+        }
+        const double tight = 1e-5 * gmax;
+        if (bf16 && d_dense > tight)
+            fail_msg("isa %s: %s: sparse bf16 gradient differs from dense bf16 by %g (max |g| %g)", nnz_isa_name(isa),
+                     m->params[p].name, d_dense, gmax);
+        if (!bf16 && d_fp32 != 0.0) /* no bf16 kernels here: the layers train on the fp32 ones */
+            fail_msg("isa %s: %s: the sparse layers did not train on the fp32 kernels", nnz_isa_name(isa),
+                     m->params[p].name);
+        if (bf16 && strstr(m->params[p].name, ".weight") && (strstr(m->params[p].name, "conv2") || strstr(m->params[p].name, "fc1")) &&
+            !(d_fp32_dense > 10 * tight))
+            fail_msg("%s: the fp32 sparse gradient is as close to dense bf16 as the bf16 one (%g): the test "
+                     "cannot tell the paths apart", m->params[p].name, d_fp32_dense);
+    }
+    /* eval after training: the plan is redone for inference and its forwards run bf16 */
+    assert_int_equal(nnz_model_predict(m, x, n, l), NNZ_OK);
+    assert_false(m->sparse_planned_train);
+    /* 1x4 blocks: the bf16 backward-data would run on W^T's 4x1 blocks (odd c: no SIMD kernel),
+     * so training stays fp32, and its plan packs no bf16 values (only inference uses them) */
+    nnz_model *q = masked_lenet5("bsr:1x4");
+    assert_int_equal(nnz_model_set_precision(q, NNZ_BF16), NNZ_OK);
+    assert_int_equal(nnz_model_forward(q, x, n, true), NNZ_OK);
+    const int c2 = q->params[nnz_model_find_param(q, "conv2.weight")].node;
+    assert_non_null(q->sparse[c2]);
+    assert_false(q->sparse[c2]->bf16_train);
+    assert_null(q->sparse[c2]->mat.fwd.val_bf16);
+    assert_int_equal(q->exec[c2].sparse_bf16_forwards, 0);
+    assert_int_equal(nnz_model_predict(q, x, n, l), NNZ_OK); /* replanned for inference */
+    assert_int_equal(q->sparse[c2]->mat.fwd.val_bf16 != NULL, bf16);
+    assert_int_equal(nnz_model_sparse_summary(q, report, sizeof report, NULL), NNZ_OK);
+    if (bf16 && !strstr(report, "training fp32 (no bf16 backward-data for it here)"))
+        fail_msg("isa %s: 1x4 reason:\n%s", nnz_isa_name(isa), report);
+    nnz_model_free(q);
+    for (int v = 0; v < 3; v++) nnz_model_free(ms[v]);
+    free(x), free(dl), free(l);
+}
+
+static void test_model_sparse_bf16_training(void **state) {
+    (void)state;
+    tu_for_each_isa(bf16_training_isa, NULL);
+}
+
 static void test_sparse_format_errors(void **state) {
     (void)state;
     nnz_sparse_format f;
@@ -325,6 +558,8 @@ int main(void) {
         cmocka_unit_test(test_model_sparse_eval_and_train),
         cmocka_unit_test(test_model_sparse_bf16_inference),
         cmocka_unit_test(test_all_zero_layer_reason),
+        cmocka_unit_test(test_conv_sparse_bf16_training_products),
+        cmocka_unit_test(test_model_sparse_bf16_training),
         cmocka_unit_test(test_sparse_format_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

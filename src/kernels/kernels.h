@@ -403,6 +403,10 @@ nnz_status nnz_sddmm_f32(const nnz_spmat *W, int64_t M, const float *dout, int64
  * Return NNZ_ERR_INVALID_ARG if val_bf16 was not packed, NNZ_ERR_NOMEM if the per-thread
  * scratch cannot be allocated (outputs then undefined). */
 nnz_status nnz_spmat_pack_bf16(nnz_spmat *s);
+/* element `at` of a bf16 source as fp32 (fp32 sources rounded to nearest even bf16) */
+static inline float nnz_bf16_src_at(const nnz_bf16_src *s, int64_t at) {
+    return s->f32 ? nnz_bf16_round(((const float *)s->p)[at]) : nnz_bf16_to_f32(((const nnz_bf16 *)s->p)[at]);
+}
 typedef enum {
     NNZ_SPMM_BF16_REF,
     NNZ_SPMM_BF16_AVX512BF16,
@@ -445,6 +449,86 @@ void nnz_spmm_bsr_bf16_amx(const nnz_bsr *A, int64_t m0, int mrows, int br0, int
 void nnz_spmm_bsr_bf16_amx_emulated(const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1,
                                     const nnz_bf16_src *X, const float *bias, bool accumulate, float *out,
                                     int64_t ldo, nnz_bf16 *xs);
+/* ---- SDDMM with bf16 inputs (the weight gradient at the kept blocks, fp32 accumulation) ----
+ * The backward-weight product of the fp32 section, with bf16 operands:
+ *   dval[kept positions] (+)= sum_m dout(m,row) * X(m,col)   (fwd layout, as nnz_sddmm_f32)
+ * dout (M, rows) with ldd and X (M, cols) with ldx, row-major; bf16, or fp32 (the _f32in entry
+ * points: each value rounded to nearest even bf16 as it is read, the same numbers as
+ * converting first). dval: nnz_spmat_val_count floats in fwd's layout (column-major inside a
+ * block: position (i, kk) of block j at j*r*c + kk*r + i): every in-bounds position of every
+ * kept block is updated, masked-out ones included (the layer applies its mask); padded
+ * positions are neither read nor written. val and val_bf16 are not read (no packing needed).
+ * Accumulation (beta = 1; there is no overwrite): each position's fp32 running sum STARTS at
+ * dval's value,
+ *   s = dval[v]; for m = 0 .. M-1: s += bf16(dout(m,i)) * bf16(X(m,k)); dval[v] = s
+ * (each product exact in fp32, each add rounded), so dval = 0 gives the plain sum and a NaN in
+ * dval stays. M = 0 or no blocks: dval untouched.
+ * Pairs are along m, the reduction axis: (m, m+1) for even m (vdpbf16ps/tdpbf16ps take two
+ * products per lane); M odd: the last pair's partner is 0. Order of the sums per position:
+ *   REF, AMX_EMULATED: as written above (the emulated tile adds the even m first, as
+ *     tdpbf16ps): bit for bit equal on normal numbers;
+ *   AVX512BF16, AMX: in m order, the hardware's own order inside a pair;
+ * so every path is within the fp32 summation bound of the reference; vdpbf16ps and tdpbf16ps
+ * treat denormals as zero (inputs, dval, results).
+ * Paths (nnz_sddmm_bf16_path_for picks the first that applies on the active ISA; NNZ_ISA forces
+ * the ISA; the nnz_spmm_bf16_path names):
+ *   AMX:           r in {16, 32}, c in {16, 32}, when nnz_isa_active() is amx. Per chunk of
+ *                  256 rows of m, all threads stage X^T (xt: bcols*c rows of m, bf16) and dout
+ *                  in m-pairs (dp: 128 pair-rows of brows*r*2 bf16); zero past cols, rows and
+ *                  M. Then per block: C tiles (16 kk x 16 i, row stride r floats: the block's
+ *                  own layout in dval) loaded from dval, per 32 m an A tile of xt (16 kk x 32
+ *                  m) and a B tile of dp (16 pairs x 16 i x 2), tdpbf16ps, stored back; edge
+ *                  blocks (past rows or cols) through a zero-padded copy of the block.
+ *   AMX_EMULATED:  the same with nnz_bf16_tile_dp_emulated (tests; never chosen).
+ *   AVX512BF16:    every BSR block (not CSR), isa >= avx512bf16. X and dout are both staged
+ *                  in m-pairs (xp, dp; AVX-512, the rounding bit for bit nnz_bf16_from_f32's).
+ *                  r >= 16: per block a KT x r/16 register tile (KT kk x 16 i per zmm, KT = 16
+ *                  for r = 16, 8 for r = 32, c if smaller) loaded from dval; per pair r/16
+ *                  loads of dp and one broadcast pair of xp per kk, vdpbf16ps. r < 16: vectors
+ *                  over kk instead (c pairs of xp: one zmm, masked below 16; two for c = 32),
+ *                  an r x c/16 tile gathered from dval, one broadcast pair of dp per i.
+ *   REF:           CSR, and the ref/avx2/avx512 ISAs: plain loops, single-threaded.
+ * Threads: OpenMP; per chunk the staging is split by column strips, then the block list by
+ * equal ranges of blocks (nonzeros, not rows) over the threads; each position's chunk is one
+ * thread's fixed-order sum: results do not depend on the thread count.
+ * Return NNZ_ERR_NOMEM if the staging buffers cannot be allocated (dval then untouched),
+ * NNZ_ERR_UNSUPPORTED (via) if the path cannot run A here. */
+bool nnz_sddmm_bf16_path_applies(nnz_spmm_bf16_path p, const nnz_bsr *A);
+nnz_spmm_bf16_path nnz_sddmm_bf16_path_for(const nnz_bsr *A);
+nnz_status nnz_sddmm_bf16(const nnz_spmat *W, int64_t M, const nnz_bf16 *dout, int64_t ldd, const nnz_bf16 *X,
+                          int64_t ldx, float *dval);
+nnz_status nnz_sddmm_bf16_f32in(const nnz_spmat *W, int64_t M, const float *dout, int64_t ldd, const float *X,
+                                int64_t ldx, float *dval);
+/* fwd orientation A on a forced path (tests, benchmarks); dout, X: trans must be false */
+nnz_status nnz_sddmm_bf16_via(nnz_spmm_bf16_path p, const nnz_bsr *A, int64_t M, const nnz_bf16_src *dout,
+                              const nnz_bf16_src *X, float *dval);
+/* At most the bytes one call allocates (its staging) for a (rows, cols) matrix, any block */
+size_t nnz_sddmm_bf16_staging_bytes(int rows, int cols);
+/* The oracle: plain loops, single-threaded, the order above, no denormal flushing. */
+void nnz_sddmm_bsr_bf16_ref(const nnz_bsr *A, int64_t M, const nnz_bf16_src *dout, const nnz_bf16_src *X,
+                            float *dval);
+/* One staged chunk of m (the per-item kernels' input; the dispatcher stages and threads), bf16,
+ * zero past cols, past rows and from the chunk's rows up to mpad (a multiple of 32):
+ *   xt[k*ldt + m] = X(m0+m, k), k < bcols*c (AMX paths: the A tiles);
+ *   xp[p*ldxp + k*2 + e] = X(m0+2p+e, k) (AVX512BF16: X in m-pairs);
+ *   dp[p*ldp + i*2 + e] = dout(m0+2p+e, i), i < brows*r (every SIMD path). */
+typedef struct {
+    const nnz_bf16 *xt, *xp, *dp;
+    int64_t ldt, ldxp, ldp;
+    int mpad;
+} nnz_sddmm_bf16_chunk;
+/* pair-rows [p0, p1) of out (row p at out + p*ldo): out[p*ldo + i*2 + e] = src(m0+2p+e, i) as
+ * bf16 for i < n, zero where 2p+e >= mrows; rounding as nnz_bf16_from_f32, bit for bit */
+void nnz_sddmm_bf16_stage_pairs_avx512(const nnz_bf16_src *src, int64_t m0, int mrows, int p0, int p1, int n,
+                                       nnz_bf16 *out, int64_t ldo);
+/* The block row holding block j (j < the block count) */
+int nnz_bsr_block_row_of(const nnz_bsr *A, int32_t j);
+/* blocks [j0, j1) (any range, across block rows) += the chunk's products, in the orders above */
+void nnz_sddmm_bsr_bf16_avx512bf16(const nnz_bsr *A, const nnz_sddmm_bf16_chunk *ch, int32_t j0, int32_t j1,
+                                   float *dval);
+void nnz_sddmm_bsr_bf16_amx(const nnz_bsr *A, const nnz_sddmm_bf16_chunk *ch, int32_t j0, int32_t j1, float *dval);
+void nnz_sddmm_bsr_bf16_amx_emulated(const nnz_bsr *A, const nnz_sddmm_bf16_chunk *ch, int32_t j0, int32_t j1,
+                                     float *dval);
 /* AMX tile state for the calling thread (palette 1, 8 tiles of 16 rows x 64 bytes), shared
  * by the AMX GEMM and SpMM; only when nnz_isa_supported(NNZ_ISA_AMX). */
 void nnz_amx_tiles_enter(void);

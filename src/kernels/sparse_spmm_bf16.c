@@ -12,10 +12,6 @@
 #define SPB_ROWS_AVX512BF16 48 /* rows of X per item: 4 register tiles of 12 */
 #define SPB_ROWS_AMX 64        /* 4 groups of 16 (one A tile each) */
 
-static inline float read_x(const nnz_bf16_src *X, int64_t at) {
-    return X->f32 ? nnz_bf16_round(((const float *)X->p)[at]) : nnz_bf16_to_f32(((const nnz_bf16 *)X->p)[at]);
-}
-
 void nnz_spmm_bsr_bf16_ref(const nnz_bsr *A, int64_t M, const nnz_bf16_src *X, const float *bias,
                            bool accumulate, float *out, int64_t ldo) {
     const int r = A->r, c = A->c, cp = (c + 1) / 2 * 2;
@@ -28,7 +24,7 @@ void nnz_spmm_bsr_bf16_ref(const nnz_bsr *A, int64_t M, const nnz_bf16_src *X, c
                     const int k = A->idx[j] * c + kk;
                     if (k >= A->cols) break;
                     const float w = nnz_bf16_to_f32(A->val_bf16[(int64_t)j * r * cp + (kk / 2) * r * 2 + ii * 2 + kk % 2]);
-                    s += w * read_x(X, m * X->ld + k); /* exact product, one rounded add */
+                    s += w * nnz_bf16_src_at(X, m * X->ld + k); /* exact product, one rounded add */
                 }
             const float base = (accumulate ? out[m * ldo + i] : 0.0f) + (bias ? bias[i] : 0.0f);
             out[m * ldo + i] = base + s;

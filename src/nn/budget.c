@@ -101,6 +101,15 @@ size_t nnz_budget_runtime_bytes(const nnz_model *m, int batch, bool sparse, bool
             b += bf16_emulation_floats(m, batch) * sizeof(float) + 2 * 64;
     }
     if (sparse) b += 2 * weight_bytes(m); /* the sparse formats */
+    if (sparse && m->compute == NNZ_BF16) { /* the bf16 SDDMM's staging, the largest layer's (one call at a time) */
+        size_t most = 0;
+        for (int i = 0; i < m->n_nodes; i++) {
+            int rows, cols;
+            if (nnz_node_weight_matrix(&m->nodes[i], &rows, &cols) && nnz_sddmm_bf16_staging_bytes(rows, cols) > most)
+                most = nnz_sddmm_bf16_staging_bytes(rows, cols);
+        }
+        b += most;
+    }
     if (pruning) {
         /* making a magnitude mask of the largest layer (GMP's pruning steps): 16-byte scored
          * candidates, the sort's copy of them and the mask byte, per weight */

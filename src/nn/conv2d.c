@@ -126,6 +126,9 @@ static void weight_forward(const nnz_conv_shape *s, int64_t M, int K, const floa
 
 /* weight gradient += dout (M,OC)^T * X (M,K); sparse: into s->sparse->dval, scattered at the end */
 static void weight_grad(const nnz_conv_shape *s, int64_t M, int K, const float *dout, const float *X, float *dweight) {
+    if (s->sparse && !s->dense_wgrad && s->sparse_bf16_bwd &&
+        nnz_sddmm_bf16_f32in(&s->sparse->mat, M, dout, s->OC, X, K, s->sparse->dval) == NNZ_OK)
+        return;
     if (s->sparse && !s->dense_wgrad && nnz_sddmm_f32(&s->sparse->mat, M, dout, s->OC, X, K, s->sparse->dval) == NNZ_OK) return;
     nnz_gemm(s->compute, true, false, s->OC, K, (int)M, 1.0f, dout, s->OC, X, K, 1.0f, dweight, K);
 }
@@ -133,6 +136,9 @@ static void weight_grad(const nnz_conv_shape *s, int64_t M, int K, const float *
 /* dX (M,K) = dout (M,OC) * weight + (beta ? dX : 0) */
 static void input_grad(const nnz_conv_shape *s, int64_t M, int K, const float *dout, const float *weight, float beta,
                        float *dX) {
+    if (s->sparse && s->sparse_bf16_bwd && s->sparse->mat.tr.val_bf16 &&
+        nnz_spmm_bwd_data_bf16_f32in(&s->sparse->mat, M, dout, s->OC, beta != 0.0f, dX, K) == NNZ_OK)
+        return;
     if (s->sparse && nnz_spmm_bwd_data_f32(&s->sparse->mat, M, dout, s->OC, beta != 0.0f, dX, K) == NNZ_OK) return;
     nnz_gemm(s->compute, false, false, (int)M, K, s->OC, 1.0f, dout, s->OC, weight, K, beta, dX, K);
 }

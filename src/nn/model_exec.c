@@ -61,11 +61,20 @@ static bool output_overwritable(nnz_op op) {
     }
 }
 
+/* Which passes of a sparse layer run the bf16 kernels: eval forwards wherever the planner packed
+ * bf16 values; training (forward, backward-data and SDDMM) where it marked all three bf16_train */
+static void sparse_bf16_flags(const nnz_model *m, nnz_conv_shape *s) {
+    const nnz_sparse_weight *sw = s->sparse;
+    const bool on = sw && m->run_sparse_bf16 && sw->mat.fwd.val_bf16 && (!m->run_sparse_train || sw->bf16_train);
+    s->sparse_bf16_fwd = on;
+    s->sparse_bf16_bwd = on && m->run_sparse_train;
+}
+
 static void fill_conv_shape(const nnz_model *m, const nnz_node *n, int N, nnz_conv_shape *s) {
     memset(s, 0, sizeof *s);
     s->compute = m->compute;
     s->sparse = m->run_sparse && m->sparse ? m->sparse[n - m->nodes] : NULL;
-    s->sparse_bf16_fwd = m->run_sparse_bf16;
+    sparse_bf16_flags(m, s);
     s->dense_wgrad = m->dense_wgrad;
     s->N = N, s->H = n->in_h, s->W = n->in_w, s->IC = n->in_c;
     s->OC = n->out_ch, s->KH = n->k, s->KW = n->k;
@@ -78,24 +87,28 @@ static void linear_as_conv(const nnz_model *m, int i, int N, nnz_conv_shape *s) 
     const nnz_node *n = &m->nodes[i];
     *s = (nnz_conv_shape){.N = N, .H = 1, .W = 1, .IC = n->in_c, .OC = n->out_ch, .KH = 1, .KW = 1, .stride = 1,
                           .groups = 1, .OH = 1, .OW = 1, .compute = m->compute, .sparse = m->sparse[i],
-                          .sparse_bf16_fwd = m->run_sparse_bf16,
                           .dense_wgrad = m->dense_wgrad};
+    sparse_bf16_flags(m, s);
 }
 static bool linear_sparse(const nnz_model *m, int i) { return m->run_sparse && m->sparse && m->sparse[i]; }
 
 /* Before a forward: sparse layers run when their zeros are fixed (eval, or masked training) or
  * when the caller replans them each step (train_sparse); dense training may move zeros, so the
- * plan is redone at the next forward that needs it. At compute NNZ_BF16, eval forwards of the
- * layers the planner gave bf16 values run the bf16 SpMM; training keeps the fp32 sparse kernels
- * (its backward has no bf16 sparse kernels). */
+ * plan is redone at the next forward that needs it. At compute NNZ_BF16 the sparse layers run
+ * the bf16 kernels the planner chose (sparse_layer.c, plan_bf16): eval forwards wherever it
+ * packed bf16 values, training wherever all three products have them. A plan made by a training
+ * forward packed only the training ones: a bf16 eval forward replans (once; an eval plan serves
+ * training as well). */
 static nnz_status prepare_sparse(nnz_model *m, bool train) {
     m->run_sparse = false;
-    m->run_sparse_bf16 = !train && m->compute == NNZ_BF16; /* inference only: training stays fp32 */
+    m->run_sparse_bf16 = m->compute == NNZ_BF16;
+    m->run_sparse_train = train;
     if (train && !m->grad_mask && !m->train_sparse) {
         m->sparse_planned = false;
         return NNZ_OK;
     }
-    if (!m->sparse_planned) NNZ_TRY(nnz_model_sparse_plan(m)); /* built from the weights: values current */
+    if (!train && m->sparse_planned && m->sparse_planned_train && m->compute == NNZ_BF16) m->sparse_planned = false;
+    if (!m->sparse_planned) NNZ_TRY(nnz_model_sparse_plan(m, train)); /* built from the weights: values current */
     else nnz_model_sparse_refresh(m);
     m->run_sparse = true;
     return NNZ_OK;
@@ -392,6 +405,7 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
             }
             nnz_conv2d_forward_ep(&s, in, param_value(m, nd->weight), param_value(m, nd->bias), epp, out, scratch);
             if (train && s.sparse) m->exec[i].sparse_forwards++; /* train: one call per batch, no chunks */
+            if (train && s.sparse_bf16_fwd) m->exec[i].sparse_bf16_forwards++;
             break;
         }
         case NNZ_OP_LINEAR:
@@ -400,6 +414,7 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
                 linear_as_conv(m, i, n, &s);
                 nnz_conv2d_forward(&s, in, param_value(m, nd->weight), param_value(m, nd->bias), out, NULL);
                 if (train) m->exec[i].sparse_forwards++;
+                if (train && s.sparse_bf16_fwd) m->exec[i].sparse_bf16_forwards++;
                 break;
             }
             nnz_linear_forward(m->compute, n, nd->in_c, nd->out_ch, in, param_value(m, nd->weight), param_value(m, nd->bias), out);
@@ -538,6 +553,7 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
             nnz_conv2d_backward_ex(&s, in, param_value(m, nd->weight), dout, dinp, acc, param_grad(m, nd->weight),
                                    param_grad(m, nd->bias), m->scratch);
             if (s.sparse) m->exec[i].sparse_backwards++;
+            if (s.sparse_bf16_bwd) m->exec[i].sparse_bf16_backwards++;
             break;
         }
         case NNZ_OP_LINEAR:
@@ -547,6 +563,7 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
                 nnz_conv2d_backward_ex(&s, in, param_value(m, nd->weight), dout, dinp, acc, param_grad(m, nd->weight),
                                        param_grad(m, nd->bias), NULL);
                 m->exec[i].sparse_backwards++;
+                if (s.sparse_bf16_bwd) m->exec[i].sparse_bf16_backwards++;
                 break;
             }
             nnz_linear_backward_ex(m->compute, n, nd->in_c, nd->out_ch, in, param_value(m, nd->weight), dout, dinp, acc,

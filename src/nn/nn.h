@@ -34,6 +34,8 @@ typedef struct {
     nnz_spmat mat;
     float *dval;
     char format[16];      /* "csr", "bsr:16x16" */
+    bool bf16_train;      /* compute NNZ_BF16: the forward, backward-data and SDDMM all have SIMD bf16
+                             kernels for this block here, and training runs them (sparse_layer.c) */
 } nnz_sparse_weight;
 
 typedef struct {
@@ -48,7 +50,10 @@ typedef struct {
                              gradient), fp32. NULL (init's default): dense */
     bool sparse_bf16_fwd; /* with sparse: the forward runs the bf16 SpMM (nnz_spmm_bf16_f32in: inputs
                              rounded to bf16, fp32 sums) when the matrix has bf16 values (the planner
-                             packs them for inference at compute NNZ_BF16); the rest stays fp32 */
+                             packs them at compute NNZ_BF16, sparse_layer.c) */
+    bool sparse_bf16_bwd; /* with sparse: backward-data and SDDMM run the bf16 kernels
+                             (nnz_spmm_bwd_data_bf16_f32in, nnz_sddmm_bf16_f32in) when the matrix has
+                             bf16 values (bf16 training of a layer with sparse->bf16_train) */
     bool dense_wgrad;     /* with sparse: the weight gradient is the dense GEMM over every weight, zeros
                              included (AutoSparse's Gradient Annealing: pruned weights still get theirs) */
 } nnz_conv_shape;
@@ -213,6 +218,8 @@ typedef struct nnz_node_exec {
     float *eval_scale;  /* conv with eval_bn: out_ch floats for the folded multiplier */
     int64_t sparse_forwards, sparse_backwards; /* conv/linear: passes run on the sparse kernels since
                                                   nnz_model_reserve (what the tests observe) */
+    int64_t sparse_bf16_forwards, sparse_bf16_backwards; /* ... of them in training, on the bf16 kernels
+                                                  (forward; backward-data and SDDMM) */
 } nnz_node_exec;
 
 /* ---- sparse layers (sparse_layer.c) ----
@@ -234,8 +241,10 @@ typedef struct {
 /* conv (groups 1) and linear: the layers the sparse kernels, masks and pruning apply to. Gives
  * the weight as (rows, cols) = (OC, KH*KW*IC) or (OUT, IN); false for every other node. */
 bool nnz_node_weight_matrix(const nnz_node *n, int *rows, int *cols);
-/* Measures every layer, decides, builds the sparse matrices (m->sparse, m->sparse_plan). */
-nnz_status nnz_model_sparse_plan(nnz_model *m);
+/* Measures every layer, decides, builds the sparse matrices (m->sparse, m->sparse_plan). train:
+ * for a training forward (at compute NNZ_BF16, bf16 values only for the layers training runs
+ * in bf16); else for inference. */
+nnz_status nnz_model_sparse_plan(nnz_model *m, bool train);
 void nnz_model_sparse_clear(nnz_model *m);
 /* Copies the dense weights' current values into the sparse matrices (before a forward). */
 void nnz_model_sparse_refresh(nnz_model *m);
@@ -267,7 +276,10 @@ struct nnz_model {
     nnz_sparse_weight **sparse;   /* per node: its sparse matrix, or NULL (dense) */
     nnz_sparse_plan *sparse_plan; /* per node: the decision (conv/linear nodes) */
     bool run_sparse;              /* this forward (and its backward) use m->sparse */
-    bool run_sparse_bf16;         /* ... and its sparse forwards are bf16 (inference at compute NNZ_BF16) */
+    bool sparse_planned_train;    /* ... by a training forward (its bf16 values: the training ones only) */
+    bool run_sparse_bf16;         /* ... and sparse layers run the bf16 kernels (compute NNZ_BF16): every pass of
+                                     an eval forward that has bf16 values; in training the layers with bf16_train */
+    bool run_sparse_train;        /* ... for a training forward and its backward */
     bool train_sparse;            /* training runs sparse layers even without grad_mask: the caller moves the
                                      zeros between steps and sets sparse_planned = false (AutoSparse's w~),
                                      so each training forward replans from the weights' current zeros */

@@ -163,26 +163,43 @@ static nnz_status decide(const nnz_model *m, int rows, int cols, const float *W,
     return NNZ_OK;
 }
 
-/* compute NNZ_BF16: the inference forward runs the bf16 SpMM where it has a SIMD path for this
- * block on this CPU (amx, avx512bf16; not CSR, whose bf16 kernel is the single-threaded
- * reference); the decision goes into the layer's reason. */
-static nnz_status plan_bf16(nnz_sparse_weight *sw, nnz_sparse_plan *plan) {
-    NNZ_TRY(nnz_spmat_pack_bf16(&sw->mat));
-    const nnz_spmm_bf16_path path = nnz_spmm_bf16_path_for(&sw->mat.fwd);
+/* compute NNZ_BF16: which products of the layer run the bf16 sparse kernels, decided per layer
+ * from the paths that exist for its block on this CPU (SIMD ones only: the references are
+ * single-threaded), written into the layer's reason:
+ *   forward, backward-data (on W^T, whose block is c x r) and SDDMM all have one: training and
+ *     inference run all three in bf16 (sw->bf16_train);
+ *   the forward only: inference runs it in bf16, training stays on the fp32 kernels;
+ *   none (CSR, or a CPU without AVX512-BF16): fp32 kernels.
+ * The bf16 values are packed when a pass of this plan uses them: a plan made by a training
+ * forward (AutoSparse replans every step) leaves forward-only layers unpacked, and the next
+ * bf16 eval forward replans (model_exec.c, prepare_sparse). */
+static nnz_status plan_bf16(nnz_sparse_weight *sw, nnz_sparse_plan *plan, bool train) {
     const size_t len = strlen(plan->why);
-    if (path == NNZ_SPMM_BF16_REF) {
-        nnz_free(sw->mat.fwd.val_bf16), nnz_free(sw->mat.tr.val_bf16);
-        sw->mat.fwd.val_bf16 = sw->mat.tr.val_bf16 = NULL;
+    nnz_spmat *mat = &sw->mat;
+    /* the paths take the orientations' shapes; val_bf16 is only checked by applies(), so ask
+     * with a stand-in pointer before deciding to pack */
+    nnz_bsr fwd = mat->fwd, tr = mat->tr;
+    uint16_t stand_in = 0;
+    fwd.val_bf16 = tr.val_bf16 = &stand_in;
+    const nnz_spmm_bf16_path pf = nnz_spmm_bf16_path_for(&fwd), pb = nnz_spmm_bf16_path_for(&tr),
+                             pw = nnz_sddmm_bf16_path_for(&mat->fwd);
+    if (pf == NNZ_SPMM_BF16_REF) {
         snprintf(plan->why + len, sizeof plan->why - len, "; fp32 kernels (no bf16 SpMM for it here)");
-    } else {
-        snprintf(plan->why + len, sizeof plan->why - len, "; inference fwd in bf16 (%s)",
-                 nnz_spmm_bf16_path_name(path));
+        return NNZ_OK;
     }
+    sw->bf16_train = pb != NNZ_SPMM_BF16_REF && pw != NNZ_SPMM_BF16_REF;
+    if (sw->bf16_train)
+        snprintf(plan->why + len, sizeof plan->why - len, "; bf16 training and inference (fwd %s, bwd-data %s, "
+                 "SDDMM %s)", nnz_spmm_bf16_path_name(pf), nnz_spmm_bf16_path_name(pb), nnz_spmm_bf16_path_name(pw));
+    else
+        snprintf(plan->why + len, sizeof plan->why - len, "; inference fwd in bf16 (%s), training fp32 (no bf16 %s "
+                 "for it here)", nnz_spmm_bf16_path_name(pf), pb == NNZ_SPMM_BF16_REF ? "backward-data" : "SDDMM");
+    if (sw->bf16_train || !train) NNZ_TRY(nnz_spmat_pack_bf16(mat));
     return NNZ_OK;
 }
 
 /* Node i's decision and, when sparse, its matrix. */
-static nnz_status plan_node(nnz_model *m, int i) {
+static nnz_status plan_node(nnz_model *m, int i, bool train) {
     const nnz_node *n = &m->nodes[i];
     nnz_sparse_plan *plan = &m->sparse_plan[i];
     int rows, cols;
@@ -198,17 +215,18 @@ static nnz_status plan_node(nnz_model *m, int i) {
                          "a sparse layer's gradient");
     if (!sw->dval) return NNZ_ERR_NOMEM;
     block_name(plan->r, plan->c, sw->format, sizeof sw->format);
-    if (m->compute == NNZ_BF16) NNZ_TRY(plan_bf16(sw, plan));
+    if (m->compute == NNZ_BF16) NNZ_TRY(plan_bf16(sw, plan, train));
     return NNZ_OK;
 }
 
-nnz_status nnz_model_sparse_plan(nnz_model *m) {
+nnz_status nnz_model_sparse_plan(nnz_model *m, bool train) {
     nnz_model_sparse_clear(m);
     m->sparse = calloc((size_t)m->n_nodes, sizeof *m->sparse);
     m->sparse_plan = calloc((size_t)m->n_nodes, sizeof *m->sparse_plan);
     if (!m->sparse || !m->sparse_plan) return nnz_fail(NNZ_ERR_NOMEM, "out of memory planning sparse layers");
-    for (int i = 0; i < m->n_nodes; i++) NNZ_TRY(plan_node(m, i));
+    for (int i = 0; i < m->n_nodes; i++) NNZ_TRY(plan_node(m, i, train));
     m->sparse_planned = true;
+    m->sparse_planned_train = train;
     return NNZ_OK;
 }
 
@@ -262,7 +280,7 @@ nnz_status nnz_model_apply_mask(nnz_model *m, const char *layer, const uint8_t *
 void nnz_model_set_grad_mask(nnz_model *m, bool on) { m->grad_mask = on; }
 
 nnz_status nnz_model_sparse_summary(nnz_model *m, char *buf, size_t len, int *with_zeros) {
-    if (!m->sparse_planned) NNZ_TRY(nnz_model_sparse_plan(m));
+    if (!m->sparse_planned) NNZ_TRY(nnz_model_sparse_plan(m, false));
     if (with_zeros) *with_zeros = 0;
     size_t k = 0;
     buf[0] = '\0';

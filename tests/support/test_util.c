@@ -58,3 +58,30 @@ void tu_assert_same_values(const float *a, const float *b, int64_t n) {
         if (!(a[i] == b[i] || (isnan(a[i]) && isnan(b[i]))))
             fail_msg("element %lld: %.9g != %.9g", (long long)i, (double)a[i], (double)b[i]);
 }
+
+uint8_t *tu_sparse_mask(tu_mask_pattern p, int rows, int cols, int64_t ldw, int r, int c, uint64_t seed) {
+    uint8_t *mask = calloc((size_t)(rows * ldw) + 1, 1);
+    assert_non_null(mask);
+    nnz_rng g = nnz_rng_make(seed, 7);
+    const int bcols = (cols + c - 1) / c, brows = (rows + r - 1) / r;
+    for (int i = 0; i < rows; i++)
+        for (int k = 0; k < cols; k++) {
+            const int br = i / r, bc = k / c;
+            bool keep = false;
+            switch (p) {
+            case TU_MASK_ELEM: keep = nnz_rng_uniform(&g) < 0.3f; break;
+            case TU_MASK_BLOCK:
+            case TU_MASK_EMPTY_ROWS: {
+                nnz_rng b = nnz_rng_make(seed, 1000 + (uint64_t)br * bcols + bc);
+                keep = nnz_rng_uniform(&b) < 0.35f && nnz_rng_uniform(&g) < 0.7f;
+                if (p == TU_MASK_EMPTY_ROWS && (br % 3 == 1 || i % 5 == 2)) keep = false;
+                break;
+            }
+            case TU_MASK_ALL_ZERO: keep = false; break;
+            case TU_MASK_SINGLE: keep = i == rows / 2 && k == cols - 1; break;
+            case TU_MASK_SINGLE_BLOCK: keep = br == brows / 2 && bc == bcols - 1; break;
+            }
+            mask[(int64_t)i * ldw + k] = keep;
+        }
+    return mask;
+}

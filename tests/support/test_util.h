@@ -23,6 +23,17 @@ void tu_make_temp_dir(char *buf, size_t len);
 void tu_write_file(const char *path, const void *data, size_t len);
 /* The source tree root (NNZ_SOURCE_DIR). */
 const char *tu_source_dir(void);
+/* Sparse-kernel test masks over a (rows, cols) weight with ld ldw, for block shape r x c;
+ * deterministic from seed (uint8 1 = kept; the caller frees):
+ *   ELEM: each element kept with probability 0.3;
+ *   BLOCK: each block kept with probability 0.35 (a hash of the block), its elements with 0.7;
+ *   EMPTY_ROWS: BLOCK with every third block row and every fifth row (i % 5 == 2) empty;
+ *   ALL_ZERO; SINGLE: the one element (rows/2, cols-1); SINGLE_BLOCK: the whole block at
+ *   block row brows/2, the last block column (an edge block). */
+typedef enum {
+    TU_MASK_ELEM, TU_MASK_BLOCK, TU_MASK_EMPTY_ROWS, TU_MASK_ALL_ZERO, TU_MASK_SINGLE, TU_MASK_SINGLE_BLOCK
+} tu_mask_pattern;
+uint8_t *tu_sparse_mask(tu_mask_pattern p, int rows, int cols, int64_t ldw, int r, int c, uint64_t seed);
 /* Runs fn once per ISA this machine supports, forcing it with nnz_isa_set. */
 void tu_for_each_isa(void (*fn)(nnz_isa isa, void *ctx), void *ctx);
 
