@@ -85,7 +85,7 @@ static int finetune(nnz_model *m, const nnz_pack_config *pcfg, nnz_train_config 
 int cmd_pack(int argc, char **argv) {
     const char *out = NULL, *out_long = NULL, *layers = NULL;
     int bits = 0, conv_bits = 5, linear_bits = 4, layout = 0, threads = 0;
-    bool json = false;
+    bool json = false, keep_bn = false;
     nnz_train_config tcfg;
     nnz_train_config_init(&tcfg);
     tcfg.epochs = 0;
@@ -111,6 +111,10 @@ int cmd_pack(int argc, char **argv) {
                   "exact zeros (pruned weights) and that is smaller.", "auto", layouts),
         FL_INT("--threads", &threads, "N", "Worker threads; 0 = all cores.", "0", 0, 4096),
         FL_BOOL("--json", &json, "Print one JSON line (totals) instead of the table."),
+        FL_BOOL("--keep-batchnorm", &keep_bn,
+                "Store batch norms as they are (four fp32 tensors each). By default each batch norm that follows a "
+                "conv is folded into it first (eval-mode statistics: the conv's weights scaled per channel, a "
+                "bias added), and the folded weights are quantized."),
         FL_INT("--finetune-codebook", &tcfg.epochs, "EPOCHS",
                "Deep Compression's trained quantization: after k-means, train the shared values (centroids) for "
                "EPOCHS epochs on the training data (a centroid's gradient is the sum of its weights' gradients; "
@@ -140,8 +144,8 @@ int cmd_pack(int argc, char **argv) {
             "Deep Compression's last two stages: every convolution and linear weight tensor is quantized\n"
             "to at most 2^bits shared values (k-means, linear initialization) and the indices are Huffman\n"
             "coded (canonical, <= 11-bit codes, four interleaved streams). Pruned tensors (exact zeros)\n"
-            "store only their nonzeros, with Huffman-coded relative position gaps. Biases and batch-norm\n"
-            "tensors stay fp32. Prints per-tensor sizes and the compression ratio; 'nnz info FILE.nnz'\n"
+            "store only their nonzeros, with Huffman-coded relative position gaps. Batch norms after a conv\n"
+            "are folded into it first (--keep-batchnorm keeps them); biases and other batch norms stay fp32. Prints per-tensor sizes and the compression ratio; 'nnz info FILE.nnz'\n"
             "shows them again, 'nnz run FILE.nnz' runs the model decoding layer by layer.\n"
             "--finetune-codebook adds Deep Compression's trained quantization: the shared values are trained\n"
             "on the training data (weights stay tied to them), so packing loses less accuracy.",
@@ -193,6 +197,18 @@ int cmd_pack(int argc, char **argv) {
     if (nnz_checkpoint_load_model(pos[0], &m) != NNZ_OK) {
         free(spec);
         return cli_fail("pack", "cannot load the checkpoint");
+    }
+    if (!keep_bn) {
+        nnz_model *f = NULL;
+        int folded = 0;
+        if (nnz_pack_fold_batchnorm(m, &f, &folded) != NNZ_OK) {
+            nnz_model_free(m);
+            free(spec);
+            return cli_fail("pack", "cannot fold the batch norms");
+        }
+        nnz_model_free(m);
+        m = f;
+        if (folded && !json) printf("folded %d batch norm%s into their convs\n", folded, folded == 1 ? "" : "s");
     }
     float acc[3] = {0};
     if (tcfg.epochs > 0) {
