@@ -327,7 +327,7 @@ static void roundtrip_with_lengths(const uint8_t *len, int nsym, const uint8_t *
 static void test_streams_every_code_length(void **state) {
     (void)state;
     nnz_rng r = nnz_rng_make(21, 1);
-    const int64_t sizes[] = {1, 4, 29, 64, 113, 4096, 30011};
+    const int64_t sizes[] = {1, 4, 29, 64, 113, 4096, 30011, 70001}; /* the last one-symbol and multi-symbol batches */
     for (int L = 1; L <= NNZ_HUF_MAX_BITS; L++) {
         uint8_t len[13];
         int nsym = L + 1;

@@ -126,21 +126,6 @@ nnz_status nnz_huf_decoder_init(nnz_huf_decoder *d, const uint8_t *lengths, int 
         uint32_t first = (uint32_t)e.code[s] << (maxl - l), span = 1u << (maxl - l);
         for (uint32_t i = 0; i < span; i++) d->entry[first + i] = (uint16_t)(s << 4 | l);
     }
-    /* the multi-symbol table: the first symbol, then up to two more while their codes fit in
-     * the bits left (looked up with those bits at the top, zeros below: a code that fits is
-     * decided by them alone) */
-    const uint32_t mask = (1u << maxl) - 1;
-    for (uint32_t v = 0; v <= mask; v++) {
-        uint32_t syms = 0, used = 0, count = 0;
-        while (count < 3) {
-            uint32_t e = d->entry[(v << used) & mask], l = e & 15;
-            if (count > 0 && used + l > (uint32_t)maxl) break;
-            syms |= (e >> 4) << (8 * count);
-            used += l;
-            count++;
-        }
-        d->entry3[v] = syms | used << 24 | count << 28;
-    }
     return NNZ_OK;
 }
 
@@ -226,9 +211,28 @@ static nnz_status finish(const stream st[4], const char *what) {
     return NNZ_OK;
 }
 
+/* The multi-symbol table of d (2^table_log entries; "the fast loop" below): the first symbol,
+ * then up to two more while their codes fit in the bits left (looked up with those bits at the
+ * top, zeros below: a code that fits is decided by them alone). */
+static void build_multi(const nnz_huf_decoder *d, uint32_t *T3) {
+    const int maxl = d->table_log;
+    const uint32_t mask = (1u << maxl) - 1;
+    for (uint32_t v = 0; v <= mask; v++) {
+        uint32_t syms = 0, used = 0, count = 0;
+        while (count < 3) {
+            uint32_t e = d->entry[(v << used) & mask], l = e & 15;
+            if (count > 0 && used + l > (uint32_t)maxl) break;
+            syms |= (e >> 4) << (8 * count);
+            used += l;
+            count++;
+        }
+        T3[v] = syms | used << 24 | count << 28;
+    }
+}
+
 /* ---- the fast loop ----
  *
- * Multi-symbol table (zstd's HUF_decompress4X2 idea, one step further): entry3[v] for the
+ * Multi-symbol table (zstd's HUF_decompress4X2 idea, one step further): T3[v] for the
  * next table_log bits v holds the first symbol and up to two more, as long as their codes
  * fit in those bits:
  *   bits 0..23 symbols 0, 1, 2 (zero where absent), 24..27 bits consumed, 28..29 count (1..3).
@@ -243,12 +247,18 @@ static nnz_status finish(const stream st[4], const char *what) {
  * readable at its next load (each iteration moves at most NL*table_log bits). The batch length
  * is the minimum over the streams of what their state allows; batches repeat until it is 0
  * (each iteration makes at least NL symbols of progress). Then a one-symbol-at-a-time tail with
- * zero-padded loads and a bounds check per symbol. */
+ * zero-padded loads and a bounds check per symbol.
+ *
+ * Building T3 costs about as much as decoding a few times 2^table_log symbols, so it is built
+ * (on the stack, per call) only for at least MULTI_MIN_SYMBOLS << table_log symbols; shorter
+ * streams run the same batches on the one-symbol table d->entry (NL lookups of one symbol per
+ * load, NL output slots per iteration). */
+#define MULTI_MIN_SYMBOLS 8
 
-static int64_t safe_iters(const stream st[4], int nl, int table_log) {
+static int64_t safe_iters(const stream st[4], int nl, int table_log, int slots) {
     int64_t it = INT64_MAX;
     for (int k = 0; k < 4; k++) {
-        int64_t m = st[k].left / (3 * nl + 1);
+        int64_t m = st[k].left / slots;
         if (st[k].size < 8 || st[k].bitpos > 8 * (st[k].size - 8)) return 0;
         int64_t by = (int64_t)((8 * (st[k].size - 8) - st[k].bitpos) / (uint64_t)(nl * table_log)) + 1;
         m = by < m ? by : m;
@@ -261,13 +271,19 @@ static inline void store3_u8(uint8_t *out, int64_t at, uint32_t e, const float *
     (void)cbk;
     memcpy(out + at, &e, 4);
 }
+static inline void store1_u8(uint8_t *out, int64_t at, uint32_t e, const float *cbk) {
+    (void)cbk;
+    out[at] = (uint8_t)e;
+}
+static inline void store1_f32(float *out, int64_t at, uint32_t e, const float *cbk) { out[at] = cbk[e & 255]; }
 static inline void store3_f32(float *out, int64_t at, uint32_t e, const float *cbk) {
     out[at] = cbk[e & 255];
     out[at + 1] = cbk[(e >> 8) & 255];
     out[at + 2] = cbk[(e >> 16) & 255];
 }
 
-#define LOOKUP(k, STORE)                                      \
+/* one to three symbols from the multi-symbol table */
+#define LOOKUP3(k, STORE)                                     \
     do {                                                 \
         uint32_t e = T3[v##k >> drop];                   \
         STORE(out, o##k, e, cbk);                        \
@@ -275,10 +291,21 @@ static inline void store3_f32(float *out, int64_t at, uint32_t e, const float *c
         bp##k += (e >> 24) & 15;                         \
         o##k += e >> 28;                                 \
     } while (0)
+/* one symbol from the one-symbol table: (symbol << 4) | length */
+#define LOOKUP1(k, STORE)                                     \
+    do {                                                      \
+        uint32_t e = T1[v##k >> drop];                        \
+        STORE(out, o##k, (e >> 4) | 1u << 28, cbk);           \
+        v##k <<= e & 15;                                      \
+        bp##k += e & 15;                                      \
+        o##k += 1;                                            \
+    } while (0)
 
 /* One batch of `it` iterations of NL lookups on each of the four streams. */
-#define DEFINE_BATCH(NAME, OUT_T, STORE, NL)                                                             \
-    static void NAME(const uint32_t *T3, int drop, stream st[4], OUT_T *out, const float *cbk, int64_t it) { \
+#define DEFINE_BATCH(NAME, OUT_T, STORE, NL, LOOKUP)                                                     \
+    static void NAME(const uint32_t *T3, const uint16_t *T1, int drop, stream st[4], OUT_T *out,            \
+                     const float *cbk, int64_t it) {                                                       \
+        (void)T1, (void)T3;                                                                                \
         const uint8_t *p0 = st[0].p, *p1 = st[1].p, *p2 = st[2].p, *p3 = st[3].p;                          \
         uint64_t bp0 = st[0].bitpos, bp1 = st[1].bitpos, bp2 = st[2].bitpos, bp3 = st[3].bitpos;           \
         int64_t o0 = st[0].at, o1 = st[1].at, o2 = st[2].at, o3 = st[3].at;                                \
@@ -288,10 +315,10 @@ static inline void store3_f32(float *out, int64_t at, uint32_t e, const float *c
             uint64_t v2 = load_be64(p2 + (bp2 >> 3)) << (bp2 & 7);                                         \
             uint64_t v3 = load_be64(p3 + (bp3 >> 3)) << (bp3 & 7);                                         \
             for (int l = 0; l < NL; l++) {                                                                 \
-                LOOKUP(0, STORE);                                                                                 \
-                LOOKUP(1, STORE);                                                                                 \
-                LOOKUP(2, STORE);                                                                                 \
-                LOOKUP(3, STORE);                                                                                 \
+                LOOKUP(0, STORE);                                                                          \
+                LOOKUP(1, STORE);                                                                          \
+                LOOKUP(2, STORE);                                                                          \
+                LOOKUP(3, STORE);                                                                          \
             }                                                                                              \
         }                                                                                                  \
         st[0].bitpos = bp0, st[1].bitpos = bp1, st[2].bitpos = bp2, st[3].bitpos = bp3;                   \
@@ -301,15 +328,23 @@ static inline void store3_f32(float *out, int64_t at, uint32_t e, const float *c
     }
 
 
-DEFINE_BATCH(batch_u8_4, uint8_t, store3_u8, 4)
-DEFINE_BATCH(batch_u8_5, uint8_t, store3_u8, 5)
-DEFINE_BATCH(batch_u8_6, uint8_t, store3_u8, 6)
-DEFINE_BATCH(batch_u8_7, uint8_t, store3_u8, 7)
+DEFINE_BATCH(batch_u8_4, uint8_t, store3_u8, 4, LOOKUP3)
+DEFINE_BATCH(batch1_u8_4, uint8_t, store1_u8, 4, LOOKUP1)
+DEFINE_BATCH(batch_u8_5, uint8_t, store3_u8, 5, LOOKUP3)
+DEFINE_BATCH(batch1_u8_5, uint8_t, store1_u8, 5, LOOKUP1)
+DEFINE_BATCH(batch_u8_6, uint8_t, store3_u8, 6, LOOKUP3)
+DEFINE_BATCH(batch1_u8_6, uint8_t, store1_u8, 6, LOOKUP1)
+DEFINE_BATCH(batch_u8_7, uint8_t, store3_u8, 7, LOOKUP3)
+DEFINE_BATCH(batch1_u8_7, uint8_t, store1_u8, 7, LOOKUP1)
 
-DEFINE_BATCH(batch_f32_4, float, store3_f32, 4)
-DEFINE_BATCH(batch_f32_5, float, store3_f32, 5)
-DEFINE_BATCH(batch_f32_6, float, store3_f32, 6)
-DEFINE_BATCH(batch_f32_7, float, store3_f32, 7)
+DEFINE_BATCH(batch_f32_4, float, store3_f32, 4, LOOKUP3)
+DEFINE_BATCH(batch1_f32_4, float, store1_f32, 4, LOOKUP1)
+DEFINE_BATCH(batch_f32_5, float, store3_f32, 5, LOOKUP3)
+DEFINE_BATCH(batch1_f32_5, float, store1_f32, 5, LOOKUP1)
+DEFINE_BATCH(batch_f32_6, float, store3_f32, 6, LOOKUP3)
+DEFINE_BATCH(batch1_f32_6, float, store1_f32, 6, LOOKUP1)
+DEFINE_BATCH(batch_f32_7, float, store3_f32, 7, LOOKUP3)
+DEFINE_BATCH(batch1_f32_7, float, store1_f32, 7, LOOKUP1)
 
 /* Lookups per 64-bit load for a table of table_log bits: floor(57 / table_log), 4..7. */
 static int lookups_per_load(int table_log) {
@@ -336,21 +371,33 @@ static int lookups_per_load(int table_log) {
 #define STORE1_U8(at, s) out[at] = (uint8_t)(s)
 #define STORE1_F32(at, s) out[at] = cbk[s]
 
+/* The batches, then the tail; T3 (2^table_log entries of scratch) is built when the stream is
+ * long enough. */
+#define DECODE_BODY(SUFFIX, STORE1, CBK)                                                                     \
+    const uint16_t *T = d->entry;                                                                            \
+    const int drop = 64 - d->table_log, nl = lookups_per_load(d->table_log);                                 \
+    const bool multi = n >= (int64_t)MULTI_MIN_SYMBOLS << d->table_log;                                     \
+    if (multi) build_multi(d, T3);                                                                           \
+    for (int64_t it; (it = safe_iters(st, nl, d->table_log, multi ? 3 * nl + 1 : nl)) > 0;) {               \
+        switch (nl + (multi ? 0 : 10)) {                                                                     \
+        case 4: batch_##SUFFIX##_4(T3, T, drop, st, out, CBK, it); break;                                    \
+        case 5: batch_##SUFFIX##_5(T3, T, drop, st, out, CBK, it); break;                                    \
+        case 6: batch_##SUFFIX##_6(T3, T, drop, st, out, CBK, it); break;                                    \
+        case 7: batch_##SUFFIX##_7(T3, T, drop, st, out, CBK, it); break;                                    \
+        case 14: batch1_##SUFFIX##_4(T3, T, drop, st, out, CBK, it); break;                                  \
+        case 15: batch1_##SUFFIX##_5(T3, T, drop, st, out, CBK, it); break;                                  \
+        case 16: batch1_##SUFFIX##_6(T3, T, drop, st, out, CBK, it); break;                                  \
+        default: batch1_##SUFFIX##_7(T3, T, drop, st, out, CBK, it); break;                                  \
+        }                                                                                                    \
+    }                                                                                                        \
+    DECODE_TAIL(STORE1)
+
 nnz_status nnz_huf_decode4(const nnz_huf_decoder *d, const uint8_t *in, const uint32_t sizes[4], uint8_t *out,
                            int64_t n, const char *what) {
     stream st[4];
     NNZ_TRY(setup(in, sizes, n, st, what));
-    const uint16_t *T = d->entry;
-    const int drop = 64 - d->table_log, nl = lookups_per_load(d->table_log);
-    for (int64_t it; (it = safe_iters(st, nl, d->table_log)) > 0;) {
-        switch (nl) {
-        case 4: batch_u8_4(d->entry3, drop, st, out, NULL, it); break;
-        case 5: batch_u8_5(d->entry3, drop, st, out, NULL, it); break;
-        case 6: batch_u8_6(d->entry3, drop, st, out, NULL, it); break;
-        default: batch_u8_7(d->entry3, drop, st, out, NULL, it); break;
-        }
-    }
-    DECODE_TAIL(STORE1_U8)
+    uint32_t T3[1 << NNZ_HUF_MAX_BITS];
+    DECODE_BODY(u8, STORE1_U8, NULL)
 }
 
 nnz_status nnz_huf_decode4_f32(const nnz_huf_decoder *d, const uint8_t *in, const uint32_t sizes[4],
@@ -360,17 +407,8 @@ nnz_status nnz_huf_decode4_f32(const nnz_huf_decoder *d, const uint8_t *in, cons
     memcpy(cbk, codebook, (size_t)d->nsym * sizeof *cbk);
     stream st[4];
     NNZ_TRY(setup(in, sizes, n, st, what));
-    const uint16_t *T = d->entry;
-    const int drop = 64 - d->table_log, nl = lookups_per_load(d->table_log);
-    for (int64_t it; (it = safe_iters(st, nl, d->table_log)) > 0;) {
-        switch (nl) {
-        case 4: batch_f32_4(d->entry3, drop, st, out, cbk, it); break;
-        case 5: batch_f32_5(d->entry3, drop, st, out, cbk, it); break;
-        case 6: batch_f32_6(d->entry3, drop, st, out, cbk, it); break;
-        default: batch_f32_7(d->entry3, drop, st, out, cbk, it); break;
-        }
-    }
-    DECODE_TAIL(STORE1_F32)
+    uint32_t T3[1 << NNZ_HUF_MAX_BITS];
+    DECODE_BODY(f32, STORE1_F32, cbk)
 }
 
 nnz_status nnz_huf_decode4_ref(const nnz_huf_decoder *d, const uint8_t *in, const uint32_t sizes[4], uint8_t *out,

@@ -56,7 +56,6 @@ void nnz_huf_encoder_init(nnz_huf_encoder *e, const uint8_t *lengths, int nsym);
 typedef struct {
     int table_log;                            /* the longest code length, 1..12 */
     uint16_t entry[1 << NNZ_HUF_MAX_BITS];    /* (symbol << 4) | length, indexed by the next table_log bits */
-    uint32_t entry3[1 << NNZ_HUF_MAX_BITS];   /* one to three symbols per lookup (huffman.c, "the fast loop") */
     uint8_t len[NNZ_HUF_MAX_SYMBOLS];
     int nsym;
 } nnz_huf_decoder;

@@ -84,7 +84,7 @@ static int finetune(nnz_model *m, const nnz_pack_config *pcfg, nnz_train_config 
 
 int cmd_pack(int argc, char **argv) {
     const char *out = NULL, *out_long = NULL, *layers = NULL;
-    int bits = 0, conv_bits = 5, linear_bits = 4, layout = 0, threads = 0;
+    int bits = 0, conv_bits = 5, linear_bits = 4, dw_bits = 0, layout = 0, threads = 0;
     bool json = false, keep_bn = false;
     nnz_train_config tcfg;
     nnz_train_config_init(&tcfg);
@@ -101,9 +101,12 @@ int cmd_pack(int argc, char **argv) {
     cli_flag flags[] = {
         FL_STR("-o", &out, "FILE", "The .nnz file to write (written atomically).", NULL),
         FL_STR("--output", &out_long, "FILE", "Same as -o.", NULL),
-        FL_INT("--bits", &bits, "N", "k-means bits for every conv and linear weight (overrides the two below).", NULL, 1, 8),
+        FL_INT("--bits", &bits, "N", "k-means bits for every conv and linear weight (overrides the three below).", NULL, 1, 8),
         FL_INT("--conv-bits", &conv_bits, "N", "Bits for convolution weights (2^N shared values per tensor).", "5", 1, 8),
         FL_INT("--linear-bits", &linear_bits, "N", "Bits for linear weights.", "4", 1, 8),
+        FL_INT("--dw-bits", &dw_bits, "N",
+               "Bits for depthwise convolution weights (a few weights per channel, scaled per channel once batch "
+               "norms are folded); 0 = conv bits + 1, at most 8.", "0", 0, 8),
         FL_STR("--bits-layer", &layers, "NAME=N,...",
                "Per-layer bits, by node or tensor name, comma-separated; N = 0 keeps the tensor raw fp32.", NULL),
         FL_CHOICE("--layout", &layout, "L",
@@ -138,14 +141,15 @@ int cmd_pack(int argc, char **argv) {
     cli_command cmd = {
         .name = "pack",
         .summary = "compress a checkpoint into a .nnz file (k-means weight sharing + Huffman)",
-.usage = "nnz pack CHECKPOINT -o FILE.nnz [--bits N | --conv-bits N --linear-bits N] [--bits-layer NAME=N,...]\n"
+.usage = "nnz pack CHECKPOINT -o FILE.nnz [--bits N | --conv-bits N --linear-bits N --dw-bits N] [--bits-layer NAME=N,...]\n"
                  "       [--finetune-codebook EPOCHS [--codebook-lr X] [--data DIR] [--train-limit N]]",
         .description =
             "Deep Compression's last two stages: every convolution and linear weight tensor is quantized\n"
             "to at most 2^bits shared values (k-means, linear initialization) and the indices are Huffman\n"
             "coded (canonical, <= 11-bit codes, four interleaved streams). Pruned tensors (exact zeros)\n"
             "store only their nonzeros, with Huffman-coded relative position gaps. Batch norms after a conv\n"
-            "are folded into it first (--keep-batchnorm keeps them); biases and other batch norms stay fp32. Prints per-tensor sizes and the compression ratio; 'nnz info FILE.nnz'\n"
+            "are folded into it first (--keep-batchnorm keeps them); biases and other batch norms stay fp32.\n"
+            "Prints per-tensor sizes and the compression ratio; 'nnz info FILE.nnz'\n"
             "shows them again, 'nnz run FILE.nnz' runs the model decoding layer by layer.\n"
             "--finetune-codebook adds Deep Compression's trained quantization: the shared values are trained\n"
             "on the training data (weights stay tied to them), so packing loses less accuracy.",
@@ -178,6 +182,7 @@ int cmd_pack(int argc, char **argv) {
     nnz_pack_config_init(&cfg);
     cfg.conv_bits = bits ? bits : conv_bits;
     cfg.linear_bits = bits ? bits : linear_bits;
+    cfg.depthwise_bits = bits ? bits : dw_bits;
     cfg.layout = layout;
     const char *names[256];
     int nbits[256];
@@ -244,7 +249,8 @@ int cmd_pack(int argc, char **argv) {
             printf("test accuracy: checkpoint %.2f%%, packed %.2f%%, packed + %d epoch%s of codebook finetuning "
                    "%.2f%%\n",
                    100.0 * acc[0], 100.0 * acc[1], tcfg.epochs, tcfg.epochs == 1 ? "" : "s", 100.0 * acc[2]);
-        printf("packed %s -> %s (conv %d bits, linear %d bits)\n\n", pos[0], out, cfg.conv_bits, cfg.linear_bits);
+        printf("packed %s -> %s (conv %d bits, depthwise conv %d, linear %d)\n\n", pos[0], out, cfg.conv_bits,
+               cfg.depthwise_bits ? cfg.depthwise_bits : (cfg.conv_bits < 8 ? cfg.conv_bits + 1 : 8), cfg.linear_bits);
         cli_print_pack_table(&rep, true);
         if (tcfg.epochs > 0)
             printf("(rmse against the finetuned weights, which are the codebooks' values: 0 where they fit)\n");
