@@ -475,8 +475,7 @@ nnz_status nnz_bench_layer(const nnz_layer_bench_config *cfg, nnz_layer_bench_re
 typedef struct {
     int conv_bits;        /* k-means bits of convolution weights, 1..8 (default 5) */
     int linear_bits;      /* ... of linear weights (default 4); Deep Compression's finding */
-    int depthwise_bits;   /* ... of depthwise convs (groups > 1), 1..8; 0 (the default) = conv_bits + 1, at most
-                             8: a few weights per channel, scaled per channel once batch norms are folded */
+    int depthwise_bits;   /* ... of depthwise convs (groups > 1), 1..8; 0 (the default) = conv_bits */
     int n_overrides;      /* per-layer bits: names (a node "conv1" or a tensor "conv1.weight") */
     const char *const *override_names;
     const int *override_bits; /* 1..8, or 0 = keep raw fp32 */

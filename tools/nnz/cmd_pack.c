@@ -105,8 +105,7 @@ int cmd_pack(int argc, char **argv) {
         FL_INT("--conv-bits", &conv_bits, "N", "Bits for convolution weights (2^N shared values per tensor).", "5", 1, 8),
         FL_INT("--linear-bits", &linear_bits, "N", "Bits for linear weights.", "4", 1, 8),
         FL_INT("--dw-bits", &dw_bits, "N",
-               "Bits for depthwise convolution weights (a few weights per channel, scaled per channel once batch "
-               "norms are folded); 0 = conv bits + 1, at most 8.", "0", 0, 8),
+               "Bits for depthwise convolution weights (groups > 1); 0 = the conv bits.", "0", 0, 8),
         FL_STR("--bits-layer", &layers, "NAME=N,...",
                "Per-layer bits, by node or tensor name, comma-separated; N = 0 keeps the tensor raw fp32.", NULL),
         FL_CHOICE("--layout", &layout, "L",
@@ -250,7 +249,7 @@ int cmd_pack(int argc, char **argv) {
                    "%.2f%%\n",
                    100.0 * acc[0], 100.0 * acc[1], tcfg.epochs, tcfg.epochs == 1 ? "" : "s", 100.0 * acc[2]);
         printf("packed %s -> %s (conv %d bits, depthwise conv %d, linear %d)\n\n", pos[0], out, cfg.conv_bits,
-               cfg.depthwise_bits ? cfg.depthwise_bits : (cfg.conv_bits < 8 ? cfg.conv_bits + 1 : 8), cfg.linear_bits);
+               cfg.depthwise_bits ? cfg.depthwise_bits : cfg.conv_bits, cfg.linear_bits);
         cli_print_pack_table(&rep, true);
         if (tcfg.epochs > 0)
             printf("(rmse against the finetuned weights, which are the codebooks' values: 0 where they fit)\n");
