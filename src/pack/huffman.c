@@ -352,18 +352,46 @@ static int lookups_per_load(int table_log) {
     return nl < 4 ? 4 : nl > 7 ? 7 : nl;
 }
 
-/* The checked tail: one symbol at a time through the one-symbol table. */
+/* The tail, per stream, through the one-symbol table: check-free NL-symbol steps while a
+ * 64-bit load stays inside the stream and NL symbols are left; then the last (at most 16)
+ * bytes copied into a zero-padded buffer and decoded one symbol at a time, each checked
+ * against the stream's end; a longer remainder (fewer than NL symbols over many bytes: a
+ * corrupt stream) goes through zero-padded loads from the stream itself. */
 #define DECODE_TAIL(STORE1)                                                                                  \
     for (int k = 0; k < 4; k++) {                                                                            \
-        while (st[k].left > 0) {                                                                             \
-            uint64_t v = load_safe(&st[k], st[k].bitpos >> 3) << (st[k].bitpos & 7);                        \
+        stream *q = &st[k];                                                                                  \
+        while (q->left >= nl && q->size >= 8 && q->bitpos <= 8 * (q->size - 8)) {                            \
+            uint64_t v = load_be64(q->p + (q->bitpos >> 3)) << (q->bitpos & 7);                              \
+            for (int l = 0; l < nl; l++) {                                                                   \
+                uint16_t e = T[v >> drop];                                                                   \
+                STORE1(q->at, e >> 4);                                                                       \
+                v <<= e & 15;                                                                                \
+                q->bitpos += e & 15;                                                                         \
+                q->at++;                                                                                     \
+            }                                                                                                \
+            q->left -= nl;                                                                                   \
+        }                                                                                                    \
+        if (q->left > 0 && q->size - (q->bitpos >> 3) <= 16) {                                               \
+            uint8_t pad[24] = {0};                                                                           \
+            const uint64_t from = q->bitpos >> 3, end = 8 * (q->size - from);                               \
+            memcpy(pad, q->p + from, (size_t)(q->size - from));                                              \
+            uint64_t b = q->bitpos - 8 * from;                                                               \
+            for (; q->left > 0; q->left--, q->at++) {                                                        \
+                uint16_t e = T[(load_be64(pad + (b >> 3)) << (b & 7)) >> drop];                              \
+                b += e & 15;                                                                                 \
+                if (b > end)                                                                                 \
+                    return nnz_fail(NNZ_ERR_FORMAT, "%s: Huffman stream %d ends in the middle of a code", what, k); \
+                STORE1(q->at, e >> 4);                                                                       \
+            }                                                                                                \
+            q->bitpos = 8 * from + b;                                                                        \
+        }                                                                                                    \
+        for (; q->left > 0; q->left--, q->at++) {                                                            \
+            uint64_t v = load_safe(q, q->bitpos >> 3) << (q->bitpos & 7);                                    \
             uint16_t e = T[v >> drop];                                                                       \
-            st[k].bitpos += e & 15;                                                                          \
-            if (st[k].bitpos > st[k].size * 8)                                                               \
+            q->bitpos += e & 15;                                                                             \
+            if (q->bitpos > q->size * 8)                                                                     \
                 return nnz_fail(NNZ_ERR_FORMAT, "%s: Huffman stream %d ends in the middle of a code", what, k); \
-            STORE1(st[k].at, e >> 4);                                                                        \
-            st[k].left--;                                                                                    \
-            st[k].at++;                                                                                      \
+            STORE1(q->at, e >> 4);                                                                           \
         }                                                                                                    \
     }                                                                                                        \
     return finish(st, what);
