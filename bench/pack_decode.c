@@ -4,7 +4,9 @@
  *
  * Prints one JSON line per measurement: the four-stream table decoder (symbols -> bytes)
  * and the bit-by-bit oracle, single thread, over every Huffman stream of the file, repeated
- * for about a second; GB/s counts decoded symbols (one byte each). With OUTDIR it writes
+ * for about a second; GB/s counts decoded symbols (one byte each). A third line decodes
+ * every coded tensor whole (nnz_unpack_tensor: codebook floats, and for sparse tensors the
+ * gaps and the scatter to positions), counting output weights (Gweights/s). With OUTDIR it writes
  * OUTDIR/indices.u8: the quantized weights as one byte per weight (dense: the codebook index;
  * sparse: 0 for a pruned weight, index+1 otherwise) and the raw fp32 tensors (biases, batch
  * norm) as they are: the "quantized weights" the peers compress. */
@@ -115,6 +117,35 @@ int main(int argc, char **argv) {
                path == 0 ? "nnz_huf_decode4" : "nnz_huf_decode4_ref", argv[1], nj, (long long)total, reps,
                (double)total * reps / el * 1e-9);
     }
+    /* whole tensors: what nnz run does per layer */
+    int64_t maxel = 0, maxs = 0, weights = 0;
+    for (int i = 0; i < f.n; i++) {
+        const nnz_nf_tensor *t = &f.tensors[i];
+        if (t->codec == NNZ_CODEC_RAW_F32) continue;
+        weights += (int64_t)t->numel;
+        maxel = (int64_t)t->numel > maxel ? (int64_t)t->numel : maxel;
+        maxs = (int64_t)nnz_unpack_scratch_bytes(t) > maxs ? (int64_t)nnz_unpack_scratch_bytes(t) : maxs;
+    }
+    float *wbuf = malloc((size_t)maxel * sizeof *wbuf + 4);
+    uint8_t *sbuf = malloc((size_t)maxs + 1);
+    double t0 = nnz_now_sec(), el = 0;
+    int reps = 0;
+    do {
+        for (int i = 0; i < f.n; i++) {
+            if (f.tensors[i].codec == NNZ_CODEC_RAW_F32) continue;
+            if (nnz_unpack_tensor(&f.tensors[i], wbuf, sbuf, argv[1]) != NNZ_OK) {
+                fprintf(stderr, "nnz_pack_decode: %s\n", nnz_last_error());
+                return 1;
+            }
+        }
+        reps++;
+        el = nnz_now_sec() - t0;
+    } while (el < 1.0);
+    printf("{\"bench\":\"unpack_tensor\",\"impl\":\"nnz_unpack_tensor\",\"file\":\"%s\",\"weights\":%lld,"
+           "\"threads\":1,\"reps\":%d,\"gweights_per_s\":%.3f}\n",
+           argv[1], (long long)weights, reps, (double)weights * reps / el * 1e-9);
+    free(wbuf);
+    free(sbuf);
     free(out);
     free(jobs);
     nnz_nf_free(&f);

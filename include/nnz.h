@@ -475,6 +475,7 @@ nnz_status nnz_bench_layer(const nnz_layer_bench_config *cfg, nnz_layer_bench_re
 typedef struct {
     int conv_bits;        /* k-means bits of convolution weights, 1..8 (default 5) */
     int linear_bits;      /* ... of linear weights (default 4); Deep Compression's finding */
+    int depthwise_bits;   /* ... of depthwise convs (groups > 1), 1..8; 0 (the default) = conv_bits */
     int n_overrides;      /* per-layer bits: names (a node "conv1" or a tensor "conv1.weight") */
     const char *const *override_names;
     const int *override_bits; /* 1..8, or 0 = keep raw fp32 */
@@ -506,6 +507,12 @@ nnz_status nnz_pack(const nnz_model *m, const char *path, const nnz_pack_config 
  * 2^bits distinct nonzero values (its codebook) and the zeros it had (the sparse layout) or none
  * but its codebook's (dense). The starting point of codebook training (nnz_train_model). */
 nnz_status nnz_pack_quantize(nnz_model *m, const nnz_pack_config *cfg);
+/* Folds every batch norm whose input is a conv read by nothing else into that conv (eval-mode
+ * statistics: weights scaled per output channel, a bias added; the batch norm node is gone), into
+ * a new model *out; *folded (may be NULL) gets the count. What nnz pack does before quantizing,
+ * unless told --keep-batchnorm: the .nnz then holds the folded architecture. The folded model
+ * computes the same eval-mode outputs up to float rounding; it is not for further training. */
+nnz_status nnz_pack_fold_batchnorm(const nnz_model *m, nnz_model **out, int *folded);
 /* Reads a .nnz file's table (checked, CRCs included) into rep, without decoding. */
 nnz_status nnz_pack_inspect(const char *path, nnz_pack_report *rep, char **arch_json);
 /* Decodes a .nnz file into a model (several tensors on several threads). */

@@ -4,7 +4,10 @@
 # --finetune-codebook exit 2; a tiny lenet5 packed at 2 bits and finetuned prints the test
 # accuracy before and after, and the .nnz file evaluates to the accuracy it reported; --json
 # carries them; the same seed gives the same file; missing data and an unwritable output exit 1
-# before training, writing nothing. $1 = nnz.
+# before training, writing nothing. Batch norms: a tiny mbv2-tiny packs with its 20 batch norms
+# folded into their convs (no batch-norm tensor left, a bias per conv, a smaller file than with
+# --keep-batchnorm, which keeps the four tensors); --dw-bits sets the depthwise convs' bits and
+# refuses 9. $1 = nnz.
 set -u
 . "$(dirname "$0")/support/cli_lib.sh"
 cli_setup "$@"
@@ -50,6 +53,28 @@ has out '^{"checkpoint":.*"finetune_epochs":1,"accuracy_checkpoint":[0-9.]*,"acc
 expect 0 "$NNZ" pack l5.safetensors -o j2.nnz --bits 3 --json --finetune-codebook 1 --train-limit 64 --test-limit 64 \
     --batch 32 --threads 2
 cmp -s j.nnz j2.nnz || fail "two finetuning runs with the same seed wrote different files"
+
+# batch norms folded by default, kept on request; depthwise bits
+expect 0 "$NNZ" pack --help
+has out "--keep-batchnorm"; has out "--dw-bits N"
+expect 0 "$NNZ" train --model mbv2-tiny --train-limit 64 --test-limit 64 --epochs 1 --batch 32 --threads 2 \
+    --out mb.safetensors
+expect 0 "$NNZ" pack mb.safetensors -o mf.nnz --threads 2
+has out "folded 20 batch norms into their convs"
+expect 0 "$NNZ" info mf.nnz
+lacks out "\.bn"; lacks out "batchnorm"; has out "blocks.0.pw1.bias  *raw"; has out "blocks.0.dw.weight  *dense  *5 "
+expect 0 "$NNZ" pack mb.safetensors -o mk.nnz --threads 2 --keep-batchnorm
+lacks out "folded"
+expect 0 "$NNZ" info mk.nnz
+has out "stem.bn.running_var  *raw"; lacks out "blocks.0.pw1.bias"
+[ "$(stat -c %s mf.nnz)" -lt "$(stat -c %s mk.nnz)" ] || fail "the folded file is not smaller than the kept one"
+expect 0 "$NNZ" eval mf.nnz --limit 64 --threads 2
+expect 0 "$NNZ" pack mb.safetensors -o md.nnz --threads 2 --dw-bits 6
+has out "depthwise conv 6"
+expect 0 "$NNZ" info md.nnz
+has out "blocks.0.dw.weight  *dense  *6 "; has out "blocks.0.pw1.weight  *dense  *5 "
+expect 2 "$NNZ" pack mb.safetensors -o bad.nnz --dw-bits 9
+[ -e bad.nnz ] && fail "a refused command wrote its output"
 
 # runtime errors: exit 1, before any training, nothing written
 expect 1 "$NNZ" pack l5.safetensors -o nodata.nnz "${FT[@]}" --data "$T/none"

@@ -253,6 +253,167 @@ static void test_streams_corrupt(void **state) {
     free(ref);
 }
 
+/* The table decoder, the float decoder and the oracle on the same input: all fail, or all
+ * succeed with the same symbols. Returns whether they succeeded. The streams are copied to an
+ * exact-size buffer (ASan watches it) and the outputs get no slack. */
+static bool decoders_agree(const nnz_huf_decoder *d, const uint8_t *buf, const uint32_t sizes[4], int64_t n) {
+    size_t total = (size_t)sizes[0] + sizes[1] + sizes[2] + sizes[3];
+    uint8_t *in = malloc(total ? total : 1);
+    memcpy(in, buf, total);
+    uint8_t *out = malloc((size_t)n + 1), *ref = malloc((size_t)n + 1);
+    float *outf = malloc(((size_t)n + 1) * sizeof *outf), cbk[256];
+    for (int i = 0; i < 256; i++) cbk[i] = (float)i * 0.25f + 1.0f;
+    nnz_status a = nnz_huf_decode4(d, in, sizes, out, n, "t");
+    nnz_status b = nnz_huf_decode4_ref(d, in, sizes, ref, n, "t");
+    nnz_status c = nnz_huf_decode4_f32(d, in, sizes, cbk, outf, n, "t");
+    assert_int_equal(a, b);
+    assert_int_equal(c, b);
+    if (a == NNZ_OK) {
+        assert_memory_equal(out, ref, (size_t)n);
+        for (int64_t i = 0; i < n; i++) assert_true(outf[i] == cbk[ref[i]]);
+    } else {
+        assert_int_equal(a, NNZ_ERR_FORMAT);
+    }
+    free(in);
+    free(out);
+    free(ref);
+    free(outf);
+    return a == NNZ_OK;
+}
+
+/* Encodes sym[0..n) with the given lengths and checks the decoders give it back; then every
+ * truncation of one stream (by 1, by half, to nothing) and one symbol too many must fail. */
+static void roundtrip_with_lengths(const uint8_t *len, int nsym, const uint8_t *sym, int64_t n) {
+    nnz_huf_encoder e;
+    nnz_huf_encoder_init(&e, len, nsym);
+    nnz_huf_decoder d;
+    assert_int_equal(nnz_huf_decoder_init(&d, len, nsym, "t"), NNZ_OK);
+    uint32_t sizes[4];
+    nnz_huf_sizes4(&e, sym, n, sizes);
+    size_t total = (size_t)sizes[0] + sizes[1] + sizes[2] + sizes[3];
+    uint8_t *buf = malloc(total + 1);
+    nnz_huf_encode4(&e, sym, n, buf);
+    uint8_t *out = malloc((size_t)n + 1);
+    assert_true(decoders_agree(&d, buf, sizes, n));
+    assert_int_equal(nnz_huf_decode4(&d, buf, sizes, out, n, "t"), NNZ_OK);
+    assert_memory_equal(out, sym, (size_t)n);
+    for (int k = 0; k < 4; k++) {
+        const uint32_t cut[3] = {1, sizes[k] / 2, sizes[k]};
+        for (int c = 0; c < 3; c++) {
+            if (!cut[c] || cut[c] > sizes[k]) continue;
+            uint32_t s2[4];
+            memcpy(s2, sizes, sizeof s2);
+            s2[k] -= cut[c];
+            uint8_t *tight = malloc(total + 1);
+            size_t off = 0, o2 = 0;
+            for (int j = 0; j < 4; j++) {
+                memcpy(tight + o2, buf + off, s2[j]);
+                off += sizes[j];
+                o2 += s2[j];
+            }
+            assert_false(decoders_agree(&d, tight, s2, n));
+            free(tight);
+        }
+    }
+    /* a symbol too many per stream: it may decode from the zero padding; the decoders agree */
+    if (n % 4 == 0) decoders_agree(&d, buf, sizes, n + 4);
+    free(buf);
+    free(out);
+}
+
+/* Every longest code length 1..12: the lengths 1, 2, ..., L-1, L, L (a complete code with one
+ * code of each length and two of the longest), symbols drawn so that each appears, at sizes
+ * around the fast loop's batch bounds. */
+static void test_streams_every_code_length(void **state) {
+    (void)state;
+    nnz_rng r = nnz_rng_make(21, 1);
+    const int64_t sizes[] = {1, 4, 29, 64, 113, 4096, 30011, 70001}; /* the last one-symbol and multi-symbol batches */
+    for (int L = 1; L <= NNZ_HUF_MAX_BITS; L++) {
+        uint8_t len[13];
+        int nsym = L + 1;
+        for (int i = 0; i < L; i++) len[i] = (uint8_t)(i + 1);
+        len[L] = (uint8_t)L;
+        for (size_t a = 0; a < sizeof sizes / sizeof *sizes; a++) {
+            int64_t n = sizes[a];
+            uint8_t *sym = malloc((size_t)n);
+            for (int64_t i = 0; i < n; i++) {
+                /* half the time the skewed distribution the code is for, else uniform (long codes) */
+                int s = 0;
+                if (nnz_rng_below(&r, 2)) while (s < L && nnz_rng_below(&r, 2)) s++;
+                else s = (int)nnz_rng_below(&r, (uint32_t)nsym);
+                sym[i] = (uint8_t)s;
+            }
+            for (int i = 0; i < nsym && i < n; i++) sym[(i * 7919) % n] = (uint8_t)i;
+            roundtrip_with_lengths(len, nsym, sym, n);
+            free(sym);
+        }
+    }
+    /* flat codes: 256 symbols of 8 bits, 2 of 1 bit; and only the longest codes in use */
+    uint8_t flat[256];
+    memset(flat, 8, sizeof flat);
+    int64_t n = 5003;
+    uint8_t *sym = malloc((size_t)n);
+    for (int64_t i = 0; i < n; i++) sym[i] = (uint8_t)nnz_rng_below(&r, 256);
+    roundtrip_with_lengths(flat, 256, sym, n);
+    uint8_t two[2] = {1, 1};
+    for (int64_t i = 0; i < n; i++) sym[i] = (uint8_t)nnz_rng_below(&r, 2);
+    roundtrip_with_lengths(two, 2, sym, n);
+    /* 12-bit codes only: 255 symbols of 12 bits would not be complete; lengths 1,2,...,11,12,12
+     * with the stream made of the two 12-bit symbols alone */
+    uint8_t deep[13];
+    for (int i = 0; i < 12; i++) deep[i] = (uint8_t)(i + 1);
+    deep[12] = 12;
+    for (int64_t i = 0; i < n; i++) sym[i] = (uint8_t)(11 + nnz_rng_below(&r, 2));
+    roundtrip_with_lengths(deep, 13, sym, n);
+    free(sym);
+}
+
+/* Random bytes as streams, under random complete codes, random symbol counts and sizes:
+ * the fast paths agree with the oracle on success and on failure. */
+static void test_streams_random_garbage(void **state) {
+    (void)state;
+    nnz_rng r = nnz_rng_make(22, 2);
+    int ok = 0, bad = 0;
+    for (int trial = 0; trial < 3000; trial++) {
+        int nsym = 2 + (int)nnz_rng_below(&r, 255);
+        uint64_t f[256];
+        for (int i = 0; i < nsym; i++) f[i] = nnz_rng_below(&r, 4) ? 1 + nnz_rng_below(&r, 1000) : 0;
+        f[0] = f[0] ? f[0] : 1, f[1] = f[1] ? f[1] : 1;
+        uint8_t len[256];
+        int maxb = 1 + (int)nnz_rng_below(&r, NNZ_HUF_MAX_BITS);
+        if (nnz_huf_lengths(f, nsym, maxb, len) != NNZ_OK) continue; /* too many symbols for the limit */
+        nnz_huf_decoder d;
+        assert_int_equal(nnz_huf_decoder_init(&d, len, nsym, "t"), NNZ_OK);
+        uint32_t sizes[4];
+        size_t total = 0;
+        for (int k = 0; k < 4; k++) total += sizes[k] = nnz_rng_below(&r, 3) ? nnz_rng_below(&r, 200) : nnz_rng_below(&r, 12);
+        int64_t n = (int64_t)nnz_rng_below(&r, 8 * (uint32_t)total / 2 + 8);
+        uint8_t *buf = malloc(total + 1);
+        for (size_t i = 0; i < total; i++) buf[i] = (uint8_t)nnz_rng_below(&r, 256);
+        if (decoders_agree(&d, buf, sizes, n)) ok++;
+        else bad++;
+        free(buf);
+    }
+    assert_true(bad > 0);
+    (void)ok;
+}
+
+/* One used symbol is a CONST stream, never a Huffman code: the decoder refuses it. */
+static void test_decoder_single_symbol(void **state) {
+    (void)state;
+    nnz_huf_decoder d;
+    uint8_t one[1] = {1}, lone[4] = {0, 1, 0, 0}, none[4] = {0};
+    assert_int_equal(nnz_huf_decoder_init(&d, one, 1, "t"), NNZ_ERR_FORMAT);
+    assert_int_equal(nnz_huf_decoder_init(&d, lone, 4, "t"), NNZ_ERR_FORMAT);
+    assert_int_equal(nnz_huf_decoder_init(&d, none, 4, "t"), NNZ_ERR_FORMAT);
+    uint8_t len[256];
+    uint64_t f[256] = {0};
+    f[7] = 100;
+    assert_int_equal(nnz_huf_lengths(f, 256, 11, len), NNZ_OK);
+    assert_int_equal(len[7], 1);
+    assert_int_equal(nnz_huf_decoder_init(&d, len, 256, "t"), NNZ_ERR_FORMAT);
+}
+
 /* ---------------- k-means ---------------- */
 
 static void test_kmeans_exact_when_few_values(void **state) {
@@ -477,6 +638,9 @@ int main(void) {
         cmocka_unit_test(test_streams_roundtrip),
         cmocka_unit_test(test_streams_skewed_long_codes),
         cmocka_unit_test(test_streams_corrupt),
+        cmocka_unit_test(test_streams_every_code_length),
+        cmocka_unit_test(test_streams_random_garbage),
+        cmocka_unit_test(test_decoder_single_symbol),
         cmocka_unit_test(test_kmeans_exact_when_few_values),
         cmocka_unit_test(test_kmeans_nearest_and_deterministic),
         cmocka_unit_test(test_codec_dense_and_sparse),

@@ -187,6 +187,83 @@ static void test_mbv2_dense(void **state) {
     check_model("mbv2-tiny", 0.0f); /* batch norm, relu6, depthwise, residual adds */
 }
 
+/* Batch-norm folding: mbv2-tiny with random batch-norm statistics and a conv bias-free graph,
+ * pruned zeros in some weights: the folded model has no batch norm after a conv, each folded conv
+ * has a bias, zeros stay zeros, and its eval-mode logits equal the original's to 1e-5 relative;
+ * packed, it is smaller than the unfolded file and loads as the folded architecture. lenet5 has
+ * no batch norm: nothing is folded, the same parameters come out. */
+static void test_fold_batchnorm(void **state) {
+    (void)state;
+    nnz_model *m = NULL, *f = NULL;
+    assert_int_equal(nnz_model_from_zoo("mbv2-tiny", 28, 28, 1, 10, 5, &m), NNZ_OK);
+    nnz_rng r = nnz_rng_make(9, 9);
+    int bns = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const nnz_node *n = &m->nodes[i];
+        if (n->op != NNZ_OP_BATCHNORM) continue;
+        bns++;
+        float *g = m->params[n->weight].value.data, *b = m->params[n->bias].value.data;
+        float *mu = m->params[n->running_mean].value.data, *var = m->params[n->running_var].value.data;
+        for (int c = 0; c < n->c; c++) {
+            g[c] = 0.5f + (float)nnz_rng_below(&r, 1000) / 1000.0f;
+            b[c] = ((float)nnz_rng_below(&r, 1000) - 500.0f) / 2000.0f;
+            mu[c] = ((float)nnz_rng_below(&r, 1000) - 500.0f) / 5000.0f;
+            var[c] = 0.2f + (float)nnz_rng_below(&r, 1000) / 500.0f;
+        }
+    }
+    nnz_param *pw = &m->params[nnz_model_find_param(m, "blocks.1.pw1.weight")];
+    for (int64_t j = 0; j < nnz_tensor_numel(&pw->value); j += 3) ((float *)pw->value.data)[j] = 0.0f;
+    int folded = -1;
+    assert_int_equal(nnz_pack_fold_batchnorm(m, &f, &folded), NNZ_OK);
+    assert_true(bns > 10);
+    assert_int_equal(folded, bns); /* every batch norm of mbv2-tiny follows a conv */
+    assert_int_equal(f->n_nodes, m->n_nodes - bns);
+    for (int i = 0; i < f->n_nodes; i++) {
+        assert_true(f->nodes[i].op != NNZ_OP_BATCHNORM);
+        if (f->nodes[i].op == NNZ_OP_CONV2D) assert_true(f->nodes[i].bias >= 0);
+    }
+    const nnz_param *fpw = &f->params[nnz_model_find_param(f, "blocks.1.pw1.weight")];
+    for (int64_t j = 0; j < nnz_tensor_numel(&fpw->value); j++)
+        assert_true((((const float *)fpw->value.data)[j] == 0.0f) == (((const float *)pw->value.data)[j] == 0.0f));
+    const int n = 8, px = 28 * 28;
+    float *x = malloc(sizeof(float) * (size_t)n * px), la[80], lb[80];
+    for (int i = 0; i < n * px; i++) x[i] = ((float)nnz_rng_below(&r, 2000) - 1000.0f) / 1000.0f;
+    assert_int_equal(nnz_model_predict(m, x, n, la), NNZ_OK);
+    assert_int_equal(nnz_model_predict(f, x, n, lb), NNZ_OK);
+    float amax = 0;
+    for (int i = 0; i < 10 * n; i++) amax = fmaxf(amax, fabsf(la[i]));
+    for (int i = 0; i < 10 * n; i++) assert_true(fabsf(la[i] - lb[i]) <= 1e-5f * amax);
+    /* packed: folded smaller than unfolded; the folded file loads as the folded graph */
+    ctx c;
+    memset(&c, 0, sizeof c);
+    tu_make_temp_dir(c.dir, sizeof c.dir);
+    snprintf(c.path, sizeof c.path, "%s/f.nnz", c.dir);
+    nnz_pack_report ra, rb;
+    assert_int_equal(nnz_pack(m, c.path, NULL, &ra), NNZ_OK);
+    assert_int_equal(nnz_pack(f, c.path, NULL, &rb), NNZ_OK);
+    assert_true(rb.file_bytes < ra.file_bytes * 3 / 4);
+    assert_int_equal(rb.n, ra.n - 4 * bns + (folded - 0)); /* four tensors per batch norm out, a bias in */
+    nnz_pack_report_free(&ra);
+    nnz_pack_report_free(&rb);
+    nnz_model *dec = NULL;
+    assert_int_equal(nnz_packed_load_model(c.path, &dec), NNZ_OK);
+    assert_int_equal(dec->n_nodes, f->n_nodes);
+    nnz_model_free(dec);
+    /* no batch norm: nothing folded */
+    nnz_model *l = NULL, *lf = NULL;
+    assert_int_equal(nnz_model_from_zoo("lenet5", 28, 28, 1, 10, 5, &l), NNZ_OK);
+    assert_int_equal(nnz_pack_fold_batchnorm(l, &lf, &folded), NNZ_OK);
+    assert_int_equal(folded, 0);
+    assert_int_equal(lf->n_params, l->n_params);
+    for (int i = 0; i < l->n_params; i++)
+        assert_memory_equal(lf->params[i].value.data, l->params[i].value.data, nnz_tensor_bytes(&l->params[i].value));
+    nnz_model_free(l), nnz_model_free(lf);
+    free(x);
+    nnz_model_free(f);
+    c.m = m;
+    cleanup(&c);
+}
+
 static void test_errors(void **state) {
     (void)state;
     nnz_model *m = NULL;
@@ -222,6 +299,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lenet5_sparse),
         cmocka_unit_test(test_mbv2_dense),
+        cmocka_unit_test(test_fold_batchnorm),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

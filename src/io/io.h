@@ -160,11 +160,16 @@ const char *nnz_st_meta(const nnz_st_file *f, const char *key);
 void nnz_st_free(nnz_st_file *f);
 
 /* ---- .nnz compressed models (docs/FORMAT.md, ".nnz compressed models") ----
- * A 64-byte header, the architecture JSON, fixed 256-byte tensor records, then each
- * tensor's payload at a 64-byte-aligned offset, each with its own CRC32. The container
- * knows the payload's section sizes (codebook, code lengths, streams), not the codecs. */
+ * Version 2 (written): a 64-byte header, the zlib-compressed architecture JSON, compact
+ * variable-length tensor records (front-coded names, LEB128 numbers; offsets and sizes
+ * derived), then each tensor's payload (4-byte aligned; 64 from 4 KiB), each with its own
+ * CRC32. Version 1 (read; written only on request): the JSON as is, fixed 256-byte records,
+ * 64-byte-aligned payloads. The container knows the payload's section sizes (codebook, code
+ * lengths, streams), not the codecs. */
 #define NNZ_NF_MAGIC "NNZPACK1"
-#define NNZ_NF_VERSION 1u
+#define NNZ_NF_VERSION 2u
+#define NNZ_NF_V2_BIG 4096          /* v2: payloads of this many bytes or more are 64-byte aligned */
+#define NNZ_NF_V2_RECORD_MAX 256    /* v2: room for the longest record (2 + 95 name + 2 + 4 dims of <= 5 + 4 CRC + 3 + 1 + 10 + 2 * 21 bytes) */
 #define NNZ_NF_HEADER_BYTES 64
 #define NNZ_NF_RECORD_BYTES 256
 #define NNZ_NF_NAME_MAX 96
@@ -218,7 +223,11 @@ nnz_status nnz_nf_parse_ex(const uint8_t *buf, size_t size, const char *name, bo
 nnz_status nnz_nf_load(const char *path, nnz_nf_file *out);
 const nnz_nf_tensor *nnz_nf_find(const nnz_nf_file *f, const char *name);
 void nnz_nf_free(nnz_nf_file *f);
-/* Writes a .nnz file atomically; fills each record's payload_offset and crc32 from its payload. */
+/* Writes a .nnz file (version 2) atomically; fills each record's payload_offset and crc32 from
+ * its payload. */
 nnz_status nnz_nf_write(const char *path, const char *arch_json, nnz_nf_tensor *tensors, int n);
+/* The same in a given version (1 or 2): the tests keep version 1 files readable. */
+nnz_status nnz_nf_write_version(const char *path, const char *arch_json, nnz_nf_tensor *tensors, int n,
+                                unsigned version);
 
 #endif

@@ -247,7 +247,8 @@ done:
 /* ---------------- decoding ---------------- */
 
 size_t nnz_unpack_scratch_bytes(const nnz_nf_tensor *t) {
-    return t->codec == NNZ_CODEC_SPARSE ? (size_t)t->n_gaps : 0;
+    /* sparse: the gap symbols, then the codebook indices of the nonzeros */
+    return t->codec == NNZ_CODEC_SPARSE ? (size_t)t->n_gaps + (size_t)t->nnz : 0;
 }
 
 static void get_lengths(const uint8_t *in, int nsym, uint8_t *len) {
@@ -271,52 +272,81 @@ nnz_status nnz_unpack_tensor(const nnz_nf_tensor *t, float *out, uint8_t *scratc
     const uint8_t *idx_len = p + sec.codebook, *gap_len = idx_len + sec.idx_lengths;
     const uint8_t *idx_streams = gap_len + sec.gap_lengths, *gap_streams = idx_streams + sec.idx_streams;
     const int64_t nnz = (int64_t)t->nnz;
-    /* the coded values, in order: all of them (dense) or the nonzeros, compact at out[0, nnz) */
-    if (t->idx_mode == NNZ_STREAM_CONST) {
-        for (int64_t i = 0; i < nnz; i++) out[i] = cb[t->idx_const];
-    } else if (t->idx_mode == NNZ_STREAM_HUFFMAN) {
-        uint8_t len[NNZ_HUF_MAX_SYMBOLS];
-        get_lengths(idx_len, (int)t->codebook_size, len);
-        nnz_huf_decoder d;
-        NNZ_TRY(nnz_huf_decoder_init(&d, len, (int)t->codebook_size, what));
-        NNZ_TRY(nnz_huf_decode4_f32(&d, idx_streams, t->idx_stream_bytes, cb, out, nnz, what));
+    if (t->codec == NNZ_CODEC_DENSE) { /* every value, straight to floats */
+        if (t->idx_mode == NNZ_STREAM_CONST) {
+            for (int64_t i = 0; i < nnz; i++) out[i] = cb[t->idx_const];
+        } else if (t->idx_mode == NNZ_STREAM_HUFFMAN) {
+            uint8_t len[NNZ_HUF_MAX_SYMBOLS];
+            get_lengths(idx_len, (int)t->codebook_size, len);
+            nnz_huf_decoder d;
+            NNZ_TRY(nnz_huf_decoder_init(&d, len, (int)t->codebook_size, what));
+            NNZ_TRY(nnz_huf_decode4_f32(&d, idx_streams, t->idx_stream_bytes, cb, out, nnz, what));
+        }
+        return NNZ_OK;
     }
-    if (t->codec == NNZ_CODEC_DENSE) return NNZ_OK;
 
-    /* sparse: gap symbols, checked forward, then the values moved to their positions backward */
+    /* sparse: gap symbols into scratch[0, ng), the nonzeros' indices into scratch[ng, ng + nnz);
+     * the gaps checked in one branch-free pass; then one forward pass writes zeros and values */
     const int64_t ng = (int64_t)t->n_gaps, numel = (int64_t)t->numel;
     const int S = (1 << t->gap_bits) - 1;
+    uint8_t *gap = scratch, *idx = scratch + ng;
     if (t->gap_mode == NNZ_STREAM_CONST) {
-        memset(scratch, t->gap_const, (size_t)ng);
+        memset(gap, t->gap_const, (size_t)ng);
     } else if (t->gap_mode == NNZ_STREAM_HUFFMAN) {
         uint8_t len[NNZ_HUF_MAX_SYMBOLS];
         get_lengths(gap_len, 1 << t->gap_bits, len);
         nnz_huf_decoder d;
         NNZ_TRY(nnz_huf_decoder_init(&d, len, 1 << t->gap_bits, what));
-        NNZ_TRY(nnz_huf_decode4(&d, gap_streams, t->gap_stream_bytes, scratch, ng, what));
+        NNZ_TRY(nnz_huf_decode4(&d, gap_streams, t->gap_stream_bytes, gap, ng, what));
     }
-    int64_t span = 0, weights = 0;
+    if (t->idx_mode == NNZ_STREAM_CONST) {
+        memset(idx, t->idx_const, (size_t)nnz);
+    } else if (t->idx_mode == NNZ_STREAM_HUFFMAN) {
+        uint8_t len[NNZ_HUF_MAX_SYMBOLS];
+        get_lengths(idx_len, (int)t->codebook_size, len);
+        nnz_huf_decoder d;
+        NNZ_TRY(nnz_huf_decoder_init(&d, len, (int)t->codebook_size, what));
+        NNZ_TRY(nnz_huf_decode4(&d, idx_streams, t->idx_stream_bytes, idx, nnz, what));
+    }
+    int64_t span = 0, fillers = 0;
+    int over = 0;
     for (int64_t i = 0; i < ng; i++) {
-        int s = scratch[i];
-        if (s > S) return nnz_fail(NNZ_ERR_FORMAT, "%s: gap symbol %d exceeds %d", what, s, S);
-        if (s == S) span += S;
-        else span += s + 1, weights++;
+        int s = gap[i], f = s == S;
+        over |= s > S;
+        fillers += f;
+        span += s + 1 - f; /* a filler: S positions; else s zeros and the weight */
     }
+    if (over) return nnz_fail(NNZ_ERR_FORMAT, "%s: a gap symbol exceeds %d", what, S);
+    const int64_t weights = ng - fillers;
     if (weights != nnz || span > numel)
         return nnz_fail(NNZ_ERR_FORMAT, "%s: the gaps place %lld weights over %lld positions; the record says %lld of %lld",
                         what, (long long)weights, (long long)span, (long long)nnz, (long long)numel);
-    memset(out + span, 0, (size_t)(numel - span) * sizeof *out); /* trailing zeros */
-    int64_t w = span, j = nnz - 1;
-    for (int64_t i = ng - 1; i >= 0; i--) {
-        int s = scratch[i];
+    /* codebook indices past the codebook (a corrupt stream) read cb's zero padding */
+    int64_t w = 0, j = 0, i = 0;
+    /* 32 zeros stored whatever the run (later writes overwrite the extra ones), a memset for
+     * the rest of a longer run, then the weight; while 32 positions stay inside out */
+    static const float zeros32[32] = {0};
+    for (; i < ng && w + 32 <= numel; i++) {
+        int s = gap[i], z = s == S ? S : s;
+        memcpy(out + w, zeros32, sizeof zeros32);
+        if (z > 32) memset(out + w + 32, 0, (size_t)(z - 32) * sizeof *out);
         if (s == S) {
-            w -= S;
-            memset(out + w, 0, (size_t)S * sizeof *out);
-        } else {
-            out[--w] = out[j--]; /* position >= compact index: nothing unread is overwritten */
-            w -= s;
-            memset(out + w, 0, (size_t)s * sizeof *out);
+            w += S;
+            continue;
         }
+        out[w + s] = cb[idx[j++]];
+        w += s + 1;
     }
+    for (; i < ng; i++) {
+        int s = gap[i];
+        memset(out + w, 0, (size_t)(s == S ? S : s) * sizeof *out);
+        if (s == S) {
+            w += S;
+            continue;
+        }
+        out[w + s] = cb[idx[j++]];
+        w += s + 1;
+    }
+    memset(out + w, 0, (size_t)(numel - w) * sizeof *out); /* trailing zeros */
     return NNZ_OK;
 }

@@ -211,81 +211,221 @@ static nnz_status finish(const stream st[4], const char *what) {
     return NNZ_OK;
 }
 
-/* Iterations of the fast loop every stream can take without any check: each takes 4
- * symbols and at most 48 bits, and needs 8 readable bytes at its start. */
-static int64_t safe_iters(const stream st[4]) {
+/* The multi-symbol table of d (2^table_log entries; "the fast loop" below): the first symbol,
+ * then up to two more while their codes fit in the bits left (looked up with those bits at the
+ * top, zeros below: a code that fits is decided by them alone). */
+static void build_multi(const nnz_huf_decoder *d, uint32_t *T3) {
+    const int maxl = d->table_log;
+    const uint32_t mask = (1u << maxl) - 1;
+    for (uint32_t v = 0; v <= mask; v++) {
+        uint32_t syms = 0, used = 0, count = 0;
+        while (count < 3) {
+            uint32_t e = d->entry[(v << used) & mask], l = e & 15;
+            if (count > 0 && used + l > (uint32_t)maxl) break;
+            syms |= (e >> 4) << (8 * count);
+            used += l;
+            count++;
+        }
+        T3[v] = syms | used << 24 | count << 28;
+    }
+}
+
+/* ---- the fast loop ----
+ *
+ * Multi-symbol table (zstd's HUF_decompress4X2 idea, one step further): T3[v] for the
+ * next table_log bits v holds the first symbol and up to two more, as long as their codes
+ * fit in those bits:
+ *   bits 0..23 symbols 0, 1, 2 (zero where absent), 24..27 bits consumed, 28..29 count (1..3).
+ * One lookup gives one to three symbols; the entry is stored whole (a 32-bit store: the three
+ * symbol bytes and one byte of junk that a later store or the tail overwrites), the output
+ * advances by the count. A 64-bit big-endian load at the stream's byte
+ * offset, shifted by its bit offset (<= 7), holds >= 57 valid bits: NL lookups of <= table_log
+ * bits each, with NL * table_log <= 57 (NL = 4 at 12 bits, 5 at 11, 6 at 9, 7 at 8).
+ *
+ * A batch of iterations runs with no checks at all: each stream must have, before every
+ * iteration, 3*NL + 1 output slots left in its segment (the stores stay inside it) and 8 bytes
+ * readable at its next load (each iteration moves at most NL*table_log bits). The batch length
+ * is the minimum over the streams of what their state allows; batches repeat until it is 0
+ * (each iteration makes at least NL symbols of progress). Then a one-symbol-at-a-time tail with
+ * zero-padded loads and a bounds check per symbol.
+ *
+ * Building T3 costs about as much as decoding a few times 2^table_log symbols, so it is built
+ * (on the stack, per call) only for at least MULTI_MIN_SYMBOLS << table_log symbols; shorter
+ * streams run the same batches on the one-symbol table d->entry (NL lookups of one symbol per
+ * load, NL output slots per iteration). */
+#define MULTI_MIN_SYMBOLS 8
+
+static int64_t safe_iters(const stream st[4], int nl, int table_log, int slots) {
     int64_t it = INT64_MAX;
     for (int k = 0; k < 4; k++) {
-        int64_t m = st[k].left / 4;
+        int64_t m = st[k].left / slots;
         if (st[k].size < 8 || st[k].bitpos > 8 * (st[k].size - 8)) return 0;
-        int64_t by = (int64_t)((8 * (st[k].size - 8) - st[k].bitpos) / 48) + 1;
+        int64_t by = (int64_t)((8 * (st[k].size - 8) - st[k].bitpos) / (uint64_t)(nl * table_log)) + 1;
         m = by < m ? by : m;
         it = m < it ? m : it;
     }
     return it;
 }
 
-/* Four symbols of one stream from one 64-bit load. */
-#define DECODE_QUAD(k, STORE)                                                   \
-    do {                                                                        \
-        uint64_t v = load_be64(p##k + (bp##k >> 3)) << (bp##k & 7);             \
-        uint16_t e0 = T[v >> drop];                                             \
-        v <<= e0 & 15;                                                          \
-        uint16_t e1 = T[v >> drop];                                             \
-        v <<= e1 & 15;                                                          \
-        uint16_t e2 = T[v >> drop];                                             \
-        v <<= e2 & 15;                                                          \
-        uint16_t e3 = T[v >> drop];                                             \
-        STORE(o##k, 0, e0 >> 4);                                                \
-        STORE(o##k, 1, e1 >> 4);                                                \
-        STORE(o##k, 2, e2 >> 4);                                                \
-        STORE(o##k, 3, e3 >> 4);                                                \
-        o##k += 4;                                                              \
-        bp##k += (e0 & 15) + (e1 & 15) + (e2 & 15) + (e3 & 15);                 \
+static inline void store3_u8(uint8_t *out, int64_t at, uint32_t e, const float *cbk) {
+    (void)cbk;
+    memcpy(out + at, &e, 4);
+}
+static inline void store1_u8(uint8_t *out, int64_t at, uint32_t e, const float *cbk) {
+    (void)cbk;
+    out[at] = (uint8_t)e;
+}
+static inline void store1_f32(float *out, int64_t at, uint32_t e, const float *cbk) { out[at] = cbk[e & 255]; }
+static inline void store3_f32(float *out, int64_t at, uint32_t e, const float *cbk) {
+    out[at] = cbk[e & 255];
+    out[at + 1] = cbk[(e >> 8) & 255];
+    out[at + 2] = cbk[(e >> 16) & 255];
+}
+
+/* one to three symbols from the multi-symbol table */
+#define LOOKUP3(k, STORE)                                     \
+    do {                                                 \
+        uint32_t e = T3[v##k >> drop];                   \
+        STORE(out, o##k, e, cbk);                        \
+        v##k <<= (e >> 24) & 15;                         \
+        bp##k += (e >> 24) & 15;                         \
+        o##k += e >> 28;                                 \
+    } while (0)
+/* one symbol from the one-symbol table: (symbol << 4) | length */
+#define LOOKUP1(k, STORE)                                     \
+    do {                                                      \
+        uint32_t e = T1[v##k >> drop];                        \
+        STORE(out, o##k, (e >> 4) | 1u << 28, cbk);           \
+        v##k <<= e & 15;                                      \
+        bp##k += e & 15;                                      \
+        o##k += 1;                                            \
     } while (0)
 
-/* The decode loop, once for byte symbols and once for codebook floats: the four streams'
- * state in registers, batches of check-free iterations, then a checked tail. */
-#define DECODE4_BODY(STORE)                                                                                  \
-    const uint16_t *T = d->entry;                                                                            \
-    const int drop = 64 - d->table_log;                                                                      \
-    for (int64_t it; (it = safe_iters(st)) > 0;) {                                                          \
-        const uint8_t *p0 = st[0].p, *p1 = st[1].p, *p2 = st[2].p, *p3 = st[3].p;                            \
-        uint64_t bp0 = st[0].bitpos, bp1 = st[1].bitpos, bp2 = st[2].bitpos, bp3 = st[3].bitpos;             \
-        int64_t o0 = st[0].at, o1 = st[1].at, o2 = st[2].at, o3 = st[3].at;                                  \
-        for (int64_t i = 0; i < it; i++) {                                                                   \
-            DECODE_QUAD(0, STORE);                                                                           \
-            DECODE_QUAD(1, STORE);                                                                           \
-            DECODE_QUAD(2, STORE);                                                                           \
-            DECODE_QUAD(3, STORE);                                                                           \
-        }                                                                                                    \
-        st[0].bitpos = bp0, st[1].bitpos = bp1, st[2].bitpos = bp2, st[3].bitpos = bp3;                     \
-        st[0].at = o0, st[1].at = o1, st[2].at = o2, st[3].at = o3;                                          \
-        for (int k = 0; k < 4; k++) st[k].left -= 4 * it;                                                    \
-    }                                                                                                        \
-    /* tail: one symbol at a time, safe loads, bounds checked */                                             \
+/* One batch of `it` iterations of NL lookups on each of the four streams. */
+#define DEFINE_BATCH(NAME, OUT_T, STORE, NL, LOOKUP)                                                     \
+    static void NAME(const uint32_t *T3, const uint16_t *T1, int drop, stream st[4], OUT_T *out,            \
+                     const float *cbk, int64_t it) {                                                       \
+        (void)T1, (void)T3;                                                                                \
+        const uint8_t *p0 = st[0].p, *p1 = st[1].p, *p2 = st[2].p, *p3 = st[3].p;                          \
+        uint64_t bp0 = st[0].bitpos, bp1 = st[1].bitpos, bp2 = st[2].bitpos, bp3 = st[3].bitpos;           \
+        int64_t o0 = st[0].at, o1 = st[1].at, o2 = st[2].at, o3 = st[3].at;                                \
+        for (int64_t i = 0; i < it; i++) {                                                                 \
+            uint64_t v0 = load_be64(p0 + (bp0 >> 3)) << (bp0 & 7);                                         \
+            uint64_t v1 = load_be64(p1 + (bp1 >> 3)) << (bp1 & 7);                                         \
+            uint64_t v2 = load_be64(p2 + (bp2 >> 3)) << (bp2 & 7);                                         \
+            uint64_t v3 = load_be64(p3 + (bp3 >> 3)) << (bp3 & 7);                                         \
+            for (int l = 0; l < NL; l++) {                                                                 \
+                LOOKUP(0, STORE);                                                                          \
+                LOOKUP(1, STORE);                                                                          \
+                LOOKUP(2, STORE);                                                                          \
+                LOOKUP(3, STORE);                                                                          \
+            }                                                                                              \
+        }                                                                                                  \
+        st[0].bitpos = bp0, st[1].bitpos = bp1, st[2].bitpos = bp2, st[3].bitpos = bp3;                   \
+        st[0].left -= o0 - st[0].at, st[1].left -= o1 - st[1].at;                                          \
+        st[2].left -= o2 - st[2].at, st[3].left -= o3 - st[3].at;                                          \
+        st[0].at = o0, st[1].at = o1, st[2].at = o2, st[3].at = o3;                                        \
+    }
+
+
+DEFINE_BATCH(batch_u8_4, uint8_t, store3_u8, 4, LOOKUP3)
+DEFINE_BATCH(batch1_u8_4, uint8_t, store1_u8, 4, LOOKUP1)
+DEFINE_BATCH(batch_u8_5, uint8_t, store3_u8, 5, LOOKUP3)
+DEFINE_BATCH(batch1_u8_5, uint8_t, store1_u8, 5, LOOKUP1)
+DEFINE_BATCH(batch_u8_6, uint8_t, store3_u8, 6, LOOKUP3)
+DEFINE_BATCH(batch1_u8_6, uint8_t, store1_u8, 6, LOOKUP1)
+DEFINE_BATCH(batch_u8_7, uint8_t, store3_u8, 7, LOOKUP3)
+DEFINE_BATCH(batch1_u8_7, uint8_t, store1_u8, 7, LOOKUP1)
+
+DEFINE_BATCH(batch_f32_4, float, store3_f32, 4, LOOKUP3)
+DEFINE_BATCH(batch1_f32_4, float, store1_f32, 4, LOOKUP1)
+DEFINE_BATCH(batch_f32_5, float, store3_f32, 5, LOOKUP3)
+DEFINE_BATCH(batch1_f32_5, float, store1_f32, 5, LOOKUP1)
+DEFINE_BATCH(batch_f32_6, float, store3_f32, 6, LOOKUP3)
+DEFINE_BATCH(batch1_f32_6, float, store1_f32, 6, LOOKUP1)
+DEFINE_BATCH(batch_f32_7, float, store3_f32, 7, LOOKUP3)
+DEFINE_BATCH(batch1_f32_7, float, store1_f32, 7, LOOKUP1)
+
+/* Lookups per 64-bit load for a table of table_log bits: floor(57 / table_log), 4..7. */
+static int lookups_per_load(int table_log) {
+    int nl = 57 / table_log;
+    return nl < 4 ? 4 : nl > 7 ? 7 : nl;
+}
+
+/* The tail, per stream, through the one-symbol table: check-free NL-symbol steps while a
+ * 64-bit load stays inside the stream and NL symbols are left; then the last (at most 16)
+ * bytes copied into a zero-padded buffer and decoded one symbol at a time, each checked
+ * against the stream's end; a longer remainder (fewer than NL symbols over many bytes: a
+ * corrupt stream) goes through zero-padded loads from the stream itself. */
+#define DECODE_TAIL(STORE1)                                                                                  \
     for (int k = 0; k < 4; k++) {                                                                            \
-        while (st[k].left > 0) {                                                                             \
-            uint64_t v = load_safe(&st[k], st[k].bitpos >> 3) << (st[k].bitpos & 7);                        \
+        stream *q = &st[k];                                                                                  \
+        while (q->left >= nl && q->size >= 8 && q->bitpos <= 8 * (q->size - 8)) {                            \
+            uint64_t v = load_be64(q->p + (q->bitpos >> 3)) << (q->bitpos & 7);                              \
+            for (int l = 0; l < nl; l++) {                                                                   \
+                uint16_t e = T[v >> drop];                                                                   \
+                STORE1(q->at, e >> 4);                                                                       \
+                v <<= e & 15;                                                                                \
+                q->bitpos += e & 15;                                                                         \
+                q->at++;                                                                                     \
+            }                                                                                                \
+            q->left -= nl;                                                                                   \
+        }                                                                                                    \
+        if (q->left > 0 && q->size - (q->bitpos >> 3) <= 16) {                                               \
+            uint8_t pad[24] = {0};                                                                           \
+            const uint64_t from = q->bitpos >> 3, end = 8 * (q->size - from);                               \
+            memcpy(pad, q->p + from, (size_t)(q->size - from));                                              \
+            uint64_t b = q->bitpos - 8 * from;                                                               \
+            for (; q->left > 0; q->left--, q->at++) {                                                        \
+                uint16_t e = T[(load_be64(pad + (b >> 3)) << (b & 7)) >> drop];                              \
+                b += e & 15;                                                                                 \
+                if (b > end)                                                                                 \
+                    return nnz_fail(NNZ_ERR_FORMAT, "%s: Huffman stream %d ends in the middle of a code", what, k); \
+                STORE1(q->at, e >> 4);                                                                       \
+            }                                                                                                \
+            q->bitpos = 8 * from + b;                                                                        \
+        }                                                                                                    \
+        for (; q->left > 0; q->left--, q->at++) {                                                            \
+            uint64_t v = load_safe(q, q->bitpos >> 3) << (q->bitpos & 7);                                    \
             uint16_t e = T[v >> drop];                                                                       \
-            st[k].bitpos += e & 15;                                                                          \
-            if (st[k].bitpos > st[k].size * 8)                                                               \
+            q->bitpos += e & 15;                                                                             \
+            if (q->bitpos > q->size * 8)                                                                     \
                 return nnz_fail(NNZ_ERR_FORMAT, "%s: Huffman stream %d ends in the middle of a code", what, k); \
-            STORE(st[k].at, 0, e >> 4);                                                                      \
-            st[k].left--;                                                                                    \
-            st[k].at++;                                                                                      \
+            STORE1(q->at, e >> 4);                                                                           \
         }                                                                                                    \
     }                                                                                                        \
     return finish(st, what);
 
-#define STORE_U8(at, r, s) out[(at) + (r)] = (uint8_t)(s)
-#define STORE_F32(at, r, s) out[(at) + (r)] = cbk[s]
+#define STORE1_U8(at, s) out[at] = (uint8_t)(s)
+#define STORE1_F32(at, s) out[at] = cbk[s]
+
+/* The batches, then the tail; T3 (2^table_log entries of scratch) is built when the stream is
+ * long enough. */
+#define DECODE_BODY(SUFFIX, STORE1, CBK)                                                                     \
+    const uint16_t *T = d->entry;                                                                            \
+    const int drop = 64 - d->table_log, nl = lookups_per_load(d->table_log);                                 \
+    const bool multi = n >= (int64_t)MULTI_MIN_SYMBOLS << d->table_log;                                     \
+    if (multi) build_multi(d, T3);                                                                           \
+    for (int64_t it; (it = safe_iters(st, nl, d->table_log, multi ? 3 * nl + 1 : nl)) > 0;) {               \
+        switch (nl + (multi ? 0 : 10)) {                                                                     \
+        case 4: batch_##SUFFIX##_4(T3, T, drop, st, out, CBK, it); break;                                    \
+        case 5: batch_##SUFFIX##_5(T3, T, drop, st, out, CBK, it); break;                                    \
+        case 6: batch_##SUFFIX##_6(T3, T, drop, st, out, CBK, it); break;                                    \
+        case 7: batch_##SUFFIX##_7(T3, T, drop, st, out, CBK, it); break;                                    \
+        case 14: batch1_##SUFFIX##_4(T3, T, drop, st, out, CBK, it); break;                                  \
+        case 15: batch1_##SUFFIX##_5(T3, T, drop, st, out, CBK, it); break;                                  \
+        case 16: batch1_##SUFFIX##_6(T3, T, drop, st, out, CBK, it); break;                                  \
+        default: batch1_##SUFFIX##_7(T3, T, drop, st, out, CBK, it); break;                                  \
+        }                                                                                                    \
+    }                                                                                                        \
+    DECODE_TAIL(STORE1)
 
 nnz_status nnz_huf_decode4(const nnz_huf_decoder *d, const uint8_t *in, const uint32_t sizes[4], uint8_t *out,
                            int64_t n, const char *what) {
     stream st[4];
     NNZ_TRY(setup(in, sizes, n, st, what));
-    DECODE4_BODY(STORE_U8)
+    uint32_t T3[1 << NNZ_HUF_MAX_BITS];
+    DECODE_BODY(u8, STORE1_U8, NULL)
 }
 
 nnz_status nnz_huf_decode4_f32(const nnz_huf_decoder *d, const uint8_t *in, const uint32_t sizes[4],
@@ -295,7 +435,8 @@ nnz_status nnz_huf_decode4_f32(const nnz_huf_decoder *d, const uint8_t *in, cons
     memcpy(cbk, codebook, (size_t)d->nsym * sizeof *cbk);
     stream st[4];
     NNZ_TRY(setup(in, sizes, n, st, what));
-    DECODE4_BODY(STORE_F32)
+    uint32_t T3[1 << NNZ_HUF_MAX_BITS];
+    DECODE_BODY(f32, STORE1_F32, cbk)
 }
 
 nnz_status nnz_huf_decode4_ref(const nnz_huf_decoder *d, const uint8_t *in, const uint32_t sizes[4], uint8_t *out,

@@ -107,7 +107,8 @@ nnz_status nnz_pack_tensor(const char *name, const float *w, int ndim, const int
                            nnz_layout layout, nnz_packed *out);
 void nnz_packed_free(nnz_packed *p);
 
-/* Bytes of scratch nnz_unpack_tensor needs for record t (gap symbols of sparse tensors). */
+/* Bytes of scratch nnz_unpack_tensor needs for record t (sparse tensors: the gap symbols and
+ * the nonzeros' codebook indices). */
 size_t nnz_unpack_scratch_bytes(const nnz_nf_tensor *t);
 /* Decodes record t (whose payload was checked by nnz_nf_parse) into out[0..numel). */
 nnz_status nnz_unpack_tensor(const nnz_nf_tensor *t, float *out, uint8_t *scratch, const char *file);

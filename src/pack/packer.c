@@ -35,6 +35,8 @@ static int param_bits(const nnz_model *m, const nnz_param *p, const nnz_pack_con
             return cfg->override_bits[i];
         }
     if (!is_weight) return 0;
+    if (n->op == NNZ_OP_CONV2D && n->groups > 1)
+        return cfg->depthwise_bits ? cfg->depthwise_bits : cfg->conv_bits;
     return n->op == NNZ_OP_CONV2D ? cfg->conv_bits : cfg->linear_bits;
 }
 
@@ -53,8 +55,10 @@ static void fill_layer(nnz_pack_layer *l, const nnz_nf_tensor *t, double rmse) {
 }
 
 static nnz_status check_config(const nnz_pack_config *cfg) {
-    if (cfg->conv_bits < 1 || cfg->conv_bits > 8 || cfg->linear_bits < 1 || cfg->linear_bits > 8)
-        return nnz_fail(NNZ_ERR_INVALID_ARG, "bits must be 1..8 (conv %d, linear %d)", cfg->conv_bits, cfg->linear_bits);
+    if (cfg->conv_bits < 1 || cfg->conv_bits > 8 || cfg->linear_bits < 1 || cfg->linear_bits > 8 ||
+        cfg->depthwise_bits < 0 || cfg->depthwise_bits > 8)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "bits must be 1..8 (conv %d, linear %d, depthwise %d; 0 = conv)",
+                        cfg->conv_bits, cfg->linear_bits, cfg->depthwise_bits);
     for (int i = 0; i < cfg->n_overrides; i++)
         if (cfg->override_bits[i] < 0 || cfg->override_bits[i] > 8)
             return nnz_fail(NNZ_ERR_INVALID_ARG, "bits for '%s' must be 1..8 (or 0 for raw fp32), got %d",

@@ -84,8 +84,8 @@ static int finetune(nnz_model *m, const nnz_pack_config *pcfg, nnz_train_config 
 
 int cmd_pack(int argc, char **argv) {
     const char *out = NULL, *out_long = NULL, *layers = NULL;
-    int bits = 0, conv_bits = 5, linear_bits = 4, layout = 0, threads = 0;
-    bool json = false;
+    int bits = 0, conv_bits = 5, linear_bits = 4, dw_bits = 0, layout = 0, threads = 0;
+    bool json = false, keep_bn = false;
     nnz_train_config tcfg;
     nnz_train_config_init(&tcfg);
     tcfg.epochs = 0;
@@ -101,9 +101,11 @@ int cmd_pack(int argc, char **argv) {
     cli_flag flags[] = {
         FL_STR("-o", &out, "FILE", "The .nnz file to write (written atomically).", NULL),
         FL_STR("--output", &out_long, "FILE", "Same as -o.", NULL),
-        FL_INT("--bits", &bits, "N", "k-means bits for every conv and linear weight (overrides the two below).", NULL, 1, 8),
+        FL_INT("--bits", &bits, "N", "k-means bits for every conv and linear weight (overrides the three below).", NULL, 1, 8),
         FL_INT("--conv-bits", &conv_bits, "N", "Bits for convolution weights (2^N shared values per tensor).", "5", 1, 8),
         FL_INT("--linear-bits", &linear_bits, "N", "Bits for linear weights.", "4", 1, 8),
+        FL_INT("--dw-bits", &dw_bits, "N",
+               "Bits for depthwise convolution weights (groups > 1); 0 = the conv bits.", "0", 0, 8),
         FL_STR("--bits-layer", &layers, "NAME=N,...",
                "Per-layer bits, by node or tensor name, comma-separated; N = 0 keeps the tensor raw fp32.", NULL),
         FL_CHOICE("--layout", &layout, "L",
@@ -111,6 +113,10 @@ int cmd_pack(int argc, char **argv) {
                   "exact zeros (pruned weights) and that is smaller.", "auto", layouts),
         FL_INT("--threads", &threads, "N", "Worker threads; 0 = all cores.", "0", 0, 4096),
         FL_BOOL("--json", &json, "Print one JSON line (totals) instead of the table."),
+        FL_BOOL("--keep-batchnorm", &keep_bn,
+                "Store batch norms as they are (four fp32 tensors each). By default each batch norm that follows a "
+                "conv is folded into it first (eval-mode statistics: the conv's weights scaled per channel, a "
+                "bias added), and the folded weights are quantized."),
         FL_INT("--finetune-codebook", &tcfg.epochs, "EPOCHS",
                "Deep Compression's trained quantization: after k-means, train the shared values (centroids) for "
                "EPOCHS epochs on the training data (a centroid's gradient is the sum of its weights' gradients; "
@@ -134,14 +140,15 @@ int cmd_pack(int argc, char **argv) {
     cli_command cmd = {
         .name = "pack",
         .summary = "compress a checkpoint into a .nnz file (k-means weight sharing + Huffman)",
-.usage = "nnz pack CHECKPOINT -o FILE.nnz [--bits N | --conv-bits N --linear-bits N] [--bits-layer NAME=N,...]\n"
+.usage = "nnz pack CHECKPOINT -o FILE.nnz [--bits N | --conv-bits N --linear-bits N --dw-bits N] [--bits-layer NAME=N,...]\n"
                  "       [--finetune-codebook EPOCHS [--codebook-lr X] [--data DIR] [--train-limit N]]",
         .description =
             "Deep Compression's last two stages: every convolution and linear weight tensor is quantized\n"
             "to at most 2^bits shared values (k-means, linear initialization) and the indices are Huffman\n"
             "coded (canonical, <= 11-bit codes, four interleaved streams). Pruned tensors (exact zeros)\n"
-            "store only their nonzeros, with Huffman-coded relative position gaps. Biases and batch-norm\n"
-            "tensors stay fp32. Prints per-tensor sizes and the compression ratio; 'nnz info FILE.nnz'\n"
+            "store only their nonzeros, with Huffman-coded relative position gaps. Batch norms after a conv\n"
+            "are folded into it first (--keep-batchnorm keeps them); biases and other batch norms stay fp32.\n"
+            "Prints per-tensor sizes and the compression ratio; 'nnz info FILE.nnz'\n"
             "shows them again, 'nnz run FILE.nnz' runs the model decoding layer by layer.\n"
             "--finetune-codebook adds Deep Compression's trained quantization: the shared values are trained\n"
             "on the training data (weights stay tied to them), so packing loses less accuracy.",
@@ -174,6 +181,7 @@ int cmd_pack(int argc, char **argv) {
     nnz_pack_config_init(&cfg);
     cfg.conv_bits = bits ? bits : conv_bits;
     cfg.linear_bits = bits ? bits : linear_bits;
+    cfg.depthwise_bits = bits ? bits : dw_bits;
     cfg.layout = layout;
     const char *names[256];
     int nbits[256];
@@ -193,6 +201,18 @@ int cmd_pack(int argc, char **argv) {
     if (nnz_checkpoint_load_model(pos[0], &m) != NNZ_OK) {
         free(spec);
         return cli_fail("pack", "cannot load the checkpoint");
+    }
+    if (!keep_bn) {
+        nnz_model *f = NULL;
+        int folded = 0;
+        if (nnz_pack_fold_batchnorm(m, &f, &folded) != NNZ_OK) {
+            nnz_model_free(m);
+            free(spec);
+            return cli_fail("pack", "cannot fold the batch norms");
+        }
+        nnz_model_free(m);
+        m = f;
+        if (folded && !json) printf("folded %d batch norm%s into their convs\n", folded, folded == 1 ? "" : "s");
     }
     float acc[3] = {0};
     if (tcfg.epochs > 0) {
@@ -228,7 +248,8 @@ int cmd_pack(int argc, char **argv) {
             printf("test accuracy: checkpoint %.2f%%, packed %.2f%%, packed + %d epoch%s of codebook finetuning "
                    "%.2f%%\n",
                    100.0 * acc[0], 100.0 * acc[1], tcfg.epochs, tcfg.epochs == 1 ? "" : "s", 100.0 * acc[2]);
-        printf("packed %s -> %s (conv %d bits, linear %d bits)\n\n", pos[0], out, cfg.conv_bits, cfg.linear_bits);
+        printf("packed %s -> %s (conv %d bits, depthwise conv %d, linear %d)\n\n", pos[0], out, cfg.conv_bits,
+               cfg.depthwise_bits ? cfg.depthwise_bits : cfg.conv_bits, cfg.linear_bits);
         cli_print_pack_table(&rep, true);
         if (tcfg.epochs > 0)
             printf("(rmse against the finetuned weights, which are the codebooks' values: 0 where they fit)\n");
