@@ -7,7 +7,6 @@
 #include "pack/pack.h"
 
 #include <stdlib.h>
-#include <stdlib.h>
 
 static void decode_all(const nnz_nf_file *f, const uint8_t *data, size_t size) {
     for (int i = 0; i < f->n; i++) {
