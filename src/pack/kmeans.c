@@ -6,7 +6,10 @@
  * ranges by binary search and recomputes each centroid as its range's mean. The
  * iteration stops when no range boundary moves. Midpoints are compared in double,
  * where the midpoint of two floats is exact, so a value equal to a centroid always
- * lands in that centroid's cluster (which makes <= K distinct values lossless). */
+ * lands in that centroid's cluster (which makes <= K distinct values lossless).
+ * A centroid left with no values (linear initialization spreads the centroids over
+ * [min, max]; a few far-out values leave most of them empty) is moved: the range with
+ * the largest squared error is split in two at its mean instead. */
 #include "pack/pack.h"
 
 #include <math.h>
@@ -36,6 +39,64 @@ static void radix_sort_floats(float *x, float *tmp, int64_t n) {
         dst = t;
     }
     if (src != x) memcpy(x, src, (size_t)n * sizeof *x); /* 3 passes: result is in tmp */
+}
+
+/* Sum of squared deviations from the mean of the sorted values [lo, hi) (0 when empty). */
+static double range_sse(const float *sorted, int64_t lo, int64_t hi, double *mean) {
+    double s = 0, q = 0;
+    for (int64_t i = lo; i < hi; i++) s += sorted[i];
+    *mean = hi > lo ? s / (double)(hi - lo) : 0;
+    for (int64_t i = lo; i < hi; i++) q += ((double)sorted[i] - *mean) * ((double)sorted[i] - *mean);
+    return q;
+}
+
+/* Empty clusters: k centroids c over the ranges start[0..k] of the sorted values, some of them
+ * empty. Keeps the non-empty ranges and splits the one with the largest squared error at its
+ * mean, as often as there were empty ones (a range of one repeated value is never split), so the
+ * centroids that linear initialization left without members (heavy tails: a few weights far
+ * out stretch [min, max]) move to where the values are. Returns the new number of centroids
+ * (ascending in c: the ranges stay in order), which is k unless nothing could be split. */
+static int relocate_empty(const float *sorted, const int64_t *start, int k, double *c) {
+    int64_t lo[NNZ_KMEANS_MAX_K], hi[NNZ_KMEANS_MAX_K];
+    double sse[NNZ_KMEANS_MAX_K];
+    int m = 0;
+    for (int j = 0; j < k; j++)
+        if (start[j + 1] > start[j]) {
+            lo[m] = start[j];
+            hi[m] = start[j + 1];
+            sse[m] = range_sse(sorted, lo[m], hi[m], &c[m]);
+            m++;
+        }
+    while (m < k) {
+        int best = -1;
+        for (int j = 0; j < m; j++)
+            if (sse[j] > 0 && (best < 0 || sse[j] > sse[best])) best = j;
+        if (best < 0) break;
+        /* split at the mean: [lo, first value > mean) and the rest, both non-empty */
+        int64_t a = lo[best], b = hi[best];
+        while (a < b) {
+            int64_t mid = a + (b - a) / 2;
+            if ((double)sorted[mid] <= c[best]) a = mid + 1;
+            else b = mid;
+        }
+        if (a <= lo[best] || a >= hi[best]) { /* no value on one side (rounding): leave it whole */
+            sse[best] = 0;
+            continue;
+        }
+        for (int j = m; j > best + 1; j--) {
+            lo[j] = lo[j - 1];
+            hi[j] = hi[j - 1];
+            sse[j] = sse[j - 1];
+            c[j] = c[j - 1];
+        }
+        lo[best + 1] = a;
+        hi[best + 1] = hi[best];
+        hi[best] = a;
+        sse[best] = range_sse(sorted, lo[best], hi[best], &c[best]);
+        sse[best + 1] = range_sse(sorted, lo[best + 1], hi[best + 1], &c[best + 1]);
+        m++;
+    }
+    return m;
 }
 
 /* Nearest-centroid index of v among k ascending centroids (ties to the lower one). */
@@ -98,10 +159,16 @@ nnz_status nnz_kmeans_quantize(const float *x, int64_t n, int bits, int max_iter
                 start[j + 1] = lo_i;
             }
             start[k] = n;
+            int empty = 0;
+            for (int j = 0; j < k; j++) empty += start[j + 1] == start[j];
+            if (empty) {
+                k = relocate_empty(sorted, start, k, c);
+                for (int j = 0; j <= K; j++) prev_start[j] = -1;
+                continue;
+            }
             if (memcmp(start, prev_start, (size_t)(k + 1) * sizeof *start) == 0) break;
             memcpy(prev_start, start, (size_t)(k + 1) * sizeof *start);
             for (int j = 0; j < k; j++) {
-                if (start[j + 1] == start[j]) continue; /* empty: keep its place */
                 double s = 0;
                 for (int64_t i = start[j]; i < start[j + 1]; i++) s += sorted[i];
                 c[j] = s / (double)(start[j + 1] - start[j]);

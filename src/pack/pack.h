@@ -28,7 +28,10 @@ typedef struct {
 /* Clusters x[0..n) into at most 2^bits (bits 1..8) shared values and writes the index of
  * each value's nearest centroid (ties: the lower one) into idx[0..n). Linear init: centroid
  * j = min + (max - min) * j / (K-1); then Lloyd iterations (at most max_iters, stops when no
- * cluster boundary moves); centroids that end with no member are dropped, so cb->k <= 2^bits.
+ * cluster boundary moves). A centroid whose cluster is empty is moved: the cluster with the
+ * largest squared error is split at its mean (so a few far-out values, which stretch the linear
+ * init, do not leave most centroids unused); centroids that end with no member are dropped, so
+ * cb->k <= 2^bits.
  * When x holds at most 2^bits distinct values the codebook is exactly those values (lossless).
  * NNZ_ERR_NUMERIC on NaN/Inf (naming `what`). Deterministic. */
 nnz_status nnz_kmeans_quantize(const float *x, int64_t n, int bits, int max_iters, const char *what,
