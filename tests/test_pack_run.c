@@ -249,6 +249,29 @@ static void test_fold_batchnorm(void **state) {
     assert_int_equal(nnz_packed_load_model(c.path, &dec), NNZ_OK);
     assert_int_equal(dec->n_nodes, f->n_nodes);
     nnz_model_free(dec);
+    /* a nearly dead channel (running variance 1e-8: scale ~10^4) would make its folded weights
+     * outliers of the tensor: that conv keeps its batch norm, the others still fold, and the
+     * model computes the same function */
+    const int dw = m->params[nnz_model_find_param(m, "blocks.2.dw.weight")].node;
+    int dw_bn = -1;
+    for (int i = 0; i < m->n_nodes; i++)
+        if (m->nodes[i].input == dw) dw_bn = i;
+    assert_true(dw_bn >= 0 && m->nodes[dw_bn].op == NNZ_OP_BATCHNORM);
+    ((float *)m->params[m->nodes[dw_bn].running_var].value.data)[3] = 1e-8f;
+    nnz_model *g = NULL;
+    assert_int_equal(nnz_pack_fold_batchnorm(m, &g, &folded), NNZ_OK);
+    assert_int_equal(folded, bns - 1);
+    assert_int_equal(g->n_nodes, m->n_nodes - bns + 1);
+    int kept = 0;
+    for (int i = 0; i < g->n_nodes; i++) kept += g->nodes[i].op == NNZ_OP_BATCHNORM;
+    assert_int_equal(kept, 1);
+    assert_true(nnz_model_find_param(g, "blocks.2.dw.bias") < 0); /* left as it was: no bias */
+    assert_int_equal(nnz_model_predict(m, x, n, la), NNZ_OK);
+    assert_int_equal(nnz_model_predict(g, x, n, lb), NNZ_OK);
+    amax = 0;
+    for (int i = 0; i < 10 * n; i++) amax = fmaxf(amax, fabsf(la[i]));
+    for (int i = 0; i < 10 * n; i++) assert_true(fabsf(la[i] - lb[i]) <= 1e-5f * amax);
+    nnz_model_free(g);
     /* no batch norm: nothing folded */
     nnz_model *l = NULL, *lf = NULL;
     assert_int_equal(nnz_model_from_zoo("lenet5", 28, 28, 1, 10, 5, &l), NNZ_OK);

@@ -116,7 +116,8 @@ int cmd_pack(int argc, char **argv) {
         FL_BOOL("--keep-batchnorm", &keep_bn,
                 "Store batch norms as they are (four fp32 tensors each). By default each batch norm that follows a "
                 "conv is folded into it first (eval-mode statistics: the conv's weights scaled per channel, a "
-                "bias added), and the folded weights are quantized."),
+                "bias added), and the folded weights are quantized; a conv whose folding would make some channel's "
+                "weights outliers (a near-zero running variance) keeps its batch norm."),
         FL_INT("--finetune-codebook", &tcfg.epochs, "EPOCHS",
                "Deep Compression's trained quantization: after k-means, train the shared values (centroids) for "
                "EPOCHS epochs on the training data (a centroid's gradient is the sum of its weights' gradients; "
@@ -147,7 +148,8 @@ int cmd_pack(int argc, char **argv) {
             "to at most 2^bits shared values (k-means, linear initialization) and the indices are Huffman\n"
             "coded (canonical, <= 11-bit codes, four interleaved streams). Pruned tensors (exact zeros)\n"
             "store only their nonzeros, with Huffman-coded relative position gaps. Batch norms after a conv\n"
-            "are folded into it first (--keep-batchnorm keeps them); biases and other batch norms stay fp32.\n"
+            "are folded into it first, unless a near-dead channel would make the folded weights outliers\n"
+            "(--keep-batchnorm keeps them all); biases and other batch norms stay fp32.\n"
             "Prints per-tensor sizes and the compression ratio; 'nnz info FILE.nnz'\n"
             "shows them again, 'nnz run FILE.nnz' runs the model decoding layer by layer.\n"
             "--finetune-codebook adds Deep Compression's trained quantization: the shared values are trained\n"
