@@ -188,7 +188,16 @@ static nnz_status plan_bf16(nnz_sparse_weight *sw, nnz_sparse_plan *plan, bool t
         return NNZ_OK;
     }
     sw->bf16_train = pb != NNZ_SPMM_BF16_REF && pw != NNZ_SPMM_BF16_REF;
-    if (sw->bf16_train)
+    /* On an AMX host the bf16 backward-data (no AMX kernel: W^T's blocks need a second tile
+     * configuration) runs on avx512bf16, and the whole step measured slower than the fp32 sparse
+     * kernels there (Sapphire Rapids, vgg8, 90% 16x32 blocks: 0.4-0.65x, docs/BENCHMARKS.md) */
+    const bool amx_host_slow = sw->bf16_train && nnz_isa_active() == NNZ_ISA_AMX && pb != NNZ_SPMM_BF16_AMX;
+    if (amx_host_slow) sw->bf16_train = false;
+    if (amx_host_slow)
+        snprintf(plan->why + len, sizeof plan->why - len, "; inference fwd in bf16 (%s), training fp32 (on AMX the "
+                 "bf16 backward-data runs on %s, slower than the fp32 kernels)", nnz_spmm_bf16_path_name(pf),
+                 nnz_spmm_bf16_path_name(pb));
+    else if (sw->bf16_train)
         snprintf(plan->why + len, sizeof plan->why - len, "; bf16 training and inference (fwd %s, bwd-data %s, "
                  "SDDMM %s)", nnz_spmm_bf16_path_name(pf), nnz_spmm_bf16_path_name(pb), nnz_spmm_bf16_path_name(pw));
     else
