@@ -66,6 +66,10 @@ nnz_isa nnz_isa_best(void);
 
 /* ---- threads ---- (OpenMP underneath) */
 int nnz_threads(void);
+/* Inside an OpenMP parallel region, called by every thread of it (it holds a barrier): whether
+ * every thread passed ok = true, e.g. got its per-thread scratch. *failed is a shared int the
+ * caller zeroed before the region; it stays 1 after a failure, for the status to return. */
+bool nnz_omp_all_ok(bool ok, int *failed);
 
 /* ---- RNG ----
  * Counter-based (SplitMix64 over key^counter): draw i of stream `key` is a pure

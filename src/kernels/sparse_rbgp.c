@@ -178,15 +178,7 @@ nnz_status nnz_spmm_rbgp_f32(const nnz_rbgp_mat *A, int64_t M, const float *X, i
         const size_t offs_ints = (size_t)g->mi * blocks_per_row(g); /* after tt: a row tile's column offsets */
         float *xt = nnz_alloc((xt_floats + ot_floats + RB_PANEL * RB_PANEL + offs_ints + 48) * sizeof(float),
                               "rbgp spmm scratch");
-        if (!xt) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp barrier
-        int stop;
-#pragma omp atomic read
-        stop = failed;
-        if (!stop) {
+        if (nnz_omp_all_ok(xt != NULL, &failed)) {
             float *ot = xt + xt_floats + 16, *tt = ot + ot_floats + 16;
 #pragma omp for schedule(dynamic, 1)
             for (int64_t it = 0; it < items; it++) {

@@ -125,26 +125,17 @@ static nnz_status spmm_orient(const nnz_bsr *A, int64_t M, const float *X, int64
 #pragma omp parallel num_threads(threads)
     {
         float *xt = NULL, *ot = NULL;
+        bool ok = true;
         if (tile && copy_x) {
             xt = nnz_alloc(((size_t)item_rows * nnz_spmm_tile_scratch_ld(A->cols) + 16) * sizeof(float),
                            "spmm tile scratch");
-            if (!xt) {
-#pragma omp atomic write
-                failed = 1;
-            }
+            ok = xt != NULL;
         } else if (!tile && !gather) {
             xt = nnz_alloc((xt_floats + 16) * sizeof(float), "spmm panel scratch");
             ot = nnz_alloc((ot_floats + 16) * sizeof(float), "spmm panel output scratch");
-            if (!xt || !ot) {
-#pragma omp atomic write
-                failed = 1;
-            }
+            ok = xt && ot;
         }
-#pragma omp barrier
-        int stop;
-#pragma omp atomic read
-        stop = failed;
-        if (!stop) {
+        if (nnz_omp_all_ok(ok, &failed)) {
 #pragma omp for schedule(dynamic, 1)
             for (int64_t it = 0; it < items; it++) {
                 const int64_t mi = it / nparts;

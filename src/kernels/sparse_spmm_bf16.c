@@ -118,15 +118,7 @@ nnz_status nnz_spmm_bf16_via(nnz_spmm_bf16_path path, const nnz_bsr *A, int64_t 
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         nnz_bf16 *xs = nnz_alloc(xs_bytes, "bf16 spmm scratch");
-        if (!xs) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp barrier
-        int stop;
-#pragma omp atomic read
-        stop = failed;
-        if (!stop) {
+        if (nnz_omp_all_ok(xs != NULL, &failed)) {
             if (path == NNZ_SPMM_BF16_AMX) nnz_amx_tiles_enter();
 #pragma omp for schedule(dynamic, 1)
             for (int64_t it = 0; it < items; it++) {
