@@ -603,8 +603,9 @@ static nnz_status run(trainer *t, nnz_train_result *res) {
     return NNZ_OK;
 }
 
-nnz_status nnz_train(const nnz_train_config *cfg, nnz_train_result *result) {
-    if (!cfg) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_train: no configuration given");
+/* One run: m NULL builds the model from cfg (nnz_train); else trains the caller's model, whose
+ * gradient-mask setting is restored afterwards (nnz_train_model). */
+static nnz_status train_with(nnz_model *m, const nnz_train_config *cfg, nnz_train_result *result) {
     nnz_train_result local;
     if (!result) result = &local;
     memset(result, 0, sizeof *result);
@@ -613,28 +614,21 @@ nnz_status nnz_train(const nnz_train_config *cfg, nnz_train_result *result) {
     memset(&t, 0, sizeof t);
     t.last_saved_step = -1;
     nnz_set_threads(cfg->threads);
-    nnz_status s = setup(&t, cfg, NULL);
+    const bool grad_mask = m && m->grad_mask;
+    nnz_status s = setup(&t, cfg, m);
     if (s == NNZ_OK) s = run(&t, result);
     trainer_free(&t);
+    if (m) nnz_model_set_grad_mask(m, grad_mask);
     nnz_set_threads(old_threads);
     return s;
 }
 
+nnz_status nnz_train(const nnz_train_config *cfg, nnz_train_result *result) {
+    if (!cfg) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_train: no configuration given");
+    return train_with(NULL, cfg, result);
+}
+
 nnz_status nnz_train_model(nnz_model *m, const nnz_train_config *cfg, nnz_train_result *result) {
     if (!cfg || !m) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_train_model: a model and a configuration are needed");
-    nnz_train_result local;
-    if (!result) result = &local;
-    memset(result, 0, sizeof *result);
-    const int old_threads = nnz_get_threads();
-    trainer t;
-    memset(&t, 0, sizeof t);
-    t.last_saved_step = -1;
-    nnz_set_threads(cfg->threads);
-    const bool grad_mask = m->grad_mask;
-    nnz_status s = setup(&t, cfg, m);
-    if (s == NNZ_OK) s = run(&t, result);
-    trainer_free(&t);
-    nnz_model_set_grad_mask(m, grad_mask);
-    nnz_set_threads(old_threads);
-    return s;
+    return train_with(m, cfg, result);
 }
