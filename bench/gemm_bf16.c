@@ -13,6 +13,7 @@
  *   bwd-w dW (OC,K)  += dout^T (OC,M) * col (M,K)   transA
  * with M = 128*OH*OW, K = KH*KW*IC. Inputs are uniform in [-1, 1]; nnz and oneDNN get bf16
  * copies, OpenBLAS the fp32 originals. */
+#include "bench_util.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,11 +48,6 @@ static const shape zoo_shapes[] = {
 
 enum { C_NNZ_BF16, C_NNZ_BF16_F32IN, C_ONEDNN_BF16, C_NNZ_FP32, CONTENDERS };
 static const char *const contender_names[CONTENDERS] = {"nnz_bf16", "nnz_bf16_f32in", "onednn_bf16", "nnz_fp32"};
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static void bench_shape(const shape *s, int threads, int min_reps) {
     const size_t na = (size_t)s->M * s->K, nb = (size_t)s->K * s->N, nc = (size_t)s->M * s->N;
@@ -99,7 +95,7 @@ static void bench_shape(const shape *s, int threads, int min_reps) {
     }
     double med[CONTENDERS];
     for (int c = 0; c < CONTENDERS; c++) {
-        qsort(t[c], (size_t)reps, sizeof(double), cmp_double);
+        qsort(t[c], (size_t)reps, sizeof(double), bench_cmp_double);
         med[c] = reps % 2 ? t[c][reps / 2] : 0.5 * (t[c][reps / 2 - 1] + t[c][reps / 2]);
     }
     /* nnz's bf16 result against oneDNN's (the same bf16 inputs; only summation order differs) */

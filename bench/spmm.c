@@ -8,6 +8,7 @@
  * effective GFLOP/s (2*M*N*K, the dense-equivalent) and the speedup over dense.
  *   nnz_bench_spmm [--threads 2] [--reps 7] [--quick] [--shape NAME] [--block RxC] [--kernel K]
  * --quick: the 1024x1024 shape, fwd only; --shape/--block/--kernel: only those. */
+#include "bench_util.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,29 +35,11 @@ static const double sparsities[] = {0.5, 0.75, 0.9, 0.95, 0.98};
 typedef enum { K_FWD, K_BWD, K_SDDMM } kernel_kind;
 static const char *const kernel_names[] = {"fwd", "bwd_data", "sddmm"};
 
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-static double median(double *t, int n) {
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
-    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
-}
-
-static void *xalloc(size_t bytes) {
-    void *p = nnz_alloc(bytes, "bench buffer");
-    if (!p) {
-        fprintf(stderr, "spmm bench: %s\n", nnz_last_error());
-        exit(1);
-    }
-    return p;
-}
-
 /* exactly round((1-s) * units) of `units` kept (blocks for BSR, elements for CSR) */
 static uint8_t *make_mask(int N, int K, int r, int c, double s, uint64_t seed) {
     const int brows = (N + r - 1) / r, bcols = (K + c - 1) / c;
     const int units = brows * bcols;
-    int32_t *perm = xalloc((size_t)units * sizeof(int32_t));
+    int32_t *perm = bench_alloc((size_t)units * sizeof(int32_t));
     for (int i = 0; i < units; i++) perm[i] = i;
     nnz_rng g = nnz_rng_make(seed, 3);
     nnz_rng_shuffle(&g, perm, units);
@@ -116,7 +99,7 @@ static void measure(kernel_kind k, const operands *o, const nnz_spmat *s, float 
     }
     double tdmin = td[0], tsmin = ts[0];
     for (int i = 1; i < reps; i++) tdmin = td[i] < tdmin ? td[i] : tdmin, tsmin = ts[i] < tsmin ? ts[i] : tsmin;
-    const double tdm = median(td, reps), tsm = median(ts, reps);
+    const double tdm = bench_median(td, reps), tsm = bench_median(ts, reps);
     const bench_shape *sh = o->sh;
     const double eff = 2.0 * sh->M * (double)sh->N * sh->K, act = 2.0 * (double)s->nnz * sh->M;
     printf("{\"bench\":\"spmm\",\"kernel\":\"%s\",\"format\":\"%s\",\"block\":\"%dx%d\",\"shape\":\"%s\",\"M\":%d,"
@@ -161,8 +144,8 @@ int main(int argc, char **argv) {
         if (quick && si > 0) break;
         operands o = {.sh = sh};
         const int64_t M = sh->M, N = sh->N, K = sh->K;
-        o.X = xalloc((size_t)(M * K) * 4), o.W = xalloc((size_t)(N * K) * 4), o.dout = xalloc((size_t)(M * N) * 4);
-        o.out = xalloc((size_t)(M * N) * 4), o.dX = xalloc((size_t)(M * K) * 4), o.dW = xalloc((size_t)(N * K) * 4);
+        o.X = bench_alloc((size_t)(M * K) * 4), o.W = bench_alloc((size_t)(N * K) * 4), o.dout = bench_alloc((size_t)(M * N) * 4);
+        o.out = bench_alloc((size_t)(M * N) * 4), o.dX = bench_alloc((size_t)(M * K) * 4), o.dW = bench_alloc((size_t)(N * K) * 4);
         fill(o.X, M * K, 1), fill(o.W, N * K, 2), fill(o.dout, M * N, 3), fill(o.dW, N * K, 4);
         const int nformats = si == 0 ? 6 : 2;
         for (int f = 0; f < nformats; f++) {
@@ -178,7 +161,7 @@ int main(int argc, char **argv) {
                     fprintf(stderr, "spmm bench: %s\n", nnz_last_error());
                     return 1;
                 }
-                float *dval = xalloc((size_t)nnz_spmat_val_count(&s) * 4 + 64);
+                float *dval = bench_alloc((size_t)nnz_spmat_val_count(&s) * 4 + 64);
                 memset(dval, 0, (size_t)nnz_spmat_val_count(&s) * 4);
                 for (int k = 0; k < (quick ? 1 : 3); k++) {
                     if (only_kernel && strcmp(only_kernel, kernel_names[k])) continue;

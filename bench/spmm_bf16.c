@@ -14,6 +14,7 @@
  * gradient GEMM, nnz's own (nnz_gemm_bf16, transA) and oneDNN's (nnz_dense_bf16_ms,
  * onednn_bf16_dense_ms; the ratios *_vs_nnz_dense and *_vs_onednn_dense).
  *   nnz_bench_spmm_bf16 [--threads 1] [--reps 5] [--M 256] [--N 1024] [--K 1024] [--bwd] [--wgrad] */
+#include "bench_util.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,24 +26,6 @@
 
 static const int blocks[][2] = {{16, 16}, {16, 32}};
 static const double sparsities[] = {0.5, 0.75, 0.9, 0.95, 0.98};
-
-static void *xalloc(size_t bytes) {
-    void *p = nnz_alloc(bytes, "bench buffer");
-    if (!p) {
-        fprintf(stderr, "nnz_bench_spmm_bf16: %s\n", nnz_last_error());
-        exit(1);
-    }
-    return p;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-static double median(double *t, int n) {
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
-    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
-}
 
 static void check(nnz_status st) {
     if (st != NNZ_OK) {
@@ -56,7 +39,7 @@ enum { C_BF16_BSR, C_FP32_BSR, C_ONEDNN, C_NNZ_DENSE, CONTENDERS }; /* C_NNZ_DEN
 /* each contender's median and fastest of its reps times (sorts them) */
 static void summarize(double t[CONTENDERS][64], int reps, double *med, double *mn) {
     for (int ct = 0; ct < CONTENDERS; ct++) {
-        med[ct] = median(t[ct], reps);
+        med[ct] = bench_median(t[ct], reps);
         mn[ct] = t[ct][0];
     }
 }
@@ -67,7 +50,7 @@ static void wgrad_line(const nnz_spmat *s, const uint8_t *mask, int M, int N, in
                        int threads, int reps, const float *X, const float *D, const nnz_bf16 *Xb, const nnz_bf16 *Db,
                        float **out) {
     const int64_t nv = nnz_spmat_val_count(s);
-    float *dv = xalloc((size_t)(nv ? nv : 1) * 4), *dv32 = xalloc((size_t)(nv ? nv : 1) * 4);
+    float *dv = bench_alloc((size_t)(nv ? nv : 1) * 4), *dv32 = bench_alloc((size_t)(nv ? nv : 1) * 4);
     onednn_matmul dn;
     onednn_init(&dn, N, K, M, true, false, (void *)Db, (void *)Xb, out[C_ONEDNN]);
     double t[CONTENDERS][64];
@@ -139,13 +122,13 @@ int main(int argc, char **argv) {
     }
     nnz_set_threads(threads);
     threads = nnz_get_threads();
-    float *W = xalloc((size_t)N * K * 4), *Wm = xalloc((size_t)N * K * 4), *X = xalloc((size_t)M * K * 4);
-    float *D = xalloc((size_t)M * N * 4);
-    nnz_bf16 *Wb = xalloc((size_t)N * K * 2), *Xb = xalloc((size_t)M * K * 2), *Db = xalloc((size_t)M * N * 2);
+    float *W = bench_alloc((size_t)N * K * 4), *Wm = bench_alloc((size_t)N * K * 4), *X = bench_alloc((size_t)M * K * 4);
+    float *D = bench_alloc((size_t)M * N * 4);
+    nnz_bf16 *Wb = bench_alloc((size_t)N * K * 2), *Xb = bench_alloc((size_t)M * K * 2), *Db = bench_alloc((size_t)M * N * 2);
     int64_t out_n = (int64_t)M * (N > K ? N : K);
     if (out_n < (int64_t)N * K) out_n = (int64_t)N * K; /* the dense weight gradient */
     float *out[CONTENDERS];
-    for (int c = 0; c < CONTENDERS; c++) out[c] = xalloc((size_t)out_n * 4);
+    for (int c = 0; c < CONTENDERS; c++) out[c] = bench_alloc((size_t)out_n * 4);
     nnz_rng g = nnz_rng_make(1, 0);
     for (int64_t i = 0; i < (int64_t)N * K; i++) W[i] = 2.0f * nnz_rng_uniform(&g) - 1.0f;
     for (int64_t i = 0; i < (int64_t)M * K; i++) X[i] = 2.0f * nnz_rng_uniform(&g) - 1.0f;
@@ -157,7 +140,7 @@ int main(int argc, char **argv) {
         for (size_t si = 0; si < sizeof sparsities / sizeof sparsities[0]; si++) {
             const int r = blocks[bi][0], c = blocks[bi][1];
             const int brows = (N + r - 1) / r, bcols = (K + c - 1) / c, units = brows * bcols;
-            int32_t *perm = xalloc((size_t)units * sizeof(int32_t));
+            int32_t *perm = bench_alloc((size_t)units * sizeof(int32_t));
             for (int u = 0; u < units; u++) perm[u] = u;
             nnz_rng pg = nnz_rng_make(100 + si, 3);
             nnz_rng_shuffle(&pg, perm, units);

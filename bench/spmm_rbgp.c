@@ -13,6 +13,7 @@
  * --only rbgp|bsr|csr|dense runs one kernel (for profiling; the ratios are then meaningless).
  * Shapes: vgg8's conv4 and conv6 weights at batch 8 and 32 (M = batch*H*W) and a 512x4608
  * (3x3, 512 channels) weight at 4x4 spatial. */
+#include "bench_util.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,24 +35,9 @@ static const bench_shape shapes[] = {
 };
 static const double sparsities[] = {0.75, 0.875, 0.9375};
 
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-static double median(double *t, int n) {
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
-    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
-}
-
 static void die(const char *what) {
     fprintf(stderr, "spmm_rbgp bench: %s: %s\n", what, nnz_last_error());
     exit(1);
-}
-
-static void *xalloc(size_t bytes) {
-    void *p = nnz_alloc(bytes, "bench buffer");
-    if (!p) die("alloc");
-    return p;
 }
 
 /* With one thread: the process's CPU time, which does not count the time other processes held
@@ -101,9 +87,9 @@ int main(int argc, char **argv) {
         const bench_shape *sh = &shapes[si];
         if (only && strcmp(only, sh->name)) continue;
         const int64_t M = sh->M, N = sh->N, K = sh->K;
-        float *X = xalloc((size_t)(M * K) * 4), *W = xalloc((size_t)(N * K) * 4), *out = xalloc((size_t)(M * N) * 4);
-        float *Wm = xalloc((size_t)(N * K) * 4);
-        uint8_t *mask = xalloc((size_t)(N * K));
+        float *X = bench_alloc((size_t)(M * K) * 4), *W = bench_alloc((size_t)(N * K) * 4), *out = bench_alloc((size_t)(M * N) * 4);
+        float *Wm = bench_alloc((size_t)(N * K) * 4);
+        uint8_t *mask = bench_alloc((size_t)(N * K));
         fill(X, M * K, 1), fill(W, N * K, 2);
         for (size_t p = 0; p < sizeof sparsities / sizeof sparsities[0]; p++) {
             if (only_s > 0 && (only_s < sparsities[p] - 1e-9 || only_s > sparsities[p] + 1e-9)) continue;
@@ -142,7 +128,7 @@ int main(int argc, char **argv) {
             for (int k = 0; k < NK; k++) {
                 mn[k] = t[k][0];
                 for (int i = 1; i < reps; i++) mn[k] = t[k][i] < mn[k] ? t[k][i] : mn[k];
-                med[k] = median(t[k], reps);
+                med[k] = bench_median(t[k], reps);
             }
             const double eff = 2.0 * M * (double)N * K, act = 2.0 * (double)nnz * M;
             for (int k = 0; k < NK; k++)
