@@ -313,6 +313,10 @@ typedef struct {
     float target_sparsity;       /* final fraction of zeros per layer, in (0, 1) */
     float gmp_begin, gmp_end;    /* pruning window as fractions of the run (defaults 0 and 0.75) */
     int gmp_every;               /* steps between pruning events (0 = auto: the window / 16, at least 1) */
+    /* both: at the run's end, the batch norms' running statistics are recomputed with the final weights
+       over this many training images (the first ones, in file order); default 2048, 0 = keep the running
+       averages. Pruning changes the weights until the end, faster than the averages follow. */
+    int bn_recalibrate;
 } nnz_prune_config;
 /* "none", "autosparse", "gmp" / "cosine-sigmoid", "cosine", "sigmoid", "linear", "constant" */
 const char *nnz_prune_kind_name(nnz_prune_kind k);

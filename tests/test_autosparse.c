@@ -530,11 +530,18 @@ static void test_config_prune_round_trip(void **state) {
     a.prune.gmp_begin = 0.1f;
     a.prune.gmp_end = 0.5f;
     a.prune.gmp_every = 13;
+    a.prune.bn_recalibrate = 777;
     char *json = NULL, model[64];
     assert_int_equal(nnz_train_config_to_json(&a, &json), NNZ_OK);
     nnz_train_config_init(&b);
     assert_int_equal(nnz_train_config_from_json(json, &b, model, sizeof model), NNZ_OK);
     assert_memory_equal(&a.prune, &b.prune, sizeof a.prune);
+    /* a checkpoint from before the recalibration (no key): its runs kept the running averages */
+    char *at = strstr(json, ",\"bn_recalibrate\":777");
+    assert_non_null(at);
+    memmove(at, at + strlen(",\"bn_recalibrate\":777"), strlen(at + strlen(",\"bn_recalibrate\":777")) + 1);
+    assert_int_equal(nnz_train_config_from_json(json, &b, model, sizeof model), NNZ_OK);
+    assert_int_equal(b.prune.bn_recalibrate, 0);
     free(json);
     /* no prune section (a checkpoint from before pruning): none */
     a.prune.kind = NNZ_PRUNE_NONE;
@@ -546,6 +553,127 @@ static void test_config_prune_round_trip(void **state) {
     free(json);
 }
 
+/* ---- the batch norms' statistics at the end of a pruned run ----
+ * mbv2-tiny (batch norms after every conv), 4 steps of 16 images, then the checkpoint's model
+ * runs one training-mode forward with momentum 1 over the first images in file order: its running
+ * statistics become exactly that batch's statistics. With --bn-recalibrate 16 (one batch) the
+ * checkpoint must already hold them (within the summation-order tolerance: the run and this forward
+ * may run the pruned layers on different kernels); with 32 (two batches of 16) the first batch
+ * norm's running mean must be the mean over all 32 images (the batches weighted by their images,
+ * not an exponential average); with 0, 4 steps of
+ * momentum 0.1 from the initial statistics leave them far away. The batch norms' momentum is back
+ * at 0.1 in the saved architecture. */
+static float *bn_stats(const nnz_model *m, int *count) { /* every running mean, then every running var */
+    float *v = NULL;
+    int n = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < m->n_nodes; i++) {
+            const nnz_node *nd = &m->nodes[i];
+            if (nd->op != NNZ_OP_BATCHNORM) continue;
+            for (int k = 0; k < 2; k++) {
+                const nnz_param *p = &m->params[k ? nd->running_var : nd->running_mean];
+                const int64_t e = nnz_tensor_numel(&p->value);
+                if (pass) memcpy(v + n, nnz_tensor_f32(&p->value), (size_t)e * sizeof(float));
+                n += (int)e;
+            }
+            if (pass) assert_true(fabsf(nd->momentum - 0.1f) < 1e-7f);
+        }
+        if (!pass) {
+            v = malloc((size_t)n * sizeof(float));
+            assert_non_null(v);
+            n = 0;
+        }
+    }
+    *count = n;
+    return v;
+}
+
+/* the running statistics after one momentum-1 training forward of m over the first `images` images */
+static float *batch_stats(nnz_model *m, int images, int *count) {
+    nnz_dataset d;
+    assert_int_equal(nnz_dataset_load_first(NNZ_DEFAULT_DATA_DIR, true, images, &d), NNZ_OK);
+    nnz_batcher b;
+    assert_int_equal(nnz_batcher_init(&b, &d, images, images, false, false, 1), NNZ_OK);
+    float *x = malloc((size_t)images * 28 * 28 * sizeof(float));
+    uint8_t *y = malloc((size_t)images);
+    assert_true(x && y);
+    assert_int_equal(nnz_batcher_fill(&b, 0, x, y), images);
+    for (int i = 0; i < m->n_nodes; i++)
+        if (m->nodes[i].op == NNZ_OP_BATCHNORM) m->nodes[i].momentum = 1.0f;
+    assert_int_equal(nnz_model_forward(m, x, images, true), NNZ_OK);
+    for (int i = 0; i < m->n_nodes; i++)
+        if (m->nodes[i].op == NNZ_OP_BATCHNORM) m->nodes[i].momentum = 0.1f;
+    free(x), free(y);
+    nnz_batcher_free(&b);
+    nnz_dataset_free(&d);
+    return bn_stats(m, count);
+}
+
+/* the largest |a - b| over the first n entries, relative to the largest |b| */
+static double rel_diff(const float *a, const float *b, int n) {
+    double d = 0, big = 0;
+    for (int i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)a[i] - b[i]));
+        big = fmax(big, fabs((double)b[i]));
+    }
+    return d / fmax(big, 1e-30);
+}
+
+static void test_bn_recalibrated_at_the_end(void **state) {
+    (void)state;
+    char dir[256], path[300];
+    tu_make_temp_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/bn.safetensors", dir);
+    static const struct { nnz_prune_kind kind; int images; } runs[] = {
+        {NNZ_PRUNE_AUTOSPARSE, 16}, {NNZ_PRUNE_GMP, 16}, {NNZ_PRUNE_GMP, 32}, {NNZ_PRUNE_GMP, 0}};
+    for (size_t r = 0; r < sizeof runs / sizeof *runs; r++) {
+        nnz_train_config c;
+        nnz_train_config_init(&c);
+        c.model = "mbv2-tiny";
+        c.epochs = 1;
+        c.batch = 16;
+        c.train_limit = 64;
+        c.test_limit = 16;
+        c.seed = 3;
+        c.threads = 2;
+        c.out_path = path;
+        c.prune.kind = runs[r].kind;
+        c.prune.threshold_init = -4.0f;
+        c.prune.target_sparsity = 0.5f;
+        c.prune.gmp_every = 1;
+        c.prune.bn_recalibrate = runs[r].images;
+        nnz_train_result res;
+        assert_int_equal(nnz_train(&c, &res), NNZ_OK);
+        assert_true(res.sparsity > 0.05);
+        nnz_model *m = NULL;
+        assert_int_equal(nnz_checkpoint_load_model(path, &m), NNZ_OK);
+        int n = 0, n2 = 0;
+        float *saved = bn_stats(m, &n);
+        float *want = batch_stats(m, runs[r].images ? runs[r].images : 16, &n2);
+        assert_int_equal(n, n2);
+        const double mean_diff = rel_diff(saved, want, n / 2), var_diff = rel_diff(saved + n / 2, want + n / 2, n / 2);
+        if (runs[r].images == 16) {
+            assert_true(mean_diff < 1e-5);
+            assert_true(var_diff < 1e-5);
+        } else if (runs[r].images == 32) {
+            /* the first batch norm's input does not depend on batch statistics: its mean over two batches
+               of 16 is the mean over the 32 images (deeper ones see each batch normalized by its own
+               statistics, and the variances are the mean of two batches' variances) */
+            int first_c = 0;
+            for (int i = 0; i < m->n_nodes && !first_c; i++)
+                if (m->nodes[i].op == NNZ_OP_BATCHNORM) first_c = m->nodes[i].c;
+            assert_true(first_c > 0);
+            assert_true(rel_diff(saved, want, first_c) < 1e-5);
+            assert_true(var_diff > 1e-4);
+        } else {
+            assert_true(mean_diff > 1e-2 || var_diff > 1e-2);
+        }
+        free(saved), free(want);
+        nnz_model_free(m);
+        remove(path);
+    }
+    rmdir(dir);
+}
 
 /* ---- sparse execution of autosparse training steps ----
  * lenet5 with per-layer thresholds at the 90th percentile of |w| in conv2 and fc1 (90% of w~ is
@@ -692,6 +820,7 @@ int main(void) {
         cmocka_unit_test(test_flops),
         cmocka_unit_test(test_train_resume_is_bitwise),
         cmocka_unit_test(test_config_prune_round_trip),
+        cmocka_unit_test(test_bn_recalibrated_at_the_end),
         cmocka_unit_test(test_sparse_training_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -17,6 +17,7 @@ void nnz_prune_config_init(nnz_prune_config *p) {
     p->threshold_decay = -1.0f;
     p->gmp_begin = 0.0f;
     p->gmp_end = 0.75f;
+    p->bn_recalibrate = 2048;
 }
 
 const char *nnz_prune_kind_name(nnz_prune_kind k) {

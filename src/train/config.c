@@ -78,6 +78,7 @@ nnz_status nnz_train_config_to_json(const nnz_train_config *cfg, char **json_out
         cJSON_AddNumberToObject(pj, "gmp_begin", p->gmp_begin);
         cJSON_AddNumberToObject(pj, "gmp_end", p->gmp_end);
         cJSON_AddNumberToObject(pj, "gmp_every", p->gmp_every);
+        cJSON_AddNumberToObject(pj, "bn_recalibrate", p->bn_recalibrate);
     }
     *json_out = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
@@ -152,6 +153,12 @@ static nnz_status read_prune(const cJSON *pj, nnz_prune_config *p) {
     NNZ_TRY(float_in(v, "gmp_end", &p->gmp_end));
     NNZ_TRY(get_num(pj, "gmp_every", &v));
     NNZ_TRY(int_in(v, "gmp_every", 0, INT32_MAX, &p->gmp_every));
+    /* absent in checkpoints from before it: those runs kept the running averages */
+    p->bn_recalibrate = 0;
+    if (cJSON_GetObjectItemCaseSensitive(pj, "bn_recalibrate")) {
+        NNZ_TRY(get_num(pj, "bn_recalibrate", &v));
+        NNZ_TRY(int_in(v, "bn_recalibrate", 0, INT32_MAX, &p->bn_recalibrate));
+    }
     return NNZ_OK;
 }
 

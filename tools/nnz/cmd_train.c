@@ -100,6 +100,11 @@ int cmd_train(int argc, char **argv) {
                  "0.75", 0, 1, false),
         FL_INT("--gmp-every", &cfg.prune.gmp_every, "N", "gmp: steps between pruning events (0 = the window / 16).",
                "0", 0, 1000000000),
+        FL_INT("--bn-recalibrate", &cfg.prune.bn_recalibrate, "N",
+               "autosparse, gmp: at the end, recompute the batch norms' running statistics with the final weights "
+               "over the first N training images (0 = keep the running averages, which trail weights pruning "
+               "changes until the end).",
+               "2048", 0, 1000000000),
         FL_STR("--sparse-format", &sparse_format, "F", CLI_SPARSE_FORMAT_HELP, "auto"),
         FL_U64("--seed", &cfg.seed, "N",
                "Seeds weights, shuffling, augmentation and dropout: same seed and threads, same numbers.", "42"),
