@@ -112,6 +112,12 @@ expect 0 "$NNZ" report --results res.csv --out curves.svg
 has out "wrote curves.svg (3 curves, 6 results)"; has out "^autosparse *lenet5 *3  *50.. 90%  *85.0..88.1%"
 check_svg curves.svg curves "autosparse/lenet5:3,gmp/lenet5:2,str/vgg8:1"
 cp curves.svg keep.svg
+# a short title keeps the 15-point font; one too long for the 820-pixel canvas gets a smaller one
+has curves.svg '<text x="410.0" y="24.0" text-anchor="middle" font-size="15.0">'
+long=$(printf 'a long title, %.0s' $(seq 1 12))
+expect 0 "$NNZ" report --results res.csv --out long.svg --title "$long"
+font=$(sed -n 's/.*y="24.0" text-anchor="middle" font-size="\([0-9.]*\)">a long.*/\1/p' long.svg)
+awk -v f="$font" 'BEGIN { exit !(f > 7.9 && f < 10) }' || fail "a 168-character title got font size '$font'"
 
 # usage errors: exit 2, nothing written
 expect 2 "$NNZ" report;                                  has err "nothing to draw"

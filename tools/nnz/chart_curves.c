@@ -56,7 +56,7 @@ int chart_curves(const result_row *R, int n, const char *title_arg, const char *
     else snprintf(title, sizeof title, "test accuracy vs sparsity (%s)", path);
     sbuf b = *b_out;
     svg_open(&b, W, H, title);
-    svg_text(&b, left + plot_w / 2.0, 24, "middle", " font-size=\"15\"", title);
+    svg_title(&b, W, 24, title);
     for (double t = x0; t <= x1 + 1e-9; t += xstep) {
         const double x = left + (t - x0) / (x1 - x0) * plot_w;
         sb_printf(&b, "<line class=\"grid\" x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#ddd\"/>\n", x, top, x,

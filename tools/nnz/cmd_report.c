@@ -67,7 +67,7 @@ static int report_layers(const char *input, const char *out_path, const char *ti
 
     sbuf b = {0};
     svg_open(&b, W, H, title);
-    svg_text(&b, W / 2.0, 22, "middle", " font-size=\"15\"", title);
+    svg_title(&b, W, 22, title);
     snprintf(line, sizeof line,
              "forward FLOPs per image at these zeros: %.4g of %.4g (%.3fx dense); pruned layers: %.1f%% zeros",
              total_sparse, total_dense, total_dense > 0 ? total_sparse / total_dense : 1.0,

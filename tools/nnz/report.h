@@ -22,6 +22,8 @@ void sb_escape(sbuf *b, const char *s);
 /* the XML prolog, <svg> with its size, <title>, and a white background */
 void svg_open(sbuf *b, int w, int h, const char *title);
 void svg_text(sbuf *b, double x, double y, const char *anchor, const char *extra, const char *text);
+/* a chart's title, centred on a canvas w wide at baseline y, squeezed to fit it when long */
+void svg_title(sbuf *b, int w, double y, const char *title);
 
 /* ---- results_csv.c: the results file of nnz report --results (docs/AUTOSPARSE.md, "Plots") ---- */
 #define RESULTS_MAX_ROWS 100000

@@ -60,3 +60,16 @@ void svg_text(sbuf *b, double x, double y, const char *anchor, const char *extra
     sb_escape(b, text);
     sb_printf(b, "</text>\n");
 }
+
+void svg_title(sbuf *b, int w, double y, const char *title) {
+    enum { FONT = 15, MIN_FONT = 8, MARGIN = 10 };
+    size_t chars = 0; /* UTF-8 characters: bytes that do not continue one */
+    for (const unsigned char *p = (const unsigned char *)title; *p; p++) chars += (*p & 0xC0) != 0x80;
+    /* sans-serif averages about 0.55 em per character: a long title gets a smaller font rather than
+       running off the canvas (textLength would squeeze it too, but not every renderer honours it) */
+    double font = FONT;
+    if (chars > 0 && 0.55 * FONT * (double)chars > w - 2 * MARGIN) font = (w - 2 * MARGIN) / (0.55 * (double)chars);
+    char extra[40];
+    snprintf(extra, sizeof extra, " font-size=\"%.1f\"", font < MIN_FONT ? MIN_FONT : font);
+    svg_text(b, w / 2.0, y, "middle", extra, title);
+}
