@@ -958,6 +958,37 @@ static void test_bench_restores_weights(void **state) {
     nnz_model_free(ref);
 }
 
+/* A pruned model without a gradient mask (an AutoSparse or GMP checkpoint): the timed training
+ * steps fill its zeros, but the inference loop must run on its own weights, zeros and sparse
+ * kernels included (it ran dense on the trained copy before). lenet5's fc1 at 95% zeros: the
+ * inference forwards plan it sparse at 5% density; the weights end as they started. */
+static void test_bench_infers_on_the_pruned_weights(void **state) {
+    (void)state;
+    nnz_model *m = NULL;
+    assert_int_equal(nnz_model_from_zoo("lenet5", 28, 28, 1, 10, 7, &m), NNZ_OK);
+    int fc1 = -1;
+    for (int i = 0; i < m->n_nodes; i++)
+        if (strcmp(m->nodes[i].name, "fc1") == 0) fc1 = i;
+    assert_true(fc1 >= 0);
+    nnz_param *w = &m->params[m->nodes[fc1].weight];
+    float *W = nnz_tensor_f32(&w->value);
+    const int64_t n = nnz_tensor_numel(&w->value);
+    for (int64_t i = 0; i < n; i++)
+        if (i % 20) W[i] = 0.0f;
+    float *before = malloc((size_t)n * sizeof(float));
+    assert_non_null(before);
+    memcpy(before, W, (size_t)n * sizeof(float));
+    nnz_bench_result br;
+    assert_int_equal(nnz_bench_model(m, 16, 3, 1, &br), NNZ_OK);
+    /* the plan of the last (inference) forward: fc1 on a sparse format, made from its 5% nonzeros */
+    assert_non_null(m->sparse_plan);
+    assert_true(m->sparse_plan[fc1].r > 0);
+    assert_true(fabs(m->sparse_plan[fc1].density - 0.05) < 1e-3);
+    assert_memory_equal(before, W, (size_t)n * sizeof(float));
+    free(before);
+    nnz_model_free(m);
+}
+
 /* ---------- end to end on real data ---------- */
 
 static void test_lenet5_fashion_mnist_end_to_end(void **state) {
@@ -993,6 +1024,7 @@ int main(void) {
         cmocka_unit_test(test_config_json_round_trip),
         cmocka_unit_test(test_evaluate_matches_predict),
         cmocka_unit_test(test_bench_restores_weights),
+        cmocka_unit_test(test_bench_infers_on_the_pruned_weights),
         cmocka_unit_test(test_train_rejects_bad_config),
         cmocka_unit_test(test_train_nan_stops_and_keeps_checkpoint),
         cmocka_unit_test(test_train_resume_mid_epoch_is_bitwise),

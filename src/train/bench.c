@@ -26,6 +26,19 @@ static nnz_status time_loop(nnz_model *m, const float *x, const uint8_t *y, floa
     return NNZ_OK;
 }
 
+/* Puts back the weights and buffers saved before the timed loops; the next forward replans. */
+static void restore_weights(nnz_model *m, const float *saved, nnz_rng dropout_saved) {
+    size_t off = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        size_t n = (size_t)nnz_tensor_numel(&m->params[i].value);
+        memcpy(m->params[i].value.data, saved + off, n * sizeof(float));
+        off += n;
+    }
+    m->dropout_rng = dropout_saved;
+    m->sparse_planned = false;
+    nnz_model_zero_grad(m);
+}
+
 nnz_status nnz_bench_model(nnz_model *m, int batch, int iters, uint64_t seed, nnz_bench_result *out) {
     if (!m || !out) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_bench_model: model and result are required");
     memset(out, 0, sizeof *out);
@@ -64,16 +77,11 @@ nnz_status nnz_bench_model(nnz_model *m, int batch, int iters, uint64_t seed, nn
 
     double t_train = 0, t_infer = 0;
     s = time_loop(m, x, y, dlogits, batch, iters, true, &opt, &t_train);
+    /* Inference runs on the model's own weights: the training steps above filled a pruned
+       checkpoint's zeros (no gradient mask keeps them), and the sparse kernels run on zeros. */
+    restore_weights(m, saved, dropout_saved);
     if (s == NNZ_OK) s = time_loop(m, x, y, dlogits, batch, iters, false, NULL, &t_infer);
-
-    off = 0;
-    for (int i = 0; i < m->n_params; i++) {
-        size_t n = (size_t)nnz_tensor_numel(&m->params[i].value);
-        memcpy(m->params[i].value.data, saved + off, n * sizeof(float));
-        off += n;
-    }
-    m->dropout_rng = dropout_saved;
-    nnz_model_zero_grad(m);
+    restore_weights(m, saved, dropout_saved);
     if (s != NNZ_OK) goto done;
 
     double images = (double)batch * iters;
