@@ -47,9 +47,8 @@ bool nnz_sddmm_bf16_path_applies(nnz_spmm_bf16_path p, const nnz_bsr *A) {
     switch (p) {
     case NNZ_SPMM_BF16_REF: return true;
     case NNZ_SPMM_BF16_AVX512BF16:
-        return !(A->r == 1 && A->c == 1) && nnz_isa_supported(NNZ_ISA_AVX512BF16) &&
-               nnz_isa_active() >= NNZ_ISA_AVX512BF16;
-    case NNZ_SPMM_BF16_AMX: return amx_shape(A) && nnz_isa_supported(NNZ_ISA_AMX) && nnz_isa_active() >= NNZ_ISA_AMX;
+        return !(A->r == 1 && A->c == 1) && nnz_isa_active() >= NNZ_ISA_AVX512BF16;
+    case NNZ_SPMM_BF16_AMX: return amx_shape(A) && nnz_isa_active() >= NNZ_ISA_AMX;
     case NNZ_SPMM_BF16_AMX_EMULATED: return amx_shape(A);
     default: return false;
     }
@@ -117,7 +116,7 @@ nnz_status nnz_sddmm_bf16_via(nnz_spmm_bf16_path path, const nnz_bsr *A, int64_t
                                                                  : nnz_sddmm_bsr_bf16_avx512bf16;
     /* X transposed (AMX A tiles) or in m-pairs (vdpbf16ps); dout in m-pairs (both) */
     const bool amx = path != NNZ_SPMM_BF16_AVX512BF16;
-    const bool simd_stage = nnz_isa_supported(NNZ_ISA_AVX512) && nnz_isa_active() >= NNZ_ISA_AVX512;
+    const bool simd_stage = nnz_isa_active() >= NNZ_ISA_AVX512;
     const int Kp = A->bcols * A->c, Np = A->brows * A->r;
     /* + 64 bytes per row: rows 4 KiB apart do not share an L1 set */
     const int64_t ldxp = (int64_t)Kp * 2 + 32, ldp = (int64_t)Np * 2 + 32;

@@ -68,8 +68,8 @@ bool nnz_spmm_bf16_path_applies(nnz_spmm_bf16_path p, const nnz_bsr *A) {
     switch (p) {
     case NNZ_SPMM_BF16_REF: return true;
     case NNZ_SPMM_BF16_AVX512BF16:
-        return A->c % 2 == 0 && nnz_isa_supported(NNZ_ISA_AVX512BF16) && nnz_isa_active() >= NNZ_ISA_AVX512BF16;
-    case NNZ_SPMM_BF16_AMX: return amx_shape(A) && nnz_isa_supported(NNZ_ISA_AMX) && nnz_isa_active() >= NNZ_ISA_AMX;
+        return A->c % 2 == 0 && nnz_isa_active() >= NNZ_ISA_AVX512BF16;
+    case NNZ_SPMM_BF16_AMX: return amx_shape(A) && nnz_isa_active() >= NNZ_ISA_AMX;
     case NNZ_SPMM_BF16_AMX_EMULATED: return amx_shape(A);
     default: return false;
     }
