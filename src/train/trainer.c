@@ -12,6 +12,7 @@
 #include "train/train.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -407,6 +408,16 @@ static float alpha_at(const nnz_train_config *c, int64_t step, int64_t total, in
     return nnz_anneal_alpha(c->prune.anneal, c->prune.alpha0, (double)step / (double)total);
 }
 
+/* Appends a line to what the next progress report shows (cut when the buffer is full). */
+__attribute__((format(printf, 2, 3))) static void add_note(trainer *t, const char *fmt, ...) {
+    const size_t k = strlen(t->notes);
+    if (k + 1 >= sizeof t->notes) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->notes + k, sizeof t->notes - k, fmt, ap);
+    va_end(ap);
+}
+
 /* After an autosparse training forward (which planned the layers on w~): each STR layer's decision
  * is logged when it changes (the --log file and the next progress report), and counted. */
 static nnz_status note_sparse_decisions(trainer *t, int64_t step) {
@@ -422,10 +433,8 @@ static nnz_status note_sparse_decisions(trainer *t, int64_t step) {
                                          sizeof fname);
         const char *name = m->nodes[t->str.node[l]].name;
         NNZ_TRY(nnz_log_sparse(&t->log, step, name, 1.0 - p->density, fname, p->why));
-        const size_t k = strlen(t->notes);
-        if (k + 1 < sizeof t->notes)
-            snprintf(t->notes + k, sizeof t->notes - k, "step %lld: %s -> %s (%.1f%% zeros): %s\n", (long long)step + 1,
-                     name, fname, 100.0 * (1.0 - p->density), p->why);
+        add_note(t, "step %lld: %s -> %s (%.1f%% zeros): %s\n", (long long)step + 1, name, fname,
+                 100.0 * (1.0 - p->density), p->why);
         t->sparse_fmt[l] = fmt;
     }
     return NNZ_OK;
@@ -468,11 +477,8 @@ static nnz_status recalibrate_batchnorm(trainer *t, nnz_train_result *res) {
     if (s != NNZ_OK) return s;
     res->train_flops += flops * (double)seen;
     res->train_flops_dense += dense * (double)seen;
-    const size_t k = strlen(t->notes);
-    if (k + 1 < sizeof t->notes)
-        snprintf(t->notes + k, sizeof t->notes - k,
-                 "batch norm: running statistics recomputed on %lld training images with the final weights\n",
-                 (long long)seen);
+    add_note(t, "batch norm: running statistics recomputed on %lld training images with the final weights\n",
+             (long long)seen);
     return NNZ_OK;
 }
 
