@@ -75,6 +75,45 @@ static void test_gemm_small_all_isas(void **state) {
     tu_for_each_isa(gemm_isa, NULL);
 }
 
+/* The epilogue fused into the register tiles against the GEMM followed by nnz_epilogue_apply,
+ * for each form (sub, mul, add each missing; clamp only; no clamp): within 4 ulp of the value
+ * (the fused path may contract differently), and a NaN row stays NaN through relu's clamp. */
+static void ep_forms_isa(nnz_isa isa, void *ctx) {
+    (void)isa, (void)ctx;
+    enum { M = 13, N = 37, K = 11 };
+    float A[M * K], B[K * N], C[M * N], R[M * N], sub[N], mul[N], add[N];
+    tu_fill_uniform(A, M * K, -1, 1, 31);
+    tu_fill_uniform(B, K * N, -1, 1, 32);
+    tu_fill_uniform(sub, N, -0.5f, 0.5f, 33);
+    tu_fill_uniform(mul, N, 0.5f, 3.0f, 34);
+    tu_fill_uniform(add, N, -1, 1, 35);
+    A[5 * K + 3] = NAN; /* row 5 */
+    const nnz_epilogue forms[] = {
+        {.sub = sub, .mul = mul, .add = add, .lo = 0.0f, .hi = 6.0f},
+        {.mul = mul, .add = add, .lo = 0.0f, .hi = INFINITY},
+        {.sub = sub, .add = add, .lo = -INFINITY, .hi = INFINITY},
+        {.sub = sub, .mul = mul, .lo = -1.0f, .hi = 1.0f},
+        {.lo = 0.0f, .hi = 6.0f},
+        {.add = add, .lo = -INFINITY, .hi = 0.5f},
+    };
+    for (size_t f = 0; f < sizeof forms / sizeof forms[0]; f++) {
+        nnz_gemm_small(M, N, K, A, K, B, false, &forms[f], C);
+        nnz_gemm_small(M, N, K, A, K, B, false, NULL, R);
+        nnz_epilogue_apply(M, N, &forms[f], R);
+        for (int i = 0; i < M * N; i++) {
+            const bool nan_row = i / N == 5;
+            if (nan_row ? !isnan(C[i]) : !(fabs((double)C[i] - (double)R[i]) <= 4.0 * UNIT_ROUNDOFF * fabs((double)R[i]) + 1e-30))
+                fail_msg("gemm_small epilogue isa=%s form %zu: C[%d] = %.9g, unfused %.9g", nnz_isa_name(nnz_isa_active()),
+                         f, i, C[i], R[i]);
+        }
+    }
+}
+
+static void test_gemm_small_epilogue_forms(void **state) {
+    (void)state;
+    tu_for_each_isa(ep_forms_isa, NULL);
+}
+
 /* D += X^T Y against the double oracle; bound as above, over the longest float chain. Row counts cover
  * one partial block, several slots, and slots of unequal size. */
 static void at_case(int64_t M, int P, int Q, int pad) {
@@ -148,6 +187,7 @@ static void test_gemm_small_thread_independent(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm_small_all_isas),
+        cmocka_unit_test(test_gemm_small_epilogue_forms),
         cmocka_unit_test(test_gemm_small_at_all_isas),
         cmocka_unit_test(test_gemm_small_thread_independent),
     };

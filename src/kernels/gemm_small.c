@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Rows per OpenMP task: a block of C (and the A rows feeding it) stays in L2 for the epilogue. */
+/* Rows per OpenMP task: a block of C (and the A rows feeding it) that stays in L2. */
 #define GS_BLOCK_FLOATS 32768
 #define GS_PARALLEL_MIN ((int64_t)1 << 16) /* multiply-adds; below this one thread is faster */
 
@@ -22,7 +22,8 @@ void nnz_gemm_small_ref(int64_t M, int N, int K, const float *A, int64_t lda, co
     if (ep) nnz_epilogue_apply(M, N, ep, C);
 }
 
-typedef void (*gs_rows_fn)(int, int, int, const float *, int64_t, const float *, bool, float *);
+typedef void (*gs_rows_fn)(int, int, int, const float *, int64_t, const float *, bool, const nnz_epilogue *,
+                           float *);
 
 void nnz_gemm_small(int64_t M, int N, int K, const float *A, int64_t lda, const float *B, bool accumulate,
                     const nnz_epilogue *ep, float *C) {
@@ -41,8 +42,7 @@ void nnz_gemm_small(int64_t M, int N, int K, const float *A, int64_t lda, const 
 #pragma omp parallel for schedule(static) if (M * N * K >= GS_PARALLEL_MIN)
     for (int64_t b = 0; b < blocks; b++) {
         const int64_t r0 = b * rows, m = M - r0 < rows ? M - r0 : rows;
-        fn((int)m, N, K, A + r0 * lda, lda, B, accumulate, C + r0 * N);
-        if (ep) nnz_epilogue_apply(m, N, ep, C + r0 * N);
+        fn((int)m, N, K, A + r0 * lda, lda, B, accumulate, ep, C + r0 * N);
     }
 }
 

@@ -137,8 +137,8 @@ typedef struct {
 void nnz_epilogue_apply(int64_t M, int C, const nnz_epilogue *ep, float *x);
 
 /* ---- small-K GEMM (1x1 convolutions) ----
- * C(M,N) = A(M,K) * B(K,N), or C += when accumulate; then ep (NULL: none) over each block
- * of rows while it is in cache. A row-major with lda >= K (activations, read in place: no
+ * C(M,N) = A(M,K) * B(K,N), or C += when accumulate; then ep (NULL: none), applied to
+ * each register tile before it is stored (the reference: over the whole C afterwards). A row-major with lda >= K (activations, read in place: no
  * packing), B row-major (K,N) dense, C (M,N) dense. For K and N up to a few hundred (B
  * stays in L1/L2), where OpenBLAS spends as long packing as multiplying. Threads:
  * OpenMP over fixed blocks of rows; each C element is one multiply-add chain over
@@ -161,11 +161,12 @@ void nnz_gemm_small_at_rows_f32_avx512(int rows, int P, int Q, const float *X, i
                                        int64_t ldy, float *D);
 void nnz_gemm_small_at_rows_f32_avx2(int rows, int P, int Q, const float *X, int64_t ldx, const float *Y,
                                      int64_t ldy, float *D);
-/* SIMD row blocks (no epilogue, single-threaded), reached by tests through nnz_isa_set */
+/* SIMD row blocks with the epilogue (ep may be NULL) fused into the store, single-threaded;
+ * reached by tests through nnz_isa_set */
 void nnz_gemm_small_rows_f32_avx512(int rows, int N, int K, const float *A, int64_t lda, const float *B,
-                                    bool accumulate, float *C);
+                                    bool accumulate, const nnz_epilogue *ep, float *C);
 void nnz_gemm_small_rows_f32_avx2(int rows, int N, int K, const float *A, int64_t lda, const float *B,
-                                  bool accumulate, float *C);
+                                  bool accumulate, const nnz_epilogue *ep, float *C);
 
 /* ---- convolution geometry (one image) ----
  * Shared by im2col and the depthwise kernels. OH = (H + 2*pad - KH)/stride + 1,
