@@ -213,18 +213,34 @@ static bool use_small_gemm(const nnz_conv_shape *s) {
     return s->compute == NNZ_F32 && !s->sparse && s->IC <= SMALL_GEMM_MAX_CH && s->OC <= SMALL_GEMM_MAX_CH;
 }
 
+size_t nnz_conv2d_kernel_weight_floats(const nnz_conv_shape *s) {
+    const conv_path path = conv_path_of(s);
+    if (path == CONV_DEPTHWISE) return (size_t)s->KH * s->KW * s->IC;
+    if (path == CONV_GEMM_1X1 && use_small_gemm(s)) return (size_t)s->IC * s->OC;
+    return 0;
+}
+
+void nnz_conv2d_kernel_weight(const nnz_conv_shape *s, const float *weight, float *out) {
+    if (conv_path_of(s) == CONV_DEPTHWISE) transpose_taps(s->IC, s->KH * s->KW, weight, out);
+    else transpose_taps(s->OC, s->IC, weight, out); /* (OC,IC) -> (IC,OC) */
+}
+
 /* out (M,OC) = inp (M,IC) * weight^T + bias, then ep; false if the transposed weight
  * could not be allocated (the caller falls back to OpenBLAS). */
 static bool small_gemm_1x1_forward(const nnz_conv_shape *s, int64_t M, const float *inp, const float *weight,
                                    const float *bias, const nnz_epilogue *ep, float *out) {
     const int IC = s->IC, OC = s->OC;
-    float *wt = malloc((size_t)IC * OC * sizeof(float)); /* (IC,OC): at most 1 MB, once per call */
-    if (!wt) return false;
-    for (int o = 0; o < OC; o++)
-        for (int i = 0; i < IC; i++) wt[(size_t)i * OC + o] = weight[(size_t)o * IC + i];
+    float *made = NULL;
+    const float *wt = s->kernel_weight;
+    if (!wt) {
+        made = malloc((size_t)IC * OC * sizeof(float)); /* (IC,OC): at most 1 MB */
+        if (!made) return false;
+        nnz_conv2d_kernel_weight(s, weight, made);
+        wt = made;
+    }
     if (bias) nnz_bias_fill_rows(M, OC, bias, out);
     nnz_gemm_small(M, OC, IC, inp, IC, wt, bias != NULL, ep, out);
-    free(wt);
+    free(made);
     return true;
 }
 
@@ -234,8 +250,11 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
     const int64_t out_rows = (int64_t)s->N * s->OH * s->OW;
     const conv_path path = conv_path_of(s);
     if (path == CONV_DEPTHWISE) {
-        float *weight_t = scratch;
-        transpose_taps(s->IC, s->KH * s->KW, weight, weight_t);
+        const float *weight_t = s->kernel_weight;
+        if (!weight_t) {
+            transpose_taps(s->IC, s->KH * s->KW, weight, scratch);
+            weight_t = scratch;
+        }
         nnz_dwconv_forward_ep(&g, s->N, s->IC, inp, weight_t, bias, ep, out);
         return;
     }

@@ -80,6 +80,8 @@ static void fill_conv_shape(const nnz_model *m, const nnz_node *n, int N, nnz_co
     s->OC = n->out_ch, s->KH = n->k, s->KW = n->k;
     s->stride = n->stride, s->pad = n->pad, s->groups = n->groups;
     s->OH = n->h, s->OW = n->w;
+    const nnz_node_exec *ex = m->exec ? &m->exec[n - m->nodes] : NULL;
+    s->kernel_weight = ex && ex->kernel_weight_ready ? ex->kernel_weight : NULL;
 }
 
 /* A linear node run sparse goes through the conv's 1x1 path: the same (OUT,IN) weight. */
@@ -232,6 +234,7 @@ static nnz_status reserve_buffers(nnz_model *m, int batch) {
     int *consumers = act_alloc(m, nn, sizeof(int), "consumer counts");
     m->exec = act_alloc(m, nn, sizeof(nnz_node_exec), "execution plan");
     if (!m->act || !m->dact || !m->aux || !consumers || !m->exec) return NNZ_ERR_NOMEM;
+    memset(m->exec, 0, (size_t)nn * sizeof(nnz_node_exec)); /* fill_conv_shape reads it before plan_fusions */
     for (int i = 0; i < nn; i++) {
         const nnz_node *n = &m->nodes[i];
         if (n->input >= 0) consumers[n->input]++;
@@ -277,6 +280,14 @@ static nnz_status reserve_buffers(nnz_model *m, int batch) {
         if (!m->eval_scratch) return NNZ_ERR_NOMEM;
     }
     NNZ_TRY(plan_fusions(m, consumers));
+    for (int i = 0; i < nn; i++) {
+        const nnz_node *n = &m->nodes[i];
+        const bool pointwise = n->groups == 1 && n->k == 1, depthwise = n->groups > 1 && n->groups == n->in_c;
+        if (n->op != NNZ_OP_CONV2D || !(pointwise || depthwise)) continue;
+        m->exec[i].kernel_weight = act_alloc(m, (int64_t)n->out_ch * n->k * n->k * (n->in_c / n->groups),
+                                             sizeof(float), "conv weight in the kernel's layout");
+        if (!m->exec[i].kernel_weight) return NNZ_ERR_NOMEM;
+    }
     if (m->input_grad) {
         m->dinput = act_alloc(m, (int64_t)batch * input_numel(m), sizeof(float), "input gradient");
         if (!m->dinput) return NNZ_ERR_NOMEM;
@@ -471,6 +482,22 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
     }
 }
 
+/* Each conv's weight in its forward kernel's layout, made once per forward: eval calls a layer
+ * once per chunk of images. The weights do not change during a forward. */
+static void prepare_kernel_weights(nnz_model *m) {
+    for (int i = 0; i < m->n_nodes; i++) {
+        nnz_node_exec *ex = &m->exec[i];
+        ex->kernel_weight_ready = false;
+        if (!ex->kernel_weight) continue;
+        nnz_conv_shape s;
+        fill_conv_shape(m, &m->nodes[i], 1, &s);
+        const size_t need = nnz_conv2d_kernel_weight_floats(&s);
+        if (need == 0) continue;
+        nnz_conv2d_kernel_weight(&s, param_value(m, m->nodes[i].weight), ex->kernel_weight);
+        ex->kernel_weight_ready = true;
+    }
+}
+
 /* Eval-mode batch norm folded into a conv: its multiplier, computed once per forward. */
 static void prepare_eval_epilogues(nnz_model *m) {
     for (int i = 0; i < m->n_nodes; i++) {
@@ -487,6 +514,7 @@ nnz_status nnz_model_forward(nnz_model *m, const float *x, int n, bool train) {
     if (!x || n < 1) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_forward: need an input of at least one image");
     NNZ_TRY(nnz_model_reserve(m, n));
     NNZ_TRY(prepare_sparse(m, train));
+    prepare_kernel_weights(m);
     if (train) {
         forward_nodes(m, x, 0, n, true, m->scratch);
         return NNZ_OK;
