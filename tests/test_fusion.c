@@ -262,6 +262,10 @@ static void test_backward_overwrite(void **state) {
 
 enum { MB = 4 };
 
+static bool is_conv_weight(const nnz_model *m, const nnz_param *p) {
+    return p->node >= 0 && m->nodes[p->node].op == NNZ_OP_CONV2D && p == &m->params[m->nodes[p->node].weight];
+}
+
 static nnz_model *zoo_model(const char *name, bool keep) {
     nnz_model *m;
     if (nnz_model_from_zoo(name, 28, 28, 1, 10, 5, &m) != NNZ_OK) fail_msg("%s: %s", name, nnz_last_error());
@@ -311,6 +315,33 @@ static void model_case(const char *name) {
     nnz_model_free(b);
 }
 
+/* Weights changed between two forwards (an optimizer step, a pruning) reach every layer: the
+ * weights the convs read in their kernels' layouts are made again at each forward. The model
+ * that ran before must give what a fresh model with the same weights gives. */
+static void test_weights_changed_between_forwards(void **state) {
+    (void)state;
+    nnz_model *a = zoo_model("mbv2-tiny", false), *c = zoo_model("mbv2-tiny", false);
+    float *x = falloc((size_t)MB * 784);
+    tu_fill_uniform(x, MB * 784, 0.0f, 1.0f, 71);
+    assert_int_equal(nnz_model_forward(a, x, MB, false), NNZ_OK);
+    assert_int_equal(nnz_model_forward(a, x, MB, true), NNZ_OK);
+    for (int i = 0; i < a->n_params; i++) {
+        nnz_param *p = &a->params[i];
+        if (is_conv_weight(a, p)) tu_fill_uniform(nnz_tensor_f32(&p->value), nnz_tensor_numel(&p->value), -0.5f, 0.5f, 80 + (uint64_t)i);
+    }
+    for (int i = 0; i < a->n_params; i++)
+        memcpy(nnz_tensor_f32(&c->params[i].value), nnz_tensor_f32(&a->params[i].value),
+               (size_t)nnz_tensor_numel(&a->params[i].value) * sizeof(float));
+    for (int train = 0; train < 2; train++) {
+        assert_int_equal(nnz_model_forward(a, x, MB, train), NNZ_OK);
+        assert_int_equal(nnz_model_forward(c, x, MB, train), NNZ_OK);
+        assert_memory_equal(nnz_model_output(a), nnz_model_output(c), MB * 10 * sizeof(float));
+    }
+    free(x);
+    nnz_model_free(a);
+    nnz_model_free(c);
+}
+
 static void model_isa(nnz_isa isa, void *ctx) {
     (void)isa, (void)ctx;
     model_case("mbv2-tiny");
@@ -330,6 +361,7 @@ int main(void) {
         cmocka_unit_test(test_conv_epilogue),
         cmocka_unit_test(test_backward_overwrite),
         cmocka_unit_test(test_models_fused_vs_unfused),
+        cmocka_unit_test(test_weights_changed_between_forwards),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
