@@ -178,6 +178,8 @@ static const conv_case conv_cases[] = {
     {2, 30, 30, 5, 300, 1, 1, 0, 1, true},  /* 1x1, many row blocks, more than 256 channels */
     {3, 9, 7, 19, 19, 3, 2, 1, 19, false},  /* depthwise, stride 2, channel tail */
     {2, 8, 8, 33, 33, 3, 1, 1, 33, true},   /* depthwise with bias */
+    {2, 12, 21, 40, 40, 3, 1, 1, 40, false}, /* depthwise stride 1 wide enough for 8-pixel interior runs */
+    {2, 9, 11, 17, 17, 5, 1, 2, 17, true},  /* depthwise 5x5: the generic window kernel */
     {2, 11, 10, 3, 21, 5, 1, 2, 1, true},   /* im2col */
     {2, 9, 9, 6, 10, 3, 2, 1, 2, false},    /* grouped */
 };

@@ -7,7 +7,7 @@
 #include <string.h>
 
 typedef void (*dw_fwd_row_fn)(const nnz_conv_window *, int, const float *, const float *, const float *, int,
-                              float *);
+                              const nnz_epilogue *, float *);
 typedef void (*dw_bwd_data_row_fn)(const nnz_conv_window *, int, const float *, const float *, int, float *);
 typedef void (*dw_bwd_weight_img_fn)(const nnz_conv_window *, int, const float *, const float *, float *);
 
@@ -52,8 +52,7 @@ void nnz_dwconv_forward_ep(const nnz_conv_window *g, int N, int C, const float *
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
         int n = r / g->OH, oh = r % g->OH;
-        v.fwd_row(g, C, inp + n * in_img, weight_t, bias, oh, out + (size_t)r * out_row);
-        if (ep) nnz_epilogue_apply(g->OW, C, ep, out + (size_t)r * out_row);
+        v.fwd_row(g, C, inp + n * in_img, weight_t, bias, oh, ep, out + (size_t)r * out_row);
     }
 }
 

@@ -224,17 +224,18 @@ void nnz_dwconv_backward_data_ref(const nnz_conv_window *g, int N, int C, const 
 void nnz_dwconv_backward_weight_ref(const nnz_conv_window *g, int N, int C, const float *inp, const float *dout,
                                     float *dweight_t);
 /* SIMD variants, called by the dispatchers above (tests reach them with nnz_isa_set).
- * fwd_row: one output row oh of one image: out_row (OW,C) = ..., img (H,W,C).
+ * fwd_row: one output row oh of one image: out_row (OW,C) = ..., img (H,W,C), then ep (NULL: none)
+ *   applied to the accumulators before the store.
  * bwd_data_row: one input row ih of one image: dinp_row (W,C) += ..., dout_img (OH,OW,C).
  * bwd_weight_img: dweight_t (KH,KW,C) += the contribution of one image. */
 void nnz_dwconv_fwd_row_f32_avx512(const nnz_conv_window *g, int C, const float *img, const float *weight_t,
-                                   const float *bias, int oh, float *out_row);
+                                   const float *bias, int oh, const nnz_epilogue *ep, float *out_row);
 void nnz_dwconv_bwd_data_row_f32_avx512(const nnz_conv_window *g, int C, const float *dout_img,
                                         const float *weight_t, int ih, float *dinp_row);
 void nnz_dwconv_bwd_weight_img_f32_avx512(const nnz_conv_window *g, int C, const float *img, const float *dout_img,
                                           float *dweight_t);
 void nnz_dwconv_fwd_row_f32_avx2(const nnz_conv_window *g, int C, const float *img, const float *weight_t,
-                                 const float *bias, int oh, float *out_row);
+                                 const float *bias, int oh, const nnz_epilogue *ep, float *out_row);
 void nnz_dwconv_bwd_data_row_f32_avx2(const nnz_conv_window *g, int C, const float *dout_img,
                                       const float *weight_t, int ih, float *dinp_row);
 void nnz_dwconv_bwd_weight_img_f32_avx2(const nnz_conv_window *g, int C, const float *img, const float *dout_img,
