@@ -223,6 +223,8 @@ static void depthwise_all_cases(nnz_isa isa, void *ctx) {
         {2, 13, 11, 48, 3, 1, 1, false}, {2, 6, 6, 33, 4, 2, 1, false},
         /* wide rows: several 8-pixel stride-1 runs, then the 4-pixel and border tails */
         {2, 4, 30, 19, 3, 1, 1, false}, {2, 5, 21, 17, 3, 1, 0, false},
+        /* stride 2: 6-pixel runs that share input columns, then the 4-pixel and border tails */
+        {2, 5, 31, 19, 3, 2, 1, false}, {2, 6, 29, 35, 3, 2, 0, false},
     };
     for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) check_depthwise_case(isa, &extra[i]);
 }

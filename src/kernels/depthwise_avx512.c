@@ -8,5 +8,6 @@
 #define DW_NAME(op) nnz_dwconv_##op##_f32_avx512
 
 #define DW_PIX_S1 8 /* 8 accumulators + 10 inputs + 9 weights of 32 registers */
+#define DW_PIX_S2 6 /* 6 accumulators + 13 inputs + 9 weights */
 
 #include "depthwise_simd.inc"
