@@ -4,6 +4,8 @@
  * slot and the slots reduced in order, so it does not depend on the thread count. */
 #include "kernels/kernels.h"
 
+#include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef void (*dw_fwd_row_fn)(const nnz_conv_window *, int, const float *, const float *, const float *, int,
@@ -61,6 +63,41 @@ void nnz_dwconv_forward(const nnz_conv_window *g, int N, int C, const float *inp
     nnz_dwconv_forward_ep(g, N, C, inp, weight_t, bias, NULL, out);
 }
 
+/* Stride 1, square window: the data gradient is the forward convolution of dout with the window
+ * turned 180 degrees and padding K-1-pad, so it runs the forward's register-blocked rows instead
+ * of the per-pixel gather. Accumulating, each row is made in a per-thread row buffer and added:
+ * onto zeros that is the overwriting result exactly (0 + T = T). false when it does not apply
+ * or its buffers could not be allocated: the caller gathers. */
+static bool backward_data_as_forward(const dw_variant *v, const nnz_conv_window *g, int N, int C, const float *dout,
+                                     const float *weight_t, float *dinp, bool accumulate) {
+    const int K = g->KH;
+    if (g->stride != 1 || g->KW != K || g->pad > K - 1) return false;
+    const size_t in_row = (size_t)g->W * C, out_img = (size_t)g->OH * g->OW * C;
+    const int threads = omp_get_max_threads();
+    float *turned = malloc((size_t)K * K * C * sizeof(float));
+    float *rowbuf = accumulate ? malloc((size_t)threads * in_row * sizeof(float)) : NULL;
+    if (!turned || (accumulate && !rowbuf)) {
+        free(turned), free(rowbuf);
+        return false;
+    }
+    for (int t = 0; t < K * K; t++)
+        memcpy(turned + (size_t)t * C, weight_t + (size_t)(K * K - 1 - t) * C, (size_t)C * sizeof(float));
+    const nnz_conv_window f = {.H = g->OH, .W = g->OW, .KH = K, .KW = K, .stride = 1, .pad = K - 1 - g->pad,
+                               .OH = g->H, .OW = g->W};
+    const int rows = N * g->H;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const int n = r / g->H, ih = r % g->H;
+        float *d = dinp + (size_t)r * in_row;
+        float *o = accumulate ? rowbuf + (size_t)omp_get_thread_num() * in_row : d;
+        v->fwd_row(&f, C, dout + n * out_img, turned, NULL, ih, NULL, o);
+        if (accumulate)
+            for (size_t i = 0; i < in_row; i++) d[i] += o[i];
+    }
+    free(turned), free(rowbuf);
+    return true;
+}
+
 void nnz_dwconv_backward_data_ex(const nnz_conv_window *g, int N, int C, const float *dout, const float *weight_t,
                                  float *dinp, bool accumulate) {
     dw_variant v;
@@ -71,6 +108,7 @@ void nnz_dwconv_backward_data_ex(const nnz_conv_window *g, int N, int C, const f
         nnz_dwconv_backward_data_ref(g, N, C, dout, weight_t, dinp);
         return;
     }
+    if (backward_data_as_forward(&v, g, N, C, dout, weight_t, dinp, accumulate)) return;
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
         int n = r / g->H, ih = r % g->H;
