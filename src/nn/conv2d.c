@@ -213,16 +213,24 @@ static bool use_small_gemm(const nnz_conv_shape *s) {
     return s->compute == NNZ_F32 && !s->sparse && s->IC <= SMALL_GEMM_MAX_CH && s->OC <= SMALL_GEMM_MAX_CH;
 }
 
+/* k x k convolutions (groups 1) whose im2col rows are this short (K = KH*KW*IC) also go to
+ * nnz_gemm_small: a stem conv over 1-3 channels, lenet5's first conv */
+static bool use_small_gemm_im2col(const nnz_conv_shape *s) {
+    return s->compute == NNZ_F32 && !s->sparse && s->groups == 1 && (int64_t)s->KH * s->KW * s->IC <= SMALL_GEMM_MAX_CH &&
+           s->OC <= SMALL_GEMM_MAX_CH;
+}
+
 size_t nnz_conv2d_kernel_weight_floats(const nnz_conv_shape *s) {
     const conv_path path = conv_path_of(s);
     if (path == CONV_DEPTHWISE) return (size_t)s->KH * s->KW * s->IC;
     if (path == CONV_GEMM_1X1 && use_small_gemm(s)) return (size_t)s->IC * s->OC;
+    if (path == CONV_IM2COL && use_small_gemm_im2col(s)) return (size_t)s->KH * s->KW * s->IC * s->OC;
     return 0;
 }
 
 void nnz_conv2d_kernel_weight(const nnz_conv_shape *s, const float *weight, float *out) {
     if (conv_path_of(s) == CONV_DEPTHWISE) transpose_taps(s->IC, s->KH * s->KW, weight, out);
-    else transpose_taps(s->OC, s->IC, weight, out); /* (OC,IC) -> (IC,OC) */
+    else transpose_taps(s->OC, s->KH * s->KW * s->IC, weight, out); /* (OC,K) -> (K,OC) */
 }
 
 /* out (M,OC) = inp (M,IC) * weight^T + bias, then ep; false if the transposed weight
@@ -288,8 +296,20 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
         }
         return;
     }
+    /* short im2col rows: the small GEMM with the (Kg,OC) weight, made here when the caller has none */
+    float *made = NULL;
+    const float *wt = use_small_gemm_im2col(s) ? s->kernel_weight : NULL;
+    if (use_small_gemm_im2col(s) && !wt && (made = malloc((size_t)Kg * s->OC * sizeof(float)))) {
+        nnz_conv2d_kernel_weight(s, weight, made);
+        wt = made;
+    }
     for (int n0 = 0; n0 < s->N; n0 += chunk) {
         const int B = s->N - n0 < chunk ? s->N - n0 : chunk, M = B * s->OH * s->OW;
+        if (wt) { /* the epilogue fused into the small GEMM's tiles */
+            nnz_im2col_nhwc(&g, B, s->IC, 0, s->IC, inp + n0 * in_img, scratch);
+            nnz_gemm_small(M, s->OC, Kg, scratch, Kg, wt, beta != 0.0f, ep, out + n0 * out_img);
+            continue;
+        }
         for (int gi = 0; gi < G; gi++) {
             nnz_im2col_nhwc(&g, B, s->IC, gi * ICg, ICg, inp + n0 * in_img, scratch);
             if (G == 1) weight_forward(s, M, Kg, scratch, weight, beta, out + n0 * out_img);
@@ -298,6 +318,7 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
         }
         if (ep) epilogue_rows_parallel(M, s->OC, ep, out + n0 * out_img);
     }
+    free(made);
 }
 
 void nnz_conv2d_forward(const nnz_conv_shape *s, const float *inp, const float *weight, const float *bias,

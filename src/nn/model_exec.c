@@ -281,11 +281,14 @@ static nnz_status reserve_buffers(nnz_model *m, int batch) {
     }
     NNZ_TRY(plan_fusions(m, consumers));
     for (int i = 0; i < nn; i++) {
-        const nnz_node *n = &m->nodes[i];
-        const bool pointwise = n->groups == 1 && n->k == 1, depthwise = n->groups > 1 && n->groups == n->in_c;
-        if (n->op != NNZ_OP_CONV2D || !(pointwise || depthwise)) continue;
-        m->exec[i].kernel_weight = act_alloc(m, (int64_t)n->out_ch * n->k * n->k * (n->in_c / n->groups),
-                                             sizeof(float), "conv weight in the kernel's layout");
+        if (m->nodes[i].op != NNZ_OP_CONV2D) continue;
+        /* room when the conv's forward may read its own layout: dense fp32 (bf16 and sparse layers never do) */
+        nnz_conv_shape s;
+        fill_conv_shape(m, &m->nodes[i], 1, &s);
+        s.compute = NNZ_F32, s.sparse = NULL;
+        const size_t need = nnz_conv2d_kernel_weight_floats(&s);
+        if (!need) continue;
+        m->exec[i].kernel_weight = act_alloc(m, (int64_t)need, sizeof(float), "conv weight in the kernel's layout");
         if (!m->exec[i].kernel_weight) return NNZ_ERR_NOMEM;
     }
     if (m->input_grad) {
