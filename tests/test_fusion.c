@@ -82,7 +82,7 @@ static void bn_act_case(int M, int C, nnz_op act) {
         tu_fill_uniform(db1, C, -1.0f, 1.0f, 9);
         memcpy(dg2, dg1, C * sizeof(float));
         memcpy(db2, db1, C * sizeof(float));
-        nnz_batchnorm_backward_act(M, C, x, y1, act, gamma, sm1, si1, dy, d1, accumulate, dg1, db1);
+        nnz_batchnorm_backward_act(M, C, x, act, gamma, beta, sm1, si1, dy, d1, accumulate, dg1, db1);
         nnz_batchnorm_backward(M, C, x, gamma, sm1, si1, tmp, d2, dg2, db2);
         /* d2 was built by adding into zeros, where -0 becomes +0 (M = 1 gives exact zeros) */
         tu_assert_same_values(d1, d2, (int64_t)n);

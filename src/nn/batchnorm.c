@@ -36,11 +36,20 @@
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
+/* The forward's pre-activation value, (x - mean)*scale + shift: the one expression the
+ * affine pass and the backward's activation mask both use, so the mask the backward
+ * recomputes from x is the forward's bit for bit (same operands, same contraction). */
+#define BN_AFFINE(x, mean, scale, shift) (((x) - (mean)) * (scale) + (shift))
+
+/* The fused activation's backward mask on the pre-activation v: relu/relu6 pass the gradient
+ * where their output y = clamp(v) has 0 < y <= hmax, i.e. where 0 < v <= hmax (NaN: no) */
+#define BN_ACT_PASSES(v, hmax) ((v) > 0.0f && (v) <= (hmax))
+
 /* ---- group kernels: x (rows, ld) starting at the tile's first channel, ct <= BN_CH_TILE ---- */
 
 /* mean (ct) and m2 = sum (x-mean)^2 (ct) of the group's rows, in double. */
 ALWAYS_INLINE void group_moments_body(const float *x, const float *unused_dy, const float *unused_mean,
-                                      const float *unused_y, float unused_hmax, int64_t ld, int rows, int ct,
+                                      const float *unused_affine, float unused_hmax, int64_t ld, int rows, int ct,
                                       double *mean, double *m2) {
     float bsum[BN_CH_TILE], bmean[BN_CH_TILE], bdev[BN_CH_TILE], bdev2[BN_CH_TILE];
     double n = 0.0;
@@ -85,8 +94,9 @@ ALWAYS_INLINE void group_moments_body(const float *x, const float *unused_dy, co
 }
 
 /* sdy = sum g, sdyx = sum g*(x-mean) over the group's rows (ct each), in double, where
- * g = dy, or with y (the fused activation's output): g = dy where 0 < y <= hmax, else 0. */
-ALWAYS_INLINE void group_grad_sums_body(const float *x, const float *dy, const float *mean, const float *y,
+ * g = dy, or with affine (the fused activation's scale, then shift, ct each): g = dy where
+ * the pre-activation passes (BN_ACT_PASSES), else 0. */
+ALWAYS_INLINE void group_grad_sums_body(const float *x, const float *dy, const float *mean, const float *affine,
                                         float hmax, int64_t ld, int rows, int ct, double *sdy, double *sdyx) {
     float bdy[BN_CH_TILE], bdyx[BN_CH_TILE];
     for (int c = 0; c < ct; c++) sdy[c] = sdyx[c] = 0.0;
@@ -96,11 +106,12 @@ ALWAYS_INLINE void group_grad_sums_body(const float *x, const float *dy, const f
         for (int c = 0; c < ct; c++) bdy[c] = bdyx[c] = 0.0f;
         for (int r = 0; r < br; r++) {
             const float *xr = x + (int64_t)(r0 + r) * ld, *gr = dy + (int64_t)(r0 + r) * ld;
-            if (y) {
-                const float *yr = y + (int64_t)(r0 + r) * ld;
+            if (affine) {
+                const float *scale = affine, *shift = affine + ct;
 #pragma omp simd
                 for (int c = 0; c < ct; c++) {
-                    const float g = (yr[c] > 0.0f && yr[c] <= hmax) ? gr[c] : 0.0f;
+                    const float v = BN_AFFINE(xr[c], mean[c], scale[c], shift[c]);
+                    const float g = BN_ACT_PASSES(v, hmax) ? gr[c] : 0.0f;
                     bdy[c] += g;
                     bdyx[c] += g * (xr[c] - mean[c]);
                 }
@@ -130,31 +141,34 @@ ALWAYS_INLINE void affine_rows_body(const float *x, int64_t ld, int rows, int ct
         float *o = out + r * ld;
 #pragma omp simd
         for (int c = 0; c < ct; c++) {
-            const float v = (xr[c] - mean[c]) * scale[c] + shift[c];
+            const float v = BN_AFFINE(xr[c], mean[c], scale[c], shift[c]);
             o[c] = v < lo ? lo : (v > hi ? hi : v); /* the fused relu/relu6; NaN passes */
         }
     }
 }
 
-/* dinp (+)= (g - mean_dy - (x - mean)*k) * a, g = dy masked by 0 < y <= hmax when y */
-ALWAYS_INLINE void dx_rows_body(const float *x, const float *dy, const float *y, float hmax, int64_t ld, int rows,
-                                int ct, const float *mean, const float *mean_dy, const float *k, const float *a,
-                                bool accumulate, float *dinp) {
+/* dinp (+)= (g - mean_dy - (x - mean)*k) * a, g = dy masked by the pre-activation when affine
+ * (scale, then shift) is given */
+ALWAYS_INLINE void dx_rows_body(const float *x, const float *dy, const float *affine, float hmax, int64_t ld,
+                                int rows, int ct, const float *mean, const float *mean_dy, const float *k,
+                                const float *a, bool accumulate, float *dinp) {
     for (int r = 0; r < rows; r++) {
         const float *xr = x + r * ld, *gr = dy + r * ld;
         float *d = dinp + r * ld;
-        if (y) {
-            const float *yr = y + r * ld;
+        if (affine) {
+            const float *scale = affine, *shift = affine + ct;
             if (accumulate) {
 #pragma omp simd
                 for (int c = 0; c < ct; c++) {
-                    const float g = (yr[c] > 0.0f && yr[c] <= hmax) ? gr[c] : 0.0f;
+                    const float v = BN_AFFINE(xr[c], mean[c], scale[c], shift[c]);
+                    const float g = BN_ACT_PASSES(v, hmax) ? gr[c] : 0.0f;
                     d[c] += (g - mean_dy[c] - (xr[c] - mean[c]) * k[c]) * a[c];
                 }
             } else {
 #pragma omp simd
                 for (int c = 0; c < ct; c++) {
-                    const float g = (yr[c] > 0.0f && yr[c] <= hmax) ? gr[c] : 0.0f;
+                    const float v = BN_AFFINE(xr[c], mean[c], scale[c], shift[c]);
+                    const float g = BN_ACT_PASSES(v, hmax) ? gr[c] : 0.0f;
                     d[c] = (g - mean_dy[c] - (xr[c] - mean[c]) * k[c]) * a[c];
                 }
             }
@@ -170,7 +184,7 @@ ALWAYS_INLINE void dx_rows_body(const float *x, const float *dy, const float *y,
 
 typedef void (*affine_rows_fn)(const float *x, int64_t ld, int rows, int ct, const float *mean, const float *scale,
                                const float *shift, float lo, float hi, float *out);
-typedef void (*dx_rows_fn)(const float *x, const float *dy, const float *y, float hmax, int64_t ld, int rows, int ct,
+typedef void (*dx_rows_fn)(const float *x, const float *dy, const float *affine, float hmax, int64_t ld, int rows, int ct,
                            const float *mean, const float *mean_dy, const float *k, const float *a, bool accumulate,
                            float *dinp);
 
@@ -179,36 +193,36 @@ typedef void (*dx_rows_fn)(const float *x, const float *dy, const float *y, floa
                                           const float *scale, const float *shift, float lo, float hi, float *out) { \
         affine_rows_body(x, ld, rows, ct, mean, scale, shift, lo, hi, out);                                        \
     }                                                                                                              \
-    attr static void dx_rows_##suffix(const float *x, const float *dy, const float *y, float hmax, int64_t ld,     \
-                                      int rows, int ct, const float *mean, const float *mean_dy, const float *k,   \
-                                      const float *a, bool accumulate, float *dinp) {                              \
-        dx_rows_body(x, dy, y, hmax, ld, rows, ct, mean, mean_dy, k, a, accumulate, dinp);                         \
+    attr static void dx_rows_##suffix(const float *x, const float *dy, const float *affine, float hmax,           \
+                                      int64_t ld, int rows, int ct, const float *mean, const float *mean_dy,       \
+                                      const float *k, const float *a, bool accumulate, float *dinp) {              \
+        dx_rows_body(x, dy, affine, hmax, ld, rows, ct, mean, mean_dy, k, a, accumulate, dinp);                    \
     }
 
-typedef void (*group_kernel)(const float *x, const float *dy, const float *mean, const float *y, float hmax,
+typedef void (*group_kernel)(const float *x, const float *dy, const float *mean, const float *affine, float hmax,
                              int64_t ld, int rows, int ct, double *out1, double *out2);
 
-static void group_moments_ref(const float *x, const float *dy, const float *mean, const float *y, float hmax, int64_t ld, int rows, int ct, double *o1, double *o2) {
-    group_moments_body(x, dy, mean, y, hmax, ld, rows, ct, o1, o2);
+static void group_moments_ref(const float *x, const float *dy, const float *mean, const float *affine, float hmax, int64_t ld, int rows, int ct, double *o1, double *o2) {
+    group_moments_body(x, dy, mean, affine, hmax, ld, rows, ct, o1, o2);
 }
-static void group_grad_sums_ref(const float *x, const float *dy, const float *mean, const float *y, float hmax, int64_t ld, int rows, int ct, double *o1, double *o2) {
-    group_grad_sums_body(x, dy, mean, y, hmax, ld, rows, ct, o1, o2);
+static void group_grad_sums_ref(const float *x, const float *dy, const float *mean, const float *affine, float hmax, int64_t ld, int rows, int ct, double *o1, double *o2) {
+    group_grad_sums_body(x, dy, mean, affine, hmax, ld, rows, ct, o1, o2);
 }
 
 #if defined(__x86_64__)
 #define TARGET_AVX2 __attribute__((target("avx2,fma")))
 #define TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")))
-TARGET_AVX2 static void group_moments_f32_avx2(const float *x, const float *dy, const float *mean, const float *y, float hmax, int64_t ld, int rows, int ct, double *o1, double *o2) {
-    group_moments_body(x, dy, mean, y, hmax, ld, rows, ct, o1, o2);
+TARGET_AVX2 static void group_moments_f32_avx2(const float *x, const float *dy, const float *mean, const float *affine, float hmax, int64_t ld, int rows, int ct, double *o1, double *o2) {
+    group_moments_body(x, dy, mean, affine, hmax, ld, rows, ct, o1, o2);
 }
-TARGET_AVX2 static void group_grad_sums_f32_avx2(const float *x, const float *dy, const float *mean, const float *y, float hmax, int64_t ld, int rows, int ct, double *o1, double *o2) {
-    group_grad_sums_body(x, dy, mean, y, hmax, ld, rows, ct, o1, o2);
+TARGET_AVX2 static void group_grad_sums_f32_avx2(const float *x, const float *dy, const float *mean, const float *affine, float hmax, int64_t ld, int rows, int ct, double *o1, double *o2) {
+    group_grad_sums_body(x, dy, mean, affine, hmax, ld, rows, ct, o1, o2);
 }
-TARGET_AVX512 static void group_moments_f32_avx512(const float *x, const float *dy, const float *mean, const float *y, float hmax, int64_t ld, int rows, int ct, double *o1, double *o2) {
-    group_moments_body(x, dy, mean, y, hmax, ld, rows, ct, o1, o2);
+TARGET_AVX512 static void group_moments_f32_avx512(const float *x, const float *dy, const float *mean, const float *affine, float hmax, int64_t ld, int rows, int ct, double *o1, double *o2) {
+    group_moments_body(x, dy, mean, affine, hmax, ld, rows, ct, o1, o2);
 }
-TARGET_AVX512 static void group_grad_sums_f32_avx512(const float *x, const float *dy, const float *mean, const float *y, float hmax, int64_t ld, int rows, int ct, double *o1, double *o2) {
-    group_grad_sums_body(x, dy, mean, y, hmax, ld, rows, ct, o1, o2);
+TARGET_AVX512 static void group_grad_sums_f32_avx512(const float *x, const float *dy, const float *mean, const float *affine, float hmax, int64_t ld, int rows, int ct, double *o1, double *o2) {
+    group_grad_sums_body(x, dy, mean, affine, hmax, ld, rows, ct, o1, o2);
 }
 #endif
 
@@ -276,13 +290,14 @@ static void fold_group(bool moments, double *n, int ct, double nb, const double 
     }
 }
 
-/* Reduces channels [c0, c0+ct) over all M rows into t1, t2 (ct doubles each).
+/* Reduces channels [c0, c0+ct) over all M rows into t1, t2 (ct doubles each); affine (the
+ * tile's scale and shift, or NULL) goes to the kernel as it is.
  * part: 2*ct doubles per group, or NULL to run the groups one by one (same numbers). */
 static void reduce_tile(group_kernel kernel, bool moments, int M, int C, int c0, int ct, const float *x,
-                        const float *dy, const float *mean, const float *y, float hmax, double *part, double *t1,
+                        const float *dy, const float *mean, const float *affine, float hmax, double *part, double *t1,
                         double *t2) {
     const int groups = (M + BN_GROUP_ROWS - 1) / BN_GROUP_ROWS;
-    const float *xt = x + c0, *dyt = dy ? dy + c0 : NULL, *mt = mean ? mean + c0 : NULL, *yt = y ? y + c0 : NULL;
+    const float *xt = x + c0, *dyt = dy ? dy + c0 : NULL, *mt = mean ? mean + c0 : NULL;
     double n = 0.0;
     for (int c = 0; c < ct; c++) t1[c] = t2[c] = 0.0;
     if (part) {
@@ -290,8 +305,8 @@ static void reduce_tile(group_kernel kernel, bool moments, int M, int C, int c0,
         for (int g = 0; g < groups; g++) {
             const int64_t r0 = (int64_t)g * BN_GROUP_ROWS;
             const int rows = M - r0 < BN_GROUP_ROWS ? (int)(M - r0) : BN_GROUP_ROWS;
-            kernel(xt + r0 * C, dyt ? dyt + r0 * C : NULL, mt, yt ? yt + r0 * C : NULL, hmax, C, rows, ct,
-                   part + (int64_t)g * 2 * ct, part + (int64_t)g * 2 * ct + ct);
+            kernel(xt + r0 * C, dyt ? dyt + r0 * C : NULL, mt, affine, hmax, C, rows, ct, part + (int64_t)g * 2 * ct,
+                   part + (int64_t)g * 2 * ct + ct);
         }
         for (int g = 0; g < groups; g++) {
             const int rows = M - g * BN_GROUP_ROWS < BN_GROUP_ROWS ? M - g * BN_GROUP_ROWS : BN_GROUP_ROWS;
@@ -302,7 +317,7 @@ static void reduce_tile(group_kernel kernel, bool moments, int M, int C, int c0,
         for (int g = 0; g < groups; g++) {
             const int64_t r0 = (int64_t)g * BN_GROUP_ROWS;
             const int rows = M - r0 < BN_GROUP_ROWS ? (int)(M - r0) : BN_GROUP_ROWS;
-            kernel(xt + r0 * C, dyt ? dyt + r0 * C : NULL, mt, yt ? yt + r0 * C : NULL, hmax, C, rows, ct, r1, r2);
+            kernel(xt + r0 * C, dyt ? dyt + r0 * C : NULL, mt, affine, hmax, C, rows, ct, r1, r2);
             fold_group(moments, &n, ct, rows, r1, r2, t1, t2);
         }
     }
@@ -406,14 +421,13 @@ void nnz_batchnorm_forward_eval(int M, int C, const float *inp, const float *gam
     nnz_batchnorm_forward_eval_act(M, C, inp, gamma, beta, running_mean, running_var, eps, NNZ_OP_IDENTITY, out);
 }
 
-void nnz_batchnorm_backward_act(int M, int C, const float *inp, const float *out, nnz_op act, const float *gamma,
+void nnz_batchnorm_backward_act(int M, int C, const float *inp, nnz_op act, const float *gamma, const float *beta,
                                 const float *save_mean, const float *save_invstd, const float *dout, float *dinp,
                                 bool accumulate, float *dgamma, float *dbeta) {
     assert(M > 0 && C > 0);
     float lo, hi, hmax;
     act_bounds(act, &lo, &hi, &hmax);
-    const float *y = act == NNZ_OP_IDENTITY ? NULL : out;
-    assert(!(act != NNZ_OP_IDENTITY && !out));
+    const bool masked = act != NNZ_OP_IDENTITY;
     group_kernel kernel = pick_grad_sums();
     const dx_rows_fn dx_fn = pick_dx_rows();
     double *part = alloc_part(M, C);
@@ -421,7 +435,13 @@ void nnz_batchnorm_backward_act(int M, int C, const float *inp, const float *out
         const int ct = C - c0 < BN_CH_TILE ? C - c0 : BN_CH_TILE;
         double sdy[BN_CH_TILE], sdyx[BN_CH_TILE];
         float mean_dy[BN_CH_TILE], k[BN_CH_TILE], a[BN_CH_TILE];
-        reduce_tile(kernel, false, M, C, c0, ct, inp, dout, save_mean, y, hmax, part, sdy, sdyx);
+        /* the activation's mask from the pre-activation, recomputed from x with the forward's scale
+         * (invstd*gamma, as the forward rounds it) and shift: no read of the forward's output */
+        float affine[2 * BN_CH_TILE];
+        for (int c = 0; c < ct && masked; c++)
+            affine[c] = save_invstd[c0 + c] * gamma[c0 + c], affine[ct + c] = beta[c0 + c];
+        const float *af = masked ? affine : NULL;
+        reduce_tile(kernel, false, M, C, c0, ct, inp, dout, save_mean, af, hmax, part, sdy, sdyx);
         for (int c = 0; c < ct; c++) {
             const int ch = c0 + c;
             const double invstd = save_invstd[ch];
@@ -439,7 +459,7 @@ void nnz_batchnorm_backward_act(int M, int C, const float *inp, const float *out
             const int64_t o = (int64_t)b * BN_BLOCK_ROWS * C + c0;
             const int rows = M - (int64_t)b * BN_BLOCK_ROWS < BN_BLOCK_ROWS ? (int)(M - (int64_t)b * BN_BLOCK_ROWS)
                                                                               : BN_BLOCK_ROWS;
-            dx_fn(inp + o, dout + o, y ? y + o : NULL, hmax, C, rows, ct, mt, mean_dy, k, a, accumulate, dinp + o);
+            dx_fn(inp + o, dout + o, af, hmax, C, rows, ct, mt, mean_dy, k, a, accumulate, dinp + o);
         }
     }
     free(part);
@@ -447,6 +467,6 @@ void nnz_batchnorm_backward_act(int M, int C, const float *inp, const float *out
 
 void nnz_batchnorm_backward(int M, int C, const float *inp, const float *gamma, const float *save_mean,
                             const float *save_invstd, const float *dout, float *dinp, float *dgamma, float *dbeta) {
-    nnz_batchnorm_backward_act(M, C, inp, NULL, NNZ_OP_IDENTITY, gamma, save_mean, save_invstd, dout, dinp, true,
+    nnz_batchnorm_backward_act(M, C, inp, NNZ_OP_IDENTITY, gamma, NULL, save_mean, save_invstd, dout, dinp, true,
                                dgamma, dbeta);
 }

@@ -603,10 +603,10 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
         case NNZ_OP_BATCHNORM: {
             const float *save = m->aux[i];
             const int act = ex->fused_act;
-            /* fused: the activation's output is the mask, its gradient the dout */
-            nnz_batchnorm_backward_act(n * nd->h * nd->w, nd->c, in, m->act[i],
-                                       act >= 0 ? act_op(m, act) : NNZ_OP_IDENTITY, param_value(m, nd->weight),
-                                       save, save + nd->c, act >= 0 ? m->dact[act] : dout, dinp, acc,
+            /* fused: the activation's gradient is the dout, its mask recomputed from the input */
+            nnz_batchnorm_backward_act(n * nd->h * nd->w, nd->c, in, act >= 0 ? act_op(m, act) : NNZ_OP_IDENTITY,
+                                       param_value(m, nd->weight), param_value(m, nd->bias), save, save + nd->c,
+                                       act >= 0 ? m->dact[act] : dout, dinp, acc,
                                        param_grad(m, nd->weight), param_grad(m, nd->bias));
             break;
         }

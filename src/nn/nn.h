@@ -116,17 +116,19 @@ void nnz_batchnorm_backward(int M, int C, const float *inp, const float *gamma, 
 
 /* Batch norm fused with the activation after it, act = NNZ_OP_RELU, NNZ_OP_RELU6 or
  * NNZ_OP_IDENTITY (none): out = act(bn(inp)), the same arithmetic as the two layers in
- * turn, in one pass. The backward takes that fused output (out, (M,C); its mask: relu
- * passes where out > 0, relu6 where 0 < out < 6; unused for IDENTITY) and dout, the
- * gradient of the activation's output. accumulate: dinp += (the layer convention), or
- * dinp = (overwritten: the caller need not zero it); dgamma, dbeta always accumulate. */
+ * turn, in one pass. The backward takes dout, the gradient of the activation's output, and
+ * applies the activation's mask (relu passes where its output > 0, relu6 where 0 < out < 6)
+ * from the pre-activation it recomputes from inp, save_mean, save_invstd, gamma and beta
+ * exactly as the forward computed it (beta unused, and may be NULL, for IDENTITY): it does
+ * not read the forward's output. accumulate: dinp += (the layer convention), or dinp =
+ * (overwritten: the caller need not zero it); dgamma, dbeta always accumulate. */
 void nnz_batchnorm_forward_train_act(int M, int C, const float *inp, const float *gamma, const float *beta,
                                      float *running_mean, float *running_var, float momentum, float eps, nnz_op act,
                                      float *out, float *save_mean, float *save_invstd);
 void nnz_batchnorm_forward_eval_act(int M, int C, const float *inp, const float *gamma, const float *beta,
                                     const float *running_mean, const float *running_var, float eps, nnz_op act,
                                     float *out);
-void nnz_batchnorm_backward_act(int M, int C, const float *inp, const float *out, nnz_op act, const float *gamma,
+void nnz_batchnorm_backward_act(int M, int C, const float *inp, nnz_op act, const float *gamma, const float *beta,
                                 const float *save_mean, const float *save_invstd, const float *dout, float *dinp,
                                 bool accumulate, float *dgamma, float *dbeta);
 /* scale (C) = gamma / sqrt(running_var + eps), the eval-mode multiplier, computed as the eval forward does */
