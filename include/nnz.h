@@ -601,6 +601,9 @@ typedef struct {
     float warmup;             /* fraction of the search during which every block keeps its activations; default 0 */
     float ramp;               /* then the fraction over which the number of blocks keeping them falls linearly
                                  to round(keep * blocks); default 0 (warmup + ramp <= 1) */
+    bool cost_aware;          /* only blocks whose merged dense conv takes fewer FLOPs than the block itself are
+                                 candidates (keep counts over them); the others keep their activations and stay
+                                 unmerged (nnz_shrink_merge_pays). Default off: the paper's search */
     uint64_t seed;            /* default 42: shuffling and the Gumbel noise */
     int threads;              /* 0 = all cores */
     const char *data_dir;     /* default NNZ_DEFAULT_DATA_DIR */

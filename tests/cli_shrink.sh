@@ -62,6 +62,13 @@ expect 0 "$NNZ" eval base-shrunk.safetensors --limit $TEST_N --batch $B
 has out "^accuracy: $ACC\$"   # the merged model, the same test images: the accuracy shrink reported
 expect 0 "$NNZ" bench base-shrunk.safetensors --iters 1 --batch 1; has out "^inference: "
 
+# ---- --cost-aware: blocks.0 (expansion 1) would grow merged, so it is no candidate and stays as it is
+expect 0 "$NNZ" shrink base.safetensors --keep 0.6 --cost-aware "${RUN[@]}" --out ca.safetensors
+has err "^cost-aware: blocks.0 keeps its activations"; has out "^blocks: 5, kept 3, merged 2"
+expect 0 "$NNZ" info ca.safetensors; has out "^DepthShrinker: keep 0.6 of 5 cost-aware"
+grep -q 'blocks\.0\.dw ' "$T/out" || fail "info: --cost-aware merged blocks.0"
+[ "$(grep -c 'blocks\.[0-9]*\.conv  *conv2d' "$T/out")" -eq 2 ] || fail "info: expected 2 merged convs"
+
 # ---- distillation runs; same seed and threads, same bytes
 expect 0 "$NNZ" shrink base.safetensors "${RUN[@]}" --keep 0.2 --distill --out d1.safetensors
 has err "distilled from the original"; has out "^blocks: 6, kept 1, merged 5"

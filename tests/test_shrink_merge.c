@@ -175,6 +175,11 @@ static void test_mbv2_tiny(void **state) {
     assert_int_equal(nb, 6);
     assert_string_equal(blocks[3].name, "blocks.3");
     assert_true(blocks[0].add >= 0 && blocks[1].add < 0 && blocks[5].add < 0);
+    /* --cost-aware: merging pays for every block but the expansion-1 blocks.0 (656 -> 2,304
+     * multiply-adds per pixel; blocks.2 24 -> 24 at expansion 6: 8,208 -> 5,184) */
+    for (int i = 0; i < nb; i++)
+        if (nnz_shrink_merge_pays(orig, &blocks[i]) != (i != 0))
+            fail_msg("merge_pays(%s) should be %s", blocks[i].name, i != 0 ? "true" : "false");
     free(blocks);
     const int list[] = {0, 1, 2, 5};
     nnz_model *rem = removed(orig, list, 4), *merged;

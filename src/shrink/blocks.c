@@ -79,6 +79,16 @@ nnz_status nnz_shrink_find_blocks(const nnz_model *m, nnz_ir_block **out, int *n
     return NNZ_OK;
 }
 
+bool nnz_shrink_merge_pays(const nnz_model *m, const nnz_ir_block *b) {
+    const int nodes[] = {b->pw1, b->bn1, b->act1, b->dw, b->bn2, b->act2, b->pw2, b->bn3, b->add};
+    int64_t block = 0;
+    for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++)
+        if (nodes[i] >= 0) block += m->nodes[nodes[i]].flops;
+    const nnz_node *pw1 = &m->nodes[b->pw1], *dw = &m->nodes[b->dw], *pw2 = &m->nodes[b->pw2];
+    const int64_t merged = 2 * (int64_t)dw->k * dw->k * pw1->in_c * pw2->out_ch * pw2->h * pw2->w;
+    return merged < block;
+}
+
 int nnz_shrink_keep_count(float keep, int n) {
     if (!(keep > 0.0f)) return 0;
     if (keep >= 1.0f) return n;

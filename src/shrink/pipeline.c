@@ -267,10 +267,26 @@ static nnz_status shrink(shrink_ctx *c, const char *in_path, const char *out_pat
     int n_all = 0;
     if ((s = nnz_shrink_find_blocks(orig, &all, &n_all)) != NNZ_OK) goto done;
     c->blocks = all;
-    for (int i = 0; i < n_all; i++)
-        if (!all[i].removed && orig->nodes[all[i].act1].op != NNZ_OP_IDENTITY &&
-            orig->nodes[all[i].act2].op != NNZ_OP_IDENTITY)
-            all[c->n_blocks++] = all[i];
+    char skipped[1024] = "";
+    for (int i = 0; i < n_all; i++) {
+        if (all[i].removed || orig->nodes[all[i].act1].op == NNZ_OP_IDENTITY ||
+            orig->nodes[all[i].act2].op == NNZ_OP_IDENTITY)
+            continue;
+        if (cfg->cost_aware && !nnz_shrink_merge_pays(orig, &all[i])) { /* stays as it is */
+            size_t off = strlen(skipped);
+            snprintf(skipped + off, sizeof skipped - off, "%s%s", off ? ", " : "", all[i].name);
+            continue;
+        }
+        all[c->n_blocks++] = all[i];
+    }
+    if (skipped[0])
+        note(c, "cost-aware: %s %s, merging would cost more FLOPs than the block", skipped,
+             strchr(skipped, ',') ? "keep their activations" : "keeps its activations");
+    if (c->n_blocks == 0 && skipped[0]) {
+        s = nnz_fail(NNZ_ERR_INVALID_ARG, "'%s': no inverted-residual block would be cheaper merged (%s); drop "
+                     "--cost-aware to merge them anyway", in_path, skipped);
+        goto done;
+    }
     if (c->n_blocks == 0) {
         s = nnz_fail(NNZ_ERR_INVALID_ARG,
                      "'%s' has no inverted-residual blocks left to shrink (1x1 conv, batch norm, relu6, depthwise "

@@ -31,6 +31,7 @@ nnz_status nnz_shrink_save(const char *path, const nnz_model *merged, const nnz_
     cJSON_AddNumberToObject(j, "gate_lr", nnz_shortest_double(cfg->gate_lr));
     cJSON_AddNumberToObject(j, "gumbel", nnz_shortest_double(cfg->gumbel));
     cJSON_AddBoolToObject(j, "distill", cfg->distill);
+    cJSON_AddBoolToObject(j, "cost_aware", cfg->cost_aware);
     cJSON_AddStringToObject(j, "seed", seed);
     cJSON_AddNumberToObject(j, "train_limit", cfg->train_limit);
     cJSON_AddItemToObject(j, "blocks", arr);
@@ -96,8 +97,10 @@ nnz_status nnz_shrink_describe(const char *checkpoint, char *buf, size_t len) {
     const int n = cJSON_GetArraySize(blocks);
     const bool scratch = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "from_scratch"));
     append(buf, len, &off,
-           "DepthShrinker%s: keep %g of %d inverted-residual blocks (%s '%s', %s %g, finetune %g epochs)\n",
-           scratch ? " (Expand-then-Shrink)" : "", num(j, "keep"), n, scratch ? "trained from scratch as" : "from",
+           "DepthShrinker%s: keep %g of %d%s inverted-residual blocks (%s '%s', %s %g, finetune %g epochs)\n",
+           scratch ? " (Expand-then-Shrink)" : "", num(j, "keep"), n,
+           cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "cost_aware")) ? " cost-aware" : "",
+           scratch ? "trained from scratch as" : "from",
            cJSON_IsString(source) ? source->valuestring : "?", scratch ? "training with gates" : "search",
            num(j, "search_epochs"), num(j, "finetune_epochs"));
     for (int pass = 0; pass < 2; pass++) {

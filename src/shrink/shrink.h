@@ -31,6 +31,11 @@ typedef struct {
 /* The blocks of m in graph order: *out is malloc'ed (free() it; NULL when none), *n their count. */
 nnz_status nnz_shrink_find_blocks(const nnz_model *m, nnz_ir_block **out, int *n);
 
+/* Whether merging block b of m saves compute: the dense kxk conv it becomes (2*k*k*IC*OC FLOPs
+ * per output pixel, nnz's count) takes fewer forward FLOPs than the block's nodes together. An
+ * expansion-1 block (16 -> 16 -> 16 channels) does not: 9*16*16 against 16*16 + 9*16 + 16*16. */
+bool nnz_shrink_merge_pays(const nnz_model *m, const nnz_ir_block *b);
+
 /* Blocks that keep their activations for a keep ratio in [0,1]: round(keep * n), halves up. */
 int nnz_shrink_keep_count(float keep, int n);
 

@@ -65,6 +65,10 @@ int cmd_shrink(int argc, char **argv) {
                  "linearly from all to round(R x blocks): activations are removed progressively. --warmup + --ramp "
                  "<= 1.",
                  "0; 0.25 with --from-scratch", 0, 1, false),
+        FL_BOOL("--cost-aware", &cfg.cost_aware,
+                "Only blocks whose merged dense conv takes fewer FLOPs than the block are candidates: --keep "
+                "counts over them, the others keep their activations and stay as they are (mbv2-tiny's "
+                "expansion-1 blocks.0 would grow from 656 to 2,304 multiply-adds per pixel)."),
         FL_BOOL("--distill", &cfg.distill,
                 "Finetune towards the original model's outputs as well (its teacher); not with --from-scratch."),
         FL_FLOAT("--distill-weight", &cfg.distill_weight, "W",
