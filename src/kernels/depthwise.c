@@ -4,7 +4,6 @@
  * slot and the slots reduced in order, so it does not depend on the thread count. */
 #include "kernels/kernels.h"
 
-#include <assert.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +44,6 @@ size_t nnz_dwconv_work_floats(const nnz_conv_window *g, int N, int C) {
 void nnz_dwconv_forward_ep(const nnz_conv_window *g, int N, int C, const float *inp, const float *weight_t,
                            const float *bias, const nnz_epilogue *ep, float *out) {
     dw_variant v;
-    assert(!ep || !ep->residual); /* the row kernels take none: nnz_conv2d_forward_ep adds it */
     if (!pick_variant(&v)) {
         nnz_dwconv_forward_ref(g, N, C, inp, weight_t, bias, out);
         if (ep) nnz_epilogue_apply((int64_t)N * g->OH * g->OW, C, ep, out);

@@ -46,18 +46,7 @@ __attribute__((target("avx2,fma"))) static void epilogue_f32_avx2(int64_t M, int
 }
 #endif
 
-static void add_residual(int64_t M, int C, const float *residual, float *x) {
-    for (int64_t i = 0; i < M * C; i++) x[i] += residual[i];
-}
-
 void nnz_epilogue_apply(int64_t M, int C, const nnz_epilogue *ep, float *x) {
-    if (ep->residual) {
-        nnz_epilogue rest = *ep;
-        rest.residual = NULL;
-        nnz_epilogue_apply(M, C, &rest, x);
-        add_residual(M, C, ep->residual, x);
-        return;
-    }
     void (*fn)(int64_t, int, const float *, const float *, const float *, float, float, float *) = epilogue_ref;
 #if defined(__x86_64__)
     const nnz_isa isa = nnz_isa_active();

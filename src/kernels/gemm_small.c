@@ -42,9 +42,7 @@ void nnz_gemm_small(int64_t M, int N, int K, const float *A, int64_t lda, const 
 #pragma omp parallel for schedule(static) if (M * N * K >= GS_PARALLEL_MIN)
     for (int64_t b = 0; b < blocks; b++) {
         const int64_t r0 = b * rows, m = M - r0 < rows ? M - r0 : rows;
-        nnz_epilogue block_ep; /* the residual at the block's first row */
-        if (ep && ep->residual) block_ep = *ep, block_ep.residual += r0 * N;
-        fn((int)m, N, K, A + r0 * lda, lda, B, accumulate, ep && ep->residual ? &block_ep : ep, C + r0 * N);
+        fn((int)m, N, K, A + r0 * lda, lda, B, accumulate, ep, C + r0 * N);
     }
 }
 

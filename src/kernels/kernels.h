@@ -124,19 +124,15 @@ void nnz_cvt_bf16_to_f32_avx512(int64_t n, const nnz_bf16 *x, float *y);
 
 /* ---- per-channel epilogue, fused into a producer's store ----
  * Over a row-major (M,C) block, in place: x = clamp((x - sub[c]) * mul[c] + add[c], lo, hi),
- * where clamp(v) = v < lo ? lo : (v > hi ? hi : v) (NaN passes, as relu does), then
- * x += residual[r,c] when residual is given (row-major (M,C) like x, at the block's first
- * row: a residual add after the layer). sub, mul, add (C) may each be NULL (0, 1, 0);
- * lo = -INFINITY, hi = INFINITY for no clamp. This is batch norm (eval) followed by relu
- * (lo 0, hi inf) or relu6 (0, 6), or by a residual add, written so that the fused result is
- * the same arithmetic as the separate layers. Producers (the small GEMM's register tiles, the
- * depthwise kernels per output row) apply it before their store; the depthwise kernels take
- * no residual. nnz_epilogue_apply is single-threaded (callers are inside their own parallel
- * loop). */
+ * where clamp(v) = v < lo ? lo : (v > hi ? hi : v) (NaN passes, as relu does). sub, mul, add
+ * (C) may each be NULL (0, 1, 0); lo = -INFINITY, hi = INFINITY for no clamp. This is
+ * batch norm (eval) followed by relu (lo 0, hi inf) or relu6 (0, 6), written so that the
+ * fused result is the same arithmetic as the separate layers. Producers (the 1x1 GEMM in
+ * row chunks, the depthwise kernels per output row) apply it while the block is in cache.
+ * nnz_epilogue_apply is single-threaded (callers are inside their own parallel loop). */
 typedef struct {
     const float *sub, *mul, *add;
     float lo, hi;
-    const float *residual;
 } nnz_epilogue;
 void nnz_epilogue_apply(int64_t M, int C, const nnz_epilogue *ep, float *x);
 

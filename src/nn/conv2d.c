@@ -257,14 +257,6 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
     const nnz_conv_window g = window_of(s);
     const int64_t out_rows = (int64_t)s->N * s->OH * s->OW;
     const conv_path path = conv_path_of(s);
-    if (ep && ep->residual && !(path == CONV_GEMM_1X1 && use_small_gemm(s))) {
-        /* the residual in the register tiles only on the 1x1 small GEMM; elsewhere one add pass */
-        nnz_epilogue rest = *ep;
-        rest.residual = NULL;
-        nnz_conv2d_forward_ep(s, inp, weight, bias, &rest, out, scratch);
-        nnz_add_forward(out_rows * s->OC, out, ep->residual, out);
-        return;
-    }
     if (path == CONV_DEPTHWISE) {
         const float *weight_t = s->kernel_weight;
         if (!weight_t) {

@@ -22,10 +22,7 @@
  *    the activation's backward runs as usual);
  *  - eval mode: a conv whose only consumer is a batch norm applies that batch norm
  *    (and its fused activation) as its epilogue and writes straight into the batch
- *    norm's buffer; the batch norm and activation nodes are skipped; when that batch
- *    norm has no activation and only feeds an add (as its first operand: a residual
- *    block's projection), the add joins the epilogue (eval_add) and the conv writes
- *    into the add's buffer;
+ *    norm's buffer; the batch norm and activation nodes are skipped;
  *  - backward: a node whose only consumer is a conv, linear, batch norm, relu, relu6 or
  *    (as the first operand) add has its gradient overwritten by that consumer instead
  *    of zeroed and accumulated into (grad_written).
@@ -146,8 +143,7 @@ static nnz_op act_op(const nnz_model *m, int i) {
 static nnz_status plan_fusions(nnz_model *m, const int *consumers) {
     const int nn = m->n_nodes;
     nnz_node_exec *ex = m->exec;
-    for (int i = 0; i < nn; i++)
-        ex[i] = (nnz_node_exec){.fused_act = -1, .fused_into = -1, .eval_bn = -1, .eval_add = -1};
+    for (int i = 0; i < nn; i++) ex[i] = (nnz_node_exec){.fused_act = -1, .fused_into = -1, .eval_bn = -1};
     if (m->keep_activations) return NNZ_OK;
     int *consumer = act_alloc(m, nn, sizeof(int), "consumer table"); /* the last consumer of each node */
     if (!consumer) return NNZ_ERR_NOMEM;
@@ -173,15 +169,6 @@ static nnz_status plan_fusions(nnz_model *m, const int *consumers) {
             ex[i].eval_scale = act_alloc(m, n->out_ch, sizeof(float), "folded batch-norm scale");
             if (!ex[i].eval_scale) return NNZ_ERR_NOMEM;
         }
-    }
-    /* eval: conv -> batch norm (no activation) -> add as its first operand: the add in the epilogue too */
-    for (int i = 0; i < nn; i++) {
-        const int b = ex[i].eval_bn;
-        if (b < 0 || ex[b].fused_act >= 0 || consumers[b] != 1 || consumer[b] < 0) continue;
-        const nnz_node *an = &m->nodes[consumer[b]];
-        if (an->op != NNZ_OP_ADD || an->input != b || an->skip == b) continue;
-        ex[i].eval_add = consumer[b];
-        ex[consumer[b]].eval_folded = true;
     }
     for (int i = 0; i < nn; i++) {
         const int c = consumer[i];
@@ -425,10 +412,6 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
                 out = act_at(m, ex->eval_bn, n0);
                 act = m->exec[ex->eval_bn].fused_act;
                 epp = &ep;
-                if (ex->eval_add >= 0) { /* and the residual add after the batch norm */
-                    ep.residual = input_at(m, m->nodes[ex->eval_add].skip, x, n0);
-                    out = act_at(m, ex->eval_add, n0);
-                }
             }
             if (act >= 0 && act_op(m, act) != NNZ_OP_IDENTITY) {
                 ep.lo = 0.0f, ep.hi = m->nodes[act].op == NNZ_OP_RELU6 ? 6.0f : INFINITY;

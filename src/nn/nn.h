@@ -74,8 +74,7 @@ void nnz_conv2d_kernel_weight(const nnz_conv_shape *s, const float *weight, floa
 void nnz_conv2d_forward(const nnz_conv_shape *s, const float *inp, const float *weight, const float *bias,
                         float *out, float *scratch);
 /* The same, then ep (NULL: none) applied to the output while it is in cache: a following
- * eval-mode batch norm and relu/relu6, or batch norm and residual add, fused into the
- * convolution (see nnz_epilogue; ep->residual is (N,OH,OW,OC) like out). */
+ * eval-mode batch norm and relu/relu6 fused into the convolution (see nnz_epilogue). */
 void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const float *weight, const float *bias,
                            const nnz_epilogue *ep, float *out, float *scratch);
 /* dout (N,OH,OW,OC) -> dinp (N,H,W,IC) or NULL, dweight (OC,KH,KW,IC/groups), dbias (OC) or NULL */
@@ -224,10 +223,7 @@ typedef struct nnz_node_exec {
     int fused_into;     /* relu/relu6: the node that computes it (its forward is skipped), or -1 */
     int eval_bn;        /* conv: the batchnorm applied as its eval-mode epilogue (written into that
                            node's buffer), or -1 */
-    int eval_add;       /* conv with eval_bn: the residual add after that batch norm (which then has no
-                           activation and no other consumer), applied in the same epilogue with the add's
-                           skip operand and written into the add's buffer, or -1 */
-    bool eval_folded;   /* batchnorm, add: computed by a conv in eval mode */
+    bool eval_folded;   /* batchnorm: computed by its conv in eval mode */
     bool grad_written;  /* backward overwrites (or never reads) this node's gradient: no zeroing */
     float *eval_scale;  /* conv with eval_bn: out_ch floats for the folded multiplier */
     float *kernel_weight; /* 1x1 (groups 1) or depthwise conv: room for its weight in the forward
