@@ -205,27 +205,20 @@ static void gemm_1x1_ep(const nnz_conv_shape *s, int64_t M, const float *inp, co
     }
 }
 
-/* 1x1 convolutions this narrow go to nnz_gemm_small (no packing) instead of OpenBLAS */
+/* Convolutions (groups 1) whose GEMM rows are this short (K = KH*KW*IC: 1x1 convs up to 512
+ * channels, stems over 1-3 channels, lenet5's first conv) go to nnz_gemm_small (no packing)
+ * instead of OpenBLAS */
 #define SMALL_GEMM_MAX_CH 512
 
 /* (fp32 only: the small GEMM has no bf16 variant) */
 static bool use_small_gemm(const nnz_conv_shape *s) {
-    return s->compute == NNZ_F32 && !s->sparse && s->IC <= SMALL_GEMM_MAX_CH && s->OC <= SMALL_GEMM_MAX_CH;
-}
-
-/* k x k convolutions (groups 1) whose im2col rows are this short (K = KH*KW*IC) also go to
- * nnz_gemm_small: a stem conv over 1-3 channels, lenet5's first conv */
-static bool use_small_gemm_im2col(const nnz_conv_shape *s) {
-    return s->compute == NNZ_F32 && !s->sparse && s->groups == 1 && (int64_t)s->KH * s->KW * s->IC <= SMALL_GEMM_MAX_CH &&
-           s->OC <= SMALL_GEMM_MAX_CH;
+    return s->compute == NNZ_F32 && !s->sparse && s->groups == 1 &&
+           (int64_t)s->KH * s->KW * s->IC <= SMALL_GEMM_MAX_CH && s->OC <= SMALL_GEMM_MAX_CH;
 }
 
 size_t nnz_conv2d_kernel_weight_floats(const nnz_conv_shape *s) {
-    const conv_path path = conv_path_of(s);
-    if (path == CONV_DEPTHWISE) return (size_t)s->KH * s->KW * s->IC;
-    if (path == CONV_GEMM_1X1 && use_small_gemm(s)) return (size_t)s->IC * s->OC;
-    if (path == CONV_IM2COL && use_small_gemm_im2col(s)) return (size_t)s->KH * s->KW * s->IC * s->OC;
-    return 0;
+    if (conv_path_of(s) == CONV_DEPTHWISE) return (size_t)s->KH * s->KW * s->IC;
+    return use_small_gemm(s) ? (size_t)s->KH * s->KW * s->IC * s->OC : 0;
 }
 
 void nnz_conv2d_kernel_weight(const nnz_conv_shape *s, const float *weight, float *out) {
@@ -233,21 +226,25 @@ void nnz_conv2d_kernel_weight(const nnz_conv_shape *s, const float *weight, floa
     else transpose_taps(s->OC, s->KH * s->KW * s->IC, weight, out); /* (OC,K) -> (K,OC) */
 }
 
+/* The small GEMM's (K,OC) weight: the caller's s->kernel_weight, or made into *made (free() it;
+ * at most 1 MB). NULL if it could not be allocated: the caller falls back to OpenBLAS. */
+static const float *small_gemm_weight(const nnz_conv_shape *s, const float *weight, float **made) {
+    *made = NULL;
+    if (s->kernel_weight) return s->kernel_weight;
+    if (!(*made = malloc(nnz_conv2d_kernel_weight_floats(s) * sizeof(float)))) return NULL;
+    nnz_conv2d_kernel_weight(s, weight, *made);
+    return *made;
+}
+
 /* out (M,OC) = inp (M,IC) * weight^T + bias, then ep; false if the transposed weight
  * could not be allocated (the caller falls back to OpenBLAS). */
 static bool small_gemm_1x1_forward(const nnz_conv_shape *s, int64_t M, const float *inp, const float *weight,
                                    const float *bias, const nnz_epilogue *ep, float *out) {
-    const int IC = s->IC, OC = s->OC;
-    float *made = NULL;
-    const float *wt = s->kernel_weight;
-    if (!wt) {
-        made = malloc((size_t)IC * OC * sizeof(float)); /* (IC,OC): at most 1 MB */
-        if (!made) return false;
-        nnz_conv2d_kernel_weight(s, weight, made);
-        wt = made;
-    }
-    if (bias) nnz_bias_fill_rows(M, OC, bias, out);
-    nnz_gemm_small(M, OC, IC, inp, IC, wt, bias != NULL, ep, out);
+    float *made;
+    const float *wt = small_gemm_weight(s, weight, &made);
+    if (!wt) return false;
+    if (bias) nnz_bias_fill_rows(M, s->OC, bias, out);
+    nnz_gemm_small(M, s->OC, s->IC, inp, s->IC, wt, bias != NULL, ep, out);
     free(made);
     return true;
 }
@@ -296,13 +293,9 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
         }
         return;
     }
-    /* short im2col rows: the small GEMM with the (Kg,OC) weight, made here when the caller has none */
+    /* short im2col rows: the small GEMM with the (Kg,OC) weight */
     float *made = NULL;
-    const float *wt = use_small_gemm_im2col(s) ? s->kernel_weight : NULL;
-    if (use_small_gemm_im2col(s) && !wt && (made = malloc((size_t)Kg * s->OC * sizeof(float)))) {
-        nnz_conv2d_kernel_weight(s, weight, made);
-        wt = made;
-    }
+    const float *wt = use_small_gemm(s) ? small_gemm_weight(s, weight, &made) : NULL;
     for (int n0 = 0; n0 < s->N; n0 += chunk) {
         const int B = s->N - n0 < chunk ? s->N - n0 : chunk, M = B * s->OH * s->OW;
         if (wt) { /* the epilogue fused into the small GEMM's tiles */

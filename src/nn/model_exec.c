@@ -81,7 +81,7 @@ static void fill_conv_shape(const nnz_model *m, const nnz_node *n, int N, nnz_co
     s->stride = n->stride, s->pad = n->pad, s->groups = n->groups;
     s->OH = n->h, s->OW = n->w;
     const nnz_node_exec *ex = m->exec ? &m->exec[n - m->nodes] : NULL;
-    s->kernel_weight = ex && ex->kernel_weight_ready ? ex->kernel_weight : NULL;
+    s->kernel_weight = ex ? ex->kernel_weight : NULL; /* read only where prepare_kernel_weights made it */
 }
 
 /* A linear node run sparse goes through the conv's 1x1 path: the same (OUT,IN) weight. */
@@ -486,18 +486,16 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
 }
 
 /* Each conv's weight in its forward kernel's layout, made once per forward: eval calls a layer
- * once per chunk of images. The weights do not change during a forward. */
+ * once per chunk of images. The weights do not change during a forward. A conv reads its copy
+ * exactly when nnz_conv2d_kernel_weight_floats is nonzero for it now (fp32, dense), the same
+ * test as here, so a copy left from another precision or sparsity is never read. */
 static void prepare_kernel_weights(nnz_model *m) {
     for (int i = 0; i < m->n_nodes; i++) {
-        nnz_node_exec *ex = &m->exec[i];
-        ex->kernel_weight_ready = false;
-        if (!ex->kernel_weight) continue;
+        if (!m->exec[i].kernel_weight) continue;
         nnz_conv_shape s;
         fill_conv_shape(m, &m->nodes[i], 1, &s);
-        const size_t need = nnz_conv2d_kernel_weight_floats(&s);
-        if (need == 0) continue;
-        nnz_conv2d_kernel_weight(&s, param_value(m, m->nodes[i].weight), ex->kernel_weight);
-        ex->kernel_weight_ready = true;
+        if (nnz_conv2d_kernel_weight_floats(&s) > 0)
+            nnz_conv2d_kernel_weight(&s, param_value(m, m->nodes[i].weight), m->exec[i].kernel_weight);
     }
 }
 

@@ -65,8 +65,8 @@ nnz_status nnz_conv_shape_init(nnz_conv_shape *s, int N, int H, int W, int IC, i
                                int stride, int pad, int groups);
 /* Floats of scratch the conv needs (im2col buffers etc.); the caller provides them. */
 size_t nnz_conv2d_scratch_floats(const nnz_conv_shape *s);
-/* The forward's own weight layout: the small GEMM of a 1x1 conv reads (IC,OC), the depthwise
- * kernels (KH,KW,C). The floats it takes (at most the weight's count), or 0 when the forward reads
+/* The forward's own weight layout: the small GEMM (1x1 convs, short im2col rows) reads
+ * (KH*KW*IC,OC), the depthwise kernels (KH,KW,C). The floats it takes (at most the weight's count), or 0 when the forward reads
  * the weight as it is; nnz_conv2d_kernel_weight writes it (for s->kernel_weight). */
 size_t nnz_conv2d_kernel_weight_floats(const nnz_conv_shape *s);
 void nnz_conv2d_kernel_weight(const nnz_conv_shape *s, const float *weight, float *out);
@@ -226,9 +226,8 @@ typedef struct nnz_node_exec {
     bool eval_folded;   /* batchnorm: computed by its conv in eval mode */
     bool grad_written;  /* backward overwrites (or never reads) this node's gradient: no zeroing */
     float *eval_scale;  /* conv with eval_bn: out_ch floats for the folded multiplier */
-    float *kernel_weight; /* 1x1 (groups 1) or depthwise conv: room for its weight in the forward
-                             kernel's layout, made at each forward (nnz_conv2d_kernel_weight) */
-    bool kernel_weight_ready; /* this forward's kernel_weight is made: the convs read it */
+    float *kernel_weight; /* conv that may read its weight in its forward kernel's layout: room for it,
+                             made at each forward (nnz_conv2d_kernel_weight), or NULL */
     int64_t sparse_forwards, sparse_backwards; /* conv/linear: passes run on the sparse kernels since
                                                   nnz_model_reserve (what the tests observe) */
     int64_t sparse_bf16_forwards, sparse_bf16_backwards; /* ... of them in training, on the bf16 kernels
