@@ -138,8 +138,8 @@ void nnz_epilogue_apply(int64_t M, int C, const nnz_epilogue *ep, float *x);
 
 /* ---- small-K GEMM (1x1 convolutions) ----
  * C(M,N) = A(M,K) * B(K,N), or C += when accumulate; then ep (NULL: none), applied to
- * each register tile before it is stored (the reference: over the whole C afterwards). A row-major with lda >= K (activations, read in place: no
- * packing), B row-major (K,N) dense, C (M,N) dense. For K and N up to a few hundred (B
+ * each register tile before it is stored (the reference: over the whole C afterwards).
+ * A row-major with lda >= K (activations, read in place: no packing), B row-major (K,N) dense, C (M,N) dense. For K and N up to a few hundred (B
  * stays in L1/L2), where OpenBLAS spends as long packing as multiplying. Threads:
  * OpenMP over fixed blocks of rows; each C element is one multiply-add chain over
  * k = 0..K-1 (FMA in the SIMD variants), so the result does not depend on the thread
