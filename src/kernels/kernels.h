@@ -178,6 +178,24 @@ typedef struct {
     int OH, OW;               /* output spatial size */
 } nnz_conv_window;
 
+/* ---- implicit-GEMM convolution, NHWC, groups 1 ----
+ * out (N*OH*OW, OC) = im2col(inp) (N*OH*OW, K) * w (K, OC) (+ out when accumulate), then ep
+ * (NULL: none), with K = KH*KW*IC in im2col's (kh,kw,c) order (w: the transpose of the
+ * layer's (OC,KH,KW,IC) weight) — without the im2col buffer: each tile of output pixels
+ * reads its windows from the image. inp (N,H,W,IC). Each output is one multiply-add chain
+ * over k in order, padding taps included as zeros: on each ISA the result is bit-identical to
+ * nnz_im2col_nhwc + nnz_gemm_small. For short windows (K up to a few hundred: B stays in
+ * L1/L2). Threads: fixed blocks of output pixels; the result does not depend on the count. */
+void nnz_conv_implicit(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *w,
+                       bool accumulate, const nnz_epilogue *ep, float *out);
+void nnz_conv_implicit_ref(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *w,
+                           bool accumulate, const nnz_epilogue *ep, float *out);
+/* output pixels [pix0, pix0 + rows) into out (rows, OC), single-threaded; via nnz_isa_set */
+void nnz_gemm_small_conv_rows_f32_avx512(const nnz_conv_window *g, int IC, const float *inp, int64_t pix0, int rows,
+                                         const float *w, int OC, bool accumulate, const nnz_epilogue *ep, float *out);
+void nnz_gemm_small_conv_rows_f32_avx2(const nnz_conv_window *g, int IC, const float *inp, int64_t pix0, int rows,
+                                       const float *w, int OC, bool accumulate, const nnz_epilogue *ep, float *out);
+
 /* ---- im2col / col2im, NHWC ----
  * img is (B,H,W,C) (B images back to back); the channels taken are [c0, c0+Cg)
  * (one group; Cg = C when groups == 1). col is (B*OH*OW, KH*KW*Cg) row-major:

@@ -1,0 +1,141 @@
+/* nnz_conv_implicit (the small GEMM reading its rows from the image) on every ISA path:
+ *  - against the plain-loop reference (double-free float chains, bound as test_gemm_small's:
+ *    2(K+1)u sum_k |a_k b_k| times the epilogue's multiplier, plus 4 ulp of the value);
+ *  - bit for bit against im2col + nnz_gemm_small on the same ISA (its contract: the same
+ *    FMA chain per output, padding taps included as zeros);
+ * over windows 1x1..5x5, stride 1-3, pad 0-2, odd images, 1-600 input channels (more than
+ * one pass of the kernel's zero row), output channels with lane tails, tiles that cross
+ * rows and images, overwrite (NaN beforehand) and accumulate, with and without the epilogue.
+ * And the same numbers for 1 and 2 threads. */
+#include "test_util.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+
+#define UNIT_ROUNDOFF 5.9604644775390625e-8 /* 2^-24 */
+
+static float *falloc(size_t n) {
+    float *p = malloc((n ? n : 1) * sizeof(float));
+    assert_non_null(p);
+    return p;
+}
+
+typedef struct {
+    int N, H, W, IC, OC, KH, KW, stride, pad;
+} conv_case;
+
+static nnz_conv_window window(const conv_case *c) {
+    return (nnz_conv_window){.H = c->H, .W = c->W, .KH = c->KH, .KW = c->KW, .stride = c->stride, .pad = c->pad,
+                             .OH = (c->H + 2 * c->pad - c->KH) / c->stride + 1,
+                             .OW = (c->W + 2 * c->pad - c->KW) / c->stride + 1};
+}
+
+static void run_case(const conv_case *cc, bool accumulate, bool with_ep) {
+    const nnz_conv_window g = window(cc);
+    const int K = cc->KH * cc->KW * cc->IC, OC = cc->OC;
+    const int64_t M = (int64_t)cc->N * g.OH * g.OW, in_n = (int64_t)cc->N * cc->H * cc->W * cc->IC;
+    float *inp = falloc((size_t)in_n), *w = falloc((size_t)K * OC), *out = falloc((size_t)(M * OC));
+    float *ref = falloc((size_t)(M * OC)), *viag = falloc((size_t)(M * OC)), *col = falloc((size_t)(M * K));
+    float *sub = falloc(OC), *mul = falloc(OC), *add = falloc(OC);
+    tu_fill_uniform(inp, in_n, -1, 1, 11);
+    tu_fill_uniform(w, (int64_t)K * OC, -1, 1, 12);
+    tu_fill_uniform(sub, OC, -0.5f, 0.5f, 13);
+    tu_fill_uniform(mul, OC, 0.5f, 3.0f, 14);
+    tu_fill_uniform(add, OC, -1, 1, 15);
+    if (accumulate) tu_fill_uniform(out, M * OC, -1, 1, 16);
+    else for (int64_t i = 0; i < M * OC; i++) out[i] = NAN;
+    memcpy(ref, out, (size_t)(M * OC) * sizeof(float));
+    memcpy(viag, out, (size_t)(M * OC) * sizeof(float));
+    const nnz_epilogue ep = {.sub = sub, .mul = mul, .add = add, .lo = 0.0f, .hi = 6.0f};
+    const nnz_epilogue *e = with_ep ? &ep : NULL;
+
+    nnz_conv_implicit(&g, cc->N, cc->IC, OC, inp, w, accumulate, e, out);
+    nnz_conv_implicit_ref(&g, cc->N, cc->IC, OC, inp, w, accumulate, e, ref);
+    nnz_im2col_nhwc(&g, cc->N, cc->IC, 0, cc->IC, inp, col);
+    nnz_gemm_small(M, OC, K, col, K, w, accumulate, e, viag);
+
+    /* the rounding scale: sum_k |a_k b_k| (+ |C| accumulating), from the |col| GEMM */
+    float *acol = falloc((size_t)(M * K)), *aw = falloc((size_t)K * OC), *S = falloc((size_t)(M * OC));
+    for (int64_t i = 0; i < M * K; i++) acol[i] = fabsf(col[i]);
+    for (int64_t i = 0; i < (int64_t)K * OC; i++) aw[i] = fabsf(w[i]);
+    if (accumulate) tu_fill_uniform(S, M * OC, -1, 1, 16); /* out's values before the call */
+    for (int64_t i = 0; i < M * OC; i++) S[i] = accumulate ? fabsf(S[i]) : 0.0f;
+    nnz_sgemm_ref(false, false, (int)M, OC, K, 1.0f, acol, K, aw, OC, 1.0f, S, OC);
+
+    for (int64_t i = 0; i < M * OC; i++) {
+        const double m = with_ep ? mul[i % OC] : 1.0;
+        const double tol = 2.0 * (K + 1) * UNIT_ROUNDOFF * S[i] * m + 4.0 * UNIT_ROUNDOFF * fabs((double)ref[i]) + 1e-30;
+        const double d = fabs((double)out[i] - (double)ref[i]);
+        if (!(d <= tol))
+            fail_msg("conv_implicit isa=%s N=%d %dx%dx%d->%d k=%dx%d s=%d p=%d acc=%d ep=%d: out[%lld] = %.9g, "
+                     "reference %.9g (tol %g)", nnz_isa_name(nnz_isa_active()), cc->N, cc->H, cc->W, cc->IC, OC,
+                     cc->KH, cc->KW, cc->stride, cc->pad, accumulate, with_ep, (long long)i, out[i], ref[i], tol);
+    }
+    if (memcmp(out, viag, (size_t)(M * OC) * sizeof(float)) != 0)
+        fail_msg("conv_implicit isa=%s N=%d %dx%dx%d->%d k=%dx%d s=%d p=%d acc=%d ep=%d: not bit-identical to "
+                 "im2col + gemm_small", nnz_isa_name(nnz_isa_active()), cc->N, cc->H, cc->W, cc->IC, OC, cc->KH,
+                 cc->KW, cc->stride, cc->pad, accumulate, with_ep);
+    free(inp), free(w), free(out), free(ref), free(viag), free(col), free(sub), free(mul), free(add);
+    free(acol), free(aw), free(S);
+}
+
+static const conv_case cases[] = {
+    /* N  H   W  IC  OC KH KW s  p */
+    {1, 1, 1, 1, 1, 1, 1, 1, 0},      /* one pixel */
+    {2, 5, 7, 3, 5, 3, 3, 1, 1},      /* tiles across rows and images, OC < one vector */
+    {1, 28, 28, 1, 16, 3, 3, 1, 1},   /* a stem */
+    {3, 9, 9, 1, 32, 5, 5, 1, 2},     /* lenet5's conv1 */
+    {2, 14, 14, 24, 24, 3, 3, 1, 1},  /* a merged block, 24 = 16 + 8 lanes */
+    {2, 28, 28, 16, 24, 3, 3, 2, 1},  /* a merged stride-2 block */
+    {1, 7, 7, 32, 64, 3, 3, 1, 1},    /* a merged 32->64 block, 4 vectors */
+    {2, 8, 6, 5, 70, 2, 3, 3, 0},     /* stride 3, no padding, OC past one register tile */
+    {1, 4, 5, 600, 17, 1, 1, 1, 0},   /* IC beyond the zero row: two passes per tap */
+    {1, 3, 3, 600, 9, 3, 3, 2, 2},    /* ... with padding taps on every pixel */
+};
+
+static void cases_isa(nnz_isa isa, void *ctx) {
+    (void)isa, (void)ctx;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const nnz_conv_window g = window(&cases[i]);
+        if (g.OH < 1 || g.OW < 1) continue;
+        for (int acc = 0; acc < 2; acc++)
+            for (int ep = 0; ep < 2; ep++) run_case(&cases[i], acc, ep);
+    }
+}
+
+static void test_conv_implicit_all_isas(void **state) {
+    (void)state;
+    tu_for_each_isa(cases_isa, NULL);
+}
+
+/* The same numbers for any thread count: pixels are blocked by shape only. */
+static void test_conv_implicit_thread_independent(void **state) {
+    (void)state;
+    const conv_case c = {8, 14, 14, 24, 40, 3, 3, 1, 1};
+    const nnz_conv_window g = window(&c);
+    const int K = 9 * c.IC;
+    const int64_t M = (int64_t)c.N * g.OH * g.OW, in_n = (int64_t)c.N * c.H * c.W * c.IC;
+    float *inp = falloc((size_t)in_n), *w = falloc((size_t)K * c.OC), *o1 = falloc((size_t)(M * c.OC)),
+          *o2 = falloc((size_t)(M * c.OC));
+    tu_fill_uniform(inp, in_n, -1, 1, 21);
+    tu_fill_uniform(w, (int64_t)K * c.OC, -1, 1, 22);
+    const int saved = nnz_get_threads();
+    nnz_set_threads(1);
+    nnz_conv_implicit(&g, c.N, c.IC, c.OC, inp, w, false, NULL, o1);
+    nnz_set_threads(2);
+    nnz_conv_implicit(&g, c.N, c.IC, c.OC, inp, w, false, NULL, o2);
+    nnz_set_threads(saved);
+    assert_memory_equal(o1, o2, sizeof(float) * M * c.OC);
+    free(inp), free(w), free(o1), free(o2);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_conv_implicit_all_isas),
+        cmocka_unit_test(test_conv_implicit_thread_independent),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
