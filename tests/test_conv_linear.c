@@ -139,6 +139,22 @@ static void test_conv2d_groups1(void **state) {
     check_conv(2, 3, 5, 3, 3, 3, 1, 2, 1, false);  /* pad 2 > what a 3x3 needs */
 }
 
+/* The implicit-GEMM paths (4+ input channels: the forward; stride 1, pad < k, 4+ output channels:
+ * the data gradient as the turned-window convolution of dout), on every ISA path. */
+static void conv_implicit_isa(nnz_isa isa, void *ctx) {
+    (void)isa, (void)ctx;
+    check_conv(2, 6, 5, 8, 6, 3, 1, 1, 1, true);   /* forward and data gradient */
+    check_conv(1, 7, 6, 5, 7, 5, 1, 2, 1, false);  /* 5x5 pad 2 (lenet5's) */
+    check_conv(2, 5, 6, 4, 4, 3, 1, 0, 1, true);   /* pad 0: the gradient's pad is 2 */
+    check_conv(1, 4, 5, 4, 5, 3, 1, 2, 1, true);   /* pad 2: the gradient's pad is 0 */
+    check_conv(1, 5, 5, 6, 5, 3, 2, 1, 1, true);   /* stride 2: implicit forward, col2im gradient */
+    check_conv(2, 5, 4, 3, 17, 3, 1, 1, 1, false); /* 3 input channels: im2col forward, implicit gradient */
+}
+static void test_conv2d_implicit_every_isa(void **state) {
+    (void)state;
+    tu_for_each_isa(conv_implicit_isa, NULL);
+}
+
 static void test_conv2d_grouped(void **state) {
     (void)state;
     check_conv(2, 5, 7, 6, 4, 3, 1, 1, 2, true);
@@ -290,6 +306,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv_shape_init_rejects),
         cmocka_unit_test(test_conv2d_groups1),
+        cmocka_unit_test(test_conv2d_implicit_every_isa),
         cmocka_unit_test(test_conv2d_grouped),
         cmocka_unit_test(test_conv2d_depthwise),
         cmocka_unit_test(test_conv2d_depthwise_every_isa),

@@ -216,9 +216,20 @@ static bool use_small_gemm(const nnz_conv_shape *s) {
            (int64_t)s->KH * s->KW * s->IC <= SMALL_GEMM_MAX_CH && s->OC <= SMALL_GEMM_MAX_CH;
 }
 
+/* k x k convolutions (groups 1, fp32, dense) reading at least this many channels per tap run the
+ * implicit-GEMM kernel, whatever their K: no im2col buffer, and its tiles beat im2col + OpenBLAS
+ * (1.0-2x, docs/perf-notes.md). Over fewer channels the per-tap pointer walk costs more than
+ * the copy: those keep im2col (+ the small GEMM when K is short). */
+#define IMPLICIT_MIN_IC 4
+
+static bool use_implicit_conv(const nnz_conv_shape *s) {
+    return s->compute == NNZ_F32 && !s->sparse && conv_path_of(s) == CONV_IM2COL && s->IC >= IMPLICIT_MIN_IC &&
+           s->OC <= SMALL_GEMM_MAX_CH;
+}
+
 size_t nnz_conv2d_kernel_weight_floats(const nnz_conv_shape *s) {
     if (conv_path_of(s) == CONV_DEPTHWISE) return (size_t)s->KH * s->KW * s->IC;
-    return use_small_gemm(s) ? (size_t)s->KH * s->KW * s->IC * s->OC : 0;
+    return use_small_gemm(s) || use_implicit_conv(s) ? (size_t)s->KH * s->KW * s->IC * s->OC : 0;
 }
 
 void nnz_conv2d_kernel_weight(const nnz_conv_shape *s, const float *weight, float *out) {
@@ -226,8 +237,8 @@ void nnz_conv2d_kernel_weight(const nnz_conv_shape *s, const float *weight, floa
     else transpose_taps(s->OC, s->KH * s->KW * s->IC, weight, out); /* (OC,K) -> (K,OC) */
 }
 
-/* The small GEMM's (K,OC) weight: the caller's s->kernel_weight, or made into *made (free() it;
- * at most 1 MB). NULL if it could not be allocated: the caller falls back to OpenBLAS. */
+/* The small GEMM's and the implicit conv's (K,OC) weight: the caller's s->kernel_weight, or made
+ * into *made (free() it). NULL if it could not be allocated: the caller falls back to OpenBLAS. */
 static const float *small_gemm_weight(const nnz_conv_shape *s, const float *weight, float **made) {
     *made = NULL;
     if (s->kernel_weight) return s->kernel_weight;
@@ -279,6 +290,15 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
         weight_forward(s, out_rows, s->IC, inp, weight, beta, out);
         return;
     }
+    if (use_implicit_conv(s)) { /* the epilogue fused into its tiles */
+        float *made;
+        const float *wt = small_gemm_weight(s, weight, &made);
+        if (wt) {
+            nnz_conv_implicit(&g, s->N, s->IC, s->OC, inp, wt, beta != 0.0f, ep, out);
+            free(made);
+            return;
+        }
+    }
     const int G = s->groups, ICg = s->IC / G, OCg = s->OC / G, Kg = s->KH * s->KW * ICg;
     const size_t in_img = (size_t)s->H * s->W * s->IC, out_img = (size_t)s->OH * s->OW * s->OC;
     const int chunk = images_per_chunk(s);
@@ -312,6 +332,34 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
         if (ep) epilogue_rows_parallel(M, s->OC, ep, out + n0 * out_img);
     }
     free(made);
+}
+
+/* A stride-1 convolution's data gradient is itself a convolution: of dout, with the window turned
+ * 180 degrees, input and output channels swapped and padding K-1-pad:
+ *   dinp[ih,iw,ic] = sum dout[ih - pad' + u, iw - pad' + v, oc] * W[oc, KH-1-u, KW-1-v, ic],
+ * pad' = K-1-pad. So it runs on the implicit-GEMM kernel, with no dcol buffer and no col2im. */
+static bool use_implicit_dgrad(const nnz_conv_shape *s) {
+    return s->compute == NNZ_F32 && !s->sparse && conv_path_of(s) == CONV_IM2COL && s->stride == 1 &&
+           s->KH == s->KW && s->pad < s->KH && s->OC >= IMPLICIT_MIN_IC && s->IC <= SMALL_GEMM_MAX_CH;
+}
+
+/* dinp (N,H,W,IC) = (accumulate ? dinp : 0) + that convolution; false (nothing written) if the
+ * turned weight could not be allocated */
+static bool implicit_input_grad(const nnz_conv_shape *s, const float *weight, const float *dout, bool accumulate,
+                                float *dinp) {
+    const int K = s->KH, IC = s->IC, OC = s->OC;
+    float *turned = malloc((size_t)K * K * IC * OC * sizeof(float)); /* (K,K,OC) x IC */
+    if (!turned) return false;
+    for (int oc = 0; oc < OC; oc++)
+        for (int u = 0; u < K; u++)
+            for (int v = 0; v < K; v++)
+                memcpy(turned + (((size_t)(K - 1 - u) * K + (K - 1 - v)) * OC + oc) * IC,
+                       weight + (((size_t)oc * K + u) * K + v) * IC, (size_t)IC * sizeof(float));
+    const nnz_conv_window t = {.H = s->OH, .W = s->OW, .KH = K, .KW = K, .stride = 1, .pad = K - 1 - s->pad,
+                               .OH = s->H, .OW = s->W};
+    nnz_conv_implicit(&t, s->N, OC, IC, dout, turned, accumulate, NULL, dinp);
+    free(turned);
+    return true;
 }
 
 void nnz_conv2d_forward(const nnz_conv_shape *s, const float *inp, const float *weight, const float *bias,
@@ -352,6 +400,8 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
     }
     const int G = s->groups, ICg = s->IC / G, OCg = s->OC / G, Kg = s->KH * s->KW * ICg;
     const size_t in_img = (size_t)s->H * s->W * s->IC, out_img = (size_t)s->OH * s->OW * s->OC;
+    if (dinp && use_implicit_dgrad(s) && implicit_input_grad(s, weight, dout, accumulate, dinp))
+        dinp = NULL; /* done: the chunks below make the weight gradient only */
     if (dinp && !accumulate) memset(dinp, 0, (size_t)s->N * in_img * sizeof(float)); /* col2im accumulates */
     const int chunk = images_per_chunk(s);
     if (bf16_im2col(s)) {
