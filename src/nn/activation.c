@@ -22,10 +22,16 @@ void nnz_relu_backward_ex(int64_t n, const float *out, const float *dout, float 
     if (!dinp) return;
     if (accumulate) {
 #pragma omp parallel for simd schedule(static) if (n >= ELTWISE_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) dinp[i] += out[i] > 0.0f ? dout[i] : 0.0f;
+        for (int64_t i = 0; i < n; i++) {
+            const float g = dout[i]; /* loaded unconditionally: the select vectorizes */
+            dinp[i] += out[i] > 0.0f ? g : 0.0f;
+        }
     } else {
 #pragma omp parallel for simd schedule(static) if (n >= ELTWISE_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) dinp[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+        for (int64_t i = 0; i < n; i++) {
+            const float g = dout[i];
+            dinp[i] = out[i] > 0.0f ? g : 0.0f;
+        }
     }
 }
 
@@ -45,10 +51,16 @@ void nnz_relu6_backward_ex(int64_t n, const float *out, const float *dout, float
     if (!dinp) return;
     if (accumulate) {
 #pragma omp parallel for simd schedule(static) if (n >= ELTWISE_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) dinp[i] += (out[i] > 0.0f && out[i] < 6.0f) ? dout[i] : 0.0f;
+        for (int64_t i = 0; i < n; i++) {
+            const float o = out[i], g = dout[i];
+            dinp[i] += (o > 0.0f) & (o < 6.0f) ? g : 0.0f;
+        }
     } else {
 #pragma omp parallel for simd schedule(static) if (n >= ELTWISE_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) dinp[i] = (out[i] > 0.0f && out[i] < 6.0f) ? dout[i] : 0.0f;
+        for (int64_t i = 0; i < n; i++) {
+            const float o = out[i], g = dout[i];
+            dinp[i] = (o > 0.0f) & (o < 6.0f) ? g : 0.0f;
+        }
     }
 }
 

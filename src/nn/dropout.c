@@ -41,5 +41,8 @@ void nnz_dropout_backward(int64_t n, float p, const uint8_t *mask, const float *
     if (!dinp || p >= 1.0f) return;
     const float scale = 1.0f / (1.0f - p);
 #pragma omp parallel for simd schedule(static) if (n >= DROPOUT_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) dinp[i] += mask[i] ? dout[i] * scale : 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        const float g = dout[i] * scale; /* unconditionally: the select vectorizes */
+        dinp[i] += mask[i] ? g : 0.0f;
+    }
 }
