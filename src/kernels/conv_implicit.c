@@ -2,6 +2,7 @@
  * threading, the reference. Contract in kernels.h (nnz_conv_implicit). */
 #include "kernels/kernels.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* Output pixels per OpenMP task: a block of the output that stays in L2 (as nnz_gemm_small) */
@@ -54,4 +55,101 @@ void nnz_conv_implicit(const nnz_conv_window *g, int N, int IC, int OC, const fl
         const int64_t r0 = b * rows, m = pixels - r0 < rows ? pixels - r0 : rows;
         fn(g, IC, inp, r0, (int)m, w, OC, accumulate, ep, out + r0 * OC);
     }
+}
+
+/* ---- the weight gradient ---- */
+
+#define CW_ROWS 256                     /* output pixels per block: as nnz_gemm_small_at's */
+#define CW_SLOTS 16                     /* partials at most: as nnz_gemm_small_at's */
+#define CW_PARTIAL_FLOATS ((size_t)1 << 22) /* all partials together at most (16 MB) */
+
+void nnz_conv_implicit_wgrad_ref(const nnz_conv_window *g, int N, int IC, int OC, const float *inp,
+                                 const float *dout, float *dw) {
+    for (int kh = 0; kh < g->KH; kh++)
+        for (int kw = 0; kw < g->KW; kw++)
+            for (int c = 0; c < IC; c++)
+                for (int o = 0; o < OC; o++) {
+                    double acc = 0.0;
+                    for (int n = 0; n < N; n++)
+                        for (int oh = 0; oh < g->OH; oh++)
+                            for (int ow = 0; ow < g->OW; ow++) {
+                                const int ih = oh * g->stride - g->pad + kh, iw = ow * g->stride - g->pad + kw;
+                                if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) continue;
+                                const int64_t p = ((int64_t)n * g->OH + oh) * g->OW + ow;
+                                acc += (double)inp[(((int64_t)n * g->H + ih) * g->W + iw) * IC + c] *
+                                       (double)dout[p * OC + o];
+                            }
+                    dw[((int64_t)(kh * g->KW + kw) * IC + c) * OC + o] += (float)acc;
+                }
+}
+
+typedef void (*cw_rows_fn)(int, int, int, int, int, const float *, const int64_t *, const float *, int, float *);
+
+/* inp (N,H,W,IC) into xp (N,Hp,Wp,IC): image pixel (h,w) at (h+pad, w+pad), zeros around it; the
+ * padded image may end before the image does (strides that never reach its last rows/columns) */
+static void pad_images(const nnz_conv_window *g, int N, int IC, const float *inp, int Hp, int Wp, float *xp) {
+    const int p = g->pad, lead = p < Wp ? p : Wp, cols = Wp - lead < g->W ? Wp - lead : g->W;
+#pragma omp parallel for schedule(static) if ((int64_t)N * Hp * Wp * IC >= CI_PARALLEL_MIN)
+    for (int64_t row = 0; row < (int64_t)N * Hp; row++) {
+        const int64_t n = row / Hp;
+        const int h = (int)(row % Hp) - p;
+        float *dst = xp + row * Wp * IC;
+        if (h < 0 || h >= g->H) {
+            memset(dst, 0, (size_t)Wp * IC * sizeof(float));
+            continue;
+        }
+        memset(dst, 0, (size_t)lead * IC * sizeof(float));
+        memcpy(dst + (size_t)lead * IC, inp + ((n * g->H + h) * g->W) * IC, (size_t)cols * IC * sizeof(float));
+        memset(dst + (size_t)(lead + cols) * IC, 0, (size_t)(Wp - lead - cols) * IC * sizeof(float));
+    }
+}
+
+bool nnz_conv_implicit_wgrad(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *dout,
+                             float *dw) {
+    cw_rows_fn fn = NULL;
+#if defined(__x86_64__)
+    const nnz_isa isa = nnz_isa_active();
+    if (isa >= NNZ_ISA_AVX512) fn = nnz_gemm_small_conv_wgrad_rows_f32_avx512;
+    else if (isa == NNZ_ISA_AVX2) fn = nnz_gemm_small_conv_wgrad_rows_f32_avx2;
+#endif
+    if (!fn) {
+        nnz_conv_implicit_wgrad_ref(g, N, IC, OC, inp, dout, dw);
+        return true;
+    }
+    const int64_t pixels = (int64_t)N * g->OH * g->OW;
+    if (pixels <= 0) return true;
+    /* padded to cover every window: (O-1)*stride + K rows and columns */
+    const int Hp = (g->OH - 1) * g->stride + g->KH, Wp = (g->OW - 1) * g->stride + g->KW;
+    const size_t kq = (size_t)g->KH * g->KW * IC * OC;
+    const int64_t blocks = (pixels + CW_ROWS - 1) / CW_ROWS;
+    int slots = blocks < CW_SLOTS ? (int)blocks : CW_SLOTS;
+    while (slots > 1 && (size_t)slots * kq > CW_PARTIAL_FLOATS) slots--;
+    float *xp = malloc((size_t)N * Hp * Wp * IC * sizeof(float)), *part = calloc((size_t)slots * kq, sizeof(float));
+    if (!xp || !part) {
+        free(xp), free(part);
+        return false;
+    }
+    pad_images(g, N, IC, inp, Hp, Wp, xp);
+#pragma omp parallel for schedule(static) if (pixels * (int64_t)kq >= CI_PARALLEL_MIN)
+    for (int sl = 0; sl < slots; sl++) {
+        int64_t off[CW_ROWS];
+        const int64_t b0 = blocks * sl / slots, b1 = blocks * (sl + 1) / slots;
+        for (int64_t b = b0; b < b1; b++) {
+            const int64_t r0 = b * CW_ROWS;
+            const int rows = (int)(pixels - r0 < CW_ROWS ? pixels - r0 : CW_ROWS);
+            for (int r = 0; r < rows; r++) {
+                const int64_t p = r0 + r, n = p / ((int64_t)g->OH * g->OW);
+                const int oh = (int)(p / g->OW % g->OH), ow = (int)(p % g->OW);
+                off[r] = ((n * Hp + (int64_t)oh * g->stride) * Wp + (int64_t)ow * g->stride) * IC;
+            }
+            fn(rows, g->KH, g->KW, Wp, IC, xp, off, dout + r0 * OC, OC, part + (size_t)sl * kq);
+        }
+    }
+    for (int sl = 0; sl < slots; sl++) {
+        const float *pp = part + (size_t)sl * kq;
+#pragma omp simd
+        for (size_t i = 0; i < kq; i++) dw[i] += pp[i];
+    }
+    free(xp), free(part);
+    return true;
 }

@@ -190,6 +190,20 @@ void nnz_conv_implicit(const nnz_conv_window *g, int N, int IC, int OC, const fl
                        bool accumulate, const nnz_epilogue *ep, float *out);
 void nnz_conv_implicit_ref(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *w,
                            bool accumulate, const nnz_epilogue *ep, float *out);
+/* The weight gradient: dw (K, OC) += im2col(inp)^T (K, M) * dout (M, OC), M = N*OH*OW, without
+ * the im2col buffer (the input is copied once, zero-padded). Rows go in fixed slices of 256, each
+ * slice group summed into its own partial and the partials added in order (at most 16, fewer
+ * when K*OC is large): the result does not depend on the thread count, and when there are 16
+ * (or as many as blocks) it is bit-identical to nnz_gemm_small_at over the im2col rows. Returns
+ * false (dw untouched) if its scratch could not be allocated. The reference sums in double. */
+bool nnz_conv_implicit_wgrad(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *dout,
+                             float *dw);
+void nnz_conv_implicit_wgrad_ref(const nnz_conv_window *g, int N, int IC, int OC, const float *inp,
+                                 const float *dout, float *dw);
+void nnz_gemm_small_conv_wgrad_rows_f32_avx512(int rows, int KH, int KW, int Wp, int IC, const float *x,
+                                               const int64_t *off, const float *Y, int Q, float *D);
+void nnz_gemm_small_conv_wgrad_rows_f32_avx2(int rows, int KH, int KW, int Wp, int IC, const float *x,
+                                             const int64_t *off, const float *Y, int Q, float *D);
 /* output pixels [pix0, pix0 + rows) into out (rows, OC), single-threaded; via nnz_isa_set */
 void nnz_gemm_small_conv_rows_f32_avx512(const nnz_conv_window *g, int IC, const float *inp, int64_t pix0, int rows,
                                          const float *w, int OC, bool accumulate, const nnz_epilogue *ep, float *out);
