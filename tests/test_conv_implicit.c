@@ -6,8 +6,7 @@
  * over windows 1x1..5x5, stride 1-3, pad 0-2, odd images, 1-600 input channels (more than
  * one pass of the kernel's zero row), output channels with lane tails, tiles that cross
  * rows and images, overwrite (NaN beforehand) and accumulate, with and without the epilogue.
- * The weight gradient likewise (against its reference, and bit for bit against im2col +
- * nnz_gemm_small_at). And the same numbers for 1 and 2 threads. */
+ * The weight gradient against its double reference. And the same numbers for 1 and 2 threads. */
 #include "test_util.h"
 
 #include <math.h>
@@ -112,52 +111,48 @@ static void test_conv_implicit_all_isas(void **state) {
     tu_for_each_isa(cases_isa, NULL);
 }
 
-/* The weight gradient against the double-summing reference (bound: 2(M+1)u sum_r |x_r dout_r|
- * over the M rows, the chains being per slot and then summed) and bit for bit against
- * nnz_gemm_small_at over the im2col rows (the same slots and chains) */
-static void run_wgrad_case(const conv_case *cc, bool bit_identical) {
+/* The weight gradient against the double-summing reference: each element is summed in chains of
+ * 256 rows, + the blocks of its slot, + the slots, so the bound is 2(256 + blocks + 17)u
+ * sum_r |x_r dout_r| (+ |dw| before). (How close the sums stay in practice over 18,432 rows is
+ * test_conv_linear's chunked-batch test: 1e-4 relative between batch 2 and two batch-1 runs.) */
+static void run_wgrad_case(const conv_case *cc) {
     const nnz_conv_window g = window(cc);
     const int K = cc->KH * cc->KW * cc->IC, OC = cc->OC;
     const int64_t M = (int64_t)cc->N * g.OH * g.OW, in_n = (int64_t)cc->N * cc->H * cc->W * cc->IC;
     float *inp = falloc((size_t)in_n), *dout = falloc((size_t)(M * OC)), *col = falloc((size_t)(M * K));
-    float *dw = falloc((size_t)K * OC), *ref = falloc((size_t)K * OC), *viag = falloc((size_t)K * OC);
+    float *dw = falloc((size_t)K * OC), *ref = falloc((size_t)K * OC);
     float *S = falloc((size_t)K * OC), *acol = falloc((size_t)(M * K)), *adout = falloc((size_t)(M * OC));
     tu_fill_uniform(inp, in_n, -1, 1, 31);
     tu_fill_uniform(dout, M * OC, -1, 1, 32);
     tu_fill_uniform(dw, (int64_t)K * OC, -1, 1, 33); /* accumulates onto what is there */
     memcpy(ref, dw, (size_t)K * OC * sizeof(float));
-    memcpy(viag, dw, (size_t)K * OC * sizeof(float));
     assert_true(nnz_conv_implicit_wgrad(&g, cc->N, cc->IC, OC, inp, dout, dw));
     nnz_conv_implicit_wgrad_ref(&g, cc->N, cc->IC, OC, inp, dout, ref);
     nnz_im2col_nhwc(&g, cc->N, cc->IC, 0, cc->IC, inp, col);
-    assert_true(nnz_gemm_small_at(M, K, OC, col, K, dout, OC, viag));
     for (int64_t i = 0; i < M * K; i++) acol[i] = fabsf(col[i]);
     for (int64_t i = 0; i < M * OC; i++) adout[i] = fabsf(dout[i]);
     for (int64_t i = 0; i < (int64_t)K * OC; i++) S[i] = fabsf(ref[i]);
     nnz_sgemm_ref(true, false, K, OC, (int)M, 1.0f, acol, K, adout, OC, 1.0f, S, OC);
     for (int64_t i = 0; i < (int64_t)K * OC; i++) {
-        const double tol = 2.0 * (M + 2) * UNIT_ROUNDOFF * S[i] + 1e-30;
+        const double tol = 2.0 * (256 + (M + 255) / 256 + 17) * UNIT_ROUNDOFF * S[i] + 1e-30;
         if (!(fabs((double)dw[i] - (double)ref[i]) <= tol))
             fail_msg("conv_implicit_wgrad isa=%s N=%d %dx%dx%d->%d k=%dx%d s=%d p=%d: dw[%lld] = %.9g, reference %.9g "
                      "(tol %g)", nnz_isa_name(nnz_isa_active()), cc->N, cc->H, cc->W, cc->IC, OC, cc->KH, cc->KW,
                      cc->stride, cc->pad, (long long)i, dw[i], ref[i], tol);
     }
-    if (bit_identical && memcmp(dw, viag, (size_t)K * OC * sizeof(float)) != 0)
-        fail_msg("conv_implicit_wgrad isa=%s N=%d %dx%dx%d->%d k=%dx%d s=%d p=%d: not bit-identical to im2col + "
-                 "gemm_small_at", nnz_isa_name(nnz_isa_active()), cc->N, cc->H, cc->W, cc->IC, OC, cc->KH, cc->KW,
-                 cc->stride, cc->pad);
-    free(inp), free(dout), free(col), free(dw), free(ref), free(viag), free(S), free(acol), free(adout);
+    free(inp), free(dout), free(col), free(dw), free(ref), free(S), free(acol), free(adout);
 }
 
 static void wgrad_isa(nnz_isa isa, void *ctx) {
     (void)isa, (void)ctx;
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_wgrad_case(&cases[i], true);
-    /* more than 256 rows (several blocks and slots), channels not a multiple of the 4-row tile */
-    const conv_case more[] = {{3, 14, 14, 6, 20, 3, 3, 1, 1}, {2, 9, 11, 7, 33, 5, 5, 2, 2}};
-    for (size_t i = 0; i < sizeof more / sizeof more[0]; i++) run_wgrad_case(&more[i], true);
-    /* K x OC too large for 16 partials: fewer slots, only the reference bound */
-    const conv_case big = {1, 20, 20, 64, 520, 3, 3, 1, 1};
-    run_wgrad_case(&big, false);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_wgrad_case(&cases[i]);
+    const conv_case more[] = {
+        {3, 14, 14, 6, 20, 3, 3, 1, 1},  /* several blocks and slots; channels not a multiple of 4 */
+        {2, 9, 11, 7, 33, 5, 5, 2, 2},
+        {2, 96, 96, 8, 3, 3, 3, 1, 1},   /* 18,432 rows: blocked summation keeps the bound */
+        {1, 20, 20, 64, 520, 3, 3, 1, 1} /* K x OC too large for 16 partials: fewer slots */
+    };
+    for (size_t i = 0; i < sizeof more / sizeof more[0]; i++) run_wgrad_case(&more[i]);
 }
 
 static void test_conv_implicit_wgrad_all_isas(void **state) {

@@ -191,11 +191,11 @@ void nnz_conv_implicit(const nnz_conv_window *g, int N, int IC, int OC, const fl
 void nnz_conv_implicit_ref(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *w,
                            bool accumulate, const nnz_epilogue *ep, float *out);
 /* The weight gradient: dw (K, OC) += im2col(inp)^T (K, M) * dout (M, OC), M = N*OH*OW, without
- * the im2col buffer (the input is copied once, zero-padded). Rows go in fixed slices of 256, each
- * slice group summed into its own partial and the partials added in order (at most 16, fewer
- * when K*OC is large): the result does not depend on the thread count, and when there are 16
- * (or as many as blocks) it is bit-identical to nnz_gemm_small_at over the im2col rows. Returns
- * false (dw untouched) if its scratch could not be allocated. The reference sums in double. */
+ * the im2col buffer (the input is copied once, zero-padded). Rows go in fixed blocks of 256, each
+ * block summed from zero and added to its slot's partial, the partials (at most 16, fewer when
+ * K*OC is large) added in order: the result does not depend on the thread count, and each
+ * element's rounding is that of chains of 256 + blocks/slot + slots terms. Returns false (dw
+ * untouched) if its scratch could not be allocated. The reference sums in double. */
 bool nnz_conv_implicit_wgrad(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *dout,
                              float *dw);
 void nnz_conv_implicit_wgrad_ref(const nnz_conv_window *g, int N, int IC, int OC, const float *inp,

@@ -362,6 +362,25 @@ static bool implicit_input_grad(const nnz_conv_shape *s, const float *weight, co
     return true;
 }
 
+/* The weight gradient (groups 1, fp32, dense, not the plain 1x1 GEMM) on the implicit kernel, no
+ * im2col buffer: dweight (OC,K) += its (K,OC) result transposed. False (nothing done) when it does
+ * not apply or its scratch could not be allocated. */
+static bool implicit_weight_grad(const nnz_conv_shape *s, const float *inp, const float *dout, float *dweight) {
+    if (s->compute != NNZ_F32 || s->sparse || conv_path_of(s) != CONV_IM2COL || s->OC > SMALL_GEMM_MAX_CH)
+        return false;
+    const int K = s->KH * s->KW * s->IC, OC = s->OC;
+    float *dw_t = calloc((size_t)K * OC, sizeof(float));
+    const nnz_conv_window g = window_of(s);
+    if (!dw_t || !nnz_conv_implicit_wgrad(&g, s->N, s->IC, OC, inp, dout, dw_t)) {
+        free(dw_t);
+        return false;
+    }
+    for (int o = 0; o < OC; o++)
+        for (int k = 0; k < K; k++) dweight[(size_t)o * K + k] += dw_t[(size_t)k * OC + o];
+    free(dw_t);
+    return true;
+}
+
 void nnz_conv2d_forward(const nnz_conv_shape *s, const float *inp, const float *weight, const float *bias,
                         float *out, float *scratch) {
     nnz_conv2d_forward_ep(s, inp, weight, bias, NULL, out, scratch);
@@ -402,6 +421,8 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
     const size_t in_img = (size_t)s->H * s->W * s->IC, out_img = (size_t)s->OH * s->OW * s->OC;
     if (dinp && use_implicit_dgrad(s) && implicit_input_grad(s, weight, dout, accumulate, dinp))
         dinp = NULL; /* done: the chunks below make the weight gradient only */
+    const bool wgrad_done = implicit_weight_grad(s, inp, dout, dweight);
+    if (wgrad_done && !dinp) return;
     if (dinp && !accumulate) memset(dinp, 0, (size_t)s->N * in_img * sizeof(float)); /* col2im accumulates */
     const int chunk = images_per_chunk(s);
     if (bf16_im2col(s)) {
@@ -431,7 +452,8 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
             float *dw_g = dweight + (size_t)gi * OCg * Kg;
             /* dweight_g (OCg,Kg) += dout_g^T (OCg,M) * col (M,Kg) */
             nnz_im2col_nhwc(&g, B, s->IC, gi * ICg, ICg, inp + n0 * in_img, scratch);
-            if (G == 1) weight_grad(s, M, Kg, dout_c, scratch, dw_g);
+            if (wgrad_done) {} /* the im2col for the data gradient below */
+            else if (G == 1) weight_grad(s, M, Kg, dout_c, scratch, dw_g);
             else nnz_gemm(s->compute, true, false, OCg, Kg, M, 1.0f, dout_c + (size_t)gi * OCg, s->OC, scratch, Kg, 1.0f,
                           dw_g, Kg);
             if (!dinp) continue;
