@@ -65,9 +65,10 @@ static void conv_case_run(const conv_case *cc, uint64_t seed) {
     const bool depthwise = s.groups == s.IC && s.groups == s.OC;
     nnz_conv_shape s16 = s;
     s16.compute = NNZ_BF16;
-    /* the bf16 shape's scratch (it also holds bf16 weights and output gradients) covers the fp32 one's */
-    assert_true(nnz_conv2d_scratch_floats(&s16) >= nnz_conv2d_scratch_floats(&s));
-    float *scratch = falloc(nnz_conv2d_scratch_floats(&s16));
+    /* one scratch for both runs: bf16's holds bf16 weights and output gradients, fp32's the
+     * implicit-GEMM gradients' padded images */
+    const size_t sf16 = nnz_conv2d_scratch_floats(&s16), sf32 = nnz_conv2d_scratch_floats(&s);
+    float *scratch = falloc(sf16 > sf32 ? sf16 : sf32);
 
     /* forward: the chain is the reduction (K = k*k*IC/groups products) plus the bias */
     float *out16 = falloc(no), *out_r = falloc(no), *out_raw = falloc(no), *S = falloc(no);

@@ -126,7 +126,9 @@ static void run_wgrad_case(const conv_case *cc) {
     tu_fill_uniform(dout, M * OC, -1, 1, 32);
     tu_fill_uniform(dw, (int64_t)K * OC, -1, 1, 33); /* accumulates onto what is there */
     memcpy(ref, dw, (size_t)K * OC * sizeof(float));
-    assert_true(nnz_conv_implicit_wgrad(&g, cc->N, cc->IC, OC, inp, dout, dw));
+    float *scratch = falloc(nnz_conv_implicit_wgrad_scratch_floats(&g, cc->N, cc->IC, OC));
+    nnz_conv_implicit_wgrad(&g, cc->N, cc->IC, OC, inp, dout, dw, scratch);
+    free(scratch);
     nnz_conv_implicit_wgrad_ref(&g, cc->N, cc->IC, OC, inp, dout, ref);
     nnz_im2col_nhwc(&g, cc->N, cc->IC, 0, cc->IC, inp, col);
     for (int64_t i = 0; i < M * K; i++) acol[i] = fabsf(col[i]);
@@ -180,10 +182,12 @@ static void test_conv_implicit_thread_independent(void **state) {
     float *d1 = calloc((size_t)K * c.OC, sizeof(float)), *d2 = calloc((size_t)K * c.OC, sizeof(float));
     assert_non_null(d1);
     assert_non_null(d2);
+    float *scratch = falloc(nnz_conv_implicit_wgrad_scratch_floats(&g, c.N, c.IC, c.OC));
     nnz_set_threads(1);
-    assert_true(nnz_conv_implicit_wgrad(&g, c.N, c.IC, c.OC, inp, o1, d1));
+    nnz_conv_implicit_wgrad(&g, c.N, c.IC, c.OC, inp, o1, d1, scratch);
     nnz_set_threads(2);
-    assert_true(nnz_conv_implicit_wgrad(&g, c.N, c.IC, c.OC, inp, o1, d2));
+    nnz_conv_implicit_wgrad(&g, c.N, c.IC, c.OC, inp, o1, d2, scratch);
+    free(scratch);
     nnz_set_threads(saved);
     assert_memory_equal(d1, d2, sizeof(float) * K * c.OC);
     free(d1), free(d2);

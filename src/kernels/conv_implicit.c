@@ -2,7 +2,6 @@
  * threading, the reference. Contract in kernels.h (nnz_conv_implicit). */
 #include "kernels/kernels.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 /* Output pixels per OpenMP task: a block of the output that stays in L2 (as nnz_gemm_small) */
@@ -61,7 +60,7 @@ void nnz_conv_implicit(const nnz_conv_window *g, int N, int IC, int OC, const fl
 
 #define CW_ROWS 256                     /* output pixels per block: as nnz_gemm_small_at's */
 #define CW_SLOTS 16                     /* partials at most: as nnz_gemm_small_at's */
-#define CW_PARTIAL_FLOATS ((size_t)1 << 22) /* all partials together at most (16 MB) */
+#define CW_PARTIAL_FLOATS ((size_t)1 << 21) /* all partials together at most (8 MB) */
 
 void nnz_conv_implicit_wgrad_ref(const nnz_conv_window *g, int N, int IC, int OC, const float *inp,
                                  const float *dout, float *dw) {
@@ -104,8 +103,30 @@ static void pad_images(const nnz_conv_window *g, int N, int IC, const float *inp
     }
 }
 
-bool nnz_conv_implicit_wgrad(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *dout,
-                             float *dw) {
+/* the padded images' size: (O-1)*stride + K rows and columns cover every window */
+static void padded_size(const nnz_conv_window *g, int *Hp, int *Wp) {
+    *Hp = (g->OH - 1) * g->stride + g->KH;
+    *Wp = (g->OW - 1) * g->stride + g->KW;
+}
+
+static int wgrad_slots(const nnz_conv_window *g, int N, int IC, int OC) {
+    const int64_t pixels = (int64_t)N * g->OH * g->OW, blocks = (pixels + CW_ROWS - 1) / CW_ROWS;
+    const size_t kq = (size_t)g->KH * g->KW * IC * OC;
+    int slots = blocks < CW_SLOTS ? (int)blocks : CW_SLOTS;
+    while (slots > 1 && (size_t)slots * kq > CW_PARTIAL_FLOATS) slots--;
+    return slots;
+}
+
+static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+size_t nnz_conv_implicit_wgrad_scratch_floats(const nnz_conv_window *g, int N, int IC, int OC) {
+    int Hp, Wp;
+    padded_size(g, &Hp, &Wp);
+    return round16((size_t)N * Hp * Wp * IC) + (size_t)wgrad_slots(g, N, IC, OC) * g->KH * g->KW * IC * OC;
+}
+
+void nnz_conv_implicit_wgrad(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *dout,
+                             float *dw, float *scratch) {
     cw_rows_fn fn = NULL;
 #if defined(__x86_64__)
     const nnz_isa isa = nnz_isa_active();
@@ -114,21 +135,17 @@ bool nnz_conv_implicit_wgrad(const nnz_conv_window *g, int N, int IC, int OC, co
 #endif
     if (!fn) {
         nnz_conv_implicit_wgrad_ref(g, N, IC, OC, inp, dout, dw);
-        return true;
+        return;
     }
     const int64_t pixels = (int64_t)N * g->OH * g->OW;
-    if (pixels <= 0) return true;
-    /* padded to cover every window: (O-1)*stride + K rows and columns */
-    const int Hp = (g->OH - 1) * g->stride + g->KH, Wp = (g->OW - 1) * g->stride + g->KW;
+    if (pixels <= 0) return;
+    int Hp, Wp;
+    padded_size(g, &Hp, &Wp);
     const size_t kq = (size_t)g->KH * g->KW * IC * OC;
     const int64_t blocks = (pixels + CW_ROWS - 1) / CW_ROWS;
-    int slots = blocks < CW_SLOTS ? (int)blocks : CW_SLOTS;
-    while (slots > 1 && (size_t)slots * kq > CW_PARTIAL_FLOATS) slots--;
-    float *xp = malloc((size_t)N * Hp * Wp * IC * sizeof(float)), *part = calloc((size_t)slots * kq, sizeof(float));
-    if (!xp || !part) {
-        free(xp), free(part);
-        return false;
-    }
+    const int slots = wgrad_slots(g, N, IC, OC);
+    float *xp = scratch, *part = scratch + round16((size_t)N * Hp * Wp * IC);
+    memset(part, 0, (size_t)slots * kq * sizeof(float));
     pad_images(g, N, IC, inp, Hp, Wp, xp);
 #pragma omp parallel for schedule(static) if (pixels * (int64_t)kq >= CI_PARALLEL_MIN)
     for (int sl = 0; sl < slots; sl++) {
@@ -150,6 +167,4 @@ bool nnz_conv_implicit_wgrad(const nnz_conv_window *g, int N, int IC, int OC, co
 #pragma omp simd
         for (size_t i = 0; i < kq; i++) dw[i] += pp[i];
     }
-    free(xp), free(part);
-    return true;
 }

@@ -191,13 +191,15 @@ void nnz_conv_implicit(const nnz_conv_window *g, int N, int IC, int OC, const fl
 void nnz_conv_implicit_ref(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *w,
                            bool accumulate, const nnz_epilogue *ep, float *out);
 /* The weight gradient: dw (K, OC) += im2col(inp)^T (K, M) * dout (M, OC), M = N*OH*OW, without
- * the im2col buffer (the input is copied once, zero-padded). Rows go in fixed blocks of 256, each
- * block summed from zero and added to its slot's partial, the partials (at most 16, fewer when
- * K*OC is large) added in order: the result does not depend on the thread count, and each
- * element's rounding is that of chains of 256 + blocks/slot + slots terms. Returns false (dw
- * untouched) if its scratch could not be allocated. The reference sums in double. */
-bool nnz_conv_implicit_wgrad(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *dout,
-                             float *dw);
+ * the im2col buffer (the input is copied once into scratch, zero-padded). Rows go in fixed blocks
+ * of 256, each block summed from zero and added to its slot's partial, the partials (at most 16,
+ * fewer when K*OC is large) added in order: the result does not depend on the thread count, and
+ * each element's rounding is that of chains of 256 + blocks/slot + slots terms. scratch: at least
+ * nnz_conv_implicit_wgrad_scratch_floats(g, N, IC, OC) floats (it allocates nothing).
+ * The reference sums in double (and ignores scratch). */
+size_t nnz_conv_implicit_wgrad_scratch_floats(const nnz_conv_window *g, int N, int IC, int OC);
+void nnz_conv_implicit_wgrad(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *dout,
+                             float *dw, float *scratch);
 void nnz_conv_implicit_wgrad_ref(const nnz_conv_window *g, int N, int IC, int OC, const float *inp,
                                  const float *dout, float *dw);
 void nnz_gemm_small_conv_wgrad_rows_f32_avx512(int rows, int KH, int KW, int Wp, int IC, const float *x,

@@ -54,6 +54,59 @@ static nnz_conv_window window_of(const nnz_conv_shape *s) {
                              .OH = s->OH, .OW = s->OW};
 }
 
+/* Convolutions (groups 1) whose GEMM rows are this short (K = KH*KW*IC: 1x1 convs up to 512
+ * channels, stems over 1-3 channels, lenet5's first conv) go to nnz_gemm_small (no packing)
+ * instead of OpenBLAS */
+#define SMALL_GEMM_MAX_CH 512
+
+/* (fp32 only: the small GEMM has no bf16 variant) */
+static bool use_small_gemm(const nnz_conv_shape *s) {
+    return s->compute == NNZ_F32 && !s->sparse && s->groups == 1 &&
+           (int64_t)s->KH * s->KW * s->IC <= SMALL_GEMM_MAX_CH && s->OC <= SMALL_GEMM_MAX_CH;
+}
+
+/* k x k convolutions (groups 1, fp32, dense) reading at least this many channels per tap run the
+ * implicit-GEMM kernel, whatever their K: no im2col buffer, and its tiles beat im2col + OpenBLAS
+ * (1.0-2x, docs/perf-notes.md). Over fewer channels the per-tap pointer walk costs more than
+ * the copy: those keep im2col (+ the small GEMM when K is short). */
+#define IMPLICIT_MIN_IC 4
+
+static bool use_implicit_conv(const nnz_conv_shape *s) {
+    return s->compute == NNZ_F32 && !s->sparse && conv_path_of(s) == CONV_IM2COL && s->IC >= IMPLICIT_MIN_IC &&
+           s->OC <= SMALL_GEMM_MAX_CH;
+}
+
+/* A stride-1 convolution's data gradient is itself a convolution: of dout, with the window turned
+ * 180 degrees, input and output channels swapped and padding K-1-pad:
+ *   dinp[ih,iw,ic] = sum dout[ih - pad' + u, iw - pad' + v, oc] * W[oc, KH-1-u, KW-1-v, ic],
+ * pad' = K-1-pad. So it runs on the implicit-GEMM kernel, with no dcol buffer and no col2im. */
+static bool use_implicit_dgrad(const nnz_conv_shape *s) {
+    return s->compute == NNZ_F32 && !s->sparse && conv_path_of(s) == CONV_IM2COL && s->stride == 1 &&
+           s->KH == s->KW && s->pad < s->KH && s->OC >= IMPLICIT_MIN_IC && s->IC <= SMALL_GEMM_MAX_CH;
+}
+
+/* The weight gradient of every k x k convolution (groups 1, fp32, dense) runs on
+ * nnz_conv_implicit_wgrad (1.0-1.55x im2col + OpenBLAS, none slower), in chunks of images whose
+ * zero-padded copy stays within CONV_SCRATCH_TARGET floats. */
+static bool use_implicit_wgrad(const nnz_conv_shape *s) {
+    return s->compute == NNZ_F32 && !s->sparse && conv_path_of(s) == CONV_IM2COL && s->OC <= SMALL_GEMM_MAX_CH;
+}
+
+static int wgrad_images_per_chunk(const nnz_conv_shape *s) {
+    const size_t per = (size_t)((s->OH - 1) * s->stride + s->KH) * ((s->OW - 1) * s->stride + s->KW) * s->IC;
+    const size_t b = per ? CONV_SCRATCH_TARGET / per : (size_t)s->N;
+    return b < 1 ? 1 : b > (size_t)s->N ? s->N : (int)b;
+}
+
+/* The implicit gradients' scratch: the turned weight (data gradient) or the (K,OC) weight gradient,
+ * then the wgrad kernel's padded images and partials for one chunk. 0 when neither applies. */
+static size_t implicit_grad_scratch_floats(const nnz_conv_shape *s) {
+    const size_t kq = ((size_t)s->KH * s->KW * s->IC * s->OC + 15) & ~(size_t)15;
+    if (!use_implicit_wgrad(s)) return use_implicit_dgrad(s) ? kq : 0;
+    const nnz_conv_window g = window_of(s);
+    return kq + nnz_conv_implicit_wgrad_scratch_floats(&g, wgrad_images_per_chunk(s), s->IC, s->OC);
+}
+
 /* floats of one image's im2col rows for one group */
 static size_t col_floats_per_image(const nnz_conv_shape *s) {
     return (size_t)s->OH * s->OW * s->KH * s->KW * (s->IC / s->groups);
@@ -107,7 +160,8 @@ size_t nnz_conv2d_scratch_floats(const nnz_conv_shape *s) {
     case CONV_IM2COL:
     case CONV_GROUPED: break;
     }
-    return col_region_floats(s) + bf16_extra_floats(s);
+    const size_t col = col_region_floats(s) + bf16_extra_floats(s), implicit = implicit_grad_scratch_floats(s);
+    return col > implicit ? col : implicit; /* used one after the other */
 }
 
 /* ---- the three products of a groups == 1 convolution, dense (nnz_gemm) or sparse ----
@@ -203,28 +257,6 @@ static void gemm_1x1_ep(const nnz_conv_shape *s, int64_t M, const float *inp, co
         nnz_gemm(s->compute, false, true, (int)m, OC, IC, 1.0f, inp + r0 * IC, IC, weight, IC, bias ? 1.0f : 0.0f, o, OC);
         nnz_epilogue_apply(m, OC, ep, o);
     }
-}
-
-/* Convolutions (groups 1) whose GEMM rows are this short (K = KH*KW*IC: 1x1 convs up to 512
- * channels, stems over 1-3 channels, lenet5's first conv) go to nnz_gemm_small (no packing)
- * instead of OpenBLAS */
-#define SMALL_GEMM_MAX_CH 512
-
-/* (fp32 only: the small GEMM has no bf16 variant) */
-static bool use_small_gemm(const nnz_conv_shape *s) {
-    return s->compute == NNZ_F32 && !s->sparse && s->groups == 1 &&
-           (int64_t)s->KH * s->KW * s->IC <= SMALL_GEMM_MAX_CH && s->OC <= SMALL_GEMM_MAX_CH;
-}
-
-/* k x k convolutions (groups 1, fp32, dense) reading at least this many channels per tap run the
- * implicit-GEMM kernel, whatever their K: no im2col buffer, and its tiles beat im2col + OpenBLAS
- * (1.0-2x, docs/perf-notes.md). Over fewer channels the per-tap pointer walk costs more than
- * the copy: those keep im2col (+ the small GEMM when K is short). */
-#define IMPLICIT_MIN_IC 4
-
-static bool use_implicit_conv(const nnz_conv_shape *s) {
-    return s->compute == NNZ_F32 && !s->sparse && conv_path_of(s) == CONV_IM2COL && s->IC >= IMPLICIT_MIN_IC &&
-           s->OC <= SMALL_GEMM_MAX_CH;
 }
 
 size_t nnz_conv2d_kernel_weight_floats(const nnz_conv_shape *s) {
@@ -334,22 +366,11 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
     free(made);
 }
 
-/* A stride-1 convolution's data gradient is itself a convolution: of dout, with the window turned
- * 180 degrees, input and output channels swapped and padding K-1-pad:
- *   dinp[ih,iw,ic] = sum dout[ih - pad' + u, iw - pad' + v, oc] * W[oc, KH-1-u, KW-1-v, ic],
- * pad' = K-1-pad. So it runs on the implicit-GEMM kernel, with no dcol buffer and no col2im. */
-static bool use_implicit_dgrad(const nnz_conv_shape *s) {
-    return s->compute == NNZ_F32 && !s->sparse && conv_path_of(s) == CONV_IM2COL && s->stride == 1 &&
-           s->KH == s->KW && s->pad < s->KH && s->OC >= IMPLICIT_MIN_IC && s->IC <= SMALL_GEMM_MAX_CH;
-}
-
-/* dinp (N,H,W,IC) = (accumulate ? dinp : 0) + that convolution; false (nothing written) if the
- * turned weight could not be allocated */
-static bool implicit_input_grad(const nnz_conv_shape *s, const float *weight, const float *dout, bool accumulate,
-                                float *dinp) {
+/* dinp (N,H,W,IC) = (accumulate ? dinp : 0) + that convolution; the turned weight in scratch */
+static void implicit_input_grad(const nnz_conv_shape *s, const float *weight, const float *dout, bool accumulate,
+                                float *dinp, float *scratch) {
     const int K = s->KH, IC = s->IC, OC = s->OC;
-    float *turned = malloc((size_t)K * K * IC * OC * sizeof(float)); /* (K,K,OC) x IC */
-    if (!turned) return false;
+    float *turned = scratch; /* (K,K,OC) x IC */
     for (int oc = 0; oc < OC; oc++)
         for (int u = 0; u < K; u++)
             for (int v = 0; v < K; v++)
@@ -358,27 +379,22 @@ static bool implicit_input_grad(const nnz_conv_shape *s, const float *weight, co
     const nnz_conv_window t = {.H = s->OH, .W = s->OW, .KH = K, .KW = K, .stride = 1, .pad = K - 1 - s->pad,
                                .OH = s->H, .OW = s->W};
     nnz_conv_implicit(&t, s->N, OC, IC, dout, turned, accumulate, NULL, dinp);
-    free(turned);
-    return true;
 }
 
-/* The weight gradient (groups 1, fp32, dense, not the plain 1x1 GEMM) on the implicit kernel, no
- * im2col buffer: dweight (OC,K) += its (K,OC) result transposed. False (nothing done) when it does
- * not apply or its scratch could not be allocated. */
-static bool implicit_weight_grad(const nnz_conv_shape *s, const float *inp, const float *dout, float *dweight) {
-    if (s->compute != NNZ_F32 || s->sparse || conv_path_of(s) != CONV_IM2COL || s->OC > SMALL_GEMM_MAX_CH)
-        return false;
-    const int K = s->KH * s->KW * s->IC, OC = s->OC;
-    float *dw_t = calloc((size_t)K * OC, sizeof(float));
+/* dweight (OC,K) += the implicit kernel's (K,OC) weight gradient, transposed; all in scratch */
+static void implicit_weight_grad(const nnz_conv_shape *s, const float *inp, const float *dout, float *dweight,
+                                 float *scratch) {
+    const int K = s->KH * s->KW * s->IC, OC = s->OC, chunk = wgrad_images_per_chunk(s);
     const nnz_conv_window g = window_of(s);
-    if (!dw_t || !nnz_conv_implicit_wgrad(&g, s->N, s->IC, OC, inp, dout, dw_t)) {
-        free(dw_t);
-        return false;
+    const size_t in_img = (size_t)s->H * s->W * s->IC, out_img = (size_t)s->OH * s->OW * OC;
+    float *dw_t = scratch, *work = scratch + (((size_t)K * OC + 15) & ~(size_t)15);
+    memset(dw_t, 0, (size_t)K * OC * sizeof(float));
+    for (int n0 = 0; n0 < s->N; n0 += chunk) {
+        const int B = s->N - n0 < chunk ? s->N - n0 : chunk;
+        nnz_conv_implicit_wgrad(&g, B, s->IC, OC, inp + n0 * in_img, dout + n0 * out_img, dw_t, work);
     }
     for (int o = 0; o < OC; o++)
         for (int k = 0; k < K; k++) dweight[(size_t)o * K + k] += dw_t[(size_t)k * OC + o];
-    free(dw_t);
-    return true;
 }
 
 void nnz_conv2d_forward(const nnz_conv_shape *s, const float *inp, const float *weight, const float *bias,
@@ -419,9 +435,12 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
     }
     const int G = s->groups, ICg = s->IC / G, OCg = s->OC / G, Kg = s->KH * s->KW * ICg;
     const size_t in_img = (size_t)s->H * s->W * s->IC, out_img = (size_t)s->OH * s->OW * s->OC;
-    if (dinp && use_implicit_dgrad(s) && implicit_input_grad(s, weight, dout, accumulate, dinp))
+    if (dinp && use_implicit_dgrad(s)) {
+        implicit_input_grad(s, weight, dout, accumulate, dinp, scratch);
         dinp = NULL; /* done: the chunks below make the weight gradient only */
-    const bool wgrad_done = implicit_weight_grad(s, inp, dout, dweight);
+    }
+    const bool wgrad_done = use_implicit_wgrad(s);
+    if (wgrad_done) implicit_weight_grad(s, inp, dout, dweight, scratch);
     if (wgrad_done && !dinp) return;
     if (dinp && !accumulate) memset(dinp, 0, (size_t)s->N * in_img * sizeof(float)); /* col2im accumulates */
     const int chunk = images_per_chunk(s);

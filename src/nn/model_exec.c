@@ -203,16 +203,23 @@ static int eval_chunk_limit(const nnz_model *m, int batch) {
     return chunk < batch ? (int)chunk : batch;
 }
 
-/* The conv scratch a batch of `chunk` images needs (the most over the convs): the shared
- * training scratch at the batch, or one eval chunk's. */
+/* The conv scratch a batch of `chunk` images needs (the most over the convs, at either precision
+ * and run sparse or dense: nnz_model_set_precision and the sparse plan may switch them without a
+ * new reserve, and fp32's implicit-GEMM gradients and bf16's converted operands each may need the
+ * most): the shared training scratch at the batch, or one eval chunk's. */
 static size_t scratch_floats(const nnz_model *m, int chunk) {
     size_t most = 0;
     for (int i = 0; i < m->n_nodes; i++) {
         if (m->nodes[i].op != NNZ_OP_CONV2D) continue;
         nnz_conv_shape s;
         fill_conv_shape(m, &m->nodes[i], chunk, &s);
-        size_t f = nnz_conv2d_scratch_floats(&s);
-        if (f > most) most = f;
+        nnz_sparse_weight *const sparse = s.sparse;
+        for (int p = 0; p < 4; p++) { /* and run sparse or dense: the plan may change too */
+            s.compute = p & 1 ? NNZ_BF16 : NNZ_F32;
+            s.sparse = p & 2 ? NULL : sparse;
+            const size_t f = nnz_conv2d_scratch_floats(&s);
+            if (f > most) most = f;
+        }
     }
     return most;
 }
