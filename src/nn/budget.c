@@ -64,7 +64,7 @@ static size_t operand_copy_bytes(const nnz_model *m, int first, int last, int ba
             nnz_conv_shape s;
             if (nnz_conv_shape_init(&s, 1, n->in_h, n->in_w, n->in_c, n->out_ch, n->k, n->k, n->stride, n->pad,
                                     n->groups) == NNZ_OK)
-                b = nnz_conv2d_scratch_floats(&s) * sizeof(float);
+                b = nnz_conv2d_forward_scratch_floats(&s) * sizeof(float);
         } else if (n->op == NNZ_OP_LINEAR) {
             b = (size_t)batch * n->in_h * n->in_w * n->in_c * sizeof(float);
         }

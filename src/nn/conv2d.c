@@ -164,6 +164,14 @@ size_t nnz_conv2d_scratch_floats(const nnz_conv_shape *s) {
     return col > implicit ? col : implicit; /* used one after the other */
 }
 
+size_t nnz_conv2d_forward_scratch_floats(const nnz_conv_shape *s) {
+    /* the implicit forward needs no im2col buffer, only room for its (K,OC) weight when the
+     * caller has no kernel-layout copy */
+    if (use_implicit_conv(s)) return (size_t)s->KH * s->KW * s->IC * s->OC;
+    if (conv_path_of(s) == CONV_DEPTHWISE) return (size_t)s->KH * s->KW * s->IC;
+    return nnz_conv2d_scratch_floats(s);
+}
+
 /* ---- the three products of a groups == 1 convolution, dense (nnz_gemm) or sparse ----
  * weight (OC,K) row-major, K = KH*KW*IC. A sparse kernel that cannot get its scratch falls back
  * to the dense GEMM, which gives the same products: the dense weight holds the zeros. */
@@ -322,14 +330,14 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
         weight_forward(s, out_rows, s->IC, inp, weight, beta, out);
         return;
     }
-    if (use_implicit_conv(s)) { /* the epilogue fused into its tiles */
-        float *made;
-        const float *wt = small_gemm_weight(s, weight, &made);
-        if (wt) {
-            nnz_conv_implicit(&g, s->N, s->IC, s->OC, inp, wt, beta != 0.0f, ep, out);
-            free(made);
-            return;
+    if (use_implicit_conv(s)) { /* the epilogue fused into its tiles; no im2col, so scratch holds the weight */
+        const float *wt = s->kernel_weight;
+        if (!wt) {
+            nnz_conv2d_kernel_weight(s, weight, scratch);
+            wt = scratch;
         }
+        nnz_conv_implicit(&g, s->N, s->IC, s->OC, inp, wt, beta != 0.0f, ep, out);
+        return;
     }
     const int G = s->groups, ICg = s->IC / G, OCg = s->OC / G, Kg = s->KH * s->KW * ICg;
     const size_t in_img = (size_t)s->H * s->W * s->IC, out_img = (size_t)s->OH * s->OW * s->OC;

@@ -207,7 +207,7 @@ static int eval_chunk_limit(const nnz_model *m, int batch) {
  * and run sparse or dense: nnz_model_set_precision and the sparse plan may switch them without a
  * new reserve, and fp32's implicit-GEMM gradients and bf16's converted operands each may need the
  * most): the shared training scratch at the batch, or one eval chunk's. */
-static size_t scratch_floats(const nnz_model *m, int chunk) {
+static size_t scratch_floats(const nnz_model *m, int chunk, bool backward) {
     size_t most = 0;
     for (int i = 0; i < m->n_nodes; i++) {
         if (m->nodes[i].op != NNZ_OP_CONV2D) continue;
@@ -217,7 +217,7 @@ static size_t scratch_floats(const nnz_model *m, int chunk) {
         for (int p = 0; p < 4; p++) { /* and run sparse or dense: the plan may change too */
             s.compute = p & 1 ? NNZ_BF16 : NNZ_F32;
             s.sparse = p & 2 ? NULL : sparse;
-            const size_t f = nnz_conv2d_scratch_floats(&s);
+            const size_t f = backward ? nnz_conv2d_scratch_floats(&s) : nnz_conv2d_forward_scratch_floats(&s);
             if (f > most) most = f;
         }
     }
@@ -227,8 +227,8 @@ static size_t scratch_floats(const nnz_model *m, int chunk) {
 /* The arena bytes of the scratch reserve_buffers allocates for `batch`: the shared conv scratch
  * and the per-thread eval scratch (neither is linear in the batch: convs work in chunks). */
 static size_t scratch_bytes(const nnz_model *m, int batch) {
-    size_t train = scratch_floats(m, batch) * sizeof(float);
-    size_t f = (scratch_floats(m, eval_chunk_limit(m, batch)) + 15) & ~(size_t)15;
+    size_t train = scratch_floats(m, batch, true) * sizeof(float);
+    size_t f = (scratch_floats(m, eval_chunk_limit(m, batch), false) + 15) & ~(size_t)15;
     size_t eval = f * (size_t)nnz_threads() * sizeof(float);
     return ((train + 63) & ~(size_t)63) + ((eval + 63) & ~(size_t)63);
 }
@@ -247,7 +247,7 @@ static nnz_status reserve_buffers(nnz_model *m, int batch) {
         if (n->input >= 0) consumers[n->input]++;
         if (n->op == NNZ_OP_ADD && n->skip >= 0) consumers[n->skip]++;
     }
-    const size_t scratch = scratch_floats(m, batch);
+    const size_t scratch = scratch_floats(m, batch, true);
     for (int i = 0; i < nn; i++) {
         const nnz_node *n = &m->nodes[i];
         int64_t numel = (int64_t)batch * node_numel(n);
@@ -278,7 +278,7 @@ static nnz_status reserve_buffers(nnz_model *m, int batch) {
     }
     /* Eval runs chunks of at most eval_chunk_max images on each thread, each with its own scratch. */
     m->eval_chunk_max = eval_chunk_limit(m, batch);
-    size_t chunk_scratch = scratch_floats(m, m->eval_chunk_max);
+    size_t chunk_scratch = scratch_floats(m, m->eval_chunk_max, false); /* eval runs forwards only */
     m->eval_scratch_slots = nnz_threads();
     m->eval_scratch_floats = (chunk_scratch + 15) & ~(size_t)15;
     if (chunk_scratch) {
@@ -379,7 +379,9 @@ nnz_status nnz_model_activation_bytes(nnz_model *m, int batch, size_t *bytes) {
 
 void nnz_model_set_activation_limit(nnz_model *m, size_t bytes) { m->act_arena.limit = bytes; }
 
-size_t nnz_model_conv_scratch_bytes(const nnz_model *m, int batch) { return scratch_floats(m, batch) * sizeof(float); }
+size_t nnz_model_conv_scratch_bytes(const nnz_model *m, int batch) {
+    return scratch_floats(m, batch, true) * sizeof(float);
+}
 
 static const float *node_input(const nnz_model *m, int idx, const float *x) { return idx < 0 ? x : m->act[idx]; }
 

@@ -63,8 +63,10 @@ typedef struct {
 /* Fills OH/OW; INVALID_ARG if channels are not divisible by groups or the output would be empty. */
 nnz_status nnz_conv_shape_init(nnz_conv_shape *s, int N, int H, int W, int IC, int OC, int KH, int KW,
                                int stride, int pad, int groups);
-/* Floats of scratch the conv needs (im2col buffers etc.); the caller provides them. */
+/* Floats of scratch the conv needs (im2col buffers etc.) for its forward and backward; the caller
+ * provides them. The forward alone (eval, nnz run) needs nnz_conv2d_forward_scratch_floats. */
 size_t nnz_conv2d_scratch_floats(const nnz_conv_shape *s);
+size_t nnz_conv2d_forward_scratch_floats(const nnz_conv_shape *s);
 /* The forward's own weight layout: the small GEMM (1x1 convs, short im2col rows) reads
  * (KH*KW*IC,OC), the depthwise kernels (KH,KW,C). The floats it takes (at most the weight's count), or 0 when the forward reads
  * the weight as it is; nnz_conv2d_kernel_weight writes it (for s->kernel_weight). */

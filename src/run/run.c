@@ -219,7 +219,7 @@ static nnz_status forward_range(runner *r, int first, int last, int N, int *wpos
             nnz_conv_shape s;
             NNZ_TRY(nnz_conv_shape_init(&s, 1, n->in_h, n->in_w, n->in_c, n->out_ch, n->k, n->k, n->stride, n->pad,
                                         n->groups));
-            size_t sb = nnz_conv2d_scratch_floats(&s) * sizeof(float);
+            size_t sb = nnz_conv2d_forward_scratch_floats(&s) * sizeof(float);
             float *scratch = take(r, sb, "conv scratch");
             if (!scratch) return NNZ_ERR_NOMEM;
             const size_t in_pi = (size_t)n->in_h * n->in_w * n->in_c, out_pi = (size_t)per_image(n);
