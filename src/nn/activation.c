@@ -53,13 +53,13 @@ void nnz_relu6_backward_ex(int64_t n, const float *out, const float *dout, float
 #pragma omp parallel for simd schedule(static) if (n >= ELTWISE_PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++) {
             const float o = out[i], g = dout[i];
-            dinp[i] += (o > 0.0f) & (o < 6.0f) ? g : 0.0f;
+            dinp[i] += ((o > 0.0f) & (o < 6.0f)) ? g : 0.0f;
         }
     } else {
 #pragma omp parallel for simd schedule(static) if (n >= ELTWISE_PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++) {
             const float o = out[i], g = dout[i];
-            dinp[i] = (o > 0.0f) & (o < 6.0f) ? g : 0.0f;
+            dinp[i] = ((o > 0.0f) & (o < 6.0f)) ? g : 0.0f;
         }
     }
 }
