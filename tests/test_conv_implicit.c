@@ -10,6 +10,7 @@
 #include "test_util.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -162,6 +163,63 @@ static void test_conv_implicit_wgrad_all_isas(void **state) {
     tu_for_each_isa(wgrad_isa, NULL);
 }
 
+/* nnz_spmm_conv_f32 (the sparse forward building its im2col rows in the SpMM's scratch) bit for
+ * bit against nnz_im2col_nhwc + nnz_spmm_f32, for 16x16 and 16x32 blocks with empty block rows
+ * (and an all-zero mask), bias and accumulate; r < 16 and the reference ISA are refused with
+ * nothing written. */
+static void spmm_conv_case(const conv_case *cc, int r, int c, int keep_mod) {
+    const nnz_conv_window g = window(cc);
+    const int K = cc->KH * cc->KW * cc->IC, OC = cc->OC;
+    const int64_t M = (int64_t)cc->N * g.OH * g.OW, in_n = (int64_t)cc->N * cc->H * cc->W * cc->IC;
+    float *inp = falloc((size_t)in_n), *w = falloc((size_t)OC * K), *bias = falloc(OC), *col = falloc((size_t)(M * K));
+    float *out = falloc((size_t)(M * OC)), *want = falloc((size_t)(M * OC));
+    uint8_t *mask = malloc((size_t)OC * K);
+    assert_non_null(mask);
+    tu_fill_uniform(inp, in_n, -1, 1, 41);
+    tu_fill_uniform(w, (int64_t)OC * K, -1, 1, 42);
+    tu_fill_uniform(bias, OC, -1, 1, 43);
+    for (int o = 0; o < OC; o++) /* block (o/r, k/c) kept when (3*br + 7*bc) % keep_mod == 0; block row 1 empty */
+        for (int k = 0; k < K; k++)
+            mask[(size_t)o * K + k] = keep_mod > 0 && o / r != 1 && (3 * (o / r) + 7 * (k / c)) % keep_mod == 0;
+    nnz_spmat sp;
+    assert_int_equal(nnz_spmat_from_dense(OC, K, w, K, mask, r, c, &sp), NNZ_OK);
+    for (int acc = 0; acc < 2; acc++) {
+        tu_fill_uniform(out, M * OC, -1, 1, 44);
+        memcpy(want, out, (size_t)(M * OC) * sizeof(float));
+        const nnz_status st = nnz_spmm_conv_f32(&sp, &g, cc->N, cc->IC, inp, bias, acc, out, OC);
+        if (r < 16 || !nnz_sparse_kernels_simd()) {
+            assert_int_equal(st, NNZ_ERR_UNSUPPORTED);
+            tu_fill_uniform(want, M * OC, -1, 1, 44);
+            assert_memory_equal(out, want, (size_t)(M * OC) * sizeof(float)); /* untouched */
+            continue;
+        }
+        assert_int_equal(st, NNZ_OK);
+        nnz_im2col_nhwc(&g, cc->N, cc->IC, 0, cc->IC, inp, col);
+        assert_int_equal(nnz_spmm_f32(&sp, M, col, K, bias, acc, want, OC), NNZ_OK);
+        if (memcmp(out, want, (size_t)(M * OC) * sizeof(float)) != 0)
+            fail_msg("spmm_conv isa=%s %dx%dx%d->%d k=%d s=%d p=%d block %dx%d acc=%d: not bit-identical to im2col + "
+                     "spmm", nnz_isa_name(nnz_isa_active()), cc->H, cc->W, cc->IC, OC, cc->KH, cc->stride, cc->pad, r,
+                     c, acc);
+    }
+    nnz_spmat_free(&sp);
+    free(inp), free(w), free(bias), free(col), free(out), free(want), free(mask);
+}
+
+static void spmm_conv_isa(nnz_isa isa, void *ctx) {
+    (void)isa, (void)ctx;
+    const conv_case a = {3, 9, 7, 16, 48, 3, 3, 1, 1}, b = {2, 11, 11, 32, 64, 3, 3, 2, 1}, d = {1, 5, 5, 8, 40, 5, 5, 1, 2};
+    spmm_conv_case(&a, 16, 16, 3);
+    spmm_conv_case(&a, 16, 16, 0); /* all-zero */
+    spmm_conv_case(&b, 16, 32, 2);
+    spmm_conv_case(&d, 16, 16, 4); /* K = 200: a partial last block column */
+    spmm_conv_case(&a, 4, 4, 3);   /* refused */
+}
+
+static void test_spmm_conv_all_isas(void **state) {
+    (void)state;
+    tu_for_each_isa(spmm_conv_isa, NULL);
+}
+
 /* The same numbers for any thread count: pixels are blocked by shape only. */
 static void test_conv_implicit_thread_independent(void **state) {
     (void)state;
@@ -198,6 +256,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv_implicit_all_isas),
         cmocka_unit_test(test_conv_implicit_wgrad_all_isas),
+        cmocka_unit_test(test_spmm_conv_all_isas),
         cmocka_unit_test(test_conv_implicit_thread_independent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

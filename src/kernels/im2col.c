@@ -60,31 +60,45 @@ static void im2col_image_bf16(const nnz_conv_window *g, int C, int c0, int Cg, c
         }
 }
 
-static void im2col_image(const nnz_conv_window *g, int C, int c0, int Cg, const float *img, float *col) {
+/* one output pixel's im2col row: KH*KW*Cg floats, (kh,kw,c) order, zeros outside the image */
+static void im2col_pixel(const nnz_conv_window *g, int C, int c0, int Cg, const float *img, int oh, int ow,
+                         float *dst) {
     const size_t tap_row = (size_t)g->KW * Cg; /* floats of one kh slice of a col row */
-    for (int oh = 0; oh < g->OH; oh++)
-        for (int ow = 0; ow < g->OW; ow++) {
-            float *dst = col + ((size_t)oh * g->OW + ow) * g->KH * tap_row;
-            const int iw0 = ow * g->stride - g->pad;
-            /* taps [kw_lo, kw_hi) lie inside the image */
-            const int kw_lo = iw0 < 0 ? -iw0 : 0, kw_hi = g->W - iw0 < g->KW ? g->W - iw0 : g->KW;
-            for (int kh = 0; kh < g->KH; kh++, dst += tap_row) {
-                int ih = oh * g->stride - g->pad + kh;
-                if (ih < 0 || ih >= g->H || kw_lo >= kw_hi) {
-                    zero_floats(dst, tap_row);
-                    continue;
-                }
-                zero_floats(dst, (size_t)kw_lo * Cg);
-                const float *src = img + ((size_t)ih * g->W + (iw0 + kw_lo)) * C + c0;
-                if (Cg == C) { /* all channels: the inside taps are one contiguous run of the image row */
-                    copy_floats(dst + (size_t)kw_lo * Cg, src, (size_t)(kw_hi - kw_lo) * Cg);
-                } else {
-                    for (int kw = kw_lo; kw < kw_hi; kw++)
-                        copy_floats(dst + (size_t)kw * Cg, src + (size_t)(kw - kw_lo) * C, (size_t)Cg);
-                }
-                zero_floats(dst + (size_t)kw_hi * Cg, (size_t)(g->KW - kw_hi) * Cg);
-            }
+    const int iw0 = ow * g->stride - g->pad;
+    /* taps [kw_lo, kw_hi) lie inside the image */
+    const int kw_lo = iw0 < 0 ? -iw0 : 0, kw_hi = g->W - iw0 < g->KW ? g->W - iw0 : g->KW;
+    for (int kh = 0; kh < g->KH; kh++, dst += tap_row) {
+        int ih = oh * g->stride - g->pad + kh;
+        if (ih < 0 || ih >= g->H || kw_lo >= kw_hi) {
+            zero_floats(dst, tap_row);
+            continue;
         }
+        zero_floats(dst, (size_t)kw_lo * Cg);
+        const float *src = img + ((size_t)ih * g->W + (iw0 + kw_lo)) * C + c0;
+        if (Cg == C) { /* all channels: the inside taps are one contiguous run of the image row */
+            copy_floats(dst + (size_t)kw_lo * Cg, src, (size_t)(kw_hi - kw_lo) * Cg);
+        } else {
+            for (int kw = kw_lo; kw < kw_hi; kw++)
+                copy_floats(dst + (size_t)kw * Cg, src + (size_t)(kw - kw_lo) * C, (size_t)Cg);
+        }
+        zero_floats(dst + (size_t)kw_hi * Cg, (size_t)(g->KW - kw_hi) * Cg);
+    }
+}
+
+static void im2col_image(const nnz_conv_window *g, int C, int c0, int Cg, const float *img, float *col) {
+    const size_t row = (size_t)g->KH * g->KW * Cg;
+    for (int oh = 0; oh < g->OH; oh++)
+        for (int ow = 0; ow < g->OW; ow++) im2col_pixel(g, C, c0, Cg, img, oh, ow, col + ((size_t)oh * g->OW + ow) * row);
+}
+
+void nnz_im2col_rows_nhwc(const nnz_conv_window *g, int C, const float *img, int64_t pix0, int rows, float *col,
+                          int64_t ldc) {
+    const int64_t img_pixels = (int64_t)g->OH * g->OW;
+    for (int r = 0; r < rows; r++) {
+        const int64_t p = pix0 + r, n = p / img_pixels;
+        const int oh = (int)(p % img_pixels / g->OW), ow = (int)(p % g->OW);
+        im2col_pixel(g, C, 0, C, img + n * g->H * g->W * C, oh, ow, col + r * ldc);
+    }
 }
 
 static void col2im_image(const nnz_conv_window *g, int C, int c0, int Cg, const float *col, float *img) {

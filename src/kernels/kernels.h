@@ -223,6 +223,10 @@ void nnz_im2col_nhwc(const nnz_conv_window *g, int B, int C, int c0, int Cg, con
 /* im2col into bf16, each value rounded to nearest even (bf16 convolutions' GEMM input) */
 void nnz_im2col_nhwc_bf16(const nnz_conv_window *g, int B, int C, int c0, int Cg, const float *img, nnz_bf16 *col);
 void nnz_col2im_nhwc_acc(const nnz_conv_window *g, int B, int C, int c0, int Cg, const float *col, float *img);
+/* The im2col rows of output pixels [pix0, pix0 + rows) of the batch img (images back to back,
+ * all C channels: groups 1) into col with row stride ldc >= KH*KW*C. Single-threaded. */
+void nnz_im2col_rows_nhwc(const nnz_conv_window *g, int C, const float *img, int64_t pix0, int rows, float *col,
+                          int64_t ldc);
 
 /* ---- depthwise convolution, NHWC (groups == IC == OC) ----
  * inp (N,H,W,C), out/dout (N,OH,OW,C), weight_t (KH,KW,C) — channels-last,
@@ -387,6 +391,13 @@ nnz_status nnz_spmm_f32(const nnz_spmat *W, int64_t M, const float *X, int64_t l
                         bool accumulate, float *out, int64_t ldo);
 nnz_status nnz_spmm_bwd_data_f32(const nnz_spmat *W, int64_t M, const float *dout, int64_t ldd, bool accumulate,
                                  float *dX, int64_t ldx);
+/* The forward of a sparse convolution (groups 1) without the im2col buffer: nnz_spmm_f32 with
+ * X = im2col(img) (M = N*OH*OW rows, K = KH*KW*C = W's cols), each item's rows built by
+ * nnz_im2col_rows_nhwc straight into the tile kernel's scratch, where nnz_spmm_f32 copies them
+ * from X: bit-identical to nnz_im2col_nhwc + nnz_spmm_f32. Only the register-tile kernels
+ * (r >= 16) on a SIMD ISA: otherwise NNZ_ERR_UNSUPPORTED (nothing written; use the buffer). */
+nnz_status nnz_spmm_conv_f32(const nnz_spmat *W, const nnz_conv_window *g, int N, int C, const float *img,
+                             const float *bias, bool accumulate, float *out, int64_t ldo);
 nnz_status nnz_sddmm_f32(const nnz_spmat *W, int64_t M, const float *dout, int64_t ldd, const float *X, int64_t ldx,
                          float *dval);
 /* ---- sparse kernels (bf16: bf16 weights and activations, fp32 accumulation and output) ----

@@ -91,9 +91,17 @@ void nnz_bsr_split_by_blocks(const nnz_bsr *A, int nparts, int *b) {
     b[nparts] = A->brows;
 }
 
-static nnz_status spmm_orient(const nnz_bsr *A, int64_t M, const float *X, int64_t ldx, const float *bias,
-                              bool accumulate, float *out, int64_t ldo) {
+/* where the rows of X come from: X itself, or (img != NULL) the im2col rows of a convolution's input */
+typedef struct {
+    const nnz_conv_window *g;
+    int C;
+    const float *img;
+} conv_rows;
+
+static nnz_status spmm_orient(const nnz_bsr *A, int64_t M, const float *X, int64_t ldx, const conv_rows *conv,
+                              const float *bias, bool accumulate, float *out, int64_t ldo) {
     const sparse_kernels *kern = simd_kernels();
+    if (conv && (!kern || A->r < 16)) return NNZ_ERR_UNSUPPORTED;
     if (!kern) {
         nnz_spmm_f32_ref(A, M, X, ldx, bias, accumulate, out, ldo);
         return NNZ_OK;
@@ -142,7 +150,11 @@ static nnz_status spmm_orient(const nnz_bsr *A, int64_t M, const float *X, int64
                 const int p = (int)(it % nparts);
                 const int64_t m0 = mi * item_rows;
                 const int mrows = (int)(M - m0 < item_rows ? M - m0 : item_rows);
-                if (tile) kern->tile(A, m0, mrows, b[p], b[p + 1], X, ldx, bias, accumulate, out, ldo, xt);
+                if (tile && conv) { /* the item's im2col rows, built where the tile kernel would copy them */
+                    const int64_t lds = nnz_spmm_tile_scratch_ld(A->cols);
+                    nnz_im2col_rows_nhwc(conv->g, conv->C, conv->img, m0, mrows, xt, lds);
+                    kern->tile(A, m0, mrows, b[p], b[p + 1], xt - m0 * lds, lds, bias, accumulate, out, ldo, NULL);
+                } else if (tile) kern->tile(A, m0, mrows, b[p], b[p + 1], X, ldx, bias, accumulate, out, ldo, xt);
                 else if (gather) kern->csr_gather(A, m0, mrows, b[p], b[p + 1], X, ldx, bias, accumulate, out, ldo);
                 else kern->panel(A, m0, mrows, b[p], b[p + 1], X, ldx, bias, accumulate, out, ldo, xt, ot);
             }
@@ -155,12 +167,19 @@ static nnz_status spmm_orient(const nnz_bsr *A, int64_t M, const float *X, int64
 
 nnz_status nnz_spmm_f32(const nnz_spmat *W, int64_t M, const float *X, int64_t ldx, const float *bias,
                         bool accumulate, float *out, int64_t ldo) {
-    return spmm_orient(&W->fwd, M, X, ldx, bias, accumulate, out, ldo);
+    return spmm_orient(&W->fwd, M, X, ldx, NULL, bias, accumulate, out, ldo);
+}
+
+nnz_status nnz_spmm_conv_f32(const nnz_spmat *W, const nnz_conv_window *g, int N, int C, const float *img,
+                             const float *bias, bool accumulate, float *out, int64_t ldo) {
+    if ((int64_t)g->KH * g->KW * C != W->fwd.cols) return NNZ_ERR_INVALID_ARG;
+    const conv_rows conv = {.g = g, .C = C, .img = img};
+    return spmm_orient(&W->fwd, (int64_t)N * g->OH * g->OW, NULL, W->fwd.cols, &conv, bias, accumulate, out, ldo);
 }
 
 nnz_status nnz_spmm_bwd_data_f32(const nnz_spmat *W, int64_t M, const float *dout, int64_t ldd, bool accumulate,
                                  float *dX, int64_t ldx) {
-    return spmm_orient(&W->tr, M, dout, ldd, NULL, accumulate, dX, ldx);
+    return spmm_orient(&W->tr, M, dout, ldd, NULL, NULL, accumulate, dX, ldx);
 }
 
 /* Items are equal ranges of blocks (blocks are independent here); each block's sum over m

@@ -353,6 +353,12 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
         }
         return;
     }
+    /* sparse (fp32 kernels): each item's im2col rows made in the SpMM's own scratch, no buffer */
+    if (s->sparse && G == 1 && !(s->sparse_bf16_fwd && s->sparse->mat.fwd.val_bf16) &&
+        nnz_spmm_conv_f32(&s->sparse->mat, &g, s->N, s->IC, inp, NULL, beta != 0.0f, out, s->OC) == NNZ_OK) {
+        if (ep) epilogue_rows_parallel(out_rows, s->OC, ep, out);
+        return;
+    }
     /* short im2col rows: the small GEMM with the (Kg,OC) weight */
     float *made = NULL;
     const float *wt = use_small_gemm(s) ? small_gemm_weight(s, weight, &made) : NULL;
