@@ -12,8 +12,9 @@ void nnz_conv_implicit_ref(const nnz_conv_window *g, int N, int IC, int OC, cons
                            bool accumulate, const nnz_epilogue *ep, float *out) {
     const int64_t pixels = (int64_t)N * g->OH * g->OW;
     for (int64_t p = 0; p < pixels; p++) {
-        const int64_t n = p / ((int64_t)g->OH * g->OW);
-        const int oh = (int)(p / g->OW % g->OH), ow = (int)(p % g->OW);
+        int64_t n;
+        int oh, ow;
+        nnz_conv_pixel(g, p, &n, &oh, &ow);
         const float *img = inp + n * g->H * g->W * IC;
         float *o = out + p * OC;
         if (!accumulate) memset(o, 0, (size_t)OC * sizeof(float));
@@ -109,6 +110,12 @@ static void padded_size(const nnz_conv_window *g, int *Hp, int *Wp) {
     *Wp = (g->OW - 1) * g->stride + g->KW;
 }
 
+size_t nnz_conv_implicit_padded_floats(const nnz_conv_window *g, int IC) {
+    int Hp, Wp;
+    padded_size(g, &Hp, &Wp);
+    return (size_t)Hp * Wp * IC;
+}
+
 static int wgrad_slots(const nnz_conv_window *g, int N, int IC, int OC) {
     const int64_t pixels = (int64_t)N * g->OH * g->OW, blocks = (pixels + CW_ROWS - 1) / CW_ROWS;
     const size_t kq = (size_t)g->KH * g->KW * IC * OC;
@@ -120,9 +127,8 @@ static int wgrad_slots(const nnz_conv_window *g, int N, int IC, int OC) {
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 size_t nnz_conv_implicit_wgrad_scratch_floats(const nnz_conv_window *g, int N, int IC, int OC) {
-    int Hp, Wp;
-    padded_size(g, &Hp, &Wp);
-    return round16((size_t)N * Hp * Wp * IC) + (size_t)wgrad_slots(g, N, IC, OC) * g->KH * g->KW * IC * OC;
+    return round16((size_t)N * nnz_conv_implicit_padded_floats(g, IC)) +
+           (size_t)wgrad_slots(g, N, IC, OC) * g->KH * g->KW * IC * OC;
 }
 
 void nnz_conv_implicit_wgrad(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *dout,
@@ -144,7 +150,7 @@ void nnz_conv_implicit_wgrad(const nnz_conv_window *g, int N, int IC, int OC, co
     const size_t kq = (size_t)g->KH * g->KW * IC * OC;
     const int64_t blocks = (pixels + CW_ROWS - 1) / CW_ROWS;
     const int slots = wgrad_slots(g, N, IC, OC);
-    float *xp = scratch, *part = scratch + round16((size_t)N * Hp * Wp * IC);
+    float *xp = scratch, *part = scratch + round16((size_t)N * nnz_conv_implicit_padded_floats(g, IC));
     memset(part, 0, (size_t)slots * kq * sizeof(float));
     pad_images(g, N, IC, inp, Hp, Wp, xp);
 #pragma omp parallel for schedule(static) if (pixels * (int64_t)kq >= CI_PARALLEL_MIN)
@@ -155,8 +161,9 @@ void nnz_conv_implicit_wgrad(const nnz_conv_window *g, int N, int IC, int OC, co
             const int64_t r0 = b * CW_ROWS;
             const int rows = (int)(pixels - r0 < CW_ROWS ? pixels - r0 : CW_ROWS);
             for (int r = 0; r < rows; r++) {
-                const int64_t p = r0 + r, n = p / ((int64_t)g->OH * g->OW);
-                const int oh = (int)(p / g->OW % g->OH), ow = (int)(p % g->OW);
+                int64_t n;
+                int oh, ow;
+                nnz_conv_pixel(g, r0 + r, &n, &oh, &ow);
                 off[r] = ((n * Hp + (int64_t)oh * g->stride) * Wp + (int64_t)ow * g->stride) * IC;
             }
             fn(rows, g->KH, g->KW, Wp, IC, xp, off, dout + r0 * OC, OC, part + (size_t)sl * kq);

@@ -93,10 +93,10 @@ static void im2col_image(const nnz_conv_window *g, int C, int c0, int Cg, const 
 
 void nnz_im2col_rows_nhwc(const nnz_conv_window *g, int C, const float *img, int64_t pix0, int rows, float *col,
                           int64_t ldc) {
-    const int64_t img_pixels = (int64_t)g->OH * g->OW;
     for (int r = 0; r < rows; r++) {
-        const int64_t p = pix0 + r, n = p / img_pixels;
-        const int oh = (int)(p % img_pixels / g->OW), ow = (int)(p % g->OW);
+        int64_t n;
+        int oh, ow;
+        nnz_conv_pixel(g, pix0 + r, &n, &oh, &ow);
         im2col_pixel(g, C, 0, C, img + n * g->H * g->W * C, oh, ow, col + r * ldc);
     }
 }

@@ -139,8 +139,9 @@ void nnz_epilogue_apply(int64_t M, int C, const nnz_epilogue *ep, float *x);
 /* ---- small-K GEMM (1x1 convolutions) ----
  * C(M,N) = A(M,K) * B(K,N), or C += when accumulate; then ep (NULL: none), applied to
  * each register tile before it is stored (the reference: over the whole C afterwards).
- * A row-major with lda >= K (activations, read in place: no packing), B row-major (K,N) dense, C (M,N) dense. For K and N up to a few hundred (B
- * stays in L1/L2), where OpenBLAS spends as long packing as multiplying. Threads:
+ * A row-major with lda >= K (activations, read in place: no packing), B row-major (K,N) dense,
+ * C (M,N) dense. For K and N up to a few hundred (B stays in L1/L2), where OpenBLAS spends as
+ * long packing as multiplying. Threads:
  * OpenMP over fixed blocks of rows; each C element is one multiply-add chain over
  * k = 0..K-1 (FMA in the SIMD variants), so the result does not depend on the thread
  * count. M, N, K >= 0; K = 0 writes zeros (or leaves C when accumulate). */
@@ -178,14 +179,22 @@ typedef struct {
     int OH, OW;               /* output spatial size */
 } nnz_conv_window;
 
+/* Output pixel p of a batch (images back to back, OH*OW pixels each): its image and position */
+static inline void nnz_conv_pixel(const nnz_conv_window *g, int64_t p, int64_t *n, int *oh, int *ow) {
+    const int64_t img_pixels = (int64_t)g->OH * g->OW;
+    *n = p / img_pixels;
+    *oh = (int)(p % img_pixels / g->OW);
+    *ow = (int)(p % g->OW);
+}
+
 /* ---- implicit-GEMM convolution, NHWC, groups 1 ----
  * out (N*OH*OW, OC) = im2col(inp) (N*OH*OW, K) * w (K, OC) (+ out when accumulate), then ep
  * (NULL: none), with K = KH*KW*IC in im2col's (kh,kw,c) order (w: the transpose of the
  * layer's (OC,KH,KW,IC) weight) — without the im2col buffer: each tile of output pixels
  * reads its windows from the image. inp (N,H,W,IC). Each output is one multiply-add chain
  * over k in order, padding taps included as zeros: on each ISA the result is bit-identical to
- * nnz_im2col_nhwc + nnz_gemm_small. For short windows (K up to a few hundred: B stays in
- * L1/L2). Threads: fixed blocks of output pixels; the result does not depend on the count. */
+ * nnz_im2col_nhwc + nnz_gemm_small. Any K (w is read one tap at a time, from L1/L2 while K*OC is
+ * up to a few MB). Threads: fixed blocks of output pixels; the result does not depend on the count. */
 void nnz_conv_implicit(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *w,
                        bool accumulate, const nnz_epilogue *ep, float *out);
 void nnz_conv_implicit_ref(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *w,
@@ -198,6 +207,9 @@ void nnz_conv_implicit_ref(const nnz_conv_window *g, int N, int IC, int OC, cons
  * nnz_conv_implicit_wgrad_scratch_floats(g, N, IC, OC) floats (it allocates nothing).
  * The reference sums in double (and ignores scratch). */
 size_t nnz_conv_implicit_wgrad_scratch_floats(const nnz_conv_window *g, int N, int IC, int OC);
+/* floats of one image zero-padded as the weight gradient copies it: ((OH-1)*stride + KH) x
+ * ((OW-1)*stride + KW) pixels of IC, every window inside (callers size their chunks by it) */
+size_t nnz_conv_implicit_padded_floats(const nnz_conv_window *g, int IC);
 void nnz_conv_implicit_wgrad(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *dout,
                              float *dw, float *scratch);
 void nnz_conv_implicit_wgrad_ref(const nnz_conv_window *g, int N, int IC, int OC, const float *inp,

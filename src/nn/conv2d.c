@@ -93,7 +93,8 @@ static bool use_implicit_wgrad(const nnz_conv_shape *s) {
 }
 
 static int wgrad_images_per_chunk(const nnz_conv_shape *s) {
-    const size_t per = (size_t)((s->OH - 1) * s->stride + s->KH) * ((s->OW - 1) * s->stride + s->KW) * s->IC;
+    const nnz_conv_window g = window_of(s);
+    const size_t per = nnz_conv_implicit_padded_floats(&g, s->IC);
     const size_t b = per ? CONV_SCRATCH_TARGET / per : (size_t)s->N;
     return b < 1 ? 1 : b > (size_t)s->N ? s->N : (int)b;
 }
@@ -483,12 +484,14 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
         for (int gi = 0; gi < G; gi++) {
             const float *w_g = weight + (size_t)gi * OCg * Kg;
             float *dw_g = dweight + (size_t)gi * OCg * Kg;
-            /* dweight_g (OCg,Kg) += dout_g^T (OCg,M) * col (M,Kg) */
-            nnz_im2col_nhwc(&g, B, s->IC, gi * ICg, ICg, inp + n0 * in_img, scratch);
-            if (wgrad_done) {} /* the im2col for the data gradient below */
-            else if (G == 1) weight_grad(s, M, Kg, dout_c, scratch, dw_g);
-            else nnz_gemm(s->compute, true, false, OCg, Kg, M, 1.0f, dout_c + (size_t)gi * OCg, s->OC, scratch, Kg, 1.0f,
-                          dw_g, Kg);
+            /* dweight_g (OCg,Kg) += dout_g^T (OCg,M) * col (M,Kg), unless the implicit kernel made it
+             * (the data gradient below does not read col: it writes dcol over it) */
+            if (!wgrad_done) {
+                nnz_im2col_nhwc(&g, B, s->IC, gi * ICg, ICg, inp + n0 * in_img, scratch);
+                if (G == 1) weight_grad(s, M, Kg, dout_c, scratch, dw_g);
+                else nnz_gemm(s->compute, true, false, OCg, Kg, M, 1.0f, dout_c + (size_t)gi * OCg, s->OC, scratch, Kg,
+                              1.0f, dw_g, Kg);
+            }
             if (!dinp) continue;
             /* dcol (M,Kg) = dout_g (M,OCg) * weight_g (OCg,Kg), reusing the col buffer; dinp += col2im(dcol) */
             if (G == 1) input_grad(s, M, Kg, dout_c, w_g, 0.0f, scratch);

@@ -67,9 +67,10 @@ nnz_status nnz_conv_shape_init(nnz_conv_shape *s, int N, int H, int W, int IC, i
  * provides them. The forward alone (eval, nnz run) needs nnz_conv2d_forward_scratch_floats. */
 size_t nnz_conv2d_scratch_floats(const nnz_conv_shape *s);
 size_t nnz_conv2d_forward_scratch_floats(const nnz_conv_shape *s);
-/* The forward's own weight layout: the small GEMM (1x1 convs, short im2col rows) reads
- * (KH*KW*IC,OC), the depthwise kernels (KH,KW,C). The floats it takes (at most the weight's count), or 0 when the forward reads
- * the weight as it is; nnz_conv2d_kernel_weight writes it (for s->kernel_weight). */
+/* The forward's own weight layout: the small GEMM (1x1 convs, short im2col rows) and the implicit
+ * conv read (KH*KW*IC,OC), the depthwise kernels (KH,KW,C). The floats it takes (at most the
+ * weight's count), or 0 when the forward reads the weight as it is; nnz_conv2d_kernel_weight
+ * writes it (for s->kernel_weight). */
 size_t nnz_conv2d_kernel_weight_floats(const nnz_conv_shape *s);
 void nnz_conv2d_kernel_weight(const nnz_conv_shape *s, const float *weight, float *out);
 /* inp (N,H,W,IC), weight (OC,KH,KW,IC/groups), bias (OC) or NULL -> out (N,OH,OW,OC) */
