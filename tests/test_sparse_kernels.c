@@ -328,6 +328,61 @@ static void test_sparse_threads_deterministic(void **state) {
 /* The planner's one-pass count of every candidate block equals nnz_sparse_measure's per block:
  * shapes not divisible by any block, ld > cols, random and blocky zero patterns, all zero,
  * all kept, a single kept element in the last corner. */
+/* The turned-window matrix W'[ic][t*OC + oc] = W[oc][(taps-1-t)*IC + ic], built by moving W^T's
+ * blocks, equals the same matrix made element by element, for every block shape that divides
+ * the channels and every pattern; values follow W after nnz_spmat_load_values; blocks that would
+ * straddle two taps are refused, a wrong tap count is an error. */
+static void test_sparse_turned(void **state) {
+    (void)state;
+    const int taps = 9, IC = 32, OC = 64, K = taps * IC;
+    float *W = falloc((size_t)OC * K), *want = falloc((size_t)IC * taps * OC), *got = falloc((size_t)IC * taps * OC);
+    for (int b = 0; b < NBLOCKS; b++)
+        for (int p = 0; p < PAT_COUNT; p++) {
+            const int r = blocks[b][0], c = blocks[b][1];
+            tu_fill_uniform(W, (int64_t)OC * K, -1, 1, 50 + b * 7 + p);
+            uint8_t *mask = make_mask((pattern)p, OC, K, K, r, c, 90 + b + p);
+            nnz_spmat S;
+            assert_int_equal(nnz_spmat_from_dense(OC, K, W, K, mask, r, c, &S), NNZ_OK);
+            nnz_spmat_turned T;
+            assert_int_equal(nnz_spmat_turned_build(&S, taps, IC, &T), NNZ_OK);
+            for (int round = 0; round < 2; round++) {
+                if (round == 1) { /* new values, same structure */
+                    for (int64_t i = 0; i < (int64_t)OC * K; i++) W[i] = W[i] * -2.0f + 0.5f;
+                    nnz_spmat_load_values(&S, W, K, mask);
+                    nnz_spmat_turned_load(&S, &T);
+                }
+                for (int ic = 0; ic < IC; ic++)
+                    for (int t = 0; t < taps; t++)
+                        for (int oc = 0; oc < OC; oc++) {
+                            const int64_t at = (int64_t)oc * K + (int64_t)(taps - 1 - t) * IC + ic;
+                            want[((int64_t)ic * taps + t) * OC + oc] = mask[at] ? W[at] : 0.0f;
+                        }
+                nnz_spmat_to_dense(&T.mat, got, (int64_t)taps * OC);
+                for (int64_t i = 0; i < (int64_t)IC * taps * OC; i++)
+                    if (got[i] != want[i])
+                        fail_msg("turned %dx%d %s round %d: [%lld] = %g, want %g", r, c, pattern_names[p], round,
+                                 (long long)i, got[i], want[i]);
+            }
+            assert_int_equal(T.mat.nblocks, S.nblocks);
+            nnz_spmat_turned_free(&T);
+            nnz_spmat_free(&S);
+            free(mask);
+        }
+    /* 16 channels per tap with 32-wide blocks along K: a block straddles two taps */
+    nnz_spmat S;
+    tu_fill_uniform(W, (int64_t)OC * 9 * 16, -1, 1, 3);
+    assert_int_equal(nnz_spmat_from_dense(OC, 9 * 16, W, 9 * 16, NULL, 16, 32, &S), NNZ_OK);
+    nnz_spmat_turned T;
+    assert_int_equal(nnz_spmat_turned_build(&S, 9, 16, &T), NNZ_ERR_UNSUPPORTED);
+    assert_null(T.mat.fwd.ptr);
+    assert_int_equal(nnz_spmat_turned_build(&S, 4, 16, &T), NNZ_ERR_INVALID_ARG);
+    nnz_spmat_turned_free(&T);
+    nnz_spmat_free(&S);
+    free(W);
+    free(want);
+    free(got);
+}
+
 static void test_sparse_measure_ladder(void **state) {
     (void)state;
     static const int shapes[][2] = {{37, 61}, {16, 32}, {1, 1}, {64, 576}, {33, 100}, {5, 3}, {17, 129}, {128, 31}};
@@ -383,6 +438,7 @@ int main(void) {
         cmocka_unit_test(test_sparse_load_values),
         cmocka_unit_test(test_sparse_all_blocks_all_isas),
         cmocka_unit_test(test_sparse_threads_deterministic),
+        cmocka_unit_test(test_sparse_turned),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -94,6 +94,13 @@ static void conv_sparse_case(const conv_case *cc, mask_kind kind, const char *fo
     memset(&sw, 0, sizeof sw);
     assert_int_equal(nnz_spmat_from_dense(s.OC, K, w, K, NULL, f.r, f.c, &sw.mat), NNZ_OK);
     sw.dval = falloc((size_t)nnz_spmat_val_count(&sw.mat) + 1);
+    /* as the planner does for training: the turned-window data gradient where the blocks divide
+     * the channels (it must then be built) */
+    if (s.stride == 1 && s.pad < cc->k) {
+        const bool divides = cc->IC % f.c == 0 && s.OC % f.r == 0;
+        assert_int_equal(nnz_spmat_turned_build(&sw.mat, cc->k * cc->k, cc->IC, &sw.turned),
+                         divides ? NNZ_OK : NNZ_ERR_UNSUPPORTED);
+    }
     nnz_conv_shape ss = s;
     ss.sparse = &sw;
 
@@ -120,6 +127,7 @@ static void conv_sparse_case(const conv_case *cc, mask_kind kind, const char *fo
     check_close("sparse conv dinp", di_sp, di_d, Si, ni, (double)s.OC + cc->k * cc->k + 1);
 
     nnz_spmat_free(&sw.mat);
+    nnz_spmat_turned_free(&sw.turned);
     float *bufs[] = {inp, w, dout, bias, inp_a, w_a, dout_a, bias_a, scratch, sw.dval, o_sp, o_d, S,
                      dw_sp, dw_d, Sw, di_sp, di_d, Si};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
@@ -132,6 +140,11 @@ static void conv_all(nnz_isa isa, void *ctx) {
         {3, 5, 4, 24, 33, 1, 1, 0}, /* 1x1 */
         {2, 9, 9, 7, 40, 3, 2, 0},  /* stride 2, no pad */
         {4, 1, 1, 70, 17, 1, 1, 0}, /* a linear layer as 1x1 */
+        /* channels the blocks divide: the turned-window data gradient (16x16, 16x32 and 1x4 blocks
+         * here; 32x16 also in the second case) */
+        {2, 6, 5, 32, 48, 3, 1, 1},
+        {2, 5, 7, 32, 64, 3, 1, 0},
+        {1, 7, 6, 16, 32, 5, 1, 2},
     };
     static const mask_kind kinds[] = {MASK_UNSTRUCTURED, MASK_BLOCK16, MASK_ALL_ZERO, MASK_SINGLE, MASK_EMPTY_ROWS};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)

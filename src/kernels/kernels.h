@@ -412,6 +412,25 @@ nnz_status nnz_spmm_conv_f32(const nnz_spmat *W, const nnz_conv_window *g, int N
                              const float *bias, bool accumulate, float *out, int64_t ldo);
 nnz_status nnz_sddmm_f32(const nnz_spmat *W, int64_t M, const float *dout, int64_t ldd, const float *X, int64_t ldx,
                          float *dval);
+/* ---- sparse turned-window matrix (sparse_turn.c) ----
+ * A stride-1 convolution's data gradient is the convolution of dout with the window turned 180
+ * degrees and the channels swapped (padding K-1-pad). For a sparse W (OC, taps*IC), taps =
+ * KH*KW, that convolution's weight is
+ *   W'[ic][t*OC + oc] = W[oc][(taps-1-t)*IC + ic]          (IC, taps*OC)
+ * so the data gradient runs as nnz_spmm_conv_f32(W', ...) over dout: no dcol buffer, no col2im.
+ * When W^T's blocks (tr: c x r) divide IC and OC, each is a whole block of W' with the same
+ * values in the same layout: nnz_spmat_turned_build puts W' in out->mat.fwd (out->mat.tr stays
+ * empty) and in src[j] the tr block that W' block j copies; nnz_spmat_turned_load refreshes the
+ * values from W->tr (after nnz_spmat_load_values). NNZ_ERR_UNSUPPORTED when a block would
+ * straddle two taps (c does not divide IC, or r not OC); NNZ_ERR_INVALID_ARG when W's column
+ * count is not taps*IC; NNZ_ERR_NOMEM. On failure *out is empty (safe to free). */
+typedef struct {
+    nnz_spmat mat;
+    int32_t *src;
+} nnz_spmat_turned;
+nnz_status nnz_spmat_turned_build(const nnz_spmat *W, int taps, int IC, nnz_spmat_turned *out);
+void nnz_spmat_turned_load(const nnz_spmat *W, nnz_spmat_turned *t);
+void nnz_spmat_turned_free(nnz_spmat_turned *t);
 /* ---- sparse kernels (bf16: bf16 weights and activations, fp32 accumulation and output) ----
  * The forward SpMM and backward-data of the fp32 section above, with bf16 operands:
  *   forward:        out(M,rows) = base + X(M,cols) * W^T,   base = (accumulate ? out : 0) + bias

@@ -396,6 +396,20 @@ static void implicit_input_grad(const nnz_conv_shape *s, const float *weight, co
     nnz_conv_implicit(&t, s->N, OC, IC, dout, turned, accumulate, NULL, dinp);
 }
 
+/* The same turned-window convolution for a sparse weight: the sparse forward of dout over the
+ * turned matrix (the planner built it when the blocks divide the channels). false: not here. */
+static bool sparse_turned_input_grad(const nnz_conv_shape *s, const float *dout, bool accumulate, float *dinp) {
+    nnz_sparse_weight *sp = s->sparse;
+    if (!sp || !sp->turned.mat.fwd.ptr || s->compute != NNZ_F32 || s->sparse_bf16_bwd || s->groups != 1 ||
+        s->stride != 1 || s->KH != s->KW || s->pad >= s->KH)
+        return false;
+    nnz_spmat_turned_load(&sp->mat, &sp->turned);
+    const int K = s->KH;
+    const nnz_conv_window t = {.H = s->OH, .W = s->OW, .KH = K, .KW = K, .stride = 1, .pad = K - 1 - s->pad,
+                               .OH = s->H, .OW = s->W};
+    return nnz_spmm_conv_f32(&sp->turned.mat, &t, s->N, s->OC, dout, NULL, accumulate, dinp, s->IC) == NNZ_OK;
+}
+
 /* dweight (OC,K) += the implicit kernel's (K,OC) weight gradient, transposed; all in scratch */
 static void implicit_weight_grad(const nnz_conv_shape *s, const float *inp, const float *dout, float *dweight,
                                  float *scratch) {
@@ -453,7 +467,8 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
     if (dinp && use_implicit_dgrad(s)) {
         implicit_input_grad(s, weight, dout, accumulate, dinp, scratch);
         dinp = NULL; /* done: the chunks below make the weight gradient only */
-    }
+    } else if (dinp && sparse_turned_input_grad(s, dout, accumulate, dinp))
+        dinp = NULL;
     const bool wgrad_done = use_implicit_wgrad(s);
     if (wgrad_done) implicit_weight_grad(s, inp, dout, dweight, scratch);
     if (wgrad_done && !dinp) return;

@@ -33,6 +33,8 @@ typedef enum {
 typedef struct {
     nnz_spmat mat;
     float *dval;
+    nnz_spmat_turned turned; /* training, conv layers whose blocks divide the channels: the matrix
+                             of the stride-1 data gradient's turned-window convolution (empty else) */
     char format[16];      /* "csr", "bsr:16x16" */
     bool bf16_train;      /* compute NNZ_BF16: the forward, backward-data and SDDMM all have SIMD bf16
                              kernels for this block here, and training runs them (sparse_layer.c) */

@@ -76,6 +76,7 @@ bool nnz_node_weight_matrix(const nnz_node *n, int *rows, int *cols) {
 static void sparse_weight_free(nnz_sparse_weight *sw) {
     if (!sw) return;
     nnz_spmat_free(&sw->mat);
+    nnz_spmat_turned_free(&sw->turned);
     nnz_free(sw->dval);
     nnz_free(sw);
 }
@@ -223,6 +224,11 @@ static nnz_status plan_node(nnz_model *m, int i, bool train) {
     sw->dval = nnz_alloc((size_t)(nnz_spmat_val_count(&sw->mat) ? nnz_spmat_val_count(&sw->mat) : 1) * sizeof(float),
                          "a sparse layer's gradient");
     if (!sw->dval) return NNZ_ERR_NOMEM;
+    /* the turned matrix's blocks are c x r: only c >= 16 runs on nnz_spmm_conv_f32's register tiles */
+    if (train && n->op == NNZ_OP_CONV2D && n->stride == 1 && n->pad < n->k && plan->c >= 16) {
+        const nnz_status st = nnz_spmat_turned_build(&sw->mat, n->k * n->k, n->in_c, &sw->turned);
+        if (st != NNZ_OK && st != NNZ_ERR_UNSUPPORTED) return st; /* unsupported: col2im's data gradient */
+    }
     block_name(plan->r, plan->c, sw->format, sizeof sw->format);
     if (m->compute == NNZ_BF16) NNZ_TRY(plan_bf16(sw, plan, train));
     return NNZ_OK;
