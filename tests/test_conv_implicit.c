@@ -220,6 +220,97 @@ static void test_spmm_conv_all_isas(void **state) {
     tu_for_each_isa(spmm_conv_isa, NULL);
 }
 
+/* nnz_sddmm_conv_f32 (the SDDMM building its im2col rows per chunk, summed in fixed ranges of
+ * rows) against im2col + nnz_sddmm_f32: bit for bit when M fits one chunk, else within the
+ * summation bound of the double reference (2(M+slots+2)u (sum|dout x| + |dval|)); every kept
+ * block's positions get exactly their sums (the += contract), for 1 and 2 threads alike (same
+ * bits). r < 16 and the reference ISA are refused with dval untouched. */
+static void sddmm_conv_case(const conv_case *cc, int r, int c, int keep_mod) {
+    const nnz_conv_window g = window(cc);
+    const int K = cc->KH * cc->KW * cc->IC, OC = cc->OC;
+    const int64_t M = (int64_t)cc->N * g.OH * g.OW, in_n = (int64_t)cc->N * cc->H * cc->W * cc->IC;
+    float *inp = falloc((size_t)in_n), *w = falloc((size_t)OC * K), *dout = falloc((size_t)(M * OC));
+    float *col = falloc((size_t)(M * K)), *acol = falloc((size_t)(M * K)), *adout = falloc((size_t)(M * OC));
+    uint8_t *mask = malloc((size_t)OC * K);
+    assert_non_null(mask);
+    tu_fill_uniform(inp, in_n, -1, 1, 51);
+    tu_fill_uniform(w, (int64_t)OC * K, -1, 1, 52);
+    tu_fill_uniform(dout, M * OC, -1, 1, 53);
+    for (int o = 0; o < OC; o++) /* as spmm_conv_case: block row 1 empty */
+        for (int k = 0; k < K; k++)
+            mask[(size_t)o * K + k] = keep_mod > 0 && o / r != 1 && (5 * (o / r) + 3 * (k / c)) % keep_mod == 0;
+    nnz_spmat sp;
+    assert_int_equal(nnz_spmat_from_dense(OC, K, w, K, mask, r, c, &sp), NNZ_OK);
+    const int64_t nv = nnz_spmat_val_count(&sp);
+    float *got = falloc((size_t)nv + 1), *got2 = falloc((size_t)nv + 1), *want = falloc((size_t)nv + 1);
+    double *ref = calloc((size_t)nv + 1, sizeof(double)), *bound = calloc((size_t)nv + 1, sizeof(double));
+    assert_non_null(ref);
+    assert_non_null(bound);
+    tu_fill_uniform(got, nv, -1, 1, 54);
+    memcpy(want, got, (size_t)nv * sizeof(float));
+    memcpy(got2, got, (size_t)nv * sizeof(float));
+    const int saved = nnz_get_threads();
+    nnz_set_threads(1);
+    const nnz_status st = nnz_sddmm_conv_f32(&sp, &g, cc->N, cc->IC, inp, dout, OC, got);
+    nnz_set_threads(2);
+    const nnz_status st2 = nnz_sddmm_conv_f32(&sp, &g, cc->N, cc->IC, inp, dout, OC, got2);
+    nnz_set_threads(saved);
+    assert_int_equal(st, st2);
+    if (r < 16 || !nnz_sparse_kernels_simd()) {
+        assert_int_equal(st, NNZ_ERR_UNSUPPORTED);
+        assert_memory_equal(got, want, (size_t)nv * sizeof(float)); /* untouched */
+    } else {
+        assert_int_equal(st, NNZ_OK);
+        assert_memory_equal(got, got2, (size_t)nv * sizeof(float)); /* thread count independent */
+        nnz_im2col_nhwc(&g, cc->N, cc->IC, 0, cc->IC, inp, col);
+        for (int64_t i = 0; i < M * K; i++) acol[i] = fabsf(col[i]);
+        for (int64_t i = 0; i < M * OC; i++) adout[i] = fabsf(dout[i]);
+        float *exact = falloc((size_t)nv + 1), *sabs = falloc((size_t)nv + 1);
+        memset(exact, 0, (size_t)nv * sizeof(float));
+        memset(sabs, 0, (size_t)nv * sizeof(float));
+        nnz_sddmm_f32_ref(&sp.fwd, M, dout, OC, col, K, exact);
+        nnz_sddmm_f32_ref(&sp.fwd, M, adout, OC, acol, K, sabs);
+        for (int64_t i = 0; i < nv; i++) {
+            ref[i] = (double)want[i] + exact[i];
+            bound[i] = 2.0 * (double)(M + 8 + 2) * UNIT_ROUNDOFF * (sabs[i] + fabs(want[i])) + 1e-30;
+        }
+        assert_int_equal(nnz_sddmm_f32(&sp, M, dout, OC, col, K, want), NNZ_OK);
+        const bool one_chunk = M <= 128 && nnz_spmm_tile_scratch_ld(K) * M <= (1 << 17);
+        if (one_chunk && memcmp(got, want, (size_t)nv * sizeof(float)) != 0)
+            fail_msg("sddmm_conv isa=%s M=%lld: one chunk, not bit-identical to im2col + sddmm",
+                     nnz_isa_name(nnz_isa_active()), (long long)M);
+        for (int64_t i = 0; i < nv; i++)
+            if (fabs((double)got[i] - ref[i]) > bound[i])
+                fail_msg("sddmm_conv isa=%s %dx%dx%d->%d k=%d s=%d block %dx%d: dval[%lld] = %.9g, want %.9g (bound %.3g)",
+                         nnz_isa_name(nnz_isa_active()), cc->H, cc->W, cc->IC, OC, cc->KH, cc->stride, r, c,
+                         (long long)i, got[i], ref[i], bound[i]);
+        free(exact), free(sabs);
+    }
+    nnz_spmat_free(&sp);
+    free(inp), free(w), free(dout), free(col), free(acol), free(adout), free(mask);
+    free(got), free(got2), free(want), free(ref), free(bound);
+}
+
+static void sddmm_conv_isa(nnz_isa isa, void *ctx) {
+    (void)isa, (void)ctx;
+    const conv_case one = {1, 5, 5, 8, 40, 5, 5, 1, 2};     /* M = 25: one chunk; K = 200, a partial block column */
+    const conv_case two = {3, 9, 7, 16, 48, 3, 3, 1, 1};    /* M = 189: two ranges */
+    const conv_case many = {8, 14, 14, 32, 32, 3, 3, 1, 1}; /* M = 1568: 8 ranges of 13 chunks */
+    const conv_case wide = {2, 9, 9, 256, 32, 3, 3, 2, 1};  /* K = 2304: 56-row chunks, stride 2 */
+    sddmm_conv_case(&one, 16, 16, 3);
+    sddmm_conv_case(&two, 16, 16, 2);
+    sddmm_conv_case(&two, 16, 16, 0); /* all-zero: no blocks */
+    sddmm_conv_case(&many, 16, 32, 3);
+    sddmm_conv_case(&many, 32, 16, 2);
+    sddmm_conv_case(&wide, 16, 16, 5);
+    sddmm_conv_case(&two, 8, 8, 3); /* refused */
+}
+
+static void test_sddmm_conv_all_isas(void **state) {
+    (void)state;
+    tu_for_each_isa(sddmm_conv_isa, NULL);
+}
+
 /* The same numbers for any thread count: pixels are blocked by shape only. */
 static void test_conv_implicit_thread_independent(void **state) {
     (void)state;
@@ -257,6 +348,7 @@ int main(void) {
         cmocka_unit_test(test_conv_implicit_all_isas),
         cmocka_unit_test(test_conv_implicit_wgrad_all_isas),
         cmocka_unit_test(test_spmm_conv_all_isas),
+        cmocka_unit_test(test_sddmm_conv_all_isas),
         cmocka_unit_test(test_conv_implicit_thread_independent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

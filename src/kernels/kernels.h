@@ -412,6 +412,15 @@ nnz_status nnz_spmm_conv_f32(const nnz_spmat *W, const nnz_conv_window *g, int N
                              const float *bias, bool accumulate, float *out, int64_t ldo);
 nnz_status nnz_sddmm_f32(const nnz_spmat *W, int64_t M, const float *dout, int64_t ldd, const float *X, int64_t ldx,
                          float *dval);
+/* The SDDMM of a sparse convolution (groups 1) without the im2col buffer: nnz_sddmm_f32 with
+ * X = im2col(img) (M = N*OH*OW rows), each chunk of rows built by nnz_im2col_rows_nhwc into a
+ * per-thread buffer that stays in cache. The sum over m runs in up to 8 fixed ranges of rows,
+ * each summed in order into its own partial, the partials then added to dval in order: the
+ * result does not depend on the thread count, and when M fits one chunk (<= 128 rows) it is
+ * bit-identical to nnz_im2col_nhwc + nnz_sddmm_f32. Only r >= 16 on a SIMD ISA: otherwise
+ * NNZ_ERR_UNSUPPORTED (nothing written; use the buffer). */
+nnz_status nnz_sddmm_conv_f32(const nnz_spmat *W, const nnz_conv_window *g, int N, int C, const float *img,
+                              const float *dout, int64_t ldd, float *dval);
 /* ---- sparse turned-window matrix (sparse_turn.c) ----
  * A stride-1 convolution's data gradient is the convolution of dout with the window turned 180
  * degrees and the channels swapped (padding K-1-pad). For a sparse W (OC, taps*IC), taps =

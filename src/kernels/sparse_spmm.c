@@ -12,6 +12,8 @@
 #define SP_ITEMS_PER_THREAD 4
 #define SP_MAX_PARTS 1024
 #define SP_SDDMM_ROWS 128                  /* rows of the m reduction per pass: X, dout chunk stay in L2 */
+#define SP_SDDMM_CONV_FLOATS (1 << 17)     /* nnz_sddmm_conv_f32: one chunk's im2col rows, 512 KB (in L2) */
+#define SP_SDDMM_SLOTS 8                   /* nnz_sddmm_conv_f32: fixed partial sums, whatever the threads */
 
 void nnz_spmm_f32_ref(const nnz_bsr *A, int64_t M, const float *X, int64_t ldx, const float *bias, bool accumulate,
                       float *out, int64_t ldo) {
@@ -235,4 +237,59 @@ nnz_status nnz_sddmm_f32(const nnz_spmat *W, int64_t M, const float *dout, int64
     }
     nnz_free(xt);
     return NNZ_OK;
+}
+
+/* Items are SP_SDDMM_SLOTS fixed ranges of row chunks; each range's chunks are built (im2col rows,
+ * in a per-thread buffer that stays in L2) and run over every block in order, into the range's
+ * own partial values; the partials are then added to dval in slot order. One range (a small
+ * M) adds straight into dval, as nnz_sddmm_f32. Each chunk's rows are built once: splitting by
+ * blocks, as nnz_sddmm_f32 does, would make every thread build all of them. */
+nnz_status nnz_sddmm_conv_f32(const nnz_spmat *W, const nnz_conv_window *g, int N, int C, const float *img,
+                              const float *dout, int64_t ldd, float *dval) {
+    const nnz_bsr *A = &W->fwd;
+    const sparse_kernels *kern = simd_kernels();
+    if ((int64_t)g->KH * g->KW * C != A->cols) return NNZ_ERR_INVALID_ARG;
+    if (!kern || A->r < 16) return NNZ_ERR_UNSUPPORTED;
+    const int32_t nb = A->ptr[A->brows];
+    const int64_t M = (int64_t)N * g->OH * g->OW;
+    if (M <= 0 || nb == 0) return NNZ_OK;
+    const int64_t lds = nnz_spmm_tile_scratch_ld(A->cols);
+    int64_t rows = SP_SDDMM_CONV_FLOATS / lds;
+    rows = rows < 16 ? 16 : rows > SP_SDDMM_ROWS ? SP_SDDMM_ROWS : rows;
+    const int64_t chunks = (M + rows - 1) / rows;
+    const int slots = chunks < SP_SDDMM_SLOTS ? (int)chunks : SP_SDDMM_SLOTS;
+    const size_t nval = (size_t)nnz_spmat_val_count(W);
+    float *part = NULL;
+    if (slots > 1 && !(part = nnz_calloc((size_t)slots * nval * sizeof(float), "sddmm partial sums")))
+        return NNZ_ERR_NOMEM;
+    const int64_t work = (int64_t)nb * A->r * A->c * M;
+    const int threads = work >= SP_PARALLEL_MIN ? nnz_threads() : 1;
+    int failed = 0;
+#pragma omp parallel num_threads(threads)
+    {
+        float *xs = nnz_alloc(((size_t)rows * lds + 16) * sizeof(float), "sddmm im2col rows");
+        if (nnz_omp_all_ok(xs != NULL, &failed)) {
+#pragma omp for schedule(static)
+            for (int sl = 0; sl < slots; sl++) {
+                float *dst = slots > 1 ? part + (size_t)sl * nval : dval;
+                for (int64_t ch = chunks * sl / slots; ch < chunks * (sl + 1) / slots; ch++) {
+                    const int64_t m0 = ch * rows;
+                    const int mrows = (int)(M - m0 < rows ? M - m0 : rows);
+                    nnz_im2col_rows_nhwc(g, C, img, m0, mrows, xs, lds);
+                    kern->sddmm_blocks(A, m0, mrows, 0, nb, dout, ldd, xs - m0 * lds, lds, dst);
+                }
+            }
+        }
+        nnz_free(xs);
+    }
+    if (part && !failed) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (size_t i = 0; i < nval; i++) {
+            float s = 0.0f;
+            for (int sl = 0; sl < slots; sl++) s += part[(size_t)sl * nval + i];
+            dval[i] += s;
+        }
+    }
+    nnz_free(part);
+    return failed ? NNZ_ERR_NOMEM : NNZ_OK;
 }

@@ -469,9 +469,14 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
         dinp = NULL; /* done: the chunks below make the weight gradient only */
     } else if (dinp && sparse_turned_input_grad(s, dout, accumulate, dinp))
         dinp = NULL;
-    const bool wgrad_done = use_implicit_wgrad(s);
+    bool wgrad_done = use_implicit_wgrad(s);
     if (wgrad_done) implicit_weight_grad(s, inp, dout, dweight, scratch);
-    if (wgrad_done && !dinp) return;
+    else if (sp && G == 1 && !s->sparse_bf16_bwd && s->compute == NNZ_F32)
+        wgrad_done = nnz_sddmm_conv_f32(&sp->mat, &g, s->N, s->IC, inp, dout, s->OC, sp->dval) == NNZ_OK;
+    if (wgrad_done && !dinp) {
+        if (sp) scatter_sparse_grad(sp, weight, dweight, Kg);
+        return;
+    }
     if (dinp && !accumulate) memset(dinp, 0, (size_t)s->N * in_img * sizeof(float)); /* col2im accumulates */
     const int chunk = images_per_chunk(s);
     if (bf16_im2col(s)) {
