@@ -450,12 +450,23 @@ nnz_status nnz_evaluate(nnz_model *m, const nnz_dataset *d, int batch, int limit
 nnz_status nnz_evaluate_fit(nnz_model *m, const nnz_dataset *d, int limit, size_t budget, int *batch,
                             size_t *estimate);
 
+/* Training-step and inference throughput on random data, measured as bench/torch_bench.py
+ * measures PyTorch: warm-up steps untimed, then `runs` timed runs of `iters` steps each (0: as
+ * many as make a run last min_time seconds, from the warm-up's pace), and the median run's
+ * images/s. nnz_bench_config_init: batch 128, runs 5, iters 0, min_time 0.3, seed 42. */
 typedef struct {
-    double train_images_per_sec, infer_images_per_sec;
+    int batch, runs, iters;
+    double min_time;
+    uint64_t seed;
+} nnz_bench_config;
+void nnz_bench_config_init(nnz_bench_config *c);
+typedef struct {
+    double train_images_per_sec, infer_images_per_sec; /* the median run's */
     double train_gflops, infer_gflops; /* achieved, counting forward=1x, training=3x forward FLOPs */
-    int batch, threads, iters;
+    int batch, threads, runs;
+    int train_iters, infer_iters;      /* steps per timed run */
 } nnz_bench_result;
-nnz_status nnz_bench_model(nnz_model *m, int batch, int iters, uint64_t seed, nnz_bench_result *out);
+nnz_status nnz_bench_model(nnz_model *m, const nnz_bench_config *c, nnz_bench_result *out);
 
 /* One layer's three products (forward, backward-data, weight gradient), sparse against dense
  * fp32 GEMM, on random data: a (rows, cols) weight masked at sparsity (unstructured for "csr",

@@ -941,7 +941,10 @@ static void test_bench_restores_weights(void **state) {
     (void)state;
     nnz_model *m = small_model(8), *ref = small_model(8);
     nnz_bench_result br;
-    assert_int_equal(nnz_bench_model(m, 16, 3, 1, &br), NNZ_OK);
+    nnz_bench_config bc;
+    nnz_bench_config_init(&bc);
+    bc.batch = 16, bc.iters = 3, bc.runs = 4, bc.seed = 1;
+    assert_int_equal(nnz_bench_model(m, &bc, &br), NNZ_OK);
     assert_true(br.train_images_per_sec > 0 && br.infer_images_per_sec > 0);
     assert_true(br.train_gflops > 0 && br.infer_gflops > 0);
     nnz_model_stats st;
@@ -951,9 +954,26 @@ static void test_bench_restores_weights(void **state) {
     assert_true(fabs(br.train_gflops - br.train_images_per_sec * 3.0 * st.flops * 1e-9) <=
                 1e-9 * br.train_gflops + 1e-12);
     assert_int_equal(br.batch, 16);
-    assert_int_equal(br.iters, 3);
+    assert_int_equal(br.runs, 4);
+    assert_int_equal(br.train_iters, 3);
+    assert_int_equal(br.infer_iters, 3);
     assert_models_equal(m, ref);
-    assert_int_equal(nnz_bench_model(m, 0, 3, 1, &br), NNZ_ERR_INVALID_ARG);
+    /* iters 0: as many steps as last min_time at the warm-up's pace; a min_time of 0 gives one
+     * step, half a second many (a step of this model takes well under a millisecond) */
+    bc.iters = 0, bc.runs = 1, bc.min_time = 0.0;
+    assert_int_equal(nnz_bench_model(m, &bc, &br), NNZ_OK);
+    assert_int_equal(br.train_iters, 1);
+    assert_int_equal(br.infer_iters, 1);
+    bc.min_time = 0.5;
+    assert_int_equal(nnz_bench_model(m, &bc, &br), NNZ_OK);
+    assert_true(br.train_iters > 1 && br.infer_iters > 1);
+    assert_models_equal(m, ref);
+    bc.batch = 0;
+    assert_int_equal(nnz_bench_model(m, &bc, &br), NNZ_ERR_INVALID_ARG);
+    bc.batch = 16, bc.runs = 0;
+    assert_int_equal(nnz_bench_model(m, &bc, &br), NNZ_ERR_INVALID_ARG);
+    bc.runs = 1, bc.iters = -1;
+    assert_int_equal(nnz_bench_model(m, &bc, &br), NNZ_ERR_INVALID_ARG);
     nnz_model_free(m);
     nnz_model_free(ref);
 }
@@ -979,7 +999,10 @@ static void test_bench_infers_on_the_pruned_weights(void **state) {
     assert_non_null(before);
     memcpy(before, W, (size_t)n * sizeof(float));
     nnz_bench_result br;
-    assert_int_equal(nnz_bench_model(m, 16, 3, 1, &br), NNZ_OK);
+    nnz_bench_config bc;
+    nnz_bench_config_init(&bc);
+    bc.batch = 16, bc.iters = 3, bc.runs = 1, bc.seed = 1;
+    assert_int_equal(nnz_bench_model(m, &bc, &br), NNZ_OK);
     /* the plan of the last (inference) forward: fc1 on a sparse format, made from its 5% nonzeros */
     assert_non_null(m->sparse_plan);
     assert_true(m->sparse_plan[fc1].r > 0);

@@ -33,8 +33,11 @@ static int bench_layer(const char *shape, int rows, float sparsity, const char *
 
 int cmd_bench(int argc, char **argv) {
     const char *model = NULL;
-    int batch = 128, threads = 0, iters = 10;
-    uint64_t seed = 42;
+    nnz_bench_config bc;
+    nnz_bench_config_init(&bc);
+    int threads = 0, iters = 0;
+    float min_time = (float)bc.min_time;
+    uint64_t seed = bc.seed;
     bool json = false;
     int precision = NNZ_F32, mask = NNZ_MASK_DENSE;
     float sparsity = 0.9f;
@@ -43,10 +46,15 @@ int cmd_bench(int argc, char **argv) {
     cli_flag flags[] = {
         FL_STR("--model", &model, "NAME",
                "Benchmark a zoo model (28x28x1 inputs, 10 classes) instead of a checkpoint.", NULL),
-        FL_INT("--batch", &batch, "N", "Images per step.", "128", 1, 65536),
+        FL_INT("--batch", &bc.batch, "N", "Images per step.", "128", 1, 65536),
         FL_INT("--threads", &threads, "N", "Worker threads; 0 = all cores.", "0", 0, 4096),
-        FL_INT("--iters", &iters, "N", "Timed iterations of each kind (after 2 untimed warm-up ones).", "10", 1,
-               1000000),
+        FL_INT("--runs", &bc.runs, "R", "Timed runs of each kind; the median run's images/s is reported.", "5", 1,
+               1000),
+        FL_INT("--iters", &iters, "N",
+               "Steps per timed run; 0 = as many as make a run last --min-time, from the warm-up's pace. With "
+               "--layer: timed repetitions of each product.", "0 (--layer: 10)", 0, 1000000),
+        FL_FLOAT("--min-time", &min_time, "S", "Seconds a timed run lasts at least, when --iters is 0.", "0.3", 0,
+                 3600, false),
         FL_U64("--seed", &seed, "N", "Seeds the random input (and a zoo model's weights).", "42"),
         FL_CHOICE("--precision", &precision, "P", CLI_PRECISION_HELP, "fp32", cli_precision_names),
         FL_CHOICE("--mask", &mask, "KIND",
@@ -65,12 +73,14 @@ int cmd_bench(int argc, char **argv) {
     cli_command cmd = {
         .name = "bench",
         .summary = "measure training and inference speed (images/s, GFLOP/s)",
-        .usage = "nnz bench CHECKPOINT|--model NAME|--layer OCxK [--batch N] [--threads N] [--iters N] [--json]",
+        .usage = "nnz bench CHECKPOINT|--model NAME|--layer OCxK [--batch N] [--threads N] [--runs R] [--iters N] "
+                 "[--json]",
         .description =
             "Times training steps (forward, loss, backward, SGD update) and inference passes of a model\n"
-            "on random data, excluding 2 warm-up iterations, and prints images/s and the achieved\n"
-            "GFLOP/s, counting the model's dense forward FLOPs once per inference image and three\n"
-            "times per training image. The checkpoint's weights are not changed.",
+            "on random data and prints images/s and the achieved GFLOP/s, counting the model's dense\n"
+            "forward FLOPs once per inference image and three times per training image. Each kind runs\n"
+            "2 untimed warm-up steps, then --runs timed runs, and reports the median run: the protocol\n"
+            "bench/torch_bench.py uses for PyTorch. The checkpoint's weights are not changed.",
         .example = "  nnz bench mbv2-tiny.safetensors\n  nnz bench --model lenet5 --batch 256 --threads 1 --json\n"
                    "  nnz bench --model vgg8 --mask block --sparsity 0.9 --sparse-format bsr:16x16\n"
                    "  nnz bench --layer 1024x1024 --rows 256 --sparsity 0.9 --format csr",
@@ -88,7 +98,7 @@ int cmd_bench(int argc, char **argv) {
     if (layer) {
         if (npos || model) return cli_usage_error(&cmd, "--layer times a layer: give no CHECKPOINT or --model");
         nnz_set_threads(threads);
-        return bench_layer(layer, rows, sparsity, format, iters, seed, json, &cmd);
+        return bench_layer(layer, rows, sparsity, format, iters ? iters : 10, seed, json, &cmd);
     }
     if ((npos == 1) == (model != NULL)) return cli_usage_error(&cmd, "give either a CHECKPOINT or --model NAME");
     const char *what = npos ? pos[0] : model;
@@ -111,7 +121,10 @@ int cmd_bench(int argc, char **argv) {
         return cli_fail("bench", "cannot mask the model");
     }
     nnz_bench_result br;
-    nnz_status s = nnz_bench_model(m, batch, iters, seed, &br);
+    bc.iters = iters;
+    bc.min_time = min_time;
+    bc.seed = seed;
+    nnz_status s = nnz_bench_model(m, &bc, &br);
     nnz_model_stats st;
     nnz_model_get_stats(m, &st);
     nnz_model_free(m);
@@ -119,14 +132,17 @@ int cmd_bench(int argc, char **argv) {
     if (json) {
         printf("{\"model\":");
         cli_json_string(stdout, what);
-        printf(",\"batch\":%d,\"threads\":%d,\"iters\":%d,\"isa\":\"%s\",\"flops_per_image\":%lld,"
+        printf(",\"batch\":%d,\"threads\":%d,\"runs\":%d,\"train_iters\":%d,\"infer_iters\":%d,\"isa\":\"%s\","
+               "\"flops_per_image\":%lld,"
                "\"precision\":\"%s\",\"train_images_per_sec\":%.1f,\"infer_images_per_sec\":%.1f,\"train_gflops\":%.3f,"
                "\"infer_gflops\":%.3f}\n",
-               br.batch, br.threads, br.iters, nnz_isa_name(nnz_isa_active()), (long long)st.flops,
+               br.batch, br.threads, br.runs, br.train_iters, br.infer_iters, nnz_isa_name(nnz_isa_active()),
+               (long long)st.flops,
                cli_precision_names[precision], br.train_images_per_sec, br.infer_images_per_sec, br.train_gflops, br.infer_gflops);
     } else {
-        printf("model: %s  batch %d  threads %d  isa %s  precision %s  (%d timed iterations)\n", what, br.batch,
-               br.threads, nnz_isa_name(nnz_isa_active()), cli_precision_names[precision], br.iters);
+        printf("model: %s  batch %d  threads %d  isa %s  precision %s  (median of %d runs of %d training / %d "
+               "inference steps)\n", what, br.batch, br.threads, nnz_isa_name(nnz_isa_active()),
+               cli_precision_names[precision], br.runs, br.train_iters, br.infer_iters);
         printf("training:  %10.1f images/s  %8.2f GFLOP/s\n", br.train_images_per_sec, br.train_gflops);
         printf("inference: %10.1f images/s  %8.2f GFLOP/s\n", br.infer_images_per_sec, br.infer_gflops);
     }
