@@ -207,6 +207,9 @@ static const int pool_cases[][7] = {
     {2, 7, 7, 3, 2, 3, 1}, {1, 11, 9, 2, 5, 2, 2}, {3, 4, 4, 5, 4, 4, 0}, {1, 3, 3, 1, 3, 1, 1},
     {1, 1, 1, 3, 1, 1, 0}, {1, 8, 5, 3, 1, 2, 0},
 };
+/* more windows that tile the input (stride == K, pad 0), with rows and columns left over, vector
+ * tails, and the parallel size (test_maxpool_all_isas; too large for the finite differences) */
+static const int tiled_pool_cases[][7] = {{2, 7, 9, 33, 2, 2, 0}, {1, 8, 7, 20, 3, 3, 0}, {4, 17, 13, 40, 2, 2, 0}};
 #define N_POOL_CASES (sizeof pool_cases / sizeof pool_cases[0])
 
 static nnz_pool_shape pool_case(size_t i) {
@@ -311,6 +314,55 @@ static void test_maxpool_ties_and_nan(void **state) {
     assert_float_equal(din[(1 * 4 + 0) * 3 + 1], 0.5f, 0);
     assert_float_equal(din[(3 * 4 + 2) * 3 + 1], 0.5f + dout[(1 * 2 + 1) * 3 + 1], 0);
     assert_float_equal(din[(3 * 4 + 3) * 3 + 1], 0.5f, 0);
+}
+
+/* The max pool on every ISA path: the forward (values and argmax) equal to the naive loop, and
+ * nnz_maxpool_backward_ex (accumulate or overwrite over NaN, with or without the fused relu
+ * mask) equal to the naive scatter of the gradient into what was there (or zeros), skipping
+ * windows whose pooled value is <= 0 when masked: the tiled path (stride == K, pad 0) and the
+ * scatter path alike. */
+static void maxpool_isa(nnz_isa isa, void *ctx) {
+    (void)ctx;
+    const size_t n_tiled = sizeof tiled_pool_cases / sizeof tiled_pool_cases[0];
+    for (size_t i = 0; i < N_POOL_CASES + n_tiled; i++) {
+        nnz_pool_shape s;
+        if (i < N_POOL_CASES) s = pool_case(i);
+        else {
+            const int *p = tiled_pool_cases[i - N_POOL_CASES];
+            assert_int_equal(nnz_pool_shape_init(&s, p[0], p[1], p[2], p[3], p[4], p[5], p[6]), NNZ_OK);
+        }
+        const int64_t ni = in_size(&s), no = out_size(&s);
+        float *x = filled(ni, -1, 1, 40 + i), *g = filled(no, -1, 1, 41 + i), *pre = filled(ni, -1, 1, 42 + i);
+        float *out = malloc(sizeof(float) * no), *ref = malloc(sizeof(float) * no);
+        int32_t *arg = malloc(sizeof(int32_t) * no), *refarg = malloc(sizeof(int32_t) * no);
+        float *got = malloc(sizeof(float) * ni), *want = malloc(sizeof(float) * ni);
+        nnz_maxpool_forward(&s, x, out, arg);
+        naive_pool(&s, x, true, ref, refarg);
+        assert_memory_equal(out, ref, sizeof(float) * no);
+        assert_memory_equal(arg, refarg, sizeof(int32_t) * no);
+        for (int mode = 0; mode < 4; mode++) {
+            const bool acc = mode & 1, masked = mode & 2;
+            for (int64_t k = 0; k < ni; k++) {
+                want[k] = acc ? pre[k] : 0.0f;
+                got[k] = acc ? pre[k] : NAN;
+            }
+            for (int64_t o = 0; o < no; o++) {
+                const int64_t img = o / ((int64_t)s.OH * s.OW * s.C), c = o % s.C;
+                if (!masked || out[o] > 0.0f) want[(img * s.H * s.W + arg[o]) * s.C + c] += g[o];
+            }
+            nnz_maxpool_backward_ex(&s, arg, g, masked ? out : NULL, got, acc);
+            for (int64_t k = 0; k < ni; k++)
+                if (!(got[k] == want[k]))
+                    fail_msg("maxpool backward isa=%s case %zu acc=%d relu=%d: dinp[%lld] = %g, want %g",
+                             nnz_isa_name(isa), i, acc, masked, (long long)k, got[k], want[k]);
+        }
+        free(x); free(g); free(pre); free(out); free(ref); free(arg); free(refarg); free(got); free(want);
+    }
+}
+
+static void test_maxpool_all_isas(void **state) {
+    (void)state;
+    tu_for_each_isa(maxpool_isa, NULL);
 }
 
 typedef struct {
@@ -459,6 +511,7 @@ int main(void) {
         cmocka_unit_test(test_pool_forward_matches_naive),
         cmocka_unit_test(test_pool_parallel_path_matches_naive),
         cmocka_unit_test(test_maxpool_ties_and_nan),
+        cmocka_unit_test(test_maxpool_all_isas),
         cmocka_unit_test(test_pool_backward_finite_differences),
         cmocka_unit_test(test_global_avgpool_matches_naive),
         cmocka_unit_test(test_dropout),

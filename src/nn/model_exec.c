@@ -23,9 +23,13 @@
  *  - eval mode: a conv whose only consumer is a batch norm applies that batch norm
  *    (and its fused activation) as its epilogue and writes straight into the batch
  *    norm's buffer; the batch norm and activation nodes are skipped;
- *  - backward: a node whose only consumer is a conv, linear, batch norm, relu, relu6 or
- *    (as the first operand) add has its gradient overwritten by that consumer instead
- *    of zeroed and accumulated into (grad_written).
+ *  - backward: a node whose only consumer is a conv, linear, batch norm, relu, relu6,
+ *    (as the first operand) add or a max pool with windows that do not overlap has its
+ *    gradient overwritten by that consumer instead of zeroed and accumulated into
+ *    (grad_written);
+ *  - backward: such a max pool after a relu of its own (one no batch norm computes) also
+ *    computes that relu's backward, masked by its own output (the relu's output at the
+ *    selected input), and writes the relu's input gradient (pool_relu).
  * Each fusion is the same arithmetic as the unfused layers, up to the GEMM's blocking.
  *
  * m->act_identity (optional) turns single relu/relu6 nodes into the identity at run
@@ -143,7 +147,8 @@ static nnz_op act_op(const nnz_model *m, int i) {
 static nnz_status plan_fusions(nnz_model *m, const int *consumers) {
     const int nn = m->n_nodes;
     nnz_node_exec *ex = m->exec;
-    for (int i = 0; i < nn; i++) ex[i] = (nnz_node_exec){.fused_act = -1, .fused_into = -1, .eval_bn = -1};
+    for (int i = 0; i < nn; i++)
+        ex[i] = (nnz_node_exec){.fused_act = -1, .fused_into = -1, .eval_bn = -1, .pool_relu = -1};
     if (m->keep_activations) return NNZ_OK;
     int *consumer = act_alloc(m, nn, sizeof(int), "consumer table"); /* the last consumer of each node */
     if (!consumer) return NNZ_ERR_NOMEM;
@@ -183,6 +188,22 @@ static nnz_status plan_fusions(nnz_model *m, const int *consumers) {
             break;
         case NNZ_OP_ADD: ex[i].grad_written = cn->input == i && cn->skip != i; break;
         default: break;
+        }
+    }
+    /* a max pool whose windows do not overlap writes each input gradient once: it overwrites its
+     * input's gradient, or, after a relu of its own (not one a batch norm computes), that relu's
+     * input gradient with the relu's mask, so the relu's backward pass and zeroing go */
+    for (int p = 0; p < nn; p++) {
+        const nnz_node *pn = &m->nodes[p];
+        const int r = pn->input;
+        if (pn->op != NNZ_OP_MAXPOOL || pn->stride != pn->k || pn->pad != 0 || r < 0 || consumers[r] != 1 ||
+            is_alias(&m->nodes[r]))
+            continue;
+        ex[r].grad_written = true;
+        const int f = ex[r].fused_into;
+        if (m->nodes[r].op == NNZ_OP_RELU && !(f >= 0 && m->nodes[f].op == NNZ_OP_BATCHNORM)) {
+            ex[p].pool_relu = r;
+            ex[r].pool_fused = true;
         }
     }
     return NNZ_OK;
@@ -619,7 +640,7 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
         }
         case NNZ_OP_RELU:
         case NNZ_OP_RELU6:
-            if (!dinp) break;
+            if (!dinp || ex->pool_fused) break; /* pool_fused: done by the max pool */
             if (act_op(m, i) == NNZ_OP_IDENTITY) {
                 if (acc) nnz_accumulate(numel, dout, dinp);
                 else memcpy(dinp, dout, (size_t)numel * sizeof(float));
@@ -634,10 +655,17 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
             if (dinp) nnz_accumulate(numel, dout, dinp);
             break;
         case NNZ_OP_MAXPOOL: {
-            if (!dinp) break;
             nnz_pool_shape s;
             fill_pool_shape(nd, n, &s);
-            nnz_maxpool_backward(&s, m->aux[i], dout, dinp);
+            const int r = ex->pool_relu;
+            if (r < 0) {
+                nnz_maxpool_backward_ex(&s, m->aux[i], dout, NULL, dinp, acc);
+                break;
+            }
+            /* the relu's backward too: into the relu's input gradient, masked where the pooled relu output is 0 */
+            const int c = m->nodes[r].input;
+            nnz_maxpool_backward_ex(&s, m->aux[i], dout, act_op(m, r) == NNZ_OP_RELU ? m->act[i] : NULL,
+                                    node_grad(m, c), c < 0 || !m->exec[c].grad_written);
             break;
         }
         case NNZ_OP_AVGPOOL: {

@@ -164,6 +164,14 @@ nnz_status nnz_pool_shape_init(nnz_pool_shape *s, int N, int H, int W, int C, in
 /* argmax (N,OH,OW,C): flat index into (H,W) of the winning input, for the backward. */
 void nnz_maxpool_forward(const nnz_pool_shape *s, const float *inp, float *out, int32_t *argmax);
 void nnz_maxpool_backward(const nnz_pool_shape *s, const int32_t *argmax, const float *dout, float *dinp);
+/* dinp (+)= the max pool's gradient; accumulate false overwrites all of dinp (NaNs there do not
+ * propagate). relu_out (N,OH,OW,C) or NULL: the pool's output when it pools a relu's output, to
+ * fuse that relu's backward: the gradient passes only where the pooled value is > 0, exactly
+ * relu's mask at the selected input (dinp is then the relu's input gradient). The same result
+ * as the scatter above (+ the relu backward) when windows do not overlap (stride == K, pad 0),
+ * where each input is written once in order; else a scatter after zeroing. */
+void nnz_maxpool_backward_ex(const nnz_pool_shape *s, const int32_t *argmax, const float *dout, const float *relu_out,
+                             float *dinp, bool accumulate);
 /* average over the window with padding counted (PyTorch's count_include_pad=True) */
 void nnz_avgpool_forward(const nnz_pool_shape *s, const float *inp, float *out);
 void nnz_avgpool_backward(const nnz_pool_shape *s, const float *dout, float *dinp);
@@ -230,6 +238,9 @@ typedef struct nnz_node_exec {
                            node's buffer), or -1 */
     bool eval_folded;   /* batchnorm: computed by its conv in eval mode */
     bool grad_written;  /* backward overwrites (or never reads) this node's gradient: no zeroing */
+    int pool_relu;      /* maxpool (windows not overlapping): the relu before it whose backward it
+                           computes, writing that relu's input gradient, or -1 */
+    bool pool_fused;    /* relu: its backward is computed by the max pool after it (pool_relu) */
     float *eval_scale;  /* conv with eval_bn: out_ch floats for the folded multiplier */
     float *kernel_weight; /* conv that may read its weight in its forward kernel's layout: room for it,
                              made at each forward (nnz_conv2d_kernel_weight), or NULL */

@@ -11,7 +11,8 @@
  *
  * Loops vectorize over the contiguous channel axis. Forward passes run in
  * parallel over output rows; backward passes over images (windows of one image
- * overlap when stride < K, windows of different images never do). */
+ * overlap when stride < K, windows of different images never do), the max
+ * pool's over input rows when its windows do not overlap. */
 #include "nn/nn.h"
 
 #include <math.h>
@@ -55,55 +56,169 @@ static inline void window_range(int start, int K, int size, int *lo, int *hi) {
     *hi = start + K > size ? size : start + K;
 }
 
-void nnz_maxpool_forward(const nnz_pool_shape *s, const float *inp, float *out, int32_t *argmax) {
-    const int H = s->H, W = s->W, C = s->C, OH = s->OH, OW = s->OW;
-    const int64_t rows = (int64_t)s->N * OH;
-#pragma omp parallel for schedule(static) if (rows * OW * C >= POOL_PARALLEL_MIN)
-    for (int64_t row = 0; row < rows; row++) {
-        const int n = (int)(row / OH), oh = (int)(row % OH);
-        int h0, h1;
-        window_range(oh * s->stride - s->pad, s->K, H, &h0, &h1);
-        const float *img = inp + (int64_t)n * H * W * C;
-        for (int ow = 0; ow < OW; ow++) {
-            int w0, w1;
-            window_range(ow * s->stride - s->pad, s->K, W, &w0, &w1);
-            float *o = out + ((row * OW) + ow) * C;
-            int32_t *a = argmax + ((row * OW) + ow) * C;
-            const int32_t first = h0 * W + w0;
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#define TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")))
+
+/* One output row (oh) of one image: the windows' maxima and their argmax. Compiled per ISA
+ * (target attributes, no intrinsics), as batch norm's passes. */
+ALWAYS_INLINE void pool_fwd_row_body(const nnz_pool_shape *s, const float *img, int oh, float *o, int32_t *a) {
+    const int H = s->H, W = s->W, C = s->C;
+    int h0, h1;
+    window_range(oh * s->stride - s->pad, s->K, H, &h0, &h1);
+    for (int ow = 0; ow < s->OW; ow++, o += C, a += C) {
+        int w0, w1;
+        window_range(ow * s->stride - s->pad, s->K, W, &w0, &w1);
+        const int32_t first = h0 * W + w0;
 #pragma omp simd
-            for (int c = 0; c < C; c++) {
-                o[c] = -INFINITY;
-                a[c] = first;
-            }
-            for (int ih = h0; ih < h1; ih++)
-                for (int iw = w0; iw < w1; iw++) {
-                    const float *x = img + ((int64_t)ih * W + iw) * C;
-                    const int32_t idx = ih * W + iw;
+        for (int c = 0; c < C; c++) {
+            o[c] = -INFINITY;
+            a[c] = first;
+        }
+        for (int ih = h0; ih < h1; ih++)
+            for (int iw = w0; iw < w1; iw++) {
+                const float *x = img + ((int64_t)ih * W + iw) * C;
+                const int32_t idx = ih * W + iw;
 #pragma omp simd
-                    for (int c = 0; c < C; c++) {
-                        float v = x[c];
-                        int better = (v > o[c]) | (v != v); /* strict: ties keep the first */
-                        o[c] = better ? v : o[c];
-                        a[c] = better ? idx : a[c];
-                    }
+                for (int c = 0; c < C; c++) {
+                    const float v = x[c];
+                    const int better = (v > o[c]) | (v != v); /* strict: ties keep the first */
+                    o[c] = better ? v : o[c];
+                    a[c] = better ? idx : a[c];
                 }
+            }
+    }
+}
+
+typedef void (*pool_fwd_row_fn)(const nnz_pool_shape *s, const float *img, int oh, float *o, int32_t *a);
+#define POOL_FWD_ROW(suffix, attr)                                                                            \
+    attr static void pool_fwd_row_##suffix(const nnz_pool_shape *s, const float *img, int oh, float *o,       \
+                                           int32_t *a) {                                                      \
+        pool_fwd_row_body(s, img, oh, o, a);                                                                  \
+    }
+POOL_FWD_ROW(ref, )
+#if defined(__x86_64__)
+POOL_FWD_ROW(avx2, TARGET_AVX2)
+POOL_FWD_ROW(avx512, TARGET_AVX512)
+#endif
+
+static pool_fwd_row_fn pick_pool_fwd_row(void) {
+#if defined(__x86_64__)
+    const nnz_isa isa = nnz_isa_active();
+    if (isa >= NNZ_ISA_AVX512) return pool_fwd_row_avx512;
+    if (isa >= NNZ_ISA_AVX2) return pool_fwd_row_avx2;
+#endif
+    return pool_fwd_row_ref;
+}
+
+void nnz_maxpool_forward(const nnz_pool_shape *s, const float *inp, float *out, int32_t *argmax) {
+    const int64_t rows = (int64_t)s->N * s->OH;
+    const pool_fwd_row_fn row_fn = pick_pool_fwd_row();
+#pragma omp parallel for schedule(static) if (rows * s->OW * s->C >= POOL_PARALLEL_MIN)
+    for (int64_t row = 0; row < rows; row++) {
+        const int n = (int)(row / s->OH), oh = (int)(row % s->OH);
+        const int64_t o = row * s->OW * s->C;
+        row_fn(s, inp + (int64_t)n * s->H * s->W * s->C, oh, out + o, argmax + o);
+    }
+}
+
+/* Windows that do not overlap (stride == K, pad 0): every input pixel is in at most one window,
+ * so each is written once, in order, with no scatter: the selected pixel gets its window's
+ * gradient, the others (and the columns past the last window) zero. One input row: a, g, y are
+ * its windows' argmax, gradient and (relu_out, or NULL) pooled output rows. Compiled per ISA
+ * (target attributes, no intrinsics), as batch norm's passes. */
+ALWAYS_INLINE void pool_bwd_row_body(int W, int C, int K, int OW, int ih, const int32_t *a, const float *g,
+                                     const float *y, bool accumulate, float *di) {
+    for (int ow = 0; ow < OW; ow++, a += C, g += C, y = y ? y + C : NULL)
+        for (int kw = 0; kw < K; kw++) {
+            const int iw = ow * K + kw;
+            const int32_t idx = ih * W + iw;
+            float *d = di + (int64_t)iw * C;
+            if (y && accumulate) {
+#pragma omp simd
+                for (int c = 0; c < C; c++) d[c] = (a[c] == idx) & (y[c] > 0.0f) ? d[c] + g[c] : d[c];
+            } else if (y) {
+#pragma omp simd
+                for (int c = 0; c < C; c++) d[c] = (a[c] == idx) & (y[c] > 0.0f) ? g[c] : 0.0f;
+            } else if (accumulate) {
+#pragma omp simd
+                for (int c = 0; c < C; c++) d[c] = a[c] == idx ? d[c] + g[c] : d[c];
+            } else {
+#pragma omp simd
+                for (int c = 0; c < C; c++) d[c] = a[c] == idx ? g[c] : 0.0f;
+            }
+        }
+    if (!accumulate)
+        for (int64_t i = (int64_t)OW * K * C; i < (int64_t)W * C; i++) di[i] = 0.0f;
+}
+
+typedef void (*pool_bwd_row_fn)(int W, int C, int K, int OW, int ih, const int32_t *a, const float *g, const float *y,
+                                bool accumulate, float *di);
+#define POOL_BWD_ROW(suffix, attr)                                                                              \
+    attr static void pool_bwd_row_##suffix(int W, int C, int K, int OW, int ih, const int32_t *a, const float *g, \
+                                           const float *y, bool accumulate, float *di) {                        \
+        pool_bwd_row_body(W, C, K, OW, ih, a, g, y, accumulate, di);                                           \
+    }
+POOL_BWD_ROW(ref, )
+#if defined(__x86_64__)
+POOL_BWD_ROW(avx2, TARGET_AVX2)
+POOL_BWD_ROW(avx512, TARGET_AVX512)
+#endif
+
+static pool_bwd_row_fn pick_pool_bwd_row(void) {
+#if defined(__x86_64__)
+    const nnz_isa isa = nnz_isa_active();
+    if (isa >= NNZ_ISA_AVX512) return pool_bwd_row_avx512;
+    if (isa >= NNZ_ISA_AVX2) return pool_bwd_row_avx2;
+#endif
+    return pool_bwd_row_ref;
+}
+
+static void maxpool_backward_tiled(const nnz_pool_shape *s, const int32_t *argmax, const float *dout,
+                                   const float *relu_out, float *dinp, bool accumulate) {
+    const int H = s->H, W = s->W, C = s->C, K = s->K, OH = s->OH, OW = s->OW;
+    const int64_t rows = (int64_t)s->N * H;
+    const pool_bwd_row_fn row_fn = pick_pool_bwd_row();
+#pragma omp parallel for schedule(static) if (rows * W * C >= POOL_PARALLEL_MIN)
+    for (int64_t row = 0; row < rows; row++) {
+        const int n = (int)(row / H), ih = (int)(row % H), oh = ih / K;
+        float *di = dinp + row * W * C;
+        if (oh >= OH) { /* below the last window */
+            if (!accumulate)
+                for (int64_t i = 0; i < (int64_t)W * C; i++) di[i] = 0.0f;
+            continue;
+        }
+        const int64_t o = ((int64_t)n * OH + oh) * OW * C;
+        row_fn(W, C, K, OW, ih, argmax + o, dout + o, relu_out ? relu_out + o : NULL, accumulate, di);
+    }
+}
+
+void nnz_maxpool_backward_ex(const nnz_pool_shape *s, const int32_t *argmax, const float *dout, const float *relu_out,
+                             float *dinp, bool accumulate) {
+    if (!dinp) return;
+    if (s->stride == s->K && s->pad == 0) {
+        maxpool_backward_tiled(s, argmax, dout, relu_out, dinp, accumulate);
+        return;
+    }
+    const int C = s->C;
+    const int64_t in_img = (int64_t)s->H * s->W * C, out_pix = (int64_t)s->OH * s->OW;
+    if (!accumulate)
+        for (int64_t i = 0; i < (int64_t)s->N * in_img; i++) dinp[i] = 0.0f;
+#pragma omp parallel for schedule(static) if (s->N * out_pix * C >= POOL_PARALLEL_MIN)
+    for (int n = 0; n < s->N; n++) {
+        float *di = dinp + n * in_img;
+        for (int64_t p = 0; p < out_pix; p++) {
+            const int64_t o = ((int64_t)n * out_pix + p) * C;
+            const float *g = dout + o, *y = relu_out ? relu_out + o : NULL;
+            const int32_t *a = argmax + o;
+            for (int c = 0; c < C; c++)
+                if (!y || y[c] > 0.0f) di[(int64_t)a[c] * C + c] += g[c];
         }
     }
 }
 
 void nnz_maxpool_backward(const nnz_pool_shape *s, const int32_t *argmax, const float *dout, float *dinp) {
-    if (!dinp) return;
-    const int C = s->C;
-    const int64_t in_img = (int64_t)s->H * s->W * C, out_pix = (int64_t)s->OH * s->OW;
-#pragma omp parallel for schedule(static) if (s->N * out_pix * C >= POOL_PARALLEL_MIN)
-    for (int n = 0; n < s->N; n++) {
-        float *di = dinp + n * in_img;
-        for (int64_t p = 0; p < out_pix; p++) {
-            const float *g = dout + ((int64_t)n * out_pix + p) * C;
-            const int32_t *a = argmax + ((int64_t)n * out_pix + p) * C;
-            for (int c = 0; c < C; c++) di[(int64_t)a[c] * C + c] += g[c];
-        }
-    }
+    nnz_maxpool_backward_ex(s, argmax, dout, NULL, dinp, true);
 }
 
 void nnz_avgpool_forward(const nnz_pool_shape *s, const float *inp, float *out) {
