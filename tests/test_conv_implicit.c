@@ -311,6 +311,55 @@ static void test_sddmm_conv_all_isas(void **state) {
     tu_for_each_isa(sddmm_conv_isa, NULL);
 }
 
+/* nnz_gemm_small_im2col (the small GEMM building its im2col rows per row block in cache) bit for
+ * bit against nnz_im2col_nhwc + nnz_gemm_small on each SIMD ISA, over 1-3 input channels (the
+ * convolutions that keep im2col), strides, padding, accumulate and the epilogue; the reference
+ * ISA refuses with nothing written. */
+static void small_im2col_case(const conv_case *cc, bool accumulate, bool with_ep) {
+    const nnz_conv_window g = window(cc);
+    const int K = cc->KH * cc->KW * cc->IC, OC = cc->OC;
+    const int64_t M = (int64_t)cc->N * g.OH * g.OW, in_n = (int64_t)cc->N * cc->H * cc->W * cc->IC;
+    float *inp = falloc((size_t)in_n), *w = falloc((size_t)K * OC), *col = falloc((size_t)(M * K));
+    float *out = falloc((size_t)(M * OC)), *want = falloc((size_t)(M * OC)), *add = falloc(OC);
+    tu_fill_uniform(inp, in_n, -1, 1, 61);
+    tu_fill_uniform(w, (int64_t)K * OC, -1, 1, 62);
+    tu_fill_uniform(add, OC, -1, 1, 63);
+    const nnz_epilogue ep = {.add = add, .lo = 0.0f, .hi = 6.0f};
+    tu_fill_uniform(out, M * OC, -1, 1, 64);
+    memcpy(want, out, (size_t)(M * OC) * sizeof(float));
+    const bool ok = nnz_gemm_small_im2col(&g, cc->N, cc->IC, inp, OC, w, accumulate, with_ep ? &ep : NULL, out);
+    if (nnz_isa_active() < NNZ_ISA_AVX2) {
+        assert_false(ok);
+        assert_memory_equal(out, want, (size_t)(M * OC) * sizeof(float)); /* untouched */
+    } else {
+        assert_true(ok);
+        nnz_im2col_nhwc(&g, cc->N, cc->IC, 0, cc->IC, inp, col);
+        nnz_gemm_small(M, OC, K, col, K, w, accumulate, with_ep ? &ep : NULL, want);
+        if (memcmp(out, want, (size_t)(M * OC) * sizeof(float)) != 0)
+            fail_msg("gemm_small_im2col isa=%s %dx%dx%d->%d k=%d s=%d p=%d acc=%d ep=%d: not bit-identical",
+                     nnz_isa_name(nnz_isa_active()), cc->H, cc->W, cc->IC, OC, cc->KH, cc->stride, cc->pad, accumulate,
+                     with_ep);
+    }
+    free(inp), free(w), free(col), free(out), free(want), free(add);
+}
+
+static void small_im2col_isa(nnz_isa isa, void *ctx) {
+    (void)isa, (void)ctx;
+    static const conv_case cases[] = {
+        {3, 28, 28, 1, 32, 5, 5, 1, 2}, /* lenet5's conv1: several row blocks */
+        {2, 9, 7, 1, 16, 3, 3, 1, 1},   /* mbv2's stem */
+        {2, 11, 10, 3, 20, 3, 3, 2, 1}, /* RGB, stride 2, lane tail */
+        {1, 5, 6, 2, 7, 5, 5, 1, 0},    /* no padding, narrow output */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int mode = 0; mode < 4; mode++) small_im2col_case(&cases[c], mode & 1, mode & 2);
+}
+
+static void test_gemm_small_im2col_all_isas(void **state) {
+    (void)state;
+    tu_for_each_isa(small_im2col_isa, NULL);
+}
+
 /* The same numbers for any thread count: pixels are blocked by shape only. */
 static void test_conv_implicit_thread_independent(void **state) {
     (void)state;
@@ -349,6 +398,7 @@ int main(void) {
         cmocka_unit_test(test_conv_implicit_wgrad_all_isas),
         cmocka_unit_test(test_spmm_conv_all_isas),
         cmocka_unit_test(test_sddmm_conv_all_isas),
+        cmocka_unit_test(test_gemm_small_im2col_all_isas),
         cmocka_unit_test(test_conv_implicit_thread_independent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

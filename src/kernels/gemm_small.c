@@ -46,6 +46,37 @@ void nnz_gemm_small(int64_t M, int N, int K, const float *A, int64_t lda, const 
     }
 }
 
+bool nnz_gemm_small_im2col(const nnz_conv_window *g, int N, int C, const float *img, int OC, const float *B,
+                           bool accumulate, const nnz_epilogue *ep, float *out) {
+    gs_rows_fn fn = NULL;
+#if defined(__x86_64__)
+    const nnz_isa isa = nnz_isa_active();
+    if (isa >= NNZ_ISA_AVX512) fn = nnz_gemm_small_rows_f32_avx512;
+    else if (isa == NNZ_ISA_AVX2) fn = nnz_gemm_small_rows_f32_avx2;
+#endif
+    if (!fn) return false;
+    const int64_t M = (int64_t)N * g->OH * g->OW;
+    const int K = g->KH * g->KW * C;
+    if (M <= 0) return true;
+    const int64_t rows = GS_BLOCK_FLOATS / OC > 4 ? GS_BLOCK_FLOATS / OC : 4;
+    const int64_t blocks = (M + rows - 1) / rows;
+    int failed = 0;
+#pragma omp parallel if (M * OC * K >= GS_PARALLEL_MIN)
+    {
+        float *col = nnz_alloc((size_t)rows * K * sizeof(float), "small GEMM im2col rows");
+        if (nnz_omp_all_ok(col != NULL, &failed)) {
+#pragma omp for schedule(static)
+            for (int64_t b = 0; b < blocks; b++) {
+                const int64_t r0 = b * rows, m = M - r0 < rows ? M - r0 : rows;
+                nnz_im2col_rows_nhwc(g, C, img, r0, (int)m, col, K);
+                fn((int)m, OC, K, col, K, B, accumulate, ep, out + r0 * OC);
+            }
+        }
+        nnz_free(col);
+    }
+    return !failed;
+}
+
 /* The weight gradient: rows are cut into GS_AT_SLOTS fixed slices (fewer when M is small),
  * each summed into its own partial (P,Q) in blocks of GS_AT_ROWS rows (the blocks of X and Y
  * stay in L2 while every tile of D passes over them), and the partials added in slot order:

@@ -239,6 +239,14 @@ void nnz_col2im_nhwc_acc(const nnz_conv_window *g, int B, int C, int c0, int Cg,
  * all C channels: groups 1) into col with row stride ldc >= KH*KW*C. Single-threaded. */
 void nnz_im2col_rows_nhwc(const nnz_conv_window *g, int C, const float *img, int64_t pix0, int rows, float *col,
                           int64_t ldc);
+/* nnz_gemm_small over the im2col rows of a convolution (groups 1) without the im2col buffer:
+ * out (N*OH*OW, OC) = im2col(img) (K = KH*KW*C) * B (K, OC), then ep; each of the small GEMM's
+ * row blocks is built by nnz_im2col_rows_nhwc into a per-thread buffer that stays in cache
+ * first. Bit-identical to nnz_im2col_nhwc + nnz_gemm_small (rows are independent). false
+ * (nothing written) if a buffer could not be allocated or the active ISA has no SIMD small GEMM
+ * (the reference needs the rows in memory: use the buffer). */
+bool nnz_gemm_small_im2col(const nnz_conv_window *g, int N, int C, const float *img, int OC, const float *B,
+                           bool accumulate, const nnz_epilogue *ep, float *out);
 
 /* ---- depthwise convolution, NHWC (groups == IC == OC) ----
  * inp (N,H,W,C), out/dout (N,OH,OW,C), weight_t (KH,KW,C) — channels-last,

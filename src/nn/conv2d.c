@@ -360,9 +360,13 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
         if (ep) epilogue_rows_parallel(out_rows, s->OC, ep, out);
         return;
     }
-    /* short im2col rows: the small GEMM with the (Kg,OC) weight */
+    /* short im2col rows: the small GEMM with the (Kg,OC) weight, its row blocks built in cache */
     float *made = NULL;
     const float *wt = use_small_gemm(s) ? small_gemm_weight(s, weight, &made) : NULL;
+    if (wt && G == 1 && nnz_gemm_small_im2col(&g, s->N, s->IC, inp, s->OC, wt, beta != 0.0f, ep, out)) {
+        free(made);
+        return;
+    }
     for (int n0 = 0; n0 < s->N; n0 += chunk) {
         const int B = s->N - n0 < chunk ? s->N - n0 : chunk, M = B * s->OH * s->OW;
         if (wt) { /* the epilogue fused into the small GEMM's tiles */
