@@ -410,6 +410,9 @@ typedef struct {
 } nnz_budget_shape;
 /* The estimated peak resident bytes of training or evaluation at `batch` (budget.c explains the terms). */
 nnz_status nnz_budget_need(nnz_model *m, int batch, const nnz_budget_shape *sh, nnz_mem_need *out);
+/* What a batch named in an error for the next run leaves free of the budget: two processes
+ * measure their resident memory a few kilobytes apart (the estimate's first term). */
+#define NNZ_BUDGET_NAMED_SLACK ((size_t)1 << 20)
 /* The largest batch <= most whose need fits budget (0: not even 1). */
 nnz_status nnz_budget_largest_batch(nnz_model *m, int most, size_t budget, const nnz_budget_shape *sh, int *batch);
 /* "N bytes: R resident before the batch (...), A for activations ..." */

@@ -255,8 +255,12 @@ static nnz_status fit_budget(trainer *t) {
     if (need.total > c->memory_budget) {
         char what[512];
         nnz_budget_describe(&need, what, sizeof what);
+        /* the batch named for the next run leaves NNZ_BUDGET_NAMED_SLACK free: that process measures
+         * its resident memory a few kilobytes apart from this one */
         int fits = 0;
-        NNZ_TRY(nnz_budget_largest_batch(t->m, c->batch - 1, c->memory_budget, &sh, &fits));
+        if (c->memory_budget > NNZ_BUDGET_NAMED_SLACK)
+            NNZ_TRY(nnz_budget_largest_batch(t->m, c->batch - 1, c->memory_budget - NNZ_BUDGET_NAMED_SLACK, &sh, &fits));
+        if (fits < 1) NNZ_TRY(nnz_budget_largest_batch(t->m, c->batch - 1, c->memory_budget, &sh, &fits));
         if (fits < 1)
             return nnz_fail(NNZ_ERR_NOMEM,
                             "not even --batch 1 fits --memory-budget %zu: batch %d needs an estimated %s; raise "
