@@ -136,10 +136,10 @@ ALWAYS_INLINE void pool_bwd_row_body(int W, int C, int K, int OW, int ih, const 
             float *d = di + (int64_t)iw * C;
             if (y && accumulate) {
 #pragma omp simd
-                for (int c = 0; c < C; c++) d[c] = (a[c] == idx) & (y[c] > 0.0f) ? d[c] + g[c] : d[c];
+                for (int c = 0; c < C; c++) d[c] = ((a[c] == idx) & (y[c] > 0.0f)) ? d[c] + g[c] : d[c];
             } else if (y) {
 #pragma omp simd
-                for (int c = 0; c < C; c++) d[c] = (a[c] == idx) & (y[c] > 0.0f) ? g[c] : 0.0f;
+                for (int c = 0; c < C; c++) d[c] = ((a[c] == idx) & (y[c] > 0.0f)) ? g[c] : 0.0f;
             } else if (accumulate) {
 #pragma omp simd
                 for (int c = 0; c < C; c++) d[c] = a[c] == idx ? d[c] + g[c] : d[c];
