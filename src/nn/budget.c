@@ -16,9 +16,9 @@
  *                packing buffers and OpenMP's thread stacks (a constant plus a share per thread,
  *                measured on lenet5/vgg8/mbv2-tiny with 1 and 2 threads and rounded up), the bf16
  *                GEMM's packing (or, emulated, its rounded fp32 operand copies), threaded OpenBLAS's
- *                copy of a tall GEMM's left operand, and with masks or pruning the sparse formats (up
- *                to twice the weights), and with GMP a magnitude mask's sort (40 bytes per weight of
- *                the largest layer). */
+ *                copy of a tall GEMM's left operand, with masks or pruning the sparse formats (up to
+ *                three times the weights) and the sparse kernels' partial sums and row buffers, and
+ *                with GMP a magnitude mask's sort (40 bytes per weight of the largest layer). */
 #include "nn/nn.h"
 
 #include <stdio.h>
@@ -100,7 +100,18 @@ size_t nnz_budget_runtime_bytes(const nnz_model *m, int batch, bool sparse, bool
         else
             b += bf16_emulation_floats(m, batch) * sizeof(float) + 2 * 64;
     }
-    if (sparse) b += 2 * weight_bytes(m); /* the sparse formats */
+    if (sparse) {
+        /* the sparse formats: W, W^T and the turned-window copy of a conv's data gradient (each at
+         * most the weights); one call at a time, the buffer-free SDDMM's 8 partial sums of the
+         * largest layer's values and each thread's im2col rows (SpMM's and SDDMM's, 512 KB each) */
+        size_t largest = 0;
+        for (int i = 0; i < m->n_nodes; i++) {
+            int rows, cols;
+            if (nnz_node_weight_matrix(&m->nodes[i], &rows, &cols) && (size_t)rows * cols > largest)
+                largest = (size_t)rows * cols;
+        }
+        b += 3 * weight_bytes(m) + 8 * largest * sizeof(float) + threads * 2 * MIB;
+    }
     if (sparse && m->compute == NNZ_BF16) { /* the bf16 SDDMM's staging, the largest layer's (one call at a time) */
         size_t most = 0;
         for (int i = 0; i < m->n_nodes; i++) {
