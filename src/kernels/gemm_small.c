@@ -25,14 +25,19 @@ void nnz_gemm_small_ref(int64_t M, int N, int K, const float *A, int64_t lda, co
 typedef void (*gs_rows_fn)(int, int, int, const float *, int64_t, const float *, bool, const nnz_epilogue *,
                            float *);
 
-void nnz_gemm_small(int64_t M, int N, int K, const float *A, int64_t lda, const float *B, bool accumulate,
-                    const nnz_epilogue *ep, float *C) {
-    gs_rows_fn fn = NULL;
+/* the active ISA's row-block kernel; NULL: the reference */
+static gs_rows_fn pick_rows(void) {
 #if defined(__x86_64__)
     const nnz_isa isa = nnz_isa_active();
-    if (isa >= NNZ_ISA_AVX512) fn = nnz_gemm_small_rows_f32_avx512;
-    else if (isa == NNZ_ISA_AVX2) fn = nnz_gemm_small_rows_f32_avx2;
+    if (isa >= NNZ_ISA_AVX512) return nnz_gemm_small_rows_f32_avx512;
+    if (isa == NNZ_ISA_AVX2) return nnz_gemm_small_rows_f32_avx2;
 #endif
+    return NULL;
+}
+
+void nnz_gemm_small(int64_t M, int N, int K, const float *A, int64_t lda, const float *B, bool accumulate,
+                    const nnz_epilogue *ep, float *C) {
+    const gs_rows_fn fn = pick_rows();
     if (!fn) {
         nnz_gemm_small_ref(M, N, K, A, lda, B, accumulate, ep, C);
         return;
@@ -48,12 +53,7 @@ void nnz_gemm_small(int64_t M, int N, int K, const float *A, int64_t lda, const 
 
 bool nnz_gemm_small_im2col(const nnz_conv_window *g, int N, int C, const float *img, int OC, const float *B,
                            bool accumulate, const nnz_epilogue *ep, float *out) {
-    gs_rows_fn fn = NULL;
-#if defined(__x86_64__)
-    const nnz_isa isa = nnz_isa_active();
-    if (isa >= NNZ_ISA_AVX512) fn = nnz_gemm_small_rows_f32_avx512;
-    else if (isa == NNZ_ISA_AVX2) fn = nnz_gemm_small_rows_f32_avx2;
-#endif
+    const gs_rows_fn fn = pick_rows();
     if (!fn) return false;
     const int64_t M = (int64_t)N * g->OH * g->OW;
     const int K = g->KH * g->KW * C;

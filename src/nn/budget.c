@@ -38,6 +38,17 @@ static size_t weight_bytes(const nnz_model *m) {
     return b;
 }
 
+/* Elements of the largest conv/linear weight matrix. */
+static size_t largest_weight_matrix(const nnz_model *m) {
+    size_t largest = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        int rows, cols;
+        if (nnz_node_weight_matrix(&m->nodes[i], &rows, &cols) && (size_t)rows * cols > largest)
+            largest = (size_t)rows * cols;
+    }
+    return largest;
+}
+
 /* The most floats one emulated bf16 GEMM copies (its two operands, rounded), over the layers. */
 static size_t bf16_emulation_floats(const nnz_model *m, int batch) {
     size_t most = 0;
@@ -104,13 +115,7 @@ size_t nnz_budget_runtime_bytes(const nnz_model *m, int batch, bool sparse, bool
         /* the sparse formats: W, W^T and the turned-window copy of a conv's data gradient (each at
          * most the weights); one call at a time, the buffer-free SDDMM's 8 partial sums of the
          * largest layer's values and each thread's im2col rows (SpMM's and SDDMM's, 512 KB each) */
-        size_t largest = 0;
-        for (int i = 0; i < m->n_nodes; i++) {
-            int rows, cols;
-            if (nnz_node_weight_matrix(&m->nodes[i], &rows, &cols) && (size_t)rows * cols > largest)
-                largest = (size_t)rows * cols;
-        }
-        b += 3 * weight_bytes(m) + 8 * largest * sizeof(float) + threads * 2 * MIB;
+        b += 3 * weight_bytes(m) + 8 * largest_weight_matrix(m) * sizeof(float) + threads * 2 * MIB;
     }
     if (sparse && m->compute == NNZ_BF16) { /* the bf16 SDDMM's staging, the largest layer's (one call at a time) */
         size_t most = 0;
@@ -124,13 +129,7 @@ size_t nnz_budget_runtime_bytes(const nnz_model *m, int batch, bool sparse, bool
     if (pruning) {
         /* making a magnitude mask of the largest layer (GMP's pruning steps): 16-byte scored
          * candidates, the sort's copy of them and the mask byte, per weight */
-        size_t largest = 0;
-        for (int i = 0; i < m->n_nodes; i++) {
-            int rows, cols;
-            if (nnz_node_weight_matrix(&m->nodes[i], &rows, &cols) && (size_t)rows * cols > largest)
-                largest = (size_t)rows * cols;
-        }
-        b += 40 * largest;
+        b += 40 * largest_weight_matrix(m);
     }
     return b;
 }
