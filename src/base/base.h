@@ -24,8 +24,9 @@ void nnz_free(void *p);
 bool nnz_mul_size(size_t a, size_t b, size_t *out);
 
 /* ---- arena ----
- * One per model: a chain of 64-byte-aligned chunks; allocations live until
- * nnz_arena_free. `limit` (0 = none) caps the total bytes, for --memory-budget. */
+ * One per model: a chain of page-aligned chunks of fresh anonymous memory (resident only
+ * once touched); allocations are 64-byte aligned and live until nnz_arena_free. `limit`
+ * (0 = none) caps the total bytes, for --memory-budget. */
 typedef struct nnz_arena_chunk nnz_arena_chunk;
 typedef struct {
     nnz_arena_chunk *head;

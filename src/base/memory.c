@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 bool nnz_mul_size(size_t a, size_t b, size_t *out) {
@@ -87,6 +88,23 @@ struct nnz_arena_chunk {
     unsigned char *mem;
 };
 
+/* A chunk's memory: anonymous pages, zero and page-aligned, resident only once touched, so a
+ * buffer reserved but never used (the gradients, when a model only evaluates) costs no memory. */
+static unsigned char *fresh_pages(size_t bytes, const char *what) {
+    if (beyond_physical_memory(bytes)) {
+        nnz_fail(NNZ_ERR_NOMEM, "%zu bytes for %s is more than this machine's memory; use a smaller --batch or model",
+                 bytes, what ? what : "a buffer");
+        return NULL;
+    }
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        nnz_fail(NNZ_ERR_NOMEM, "out of memory allocating %zu bytes for %s; use a smaller --batch or model", bytes,
+                 what ? what : "a buffer");
+        return NULL;
+    }
+    return p;
+}
+
 void nnz_arena_init(nnz_arena *a, size_t limit) {
     memset(a, 0, sizeof *a);
     a->limit = limit;
@@ -108,7 +126,7 @@ void *nnz_arena_alloc(nnz_arena *a, size_t bytes, const char *what) {
         size_t size = need > ((size_t)1 << 24) ? need : ((size_t)1 << 24);
         c = nnz_alloc(sizeof *c, "arena chunk header");
         if (!c) return NULL;
-        c->mem = nnz_alloc(size, what);
+        c->mem = fresh_pages(size, what);
         if (!c->mem) { nnz_free(c); return NULL; }
         c->size = size;
         c->used = 0;
@@ -116,10 +134,9 @@ void *nnz_arena_alloc(nnz_arena *a, size_t bytes, const char *what) {
         a->head = c;
         a->reserved += size;
     }
-    void *p = c->mem + c->used;
+    void *p = c->mem + c->used; /* zero: chunks are fresh pages, never handed out twice */
     c->used += need;
     a->used += need;
-    memset(p, 0, bytes);
     return p;
 }
 
@@ -127,7 +144,7 @@ void nnz_arena_free(nnz_arena *a) {
     nnz_arena_chunk *c = a->head;
     while (c) {
         nnz_arena_chunk *next = c->next;
-        nnz_free(c->mem);
+        munmap(c->mem, c->size);
         nnz_free(c);
         c = next;
     }
