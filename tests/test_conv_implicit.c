@@ -163,6 +163,22 @@ static void test_conv_implicit_wgrad_all_isas(void **state) {
     tu_for_each_isa(wgrad_isa, NULL);
 }
 
+/* A random (OC, K) weight with whole r x c blocks kept when (a*br + b*bc) % keep_mod == 0 (none
+ * when keep_mod is 0) and block row 1 always empty, as the sparse matrix the kernels take. */
+static nnz_spmat block_sparse_weight(int OC, int K, int r, int c, int keep_mod, int a, int b, uint64_t seed) {
+    float *w = falloc((size_t)OC * K);
+    uint8_t *mask = malloc((size_t)OC * K);
+    assert_non_null(mask);
+    tu_fill_uniform(w, (int64_t)OC * K, -1, 1, seed);
+    for (int o = 0; o < OC; o++)
+        for (int k = 0; k < K; k++)
+            mask[(size_t)o * K + k] = keep_mod > 0 && o / r != 1 && (a * (o / r) + b * (k / c)) % keep_mod == 0;
+    nnz_spmat sp;
+    assert_int_equal(nnz_spmat_from_dense(OC, K, w, K, mask, r, c, &sp), NNZ_OK);
+    free(w), free(mask);
+    return sp;
+}
+
 /* nnz_spmm_conv_f32 (the sparse forward building its im2col rows in the SpMM's scratch) bit for
  * bit against nnz_im2col_nhwc + nnz_spmm_f32, for 16x16 and 16x32 blocks with empty block rows
  * (and an all-zero mask), bias and accumulate; r < 16 and the reference ISA are refused with
@@ -171,18 +187,11 @@ static void spmm_conv_case(const conv_case *cc, int r, int c, int keep_mod) {
     const nnz_conv_window g = window(cc);
     const int K = cc->KH * cc->KW * cc->IC, OC = cc->OC;
     const int64_t M = (int64_t)cc->N * g.OH * g.OW, in_n = (int64_t)cc->N * cc->H * cc->W * cc->IC;
-    float *inp = falloc((size_t)in_n), *w = falloc((size_t)OC * K), *bias = falloc(OC), *col = falloc((size_t)(M * K));
+    float *inp = falloc((size_t)in_n), *bias = falloc(OC), *col = falloc((size_t)(M * K));
     float *out = falloc((size_t)(M * OC)), *want = falloc((size_t)(M * OC));
-    uint8_t *mask = malloc((size_t)OC * K);
-    assert_non_null(mask);
     tu_fill_uniform(inp, in_n, -1, 1, 41);
-    tu_fill_uniform(w, (int64_t)OC * K, -1, 1, 42);
     tu_fill_uniform(bias, OC, -1, 1, 43);
-    for (int o = 0; o < OC; o++) /* block (o/r, k/c) kept when (3*br + 7*bc) % keep_mod == 0; block row 1 empty */
-        for (int k = 0; k < K; k++)
-            mask[(size_t)o * K + k] = keep_mod > 0 && o / r != 1 && (3 * (o / r) + 7 * (k / c)) % keep_mod == 0;
-    nnz_spmat sp;
-    assert_int_equal(nnz_spmat_from_dense(OC, K, w, K, mask, r, c, &sp), NNZ_OK);
+    nnz_spmat sp = block_sparse_weight(OC, K, r, c, keep_mod, 3, 7, 42);
     for (int acc = 0; acc < 2; acc++) {
         tu_fill_uniform(out, M * OC, -1, 1, 44);
         memcpy(want, out, (size_t)(M * OC) * sizeof(float));
@@ -202,7 +211,7 @@ static void spmm_conv_case(const conv_case *cc, int r, int c, int keep_mod) {
                      c, acc);
     }
     nnz_spmat_free(&sp);
-    free(inp), free(w), free(bias), free(col), free(out), free(want), free(mask);
+    free(inp), free(bias), free(col), free(out), free(want);
 }
 
 static void spmm_conv_isa(nnz_isa isa, void *ctx) {
@@ -229,18 +238,11 @@ static void sddmm_conv_case(const conv_case *cc, int r, int c, int keep_mod) {
     const nnz_conv_window g = window(cc);
     const int K = cc->KH * cc->KW * cc->IC, OC = cc->OC;
     const int64_t M = (int64_t)cc->N * g.OH * g.OW, in_n = (int64_t)cc->N * cc->H * cc->W * cc->IC;
-    float *inp = falloc((size_t)in_n), *w = falloc((size_t)OC * K), *dout = falloc((size_t)(M * OC));
+    float *inp = falloc((size_t)in_n), *dout = falloc((size_t)(M * OC));
     float *col = falloc((size_t)(M * K)), *acol = falloc((size_t)(M * K)), *adout = falloc((size_t)(M * OC));
-    uint8_t *mask = malloc((size_t)OC * K);
-    assert_non_null(mask);
     tu_fill_uniform(inp, in_n, -1, 1, 51);
-    tu_fill_uniform(w, (int64_t)OC * K, -1, 1, 52);
     tu_fill_uniform(dout, M * OC, -1, 1, 53);
-    for (int o = 0; o < OC; o++) /* as spmm_conv_case: block row 1 empty */
-        for (int k = 0; k < K; k++)
-            mask[(size_t)o * K + k] = keep_mod > 0 && o / r != 1 && (5 * (o / r) + 3 * (k / c)) % keep_mod == 0;
-    nnz_spmat sp;
-    assert_int_equal(nnz_spmat_from_dense(OC, K, w, K, mask, r, c, &sp), NNZ_OK);
+    nnz_spmat sp = block_sparse_weight(OC, K, r, c, keep_mod, 5, 3, 52);
     const int64_t nv = nnz_spmat_val_count(&sp);
     float *got = falloc((size_t)nv + 1), *got2 = falloc((size_t)nv + 1), *want = falloc((size_t)nv + 1);
     double *ref = calloc((size_t)nv + 1, sizeof(double)), *bound = calloc((size_t)nv + 1, sizeof(double));
@@ -287,7 +289,7 @@ static void sddmm_conv_case(const conv_case *cc, int r, int c, int keep_mod) {
         free(exact), free(sabs);
     }
     nnz_spmat_free(&sp);
-    free(inp), free(w), free(dout), free(col), free(acol), free(adout), free(mask);
+    free(inp), free(dout), free(col), free(acol), free(adout);
     free(got), free(got2), free(want), free(ref), free(bound);
 }
 

@@ -58,19 +58,25 @@ static bool beyond_physical_memory(size_t bytes) {
     return pages > 0 && page > 0 && bytes / (size_t)page > (size_t)pages;
 }
 
+/* false (and the error set) when bytes can never be touched here */
+static bool fits_physical_memory(size_t bytes, const char *what) {
+    if (!beyond_physical_memory(bytes)) return true;
+    nnz_fail(NNZ_ERR_NOMEM, "%zu bytes for %s is more than this machine's memory; use a smaller --batch or model",
+             bytes, what ? what : "a buffer");
+    return false;
+}
+
+static void *out_of_memory(size_t bytes, const char *what) {
+    nnz_fail(NNZ_ERR_NOMEM, "out of memory allocating %zu bytes for %s; use a smaller --batch or model", bytes,
+             what ? what : "a buffer");
+    return NULL;
+}
+
 void *nnz_alloc(size_t bytes, const char *what) {
     void *p = NULL;
-    if (beyond_physical_memory(bytes)) {
-        nnz_fail(NNZ_ERR_NOMEM, "%zu bytes for %s is more than this machine's memory; use a smaller --batch or model",
-                 bytes, what ? what : "a buffer");
-        return NULL;
-    }
+    if (!fits_physical_memory(bytes, what)) return NULL;
     size_t rounded = (bytes + 63) & ~(size_t)63;
-    if (rounded < bytes || posix_memalign(&p, 64, rounded ? rounded : 64) != 0) {
-        nnz_fail(NNZ_ERR_NOMEM, "out of memory allocating %zu bytes for %s; use a smaller --batch or model",
-                 bytes, what ? what : "a buffer");
-        return NULL;
-    }
+    if (rounded < bytes || posix_memalign(&p, 64, rounded ? rounded : 64) != 0) return out_of_memory(bytes, what);
     return p;
 }
 
@@ -91,18 +97,9 @@ struct nnz_arena_chunk {
 /* A chunk's memory: anonymous pages, zero and page-aligned, resident only once touched, so a
  * buffer reserved but never used (the gradients, when a model only evaluates) costs no memory. */
 static unsigned char *fresh_pages(size_t bytes, const char *what) {
-    if (beyond_physical_memory(bytes)) {
-        nnz_fail(NNZ_ERR_NOMEM, "%zu bytes for %s is more than this machine's memory; use a smaller --batch or model",
-                 bytes, what ? what : "a buffer");
-        return NULL;
-    }
+    if (!fits_physical_memory(bytes, what)) return NULL;
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) {
-        nnz_fail(NNZ_ERR_NOMEM, "out of memory allocating %zu bytes for %s; use a smaller --batch or model", bytes,
-                 what ? what : "a buffer");
-        return NULL;
-    }
-    return p;
+    return p == MAP_FAILED ? out_of_memory(bytes, what) : p;
 }
 
 void nnz_arena_init(nnz_arena *a, size_t limit) {

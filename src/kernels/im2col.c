@@ -33,62 +33,47 @@ static inline void zero_bf16(nnz_bf16 *dst, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = 0;
 }
 
-/* The same walk as im2col_image, into bf16. */
-static void im2col_image_bf16(const nnz_conv_window *g, int C, int c0, int Cg, const float *img, nnz_bf16 *col) {
-    const size_t tap_row = (size_t)g->KW * Cg;
-    for (int oh = 0; oh < g->OH; oh++)
-        for (int ow = 0; ow < g->OW; ow++) {
-            nnz_bf16 *dst = col + ((size_t)oh * g->OW + ow) * g->KH * tap_row;
-            const int iw0 = ow * g->stride - g->pad;
-            const int kw_lo = iw0 < 0 ? -iw0 : 0, kw_hi = g->W - iw0 < g->KW ? g->W - iw0 : g->KW;
-            for (int kh = 0; kh < g->KH; kh++, dst += tap_row) {
-                int ih = oh * g->stride - g->pad + kh;
-                if (ih < 0 || ih >= g->H || kw_lo >= kw_hi) {
-                    zero_bf16(dst, tap_row);
-                    continue;
-                }
-                zero_bf16(dst, (size_t)kw_lo * Cg);
-                const float *src = img + ((size_t)ih * g->W + (iw0 + kw_lo)) * C + c0;
-                if (Cg == C) {
-                    copy_bf16(dst + (size_t)kw_lo * Cg, src, (size_t)(kw_hi - kw_lo) * Cg);
-                } else {
-                    for (int kw = kw_lo; kw < kw_hi; kw++)
-                        copy_bf16(dst + (size_t)kw * Cg, src + (size_t)(kw - kw_lo) * C, (size_t)Cg);
-                }
-                zero_bf16(dst + (size_t)kw_hi * Cg, (size_t)(g->KW - kw_hi) * Cg);
-            }
-        }
-}
-
-/* one output pixel's im2col row: KH*KW*Cg floats, (kh,kw,c) order, zeros outside the image */
-static void im2col_pixel(const nnz_conv_window *g, int C, int c0, int Cg, const float *img, int oh, int ow,
-                         float *dst) {
-    const size_t tap_row = (size_t)g->KW * Cg; /* floats of one kh slice of a col row */
-    const int iw0 = ow * g->stride - g->pad;
-    /* taps [kw_lo, kw_hi) lie inside the image */
-    const int kw_lo = iw0 < 0 ? -iw0 : 0, kw_hi = g->W - iw0 < g->KW ? g->W - iw0 : g->KW;
-    for (int kh = 0; kh < g->KH; kh++, dst += tap_row) {
-        int ih = oh * g->stride - g->pad + kh;
-        if (ih < 0 || ih >= g->H || kw_lo >= kw_hi) {
-            zero_floats(dst, tap_row);
-            continue;
-        }
-        zero_floats(dst, (size_t)kw_lo * Cg);
-        const float *src = img + ((size_t)ih * g->W + (iw0 + kw_lo)) * C + c0;
-        if (Cg == C) { /* all channels: the inside taps are one contiguous run of the image row */
-            copy_floats(dst + (size_t)kw_lo * Cg, src, (size_t)(kw_hi - kw_lo) * Cg);
-        } else {
-            for (int kw = kw_lo; kw < kw_hi; kw++)
-                copy_floats(dst + (size_t)kw * Cg, src + (size_t)(kw - kw_lo) * C, (size_t)Cg);
-        }
-        zero_floats(dst + (size_t)kw_hi * Cg, (size_t)(g->KW - kw_hi) * Cg);
+/* One output pixel's im2col row: KH*KW*Cg values, (kh,kw,c) order, zeros outside the image;
+ * one walk for both element types (fp32, and bf16 rounded to nearest even). */
+#define IM2COL_PIXEL(name, T, zero, copy)                                                                    \
+    static void name(const nnz_conv_window *g, int C, int c0, int Cg, const float *img, int oh, int ow,       \
+                     T *dst) {                                                                                \
+        const size_t tap_row = (size_t)g->KW * Cg; /* values of one kh slice of a col row */                 \
+        const int iw0 = ow * g->stride - g->pad;                                                              \
+        /* taps [kw_lo, kw_hi) lie inside the image */                                                        \
+        const int kw_lo = iw0 < 0 ? -iw0 : 0, kw_hi = g->W - iw0 < g->KW ? g->W - iw0 : g->KW;                \
+        for (int kh = 0; kh < g->KH; kh++, dst += tap_row) {                                                  \
+            int ih = oh * g->stride - g->pad + kh;                                                            \
+            if (ih < 0 || ih >= g->H || kw_lo >= kw_hi) {                                                     \
+                zero(dst, tap_row);                                                                           \
+                continue;                                                                                     \
+            }                                                                                                 \
+            zero(dst, (size_t)kw_lo * Cg);                                                                    \
+            const float *src = img + ((size_t)ih * g->W + (iw0 + kw_lo)) * C + c0;                            \
+            if (Cg == C) { /* all channels: the inside taps are one contiguous run of the image row */        \
+                copy(dst + (size_t)kw_lo * Cg, src, (size_t)(kw_hi - kw_lo) * Cg);                            \
+            } else {                                                                                          \
+                for (int kw = kw_lo; kw < kw_hi; kw++)                                                        \
+                    copy(dst + (size_t)kw * Cg, src + (size_t)(kw - kw_lo) * C, (size_t)Cg);                  \
+            }                                                                                                 \
+            zero(dst + (size_t)kw_hi * Cg, (size_t)(g->KW - kw_hi) * Cg);                                     \
+        }                                                                                                     \
     }
+IM2COL_PIXEL(im2col_pixel, float, zero_floats, copy_floats)
+IM2COL_PIXEL(im2col_pixel_bf16, nnz_bf16, zero_bf16, copy_bf16)
+
+static void im2col_image_bf16(const nnz_conv_window *g, int C, int c0, int Cg, const float *img, nnz_bf16 *col) {
+    const size_t row = (size_t)g->KH * g->KW * Cg;
+    for (int oh = 0; oh < g->OH; oh++)
+        for (int ow = 0; ow < g->OW; ow++)
+            im2col_pixel_bf16(g, C, c0, Cg, img, oh, ow, col + ((size_t)oh * g->OW + ow) * row);
 }
 
 static void im2col_image(const nnz_conv_window *g, int C, int c0, int Cg, const float *img, float *col) {
     const size_t row = (size_t)g->KH * g->KW * Cg;
     for (int oh = 0; oh < g->OH; oh++)
-        for (int ow = 0; ow < g->OW; ow++) im2col_pixel(g, C, c0, Cg, img, oh, ow, col + ((size_t)oh * g->OW + ow) * row);
+        for (int ow = 0; ow < g->OW; ow++)
+            im2col_pixel(g, C, c0, Cg, img, oh, ow, col + ((size_t)oh * g->OW + ow) * row);
 }
 
 void nnz_im2col_rows_nhwc(const nnz_conv_window *g, int C, const float *img, int64_t pix0, int rows, float *col,

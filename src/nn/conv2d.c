@@ -80,9 +80,19 @@ static bool use_implicit_conv(const nnz_conv_shape *s) {
  * 180 degrees, input and output channels swapped and padding K-1-pad:
  *   dinp[ih,iw,ic] = sum dout[ih - pad' + u, iw - pad' + v, oc] * W[oc, KH-1-u, KW-1-v, ic],
  * pad' = K-1-pad. So it runs on the implicit-GEMM kernel, with no dcol buffer and no col2im. */
+static bool turned_dgrad_geometry(const nnz_conv_shape *s) {
+    return s->groups == 1 && s->stride == 1 && s->KH == s->KW && s->pad < s->KH;
+}
+
+/* that convolution's window: over dout (OH,OW), padding K-1-pad, giving (H,W) */
+static nnz_conv_window turned_window(const nnz_conv_shape *s) {
+    return (nnz_conv_window){.H = s->OH, .W = s->OW, .KH = s->KH, .KW = s->KW, .stride = 1,
+                             .pad = s->KH - 1 - s->pad, .OH = s->H, .OW = s->W};
+}
+
 static bool use_implicit_dgrad(const nnz_conv_shape *s) {
-    return s->compute == NNZ_F32 && !s->sparse && conv_path_of(s) == CONV_IM2COL && s->stride == 1 &&
-           s->KH == s->KW && s->pad < s->KH && s->OC >= IMPLICIT_MIN_IC && s->IC <= SMALL_GEMM_MAX_CH;
+    return s->compute == NNZ_F32 && !s->sparse && conv_path_of(s) == CONV_IM2COL && turned_dgrad_geometry(s) &&
+           s->OC >= IMPLICIT_MIN_IC && s->IC <= SMALL_GEMM_MAX_CH;
 }
 
 /* The weight gradient of every k x k convolution (groups 1, fp32, dense) runs on
@@ -395,8 +405,7 @@ static void implicit_input_grad(const nnz_conv_shape *s, const float *weight, co
             for (int v = 0; v < K; v++)
                 memcpy(turned + (((size_t)(K - 1 - u) * K + (K - 1 - v)) * OC + oc) * IC,
                        weight + (((size_t)oc * K + u) * K + v) * IC, (size_t)IC * sizeof(float));
-    const nnz_conv_window t = {.H = s->OH, .W = s->OW, .KH = K, .KW = K, .stride = 1, .pad = K - 1 - s->pad,
-                               .OH = s->H, .OW = s->W};
+    const nnz_conv_window t = turned_window(s);
     nnz_conv_implicit(&t, s->N, OC, IC, dout, turned, accumulate, NULL, dinp);
 }
 
@@ -404,13 +413,10 @@ static void implicit_input_grad(const nnz_conv_shape *s, const float *weight, co
  * turned matrix (the planner built it when the blocks divide the channels). false: not here. */
 static bool sparse_turned_input_grad(const nnz_conv_shape *s, const float *dout, bool accumulate, float *dinp) {
     nnz_sparse_weight *sp = s->sparse;
-    if (!sp || !sp->turned.mat.fwd.ptr || s->compute != NNZ_F32 || s->sparse_bf16_bwd || s->groups != 1 ||
-        s->stride != 1 || s->KH != s->KW || s->pad >= s->KH)
+    if (!sp || !sp->turned.mat.fwd.ptr || s->compute != NNZ_F32 || s->sparse_bf16_bwd || !turned_dgrad_geometry(s))
         return false;
     nnz_spmat_turned_load(&sp->mat, &sp->turned);
-    const int K = s->KH;
-    const nnz_conv_window t = {.H = s->OH, .W = s->OW, .KH = K, .KW = K, .stride = 1, .pad = K - 1 - s->pad,
-                               .OH = s->H, .OW = s->W};
+    const nnz_conv_window t = turned_window(s);
     return nnz_spmm_conv_f32(&sp->turned.mat, &t, s->N, s->OC, dout, NULL, accumulate, dinp, s->IC) == NNZ_OK;
 }
 

@@ -16,6 +16,7 @@
 #include "nn/nn.h"
 
 #include <math.h>
+#include <string.h>
 
 /* Below this many output floats one thread is faster than forking a team. */
 #define POOL_PARALLEL_MIN 32768
@@ -102,26 +103,6 @@ POOL_FWD_ROW(avx2, TARGET_AVX2)
 POOL_FWD_ROW(avx512, TARGET_AVX512)
 #endif
 
-static pool_fwd_row_fn pick_pool_fwd_row(void) {
-#if defined(__x86_64__)
-    const nnz_isa isa = nnz_isa_active();
-    if (isa >= NNZ_ISA_AVX512) return pool_fwd_row_avx512;
-    if (isa >= NNZ_ISA_AVX2) return pool_fwd_row_avx2;
-#endif
-    return pool_fwd_row_ref;
-}
-
-void nnz_maxpool_forward(const nnz_pool_shape *s, const float *inp, float *out, int32_t *argmax) {
-    const int64_t rows = (int64_t)s->N * s->OH;
-    const pool_fwd_row_fn row_fn = pick_pool_fwd_row();
-#pragma omp parallel for schedule(static) if (rows * s->OW * s->C >= POOL_PARALLEL_MIN)
-    for (int64_t row = 0; row < rows; row++) {
-        const int n = (int)(row / s->OH), oh = (int)(row % s->OH);
-        const int64_t o = row * s->OW * s->C;
-        row_fn(s, inp + (int64_t)n * s->H * s->W * s->C, oh, out + o, argmax + o);
-    }
-}
-
 /* Windows that do not overlap (stride == K, pad 0): every input pixel is in at most one window,
  * so each is written once, in order, with no scatter: the selected pixel gets its window's
  * gradient, the others (and the columns past the last window) zero. One input row: a, g, y are
@@ -165,20 +146,40 @@ POOL_BWD_ROW(avx2, TARGET_AVX2)
 POOL_BWD_ROW(avx512, TARGET_AVX512)
 #endif
 
-static pool_bwd_row_fn pick_pool_bwd_row(void) {
+
+/* The row kernels of the active ISA: 0 plain, 1 AVX2, 2 AVX-512 */
+static int pool_variant(void) {
 #if defined(__x86_64__)
     const nnz_isa isa = nnz_isa_active();
-    if (isa >= NNZ_ISA_AVX512) return pool_bwd_row_avx512;
-    if (isa >= NNZ_ISA_AVX2) return pool_bwd_row_avx2;
+    if (isa >= NNZ_ISA_AVX512) return 2;
+    if (isa >= NNZ_ISA_AVX2) return 1;
 #endif
-    return pool_bwd_row_ref;
+    return 0;
+}
+#if defined(__x86_64__)
+static const pool_fwd_row_fn pool_fwd_rows[] = {pool_fwd_row_ref, pool_fwd_row_avx2, pool_fwd_row_avx512};
+static const pool_bwd_row_fn pool_bwd_rows[] = {pool_bwd_row_ref, pool_bwd_row_avx2, pool_bwd_row_avx512};
+#else
+static const pool_fwd_row_fn pool_fwd_rows[] = {pool_fwd_row_ref};
+static const pool_bwd_row_fn pool_bwd_rows[] = {pool_bwd_row_ref};
+#endif
+
+void nnz_maxpool_forward(const nnz_pool_shape *s, const float *inp, float *out, int32_t *argmax) {
+    const int64_t rows = (int64_t)s->N * s->OH;
+    const pool_fwd_row_fn row_fn = pool_fwd_rows[pool_variant()];
+#pragma omp parallel for schedule(static) if (rows * s->OW * s->C >= POOL_PARALLEL_MIN)
+    for (int64_t row = 0; row < rows; row++) {
+        const int n = (int)(row / s->OH), oh = (int)(row % s->OH);
+        const int64_t o = row * s->OW * s->C;
+        row_fn(s, inp + (int64_t)n * s->H * s->W * s->C, oh, out + o, argmax + o);
+    }
 }
 
 static void maxpool_backward_tiled(const nnz_pool_shape *s, const int32_t *argmax, const float *dout,
                                    const float *relu_out, float *dinp, bool accumulate) {
     const int H = s->H, W = s->W, C = s->C, K = s->K, OH = s->OH, OW = s->OW;
     const int64_t rows = (int64_t)s->N * H;
-    const pool_bwd_row_fn row_fn = pick_pool_bwd_row();
+    const pool_bwd_row_fn row_fn = pool_bwd_rows[pool_variant()];
 #pragma omp parallel for schedule(static) if (rows * W * C >= POOL_PARALLEL_MIN)
     for (int64_t row = 0; row < rows; row++) {
         const int n = (int)(row / H), ih = (int)(row % H), oh = ih / K;
@@ -202,8 +203,7 @@ void nnz_maxpool_backward_ex(const nnz_pool_shape *s, const int32_t *argmax, con
     }
     const int C = s->C;
     const int64_t in_img = (int64_t)s->H * s->W * C, out_pix = (int64_t)s->OH * s->OW;
-    if (!accumulate)
-        for (int64_t i = 0; i < (int64_t)s->N * in_img; i++) dinp[i] = 0.0f;
+    if (!accumulate) memset(dinp, 0, (size_t)(s->N * in_img) * sizeof(float));
 #pragma omp parallel for schedule(static) if (s->N * out_pix * C >= POOL_PARALLEL_MIN)
     for (int n = 0; n < s->N; n++) {
         float *di = dinp + n * in_img;
