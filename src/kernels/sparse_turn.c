@@ -14,7 +14,7 @@ nnz_status nnz_spmat_turned_build(const nnz_spmat *W, int taps, int IC, nnz_spma
     const int OC = T->cols;
     if (IC % T->r != 0 || OC % T->c != 0) return NNZ_ERR_UNSUPPORTED; /* a block would straddle two taps */
     const int ib_n = IC / T->r, ob_n = OC / T->c;
-    nnz_bsr *A = &out->mat.fwd; /* (IC, taps*OC), blocks c x r of W = T's r x c */
+    nnz_bsr *A = &out->mat.fwd; /* W' (IC, taps*OC), with W^T's block shape */
     A->rows = IC, A->cols = taps * OC, A->r = T->r, A->c = T->c, A->brows = ib_n, A->bcols = taps * ob_n;
     const int64_t nb = W->nblocks;
     A->ptr = nnz_calloc(((size_t)A->brows + 1) * sizeof(int32_t), "turned block-row pointers");

@@ -2,9 +2,10 @@
  * A training step is forward (train mode) + loss + zero_grad + backward + an
  * SGD step, as in nnz_train. Warm-up iterations (first-touch page faults,
  * thread start-up, caches) are excluded; the rate is the median of timed runs,
- * the protocol of bench/torch_bench.py (the peer), so both sides are measured alike. GFLOP/s count forward = 1x the model's
- * dense forward FLOPs and a training step = 3x. The model is restored to its
- * original weights, buffers and dropout counter afterwards. */
+ * the protocol of bench/torch_bench.py (the peer), so both sides are measured
+ * alike. GFLOP/s count forward = 1x the model's dense forward FLOPs and a
+ * training step = 3x. The model is restored to its original weights, buffers and
+ * dropout counter afterwards. */
 #include "train/train.h"
 
 #include <math.h>
