@@ -27,6 +27,7 @@ static const struct {
                {"conv5", 0.37}, {"fc6", 0.09},   {"fc7", 0.09},   {"fc8", 0.25}};
 
 int main(int argc, char **argv) {
+    nnz_prefer_startup_env(argv); /* OpenBLAS on its best kernels, passive OpenMP */
     if (argc < 2 || argc > 3) {
         fprintf(stderr, "usage: nnz_alexnet_pack OUT.nnz [SEED]\n");
         return 2;

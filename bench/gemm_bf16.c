@@ -122,7 +122,7 @@ static void bench_shape(const shape *s, int threads, int min_reps) {
 }
 
 int main(int argc, char **argv) {
-    nnz_threads_prefer_passive(argv);
+    nnz_prefer_startup_env(argv);
     int threads = 2, min_reps = 5;
     const char *which = "all";
     for (int i = 1; i < argc; i++) {

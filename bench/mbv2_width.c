@@ -18,6 +18,7 @@ static int scaled(int c, double w) {
 }
 
 int main(int argc, char **argv) {
+    nnz_prefer_startup_env(argv); /* OpenBLAS on its best kernels, passive OpenMP */
     if (argc < 3) {
         fprintf(stderr, "usage: %s W OUT [SEED]\n", argv[0]);
         return 2;

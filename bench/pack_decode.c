@@ -29,6 +29,7 @@ static void lengths(const uint8_t *in, int nsym, uint8_t *len) {
 }
 
 int main(int argc, char **argv) {
+    nnz_prefer_startup_env(argv); /* OpenBLAS on its best kernels, passive OpenMP */
     if (argc < 2) {
         fprintf(stderr, "usage: nnz_pack_decode MODEL.nnz [OUTDIR]\n");
         return 2;

@@ -34,6 +34,7 @@ __attribute__((target("avx2,fma"))) static float fma_chains_avx2(long iters) {
 }
 
 int main(int argc, char **argv) {
+    nnz_prefer_startup_env(argv); /* OpenBLAS on its best kernels, passive OpenMP */
     int threads = argc > 1 ? atoi(argv[1]) : 0;
     nnz_set_threads(threads);
     int wide = nnz_isa_supported(NNZ_ISA_AVX512);

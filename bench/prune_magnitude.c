@@ -19,6 +19,7 @@ static int cmp_float(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
+    nnz_prefer_startup_env(argv); /* OpenBLAS on its best kernels, passive OpenMP */
     if (argc < 4) {
         fprintf(stderr, "usage: nnz_prune_magnitude IN.safetensors OUT.safetensors FRACTION [MIN_WEIGHTS]\n");
         return 2;

@@ -118,6 +118,7 @@ static void fill(float *x, int64_t n, uint64_t seed) {
 }
 
 int main(int argc, char **argv) {
+    nnz_prefer_startup_env(argv); /* OpenBLAS on its best kernels, passive OpenMP */
     int threads = 2, reps = 7, quick = 0;
     const char *only = NULL, *only_block = NULL, *only_kernel = NULL;
     for (int i = 1; i < argc; i++) {

@@ -98,7 +98,7 @@ static void wgrad_line(const nnz_spmat *s, const uint8_t *mask, int M, int N, in
 }
 
 int main(int argc, char **argv) {
-    nnz_threads_prefer_passive(argv);
+    nnz_prefer_startup_env(argv);
     int threads = 1, reps = 5, M = 256, N = 1024, K = 1024, bwd = 0, wgrad = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);

@@ -59,6 +59,7 @@ enum { K_RBGP, K_BSR, K_CSR, K_DENSE, NK };
 static const char *const knames[NK] = {"rbgp", "bsr", "csr", "dense"};
 
 int main(int argc, char **argv) {
+    nnz_prefer_startup_env(argv); /* OpenBLAS on its best kernels, passive OpenMP */
     int threads = 1, reps = 5, br = 4, bc = 4;
     const char *only = NULL, *only_kernel = NULL;
     double only_s = 0.0;

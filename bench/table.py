@@ -88,6 +88,9 @@ def main():
     threads = pt.get("threads", meta.get("nnz", {}).get("threads", "?"))
     print(f"CPU: {model} ({cpus} logical CPUs); flags: {' '.join(flags) or 'none of interest'}")
     print(f"batch {batch}, {threads} threads; peer: {pt.get('impl', 'PyTorch (not measured)')}; images/s, median of runs")
+    cores = (meta.get("nnz", {}).get("openblas_core"), pt.get("openblas_core"))
+    if any(cores):
+        print(f"OpenBLAS kernels: nnz {cores[0] or '?'}, PyTorch {cores[1] or '?'} (OPENBLAS_CORETYPE)")
     if args.command:
         print(f"command: `{args.command}`")
     peak = meta.get("peak", {}).get("fp32_gflops")

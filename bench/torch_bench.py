@@ -112,7 +112,8 @@ def main():
             x = torch.rand(args.batch, c, h, w)
             y = torch.randint(0, 10, (args.batch,))
             rec = {"impl": impl_name(), "model": name, "mode": mode, "precision": args.precision,
-                   "batch": args.batch, "threads": args.threads}
+                   "batch": args.batch, "threads": args.threads,
+                   "openblas_core": os.environ.get("OPENBLAS_CORETYPE", "default")}
             try:
                 step = make_step(model, mode, x, y, args.precision == "bf16")
                 rate, iters = measure(step, args.batch, args.runs, args.min_time, args.warmup)

@@ -67,15 +67,23 @@ void nnz_cpu_describe(char *buf, size_t len);
 /* 0 = all cores. */
 void nnz_set_threads(int n);
 int nnz_get_threads(void);
-/* Call first thing in main(). GNU OpenMP's idle threads spin-wait by default, which
- * collapses when another process holds a core (measured on 2 cores with one busy
- * neighbour: 2 threads train mbv2-tiny 2x slower than 1 thread; passive waiting
- * recovers 1.5x of that; on an idle machine passive costs 0-7%). The runtime reads its
- * wait policy only when it starts, so when neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT is
- * set this sets OMP_WAIT_POLICY=passive and re-executes the program (/proc/self/exe,
- * same argv). It returns when either variable was set (the user's choice is kept) or
- * the re-exec failed (the program then runs with the default policy). */
-void nnz_threads_prefer_passive(char **argv);
+/* Call first thing in main(). Two libraries read settings only when the process starts,
+ * so this sets them and re-executes the program once (/proc/self/exe, same argv):
+ * - OMP_WAIT_POLICY=passive, unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set. GNU
+ *   OpenMP's idle threads spin-wait by default, which collapses when another process
+ *   holds a core (measured on 2 cores with one busy neighbour: 2 threads train mbv2-tiny
+ *   2x slower than 1 thread; passive waiting recovers 1.5x of that; on an idle machine
+ *   passive costs 0-7%).
+ * - OPENBLAS_CORETYPE=SkylakeX (Haswell without AVX-512), unless OPENBLAS_CORETYPE is set,
+ *   when OpenBLAS chose its SSE3 "Prescott" kernels on a CPU with AVX2 or AVX-512: OpenBLAS
+ *   0.3.21 does that on Intel models it does not know (Emerald Rapids), and its sgemm then
+ *   runs 3-4x slower (measured: mlp training 1,508 -> 6,166 images/s, 1 thread).
+ *   NNZ_OPENBLAS_CHOSE keeps the name OpenBLAS had chosen.
+ * It returns when nothing needed setting (the user's choices are kept) or the re-exec
+ * failed (the program then runs as it started). */
+void nnz_prefer_startup_env(char **argv);
+/* The name of the kernel set OpenBLAS runs on this CPU ("SkylakeX", "Haswell", "Prescott"). */
+const char *nnz_blas_core(void);
 
 /* ---- process memory (--memory-budget) ---------------------------------- */
 /* The process's resident memory now (VmRSS) and its peak so far (VmHWM), in bytes;

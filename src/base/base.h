@@ -65,6 +65,10 @@ const nnz_cpu_features *nnz_cpu(void);
 /* The best ISA the hardware (and OS) supports, ignoring NNZ_ISA. */
 nnz_isa nnz_isa_best(void);
 
+/* The OpenBLAS kernel set to ask for (OPENBLAS_CORETYPE) when OpenBLAS chose `chosen` on
+ * a CPU with these features, or NULL to keep its choice (nnz_prefer_startup_env). */
+const char *nnz_blas_core_better(const char *chosen, bool avx512, bool avx2_fma);
+
 /* ---- threads ---- (OpenMP underneath) */
 int nnz_threads(void);
 /* Inside an OpenMP parallel region, called by every thread of it (it holds a barrier): whether

@@ -133,11 +133,11 @@ int cmd_bench(int argc, char **argv) {
         printf("{\"model\":");
         cli_json_string(stdout, what);
         printf(",\"batch\":%d,\"threads\":%d,\"runs\":%d,\"train_iters\":%d,\"infer_iters\":%d,\"isa\":\"%s\","
-               "\"flops_per_image\":%lld,"
+               "\"flops_per_image\":%lld,\"openblas_core\":\"%s\","
                "\"precision\":\"%s\",\"train_images_per_sec\":%.1f,\"infer_images_per_sec\":%.1f,\"train_gflops\":%.3f,"
                "\"infer_gflops\":%.3f}\n",
                br.batch, br.threads, br.runs, br.train_iters, br.infer_iters, nnz_isa_name(nnz_isa_active()),
-               (long long)st.flops,
+               (long long)st.flops, nnz_blas_core(),
                cli_precision_names[precision], br.train_images_per_sec, br.infer_images_per_sec, br.train_gflops, br.infer_gflops);
     } else {
         printf("model: %s  batch %d  threads %d  isa %s  precision %s  (median of %d runs of %d training / %d "

@@ -2,6 +2,7 @@
  * Exit codes: 0 ok, 1 runtime failure, 2 usage error. */
 #include "cli.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
@@ -40,7 +41,7 @@ static void print_help(FILE *out) {
 }
 
 int main(int argc, char **argv) {
-    nnz_threads_prefer_passive(argv); /* may re-exec once with OMP_WAIT_POLICY=passive */
+    nnz_prefer_startup_env(argv); /* may re-exec once: passive OpenMP, OpenBLAS on its best kernels */
     if (nnz_size_limit_check() != NNZ_OK) {
         fprintf(stderr, "nnz: %s\n", nnz_last_error());
         return CLI_EXIT_USAGE;
@@ -66,7 +67,11 @@ int main(int argc, char **argv) {
     if (strcmp(c, "--version") == 0 || strcmp(c, "-V") == 0 || strcmp(c, "version") == 0) {
         char cpu[256];
         nnz_cpu_describe(cpu, sizeof cpu);
-        printf("nnz %s\ncpu: %s\n", nnz_version(), cpu);
+        printf("nnz %s\ncpu: %s\nopenblas core: %s", nnz_version(), cpu, nnz_blas_core());
+        const char *chose = getenv("NNZ_OPENBLAS_CHOSE");
+        if (chose && getenv("OPENBLAS_CORETYPE"))
+            printf(" (OPENBLAS_CORETYPE set by nnz: OpenBLAS chose %s, slower kernels, on this CPU)", chose);
+        printf("\n");
         return CLI_EXIT_OK;
     }
     for (int i = 0; i < N_COMMANDS; i++)
