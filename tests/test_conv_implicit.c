@@ -95,6 +95,7 @@ static const conv_case cases[] = {
     {2, 8, 6, 5, 70, 2, 3, 3, 0},     /* stride 3, no padding, OC past one register tile */
     {1, 4, 5, 600, 17, 1, 1, 1, 0},   /* IC beyond the zero row: two passes per tap */
     {1, 3, 3, 600, 9, 3, 3, 2, 2},    /* ... with padding taps on every pixel */
+    {2, 6, 5, 200, 80, 3, 3, 1, 1},   /* B panels (K*64 > 8192): two per tap, 4 + 1 vectors, rows left over */
 };
 
 static void cases_isa(nnz_isa isa, void *ctx) {
