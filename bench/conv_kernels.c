@@ -75,11 +75,11 @@ int main(int argc, char **argv) {
                 double t0 = nnz_now_sec();
                 if (kernel == 0 && pointwise) nnz_gemm_small(P, c->OC, (int)K, x, K, w, false, NULL, out);
                 else if (kernel == 0) nnz_conv_implicit(&g, c->N, c->IC, c->OC, x, w, false, NULL, out);
-                else if (pointwise && !nnz_gemm_small_at(P, (int)K, c->OC, x, K, dout, c->OC, dw)) {
+                else if (!pointwise) nnz_conv_implicit_wgrad(&g, c->N, c->IC, c->OC, x, dout, dw, scratch);
+                else if (!nnz_gemm_small_at(P, (int)K, c->OC, x, K, dout, c->OC, dw)) {
                     fprintf(stderr, "nnz_bench_conv_kernels: no memory for the small GEMM's partials\n");
                     return 1;
                 }
-                else nnz_conv_implicit_wgrad(&g, c->N, c->IC, c->OC, x, dout, dw, scratch);
                 tn[r] = nnz_now_sec() - t0;
                 t0 = nnz_now_sec();
                 const float *a = x;
