@@ -55,6 +55,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "nnz_bench_conv_kernels: --reps must be 1..99 and --threads positive\n");
         return 2;
     }
+    bool known = !only;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) known = known || strcmp(only, shapes[s].name) == 0;
+    if (!known) {
+        fprintf(stderr, "nnz_bench_conv_kernels: unknown --shape '%s'; one of:", only);
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) fprintf(stderr, " %s", shapes[s].name);
+        fprintf(stderr, "\n");
+        return 2;
+    }
     nnz_set_threads(threads);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const conv_shape *c = &shapes[s];

@@ -96,6 +96,7 @@ static const conv_case cases[] = {
     {1, 4, 5, 600, 17, 1, 1, 1, 0},   /* IC beyond the zero row: two passes per tap */
     {1, 3, 3, 600, 9, 3, 3, 2, 2},    /* ... with padding taps on every pixel */
     {2, 6, 5, 200, 80, 3, 3, 1, 1},   /* B panels (K*64 > 8192): two per tap, 4 + 1 vectors, rows left over */
+    {2, 5, 6, 200, 4, 3, 3, 1, 0},    /* window rows of 600 floats inside the image: a run in two passes */
 };
 
 static void cases_isa(nnz_isa isa, void *ctx) {

@@ -21,9 +21,9 @@ const char *nnz_blas_core(void) { return openblas_get_corename(); }
 
 void nnz_prefer_startup_env(char **argv) {
     if (!argv || !argv[0]) return;
-    bool changed = false;
-    if (!getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT"))
-        changed |= setenv("OMP_WAIT_POLICY", "passive", 1) == 0;
+    const bool policy_set = !getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT") &&
+                            setenv("OMP_WAIT_POLICY", "passive", 1) == 0;
+    bool changed = policy_set;
     const char *core = getenv("OPENBLAS_CORETYPE") ? NULL
                        : nnz_blas_core_better(nnz_blas_core(), nnz_isa_supported(NNZ_ISA_AVX512),
                                               nnz_isa_supported(NNZ_ISA_AVX2));
@@ -40,5 +40,9 @@ void nnz_prefer_startup_env(char **argv) {
         self[n] = '\0';
         execv(self, argv);
     }
-    execv("/proc/self/exe", argv); /* returns only on failure: go on as the process started */
+    execv("/proc/self/exe", argv);
+    /* both failed: go on as the process started, and take back what would claim otherwise
+     * (nnz --version would say OpenBLAS runs the kernels nnz asked for) */
+    if (core) unsetenv("OPENBLAS_CORETYPE"), unsetenv("NNZ_OPENBLAS_CHOSE");
+    if (policy_set) unsetenv("OMP_WAIT_POLICY");
 }

@@ -146,7 +146,6 @@ POOL_BWD_ROW(avx2, TARGET_AVX2)
 POOL_BWD_ROW(avx512, TARGET_AVX512)
 #endif
 
-
 /* The row kernels of the active ISA: 0 plain, 1 AVX2, 2 AVX-512 */
 static int pool_variant(void) {
 #if defined(__x86_64__)
