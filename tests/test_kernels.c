@@ -265,21 +265,32 @@ static void test_depthwise_weight_grad_thread_independent(void **state) {
 
 static void test_bias_helpers(void **state) {
     (void)state;
-    const int M = 301, C = 131; /* columns span three 64-wide tasks */
-    float *x = falloc((size_t)M * C), *b = falloc(C), *db = falloc(C);
-    tu_fill_uniform(b, C, -1, 1, 31);
-    for (int i = 0; i < M * C; i++) x[i] = NAN;
-    nnz_bias_fill_rows(M, C, b, x);
-    for (int i = 0; i < M * C; i++) assert_true(x[i] == b[i % C]);
-    tu_fill_uniform(x, (int64_t)M * C, -1, 1, 32);
-    for (int c = 0; c < C; c++) db[c] = 1.5f;
-    nnz_bias_grad_acc(M, C, x, db);
-    for (int c = 0; c < C; c++) {
-        double s = 1.5;
-        for (int i = 0; i < M; i++) s += x[(size_t)i * C + c];
-        assert_true(fabs(db[c] - s) <= TOL * (fabs(s) > 1 ? fabs(s) : 1));
+    /* serial (small); row slices over two channel tiles; slices with one channel vector; fewer
+     * rows than slices over many tiles */
+    const int shapes[][2] = {{301, 131}, {2003, 300}, {5001, 32}, {7, 20000}};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        const int M = shapes[k][0], C = shapes[k][1];
+        float *x = falloc((size_t)M * C), *b = falloc(C), *db = falloc(C), *db1 = falloc(C);
+        tu_fill_uniform(b, C, -1, 1, 31);
+        for (int64_t i = 0; i < (int64_t)M * C; i++) x[i] = NAN;
+        nnz_bias_fill_rows(M, C, b, x);
+        for (int64_t i = 0; i < (int64_t)M * C; i++) assert_true(x[i] == b[i % C]);
+        tu_fill_uniform(x, (int64_t)M * C, -1, 1, 32);
+        for (int c = 0; c < C; c++) db[c] = db1[c] = 1.5f;
+        nnz_set_threads(3);
+        nnz_bias_grad_acc(M, C, x, db);
+        nnz_set_threads(1);
+        nnz_bias_grad_acc(M, C, x, db1);
+        nnz_set_threads(0);
+        for (int c = 0; c < C; c++) {
+            double s = 1.5;
+            for (int i = 0; i < M; i++) s += x[(size_t)i * C + c];
+            if (!(fabs(db[c] - s) <= TOL * (fabs(s) > 1 ? fabs(s) : 1)))
+                fail_msg("M %d C %d: dbias[%d] = %g, expected %g", M, C, c, db[c], s);
+        }
+        if (memcmp(db, db1, (size_t)C * sizeof(float)) != 0) fail_msg("M %d C %d: 1 vs 3 threads differ", M, C);
+        free(x), free(b), free(db), free(db1);
     }
-    free(x), free(b), free(db);
 }
 
 int main(void) {

@@ -12,6 +12,7 @@
 #include "nn/nn.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -324,6 +325,16 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
         }
         nnz_dwconv_forward_ep(&g, s->N, s->IC, inp, weight_t, bias, ep, out);
         return;
+    }
+    /* A bias the epilogue can add (it has no affine part of its own): the small GEMM then starts
+     * its chains from zero, with no pass that fills the output with the bias and no load of it
+     * back into the tiles. */
+    nnz_epilogue with_bias;
+    if (bias && (use_small_gemm(s) || use_implicit_conv(s)) && (!ep || !(ep->sub || ep->mul || ep->add))) {
+        with_bias = ep ? *ep : (nnz_epilogue){.lo = -INFINITY, .hi = INFINITY};
+        with_bias.add = bias;
+        ep = &with_bias;
+        bias = NULL;
     }
     if (path == CONV_GEMM_1X1 && use_small_gemm(s) && small_gemm_1x1_forward(s, out_rows, inp, weight, bias, ep, out))
         return;
