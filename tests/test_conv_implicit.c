@@ -50,6 +50,8 @@ static void run_case(const conv_case *cc, bool accumulate, bool with_ep) {
     else for (int64_t i = 0; i < M * OC; i++) out[i] = NAN;
     memcpy(ref, out, (size_t)(M * OC) * sizeof(float));
     memcpy(viag, out, (size_t)(M * OC) * sizeof(float));
+    float *pre = falloc((size_t)(M * OC));
+    memcpy(pre, out, (size_t)(M * OC) * sizeof(float));
     const nnz_epilogue ep = {.sub = sub, .mul = mul, .add = add, .lo = 0.0f, .hi = 6.0f};
     const nnz_epilogue *e = with_ep ? &ep : NULL;
 
@@ -57,6 +59,9 @@ static void run_case(const conv_case *cc, bool accumulate, bool with_ep) {
     nnz_conv_implicit_ref(&g, cc->N, cc->IC, OC, inp, w, accumulate, e, ref);
     nnz_im2col_nhwc(&g, cc->N, cc->IC, 0, cc->IC, inp, col);
     nnz_gemm_small(M, OC, K, col, K, w, accumulate, e, viag);
+    /* over a zero-padded copy of the input (what stems over 1-3 channels run) */
+    float *padded = falloc((size_t)cc->N * nnz_conv_implicit_padded_floats(&g, cc->IC));
+    nnz_conv_implicit_prepadded(&g, cc->N, cc->IC, OC, inp, w, accumulate, e, pre, padded);
 
     /* the rounding scale: sum_k |a_k b_k| (+ |C| accumulating), from the |col| GEMM */
     float *acol = falloc((size_t)(M * K)), *aw = falloc((size_t)K * OC), *S = falloc((size_t)(M * OC));
@@ -79,6 +84,11 @@ static void run_case(const conv_case *cc, bool accumulate, bool with_ep) {
         fail_msg("conv_implicit isa=%s N=%d %dx%dx%d->%d k=%dx%d s=%d p=%d acc=%d ep=%d: not bit-identical to "
                  "im2col + gemm_small", nnz_isa_name(nnz_isa_active()), cc->N, cc->H, cc->W, cc->IC, OC, cc->KH,
                  cc->KW, cc->stride, cc->pad, accumulate, with_ep);
+    if (memcmp(pre, viag, (size_t)(M * OC) * sizeof(float)) != 0)
+        fail_msg("conv_implicit_prepadded isa=%s N=%d %dx%dx%d->%d k=%dx%d s=%d p=%d acc=%d ep=%d: not bit-identical "
+                 "to im2col + gemm_small", nnz_isa_name(nnz_isa_active()), cc->N, cc->H, cc->W, cc->IC, OC, cc->KH,
+                 cc->KW, cc->stride, cc->pad, accumulate, with_ep);
+    free(pre), free(padded);
     free(inp), free(w), free(out), free(ref), free(viag), free(col), free(sub), free(mul), free(add);
     free(acol), free(aw), free(S);
 }
@@ -89,6 +99,8 @@ static const conv_case cases[] = {
     {2, 5, 7, 3, 5, 3, 3, 1, 1},      /* tiles across rows and images, OC < one vector */
     {1, 28, 28, 1, 16, 3, 3, 1, 1},   /* a stem */
     {3, 9, 9, 1, 32, 5, 5, 1, 2},     /* lenet5's conv1 */
+    {2, 11, 10, 3, 20, 3, 3, 2, 1},   /* RGB, stride 2, lane tail */
+    {2, 9, 7, 2, 7, 5, 5, 2, 2},      /* two channels, padding wider than a stride */
     {2, 14, 14, 24, 24, 3, 3, 1, 1},  /* a merged block, 24 = 16 + 8 lanes */
     {2, 28, 28, 16, 24, 3, 3, 2, 1},  /* a merged stride-2 block */
     {1, 7, 7, 32, 64, 3, 3, 1, 1},    /* a merged 32->64 block, 4 vectors */

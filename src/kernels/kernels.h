@@ -199,6 +199,12 @@ void nnz_conv_implicit(const nnz_conv_window *g, int N, int IC, int OC, const fl
                        bool accumulate, const nnz_epilogue *ep, float *out);
 void nnz_conv_implicit_ref(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *w,
                            bool accumulate, const nnz_epilogue *ep, float *out);
+/* The same, bit for bit, over a zero-padded copy of the input made in scratch (N *
+ * nnz_conv_implicit_padded_floats(g, IC) floats), where every window lies inside: for
+ * convolutions over 1-3 channels, whose per-tap walk around the image's edges costs more than
+ * the copy. */
+void nnz_conv_implicit_prepadded(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *w,
+                                 bool accumulate, const nnz_epilogue *ep, float *out, float *scratch);
 /* The weight gradient: dw (K, OC) += im2col(inp)^T (K, M) * dout (M, OC), M = N*OH*OW, without
  * the im2col buffer (the input is copied once into scratch, zero-padded). Rows go in fixed blocks
  * of 256, each block summed from zero and added to its slot's partial, the partials (at most 16,

@@ -66,15 +66,28 @@ static bool use_small_gemm(const nnz_conv_shape *s) {
            (int64_t)s->KH * s->KW * s->IC <= SMALL_GEMM_MAX_CH && s->OC <= SMALL_GEMM_MAX_CH;
 }
 
-/* k x k convolutions (groups 1, fp32, dense) reading at least this many channels per tap run the
- * implicit-GEMM kernel, whatever their K: no im2col buffer, and its tiles beat im2col + OpenBLAS
- * (1.0-2x, docs/perf-notes.md). Over fewer channels the per-tap pointer walk costs more than
- * the copy: those keep im2col (+ the small GEMM when K is short). */
+/* k x k convolutions (groups 1, fp32, dense) run the implicit-GEMM kernel, whatever their K: no
+ * im2col buffer, and its tiles beat im2col + OpenBLAS (1.0-2x, docs/perf-notes.md). Over fewer
+ * than IMPLICIT_MIN_IC channels per tap, its walk around the image's edges costs more than the
+ * convolution: those (stems over 1-3 channels) copy the input zero-padded first (small at these
+ * channel counts), 1.5-1.8x faster than im2col + the small GEMM on lenet5's first conv. */
 #define IMPLICIT_MIN_IC 4
 
 static bool use_implicit_conv(const nnz_conv_shape *s) {
-    return s->compute == NNZ_F32 && !s->sparse && conv_path_of(s) == CONV_IM2COL && s->IC >= IMPLICIT_MIN_IC &&
-           s->OC <= SMALL_GEMM_MAX_CH;
+    return s->compute == NNZ_F32 && !s->sparse && conv_path_of(s) == CONV_IM2COL && s->OC <= SMALL_GEMM_MAX_CH;
+}
+
+/* floats of the zero-padded input copy the implicit forward makes (0: it reads the input) */
+static size_t implicit_prepad_floats(const nnz_conv_shape *s) {
+    if (s->IC >= IMPLICIT_MIN_IC || s->pad == 0) return 0;
+    const nnz_conv_window g = window_of(s);
+    return (size_t)s->N * nnz_conv_implicit_padded_floats(&g, s->IC);
+}
+
+/* the implicit forward's scratch: its (K,OC) weight, when the caller has no kernel-layout copy,
+ * then the padded input */
+static size_t implicit_forward_floats(const nnz_conv_shape *s) {
+    return (size_t)s->KH * s->KW * s->IC * s->OC + implicit_prepad_floats(s);
 }
 
 /* A stride-1 convolution's data gradient is itself a convolution: of dout, with the window turned
@@ -173,13 +186,15 @@ size_t nnz_conv2d_scratch_floats(const nnz_conv_shape *s) {
     case CONV_GROUPED: break;
     }
     const size_t col = col_region_floats(s) + bf16_extra_floats(s), implicit = implicit_grad_scratch_floats(s);
-    return col > implicit ? col : implicit; /* used one after the other */
+    const size_t fwd = use_implicit_conv(s) ? implicit_forward_floats(s) : 0;
+    const size_t most = col > implicit ? col : implicit; /* used one after the other */
+    return most > fwd ? most : fwd;
 }
 
 size_t nnz_conv2d_forward_scratch_floats(const nnz_conv_shape *s) {
     /* the implicit forward needs no im2col buffer, only room for its (K,OC) weight when the
      * caller has no kernel-layout copy */
-    if (use_implicit_conv(s)) return (size_t)s->KH * s->KW * s->IC * s->OC;
+    if (use_implicit_conv(s)) return implicit_forward_floats(s);
     if (conv_path_of(s) == CONV_DEPTHWISE) return (size_t)s->KH * s->KW * s->IC;
     return nnz_conv2d_scratch_floats(s);
 }
@@ -358,7 +373,11 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
             nnz_conv2d_kernel_weight(s, weight, scratch);
             wt = scratch;
         }
-        nnz_conv_implicit(&g, s->N, s->IC, s->OC, inp, wt, beta != 0.0f, ep, out);
+        if (implicit_prepad_floats(s))
+            nnz_conv_implicit_prepadded(&g, s->N, s->IC, s->OC, inp, wt, beta != 0.0f, ep, out,
+                                        scratch + (size_t)s->KH * s->KW * s->IC * s->OC);
+        else
+            nnz_conv_implicit(&g, s->N, s->IC, s->OC, inp, wt, beta != 0.0f, ep, out);
         return;
     }
     const int G = s->groups, ICg = s->IC / G, OCg = s->OC / G, Kg = s->KH * s->KW * ICg;
