@@ -43,15 +43,12 @@ def pct(a, peak):
     return "—" if a is None or not peak else f"{100 * a / peak:.0f}%"
 
 
-def ratio(a, b):
-    return "—" if a is None or not b else f"{a / b:.2f}x"
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("jsonl")
     ap.add_argument("--command", default=None, help="the command that produced the results, for the record")
     args = ap.parse_args()
+    # rows[model][field][round] = value; a file without rounds is one round
     rows, order, meta = {}, [], {}
     with open(args.jsonl) as f:
         for n, line in enumerate(f, 1):
@@ -72,16 +69,19 @@ def main():
             if model not in rows:
                 rows[model] = {}
                 order.append(model)
+            rnd = r.get("round", 1)
             impl = str(r.get("impl", "nnz"))
+            put = lambda field, v: rows[model].setdefault(field, {}).__setitem__(rnd, v)
             if "train_images_per_sec" in r or impl.startswith("nnz"):
-                rows[model]["nnz_train"] = r.get("train_images_per_sec")
-                rows[model]["nnz_infer"] = r.get("infer_images_per_sec")
-                rows[model]["nnz_train_gf"] = r.get("train_gflops")
-                rows[model]["nnz_infer_gf"] = r.get("infer_gflops")
+                put("nnz_train", r.get("train_images_per_sec"))
+                put("nnz_infer", r.get("infer_images_per_sec"))
+                put("nnz_train_gf", r.get("train_gflops"))
+                put("nnz_infer_gf", r.get("infer_gflops"))
                 meta.setdefault("nnz", r)
             elif impl.startswith("pytorch") and r.get("mode") in ("train", "infer"):
-                rows[model]["pt_" + r["mode"]] = r.get("images_per_sec")
+                put("pt_" + r["mode"], r.get("images_per_sec"))
                 meta.setdefault("pytorch", r)
+    rounds = max((len(v) for fields in rows.values() for v in fields.values()), default=1)
     model, cpus, flags = cpu_description()
     pt = meta.get("pytorch", {})
     batch = pt.get("batch", meta.get("nnz", {}).get("batch", "?"))
@@ -97,13 +97,34 @@ def main():
     if peak:
         print(f"measured fp32 peak ({meta['peak'].get('isa')} FMA chains, {meta['peak'].get('threads')} threads): {peak:.0f} GFLOP/s")
     print()
+    if rounds > 1:
+        print(f"{rounds} rounds, each nnz then PyTorch, model by model: images/s are the medians of the rounds;"
+              " a ratio is the median of the rounds' ratios, with their range")
+    print()
     print("| model | nnz train | PyTorch train | nnz/PyTorch | nnz infer | PyTorch infer | nnz/PyTorch | nnz GFLOP/s train / infer | % of peak |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m in order:
         r = rows[m]
-        print(f"| {m} | {fmt(r.get('nnz_train'))} | {fmt(r.get('pt_train'))} | {ratio(r.get('nnz_train'), r.get('pt_train'))} "
-              f"| {fmt(r.get('nnz_infer'))} | {fmt(r.get('pt_infer'))} | {ratio(r.get('nnz_infer'), r.get('pt_infer'))} "
-              f"| {fmt(r.get('nnz_train_gf'))} / {fmt(r.get('nnz_infer_gf'))} | {pct(r.get('nnz_train_gf'), peak)} / {pct(r.get('nnz_infer_gf'), peak)} |")
+        med = lambda field: median(v for v in r.get(field, {}).values() if v is not None)
+        print(f"| {m} | {fmt(med('nnz_train'))} | {fmt(med('pt_train'))} | {paired(r, 'nnz_train', 'pt_train')} "
+              f"| {fmt(med('nnz_infer'))} | {fmt(med('pt_infer'))} | {paired(r, 'nnz_infer', 'pt_infer')} "
+              f"| {fmt(med('nnz_train_gf'))} / {fmt(med('nnz_infer_gf'))} | {pct(med('nnz_train_gf'), peak)} / {pct(med('nnz_infer_gf'), peak)} |")
+
+
+def median(values):
+    v = sorted(values)
+    return None if not v else (v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2)
+
+
+def paired(r, a, b):
+    """the median of the rounds' ratios a/b, with their range when there are several"""
+    ra, rb = r.get(a, {}), r.get(b, {})
+    ratios = [ra[k] / rb[k] for k in ra if ra[k] is not None and rb.get(k)]
+    if not ratios:
+        return "—"
+    if len(ratios) == 1:
+        return f"{ratios[0]:.2f}x"
+    return f"{median(ratios):.2f}x ({min(ratios):.2f}–{max(ratios):.2f})"
 
 
 if __name__ == "__main__":
