@@ -9,5 +9,6 @@
 
 #define GS_MR 4 /* accumulators: GS_MR*GS_NV, plus GS_NV of B and one of A */
 #define GS_NV 4
+#define GS_TALL_MR 8 /* 32 registers: 8 x 2 accumulators, 2 of B, 1 of A */
 
 #include "gemm_small_simd.inc"
