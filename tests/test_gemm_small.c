@@ -61,7 +61,8 @@ static void gemm_case(int64_t M, int N, int K, int pad_lda, bool accumulate, boo
 static void gemm_isa(nnz_isa isa, void *ctx) {
     (void)isa, (void)ctx;
     static const int shapes[][3] = {{1, 1, 1},   {3, 5, 7},     {4, 16, 16},  {7, 24, 96},   {13, 144, 24},
-                                    {6, 81, 33}, {509, 96, 16}, {2050, 37, 300}, {5, 300, 3}, {9, 17, 0}};
+                                    {6, 81, 33}, {509, 96, 16}, {2050, 37, 300}, {5, 300, 3}, {9, 17, 0},
+                                    {21, 32, 40}, {17, 24, 144}}; /* two vectors: 8-row tiles, then 4 and 1 */
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int acc = 0; acc < 2; acc++)
             for (int ep = 0; ep < 2; ep++) {
