@@ -62,7 +62,8 @@ static void gemm_isa(nnz_isa isa, void *ctx) {
     (void)isa, (void)ctx;
     static const int shapes[][3] = {{1, 1, 1},   {3, 5, 7},     {4, 16, 16},  {7, 24, 96},   {13, 144, 24},
                                     {6, 81, 33}, {509, 96, 16}, {2050, 37, 300}, {5, 300, 3}, {9, 17, 0},
-                                    {21, 32, 40}, {17, 24, 144}}; /* two vectors: 8-row tiles, then 4 and 1 */
+                                    {21, 32, 40}, {17, 24, 144},  /* two vectors: 8-row tiles, then 4 and 1 */
+                                    {70, 100, 200}, {19, 32, 300}, {9, 16, 600}}; /* B in two panels */
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int acc = 0; acc < 2; acc++)
             for (int ep = 0; ep < 2; ep++) {
