@@ -31,14 +31,13 @@ static void column_sums(int64_t rows, int C, int c0, int ct, const float *x, dou
 
 void nnz_bias_grad_acc(int64_t M, int C, const float *x, float *dbias) {
     const int slices = M * C > 65536 && M >= BIAS_SLICES ? BIAS_SLICES : 1;
-    const int64_t per = (M + slices - 1) / slices;
     for (int c0 = 0; c0 < C; c0 += BIAS_CH_TILE) {
         const int ct = C - c0 < BIAS_CH_TILE ? C - c0 : BIAS_CH_TILE;
         double part[BIAS_SLICES][BIAS_CH_TILE];
 #pragma omp parallel for schedule(static) if (slices > 1)
         for (int sl = 0; sl < slices; sl++) {
-            const int64_t r0 = sl * per, r1 = r0 + per < M ? r0 + per : M;
-            column_sums(r1 > r0 ? r1 - r0 : 0, C, c0, ct, x + (r0 < M ? r0 : M) * C, part[sl]);
+            const int64_t r0 = M * sl / slices, r1 = M * (sl + 1) / slices;
+            column_sums(r1 - r0, C, c0, ct, x + r0 * C, part[sl]);
         }
         for (int c = 0; c < ct; c++) {
             double sum = 0.0;

@@ -57,20 +57,6 @@ void nnz_conv_implicit(const nnz_conv_window *g, int N, int IC, int OC, const fl
     }
 }
 
-/* the padded images' size: (O-1)*stride + K rows and columns cover every window */
-static void padded_size(const nnz_conv_window *g, int *Hp, int *Wp);
-static void pad_images(const nnz_conv_window *g, int N, int IC, const float *inp, int Hp, int Wp, float *xp);
-
-void nnz_conv_implicit_prepadded(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *w,
-                                 bool accumulate, const nnz_epilogue *ep, float *out, float *scratch) {
-    int Hp, Wp;
-    padded_size(g, &Hp, &Wp);
-    pad_images(g, N, IC, inp, Hp, Wp, scratch);
-    const nnz_conv_window inside = {.H = Hp, .W = Wp, .KH = g->KH, .KW = g->KW, .stride = g->stride, .pad = 0,
-                                    .OH = g->OH, .OW = g->OW};
-    nnz_conv_implicit(&inside, N, IC, OC, scratch, w, accumulate, ep, out);
-}
-
 /* ---- the weight gradient ---- */
 
 #define CW_ROWS 256                     /* output pixels per block: as nnz_gemm_small_at's */
@@ -118,6 +104,7 @@ static void pad_images(const nnz_conv_window *g, int N, int IC, const float *inp
     }
 }
 
+/* the padded images' size: (O-1)*stride + K rows and columns cover every window */
 static void padded_size(const nnz_conv_window *g, int *Hp, int *Wp) {
     *Hp = (g->OH - 1) * g->stride + g->KH;
     *Wp = (g->OW - 1) * g->stride + g->KW;
@@ -127,6 +114,16 @@ size_t nnz_conv_implicit_padded_floats(const nnz_conv_window *g, int IC) {
     int Hp, Wp;
     padded_size(g, &Hp, &Wp);
     return (size_t)Hp * Wp * IC;
+}
+
+void nnz_conv_implicit_prepadded(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *w,
+                                 bool accumulate, const nnz_epilogue *ep, float *out, float *scratch) {
+    int Hp, Wp;
+    padded_size(g, &Hp, &Wp);
+    pad_images(g, N, IC, inp, Hp, Wp, scratch);
+    const nnz_conv_window inside = {.H = Hp, .W = Wp, .KH = g->KH, .KW = g->KW, .stride = g->stride, .pad = 0,
+                                    .OH = g->OH, .OW = g->OW};
+    nnz_conv_implicit(&inside, N, IC, OC, scratch, w, accumulate, ep, out);
 }
 
 static int wgrad_slots(const nnz_conv_window *g, int N, int IC, int OC) {

@@ -87,7 +87,7 @@ static size_t implicit_prepad_floats(const nnz_conv_shape *s) {
 /* the implicit forward's scratch: its (K,OC) weight, when the caller has no kernel-layout copy,
  * then the padded input */
 static size_t implicit_forward_floats(const nnz_conv_shape *s) {
-    return (size_t)s->KH * s->KW * s->IC * s->OC + implicit_prepad_floats(s);
+    return nnz_conv2d_kernel_weight_floats(s) + implicit_prepad_floats(s);
 }
 
 /* A stride-1 convolution's data gradient is itself a convolution: of dout, with the window turned
@@ -375,7 +375,7 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
         }
         if (implicit_prepad_floats(s))
             nnz_conv_implicit_prepadded(&g, s->N, s->IC, s->OC, inp, wt, beta != 0.0f, ep, out,
-                                        scratch + (size_t)s->KH * s->KW * s->IC * s->OC);
+                                        scratch + nnz_conv2d_kernel_weight_floats(s));
         else
             nnz_conv_implicit(&g, s->N, s->IC, s->OC, inp, wt, beta != 0.0f, ep, out);
         return;
