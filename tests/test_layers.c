@@ -245,6 +245,10 @@ static void test_pool_forward_matches_naive(void **state) {
         naive_pool(&s, x, true, ref, refarg);
         assert_memory_equal(out, ref, sizeof(float) * out_size(&s));
         assert_memory_equal(arg, refarg, sizeof(int32_t) * out_size(&s));
+        /* without indices (inference): the same maxima */
+        for (int64_t j = 0; j < out_size(&s); j++) out[j] = NAN;
+        nnz_maxpool_forward(&s, x, out, NULL);
+        assert_memory_equal(out, ref, sizeof(float) * out_size(&s));
         nnz_avgpool_forward(&s, x, out);
         naive_pool(&s, x, false, ref, NULL);
         assert_true(tu_max_rel_err(out, ref, out_size(&s), 1.0) <= 1e-6);

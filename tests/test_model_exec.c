@@ -374,6 +374,68 @@ static void test_zoo_models_run(void **state) {
     }
 }
 
+/* An eval forward on a model with no buffers reserves for inference only: no activation
+ * gradients or pool indices, under half of training's bytes, the same logits; a backward is
+ * refused until a training forward reserves training's buffers, and then gives the gradients
+ * of a model that was reserved for training from the start. */
+static void test_inference_reservation(void **state) {
+    (void)state;
+    enum { B = 3, HH = 16, WW = 16, K = 10 };
+    float x[B * HH * WW], d[B * K];
+    tu_fill_uniform(x, B * HH * WW, 0.0f, 1.0f, 21);
+    tu_fill_uniform(d, B * K, -0.1f, 0.1f, 22);
+    for (const char *const *name = nnz_zoo_names(); *name; name++) {
+        nnz_model *a, *b;
+        assert_int_equal(nnz_model_from_zoo(*name, HH, WW, 1, K, 5, &a), NNZ_OK);
+        assert_int_equal(nnz_model_from_zoo(*name, HH, WW, 1, K, 5, &b), NNZ_OK);
+        /* per image (the slope from 32 to 64 images: the per-thread eval scratch and the weight
+         * copies are the same in both modes) */
+        size_t infer[2], train[2], infer_bytes;
+        for (int k = 0; k < 2; k++) {
+            assert_int_equal(nnz_model_activation_bytes(a, 32 << k, false, &infer[k]), NNZ_OK);
+            assert_int_equal(nnz_model_activation_bytes(a, 32 << k, true, &train[k]), NNZ_OK);
+        }
+        if (!(2 * (infer[1] - infer[0]) <= train[1] - train[0]))
+            fail_msg("%s: 32 more images take %zu bytes for inference, %zu for training", *name,
+                     infer[1] - infer[0], train[1] - train[0]);
+        assert_int_equal(nnz_model_activation_bytes(a, B, false, &infer_bytes), NNZ_OK);
+
+        assert_int_equal(nnz_model_forward(a, x, B, false), NNZ_OK);
+        assert_false(a->reserved_training);
+        assert_true(a->act_arena.used <= infer_bytes);
+        for (int i = 0; i < a->n_nodes; i++) {
+            assert_null(a->dact[i]);
+            if (a->nodes[i].op == NNZ_OP_MAXPOOL) assert_null(a->aux[i]);
+        }
+        assert_int_equal(nnz_model_reserve(b, B), NNZ_OK);
+        assert_true(b->reserved_training);
+        assert_int_equal(nnz_model_forward(b, x, B, false), NNZ_OK);
+        assert_memory_equal(nnz_model_output(a), nnz_model_output(b), sizeof(float) * B * K);
+
+        nnz_model_zero_grad(a);
+        assert_int_equal(nnz_model_backward(a, x, B, d), NNZ_ERR_INVALID_ARG);
+        assert_non_null(strstr(nnz_last_error(), "inference"));
+        assert_int_equal(nnz_model_forward(a, x, B, true), NNZ_OK);
+        assert_true(a->reserved_training);
+        assert_int_equal(nnz_model_forward(b, x, B, true), NNZ_OK);
+        nnz_model_zero_grad(a);
+        nnz_model_zero_grad(b);
+        assert_int_equal(nnz_model_backward(a, x, B, d), NNZ_OK);
+        assert_int_equal(nnz_model_backward(b, x, B, d), NNZ_OK);
+        for (int i = 0; i < a->n_params; i++)
+            if (a->params[i].grad)
+                assert_memory_equal(a->params[i].grad, b->params[i].grad,
+                                    sizeof(float) * (size_t)nnz_tensor_numel(&a->params[i].value));
+        /* training's buffers stay: an eval forward now keeps them */
+        float *dact0 = a->dact[0];
+        assert_int_equal(nnz_model_forward(a, x, B, false), NNZ_OK);
+        assert_true(a->reserved_training);
+        assert_ptr_equal(dact0, a->dact[0]);
+        nnz_model_free(a);
+        nnz_model_free(b);
+    }
+}
+
 /* Eval runs depth-first over per-thread chunks of images: each image's logits must not
  * depend on the chunking (image at a time vs a batch, 1 vs 2 threads), and repeated
  * multi-threaded runs must agree bit for bit (chunks run concurrently, each with its own
@@ -488,6 +550,7 @@ int main(void) {
         cmocka_unit_test(test_dropout_train_and_eval),
         cmocka_unit_test(test_determinism_predict_and_reserve),
         cmocka_unit_test(test_zoo_models_run),
+        cmocka_unit_test(test_inference_reservation),
         cmocka_unit_test(test_branching_graph_fused_matches_unfused),
         cmocka_unit_test(test_eval_depth_first_matches_image_at_a_time),
     };

@@ -8,7 +8,8 @@
  *                and libraries, the data set, the weights and gradients, the optimizer state, an
  *                open checkpoint, and whatever the allocator kept of freed memory
  *   activations  the model's activation arena at this batch (nnz_model_activation_bytes:
- *                activations, their gradients, pool indices, im2col/bf16 conv scratch)
+ *                activations, and for training their gradients and pool indices, im2col/bf16
+ *                conv scratch)
  *   buffers      what the verb alone holds: for training and evaluation (nnz_budget_need) the float
  *                batch(es), labels, logit gradients and image orders; nnz run (run/run.c) counts
  *                its layer-by-layer runner's buffers itself
@@ -150,7 +151,7 @@ nnz_status nnz_budget_largest(int most, size_t budget, nnz_budget_need_fn need, 
 
 nnz_status nnz_budget_need(nnz_model *m, int batch, const nnz_budget_shape *sh, nnz_mem_need *out) {
     memset(out, 0, sizeof *out);
-    NNZ_TRY(nnz_model_activation_bytes(m, batch, &out->activations));
+    NNZ_TRY(nnz_model_activation_bytes(m, batch, sh->train, &out->activations));
     /* measured after the probe: whatever the allocator kept of it counts */
     out->resident = nnz_resident_bytes();
     const size_t img = (size_t)m->in_h * m->in_w * m->in_c * sizeof(float);

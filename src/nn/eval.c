@@ -19,7 +19,7 @@ nnz_status nnz_evaluate(nnz_model *m, const nnz_dataset *d, int batch, int limit
                         d->num_classes, m->num_classes);
     nnz_batcher b;
     NNZ_TRY(nnz_batcher_init(&b, d, limit, batch, false, false, 0));
-    nnz_status s = nnz_model_reserve(m, batch);
+    nnz_status s = nnz_model_reserve_inference(m, batch);
     size_t img = (size_t)d->h * d->w * d->c;
     float *x = s == NNZ_OK ? nnz_alloc(sizeof(float) * img * (size_t)batch, "an evaluation batch") : NULL;
     uint8_t *y = x ? nnz_alloc((size_t)batch, "evaluation labels") : NULL;

@@ -1,6 +1,8 @@
 /* Running the model graph: buffers, forward (train / eval), backward, predict.
  *
- * Buffers (nnz_model_reserve), per node, for up to batch_cap images:
+ * Buffers (nnz_model_reserve for training, nnz_model_reserve_inference for eval forwards only:
+ * then no dact, pool indices, dropout masks, input gradient or gradient scratch), per node, for
+ * up to batch_cap images:
  *  - identity and flatten are ALIASES: act[i] and dact[i] are their input's
  *    buffers (flatten of NHWC keeps the (h,w,c) order, so it is free); when fed
  *    by the model input they copy it into a buffer of their own instead, as the
@@ -148,7 +150,8 @@ static nnz_status plan_fusions(nnz_model *m, const int *consumers) {
     const int nn = m->n_nodes;
     nnz_node_exec *ex = m->exec;
     for (int i = 0; i < nn; i++)
-        ex[i] = (nnz_node_exec){.fused_act = -1, .fused_into = -1, .eval_bn = -1, .pool_relu = -1};
+        ex[i] = (nnz_node_exec){.fused_act = -1, .fused_into = -1, .eval_bn = -1, .pool_relu = -1,
+                                .act_owner = ex[i].act_owner}; /* reserve_buffers' */
     if (m->keep_activations) return NNZ_OK;
     int *consumer = act_alloc(m, nn, sizeof(int), "consumer table"); /* the last consumer of each node */
     if (!consumer) return NNZ_ERR_NOMEM;
@@ -245,16 +248,80 @@ static size_t scratch_floats(const nnz_model *m, int chunk, bool backward) {
     return most;
 }
 
-/* The arena bytes of the scratch reserve_buffers allocates for `batch`: the shared conv scratch
- * and the per-thread eval scratch (neither is linear in the batch: convs work in chunks). */
-static size_t scratch_bytes(const nnz_model *m, int batch) {
-    size_t train = scratch_floats(m, batch, true) * sizeof(float);
-    size_t f = (scratch_floats(m, eval_chunk_limit(m, batch), false) + 15) & ~(size_t)15;
-    size_t eval = f * (size_t)nnz_threads() * sizeof(float);
-    return ((train + 63) & ~(size_t)63) + ((eval + 63) & ~(size_t)63);
+/* Eval chunks run in per-thread frames: a chunk's activations live in one buffer per thread that
+ * the next chunk reuses, so they stay in the core's cache instead of streaming through the
+ * batch's buffers in memory (and an inference-only reservation needs no batch buffers but the
+ * output's). Not with keep_activations (the caller reads every node's batch buffer) or when eval
+ * cannot run chunks on threads. */
+static bool eval_uses_frames(const nnz_model *m) { return !m->keep_activations && nnz_sgemm_nestable(); }
+
+/* The nodes an eval forward runs write their output (a conv folding a batch norm: into the batch
+ * norm's) and read their input and skip. Each owner's buffer lives from the first node that touches
+ * it to the last; buffers whose lives do not overlap share frame space (first fit, in floats per
+ * image rounded to 64 bytes). The output's owner stays in the batch's buffer. Sets frame_offset;
+ * returns the frame's floats per image. */
+static size_t plan_eval_frames(nnz_model *m) {
+    const int nn = m->n_nodes, out = m->exec[nn - 1].act_owner;
+    int *first = malloc(sizeof(int) * (size_t)nn * 2), *last = first ? first + nn : NULL;
+    if (!first) return SIZE_MAX;
+    for (int i = 0; i < nn; i++) first[i] = INT32_MAX, last[i] = -1, m->exec[i].frame_offset = SIZE_MAX;
+#define TOUCH(node, at)                                                                                        \
+    do {                                                                                                       \
+        const int o_ = m->exec[node].act_owner;                                                                \
+        if ((at) < first[o_]) first[o_] = (at);                                                                \
+        if ((at) > last[o_]) last[o_] = (at);                                                                  \
+    } while (0)
+    for (int i = 0; i < nn; i++) {
+        const nnz_node *nd = &m->nodes[i];
+        const nnz_node_exec *ex = &m->exec[i];
+        if (ex->fused_into >= 0 || ex->eval_folded) continue; /* not run in eval */
+        TOUCH(nd->op == NNZ_OP_CONV2D && ex->eval_bn >= 0 ? ex->eval_bn : i, i);
+        if (nd->input >= 0) TOUCH(nd->input, i);
+        if (nd->op == NNZ_OP_ADD && nd->skip >= 0) TOUCH(nd->skip, i);
+    }
+#undef TOUCH
+    size_t peak = 0;
+    for (int o = 0; o < nn; o++) { /* owners in the order their lives begin: node order */
+        if (o == out || last[o] < 0) continue;
+        const size_t size = ((size_t)node_numel(&m->nodes[o]) + 15) & ~(size_t)15;
+        size_t at = 0;
+        for (bool moved = true; moved;) { /* the lowest offset clear of every placed buffer it overlaps in time */
+            moved = false;
+            for (int q = 0; q < o; q++) {
+                const size_t qo = m->exec[q].frame_offset;
+                if (q == out || last[q] < 0 || qo == SIZE_MAX || last[q] < first[o] || first[q] > last[o]) continue;
+                const size_t qs = ((size_t)node_numel(&m->nodes[q]) + 15) & ~(size_t)15;
+                if (at < qo + qs && qo < at + size) at = qo + qs, moved = true;
+            }
+        }
+        m->exec[o].frame_offset = at;
+        if (at + size > peak) peak = at + size;
+    }
+    for (int i = 0; i < nn; i++) m->exec[i].frame_offset = m->exec[m->exec[i].act_owner].frame_offset;
+    free(first);
+    return peak;
 }
 
-static nnz_status reserve_buffers(nnz_model *m, int batch) {
+/* The whole-batch conv scratch: training's (forwards and backwards), or, for inference only, a
+ * forward's, needed only when eval cannot run chunks on threads (a pthreads OpenBLAS). */
+static size_t batch_scratch_floats(const nnz_model *m, int batch, bool training) {
+    if (training) return scratch_floats(m, batch, true);
+    return nnz_sgemm_nestable() ? 0 : scratch_floats(m, batch, false);
+}
+
+/* The arena bytes of the scratch reserve_buffers allocates for `batch`: the whole-batch conv
+ * scratch and the per-thread eval scratch (neither is linear in the batch: convs work in chunks). */
+static size_t scratch_bytes(const nnz_model *m, int batch, bool training, size_t frame_per_image) {
+    size_t train = batch_scratch_floats(m, batch, training) * sizeof(float);
+    size_t f = (scratch_floats(m, eval_chunk_limit(m, batch), false) + 15) & ~(size_t)15;
+    size_t eval = f * (size_t)nnz_threads() * sizeof(float);
+    size_t frames = frame_per_image * (size_t)eval_chunk_limit(m, batch) * (size_t)nnz_threads() * sizeof(float);
+    return ((train + 63) & ~(size_t)63) + ((eval + 63) & ~(size_t)63) + ((frames + 63) & ~(size_t)63);
+}
+
+/* training: also the backward's buffers (activation gradients, pool indices, dropout masks, the
+ * gradient's conv scratch); false: what an eval forward touches, about half the bytes. */
+static nnz_status reserve_buffers(nnz_model *m, int batch, bool training) {
     int nn = m->n_nodes;
     m->act = act_alloc(m, nn, sizeof(float *), "activation table");
     m->dact = act_alloc(m, nn, sizeof(float *), "gradient table");
@@ -268,7 +335,16 @@ static nnz_status reserve_buffers(nnz_model *m, int batch) {
         if (n->input >= 0) consumers[n->input]++;
         if (n->op == NNZ_OP_ADD && n->skip >= 0) consumers[n->skip]++;
     }
-    const size_t scratch = scratch_floats(m, batch, true);
+    const size_t scratch = batch_scratch_floats(m, batch, training);
+    for (int i = 0; i < nn; i++) {
+        const nnz_node *n = &m->nodes[i];
+        bool inplace = (n->op == NNZ_OP_RELU || n->op == NNZ_OP_RELU6) && n->input >= 0 && !m->keep_activations &&
+                       consumers[n->input] == 1 && output_overwritable(m->nodes[n->input].op);
+        m->exec[i].act_owner = is_alias(n) || inplace ? m->exec[n->input].act_owner : i;
+    }
+    /* inference in frames needs the batch's buffer for the output only */
+    const bool frames = eval_uses_frames(m);
+    const int out_owner = m->exec[nn - 1].act_owner;
     for (int i = 0; i < nn; i++) {
         const nnz_node *n = &m->nodes[i];
         int64_t numel = (int64_t)batch * node_numel(n);
@@ -277,20 +353,23 @@ static nnz_status reserve_buffers(nnz_model *m, int batch) {
                             "use a smaller --batch", batch, n->name, (long long)numel);
         char what[NNZ_NAME_MAX + 32];
         snprintf(what, sizeof what, "activations of '%s'", n->name);
-        bool inplace = (n->op == NNZ_OP_RELU || n->op == NNZ_OP_RELU6) && n->input >= 0 && !m->keep_activations &&
-                       consumers[n->input] == 1 && output_overwritable(m->nodes[n->input].op);
-        if (is_alias(n)) {
-            m->act[i] = m->act[n->input];
-            m->dact[i] = m->dact[n->input];
+        const int owner = m->exec[i].act_owner;
+        const bool batch_buffer = training || !frames || owner == out_owner;
+        if (owner != i) {
+            m->act[i] = m->act[owner];
+            m->dact[i] = is_alias(n) ? m->dact[n->input] : training ? act_alloc(m, numel, sizeof(float), what) : NULL;
         } else {
-            m->act[i] = inplace ? m->act[n->input] : act_alloc(m, numel, sizeof(float), what);
-            m->dact[i] = act_alloc(m, numel, sizeof(float), what);
-            if (!m->act[i] || !m->dact[i]) return NNZ_ERR_NOMEM;
+            m->act[i] = batch_buffer ? act_alloc(m, numel, sizeof(float), what) : NULL;
+            m->dact[i] = training ? act_alloc(m, numel, sizeof(float), what) : NULL;
         }
+        if ((batch_buffer && !m->act[i]) || (training && !m->dact[i])) return NNZ_ERR_NOMEM;
+        /* batch norm's saved moments are written by training forwards only, but are 2 x C floats */
         if (n->op == NNZ_OP_BATCHNORM) m->aux[i] = act_alloc(m, 2 * (int64_t)n->c, sizeof(float), what);
-        else if (n->op == NNZ_OP_MAXPOOL) m->aux[i] = act_alloc(m, numel, sizeof(int32_t), what);
-        else if (n->op == NNZ_OP_DROPOUT) m->aux[i] = act_alloc(m, numel, 1, what);
-        if ((n->op == NNZ_OP_BATCHNORM || n->op == NNZ_OP_MAXPOOL || n->op == NNZ_OP_DROPOUT) && !m->aux[i])
+        else if (n->op == NNZ_OP_MAXPOOL && training) m->aux[i] = act_alloc(m, numel, sizeof(int32_t), what);
+        else if (n->op == NNZ_OP_DROPOUT && training) m->aux[i] = act_alloc(m, numel, 1, what);
+        else m->aux[i] = NULL;
+        if ((n->op == NNZ_OP_BATCHNORM || (training && (n->op == NNZ_OP_MAXPOOL || n->op == NNZ_OP_DROPOUT))) &&
+            !m->aux[i])
             return NNZ_ERR_NOMEM;
     }
     if (scratch) {
@@ -308,6 +387,16 @@ static nnz_status reserve_buffers(nnz_model *m, int batch) {
         if (!m->eval_scratch) return NNZ_ERR_NOMEM;
     }
     NNZ_TRY(plan_fusions(m, consumers));
+    m->eval_frame_per_image = 0;
+    if (frames) {
+        const size_t per_image = plan_eval_frames(m);
+        if (per_image == SIZE_MAX) return nnz_fail(NNZ_ERR_NOMEM, "out of memory planning the eval frames");
+        m->eval_frame_per_image = per_image;
+        m->eval_frames = act_alloc(m, (int64_t)(per_image * (size_t)m->eval_chunk_max * (size_t)m->eval_scratch_slots),
+                                   sizeof(float), "per-thread activation frames");
+        m->eval_frame_tables = act_alloc(m, (int64_t)nn * m->eval_scratch_slots, sizeof(float *), "frame tables");
+        if ((per_image && !m->eval_frames) || !m->eval_frame_tables) return NNZ_ERR_NOMEM;
+    }
     for (int i = 0; i < nn; i++) {
         if (m->nodes[i].op != NNZ_OP_CONV2D) continue;
         /* room when the conv's forward may read its own layout: dense fp32 (bf16 and sparse layers never do) */
@@ -319,10 +408,11 @@ static nnz_status reserve_buffers(nnz_model *m, int batch) {
         m->exec[i].kernel_weight = act_alloc(m, (int64_t)need, sizeof(float), "conv weight in the kernel's layout");
         if (!m->exec[i].kernel_weight) return NNZ_ERR_NOMEM;
     }
-    if (m->input_grad) {
+    if (m->input_grad && training) {
         m->dinput = act_alloc(m, (int64_t)batch * input_numel(m), sizeof(float), "input gradient");
         if (!m->dinput) return NNZ_ERR_NOMEM;
     }
+    m->reserved_training = training;
     return NNZ_OK;
 }
 
@@ -343,21 +433,29 @@ static void release_buffers(nnz_model *m) {
     m->act_arena.limit = limit;
     m->act = m->dact = NULL;
     m->aux = NULL;
-    m->scratch = m->dinput = m->eval_scratch = NULL;
+    m->scratch = m->dinput = m->eval_scratch = m->eval_frames = NULL;
+    m->eval_frame_tables = NULL;
+    m->eval_frame_per_image = 0;
     m->exec = NULL;
     m->batch_cap = 0;
     m->eval_scratch_slots = 0;
+    m->reserved_training = false;
 }
 
-nnz_status nnz_model_reserve(nnz_model *m, int batch) {
+/* Reserves for `batch` images: training's buffers when `training`, else an eval forward's. A
+ * reservation that already holds training's buffers serves eval too and is kept (a model that
+ * trains and evaluates in turn does not reallocate). */
+static nnz_status reserve(nnz_model *m, int batch, bool training) {
     if (!m || !m->finalized) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_reserve: the model is not finalized");
     if (batch < 1) return nnz_fail(NNZ_ERR_INVALID_ARG, "batch size %d must be at least 1", batch);
     (void)nnz_isa_active(); /* choose the kernels' ISA here, never first inside a parallel region */
-    if (batch <= m->batch_cap && (!m->input_grad || m->dinput) && nnz_threads() <= m->eval_scratch_slots)
+    training = training || m->reserved_training;
+    if (batch <= m->batch_cap && m->reserved_training == training && (!training || !m->input_grad || m->dinput) &&
+        nnz_threads() <= m->eval_scratch_slots)
         return NNZ_OK;
-    if (batch < m->batch_cap) batch = m->batch_cap; /* reallocating for dinput: keep the capacity */
+    if (batch < m->batch_cap) batch = m->batch_cap; /* reallocating for dinput or the gradients: keep the capacity */
     release_buffers(m);
-    nnz_status s = reserve_buffers(m, batch);
+    nnz_status s = reserve_buffers(m, batch, training);
     if (s != NNZ_OK) {
         release_buffers(m);
         return s;
@@ -366,7 +464,11 @@ nnz_status nnz_model_reserve(nnz_model *m, int batch) {
     return NNZ_OK;
 }
 
-nnz_status nnz_model_activation_bytes(nnz_model *m, int batch, size_t *bytes) {
+nnz_status nnz_model_reserve(nnz_model *m, int batch) { return reserve(m, batch, true); }
+
+nnz_status nnz_model_reserve_inference(nnz_model *m, int batch) { return reserve(m, batch, false); }
+
+nnz_status nnz_model_activation_bytes(nnz_model *m, int batch, bool training, size_t *bytes) {
     *bytes = 0;
     if (!m || !m->finalized) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_activation_bytes: no finalized model");
     if (batch < 1) return nnz_fail(NNZ_ERR_INVALID_ARG, "batch size %d must be at least 1", batch);
@@ -374,12 +476,13 @@ nnz_status nnz_model_activation_bytes(nnz_model *m, int batch, size_t *bytes) {
     /* every buffer is a constant or a multiple of the batch, except the conv scratch (computed
      * exactly): reserve for 1 and 2 images, measure, and extrapolate the rest */
     const size_t limit = m->act_arena.limit;
-    size_t used[2];
+    size_t used[2], frame_per_image = 0;
     for (int k = 0; k < 2; k++) {
         release_buffers(m);
         m->act_arena.limit = 0;
-        nnz_status s = reserve_buffers(m, k + 1);
-        used[k] = m->act_arena.used - scratch_bytes(m, k + 1);
+        nnz_status s = reserve_buffers(m, k + 1, training);
+        frame_per_image = m->eval_frame_per_image;
+        used[k] = m->act_arena.used - scratch_bytes(m, k + 1, training, frame_per_image);
         release_buffers(m);
         m->act_arena.limit = limit;
         if (s != NNZ_OK) return s;
@@ -394,7 +497,7 @@ nnz_status nnz_model_activation_bytes(nnz_model *m, int batch, size_t *bytes) {
     size_t lin;
     if (!nnz_mul_size(per_image + rounding, (size_t)batch, &lin) || lin > SIZE_MAX / 2)
         return nnz_fail(NNZ_ERR_NOMEM, "a batch of %d images needs more memory than the address space holds", batch);
-    *bytes = used[0] + lin + scratch_bytes(m, batch);
+    *bytes = used[0] + lin + scratch_bytes(m, batch, training, frame_per_image);
     return NNZ_OK;
 }
 
@@ -413,22 +516,29 @@ static float *param_value(const nnz_model *m, int idx) {
 static float *param_grad(const nnz_model *m, int idx) { return idx < 0 ? NULL : m->params[idx].grad; }
 
 /* Node outputs (and the model input) for images [n0, ...): activations are batch-major. */
-static float *act_at(const nnz_model *m, int idx, int n0) {
-    return m->act[idx] + (int64_t)n0 * node_numel(&m->nodes[idx]);
+/* Where a forward over images [n0, n0+n) finds each node's output: the batch's buffers at image
+ * n0 (act = m->act, act_n0 = n0), or a thread's frame (a table of the chunk's buffers, act_n0 = 0) */
+typedef struct {
+    float *const *act;
+    int act_n0;
+} act_view;
+static float *view_at(const nnz_model *m, const act_view *v, int idx) {
+    return v->act[idx] + (int64_t)v->act_n0 * node_numel(&m->nodes[idx]);
 }
-static const float *input_at(const nnz_model *m, int idx, const float *x, int n0) {
-    return idx < 0 ? x + (int64_t)n0 * input_numel(m) : act_at(m, idx, n0);
+static const float *view_input(const nnz_model *m, const act_view *v, int idx, const float *x, int n0) {
+    return idx < 0 ? x + (int64_t)n0 * input_numel(m) : view_at(m, v, idx);
 }
 
 /* Runs every node over images [n0, n0+n). Train mode needs the whole batch (n0 = 0):
  * batch norm's statistics couple the images. */
-static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool train, float *scratch) {
+static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool train, float *scratch,
+                          const act_view *v) {
     for (int i = 0; i < m->n_nodes; i++) {
         const nnz_node *nd = &m->nodes[i];
         const nnz_node_exec *ex = &m->exec[i];
         if (ex->fused_into >= 0 || (!train && ex->eval_folded)) continue; /* computed by another node */
-        const float *in = input_at(m, nd->input, x, n0);
-        float *out = act_at(m, i, n0);
+        const float *in = view_input(m, v, nd->input, x, n0);
+        float *out = view_at(m, v, i);
         int64_t numel = (int64_t)n * node_numel(nd);
         switch (nd->op) {
         case NNZ_OP_CONV2D: {
@@ -439,7 +549,7 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
             if (!train && ex->eval_bn >= 0) {
                 const nnz_node *bn = &m->nodes[ex->eval_bn];
                 ep.sub = param_value(m, bn->running_mean), ep.mul = ex->eval_scale, ep.add = param_value(m, bn->bias);
-                out = act_at(m, ex->eval_bn, n0);
+                out = view_at(m, v, ex->eval_bn);
                 act = m->exec[ex->eval_bn].fused_act;
                 epp = &ep;
             }
@@ -495,7 +605,8 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
         case NNZ_OP_MAXPOOL: {
             nnz_pool_shape s;
             fill_pool_shape(nd, n, &s);
-            nnz_maxpool_forward(&s, in, out, (int32_t *)m->aux[i] + (int64_t)n0 * node_numel(nd));
+            int32_t *argmax = train ? (int32_t *)m->aux[i] : NULL; /* the backward's: eval needs none */
+            nnz_maxpool_forward(&s, in, out, argmax);
             break;
         }
         case NNZ_OP_AVGPOOL: {
@@ -505,7 +616,7 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
             break;
         }
         case NNZ_OP_GLOBAL_AVGPOOL: nnz_global_avgpool_forward(n, nd->in_h * nd->in_w, nd->c, in, out); break;
-        case NNZ_OP_ADD: nnz_add_forward(numel, in, input_at(m, nd->skip, x, n0), out); break;
+        case NNZ_OP_ADD: nnz_add_forward(numel, in, view_input(m, v, nd->skip, x, n0), out); break;
         case NNZ_OP_DROPOUT:
             if (train && nd->p > 0) nnz_dropout_forward(numel, nd->p, &m->dropout_rng, in, out, m->aux[i]);
             else memcpy(out, in, (size_t)numel * sizeof(float));
@@ -543,21 +654,22 @@ static void prepare_eval_epilogues(nnz_model *m) {
 nnz_status nnz_model_forward(nnz_model *m, const float *x, int n, bool train) {
     if (!m || !m->finalized) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_forward: the model is not finalized");
     if (!x || n < 1) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_forward: need an input of at least one image");
-    NNZ_TRY(nnz_model_reserve(m, n));
+    NNZ_TRY(reserve(m, n, train));
     NNZ_TRY(prepare_sparse(m, train));
     prepare_kernel_weights(m);
+    const act_view whole = {m->act, 0};
     if (train) {
-        forward_nodes(m, x, 0, n, true, m->scratch);
+        forward_nodes(m, x, 0, n, true, m->scratch, &whole);
         return NNZ_OK;
     }
     /* Eval: images are independent, so run the whole network depth-first over small
-     * chunks, one chunk per thread: a chunk's activations stay in the core's L2 instead
-     * of streaming every layer's batch through memory, and threads never wait on each
-     * other between layers. The layers' own parallel regions run single-threaded inside
+     * chunks, one chunk per thread, in the thread's frame (plan_eval_frames): a chunk's
+     * activations stay in the core's L2 instead of streaming every layer's batch through
+     * memory, and threads never wait on each other between layers. The layers' own parallel regions run single-threaded inside
      * (nested parallelism is off). The chunking depends on n and the thread count. */
     prepare_eval_epilogues(m);
     if (!nnz_sgemm_nestable()) { /* a pthreads OpenBLAS must not be called from several threads */
-        forward_nodes(m, x, 0, n, false, m->scratch);
+        forward_nodes(m, x, 0, n, false, m->scratch, &whole);
         return NNZ_OK;
     }
     int threads = m->eval_scratch_slots < nnz_threads() ? m->eval_scratch_slots : nnz_threads();
@@ -567,8 +679,24 @@ nnz_status nnz_model_forward(nnz_model *m, const float *x, int n, bool train) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (int c = 0; c < chunks; c++) {
         int n0 = c * chunk, cnt = n - n0 < chunk ? n - n0 : chunk;
-        float *scratch = m->eval_scratch ? m->eval_scratch + (size_t)omp_get_thread_num() * m->eval_scratch_floats : NULL;
-        forward_nodes(m, x, n0, cnt, false, scratch);
+        const int slot = omp_get_thread_num();
+        float *scratch = m->eval_scratch ? m->eval_scratch + (size_t)slot * m->eval_scratch_floats : NULL;
+        if (!m->eval_frame_tables) {
+            const act_view batch = {m->act, n0};
+            forward_nodes(m, x, n0, cnt, false, scratch, &batch);
+            continue;
+        }
+        /* the frame holds buffers for `chunk` images; the output's stays the batch's */
+        float **table = m->eval_frame_tables + (size_t)slot * m->n_nodes;
+        float *frame = m->eval_frames + (size_t)slot * m->eval_frame_per_image * m->eval_chunk_max;
+        for (int i = 0; i < m->n_nodes; i++) {
+            const size_t off = m->exec[i].frame_offset;
+            table[i] = off != SIZE_MAX ? frame + off * (size_t)chunk
+                       : m->act[i]     ? m->act[i] + (int64_t)n0 * node_numel(&m->nodes[i])
+                                       : NULL; /* run by no eval node */
+        }
+        const act_view framed = {table, 0};
+        forward_nodes(m, x, n0, cnt, false, scratch, &framed);
     }
     return NNZ_OK;
 }
@@ -586,6 +714,9 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
         return nnz_fail(NNZ_ERR_INVALID_ARG,
                         "nnz_model_backward: need x and dlogits of %d images, at most the %d of the last forward", n,
                         m->batch_cap);
+    if (!m->reserved_training)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_backward: the model's buffers were reserved for inference "
+                                             "only; run a training forward (or nnz_model_reserve) first");
     int last = m->n_nodes - 1;
     for (int i = 0; i < last; i++)
         if (!is_alias(&m->nodes[i]) && !m->exec[i].grad_written)

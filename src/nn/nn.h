@@ -161,7 +161,8 @@ typedef struct {
 } nnz_pool_shape;
 /* floor mode, as PyTorch's default; INVALID_ARG if the output would be empty or pad > K/2 */
 nnz_status nnz_pool_shape_init(nnz_pool_shape *s, int N, int H, int W, int C, int K, int stride, int pad);
-/* argmax (N,OH,OW,C): flat index into (H,W) of the winning input, for the backward. */
+/* argmax (N,OH,OW,C): flat index into (H,W) of the winning input, for the backward; NULL: not
+ * wanted (inference). */
 void nnz_maxpool_forward(const nnz_pool_shape *s, const float *inp, float *out, int32_t *argmax);
 void nnz_maxpool_backward(const nnz_pool_shape *s, const int32_t *argmax, const float *dout, float *dinp);
 /* dinp (+)= the max pool's gradient; accumulate false overwrites all of dinp (NaNs there do not
@@ -241,6 +242,10 @@ typedef struct nnz_node_exec {
     int pool_relu;      /* maxpool (windows not overlapping): the relu before it whose backward it
                            computes, writing that relu's input gradient, or -1 */
     bool pool_fused;    /* relu: its backward is computed by the max pool after it (pool_relu) */
+    int act_owner;      /* the node whose buffer holds this node's output: itself, or for an alias or
+                           an in-place activation its input's owner */
+    size_t frame_offset; /* eval chunks: where the owner's output sits in a thread's frame, in floats
+                            per image of the chunk; SIZE_MAX: in the batch's buffer (the output's) */
     float *eval_scale;  /* conv with eval_bn: out_ch floats for the folded multiplier */
     float *kernel_weight; /* conv that may read its weight in its forward kernel's layout: room for it,
                              made at each forward (nnz_conv2d_kernel_weight), or NULL */
@@ -318,6 +323,7 @@ struct nnz_model {
     bool graph_only;              /* built by nnz_model_graph_from_json: parameters have shapes, no storage */
     /* activations: allocated by nnz_model_reserve for up to batch_cap images */
     int batch_cap;
+    bool reserved_training;       /* ... with the backward's buffers (dact, pool indices, ...); false: eval's only */
     nnz_arena act_arena;
     float **act;                  /* per node: output (batch_cap, h, w, c); identity/flatten alias their
                                      input's buffer (a copy when fed by the model input) */
@@ -330,6 +336,11 @@ struct nnz_model {
     size_t eval_scratch_floats;   /* ... floats per slot */
     int eval_scratch_slots;       /* ... slots (the thread count at reserve time) */
     int eval_chunk_max;           /* ... images per chunk at most */
+    float *eval_frames;           /* eval: per thread slot, the frame holding a chunk's activations (but the
+                                     output's), buffers reused once their last reader ran; NULL: eval runs
+                                     over the batch's buffers */
+    size_t eval_frame_per_image;  /* ... floats per image of the chunk (a slot: eval_chunk_max times this) */
+    float **eval_frame_tables;    /* ... per slot, n_nodes pointers: the chunk's buffer of each node */
     nnz_rng dropout_rng;          /* its counter is part of the checkpoint */
     const uint8_t *act_identity;  /* NULL, or one byte per node owned by the caller: a relu/relu6 node whose byte
                                      is nonzero computes the identity instead, forward and backward, in every
@@ -367,11 +378,16 @@ int nnz_model_find_param(const nnz_model *m, const char *name); /* -1 if none */
  * index, or -1 (nnz_last_error says why: a duplicate name, a bad node or shape, no memory). */
 int nnz_model_add_param(nnz_model *m, const char *name, int node, int ndim, const int64_t *shape, bool trainable,
                         bool no_decay);
+/* Buffers for batches of up to `batch` images: nnz_model_reserve for training (forward and
+ * backward), nnz_model_reserve_inference for eval forwards only (no activation gradients, pool
+ * indices, dropout masks or gradient scratch: about half the bytes). A training forward reserves
+ * for training, an eval forward for inference unless training's buffers are already there. */
 nnz_status nnz_model_reserve(nnz_model *m, int batch);
-/* The bytes nnz_model_reserve(m, batch) takes from the activation arena at the current thread
- * count (an upper bound: exact but for up to 64 bytes of rounding per buffer). Leaves no
- * buffers reserved. */
-nnz_status nnz_model_activation_bytes(nnz_model *m, int batch, size_t *bytes);
+nnz_status nnz_model_reserve_inference(nnz_model *m, int batch);
+/* The bytes nnz_model_reserve(m, batch) (training) or nnz_model_reserve_inference(m, batch)
+ * takes from the activation arena at the current thread count (an upper bound: exact but for
+ * up to 64 bytes of rounding per buffer). Leaves no buffers reserved. */
+nnz_status nnz_model_activation_bytes(nnz_model *m, int batch, bool training, size_t *bytes);
 /* Caps the activation arena (0 = no cap): a reserve past it fails with NNZ_ERR_NOMEM. */
 void nnz_model_set_activation_limit(nnz_model *m, size_t bytes);
 /* The shared conv scratch (im2col columns of a chunk of images) at `batch`, in bytes. */

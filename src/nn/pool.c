@@ -61,20 +61,21 @@ static inline void window_range(int start, int K, int size, int *lo, int *hi) {
 #define TARGET_AVX2 __attribute__((target("avx2,fma")))
 #define TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")))
 
-/* One output row (oh) of one image: the windows' maxima and their argmax. Compiled per ISA
- * (target attributes, no intrinsics), as batch norm's passes. */
-ALWAYS_INLINE void pool_fwd_row_body(const nnz_pool_shape *s, const float *img, int oh, float *o, int32_t *a) {
+/* One output row (oh) of one image: the windows' maxima and, when WITH_ARGMAX, their argmax (a
+ * NULL otherwise). Compiled per ISA (target attributes, no intrinsics), as batch norm's passes. */
+ALWAYS_INLINE void pool_fwd_row_body(const nnz_pool_shape *s, const float *img, int oh, float *o, int32_t *a,
+                                     const bool WITH_ARGMAX) {
     const int H = s->H, W = s->W, C = s->C;
     int h0, h1;
     window_range(oh * s->stride - s->pad, s->K, H, &h0, &h1);
-    for (int ow = 0; ow < s->OW; ow++, o += C, a += C) {
+    for (int ow = 0; ow < s->OW; ow++, o += C, a += WITH_ARGMAX ? C : 0) {
         int w0, w1;
         window_range(ow * s->stride - s->pad, s->K, W, &w0, &w1);
         const int32_t first = h0 * W + w0;
 #pragma omp simd
         for (int c = 0; c < C; c++) {
             o[c] = -INFINITY;
-            a[c] = first;
+            if (WITH_ARGMAX) a[c] = first;
         }
         for (int ih = h0; ih < h1; ih++)
             for (int iw = w0; iw < w1; iw++) {
@@ -85,7 +86,7 @@ ALWAYS_INLINE void pool_fwd_row_body(const nnz_pool_shape *s, const float *img, 
                     const float v = x[c];
                     const int better = (v > o[c]) | (v != v); /* strict: ties keep the first */
                     o[c] = better ? v : o[c];
-                    a[c] = better ? idx : a[c];
+                    if (WITH_ARGMAX) a[c] = better ? idx : a[c];
                 }
             }
     }
@@ -95,7 +96,8 @@ typedef void (*pool_fwd_row_fn)(const nnz_pool_shape *s, const float *img, int o
 #define POOL_FWD_ROW(suffix, attr)                                                                            \
     attr static void pool_fwd_row_##suffix(const nnz_pool_shape *s, const float *img, int oh, float *o,       \
                                            int32_t *a) {                                                      \
-        pool_fwd_row_body(s, img, oh, o, a);                                                                  \
+        if (a) pool_fwd_row_body(s, img, oh, o, a, true);                                                     \
+        else pool_fwd_row_body(s, img, oh, o, NULL, false);                                                   \
     }
 POOL_FWD_ROW(ref, )
 #if defined(__x86_64__)
@@ -170,7 +172,7 @@ void nnz_maxpool_forward(const nnz_pool_shape *s, const float *inp, float *out, 
     for (int64_t row = 0; row < rows; row++) {
         const int n = (int)(row / s->OH), oh = (int)(row % s->OH);
         const int64_t o = row * s->OW * s->C;
-        row_fn(s, inp + (int64_t)n * s->H * s->W * s->C, oh, out + o, argmax + o);
+        row_fn(s, inp + (int64_t)n * s->H * s->W * s->C, oh, out + o, argmax ? argmax + o : NULL);
     }
 }
 
