@@ -541,6 +541,50 @@ static void test_branching_graph_fused_matches_unfused(void **state) {
     nnz_model_free(b);
 }
 
+/* Eval in per-thread frames (buffers reused once their last reader ran) gives the logits of eval
+ * over the batch's buffers, bit for bit, on the zoo and on the branching graph (aliases, a second
+ * consumer, skips from the model input and x + x); the frames really share space. */
+static void check_frames_match(nnz_model *a, nnz_model *b, const char *name, int n, bool expect_sharing) {
+    b->eval_batch_buffers = true;
+    const int64_t in = (int64_t)a->in_h * a->in_w * a->in_c, out = a->num_classes;
+    float *x = malloc(sizeof(float) * (size_t)(n * in)), *ya = malloc(sizeof(float) * (size_t)(n * out));
+    tu_fill_uniform(x, n * in, -1.0f, 2.0f, 6);
+    for (int rep = 0; rep < 2; rep++) { /* the second pass reuses frames the first one filled */
+        assert_int_equal(nnz_model_forward(a, x, n, false), NNZ_OK);
+        memcpy(ya, nnz_model_output(a), sizeof(float) * (size_t)(n * out));
+        assert_int_equal(nnz_model_forward(b, x, n, false), NNZ_OK);
+        if (memcmp(ya, nnz_model_output(b), sizeof(float) * (size_t)(n * out)) != 0)
+            fail_msg("%s: eval in frames differs from eval over the batch's buffers", name);
+    }
+    assert_non_null(a->eval_frames);
+    assert_null(b->eval_frames);
+    size_t owned = 0; /* floats per image if no two buffers shared frame space */
+    for (int i = 0; i < a->n_nodes - 1; i++)
+        if (a->exec[i].act_owner == i && a->exec[i].frame_offset != SIZE_MAX)
+            owned += ((size_t)(a->nodes[i].h * a->nodes[i].w * a->nodes[i].c) + 15) & ~(size_t)15;
+    if (expect_sharing && !(a->eval_frame_per_image < owned))
+        fail_msg("%s: the frame (%zu floats per image) shares no space (%zu)", name, a->eval_frame_per_image, owned);
+    free(x), free(ya);
+}
+
+static void test_eval_frames_match_batch_buffers(void **state) {
+    (void)state;
+    const char *names[] = {"mbv2-tiny", "lenet5", "mlp", "vgg8"};
+    int threads_before = nnz_get_threads();
+    nnz_set_threads(2);
+    for (int k = 0; k < 4; k++) {
+        nnz_model *a = zoo_with_running_stats(names[k]), *b = zoo_with_running_stats(names[k]);
+        check_frames_match(a, b, names[k], 37, strcmp(names[k], "mlp") != 0); /* mlp: sizes too unequal */
+        nnz_model_free(a);
+        nnz_model_free(b);
+    }
+    nnz_model *a = branchy_model(false), *b = branchy_model(false);
+    check_frames_match(a, b, "branching graph", 29, true);
+    nnz_model_free(a);
+    nnz_model_free(b);
+    nnz_set_threads(threads_before);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_whole_model_gradient_check),
@@ -553,6 +597,7 @@ int main(void) {
         cmocka_unit_test(test_inference_reservation),
         cmocka_unit_test(test_branching_graph_fused_matches_unfused),
         cmocka_unit_test(test_eval_depth_first_matches_image_at_a_time),
+        cmocka_unit_test(test_eval_frames_match_batch_buffers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -251,9 +251,11 @@ static size_t scratch_floats(const nnz_model *m, int chunk, bool backward) {
 /* Eval chunks run in per-thread frames: a chunk's activations live in one buffer per thread that
  * the next chunk reuses, so they stay in the core's cache instead of streaming through the
  * batch's buffers in memory (and an inference-only reservation needs no batch buffers but the
- * output's). Not with keep_activations (the caller reads every node's batch buffer) or when eval
- * cannot run chunks on threads. */
-static bool eval_uses_frames(const nnz_model *m) { return !m->keep_activations && nnz_sgemm_nestable(); }
+ * output's). Not with keep_activations (the caller reads every node's batch buffer), when asked
+ * (eval_batch_buffers) or when eval cannot run chunks on threads. */
+static bool eval_uses_frames(const nnz_model *m) {
+    return !m->keep_activations && !m->eval_batch_buffers && nnz_sgemm_nestable();
+}
 
 /* The nodes an eval forward runs write their output (a conv folding a batch norm: into the batch
  * norm's) and read their input and skip. Each owner's buffer lives from the first node that touches

@@ -319,6 +319,8 @@ struct nnz_model {
     bool dense_wgrad;             /* sparse layers compute their weight gradient densely (nnz_conv_shape) */
     bool keep_activations;        /* false (default): relu/relu6 run in place over a sole-consumer conv/linear/
                                      batchnorm/add output, which then holds the activation's output */
+    bool eval_batch_buffers;      /* eval forwards run over the batch's buffers, not per-thread frames
+                                     (plan_eval_frames); false by default (the tests compare the two) */
     nnz_arena param_arena;        /* parameters, gradients */
     bool graph_only;              /* built by nnz_model_graph_from_json: parameters have shapes, no storage */
     /* activations: allocated by nnz_model_reserve for up to batch_cap images */
