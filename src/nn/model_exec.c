@@ -322,7 +322,8 @@ static size_t scratch_bytes(const nnz_model *m, int batch, bool training, size_t
 }
 
 /* training: also the backward's buffers (activation gradients, pool indices, dropout masks, the
- * gradient's conv scratch); false: what an eval forward touches, about half the bytes. */
+ * gradient's conv scratch); false: what an eval forward touches (with frames, of the batch's
+ * buffers only the output's). */
 static nnz_status reserve_buffers(nnz_model *m, int batch, bool training) {
     int nn = m->n_nodes;
     m->act = act_alloc(m, nn, sizeof(float *), "activation table");
@@ -525,7 +526,8 @@ typedef struct {
     int act_n0;
 } act_view;
 static float *view_at(const nnz_model *m, const act_view *v, int idx) {
-    return v->act[idx] + (int64_t)v->act_n0 * node_numel(&m->nodes[idx]);
+    float *const base = v->act[idx]; /* NULL: a buffer no node of this forward touches */
+    return base ? base + (int64_t)v->act_n0 * node_numel(&m->nodes[idx]) : NULL;
 }
 static const float *view_input(const nnz_model *m, const act_view *v, int idx, const float *x, int n0) {
     return idx < 0 ? x + (int64_t)n0 * input_numel(m) : view_at(m, v, idx);

@@ -68,14 +68,15 @@ ALWAYS_INLINE void pool_fwd_row_body(const nnz_pool_shape *s, const float *img, 
     const int H = s->H, W = s->W, C = s->C;
     int h0, h1;
     window_range(oh * s->stride - s->pad, s->K, H, &h0, &h1);
-    for (int ow = 0; ow < s->OW; ow++, o += C, a += WITH_ARGMAX ? C : 0) {
+    for (int ow = 0; ow < s->OW; ow++, o += C) {
+        int32_t *const aw = WITH_ARGMAX ? a + (int64_t)ow * C : NULL;
         int w0, w1;
         window_range(ow * s->stride - s->pad, s->K, W, &w0, &w1);
         const int32_t first = h0 * W + w0;
 #pragma omp simd
         for (int c = 0; c < C; c++) {
             o[c] = -INFINITY;
-            if (WITH_ARGMAX) a[c] = first;
+            if (WITH_ARGMAX) aw[c] = first;
         }
         for (int ih = h0; ih < h1; ih++)
             for (int iw = w0; iw < w1; iw++) {
@@ -86,7 +87,7 @@ ALWAYS_INLINE void pool_fwd_row_body(const nnz_pool_shape *s, const float *img, 
                     const float v = x[c];
                     const int better = (v > o[c]) | (v != v); /* strict: ties keep the first */
                     o[c] = better ? v : o[c];
-                    if (WITH_ARGMAX) a[c] = better ? idx : a[c];
+                    if (WITH_ARGMAX) aw[c] = better ? idx : aw[c];
                 }
             }
     }
