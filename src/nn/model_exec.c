@@ -212,12 +212,14 @@ static nnz_status plan_fusions(nnz_model *m, const int *consumers) {
     return NNZ_OK;
 }
 
-/* The largest eval chunk whose biggest layer (its input plus its output) fits in about
- * NNZ_EVAL_CHUNK_BYTES, a share of a core's L2: the depth-first eval keeps a chunk's
- * activations in cache from one layer to the next. */
-static int eval_chunk_limit(const nnz_model *m, int batch) {
+/* The largest eval chunk whose frame (frame_per_image floats an image; 0: no frames, then its
+ * biggest layer's input plus output) fits in about NNZ_EVAL_CHUNK_BYTES, a share of a core's
+ * L2: the depth-first eval keeps a chunk's activations in cache from one layer to the next.
+ * (A larger chunk also reads each layer's weights for more images.) */
+static int eval_chunk_limit(const nnz_model *m, int batch, size_t frame_per_image) {
     int64_t worst = input_numel(m);
-    for (int i = 0; i < m->n_nodes; i++) {
+    if (frame_per_image > (size_t)worst) worst = (int64_t)frame_per_image;
+    for (int i = 0; i < m->n_nodes && !frame_per_image; i++) {
         const nnz_node *n = &m->nodes[i];
         int64_t in = n->input < 0 ? input_numel(m) : node_numel(&m->nodes[n->input]);
         if (in + node_numel(n) > worst) worst = in + node_numel(n);
@@ -312,12 +314,13 @@ static size_t batch_scratch_floats(const nnz_model *m, int batch, bool training)
 }
 
 /* The arena bytes of the scratch reserve_buffers allocates for `batch`: the whole-batch conv
- * scratch and the per-thread eval scratch (neither is linear in the batch: convs work in chunks). */
-static size_t scratch_bytes(const nnz_model *m, int batch, bool training, size_t frame_per_image) {
+ * scratch, and per thread the eval scratch and frame (frame_per_image 0: none) for chunks of
+ * `chunk` images (none of them is linear in the batch). */
+static size_t scratch_bytes(const nnz_model *m, int batch, bool training, size_t frame_per_image, int chunk) {
     size_t train = batch_scratch_floats(m, batch, training) * sizeof(float);
-    size_t f = (scratch_floats(m, eval_chunk_limit(m, batch), false) + 15) & ~(size_t)15;
+    size_t f = (scratch_floats(m, chunk, false) + 15) & ~(size_t)15;
     size_t eval = f * (size_t)nnz_threads() * sizeof(float);
-    size_t frames = frame_per_image * (size_t)eval_chunk_limit(m, batch) * (size_t)nnz_threads() * sizeof(float);
+    size_t frames = frame_per_image * (size_t)chunk * (size_t)nnz_threads() * sizeof(float);
     return ((train + 63) & ~(size_t)63) + ((eval + 63) & ~(size_t)63) + ((frames + 63) & ~(size_t)63);
 }
 
@@ -379,8 +382,14 @@ static nnz_status reserve_buffers(nnz_model *m, int batch, bool training) {
         m->scratch = act_alloc(m, (int64_t)scratch, sizeof(float), "convolution scratch");
         if (!m->scratch) return NNZ_ERR_NOMEM;
     }
-    /* Eval runs chunks of at most eval_chunk_max images on each thread, each with its own scratch. */
-    m->eval_chunk_max = eval_chunk_limit(m, batch);
+    NNZ_TRY(plan_fusions(m, consumers));
+    /* planned even when eval runs over the batch's buffers: the chunks are cut the same way */
+    const size_t frame_per_image = plan_eval_frames(m);
+    if (frame_per_image == SIZE_MAX) return nnz_fail(NNZ_ERR_NOMEM, "out of memory planning the eval frames");
+    m->eval_frame_per_image = frame_per_image;
+    /* Eval runs chunks of at most eval_chunk_max images on each thread, each with its own scratch
+     * (and frame). */
+    m->eval_chunk_max = eval_chunk_limit(m, batch, frame_per_image);
     size_t chunk_scratch = scratch_floats(m, m->eval_chunk_max, false); /* eval runs forwards only */
     m->eval_scratch_slots = nnz_threads();
     m->eval_scratch_floats = (chunk_scratch + 15) & ~(size_t)15;
@@ -389,12 +398,8 @@ static nnz_status reserve_buffers(nnz_model *m, int batch, bool training) {
                                     "per-thread convolution scratch");
         if (!m->eval_scratch) return NNZ_ERR_NOMEM;
     }
-    NNZ_TRY(plan_fusions(m, consumers));
-    m->eval_frame_per_image = 0;
     if (frames) {
-        const size_t per_image = plan_eval_frames(m);
-        if (per_image == SIZE_MAX) return nnz_fail(NNZ_ERR_NOMEM, "out of memory planning the eval frames");
-        m->eval_frame_per_image = per_image;
+        const size_t per_image = m->eval_frame_per_image;
         m->eval_frames = act_alloc(m, (int64_t)(per_image * (size_t)m->eval_chunk_max * (size_t)m->eval_scratch_slots),
                                    sizeof(float), "per-thread activation frames");
         m->eval_frame_tables = act_alloc(m, (int64_t)nn * m->eval_scratch_slots, sizeof(float *), "frame tables");
@@ -480,12 +485,13 @@ nnz_status nnz_model_activation_bytes(nnz_model *m, int batch, bool training, si
      * exactly): reserve for 1 and 2 images, measure, and extrapolate the rest */
     const size_t limit = m->act_arena.limit;
     size_t used[2], frame_per_image = 0;
+    bool frames = false;
     for (int k = 0; k < 2; k++) {
         release_buffers(m);
         m->act_arena.limit = 0;
         nnz_status s = reserve_buffers(m, k + 1, training);
-        frame_per_image = m->eval_frame_per_image;
-        used[k] = m->act_arena.used - scratch_bytes(m, k + 1, training, frame_per_image);
+        frame_per_image = m->eval_frame_per_image, frames = m->eval_frame_tables != NULL;
+        used[k] = m->act_arena.used - scratch_bytes(m, k + 1, training, frames ? frame_per_image : 0, m->eval_chunk_max);
         release_buffers(m);
         m->act_arena.limit = limit;
         if (s != NNZ_OK) return s;
@@ -500,7 +506,8 @@ nnz_status nnz_model_activation_bytes(nnz_model *m, int batch, bool training, si
     size_t lin;
     if (!nnz_mul_size(per_image + rounding, (size_t)batch, &lin) || lin > SIZE_MAX / 2)
         return nnz_fail(NNZ_ERR_NOMEM, "a batch of %d images needs more memory than the address space holds", batch);
-    *bytes = used[0] + lin + scratch_bytes(m, batch, training, frame_per_image);
+    *bytes = used[0] + lin +
+             scratch_bytes(m, batch, training, frames ? frame_per_image : 0, eval_chunk_limit(m, batch, frame_per_image));
     return NNZ_OK;
 }
 

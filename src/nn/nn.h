@@ -341,7 +341,8 @@ struct nnz_model {
     float *eval_frames;           /* eval: per thread slot, the frame holding a chunk's activations (but the
                                      output's), buffers reused once their last reader ran; NULL: eval runs
                                      over the batch's buffers */
-    size_t eval_frame_per_image;  /* ... floats per image of the chunk (a slot: eval_chunk_max times this) */
+    size_t eval_frame_per_image;  /* ... floats per image of the chunk (a slot: eval_chunk_max times this); planned
+                                     (and the chunks cut by it) even when eval_frames is NULL */
     float **eval_frame_tables;    /* ... per slot, n_nodes pointers: the chunk's buffer of each node */
     nnz_rng dropout_rng;          /* its counter is part of the checkpoint */
     const uint8_t *act_identity;  /* NULL, or one byte per node owned by the caller: a relu/relu6 node whose byte
