@@ -525,9 +525,9 @@ static float *param_value(const nnz_model *m, int idx) {
 
 static float *param_grad(const nnz_model *m, int idx) { return idx < 0 ? NULL : m->params[idx].grad; }
 
-/* Node outputs (and the model input) for images [n0, ...): activations are batch-major. */
-/* Where a forward over images [n0, n0+n) finds each node's output: the batch's buffers at image
- * n0 (act = m->act, act_n0 = n0), or a thread's frame (a table of the chunk's buffers, act_n0 = 0) */
+/* Where a forward over images [n0, n0+n) finds each node's output (activations are batch-major):
+ * the batch's buffers at image n0 (act = m->act, act_n0 = n0), or a thread's frame (a table of
+ * the chunk's buffers, act_n0 = 0). The model input is always the caller's x at image n0. */
 typedef struct {
     float *const *act;
     int act_n0;
