@@ -259,51 +259,55 @@ static bool eval_uses_frames(const nnz_model *m) {
     return !m->keep_activations && !m->eval_batch_buffers && nnz_sgemm_nestable();
 }
 
+/* A node's output buffer in a frame, in floats per image: its size rounded to 64 bytes */
+static size_t frame_floats(const nnz_model *m, int node) {
+    return ((size_t)node_numel(&m->nodes[node]) + 15) & ~(size_t)15;
+}
+
+/* Extends the life [first, last] of the buffer that holds node's output to node index `at` */
+static void touch(const nnz_model *m, int node, int at, int *first, int *last) {
+    const int o = m->exec[node].act_owner;
+    if (at < first[o]) first[o] = at;
+    if (at > last[o]) last[o] = at;
+}
+
 /* The nodes an eval forward runs write their output (a conv folding a batch norm: into the batch
  * norm's) and read their input and skip. Each owner's buffer lives from the first node that touches
- * it to the last; buffers whose lives do not overlap share frame space (first fit, in floats per
- * image rounded to 64 bytes). The output's owner stays in the batch's buffer. Sets frame_offset;
- * returns the frame's floats per image. */
-static size_t plan_eval_frames(nnz_model *m) {
+ * it to the last; buffers whose lives do not overlap share frame space (first fit). The output's
+ * owner stays in the batch's buffer. Sets every frame_offset (SIZE_MAX: not in the frame) and
+ * *per_image, the frame's floats per image. */
+static nnz_status plan_eval_frames(nnz_model *m, size_t *per_image) {
     const int nn = m->n_nodes, out = m->exec[nn - 1].act_owner;
-    int *first = malloc(sizeof(int) * (size_t)nn * 2), *last = first ? first + nn : NULL;
-    if (!first) return SIZE_MAX;
+    int *first = act_alloc(m, 2 * (int64_t)nn, sizeof(int), "frame plan"), *last = first ? first + nn : NULL;
+    if (!first) return NNZ_ERR_NOMEM;
     for (int i = 0; i < nn; i++) first[i] = INT32_MAX, last[i] = -1, m->exec[i].frame_offset = SIZE_MAX;
-#define TOUCH(node, at)                                                                                        \
-    do {                                                                                                       \
-        const int o_ = m->exec[node].act_owner;                                                                \
-        if ((at) < first[o_]) first[o_] = (at);                                                                \
-        if ((at) > last[o_]) last[o_] = (at);                                                                  \
-    } while (0)
     for (int i = 0; i < nn; i++) {
         const nnz_node *nd = &m->nodes[i];
         const nnz_node_exec *ex = &m->exec[i];
         if (ex->fused_into >= 0 || ex->eval_folded) continue; /* not run in eval */
-        TOUCH(nd->op == NNZ_OP_CONV2D && ex->eval_bn >= 0 ? ex->eval_bn : i, i);
-        if (nd->input >= 0) TOUCH(nd->input, i);
-        if (nd->op == NNZ_OP_ADD && nd->skip >= 0) TOUCH(nd->skip, i);
+        touch(m, nd->op == NNZ_OP_CONV2D && ex->eval_bn >= 0 ? ex->eval_bn : i, i, first, last);
+        if (nd->input >= 0) touch(m, nd->input, i, first, last);
+        if (nd->op == NNZ_OP_ADD && nd->skip >= 0) touch(m, nd->skip, i, first, last);
     }
-#undef TOUCH
     size_t peak = 0;
     for (int o = 0; o < nn; o++) { /* owners in the order their lives begin: node order */
         if (o == out || last[o] < 0) continue;
-        const size_t size = ((size_t)node_numel(&m->nodes[o]) + 15) & ~(size_t)15;
+        const size_t size = frame_floats(m, o);
         size_t at = 0;
         for (bool moved = true; moved;) { /* the lowest offset clear of every placed buffer it overlaps in time */
             moved = false;
             for (int q = 0; q < o; q++) {
-                const size_t qo = m->exec[q].frame_offset;
-                if (q == out || last[q] < 0 || qo == SIZE_MAX || last[q] < first[o] || first[q] > last[o]) continue;
-                const size_t qs = ((size_t)node_numel(&m->nodes[q]) + 15) & ~(size_t)15;
-                if (at < qo + qs && qo < at + size) at = qo + qs, moved = true;
+                const size_t qo = m->exec[q].frame_offset; /* SIZE_MAX: not placed */
+                if (qo == SIZE_MAX || last[q] < first[o] || first[q] > last[o]) continue;
+                if (at < qo + frame_floats(m, q) && qo < at + size) at = qo + frame_floats(m, q), moved = true;
             }
         }
         m->exec[o].frame_offset = at;
         if (at + size > peak) peak = at + size;
     }
     for (int i = 0; i < nn; i++) m->exec[i].frame_offset = m->exec[m->exec[i].act_owner].frame_offset;
-    free(first);
-    return peak;
+    *per_image = peak;
+    return NNZ_OK;
 }
 
 /* The whole-batch conv scratch: training's (forwards and backwards), or, for inference only, a
@@ -384,8 +388,8 @@ static nnz_status reserve_buffers(nnz_model *m, int batch, bool training) {
     }
     NNZ_TRY(plan_fusions(m, consumers));
     /* planned even when eval runs over the batch's buffers: the chunks are cut the same way */
-    const size_t frame_per_image = plan_eval_frames(m);
-    if (frame_per_image == SIZE_MAX) return nnz_fail(NNZ_ERR_NOMEM, "out of memory planning the eval frames");
+    size_t frame_per_image;
+    NNZ_TRY(plan_eval_frames(m, &frame_per_image));
     m->eval_frame_per_image = frame_per_image;
     /* Eval runs chunks of at most eval_chunk_max images on each thread, each with its own scratch
      * (and frame). */
@@ -457,7 +461,7 @@ static nnz_status reserve(nnz_model *m, int batch, bool training) {
     if (!m || !m->finalized) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_reserve: the model is not finalized");
     if (batch < 1) return nnz_fail(NNZ_ERR_INVALID_ARG, "batch size %d must be at least 1", batch);
     (void)nnz_isa_active(); /* choose the kernels' ISA here, never first inside a parallel region */
-    training = training || m->reserved_training;
+    training = training || m->reserved_training; /* training's buffers, once there, stay */
     if (batch <= m->batch_cap && m->reserved_training == training && (!training || !m->input_grad || m->dinput) &&
         nnz_threads() <= m->eval_scratch_slots)
         return NNZ_OK;

@@ -383,8 +383,9 @@ int nnz_model_add_param(nnz_model *m, const char *name, int node, int ndim, cons
                         bool no_decay);
 /* Buffers for batches of up to `batch` images: nnz_model_reserve for training (forward and
  * backward), nnz_model_reserve_inference for eval forwards only (no activation gradients, pool
- * indices, dropout masks or gradient scratch: about half the bytes). A training forward reserves
- * for training, an eval forward for inference unless training's buffers are already there. */
+ * indices, dropout masks or gradient scratch, and with eval frames no batch buffer but the
+ * output's). A training forward reserves for training, an eval forward for inference unless
+ * training's buffers are already there. */
 nnz_status nnz_model_reserve(nnz_model *m, int batch);
 nnz_status nnz_model_reserve_inference(nnz_model *m, int batch);
 /* The bytes nnz_model_reserve(m, batch) (training) or nnz_model_reserve_inference(m, batch)
