@@ -159,6 +159,48 @@ static void test_gemm_small_at_all_isas(void **state) {
     tu_for_each_isa(at_isa, NULL);
 }
 
+/* The 1x1 backward in one pass over dout against the two calls it replaces: bit-identical
+ * weight and data gradients (overwrite over NaN and accumulate), and the weight gradient
+ * alone when dinp is NULL. Row counts: one partial block, several slots of unequal size, a
+ * count that is no multiple of the 4- and 8-row tiles; channels with lane tails, two
+ * vectors (8-row tiles) and a weight long enough for panels. */
+static void backward_case(int64_t M, int IC, int OC, bool accumulate, bool with_dinp) {
+    float *dout = falloc((size_t)(M * OC)), *inp = falloc((size_t)(M * IC)), *w = falloc((size_t)OC * IC);
+    float *dw1 = falloc((size_t)OC * IC), *dw2 = falloc((size_t)OC * IC);
+    float *dx1 = falloc((size_t)(M * IC)), *dx2 = falloc((size_t)(M * IC));
+    tu_fill_uniform(dout, M * OC, -1, 1, 41);
+    tu_fill_uniform(inp, M * IC, -1, 1, 42);
+    tu_fill_uniform(w, (int64_t)OC * IC, -1, 1, 43);
+    tu_fill_uniform(dw1, (int64_t)OC * IC, -1, 1, 44);
+    memcpy(dw2, dw1, sizeof(float) * OC * IC);
+    if (accumulate) tu_fill_uniform(dx1, M * IC, -1, 1, 45);
+    else for (int64_t i = 0; i < M * IC; i++) dx1[i] = NAN;
+    memcpy(dx2, dx1, sizeof(float) * (size_t)(M * IC));
+    assert_true(nnz_gemm_small_at(M, OC, IC, dout, OC, inp, IC, dw1));
+    if (with_dinp) nnz_gemm_small(M, IC, OC, dout, OC, w, accumulate, NULL, dx1);
+    assert_true(nnz_gemm_small_backward(M, IC, OC, dout, inp, w, dw2, accumulate, with_dinp ? dx2 : NULL));
+    if (memcmp(dw1, dw2, sizeof(float) * OC * IC) != 0 || memcmp(dx1, dx2, sizeof(float) * (size_t)(M * IC)) != 0)
+        fail_msg("gemm_small_backward isa=%s M=%lld IC=%d OC=%d acc=%d dinp=%d: not the two calls' numbers",
+                 nnz_isa_name(nnz_isa_active()), (long long)M, IC, OC, accumulate, with_dinp);
+    free(dout), free(inp), free(w), free(dw1), free(dw2), free(dx1), free(dx2);
+}
+
+static void backward_isa(nnz_isa isa, void *ctx) {
+    (void)isa, (void)ctx;
+    static const int shapes[][3] = {{1, 1, 1},    {3, 5, 7},       {255, 16, 96}, {257, 96, 16}, {4099, 24, 144},
+                                    {5001, 144, 24}, {1030, 32, 300}, {600, 7, 0},   {0, 4, 4}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int acc = 0; acc < 2; acc++) {
+            backward_case(shapes[s][0], shapes[s][1], shapes[s][2], acc, true);
+            if (acc) backward_case(shapes[s][0], shapes[s][1], shapes[s][2], true, false);
+        }
+}
+
+static void test_gemm_small_backward_all_isas(void **state) {
+    (void)state;
+    tu_for_each_isa(backward_isa, NULL);
+}
+
 /* The same numbers for any thread count: rows are blocked by shape only. */
 static void test_gemm_small_thread_independent(void **state) {
     (void)state;
@@ -191,6 +233,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_small_all_isas),
         cmocka_unit_test(test_gemm_small_epilogue_forms),
         cmocka_unit_test(test_gemm_small_at_all_isas),
+        cmocka_unit_test(test_gemm_small_backward_all_isas),
         cmocka_unit_test(test_gemm_small_thread_independent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

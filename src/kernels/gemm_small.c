@@ -96,14 +96,28 @@ void nnz_gemm_small_at_ref(int64_t M, int P, int Q, const float *X, int64_t ldx,
 
 typedef void (*gs_at_rows_fn)(int, int, int, const float *, int64_t, const float *, int64_t, float *);
 
-bool nnz_gemm_small_at(int64_t M, int P, int Q, const float *X, int64_t ldx, const float *Y, int64_t ldy,
-                       float *D) {
-    gs_at_rows_fn fn = NULL;
+/* the active ISA's weight-gradient row-block kernel; NULL: the reference */
+static gs_at_rows_fn pick_at_rows(void) {
 #if defined(__x86_64__)
     const nnz_isa isa = nnz_isa_active();
-    if (isa >= NNZ_ISA_AVX512) fn = nnz_gemm_small_at_rows_f32_avx512;
-    else if (isa == NNZ_ISA_AVX2) fn = nnz_gemm_small_at_rows_f32_avx2;
+    if (isa >= NNZ_ISA_AVX512) return nnz_gemm_small_at_rows_f32_avx512;
+    if (isa == NNZ_ISA_AVX2) return nnz_gemm_small_at_rows_f32_avx2;
 #endif
+    return NULL;
+}
+
+/* D += the slots' partials, in slot order */
+static void add_partials(int slots, size_t pq, const float *part, float *D) {
+    for (int sl = 0; sl < slots; sl++) {
+        const float *pp = part + (size_t)sl * pq;
+#pragma omp simd
+        for (size_t i = 0; i < pq; i++) D[i] += pp[i];
+    }
+}
+
+bool nnz_gemm_small_at(int64_t M, int P, int Q, const float *X, int64_t ldx, const float *Y, int64_t ldy,
+                       float *D) {
+    const gs_at_rows_fn fn = pick_at_rows();
     if (!fn) {
         nnz_gemm_small_at_ref(M, P, Q, X, ldx, Y, ldy, D);
         return true;
@@ -122,11 +136,45 @@ bool nnz_gemm_small_at(int64_t M, int P, int Q, const float *X, int64_t ldx, con
             fn((int)rows, P, Q, X + r0 * ldx, ldx, Y + r0 * ldy, ldy, part + (size_t)sl * pq);
         }
     }
-    for (int sl = 0; sl < slots; sl++) {
-        const float *pp = part + (size_t)sl * pq;
-#pragma omp simd
-        for (size_t i = 0; i < pq; i++) D[i] += pp[i];
+    add_partials(slots, pq, part, D);
+    free(part);
+    return true;
+}
+
+/* One pass over dout for both products of the 1x1 convolution's backward: per block of
+ * GS_AT_ROWS rows, the weight gradient's partial and then the data gradient's rows, while the
+ * block of dout is still in cache (two separate calls read it from memory twice). The blocks
+ * and slots are nnz_gemm_small_at's and each data-gradient row is one chain over k as in
+ * nnz_gemm_small, so the numbers are those of the two calls. */
+bool nnz_gemm_small_backward(int64_t M, int IC, int OC, const float *dout, const float *inp, const float *weight,
+                             float *dweight, bool accumulate, float *dinp) {
+    const gs_at_rows_fn at = pick_at_rows();
+    const gs_rows_fn rows_fn = pick_rows();
+    if (!at || !rows_fn || !dinp) {
+        if (!nnz_gemm_small_at(M, OC, IC, dout, OC, inp, IC, dweight)) return false;
+        if (dinp) nnz_gemm_small(M, IC, OC, dout, OC, weight, accumulate, NULL, dinp);
+        return true;
     }
+    if (M <= 0 || IC <= 0) return true;
+    if (OC <= 0) {
+        if (!accumulate) memset(dinp, 0, (size_t)M * IC * sizeof(float));
+        return true;
+    }
+    const int64_t blocks = (M + GS_AT_ROWS - 1) / GS_AT_ROWS;
+    const int slots = blocks < GS_AT_SLOTS ? (int)blocks : GS_AT_SLOTS;
+    const size_t pq = (size_t)OC * IC;
+    float *part = calloc((size_t)slots * pq, sizeof(float));
+    if (!part) return false;
+#pragma omp parallel for schedule(static) if (M * OC * IC >= GS_PARALLEL_MIN)
+    for (int sl = 0; sl < slots; sl++) {
+        const int64_t b0 = blocks * sl / slots, b1 = blocks * (sl + 1) / slots;
+        for (int64_t b = b0; b < b1; b++) {
+            const int64_t r0 = b * GS_AT_ROWS, rows = M - r0 < GS_AT_ROWS ? M - r0 : GS_AT_ROWS;
+            at((int)rows, OC, IC, dout + r0 * OC, OC, inp + r0 * IC, IC, part + (size_t)sl * pq);
+            rows_fn((int)rows, IC, OC, dout + r0 * OC, OC, weight, accumulate, NULL, dinp + r0 * IC);
+        }
+    }
+    add_partials(slots, pq, part, dweight);
     free(part);
     return true;
 }

@@ -158,6 +158,15 @@ bool nnz_gemm_small_at(int64_t M, int P, int Q, const float *X, int64_t ldx, con
                        float *D);
 void nnz_gemm_small_at_ref(int64_t M, int P, int Q, const float *X, int64_t ldx, const float *Y, int64_t ldy,
                            float *D);
+/* Both products of a 1x1 convolution's backward in one pass over dout:
+ * dweight (OC,IC) += dout^T (M,OC)^T * inp (M,IC) as nnz_gemm_small_at(M, OC, IC, dout, OC,
+ * inp, IC, dweight), and dinp (M,IC) = dout (M,OC) * weight (OC,IC) (+= when accumulate) as
+ * nnz_gemm_small(M, IC, OC, dout, OC, weight, accumulate, NULL, dinp): the same numbers as
+ * those two calls, bit for bit, on every ISA path and thread count. dinp may be NULL (the
+ * weight gradient only). Returns false (nothing written) if the weight gradient's scratch
+ * could not be allocated. */
+bool nnz_gemm_small_backward(int64_t M, int IC, int OC, const float *dout, const float *inp, const float *weight,
+                             float *dweight, bool accumulate, float *dinp);
 void nnz_gemm_small_at_rows_f32_avx512(int rows, int P, int Q, const float *X, int64_t ldx, const float *Y,
                                        int64_t ldy, float *D);
 void nnz_gemm_small_at_rows_f32_avx2(int rows, int P, int Q, const float *X, int64_t ldx, const float *Y,

@@ -494,11 +494,12 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
     if (sp) memset(sp->dval, 0, (size_t)nnz_spmat_val_count(&sp->mat) * sizeof(float));
     if (path == CONV_GEMM_1X1) {
         const int M = (int)out_rows;
-        /* dweight (OC,IC) += dout^T (OC,M) * inp (M,IC);  dinp (M,IC) += dout (M,OC) * weight (OC,IC) */
-        if (!use_small_gemm(s) || !nnz_gemm_small_at(M, s->OC, s->IC, dout, s->OC, inp, s->IC, dweight))
+        /* dweight (OC,IC) += dout^T (OC,M) * inp (M,IC);  dinp (M,IC) += dout (M,OC) * weight (OC,IC):
+         * both in one pass over dout when the small GEMM runs them */
+        if (!use_small_gemm(s) || !nnz_gemm_small_backward(M, s->IC, s->OC, dout, inp, weight, dweight, accumulate, dinp)) {
             weight_grad(s, M, s->IC, dout, inp, dweight);
-        if (dinp && use_small_gemm(s)) nnz_gemm_small(M, s->IC, s->OC, dout, s->OC, weight, accumulate, NULL, dinp);
-        else if (dinp) input_grad(s, M, s->IC, dout, weight, accumulate ? 1.0f : 0.0f, dinp);
+            if (dinp) input_grad(s, M, s->IC, dout, weight, accumulate ? 1.0f : 0.0f, dinp);
+        }
         if (sp) scatter_sparse_grad(sp, weight, dweight, s->IC);
         return;
     }
