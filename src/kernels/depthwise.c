@@ -58,6 +58,46 @@ void nnz_dwconv_forward_ep(const nnz_conv_window *g, int N, int C, const float *
     }
 }
 
+/* The reference path with a prologue: the whole batch transformed first (the oracles take a batch) */
+static float *transformed_batch(const nnz_conv_window *g, int N, int C, const float *inp,
+                                const nnz_input_prologue *pro) {
+    const size_t floats = (size_t)N * g->H * g->W * C;
+    float *t = malloc((floats > 0 ? floats : 1) * sizeof(float));
+    if (t) pro->fn(pro->ctx, (int64_t)N * g->H * g->W, inp, t);
+    return t;
+}
+
+/* one buffer of an image per thread */
+static float *image_buffers(const nnz_conv_window *g, int C) {
+    const size_t in_img = (size_t)g->H * g->W * C;
+    return malloc((size_t)omp_get_max_threads() * (in_img ? in_img : 1) * sizeof(float));
+}
+
+bool nnz_dwconv_forward_pro(const nnz_conv_window *g, int N, int C, const float *inp, const nnz_input_prologue *pro,
+                            const float *weight_t, const float *bias, const nnz_epilogue *ep, float *out) {
+    dw_variant v;
+    if (!pick_variant(&v)) {
+        float *t = transformed_batch(g, N, C, inp, pro);
+        if (!t) return false;
+        nnz_dwconv_forward_ep(g, N, C, t, weight_t, bias, ep, out);
+        free(t);
+        return true;
+    }
+    float *buf = image_buffers(g, C);
+    if (!buf) return false;
+    const size_t in_img = (size_t)g->H * g->W * C, out_row = (size_t)g->OW * C;
+    /* by image (the transform's unit), each output row as in nnz_dwconv_forward_ep */
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        float *b = buf + (size_t)omp_get_thread_num() * in_img;
+        pro->fn(pro->ctx, (int64_t)g->H * g->W, inp + n * in_img, b);
+        for (int oh = 0; oh < g->OH; oh++)
+            v.fwd_row(g, C, b, weight_t, bias, oh, ep, out + ((size_t)n * g->OH + oh) * out_row);
+    }
+    free(buf);
+    return true;
+}
+
 void nnz_dwconv_forward(const nnz_conv_window *g, int N, int C, const float *inp, const float *weight_t,
                         const float *bias, float *out) {
     nnz_dwconv_forward_ep(g, N, C, inp, weight_t, bias, NULL, out);
@@ -123,6 +163,15 @@ void nnz_dwconv_backward_data(const nnz_conv_window *g, int N, int C, const floa
     nnz_dwconv_backward_data_ex(g, N, C, dout, weight_t, dinp, true);
 }
 
+/* the weight gradient's fixed-order reduction: slot 0, 1, 2, ... */
+static void add_slots(int slots, size_t taps, const float *work, float *dweight_t) {
+    for (int sl = 0; sl < slots; sl++) {
+        const float *partial = work + sl * taps;
+#pragma omp simd
+        for (size_t i = 0; i < taps; i++) dweight_t[i] += partial[i];
+    }
+}
+
 void nnz_dwconv_backward_weight(const nnz_conv_window *g, int N, int C, const float *inp, const float *dout,
                                 float *dweight_t, float *work) {
     dw_variant v;
@@ -141,10 +190,36 @@ void nnz_dwconv_backward_weight(const nnz_conv_window *g, int N, int C, const fl
         int n0 = (int)((int64_t)N * sl / slots), n1 = (int)((int64_t)N * (sl + 1) / slots);
         for (int n = n0; n < n1; n++) v.bwd_weight_img(g, C, inp + n * in_img, dout + n * out_img, partial);
     }
-    /* fixed-order reduction: slot 0, 1, 2, ... */
-    for (int sl = 0; sl < slots; sl++) {
-        const float *partial = work + sl * taps;
-#pragma omp simd
-        for (size_t i = 0; i < taps; i++) dweight_t[i] += partial[i];
+    add_slots(slots, taps, work, dweight_t);
+}
+
+bool nnz_dwconv_backward_weight_pro(const nnz_conv_window *g, int N, int C, const float *inp,
+                                    const nnz_input_prologue *pro, const float *dout, float *dweight_t, float *work) {
+    dw_variant v;
+    if (!pick_variant(&v)) {
+        float *t = transformed_batch(g, N, C, inp, pro);
+        if (!t) return false;
+        nnz_dwconv_backward_weight_ref(g, N, C, t, dout, dweight_t);
+        free(t);
+        return true;
     }
+    if (N <= 0) return true;
+    float *buf = image_buffers(g, C);
+    if (!buf) return false;
+    const int slots = weight_slots(N);
+    const size_t taps = (size_t)g->KH * g->KW * C;
+    const size_t in_img = (size_t)g->H * g->W * C, out_img = (size_t)g->OH * g->OW * C;
+#pragma omp parallel for schedule(static)
+    for (int sl = 0; sl < slots; sl++) {
+        float *partial = work + sl * taps, *b = buf + (size_t)omp_get_thread_num() * in_img;
+        memset(partial, 0, taps * sizeof(float));
+        int n0 = (int)((int64_t)N * sl / slots), n1 = (int)((int64_t)N * (sl + 1) / slots);
+        for (int n = n0; n < n1; n++) {
+            pro->fn(pro->ctx, (int64_t)g->H * g->W, inp + n * in_img, b);
+            v.bwd_weight_img(g, C, b, dout + n * out_img, partial);
+        }
+    }
+    add_slots(slots, taps, work, dweight_t);
+    free(buf);
+    return true;
 }

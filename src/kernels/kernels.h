@@ -289,6 +289,22 @@ void nnz_dwconv_backward_data_ex(const nnz_conv_window *g, int N, int C, const f
                                  float *dinp, bool accumulate);
 void nnz_dwconv_backward_weight(const nnz_conv_window *g, int N, int C, const float *inp, const float *dout,
                                 float *dweight_t, float *work);
+/* An input transform the depthwise kernels apply to each image as they read it: fn(ctx, rows,
+ * x, buf) writes f(x) for `rows` pixels (rows*C floats) into buf. Training uses it for a batch
+ * norm and its activation deferred from the layer before: the normalized tensor is then never
+ * written to memory. */
+typedef struct {
+    void (*fn)(const void *ctx, int64_t rows, const float *x, float *buf);
+    const void *ctx;
+} nnz_input_prologue;
+/* forward and backward_weight of pro(inp) instead of inp: each image transformed into a
+ * per-thread buffer (in cache) just before it is read. The same numbers as transforming the
+ * whole batch first and calling nnz_dwconv_forward_ep / nnz_dwconv_backward_weight. false
+ * (nothing written) when the buffers could not be allocated. */
+bool nnz_dwconv_forward_pro(const nnz_conv_window *g, int N, int C, const float *inp, const nnz_input_prologue *pro,
+                            const float *weight_t, const float *bias, const nnz_epilogue *ep, float *out);
+bool nnz_dwconv_backward_weight_pro(const nnz_conv_window *g, int N, int C, const float *inp,
+                                    const nnz_input_prologue *pro, const float *dout, float *dweight_t, float *work);
 /* The oracles: single-threaded, one output element at a time, bounds checked per tap. */
 void nnz_dwconv_forward_ref(const nnz_conv_window *g, int N, int C, const float *inp, const float *weight_t,
                             const float *bias, float *out);

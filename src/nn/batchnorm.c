@@ -27,6 +27,7 @@
 
 #include <assert.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #define BN_BLOCK_ROWS 16
@@ -383,9 +384,37 @@ void nnz_batchnorm_forward_train_act(int M, int C, const float *inp, const float
                 running_var[ch] = (float)((1.0 - momentum) * running_var[ch] + momentum * unbiased);
             }
         }
-        affine_tile(M, C, c0, ct, inp, save_mean + c0, scale, beta + c0, lo, hi, out);
+        if (out) affine_tile(M, C, c0, ct, inp, save_mean + c0, scale, beta + c0, lo, hi, out);
     }
     free(part);
+}
+
+void nnz_batchnorm_train_scale(int C, const float *gamma, const float *save_invstd, float *scale) {
+    for (int c = 0; c < C; c++) scale[c] = save_invstd[c] * gamma[c]; /* as the training forward rounds it */
+}
+
+void nnz_batchnorm_apply_rows(const void *ctx, int64_t rows, const float *x, float *out) {
+    const nnz_bn_apply *a = ctx;
+    float lo, hi, hmax;
+    act_bounds(a->act, &lo, &hi, &hmax);
+    const affine_rows_fn fn = pick_affine_rows();
+    for (int64_t r0 = 0; r0 < rows; r0 += INT32_MAX / 2) {
+        const int n = (int)(rows - r0 < INT32_MAX / 2 ? rows - r0 : INT32_MAX / 2);
+        for (int c0 = 0; c0 < a->C; c0 += BN_CH_TILE) {
+            const int ct = a->C - c0 < BN_CH_TILE ? a->C - c0 : BN_CH_TILE;
+            fn(x + r0 * a->C + c0, a->C, n, ct, a->mean + c0, a->scale + c0, a->shift + c0, lo, hi,
+               out + r0 * a->C + c0);
+        }
+    }
+}
+
+void nnz_batchnorm_apply(int M, const nnz_bn_apply *a, const float *x, float *out) {
+    float lo, hi, hmax;
+    act_bounds(a->act, &lo, &hi, &hmax);
+    for (int c0 = 0; c0 < a->C; c0 += BN_CH_TILE) {
+        const int ct = a->C - c0 < BN_CH_TILE ? a->C - c0 : BN_CH_TILE;
+        affine_tile(M, a->C, c0, ct, x, a->mean + c0, a->scale + c0, a->shift + c0, lo, hi, out);
+    }
 }
 
 void nnz_batchnorm_forward_train(int M, int C, const float *inp, const float *gamma, const float *beta,

@@ -327,6 +327,18 @@ static bool small_gemm_1x1_forward(const nnz_conv_shape *s, int64_t M, const flo
     return true;
 }
 
+bool nnz_conv2d_forward_pro(const nnz_conv_shape *s, const float *inp, const nnz_input_prologue *pro,
+                            const float *weight, const float *bias, const nnz_epilogue *ep, float *out, float *scratch) {
+    if (conv_path_of(s) != CONV_DEPTHWISE) return false;
+    const nnz_conv_window g = window_of(s);
+    const float *weight_t = s->kernel_weight;
+    if (!weight_t) {
+        transpose_taps(s->IC, s->KH * s->KW, weight, scratch);
+        weight_t = scratch;
+    }
+    return nnz_dwconv_forward_pro(&g, s->N, s->IC, inp, pro, weight_t, bias, ep, out);
+}
+
 void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const float *weight, const float *bias,
                            const nnz_epilogue *ep, float *out, float *scratch) {
     const nnz_conv_window g = window_of(s);
@@ -471,6 +483,37 @@ void nnz_conv2d_forward(const nnz_conv_shape *s, const float *inp, const float *
     nnz_conv2d_forward_ep(s, inp, weight, bias, NULL, out, scratch);
 }
 
+/* The depthwise backward of pro(inp) (pro NULL: inp); false (nothing written but scratch) when
+ * the prologue's buffers could not be allocated. The weight gradient comes first: the part
+ * that may fail. */
+static bool depthwise_backward(const nnz_conv_shape *s, const float *inp, const nnz_input_prologue *pro,
+                               const float *weight, const float *dout, float *dinp, bool accumulate, float *dweight,
+                               float *scratch) {
+    const nnz_conv_window g = window_of(s);
+    const int C = s->IC, taps = s->KH * s->KW;
+    float *weight_t = scratch, *dweight_t = scratch + (size_t)taps * C, *work = dweight_t + (size_t)taps * C;
+    memset(dweight_t, 0, (size_t)taps * C * sizeof(float));
+    if (!pro) nnz_dwconv_backward_weight(&g, s->N, C, inp, dout, dweight_t, work);
+    else if (!nnz_dwconv_backward_weight_pro(&g, s->N, C, inp, pro, dout, dweight_t, work)) return false;
+    for (int c = 0; c < C; c++)
+        for (int t = 0; t < taps; t++) dweight[(size_t)c * taps + t] += dweight_t[(size_t)t * C + c];
+    if (dinp) {
+        transpose_taps(C, taps, weight, weight_t);
+        nnz_dwconv_backward_data_ex(&g, s->N, C, dout, weight_t, dinp, accumulate);
+    }
+    return true;
+}
+
+bool nnz_conv2d_backward_pro(const nnz_conv_shape *s, const float *inp, const nnz_input_prologue *pro,
+                             const float *weight, const float *dout, float *dinp, bool accumulate, float *dweight,
+                             float *dbias, float *scratch) {
+    if (conv_path_of(s) != CONV_DEPTHWISE || !depthwise_backward(s, inp, pro, weight, dout, dinp, accumulate, dweight,
+                                                                  scratch))
+        return false;
+    if (dbias) nnz_bias_grad_acc((int64_t)s->N * s->OH * s->OW, s->OC, dout, dbias);
+    return true;
+}
+
 void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const float *weight, const float *dout,
                             float *dinp, bool accumulate, float *dweight, float *dbias, float *scratch) {
     const nnz_conv_window g = window_of(s);
@@ -478,16 +521,7 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
     if (dbias) nnz_bias_grad_acc(out_rows, s->OC, dout, dbias);
     const conv_path path = conv_path_of(s);
     if (path == CONV_DEPTHWISE) {
-        const int C = s->IC, taps = s->KH * s->KW;
-        float *weight_t = scratch, *dweight_t = scratch + (size_t)taps * C, *work = dweight_t + (size_t)taps * C;
-        memset(dweight_t, 0, (size_t)taps * C * sizeof(float));
-        nnz_dwconv_backward_weight(&g, s->N, C, inp, dout, dweight_t, work);
-        for (int c = 0; c < C; c++)
-            for (int t = 0; t < taps; t++) dweight[(size_t)c * taps + t] += dweight_t[(size_t)t * C + c];
-        if (dinp) {
-            transpose_taps(C, taps, weight, weight_t);
-            nnz_dwconv_backward_data_ex(&g, s->N, C, dout, weight_t, dinp, accumulate);
-        }
+        depthwise_backward(s, inp, NULL, weight, dout, dinp, accumulate, dweight, scratch);
         return;
     }
     nnz_sparse_weight *sp = s->dense_wgrad ? NULL : s->sparse; /* the SDDMM's gradient, scattered at the end */

@@ -150,8 +150,8 @@ static nnz_status plan_fusions(nnz_model *m, const int *consumers) {
     const int nn = m->n_nodes;
     nnz_node_exec *ex = m->exec;
     for (int i = 0; i < nn; i++)
-        ex[i] = (nnz_node_exec){.fused_act = -1, .fused_into = -1, .eval_bn = -1, .pool_relu = -1,
-                                .act_owner = ex[i].act_owner}; /* reserve_buffers' */
+        ex[i] = (nnz_node_exec){.fused_act = -1, .fused_into = -1, .eval_bn = -1, .pool_relu = -1, .deferred_to = -1,
+                                .input_bn = -1, .act_owner = ex[i].act_owner}; /* reserve_buffers' */
     if (m->keep_activations) return NNZ_OK;
     int *consumer = act_alloc(m, nn, sizeof(int), "consumer table"); /* the last consumer of each node */
     if (!consumer) return NNZ_ERR_NOMEM;
@@ -177,6 +177,18 @@ static nnz_status plan_fusions(nnz_model *m, const int *consumers) {
             ex[i].eval_scale = act_alloc(m, n->out_ch, sizeof(float), "folded batch-norm scale");
             if (!ex[i].eval_scale) return NNZ_ERR_NOMEM;
         }
+    }
+    /* a training batch norm (with its fused activation) whose output only a depthwise conv reads:
+     * the conv applies it to its input as it reads it, so that output is never stored */
+    for (int i = 0; i < nn; i++) {
+        const int o = ex[i].fused_act >= 0 ? ex[i].fused_act : i, d = consumer[o];
+        if (m->nodes[i].op != NNZ_OP_BATCHNORM || consumers[o] != 1 || d < 0) continue;
+        const nnz_node *dn = &m->nodes[d];
+        if (dn->op != NNZ_OP_CONV2D || dn->input != o || dn->groups != dn->in_c || dn->out_ch != dn->in_c) continue;
+        ex[i].deferred_scale = act_alloc(m, m->nodes[i].c, sizeof(float), "deferred batch-norm scale");
+        if (!ex[i].deferred_scale) return NNZ_ERR_NOMEM;
+        ex[i].deferred_to = d;
+        ex[d].input_bn = i;
     }
     for (int i = 0; i < nn; i++) {
         const int c = consumer[i];
@@ -546,6 +558,14 @@ static const float *view_input(const nnz_model *m, const act_view *v, int idx, c
 
 /* Runs every node over images [n0, n0+n). Train mode needs the whole batch (n0 = 0):
  * batch norm's statistics couple the images. */
+/* A deferred batch norm's map, from its last training forward's statistics */
+static nnz_bn_apply deferred_bn(const nnz_model *m, int bn) {
+    const nnz_node *nd = &m->nodes[bn];
+    const int act = m->exec[bn].fused_act;
+    return (nnz_bn_apply){.C = nd->c, .mean = m->aux[bn], .scale = m->exec[bn].deferred_scale,
+                          .shift = param_value(m, nd->bias), .act = act >= 0 ? act_op(m, act) : NNZ_OP_IDENTITY};
+}
+
 static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool train, float *scratch,
                           const act_view *v) {
     for (int i = 0; i < m->n_nodes; i++) {
@@ -572,6 +592,15 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
                 ep.lo = 0.0f, ep.hi = m->nodes[act].op == NNZ_OP_RELU6 ? 6.0f : INFINITY;
                 epp = &ep;
             }
+            if (train && ex->input_bn >= 0) {
+                const nnz_bn_apply a = deferred_bn(m, ex->input_bn);
+                const nnz_input_prologue pro = {nnz_batchnorm_apply_rows, &a};
+                const float *z = view_input(m, v, m->nodes[ex->input_bn].input, x, n0);
+                if (nnz_conv2d_forward_pro(&s, z, &pro, param_value(m, nd->weight), param_value(m, nd->bias), epp, out,
+                                           scratch))
+                    break;
+                nnz_batchnorm_apply(n * nd->in_h * nd->in_w, &a, z, (float *)in); /* no memory for the prologue */
+            }
             nnz_conv2d_forward_ep(&s, in, param_value(m, nd->weight), param_value(m, nd->bias), epp, out, scratch);
             if (train && s.sparse) m->exec[i].sparse_forwards++; /* train: one call per batch, no chunks */
             if (train && s.sparse_bf16_fwd) m->exec[i].sparse_bf16_forwards++;
@@ -593,9 +622,13 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
             const nnz_op act = ex->fused_act >= 0 ? act_op(m, ex->fused_act) : NNZ_OP_IDENTITY;
             if (train) {
                 float *save = m->aux[i];
+                /* deferred: the statistics only; the depthwise conv after it applies it */
                 nnz_batchnorm_forward_train_act(M, nd->c, in, param_value(m, nd->weight), param_value(m, nd->bias),
                                                 param_value(m, nd->running_mean), param_value(m, nd->running_var),
-                                                nd->momentum, nd->eps, act, out, save, save + nd->c);
+                                                nd->momentum, nd->eps, act, ex->deferred_to >= 0 ? NULL : out, save,
+                                                save + nd->c);
+                if (ex->deferred_to >= 0)
+                    nnz_batchnorm_train_scale(nd->c, param_value(m, nd->weight), save + nd->c, ex->deferred_scale);
             } else {
                 nnz_batchnorm_forward_eval_act(M, nd->c, in, param_value(m, nd->weight), param_value(m, nd->bias),
                                                param_value(m, nd->running_mean), param_value(m, nd->running_var),
@@ -755,6 +788,15 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
         case NNZ_OP_CONV2D: {
             nnz_conv_shape s;
             fill_conv_shape(m, nd, n, &s);
+            if (ex->input_bn >= 0) { /* its input was never stored: made from the batch norm's as it is read */
+                const nnz_bn_apply a = deferred_bn(m, ex->input_bn);
+                const nnz_input_prologue pro = {nnz_batchnorm_apply_rows, &a};
+                const float *z = node_input(m, m->nodes[ex->input_bn].input, x);
+                if (nnz_conv2d_backward_pro(&s, z, &pro, param_value(m, nd->weight), dout, dinp, acc,
+                                            param_grad(m, nd->weight), param_grad(m, nd->bias), m->scratch))
+                    break;
+                nnz_batchnorm_apply(n * nd->in_h * nd->in_w, &a, z, (float *)in); /* no memory for the prologue */
+            }
             nnz_conv2d_backward_ex(&s, in, param_value(m, nd->weight), dout, dinp, acc, param_grad(m, nd->weight),
                                    param_grad(m, nd->bias), m->scratch);
             if (s.sparse) m->exec[i].sparse_backwards++;

@@ -82,6 +82,16 @@ void nnz_conv2d_forward(const nnz_conv_shape *s, const float *inp, const float *
  * eval-mode batch norm and relu/relu6 fused into the convolution (see nnz_epilogue). */
 void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const float *weight, const float *bias,
                            const nnz_epilogue *ep, float *out, float *scratch);
+/* A depthwise conv of pro(inp) instead of inp (nnz_input_prologue: in training, the batch norm
+ * before it, deferred), forward and backward as the two above (pro reaches only the weight
+ * gradient: the data gradient does not read the input). false, with nothing written but
+ * scratch, when the conv is not depthwise or the prologue's buffers could not be allocated:
+ * the caller then makes pro(inp) itself and calls the plain functions. */
+bool nnz_conv2d_forward_pro(const nnz_conv_shape *s, const float *inp, const nnz_input_prologue *pro,
+                            const float *weight, const float *bias, const nnz_epilogue *ep, float *out, float *scratch);
+bool nnz_conv2d_backward_pro(const nnz_conv_shape *s, const float *inp, const nnz_input_prologue *pro,
+                             const float *weight, const float *dout, float *dinp, bool accumulate, float *dweight,
+                             float *dbias, float *scratch);
 /* dout (N,OH,OW,OC) -> dinp (N,H,W,IC) or NULL, dweight (OC,KH,KW,IC/groups), dbias (OC) or NULL */
 void nnz_conv2d_backward(const nnz_conv_shape *s, const float *inp, const float *weight, const float *dout,
                          float *dinp, float *dweight, float *dbias, float *scratch);
@@ -136,6 +146,22 @@ void nnz_batchnorm_forward_eval_act(int M, int C, const float *inp, const float 
 void nnz_batchnorm_backward_act(int M, int C, const float *inp, nnz_op act, const float *gamma, const float *beta,
                                 const float *save_mean, const float *save_invstd, const float *dout, float *dinp,
                                 bool accumulate, float *dgamma, float *dbeta);
+/* A training batch norm whose output is never stored: nnz_batchnorm_forward_train_act with out
+ * NULL computes the statistics (save_mean, save_invstd, the running ones) and no output; a
+ * depthwise conv after it then reads act(bn(x)) through nnz_batchnorm_apply_rows as its input
+ * prologue (nnz_input_prologue), the same numbers as the forward's own output. */
+typedef struct {
+    int C;
+    const float *mean, *scale, *shift; /* (C): save_mean, nnz_batchnorm_train_scale's, beta */
+    nnz_op act;                        /* NNZ_OP_RELU, NNZ_OP_RELU6 or NNZ_OP_IDENTITY */
+} nnz_bn_apply;
+/* scale (C) = save_invstd * gamma, the multiplier the training forward applies */
+void nnz_batchnorm_train_scale(int C, const float *gamma, const float *save_invstd, float *scale);
+/* out (rows,C) = act((x - mean)*scale + shift) for ctx, an nnz_bn_apply: single-threaded (an
+ * nnz_input_prologue's fn), and the same arithmetic as the forward's output pass */
+void nnz_batchnorm_apply_rows(const void *ctx, int64_t rows, const float *x, float *out);
+/* the same over (M,C), threaded: the output the forward did not store, when it is needed after all */
+void nnz_batchnorm_apply(int M, const nnz_bn_apply *a, const float *x, float *out);
 /* scale (C) = gamma / sqrt(running_var + eps), the eval-mode multiplier, computed as the eval forward does */
 void nnz_batchnorm_eval_coeffs(int C, const float *gamma, const float *running_var, float eps, float *scale);
 
@@ -246,6 +272,11 @@ typedef struct nnz_node_exec {
                            an in-place activation its input's owner */
     size_t frame_offset; /* eval chunks: where the owner's output sits in a thread's frame, in floats
                             per image of the chunk; SIZE_MAX: in the batch's buffer (the output's) */
+    int deferred_to;    /* batchnorm: in a training forward it stores no output; the depthwise conv
+                           deferred_to, its output's only reader, applies it (and its fused activation) to
+                           the batch norm's input as it reads it (nnz_conv2d_forward_pro). -1: none */
+    int input_bn;       /* depthwise conv: the batch norm deferred into it, or -1 */
+    float *deferred_scale; /* batchnorm with deferred_to: c floats for nnz_batchnorm_train_scale's */
     float *eval_scale;  /* conv with eval_bn: out_ch floats for the folded multiplier */
     float *kernel_weight; /* conv that may read its weight in its forward kernel's layout: room for it,
                              made at each forward (nnz_conv2d_kernel_weight), or NULL */
