@@ -234,6 +234,57 @@ static void test_depthwise_every_isa_matches_ref(void **state) {
     tu_for_each_isa(depthwise_all_cases, NULL);
 }
 
+/* The input prologue (a transform applied per image as the kernels read it) against the plain
+ * kernels over the transformed batch: bit-identical forward (with an epilogue, over NaN) and
+ * weight gradient (accumulating), for odd channels, stride 1 and 2, more images than threads. */
+static void affine_clamp(const void *ctx, int64_t rows, const float *x, float *buf) {
+    const int C = *(const int *)ctx;
+    for (int64_t r = 0; r < rows; r++)
+        for (int c = 0; c < C; c++) {
+            const float v = x[r * C + c] * (1.0f + 0.25f * (float)c) - 0.5f;
+            buf[r * C + c] = v < 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
+        }
+}
+
+static void dw_prologue_case(nnz_isa isa, int N, int H, int W, int C, int K, int stride, int pad) {
+    const nnz_conv_window g = window(H, W, K, K, stride, pad);
+    const size_t in_n = (size_t)N * H * W * C, out_n = (size_t)N * g.OH * g.OW * C, w_n = (size_t)K * K * C;
+    float *inp = falloc(in_n), *t = falloc(in_n), *w = falloc(w_n), *dout = falloc(out_n), *mul = falloc(C);
+    float *out1 = falloc(out_n), *out2 = falloc(out_n), *dw1 = falloc(w_n), *dw2 = falloc(w_n);
+    float *work = falloc(nnz_dwconv_work_floats(&g, N, C));
+    tu_fill_uniform(inp, (int64_t)in_n, -4, 8, 31);
+    tu_fill_uniform(w, (int64_t)w_n, -1, 1, 32);
+    tu_fill_uniform(dout, (int64_t)out_n, -1, 1, 33);
+    tu_fill_uniform(mul, C, 0.5f, 2, 34);
+    tu_fill_uniform(dw1, (int64_t)w_n, -1, 1, 35);
+    memcpy(dw2, dw1, w_n * sizeof(float));
+    const nnz_epilogue ep = {.mul = mul, .lo = 0.0f, .hi = 6.0f};
+    const nnz_input_prologue pro = {affine_clamp, &C};
+    affine_clamp(&C, (int64_t)in_n / C, inp, t);
+    for (size_t i = 0; i < out_n; i++) out1[i] = out2[i] = NAN;
+    nnz_dwconv_forward_ep(&g, N, C, t, w, NULL, &ep, out1);
+    assert_true(nnz_dwconv_forward_pro(&g, N, C, inp, &pro, w, NULL, &ep, out2));
+    nnz_dwconv_backward_weight(&g, N, C, t, dout, dw1, work);
+    assert_true(nnz_dwconv_backward_weight_pro(&g, N, C, inp, &pro, dout, dw2, work));
+    if (memcmp(out1, out2, out_n * sizeof(float)) != 0 || memcmp(dw1, dw2, w_n * sizeof(float)) != 0)
+        fail_msg("depthwise prologue isa=%s N=%d %dx%d C=%d k=%d s=%d p=%d: not the transformed batch's numbers",
+                 nnz_isa_name(isa), N, H, W, C, K, stride, pad);
+    free(inp), free(t), free(w), free(dout), free(mul), free(out1), free(out2), free(dw1), free(dw2), free(work);
+}
+
+static void dw_prologue_cases(nnz_isa isa, void *ctx) {
+    (void)ctx;
+    dw_prologue_case(isa, 5, 7, 9, 17, 3, 1, 1);
+    dw_prologue_case(isa, 3, 11, 6, 35, 3, 2, 1);
+    dw_prologue_case(isa, 1, 5, 5, 1, 5, 1, 2);
+    dw_prologue_case(isa, 40, 4, 4, 19, 3, 2, 0); /* more images than the weight gradient's slots */
+}
+
+static void test_depthwise_input_prologue(void **state) {
+    (void)state;
+    tu_for_each_isa(dw_prologue_cases, NULL);
+}
+
 /* The weight gradient must not depend on the thread count (fixed slots, fixed reduction order). */
 static void dw_threads_deterministic(nnz_isa isa, void *ctx) {
     (void)ctx;
@@ -300,6 +351,7 @@ int main(void) {
         cmocka_unit_test(test_im2col_matches_direct_conv),
         cmocka_unit_test(test_depthwise_every_isa_matches_ref),
         cmocka_unit_test(test_depthwise_weight_grad_thread_independent),
+        cmocka_unit_test(test_depthwise_input_prologue),
         cmocka_unit_test(test_bias_helpers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
