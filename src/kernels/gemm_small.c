@@ -115,14 +115,10 @@ static void add_partials(int slots, size_t pq, const float *part, float *D) {
     }
 }
 
-bool nnz_gemm_small_at(int64_t M, int P, int Q, const float *X, int64_t ldx, const float *Y, int64_t ldy,
-                       float *D) {
-    const gs_at_rows_fn fn = pick_at_rows();
-    if (!fn) {
-        nnz_gemm_small_at_ref(M, P, Q, X, ldx, Y, ldy, D);
-        return true;
-    }
-    if (M <= 0 || P <= 0 || Q <= 0) return true;
+/* D += X^T Y over fixed slots of GS_AT_ROWS-row blocks (nnz_gemm_small_at); with dgrad, each
+ * block then also makes C's rows = X's rows * B (Q wide, K = P), while X's block is in cache */
+static bool at_blocks(int64_t M, int P, int Q, const float *X, int64_t ldx, const float *Y, int64_t ldy, float *D,
+                      gs_at_rows_fn at, gs_rows_fn dgrad, const float *B, bool accumulate, float *C) {
     const int64_t blocks = (M + GS_AT_ROWS - 1) / GS_AT_ROWS;
     const int slots = blocks < GS_AT_SLOTS ? (int)blocks : GS_AT_SLOTS;
     const size_t pq = (size_t)P * Q;
@@ -133,12 +129,24 @@ bool nnz_gemm_small_at(int64_t M, int P, int Q, const float *X, int64_t ldx, con
         const int64_t b0 = blocks * sl / slots, b1 = blocks * (sl + 1) / slots;
         for (int64_t b = b0; b < b1; b++) {
             const int64_t r0 = b * GS_AT_ROWS, rows = M - r0 < GS_AT_ROWS ? M - r0 : GS_AT_ROWS;
-            fn((int)rows, P, Q, X + r0 * ldx, ldx, Y + r0 * ldy, ldy, part + (size_t)sl * pq);
+            at((int)rows, P, Q, X + r0 * ldx, ldx, Y + r0 * ldy, ldy, part + (size_t)sl * pq);
+            if (dgrad) dgrad((int)rows, Q, P, X + r0 * ldx, ldx, B, accumulate, NULL, C + r0 * Q);
         }
     }
     add_partials(slots, pq, part, D);
     free(part);
     return true;
+}
+
+bool nnz_gemm_small_at(int64_t M, int P, int Q, const float *X, int64_t ldx, const float *Y, int64_t ldy,
+                       float *D) {
+    const gs_at_rows_fn fn = pick_at_rows();
+    if (!fn) {
+        nnz_gemm_small_at_ref(M, P, Q, X, ldx, Y, ldy, D);
+        return true;
+    }
+    if (M <= 0 || P <= 0 || Q <= 0) return true;
+    return at_blocks(M, P, Q, X, ldx, Y, ldy, D, fn, NULL, NULL, false, NULL);
 }
 
 /* One pass over dout for both products of the 1x1 convolution's backward: per block of
@@ -160,21 +168,5 @@ bool nnz_gemm_small_backward(int64_t M, int IC, int OC, const float *dout, const
         if (!accumulate) memset(dinp, 0, (size_t)M * IC * sizeof(float));
         return true;
     }
-    const int64_t blocks = (M + GS_AT_ROWS - 1) / GS_AT_ROWS;
-    const int slots = blocks < GS_AT_SLOTS ? (int)blocks : GS_AT_SLOTS;
-    const size_t pq = (size_t)OC * IC;
-    float *part = calloc((size_t)slots * pq, sizeof(float));
-    if (!part) return false;
-#pragma omp parallel for schedule(static) if (M * OC * IC >= GS_PARALLEL_MIN)
-    for (int sl = 0; sl < slots; sl++) {
-        const int64_t b0 = blocks * sl / slots, b1 = blocks * (sl + 1) / slots;
-        for (int64_t b = b0; b < b1; b++) {
-            const int64_t r0 = b * GS_AT_ROWS, rows = M - r0 < GS_AT_ROWS ? M - r0 : GS_AT_ROWS;
-            at((int)rows, OC, IC, dout + r0 * OC, OC, inp + r0 * IC, IC, part + (size_t)sl * pq);
-            rows_fn((int)rows, IC, OC, dout + r0 * OC, OC, weight, accumulate, NULL, dinp + r0 * IC);
-        }
-    }
-    add_partials(slots, pq, part, dweight);
-    free(part);
-    return true;
+    return at_blocks(M, OC, IC, dout, OC, inp, IC, dweight, at, rows_fn, weight, accumulate, dinp);
 }
