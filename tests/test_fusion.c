@@ -10,7 +10,9 @@
  *  - whole zoo models: the fused plan (default) against keep_activations (no fusion):
  *    train-mode logits and every parameter gradient equal to the last bit, eval logits
  *    within GEMM rounding; mbv2-tiny's training forward defers six batch norms into the
- *    depthwise convs after them (the conv applies the norm as it reads its input).
+ *    depthwise convs after them (the conv applies the norm as it reads its input), and its
+ *    backward hands thirteen batch norms' data gradients to the 1x1 convs before them block
+ *    by block (never stored).
  * Shapes are odd (channel tails for every vector width, more than one 256-channel tile). */
 #include "test_util.h"
 
@@ -295,7 +297,14 @@ static int deferred_bns(const nnz_model *m) {
     return n;
 }
 
-static void model_case(const char *name, int deferred) {
+/* convs whose backward the last backward ran from the batch norm after them, block by block */
+static int streamed_convs(const nnz_model *m) {
+    int n = 0;
+    for (int i = 0; i < m->n_nodes; i++) n += m->exec[i].dout_streamed;
+    return n;
+}
+
+static void model_case(const char *name, int deferred, int streamed) {
     nnz_model *a = zoo_model(name, false), *b = zoo_model(name, true);
     float *x = falloc((size_t)MB * 784), dl[MB * 10];
     tu_fill_uniform(x, MB * 784, 0.0f, 20.0f, 61); /* large: relu outputs above 6 occur (relu is not relu6) */
@@ -315,6 +324,8 @@ static void model_case(const char *name, int deferred) {
     nnz_model_zero_grad(b);
     assert_int_equal(nnz_model_backward(a, x, MB, dl), NNZ_OK);
     assert_int_equal(nnz_model_backward(b, x, MB, dl), NNZ_OK);
+    assert_int_equal(streamed_convs(a), streamed);
+    assert_int_equal(streamed_convs(b), 0);
     for (int i = 0; i < a->n_params; i++) {
         const nnz_param *p = &a->params[i], *q = &b->params[i];
         int64_t n = nnz_tensor_numel(&p->value);
@@ -356,10 +367,12 @@ static void test_weights_changed_between_forwards(void **state) {
 
 static void model_isa(nnz_isa isa, void *ctx) {
     (void)isa, (void)ctx;
-    model_case("mbv2-tiny", 6); /* each block's expansion batch norm (the stem's also feeds an add) */
-    model_case("lenet5", 0);
-    model_case("mlp", 0);
-    model_case("vgg8", 0);
+    /* each block's expansion batch norm (the stem's also feeds an add); every 1x1 conv (6 expansions,
+     * 6 projections, the head) gets its gradient from the batch norm after it */
+    model_case("mbv2-tiny", 6, 13);
+    model_case("lenet5", 0, 0);
+    model_case("mlp", 0, 0);
+    model_case("vgg8", 0, 0); /* 3x3 convs */
 }
 
 static void test_models_fused_vs_unfused(void **state) {

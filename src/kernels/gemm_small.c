@@ -1,6 +1,7 @@
 /* Small-K GEMM for 1x1 convolutions: dispatch, threading, the reference. Contract in kernels.h. */
 #include "kernels/kernels.h"
 
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -116,25 +117,35 @@ static void add_partials(int slots, size_t pq, const float *part, float *D) {
 }
 
 /* D += X^T Y over fixed slots of GS_AT_ROWS-row blocks (nnz_gemm_small_at); with dgrad, each
- * block then also makes C's rows = X's rows * B (Q wide, K = P), while X's block is in cache */
-static bool at_blocks(int64_t M, int P, int Q, const float *X, int64_t ldx, const float *Y, int64_t ldy, float *D,
-                      gs_at_rows_fn at, gs_rows_fn dgrad, const float *B, bool accumulate, float *C) {
+ * block then also makes C's rows = X's rows * B (Q wide, K = P), while X's block is in cache.
+ * With src, X's rows are made block by block into a per-thread buffer (X is then unused). */
+static bool at_blocks(int64_t M, int P, int Q, const float *X, int64_t ldx, const nnz_row_source *src,
+                      const float *Y, int64_t ldy, float *D, gs_at_rows_fn at, gs_rows_fn dgrad, const float *B,
+                      bool accumulate, float *C) {
     const int64_t blocks = (M + GS_AT_ROWS - 1) / GS_AT_ROWS;
     const int slots = blocks < GS_AT_SLOTS ? (int)blocks : GS_AT_SLOTS;
-    const size_t pq = (size_t)P * Q;
+    const size_t pq = (size_t)P * Q, xblock = (size_t)GS_AT_ROWS * P;
     float *part = calloc((size_t)slots * pq, sizeof(float));
-    if (!part) return false;
+    float *xbuf = src ? malloc((size_t)omp_get_max_threads() * xblock * sizeof(float)) : NULL;
+    if (!part || (src && !xbuf)) {
+        free(part), free(xbuf);
+        return false;
+    }
 #pragma omp parallel for schedule(static) if (M * P * Q >= GS_PARALLEL_MIN)
     for (int sl = 0; sl < slots; sl++) {
         const int64_t b0 = blocks * sl / slots, b1 = blocks * (sl + 1) / slots;
+        float *xb = src ? xbuf + (size_t)omp_get_thread_num() * xblock : NULL;
         for (int64_t b = b0; b < b1; b++) {
             const int64_t r0 = b * GS_AT_ROWS, rows = M - r0 < GS_AT_ROWS ? M - r0 : GS_AT_ROWS;
-            at((int)rows, P, Q, X + r0 * ldx, ldx, Y + r0 * ldy, ldy, part + (size_t)sl * pq);
-            if (dgrad) dgrad((int)rows, Q, P, X + r0 * ldx, ldx, B, accumulate, NULL, C + r0 * Q);
+            const float *Xb = X + r0 * ldx;
+            int64_t ld = ldx;
+            if (src) src->fn(src->ctx, r0, (int)rows, xb), Xb = xb, ld = P;
+            at((int)rows, P, Q, Xb, ld, Y + r0 * ldy, ldy, part + (size_t)sl * pq);
+            if (dgrad) dgrad((int)rows, Q, P, Xb, ld, B, accumulate, NULL, C + r0 * Q);
         }
     }
     add_partials(slots, pq, part, D);
-    free(part);
+    free(part), free(xbuf);
     return true;
 }
 
@@ -146,7 +157,7 @@ bool nnz_gemm_small_at(int64_t M, int P, int Q, const float *X, int64_t ldx, con
         return true;
     }
     if (M <= 0 || P <= 0 || Q <= 0) return true;
-    return at_blocks(M, P, Q, X, ldx, Y, ldy, D, fn, NULL, NULL, false, NULL);
+    return at_blocks(M, P, Q, X, ldx, NULL, Y, ldy, D, fn, NULL, NULL, false, NULL);
 }
 
 /* One pass over dout for both products of the 1x1 convolution's backward: per block of
@@ -168,5 +179,22 @@ bool nnz_gemm_small_backward(int64_t M, int IC, int OC, const float *dout, const
         if (!accumulate) memset(dinp, 0, (size_t)M * IC * sizeof(float));
         return true;
     }
-    return at_blocks(M, OC, IC, dout, OC, inp, IC, dweight, at, rows_fn, weight, accumulate, dinp);
+    return at_blocks(M, OC, IC, dout, OC, NULL, inp, IC, dweight, at, rows_fn, weight, accumulate, dinp);
+}
+
+bool nnz_gemm_small_backward_src(int64_t M, int IC, int OC, const nnz_row_source *src, const float *inp,
+                                 const float *weight, float *dweight, bool accumulate, float *dinp) {
+    const gs_at_rows_fn at = pick_at_rows();
+    const gs_rows_fn rows_fn = pick_rows();
+    if (M <= 0 || IC <= 0) return true;
+    if (!at || !rows_fn || OC <= 0) { /* the reference path (or nothing to make): all of dout first */
+        float *dout = malloc(((size_t)M * OC > 0 ? (size_t)M * OC : 1) * sizeof(float));
+        if (!dout) return false;
+        for (int64_t r0 = 0; r0 < M; r0 += GS_AT_ROWS)
+            src->fn(src->ctx, r0, (int)(M - r0 < GS_AT_ROWS ? M - r0 : GS_AT_ROWS), dout + r0 * OC);
+        const bool ok = nnz_gemm_small_backward(M, IC, OC, dout, inp, weight, dweight, accumulate, dinp);
+        free(dout);
+        return ok;
+    }
+    return at_blocks(M, OC, IC, NULL, OC, src, inp, IC, dweight, at, rows_fn, weight, accumulate, dinp);
 }

@@ -167,6 +167,18 @@ void nnz_gemm_small_at_ref(int64_t M, int P, int Q, const float *X, int64_t ldx,
  * could not be allocated. */
 bool nnz_gemm_small_backward(int64_t M, int IC, int OC, const float *dout, const float *inp, const float *weight,
                              float *dweight, bool accumulate, float *dinp);
+/* Rows of an operand made on demand, so that it is never stored whole: fn(ctx, r0, rows, buf)
+ * writes rows [r0, r0+rows) of it (each as wide as the operand, densely) into buf. */
+typedef struct {
+    void (*fn)(const void *ctx, int64_t r0, int rows, float *buf);
+    const void *ctx;
+} nnz_row_source;
+/* nnz_gemm_small_backward with dout's rows made by src, block by block, into a per-thread
+ * buffer just before they are used (training: a batch norm's data gradient feeding the 1x1
+ * conv before it). The same numbers as making all of dout first. dinp non-NULL. false
+ * (nothing written) when the buffers could not be allocated. */
+bool nnz_gemm_small_backward_src(int64_t M, int IC, int OC, const nnz_row_source *src, const float *inp,
+                                 const float *weight, float *dweight, bool accumulate, float *dinp);
 void nnz_gemm_small_at_rows_f32_avx512(int rows, int P, int Q, const float *X, int64_t ldx, const float *Y,
                                        int64_t ldy, float *D);
 void nnz_gemm_small_at_rows_f32_avx2(int rows, int P, int Q, const float *X, int64_t ldx, const float *Y,

@@ -450,6 +450,31 @@ void nnz_batchnorm_forward_eval(int M, int C, const float *inp, const float *gam
     nnz_batchnorm_forward_eval_act(M, C, inp, gamma, beta, running_mean, running_var, eps, NNZ_OP_IDENTITY, out);
 }
 
+/* Channels [c0, c0+ct): the sums over all M rows (dgamma, dbeta accumulate) and the data
+ * gradient's coefficients, dinp = (g - mean_dy - (x - mean)*k) * a with g = dout masked by the
+ * pre-activation when affine (the tile's scale then shift, as the forward rounds them) is made */
+static void backward_tile(int M, int C, int c0, int ct, const float *inp, const float *dout, bool masked,
+                          float hmax, const float *gamma, const float *beta, const float *save_mean,
+                          const float *save_invstd, double *part, float *dgamma, float *dbeta, float *affine,
+                          float *mean_dy, float *k, float *a) {
+    double sdy[BN_CH_TILE], sdyx[BN_CH_TILE];
+    /* the activation's mask from the pre-activation, recomputed from x with the forward's scale
+     * (invstd*gamma, as the forward rounds it) and shift: no read of the forward's output */
+    for (int c = 0; c < ct && masked; c++)
+        affine[c] = save_invstd[c0 + c] * gamma[c0 + c], affine[ct + c] = beta[c0 + c];
+    reduce_tile(pick_grad_sums(), false, M, C, c0, ct, inp, dout, save_mean, masked ? affine : NULL, hmax, part, sdy,
+                sdyx);
+    for (int c = 0; c < ct; c++) {
+        const int ch = c0 + c;
+        const double invstd = save_invstd[ch];
+        if (dgamma) dgamma[ch] += (float)(sdyx[c] * invstd);
+        if (dbeta) dbeta[ch] += (float)sdy[c];
+        mean_dy[c] = (float)(sdy[c] / M);
+        k[c] = (float)(sdyx[c] * invstd * invstd / M);
+        a[c] = save_invstd[ch] * gamma[ch];
+    }
+}
+
 void nnz_batchnorm_backward_act(int M, int C, const float *inp, nnz_op act, const float *gamma, const float *beta,
                                 const float *save_mean, const float *save_invstd, const float *dout, float *dinp,
                                 bool accumulate, float *dgamma, float *dbeta) {
@@ -457,31 +482,15 @@ void nnz_batchnorm_backward_act(int M, int C, const float *inp, nnz_op act, cons
     float lo, hi, hmax;
     act_bounds(act, &lo, &hi, &hmax);
     const bool masked = act != NNZ_OP_IDENTITY;
-    group_kernel kernel = pick_grad_sums();
     const dx_rows_fn dx_fn = pick_dx_rows();
     double *part = alloc_part(M, C);
     for (int c0 = 0; c0 < C; c0 += BN_CH_TILE) {
         const int ct = C - c0 < BN_CH_TILE ? C - c0 : BN_CH_TILE;
-        double sdy[BN_CH_TILE], sdyx[BN_CH_TILE];
-        float mean_dy[BN_CH_TILE], k[BN_CH_TILE], a[BN_CH_TILE];
-        /* the activation's mask from the pre-activation, recomputed from x with the forward's scale
-         * (invstd*gamma, as the forward rounds it) and shift: no read of the forward's output */
-        float affine[2 * BN_CH_TILE];
-        for (int c = 0; c < ct && masked; c++)
-            affine[c] = save_invstd[c0 + c] * gamma[c0 + c], affine[ct + c] = beta[c0 + c];
-        const float *af = masked ? affine : NULL;
-        reduce_tile(kernel, false, M, C, c0, ct, inp, dout, save_mean, af, hmax, part, sdy, sdyx);
-        for (int c = 0; c < ct; c++) {
-            const int ch = c0 + c;
-            const double invstd = save_invstd[ch];
-            if (dgamma) dgamma[ch] += (float)(sdyx[c] * invstd);
-            if (dbeta) dbeta[ch] += (float)sdy[c];
-            mean_dy[c] = (float)(sdy[c] / M);
-            k[c] = (float)(sdyx[c] * invstd * invstd / M);
-            a[c] = save_invstd[ch] * gamma[ch];
-        }
+        float mean_dy[BN_CH_TILE], k[BN_CH_TILE], a[BN_CH_TILE], affine[2 * BN_CH_TILE];
+        backward_tile(M, C, c0, ct, inp, dout, masked, hmax, gamma, beta, save_mean, save_invstd, part, dgamma, dbeta,
+                      affine, mean_dy, k, a);
         if (!dinp) continue;
-        const float *mt = save_mean + c0;
+        const float *mt = save_mean + c0, *af = masked ? affine : NULL;
         const int blocks = (M + BN_BLOCK_ROWS - 1) / BN_BLOCK_ROWS;
 #pragma omp parallel for schedule(static) if ((int64_t)M * ct >= BN_PARALLEL_MIN)
         for (int b = 0; b < blocks; b++) {
@@ -492,6 +501,42 @@ void nnz_batchnorm_backward_act(int M, int C, const float *inp, nnz_op act, cons
         }
     }
     free(part);
+}
+
+bool nnz_batchnorm_backward_begin(int M, int C, const float *inp, nnz_op act, const float *gamma, const float *beta,
+                                  const float *save_mean, const float *save_invstd, const float *dout, float *dgamma,
+                                  float *dbeta, nnz_bn_grad *g) {
+    assert(M > 0 && C > 0);
+    float lo, hi;
+    *g = (nnz_bn_grad){.C = C, .inp = inp, .dout = dout, .mean = save_mean, .masked = act != NNZ_OP_IDENTITY};
+    act_bounds(act, &lo, &hi, &g->hmax);
+    g->coef = malloc((size_t)5 * C * sizeof(float));
+    if (!g->coef) return false;
+    double *part = alloc_part(M, C);
+    for (int c0 = 0; c0 < C; c0 += BN_CH_TILE) {
+        const int ct = C - c0 < BN_CH_TILE ? C - c0 : BN_CH_TILE;
+        backward_tile(M, C, c0, ct, inp, dout, g->masked, g->hmax, gamma, beta, save_mean, save_invstd, part, dgamma,
+                      dbeta, g->coef + 2 * c0, g->coef + 2 * C + c0, g->coef + 3 * C + c0, g->coef + 4 * C + c0);
+    }
+    free(part);
+    return true;
+}
+
+void nnz_batchnorm_backward_rows(const void *ctx, int64_t r0, int rows, float *out) {
+    const nnz_bn_grad *g = ctx;
+    const int C = g->C;
+    const dx_rows_fn dx_fn = pick_dx_rows();
+    for (int c0 = 0; c0 < C; c0 += BN_CH_TILE) {
+        const int ct = C - c0 < BN_CH_TILE ? C - c0 : BN_CH_TILE;
+        const int64_t o = r0 * C + c0;
+        dx_fn(g->inp + o, g->dout + o, g->masked ? g->coef + 2 * c0 : NULL, g->hmax, C, rows, ct, g->mean + c0,
+              g->coef + 2 * C + c0, g->coef + 3 * C + c0, g->coef + 4 * C + c0, false, out + c0);
+    }
+}
+
+void nnz_batchnorm_backward_end(nnz_bn_grad *g) {
+    free(g->coef);
+    g->coef = NULL;
 }
 
 void nnz_batchnorm_backward(int M, int C, const float *inp, const float *gamma, const float *save_mean,

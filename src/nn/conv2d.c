@@ -514,6 +514,17 @@ bool nnz_conv2d_backward_pro(const nnz_conv_shape *s, const float *inp, const nn
     return true;
 }
 
+bool nnz_conv2d_backward_src_applies(const nnz_conv_shape *s) {
+    return conv_path_of(s) == CONV_GEMM_1X1 && use_small_gemm(s);
+}
+
+bool nnz_conv2d_backward_src(const nnz_conv_shape *s, const nnz_row_source *dout_src, const float *inp,
+                             const float *weight, float *dinp, bool accumulate, float *dweight) {
+    if (!nnz_conv2d_backward_src_applies(s) || !dinp) return false;
+    return nnz_gemm_small_backward_src((int64_t)s->N * s->OH * s->OW, s->IC, s->OC, dout_src, inp, weight, dweight,
+                                       accumulate, dinp);
+}
+
 void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const float *weight, const float *dout,
                             float *dinp, bool accumulate, float *dweight, float *dbias, float *scratch) {
     const nnz_conv_window g = window_of(s);

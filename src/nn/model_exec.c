@@ -756,6 +756,38 @@ const float *nnz_model_output(const nnz_model *m) {
 /* The gradient buffer of node idx's output, or of the model input (NULL unless input_grad). */
 static float *node_grad(const nnz_model *m, int idx) { return idx < 0 ? m->dinput : m->dact[idx]; }
 
+/* Backward of batch norm i whose input is a conv's output that only it reads (it overwrites that
+ * gradient): when the conv is a 1x1 without a bias that the small GEMM runs, the batch norm's data
+ * gradient goes to the conv's backward block by block (nnz_conv2d_backward_src) and is never
+ * stored, and the conv's own turn is skipped. false: not applicable, nothing done. */
+static bool stream_bn_grad(nnz_model *m, int i, int n, const float *x, nnz_op act, const float *dout) {
+    const nnz_node *nd = &m->nodes[i];
+    const int p = nd->input;
+    if (p < 0 || m->nodes[p].op != NNZ_OP_CONV2D || m->nodes[p].bias >= 0) return false;
+    const nnz_node *pn = &m->nodes[p];
+    float *dinp = node_grad(m, pn->input);
+    nnz_conv_shape s;
+    fill_conv_shape(m, pn, n, &s);
+    if (!dinp || !nnz_conv2d_backward_src_applies(&s)) return false;
+    const int M = n * nd->h * nd->w;
+    const float *in = m->act[p], *save = m->aux[i];
+    nnz_bn_grad g;
+    if (!nnz_batchnorm_backward_begin(M, nd->c, in, act, param_value(m, nd->weight), param_value(m, nd->bias), save,
+                                      save + nd->c, dout, param_grad(m, nd->weight), param_grad(m, nd->bias), &g))
+        return false;
+    const nnz_row_source src = {nnz_batchnorm_backward_rows, &g};
+    const bool acc = pn->input < 0 || !m->exec[pn->input].grad_written;
+    if (nnz_conv2d_backward_src(&s, &src, node_input(m, pn->input, x), param_value(m, pn->weight), dinp, acc,
+                                param_grad(m, pn->weight))) {
+        m->exec[p].dout_streamed = true;
+    } else { /* no memory for the blocks: the gradient stored after all, and the conv's turn as usual */
+#pragma omp parallel for schedule(static)
+        for (int r0 = 0; r0 < M; r0 += 256) nnz_batchnorm_backward_rows(&g, r0, M - r0 < 256 ? M - r0 : 256, m->dact[p] + (int64_t)r0 * nd->c);
+    }
+    nnz_batchnorm_backward_end(&g);
+    return true;
+}
+
 nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *dlogits) {
     if (!m || !m->finalized) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_backward: the model is not finalized");
     if (!x || !dlogits || n < 1 || n > m->batch_cap)
@@ -772,12 +804,14 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
     if (m->dinput) memset(m->dinput, 0, (size_t)((int64_t)n * input_numel(m)) * sizeof(float));
     int64_t out_numel = (int64_t)n * node_numel(&m->nodes[last]);
     memcpy(m->dact[last], dlogits, (size_t)out_numel * sizeof(float)); /* the last node has no consumer */
+    for (int i = 0; i <= last; i++) m->exec[i].dout_streamed = false;
 
     for (int i = last; i >= 0; i--) {
         const nnz_node *nd = &m->nodes[i];
         if (is_alias(nd)) continue; /* its gradient already sits in its input's buffer */
         const nnz_node_exec *ex = &m->exec[i];
         if (ex->fused_into >= 0 && m->nodes[ex->fused_into].op == NNZ_OP_BATCHNORM) continue; /* done by the bn */
+        if (ex->dout_streamed) continue; /* done by the batch norm after it (stream_bn_grad) */
         const float *in = node_input(m, nd->input, x);
         const float *dout = m->dact[i];
         float *dinp = node_grad(m, nd->input);
@@ -819,10 +853,12 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
         case NNZ_OP_BATCHNORM: {
             const float *save = m->aux[i];
             const int act = ex->fused_act;
+            const nnz_op aop = act >= 0 ? act_op(m, act) : NNZ_OP_IDENTITY;
             /* fused: the activation's gradient is the dout, its mask recomputed from the input */
-            nnz_batchnorm_backward_act(n * nd->h * nd->w, nd->c, in, act >= 0 ? act_op(m, act) : NNZ_OP_IDENTITY,
-                                       param_value(m, nd->weight), param_value(m, nd->bias), save, save + nd->c,
-                                       act >= 0 ? m->dact[act] : dout, dinp, acc,
+            const float *bn_dout = act >= 0 ? m->dact[act] : dout;
+            if (!acc && stream_bn_grad(m, i, n, x, aop, bn_dout)) break;
+            nnz_batchnorm_backward_act(n * nd->h * nd->w, nd->c, in, aop, param_value(m, nd->weight),
+                                       param_value(m, nd->bias), save, save + nd->c, bn_dout, dinp, acc,
                                        param_grad(m, nd->weight), param_grad(m, nd->bias));
             break;
         }

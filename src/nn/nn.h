@@ -92,6 +92,13 @@ bool nnz_conv2d_forward_pro(const nnz_conv_shape *s, const float *inp, const nnz
 bool nnz_conv2d_backward_pro(const nnz_conv_shape *s, const float *inp, const nnz_input_prologue *pro,
                              const float *weight, const float *dout, float *dinp, bool accumulate, float *dweight,
                              float *dbias, float *scratch);
+/* The backward of a conv without a bias whose dout is made block by block by dout_src (training:
+ * the batch norm after it), never stored: for the 1x1 convs the small GEMM runs
+ * (nnz_conv2d_backward_src_applies), with dinp. The same numbers as nnz_conv2d_backward_ex over
+ * the made dout. false, with nothing written, when it does not apply or is out of memory. */
+bool nnz_conv2d_backward_src_applies(const nnz_conv_shape *s);
+bool nnz_conv2d_backward_src(const nnz_conv_shape *s, const nnz_row_source *dout_src, const float *inp,
+                             const float *weight, float *dinp, bool accumulate, float *dweight);
 /* dout (N,OH,OW,OC) -> dinp (N,H,W,IC) or NULL, dweight (OC,KH,KW,IC/groups), dbias (OC) or NULL */
 void nnz_conv2d_backward(const nnz_conv_shape *s, const float *inp, const float *weight, const float *dout,
                          float *dinp, float *dweight, float *dbias, float *scratch);
@@ -162,6 +169,24 @@ void nnz_batchnorm_train_scale(int C, const float *gamma, const float *save_invs
 void nnz_batchnorm_apply_rows(const void *ctx, int64_t rows, const float *x, float *out);
 /* the same over (M,C), threaded: the output the forward did not store, when it is needed after all */
 void nnz_batchnorm_apply(int M, const nnz_bn_apply *a, const float *x, float *out);
+/* The backward in two steps, for a consumer that takes the data gradient block by block
+ * (nnz_row_source) instead of stored: _begin runs the sums (dgamma, dbeta accumulate, as
+ * nnz_batchnorm_backward_act's) and keeps the coefficients in g; _rows writes rows [r0, r0+rows)
+ * of the data gradient (overwriting, densely, C wide) into out, the same numbers as
+ * nnz_batchnorm_backward_act's; _end frees g. _begin returns false (nothing written) when out of
+ * memory. inp and dout must stay until _end. */
+typedef struct {
+    int C;
+    const float *inp, *dout, *mean;
+    float hmax;
+    bool masked;
+    float *coef; /* 5*C: per channel tile at 2*c0 its scale and shift, then mean_dy, k, a (C each) */
+} nnz_bn_grad;
+bool nnz_batchnorm_backward_begin(int M, int C, const float *inp, nnz_op act, const float *gamma, const float *beta,
+                                  const float *save_mean, const float *save_invstd, const float *dout, float *dgamma,
+                                  float *dbeta, nnz_bn_grad *g);
+void nnz_batchnorm_backward_rows(const void *ctx, int64_t r0, int rows, float *out);
+void nnz_batchnorm_backward_end(nnz_bn_grad *g);
 /* scale (C) = gamma / sqrt(running_var + eps), the eval-mode multiplier, computed as the eval forward does */
 void nnz_batchnorm_eval_coeffs(int C, const float *gamma, const float *running_var, float eps, float *scale);
 
@@ -276,6 +301,8 @@ typedef struct nnz_node_exec {
                            deferred_to, its output's only reader, applies it (and its fused activation) to
                            the batch norm's input as it reads it (nnz_conv2d_forward_pro). -1: none */
     int input_bn;       /* depthwise conv: the batch norm deferred into it, or -1 */
+    bool dout_streamed; /* conv, during a backward: the batch norm after it ran this conv's backward on
+                           its data gradient block by block (never stored), so the conv's turn is skipped */
     float *deferred_scale; /* batchnorm with deferred_to: c floats for nnz_batchnorm_train_scale's */
     float *eval_scale;  /* conv with eval_bn: out_ch floats for the folded multiplier */
     float *kernel_weight; /* conv that may read its weight in its forward kernel's layout: room for it,
