@@ -52,6 +52,20 @@ void nnz_gemm_small(int64_t M, int N, int K, const float *A, int64_t lda, const 
     }
 }
 
+void nnz_gemm_small_sink(int64_t M, int N, int K, const float *A, int64_t lda, const float *B, bool accumulate,
+                         const nnz_epilogue *ep, float *C, const nnz_row_sink *sink, int unit) {
+    const gs_rows_fn fn = pick_rows();
+    const int64_t per = GS_BLOCK_FLOATS / (N > 0 ? N : 1) / unit * unit, rows = per > unit ? per : unit;
+    const int64_t blocks = (M + rows - 1) / rows;
+#pragma omp parallel for schedule(static) if (M * N * K >= GS_PARALLEL_MIN)
+    for (int64_t b = 0; b < blocks; b++) {
+        const int64_t r0 = b * rows, m = M - r0 < rows ? M - r0 : rows;
+        if (fn) fn((int)m, N, K, A + r0 * lda, lda, B, accumulate, ep, C + r0 * N);
+        else nnz_gemm_small_ref(m, N, K, A + r0 * lda, lda, B, accumulate, ep, C + r0 * N);
+        sink->fn(sink->ctx, r0, (int)m, C + r0 * N);
+    }
+}
+
 bool nnz_gemm_small_im2col(const nnz_conv_window *g, int N, int C, const float *img, int OC, const float *B,
                            bool accumulate, const nnz_epilogue *ep, float *out) {
     const gs_rows_fn fn = pick_rows();

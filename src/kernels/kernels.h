@@ -167,6 +167,17 @@ void nnz_gemm_small_at_ref(int64_t M, int P, int Q, const float *X, int64_t ldx,
  * could not be allocated. */
 bool nnz_gemm_small_backward(int64_t M, int IC, int OC, const float *dout, const float *inp, const float *weight,
                              float *dweight, bool accumulate, float *dinp);
+/* A consumer of an output's rows while they are in cache: fn(ctx, r0, rows, x) reads rows
+ * [r0, r0+rows) of it (x points at row r0, densely). */
+typedef struct {
+    void (*fn)(const void *ctx, int64_t r0, int rows, const float *x);
+    const void *ctx;
+} nnz_row_sink;
+/* nnz_gemm_small, then sink's fn on each block of C's rows just after the block is made: blocks
+ * start at multiples of `unit` rows and hold a multiple of it (the last one: the rest). The same
+ * numbers in C as nnz_gemm_small. */
+void nnz_gemm_small_sink(int64_t M, int N, int K, const float *A, int64_t lda, const float *B, bool accumulate,
+                         const nnz_epilogue *ep, float *C, const nnz_row_sink *sink, int unit);
 /* Rows of an operand made on demand, so that it is never stored whole: fn(ctx, r0, rows, buf)
  * writes rows [r0, r0+rows) of it (each as wide as the operand, densely) into buf. */
 typedef struct {

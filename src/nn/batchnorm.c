@@ -31,7 +31,7 @@
 #include <stdlib.h>
 
 #define BN_BLOCK_ROWS 16
-#define BN_GROUP_ROWS 256
+#define BN_GROUP_ROWS NNZ_BN_GROUP_ROWS
 #define BN_CH_TILE 256
 #define BN_PARALLEL_MIN 32768 /* elements; below this one thread is faster */
 
@@ -358,6 +358,26 @@ static void act_bounds(nnz_op act, float *lo, float *hi, float *hmax) {
 
 /* ---- public entry points ---- */
 
+/* Channels [c0, c0+ct) from their moments over M rows: save_mean, save_invstd, the running
+ * statistics, and scale = invstd*gamma */
+static void train_stats_tile(int M, int c0, int ct, const double *mean, const double *m2, const float *gamma,
+                             float *running_mean, float *running_var, float momentum, float eps, float *save_mean,
+                             float *save_invstd, float *scale) {
+    for (int c = 0; c < ct; c++) {
+        const int ch = c0 + c;
+        const double var = m2[c] / M;
+        const float invstd = (float)(1.0 / sqrt(var + (double)eps));
+        save_mean[ch] = (float)mean[c];
+        save_invstd[ch] = invstd;
+        scale[c] = invstd * gamma[ch];
+        if (running_mean) running_mean[ch] = (float)((1.0 - momentum) * running_mean[ch] + momentum * mean[c]);
+        if (running_var) {
+            const double unbiased = M > 1 ? m2[c] / (M - 1) : var;
+            running_var[ch] = (float)((1.0 - momentum) * running_var[ch] + momentum * unbiased);
+        }
+    }
+}
+
 void nnz_batchnorm_forward_train_act(int M, int C, const float *inp, const float *gamma, const float *beta,
                                      float *running_mean, float *running_var, float momentum, float eps, nnz_op act,
                                      float *out, float *save_mean, float *save_invstd) {
@@ -371,22 +391,47 @@ void nnz_batchnorm_forward_train_act(int M, int C, const float *inp, const float
         double mean[BN_CH_TILE], m2[BN_CH_TILE];
         float scale[BN_CH_TILE];
         reduce_tile(kernel, true, M, C, c0, ct, inp, NULL, NULL, NULL, 0.0f, part, mean, m2);
-        for (int c = 0; c < ct; c++) {
-            const int ch = c0 + c;
-            const double var = m2[c] / M;
-            const float invstd = (float)(1.0 / sqrt(var + (double)eps));
-            save_mean[ch] = (float)mean[c];
-            save_invstd[ch] = invstd;
-            scale[c] = invstd * gamma[ch];
-            if (running_mean) running_mean[ch] = (float)((1.0 - momentum) * running_mean[ch] + momentum * mean[c]);
-            if (running_var) {
-                const double unbiased = M > 1 ? m2[c] / (M - 1) : var;
-                running_var[ch] = (float)((1.0 - momentum) * running_var[ch] + momentum * unbiased);
-            }
-        }
+        train_stats_tile(M, c0, ct, mean, m2, gamma, running_mean, running_var, momentum, eps, save_mean, save_invstd,
+                         scale);
         if (out) affine_tile(M, C, c0, ct, inp, save_mean + c0, scale, beta + c0, lo, hi, out);
     }
     free(part);
+}
+
+bool nnz_batchnorm_moments_begin(int M, int C, nnz_bn_moments *mo) {
+    *mo = (nnz_bn_moments){.M = M, .C = C};
+    if (M < 1 || C < 1 || C > BN_CH_TILE) return false;
+    const int groups = (M + BN_GROUP_ROWS - 1) / BN_GROUP_ROWS;
+    mo->part = malloc((size_t)groups * 2 * (size_t)C * sizeof(double));
+    return mo->part != NULL;
+}
+
+void nnz_batchnorm_moments_rows(const void *ctx, int64_t r0, int rows, const float *x) {
+    const nnz_bn_moments *mo = ctx;
+    const group_kernel kernel = pick_moments();
+    assert(r0 % BN_GROUP_ROWS == 0 && (rows % BN_GROUP_ROWS == 0 || r0 + rows == mo->M));
+    for (int64_t g0 = 0; g0 < rows; g0 += BN_GROUP_ROWS) {
+        const int n = rows - g0 < BN_GROUP_ROWS ? (int)(rows - g0) : BN_GROUP_ROWS;
+        double *p = mo->part + (r0 + g0) / BN_GROUP_ROWS * 2 * mo->C;
+        kernel(x + g0 * mo->C, NULL, NULL, NULL, 0.0f, mo->C, n, mo->C, p, p + mo->C);
+    }
+}
+
+void nnz_batchnorm_forward_train_moments(nnz_bn_moments *mo, const float *inp, const float *gamma,
+                                         const float *beta, float *running_mean, float *running_var, float momentum,
+                                         float eps, nnz_op act, float *out, float *save_mean, float *save_invstd) {
+    const int M = mo->M, C = mo->C, groups = (M + BN_GROUP_ROWS - 1) / BN_GROUP_ROWS;
+    float lo, hi, hmax, scale[BN_CH_TILE];
+    act_bounds(act, &lo, &hi, &hmax);
+    double mean[BN_CH_TILE], m2[BN_CH_TILE], n = 0.0;
+    for (int c = 0; c < C; c++) mean[c] = m2[c] = 0.0;
+    for (int g = 0; g < groups; g++) /* in row order, as reduce_tile */
+        fold_group(true, &n, C, M - g * BN_GROUP_ROWS < BN_GROUP_ROWS ? M - g * BN_GROUP_ROWS : BN_GROUP_ROWS,
+                   mo->part + (int64_t)g * 2 * C, mo->part + (int64_t)g * 2 * C + C, mean, m2);
+    train_stats_tile(M, 0, C, mean, m2, gamma, running_mean, running_var, momentum, eps, save_mean, save_invstd, scale);
+    if (out) affine_tile(M, C, 0, C, inp, save_mean, scale, beta, lo, hi, out);
+    free(mo->part);
+    mo->part = NULL;
 }
 
 void nnz_batchnorm_train_scale(int C, const float *gamma, const float *save_invstd, float *scale) {

@@ -327,6 +327,17 @@ static bool small_gemm_1x1_forward(const nnz_conv_shape *s, int64_t M, const flo
     return true;
 }
 
+bool nnz_conv2d_forward_sink(const nnz_conv_shape *s, const float *inp, const float *weight, const float *bias,
+                             float *out, const nnz_row_sink *sink, int unit) {
+    if (conv_path_of(s) != CONV_GEMM_1X1 || !use_small_gemm(s) || bias) return false;
+    float *made;
+    const float *wt = small_gemm_weight(s, weight, &made);
+    if (!wt) return false;
+    nnz_gemm_small_sink((int64_t)s->N * s->OH * s->OW, s->OC, s->IC, inp, s->IC, wt, false, NULL, out, sink, unit);
+    free(made);
+    return true;
+}
+
 bool nnz_conv2d_forward_pro(const nnz_conv_shape *s, const float *inp, const nnz_input_prologue *pro,
                             const float *weight, const float *bias, const nnz_epilogue *ep, float *out, float *scratch) {
     if (conv_path_of(s) != CONV_DEPTHWISE) return false;

@@ -46,6 +46,7 @@
 #include <malloc.h>
 #endif
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int64_t node_numel(const nnz_node *n) { return (int64_t)n->h * n->w * n->c; }
@@ -558,6 +559,22 @@ static const float *view_input(const nnz_model *m, const act_view *v, int idx, c
 
 /* Runs every node over images [n0, n0+n). Train mode needs the whole batch (n0 = 0):
  * batch norm's statistics couple the images. */
+/* Training forward of conv i whose only reader is a batch norm: when it is a bias-free 1x1 conv the
+ * small GEMM runs, the batch norm's moments are taken from each block of its output while the
+ * block is in cache (the batch norm then skips its own pass over the output). false: not done. */
+static bool take_bn_moments(nnz_model *m, int i, const nnz_conv_shape *s, const float *in, float *out) {
+    const nnz_node *nd = &m->nodes[i];
+    nnz_bn_moments *mo = &m->exec[m->exec[i].eval_bn].moments;
+    if (!nnz_batchnorm_moments_begin(s->N * s->OH * s->OW, s->OC, mo)) return false;
+    const nnz_row_sink sink = {nnz_batchnorm_moments_rows, mo};
+    if (nnz_conv2d_forward_sink(s, in, param_value(m, nd->weight), param_value(m, nd->bias), out, &sink,
+                                NNZ_BN_GROUP_ROWS))
+        return true;
+    free(mo->part);
+    mo->part = NULL;
+    return false;
+}
+
 /* A deferred batch norm's map, from its last training forward's statistics */
 static nnz_bn_apply deferred_bn(const nnz_model *m, int bn) {
     const nnz_node *nd = &m->nodes[bn];
@@ -592,6 +609,7 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
                 ep.lo = 0.0f, ep.hi = m->nodes[act].op == NNZ_OP_RELU6 ? 6.0f : INFINITY;
                 epp = &ep;
             }
+            if (train && ex->eval_bn >= 0 && take_bn_moments(m, i, &s, in, out)) break;
             if (train && ex->input_bn >= 0) {
                 const nnz_bn_apply a = deferred_bn(m, ex->input_bn);
                 const nnz_input_prologue pro = {nnz_batchnorm_apply_rows, &a};
@@ -621,12 +639,17 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
             int M = n * nd->h * nd->w;
             const nnz_op act = ex->fused_act >= 0 ? act_op(m, ex->fused_act) : NNZ_OP_IDENTITY;
             if (train) {
-                float *save = m->aux[i];
+                float *save = m->aux[i], *bn_out = ex->deferred_to >= 0 ? NULL : out;
                 /* deferred: the statistics only; the depthwise conv after it applies it */
-                nnz_batchnorm_forward_train_act(M, nd->c, in, param_value(m, nd->weight), param_value(m, nd->bias),
-                                                param_value(m, nd->running_mean), param_value(m, nd->running_var),
-                                                nd->momentum, nd->eps, act, ex->deferred_to >= 0 ? NULL : out, save,
-                                                save + nd->c);
+                if (ex->moments.part) /* made by the conv before it */
+                    nnz_batchnorm_forward_train_moments(&m->exec[i].moments, in, param_value(m, nd->weight),
+                                                        param_value(m, nd->bias), param_value(m, nd->running_mean),
+                                                        param_value(m, nd->running_var), nd->momentum, nd->eps, act,
+                                                        bn_out, save, save + nd->c);
+                else
+                    nnz_batchnorm_forward_train_act(M, nd->c, in, param_value(m, nd->weight), param_value(m, nd->bias),
+                                                    param_value(m, nd->running_mean), param_value(m, nd->running_var),
+                                                    nd->momentum, nd->eps, act, bn_out, save, save + nd->c);
                 if (ex->deferred_to >= 0)
                     nnz_batchnorm_train_scale(nd->c, param_value(m, nd->weight), save + nd->c, ex->deferred_scale);
             } else {

@@ -89,6 +89,12 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
  * the caller then makes pro(inp) itself and calls the plain functions. */
 bool nnz_conv2d_forward_pro(const nnz_conv_shape *s, const float *inp, const nnz_input_prologue *pro,
                             const float *weight, const float *bias, const nnz_epilogue *ep, float *out, float *scratch);
+/* The forward (no epilogue) with sink's fn on each block of output rows while it is in cache
+ * (nnz_gemm_small_sink: blocks in multiples of `unit` rows): for the 1x1 convs without a bias the
+ * small GEMM runs; false, with nothing written, otherwise (training: the batch norm after it
+ * takes its moments there). */
+bool nnz_conv2d_forward_sink(const nnz_conv_shape *s, const float *inp, const float *weight, const float *bias,
+                             float *out, const nnz_row_sink *sink, int unit);
 bool nnz_conv2d_backward_pro(const nnz_conv_shape *s, const float *inp, const nnz_input_prologue *pro,
                              const float *weight, const float *dout, float *dinp, bool accumulate, float *dweight,
                              float *dbias, float *scratch);
@@ -153,6 +159,21 @@ void nnz_batchnorm_forward_eval_act(int M, int C, const float *inp, const float 
 void nnz_batchnorm_backward_act(int M, int C, const float *inp, nnz_op act, const float *gamma, const float *beta,
                                 const float *save_mean, const float *save_invstd, const float *dout, float *dinp,
                                 bool accumulate, float *dgamma, float *dbeta);
+/* A training batch norm whose moments are made by its input's producer while each block of
+ * rows is in cache (nnz_row_sink): _begin (false: more than 256 channels, or out of memory;
+ * nothing to free), _rows on every block (blocks start at multiples of NNZ_BN_GROUP_ROWS rows and
+ * hold a multiple of it, the last one the rest), then _forward_train_moments instead of
+ * nnz_batchnorm_forward_train_act (the same arguments, the same numbers; it frees mo). */
+#define NNZ_BN_GROUP_ROWS 256
+typedef struct {
+    int M, C;
+    double *part; /* per group of NNZ_BN_GROUP_ROWS rows: mean (C), m2 (C) */
+} nnz_bn_moments;
+bool nnz_batchnorm_moments_begin(int M, int C, nnz_bn_moments *mo);
+void nnz_batchnorm_moments_rows(const void *ctx, int64_t r0, int rows, const float *x);
+void nnz_batchnorm_forward_train_moments(nnz_bn_moments *mo, const float *inp, const float *gamma,
+                                         const float *beta, float *running_mean, float *running_var, float momentum,
+                                         float eps, nnz_op act, float *out, float *save_mean, float *save_invstd);
 /* A training batch norm whose output is never stored: nnz_batchnorm_forward_train_act with out
  * NULL computes the statistics (save_mean, save_invstd, the running ones) and no output; a
  * depthwise conv after it then reads act(bn(x)) through nnz_batchnorm_apply_rows as its input
@@ -301,6 +322,8 @@ typedef struct nnz_node_exec {
                            deferred_to, its output's only reader, applies it (and its fused activation) to
                            the batch norm's input as it reads it (nnz_conv2d_forward_pro). -1: none */
     int input_bn;       /* depthwise conv: the batch norm deferred into it, or -1 */
+    nnz_bn_moments moments; /* batchnorm, during a training forward: its moments, made by the 1x1 conv
+                           before it block by block (moments.part non-NULL: ready), or none */
     bool dout_streamed; /* conv, during a backward: the batch norm after it ran this conv's backward on
                            its data gradient block by block (never stored), so the conv's turn is skipped */
     float *deferred_scale; /* batchnorm with deferred_to: c floats for nnz_batchnorm_train_scale's */
