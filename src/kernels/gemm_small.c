@@ -52,18 +52,30 @@ void nnz_gemm_small(int64_t M, int N, int K, const float *A, int64_t lda, const 
     }
 }
 
-void nnz_gemm_small_sink(int64_t M, int N, int K, const float *A, int64_t lda, const float *B, bool accumulate,
-                         const nnz_epilogue *ep, float *C, const nnz_row_sink *sink, int unit) {
+bool nnz_gemm_small_sink(int64_t M, int N, int K, const float *A, int64_t lda, const nnz_input_prologue *apro,
+                         const float *B, bool accumulate, const nnz_epilogue *ep, float *C, const nnz_row_sink *sink,
+                         int unit) {
     const gs_rows_fn fn = pick_rows();
     const int64_t per = GS_BLOCK_FLOATS / (N > 0 ? N : 1) / unit * unit, rows = per > unit ? per : unit;
     const int64_t blocks = (M + rows - 1) / rows;
+    const size_t ablock = (size_t)rows * (K > 0 ? K : 1);
+    float *abuf = apro ? malloc((size_t)omp_get_max_threads() * ablock * sizeof(float)) : NULL;
+    if (apro && !abuf) return false;
 #pragma omp parallel for schedule(static) if (M * N * K >= GS_PARALLEL_MIN)
     for (int64_t b = 0; b < blocks; b++) {
         const int64_t r0 = b * rows, m = M - r0 < rows ? M - r0 : rows;
-        if (fn) fn((int)m, N, K, A + r0 * lda, lda, B, accumulate, ep, C + r0 * N);
-        else nnz_gemm_small_ref(m, N, K, A + r0 * lda, lda, B, accumulate, ep, C + r0 * N);
-        sink->fn(sink->ctx, r0, (int)m, C + r0 * N);
+        const float *Ab = A + r0 * lda;
+        if (apro) {
+            float *t = abuf + (size_t)omp_get_thread_num() * ablock;
+            apro->fn(apro->ctx, m, Ab, t);
+            Ab = t;
+        }
+        if (fn) fn((int)m, N, K, Ab, lda, B, accumulate, ep, C + r0 * N);
+        else nnz_gemm_small_ref(m, N, K, Ab, lda, B, accumulate, ep, C + r0 * N);
+        if (sink) sink->fn(sink->ctx, r0, (int)m, C + r0 * N);
     }
+    free(abuf);
+    return true;
 }
 
 bool nnz_gemm_small_im2col(const nnz_conv_window *g, int N, int C, const float *img, int OC, const float *B,
@@ -134,32 +146,34 @@ static void add_partials(int slots, size_t pq, const float *part, float *D) {
  * block then also makes C's rows = X's rows * B (Q wide, K = P), while X's block is in cache.
  * With src, X's rows are made block by block into a per-thread buffer (X is then unused). */
 static bool at_blocks(int64_t M, int P, int Q, const float *X, int64_t ldx, const nnz_row_source *src,
-                      const float *Y, int64_t ldy, float *D, gs_at_rows_fn at, gs_rows_fn dgrad, const float *B,
-                      bool accumulate, float *C) {
+                      const float *Y, int64_t ldy, const nnz_input_prologue *ypro, float *D, gs_at_rows_fn at,
+                      gs_rows_fn dgrad, const float *B, bool accumulate, float *C) {
     const int64_t blocks = (M + GS_AT_ROWS - 1) / GS_AT_ROWS;
     const int slots = blocks < GS_AT_SLOTS ? (int)blocks : GS_AT_SLOTS;
-    const size_t pq = (size_t)P * Q, xblock = (size_t)GS_AT_ROWS * P;
+    const size_t pq = (size_t)P * Q, xblock = (size_t)GS_AT_ROWS * P, yblock = (size_t)GS_AT_ROWS * Q;
+    const size_t per_thread = (src ? xblock : 0) + (ypro ? yblock : 0);
     float *part = calloc((size_t)slots * pq, sizeof(float));
-    float *xbuf = src ? malloc((size_t)omp_get_max_threads() * xblock * sizeof(float)) : NULL;
-    if (!part || (src && !xbuf)) {
-        free(part), free(xbuf);
+    float *buf = per_thread ? malloc((size_t)omp_get_max_threads() * per_thread * sizeof(float)) : NULL;
+    if (!part || (per_thread && !buf)) {
+        free(part), free(buf);
         return false;
     }
 #pragma omp parallel for schedule(static) if (M * P * Q >= GS_PARALLEL_MIN)
     for (int sl = 0; sl < slots; sl++) {
         const int64_t b0 = blocks * sl / slots, b1 = blocks * (sl + 1) / slots;
-        float *xb = src ? xbuf + (size_t)omp_get_thread_num() * xblock : NULL;
+        float *xb = buf ? buf + (size_t)omp_get_thread_num() * per_thread : NULL, *yb = src ? xb + xblock : xb;
         for (int64_t b = b0; b < b1; b++) {
             const int64_t r0 = b * GS_AT_ROWS, rows = M - r0 < GS_AT_ROWS ? M - r0 : GS_AT_ROWS;
-            const float *Xb = X + r0 * ldx;
-            int64_t ld = ldx;
+            const float *Xb = X + r0 * ldx, *Yb = Y + r0 * ldy;
+            int64_t ld = ldx, ly = ldy;
             if (src) src->fn(src->ctx, r0, (int)rows, xb), Xb = xb, ld = P;
-            at((int)rows, P, Q, Xb, ld, Y + r0 * ldy, ldy, part + (size_t)sl * pq);
+            if (ypro) ypro->fn(ypro->ctx, rows, Yb, yb), Yb = yb, ly = Q;
+            at((int)rows, P, Q, Xb, ld, Yb, ly, part + (size_t)sl * pq);
             if (dgrad) dgrad((int)rows, Q, P, Xb, ld, B, accumulate, NULL, C + r0 * Q);
         }
     }
     add_partials(slots, pq, part, D);
-    free(part), free(xbuf);
+    free(part), free(buf);
     return true;
 }
 
@@ -171,7 +185,7 @@ bool nnz_gemm_small_at(int64_t M, int P, int Q, const float *X, int64_t ldx, con
         return true;
     }
     if (M <= 0 || P <= 0 || Q <= 0) return true;
-    return at_blocks(M, P, Q, X, ldx, NULL, Y, ldy, D, fn, NULL, NULL, false, NULL);
+    return at_blocks(M, P, Q, X, ldx, NULL, Y, ldy, NULL, D, fn, NULL, NULL, false, NULL);
 }
 
 /* One pass over dout for both products of the 1x1 convolution's backward: per block of
@@ -193,22 +207,27 @@ bool nnz_gemm_small_backward(int64_t M, int IC, int OC, const float *dout, const
         if (!accumulate) memset(dinp, 0, (size_t)M * IC * sizeof(float));
         return true;
     }
-    return at_blocks(M, OC, IC, dout, OC, NULL, inp, IC, dweight, at, rows_fn, weight, accumulate, dinp);
+    return at_blocks(M, OC, IC, dout, OC, NULL, inp, IC, NULL, dweight, at, rows_fn, weight, accumulate, dinp);
 }
 
 bool nnz_gemm_small_backward_src(int64_t M, int IC, int OC, const nnz_row_source *src, const float *inp,
-                                 const float *weight, float *dweight, bool accumulate, float *dinp) {
+                                 const nnz_input_prologue *ipro, const float *weight, float *dweight, bool accumulate,
+                                 float *dinp) {
     const gs_at_rows_fn at = pick_at_rows();
     const gs_rows_fn rows_fn = pick_rows();
     if (M <= 0 || IC <= 0) return true;
-    if (!at || !rows_fn || OC <= 0) { /* the reference path (or nothing to make): all of dout first */
+    if (!at || !rows_fn || OC <= 0) { /* the reference path (or nothing to make): all of dout (and ipro(inp)) first */
         float *dout = malloc(((size_t)M * OC > 0 ? (size_t)M * OC : 1) * sizeof(float));
-        if (!dout) return false;
-        for (int64_t r0 = 0; r0 < M; r0 += GS_AT_ROWS)
-            src->fn(src->ctx, r0, (int)(M - r0 < GS_AT_ROWS ? M - r0 : GS_AT_ROWS), dout + r0 * OC);
-        const bool ok = nnz_gemm_small_backward(M, IC, OC, dout, inp, weight, dweight, accumulate, dinp);
-        free(dout);
+        float *t = ipro ? malloc((size_t)M * IC * sizeof(float)) : NULL;
+        bool ok = dout && (!ipro || t);
+        if (ok) {
+            for (int64_t r0 = 0; r0 < M; r0 += GS_AT_ROWS)
+                src->fn(src->ctx, r0, (int)(M - r0 < GS_AT_ROWS ? M - r0 : GS_AT_ROWS), dout + r0 * OC);
+            if (ipro) ipro->fn(ipro->ctx, M, inp, t);
+            ok = nnz_gemm_small_backward(M, IC, OC, dout, ipro ? t : inp, weight, dweight, accumulate, dinp);
+        }
+        free(dout), free(t);
         return ok;
     }
-    return at_blocks(M, OC, IC, NULL, OC, src, inp, IC, dweight, at, rows_fn, weight, accumulate, dinp);
+    return at_blocks(M, OC, IC, NULL, OC, src, inp, IC, ipro, dweight, at, rows_fn, weight, accumulate, dinp);
 }

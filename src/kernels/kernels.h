@@ -167,17 +167,28 @@ void nnz_gemm_small_at_ref(int64_t M, int P, int Q, const float *X, int64_t ldx,
  * could not be allocated. */
 bool nnz_gemm_small_backward(int64_t M, int IC, int OC, const float *dout, const float *inp, const float *weight,
                              float *dweight, bool accumulate, float *dinp);
+/* An input transform a kernel applies to its input as it reads it (per image, or per block of
+ * rows): fn(ctx, rows, x, buf) writes f(x) for `rows` pixels (rows*C floats, C the input's
+ * channels) into buf. Training uses it for a batch norm and its activation deferred from the
+ * layer before: the normalized tensor is then never written to memory. */
+typedef struct {
+    void (*fn)(const void *ctx, int64_t rows, const float *x, float *buf);
+    const void *ctx;
+} nnz_input_prologue;
 /* A consumer of an output's rows while they are in cache: fn(ctx, r0, rows, x) reads rows
  * [r0, r0+rows) of it (x points at row r0, densely). */
 typedef struct {
     void (*fn)(const void *ctx, int64_t r0, int rows, const float *x);
     const void *ctx;
 } nnz_row_sink;
-/* nnz_gemm_small, then sink's fn on each block of C's rows just after the block is made: blocks
- * start at multiples of `unit` rows and hold a multiple of it (the last one: the rest). The same
- * numbers in C as nnz_gemm_small. */
-void nnz_gemm_small_sink(int64_t M, int N, int K, const float *A, int64_t lda, const float *B, bool accumulate,
-                         const nnz_epilogue *ep, float *C, const nnz_row_sink *sink, int unit);
+/* nnz_gemm_small of apro(A) (NULL: A; with apro, lda == K: A's rows are transformed block by
+ * block into a per-thread buffer), then sink's fn (sink may be NULL) on each block of C's rows
+ * just after the block is made: blocks start at multiples of `unit` rows and hold a multiple of
+ * it (the last one: the rest). The same numbers in C as nnz_gemm_small over apro(A). false
+ * (nothing written) when apro's buffers could not be allocated. */
+bool nnz_gemm_small_sink(int64_t M, int N, int K, const float *A, int64_t lda, const nnz_input_prologue *apro,
+                         const float *B, bool accumulate, const nnz_epilogue *ep, float *C, const nnz_row_sink *sink,
+                         int unit);
 /* Rows of an operand made on demand, so that it is never stored whole: fn(ctx, r0, rows, buf)
  * writes rows [r0, r0+rows) of it (each as wide as the operand, densely) into buf. */
 typedef struct {
@@ -186,10 +197,12 @@ typedef struct {
 } nnz_row_source;
 /* nnz_gemm_small_backward with dout's rows made by src, block by block, into a per-thread
  * buffer just before they are used (training: a batch norm's data gradient feeding the 1x1
- * conv before it). The same numbers as making all of dout first. dinp non-NULL. false
- * (nothing written) when the buffers could not be allocated. */
+ * conv before it), and of ipro(inp) when ipro is given (as apro above). The same numbers as
+ * making all of dout (and ipro(inp)) first. dinp non-NULL. false (nothing written) when the
+ * buffers could not be allocated. */
 bool nnz_gemm_small_backward_src(int64_t M, int IC, int OC, const nnz_row_source *src, const float *inp,
-                                 const float *weight, float *dweight, bool accumulate, float *dinp);
+                                 const nnz_input_prologue *ipro, const float *weight, float *dweight, bool accumulate,
+                                 float *dinp);
 void nnz_gemm_small_at_rows_f32_avx512(int rows, int P, int Q, const float *X, int64_t ldx, const float *Y,
                                        int64_t ldy, float *D);
 void nnz_gemm_small_at_rows_f32_avx2(int rows, int P, int Q, const float *X, int64_t ldx, const float *Y,
@@ -312,14 +325,6 @@ void nnz_dwconv_backward_data_ex(const nnz_conv_window *g, int N, int C, const f
                                  float *dinp, bool accumulate);
 void nnz_dwconv_backward_weight(const nnz_conv_window *g, int N, int C, const float *inp, const float *dout,
                                 float *dweight_t, float *work);
-/* An input transform the depthwise kernels apply to each image as they read it: fn(ctx, rows,
- * x, buf) writes f(x) for `rows` pixels (rows*C floats) into buf. Training uses it for a batch
- * norm and its activation deferred from the layer before: the normalized tensor is then never
- * written to memory. */
-typedef struct {
-    void (*fn)(const void *ctx, int64_t rows, const float *x, float *buf);
-    const void *ctx;
-} nnz_input_prologue;
 /* forward and backward_weight of pro(inp) instead of inp: each image transformed into a
  * per-thread buffer (in cache) just before it is read. The same numbers as transforming the
  * whole batch first and calling nnz_dwconv_forward_ep / nnz_dwconv_backward_weight. false

@@ -327,19 +327,22 @@ static bool small_gemm_1x1_forward(const nnz_conv_shape *s, int64_t M, const flo
     return true;
 }
 
-bool nnz_conv2d_forward_sink(const nnz_conv_shape *s, const float *inp, const float *weight, const float *bias,
-                             float *out, const nnz_row_sink *sink, int unit) {
+bool nnz_conv2d_forward_sink(const nnz_conv_shape *s, const float *inp, const nnz_input_prologue *pro,
+                             const float *weight, const float *bias, const nnz_epilogue *ep, float *out,
+                             const nnz_row_sink *sink, int unit) {
     if (conv_path_of(s) != CONV_GEMM_1X1 || !use_small_gemm(s) || bias) return false;
     float *made;
     const float *wt = small_gemm_weight(s, weight, &made);
     if (!wt) return false;
-    nnz_gemm_small_sink((int64_t)s->N * s->OH * s->OW, s->OC, s->IC, inp, s->IC, wt, false, NULL, out, sink, unit);
+    const bool ok = nnz_gemm_small_sink((int64_t)s->N * s->OH * s->OW, s->OC, s->IC, inp, s->IC, pro, wt, false, ep,
+                                        out, sink, unit);
     free(made);
-    return true;
+    return ok;
 }
 
 bool nnz_conv2d_forward_pro(const nnz_conv_shape *s, const float *inp, const nnz_input_prologue *pro,
                             const float *weight, const float *bias, const nnz_epilogue *ep, float *out, float *scratch) {
+    if (conv_path_of(s) == CONV_GEMM_1X1) return nnz_conv2d_forward_sink(s, inp, pro, weight, bias, ep, out, NULL, 1);
     if (conv_path_of(s) != CONV_DEPTHWISE) return false;
     const nnz_conv_window g = window_of(s);
     const float *weight_t = s->kernel_weight;
@@ -530,10 +533,11 @@ bool nnz_conv2d_backward_src_applies(const nnz_conv_shape *s) {
 }
 
 bool nnz_conv2d_backward_src(const nnz_conv_shape *s, const nnz_row_source *dout_src, const float *inp,
-                             const float *weight, float *dinp, bool accumulate, float *dweight) {
+                             const nnz_input_prologue *pro, const float *weight, float *dinp, bool accumulate,
+                             float *dweight) {
     if (!nnz_conv2d_backward_src_applies(s) || !dinp) return false;
-    return nnz_gemm_small_backward_src((int64_t)s->N * s->OH * s->OW, s->IC, s->OC, dout_src, inp, weight, dweight,
-                                       accumulate, dinp);
+    return nnz_gemm_small_backward_src((int64_t)s->N * s->OH * s->OW, s->IC, s->OC, dout_src, inp, pro, weight,
+                                       dweight, accumulate, dinp);
 }
 
 void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const float *weight, const float *dout,

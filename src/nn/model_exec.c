@@ -185,7 +185,10 @@ static nnz_status plan_fusions(nnz_model *m, const int *consumers) {
         const int o = ex[i].fused_act >= 0 ? ex[i].fused_act : i, d = consumer[o];
         if (m->nodes[i].op != NNZ_OP_BATCHNORM || consumers[o] != 1 || d < 0) continue;
         const nnz_node *dn = &m->nodes[d];
-        if (dn->op != NNZ_OP_CONV2D || dn->input != o || dn->groups != dn->in_c || dn->out_ch != dn->in_c) continue;
+        const bool depthwise = dn->groups == dn->in_c && dn->out_ch == dn->in_c;
+        const bool pointwise = dn->groups == 1 && dn->k == 1 && dn->stride == 1 && dn->pad == 0 &&
+                               dn->bias < 0; /* run by the small GEMM when the run allows it, else made */
+        if (dn->op != NNZ_OP_CONV2D || dn->input != o || !(depthwise || pointwise)) continue;
         ex[i].deferred_scale = act_alloc(m, m->nodes[i].c, sizeof(float), "deferred batch-norm scale");
         if (!ex[i].deferred_scale) return NNZ_ERR_NOMEM;
         ex[i].deferred_to = d;
@@ -557,17 +560,16 @@ static const float *view_input(const nnz_model *m, const act_view *v, int idx, c
     return idx < 0 ? x + (int64_t)n0 * input_numel(m) : view_at(m, v, idx);
 }
 
-/* Runs every node over images [n0, n0+n). Train mode needs the whole batch (n0 = 0):
- * batch norm's statistics couple the images. */
 /* Training forward of conv i whose only reader is a batch norm: when it is a bias-free 1x1 conv the
  * small GEMM runs, the batch norm's moments are taken from each block of its output while the
  * block is in cache (the batch norm then skips its own pass over the output). false: not done. */
-static bool take_bn_moments(nnz_model *m, int i, const nnz_conv_shape *s, const float *in, float *out) {
+static bool take_bn_moments(nnz_model *m, int i, const nnz_conv_shape *s, const float *in,
+                            const nnz_input_prologue *pro, float *out) {
     const nnz_node *nd = &m->nodes[i];
     nnz_bn_moments *mo = &m->exec[m->exec[i].eval_bn].moments;
     if (!nnz_batchnorm_moments_begin(s->N * s->OH * s->OW, s->OC, mo)) return false;
     const nnz_row_sink sink = {nnz_batchnorm_moments_rows, mo};
-    if (nnz_conv2d_forward_sink(s, in, param_value(m, nd->weight), param_value(m, nd->bias), out, &sink,
+    if (nnz_conv2d_forward_sink(s, in, pro, param_value(m, nd->weight), param_value(m, nd->bias), NULL, out, &sink,
                                 NNZ_BN_GROUP_ROWS))
         return true;
     free(mo->part);
@@ -583,6 +585,8 @@ static nnz_bn_apply deferred_bn(const nnz_model *m, int bn) {
                           .shift = param_value(m, nd->bias), .act = act >= 0 ? act_op(m, act) : NNZ_OP_IDENTITY};
 }
 
+/* Runs every node over images [n0, n0+n). Train mode needs the whole batch (n0 = 0):
+ * batch norm's statistics couple the images. */
 static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool train, float *scratch,
                           const act_view *v) {
     for (int i = 0; i < m->n_nodes; i++) {
@@ -609,15 +613,19 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
                 ep.lo = 0.0f, ep.hi = m->nodes[act].op == NNZ_OP_RELU6 ? 6.0f : INFINITY;
                 epp = &ep;
             }
-            if (train && ex->eval_bn >= 0 && take_bn_moments(m, i, &s, in, out)) break;
-            if (train && ex->input_bn >= 0) {
-                const nnz_bn_apply a = deferred_bn(m, ex->input_bn);
-                const nnz_input_prologue pro = {nnz_batchnorm_apply_rows, &a};
-                const float *z = view_input(m, v, m->nodes[ex->input_bn].input, x, n0);
+            /* in training, the batch norm before it may be deferred into it (applied as its input is
+             * read: pro) and the one after it may take its moments from its output blocks */
+            nnz_bn_apply a;
+            nnz_input_prologue pro = {nnz_batchnorm_apply_rows, &a};
+            const bool deferred = train && ex->input_bn >= 0;
+            const float *z = deferred ? view_input(m, v, m->nodes[ex->input_bn].input, x, n0) : in;
+            if (deferred) a = deferred_bn(m, ex->input_bn);
+            if (train && ex->eval_bn >= 0 && take_bn_moments(m, i, &s, z, deferred ? &pro : NULL, out)) break;
+            if (deferred) {
                 if (nnz_conv2d_forward_pro(&s, z, &pro, param_value(m, nd->weight), param_value(m, nd->bias), epp, out,
                                            scratch))
                     break;
-                nnz_batchnorm_apply(n * nd->in_h * nd->in_w, &a, z, (float *)in); /* no memory for the prologue */
+                nnz_batchnorm_apply(n * nd->in_h * nd->in_w, &a, z, (float *)in); /* the prologue did not run */
             }
             nnz_conv2d_forward_ep(&s, in, param_value(m, nd->weight), param_value(m, nd->bias), epp, out, scratch);
             if (train && s.sparse) m->exec[i].sparse_forwards++; /* train: one call per batch, no chunks */
@@ -800,7 +808,13 @@ static bool stream_bn_grad(nnz_model *m, int i, int n, const float *x, nnz_op ac
         return false;
     const nnz_row_source src = {nnz_batchnorm_backward_rows, &g};
     const bool acc = pn->input < 0 || !m->exec[pn->input].grad_written;
-    if (nnz_conv2d_backward_src(&s, &src, node_input(m, pn->input, x), param_value(m, pn->weight), dinp, acc,
+    /* the conv's input may be a batch norm deferred into it: made again as it is read */
+    const int dbn = m->exec[p].input_bn;
+    nnz_bn_apply a;
+    const nnz_input_prologue pro = {nnz_batchnorm_apply_rows, &a};
+    if (dbn >= 0) a = deferred_bn(m, dbn);
+    const float *pin = dbn >= 0 ? node_input(m, m->nodes[dbn].input, x) : node_input(m, pn->input, x);
+    if (nnz_conv2d_backward_src(&s, &src, pin, dbn >= 0 ? &pro : NULL, param_value(m, pn->weight), dinp, acc,
                                 param_grad(m, pn->weight))) {
         m->exec[p].dout_streamed = true;
     } else { /* no memory for the blocks: the gradient stored after all, and the conv's turn as usual */

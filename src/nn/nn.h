@@ -82,29 +82,33 @@ void nnz_conv2d_forward(const nnz_conv_shape *s, const float *inp, const float *
  * eval-mode batch norm and relu/relu6 fused into the convolution (see nnz_epilogue). */
 void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const float *weight, const float *bias,
                            const nnz_epilogue *ep, float *out, float *scratch);
-/* A depthwise conv of pro(inp) instead of inp (nnz_input_prologue: in training, the batch norm
- * before it, deferred), forward and backward as the two above (pro reaches only the weight
- * gradient: the data gradient does not read the input). false, with nothing written but
- * scratch, when the conv is not depthwise or the prologue's buffers could not be allocated:
- * the caller then makes pro(inp) itself and calls the plain functions. */
+/* A conv of pro(inp) instead of inp (nnz_input_prologue: in training, the batch norm before it,
+ * deferred), forward and backward as the two above (pro reaches only the weight gradient: the
+ * data gradient does not read the input): depthwise convs, and in the forward also the bias-free
+ * 1x1 convs the small GEMM runs. false, with nothing written but scratch, for any other conv or
+ * when the prologue's buffers could not be allocated: the caller then makes pro(inp) itself and
+ * calls the plain functions. */
 bool nnz_conv2d_forward_pro(const nnz_conv_shape *s, const float *inp, const nnz_input_prologue *pro,
                             const float *weight, const float *bias, const nnz_epilogue *ep, float *out, float *scratch);
-/* The forward (no epilogue) with sink's fn on each block of output rows while it is in cache
- * (nnz_gemm_small_sink: blocks in multiples of `unit` rows): for the 1x1 convs without a bias the
- * small GEMM runs; false, with nothing written, otherwise (training: the batch norm after it
- * takes its moments there). */
-bool nnz_conv2d_forward_sink(const nnz_conv_shape *s, const float *inp, const float *weight, const float *bias,
-                             float *out, const nnz_row_sink *sink, int unit);
+/* The forward of pro(inp) (pro may be NULL) with sink's fn (may be NULL) on each block of output
+ * rows while it is in cache (nnz_gemm_small_sink: blocks in multiples of `unit` rows): for the 1x1
+ * convs without a bias the small GEMM runs; false, with nothing written, otherwise (training: the
+ * batch norm after it takes its moments there). */
+bool nnz_conv2d_forward_sink(const nnz_conv_shape *s, const float *inp, const nnz_input_prologue *pro,
+                             const float *weight, const float *bias, const nnz_epilogue *ep, float *out,
+                             const nnz_row_sink *sink, int unit);
 bool nnz_conv2d_backward_pro(const nnz_conv_shape *s, const float *inp, const nnz_input_prologue *pro,
                              const float *weight, const float *dout, float *dinp, bool accumulate, float *dweight,
                              float *dbias, float *scratch);
 /* The backward of a conv without a bias whose dout is made block by block by dout_src (training:
- * the batch norm after it), never stored: for the 1x1 convs the small GEMM runs
- * (nnz_conv2d_backward_src_applies), with dinp. The same numbers as nnz_conv2d_backward_ex over
- * the made dout. false, with nothing written, when it does not apply or is out of memory. */
+ * the batch norm after it), never stored, and of pro(inp) when pro is given: for the 1x1 convs the
+ * small GEMM runs (nnz_conv2d_backward_src_applies), with dinp. The same numbers as
+ * nnz_conv2d_backward_ex over the made dout (and pro(inp)). false, with nothing written, when it
+ * does not apply or is out of memory. */
 bool nnz_conv2d_backward_src_applies(const nnz_conv_shape *s);
 bool nnz_conv2d_backward_src(const nnz_conv_shape *s, const nnz_row_source *dout_src, const float *inp,
-                             const float *weight, float *dinp, bool accumulate, float *dweight);
+                             const nnz_input_prologue *pro, const float *weight, float *dinp, bool accumulate,
+                             float *dweight);
 /* dout (N,OH,OW,OC) -> dinp (N,H,W,IC) or NULL, dweight (OC,KH,KW,IC/groups), dbias (OC) or NULL */
 void nnz_conv2d_backward(const nnz_conv_shape *s, const float *inp, const float *weight, const float *dout,
                          float *dinp, float *dweight, float *dbias, float *scratch);
