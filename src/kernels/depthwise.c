@@ -163,6 +163,30 @@ void nnz_dwconv_backward_data(const nnz_conv_window *g, int N, int C, const floa
     nnz_dwconv_backward_data_ex(g, N, C, dout, weight_t, dinp, true);
 }
 
+/* One image's data gradient, input rows [0, H), from its dout image: the turned-window forward
+ * (turned non-NULL: stride 1, square window; rowbuf one input row when accumulating) or the
+ * gather, as nnz_dwconv_backward_data_ex does for each row */
+static void backward_data_image(const dw_variant *v, const nnz_conv_window *g, int C, const float *dout_img,
+                                const float *weight_t, const float *turned, float *rowbuf, bool accumulate,
+                                float *dinp_img) {
+    const size_t in_row = (size_t)g->W * C;
+    const int K = g->KH;
+    const nnz_conv_window f = {.H = g->OH, .W = g->OW, .KH = K, .KW = K, .stride = 1, .pad = K - 1 - g->pad,
+                               .OH = g->H, .OW = g->W};
+    for (int ih = 0; ih < g->H; ih++) {
+        float *d = dinp_img + (size_t)ih * in_row;
+        if (turned) {
+            float *o = accumulate ? rowbuf : d;
+            v->fwd_row(&f, C, dout_img, turned, NULL, ih, NULL, o);
+            if (accumulate)
+                for (size_t i = 0; i < in_row; i++) d[i] += o[i];
+        } else {
+            if (!accumulate) memset(d, 0, in_row * sizeof(float));
+            v->bwd_data_row(g, C, dout_img, weight_t, ih, d);
+        }
+    }
+}
+
 /* the weight gradient's fixed-order reduction: slot 0, 1, 2, ... */
 static void add_slots(int slots, size_t taps, const float *work, float *dweight_t) {
     for (int sl = 0; sl < slots; sl++) {
@@ -221,5 +245,57 @@ bool nnz_dwconv_backward_weight_pro(const nnz_conv_window *g, int N, int C, cons
     }
     add_slots(slots, taps, work, dweight_t);
     free(buf);
+    return true;
+}
+
+bool nnz_dwconv_backward_src(const nnz_conv_window *g, int N, int C, const nnz_row_source *src, const float *inp,
+                             const nnz_input_prologue *pro, const float *weight_t, float *dweight_t, float *work,
+                             float *dinp, bool accumulate) {
+    dw_variant v;
+    if (N <= 0) return true;
+    const size_t in_img = (size_t)g->H * g->W * C, out_img = (size_t)g->OH * g->OW * C;
+    const int64_t out_pixels = (int64_t)g->OH * g->OW;
+    if (!pick_variant(&v)) { /* the reference path: all of dout (and pro(inp)) first */
+        float *dout = malloc((size_t)N * out_img * sizeof(float));
+        float *t = pro ? transformed_batch(g, N, C, inp, pro) : NULL;
+        const bool ok = dout && (!pro || t);
+        if (ok) {
+            for (int n = 0; n < N; n++) src->fn(src->ctx, n * out_pixels, (int)out_pixels, dout + n * out_img);
+            nnz_dwconv_backward_weight_ref(g, N, C, pro ? t : inp, dout, dweight_t);
+            if (!accumulate) memset(dinp, 0, (size_t)N * in_img * sizeof(float));
+            nnz_dwconv_backward_data_ref(g, N, C, dout, weight_t, dinp);
+        }
+        free(dout), free(t);
+        return ok;
+    }
+    const int K = g->KH, slots = weight_slots(N), threads = omp_get_max_threads();
+    const bool turn = g->stride == 1 && g->KW == K && g->pad <= K - 1;
+    const size_t taps = (size_t)g->KH * g->KW * C, in_row = (size_t)g->W * C;
+    const size_t per_thread = out_img + (pro ? in_img : 0) + in_row;
+    float *buf = malloc((size_t)threads * per_thread * sizeof(float));
+    float *turned = turn ? malloc((size_t)K * K * C * sizeof(float)) : NULL;
+    if (!buf || (turn && !turned)) {
+        free(buf), free(turned);
+        return false;
+    }
+    for (int t = 0; turn && t < K * K; t++)
+        memcpy(turned + (size_t)t * C, weight_t + (size_t)(K * K - 1 - t) * C, (size_t)C * sizeof(float));
+    /* by image, in the weight gradient's slots: the image's dout made once, then both gradients */
+#pragma omp parallel for schedule(static)
+    for (int sl = 0; sl < slots; sl++) {
+        float *db = buf + (size_t)omp_get_thread_num() * per_thread, *ib = db + out_img;
+        float *rowbuf = ib + (pro ? in_img : 0), *partial = work + sl * taps;
+        memset(partial, 0, taps * sizeof(float));
+        int n0 = (int)((int64_t)N * sl / slots), n1 = (int)((int64_t)N * (sl + 1) / slots);
+        for (int n = n0; n < n1; n++) {
+            src->fn(src->ctx, n * out_pixels, (int)out_pixels, db);
+            const float *img = inp + n * in_img;
+            if (pro) pro->fn(pro->ctx, (int64_t)g->H * g->W, img, ib), img = ib;
+            v.bwd_weight_img(g, C, img, db, partial);
+            backward_data_image(&v, g, C, db, weight_t, turned, rowbuf, accumulate, dinp + n * in_img);
+        }
+    }
+    add_slots(slots, taps, work, dweight_t);
+    free(buf), free(turned);
     return true;
 }

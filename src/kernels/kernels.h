@@ -333,6 +333,15 @@ bool nnz_dwconv_forward_pro(const nnz_conv_window *g, int N, int C, const float 
                             const float *weight_t, const float *bias, const nnz_epilogue *ep, float *out);
 bool nnz_dwconv_backward_weight_pro(const nnz_conv_window *g, int N, int C, const float *inp,
                                     const nnz_input_prologue *pro, const float *dout, float *dweight_t, float *work);
+/* Both gradients with dout's images made by src (one image's OH*OW rows at a time, into a
+ * per-thread buffer: training, the batch norm after the conv) and of pro(inp) when pro is given:
+ * dweight_t += (as backward_weight, `work` as there), dinp = or += (accumulate) as
+ * backward_data_ex. By image in the weight gradient's slots. The same numbers as making all of
+ * dout first and calling those two. false (nothing written but work) when the buffers could not
+ * be allocated. */
+bool nnz_dwconv_backward_src(const nnz_conv_window *g, int N, int C, const nnz_row_source *src, const float *inp,
+                             const nnz_input_prologue *pro, const float *weight_t, float *dweight_t, float *work,
+                             float *dinp, bool accumulate);
 /* The oracles: single-threaded, one output element at a time, bounds checked per tap. */
 void nnz_dwconv_forward_ref(const nnz_conv_window *g, int N, int C, const float *inp, const float *weight_t,
                             const float *bias, float *out);

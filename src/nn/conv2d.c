@@ -529,15 +529,27 @@ bool nnz_conv2d_backward_pro(const nnz_conv_shape *s, const float *inp, const nn
 }
 
 bool nnz_conv2d_backward_src_applies(const nnz_conv_shape *s) {
-    return conv_path_of(s) == CONV_GEMM_1X1 && use_small_gemm(s);
+    return conv_path_of(s) == CONV_DEPTHWISE || (conv_path_of(s) == CONV_GEMM_1X1 && use_small_gemm(s));
 }
 
 bool nnz_conv2d_backward_src(const nnz_conv_shape *s, const nnz_row_source *dout_src, const float *inp,
                              const nnz_input_prologue *pro, const float *weight, float *dinp, bool accumulate,
-                             float *dweight) {
+                             float *dweight, float *scratch) {
     if (!nnz_conv2d_backward_src_applies(s) || !dinp) return false;
-    return nnz_gemm_small_backward_src((int64_t)s->N * s->OH * s->OW, s->IC, s->OC, dout_src, inp, pro, weight,
-                                       dweight, accumulate, dinp);
+    if (conv_path_of(s) == CONV_GEMM_1X1)
+        return nnz_gemm_small_backward_src((int64_t)s->N * s->OH * s->OW, s->IC, s->OC, dout_src, inp, pro, weight,
+                                           dweight, accumulate, dinp);
+    /* depthwise: scratch as depthwise_backward's (the weight and its gradient in (KH,KW,C), the slots) */
+    const nnz_conv_window g = window_of(s);
+    const int C = s->IC, taps = s->KH * s->KW;
+    float *weight_t = scratch, *dweight_t = scratch + (size_t)taps * C, *work = dweight_t + (size_t)taps * C;
+    transpose_taps(C, taps, weight, weight_t);
+    memset(dweight_t, 0, (size_t)taps * C * sizeof(float));
+    if (!nnz_dwconv_backward_src(&g, s->N, C, dout_src, inp, pro, weight_t, dweight_t, work, dinp, accumulate))
+        return false;
+    for (int c = 0; c < C; c++)
+        for (int t = 0; t < taps; t++) dweight[(size_t)c * taps + t] += dweight_t[(size_t)t * C + c];
+    return true;
 }
 
 void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const float *weight, const float *dout,

@@ -788,9 +788,9 @@ const float *nnz_model_output(const nnz_model *m) {
 static float *node_grad(const nnz_model *m, int idx) { return idx < 0 ? m->dinput : m->dact[idx]; }
 
 /* Backward of batch norm i whose input is a conv's output that only it reads (it overwrites that
- * gradient): when the conv is a 1x1 without a bias that the small GEMM runs, the batch norm's data
- * gradient goes to the conv's backward block by block (nnz_conv2d_backward_src) and is never
- * stored, and the conv's own turn is skipped. false: not applicable, nothing done. */
+ * gradient): when the conv is a bias-free 1x1 that the small GEMM runs or a depthwise conv, the
+ * batch norm's data gradient goes to the conv's backward block by block (nnz_conv2d_backward_src)
+ * and is never stored, and the conv's own turn is skipped. false: not applicable, nothing done. */
 static bool stream_bn_grad(nnz_model *m, int i, int n, const float *x, nnz_op act, const float *dout) {
     const nnz_node *nd = &m->nodes[i];
     const int p = nd->input;
@@ -815,7 +815,7 @@ static bool stream_bn_grad(nnz_model *m, int i, int n, const float *x, nnz_op ac
     if (dbn >= 0) a = deferred_bn(m, dbn);
     const float *pin = dbn >= 0 ? node_input(m, m->nodes[dbn].input, x) : node_input(m, pn->input, x);
     if (nnz_conv2d_backward_src(&s, &src, pin, dbn >= 0 ? &pro : NULL, param_value(m, pn->weight), dinp, acc,
-                                param_grad(m, pn->weight))) {
+                                param_grad(m, pn->weight), m->scratch)) {
         m->exec[p].dout_streamed = true;
     } else { /* no memory for the blocks: the gradient stored after all, and the conv's turn as usual */
 #pragma omp parallel for schedule(static)

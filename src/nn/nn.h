@@ -102,13 +102,13 @@ bool nnz_conv2d_backward_pro(const nnz_conv_shape *s, const float *inp, const nn
                              float *dbias, float *scratch);
 /* The backward of a conv without a bias whose dout is made block by block by dout_src (training:
  * the batch norm after it), never stored, and of pro(inp) when pro is given: for the 1x1 convs the
- * small GEMM runs (nnz_conv2d_backward_src_applies), with dinp. The same numbers as
- * nnz_conv2d_backward_ex over the made dout (and pro(inp)). false, with nothing written, when it
- * does not apply or is out of memory. */
+ * small GEMM runs and the depthwise convs (nnz_conv2d_backward_src_applies), with dinp; scratch as
+ * nnz_conv2d_backward_ex's. The same numbers as nnz_conv2d_backward_ex over the made dout (and
+ * pro(inp)). false, with nothing written but scratch, when it does not apply or is out of memory. */
 bool nnz_conv2d_backward_src_applies(const nnz_conv_shape *s);
 bool nnz_conv2d_backward_src(const nnz_conv_shape *s, const nnz_row_source *dout_src, const float *inp,
                              const nnz_input_prologue *pro, const float *weight, float *dinp, bool accumulate,
-                             float *dweight);
+                             float *dweight, float *scratch);
 /* dout (N,OH,OW,OC) -> dinp (N,H,W,IC) or NULL, dweight (OC,KH,KW,IC/groups), dbias (OC) or NULL */
 void nnz_conv2d_backward(const nnz_conv_shape *s, const float *inp, const float *weight, const float *dout,
                          float *dinp, float *dweight, float *dbias, float *scratch);
