@@ -32,7 +32,16 @@
  *  - backward: such a max pool after a relu of its own (one no batch norm computes) also
  *    computes that relu's backward, masked by its own output (the relu's output at the
  *    selected input), and writes the relu's input gradient (pool_relu).
- * Each fusion is the same arithmetic as the unfused layers, up to the GEMM's blocking.
+ *  - training forward: a batch norm (and its fused activation) whose output only a depthwise
+ *    or bias-free 1x1 conv reads is deferred into that conv (deferred_to / input_bn): the norm
+ *    computes its statistics only, and the conv applies it to its input as it reads it, in
+ *    the forward and in its weight gradient (nnz_conv2d_forward_pro, the _src backward);
+ *  - training forward: a bias-free 1x1 conv whose only reader is a batch norm hands the norm
+ *    its moments, taken from each block of its output while in cache (take_bn_moments);
+ *  - backward: a batch norm whose input is such a conv's output (1x1 or depthwise) hands its
+ *    data gradient to that conv block by block, never stored (stream_bn_grad, dout_streamed).
+ * Each fusion is the same arithmetic as the unfused layers, up to the GEMM's blocking (the
+ * training ones bit for bit: tests/test_fusion.c).
  *
  * m->act_identity (optional) turns single relu/relu6 nodes into the identity at run
  * time; every path that computes an activation (the node itself, a batch norm or conv
