@@ -164,9 +164,9 @@ static bool at_blocks(int64_t M, int P, int Q, const float *X, int64_t ldx, cons
         float *xb = buf ? buf + (size_t)omp_get_thread_num() * per_thread : NULL, *yb = src ? xb + xblock : xb;
         for (int64_t b = b0; b < b1; b++) {
             const int64_t r0 = b * GS_AT_ROWS, rows = M - r0 < GS_AT_ROWS ? M - r0 : GS_AT_ROWS;
-            const float *Xb = X + r0 * ldx, *Yb = Y + r0 * ldy;
-            int64_t ld = ldx, ly = ldy;
-            if (src) src->fn(src->ctx, r0, (int)rows, xb), Xb = xb, ld = P;
+            const float *Xb = src ? xb : X + r0 * ldx, *Yb = Y + r0 * ldy; /* with src, X is NULL */
+            int64_t ld = src ? P : ldx, ly = ldy;
+            if (src) src->fn(src->ctx, r0, (int)rows, xb);
             if (ypro) ypro->fn(ypro->ctx, rows, Yb, yb), Yb = yb, ly = Q;
             at((int)rows, P, Q, Xb, ld, Yb, ly, part + (size_t)sl * pq);
             if (dgrad) dgrad((int)rows, Q, P, Xb, ld, B, accumulate, NULL, C + r0 * Q);
