@@ -236,8 +236,8 @@ static void test_depthwise_every_isa_matches_ref(void **state) {
 
 /* The input prologue (a transform applied per image as the kernels read it) against the plain
  * kernels over the transformed batch: bit-identical forward (with an epilogue, over NaN) and
- * weight gradient (accumulating), for odd channels, stride 1 and 2, more images than threads.
- * The streamed backward (dout made image by image, nnz_dwconv_backward_src) likewise, below. */
+ * weight gradient (accumulating), for odd channels, stride 1 and 2, more images than threads;
+ * and the streamed backward (dout made image by image, nnz_dwconv_backward_src) likewise. */
 static void affine_clamp(const void *ctx, int64_t rows, const float *x, float *buf) {
     const int C = *(const int *)ctx;
     for (int64_t r = 0; r < rows; r++)
@@ -245,32 +245,6 @@ static void affine_clamp(const void *ctx, int64_t rows, const float *x, float *b
             const float v = x[r * C + c] * (1.0f + 0.25f * (float)c) - 0.5f;
             buf[r * C + c] = v < 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
         }
-}
-
-static void dw_prologue_case(nnz_isa isa, int N, int H, int W, int C, int K, int stride, int pad) {
-    const nnz_conv_window g = window(H, W, K, K, stride, pad);
-    const size_t in_n = (size_t)N * H * W * C, out_n = (size_t)N * g.OH * g.OW * C, w_n = (size_t)K * K * C;
-    float *inp = falloc(in_n), *t = falloc(in_n), *w = falloc(w_n), *dout = falloc(out_n), *mul = falloc(C);
-    float *out1 = falloc(out_n), *out2 = falloc(out_n), *dw1 = falloc(w_n), *dw2 = falloc(w_n);
-    float *work = falloc(nnz_dwconv_work_floats(&g, N, C));
-    tu_fill_uniform(inp, (int64_t)in_n, -4, 8, 31);
-    tu_fill_uniform(w, (int64_t)w_n, -1, 1, 32);
-    tu_fill_uniform(dout, (int64_t)out_n, -1, 1, 33);
-    tu_fill_uniform(mul, C, 0.5f, 2, 34);
-    tu_fill_uniform(dw1, (int64_t)w_n, -1, 1, 35);
-    memcpy(dw2, dw1, w_n * sizeof(float));
-    const nnz_epilogue ep = {.mul = mul, .lo = 0.0f, .hi = 6.0f};
-    const nnz_input_prologue pro = {affine_clamp, &C};
-    affine_clamp(&C, (int64_t)in_n / C, inp, t);
-    for (size_t i = 0; i < out_n; i++) out1[i] = out2[i] = NAN;
-    nnz_dwconv_forward_ep(&g, N, C, t, w, NULL, &ep, out1);
-    assert_true(nnz_dwconv_forward_pro(&g, N, C, inp, &pro, w, NULL, &ep, out2));
-    nnz_dwconv_backward_weight(&g, N, C, t, dout, dw1, work);
-    assert_true(nnz_dwconv_backward_weight_pro(&g, N, C, inp, &pro, dout, dw2, work));
-    if (memcmp(out1, out2, out_n * sizeof(float)) != 0 || memcmp(dw1, dw2, w_n * sizeof(float)) != 0)
-        fail_msg("depthwise prologue isa=%s N=%d %dx%d C=%d k=%d s=%d p=%d: not the transformed batch's numbers",
-                 nnz_isa_name(isa), N, H, W, C, K, stride, pad);
-    free(inp), free(t), free(w), free(dout), free(mul), free(out1), free(out2), free(dw1), free(dw2), free(work);
 }
 
 /* dout made by a row source: rows of a stored tensor, times 3 (the source must be what is used) */
@@ -284,49 +258,62 @@ static void rows_times3_fn(const void *ctx, int64_t r0, int rows, float *buf) {
     for (int64_t i = 0; i < (int64_t)rows * t->C; i++) buf[i] = 3.0f * t->dout[r0 * t->C + i];
 }
 
-/* Both gradients with dout streamed image by image (nnz_dwconv_backward_src) against the plain
- * kernels over the made dout: bit for bit, with and without a prologue, overwriting (over NaN)
- * and accumulating the data gradient. */
-static void dw_src_case(nnz_isa isa, int N, int H, int W, int C, int K, int stride, int pad, bool with_pro,
-                        bool accumulate) {
+/* With the prologue: the forward (with an epilogue, over NaN) and the weight gradient against the
+ * plain kernels over the transformed batch. Then both gradients with dout streamed image by image
+ * (nnz_dwconv_backward_src, with or without the prologue) against the plain kernels over the made
+ * dout, overwriting (over NaN) or accumulating the data gradient. All bit for bit. */
+static void dw_fused_case(nnz_isa isa, int N, int H, int W, int C, int K, int stride, int pad, bool with_pro,
+                          bool accumulate) {
     const nnz_conv_window g = window(H, W, K, K, stride, pad);
     const size_t in_n = (size_t)N * H * W * C, out_n = (size_t)N * g.OH * g.OW * C, w_n = (size_t)K * K * C;
     float *inp = falloc(in_n), *t = falloc(in_n), *w = falloc(w_n), *dout = falloc(out_n), *d3 = falloc(out_n);
-    float *dw1 = falloc(w_n), *dw2 = falloc(w_n), *dx1 = falloc(in_n), *dx2 = falloc(in_n);
-    float *work = falloc(nnz_dwconv_work_floats(&g, N, C));
+    float *dw1 = falloc(w_n), *dw2 = falloc(w_n), *dx1 = falloc(in_n), *dx2 = falloc(in_n), *mul = falloc(C);
+    float *out1 = falloc(out_n), *out2 = falloc(out_n), *work = falloc(nnz_dwconv_work_floats(&g, N, C));
     tu_fill_uniform(inp, (int64_t)in_n, -4, 8, 41);
     tu_fill_uniform(w, (int64_t)w_n, -1, 1, 42);
     tu_fill_uniform(dout, (int64_t)out_n, -1, 1, 43);
+    tu_fill_uniform(mul, C, 0.5f, 2, 46);
+    const nnz_input_prologue pro = {affine_clamp, &C};
+    if (with_pro) affine_clamp(&C, (int64_t)in_n / C, inp, t);
+    else memcpy(t, inp, in_n * sizeof(float));
+    if (with_pro) {
+        const nnz_epilogue ep = {.mul = mul, .lo = 0.0f, .hi = 6.0f};
+        for (size_t i = 0; i < out_n; i++) out1[i] = out2[i] = NAN;
+        nnz_dwconv_forward_ep(&g, N, C, t, w, NULL, &ep, out1);
+        assert_true(nnz_dwconv_forward_pro(&g, N, C, inp, &pro, w, NULL, &ep, out2));
+        tu_fill_uniform(dw1, (int64_t)w_n, -1, 1, 44);
+        memcpy(dw2, dw1, w_n * sizeof(float));
+        nnz_dwconv_backward_weight(&g, N, C, t, dout, dw1, work);
+        assert_true(nnz_dwconv_backward_weight_pro(&g, N, C, inp, &pro, dout, dw2, work));
+        if (memcmp(out1, out2, out_n * sizeof(float)) != 0 || memcmp(dw1, dw2, w_n * sizeof(float)) != 0)
+            fail_msg("depthwise prologue isa=%s N=%d %dx%d C=%d k=%d s=%d p=%d: not the transformed batch's numbers",
+                     nnz_isa_name(isa), N, H, W, C, K, stride, pad);
+    }
     tu_fill_uniform(dw1, (int64_t)w_n, -1, 1, 44);
     memcpy(dw2, dw1, w_n * sizeof(float));
     if (accumulate) tu_fill_uniform(dx1, (int64_t)in_n, -1, 1, 45);
     else for (size_t i = 0; i < in_n; i++) dx1[i] = NAN;
     memcpy(dx2, dx1, in_n * sizeof(float));
     for (size_t i = 0; i < out_n; i++) d3[i] = 3.0f * dout[i];
-    if (with_pro) affine_clamp(&C, (int64_t)in_n / C, inp, t);
-    else memcpy(t, inp, in_n * sizeof(float));
     nnz_dwconv_backward_weight(&g, N, C, t, d3, dw1, work);
     nnz_dwconv_backward_data_ex(&g, N, C, d3, w, dx1, accumulate);
     const rows_times3 rt = {dout, C};
     const nnz_row_source src = {rows_times3_fn, &rt};
-    const nnz_input_prologue pro = {affine_clamp, &C};
     assert_true(nnz_dwconv_backward_src(&g, N, C, &src, inp, with_pro ? &pro : NULL, w, dw2, work, dx2, accumulate));
     if (memcmp(dw1, dw2, w_n * sizeof(float)) != 0 || memcmp(dx1, dx2, in_n * sizeof(float)) != 0)
         fail_msg("depthwise streamed backward isa=%s N=%d %dx%d C=%d k=%d s=%d p=%d pro=%d acc=%d: not the plain "
                  "kernels' numbers", nnz_isa_name(isa), N, H, W, C, K, stride, pad, with_pro, accumulate);
-    free(inp), free(t), free(w), free(dout), free(d3), free(dw1), free(dw2), free(dx1), free(dx2), free(work);
+    free(inp), free(t), free(w), free(dout), free(d3), free(dw1), free(dw2), free(dx1), free(dx2), free(mul),
+        free(out1), free(out2), free(work);
 }
 
 static void dw_prologue_cases(nnz_isa isa, void *ctx) {
     (void)ctx;
-    dw_prologue_case(isa, 5, 7, 9, 17, 3, 1, 1);
-    dw_prologue_case(isa, 3, 11, 6, 35, 3, 2, 1);
-    dw_prologue_case(isa, 1, 5, 5, 1, 5, 1, 2);
-    dw_prologue_case(isa, 40, 4, 4, 19, 3, 2, 0); /* more images than the weight gradient's slots */
     for (int v = 0; v < 4; v++) {
-        dw_src_case(isa, 5, 7, 9, 17, 3, 1, 1, v & 1, v & 2);  /* stride 1: the turned-window rows */
-        dw_src_case(isa, 3, 11, 6, 35, 3, 2, 1, v & 1, v & 2); /* stride 2: the gather */
-        dw_src_case(isa, 40, 4, 4, 19, 3, 1, 1, v & 1, v & 2);
+        dw_fused_case(isa, 5, 7, 9, 17, 3, 1, 1, v & 1, v & 2);  /* stride 1: the turned-window rows */
+        dw_fused_case(isa, 3, 11, 6, 35, 3, 2, 1, v & 1, v & 2); /* stride 2: the gather */
+        dw_fused_case(isa, 1, 5, 5, 1, 5, 1, 2, v & 1, v & 2);
+        dw_fused_case(isa, 40, 4, 4, 19, 3, 2, 0, v & 1, v & 2); /* more images than the weight gradient's slots */
     }
 }
 
