@@ -188,8 +188,8 @@ static nnz_status plan_fusions(nnz_model *m, const int *consumers) {
             if (!ex[i].eval_scale) return NNZ_ERR_NOMEM;
         }
     }
-    /* a training batch norm (with its fused activation) whose output only a depthwise conv reads:
-     * the conv applies it to its input as it reads it, so that output is never stored */
+    /* a training batch norm (with its fused activation) whose output only a depthwise or bias-free
+     * 1x1 conv reads: the conv applies it to its input as it reads it, so that output is never stored */
     for (int i = 0; i < nn; i++) {
         const int o = ex[i].fused_act >= 0 ? ex[i].fused_act : i, d = consumer[o];
         if (m->nodes[i].op != NNZ_OP_BATCHNORM || consumers[o] != 1 || d < 0) continue;
@@ -657,7 +657,7 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
             const nnz_op act = ex->fused_act >= 0 ? act_op(m, ex->fused_act) : NNZ_OP_IDENTITY;
             if (train) {
                 float *save = m->aux[i], *bn_out = ex->deferred_to >= 0 ? NULL : out;
-                /* deferred: the statistics only; the depthwise conv after it applies it */
+                /* deferred: the statistics only; the conv after it applies it */
                 if (ex->moments.part) /* made by the conv before it */
                     nnz_batchnorm_forward_train_moments(&m->exec[i].moments, in, param_value(m, nd->weight),
                                                         param_value(m, nd->bias), param_value(m, nd->running_mean),

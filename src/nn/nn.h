@@ -322,10 +322,11 @@ typedef struct nnz_node_exec {
                            an in-place activation its input's owner */
     size_t frame_offset; /* eval chunks: where the owner's output sits in a thread's frame, in floats
                             per image of the chunk; SIZE_MAX: in the batch's buffer (the output's) */
-    int deferred_to;    /* batchnorm: in a training forward it stores no output; the depthwise conv
-                           deferred_to, its output's only reader, applies it (and its fused activation) to
-                           the batch norm's input as it reads it (nnz_conv2d_forward_pro). -1: none */
-    int input_bn;       /* depthwise conv: the batch norm deferred into it, or -1 */
+    int deferred_to;    /* batchnorm: in a training forward it stores no output; the conv deferred_to
+                           (depthwise, or a bias-free 1x1), its output's only reader, applies it (and its
+                           fused activation) to the batch norm's input as it reads it
+                           (nnz_conv2d_forward_pro, nnz_conv2d_backward_src). -1: none */
+    int input_bn;       /* conv: the batch norm deferred into it, or -1 */
     nnz_bn_moments moments; /* batchnorm, during a training forward: its moments, made by the 1x1 conv
                            before it block by block (moments.part non-NULL: ready), or none */
     bool dout_streamed; /* conv, during a backward: the batch norm after it ran this conv's backward on
