@@ -180,7 +180,7 @@ void nnz_batchnorm_forward_train_moments(nnz_bn_moments *mo, const float *inp, c
                                          float eps, nnz_op act, float *out, float *save_mean, float *save_invstd);
 /* A training batch norm whose output is never stored: nnz_batchnorm_forward_train_act with out
  * NULL computes the statistics (save_mean, save_invstd, the running ones) and no output; a
- * depthwise conv after it then reads act(bn(x)) through nnz_batchnorm_apply_rows as its input
+ * conv after it (depthwise or 1x1) then reads act(bn(x)) through nnz_batchnorm_apply_rows as its input
  * prologue (nnz_input_prologue), the same numbers as the forward's own output. */
 typedef struct {
     int C;
