@@ -434,31 +434,31 @@ void nnz_batchnorm_forward_train_moments(nnz_bn_moments *mo, const float *inp, c
     mo->part = NULL;
 }
 
-void nnz_batchnorm_train_scale(int C, const float *gamma, const float *save_invstd, float *scale) {
-    for (int c = 0; c < C; c++) scale[c] = save_invstd[c] * gamma[c]; /* as the training forward rounds it */
+/* channels [c0, c0+ct) of a: scale = invstd*gamma (as the training forward rounds it) */
+static void apply_scale(const nnz_bn_apply *a, int c0, int ct, float *scale) {
+    for (int c = 0; c < ct; c++) scale[c] = a->invstd[c0 + c] * a->gamma[c0 + c];
 }
 
 void nnz_batchnorm_apply_rows(const void *ctx, int64_t rows, const float *x, float *out) {
     const nnz_bn_apply *a = ctx;
-    float lo, hi, hmax;
+    float lo, hi, hmax, scale[BN_CH_TILE];
     act_bounds(a->act, &lo, &hi, &hmax);
+    assert(rows <= INT32_MAX);
     const affine_rows_fn fn = pick_affine_rows();
-    for (int64_t r0 = 0; r0 < rows; r0 += INT32_MAX / 2) {
-        const int n = (int)(rows - r0 < INT32_MAX / 2 ? rows - r0 : INT32_MAX / 2);
-        for (int c0 = 0; c0 < a->C; c0 += BN_CH_TILE) {
-            const int ct = a->C - c0 < BN_CH_TILE ? a->C - c0 : BN_CH_TILE;
-            fn(x + r0 * a->C + c0, a->C, n, ct, a->mean + c0, a->scale + c0, a->shift + c0, lo, hi,
-               out + r0 * a->C + c0);
-        }
+    for (int c0 = 0; c0 < a->C; c0 += BN_CH_TILE) {
+        const int ct = a->C - c0 < BN_CH_TILE ? a->C - c0 : BN_CH_TILE;
+        apply_scale(a, c0, ct, scale);
+        fn(x + c0, a->C, (int)rows, ct, a->mean + c0, scale, a->shift + c0, lo, hi, out + c0);
     }
 }
 
 void nnz_batchnorm_apply(int M, const nnz_bn_apply *a, const float *x, float *out) {
-    float lo, hi, hmax;
+    float lo, hi, hmax, scale[BN_CH_TILE];
     act_bounds(a->act, &lo, &hi, &hmax);
     for (int c0 = 0; c0 < a->C; c0 += BN_CH_TILE) {
         const int ct = a->C - c0 < BN_CH_TILE ? a->C - c0 : BN_CH_TILE;
-        affine_tile(M, a->C, c0, ct, x, a->mean + c0, a->scale + c0, a->shift + c0, lo, hi, out);
+        apply_scale(a, c0, ct, scale);
+        affine_tile(M, a->C, c0, ct, x, a->mean + c0, scale, a->shift + c0, lo, hi, out);
     }
 }
 

@@ -198,8 +198,6 @@ static nnz_status plan_fusions(nnz_model *m, const int *consumers) {
         const bool pointwise = dn->groups == 1 && dn->k == 1 && dn->stride == 1 && dn->pad == 0 &&
                                dn->bias < 0; /* run by the small GEMM when the run allows it, else made */
         if (dn->op != NNZ_OP_CONV2D || dn->input != o || !(depthwise || pointwise)) continue;
-        ex[i].deferred_scale = act_alloc(m, m->nodes[i].c, sizeof(float), "deferred batch-norm scale");
-        if (!ex[i].deferred_scale) return NNZ_ERR_NOMEM;
         ex[i].deferred_to = d;
         ex[d].input_bn = i;
     }
@@ -590,8 +588,10 @@ static bool take_bn_moments(nnz_model *m, int i, const nnz_conv_shape *s, const 
 static nnz_bn_apply deferred_bn(const nnz_model *m, int bn) {
     const nnz_node *nd = &m->nodes[bn];
     const int act = m->exec[bn].fused_act;
-    return (nnz_bn_apply){.C = nd->c, .mean = m->aux[bn], .scale = m->exec[bn].deferred_scale,
-                          .shift = param_value(m, nd->bias), .act = act >= 0 ? act_op(m, act) : NNZ_OP_IDENTITY};
+    const float *save = m->aux[bn]; /* save_mean, then save_invstd */
+    return (nnz_bn_apply){.C = nd->c, .mean = save, .invstd = save + nd->c,
+                          .gamma = param_value(m, nd->weight), .shift = param_value(m, nd->bias),
+                          .act = act >= 0 ? act_op(m, act) : NNZ_OP_IDENTITY};
 }
 
 /* Runs every node over images [n0, n0+n). Train mode needs the whole batch (n0 = 0):
@@ -667,8 +667,6 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
                     nnz_batchnorm_forward_train_act(M, nd->c, in, param_value(m, nd->weight), param_value(m, nd->bias),
                                                     param_value(m, nd->running_mean), param_value(m, nd->running_var),
                                                     nd->momentum, nd->eps, act, bn_out, save, save + nd->c);
-                if (ex->deferred_to >= 0)
-                    nnz_batchnorm_train_scale(nd->c, param_value(m, nd->weight), save + nd->c, ex->deferred_scale);
             } else {
                 nnz_batchnorm_forward_eval_act(M, nd->c, in, param_value(m, nd->weight), param_value(m, nd->bias),
                                                param_value(m, nd->running_mean), param_value(m, nd->running_var),

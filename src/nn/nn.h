@@ -184,12 +184,10 @@ void nnz_batchnorm_forward_train_moments(nnz_bn_moments *mo, const float *inp, c
  * prologue (nnz_input_prologue), the same numbers as the forward's own output. */
 typedef struct {
     int C;
-    const float *mean, *scale, *shift; /* (C): save_mean, nnz_batchnorm_train_scale's, beta */
-    nnz_op act;                        /* NNZ_OP_RELU, NNZ_OP_RELU6 or NNZ_OP_IDENTITY */
+    const float *mean, *invstd, *gamma, *shift; /* (C): save_mean, save_invstd, gamma, beta */
+    nnz_op act;                                 /* NNZ_OP_RELU, NNZ_OP_RELU6 or NNZ_OP_IDENTITY */
 } nnz_bn_apply;
-/* scale (C) = save_invstd * gamma, the multiplier the training forward applies */
-void nnz_batchnorm_train_scale(int C, const float *gamma, const float *save_invstd, float *scale);
-/* out (rows,C) = act((x - mean)*scale + shift) for ctx, an nnz_bn_apply: single-threaded (an
+/* out (rows,C) = act((x - mean)*scale + shift), scale = invstd*gamma, for ctx, an nnz_bn_apply: single-threaded (an
  * nnz_input_prologue's fn), and the same arithmetic as the forward's output pass */
 void nnz_batchnorm_apply_rows(const void *ctx, int64_t rows, const float *x, float *out);
 /* the same over (M,C), threaded: the output the forward did not store, when it is needed after all */
@@ -331,7 +329,6 @@ typedef struct nnz_node_exec {
                            before it block by block (moments.part non-NULL: ready), or none */
     bool dout_streamed; /* conv, during a backward: the batch norm after it ran this conv's backward on
                            its data gradient block by block (never stored), so the conv's turn is skipped */
-    float *deferred_scale; /* batchnorm with deferred_to: c floats for nnz_batchnorm_train_scale's */
     float *eval_scale;  /* conv with eval_bn: out_ch floats for the folded multiplier */
     float *kernel_weight; /* conv that may read its weight in its forward kernel's layout: room for it,
                              made at each forward (nnz_conv2d_kernel_weight), or NULL */
