@@ -198,49 +198,34 @@ static void add_slots(int slots, size_t taps, const float *work, float *dweight_
 
 void nnz_dwconv_backward_weight(const nnz_conv_window *g, int N, int C, const float *inp, const float *dout,
                                 float *dweight_t, float *work) {
-    dw_variant v;
-    if (!pick_variant(&v)) {
-        nnz_dwconv_backward_weight_ref(g, N, C, inp, dout, dweight_t);
-        return;
-    }
-    if (N <= 0) return;
-    const int slots = weight_slots(N);
-    const size_t taps = (size_t)g->KH * g->KW * C;
-    const size_t in_img = (size_t)g->H * g->W * C, out_img = (size_t)g->OH * g->OW * C;
-#pragma omp parallel for schedule(static)
-    for (int sl = 0; sl < slots; sl++) {
-        float *partial = work + sl * taps;
-        memset(partial, 0, taps * sizeof(float));
-        int n0 = (int)((int64_t)N * sl / slots), n1 = (int)((int64_t)N * (sl + 1) / slots);
-        for (int n = n0; n < n1; n++) v.bwd_weight_img(g, C, inp + n * in_img, dout + n * out_img, partial);
-    }
-    add_slots(slots, taps, work, dweight_t);
+    (void)nnz_dwconv_backward_weight_pro(g, N, C, inp, NULL, dout, dweight_t, work); /* no buffers: cannot fail */
 }
 
 bool nnz_dwconv_backward_weight_pro(const nnz_conv_window *g, int N, int C, const float *inp,
                                     const nnz_input_prologue *pro, const float *dout, float *dweight_t, float *work) {
     dw_variant v;
     if (!pick_variant(&v)) {
-        float *t = transformed_batch(g, N, C, inp, pro);
-        if (!t) return false;
-        nnz_dwconv_backward_weight_ref(g, N, C, t, dout, dweight_t);
+        float *t = pro ? transformed_batch(g, N, C, inp, pro) : NULL;
+        if (pro && !t) return false;
+        nnz_dwconv_backward_weight_ref(g, N, C, pro ? t : inp, dout, dweight_t);
         free(t);
         return true;
     }
     if (N <= 0) return true;
-    float *buf = image_buffers(g, C);
-    if (!buf) return false;
+    const size_t in_img = (size_t)g->H * g->W * C, out_img = (size_t)g->OH * g->OW * C;
+    float *buf = pro ? image_buffers(g, C) : NULL;
+    if (pro && !buf) return false;
     const int slots = weight_slots(N);
     const size_t taps = (size_t)g->KH * g->KW * C;
-    const size_t in_img = (size_t)g->H * g->W * C, out_img = (size_t)g->OH * g->OW * C;
 #pragma omp parallel for schedule(static)
     for (int sl = 0; sl < slots; sl++) {
-        float *partial = work + sl * taps, *b = buf + (size_t)omp_get_thread_num() * in_img;
+        float *partial = work + sl * taps, *b = pro ? buf + (size_t)omp_get_thread_num() * in_img : NULL;
         memset(partial, 0, taps * sizeof(float));
         int n0 = (int)((int64_t)N * sl / slots), n1 = (int)((int64_t)N * (sl + 1) / slots);
         for (int n = n0; n < n1; n++) {
-            pro->fn(pro->ctx, (int64_t)g->H * g->W, inp + n * in_img, b);
-            v.bwd_weight_img(g, C, b, dout + n * out_img, partial);
+            const float *img = inp + n * in_img;
+            if (pro) pro->fn(pro->ctx, (int64_t)g->H * g->W, img, b), img = b;
+            v.bwd_weight_img(g, C, img, dout + n * out_img, partial);
         }
     }
     add_slots(slots, taps, work, dweight_t);

@@ -38,24 +38,14 @@ static gs_rows_fn pick_rows(void) {
 
 void nnz_gemm_small(int64_t M, int N, int K, const float *A, int64_t lda, const float *B, bool accumulate,
                     const nnz_epilogue *ep, float *C) {
-    const gs_rows_fn fn = pick_rows();
-    if (!fn) {
-        nnz_gemm_small_ref(M, N, K, A, lda, B, accumulate, ep, C);
-        return;
-    }
-    const int64_t rows = GS_BLOCK_FLOATS / N > 4 ? GS_BLOCK_FLOATS / N : 4;
-    const int64_t blocks = (M + rows - 1) / rows;
-#pragma omp parallel for schedule(static) if (M * N * K >= GS_PARALLEL_MIN)
-    for (int64_t b = 0; b < blocks; b++) {
-        const int64_t r0 = b * rows, m = M - r0 < rows ? M - r0 : rows;
-        fn((int)m, N, K, A + r0 * lda, lda, B, accumulate, ep, C + r0 * N);
-    }
+    (void)nnz_gemm_small_sink(M, N, K, A, lda, NULL, B, accumulate, ep, C, NULL, 4); /* no buffers: cannot fail */
 }
 
 bool nnz_gemm_small_sink(int64_t M, int N, int K, const float *A, int64_t lda, const nnz_input_prologue *apro,
                          const float *B, bool accumulate, const nnz_epilogue *ep, float *C, const nnz_row_sink *sink,
                          int unit) {
     const gs_rows_fn fn = pick_rows();
+    /* blocks of C that stay in L2 (and the A rows feeding them), in whole units */
     const int64_t per = GS_BLOCK_FLOATS / (N > 0 ? N : 1) / unit * unit, rows = per > unit ? per : unit;
     const int64_t blocks = (M + rows - 1) / rows;
     const size_t ablock = (size_t)rows * (K > 0 ? K : 1);
@@ -65,13 +55,14 @@ bool nnz_gemm_small_sink(int64_t M, int N, int K, const float *A, int64_t lda, c
     for (int64_t b = 0; b < blocks; b++) {
         const int64_t r0 = b * rows, m = M - r0 < rows ? M - r0 : rows;
         const float *Ab = A + r0 * lda;
-        if (apro) {
+        int64_t ld = lda;
+        if (apro) { /* the block's rows transformed, densely */
             float *t = abuf + (size_t)omp_get_thread_num() * ablock;
             apro->fn(apro->ctx, m, Ab, t);
-            Ab = t;
+            Ab = t, ld = K;
         }
-        if (fn) fn((int)m, N, K, Ab, lda, B, accumulate, ep, C + r0 * N);
-        else nnz_gemm_small_ref(m, N, K, Ab, lda, B, accumulate, ep, C + r0 * N);
+        if (fn) fn((int)m, N, K, Ab, ld, B, accumulate, ep, C + r0 * N);
+        else nnz_gemm_small_ref(m, N, K, Ab, ld, B, accumulate, ep, C + r0 * N);
         if (sink) sink->fn(sink->ctx, r0, (int)m, C + r0 * N);
     }
     free(abuf);

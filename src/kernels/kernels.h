@@ -181,8 +181,8 @@ typedef struct {
     void (*fn)(const void *ctx, int64_t r0, int rows, const float *x);
     const void *ctx;
 } nnz_row_sink;
-/* nnz_gemm_small of apro(A) (NULL: A; with apro, lda == K: A's rows are transformed block by
- * block into a per-thread buffer), then sink's fn (sink may be NULL) on each block of C's rows
+/* nnz_gemm_small of apro(A) (NULL: A; with apro, A's rows, K floats each, are transformed block
+ * by block into a per-thread buffer), then sink's fn (sink may be NULL) on each block of C's rows
  * just after the block is made: blocks start at multiples of `unit` rows and hold a multiple of
  * it (the last one: the rest). The same numbers in C as nnz_gemm_small over apro(A). false
  * (nothing written) when apro's buffers could not be allocated. */
@@ -325,7 +325,8 @@ void nnz_dwconv_backward_data_ex(const nnz_conv_window *g, int N, int C, const f
                                  float *dinp, bool accumulate);
 void nnz_dwconv_backward_weight(const nnz_conv_window *g, int N, int C, const float *inp, const float *dout,
                                 float *dweight_t, float *work);
-/* forward and backward_weight of pro(inp) instead of inp: each image transformed into a
+/* forward and backward_weight of pro(inp) instead of inp (backward_weight_pro with pro NULL is
+ * backward_weight itself): each image transformed into a
  * per-thread buffer (in cache) just before it is read. The same numbers as transforming the
  * whole batch first and calling nnz_dwconv_forward_ep / nnz_dwconv_backward_weight. false
  * (nothing written) when the buffers could not be allocated. */

@@ -497,32 +497,35 @@ void nnz_conv2d_forward(const nnz_conv_shape *s, const float *inp, const float *
     nnz_conv2d_forward_ep(s, inp, weight, bias, NULL, out, scratch);
 }
 
-/* The depthwise backward of pro(inp) (pro NULL: inp); false (nothing written but scratch) when
- * the prologue's buffers could not be allocated. The weight gradient comes first: the part
- * that may fail. */
+/* The depthwise backward of pro(inp) (pro NULL: inp), from dout or (src non-NULL, with dinp) from
+ * dout made image by image; false (nothing written but scratch) when the buffers for pro or src
+ * could not be allocated. scratch: the weight and its gradient in the kernels' (KH,KW,C), then
+ * the weight gradient's slots. */
 static bool depthwise_backward(const nnz_conv_shape *s, const float *inp, const nnz_input_prologue *pro,
-                               const float *weight, const float *dout, float *dinp, bool accumulate, float *dweight,
-                               float *scratch) {
+                               const nnz_row_source *src, const float *weight, const float *dout, float *dinp,
+                               bool accumulate, float *dweight, float *scratch) {
     const nnz_conv_window g = window_of(s);
     const int C = s->IC, taps = s->KH * s->KW;
     float *weight_t = scratch, *dweight_t = scratch + (size_t)taps * C, *work = dweight_t + (size_t)taps * C;
+    transpose_taps(C, taps, weight, weight_t);
     memset(dweight_t, 0, (size_t)taps * C * sizeof(float));
-    if (!pro) nnz_dwconv_backward_weight(&g, s->N, C, inp, dout, dweight_t, work);
-    else if (!nnz_dwconv_backward_weight_pro(&g, s->N, C, inp, pro, dout, dweight_t, work)) return false;
+    if (src) {
+        if (!nnz_dwconv_backward_src(&g, s->N, C, src, inp, pro, weight_t, dweight_t, work, dinp, accumulate))
+            return false;
+    } else {
+        if (!nnz_dwconv_backward_weight_pro(&g, s->N, C, inp, pro, dout, dweight_t, work)) return false;
+        if (dinp) nnz_dwconv_backward_data_ex(&g, s->N, C, dout, weight_t, dinp, accumulate);
+    }
     for (int c = 0; c < C; c++)
         for (int t = 0; t < taps; t++) dweight[(size_t)c * taps + t] += dweight_t[(size_t)t * C + c];
-    if (dinp) {
-        transpose_taps(C, taps, weight, weight_t);
-        nnz_dwconv_backward_data_ex(&g, s->N, C, dout, weight_t, dinp, accumulate);
-    }
     return true;
 }
 
 bool nnz_conv2d_backward_pro(const nnz_conv_shape *s, const float *inp, const nnz_input_prologue *pro,
                              const float *weight, const float *dout, float *dinp, bool accumulate, float *dweight,
                              float *dbias, float *scratch) {
-    if (conv_path_of(s) != CONV_DEPTHWISE || !depthwise_backward(s, inp, pro, weight, dout, dinp, accumulate, dweight,
-                                                                  scratch))
+    if (conv_path_of(s) != CONV_DEPTHWISE ||
+        !depthwise_backward(s, inp, pro, NULL, weight, dout, dinp, accumulate, dweight, scratch))
         return false;
     if (dbias) nnz_bias_grad_acc((int64_t)s->N * s->OH * s->OW, s->OC, dout, dbias);
     return true;
@@ -539,17 +542,7 @@ bool nnz_conv2d_backward_src(const nnz_conv_shape *s, const nnz_row_source *dout
     if (conv_path_of(s) == CONV_GEMM_1X1)
         return nnz_gemm_small_backward_src((int64_t)s->N * s->OH * s->OW, s->IC, s->OC, dout_src, inp, pro, weight,
                                            dweight, accumulate, dinp);
-    /* depthwise: scratch as depthwise_backward's (the weight and its gradient in (KH,KW,C), the slots) */
-    const nnz_conv_window g = window_of(s);
-    const int C = s->IC, taps = s->KH * s->KW;
-    float *weight_t = scratch, *dweight_t = scratch + (size_t)taps * C, *work = dweight_t + (size_t)taps * C;
-    transpose_taps(C, taps, weight, weight_t);
-    memset(dweight_t, 0, (size_t)taps * C * sizeof(float));
-    if (!nnz_dwconv_backward_src(&g, s->N, C, dout_src, inp, pro, weight_t, dweight_t, work, dinp, accumulate))
-        return false;
-    for (int c = 0; c < C; c++)
-        for (int t = 0; t < taps; t++) dweight[(size_t)c * taps + t] += dweight_t[(size_t)t * C + c];
-    return true;
+    return depthwise_backward(s, inp, pro, dout_src, weight, NULL, dinp, accumulate, dweight, scratch);
 }
 
 void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const float *weight, const float *dout,
@@ -559,7 +552,7 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
     if (dbias) nnz_bias_grad_acc(out_rows, s->OC, dout, dbias);
     const conv_path path = conv_path_of(s);
     if (path == CONV_DEPTHWISE) {
-        depthwise_backward(s, inp, NULL, weight, dout, dinp, accumulate, dweight, scratch);
+        depthwise_backward(s, inp, NULL, NULL, weight, dout, dinp, accumulate, dweight, scratch); /* no buffers */
         return;
     }
     nnz_sparse_weight *sp = s->dense_wgrad ? NULL : s->sparse; /* the SDDMM's gradient, scattered at the end */
