@@ -635,6 +635,7 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
                                            scratch))
                     break;
                 nnz_batchnorm_apply(n * nd->in_h * nd->in_w, &a, z, (float *)in); /* the prologue did not run */
+                m->exec[ex->input_bn].deferred_made = true;
             }
             nnz_conv2d_forward_ep(&s, in, param_value(m, nd->weight), param_value(m, nd->bias), epp, out, scratch);
             if (train && s.sparse) m->exec[i].sparse_forwards++; /* train: one call per batch, no chunks */
@@ -657,6 +658,7 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
             const nnz_op act = ex->fused_act >= 0 ? act_op(m, ex->fused_act) : NNZ_OP_IDENTITY;
             if (train) {
                 float *save = m->aux[i], *bn_out = ex->deferred_to >= 0 ? NULL : out;
+                m->exec[i].deferred_made = false;
                 /* deferred: the statistics only; the conv after it applies it */
                 if (ex->moments.part) /* made by the conv before it */
                     nnz_batchnorm_forward_train_moments(&m->exec[i].moments, in, param_value(m, nd->weight),
@@ -794,6 +796,13 @@ const float *nnz_model_output(const nnz_model *m) {
 /* The gradient buffer of node idx's output, or of the model input (NULL unless input_grad). */
 static float *node_grad(const nnz_model *m, int idx) { return idx < 0 ? m->dinput : m->dact[idx]; }
 
+/* Conv i's input is a batch norm deferred into it that the last training forward did not store
+ * (deferred_made: a conv that could not apply it made it after all, and then reads it as stored) */
+static bool input_still_deferred(const nnz_model *m, int i) {
+    const int bn = m->exec[i].input_bn;
+    return bn >= 0 && !m->exec[bn].deferred_made;
+}
+
 /* Backward of batch norm i whose input is a conv's output that only it reads (it overwrites that
  * gradient): when the conv is a bias-free 1x1 that the small GEMM runs or a depthwise conv, the
  * batch norm's data gradient goes to the conv's backward block by block (nnz_conv2d_backward_src)
@@ -816,7 +825,7 @@ static bool stream_bn_grad(nnz_model *m, int i, int n, const float *x, nnz_op ac
     const nnz_row_source src = {nnz_batchnorm_backward_rows, &g};
     const bool acc = pn->input < 0 || !m->exec[pn->input].grad_written;
     /* the conv's input may be a batch norm deferred into it: made again as it is read */
-    const int dbn = m->exec[p].input_bn;
+    const int dbn = input_still_deferred(m, p) ? m->exec[p].input_bn : -1;
     nnz_bn_apply a;
     const nnz_input_prologue pro = {nnz_batchnorm_apply_rows, &a};
     if (dbn >= 0) a = deferred_bn(m, dbn);
@@ -866,7 +875,7 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
         case NNZ_OP_CONV2D: {
             nnz_conv_shape s;
             fill_conv_shape(m, nd, n, &s);
-            if (ex->input_bn >= 0) { /* its input was never stored: made from the batch norm's as it is read */
+            if (input_still_deferred(m, i)) { /* its input was never stored: made from the batch norm's as it is read */
                 const nnz_bn_apply a = deferred_bn(m, ex->input_bn);
                 const nnz_input_prologue pro = {nnz_batchnorm_apply_rows, &a};
                 const float *z = node_input(m, m->nodes[ex->input_bn].input, x);
@@ -874,6 +883,7 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
                                             param_grad(m, nd->weight), param_grad(m, nd->bias), m->scratch))
                     break;
                 nnz_batchnorm_apply(n * nd->in_h * nd->in_w, &a, z, (float *)in); /* no memory for the prologue */
+                m->exec[ex->input_bn].deferred_made = true;
             }
             nnz_conv2d_backward_ex(&s, in, param_value(m, nd->weight), dout, dinp, acc, param_grad(m, nd->weight),
                                    param_grad(m, nd->bias), m->scratch);

@@ -325,6 +325,8 @@ typedef struct nnz_node_exec {
                            fused activation) to the batch norm's input as it reads it
                            (nnz_conv2d_forward_pro, nnz_conv2d_backward_src). -1: none */
     int input_bn;       /* conv: the batch norm deferred into it, or -1 */
+    bool deferred_made; /* batchnorm with deferred_to, in a training step: its output was made after all
+                           (the conv could not apply it), so the conv's backward reads it as stored */
     nnz_bn_moments moments; /* batchnorm, during a training forward: its moments, made by the 1x1 conv
                            before it block by block (moments.part non-NULL: ready), or none */
     bool dout_streamed; /* conv, during a backward: the batch norm after it ran this conv's backward on
