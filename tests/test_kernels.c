@@ -299,10 +299,18 @@ static void dw_fused_case(nnz_isa isa, int N, int H, int W, int C, int K, int st
     nnz_dwconv_backward_data_ex(&g, N, C, d3, w, dx1, accumulate);
     const rows_times3 rt = {dout, C};
     const nnz_row_source src = {rows_times3_fn, &rt};
-    assert_true(nnz_dwconv_backward_src(&g, N, C, &src, inp, with_pro ? &pro : NULL, w, dw2, work, dx2, accumulate));
+    /* overwriting, dx's rows also go to a sink in groups that straddle images and slots */
+    tu_row_record rec;
+    const int unit = with_pro ? 13 : 64;
+    const nnz_row_sink sink = {tu_row_record_fn, &rec};
+    if (!accumulate) tu_row_record_init(&rec, (int64_t)N * H * W, C, unit);
+    assert_false(nnz_dwconv_backward_src(&g, N, C, &src, inp, NULL, w, dw2, work, dx2, true, &sink, unit));
+    assert_true(nnz_dwconv_backward_src(&g, N, C, &src, inp, with_pro ? &pro : NULL, w, dw2, work, dx2, accumulate,
+                                        accumulate ? NULL : &sink, unit));
     if (memcmp(dw1, dw2, w_n * sizeof(float)) != 0 || memcmp(dx1, dx2, in_n * sizeof(float)) != 0)
         fail_msg("depthwise streamed backward isa=%s N=%d %dx%d C=%d k=%d s=%d p=%d pro=%d acc=%d: not the plain "
                  "kernels' numbers", nnz_isa_name(isa), N, H, W, C, K, stride, pad, with_pro, accumulate);
+    if (!accumulate) tu_row_record_check(&rec, dx2, "depthwise streamed backward's data-gradient sink");
     free(inp), free(t), free(w), free(dout), free(d3), free(dw1), free(dw2), free(dx1), free(dx2), free(mul),
         free(out1), free(out2), free(work);
 }

@@ -233,13 +233,47 @@ bool nnz_dwconv_backward_weight_pro(const nnz_conv_window *g, int N, int C, cons
     return true;
 }
 
+/* An output written image by image (`pixels` rows of C floats each) in runs of whole images, one
+ * thread per run, handed to a sink in groups of `unit` rows, each group exactly once: a group
+ * that lies inside one run goes as soon as the run has written its last row (still in cache,
+ * sink_ready); a group across the border of two runs goes after all runs (sink_straddling). */
+typedef struct {
+    const nnz_row_sink *sink;
+    const float *out;
+    int64_t pixels, rows; /* per image; in all */
+    int C, unit;
+} image_sink;
+
+/* The run that starts at row `first` has written its rows up to `end`; *next is the run's first
+ * row not yet sunk (start it at `first`) */
+static void sink_ready(const image_sink *k, int64_t first, int64_t end, int64_t *next) {
+    const int64_t from = *next > first ? *next : (first + k->unit - 1) / k->unit * k->unit;
+    const int64_t to = end == k->rows ? end : end / k->unit * k->unit;
+    if (to > from) k->sink->fn(k->sink->ctx, from, (int)(to - from), k->out + from * k->C);
+    *next = to > from ? to : from;
+}
+
+/* the groups with a border between two runs inside them; runs of images [N*r/runs, N*(r+1)/runs) */
+static void sink_straddling(const image_sink *k, int N, int runs) {
+    int64_t done = -1; /* the last group sunk here */
+    for (int r = 1; r < runs; r++) {
+        const int64_t border = (int64_t)N * r / runs * k->pixels, grp = border / k->unit;
+        if (border % k->unit == 0 || border >= k->rows || grp == done) continue;
+        const int64_t r0 = grp * k->unit, n = k->rows - r0 < k->unit ? k->rows - r0 : k->unit;
+        k->sink->fn(k->sink->ctx, r0, (int)n, k->out + r0 * k->C);
+        done = grp;
+    }
+}
+
 bool nnz_dwconv_backward_src(const nnz_conv_window *g, int N, int C, const nnz_row_source *src, const float *inp,
                              const nnz_input_prologue *pro, const float *weight_t, float *dweight_t, float *work,
-                             float *dinp, bool accumulate) {
+                             float *dinp, bool accumulate, const nnz_row_sink *dsink, int unit) {
     dw_variant v;
     if (N <= 0) return true;
+    if (dsink && (accumulate || unit < 1)) return false;
     const size_t in_img = (size_t)g->H * g->W * C, out_img = (size_t)g->OH * g->OW * C;
     const int64_t out_pixels = (int64_t)g->OH * g->OW;
+    const image_sink ks = {dsink, dinp, (int64_t)g->H * g->W, (int64_t)N * g->H * g->W, C, unit};
     if (!pick_variant(&v)) { /* the reference path: all of dout (and pro(inp)) first */
         float *dout = malloc((size_t)N * out_img * sizeof(float));
         float *t = pro ? transformed_batch(g, N, C, inp, pro) : NULL;
@@ -249,6 +283,7 @@ bool nnz_dwconv_backward_src(const nnz_conv_window *g, int N, int C, const nnz_r
             nnz_dwconv_backward_weight_ref(g, N, C, pro ? t : inp, dout, dweight_t);
             if (!accumulate) memset(dinp, 0, (size_t)N * in_img * sizeof(float));
             nnz_dwconv_backward_data_ref(g, N, C, dout, weight_t, dinp);
+            if (dsink) dsink->fn(dsink->ctx, 0, (int)ks.rows, dinp); /* one block: all rows */
         }
         free(dout), free(t);
         return ok;
@@ -272,14 +307,17 @@ bool nnz_dwconv_backward_src(const nnz_conv_window *g, int N, int C, const nnz_r
         float *rowbuf = ib + (pro ? in_img : 0), *partial = work + sl * taps;
         memset(partial, 0, taps * sizeof(float));
         int n0 = (int)((int64_t)N * sl / slots), n1 = (int)((int64_t)N * (sl + 1) / slots);
+        int64_t next = n0 * ks.pixels;
         for (int n = n0; n < n1; n++) {
             src->fn(src->ctx, n * out_pixels, (int)out_pixels, db);
             const float *img = inp + n * in_img;
             if (pro) pro->fn(pro->ctx, (int64_t)g->H * g->W, img, ib), img = ib;
             v.bwd_weight_img(g, C, img, db, partial);
             backward_data_image(&v, g, C, db, weight_t, turned, rowbuf, accumulate, dinp + n * in_img);
+            if (dsink) sink_ready(&ks, n0 * ks.pixels, (n + 1) * ks.pixels, &next);
         }
     }
+    if (dsink) sink_straddling(&ks, N, slots);
     add_slots(slots, taps, work, dweight_t);
     free(buf), free(turned);
     return true;

@@ -138,7 +138,7 @@ static void add_partials(int slots, size_t pq, const float *part, float *D) {
  * With src, X's rows are made block by block into a per-thread buffer (X is then unused). */
 static bool at_blocks(int64_t M, int P, int Q, const float *X, int64_t ldx, const nnz_row_source *src,
                       const float *Y, int64_t ldy, const nnz_input_prologue *ypro, float *D, gs_at_rows_fn at,
-                      gs_rows_fn dgrad, const float *B, bool accumulate, float *C) {
+                      gs_rows_fn dgrad, const float *B, bool accumulate, float *C, const nnz_row_sink *csink) {
     const int64_t blocks = (M + GS_AT_ROWS - 1) / GS_AT_ROWS;
     const int slots = blocks < GS_AT_SLOTS ? (int)blocks : GS_AT_SLOTS;
     const size_t pq = (size_t)P * Q, xblock = (size_t)GS_AT_ROWS * P, yblock = (size_t)GS_AT_ROWS * Q;
@@ -161,6 +161,7 @@ static bool at_blocks(int64_t M, int P, int Q, const float *X, int64_t ldx, cons
             if (ypro) ypro->fn(ypro->ctx, rows, Yb, yb), Yb = yb, ly = Q;
             at((int)rows, P, Q, Xb, ld, Yb, ly, part + (size_t)sl * pq);
             if (dgrad) dgrad((int)rows, Q, P, Xb, ld, B, accumulate, NULL, C + r0 * Q);
+            if (csink) csink->fn(csink->ctx, r0, (int)rows, C + r0 * Q);
         }
     }
     add_partials(slots, pq, part, D);
@@ -176,7 +177,7 @@ bool nnz_gemm_small_at(int64_t M, int P, int Q, const float *X, int64_t ldx, con
         return true;
     }
     if (M <= 0 || P <= 0 || Q <= 0) return true;
-    return at_blocks(M, P, Q, X, ldx, NULL, Y, ldy, NULL, D, fn, NULL, NULL, false, NULL);
+    return at_blocks(M, P, Q, X, ldx, NULL, Y, ldy, NULL, D, fn, NULL, NULL, false, NULL, NULL);
 }
 
 /* One pass over dout for both products of the 1x1 convolution's backward: per block of
@@ -198,14 +199,15 @@ bool nnz_gemm_small_backward(int64_t M, int IC, int OC, const float *dout, const
         if (!accumulate) memset(dinp, 0, (size_t)M * IC * sizeof(float));
         return true;
     }
-    return at_blocks(M, OC, IC, dout, OC, NULL, inp, IC, NULL, dweight, at, rows_fn, weight, accumulate, dinp);
+    return at_blocks(M, OC, IC, dout, OC, NULL, inp, IC, NULL, dweight, at, rows_fn, weight, accumulate, dinp, NULL);
 }
 
 bool nnz_gemm_small_backward_src(int64_t M, int IC, int OC, const nnz_row_source *src, const float *inp,
                                  const nnz_input_prologue *ipro, const float *weight, float *dweight, bool accumulate,
-                                 float *dinp) {
+                                 float *dinp, const nnz_row_sink *dsink, int unit) {
     const gs_at_rows_fn at = pick_at_rows();
     const gs_rows_fn rows_fn = pick_rows();
+    if (dsink && (accumulate || unit < 1 || GS_AT_ROWS % unit != 0)) return false;
     if (M <= 0 || IC <= 0) return true;
     if (!at || !rows_fn || OC <= 0) { /* the reference path (or nothing to make): all of dout (and ipro(inp)) first */
         float *dout = malloc(((size_t)M * OC > 0 ? (size_t)M * OC : 1) * sizeof(float));
@@ -216,9 +218,10 @@ bool nnz_gemm_small_backward_src(int64_t M, int IC, int OC, const nnz_row_source
                 src->fn(src->ctx, r0, (int)(M - r0 < GS_AT_ROWS ? M - r0 : GS_AT_ROWS), dout + r0 * OC);
             if (ipro) ipro->fn(ipro->ctx, M, inp, t);
             ok = nnz_gemm_small_backward(M, IC, OC, dout, ipro ? t : inp, weight, dweight, accumulate, dinp);
+            if (ok && dsink) dsink->fn(dsink->ctx, 0, (int)M, dinp); /* one block: all rows */
         }
         free(dout), free(t);
         return ok;
     }
-    return at_blocks(M, OC, IC, NULL, OC, src, inp, IC, ipro, dweight, at, rows_fn, weight, accumulate, dinp);
+    return at_blocks(M, OC, IC, NULL, OC, src, inp, IC, ipro, dweight, at, rows_fn, weight, accumulate, dinp, dsink);
 }

@@ -198,11 +198,13 @@ typedef struct {
 /* nnz_gemm_small_backward with dout's rows made by src, block by block, into a per-thread
  * buffer just before they are used (training: a batch norm's data gradient feeding the 1x1
  * conv before it), and of ipro(inp) when ipro is given (as apro above). The same numbers as
- * making all of dout (and ipro(inp)) first. dinp non-NULL. false (nothing written) when the
- * buffers could not be allocated. */
+ * making all of dout (and ipro(inp)) first. dinp non-NULL. dsink (NULL: none; only with
+ * accumulate false) gets each block of dinp's rows just after it is made, blocks as
+ * nnz_gemm_small_sink's with unit dividing 256. false (nothing written) when the buffers could
+ * not be allocated, or dsink is given with accumulate or another unit. */
 bool nnz_gemm_small_backward_src(int64_t M, int IC, int OC, const nnz_row_source *src, const float *inp,
                                  const nnz_input_prologue *ipro, const float *weight, float *dweight, bool accumulate,
-                                 float *dinp);
+                                 float *dinp, const nnz_row_sink *dsink, int unit);
 void nnz_gemm_small_at_rows_f32_avx512(int rows, int P, int Q, const float *X, int64_t ldx, const float *Y,
                                        int64_t ldy, float *D);
 void nnz_gemm_small_at_rows_f32_avx2(int rows, int P, int Q, const float *X, int64_t ldx, const float *Y,
@@ -338,11 +340,15 @@ bool nnz_dwconv_backward_weight_pro(const nnz_conv_window *g, int N, int C, cons
  * per-thread buffer: training, the batch norm after the conv) and of pro(inp) when pro is given:
  * dweight_t += (as backward_weight, `work` as there), dinp = or += (accumulate) as
  * backward_data_ex. By image in the weight gradient's slots. The same numbers as making all of
- * dout first and calling those two. false (nothing written but work) when the buffers could not
- * be allocated. */
+ * dout first and calling those two. dsink (NULL: none; only with accumulate false) gets every
+ * group of `unit` rows of dinp exactly once, in one or more blocks as nnz_gemm_small_sink's
+ * (starting at multiples of unit, holding a multiple of it, the last one the rest), most of
+ * them just after they are written (training: the batch norm before the conv takes its sums).
+ * false (nothing written but work) when the buffers could not be allocated, or dsink is given
+ * with accumulate. */
 bool nnz_dwconv_backward_src(const nnz_conv_window *g, int N, int C, const nnz_row_source *src, const float *inp,
                              const nnz_input_prologue *pro, const float *weight_t, float *dweight_t, float *work,
-                             float *dinp, bool accumulate);
+                             float *dinp, bool accumulate, const nnz_row_sink *dsink, int unit);
 /* The oracles: single-threaded, one output element at a time, bounds checked per tap. */
 void nnz_dwconv_forward_ref(const nnz_conv_window *g, int N, int C, const float *inp, const float *weight_t,
                             const float *bias, float *out);

@@ -498,17 +498,30 @@ void nnz_batchnorm_forward_eval(int M, int C, const float *inp, const float *gam
 /* Channels [c0, c0+ct): the sums over all M rows (dgamma, dbeta accumulate) and the data
  * gradient's coefficients, dinp = (g - mean_dy - (x - mean)*k) * a with g = dout masked by the
  * pre-activation when affine (the tile's scale then shift, as the forward rounds them) is made */
+/* the activation's mask from the pre-activation, recomputed from x with the forward's scale
+ * (invstd*gamma, as the forward rounds it) and shift: no read of the forward's output */
+static void mask_affine(int c0, int ct, const float *gamma, const float *beta, const float *save_invstd,
+                        float *affine) {
+    for (int c = 0; c < ct; c++) affine[c] = save_invstd[c0 + c] * gamma[c0 + c], affine[ct + c] = beta[c0 + c];
+}
+
+/* given: the tile's per-group sums made already (nnz_bn_grad_sums: one tile), or NULL to make them */
 static void backward_tile(int M, int C, int c0, int ct, const float *inp, const float *dout, bool masked,
                           float hmax, const float *gamma, const float *beta, const float *save_mean,
-                          const float *save_invstd, double *part, float *dgamma, float *dbeta, float *affine,
-                          float *mean_dy, float *k, float *a) {
+                          const float *save_invstd, double *part, const double *given, float *dgamma, float *dbeta,
+                          float *affine, float *mean_dy, float *k, float *a) {
     double sdy[BN_CH_TILE], sdyx[BN_CH_TILE];
-    /* the activation's mask from the pre-activation, recomputed from x with the forward's scale
-     * (invstd*gamma, as the forward rounds it) and shift: no read of the forward's output */
-    for (int c = 0; c < ct && masked; c++)
-        affine[c] = save_invstd[c0 + c] * gamma[c0 + c], affine[ct + c] = beta[c0 + c];
-    reduce_tile(pick_grad_sums(), false, M, C, c0, ct, inp, dout, save_mean, masked ? affine : NULL, hmax, part, sdy,
-                sdyx);
+    if (masked) mask_affine(c0, ct, gamma, beta, save_invstd, affine);
+    if (given) { /* in row order, as reduce_tile */
+        double n = 0.0;
+        for (int c = 0; c < ct; c++) sdy[c] = sdyx[c] = 0.0;
+        for (int g = 0; g < (M + BN_GROUP_ROWS - 1) / BN_GROUP_ROWS; g++)
+            fold_group(false, &n, ct, M - g * BN_GROUP_ROWS < BN_GROUP_ROWS ? M - g * BN_GROUP_ROWS : BN_GROUP_ROWS,
+                       given + (int64_t)g * 2 * ct, given + (int64_t)g * 2 * ct + ct, sdy, sdyx);
+    } else {
+        reduce_tile(pick_grad_sums(), false, M, C, c0, ct, inp, dout, save_mean, masked ? affine : NULL, hmax, part,
+                    sdy, sdyx);
+    }
     for (int c = 0; c < ct; c++) {
         const int ch = c0 + c;
         const double invstd = save_invstd[ch];
@@ -532,8 +545,8 @@ void nnz_batchnorm_backward_act(int M, int C, const float *inp, nnz_op act, cons
     for (int c0 = 0; c0 < C; c0 += BN_CH_TILE) {
         const int ct = C - c0 < BN_CH_TILE ? C - c0 : BN_CH_TILE;
         float mean_dy[BN_CH_TILE], k[BN_CH_TILE], a[BN_CH_TILE], affine[2 * BN_CH_TILE];
-        backward_tile(M, C, c0, ct, inp, dout, masked, hmax, gamma, beta, save_mean, save_invstd, part, dgamma, dbeta,
-                      affine, mean_dy, k, a);
+        backward_tile(M, C, c0, ct, inp, dout, masked, hmax, gamma, beta, save_mean, save_invstd, part, NULL, dgamma,
+                      dbeta, affine, mean_dy, k, a);
         if (!dinp) continue;
         const float *mt = save_mean + c0, *af = masked ? affine : NULL;
         const int blocks = (M + BN_BLOCK_ROWS - 1) / BN_BLOCK_ROWS;
@@ -548,20 +561,56 @@ void nnz_batchnorm_backward_act(int M, int C, const float *inp, nnz_op act, cons
     free(part);
 }
 
+bool nnz_batchnorm_grad_sums_begin(int M, int C, const float *inp, nnz_op act, const float *gamma, const float *beta,
+                                   const float *save_mean, const float *save_invstd, nnz_bn_grad_sums *gs) {
+    float lo, hi;
+    *gs = (nnz_bn_grad_sums){.M = M, .C = C, .inp = inp, .mean = save_mean};
+    act_bounds(act, &lo, &hi, &gs->hmax);
+    if (M < 1 || C < 1 || C > BN_CH_TILE) return false;
+    const int groups = (M + BN_GROUP_ROWS - 1) / BN_GROUP_ROWS;
+    gs->part = malloc((size_t)groups * 2 * (size_t)C * sizeof(double));
+    gs->affine = act != NNZ_OP_IDENTITY ? malloc((size_t)2 * C * sizeof(float)) : NULL;
+    if (!gs->part || (act != NNZ_OP_IDENTITY && !gs->affine)) {
+        nnz_batchnorm_grad_sums_free(gs);
+        return false;
+    }
+    if (gs->affine) mask_affine(0, C, gamma, beta, save_invstd, gs->affine);
+    return true;
+}
+
+void nnz_batchnorm_grad_sums_rows(const void *ctx, int64_t r0, int rows, const float *dout) {
+    const nnz_bn_grad_sums *gs = ctx;
+    const group_kernel kernel = pick_grad_sums();
+    const int C = gs->C;
+    assert(r0 % BN_GROUP_ROWS == 0 && (rows % BN_GROUP_ROWS == 0 || r0 + rows == gs->M));
+    for (int64_t g0 = 0; g0 < rows; g0 += BN_GROUP_ROWS) {
+        const int n = rows - g0 < BN_GROUP_ROWS ? (int)(rows - g0) : BN_GROUP_ROWS;
+        double *p = gs->part + (r0 + g0) / BN_GROUP_ROWS * 2 * C;
+        kernel(gs->inp + (r0 + g0) * C, dout + g0 * C, gs->mean, gs->affine, gs->hmax, C, n, C, p, p + C);
+    }
+}
+
+void nnz_batchnorm_grad_sums_free(nnz_bn_grad_sums *gs) {
+    free(gs->part), free(gs->affine);
+    gs->part = NULL, gs->affine = NULL;
+}
+
 bool nnz_batchnorm_backward_begin(int M, int C, const float *inp, nnz_op act, const float *gamma, const float *beta,
                                   const float *save_mean, const float *save_invstd, const float *dout, float *dgamma,
-                                  float *dbeta, nnz_bn_grad *g) {
+                                  float *dbeta, const nnz_bn_grad_sums *sums, nnz_bn_grad *g) {
     assert(M > 0 && C > 0);
+    assert(!sums || (sums->M == M && sums->C == C && sums->part));
     float lo, hi;
     *g = (nnz_bn_grad){.C = C, .inp = inp, .dout = dout, .mean = save_mean, .masked = act != NNZ_OP_IDENTITY};
     act_bounds(act, &lo, &hi, &g->hmax);
     g->coef = malloc((size_t)5 * C * sizeof(float));
     if (!g->coef) return false;
-    double *part = alloc_part(M, C);
+    double *part = sums ? NULL : alloc_part(M, C);
     for (int c0 = 0; c0 < C; c0 += BN_CH_TILE) {
         const int ct = C - c0 < BN_CH_TILE ? C - c0 : BN_CH_TILE;
-        backward_tile(M, C, c0, ct, inp, dout, g->masked, g->hmax, gamma, beta, save_mean, save_invstd, part, dgamma,
-                      dbeta, g->coef + 2 * c0, g->coef + 2 * C + c0, g->coef + 3 * C + c0, g->coef + 4 * C + c0);
+        backward_tile(M, C, c0, ct, inp, dout, g->masked, g->hmax, gamma, beta, save_mean, save_invstd, part,
+                      sums ? sums->part : NULL, dgamma, dbeta, g->coef + 2 * c0, g->coef + 2 * C + c0,
+                      g->coef + 3 * C + c0, g->coef + 4 * C + c0);
     }
     free(part);
     return true;

@@ -502,15 +502,16 @@ void nnz_conv2d_forward(const nnz_conv_shape *s, const float *inp, const float *
  * could not be allocated. scratch: the weight and its gradient in the kernels' (KH,KW,C), then
  * the weight gradient's slots. */
 static bool depthwise_backward(const nnz_conv_shape *s, const float *inp, const nnz_input_prologue *pro,
-                               const nnz_row_source *src, const float *weight, const float *dout, float *dinp,
-                               bool accumulate, float *dweight, float *scratch) {
+                               const nnz_row_source *src, const nnz_row_sink *dsink, int unit, const float *weight,
+                               const float *dout, float *dinp, bool accumulate, float *dweight, float *scratch) {
     const nnz_conv_window g = window_of(s);
     const int C = s->IC, taps = s->KH * s->KW;
     float *weight_t = scratch, *dweight_t = scratch + (size_t)taps * C, *work = dweight_t + (size_t)taps * C;
     transpose_taps(C, taps, weight, weight_t);
     memset(dweight_t, 0, (size_t)taps * C * sizeof(float));
     if (src) {
-        if (!nnz_dwconv_backward_src(&g, s->N, C, src, inp, pro, weight_t, dweight_t, work, dinp, accumulate))
+        if (!nnz_dwconv_backward_src(&g, s->N, C, src, inp, pro, weight_t, dweight_t, work, dinp, accumulate, dsink,
+                                     unit))
             return false;
     } else {
         if (!nnz_dwconv_backward_weight_pro(&g, s->N, C, inp, pro, dout, dweight_t, work)) return false;
@@ -525,7 +526,7 @@ bool nnz_conv2d_backward_pro(const nnz_conv_shape *s, const float *inp, const nn
                              const float *weight, const float *dout, float *dinp, bool accumulate, float *dweight,
                              float *dbias, float *scratch) {
     if (conv_path_of(s) != CONV_DEPTHWISE ||
-        !depthwise_backward(s, inp, pro, NULL, weight, dout, dinp, accumulate, dweight, scratch))
+        !depthwise_backward(s, inp, pro, NULL, NULL, 0, weight, dout, dinp, accumulate, dweight, scratch))
         return false;
     if (dbias) nnz_bias_grad_acc((int64_t)s->N * s->OH * s->OW, s->OC, dout, dbias);
     return true;
@@ -537,12 +538,12 @@ bool nnz_conv2d_backward_src_applies(const nnz_conv_shape *s) {
 
 bool nnz_conv2d_backward_src(const nnz_conv_shape *s, const nnz_row_source *dout_src, const float *inp,
                              const nnz_input_prologue *pro, const float *weight, float *dinp, bool accumulate,
-                             float *dweight, float *scratch) {
+                             float *dweight, float *scratch, const nnz_row_sink *dsink, int unit) {
     if (!nnz_conv2d_backward_src_applies(s) || !dinp) return false;
     if (conv_path_of(s) == CONV_GEMM_1X1)
         return nnz_gemm_small_backward_src((int64_t)s->N * s->OH * s->OW, s->IC, s->OC, dout_src, inp, pro, weight,
-                                           dweight, accumulate, dinp);
-    return depthwise_backward(s, inp, pro, dout_src, weight, NULL, dinp, accumulate, dweight, scratch);
+                                           dweight, accumulate, dinp, dsink, unit);
+    return depthwise_backward(s, inp, pro, dout_src, dsink, unit, weight, NULL, dinp, accumulate, dweight, scratch);
 }
 
 void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const float *weight, const float *dout,
@@ -552,7 +553,7 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
     if (dbias) nnz_bias_grad_acc(out_rows, s->OC, dout, dbias);
     const conv_path path = conv_path_of(s);
     if (path == CONV_DEPTHWISE) {
-        depthwise_backward(s, inp, NULL, NULL, weight, dout, dinp, accumulate, dweight, scratch); /* no buffers */
+        depthwise_backward(s, inp, NULL, NULL, NULL, 0, weight, dout, dinp, accumulate, dweight, scratch); /* no buffers */
         return;
     }
     nnz_sparse_weight *sp = s->dense_wgrad ? NULL : s->sparse; /* the SDDMM's gradient, scattered at the end */

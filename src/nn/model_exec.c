@@ -803,25 +803,54 @@ static bool input_still_deferred(const nnz_model *m, int i) {
     return bn >= 0 && !m->exec[bn].deferred_made;
 }
 
-/* Backward of batch norm i whose input is a conv's output that only it reads (it overwrites that
- * gradient): when the conv is a bias-free 1x1 that the small GEMM runs or a depthwise conv, the
- * batch norm's data gradient goes to the conv's backward block by block (nnz_conv2d_backward_src)
- * and is never stored, and the conv's own turn is skipped. false: not applicable, nothing done. */
-static bool stream_bn_grad(nnz_model *m, int i, int n, const float *x, nnz_op act, const float *dout) {
+/* Batch norm i's input is a bias-free conv's output that only it reads (it overwrites that gradient),
+ * and the conv takes its dout block by block (a 1x1 conv the small GEMM runs, or a depthwise conv):
+ * then its backward streams (stream_bn_grad). s: the conv's shape. */
+static bool bn_grad_streams(const nnz_model *m, int i, int n, nnz_conv_shape *s) {
+    const int p = m->nodes[i].input;
+    if (p < 0 || !m->exec[p].grad_written || m->nodes[p].op != NNZ_OP_CONV2D || m->nodes[p].bias >= 0) return false;
+    fill_conv_shape(m, &m->nodes[p], n, s);
+    return node_grad(m, m->nodes[p].input) && nnz_conv2d_backward_src_applies(s);
+}
+
+/* The batch norm whose backward reads the gradient conv p overwrites (p's input, or the activation
+ * fused into that batch norm), when that backward streams too: p's data gradient then hands it its
+ * sums as it is written. -1: none. */
+static int bn_taking_sums(const nnz_model *m, int p, int n) {
+    const int q = m->nodes[p].input;
+    if (q < 0 || !m->exec[q].grad_written) return -1;
+    int b = -1;
+    if (m->nodes[q].op == NNZ_OP_BATCHNORM && m->exec[q].fused_act < 0) b = q;
+    else if (m->exec[q].fused_into >= 0 && m->nodes[m->exec[q].fused_into].op == NNZ_OP_BATCHNORM) b = m->exec[q].fused_into;
+    nnz_conv_shape s;
+    return b >= 0 && bn_grad_streams(m, b, n, &s) ? b : -1;
+}
+
+static nnz_op bn_act(const nnz_model *m, int bn) {
+    return m->exec[bn].fused_act >= 0 ? act_op(m, m->exec[bn].fused_act) : NNZ_OP_IDENTITY;
+}
+
+/* Backward of batch norm i when bn_grad_streams: its data gradient goes to the conv's backward
+ * block by block (nnz_conv2d_backward_src) and is never stored, and the conv's own turn is skipped;
+ * the batch norm before the conv, if bn_taking_sums, gets its sums from the conv's data gradient.
+ * false: not applicable, nothing done. */
+static bool stream_bn_grad(nnz_model *m, int i, int n, const float *x, const float *dout) {
     const nnz_node *nd = &m->nodes[i];
     const int p = nd->input;
-    if (p < 0 || m->nodes[p].op != NNZ_OP_CONV2D || m->nodes[p].bias >= 0) return false;
+    nnz_conv_shape s;
+    if (!bn_grad_streams(m, i, n, &s)) return false;
     const nnz_node *pn = &m->nodes[p];
     float *dinp = node_grad(m, pn->input);
-    nnz_conv_shape s;
-    fill_conv_shape(m, pn, n, &s);
-    if (!dinp || !nnz_conv2d_backward_src_applies(&s)) return false;
     const int M = n * nd->h * nd->w;
     const float *in = m->act[p], *save = m->aux[i];
+    nnz_bn_grad_sums *given = &m->exec[i].grad_sums;
     nnz_bn_grad g;
-    if (!nnz_batchnorm_backward_begin(M, nd->c, in, act, param_value(m, nd->weight), param_value(m, nd->bias), save,
-                                      save + nd->c, dout, param_grad(m, nd->weight), param_grad(m, nd->bias), &g))
+    if (!nnz_batchnorm_backward_begin(M, nd->c, in, bn_act(m, i), param_value(m, nd->weight), param_value(m, nd->bias),
+                                      save, save + nd->c, dout, param_grad(m, nd->weight), param_grad(m, nd->bias),
+                                      given->part ? given : NULL, &g))
         return false;
+    m->exec[i].grad_sums_given = given->part != NULL;
+    nnz_batchnorm_grad_sums_free(given);
     const nnz_row_source src = {nnz_batchnorm_backward_rows, &g};
     const bool acc = pn->input < 0 || !m->exec[pn->input].grad_written;
     /* the conv's input may be a batch norm deferred into it: made again as it is read */
@@ -830,10 +859,23 @@ static bool stream_bn_grad(nnz_model *m, int i, int n, const float *x, nnz_op ac
     const nnz_input_prologue pro = {nnz_batchnorm_apply_rows, &a};
     if (dbn >= 0) a = deferred_bn(m, dbn);
     const float *pin = dbn >= 0 ? node_input(m, m->nodes[dbn].input, x) : node_input(m, pn->input, x);
+    /* the batch norm before the conv takes its sums from the conv's data gradient */
+    const int b = bn_taking_sums(m, p, n);
+    nnz_bn_grad_sums *sums = b >= 0 ? &m->exec[b].grad_sums : NULL;
+    if (sums) {
+        const nnz_node *bn = &m->nodes[b];
+        const float *bsave = m->aux[b];
+        if (!nnz_batchnorm_grad_sums_begin(n * bn->h * bn->w, bn->c, m->act[bn->input], bn_act(m, b),
+                                           param_value(m, bn->weight), param_value(m, bn->bias), bsave,
+                                           bsave + bn->c, sums))
+            sums = NULL;
+    }
+    const nnz_row_sink sink = {nnz_batchnorm_grad_sums_rows, sums};
     if (nnz_conv2d_backward_src(&s, &src, pin, dbn >= 0 ? &pro : NULL, param_value(m, pn->weight), dinp, acc,
-                                param_grad(m, pn->weight), m->scratch)) {
+                                param_grad(m, pn->weight), m->scratch, sums ? &sink : NULL, NNZ_BN_GROUP_ROWS)) {
         m->exec[p].dout_streamed = true;
     } else { /* no memory for the blocks: the gradient stored after all, and the conv's turn as usual */
+        if (sums) nnz_batchnorm_grad_sums_free(sums);
 #pragma omp parallel for schedule(static)
         for (int r0 = 0; r0 < M; r0 += 256) nnz_batchnorm_backward_rows(&g, r0, M - r0 < 256 ? M - r0 : 256, m->dact[p] + (int64_t)r0 * nd->c);
     }
@@ -857,7 +899,7 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
     if (m->dinput) memset(m->dinput, 0, (size_t)((int64_t)n * input_numel(m)) * sizeof(float));
     int64_t out_numel = (int64_t)n * node_numel(&m->nodes[last]);
     memcpy(m->dact[last], dlogits, (size_t)out_numel * sizeof(float)); /* the last node has no consumer */
-    for (int i = 0; i <= last; i++) m->exec[i].dout_streamed = false;
+    for (int i = 0; i <= last; i++) m->exec[i].dout_streamed = m->exec[i].grad_sums_given = false;
 
     for (int i = last; i >= 0; i--) {
         const nnz_node *nd = &m->nodes[i];
@@ -910,7 +952,8 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
             const nnz_op aop = act >= 0 ? act_op(m, act) : NNZ_OP_IDENTITY;
             /* fused: the activation's gradient is the dout, its mask recomputed from the input */
             const float *bn_dout = act >= 0 ? m->dact[act] : dout;
-            if (!acc && stream_bn_grad(m, i, n, x, aop, bn_dout)) break;
+            if (stream_bn_grad(m, i, n, x, bn_dout)) break;
+            nnz_batchnorm_grad_sums_free(&m->exec[i].grad_sums); /* made for a stream that could not run */
             nnz_batchnorm_backward_act(n * nd->h * nd->w, nd->c, in, aop, param_value(m, nd->weight),
                                        param_value(m, nd->bias), save, save + nd->c, bn_dout, dinp, acc,
                                        param_grad(m, nd->weight), param_grad(m, nd->bias));

@@ -104,11 +104,13 @@ bool nnz_conv2d_backward_pro(const nnz_conv_shape *s, const float *inp, const nn
  * the batch norm after it), never stored, and of pro(inp) when pro is given: for the 1x1 convs the
  * small GEMM runs and the depthwise convs (nnz_conv2d_backward_src_applies), with dinp; scratch as
  * nnz_conv2d_backward_ex's. The same numbers as nnz_conv2d_backward_ex over the made dout (and
- * pro(inp)). false, with nothing written but scratch, when it does not apply or is out of memory. */
+ * pro(inp)). dsink (NULL: none; only with accumulate false; unit NNZ_BN_GROUP_ROWS) gets dinp's rows
+ * while in cache, as nnz_dwconv_backward_src's (training: the batch norm before the conv takes its
+ * sums). false, with nothing written but scratch, when it does not apply or is out of memory. */
 bool nnz_conv2d_backward_src_applies(const nnz_conv_shape *s);
 bool nnz_conv2d_backward_src(const nnz_conv_shape *s, const nnz_row_source *dout_src, const float *inp,
                              const nnz_input_prologue *pro, const float *weight, float *dinp, bool accumulate,
-                             float *dweight, float *scratch);
+                             float *dweight, float *scratch, const nnz_row_sink *dsink, int unit);
 /* dout (N,OH,OW,OC) -> dinp (N,H,W,IC) or NULL, dweight (OC,KH,KW,IC/groups), dbias (OC) or NULL */
 void nnz_conv2d_backward(const nnz_conv_shape *s, const float *inp, const float *weight, const float *dout,
                          float *dinp, float *dweight, float *dbias, float *scratch);
@@ -205,9 +207,26 @@ typedef struct {
     bool masked;
     float *coef; /* 5*C: per channel tile at 2*c0 its scale and shift, then mean_dy, k, a (C each) */
 } nnz_bn_grad;
+/* The backward's sums (dout's and dout·x̂'s, per channel) made by the layer that writes dout, from
+ * each block of its rows while in cache (nnz_row_sink): _begin (false: more than 256 channels, or
+ * out of memory; nothing to free; gamma, beta, the saved statistics as _begin's below), _rows on
+ * every block (blocks as nnz_batchnorm_moments_rows's), then nnz_batchnorm_backward_begin with
+ * sums instead of its own pass over dout (the same numbers), and _free. */
+typedef struct {
+    int M, C;
+    const float *inp, *mean;
+    float hmax;
+    float *affine;  /* masked: the activation's scale and shift (C each), as the backward makes them; else NULL */
+    double *part;   /* per group of NNZ_BN_GROUP_ROWS rows: sum dout (C), sum dout*(x - mean) (C) */
+} nnz_bn_grad_sums;
+bool nnz_batchnorm_grad_sums_begin(int M, int C, const float *inp, nnz_op act, const float *gamma, const float *beta,
+                                   const float *save_mean, const float *save_invstd, nnz_bn_grad_sums *gs);
+void nnz_batchnorm_grad_sums_rows(const void *ctx, int64_t r0, int rows, const float *dout);
+void nnz_batchnorm_grad_sums_free(nnz_bn_grad_sums *gs);
+/* sums: NULL, or made (as above) over this dout with the same act, gamma, beta and statistics */
 bool nnz_batchnorm_backward_begin(int M, int C, const float *inp, nnz_op act, const float *gamma, const float *beta,
                                   const float *save_mean, const float *save_invstd, const float *dout, float *dgamma,
-                                  float *dbeta, nnz_bn_grad *g);
+                                  float *dbeta, const nnz_bn_grad_sums *sums, nnz_bn_grad *g);
 void nnz_batchnorm_backward_rows(const void *ctx, int64_t r0, int rows, float *out);
 void nnz_batchnorm_backward_end(nnz_bn_grad *g);
 /* scale (C) = gamma / sqrt(running_var + eps), the eval-mode multiplier, computed as the eval forward does */
@@ -331,6 +350,9 @@ typedef struct nnz_node_exec {
                            before it block by block (moments.part non-NULL: ready), or none */
     bool dout_streamed; /* conv, during a backward: the batch norm after it ran this conv's backward on
                            its data gradient block by block (never stored), so the conv's turn is skipped */
+    nnz_bn_grad_sums grad_sums; /* batchnorm, during a backward: its sums, made by the conv after it from
+                           each block of its data gradient (grad_sums.part non-NULL: ready), or none */
+    bool grad_sums_given; /* batchnorm: the last backward used grad_sums (what the tests observe) */
     float *eval_scale;  /* conv with eval_bn: out_ch floats for the folded multiplier */
     float *kernel_weight; /* conv that may read its weight in its forward kernel's layout: room for it,
                              made at each forward (nnz_conv2d_kernel_weight), or NULL */

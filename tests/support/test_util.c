@@ -85,3 +85,35 @@ uint8_t *tu_sparse_mask(tu_mask_pattern p, int rows, int cols, int64_t ldw, int 
         }
     return mask;
 }
+
+void tu_row_record_init(tu_row_record *r, int64_t rows, int width, int unit) {
+    const int64_t groups = (rows + unit - 1) / unit;
+    *r = (tu_row_record){rows, width, unit, malloc((size_t)(rows * width + 1) * sizeof(float)),
+                         calloc((size_t)groups + 1, sizeof(int))};
+    assert_non_null(r->copy);
+    assert_non_null(r->count);
+    for (int64_t i = 0; i < rows * width; i++) r->copy[i] = NAN;
+}
+
+void tu_row_record_fn(const void *ctx, int64_t r0, int rows, const float *x) {
+    const tu_row_record *r = ctx;
+    const bool whole = r0 % r->unit == 0 && (rows % r->unit == 0 || r0 + rows == r->rows) && rows > 0 &&
+                       r0 + rows <= r->rows;
+    if (!whole) {
+        r->count[r0 >= 0 && r0 < r->rows ? r0 / r->unit : 0] += 1000;
+        return;
+    }
+    memcpy(r->copy + r0 * r->width, x, (size_t)rows * r->width * sizeof(float));
+    for (int64_t g = r0 / r->unit; g * r->unit < r0 + rows; g++) r->count[g]++;
+}
+
+void tu_row_record_check(tu_row_record *r, const float *final, const char *what) {
+    const int64_t groups = (r->rows + r->unit - 1) / r->unit;
+    for (int64_t g = 0; g < groups; g++)
+        if (r->count[g] != 1)
+            fail_msg("%s: rows %lld.. (group of %d) handed to the sink %d times (1000s: a block off the groups)", what,
+                     (long long)(g * r->unit), r->unit, r->count[g]);
+    if (memcmp(r->copy, final, (size_t)(r->rows * r->width) * sizeof(float)) != 0)
+        fail_msg("%s: the rows handed to the sink are not the final rows", what);
+    free(r->copy), free(r->count);
+}

@@ -34,6 +34,20 @@ typedef enum {
     TU_MASK_ELEM, TU_MASK_BLOCK, TU_MASK_EMPTY_ROWS, TU_MASK_ALL_ZERO, TU_MASK_SINGLE, TU_MASK_SINGLE_BLOCK
 } tu_mask_pattern;
 uint8_t *tu_sparse_mask(tu_mask_pattern p, int rows, int cols, int64_t ldw, int r, int c, uint64_t seed);
+/* A recording row sink (tu_row_record_fn is an nnz_row_sink's fn, ctx a tu_row_record): copies
+ * each block of rows it is handed and counts, per group of `unit` rows, how often the group came.
+ * tu_row_record_check fails unless every group came exactly once, in blocks that start on a group
+ * and hold whole groups (the last one the rest), and the copies equal `final` (each row was done
+ * when handed); then frees. Blocks from several threads are fine: each group is its own. */
+typedef struct {
+    int64_t rows;
+    int width, unit;
+    float *copy;
+    int *count; /* per group; a block that breaks the grouping adds 1000 */
+} tu_row_record;
+void tu_row_record_init(tu_row_record *r, int64_t rows, int width, int unit);
+void tu_row_record_fn(const void *ctx, int64_t r0, int rows, const float *x);
+void tu_row_record_check(tu_row_record *r, const float *final, const char *what);
 /* Runs fn once per ISA this machine supports, forcing it with nnz_isa_set. */
 void tu_for_each_isa(void (*fn)(nnz_isa isa, void *ctx), void *ctx);
 
