@@ -253,15 +253,17 @@ static void sink_ready(const image_sink *k, int64_t first, int64_t end, int64_t 
     *next = to > from ? to : from;
 }
 
-/* the groups with a border between two runs inside them; runs of images [N*r/runs, N*(r+1)/runs) */
+/* the groups with a border between two runs inside them, each by the first such border (small
+ * images: most groups); runs of images [N*r/runs, N*(r+1)/runs) */
 static void sink_straddling(const image_sink *k, int N, int runs) {
-    int64_t done = -1; /* the last group sunk here */
+#pragma omp parallel for schedule(static)
     for (int r = 1; r < runs; r++) {
         const int64_t border = (int64_t)N * r / runs * k->pixels, grp = border / k->unit;
-        if (border % k->unit == 0 || border >= k->rows || grp == done) continue;
+        const int64_t before = (int64_t)N * (r - 1) / runs * k->pixels; /* the previous border (r > 1) */
+        if (border % k->unit == 0 || border >= k->rows) continue;
+        if (r > 1 && before / k->unit == grp && before % k->unit != 0) continue; /* that border's group */
         const int64_t r0 = grp * k->unit, n = k->rows - r0 < k->unit ? k->rows - r0 : k->unit;
         k->sink->fn(k->sink->ctx, r0, (int)n, k->out + r0 * k->C);
-        done = grp;
     }
 }
 
