@@ -319,8 +319,17 @@ static int sums_given_bns(const nnz_model *m) {
     return n;
 }
 
+/* batch norms whose backward (and their 1x1 conv's) the last backward took from the depthwise conv
+ * after them (expansion_grad.c) */
+static int taken_bns(const nnz_model *m) {
+    int n = 0;
+    for (int i = 0; i < m->n_nodes; i++) n += m->exec[i].grad_taken;
+    return n;
+}
+
 static void model_case_at(const char *name, nnz_dtype precision, int deferred, int made, int streamed, int sums) {
     nnz_model *a = zoo_model(name, false), *b = zoo_model(name, true);
+    a->exact_grad = true; /* bit for bit: not the expansion's backward (test_expansion_grad) */
     assert_int_equal(nnz_model_set_precision(a, precision), NNZ_OK);
     assert_int_equal(nnz_model_set_precision(b, precision), NNZ_OK);
     float *x = falloc((size_t)MB * 784), dl[MB * 10];
@@ -346,6 +355,7 @@ static void model_case_at(const char *name, nnz_dtype precision, int deferred, i
     assert_int_equal(streamed_convs(b), 0);
     assert_int_equal(sums_given_bns(a), sums);
     assert_int_equal(sums_given_bns(b), 0);
+    assert_int_equal(taken_bns(a), 0);
     for (int i = 0; i < a->n_params; i++) {
         const nnz_param *p = &a->params[i], *q = &b->params[i];
         int64_t n = nnz_tensor_numel(&p->value);
@@ -424,6 +434,64 @@ static void test_models_fused_vs_unfused_bf16(void **state) {
     tu_for_each_isa(model_bf16_isa, NULL);
 }
 
+/* The expansion's backward (expansion_grad.c) on mbv2-tiny against the unfused plan: the same
+ * gradients up to rounding, in every parameter, with each block's expansion taken (6); x also
+ * shifted by a large offset, so that the batch norms' inputs have means far from zero (the form
+ * subtracts x·W1ᵀ's mean from terms built on x·W1ᵀ). Within 1e-4 of each gradient's largest
+ * element (measured: up to 6e-6); a gradient that is zero up to rounding in the unfused plan (the
+ * bias of a batch norm whose output feeds only a 1x1 conv and another batch norm: under 1e-6 of the
+ * model's largest gradient element) must stay that small. */
+static void expansion_case(float x_lo, float x_hi) {
+    nnz_model *a = zoo_model("mbv2-tiny", false), *b = zoo_model("mbv2-tiny", true);
+    float *x = falloc((size_t)MB * 784), dl[MB * 10];
+    tu_fill_uniform(x, MB * 784, x_lo, x_hi, 63);
+    tu_fill_uniform(dl, MB * 10, -1.0f, 1.0f, 64);
+    assert_int_equal(nnz_model_forward(a, x, MB, true), NNZ_OK);
+    assert_int_equal(nnz_model_forward(b, x, MB, true), NNZ_OK);
+    nnz_model_zero_grad(a);
+    nnz_model_zero_grad(b);
+    assert_int_equal(nnz_model_backward(a, x, MB, dl), NNZ_OK);
+    assert_int_equal(nnz_model_backward(b, x, MB, dl), NNZ_OK);
+    assert_int_equal(taken_bns(a), 6);
+    assert_int_equal(taken_bns(b), 0);
+    double scale = 0.0; /* the largest gradient element of the model */
+    for (int i = 0; i < b->n_params; i++)
+        for (int64_t j = 0; b->params[i].grad && j < nnz_tensor_numel(&b->params[i].value); j++)
+            scale = fabs(b->params[i].grad[j]) > scale ? fabs(b->params[i].grad[j]) : scale;
+    for (int i = 0; i < a->n_params; i++) {
+        const nnz_param *p = &a->params[i], *q = &b->params[i];
+        if (!p->grad) continue;
+        const int64_t n = nnz_tensor_numel(&p->value);
+        double big = 0.0, fused = 0.0;
+        for (int64_t j = 0; j < n; j++) big = fabs(q->grad[j]) > big ? fabs(q->grad[j]) : big;
+        for (int64_t j = 0; j < n; j++) fused = fabs(p->grad[j]) > fused ? fabs(p->grad[j]) : fused;
+        if (big < 1e-6 * scale) { /* zero up to rounding (a bias before a 1x1 conv and a batch norm): stays so */
+            if (!(fused < 1e-6 * scale))
+                fail_msg("x in [%g, %g): gradient of %s: %g in the expansion's backward, %g unfused (of %g)",
+                         (double)x_lo, (double)x_hi, p->name, fused, big, scale);
+            continue;
+        }
+        const double e = tu_max_rel_err(p->grad, q->grad, n, big);
+        if (!(e <= 1e-4))
+            fail_msg("x in [%g, %g): gradient of %s: the expansion's backward off by %g of its largest element",
+                     (double)x_lo, (double)x_hi, p->name, e);
+    }
+    free(x);
+    nnz_model_free(a);
+    nnz_model_free(b);
+}
+
+static void expansion_isa(nnz_isa isa, void *ctx) {
+    (void)isa, (void)ctx;
+    expansion_case(0.0f, 20.0f);
+    expansion_case(300.0f, 340.0f);
+}
+
+static void test_expansion_grad(void **state) {
+    (void)state;
+    tu_for_each_isa(expansion_isa, NULL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batchnorm_act_fused),
@@ -431,6 +499,7 @@ int main(void) {
         cmocka_unit_test(test_backward_overwrite),
         cmocka_unit_test(test_models_fused_vs_unfused),
         cmocka_unit_test(test_models_fused_vs_unfused_bf16),
+        cmocka_unit_test(test_expansion_grad),
         cmocka_unit_test(test_weights_changed_between_forwards),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

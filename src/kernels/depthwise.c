@@ -36,6 +36,7 @@ static bool pick_variant(dw_variant *v) {
 }
 
 static int weight_slots(int N) { return N < NNZ_DW_SLOTS ? N : NNZ_DW_SLOTS; }
+int nnz_dwconv_slots(int N) { return weight_slots(N); }
 
 size_t nnz_dwconv_work_floats(const nnz_conv_window *g, int N, int C) {
     return (size_t)weight_slots(N) * g->KH * g->KW * C;
@@ -267,33 +268,40 @@ static void sink_straddling(const image_sink *k, int N, int runs) {
     }
 }
 
-bool nnz_dwconv_backward_src(const nnz_conv_window *g, int N, int C, const nnz_row_source *src, const float *inp,
-                             const nnz_input_prologue *pro, const float *weight_t, float *dweight_t, float *work,
-                             float *dinp, bool accumulate, const nnz_row_sink *dsink, int unit) {
+/* nnz_dwconv_backward_src and _images: dinp stored (dsink on its rows) or handed to isink */
+static bool backward_src(const nnz_conv_window *g, int N, int C, const nnz_row_source *src, const float *inp,
+                         const nnz_input_prologue *pro, const float *weight_t, float *dweight_t, float *work,
+                         float *dinp, bool accumulate, const nnz_row_sink *dsink, int unit,
+                         const nnz_image_sink *isink) {
     dw_variant v;
     if (N <= 0) return true;
     if (dsink && (accumulate || unit < 1)) return false;
     const size_t in_img = (size_t)g->H * g->W * C, out_img = (size_t)g->OH * g->OW * C;
     const int64_t out_pixels = (int64_t)g->OH * g->OW;
     const image_sink ks = {dsink, dinp, (int64_t)g->H * g->W, (int64_t)N * g->H * g->W, C, unit};
+    const int K = g->KH, slots = weight_slots(N), threads = omp_get_max_threads();
     if (!pick_variant(&v)) { /* the reference path: all of dout (and pro(inp)) first */
         float *dout = malloc((size_t)N * out_img * sizeof(float));
         float *t = pro ? transformed_batch(g, N, C, inp, pro) : NULL;
-        const bool ok = dout && (!pro || t);
+        float *d = isink ? malloc((size_t)N * in_img * sizeof(float)) : dinp;
+        const bool ok = dout && (!pro || t) && d;
         if (ok) {
             for (int n = 0; n < N; n++) src->fn(src->ctx, n * out_pixels, (int)out_pixels, dout + n * out_img);
             nnz_dwconv_backward_weight_ref(g, N, C, pro ? t : inp, dout, dweight_t);
-            if (!accumulate) memset(dinp, 0, (size_t)N * in_img * sizeof(float));
-            nnz_dwconv_backward_data_ref(g, N, C, dout, weight_t, dinp);
+            if (!accumulate || isink) memset(d, 0, (size_t)N * in_img * sizeof(float));
+            nnz_dwconv_backward_data_ref(g, N, C, dout, weight_t, d);
             if (dsink) dsink->fn(dsink->ctx, 0, (int)ks.rows, dinp); /* one block: all rows */
+            for (int sl = 0; isink && sl < slots; sl++)
+                for (int n = (int)((int64_t)N * sl / slots); n < (int)((int64_t)N * (sl + 1) / slots); n++)
+                    isink->fn(isink->ctx, sl, n, d + n * in_img);
         }
         free(dout), free(t);
+        if (isink) free(d);
         return ok;
     }
-    const int K = g->KH, slots = weight_slots(N), threads = omp_get_max_threads();
     const bool turn = g->stride == 1 && g->KW == K && g->pad <= K - 1;
     const size_t taps = (size_t)g->KH * g->KW * C, in_row = (size_t)g->W * C;
-    const size_t per_thread = out_img + (pro ? in_img : 0) + in_row;
+    const size_t per_thread = out_img + (pro ? in_img : 0) + in_row + (isink ? in_img : 0);
     float *buf = malloc((size_t)threads * per_thread * sizeof(float));
     float *turned = turn ? malloc((size_t)K * K * C * sizeof(float)) : NULL;
     if (!buf || (turn && !turned)) {
@@ -306,7 +314,7 @@ bool nnz_dwconv_backward_src(const nnz_conv_window *g, int N, int C, const nnz_r
 #pragma omp parallel for schedule(static)
     for (int sl = 0; sl < slots; sl++) {
         float *db = buf + (size_t)omp_get_thread_num() * per_thread, *ib = db + out_img;
-        float *rowbuf = ib + (pro ? in_img : 0), *partial = work + sl * taps;
+        float *rowbuf = ib + (pro ? in_img : 0), *own = rowbuf + in_row, *partial = work + sl * taps;
         memset(partial, 0, taps * sizeof(float));
         int n0 = (int)((int64_t)N * sl / slots), n1 = (int)((int64_t)N * (sl + 1) / slots);
         int64_t next = n0 * ks.pixels;
@@ -315,7 +323,9 @@ bool nnz_dwconv_backward_src(const nnz_conv_window *g, int N, int C, const nnz_r
             const float *img = inp + n * in_img;
             if (pro) pro->fn(pro->ctx, (int64_t)g->H * g->W, img, ib), img = ib;
             v.bwd_weight_img(g, C, img, db, partial);
-            backward_data_image(&v, g, C, db, weight_t, turned, rowbuf, accumulate, dinp + n * in_img);
+            float *d = isink ? own : dinp + n * in_img;
+            backward_data_image(&v, g, C, db, weight_t, turned, rowbuf, accumulate && !isink, d);
+            if (isink) isink->fn(isink->ctx, sl, n, d);
             if (dsink) sink_ready(&ks, n0 * ks.pixels, (n + 1) * ks.pixels, &next);
         }
     }
@@ -323,4 +333,16 @@ bool nnz_dwconv_backward_src(const nnz_conv_window *g, int N, int C, const nnz_r
     add_slots(slots, taps, work, dweight_t);
     free(buf), free(turned);
     return true;
+}
+
+bool nnz_dwconv_backward_src(const nnz_conv_window *g, int N, int C, const nnz_row_source *src, const float *inp,
+                             const nnz_input_prologue *pro, const float *weight_t, float *dweight_t, float *work,
+                             float *dinp, bool accumulate, const nnz_row_sink *dsink, int unit) {
+    return backward_src(g, N, C, src, inp, pro, weight_t, dweight_t, work, dinp, accumulate, dsink, unit, NULL);
+}
+
+bool nnz_dwconv_backward_src_images(const nnz_conv_window *g, int N, int C, const nnz_row_source *src,
+                                    const float *inp, const nnz_input_prologue *pro, const float *weight_t,
+                                    float *dweight_t, float *work, const nnz_image_sink *isink) {
+    return backward_src(g, N, C, src, inp, pro, weight_t, dweight_t, work, NULL, false, NULL, 1, isink);
 }

@@ -349,6 +349,21 @@ bool nnz_dwconv_backward_weight_pro(const nnz_conv_window *g, int N, int C, cons
 bool nnz_dwconv_backward_src(const nnz_conv_window *g, int N, int C, const nnz_row_source *src, const float *inp,
                              const nnz_input_prologue *pro, const float *weight_t, float *dweight_t, float *work,
                              float *dinp, bool accumulate, const nnz_row_sink *dsink, int unit);
+/* A consumer of an output made image by image, each image once: fn(ctx, slot, n, img) reads image
+ * n (densely) in fixed slot `slot` of images (the same slots for any thread count), on the thread
+ * that made it; the calls of one slot come in image order. */
+typedef struct {
+    void (*fn)(const void *ctx, int slot, int n, const float *img);
+    const void *ctx;
+} nnz_image_sink;
+/* nnz_dwconv_backward_src whose data gradient is never stored: each image of it is made in a
+ * per-thread buffer and handed to isink (training: the expansion's batch norm and 1x1 conv before
+ * the depthwise conv take it from there); `slots` slots, as nnz_dwconv_work_floats counts them
+ * (nnz_dwconv_slots). false (nothing written but work) when the buffers could not be allocated. */
+bool nnz_dwconv_backward_src_images(const nnz_conv_window *g, int N, int C, const nnz_row_source *src,
+                                    const float *inp, const nnz_input_prologue *pro, const float *weight_t,
+                                    float *dweight_t, float *work, const nnz_image_sink *isink);
+int nnz_dwconv_slots(int N);
 /* The oracles: single-threaded, one output element at a time, bounds checked per tap. */
 void nnz_dwconv_forward_ref(const nnz_conv_window *g, int N, int C, const float *inp, const float *weight_t,
                             const float *bias, float *out);

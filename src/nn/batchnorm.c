@@ -505,6 +505,21 @@ static void mask_affine(int c0, int ct, const float *gamma, const float *beta, c
     for (int c = 0; c < ct; c++) affine[c] = save_invstd[c0 + c] * gamma[c0 + c], affine[ct + c] = beta[c0 + c];
 }
 
+/* Channels [c0, c0+ct) from the sums over M rows: dgamma, dbeta (accumulate; may be NULL) and the
+ * data gradient's coefficients mean_dy, k, a (ct each) */
+static void grad_coefs(int M, int c0, int ct, const double *sdy, const double *sdyx, const float *gamma,
+                       const float *save_invstd, float *dgamma, float *dbeta, float *mean_dy, float *k, float *a) {
+    for (int c = 0; c < ct; c++) {
+        const int ch = c0 + c;
+        const double invstd = save_invstd[ch];
+        if (dgamma) dgamma[ch] += (float)(sdyx[c] * invstd);
+        if (dbeta) dbeta[ch] += (float)sdy[c];
+        mean_dy[c] = (float)(sdy[c] / M);
+        k[c] = (float)(sdyx[c] * invstd * invstd / M);
+        a[c] = save_invstd[ch] * gamma[ch];
+    }
+}
+
 /* given: the tile's per-group sums made already (nnz_bn_grad_sums: one tile), or NULL to make them */
 static void backward_tile(int M, int C, int c0, int ct, const float *inp, const float *dout, bool masked,
                           float hmax, const float *gamma, const float *beta, const float *save_mean,
@@ -522,15 +537,7 @@ static void backward_tile(int M, int C, int c0, int ct, const float *inp, const 
         reduce_tile(pick_grad_sums(), false, M, C, c0, ct, inp, dout, save_mean, masked ? affine : NULL, hmax, part,
                     sdy, sdyx);
     }
-    for (int c = 0; c < ct; c++) {
-        const int ch = c0 + c;
-        const double invstd = save_invstd[ch];
-        if (dgamma) dgamma[ch] += (float)(sdyx[c] * invstd);
-        if (dbeta) dbeta[ch] += (float)sdy[c];
-        mean_dy[c] = (float)(sdy[c] / M);
-        k[c] = (float)(sdyx[c] * invstd * invstd / M);
-        a[c] = save_invstd[ch] * gamma[ch];
-    }
+    grad_coefs(M, c0, ct, sdy, sdyx, gamma, save_invstd, dgamma, dbeta, mean_dy, k, a);
 }
 
 void nnz_batchnorm_backward_act(int M, int C, const float *inp, nnz_op act, const float *gamma, const float *beta,
@@ -588,6 +595,22 @@ void nnz_batchnorm_grad_sums_rows(const void *ctx, int64_t r0, int rows, const f
         double *p = gs->part + (r0 + g0) / BN_GROUP_ROWS * 2 * C;
         kernel(gs->inp + (r0 + g0) * C, dout + g0 * C, gs->mean, gs->affine, gs->hmax, C, n, C, p, p + C);
     }
+}
+
+void nnz_batchnorm_grad_block(const nnz_bn_grad_sums *gs, const float *a, int64_t r0, int rows, const float *dy,
+                              double *s1, double *s2, float *out) {
+    static const float zeros[BN_CH_TILE];
+    const int C = gs->C;
+    const float *x = gs->inp + r0 * C;
+    pick_grad_sums()(x, dy, gs->mean, gs->affine, gs->hmax, C, rows, C, s1, s2);
+    /* (g - 0 - (x - mean)*0) * a = g*a */
+    pick_dx_rows()(x, dy, gs->affine, gs->hmax, C, rows, C, gs->mean, zeros, zeros, a, false, out);
+}
+
+void nnz_batchnorm_grad_coefs(int M, int C, const double *sdy, const double *sdyx, const float *gamma,
+                              const float *save_invstd, float *dgamma, float *dbeta, float *mean_dy, float *k,
+                              float *a) {
+    grad_coefs(M, 0, C, sdy, sdyx, gamma, save_invstd, dgamma, dbeta, mean_dy, k, a);
 }
 
 void nnz_batchnorm_grad_sums_free(nnz_bn_grad_sums *gs) {

@@ -502,14 +502,17 @@ void nnz_conv2d_forward(const nnz_conv_shape *s, const float *inp, const float *
  * could not be allocated. scratch: the weight and its gradient in the kernels' (KH,KW,C), then
  * the weight gradient's slots. */
 static bool depthwise_backward(const nnz_conv_shape *s, const float *inp, const nnz_input_prologue *pro,
-                               const nnz_row_source *src, const nnz_row_sink *dsink, int unit, const float *weight,
-                               const float *dout, float *dinp, bool accumulate, float *dweight, float *scratch) {
+                               const nnz_row_source *src, const nnz_row_sink *dsink, int unit,
+                               const nnz_image_sink *isink, const float *weight, const float *dout, float *dinp,
+                               bool accumulate, float *dweight, float *scratch) {
     const nnz_conv_window g = window_of(s);
     const int C = s->IC, taps = s->KH * s->KW;
     float *weight_t = scratch, *dweight_t = scratch + (size_t)taps * C, *work = dweight_t + (size_t)taps * C;
     transpose_taps(C, taps, weight, weight_t);
     memset(dweight_t, 0, (size_t)taps * C * sizeof(float));
-    if (src) {
+    if (isink) {
+        if (!nnz_dwconv_backward_src_images(&g, s->N, C, src, inp, pro, weight_t, dweight_t, work, isink)) return false;
+    } else if (src) {
         if (!nnz_dwconv_backward_src(&g, s->N, C, src, inp, pro, weight_t, dweight_t, work, dinp, accumulate, dsink,
                                      unit))
             return false;
@@ -526,7 +529,7 @@ bool nnz_conv2d_backward_pro(const nnz_conv_shape *s, const float *inp, const nn
                              const float *weight, const float *dout, float *dinp, bool accumulate, float *dweight,
                              float *dbias, float *scratch) {
     if (conv_path_of(s) != CONV_DEPTHWISE ||
-        !depthwise_backward(s, inp, pro, NULL, NULL, 0, weight, dout, dinp, accumulate, dweight, scratch))
+        !depthwise_backward(s, inp, pro, NULL, NULL, 0, NULL, weight, dout, dinp, accumulate, dweight, scratch))
         return false;
     if (dbias) nnz_bias_grad_acc((int64_t)s->N * s->OH * s->OW, s->OC, dout, dbias);
     return true;
@@ -543,7 +546,15 @@ bool nnz_conv2d_backward_src(const nnz_conv_shape *s, const nnz_row_source *dout
     if (conv_path_of(s) == CONV_GEMM_1X1)
         return nnz_gemm_small_backward_src((int64_t)s->N * s->OH * s->OW, s->IC, s->OC, dout_src, inp, pro, weight,
                                            dweight, accumulate, dinp, dsink, unit);
-    return depthwise_backward(s, inp, pro, dout_src, dsink, unit, weight, NULL, dinp, accumulate, dweight, scratch);
+    return depthwise_backward(s, inp, pro, dout_src, dsink, unit, NULL, weight, NULL, dinp, accumulate, dweight,
+                              scratch);
+}
+
+bool nnz_conv2d_backward_src_images(const nnz_conv_shape *s, const nnz_row_source *dout_src, const float *inp,
+                                    const nnz_input_prologue *pro, const float *weight, float *dweight, float *scratch,
+                                    const nnz_image_sink *isink) {
+    if (conv_path_of(s) != CONV_DEPTHWISE) return false;
+    return depthwise_backward(s, inp, pro, dout_src, NULL, 1, isink, weight, NULL, NULL, false, dweight, scratch);
 }
 
 void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const float *weight, const float *dout,
@@ -553,7 +564,7 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
     if (dbias) nnz_bias_grad_acc(out_rows, s->OC, dout, dbias);
     const conv_path path = conv_path_of(s);
     if (path == CONV_DEPTHWISE) {
-        depthwise_backward(s, inp, NULL, NULL, NULL, 0, weight, dout, dinp, accumulate, dweight, scratch); /* no buffers */
+        depthwise_backward(s, inp, NULL, NULL, NULL, 0, NULL, weight, dout, dinp, accumulate, dweight, scratch); /* no buffers */
         return;
     }
     nnz_sparse_weight *sp = s->dense_wgrad ? NULL : s->sparse; /* the SDDMM's gradient, scattered at the end */

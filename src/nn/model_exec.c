@@ -830,6 +830,25 @@ static nnz_op bn_act(const nnz_model *m, int bn) {
     return m->exec[bn].fused_act >= 0 ? act_op(m, m->exec[bn].fused_act) : NNZ_OP_IDENTITY;
 }
 
+/* The expansion before depthwise conv p (expansion_grad.c): batch norm b (bn_taking_sums) after a
+ * 1x1 conv whose input is stored. Its backward and the 1x1 conv's are then taken from p's data
+ * gradient image by image; NULL: not this shape, exact_grad, or out of memory. */
+static nnz_expansion_grad *expansion_begin(const nnz_model *m, int b, int n, const float *x) {
+    const nnz_node *bn = &m->nodes[b];
+    const int pw = bn->input;
+    const nnz_node *pn = &m->nodes[pw];
+    if (m->exact_grad || pn->k != 1 || pn->groups != 1 || input_still_deferred(m, pw)) return NULL;
+    const float *save = m->aux[b];
+    const nnz_expansion_grad_args args = {
+        .N = n, .P = bn->h * bn->w, .C = bn->c, .IC = pn->in_c, .slots = nnz_dwconv_slots(n),
+        .x = node_input(m, pn->input, x), .z = m->act[pw], .w1 = param_value(m, pn->weight),
+        .dw1 = param_grad(m, pn->weight), .dx = node_grad(m, pn->input),
+        .accumulate = pn->input < 0 || !m->exec[pn->input].grad_written, .act = bn_act(m, b),
+        .gamma = param_value(m, bn->weight), .beta = param_value(m, bn->bias), .save_mean = save,
+        .save_invstd = save + bn->c, .dgamma = param_grad(m, bn->weight), .dbeta = param_grad(m, bn->bias)};
+    return nnz_expansion_grad_begin(&args);
+}
+
 /* Backward of batch norm i when bn_grad_streams: its data gradient goes to the conv's backward
  * block by block (nnz_conv2d_backward_src) and is never stored, and the conv's own turn is skipped;
  * the batch norm before the conv, if bn_taking_sums, gets its sums from the conv's data gradient.
@@ -859,8 +878,19 @@ static bool stream_bn_grad(nnz_model *m, int i, int n, const float *x, const flo
     const nnz_input_prologue pro = {nnz_batchnorm_apply_rows, &a};
     if (dbn >= 0) a = deferred_bn(m, dbn);
     const float *pin = dbn >= 0 ? node_input(m, m->nodes[dbn].input, x) : node_input(m, pn->input, x);
-    /* the batch norm before the conv takes its sums from the conv's data gradient */
     const int b = bn_taking_sums(m, p, n);
+    /* an expansion before the conv: its gradients from the conv's data gradient, never stored */
+    nnz_expansion_grad *eg = b >= 0 ? expansion_begin(m, b, n, x) : NULL;
+    const nnz_image_sink isink = {nnz_expansion_grad_image, eg};
+    if (eg && nnz_conv2d_backward_src_images(&s, &src, pin, dbn >= 0 ? &pro : NULL, param_value(m, pn->weight),
+                                             param_grad(m, pn->weight), m->scratch, &isink)) {
+        nnz_expansion_grad_end(eg);
+        m->exec[p].dout_streamed = m->exec[m->nodes[b].input].dout_streamed = m->exec[b].grad_taken = true;
+        nnz_batchnorm_backward_end(&g);
+        return true;
+    }
+    nnz_expansion_grad_free(eg);
+    /* else the batch norm before the conv takes its sums from the conv's data gradient */
     nnz_bn_grad_sums *sums = b >= 0 ? &m->exec[b].grad_sums : NULL;
     if (sums) {
         const nnz_node *bn = &m->nodes[b];
@@ -899,14 +929,14 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
     if (m->dinput) memset(m->dinput, 0, (size_t)((int64_t)n * input_numel(m)) * sizeof(float));
     int64_t out_numel = (int64_t)n * node_numel(&m->nodes[last]);
     memcpy(m->dact[last], dlogits, (size_t)out_numel * sizeof(float)); /* the last node has no consumer */
-    for (int i = 0; i <= last; i++) m->exec[i].dout_streamed = m->exec[i].grad_sums_given = false;
+    for (int i = 0; i <= last; i++) m->exec[i].dout_streamed = m->exec[i].grad_sums_given = m->exec[i].grad_taken = false;
 
     for (int i = last; i >= 0; i--) {
         const nnz_node *nd = &m->nodes[i];
         if (is_alias(nd)) continue; /* its gradient already sits in its input's buffer */
         const nnz_node_exec *ex = &m->exec[i];
         if (ex->fused_into >= 0 && m->nodes[ex->fused_into].op == NNZ_OP_BATCHNORM) continue; /* done by the bn */
-        if (ex->dout_streamed) continue; /* done by the batch norm after it (stream_bn_grad) */
+        if (ex->dout_streamed || ex->grad_taken) continue; /* done by the batch norm or conv after it (stream_bn_grad) */
         const float *in = node_input(m, nd->input, x);
         const float *dout = m->dact[i];
         float *dinp = node_grad(m, nd->input);

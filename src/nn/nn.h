@@ -111,6 +111,12 @@ bool nnz_conv2d_backward_src_applies(const nnz_conv_shape *s);
 bool nnz_conv2d_backward_src(const nnz_conv_shape *s, const nnz_row_source *dout_src, const float *inp,
                              const nnz_input_prologue *pro, const float *weight, float *dinp, bool accumulate,
                              float *dweight, float *scratch, const nnz_row_sink *dsink, int unit);
+/* The same for a depthwise conv whose data gradient is never stored: made image by image and
+ * handed to isink (nnz_dwconv_backward_src_images). false, with nothing written but scratch, for any
+ * other conv or when out of memory. */
+bool nnz_conv2d_backward_src_images(const nnz_conv_shape *s, const nnz_row_source *dout_src, const float *inp,
+                                    const nnz_input_prologue *pro, const float *weight, float *dweight, float *scratch,
+                                    const nnz_image_sink *isink);
 /* dout (N,OH,OW,OC) -> dinp (N,H,W,IC) or NULL, dweight (OC,KH,KW,IC/groups), dbias (OC) or NULL */
 void nnz_conv2d_backward(const nnz_conv_shape *s, const float *inp, const float *weight, const float *dout,
                          float *dinp, float *dweight, float *dbias, float *scratch);
@@ -223,12 +229,45 @@ bool nnz_batchnorm_grad_sums_begin(int M, int C, const float *inp, nnz_op act, c
                                    const float *save_mean, const float *save_invstd, nnz_bn_grad_sums *gs);
 void nnz_batchnorm_grad_sums_rows(const void *ctx, int64_t r0, int rows, const float *dout);
 void nnz_batchnorm_grad_sums_free(nnz_bn_grad_sums *gs);
+/* The backward taken apart, for a consumer that does the rest itself (expansion_grad.c), with gs
+ * from _begin (its part unused): over rows [r0, r0+rows) of the input with their dout rows dy
+ * (dense, C wide), the sums' partial s1 = Σ g, s2 = Σ g·(x - mean) (C doubles each; g = dy masked
+ * by the activation) and out = g·a (a: C floats, invstd·gamma as nnz_batchnorm_grad_coefs makes it);
+ * then, from the batch's sums (M rows), dgamma and dbeta (accumulate; may be NULL) and the data
+ * gradient's coefficients: dinp = (g - mean_dy - (x - mean)·k)·a, as nnz_batchnorm_backward_act's. */
+void nnz_batchnorm_grad_block(const nnz_bn_grad_sums *gs, const float *a, int64_t r0, int rows, const float *dy,
+                              double *s1, double *s2, float *out);
+void nnz_batchnorm_grad_coefs(int M, int C, const double *sdy, const double *sdyx, const float *gamma,
+                              const float *save_invstd, float *dgamma, float *dbeta, float *mean_dy, float *k,
+                              float *a);
 /* sums: NULL, or made (as above) over this dout with the same act, gamma, beta and statistics */
 bool nnz_batchnorm_backward_begin(int M, int C, const float *inp, nnz_op act, const float *gamma, const float *beta,
                                   const float *save_mean, const float *save_invstd, const float *dout, float *dgamma,
                                   float *dbeta, const nnz_bn_grad_sums *sums, nnz_bn_grad *g);
 void nnz_batchnorm_backward_rows(const void *ctx, int64_t r0, int rows, float *out);
 void nnz_batchnorm_backward_end(nnz_bn_grad *g);
+/* The backward of an expansion: a bias-free 1x1 conv (x -> z), a training batch norm with its fused
+ * activation act (z -> y), and a depthwise conv, y's only reader, whose data gradient dy comes image
+ * by image (nnz_conv2d_backward_src_images with nnz_expansion_grad_image as the image sink): the
+ * batch norm's and the 1x1 conv's gradients without storing dy or dz (expansion_grad.c says how).
+ * _begin (NULL: out of memory, nothing to free), the images (each once, P pixels, in `slots` slots
+ * as the depthwise conv hands them), then _end (frees) or, to give up, _free. dw1, dgamma, dbeta
+ * accumulate; dx (may be NULL) is overwritten or accumulated into (accumulate). The same gradients
+ * as the layers in turn up to rounding. */
+typedef struct {
+    int N, P, C, IC, slots;
+    const float *x, *z, *w1; /* x (N,P,IC), z (N,P,C), w1 (C,IC) */
+    float *dw1, *dx;
+    bool accumulate;
+    nnz_op act;
+    const float *gamma, *beta, *save_mean, *save_invstd;
+    float *dgamma, *dbeta;
+} nnz_expansion_grad_args;
+typedef struct nnz_expansion_grad nnz_expansion_grad;
+nnz_expansion_grad *nnz_expansion_grad_begin(const nnz_expansion_grad_args *args);
+void nnz_expansion_grad_image(const void *ctx, int slot, int n, const float *dy);
+void nnz_expansion_grad_end(nnz_expansion_grad *e);
+void nnz_expansion_grad_free(nnz_expansion_grad *e);
 /* scale (C) = gamma / sqrt(running_var + eps), the eval-mode multiplier, computed as the eval forward does */
 void nnz_batchnorm_eval_coeffs(int C, const float *gamma, const float *running_var, float eps, float *scale);
 
@@ -353,6 +392,8 @@ typedef struct nnz_node_exec {
     nnz_bn_grad_sums grad_sums; /* batchnorm, during a backward: its sums, made by the conv after it from
                            each block of its data gradient (grad_sums.part non-NULL: ready), or none */
     bool grad_sums_given; /* batchnorm: the last backward used grad_sums (what the tests observe) */
+    bool grad_taken;    /* batchnorm, during a backward: its backward and its 1x1 conv's were done with the
+                           depthwise conv's after it (an expansion, expansion_grad.c): its turn is skipped */
     float *eval_scale;  /* conv with eval_bn: out_ch floats for the folded multiplier */
     float *kernel_weight; /* conv that may read its weight in its forward kernel's layout: room for it,
                              made at each forward (nnz_conv2d_kernel_weight), or NULL */
@@ -409,6 +450,9 @@ struct nnz_model {
     bool finalized;
     /* execution options, read by nnz_model_reserve */
     bool input_grad;              /* backward also fills dinput (gradient checks, saliency) */
+    bool exact_grad;              /* backward: only the fusions that keep every bit of the layers' own
+                                     arithmetic (not the expansion's, expansion_grad.c): the tests
+                                     compare the fused and unfused plans bit for bit with it */
     nnz_dtype compute;            /* conv/linear GEMM precision (nnz_conv_shape.compute); NNZ_F32 by default */
     nnz_sparse_format sparse_format; /* how layers with zero weights run (sparse_layer.c); auto by default */
     bool grad_mask;               /* training keeps zero weights at zero (masked/pruned training) */
