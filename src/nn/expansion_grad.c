@@ -33,7 +33,7 @@ struct nnz_expansion_grad {
     float *gx;           /* per slot: Σ (a·g)ᵀ x (C, IC) */
     float *xx;           /* per slot: Σ xᵀ x (IC, IC) */
     double *sx;          /* per slot: Σ x (IC) */
-    float *buf;          /* per thread: a·g of one image (P, C) */
+    float *buf;          /* per thread: a·g of one image (P, C), then Σx over it (IC) */
     double *tot;         /* the end's: Σ g, Σ g·(z - mean) (C each), Σ x (IC) */
     float *f;            /* the end's: mean_dy, k, a, b, e (C each), Σ gx (C, IC), Σ xx, the dx map (IC, IC), b·W1 (IC) */
 };
@@ -60,7 +60,7 @@ nnz_expansion_grad *nnz_expansion_grad_begin(const nnz_expansion_grad_args *g) {
     e->gx = calloc((size_t)g->slots * C * IC, sizeof(float));
     e->xx = calloc((size_t)g->slots * IC * IC, sizeof(float));
     e->sx = calloc((size_t)g->slots * IC, sizeof(double));
-    e->buf = malloc((size_t)omp_get_max_threads() * g->P * C * sizeof(float));
+    e->buf = malloc((size_t)omp_get_max_threads() * ((size_t)g->P * C + IC) * sizeof(float));
     e->tot = malloc(((size_t)2 * C + IC) * sizeof(double));
     e->f = malloc(((size_t)5 * C + (size_t)C * IC + 2 * (size_t)IC * IC + IC) * sizeof(float));
     if (!sums_ok || !e->a || !e->sums || !e->gx || !e->xx || !e->sx || !e->buf || !e->tot || !e->f) {
@@ -74,16 +74,20 @@ nnz_expansion_grad *nnz_expansion_grad_begin(const nnz_expansion_grad_args *g) {
 void nnz_expansion_grad_image(const void *ctx, int slot, int n, const float *dy) {
     const nnz_expansion_grad *e = ctx;
     const int P = e->P, C = e->C, IC = e->IC;
-    float *ag = e->buf + (size_t)omp_get_thread_num() * P * C;
+    float *ag = e->buf + (size_t)omp_get_thread_num() * ((size_t)P * C + IC);
     const float *x = e->x + (int64_t)n * P * IC;
     nnz_batchnorm_grad_block(&e->gs, e->a, (int64_t)n * P, P, dy, e->sums + (int64_t)n * 2 * C,
                              e->sums + (int64_t)n * 2 * C + C, ag);
     /* in this thread's slot: nested calls run on this thread alone */
     (void)nnz_gemm_small_at(P, C, IC, ag, C, x, IC, e->gx + (size_t)slot * C * IC);
     (void)nnz_gemm_small_at(P, IC, IC, x, IC, x, IC, e->xx + (size_t)slot * IC * IC);
-    double *sx = e->sx + (size_t)slot * IC;
+    float *s = ag + (size_t)P * C; /* the image's Σx in float, added to the slot's in double */
+    for (int i = 0; i < IC; i++) s[i] = 0.0f;
     for (int p = 0; p < P; p++)
-        for (int i = 0; i < IC; i++) sx[i] += x[(int64_t)p * IC + i];
+#pragma omp simd
+        for (int i = 0; i < IC; i++) s[i] += x[(int64_t)p * IC + i];
+    double *sx = e->sx + (size_t)slot * IC;
+    for (int i = 0; i < IC; i++) sx[i] += s[i];
     if (e->dx) nnz_gemm_small(P, IC, C, ag, C, e->w1, e->accumulate, NULL, e->dx + (int64_t)n * P * IC);
 }
 

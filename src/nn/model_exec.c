@@ -830,6 +830,8 @@ static nnz_op bn_act(const nnz_model *m, int bn) {
     return m->exec[bn].fused_act >= 0 ? act_op(m, m->exec[bn].fused_act) : NNZ_OP_IDENTITY;
 }
 
+#define EXPANSION_MIN_PIXELS 196 /* 14x14 */
+
 /* The expansion before depthwise conv p (expansion_grad.c): batch norm b (bn_taking_sums) after a
  * 1x1 conv whose input is stored. Its backward and the 1x1 conv's are then taken from p's data
  * gradient image by image; NULL: not this shape, exact_grad, or out of memory. */
@@ -838,6 +840,10 @@ static nnz_expansion_grad *expansion_begin(const nnz_model *m, int b, int n, con
     const int pw = bn->input;
     const nnz_node *pn = &m->nodes[pw];
     if (m->exact_grad || pn->k != 1 || pn->groups != 1 || input_still_deferred(m, pw)) return NULL;
+    /* worth it where the expanded gradients are wide and the images big: measured on mbv2-tiny at batch
+     * 128, the per-image products cost more than the passes they save in the 16-to-16 block and on
+     * 7x7 images (docs/perf-notes.md) */
+    if (bn->c <= pn->in_c || bn->h * bn->w < EXPANSION_MIN_PIXELS) return NULL;
     const float *save = m->aux[b];
     const nnz_expansion_grad_args args = {
         .N = n, .P = bn->h * bn->w, .C = bn->c, .IC = pn->in_c, .slots = nnz_dwconv_slots(n),
