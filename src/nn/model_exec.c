@@ -39,9 +39,17 @@
  *  - training forward: a bias-free 1x1 conv whose only reader is a batch norm hands the norm
  *    its moments, taken from each block of its output while in cache (take_bn_moments);
  *  - backward: a batch norm whose input is such a conv's output (1x1 or depthwise) hands its
- *    data gradient to that conv block by block, never stored (stream_bn_grad, dout_streamed).
+ *    data gradient to that conv block by block, never stored (stream_bn_grad, dout_streamed);
+ *  - backward: the batch norm before such a conv (its output read by that conv alone, its own
+ *    backward streaming too) takes its sums from the conv's data gradient as the conv writes it
+ *    (bn_taking_sums, exec.grad_sums), not from a pass of its own over dout and its input;
+ *  - backward: an expansion (1x1 conv, batch norm + activation, depthwise conv) with wider
+ *    expanded channels and images of 14x14 or more: the batch norm's and the 1x1 conv's
+ *    gradients are taken from the depthwise conv's data gradient image by image and the expanded
+ *    gradients are never stored (expansion_grad.c, exec.grad_taken).
  * Each fusion is the same arithmetic as the unfused layers, up to the GEMM's blocking (the
- * training ones bit for bit: tests/test_fusion.c).
+ * training ones bit for bit: tests/test_fusion.c), but the expansion's, which sums in another
+ * order (within 1e-4 of each gradient's largest element; m->exact_grad turns it off).
  *
  * m->act_identity (optional) turns single relu/relu6 nodes into the identity at run
  * time; every path that computes an activation (the node itself, a batch norm or conv
