@@ -116,8 +116,9 @@ static void test_gemm_small_epilogue_forms(void **state) {
     tu_for_each_isa(ep_forms_isa, NULL);
 }
 
-/* D += X^T Y against the double oracle; bound as above, over the longest float chain. Row counts cover
- * one partial block, several slots, and slots of unequal size. */
+/* D += X^T Y against the double oracle (nnz_gemm_small_at and its serial variant); bound as above,
+ * over the longest float chain. Row counts cover one partial block, several slots, and slots of
+ * unequal size. */
 static void at_case(int64_t M, int P, int Q, int pad) {
     const int64_t ldx = P + pad, ldy = Q + 2 * pad;
     float *X = falloc((size_t)(M * ldx)), *Y = falloc((size_t)(M * ldy)), *D = falloc((size_t)P * Q);
@@ -141,6 +142,15 @@ static void at_case(int64_t M, int P, int Q, int pad) {
         const double tol = 2.0 * (double)chain * UNIT_ROUNDOFF * S[i] + 1e-30;
         if (!(fabs((double)D[i] - (double)R[i]) <= tol))
             fail_msg("gemm_small_at isa=%s M=%lld P=%d Q=%d: D[%lld] = %.9g, oracle %.9g (tol %g)",
+                     nnz_isa_name(nnz_isa_active()), (long long)M, P, Q, (long long)i, D[i], R[i], tol);
+    }
+    /* the serial variant: every row's product straight into D, the chain as long as M */
+    tu_fill_uniform(D, (int64_t)P * Q, -1, 1, 23);
+    nnz_gemm_small_at_serial(M, P, Q, X, ldx, Y, ldy, D);
+    for (int64_t i = 0; i < (int64_t)P * Q; i++) {
+        const double tol = 2.0 * (double)(M + 1) * UNIT_ROUNDOFF * S[i] + 1e-30;
+        if (!(fabs((double)D[i] - (double)R[i]) <= tol))
+            fail_msg("gemm_small_at_serial isa=%s M=%lld P=%d Q=%d: D[%lld] = %.9g, oracle %.9g (tol %g)",
                      nnz_isa_name(nnz_isa_active()), (long long)M, P, Q, (long long)i, D[i], R[i], tol);
     }
     free(X), free(Y), free(D), free(R), free(S), free(aX), free(aY);

@@ -180,6 +180,17 @@ bool nnz_gemm_small_at(int64_t M, int P, int Q, const float *X, int64_t ldx, con
     return at_blocks(M, P, Q, X, ldx, NULL, Y, ldy, NULL, D, fn, NULL, NULL, false, NULL, NULL);
 }
 
+void nnz_gemm_small_at_serial(int64_t M, int P, int Q, const float *X, int64_t ldx, const float *Y, int64_t ldy,
+                              float *D) {
+    const gs_at_rows_fn fn = pick_at_rows();
+    if (!fn) {
+        nnz_gemm_small_at_ref(M, P, Q, X, ldx, Y, ldy, D);
+        return;
+    }
+    for (int64_t r0 = 0; r0 < M; r0 += GS_AT_ROWS)
+        fn((int)(M - r0 < GS_AT_ROWS ? M - r0 : GS_AT_ROWS), P, Q, X + r0 * ldx, ldx, Y + r0 * ldy, ldy, D);
+}
+
 /* One pass over dout for both products of the 1x1 convolution's backward: per block of
  * GS_AT_ROWS rows, the weight gradient's partial and then the data gradient's rows, while the
  * block of dout is still in cache (two separate calls read it from memory twice). The blocks

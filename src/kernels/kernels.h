@@ -156,6 +156,10 @@ void nnz_gemm_small_ref(int64_t M, int N, int K, const float *A, int64_t lda, co
  * could not be allocated. The reference accumulates in double. */
 bool nnz_gemm_small_at(int64_t M, int P, int Q, const float *X, int64_t ldx, const float *Y, int64_t ldy,
                        float *D);
+/* The same on the calling thread, every block of rows straight into D: no scratch, cannot fail
+ * (for a caller inside its own parallel loop, with a D of its own) */
+void nnz_gemm_small_at_serial(int64_t M, int P, int Q, const float *X, int64_t ldx, const float *Y, int64_t ldy,
+                              float *D);
 void nnz_gemm_small_at_ref(int64_t M, int P, int Q, const float *X, int64_t ldx, const float *Y, int64_t ldy,
                            float *D);
 /* Both products of a 1x1 convolution's backward in one pass over dout:

@@ -78,9 +78,9 @@ void nnz_expansion_grad_image(const void *ctx, int slot, int n, const float *dy)
     const float *x = e->x + (int64_t)n * P * IC;
     nnz_batchnorm_grad_block(&e->gs, e->a, (int64_t)n * P, P, dy, e->sums + (int64_t)n * 2 * C,
                              e->sums + (int64_t)n * 2 * C + C, ag);
-    /* in this thread's slot: nested calls run on this thread alone */
-    (void)nnz_gemm_small_at(P, C, IC, ag, C, x, IC, e->gx + (size_t)slot * C * IC);
-    (void)nnz_gemm_small_at(P, IC, IC, x, IC, x, IC, e->xx + (size_t)slot * IC * IC);
+    /* into this image's slot, on this thread (a nested nnz_gemm_small runs on it alone too) */
+    nnz_gemm_small_at_serial(P, C, IC, ag, C, x, IC, e->gx + (size_t)slot * C * IC);
+    nnz_gemm_small_at_serial(P, IC, IC, x, IC, x, IC, e->xx + (size_t)slot * IC * IC);
     float *s = ag + (size_t)P * C; /* the image's Σx in float, added to the slot's in double */
     for (int i = 0; i < IC; i++) s[i] = 0.0f;
     for (int p = 0; p < P; p++)
