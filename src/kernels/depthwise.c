@@ -59,13 +59,12 @@ void nnz_dwconv_forward_ep(const nnz_conv_window *g, int N, int C, const float *
     }
 }
 
-/* The reference path with a prologue: the whole batch transformed first (the oracles take a batch),
- * image by image as the other paths call it */
+/* The reference path with a prologue: the whole batch transformed first (the oracles take a batch) */
 static float *transformed_batch(const nnz_conv_window *g, int N, int C, const float *inp,
                                 const nnz_input_prologue *pro) {
-    const size_t in_img = (size_t)g->H * g->W * C;
-    float *t = malloc(((size_t)N * in_img > 0 ? (size_t)N * in_img : 1) * sizeof(float));
-    for (int n = 0; t && n < N; n++) pro->fn(pro->ctx, (int64_t)g->H * g->W, inp + n * in_img, t + n * in_img);
+    const size_t floats = (size_t)N * g->H * g->W * C;
+    float *t = malloc((floats > 0 ? floats : 1) * sizeof(float));
+    if (t) pro->fn(pro->ctx, (int64_t)N * g->H * g->W, inp, t);
     return t;
 }
 
@@ -293,11 +292,8 @@ static bool backward_src(const nnz_conv_window *g, int N, int C, const nnz_row_s
             nnz_dwconv_backward_data_ref(g, N, C, dout, weight_t, d);
             if (dsink) dsink->fn(dsink->ctx, 0, (int)ks.rows, dinp); /* one block: all rows */
             for (int sl = 0; isink && sl < slots; sl++)
-                for (int n = (int)((int64_t)N * sl / slots); n < (int)((int64_t)N * (sl + 1) / slots); n++) {
-                    /* the prologue on the image again just before its turn, as the other paths run it */
-                    if (pro) pro->fn(pro->ctx, (int64_t)g->H * g->W, inp + n * in_img, t + n * in_img);
+                for (int n = (int)((int64_t)N * sl / slots); n < (int)((int64_t)N * (sl + 1) / slots); n++)
                     isink->fn(isink->ctx, sl, n, d + n * in_img);
-                }
         }
         free(dout), free(t);
         if (isink) free(d);

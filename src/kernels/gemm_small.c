@@ -48,24 +48,22 @@ bool nnz_gemm_small_sink(int64_t M, int N, int K, const float *A, int64_t lda, c
     /* blocks of C that stay in L2 (and the A rows feeding them), in whole units */
     const int64_t per = GS_BLOCK_FLOATS / (N > 0 ? N : 1) / unit * unit, rows = per > unit ? per : unit;
     const int64_t blocks = (M + rows - 1) / rows;
-    const size_t ablock = (size_t)rows * (K > 0 ? K : 1), cblock = C ? 0 : (size_t)rows * (N > 0 ? N : 1);
-    if (!C && (accumulate || !sink)) return false;
-    float *abuf = apro || !C ? malloc((size_t)omp_get_max_threads() * (ablock + cblock) * sizeof(float)) : NULL;
-    if ((apro || !C) && !abuf) return false;
+    const size_t ablock = (size_t)rows * (K > 0 ? K : 1);
+    float *abuf = apro ? malloc((size_t)omp_get_max_threads() * ablock * sizeof(float)) : NULL;
+    if (apro && !abuf) return false;
 #pragma omp parallel for schedule(static) if (M * N * K >= GS_PARALLEL_MIN)
     for (int64_t b = 0; b < blocks; b++) {
         const int64_t r0 = b * rows, m = M - r0 < rows ? M - r0 : rows;
         const float *Ab = A + r0 * lda;
-        float *t = abuf ? abuf + (size_t)omp_get_thread_num() * (ablock + cblock) : NULL;
-        float *Cb = C ? C + r0 * N : t + ablock; /* C NULL: the block made in this thread's buffer */
         int64_t ld = lda;
         if (apro) { /* the block's rows transformed, densely */
+            float *t = abuf + (size_t)omp_get_thread_num() * ablock;
             apro->fn(apro->ctx, m, Ab, t);
             Ab = t, ld = K;
         }
-        if (fn) fn((int)m, N, K, Ab, ld, B, accumulate, ep, Cb);
-        else nnz_gemm_small_ref(m, N, K, Ab, ld, B, accumulate, ep, Cb);
-        if (sink) sink->fn(sink->ctx, r0, (int)m, Cb);
+        if (fn) fn((int)m, N, K, Ab, ld, B, accumulate, ep, C + r0 * N);
+        else nnz_gemm_small_ref(m, N, K, Ab, ld, B, accumulate, ep, C + r0 * N);
+        if (sink) sink->fn(sink->ctx, r0, (int)m, C + r0 * N);
     }
     free(abuf);
     return true;

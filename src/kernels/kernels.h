@@ -188,10 +188,8 @@ typedef struct {
 /* nnz_gemm_small of apro(A) (NULL: A; with apro, A's rows, K floats each, are transformed block
  * by block into a per-thread buffer), then sink's fn (sink may be NULL) on each block of C's rows
  * just after the block is made: blocks start at multiples of `unit` rows and hold a multiple of
- * it (the last one: the rest). The same numbers in C as nnz_gemm_small over apro(A). C NULL (with
- * a sink, not accumulating): each block is made in a per-thread buffer for the sink alone, and C
- * is never stored (training: an output made again where it is read). false (nothing written)
- * when the buffers could not be allocated, or C is NULL without a sink or with accumulate. */
+ * it (the last one: the rest). The same numbers in C as nnz_gemm_small over apro(A). false
+ * (nothing written) when apro's buffers could not be allocated. */
 bool nnz_gemm_small_sink(int64_t M, int N, int K, const float *A, int64_t lda, const nnz_input_prologue *apro,
                          const float *B, bool accumulate, const nnz_epilogue *ep, float *C, const nnz_row_sink *sink,
                          int unit);
@@ -365,9 +363,7 @@ typedef struct {
 /* nnz_dwconv_backward_src whose data gradient is never stored: each image of it is made in a
  * per-thread buffer and handed to isink (training: the expansion's batch norm and 1x1 conv before
  * the depthwise conv take it from there); `slots` slots, as nnz_dwconv_work_floats counts them
- * (nnz_dwconv_slots). pro runs on image n on the same thread just before isink gets image n (the
- * expansion's backward keeps what its prologue made for it). false (nothing written but work) when
- * the buffers could not be allocated. */
+ * (nnz_dwconv_slots). false (nothing written but work) when the buffers could not be allocated. */
 bool nnz_dwconv_backward_src_images(const nnz_conv_window *g, int N, int C, const nnz_row_source *src,
                                     const float *inp, const nnz_input_prologue *pro, const float *weight_t,
                                     float *dweight_t, float *work, const nnz_image_sink *isink);

@@ -597,10 +597,11 @@ void nnz_batchnorm_grad_sums_rows(const void *ctx, int64_t r0, int rows, const f
     }
 }
 
-void nnz_batchnorm_grad_block(const nnz_bn_grad_sums *gs, const float *a, const float *x, int rows, const float *dy,
+void nnz_batchnorm_grad_block(const nnz_bn_grad_sums *gs, const float *a, int64_t r0, int rows, const float *dy,
                               double *s1, double *s2, float *out) {
     static const float zeros[BN_CH_TILE];
     const int C = gs->C;
+    const float *x = gs->inp + r0 * C;
     pick_grad_sums()(x, dy, gs->mean, gs->affine, gs->hmax, C, rows, C, s1, s2);
     /* (g - 0 - (x - mean)*0) * a = g*a */
     pick_dx_rows()(x, dy, gs->affine, gs->hmax, C, rows, C, gs->mean, zeros, zeros, a, false, out);

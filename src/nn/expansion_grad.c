@@ -12,11 +12,7 @@
  * IC x IC products, and is added after the last image. The same gradients as the layers in turn,
  * up to rounding (the products are summed in another order and z is x·W1ᵀ again), so
  * m->exact_grad turns this off (model_exec.c). Per-image and per-slot partials are folded in a
- * fixed order: the result does not depend on the thread count.
- *
- * z itself need not be stored either (nnz_expansion_remake): the forward takes the batch norm's
- * moments from the 1x1 conv's blocks and drops them, and the depthwise conv's forward and backward
- * make each image's z again from x (IC channels, a sixth of C in mbv2-tiny) as they read it. */
+ * fixed order: the result does not depend on the thread count. */
 #include "nn/nn.h"
 
 #include <math.h>
@@ -26,8 +22,7 @@
 
 struct nnz_expansion_grad {
     int N, P, C, IC, slots;
-    const float *x, *z, *w1;
-    const nnz_expansion_remake *remake;
+    const float *x, *w1;
     float *dw1, *dx;
     bool accumulate;
     const float *gamma, *invstd, *mean;
@@ -54,8 +49,7 @@ nnz_expansion_grad *nnz_expansion_grad_begin(const nnz_expansion_grad_args *g) {
     nnz_expansion_grad *e = calloc(1, sizeof *e);
     if (!e) return NULL;
     const int C = g->C, IC = g->IC;
-    *e = (nnz_expansion_grad){.N = g->N, .P = g->P, .C = C, .IC = IC, .slots = g->slots, .x = g->x, .z = g->z,
-                              .remake = g->remake, .w1 = g->w1,
+    *e = (nnz_expansion_grad){.N = g->N, .P = g->P, .C = C, .IC = IC, .slots = g->slots, .x = g->x, .w1 = g->w1,
                               .dw1 = g->dw1, .dx = g->dx, .accumulate = g->accumulate, .gamma = g->gamma,
                               .invstd = g->save_invstd, .mean = g->save_mean, .dgamma = g->dgamma,
                               .dbeta = g->dbeta};
@@ -82,10 +76,8 @@ void nnz_expansion_grad_image(const void *ctx, int slot, int n, const float *dy)
     const int P = e->P, C = e->C, IC = e->IC;
     float *ag = e->buf + (size_t)omp_get_thread_num() * ((size_t)P * C + IC);
     const float *x = e->x + (int64_t)n * P * IC;
-    const float *z = e->z ? e->z + (int64_t)n * P * C
-                          : e->remake->keep + (size_t)omp_get_thread_num() * e->remake->keep_rows * C;
-    nnz_batchnorm_grad_block(&e->gs, e->a, z, P, dy, e->sums + (int64_t)n * 2 * C, e->sums + (int64_t)n * 2 * C + C,
-                             ag);
+    nnz_batchnorm_grad_block(&e->gs, e->a, (int64_t)n * P, P, dy, e->sums + (int64_t)n * 2 * C,
+                             e->sums + (int64_t)n * 2 * C + C, ag);
     /* into this image's slot, on this thread (a nested nnz_gemm_small runs on it alone too) */
     nnz_gemm_small_at_serial(P, C, IC, ag, C, x, IC, e->gx + (size_t)slot * C * IC);
     nnz_gemm_small_at_serial(P, IC, IC, x, IC, x, IC, e->xx + (size_t)slot * IC * IC);
@@ -139,12 +131,4 @@ void nnz_expansion_grad_end(nnz_expansion_grad *e) {
         nnz_gemm_small(M, IC, IC, e->x, IC, mx, true, &ep, e->dx);
     }
     nnz_expansion_grad_free(e);
-}
-
-void nnz_expansion_remake_rows(const void *ctx, int64_t rows, const float *zp, float *buf) {
-    const nnz_expansion_remake *r = ctx;
-    const int64_t r0 = (zp - r->z) / r->C;
-    float *z = r->keep ? r->keep + (size_t)omp_get_thread_num() * r->keep_rows * r->C : buf;
-    nnz_gemm_small(rows, r->C, r->IC, r->x + r0 * r->IC, r->IC, r->w1t, false, NULL, z);
-    nnz_batchnorm_apply_rows(&r->bn, rows, z, buf);
 }

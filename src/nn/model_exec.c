@@ -602,40 +602,6 @@ static nnz_bn_apply deferred_bn(const nnz_model *m, int bn) {
                           .act = act >= 0 ? act_op(m, act) : NNZ_OP_IDENTITY};
 }
 
-#define EXPANSION_MIN_PIXELS 196 /* 14x14 */
-
-/* 1x1 conv i's output z is an expansion's (expansion_grad.c): more channels than its input, images
- * of 14x14 or more, only read by a batch norm deferred into a depthwise conv; measured on mbv2-tiny
- * at batch 128, the per-image work of the expansion's fusions costs more than the passes it saves in
- * the 16-to-16 block and on 7x7 images (docs/perf-notes.md) */
-static bool is_expansion(const nnz_model *m, int i) {
-    const nnz_node *nd = &m->nodes[i];
-    const int b = m->exec[i].eval_bn;
-    if (nd->op != NNZ_OP_CONV2D || nd->k != 1 || nd->groups != 1 || b < 0 || m->exec[b].deferred_to < 0) return false;
-    const nnz_node *d = &m->nodes[m->exec[b].deferred_to];
-    return d->groups > 1 && d->groups == d->in_c && nd->out_ch > nd->in_c && nd->h * nd->w >= EXPANSION_MIN_PIXELS;
-}
-
-/* The expansion's z, not stored by the forward (z_remade), made now for a reader that needs it stored */
-static void make_z(nnz_model *m, int pw, int n, const float *x) {
-    const nnz_node *nd = &m->nodes[pw];
-    nnz_gemm_small((int64_t)n * nd->h * nd->w, nd->out_ch, nd->in_c, node_input(m, nd->input, x), nd->in_c,
-                   m->exec[pw].kernel_weight, false, NULL, m->act[pw]);
-    m->exec[pw].z_remade = false;
-}
-
-/* The prologue of a conv into which batch norm bn is deferred: act(bn(z)) from the stored z, or, when
- * the expansion before it did not store z, from z made again (keep: see nnz_expansion_remake) */
-static nnz_input_prologue deferred_prologue(const nnz_model *m, int bn, const float *x, const nnz_bn_apply *a,
-                                            nnz_expansion_remake *rc, float *keep, int64_t keep_rows) {
-    const int pw = m->nodes[bn].input;
-    if (pw < 0 || !m->exec[pw].z_remade) return (nnz_input_prologue){nnz_batchnorm_apply_rows, a};
-    const nnz_node *pn = &m->nodes[pw];
-    *rc = (nnz_expansion_remake){.z = m->act[pw], .x = node_input(m, pn->input, x), .w1t = m->exec[pw].kernel_weight,
-                                 .C = pn->out_ch, .IC = pn->in_c, .bn = *a, .keep = keep, .keep_rows = keep_rows};
-    return (nnz_input_prologue){nnz_expansion_remake_rows, rc};
-}
-
 /* Runs every node over images [n0, n0+n). Train mode needs the whole batch (n0 = 0):
  * batch norm's statistics couple the images. */
 static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool train, float *scratch,
@@ -667,24 +633,15 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
             /* in training, the batch norm before it may be deferred into it (applied as its input is
              * read: pro) and the one after it may take its moments from its output blocks */
             nnz_bn_apply a;
-            nnz_expansion_remake rc;
             nnz_input_prologue pro = {nnz_batchnorm_apply_rows, &a};
             const bool deferred = train && ex->input_bn >= 0;
             const float *z = deferred ? view_input(m, v, m->nodes[ex->input_bn].input, x, n0) : in;
-            if (deferred) a = deferred_bn(m, ex->input_bn), pro = deferred_prologue(m, ex->input_bn, x, &a, &rc, NULL, 0);
-            if (train) m->exec[i].z_remade = false;
-            /* an expansion's output is not stored: its batch norm's moments are taken, the blocks dropped */
-            if (train && !m->exact_grad && is_expansion(m, i) && nnz_conv2d_kernel_weight_floats(&s) > 0 &&
-                take_bn_moments(m, i, &s, z, deferred ? &pro : NULL, NULL)) {
-                m->exec[i].z_remade = true;
-                break;
-            }
+            if (deferred) a = deferred_bn(m, ex->input_bn);
             if (train && ex->eval_bn >= 0 && take_bn_moments(m, i, &s, z, deferred ? &pro : NULL, out)) break;
             if (deferred) {
                 if (nnz_conv2d_forward_pro(&s, z, &pro, param_value(m, nd->weight), param_value(m, nd->bias), epp, out,
                                            scratch))
                     break;
-                if (m->exec[m->nodes[ex->input_bn].input].z_remade) make_z(m, m->nodes[ex->input_bn].input, n, x);
                 nnz_batchnorm_apply(n * nd->in_h * nd->in_w, &a, z, (float *)in); /* the prologue did not run */
                 m->exec[ex->input_bn].deferred_made = true;
             }
@@ -881,20 +838,24 @@ static nnz_op bn_act(const nnz_model *m, int bn) {
     return m->exec[bn].fused_act >= 0 ? act_op(m, m->exec[bn].fused_act) : NNZ_OP_IDENTITY;
 }
 
+#define EXPANSION_MIN_PIXELS 196 /* 14x14 */
+
 /* The expansion before depthwise conv p (expansion_grad.c): batch norm b (bn_taking_sums) after a
  * 1x1 conv whose input is stored. Its backward and the 1x1 conv's are then taken from p's data
  * gradient image by image; NULL: not this shape, exact_grad, or out of memory. */
-static nnz_expansion_grad *expansion_begin(const nnz_model *m, int b, int n, const float *x,
-                                           const nnz_expansion_remake *remake) {
+static nnz_expansion_grad *expansion_begin(const nnz_model *m, int b, int n, const float *x) {
     const nnz_node *bn = &m->nodes[b];
     const int pw = bn->input;
     const nnz_node *pn = &m->nodes[pw];
-    if (m->exact_grad || !is_expansion(m, pw) || input_still_deferred(m, pw)) return NULL;
+    if (m->exact_grad || pn->k != 1 || pn->groups != 1 || input_still_deferred(m, pw)) return NULL;
+    /* worth it where the expanded gradients are wide and the images big: measured on mbv2-tiny at batch
+     * 128, the per-image products cost more than the passes they save in the 16-to-16 block and on
+     * 7x7 images (docs/perf-notes.md) */
+    if (bn->c <= pn->in_c || bn->h * bn->w < EXPANSION_MIN_PIXELS) return NULL;
     const float *save = m->aux[b];
     const nnz_expansion_grad_args args = {
         .N = n, .P = bn->h * bn->w, .C = bn->c, .IC = pn->in_c, .slots = nnz_dwconv_slots(n),
-        .x = node_input(m, pn->input, x), .z = remake ? NULL : m->act[pw], .remake = remake,
-        .w1 = param_value(m, pn->weight),
+        .x = node_input(m, pn->input, x), .z = m->act[pw], .w1 = param_value(m, pn->weight),
         .dw1 = param_grad(m, pn->weight), .dx = node_grad(m, pn->input),
         .accumulate = pn->input < 0 || !m->exec[pn->input].grad_written, .act = bn_act(m, b),
         .gamma = param_value(m, bn->weight), .beta = param_value(m, bn->bias), .save_mean = save,
@@ -928,31 +889,21 @@ static bool stream_bn_grad(nnz_model *m, int i, int n, const float *x, const flo
     /* the conv's input may be a batch norm deferred into it: made again as it is read */
     const int dbn = input_still_deferred(m, p) ? m->exec[p].input_bn : -1;
     nnz_bn_apply a;
-    nnz_input_prologue pro = {nnz_batchnorm_apply_rows, &a};
+    const nnz_input_prologue pro = {nnz_batchnorm_apply_rows, &a};
     if (dbn >= 0) a = deferred_bn(m, dbn);
     const float *pin = dbn >= 0 ? node_input(m, m->nodes[dbn].input, x) : node_input(m, pn->input, x);
     const int b = bn_taking_sums(m, p, n);
-    /* an expansion before the conv: its gradients from the conv's data gradient, never stored, and its
-     * z, if the forward did not store it, made again image by image (kept for the batch norm's part) */
-    const bool remade = b >= 0 && b == dbn && m->exec[m->nodes[b].input].z_remade;
-    const int64_t img = (int64_t)pn->in_h * pn->in_w;
-    float *keep = remade ? malloc((size_t)omp_get_max_threads() * img * pn->in_c * sizeof(float)) : NULL;
-    nnz_expansion_remake rc;
-    if (keep) pro = deferred_prologue(m, dbn, x, &a, &rc, keep, img);
-    nnz_expansion_grad *eg = b >= 0 && (!remade || keep) ? expansion_begin(m, b, n, x, keep ? &rc : NULL) : NULL;
+    /* an expansion before the conv: its gradients from the conv's data gradient, never stored */
+    nnz_expansion_grad *eg = b >= 0 ? expansion_begin(m, b, n, x) : NULL;
     const nnz_image_sink isink = {nnz_expansion_grad_image, eg};
     if (eg && nnz_conv2d_backward_src_images(&s, &src, pin, dbn >= 0 ? &pro : NULL, param_value(m, pn->weight),
                                              param_grad(m, pn->weight), m->scratch, &isink)) {
         nnz_expansion_grad_end(eg);
-        free(keep);
         m->exec[p].dout_streamed = m->exec[m->nodes[b].input].dout_streamed = m->exec[b].grad_taken = true;
         nnz_batchnorm_backward_end(&g);
         return true;
     }
     nnz_expansion_grad_free(eg);
-    free(keep);
-    if (remade) make_z(m, m->nodes[b].input, n, x); /* the readers below read it stored */
-    pro = (nnz_input_prologue){nnz_batchnorm_apply_rows, &a};
     /* else the batch norm before the conv takes its sums from the conv's data gradient */
     nnz_bn_grad_sums *sums = b >= 0 ? &m->exec[b].grad_sums : NULL;
     if (sums) {
@@ -1000,10 +951,6 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
         const nnz_node_exec *ex = &m->exec[i];
         if (ex->fused_into >= 0 && m->nodes[ex->fused_into].op == NNZ_OP_BATCHNORM) continue; /* done by the bn */
         if (ex->dout_streamed || ex->grad_taken) continue; /* done by the batch norm or conv after it (stream_bn_grad) */
-        /* an expansion's z that the forward did not store, read here by its batch norm or the conv that
-         * norm is deferred into (stream_bn_grad makes it when its own fusion cannot run) */
-        const int zin = nd->op == NNZ_OP_BATCHNORM ? nd->input : ex->input_bn >= 0 ? m->nodes[ex->input_bn].input : -1;
-        if (zin >= 0 && m->exec[zin].z_remade) make_z(m, zin, n, x);
         const float *in = node_input(m, nd->input, x);
         const float *dout = m->dact[i];
         float *dinp = node_grad(m, nd->input);

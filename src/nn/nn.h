@@ -230,12 +230,12 @@ bool nnz_batchnorm_grad_sums_begin(int M, int C, const float *inp, nnz_op act, c
 void nnz_batchnorm_grad_sums_rows(const void *ctx, int64_t r0, int rows, const float *dout);
 void nnz_batchnorm_grad_sums_free(nnz_bn_grad_sums *gs);
 /* The backward taken apart, for a consumer that does the rest itself (expansion_grad.c), with gs
- * from _begin (its part and inp unused): over rows x of the input (dense, C wide) with their dout
- * rows dy (dense), the sums' partial s1 = Σ g, s2 = Σ g·(x - mean) (C doubles each; g = dy masked
+ * from _begin (its part unused): over rows [r0, r0+rows) of the input with their dout rows dy
+ * (dense, C wide), the sums' partial s1 = Σ g, s2 = Σ g·(x - mean) (C doubles each; g = dy masked
  * by the activation) and out = g·a (a: C floats, invstd·gamma as nnz_batchnorm_grad_coefs makes it);
  * then, from the batch's sums (M rows), dgamma and dbeta (accumulate; may be NULL) and the data
  * gradient's coefficients: dinp = (g - mean_dy - (x - mean)·k)·a, as nnz_batchnorm_backward_act's. */
-void nnz_batchnorm_grad_block(const nnz_bn_grad_sums *gs, const float *a, const float *x, int rows, const float *dy,
+void nnz_batchnorm_grad_block(const nnz_bn_grad_sums *gs, const float *a, int64_t r0, int rows, const float *dy,
                               double *s1, double *s2, float *out);
 void nnz_batchnorm_grad_coefs(int M, int C, const double *sdy, const double *sdyx, const float *gamma,
                               const float *save_invstd, float *dgamma, float *dbeta, float *mean_dy, float *k,
@@ -254,26 +254,9 @@ void nnz_batchnorm_backward_end(nnz_bn_grad *g);
  * as the depthwise conv hands them), then _end (frees) or, to give up, _free. dw1, dgamma, dbeta
  * accumulate; dx (may be NULL) is overwritten or accumulated into (accumulate). The same gradients
  * as the layers in turn up to rounding. */
-/* An expansion's z = x·W1ᵀ made again where it is read instead of stored (training: the 1x1 conv's
- * output, which its batch norm, deferred into the depthwise conv after it, normalizes): an
- * nnz_input_prologue's fn for the depthwise conv, whose input pointer points into z's (unwritten)
- * buffer. It finds the rows' place there, makes their z from x with the small GEMM into this
- * thread's part of `keep` (or, keep NULL, straight into buf) and writes act(bn(z)) to buf: the
- * same numbers as reading the stored z. */
-typedef struct {
-    const float *z;       /* z's buffer, (M, C): where the conv's input pointers point; never read */
-    const float *x, *w1t; /* x (M, IC); the 1x1 conv's weight as the small GEMM reads it (IC, C) */
-    int C, IC;
-    nnz_bn_apply bn;
-    float *keep;          /* NULL, or keep_rows*C floats per thread: the z of the rows last made there */
-    int64_t keep_rows;
-} nnz_expansion_remake;
-void nnz_expansion_remake_rows(const void *ctx, int64_t rows, const float *zp, float *buf);
 typedef struct {
     int N, P, C, IC, slots;
-    const float *x, *z, *w1; /* x (N,P,IC), z (N,P,C), w1 (C,IC); z NULL: each image's z is made again
-                                by remake's prologue just before the image comes (its keep) */
-    const nnz_expansion_remake *remake;
+    const float *x, *z, *w1; /* x (N,P,IC), z (N,P,C), w1 (C,IC) */
     float *dw1, *dx;
     bool accumulate;
     nnz_op act;
@@ -409,9 +392,6 @@ typedef struct nnz_node_exec {
     nnz_bn_grad_sums grad_sums; /* batchnorm, during a backward: its sums, made by the conv after it from
                            each block of its data gradient (grad_sums.part non-NULL: ready), or none */
     bool grad_sums_given; /* batchnorm: the last backward used grad_sums (what the tests observe) */
-    bool z_remade;      /* conv, during a training step: an expansion's 1x1 conv whose output the forward did
-                           not store; its readers make it again from its input (nnz_expansion_remake), or
-                           make_z stores it after all for one that cannot */
     bool grad_taken;    /* batchnorm, during a backward: its backward and its 1x1 conv's were done with the
                            depthwise conv's after it (an expansion, expansion_grad.c): its turn is skipped */
     float *eval_scale;  /* conv with eval_bn: out_ch floats for the folded multiplier */
