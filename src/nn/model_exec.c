@@ -592,14 +592,17 @@ static bool take_bn_moments(nnz_model *m, int i, const nnz_conv_shape *s, const 
     return false;
 }
 
+/* The activation batch norm bn computes with itself (act_op: identity where gated off), or identity */
+static nnz_op bn_act(const nnz_model *m, int bn) {
+    return m->exec[bn].fused_act >= 0 ? act_op(m, m->exec[bn].fused_act) : NNZ_OP_IDENTITY;
+}
+
 /* A deferred batch norm's map, from its last training forward's statistics */
 static nnz_bn_apply deferred_bn(const nnz_model *m, int bn) {
     const nnz_node *nd = &m->nodes[bn];
-    const int act = m->exec[bn].fused_act;
     const float *save = m->aux[bn]; /* save_mean, then save_invstd */
     return (nnz_bn_apply){.C = nd->c, .mean = save, .invstd = save + nd->c,
-                          .gamma = param_value(m, nd->weight), .shift = param_value(m, nd->bias),
-                          .act = act >= 0 ? act_op(m, act) : NNZ_OP_IDENTITY};
+                          .gamma = param_value(m, nd->weight), .shift = param_value(m, nd->bias), .act = bn_act(m, bn)};
 }
 
 /* Runs every node over images [n0, n0+n). Train mode needs the whole batch (n0 = 0):
@@ -663,7 +666,7 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
             break;
         case NNZ_OP_BATCHNORM: {
             int M = n * nd->h * nd->w;
-            const nnz_op act = ex->fused_act >= 0 ? act_op(m, ex->fused_act) : NNZ_OP_IDENTITY;
+            const nnz_op act = bn_act(m, i);
             if (train) {
                 float *save = m->aux[i], *bn_out = ex->deferred_to >= 0 ? NULL : out;
                 m->exec[i].deferred_made = false;
@@ -834,10 +837,6 @@ static int bn_taking_sums(const nnz_model *m, int p, int n) {
     return b >= 0 && bn_grad_streams(m, b, n, &s) ? b : -1;
 }
 
-static nnz_op bn_act(const nnz_model *m, int bn) {
-    return m->exec[bn].fused_act >= 0 ? act_op(m, m->exec[bn].fused_act) : NNZ_OP_IDENTITY;
-}
-
 #define EXPANSION_MIN_PIXELS 196 /* 14x14 */
 
 /* The expansion before depthwise conv p (expansion_grad.c): batch norm b (bn_taking_sums) after a
@@ -992,13 +991,11 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
             break;
         case NNZ_OP_BATCHNORM: {
             const float *save = m->aux[i];
-            const int act = ex->fused_act;
-            const nnz_op aop = act >= 0 ? act_op(m, act) : NNZ_OP_IDENTITY;
             /* fused: the activation's gradient is the dout, its mask recomputed from the input */
-            const float *bn_dout = act >= 0 ? m->dact[act] : dout;
+            const float *bn_dout = ex->fused_act >= 0 ? m->dact[ex->fused_act] : dout;
             if (stream_bn_grad(m, i, n, x, bn_dout)) break;
             nnz_batchnorm_grad_sums_free(&m->exec[i].grad_sums); /* made for a stream that could not run */
-            nnz_batchnorm_backward_act(n * nd->h * nd->w, nd->c, in, aop, param_value(m, nd->weight),
+            nnz_batchnorm_backward_act(n * nd->h * nd->w, nd->c, in, bn_act(m, i), param_value(m, nd->weight),
                                        param_value(m, nd->bias), save, save + nd->c, bn_dout, dinp, acc,
                                        param_grad(m, nd->weight), param_grad(m, nd->bias));
             break;
