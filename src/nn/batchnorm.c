@@ -569,15 +569,16 @@ void nnz_batchnorm_backward_act(int M, int C, const float *inp, nnz_op act, cons
 }
 
 bool nnz_batchnorm_grad_sums_begin(int M, int C, const float *inp, nnz_op act, const float *gamma, const float *beta,
-                                   const float *save_mean, const float *save_invstd, nnz_bn_grad_sums *gs) {
+                                   const float *save_mean, const float *save_invstd, bool groups,
+                                   nnz_bn_grad_sums *gs) {
     float lo, hi;
     *gs = (nnz_bn_grad_sums){.M = M, .C = C, .inp = inp, .mean = save_mean};
     act_bounds(act, &lo, &hi, &gs->hmax);
     if (M < 1 || C < 1 || C > BN_CH_TILE) return false;
-    const int groups = (M + BN_GROUP_ROWS - 1) / BN_GROUP_ROWS;
-    gs->part = malloc((size_t)groups * 2 * (size_t)C * sizeof(double));
+    const int n_groups = (M + BN_GROUP_ROWS - 1) / BN_GROUP_ROWS;
+    gs->part = groups ? malloc((size_t)n_groups * 2 * (size_t)C * sizeof(double)) : NULL;
     gs->affine = act != NNZ_OP_IDENTITY ? malloc((size_t)2 * C * sizeof(float)) : NULL;
-    if (!gs->part || (act != NNZ_OP_IDENTITY && !gs->affine)) {
+    if ((groups && !gs->part) || (act != NNZ_OP_IDENTITY && !gs->affine)) {
         nnz_batchnorm_grad_sums_free(gs);
         return false;
     }

@@ -54,7 +54,7 @@ nnz_expansion_grad *nnz_expansion_grad_begin(const nnz_expansion_grad_args *g) {
                               .invstd = g->save_invstd, .mean = g->save_mean, .dgamma = g->dgamma,
                               .dbeta = g->dbeta};
     const bool sums_ok = nnz_batchnorm_grad_sums_begin(g->N * g->P, C, g->z, g->act, g->gamma, g->beta, g->save_mean,
-                                                       g->save_invstd, &e->gs);
+                                                       g->save_invstd, false, &e->gs);
     e->a = malloc((size_t)C * sizeof(float));
     e->sums = malloc((size_t)g->N * 2 * C * sizeof(double));
     e->gx = calloc((size_t)g->slots * C * IC, sizeof(float));

@@ -910,7 +910,7 @@ static bool stream_bn_grad(nnz_model *m, int i, int n, const float *x, const flo
         const float *bsave = m->aux[b];
         if (!nnz_batchnorm_grad_sums_begin(n * bn->h * bn->w, bn->c, m->act[bn->input], bn_act(m, b),
                                            param_value(m, bn->weight), param_value(m, bn->bias), bsave,
-                                           bsave + bn->c, sums))
+                                           bsave + bn->c, true, sums))
             sums = NULL;
     }
     const nnz_row_sink sink = {nnz_batchnorm_grad_sums_rows, sums};

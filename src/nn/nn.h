@@ -215,22 +215,24 @@ typedef struct {
 } nnz_bn_grad;
 /* The backward's sums (dout's and dout·x̂'s, per channel) made by the layer that writes dout, from
  * each block of its rows while in cache (nnz_row_sink): _begin (false: more than 256 channels, or
- * out of memory; nothing to free; gamma, beta, the saved statistics as _begin's below), _rows on
- * every block (blocks as nnz_batchnorm_moments_rows's), then nnz_batchnorm_backward_begin with
- * sums instead of its own pass over dout (the same numbers), and _free. */
+ * out of memory; nothing to free; gamma, beta, the saved statistics as _begin's below; groups:
+ * room for the per-group sums _rows makes, false for a consumer of nnz_batchnorm_grad_block only),
+ * _rows on every block (blocks as nnz_batchnorm_moments_rows's), then
+ * nnz_batchnorm_backward_begin with sums instead of its own pass over dout (the same numbers), and
+ * _free. */
 typedef struct {
     int M, C;
     const float *inp, *mean;
     float hmax;
     float *affine;  /* masked: the activation's scale and shift (C each), as the backward makes them; else NULL */
-    double *part;   /* per group of NNZ_BN_GROUP_ROWS rows: sum dout (C), sum dout*(x - mean) (C) */
+    double *part;   /* per group of NNZ_BN_GROUP_ROWS rows: sum dout (C), sum dout*(x - mean) (C); or NULL */
 } nnz_bn_grad_sums;
 bool nnz_batchnorm_grad_sums_begin(int M, int C, const float *inp, nnz_op act, const float *gamma, const float *beta,
-                                   const float *save_mean, const float *save_invstd, nnz_bn_grad_sums *gs);
+                                   const float *save_mean, const float *save_invstd, bool groups, nnz_bn_grad_sums *gs);
 void nnz_batchnorm_grad_sums_rows(const void *ctx, int64_t r0, int rows, const float *dout);
 void nnz_batchnorm_grad_sums_free(nnz_bn_grad_sums *gs);
 /* The backward taken apart, for a consumer that does the rest itself (expansion_grad.c), with gs
- * from _begin (its part unused): over rows [r0, r0+rows) of the input with their dout rows dy
+ * from _begin without groups: over rows [r0, r0+rows) of the input with their dout rows dy
  * (dense, C wide), the sums' partial s1 = Σ g, s2 = Σ g·(x - mean) (C doubles each; g = dy masked
  * by the activation) and out = g·a (a: C floats, invstd·gamma as nnz_batchnorm_grad_coefs makes it);
  * then, from the batch's sums (M rows), dgamma and dbeta (accumulate; may be NULL) and the data
