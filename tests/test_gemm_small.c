@@ -169,15 +169,6 @@ static void test_gemm_small_at_all_isas(void **state) {
     tu_for_each_isa(at_isa, NULL);
 }
 
-typedef struct {
-    const float *dout;
-    int OC;
-} rows_of;
-static void rows_of_fn(const void *ctx, int64_t r0, int rows, float *buf) {
-    const rows_of *r = ctx;
-    memcpy(buf, r->dout + r0 * r->OC, (size_t)rows * r->OC * sizeof(float));
-}
-
 /* The 1x1 backward in one pass over dout against the two calls it replaces: bit-identical
  * weight and data gradients (overwrite over NaN and accumulate), and the weight gradient
  * alone when dinp is NULL. Row counts: one partial block, several slots of unequal size, a
@@ -205,8 +196,8 @@ static void backward_case(int64_t M, int IC, int OC, bool accumulate, bool with_
         fail_msg("gemm_small_backward isa=%s M=%lld IC=%d OC=%d acc=%d dinp=%d: not the two calls' numbers",
                  nnz_isa_name(nnz_isa_active()), (long long)M, IC, OC, accumulate, with_dinp);
     if (with_dinp && !accumulate) {
-        const rows_of ro = {dout, OC};
-        const nnz_row_source src = {rows_of_fn, &ro};
+        const tu_scaled_rows ro = {dout, OC, 1.0f};
+        const nnz_row_source src = {tu_scaled_rows_fn, &ro};
         tu_row_record rec;
         const nnz_row_sink sink = {tu_row_record_fn, &rec};
         memcpy(dw2, dw1, sizeof(float) * OC * IC); /* dw1 twice: the src call adds the same again */

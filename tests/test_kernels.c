@@ -247,17 +247,6 @@ static void affine_clamp(const void *ctx, int64_t rows, const float *x, float *b
         }
 }
 
-/* dout made by a row source: rows of a stored tensor, times 3 (the source must be what is used) */
-typedef struct {
-    const float *dout;
-    int C;
-} rows_times3;
-
-static void rows_times3_fn(const void *ctx, int64_t r0, int rows, float *buf) {
-    const rows_times3 *t = ctx;
-    for (int64_t i = 0; i < (int64_t)rows * t->C; i++) buf[i] = 3.0f * t->dout[r0 * t->C + i];
-}
-
 /* With the prologue: the forward (with an epilogue, over NaN) and the weight gradient against the
  * plain kernels over the transformed batch. Then both gradients with dout streamed image by image
  * (nnz_dwconv_backward_src, with or without the prologue) against the plain kernels over the made
@@ -297,8 +286,8 @@ static void dw_fused_case(nnz_isa isa, int N, int H, int W, int C, int K, int st
     for (size_t i = 0; i < out_n; i++) d3[i] = 3.0f * dout[i];
     nnz_dwconv_backward_weight(&g, N, C, t, d3, dw1, work);
     nnz_dwconv_backward_data_ex(&g, N, C, d3, w, dx1, accumulate);
-    const rows_times3 rt = {dout, C};
-    const nnz_row_source src = {rows_times3_fn, &rt};
+    const tu_scaled_rows rt = {dout, C, 3.0f}; /* times 3: the source must be what is used */
+    const nnz_row_source src = {tu_scaled_rows_fn, &rt};
     /* overwriting, dx's rows also go to a sink in groups that straddle images and slots */
     tu_row_record rec;
     const int unit = with_pro ? 13 : 64;

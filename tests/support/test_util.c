@@ -117,3 +117,8 @@ void tu_row_record_check(tu_row_record *r, const float *final, const char *what)
         fail_msg("%s: the rows handed to the sink are not the final rows", what);
     free(r->copy), free(r->count);
 }
+
+void tu_scaled_rows_fn(const void *ctx, int64_t r0, int rows, float *buf) {
+    const tu_scaled_rows *t = ctx;
+    for (int64_t i = 0; i < (int64_t)rows * t->C; i++) buf[i] = t->scale * t->x[r0 * t->C + i];
+}

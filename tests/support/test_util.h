@@ -34,6 +34,14 @@ typedef enum {
     TU_MASK_ELEM, TU_MASK_BLOCK, TU_MASK_EMPTY_ROWS, TU_MASK_ALL_ZERO, TU_MASK_SINGLE, TU_MASK_SINGLE_BLOCK
 } tu_mask_pattern;
 uint8_t *tu_sparse_mask(tu_mask_pattern p, int rows, int cols, int64_t ldw, int r, int c, uint64_t seed);
+/* A row source (tu_scaled_rows_fn is an nnz_row_source's fn, ctx a tu_scaled_rows): rows r0.. of a
+ * stored (rows, C) tensor x, times scale, into buf */
+typedef struct {
+    const float *x;
+    int C;
+    float scale;
+} tu_scaled_rows;
+void tu_scaled_rows_fn(const void *ctx, int64_t r0, int rows, float *buf);
 /* A recording row sink (tu_row_record_fn is an nnz_row_sink's fn, ctx a tu_row_record): copies
  * each block of rows it is handed and counts, per group of `unit` rows, how often the group came.
  * tu_row_record_check fails unless every group came exactly once, in blocks that start on a group
