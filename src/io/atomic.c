@@ -58,13 +58,10 @@ static bool is_temp_of(const char *entry, const char *base, long *pid) {
  * Best effort: an unreadable directory or a failed unlink is not an error. (Writers in another pid
  * namespace or on another host sharing the directory look dead; the worst for such a writer is a
  * failed rename, its old file kept.) */
-static void remove_stale_temps(const char *path) {
-    char *dir = dir_of(path);
-    if (!dir) return;
+static void remove_stale_temps(const char *path, const char *dir) {
     const char *slash = strrchr(path, '/');
     const char *base = slash ? slash + 1 : path;
     DIR *d = opendir(dir);
-    free(dir);
     if (!d) return;
     const long self = (long)getpid();
     struct dirent *e;
@@ -97,6 +94,7 @@ static nnz_status write_failure(const char *what, const char *path, int err) {
 static void release(nnz_atomic_file *af) {
     free(af->tmp_path);
     free(af->final_path);
+    free(af->dir_path);
     memset(af, 0, sizeof *af);
 }
 
@@ -125,11 +123,12 @@ nnz_status nnz_atomic_open(nnz_atomic_file *af, const char *path) {
     if (path[n - 1] == '/') return nnz_fail(NNZ_ERR_INVALID_ARG, "output path '%s' names a directory, not a file", path);
     af->final_path = dup_string(path);
     af->tmp_path = malloc(n + 64);
-    if (!af->final_path || !af->tmp_path) {
+    af->dir_path = dir_of(path);
+    if (!af->final_path || !af->tmp_path || !af->dir_path) {
         release(af);
         return nnz_fail(NNZ_ERR_NOMEM, "out of memory preparing to write '%s'", path);
     }
-    remove_stale_temps(path);
+    remove_stale_temps(path, af->dir_path);
     /* O_EXCL with a unique suffix, not mkstemp: mkstemp's 0600 would ignore the umask. */
     int fd = -1, err = 0;
     for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
@@ -177,11 +176,8 @@ void nnz_atomic_abort(nnz_atomic_file *af) {
 
 /* fsync of the directory makes the rename durable. Some file systems refuse
  * fsync on a directory (EINVAL); there it is a no-op, not an error. */
-static int sync_dir(const char *path) {
-    char *dir = dir_of(path);
-    if (!dir) return ENOMEM;
+static int sync_dir(const char *dir) {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    free(dir);
     if (fd < 0) return errno;
     int err = 0;
     if (fsync(fd) != 0 && errno != EINVAL && errno != ENOTSUP) err = errno;
@@ -210,7 +206,7 @@ nnz_status nnz_atomic_commit(nnz_atomic_file *af) {
         release(af);
         return s;
     }
-    err = sync_dir(path);
+    err = sync_dir(af->dir_path);
     nnz_status s = NNZ_OK;
     if (err) s = nnz_fail(NNZ_ERR_IO, "wrote '%s' but could not sync its directory: %s", path, strerror(err));
     release(af);

@@ -12,7 +12,7 @@
 /* ---- atomic writes ---- */
 typedef struct {
     FILE *f;
-    char *tmp_path, *final_path;
+    char *tmp_path, *final_path, *dir_path; /* dir_path: made at open, so commit allocates nothing */
     bool failed;
 } nnz_atomic_file;
 nnz_status nnz_atomic_open(nnz_atomic_file *af, const char *path);

@@ -208,7 +208,7 @@ static void build_header(const nnz_st_writer *w, strbuf *b) {
         sb_str(b, "]}");
     }
     sb_str(b, "}");
-    while (b->len % 8) sb_str(b, " ");
+    while (b->len % 8 && !b->oom) sb_str(b, " "); /* a failed allocation stops len from growing */
 }
 
 nnz_status nnz_st_write(const nnz_st_writer *w, const char *path) {
