@@ -275,18 +275,7 @@ static nnz_model *zoo_model(const char *name, bool keep) {
     nnz_model *m;
     if (nnz_model_from_zoo(name, 28, 28, 1, 10, 5, &m) != NNZ_OK) fail_msg("%s: %s", name, nnz_last_error());
     m->keep_activations = keep;
-    /* non-trivial batch-norm statistics and affine parameters, so eval folding is exercised */
-    for (int i = 0; i < m->n_params; i++) {
-        nnz_param *p = &m->params[i];
-        if (m->nodes[p->node].op != NNZ_OP_BATCHNORM) continue;
-        float *v = nnz_tensor_f32(&p->value);
-        int64_t n = nnz_tensor_numel(&p->value);
-        float lo = -0.5f, hi = 0.5f; /* running_mean */
-        if (strstr(p->name, "running_var")) lo = 0.2f, hi = 2.0f;
-        else if (p->node >= 0 && p == &m->params[m->nodes[p->node].weight]) lo = 1.0f, hi = 8.0f; /* gamma */
-        else if (p->node >= 0 && p == &m->params[m->nodes[p->node].bias]) lo = -1.0f, hi = 2.0f;  /* beta */
-        tu_fill_uniform(v, n, lo, hi, 50 + (uint64_t)i);
-    }
+    tu_randomize_batchnorms(m, 50);
     return m;
 }
 

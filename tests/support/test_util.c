@@ -1,5 +1,7 @@
 #include "test_util.h"
 
+#include "nn/nn.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,4 +123,18 @@ void tu_row_record_check(tu_row_record *r, const float *final, const char *what)
 void tu_scaled_rows_fn(const void *ctx, int64_t r0, int rows, float *buf) {
     const tu_scaled_rows *t = ctx;
     for (int64_t i = 0; i < (int64_t)rows * t->C; i++) buf[i] = t->scale * t->x[r0 * t->C + i];
+}
+
+void tu_randomize_batchnorms(nnz_model *m, uint64_t seed) {
+    for (int i = 0; i < m->n_params; i++) {
+        nnz_param *p = &m->params[i];
+        if (m->nodes[p->node].op != NNZ_OP_BATCHNORM) continue;
+        float *v = nnz_tensor_f32(&p->value);
+        int64_t n = nnz_tensor_numel(&p->value);
+        float lo = -0.5f, hi = 0.5f; /* running_mean */
+        if (strstr(p->name, "running_var")) lo = 0.2f, hi = 2.0f;
+        else if (p->node >= 0 && p == &m->params[m->nodes[p->node].weight]) lo = 1.0f, hi = 8.0f; /* gamma */
+        else if (p->node >= 0 && p == &m->params[m->nodes[p->node].bias]) lo = -1.0f, hi = 2.0f;  /* beta */
+        tu_fill_uniform(v, n, lo, hi, seed + (uint64_t)i);
+    }
 }

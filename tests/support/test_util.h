@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "base/base.h"
+#include "nnz.h"
 
 /* Fills x[0..n) with uniform values in [lo, hi) from a seeded rng. */
 void tu_fill_uniform(float *x, int64_t n, float lo, float hi, uint64_t seed);
@@ -58,5 +59,9 @@ void tu_row_record_fn(const void *ctx, int64_t r0, int rows, const float *x);
 void tu_row_record_check(tu_row_record *r, const float *final, const char *what);
 /* Runs fn once per ISA this machine supports, forcing it with nnz_isa_set. */
 void tu_for_each_isa(void (*fn)(nnz_isa isa, void *ctx), void *ctx);
+/* Non-trivial batch-norm statistics and affine parameters (gamma in [1, 8), beta in [-1, 2),
+ * running means in [-0.5, 0.5), variances in [0.2, 2)): eval folding is exercised, and no
+ * gradient of a freshly built model nearly cancels (with gamma 1 and beta 0 some do). */
+void tu_randomize_batchnorms(nnz_model *m, uint64_t seed);
 
 #endif

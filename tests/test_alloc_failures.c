@@ -1,0 +1,502 @@
+/* Allocation failures: every buffer a training step, an eval forward, a reserve or a checkpoint
+ * save allocates is made to fail in turn, alone and with every allocation after it (this program
+ * links with -Wl,--wrap=malloc,...: the wrappers below fail the k-th allocation made by nnz's own
+ * code after arming; OpenBLAS, libgomp and libc allocate past them). Each run must end either in
+ * a clean NNZ_ERR_NOMEM (with a message; a failed save keeps the old file, and no temporary one),
+ * or, where the code has a fallback for that buffer, in the results of a run without the failure
+ * (assert_close says how close). Either way the model must be left usable: the next step without
+ * failures gives the reference's results bit for bit, and the sanitizer build finds no leak.
+ * Without this the fallbacks after a failed allocation would never run. */
+#include "nn/nn.h"
+#include "test_util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <execinfo.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+/* ---- the wrappers ---- */
+
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t k, size_t n);
+void *__real_realloc(void *p, size_t n);
+int __real_posix_memalign(void **p, size_t align, size_t n);
+
+static long arm_at = -1;  /* the index (from arming) of the first allocation to fail; -1: none fails */
+static bool arm_persist;  /* every allocation from arm_at on fails, not only that one */
+static long seen, failed; /* allocations since arming, and how many of them failed */
+
+static bool should_fail(void) {
+    if (__atomic_load_n(&arm_at, __ATOMIC_RELAXED) < 0) return false;
+    const long k = __atomic_fetch_add(&seen, 1, __ATOMIC_RELAXED);
+    if (k < arm_at || (!arm_persist && k > arm_at)) return false;
+    __atomic_fetch_add(&failed, 1, __ATOMIC_RELAXED);
+    /* TRACE_ALLOC=k: the call stack of the k-th allocation when it fails (addr2line names it) */
+    const char *trace = getenv("TRACE_ALLOC");
+    if (trace && atol(trace) == k) {
+        void *bt[16];
+        backtrace_symbols_fd(bt, backtrace(bt, 16), 2);
+    }
+    return true;
+}
+
+void *__wrap_malloc(size_t n) {
+    if (should_fail()) return NULL;
+    return __real_malloc(n);
+}
+
+void *__wrap_calloc(size_t k, size_t n) {
+    if (should_fail()) return NULL;
+    return __real_calloc(k, n);
+}
+
+void *__wrap_realloc(void *p, size_t n) {
+    if (should_fail()) return NULL;
+    return __real_realloc(p, n);
+}
+
+int __wrap_posix_memalign(void **p, size_t align, size_t n) {
+    if (should_fail()) return ENOMEM;
+    return __real_posix_memalign(p, align, n);
+}
+
+static void arm(long k, bool persist) {
+    seen = failed = 0;
+    arm_persist = persist;
+    __atomic_store_n(&arm_at, k, __ATOMIC_SEQ_CST);
+}
+
+static long disarm(void) {
+    __atomic_store_n(&arm_at, -1, __ATOMIC_SEQ_CST);
+    return failed;
+}
+
+/* ---- helpers ---- */
+
+enum { MB = 4, MAX_TRIES = 4000 };
+
+static float *falloc(size_t n) {
+    float *p = malloc(n * sizeof(float));
+    assert_non_null(p);
+    return p;
+}
+
+static nnz_model *zoo(const char *name, nnz_dtype precision) {
+    nnz_model *m = NULL;
+    if (nnz_model_from_zoo(name, 28, 28, 1, 10, 5, &m) != NNZ_OK) fail_msg("%s: %s", name, nnz_last_error());
+    tu_randomize_batchnorms(m, 50);
+    assert_int_equal(nnz_model_set_precision(m, precision), NNZ_OK);
+    return m;
+}
+
+/* lenet5 with 90% of conv2 and fc1 masked in 16x16 blocks: the sparse kernels' buffers */
+static nnz_model *masked_lenet5(nnz_dtype precision) {
+    nnz_model *m = zoo("lenet5", precision);
+    static const char *const layers[] = {"conv2", "fc1"};
+    for (int l = 0; l < 2; l++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s.weight", layers[l]);
+        const nnz_param *p = &m->params[nnz_model_find_param(m, name)];
+        const int64_t n = nnz_tensor_numel(&p->value), rows = p->value.shape[0], cols = n / rows;
+        uint8_t *mask = malloc((size_t)n);
+        assert_non_null(mask);
+        for (int64_t i = 0; i < n; i++)
+            mask[i] = nnz_rng_hash(77 + l, (uint64_t)(i / cols / 16) * 4099 + (uint64_t)(i % cols / 16)) % 10 == 0;
+        assert_int_equal(nnz_model_apply_mask(m, layers[l], mask, n), NNZ_OK);
+        free(mask);
+    }
+    assert_int_equal(nnz_model_set_sparse_format(m, "bsr:16x16"), NNZ_OK);
+    nnz_model_set_grad_mask(m, true);
+    return m;
+}
+
+typedef struct {
+    float *logits; /* MB x 10 */
+    float **grads; /* per parameter, NULL where it has none */
+    int n;         /* parameters */
+    bool train;    /* grads hold a backward's gradients (else only the logits count) */
+} step_result;
+
+static step_result result_of(const nnz_model *m, bool train) {
+    step_result r = {falloc(MB * 10), calloc((size_t)m->n_params, sizeof(float *)), m->n_params, train};
+    assert_non_null(r.grads);
+    memcpy(r.logits, nnz_model_output(m), MB * 10 * sizeof(float));
+    for (int i = 0; i < m->n_params; i++) {
+        const nnz_param *p = &m->params[i];
+        if (!p->grad || !train) continue;
+        const size_t n = (size_t)nnz_tensor_numel(&p->value);
+        r.grads[i] = falloc(n);
+        memcpy(r.grads[i], p->grad, n * sizeof(float));
+    }
+    return r;
+}
+
+static void result_free(step_result *r) {
+    for (int i = 0; i < r->n; i++) free(r->grads[i]);
+    free(r->grads);
+    free(r->logits);
+}
+
+static double max_abs(const float *a, size_t n) {
+    double big = 0.0;
+    for (size_t i = 0; i < n; i++) big = fabs(a[i]) > big ? fabs(a[i]) : big;
+    return big;
+}
+
+static double max_diff(const float *a, const float *b, size_t n) {
+    double d = 0.0;
+    for (size_t i = 0; i < n; i++) d = fabs((double)a[i] - b[i]) > d ? fabs((double)a[i] - b[i]) : d;
+    return d;
+}
+
+static double worst; /* the largest error a fallback's results showed (reported) */
+
+/* One result a fallback gave (got) against the reference's (want):
+ * - tol 0: bit for bit;
+ * - a reference that is zero up to rounding (its largest element under `zero` of scale, 1e-6 in
+ *   fp32 and 1e-3 in bf16: the bias of a batch norm whose output feeds only a 1x1 conv and another
+ *   batch norm, whose exact gradient is 0) must stay that small;
+ * - bf16 steps (truth: the same step in fp32): no farther from the fp32 result than 3 times the
+ *   reference is. A changed summation order moves later roundings to bf16 by a step, so a
+ *   fallback moves a gradient by about as much as bf16 does (measured: at most 1.4 times);
+ * - else within tol of the reference's largest element, as test_fusion compares the fused plan
+ *   with the unfused one. */
+static void assert_close(const float *got, const float *want, const float *truth, size_t n, double tol, double scale,
+                         double zero, const char *what, long k, const char *name) {
+    if (tol == 0.0) {
+        if (memcmp(got, want, n * sizeof(float)) != 0)
+            fail_msg("%s (allocation %ld): %s differs from the reference", what, k, name);
+    } else if (max_abs(want, n) < zero * scale) {
+        if (!(max_abs(got, n) < zero * scale))
+            fail_msg("%s (allocation %ld): %s: %g, the reference's under %g", what, k, name, max_abs(got, n),
+                     zero * scale);
+    } else if (truth) {
+        const double d = max_diff(got, truth, n), ref = max_diff(want, truth, n);
+        worst = d / ref > worst ? d / ref : worst;
+        if (!(d <= 3.0 * ref))
+            fail_msg("%s (allocation %ld): %s is %g from the fp32 step, the reference %g", what, k, name, d, ref);
+    } else {
+        const double e = max_diff(got, want, n) / max_abs(want, n);
+        worst = e > worst ? e : worst;
+        if (!(e <= tol)) fail_msg("%s (allocation %ld): %s off by %g of its largest element", what, k, name, e);
+    }
+}
+
+/* The logits and (ref->train) every gradient, each by assert_close; scale: the largest gradient
+ * element of the reference (for the logits, their largest). */
+static void assert_same_step(const nnz_model *m, const step_result *ref, const step_result *truth, double tol,
+                             const char *what, long k) {
+    const double zero = truth ? 1e-3 : 1e-6;
+    assert_close(nnz_model_output(m), ref->logits, truth ? truth->logits : NULL, MB * 10, tol,
+                 max_abs(ref->logits, MB * 10), zero, what, k, "the logits");
+    double scale = 0.0;
+    for (int i = 0; i < m->n_params && ref->train; i++)
+        if (ref->grads[i]) {
+            const double big = max_abs(ref->grads[i], (size_t)nnz_tensor_numel(&m->params[i].value));
+            scale = big > scale ? big : scale;
+        }
+    for (int i = 0; i < m->n_params && ref->train; i++) {
+        const nnz_param *p = &m->params[i];
+        if (!p->grad) continue;
+        char name[NNZ_NAME_MAX + 32];
+        snprintf(name, sizeof name, "the gradient of %s", p->name);
+        assert_close(p->grad, ref->grads[i], truth ? truth->grads[i] : NULL, (size_t)nnz_tensor_numel(&p->value),
+                     tol, scale, zero, what, k, name);
+    }
+}
+
+static nnz_status train_step(nnz_model *m, const float *x, const float *dl) {
+    nnz_model_zero_grad(m);
+    nnz_status s = nnz_model_forward(m, x, MB, true);
+    return s != NNZ_OK ? s : nnz_model_backward(m, x, MB, dl);
+}
+
+static void assert_clean_failure(nnz_status s, const char *what, long k) {
+    if (s != NNZ_ERR_NOMEM) fail_msg("%s (allocation %ld): status %d, not NNZ_ERR_NOMEM: %s", what, k, (int)s,
+                                     nnz_last_error());
+    if (!strstr(nnz_last_error(), "memory")) fail_msg("%s (allocation %ld): message '%s'", what, k, nnz_last_error());
+}
+
+typedef struct {
+    long errors, fallbacks, tries; /* tries: the allocations the run makes */
+    bool done;                     /* a run with no failure was reached */
+} outcome;
+
+/* A training step with the k-th allocation failing (persist: and every one after it), for
+ * every k the step reaches; the model reserved beforehand, as the trainer does. fallback_tol:
+ * how far a fallback may be from the fused plan (it runs the unfused arithmetic). */
+static outcome train_steps_failing(nnz_model *m, bool persist, double fallback_tol, const char *what) {
+    float *x = falloc((size_t)MB * 784), dl[MB * 10];
+    tu_fill_uniform(x, MB * 784, 0.0f, 20.0f, 11);
+    tu_fill_uniform(dl, MB * 10, -1.0f, 1.0f, 12);
+    step_result truth = {0}; /* bf16: the same step in fp32 */
+    const bool bf16 = m->compute == NNZ_BF16;
+    if (bf16) {
+        assert_int_equal(nnz_model_set_precision(m, NNZ_F32), NNZ_OK);
+        assert_int_equal(train_step(m, x, dl), NNZ_OK);
+        truth = result_of(m, true);
+        assert_int_equal(nnz_model_set_precision(m, NNZ_BF16), NNZ_OK);
+    }
+    assert_int_equal(train_step(m, x, dl), NNZ_OK);
+    step_result ref = result_of(m, true);
+    outcome o = {0};
+    for (long k = 0; k < MAX_TRIES; k++) {
+        arm(k, persist);
+        const nnz_status s = train_step(m, x, dl);
+        if (!disarm()) { /* the step made fewer than k + 1 allocations: all tried */
+            assert_int_equal(s, NNZ_OK);
+            assert_same_step(m, &ref, NULL, 0.0, what, k);
+            o.tries = k, o.done = true;
+            break;
+        }
+        if (s != NNZ_OK) {
+            assert_clean_failure(s, what, k);
+            o.errors++;
+        } else {
+            assert_same_step(m, &ref, bf16 ? &truth : NULL, fallback_tol, what, k);
+            o.fallbacks++;
+        }
+        /* the model is not damaged: the next step is the reference, bit for bit */
+        assert_int_equal(train_step(m, x, dl), NNZ_OK);
+        assert_same_step(m, &ref, NULL, 0.0, what, k);
+    }
+    if (!o.done) fail_msg("%s: still failing after %d allocations", what, MAX_TRIES);
+    if (bf16) result_free(&truth);
+    result_free(&ref);
+    free(x);
+    return o;
+}
+
+/* A new model's first forward (train: with its backward), its buffers reserved and its plans
+ * made inside, with the k-th allocation failing; a clean error, or the reference's results, and
+ * the model then runs as one that never failed. */
+static outcome first_runs_failing(nnz_model *(*make)(const char *, nnz_dtype), const char *name, nnz_dtype precision,
+                                  bool train, double fallback_tol, const char *what) {
+    float *x = falloc((size_t)MB * 784), dl[MB * 10];
+    tu_fill_uniform(x, MB * 784, 0.0f, 20.0f, 13);
+    tu_fill_uniform(dl, MB * 10, -1.0f, 1.0f, 14);
+    nnz_model *m = make(name, NNZ_F32);
+    assert_int_equal(train ? train_step(m, x, dl) : nnz_model_forward(m, x, MB, false), NNZ_OK);
+    step_result truth = result_of(m, train); /* for bf16 */
+    nnz_model_free(m);
+    m = make(name, precision);
+    assert_int_equal(train ? train_step(m, x, dl) : nnz_model_forward(m, x, MB, false), NNZ_OK);
+    step_result ref = result_of(m, train);
+    nnz_model_free(m);
+    outcome o = {0};
+    for (long k = 0; k < MAX_TRIES && !o.done; k++) {
+        m = make(name, precision);
+        arm(k, false);
+        const nnz_status s = train ? train_step(m, x, dl) : nnz_model_forward(m, x, MB, false);
+        const long f = disarm();
+        if (!f) {
+            assert_int_equal(s, NNZ_OK);
+            o.tries = k, o.done = true;
+        } else if (s != NNZ_OK) {
+            assert_clean_failure(s, what, k);
+            o.errors++;
+        } else {
+            assert_same_step(m, &ref, precision == NNZ_BF16 ? &truth : NULL, train ? fallback_tol : 1e-5, what, k);
+            o.fallbacks++;
+        }
+        assert_int_equal(train ? train_step(m, x, dl) : nnz_model_forward(m, x, MB, false), NNZ_OK);
+        assert_same_step(m, &ref, NULL, 0.0, what, k);
+        nnz_model_free(m);
+    }
+    if (!o.done) fail_msg("%s: still failing after %d allocations", what, MAX_TRIES);
+    result_free(&truth);
+    result_free(&ref);
+    free(x);
+    return o;
+}
+
+/* ---- the tests ---- */
+
+static nnz_model *masked(const char *name, nnz_dtype precision) {
+    (void)name;
+    return masked_lenet5(precision);
+}
+
+static void report(const char *what, outcome steady_one, outcome steady_all, outcome first) {
+    printf("%s: a step makes %ld allocations (one failing: %ld fell back, %ld errors; all from then on: %ld fell "
+           "back, %ld errors); the first step %ld (%ld fell back, %ld errors); fallbacks within %.2g\n",
+           what, steady_one.tries, steady_one.fallbacks, steady_one.errors, steady_all.fallbacks, steady_all.errors,
+           first.tries, first.fallbacks, first.errors, worst);
+}
+
+/* A model's training steps: the steady ones (buffers reserved) and the first (reserve, plans). */
+static outcome train_case(nnz_model *(*make)(const char *, nnz_dtype), const char *name, nnz_dtype precision,
+                          double tol) {
+    worst = 0.0;
+    nnz_model *m = make(name, precision);
+    assert_int_equal(nnz_model_reserve(m, MB), NNZ_OK);
+    outcome one = train_steps_failing(m, false, tol, name);
+    outcome all = train_steps_failing(m, true, tol, name);
+    nnz_model_free(m);
+    outcome first = first_runs_failing(make, name, precision, true, tol, name);
+    char what[64];
+    snprintf(what, sizeof what, "%s%s", name, precision == NNZ_BF16 ? " bf16" : "");
+    report(what, one, all, first);
+    return one;
+}
+
+/* mbv2-tiny's fused training step: each fusion's buffers (the batch norms' sums and moments, the
+ * expansion's products, the small GEMM's partials) fall back to the unfused arithmetic, which
+ * the expansion's backward differs from by rounding only (test_fusion: within 1e-4) */
+static void test_mbv2_train_step(void **state) {
+    (void)state;
+    outcome one = train_case(zoo, "mbv2-tiny", NNZ_F32, 1e-4);
+    assert_true(one.fallbacks > 0); /* the fallbacks ran, and gave the reference */
+}
+
+static void test_lenet5_vgg8_train_step(void **state) {
+    (void)state;
+    train_case(zoo, "lenet5", NNZ_F32, 1e-5);
+    train_case(zoo, "vgg8", NNZ_F32, 1e-5);
+}
+
+/* bf16: the packed GEMM's buffers, the converted operands */
+static void test_bf16_train_step(void **state) {
+    (void)state;
+    train_case(zoo, "mbv2-tiny", NNZ_BF16, 1.0); /* tol unused: compared with fp32 */
+}
+
+/* block-sparse layers: the sparse plan, the SDDMM's panels and partial sums */
+static void test_sparse_train_step(void **state) {
+    (void)state;
+    train_case(masked, "masked lenet5", NNZ_F32, 1e-5);
+}
+
+/* a new model's first eval forwards: the inference reserve, the frames, the sparse plan */
+static void test_eval_forward(void **state) {
+    (void)state;
+    static const char *const names[] = {"mbv2-tiny", "lenet5", "vgg8"};
+    for (int i = 0; i < 3; i++) {
+        outcome o = first_runs_failing(zoo, names[i], NNZ_F32, false, 1e-5, names[i]);
+        printf("%s eval: the first forward makes %ld allocations, %ld fell back, %ld errors\n", names[i], o.tries,
+               o.fallbacks, o.errors);
+    }
+    outcome o = first_runs_failing(masked, "masked lenet5", NNZ_F32, false, 1e-5, "masked lenet5");
+    printf("masked lenet5 eval: the first forward makes %ld allocations, %ld fell back, %ld errors\n", o.tries,
+           o.fallbacks, o.errors);
+}
+
+/* nnz_model_reserve with the k-th allocation failing: a clean error, and a reserve after it
+ * gives a model that trains as one that never failed */
+static void test_reserve(void **state) {
+    (void)state;
+    float *x = falloc((size_t)MB * 784), dl[MB * 10];
+    tu_fill_uniform(x, MB * 784, 0.0f, 20.0f, 14);
+    tu_fill_uniform(dl, MB * 10, -1.0f, 1.0f, 15);
+    nnz_model *m = zoo("mbv2-tiny", NNZ_F32);
+    assert_int_equal(train_step(m, x, dl), NNZ_OK);
+    step_result ref = result_of(m, true);
+    nnz_model_free(m);
+    long k = 0;
+    for (; k < MAX_TRIES; k++) {
+        m = zoo("mbv2-tiny", NNZ_F32);
+        arm(k, false);
+        const nnz_status s = nnz_model_reserve(m, MB);
+        const long f = disarm();
+        if (f) assert_clean_failure(s, "reserve", k);
+        else assert_int_equal(s, NNZ_OK);
+        assert_int_equal(train_step(m, x, dl), NNZ_OK);
+        assert_same_step(m, &ref, NULL, 0.0, "after a failed reserve", k);
+        nnz_model_free(m);
+        if (!f) break;
+    }
+    assert_true(k > 0 && k < MAX_TRIES);
+    printf("reserve: %ld allocations\n", k);
+    result_free(&ref);
+    free(x);
+}
+
+static size_t dir_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    size_t n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) n++;
+    closedir(d);
+    return n;
+}
+
+static uint8_t *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc(*len ? *len : 1);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, *len, f), *len);
+    fclose(f);
+    return b;
+}
+
+/* A checkpoint save with the k-th allocation failing: a clean error that leaves the file that was
+ * there and nothing else, or (a failure the writer works around) the new file, whole */
+static void test_checkpoint_save(void **state) {
+    (void)state;
+    char dir[256], path[300], other[300];
+    tu_make_temp_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/m.safetensors", dir);
+    snprintf(other, sizeof other, "%s/new.safetensors", dir);
+    nnz_model *old = zoo("lenet5", NNZ_F32), *m = zoo("lenet5", NNZ_F32);
+    nnz_param *p = &m->params[0]; /* other weights, so the two files differ */
+    tu_fill_uniform(nnz_tensor_f32(&p->value), nnz_tensor_numel(&p->value), -1.0f, 1.0f, 16);
+    assert_int_equal(nnz_checkpoint_save(path, old, NULL, NULL, NULL), NNZ_OK);
+    assert_int_equal(nnz_checkpoint_save(other, m, NULL, NULL, NULL), NNZ_OK);
+    size_t len_old, len_new;
+    uint8_t *before = slurp(path, &len_old), *want = slurp(other, &len_new);
+    assert_int_equal(remove(other), 0);
+    assert_true(len_old != len_new || memcmp(before, want, len_old) != 0);
+    long k = 0, errors = 0, worked_around = 0;
+    for (bool done = false; k < MAX_TRIES && !done; k++) {
+        assert_int_equal(nnz_checkpoint_save(path, old, NULL, NULL, NULL), NNZ_OK);
+        arm(k, false);
+        const nnz_status s = nnz_checkpoint_save(path, m, NULL, NULL, NULL);
+        const long f = disarm();
+        done = !f;
+        size_t len;
+        uint8_t *now = slurp(path, &len);
+        if (s != NNZ_OK) {
+            assert_clean_failure(s, "checkpoint save", k);
+            assert_int_equal(len, len_old);
+            assert_memory_equal(now, before, len_old);
+            errors++;
+        } else {
+            assert_int_equal(len, len_new);
+            assert_memory_equal(now, want, len_new);
+            worked_around += f > 0;
+        }
+        free(now);
+        assert_int_equal(dir_entries(dir), 1); /* no temporary file left */
+    }
+    assert_true(k > 1 && k < MAX_TRIES);
+    printf("checkpoint save: %ld allocations, %ld errors, %ld worked around\n", k - 1, errors, worked_around);
+    free(want);
+    free(before);
+    remove(path);
+    rmdir(dir);
+    nnz_model_free(old);
+    nnz_model_free(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mbv2_train_step), cmocka_unit_test(test_lenet5_vgg8_train_step),
+        cmocka_unit_test(test_bf16_train_step), cmocka_unit_test(test_sparse_train_step),
+        cmocka_unit_test(test_eval_forward),    cmocka_unit_test(test_reserve),
+        cmocka_unit_test(test_checkpoint_save),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
