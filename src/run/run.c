@@ -152,6 +152,16 @@ static void release(runner *r, int b) {
     }
 }
 
+/* Frees what a pass that failed part way still holds (none after a whole pass: every buffer is
+ * given back once read), and forgets the tokens a dry run leaves. */
+static void drop_buffers(runner *r) {
+    const int nn = r->m ? r->m->n_nodes : -1;
+    for (int b = 0; b <= nn && r->bufs; b++) {
+        if (!r->dry && r->bufs[b].p && !r->bufs[b].view) give(r, r->bufs[b].p, r->bufs[b].bytes);
+        r->bufs[b] = (act_buf){0};
+    }
+}
+
 /* The buffer holding node idx's output (idx -1: the model input); the running stage's input
  * node maps to the input slot. */
 static int src_buf(const runner *r, int idx) {
@@ -288,6 +298,7 @@ static nnz_status forward(runner *r, int N, int *wpos, decode_job *job) {
 /* ---- setup ---- */
 
 static void runner_free(runner *r) {
+    drop_buffers(r);
     for (int k = 0; k < 2; k++) {
         nnz_free(r->wbuf[k]);
         nnz_free(r->wscratch[k]);
@@ -378,6 +389,7 @@ static nnz_status plan(runner *r, int N, bool prefetch, size_t *peak, size_t *ac
     nnz_status s = forward(r, N, &wpos, &job);
     *peak = r->peak;
     *acts = r->peak_act;
+    drop_buffers(r);
     r->dry = false;
     return s;
 }
@@ -413,6 +425,16 @@ static bool cut_ok(const runner *r, int p) {
  * for the cnt images, counted, freed here) or, for n0 = 0, the feed's images a chunk at a time.
  * hold: decode every weighted node of the stage once, first, into wbuf[0] (else each is decoded
  * when it runs, once per chunk). *out gets the stage's output for the cnt images (counted). */
+/* run_stage's way out after a failure: what it owns given back (the buffers of the failed pass
+ * stay for drop_buffers) */
+static nnz_status stage_failed(runner *r, nnz_status s, float *prev, size_t prev_bytes, float *o, size_t ob) {
+    if (prev) give(r, prev, prev_bytes);
+    if (o) give(r, o, ob);
+    r->stage_in = -1;
+    r->held = false;
+    return s;
+}
+
 static nnz_status run_stage(runner *r, int n0, int n1, int b, bool hold, int cnt, float *prev, size_t prev_bytes,
                             const feed *fd, float **out, size_t *out_bytes) {
     const int nn = r->m->n_nodes;
@@ -427,7 +449,8 @@ static nnz_status run_stage(runner *r, int n0, int n1, int b, bool hold, int cnt
             int ps[4];
             if (!node_params(&r->m->nodes[i], ps)) continue;
             r->held_off[i] = at;
-            if (!r->dry) NNZ_TRY(decode_node_at(r, i, r->wbuf[0] + at, r->wscratch[0]));
+            const nnz_status ds = r->dry ? NNZ_OK : decode_node_at(r, i, r->wbuf[0] + at, r->wscratch[0]);
+            if (ds != NNZ_OK) return stage_failed(r, ds, prev, prev_bytes, NULL, 0);
             at += layout_node(r, i, off);
         }
         r->wslot_node[0] = -1; /* the slot holds the stage, not one node */
@@ -440,7 +463,7 @@ static nnz_status run_stage(runner *r, int n0, int n1, int b, bool hold, int cnt
     size_t ob = 0;
     if (nch > 1) {
         ob = (size_t)cnt * (size_t)out_pi * sizeof(float);
-        if (!(o = take(r, ob, "a stage's output"))) return NNZ_ERR_NOMEM;
+        if (!(o = take(r, ob, "a stage's output"))) return stage_failed(r, NNZ_ERR_NOMEM, prev, prev_bytes, NULL, 0);
     }
     int wpos = 0;
     decode_job job = {0};
@@ -450,7 +473,8 @@ static nnz_status run_stage(runner *r, int n0, int n1, int b, bool hold, int cnt
         act_buf *ib = &r->bufs[nn];
         if (n0 == 0) { /* the chunk's images, normalized */
             ib->bytes = (size_t)n * (size_t)in_pi * sizeof(float);
-            if (!(ib->p = take(r, ib->bytes, "an input chunk"))) return NNZ_ERR_NOMEM;
+            if (!(ib->p = take(r, ib->bytes, "an input chunk")))
+                return stage_failed(r, NNZ_ERR_NOMEM, prev, prev_bytes, o, ob);
             ib->view = false;
             if (!r->dry)
                 for (int k = 0; k < n; k++)
@@ -462,11 +486,7 @@ static nnz_status run_stage(runner *r, int n0, int n1, int b, bool hold, int cnt
         }
         ib->refs = r->consumers[n0 == 0 ? nn : n0 - 1];
         nnz_status s = forward_range(r, n0, n1, n, &wpos, &job);
-        if (s != NNZ_OK) {
-            r->stage_in = -1;
-            r->held = false;
-            return s;
-        }
+        if (s != NNZ_OK) return stage_failed(r, s, prev, prev_bytes, o, ob);
         act_buf *lb = &r->bufs[r->buf_of[n1]];
         if (nch > 1) {
             if (!r->dry) memcpy(o + (size_t)at * out_pi, lb->p, (size_t)n * (size_t)out_pi * sizeof(float));
@@ -526,6 +546,7 @@ static nnz_status stage_bytes(void *ctx, int a, int e, int chunk, int super, siz
     float *o;
     size_t ob;
     nnz_status s = run_stage(r, n0, n1, chunk, chunk < super, super, prev, pb, NULL, &o, &ob);
+    drop_buffers(r);
     r->dry = false;
     NNZ_TRY(s);
     *act = r->peak + ((size_t)super + 63) / 64 * 64; /* + the super-batch's labels */
@@ -871,6 +892,7 @@ static nnz_status run_planned(runner *r, const nnz_dataset *d, int images, const
     float *lg;
     size_t lb;
     s = run_super(r, &p, p.super, NULL, &lg, &lb);
+    drop_buffers(r);
     r->dry = false;
     const size_t planned_peak = r->peak;
     if (s != NNZ_OK) {
