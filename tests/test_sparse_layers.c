@@ -158,28 +158,6 @@ static void test_conv_sparse_matches_dense(void **state) {
     tu_for_each_isa(conv_all, NULL);
 }
 
-/* lenet5 with 90% of conv2 and fc1 masked (16x16 blocks), the rest dense. */
-static nnz_model *masked_lenet5(const char *format) {
-    nnz_model *m = NULL;
-    assert_int_equal(nnz_model_from_zoo("lenet5", 28, 28, 1, 10, 11, &m), NNZ_OK);
-    static const char *const layers[] = {"conv2", "fc1"};
-    for (int l = 0; l < 2; l++) {
-        char name[64];
-        snprintf(name, sizeof name, "%s.weight", layers[l]);
-        const nnz_param *p = &m->params[nnz_model_find_param(m, name)];
-        const int64_t n = nnz_tensor_numel(&p->value), rows = p->value.shape[0], cols = n / rows;
-        uint8_t *mask = malloc((size_t)n);
-        assert_non_null(mask);
-        for (int64_t i = 0; i < n; i++)
-            mask[i] = nnz_rng_hash(77 + l, (uint64_t)(i / cols / 16) * 4099 + (uint64_t)(i % cols / 16)) % 10 == 0;
-        assert_int_equal(nnz_model_apply_mask(m, layers[l], mask, n), NNZ_OK);
-        free(mask);
-    }
-    assert_int_equal(nnz_model_set_sparse_format(m, format), NNZ_OK);
-    nnz_model_set_grad_mask(m, true);
-    return m;
-}
-
 static void test_model_sparse_eval_and_train(void **state) {
     (void)state;
     const int n = 16;
@@ -187,7 +165,7 @@ static void test_model_sparse_eval_and_train(void **state) {
     tu_fill_uniform(x, n * 784, -1, 2, 3);
     tu_fill_uniform(dl, n * 10, -0.1f, 0.1f, 4);
     static const char *const formats[] = {"auto", "csr", "bsr:16x16", "bsr:4x4"};
-    nnz_model *ref = masked_lenet5("dense");
+    nnz_model *ref = tu_masked_lenet5("dense");
     float *l_ref = falloc((size_t)n * 10), *l = falloc((size_t)n * 10);
     assert_int_equal(nnz_model_predict(ref, x, n, l_ref), NNZ_OK);
     assert_null(ref->sparse[nnz_model_find_param(ref, "conv2.weight") >= 0 ? ref->params[nnz_model_find_param(ref, "conv2.weight")].node : 0]);
@@ -200,7 +178,7 @@ static void test_model_sparse_eval_and_train(void **state) {
         nnz_optimizer_step(&o_ref, ref, 0.05f);
     }
     for (size_t f = 0; f < sizeof formats / sizeof formats[0]; f++) {
-        nnz_model *m = masked_lenet5(formats[f]);
+        nnz_model *m = tu_masked_lenet5(formats[f]);
         assert_int_equal(nnz_model_predict(m, x, n, l), NNZ_OK);
         const int conv2 = m->params[nnz_model_find_param(m, "conv2.weight")].node;
         const int fc1 = m->params[nnz_model_find_param(m, "fc1.weight")].node;
@@ -258,7 +236,7 @@ static void bf16_inference_isa(nnz_isa isa, void *ctx) {
     const int n = 8;
     float *x = falloc((size_t)n * 784), *l_ref = falloc((size_t)n * 10), *l = falloc((size_t)n * 10);
     tu_fill_uniform(x, n * 784, -1, 2, 5);
-    nnz_model *ref = masked_lenet5("dense"), *m = masked_lenet5("bsr:16x32");
+    nnz_model *ref = tu_masked_lenet5("dense"), *m = tu_masked_lenet5("bsr:16x32");
     assert_int_equal(nnz_model_set_precision(ref, NNZ_BF16), NNZ_OK);
     assert_int_equal(nnz_model_set_precision(m, NNZ_BF16), NNZ_OK);
     assert_int_equal(nnz_model_predict(ref, x, n, l_ref), NNZ_OK);
@@ -300,7 +278,7 @@ static void test_model_sparse_bf16_inference(void **state) {
 static void test_all_zero_layer_reason(void **state) {
     (void)state;
     if (!nnz_sparse_kernels_simd()) skip(); /* without SIMD sparse kernels every layer stays dense */
-    nnz_model *m = masked_lenet5("auto"), *d = masked_lenet5("dense");
+    nnz_model *m = tu_masked_lenet5("auto"), *d = tu_masked_lenet5("dense");
     nnz_model *both[2] = {m, d};
     for (int k = 0; k < 2; k++) {
         const nnz_param *p = &both[k]->params[nnz_model_find_param(both[k], "fc1.weight")];
@@ -456,7 +434,7 @@ static void bf16_training_isa(nnz_isa isa, void *ctx) {
     tu_fill_uniform(dl, n * 10, -0.1f, 0.1f, 8);
     /* 0: sparse bf16; 1: dense bf16; 2: sparse bf16 with its sparse layers held on the fp32
      * kernels (bf16_train cleared after the planning forward: what training did before) */
-    nnz_model *ms[3] = {masked_lenet5("bsr:16x32"), masked_lenet5("dense"), masked_lenet5("bsr:16x32")};
+    nnz_model *ms[3] = {tu_masked_lenet5("bsr:16x32"), tu_masked_lenet5("dense"), tu_masked_lenet5("bsr:16x32")};
     for (int v = 0; v < 3; v++) {
         assert_int_equal(nnz_model_set_precision(ms[v], NNZ_BF16), NNZ_OK);
         if (v == 2) {
@@ -523,7 +501,7 @@ static void bf16_training_isa(nnz_isa isa, void *ctx) {
     assert_false(m->sparse_planned_train);
     /* 1x4 blocks: the bf16 backward-data would run on W^T's 4x1 blocks (odd c: no SIMD kernel),
      * so training stays fp32, and its plan packs no bf16 values (only inference uses them) */
-    nnz_model *q = masked_lenet5("bsr:1x4");
+    nnz_model *q = tu_masked_lenet5("bsr:1x4");
     assert_int_equal(nnz_model_set_precision(q, NNZ_BF16), NNZ_OK);
     assert_int_equal(nnz_model_forward(q, x, n, true), NNZ_OK);
     const int c2 = q->params[nnz_model_find_param(q, "conv2.weight")].node;

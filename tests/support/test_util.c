@@ -138,3 +138,24 @@ void tu_randomize_batchnorms(nnz_model *m, uint64_t seed) {
         tu_fill_uniform(v, n, lo, hi, seed + (uint64_t)i);
     }
 }
+
+nnz_model *tu_masked_lenet5(const char *format) {
+    nnz_model *m = NULL;
+    assert_int_equal(nnz_model_from_zoo("lenet5", 28, 28, 1, 10, 11, &m), NNZ_OK);
+    static const char *const layers[] = {"conv2", "fc1"};
+    for (int l = 0; l < 2; l++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s.weight", layers[l]);
+        const nnz_param *p = &m->params[nnz_model_find_param(m, name)];
+        const int64_t n = nnz_tensor_numel(&p->value), rows = p->value.shape[0], cols = n / rows;
+        uint8_t *mask = malloc((size_t)n);
+        assert_non_null(mask);
+        for (int64_t i = 0; i < n; i++)
+            mask[i] = nnz_rng_hash(77 + l, (uint64_t)(i / cols / 16) * 4099 + (uint64_t)(i % cols / 16)) % 10 == 0;
+        assert_int_equal(nnz_model_apply_mask(m, layers[l], mask, n), NNZ_OK);
+        free(mask);
+    }
+    assert_int_equal(nnz_model_set_sparse_format(m, format), NNZ_OK);
+    nnz_model_set_grad_mask(m, true);
+    return m;
+}

@@ -63,5 +63,8 @@ void tu_for_each_isa(void (*fn)(nnz_isa isa, void *ctx), void *ctx);
  * running means in [-0.5, 0.5), variances in [0.2, 2)): eval folding is exercised, and no
  * gradient of a freshly built model nearly cancels (with gamma 1 and beta 0 some do). */
 void tu_randomize_batchnorms(nnz_model *m, uint64_t seed);
+/* lenet5 (zoo seed 11) with 90% of conv2 and fc1 masked in 16x16 blocks, the rest dense, gradients
+ * masked, its sparse layers run as `format` ("dense", "auto", "bsr:16x16", ...). */
+nnz_model *tu_masked_lenet5(const char *format);
 
 #endif
