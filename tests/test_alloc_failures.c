@@ -417,19 +417,6 @@ static size_t dir_entries(const char *dir) {
     return n;
 }
 
-static uint8_t *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    *len = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(*len ? *len : 1);
-    assert_non_null(b);
-    assert_int_equal(fread(b, 1, *len, f), *len);
-    fclose(f);
-    return b;
-}
-
 /* A checkpoint save with the k-th allocation failing: a clean error that leaves the file that was
  * there and nothing else, or (a failure the writer works around) the new file, whole */
 static void test_checkpoint_save(void **state) {
@@ -444,7 +431,7 @@ static void test_checkpoint_save(void **state) {
     assert_int_equal(nnz_checkpoint_save(path, old, NULL, NULL, NULL), NNZ_OK);
     assert_int_equal(nnz_checkpoint_save(other, m, NULL, NULL, NULL), NNZ_OK);
     size_t len_old, len_new;
-    uint8_t *before = slurp(path, &len_old), *want = slurp(other, &len_new);
+    uint8_t *before = tu_read_file(path, &len_old), *want = tu_read_file(other, &len_new);
     assert_int_equal(remove(other), 0);
     assert_true(len_old != len_new || memcmp(before, want, len_old) != 0);
     long k = 0, errors = 0, worked_around = 0;
@@ -455,7 +442,7 @@ static void test_checkpoint_save(void **state) {
         const long f = disarm();
         done = !f;
         size_t len;
-        uint8_t *now = slurp(path, &len);
+        uint8_t *now = tu_read_file(path, &len);
         if (s != NNZ_OK) {
             assert_clean_failure(s, "checkpoint save", k);
             assert_int_equal(len, len_old);
@@ -556,7 +543,7 @@ static void test_files_and_run(void **state) {
     /* pack: a failure keeps the file that was there (an empty one), a success writes the same bytes */
     assert_int_equal(nnz_pack(m, packed, NULL, NULL), NNZ_OK);
     size_t len;
-    uint8_t *want = slurp(packed, &len);
+    uint8_t *want = tu_read_file(packed, &len);
     long packs = 0;
     for (bool done = false; packs < MAX_TRIES && !done; packs++) {
         FILE *f = fopen(packed, "wb");
@@ -566,7 +553,7 @@ static void test_files_and_run(void **state) {
         const nnz_status s = nnz_pack(m, packed, NULL, NULL);
         done = !disarm();
         size_t now_len;
-        uint8_t *now = slurp(packed, &now_len);
+        uint8_t *now = tu_read_file(packed, &now_len);
         if (s != NNZ_OK) {
             assert_clean_failure(s, "pack", packs);
             assert_int_equal(now_len, 0);

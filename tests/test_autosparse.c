@@ -421,24 +421,11 @@ static int assert_files_equal(const char *a, const char *b) {
     return thresholds;
 }
 
-static uint8_t *slurp(const char *path, long *size) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    *size = ftell(f);
-    rewind(f);
-    uint8_t *b = malloc((size_t)*size);
-    assert_non_null(b);
-    assert_int_equal(fread(b, 1, (size_t)*size, f), (size_t)*size);
-    fclose(f);
-    return b;
-}
-
 static void assert_bytes_equal(const char *a, const char *b) {
-    long na, nb;
-    uint8_t *x = slurp(a, &na), *y = slurp(b, &nb);
+    size_t na, nb;
+    uint8_t *x = tu_read_file(a, &na), *y = tu_read_file(b, &nb);
     assert_int_equal(na, nb);
-    assert_memory_equal(x, y, (size_t)na);
+    assert_memory_equal(x, y, na);
     free(x);
     free(y);
 }

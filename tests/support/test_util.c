@@ -37,6 +37,21 @@ void tu_write_file(const char *path, const void *data, size_t len) {
     assert_int_equal(fclose(f), 0);
 }
 
+uint8_t *tu_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("cannot open %s", path);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    const long n = ftell(f);
+    assert_true(n >= 0);
+    rewind(f);
+    uint8_t *b = malloc((size_t)n + 1);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return b;
+}
+
 const char *tu_source_dir(void) {
     const char *d = getenv("NNZ_SOURCE_DIR");
 #ifdef NNZ_SOURCE_DIR

@@ -22,6 +22,8 @@ double tu_max_rel_err(const float *a, const float *b, int64_t n, double floor);
 void tu_make_temp_dir(char *buf, size_t len);
 /* Writes len bytes to path (plain, not atomic: tests build hostile files with it). */
 void tu_write_file(const char *path, const void *data, size_t len);
+/* The whole file (malloc'd; free it), read with stdio, not with nnz's readers. */
+uint8_t *tu_read_file(const char *path, size_t *len);
 /* The source tree root (NNZ_SOURCE_DIR). */
 const char *tu_source_dir(void);
 /* Sparse-kernel test masks over a (rows, cols) weight with ld ldw, for block shape r x c;
