@@ -595,6 +595,55 @@ static void test_files_and_run(void **state) {
     nnz_model_free(m);
 }
 
+/* nnz_train (lenet5 on the first Fashion-MNIST images, a checkpoint and a log written) with the
+ * k-th allocation failing: a clean NNZ_ERR_NOMEM that leaves no checkpoint or a whole one, or the
+ * run's checkpoint with the weights of a run without failures. */
+static void test_train_run(void **state) {
+    (void)state;
+    char dir[256], out[300], log[300];
+    tu_make_temp_dir(dir, sizeof dir);
+    snprintf(out, sizeof out, "%s/t.safetensors", dir);
+    snprintf(log, sizeof log, "%s/t.jsonl", dir);
+    nnz_train_config cfg;
+    nnz_train_config_init(&cfg);
+    cfg.model = "lenet5", cfg.data_dir = NNZ_DEFAULT_DATA_DIR, cfg.out_path = out, cfg.log_path = log;
+    cfg.epochs = 1, cfg.batch = 8, cfg.train_limit = 24, cfg.test_limit = 16, cfg.threads = 2, cfg.seed = 3;
+    nnz_train_result res;
+    assert_int_equal(nnz_train(&cfg, &res), NNZ_OK);
+    nnz_model *want = NULL;
+    assert_int_equal(nnz_checkpoint_load_model(out, &want), NNZ_OK);
+    long k = 0, errors = 0;
+    for (bool done = false; k < MAX_TRIES && !done; k++) {
+        remove(out);
+        arm(k, false);
+        const nnz_status s = nnz_train(&cfg, &res);
+        done = !disarm();
+        nnz_model *got = NULL;
+        const bool saved = access(out, F_OK) == 0;
+        if (saved) assert_int_equal(nnz_checkpoint_load_model(out, &got), NNZ_OK); /* never a partial file */
+        if (s != NNZ_OK) {
+            assert_clean_failure(s, "nnz_train", k);
+            errors++;
+        } else {
+            assert_true(saved);
+            for (int i = 0; i < want->n_params; i++) {
+                const nnz_param *p = &got->params[i], *q = &want->params[i];
+                const size_t n = (size_t)nnz_tensor_numel(&q->value);
+                const double big = max_abs(nnz_tensor_f32(&q->value), n);
+                const double e = max_diff(nnz_tensor_f32(&p->value), nnz_tensor_f32(&q->value), n) / (big > 0 ? big : 1);
+                if (!(e <= 1e-4)) fail_msg("nnz_train (allocation %ld): %s off by %g", k, p->name, e);
+            }
+        }
+        nnz_model_free(got);
+    }
+    assert_true(k > 1 && k < MAX_TRIES);
+    printf("nnz_train: %ld allocations, %ld errors\n", k - 1, errors);
+    nnz_model_free(want);
+    remove(out);
+    remove(log);
+    rmdir(dir);
+}
+
 int main(void) {
     quick = getenv("NNZ_SANITIZE") != NULL;
     const struct CMUnitTest tests[] = {
@@ -602,6 +651,7 @@ int main(void) {
         cmocka_unit_test(test_bf16_train_step), cmocka_unit_test(test_sparse_train_step),
         cmocka_unit_test(test_eval_forward),    cmocka_unit_test(test_reserve),
         cmocka_unit_test(test_checkpoint_save), cmocka_unit_test(test_files_and_run),
+        cmocka_unit_test(test_train_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
