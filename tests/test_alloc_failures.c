@@ -595,6 +595,43 @@ static void test_files_and_run(void **state) {
     nnz_model_free(m);
 }
 
+/* Masks of every kind on vgg8 with the k-th allocation failing (the Ramanujan graphs and their
+ * spectra, HBsNN's levels, the sparse plan after): a clean error, or the masks of a run without
+ * failures, exactly (they depend on the seed only). */
+static void test_masks(void **state) {
+    (void)state;
+    static const nnz_mask_kind kinds[] = {NNZ_MASK_UNSTRUCTURED, NNZ_MASK_BLOCK, NNZ_MASK_HBSNN, NNZ_MASK_RBGP};
+    for (int t = 0; t < 4; t++) {
+        const nnz_mask_spec spec = {.kind = kinds[t], .sparsity = 0.875f};
+        const bool magnitude = t % 2 == 0;
+        nnz_model *want = zoo(quick ? "lenet5" : "vgg8", NNZ_F32);
+        assert_int_equal(magnitude ? nnz_model_apply_magnitude_masks(want, &spec, 9, NULL, 0)
+                                   : nnz_model_apply_masks(want, &spec, 9, NULL, 0), NNZ_OK);
+        long k = 0, errors = 0;
+        for (bool done = false; k < MAX_TRIES && !done; k++) {
+            nnz_model *m = zoo(quick ? "lenet5" : "vgg8", NNZ_F32);
+            arm(k, false);
+            const nnz_status s = magnitude ? nnz_model_apply_magnitude_masks(m, &spec, 9, NULL, 0)
+                                           : nnz_model_apply_masks(m, &spec, 9, NULL, 0);
+            done = !disarm();
+            if (s != NNZ_OK) {
+                assert_clean_failure(s, "masks", k);
+                errors++;
+            } else {
+                for (int i = 0; i < m->n_params; i++)
+                    if (memcmp(nnz_tensor_f32(&m->params[i].value), nnz_tensor_f32(&want->params[i].value),
+                               (size_t)nnz_tensor_numel(&m->params[i].value) * sizeof(float)) != 0)
+                        fail_msg("masks (kind %d, allocation %ld): %s differs", (int)kinds[t], k, m->params[i].name);
+            }
+            nnz_model_free(m);
+        }
+        assert_true(k > 1 && k < MAX_TRIES);
+        printf("masks of kind %d%s: %ld allocations, %ld errors\n", (int)kinds[t], magnitude ? " by magnitude" : "",
+               k - 1, errors);
+        nnz_model_free(want);
+    }
+}
+
 /* nnz_train (lenet5 on the first Fashion-MNIST images, a checkpoint and a log written) with the
  * k-th allocation failing: a clean NNZ_ERR_NOMEM that leaves no checkpoint or a whole one, or the
  * run's checkpoint with the weights of a run without failures. */
@@ -651,7 +688,7 @@ int main(void) {
         cmocka_unit_test(test_bf16_train_step), cmocka_unit_test(test_sparse_train_step),
         cmocka_unit_test(test_eval_forward),    cmocka_unit_test(test_reserve),
         cmocka_unit_test(test_checkpoint_save), cmocka_unit_test(test_files_and_run),
-        cmocka_unit_test(test_train_run),
+        cmocka_unit_test(test_masks),           cmocka_unit_test(test_train_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
