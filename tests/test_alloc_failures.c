@@ -632,6 +632,46 @@ static void test_masks(void **state) {
     }
 }
 
+/* nnz shrink (Expand-then-Shrink from scratch on mbv2-tiny: gates, search, finetuning, merge, save)
+ * with the k-th allocation failing: a clean error and no output file, or a whole one. A training step
+ * makes the same allocations every step, so past the first 200 every 17th is tried (the merge and
+ * the save come last, and every site there is reached; under the sanitizers every 23rd). */
+static void test_shrink(void **state) {
+    (void)state;
+    char dir[256], out[300];
+    tu_make_temp_dir(dir, sizeof dir);
+    snprintf(out, sizeof out, "%s/s.safetensors", dir);
+    nnz_shrink_config cfg;
+    nnz_shrink_config_init(&cfg);
+    cfg.data_dir = NNZ_DEFAULT_DATA_DIR, cfg.train_limit = 16, cfg.test_limit = 8, cfg.batch = 8, cfg.threads = 2;
+    cfg.search_epochs = 1, cfg.finetune_epochs = 1, cfg.keep = 0.5f, cfg.lr = 0.1f, cfg.seed = 3;
+    assert_int_equal(nnz_shrink_from_scratch("mbv2-tiny", out, &cfg, NULL), NNZ_OK);
+    long k = 0, tried = 0, errors = 0;
+    const int stride = quick ? 23 : 17; /* quick: every 23rd from the start */
+    for (bool done = false; k < 100 * MAX_TRIES && !done; k += k < 200 && !quick ? 1 : stride, tried++) {
+        remove(out);
+        arm(k, false);
+        const nnz_status s = nnz_shrink_from_scratch("mbv2-tiny", out, &cfg, NULL);
+        done = !disarm();
+        const bool saved = access(out, F_OK) == 0;
+        if (s != NNZ_OK) {
+            assert_clean_failure(s, "nnz shrink", k);
+            assert_false(saved); /* the merged model is saved last, atomically */
+            errors++;
+        } else {
+            nnz_model *m = NULL;
+            assert_true(saved);
+            assert_int_equal(nnz_checkpoint_load_model(out, &m), NNZ_OK);
+            nnz_model_free(m);
+        }
+        assert_int_equal(dir_entries(dir), saved ? 1 : 0);
+    }
+    assert_true(tried > 1 && k < 100 * MAX_TRIES);
+    printf("nnz shrink: about %ld allocations, %ld tried, %ld errors\n", k, tried, errors);
+    remove(out);
+    rmdir(dir);
+}
+
 /* nnz_train (lenet5 on the first Fashion-MNIST images, a checkpoint and a log written) with the
  * k-th allocation failing: a clean NNZ_ERR_NOMEM that leaves no checkpoint or a whole one, or the
  * run's checkpoint with the weights of a run without failures. */
@@ -689,6 +729,7 @@ int main(void) {
         cmocka_unit_test(test_eval_forward),    cmocka_unit_test(test_reserve),
         cmocka_unit_test(test_checkpoint_save), cmocka_unit_test(test_files_and_run),
         cmocka_unit_test(test_masks),           cmocka_unit_test(test_train_run),
+        cmocka_unit_test(test_shrink),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
