@@ -672,34 +672,26 @@ static void test_shrink(void **state) {
     rmdir(dir);
 }
 
-/* nnz_train (lenet5 on the first Fashion-MNIST images, a checkpoint and a log written) with the
- * k-th allocation failing: a clean NNZ_ERR_NOMEM that leaves no checkpoint or a whole one, or the
- * run's checkpoint with the weights of a run without failures. */
-static void test_train_run(void **state) {
-    (void)state;
-    char dir[256], out[300], log[300];
-    tu_make_temp_dir(dir, sizeof dir);
-    snprintf(out, sizeof out, "%s/t.safetensors", dir);
-    snprintf(log, sizeof log, "%s/t.jsonl", dir);
-    nnz_train_config cfg;
-    nnz_train_config_init(&cfg);
-    cfg.model = "lenet5", cfg.data_dir = NNZ_DEFAULT_DATA_DIR, cfg.out_path = out, cfg.log_path = log;
-    cfg.epochs = 1, cfg.batch = 8, cfg.train_limit = 24, cfg.test_limit = 16, cfg.threads = 2, cfg.seed = 3;
+/* nnz_train as cfg says, with the k-th allocation failing for every k it reaches: a clean
+ * NNZ_ERR_NOMEM that leaves no checkpoint at cfg->out_path or a whole one, or the weights of the
+ * run without failures (within 1e-4: a fallback may round differently). */
+static void train_failing(const nnz_train_config *cfg, const char *what) {
     nnz_train_result res;
-    assert_int_equal(nnz_train(&cfg, &res), NNZ_OK);
+    remove(cfg->out_path);
+    assert_int_equal(nnz_train(cfg, &res), NNZ_OK);
     nnz_model *want = NULL;
-    assert_int_equal(nnz_checkpoint_load_model(out, &want), NNZ_OK);
+    assert_int_equal(nnz_checkpoint_load_model(cfg->out_path, &want), NNZ_OK);
     long k = 0, errors = 0;
     for (bool done = false; k < MAX_TRIES && !done; k++) {
-        remove(out);
+        remove(cfg->out_path);
         arm(k, false);
-        const nnz_status s = nnz_train(&cfg, &res);
+        const nnz_status s = nnz_train(cfg, &res);
         done = !disarm();
         nnz_model *got = NULL;
-        const bool saved = access(out, F_OK) == 0;
-        if (saved) assert_int_equal(nnz_checkpoint_load_model(out, &got), NNZ_OK); /* never a partial file */
+        const bool saved = access(cfg->out_path, F_OK) == 0;
+        if (saved) assert_int_equal(nnz_checkpoint_load_model(cfg->out_path, &got), NNZ_OK); /* never partial */
         if (s != NNZ_OK) {
-            assert_clean_failure(s, "nnz_train", k);
+            assert_clean_failure(s, what, k);
             errors++;
         } else {
             assert_true(saved);
@@ -708,14 +700,34 @@ static void test_train_run(void **state) {
                 const size_t n = (size_t)nnz_tensor_numel(&q->value);
                 const double big = max_abs(nnz_tensor_f32(&q->value), n);
                 const double e = max_diff(nnz_tensor_f32(&p->value), nnz_tensor_f32(&q->value), n) / (big > 0 ? big : 1);
-                if (!(e <= 1e-4)) fail_msg("nnz_train (allocation %ld): %s off by %g", k, p->name, e);
+                if (!(e <= 1e-4)) fail_msg("%s (allocation %ld): %s off by %g", what, k, p->name, e);
             }
         }
         nnz_model_free(got);
     }
     assert_true(k > 1 && k < MAX_TRIES);
-    printf("nnz_train: %ld allocations, %ld errors\n", k - 1, errors);
+    printf("%s: %ld allocations, %ld errors\n", what, k - 1, errors);
     nnz_model_free(want);
+}
+
+/* nnz_train: lenet5 on the first Fashion-MNIST images, a checkpoint and a log written (the data set,
+ * the steps, the saves); then a run resumed from that checkpoint (its reader, the optimizer state). */
+static void test_train_run(void **state) {
+    (void)state;
+    char dir[256], first[300], out[300], log[300];
+    tu_make_temp_dir(dir, sizeof dir);
+    snprintf(first, sizeof first, "%s/first.safetensors", dir);
+    snprintf(out, sizeof out, "%s/t.safetensors", dir);
+    snprintf(log, sizeof log, "%s/t.jsonl", dir);
+    nnz_train_config cfg;
+    nnz_train_config_init(&cfg);
+    cfg.model = "lenet5", cfg.data_dir = NNZ_DEFAULT_DATA_DIR, cfg.out_path = out, cfg.log_path = log;
+    cfg.epochs = 1, cfg.batch = 8, cfg.train_limit = 24, cfg.test_limit = 16, cfg.threads = 2, cfg.seed = 3;
+    train_failing(&cfg, "nnz_train");
+    assert_int_equal(rename(out, first), 0);
+    cfg.resume_path = first, cfg.epochs = 2;
+    train_failing(&cfg, "nnz_train --resume");
+    remove(first);
     remove(out);
     remove(log);
     rmdir(dir);
