@@ -13,7 +13,8 @@
  *    keep_activations. Their backward reads the forward output,
  *    which the shared buffer then holds. dact is never shared with the input:
  *    backward functions accumulate into dinp.
- *  - every other node owns act and dact.
+ *  - every other node owns act and dact, but a batch norm that computes the activation after it
+ *    (the fusions below) has no dact: its backward reads the activation's.
  *
  * Fusions (the plan in m->exec, made here; none when keep_activations, which asks for
  * every node's own output):
@@ -383,6 +384,8 @@ static nnz_status reserve_buffers(nnz_model *m, int batch, bool training) {
                        consumers[n->input] == 1 && output_overwritable(m->nodes[n->input].op);
         m->exec[i].act_owner = is_alias(n) || inplace ? m->exec[n->input].act_owner : i;
     }
+    /* the plan first: which buffers a training step never touches depends on it */
+    NNZ_TRY(plan_fusions(m, consumers));
     /* inference in frames needs the batch's buffer for the output only */
     const bool frames = eval_uses_frames(m);
     const int out_owner = m->exec[nn - 1].act_owner;
@@ -396,14 +399,17 @@ static nnz_status reserve_buffers(nnz_model *m, int batch, bool training) {
         snprintf(what, sizeof what, "activations of '%s'", n->name);
         const int owner = m->exec[i].act_owner;
         const bool batch_buffer = training || !frames || owner == out_owner;
+        /* a batch norm computing its activation reads that activation's gradient: its own is never
+         * written or read (plan_fusions; none while keep_activations, which gates need) */
+        const bool grad = training && !(n->op == NNZ_OP_BATCHNORM && m->exec[i].fused_act >= 0);
         if (owner != i) {
             m->act[i] = m->act[owner];
-            m->dact[i] = is_alias(n) ? m->dact[n->input] : training ? act_alloc(m, numel, sizeof(float), what) : NULL;
+            m->dact[i] = is_alias(n) ? m->dact[n->input] : grad ? act_alloc(m, numel, sizeof(float), what) : NULL;
         } else {
             m->act[i] = batch_buffer ? act_alloc(m, numel, sizeof(float), what) : NULL;
-            m->dact[i] = training ? act_alloc(m, numel, sizeof(float), what) : NULL;
+            m->dact[i] = grad ? act_alloc(m, numel, sizeof(float), what) : NULL;
         }
-        if ((batch_buffer && !m->act[i]) || (training && !m->dact[i])) return NNZ_ERR_NOMEM;
+        if ((batch_buffer && !m->act[i]) || (grad && !m->dact[i])) return NNZ_ERR_NOMEM;
         /* batch norm's saved moments are written by training forwards only, but are 2 x C floats */
         if (n->op == NNZ_OP_BATCHNORM) m->aux[i] = act_alloc(m, 2 * (int64_t)n->c, sizeof(float), what);
         else if (n->op == NNZ_OP_MAXPOOL && training) m->aux[i] = act_alloc(m, numel, sizeof(int32_t), what);
@@ -417,7 +423,6 @@ static nnz_status reserve_buffers(nnz_model *m, int batch, bool training) {
         m->scratch = act_alloc(m, (int64_t)scratch, sizeof(float), "convolution scratch");
         if (!m->scratch) return NNZ_ERR_NOMEM;
     }
-    NNZ_TRY(plan_fusions(m, consumers));
     /* planned even when eval runs over the batch's buffers: the chunks are cut the same way */
     size_t frame_per_image;
     NNZ_TRY(plan_eval_frames(m, &frame_per_image));
