@@ -421,10 +421,6 @@ static bool cut_ok(const runner *r, int p) {
     return true;
 }
 
-/* Runs nodes [n0, n1] over cnt images in chunks of b. The input is prev (node n0 - 1's output
- * for the cnt images, counted, freed here) or, for n0 = 0, the feed's images a chunk at a time.
- * hold: decode every weighted node of the stage once, first, into wbuf[0] (else each is decoded
- * when it runs, once per chunk). *out gets the stage's output for the cnt images (counted). */
 /* run_stage's way out after a failure: what it owns given back (the buffers of the failed pass
  * stay for drop_buffers) */
 static nnz_status stage_failed(runner *r, nnz_status s, float *prev, size_t prev_bytes, float *o, size_t ob) {
@@ -435,6 +431,10 @@ static nnz_status stage_failed(runner *r, nnz_status s, float *prev, size_t prev
     return s;
 }
 
+/* Runs nodes [n0, n1] over cnt images in chunks of b. The input is prev (node n0 - 1's output
+ * for the cnt images, counted, freed here, also on failure) or, for n0 = 0, the feed's images a
+ * chunk at a time. hold: decode every weighted node of the stage once, first, into wbuf[0] (else each is decoded
+ * when it runs, once per chunk). *out gets the stage's output for the cnt images (counted). */
 static nnz_status run_stage(runner *r, int n0, int n1, int b, bool hold, int cnt, float *prev, size_t prev_bytes,
                             const feed *fd, float **out, size_t *out_bytes) {
     const int nn = r->m->n_nodes;
