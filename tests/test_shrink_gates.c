@@ -221,6 +221,13 @@ static void test_init_errors(void **state) {
     assert_int_equal(nnz_gates_init(&g, m, 1, acts, names, 1), NNZ_ERR_INVALID_ARG);
     assert_non_null(strstr(nnz_last_error(), "in-place"));
     nnz_model_free(m);
+    /* a gate whose score parameter exists already: a name clash, not a want of memory */
+    m = fd_model();
+    assert_int_equal(nnz_gates_init(&g, m, 1, acts, names, 1), NNZ_OK);
+    nnz_gates_free(&g, m);
+    assert_int_equal(nnz_gates_init(&g, m, 1, acts, names, 1), NNZ_ERR_INVALID_ARG);
+    assert_non_null(strstr(nnz_last_error(), "already used"));
+    nnz_model_free(m);
 }
 
 int main(void) {

@@ -582,29 +582,20 @@ int nnz_model_find_param(const nnz_model *m, const char *name) {
     return -1;
 }
 
-int nnz_model_add_param(nnz_model *m, const char *name, int node, int ndim, const int64_t *shape, bool trainable,
-                        bool no_decay) {
-    if (!m || !m->finalized || !name || !shape || ndim < 1 || ndim > NNZ_MAX_DIMS || node < 0 || node >= m->n_nodes) {
-        nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_add_param: needs a finalized model, a name, a node and 1..%d dims",
-                 NNZ_MAX_DIMS);
-        return -1;
-    }
-    if (strlen(name) >= sizeof m->params[0].name || nnz_model_find_param(m, name) >= 0) {
-        nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_add_param: parameter name '%s' is too long or already used", name);
-        return -1;
-    }
+nnz_status nnz_model_add_param(nnz_model *m, const char *name, int node, int ndim, const int64_t *shape,
+                               bool trainable, bool no_decay, int *index) {
+    if (!m || !m->finalized || !name || !shape || ndim < 1 || ndim > NNZ_MAX_DIMS || node < 0 || node >= m->n_nodes)
+        return nnz_fail(NNZ_ERR_INVALID_ARG,
+                        "nnz_model_add_param: needs a finalized model, a name, a node and 1..%d dims", NNZ_MAX_DIMS);
+    if (strlen(name) >= sizeof m->params[0].name || nnz_model_find_param(m, name) >= 0)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_add_param: parameter name '%s' is too long or already used",
+                        name);
     int64_t numel = 1;
-    for (int d = 0; d < ndim; d++) {
-        if (shape[d] < 1 || shape[d] > MAX_PARAMS || (numel *= shape[d]) > MAX_PARAMS) {
-            nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_add_param '%s': bad shape", name);
-            return -1;
-        }
-    }
+    for (int d = 0; d < ndim; d++)
+        if (shape[d] < 1 || shape[d] > MAX_PARAMS || (numel *= shape[d]) > MAX_PARAMS)
+            return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_add_param '%s': bad shape", name);
     nnz_param *grown = realloc(m->params, (size_t)(m->n_params + 1) * sizeof *grown);
-    if (!grown) {
-        nnz_fail(NNZ_ERR_NOMEM, "out of memory adding the parameter '%s'", name);
-        return -1;
-    }
+    if (!grown) return nnz_fail(NNZ_ERR_NOMEM, "out of memory adding the parameter '%s'", name);
     m->params = grown;
     nnz_param *p = &m->params[m->n_params];
     memset(p, 0, sizeof *p);
@@ -617,8 +608,9 @@ int nnz_model_add_param(nnz_model *m, const char *name, int node, int ndim, cons
     p->node = node;
     p->value.data = nnz_arena_alloc(&m->param_arena, (size_t)numel * sizeof(float), p->name); /* zero-filled */
     if (trainable) p->grad = nnz_arena_alloc(&m->param_arena, (size_t)numel * sizeof(float), p->name);
-    if (!p->value.data || (trainable && !p->grad)) return -1;
-    return m->n_params++;
+    if (!p->value.data || (trainable && !p->grad)) return NNZ_ERR_NOMEM; /* the arena said why */
+    *index = m->n_params++;
+    return NNZ_OK;
 }
 
 /* Here, not in model_exec.c: it touches only parameters, and optimizer tests

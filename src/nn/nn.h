@@ -530,10 +530,10 @@ double nnz_shortest_double(float f);
 
 int nnz_model_find_param(const nnz_model *m, const char *name); /* -1 if none */
 /* Appends a zero-initialised fp32 parameter (with a gradient when trainable) to a finalized
- * model, owned by node; for state that is not a layer's, such as a gate score. Returns its
- * index, or -1 (nnz_last_error says why: a duplicate name, a bad node or shape, no memory). */
-int nnz_model_add_param(nnz_model *m, const char *name, int node, int ndim, const int64_t *shape, bool trainable,
-                        bool no_decay);
+ * model, owned by node; for state that is not a layer's, such as a gate score. *index gets its
+ * index. INVALID_ARG: a duplicate or too long name, a bad node or shape; NOMEM: no memory. */
+nnz_status nnz_model_add_param(nnz_model *m, const char *name, int node, int ndim, const int64_t *shape,
+                               bool trainable, bool no_decay, int *index);
 /* Buffers for batches of up to `batch` images: nnz_model_reserve for training (forward and
  * backward), nnz_model_reserve_inference for eval forwards only (no activation gradients, pool
  * indices, dropout masks or gradient scratch, and with eval frames no batch buffer but the

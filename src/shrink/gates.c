@@ -51,14 +51,10 @@ nnz_status nnz_gates_init(nnz_gates *g, nnz_model *m, int n, const int *acts, co
         snprintf(name, sizeof name, "%s.gate", names[i]);
         const int64_t shape[1] = {1};
         int owner = g->acts[2 * i] >= 0 ? g->acts[2 * i] : g->acts[2 * i + 1];
-        if (nnz_model_find_param(m, name) >= 0) { /* earlier scores stay, unused */
+        const nnz_status s = nnz_model_add_param(m, name, owner, 1, shape, true, true, &g->param[i]);
+        if (s != NNZ_OK) { /* a name clash or no memory: earlier scores stay, unused */
             nnz_gates_free(g, NULL);
-            return nnz_fail(NNZ_ERR_INVALID_ARG, "the model already has a parameter '%s'", name);
-        }
-        g->param[i] = nnz_model_add_param(m, name, owner, 1, shape, true, true);
-        if (g->param[i] < 0) { /* no memory (nnz_model_add_param said so): earlier scores stay, unused */
-            nnz_gates_free(g, NULL);
-            return NNZ_ERR_NOMEM;
+            return s;
         }
         g->keep[i] = true;
     }

@@ -86,10 +86,10 @@ nnz_status nnz_str_init(nnz_str *st, nnz_model *m, bool per_channel, float s0, f
                                 (long long)want);
             }
         } else {
-            p = nnz_model_add_param(m, name, st->node[l], 1, &want, true, true);
-            if (p < 0) {
+            const nnz_status added = nnz_model_add_param(m, name, st->node[l], 1, &want, true, true, &p);
+            if (added != NNZ_OK) {
                 nnz_str_free(st);
-                return NNZ_ERR_INVALID_ARG;
+                return added;
             }
             float *s = nnz_tensor_f32(&m->params[p].value);
             for (int64_t c = 0; c < want; c++) s[c] = s0;
