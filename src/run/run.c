@@ -899,7 +899,6 @@ static nnz_status run_planned(runner *r, const nnz_dataset *d, int images, const
         nnz_plan_free(&p);
         return s;
     }
-    memset(r->bufs, 0, (size_t)(r->m->n_nodes + 1) * sizeof *r->bufs);
     r->weights_bytes = wbytes;
     r->cur = r->peak = wbytes;
     r->peak_act = 0;
