@@ -193,7 +193,7 @@ static void test_packing_layouts(void **state) {
     for (int i = 0; i < 100 * 100; i++) xb[i] = (nnz_bf16)(bits_of(xf[i]) >> 16); /* truncated: any bits */
     for (int f32 = 0; f32 < 2; f32++)
         for (int trans = 0; trans < 2; trans++) {
-            const nnz_bf16_src s = {f32 ? (const void *)xf : (const void *)xb, trans ? R + 5 : Cc + 5, trans, f32};
+            const nnz_bf16_src s = {.p = f32 ? (const void *)xf : (const void *)xb, .ld = trans ? R + 5 : Cc + 5, .trans = trans, .f32 = f32};
             static const int akb[][4] = {/* MR, KB, mr, kc */ {14, 2, 14, 64}, {14, 2, 9, 37},
                                          {32, 32, 32, 64}, {32, 32, 17, 33}, {32, 32, 3, 1}};
             for (size_t t = 0; t < sizeof akb / sizeof akb[0]; t++) {
@@ -212,7 +212,7 @@ static void test_packing_layouts(void **state) {
             }
             static const int bkb[][4] = {/* NR, nr, kc, kc_pad */ {32, 32, 64, 64}, {32, 19, 7, 8},
                                          {32, 5, 33, 64}, {48, 48, 1, 2}};
-            const nnz_bf16_src sb = {s.p, trans ? Cc + 5 : R + 5, trans, f32}; /* op(B) is (Cc?, ...) */
+            const nnz_bf16_src sb = {.p = s.p, .ld = trans ? Cc + 5 : R + 5, .trans = trans, .f32 = f32}; /* op(B) is (Cc?, ...) */
             for (size_t t = 0; t < sizeof bkb / sizeof bkb[0]; t++) {
                 const int NR = bkb[t][0], nr = bkb[t][1], kc = bkb[t][2], kc_pad = bkb[t][3], k0 = 2, j0 = 6;
                 memset(out, 0x5A, sizeof(nnz_bf16) * NR * kc_pad);
@@ -362,10 +362,12 @@ static void gemm_case(gemm_via via, bool f32in, bool tA, bool tB, int M, int N, 
 
 /* M, N, K off every multiple of 14/16/32, K odd and 1, M or N = 1, K past one K block
  * (512), M past one M block (224 for avx512bf16, 256 for AMX), N past one N
- * blocks (2048 for AMX, 3072 for avx512bf16). */
+ * blocks (2048 for AMX, 3072 for avx512bf16), K split into 2 and 4 groups. */
 static const int gemm_shapes[][3] = {{1, 1, 1},    {1, 37, 5},    {37, 1, 9},    {13, 17, 1},  {15, 33, 31},
                                      {29, 47, 63}, {64, 64, 64},  {33, 31, 65},  {100, 70, 257}, {45, 90, 521},
-                                     {300, 20, 6}, {3, 3100, 3}};
+                                     {300, 20, 6}, {3, 3100, 3},
+                                     /* few tasks and a long K: K is split into groups */
+                                     {5, 7, 2500}, {33, 9, 4099}};
 static const float alpha_beta[][2] = {{1.0f, 0.0f}, {1.0f, 1.0f}, {-0.5f, 0.75f}};
 
 static void gemm_all_cases(gemm_via via) {
@@ -448,9 +450,94 @@ static void test_gemm_thread_independent(void **state) {
         nnz_set_threads(2);
         run_gemm(via, true, false, true, m, N, K, 1.0f, A, K, B, K, 0.0f, C2, N);
         if (memcmp(C1, C2, sizeof(float) * m * N) != 0) fail_msg("%s: 1 and 2 threads differ", via_names[via]);
+        /* a K split into groups (M*N = 20 x 10 is one task; K = 9000 = 8 groups of ~1125) */
+        nnz_set_threads(1);
+        run_gemm(via, true, true, false, 20, 10, 9000, 1.0f, A, 20, B, 10, 0.0f, C1, 10);
+        nnz_set_threads(2);
+        run_gemm(via, true, true, false, 20, 10, 9000, 1.0f, A, 20, B, 10, 0.0f, C2, 10);
+        if (memcmp(C1, C2, sizeof(float) * 20 * 10) != 0)
+            fail_msg("%s: 1 and 2 threads differ on a split K", via_names[via]);
     }
     nnz_set_threads(saved);
     free(A), free(B), free(C1), free(C2);
+}
+
+/* ---- the im2col source ---- */
+
+typedef bool (*src_path)(int, int, int, float, const nnz_bf16_src *, const nnz_bf16_src *, float, float *, int);
+
+/* On one path: the convolution's forward (im2col (M,K) * W^T) and weight gradient
+ * (dout^T (OC,M) * im2col (M,K)) with the im2col source must give the same bits as the same
+ * path over the im2col matrix made (nnz_im2col_nhwc, rounded): the same packed numbers in the
+ * same order. Inputs in [-1,1] hold no denormals, where the roundings could differ. */
+static void im2col_source_case(src_path path, const char *name, const nnz_conv_window *g, int N, int IC, int OC) {
+    const int K = g->KH * g->KW * IC, M = N * g->OH * g->OW;
+    const size_t in_n = (size_t)N * g->H * g->W * IC;
+    float *in = malloc(in_n * 4), *colf = malloc((size_t)M * K * 4), *dout = malloc((size_t)M * OC * 4);
+    float *c1 = malloc((size_t)M * OC * 4), *c2 = malloc((size_t)M * OC * 4), *w = malloc((size_t)OC * K * 4);
+    float *d1 = malloc((size_t)OC * K * 4), *d2 = malloc((size_t)OC * K * 4);
+    nnz_bf16 *col = malloc((size_t)M * K * 2), *wb = malloc((size_t)OC * K * 2), *db = malloc((size_t)M * OC * 2);
+    assert_true(in && colf && dout && c1 && c2 && w && d1 && d2 && col && wb && db);
+    tu_fill_uniform(in, (int64_t)in_n, -1, 1, 71 + IC);
+    tu_fill_uniform(w, (int64_t)OC * K, -1, 1, 72 + OC);
+    tu_fill_uniform(dout, (int64_t)M * OC, -1, 1, 73 + M);
+    nnz_im2col_nhwc(g, N, IC, 0, IC, in, colf);
+    nnz_cvt_f32_to_bf16_ref((int64_t)M * K, colf, col);
+    nnz_cvt_f32_to_bf16_ref((int64_t)OC * K, w, wb);
+    nnz_cvt_f32_to_bf16_ref((int64_t)M * OC, dout, db);
+    const nnz_bf16_src win = {.p = in, .win = g, .C = IC}, made = {.p = col, .ld = K};
+    const nnz_bf16_src wt = {.p = wb, .ld = K, .trans = true}, dt = {.p = db, .ld = OC, .trans = true};
+    assert_true(path(M, OC, K, 1.0f, &win, &wt, 0.0f, c1, OC));
+    assert_true(path(M, OC, K, 1.0f, &made, &wt, 0.0f, c2, OC));
+    if (memcmp(c1, c2, (size_t)M * OC * 4) != 0)
+        fail_msg("%s: forward over the im2col source differs (H=%d KH=%d stride=%d pad=%d IC=%d)", name, g->H, g->KH,
+                 g->stride, g->pad, IC);
+    tu_fill_uniform(d1, (int64_t)OC * K, -1, 1, 74);
+    memcpy(d2, d1, (size_t)OC * K * 4);
+    assert_true(path(OC, K, M, 1.0f, &dt, &win, 1.0f, d1, K));
+    assert_true(path(OC, K, M, 1.0f, &dt, &made, 1.0f, d2, K));
+    if (memcmp(d1, d2, (size_t)OC * K * 4) != 0)
+        fail_msg("%s: weight gradient over the im2col source differs (H=%d KH=%d stride=%d pad=%d IC=%d)", name,
+                 g->H, g->KH, g->stride, g->pad, IC);
+    /* and the made matrix is right: one element against the oracle */
+    float r;
+    nnz_gemm_bf16_ref(false, true, 1, 1, K, 1.0f, col + (size_t)(M - 1) * K, K, wb + (size_t)(OC - 1) * K, K, 0.0f,
+                      &r, 1);
+    assert_true(fabsf(c1[(size_t)M * OC - 1] - r) <= 2.0f * K * (float)UNIT_ROUNDOFF * K + 1e-30f);
+    free(in), free(colf), free(dout), free(c1), free(c2), free(w), free(d1), free(d2), free(col), free(wb), free(db);
+}
+
+static void test_gemm_im2col_source(void **state) {
+    (void)state;
+    /* IC 1 (runs of one channel), 3, 20 (runs past 16); padding, stride 2, a 1x1; M past a
+     * block and K past one K block (5*5*24 = 600), a long K split into groups (wgrad, M = 4096) */
+    static const struct { int H, KH, stride, pad, IC, OC, N; } cases[] = {
+        {7, 3, 1, 1, 1, 5, 2}, {9, 5, 2, 2, 3, 17, 3}, {6, 3, 1, 0, 20, 33, 2},
+        {5, 1, 1, 0, 7, 9, 4}, {8, 5, 1, 2, 24, 40, 1}, {16, 3, 1, 1, 2, 6, 16},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        nnz_conv_window g = {.H = cases[i].H, .W = cases[i].H + 1, .KH = cases[i].KH, .KW = cases[i].KH,
+                             .stride = cases[i].stride, .pad = cases[i].pad};
+        g.OH = (g.H + 2 * g.pad - g.KH) / g.stride + 1;
+        g.OW = (g.W + 2 * g.pad - g.KW) / g.stride + 1;
+        im2col_source_case(nnz_gemm_bf16_amx_emulated_src, "amx_emulated", &g, cases[i].N, cases[i].IC, cases[i].OC);
+        if (nnz_isa_supported(NNZ_ISA_AVX512BF16))
+            im2col_source_case(nnz_gemm_bf16_avx512bf16_src, "avx512bf16", &g, cases[i].N, cases[i].IC, cases[i].OC);
+        if (nnz_isa_supported(NNZ_ISA_AMX))
+            im2col_source_case(nnz_gemm_bf16_amx_src, "amx", &g, cases[i].N, cases[i].IC, cases[i].OC);
+    }
+    /* no native path below AVX512-BF16: the caller is told so, C untouched */
+    float c = 7.0f;
+    const nnz_bf16 one = 0x3F80;
+    const nnz_bf16_src a = {.p = &one, .ld = 1}, b = {.p = &one, .ld = 1};
+    nnz_isa_set(NNZ_ISA_AVX512);
+    assert_false(nnz_gemm_bf16_src(1, 1, 1, 1.0f, &a, &b, 0.0f, &c, 1));
+    assert_true(c == 7.0f);
+    nnz_isa_set(nnz_isa_best());
+    if (nnz_isa_supported(NNZ_ISA_AVX512BF16)) {
+        assert_true(nnz_gemm_bf16_src(1, 1, 1, 1.0f, &a, &b, 0.0f, &c, 1));
+        assert_true(c == 1.0f);
+    }
 }
 
 /* The transposing conversion: dst(c, r) = bf16(src(r, c)) on odd shapes, padded leading
@@ -495,6 +582,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_paths_direct),
         cmocka_unit_test(test_gemm_denormal_inputs),
         cmocka_unit_test(test_gemm_thread_independent),
+        cmocka_unit_test(test_gemm_im2col_source),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -126,7 +126,7 @@ static void check_product(const char *what, const char *ctx, const nnz_spmat *s,
         }
         dense_oracle(M, n, K, Xr, ldx, Wt, true, base, ldo, want, S);
         const float *bptr = use_bias ? bias : NULL;
-        const nnz_bf16_src xsrc = {Xb, ldx, false, false};
+        const nnz_bf16_src xsrc = {.p = Xb, .ld = ldx, .trans = false, .f32 = false};
         memcpy(ref, init, (size_t)len * sizeof(float));
         nnz_spmm_bsr_bf16_ref(A, M, &xsrc, bptr, acc, ref, ldo);
         char c2[300];
@@ -156,7 +156,7 @@ static void check_product(const char *what, const char *ctx, const nnz_spmat *s,
         for (size_t p = 0; p < sizeof all_paths / sizeof all_paths[0]; p++) {
                 if (!nnz_spmm_bf16_path_applies(all_paths[p], A)) continue;
                 for (int f32 = 0; f32 < 2; f32++) {
-                    const nnz_bf16_src src = {f32 ? (const void *)Xf : (const void *)Xb, ldx, false, f32 != 0};
+                    const nnz_bf16_src src = {.p = f32 ? (const void *)Xf : (const void *)Xb, .ld = ldx, .trans = false, .f32 = f32 != 0};
                     memcpy(out, init, (size_t)len * sizeof(float));
                     assert_int_equal(nnz_spmm_bf16_via(all_paths[p], A, M, &src, bptr, acc, out, ldo), NNZ_OK);
                     char c3[340];
@@ -258,7 +258,7 @@ static void test_spmm_bf16_refusals(void **state) {
     assert_non_null(strstr(nnz_last_error(), "nnz_spmat_pack_bf16"));
     assert_false(nnz_spmm_bf16_path_applies(NNZ_SPMM_BF16_REF, &s.fwd));
     assert_int_equal(nnz_spmat_pack_bf16(&s), NNZ_OK);
-    const nnz_bf16_src src = {X, 64, false, false};
+    const nnz_bf16_src src = {.p = X, .ld = 64, .trans = false, .f32 = false};
     /* 16x16: not an AMX shape */
     assert_false(nnz_spmm_bf16_path_applies(NNZ_SPMM_BF16_AMX_EMULATED, &s.fwd));
     assert_int_equal(nnz_spmm_bf16_via(NNZ_SPMM_BF16_AMX_EMULATED, &s.fwd, 1, &src, NULL, false, out, 32),
@@ -316,7 +316,7 @@ static void test_spmm_bf16_threads_deterministic(void **state) {
                 const nnz_bsr *A = bwd ? &s.tr : &s.fwd;
                 if (!nnz_spmm_bf16_path_applies(all_paths[p], A) || all_paths[p] == NNZ_SPMM_BF16_REF) continue;
                 const int n = bwd ? cols : rows;
-                const nnz_bf16_src src = {bwd ? Df : Xf, bwd ? rows : cols, false, true};
+                const nnz_bf16_src src = {.p = bwd ? Df : Xf, .ld = bwd ? rows : cols, .trans = false, .f32 = true};
                 float *out[2];
                 for (int t = 0; t < 2; t++) {
                     nnz_set_threads(t + 1);
@@ -405,8 +405,8 @@ static void run_sddmm_case(const shape *sh, int r, int c, pattern p, uint64_t se
                     }
                     want[at] = (double)init[at] + sum, S[at] = a;
                 }
-    const nnz_bf16_src db = {Db, ldd, false, false}, xb = {Xb, ldx, false, false};
-    const nnz_bf16_src dfs = {Df, ldd, false, true}, xfs = {Xf, ldx, false, true};
+    const nnz_bf16_src db = {.p = Db, .ld = ldd, .trans = false, .f32 = false}, xb = {.p = Xb, .ld = ldx, .trans = false, .f32 = false};
+    const nnz_bf16_src dfs = {.p = Df, .ld = ldd, .trans = false, .f32 = true}, xfs = {.p = Xf, .ld = ldx, .trans = false, .f32 = true};
     memcpy(ref, init, (size_t)nv * sizeof(float));
     nnz_sddmm_bsr_bf16_ref(A, M, &db, &xb, ref);
     double *refd = xalloc((size_t)(nv ? nv : 1) * sizeof(double));
@@ -492,7 +492,7 @@ static void test_sddmm_bf16_paths_and_refusals(void **state) {
         if (!amx) {
             nnz_bf16 X[64] = {0};
             float dv[32 * 64];
-            const nnz_bf16_src src = {X, 64, false, false};
+            const nnz_bf16_src src = {.p = X, .ld = 64, .trans = false, .f32 = false};
             assert_int_equal(nnz_sddmm_bf16_via(NNZ_SPMM_BF16_AMX_EMULATED, &s.fwd, 1, &src, &src, dv),
                              NNZ_ERR_UNSUPPORTED);
             char blk[16];
@@ -519,7 +519,7 @@ static void test_sddmm_bf16_threads_deterministic(void **state) {
     tu_fill_uniform(Xf, (int64_t)M * cols, -1, 1, 32);
     tu_fill_uniform(Df, (int64_t)M * rows, -1, 1, 33);
     const int threads_before = nnz_get_threads();
-    const nnz_bf16_src d = {Df, rows, false, true}, x = {Xf, cols, false, true};
+    const nnz_bf16_src d = {.p = Df, .ld = rows, .trans = false, .f32 = true}, x = {.p = Xf, .ld = cols, .trans = false, .f32 = true};
     for (int b = 0; b < NBLOCKS; b++) {
         const int r = blocks[b][0], c = blocks[b][1];
         uint8_t *mask = make_mask(PAT_BLOCK, rows, cols, cols, r, c, 40 + b);

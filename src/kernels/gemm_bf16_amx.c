@@ -82,20 +82,33 @@ TARGET_AMX static void ukr_amx(int kc_pad, const nnz_bf16 *Ap, const nnz_bf16 *B
 /* KC 512: 32 KiB per A or B micro-panel (16 tile loads each); MC 256 rows of A (256 KiB) in L2 */
 #define AMX_BLOCKS .MR = TILE_MR, .NR = TILE_NR, .KB = TILE_K, .KC = 512, .MC = 256, .NC = 32 * 64
 
-bool nnz_gemm_bf16_amx_emulated(bool transA, bool transB, int M, int N, int K, float alpha, const void *A,
-                                int lda, const void *B, int ldb, bool f32in, float beta, float *C, int ldc) {
+bool nnz_gemm_bf16_amx_emulated_src(int M, int N, int K, float alpha, const nnz_bf16_src *A,
+                                    const nnz_bf16_src *B, float beta, float *C, int ldc) {
     static const nnz_bf16_kernel kern = {AMX_BLOCKS, .ukr = ukr_tile_emulated};
-    return nnz_gemm_bf16_blocked(&kern, transA, transB, M, N, K, alpha, A, lda, B, ldb, f32in, beta, C, ldc);
+    return nnz_gemm_bf16_blocked(&kern, M, N, K, alpha, A, B, beta, C, ldc);
 }
 
-bool nnz_gemm_bf16_amx(bool transA, bool transB, int M, int N, int K, float alpha, const void *A, int lda,
-                       const void *B, int ldb, bool f32in, float beta, float *C, int ldc) {
+bool nnz_gemm_bf16_amx_src(int M, int N, int K, float alpha, const nnz_bf16_src *A, const nnz_bf16_src *B,
+                           float beta, float *C, int ldc) {
 #ifdef HAVE_AMX_INTRINSICS
     if (!nnz_isa_supported(NNZ_ISA_AMX)) return false;
     static const nnz_bf16_kernel kern = {AMX_BLOCKS, .ukr = ukr_amx, .thread_enter = nnz_amx_tiles_enter,
                                          .thread_leave = nnz_amx_tiles_leave};
-    return nnz_gemm_bf16_blocked(&kern, transA, transB, M, N, K, alpha, A, lda, B, ldb, f32in, beta, C, ldc);
+    return nnz_gemm_bf16_blocked(&kern, M, N, K, alpha, A, B, beta, C, ldc);
 #else
+    (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)B, (void)beta, (void)C, (void)ldc;
     return false;
 #endif
+}
+
+bool nnz_gemm_bf16_amx_emulated(bool transA, bool transB, int M, int N, int K, float alpha, const void *A,
+                                int lda, const void *B, int ldb, bool f32in, float beta, float *C, int ldc) {
+    const nnz_bf16_src a = {.p = A, .ld = lda, .trans = transA, .f32 = f32in}, b = {.p = B, .ld = ldb, .trans = transB, .f32 = f32in};
+    return nnz_gemm_bf16_amx_emulated_src(M, N, K, alpha, &a, &b, beta, C, ldc);
+}
+
+bool nnz_gemm_bf16_amx(bool transA, bool transB, int M, int N, int K, float alpha, const void *A, int lda,
+                       const void *B, int ldb, bool f32in, float beta, float *C, int ldc) {
+    const nnz_bf16_src a = {.p = A, .ld = lda, .trans = transA, .f32 = f32in}, b = {.p = B, .ld = ldb, .trans = transB, .f32 = f32in};
+    return nnz_gemm_bf16_amx_src(M, N, K, alpha, &a, &b, beta, C, ldc);
 }

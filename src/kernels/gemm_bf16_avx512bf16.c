@@ -58,8 +58,13 @@ static const nnz_bf16_kernel kernel_14x32 = {
     .MR = UK_MR, .NR = UK_NR, .KB = 2, .KC = 512, .MC = 14 * 16, .NC = 32 * 96, .ukr = ukr_14x32,
 };
 
+bool nnz_gemm_bf16_avx512bf16_src(int M, int N, int K, float alpha, const nnz_bf16_src *A, const nnz_bf16_src *B,
+                                  float beta, float *C, int ldc) {
+    return nnz_gemm_bf16_blocked(&kernel_14x32, M, N, K, alpha, A, B, beta, C, ldc);
+}
+
 bool nnz_gemm_bf16_avx512bf16(bool transA, bool transB, int M, int N, int K, float alpha, const void *A, int lda,
                               const void *B, int ldb, bool f32in, float beta, float *C, int ldc) {
-    return nnz_gemm_bf16_blocked(&kernel_14x32, transA, transB, M, N, K, alpha, A, lda, B, ldb, f32in, beta, C,
-                                 ldc);
+    const nnz_bf16_src a = {.p = A, .ld = lda, .trans = transA, .f32 = f32in}, b = {.p = B, .ld = ldb, .trans = transB, .f32 = f32in};
+    return nnz_gemm_bf16_avx512bf16_src(M, N, K, alpha, &a, &b, beta, C, ldc);
 }

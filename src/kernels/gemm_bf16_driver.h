@@ -7,7 +7,13 @@
  * in its own buffer and calls the micro-kernel on each MR x NR micro-tile (ir innermost,
  * so one B micro-panel stays in L1 while A's block stays in L2).
  * Each C element is computed by one micro-kernel call per KC block, over the same packed
- * numbers in the same order, whatever the thread count or task split: deterministic. */
+ * numbers in the same order, whatever the thread count or task split: deterministic.
+ *
+ * A product with few tasks (a weight gradient: M = OC and N = a few taps or channels, K = the
+ * batch's pixels) would run on one thread. Then K is split into groups (a number that depends
+ * on the shape only), each group runs the loops above on one thread into its own partial
+ * (alpha * A_g * B_g), and C = beta * C + the partials added in group order: still
+ * deterministic and independent of the thread count. */
 #ifndef NNZ_GEMM_BF16_DRIVER_H
 #define NNZ_GEMM_BF16_DRIVER_H
 
@@ -27,9 +33,10 @@ typedef struct {
     void (*thread_leave)(void);
 } nnz_bf16_kernel;
 
-/* false (C untouched) when the packing buffers cannot be allocated. M, N, K >= 1. */
-bool nnz_gemm_bf16_blocked(const nnz_bf16_kernel *kern, bool transA, bool transB, int M, int N, int K,
-                           float alpha, const void *A, int lda, const void *B, int ldb, bool f32in, float beta,
-                           float *C, int ldc);
+/* C (M,N) = alpha * op(A) op(B) + beta * C over two operand descriptions (nnz_bf16_src: a
+ * stored matrix, or the im2col of an NHWC batch). false (C untouched) when the packing buffers
+ * cannot be allocated. M, N, K >= 1. */
+bool nnz_gemm_bf16_blocked(const nnz_bf16_kernel *kern, int M, int N, int K, float alpha, const nnz_bf16_src *A,
+                           const nnz_bf16_src *B, float beta, float *C, int ldc);
 
 #endif

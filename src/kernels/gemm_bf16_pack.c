@@ -1,4 +1,5 @@
 /* Packing op(A) and op(B) into the panels of the blocked bf16 GEMM (layouts in kernels.h),
+ * from a stored matrix or from the im2col of an NHWC batch made on the fly,
  * and the plain-C AMX tile used to test the AMX layout on machines without AMX.
  * The loops read the source along its contiguous direction. */
 #include "kernels/kernels.h"
@@ -42,6 +43,45 @@ static void stage_f32(const float *x, int64_t ld, int rows, int cols, nnz_bf16 *
     for (int r = 0; r < rows; r++) nnz_cvt_f32_to_bf16(cols, x + r * ld, out + (size_t)r * cols);
 }
 
+/* One element of a source, rounded (the block-too-large fallback and the im2col source) */
+static nnz_bf16 im2col_at(const nnz_bf16_src *X, int64_t r, int c) {
+    const nnz_conv_window *g = X->win;
+    int64_t n;
+    int oh, ow;
+    nnz_conv_pixel(g, r, &n, &oh, &ow);
+    const int tap = c / X->C, kh = tap / g->KW, kw = tap % g->KW;
+    const int ih = oh * g->stride - g->pad + kh, iw = ow * g->stride - g->pad + kw;
+    if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) return 0;
+    return nnz_bf16_from_f32(((const float *)X->p)[((n * g->H + ih) * g->W + iw) * X->C + c % X->C]);
+}
+
+/* rows [r0, r0+rows) x columns [c0, c0+cols) of im2col(X) (X->win) rounded into dense bf16:
+ * per row, each tap's run of channels is one contiguous stretch of the input (or zeros) */
+static void stage_im2col(const nnz_bf16_src *X, int64_t r0, int rows, int c0, int cols, nnz_bf16 *out) {
+    const nnz_conv_window *g = X->win;
+    const int C = X->C;
+    for (int r = 0; r < rows; r++) {
+        int64_t n;
+        int oh, ow;
+        nnz_conv_pixel(g, r0 + r, &n, &oh, &ow);
+        const float *img = (const float *)X->p + n * g->H * g->W * C;
+        nnz_bf16 *o = out + (size_t)r * cols;
+        for (int c = c0, tap = c0 / C, ch = c0 % C; c < c0 + cols; tap++, ch = 0) {
+            const int run = C - ch < c0 + cols - c ? C - ch : c0 + cols - c;
+            const int ih = oh * g->stride - g->pad + tap / g->KW, iw = ow * g->stride - g->pad + tap % g->KW;
+            if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) {
+                memset(o + (c - c0), 0, (size_t)run * sizeof(nnz_bf16));
+            } else {
+                const float *x = img + ((int64_t)ih * g->W + iw) * C + ch;
+                if (run >= 16) nnz_cvt_f32_to_bf16(run, x, o + (c - c0));
+                else
+                    for (int i = 0; i < run; i++) o[c - c0 + i] = nnz_bf16_from_f32(x[i]);
+            }
+            c += run;
+        }
+    }
+}
+
 void nnz_bf16_pack_a(const nnz_bf16_src *A, int i0, int mr, int k0, int kc, int MR, int KB, int kc_pad,
                      nnz_bf16 *out) {
     if (mr < MR || kc < kc_pad) memset(out, 0, (size_t)MR * kc_pad * sizeof(nnz_bf16));
@@ -51,9 +91,13 @@ void nnz_bf16_pack_a(const nnz_bf16_src *A, int i0, int mr, int k0, int kc, int 
     nnz_bf16 stage[STAGE_MAX];
     const nnz_bf16 *x;
     int64_t ld;
-    if (!A->f32) {
+    const bool fits = (size_t)rows * cols <= STAGE_MAX;
+    if (A->win && fits) {
+        stage_im2col(A, i0, mr, k0, kc, stage);
+        x = stage, ld = kc;
+    } else if (!A->f32 && !A->win) {
         x = (const nnz_bf16 *)A->p + off, ld = A->ld;
-    } else if ((size_t)rows * cols <= STAGE_MAX) {
+    } else if (fits) {
         stage_f32((const float *)A->p + off, A->ld, rows, cols, stage);
         x = stage, ld = cols;
     } else { /* a block larger than any kernel asks for: element by element */
@@ -61,7 +105,8 @@ void nnz_bf16_pack_a(const nnz_bf16_src *A, int i0, int mr, int k0, int kc, int 
         for (int i = 0; i < mr; i++)
             for (int k = 0; k < kc; k++)
                 out[(size_t)(k / KB) * MR * KB + (size_t)i * KB + k % KB] =
-                    nnz_bf16_from_f32(A->trans ? f[k * A->ld + i] : f[i * A->ld + k]);
+                    A->win ? im2col_at(A, i0 + i, k0 + k)
+                           : nnz_bf16_from_f32(A->trans ? f[k * A->ld + i] : f[i * A->ld + k]);
         return;
     }
     if (KB == 2) {
@@ -92,9 +137,13 @@ void nnz_bf16_pack_b(const nnz_bf16_src *B, int k0, int kc, int j0, int nr, int 
     nnz_bf16 stage[STAGE_MAX];
     const nnz_bf16 *x;
     int64_t ld;
-    if (!B->f32) {
+    const bool fits = (size_t)rows * cols <= STAGE_MAX;
+    if (B->win && fits) {
+        stage_im2col(B, k0, kc, j0, nr, stage);
+        x = stage, ld = nr;
+    } else if (!B->f32 && !B->win) {
         x = (const nnz_bf16 *)B->p + off, ld = B->ld;
-    } else if ((size_t)rows * cols <= STAGE_MAX) {
+    } else if (fits) {
         stage_f32((const float *)B->p + off, B->ld, rows, cols, stage);
         x = stage, ld = cols;
     } else {
@@ -102,7 +151,8 @@ void nnz_bf16_pack_b(const nnz_bf16_src *B, int k0, int kc, int j0, int nr, int 
         for (int k = 0; k < kc; k++)
             for (int j = 0; j < nr; j++)
                 out[(size_t)(k / 2) * NR * 2 + (size_t)j * 2 + (k & 1)] =
-                    nnz_bf16_from_f32(B->trans ? f[j * B->ld + k] : f[k * B->ld + j]);
+                    B->win ? im2col_at(B, k0 + k, j0 + j)
+                           : nnz_bf16_from_f32(B->trans ? f[j * B->ld + k] : f[k * B->ld + j]);
         return;
     }
     pair32 *o = (pair32 *)out;

@@ -75,6 +75,20 @@ bool nnz_gemm_bf16_amx(bool transA, bool transB, int M, int N, int K, float alph
                        const void *B, int ldb, bool f32in, float beta, float *C, int ldc);
 bool nnz_gemm_bf16_amx_emulated(bool transA, bool transB, int M, int N, int K, float alpha, const void *A,
                                 int lda, const void *B, int ldb, bool f32in, float beta, float *C, int ldc);
+/* The same blocked paths over operand descriptions (nnz_bf16_src below: a stored matrix, or the
+ * im2col of an NHWC batch): C (M,N) = alpha * op(A) op(B) + beta * C. nnz_gemm_bf16_src runs
+ * the best native path of nnz_isa_active() (AMX, then AVX512-BF16) and returns false, C
+ * untouched, where there is none (the caller then makes its operands and calls nnz_gemm_bf16)
+ * or its buffers cannot be allocated. */
+typedef struct nnz_bf16_src nnz_bf16_src;
+bool nnz_gemm_bf16_src(int M, int N, int K, float alpha, const nnz_bf16_src *A, const nnz_bf16_src *B, float beta,
+                       float *C, int ldc);
+bool nnz_gemm_bf16_amx_src(int M, int N, int K, float alpha, const nnz_bf16_src *A, const nnz_bf16_src *B,
+                           float beta, float *C, int ldc);
+bool nnz_gemm_bf16_avx512bf16_src(int M, int N, int K, float alpha, const nnz_bf16_src *A, const nnz_bf16_src *B,
+                                  float beta, float *C, int ldc);
+bool nnz_gemm_bf16_amx_emulated_src(int M, int N, int K, float alpha, const nnz_bf16_src *A,
+                                    const nnz_bf16_src *B, float beta, float *C, int ldc);
 
 /* Packing, shared by the avx512bf16 and AMX paths (gemm_bf16_pack.c). A source operand is
  * op(X) seen as (rows, cols): element (r,c) = X[r*ld + c], or X[c*ld + r] when trans; bf16
@@ -88,11 +102,17 @@ bool nnz_gemm_bf16_amx_emulated(bool transA, bool transB, int M, int N, int K, f
  *   pairs along K: out[(k/2)*NR*2 + j*2 + k%2], k < kc_pad (even). For AMX (NR = 32,
  *   kc_pad a multiple of 32) each 32-k block holds two K=32 x N=16 B tiles with row
  *   stride 128 bytes, the second 64 bytes after the first. */
-typedef struct {
+struct nnz_bf16_src {
     const void *p;
     int64_t ld;
     bool trans, f32;
-} nnz_bf16_src;
+    /* win != NULL: the operand is im2col(p) without the im2col buffer: p is an NHWC fp32 batch
+     * of C channels (groups 1), element (r,c) = im2col row r (output pixel) column c ((kh,kw,ch)
+     * order, zero at padding taps), rounded as nnz_bf16_from_f32; ld, trans (false) and f32
+     * (true) are not read. Only the blocked paths (nnz_gemm_bf16_src*) take it. */
+    const struct nnz_conv_window *win;
+    int C;
+};
 void nnz_bf16_pack_a(const nnz_bf16_src *A, int i0, int mr, int k0, int kc, int MR, int KB, int kc_pad,
                      nnz_bf16 *out);
 void nnz_bf16_pack_b(const nnz_bf16_src *B, int k0, int kc, int j0, int nr, int NR, int kc_pad, nnz_bf16 *out);
@@ -224,7 +244,7 @@ void nnz_gemm_small_rows_f32_avx2(int rows, int N, int K, const float *A, int64_
  * Shared by im2col and the depthwise kernels. OH = (H + 2*pad - KH)/stride + 1,
  * likewise OW; output pixel (oh,ow), tap (kh,kw) reads input (oh*stride - pad + kh,
  * ow*stride - pad + kw), zero outside the image. */
-typedef struct {
+typedef struct nnz_conv_window {
     int H, W;                 /* input spatial size */
     int KH, KW, stride, pad;  /* stride >= 1, pad >= 0 */
     int OH, OW;               /* output spatial size */

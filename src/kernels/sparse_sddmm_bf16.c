@@ -176,7 +176,7 @@ nnz_status nnz_sddmm_bf16_via(nnz_spmm_bf16_path path, const nnz_bsr *A, int64_t
 
 static nnz_status sddmm_auto(const nnz_spmat *W, int64_t M, const void *dout, int64_t ldd, const void *X, int64_t ldx,
                              bool f32, float *dval) {
-    const nnz_bf16_src d = {dout, ldd, false, f32}, x = {X, ldx, false, f32};
+    const nnz_bf16_src d = {.p = dout, .ld = ldd, .trans = false, .f32 = f32}, x = {.p = X, .ld = ldx, .trans = false, .f32 = f32};
     return nnz_sddmm_bf16_via(nnz_sddmm_bf16_path_for(&W->fwd), &W->fwd, M, &d, &x, dval);
 }
 

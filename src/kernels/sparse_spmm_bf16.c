@@ -136,7 +136,7 @@ nnz_status nnz_spmm_bf16_via(nnz_spmm_bf16_path path, const nnz_bsr *A, int64_t 
 
 static nnz_status spmm_auto(const nnz_bsr *A, int64_t M, const void *X, int64_t ldx, bool f32, const float *bias,
                             bool accumulate, float *out, int64_t ldo) {
-    const nnz_bf16_src src = {X, ldx, false, f32};
+    const nnz_bf16_src src = {.p = X, .ld = ldx, .trans = false, .f32 = f32};
     if (!A->val_bf16) return nnz_spmm_bf16_via(NNZ_SPMM_BF16_REF, A, M, &src, bias, accumulate, out, ldo);
     return nnz_spmm_bf16_via(nnz_spmm_bf16_path_for(A), A, M, &src, bias, accumulate, out, ldo);
 }
