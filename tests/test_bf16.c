@@ -134,6 +134,22 @@ static void cvt_dispatch_isa(nnz_isa isa, void *ctx) {
         assert_int_equal(out[1], 0x8002);
     }
     assert_int_equal(out[2], 0x3F80);
+    /* a large array runs in chunks on the threads: the same bits as the path in one call */
+    enum { BIG = 300001 };
+    uint32_t *x = malloc(BIG * 4);
+    nnz_bf16 *y = malloc(BIG * 2), *z = malloc(BIG * 2);
+    assert_true(x && y && z);
+    nnz_rng r = nnz_rng_make(5, 0);
+    for (int i = 0; i < BIG; i++) x[i] = (uint32_t)nnz_rng_u64(&r);
+    const int saved = nnz_get_threads();
+    nnz_set_threads(2);
+    nnz_cvt_f32_to_bf16(BIG, (const float *)x, y);
+    nnz_set_threads(saved);
+    if (isa >= NNZ_ISA_AVX512BF16) nnz_cvt_f32_to_bf16_avx512bf16(BIG, (const float *)x, z);
+    else if (isa == NNZ_ISA_AVX512) nnz_cvt_f32_to_bf16_avx512(BIG, (const float *)x, z);
+    else nnz_cvt_f32_to_bf16_ref(BIG, (const float *)x, z);
+    assert_memory_equal(y, z, BIG * 2);
+    free(x), free(y), free(z);
 }
 
 static void test_cvt_denormals_pinned(void **state) {

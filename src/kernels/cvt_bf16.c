@@ -8,11 +8,27 @@ void nnz_cvt_bf16_to_f32_ref(int64_t n, const nnz_bf16 *x, float *y) {
     for (int64_t i = 0; i < n; i++) y[i] = nnz_bf16_to_f32(x[i]);
 }
 
-void nnz_cvt_f32_to_bf16(int64_t n, const float *x, nnz_bf16 *y) {
+static void cvt_f32_to_bf16_serial(int64_t n, const float *x, nnz_bf16 *y) {
     const nnz_isa isa = nnz_isa_active();
     if (isa >= NNZ_ISA_AVX512BF16) nnz_cvt_f32_to_bf16_avx512bf16(n, x, y);
     else if (isa == NNZ_ISA_AVX512) nnz_cvt_f32_to_bf16_avx512(n, x, y);
     else nnz_cvt_f32_to_bf16_ref(n, x, y);
+}
+
+/* Large arrays (a batch's output gradient) in chunks across the threads: one thread converts
+ * at memory speed of one core only. Element by element, so the result is the same. */
+void nnz_cvt_f32_to_bf16(int64_t n, const float *x, nnz_bf16 *y) {
+    enum { CHUNK = 1 << 15 };
+    if (n < 4 * CHUNK) { /* the packers call it per row: no parallel region for those */
+        cvt_f32_to_bf16_serial(n, x, y);
+        return;
+    }
+    const int64_t chunks = (n + CHUNK - 1) / CHUNK;
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < chunks; c++) {
+        const int64_t i = c * CHUNK;
+        cvt_f32_to_bf16_serial(n - i < CHUNK ? n - i : CHUNK, x + i, y + i);
+    }
 }
 void nnz_cvt_bf16_to_f32(int64_t n, const nnz_bf16 *x, float *y) {
     if (nnz_isa_active() >= NNZ_ISA_AVX512) nnz_cvt_bf16_to_f32_avx512(n, x, y);

@@ -412,6 +412,13 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
     if (bf16_im2col(s)) {
         nnz_bf16 *wh = bf16_weights_at(s, scratch), *colh = (nnz_bf16 *)scratch;
         nnz_cvt_f32_to_bf16((int64_t)s->OC * Kg, weight, wh);
+        /* a native bf16 path packs the im2col rows straight from the input: the whole batch in
+         * one GEMM, no im2col buffer */
+        const nnz_bf16_src cols = {.p = inp, .win = &g, .C = s->IC}, wt = {.p = wh, .ld = Kg, .trans = true};
+        if (nnz_gemm_bf16_src((int)out_rows, s->OC, Kg, 1.0f, &cols, &wt, beta, out, s->OC)) {
+            if (ep) epilogue_rows_parallel(out_rows, s->OC, ep, out);
+            return;
+        }
         for (int n0 = 0; n0 < s->N; n0 += chunk) {
             const int B = s->N - n0 < chunk ? s->N - n0 : chunk, M = B * s->OH * s->OW;
             nnz_im2col_nhwc_bf16(&g, B, s->IC, 0, s->IC, inp + n0 * in_img, colh);
@@ -603,14 +610,18 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
         nnz_cvt_f32_to_bf16((int64_t)s->OC * Kg, weight, wh);
         for (int n0 = 0; n0 < s->N; n0 += chunk) {
             const int B = s->N - n0 < chunk ? s->N - n0 : chunk, M = B * s->OH * s->OW;
-            nnz_cvt_f32_to_bf16((int64_t)M * s->OC, dout + n0 * out_img, douth);
             /* dweight (OC,Kg) += dout^T (OC,M) * col (M,Kg), dout^T stored transposed so the GEMM
-             * packs it by rows instead of gathering pairs across rows */
+             * packs it by rows instead of gathering pairs across rows; col packed straight from
+             * the input on a native path, else made */
             nnz_cvt_f32_to_bf16_transposed(M, s->OC, dout + n0 * out_img, s->OC, douth_t, M);
-            nnz_im2col_nhwc_bf16(&g, B, s->IC, 0, s->IC, inp + n0 * in_img, colh);
-            nnz_gemm_bf16(false, false, s->OC, Kg, M, 1.0f, douth_t, M, colh, Kg, 1.0f, dweight, Kg);
+            const nnz_bf16_src dt = {.p = douth_t, .ld = M}, cols = {.p = inp + n0 * in_img, .win = &g, .C = s->IC};
+            if (!nnz_gemm_bf16_src(s->OC, Kg, M, 1.0f, &dt, &cols, 1.0f, dweight, Kg)) {
+                nnz_im2col_nhwc_bf16(&g, B, s->IC, 0, s->IC, inp + n0 * in_img, colh);
+                nnz_gemm_bf16(false, false, s->OC, Kg, M, 1.0f, douth_t, M, colh, Kg, 1.0f, dweight, Kg);
+            }
             if (!dinp) continue;
             /* dcol (M,Kg) = dout (M,OC) * weight (OC,Kg) in fp32 over the col buffer; dinp += col2im(dcol) */
+            nnz_cvt_f32_to_bf16((int64_t)M * s->OC, dout + n0 * out_img, douth);
             nnz_gemm_bf16(false, false, M, Kg, s->OC, 1.0f, douth, s->OC, wh, Kg, 0.0f, scratch, Kg);
             nnz_col2im_nhwc_acc(&g, B, s->IC, 0, s->IC, scratch, dinp + n0 * in_img);
         }
