@@ -83,7 +83,8 @@ static void conv_case_run(const conv_case *cc, uint64_t seed) {
         check_against("conv forward", out16, out_r, out_raw, S, no, K + 1);
 
     /* backward: dweight sums M = N*OH*OW products; dinp sums OC/groups products per tap, then
-     * col2im adds up to k*k taps */
+     * col2im adds up to k*k taps, or (the turned-window convolution of a native bf16 path, and
+     * fp32's implicit data gradient) all k*k*OC/groups products in one chain: the longer bound */
     float *dw16 = falloc(nw), *dw_r = falloc(nw), *dw_raw = falloc(nw), *Sw = falloc(nw);
     float *di16 = falloc(ni), *di_r = falloc(ni), *di_raw = falloc(ni), *Si = falloc(ni);
     nnz_conv2d_backward(&s16, inp, w, dout, di16, dw16, NULL, scratch);
@@ -95,7 +96,8 @@ static void conv_case_run(const conv_case *cc, uint64_t seed) {
         assert_memory_equal(di16, di_raw, ni * sizeof(float));
     } else {
         check_against("conv dweight", dw16, dw_r, dw_raw, Sw, nw, (double)s.N * s.OH * s.OW + 1);
-        check_against("conv dinp", di16, di_r, di_raw, Si, ni, (double)(s.OC / s.groups) + s.KH * s.KW + 1);
+        const double per_tap = (double)(s.OC / s.groups) + s.KH * s.KW, turned = (double)(s.OC / s.groups) * s.KH * s.KW;
+        check_against("conv dinp", di16, di_r, di_raw, Si, ni, (per_tap > turned ? per_tap : turned) + 1);
     }
     float *bufs[] = {inp, w, dout, bias, inp_r, w_r, dout_r, inp_a, w_a, dout_a, bias_a, scratch, out16, out_r,
                      out_raw, S, dw16, dw_r, dw_raw, Sw, di16, di_r, di_raw, Si};

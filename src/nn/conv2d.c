@@ -483,6 +483,24 @@ static bool sparse_turned_input_grad(const nnz_conv_shape *s, const float *dout,
     return nnz_spmm_conv_f32(&sp->turned.mat, &t, s->N, s->OC, dout, NULL, accumulate, dinp, s->IC) == NNZ_OK;
 }
 
+/* The same turned-window convolution in bf16, on a native bf16 path (the GEMM packs dout's
+ * im2col rows straight from dout; the turned weight is made in bf16 in wt, OC*KH*KW*IC values).
+ * false: not here (no native path, another geometry, or no memory for the packing). */
+static bool bf16_turned_input_grad(const nnz_conv_shape *s, const float *weight, const float *dout, bool accumulate,
+                                   float *dinp, nnz_bf16 *wt) {
+    if (!turned_dgrad_geometry(s) || nnz_isa_active() < NNZ_ISA_AVX512BF16) return false;
+    const int K = s->KH, IC = s->IC, OC = s->OC;
+    for (int oc = 0; oc < OC; oc++)
+        for (int u = 0; u < K; u++)
+            for (int v = 0; v < K; v++)
+                nnz_cvt_f32_to_bf16(IC, weight + (((size_t)oc * K + u) * K + v) * IC,
+                                    wt + (((size_t)(K - 1 - u) * K + (K - 1 - v)) * OC + oc) * IC);
+    const nnz_conv_window t = turned_window(s);
+    const nnz_bf16_src cols = {.p = dout, .win = &t, .C = OC}, w = {.p = wt, .ld = IC};
+    return nnz_gemm_bf16_src(s->N * s->H * s->W, IC, K * K * OC, 1.0f, &cols, &w, accumulate ? 1.0f : 0.0f, dinp,
+                             IC);
+}
+
 /* dweight (OC,K) += the implicit kernel's (K,OC) weight gradient, transposed; all in scratch */
 static void implicit_weight_grad(const nnz_conv_shape *s, const float *inp, const float *dout, float *dweight,
                                  float *scratch) {
@@ -602,12 +620,15 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
         if (sp) scatter_sparse_grad(sp, weight, dweight, Kg);
         return;
     }
+    if (dinp && bf16_im2col(s) &&
+        bf16_turned_input_grad(s, weight, dout, accumulate, dinp, bf16_weights_at(s, scratch)))
+        dinp = NULL; /* done: the chunks below make the weight gradient only */
     if (dinp && !accumulate) memset(dinp, 0, (size_t)s->N * in_img * sizeof(float)); /* col2im accumulates */
     const int chunk = images_per_chunk(s);
     if (bf16_im2col(s)) {
         nnz_bf16 *wh = bf16_weights_at(s, scratch), *douth = bf16_dout_at(s, scratch), *colh = (nnz_bf16 *)scratch;
         nnz_bf16 *douth_t = bf16_dout_t_at(s, scratch);
-        nnz_cvt_f32_to_bf16((int64_t)s->OC * Kg, weight, wh);
+        if (dinp) nnz_cvt_f32_to_bf16((int64_t)s->OC * Kg, weight, wh);
         for (int n0 = 0; n0 < s->N; n0 += chunk) {
             const int B = s->N - n0 < chunk ? s->N - n0 : chunk, M = B * s->OH * s->OW;
             /* dweight (OC,Kg) += dout^T (OC,M) * col (M,Kg), dout^T stored transposed so the GEMM
