@@ -6,8 +6,11 @@
  * (16 rows x 32 bf16, tmm4..5) from an MR = 32, KB = 32 A panel (row stride 64 bytes) and
  * two B tiles (K = 32 as 16 VNNI pair-rows x 16 columns, tmm6..7) from the NR = 32 B panel
  * (row stride 128 bytes, the second tile 64 bytes in), then 4 tdpbf16ps. kc is padded to
- * a multiple of 32 and M, N edges to the tile with zeros by the packing; the tiles are
- * stored to a 32x32 buffer and the real mr x nr corner goes to C with alpha and beta.
+ * a multiple of 32 and M, N edges to the tile with zeros by the packing. A full 32x32
+ * micro-tile with alpha = 1 (every call nnz makes) keeps C in the tiles: loaded as the
+ * accumulators when beta = 1 (a denormal in C then counts as zero, as for any tdpbf16ps
+ * accumulator), zeroed when beta = 0, stored straight back. Other micro-tiles go through a
+ * 32x32 buffer and the real mr x nr corner goes to C with alpha and beta.
  * Tile configuration (palette 1, 8 tiles of 16 rows x 64 bytes) is loaded once per thread
  * and released after; the OS permission is requested in nnz_cpu() (arch_prctl), and this
  * path only runs when nnz_isa_supported(NNZ_ISA_AMX) says it was granted. */
@@ -27,17 +30,29 @@ static void store_tile(const float *buf, float *C, int64_t ldc, int mr, int nr, 
     for (int i = 0; i < mr; i++) {
         float *c = C + (size_t)i * ldc;
         const float *t = buf + (size_t)i * TILE_NR;
-        if (beta == 0.0f)
+        if (beta == 0.0f) {
+#pragma omp simd
             for (int j = 0; j < nr; j++) c[j] = alpha * t[j];
-        else
+        } else {
+#pragma omp simd
             for (int j = 0; j < nr; j++) c[j] = alpha * t[j] + beta * c[j];
+        }
     }
+}
+
+/* the micro-tile keeps C in its tiles (see above) */
+static bool c_in_tiles(int mr, int nr, float alpha, float beta) {
+    return mr == TILE_MR && nr == TILE_NR && alpha == 1.0f && (beta == 0.0f || beta == 1.0f);
 }
 
 static void ukr_tile_emulated(int kc_pad, const nnz_bf16 *Ap, const nnz_bf16 *Bp, float *C, int64_t ldc, int mr,
                               int nr, float alpha, float beta) {
     float buf[TILE_MR * TILE_NR];
-    memset(buf, 0, sizeof buf);
+    const bool direct = c_in_tiles(mr, nr, alpha, beta);
+    if (direct && beta == 1.0f)
+        for (int i = 0; i < TILE_MR; i++) memcpy(buf + i * TILE_NR, C + (size_t)i * ldc, TILE_NR * sizeof(float));
+    else
+        memset(buf, 0, sizeof buf);
     for (int t = 0; t < kc_pad / TILE_K; t++) {
         const nnz_bf16 *a = Ap + (size_t)t * A_BLOCK, *b = Bp + (size_t)t * B_BLOCK;
         /* the same four tile products, with the same strides, as ukr_amx */
@@ -46,7 +61,10 @@ static void ukr_tile_emulated(int kc_pad, const nnz_bf16 *Ap, const nnz_bf16 *Bp
         nnz_bf16_tile_dp_emulated(buf + 16 * TILE_NR, TILE_NR, a + 16 * 32, 32, b, 64);
         nnz_bf16_tile_dp_emulated(buf + 16 * TILE_NR + 16, TILE_NR, a + 16 * 32, 32, b + 32, 64);
     }
-    store_tile(buf, C, ldc, mr, nr, alpha, beta);
+    if (direct)
+        for (int i = 0; i < TILE_MR; i++) memcpy(C + (size_t)i * ldc, buf + i * TILE_NR, TILE_NR * sizeof(float));
+    else
+        store_tile(buf, C, ldc, mr, nr, alpha, beta);
 }
 
 #include "kernels/amx_tiles.h"
@@ -56,10 +74,19 @@ static void ukr_tile_emulated(int kc_pad, const nnz_bf16 *Ap, const nnz_bf16 *Bp
 TARGET_AMX static void ukr_amx(int kc_pad, const nnz_bf16 *Ap, const nnz_bf16 *Bp, float *C, int64_t ldc, int mr,
                                int nr, float alpha, float beta) {
     float buf[TILE_MR * TILE_NR] __attribute__((aligned(64)));
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
+    const bool direct = c_in_tiles(mr, nr, alpha, beta);
+    const int64_t stride = ldc * (int64_t)sizeof(float);
+    if (direct && beta == 1.0f) {
+        _tile_loadd(0, C, stride);
+        _tile_loadd(1, C + 16, stride);
+        _tile_loadd(2, C + 16 * ldc, stride);
+        _tile_loadd(3, C + 16 * ldc + 16, stride);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
     for (int t = 0; t < kc_pad / TILE_K; t++) {
         const nnz_bf16 *a = Ap + (size_t)t * A_BLOCK, *b = Bp + (size_t)t * B_BLOCK;
         _tile_loadd(4, a, 64);           /* A rows 0..15 */
@@ -70,6 +97,13 @@ TARGET_AMX static void ukr_amx(int kc_pad, const nnz_bf16 *Ap, const nnz_bf16 *B
         _tile_dpbf16ps(1, 4, 7);
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
+    }
+    if (direct) {
+        _tile_stored(0, C, stride);
+        _tile_stored(1, C + 16, stride);
+        _tile_stored(2, C + 16 * ldc, stride);
+        _tile_stored(3, C + 16 * ldc + 16, stride);
+        return;
     }
     _tile_stored(0, buf, TILE_NR * 4);
     _tile_stored(1, buf + 16, TILE_NR * 4);

@@ -105,12 +105,16 @@ static bool run_split(const plan *p, int K, int groups, float beta, float *C, in
         for (int i = 0; i < M; i++) {
             float *c = C + (size_t)i * ldc;
             const float *q = part + (size_t)i * N;
-            if (beta == 0.0f)
+            if (beta == 0.0f) {
+#pragma omp simd
                 for (int j = 0; j < N; j++) c[j] = q[j];
-            else
+            } else {
+#pragma omp simd
                 for (int j = 0; j < N; j++) c[j] = beta * c[j] + q[j];
+            }
             for (int g = 1; g < groups; g++) {
                 q += mn;
+#pragma omp simd
                 for (int j = 0; j < N; j++) c[j] += q[j];
             }
         }
