@@ -16,7 +16,9 @@
  *   C[g][t] += A * B[t]  (tdpbf16ps).
  * r = 16: up to 4 groups per pass (C tiles 0-3, A tiles 4-5 alternating, B tile 6);
  * r = 32: up to 2 groups per pass (C tiles 0-3, A tiles 4-5, B tiles 6-7).
- * The C tiles go to a buffer, then out = base + C for the real rows and outputs. */
+ * The C tiles go to a buffer, then out = base + C for the real rows and outputs; when there is
+ * no base (no bias, not accumulating: the sum from zero is out itself) and the pass covers
+ * whole tiles, they are stored straight into out instead. */
 #include "kernels/kernels.h"
 
 #include "kernels/amx_tiles.h"
@@ -74,8 +76,10 @@ static void store_block_row(const nnz_bsr *A, int br, int mrows, int groups, con
         }
 }
 
-/* The plain-C tiles, in the order and with the strides of block_row_amx */
-static void block_row_emulated(const nnz_bsr *A, int br, int groups, const nnz_bf16 *xs, int64_t lds, float *cbuf) {
+/* The plain-C tiles, in the order and with the strides of block_row_amx; direct (not NULL):
+ * the finished tiles also go to direct (row stride ldd), as block_row_amx stores them */
+static void block_row_emulated(const nnz_bsr *A, int br, int groups, const nnz_bf16 *xs, int64_t lds, float *cbuf,
+                               float *direct, int64_t ldd) {
     const int r = A->r, nt = r / 16;
     memset(cbuf, 0, (size_t)groups * nt * 256 * sizeof(float));
     for (int32_t j = A->ptr[br]; j < A->ptr[br + 1]; j++) {
@@ -85,9 +89,15 @@ static void block_row_emulated(const nnz_bsr *A, int br, int groups, const nnz_b
                 nnz_bf16_tile_dp_emulated(cbuf + (g * nt + t) * 256, 16, x + g * GROUP * lds, (int)lds, w + t * 32,
                                           r * 2);
     }
+    if (direct)
+        for (int g = 0; g < groups; g++)
+            for (int t = 0; t < nt; t++)
+                for (int mm = 0; mm < GROUP; mm++)
+                    memcpy(direct + (int64_t)(g * GROUP + mm) * ldd + t * 16, cbuf + (g * nt + t) * 256 + mm * 16,
+                           16 * sizeof(float));
 }
 
-typedef void (*block_row_fn)(const nnz_bsr *, int, int, const nnz_bf16 *, int64_t, float *);
+typedef void (*block_row_fn)(const nnz_bsr *, int, int, const nnz_bf16 *, int64_t, float *, float *, int64_t);
 
 static void item(block_row_fn fn, const nnz_bsr *A, int64_t m0, int mrows, int br0, int br1,
                  const nnz_bf16_src *X, const float *bias, bool accumulate, float *out, int64_t ldo,
@@ -108,10 +118,12 @@ static void item(block_row_fn fn, const nnz_bsr *A, int64_t m0, int mrows, int b
     float cbuf[4 * 256] __attribute__((aligned(64)));
     for (int br = br0; br < br1; br++)
         for (int g0 = 0; g0 < groups; g0 += per_pass) {
-            const int ng = imin(per_pass, groups - g0);
-            fn(A, br, ng, xt + (int64_t)g0 * GROUP * lds, lds, cbuf);
-            store_block_row(A, br, imin(mrows - g0 * GROUP, ng * GROUP), ng, cbuf, bias, accumulate,
-                            out + (m0 + (int64_t)g0 * GROUP) * ldo, ldo);
+            const int ng = imin(per_pass, groups - g0), rows = imin(mrows - g0 * GROUP, ng * GROUP);
+            float *o = out + (m0 + (int64_t)g0 * GROUP) * ldo;
+            /* no base and whole tiles: the tiles are the output */
+            const bool direct = !accumulate && !bias && rows == ng * GROUP && (br + 1) * A->r <= A->rows;
+            fn(A, br, ng, xt + (int64_t)g0 * GROUP * lds, lds, cbuf, direct ? o + br * A->r : NULL, ldo);
+            if (!direct) store_block_row(A, br, rows, ng, cbuf, bias, accumulate, o, ldo);
         }
 }
 
@@ -124,7 +136,15 @@ void nnz_spmm_bsr_bf16_amx_emulated(const nnz_bsr *A, int64_t m0, int mrows, int
 #ifdef HAVE_AMX_INTRINSICS
 
 TARGET_AMX static void block_row_amx(const nnz_bsr *A, int br, int groups, const nnz_bf16 *xs, int64_t lds,
-                                     float *cbuf) {
+                                     float *cbuf, float *direct, int64_t ldd) {
+    /* the C tiles' destination: cbuf (tile (g,t) at (g*nt + t)*256, stride 64 bytes), or out */
+    const int nt = A->r / 16;
+    float *dst[4];
+    for (int k = 0; k < 4; k++) {
+        const int g = k / nt, t = k % nt;
+        dst[k] = direct ? direct + (int64_t)g * GROUP * ldd + t * 16 : cbuf + k * 256;
+    }
+    const size_t sc = direct ? (size_t)ldd * sizeof(float) : 64;
     const size_t sx = (size_t)lds * 2; /* A tile row stride in bytes */
     const int32_t j0 = A->ptr[br], j1 = A->ptr[br + 1];
     /* GCC's _tile_loadd declares no memory input: make every store to xs happen before */
@@ -152,10 +172,10 @@ TARGET_AMX static void block_row_amx(const nnz_bsr *A, int br, int groups, const
                 _tile_dpbf16ps(3, 5, 6);
             }
         }
-        _tile_stored(0, cbuf, 64);
-        if (groups > 1) _tile_stored(1, cbuf + 256, 64);
-        if (groups > 2) _tile_stored(2, cbuf + 512, 64);
-        if (groups > 3) _tile_stored(3, cbuf + 768, 64);
+        _tile_stored(0, dst[0], sc);
+        if (groups > 1) _tile_stored(1, dst[1], sc);
+        if (groups > 2) _tile_stored(2, dst[2], sc);
+        if (groups > 3) _tile_stored(3, dst[3], sc);
     } else { /* r = 32: C[g][t] is tile 2g + t */
         for (int32_t j = j0; j < j1; j++) {
             const nnz_bf16 *w = A->val_bf16 + (int64_t)j * 1024, *x = xs + (int64_t)A->idx[j] * 32;
@@ -170,11 +190,11 @@ TARGET_AMX static void block_row_amx(const nnz_bsr *A, int br, int groups, const
                 _tile_dpbf16ps(3, 5, 7);
             }
         }
-        _tile_stored(0, cbuf, 64);
-        _tile_stored(1, cbuf + 256, 64);
+        _tile_stored(0, dst[0], sc);
+        _tile_stored(1, dst[1], sc);
         if (groups > 1) {
-            _tile_stored(2, cbuf + 512, 64);
-            _tile_stored(3, cbuf + 768, 64);
+            _tile_stored(2, dst[2], sc);
+            _tile_stored(3, dst[3], sc);
         }
     }
 }
