@@ -501,13 +501,21 @@ static void im2col_source_case(src_path path, const char *name, const nnz_conv_w
     nnz_cvt_f32_to_bf16_ref((int64_t)M * K, colf, col);
     nnz_cvt_f32_to_bf16_ref((int64_t)OC * K, w, wb);
     nnz_cvt_f32_to_bf16_ref((int64_t)M * OC, dout, db);
-    const nnz_bf16_src win = {.p = in, .win = g, .C = IC}, made = {.p = col, .ld = K};
+    nnz_bf16 *inb = malloc(in_n * 2);
+    assert_non_null(inb);
+    nnz_cvt_f32_to_bf16_ref((int64_t)in_n, in, inb);
+    const nnz_bf16_src win = {.p = in, .f32 = true, .win = g, .C = IC}, made = {.p = col, .ld = K};
+    const nnz_bf16_src winb = {.p = inb, .win = g, .C = IC}; /* the input already in bf16 */
     const nnz_bf16_src wt = {.p = wb, .ld = K, .trans = true}, dt = {.p = db, .ld = OC, .trans = true};
     assert_true(path(M, OC, K, 1.0f, &win, &wt, 0.0f, c1, OC));
     assert_true(path(M, OC, K, 1.0f, &made, &wt, 0.0f, c2, OC));
     if (memcmp(c1, c2, (size_t)M * OC * 4) != 0)
         fail_msg("%s: forward over the im2col source differs (H=%d KH=%d stride=%d pad=%d IC=%d)", name, g->H, g->KH,
                  g->stride, g->pad, IC);
+    assert_true(path(M, OC, K, 1.0f, &winb, &wt, 0.0f, c1, OC));
+    if (memcmp(c1, c2, (size_t)M * OC * 4) != 0)
+        fail_msg("%s: forward over the bf16 im2col source differs (H=%d KH=%d stride=%d pad=%d IC=%d)", name, g->H,
+                 g->KH, g->stride, g->pad, IC);
     tu_fill_uniform(d1, (int64_t)OC * K, -1, 1, 74);
     memcpy(d2, d1, (size_t)OC * K * 4);
     assert_true(path(OC, K, M, 1.0f, &dt, &win, 1.0f, d1, K));
@@ -515,12 +523,18 @@ static void im2col_source_case(src_path path, const char *name, const nnz_conv_w
     if (memcmp(d1, d2, (size_t)OC * K * 4) != 0)
         fail_msg("%s: weight gradient over the im2col source differs (H=%d KH=%d stride=%d pad=%d IC=%d)", name,
                  g->H, g->KH, g->stride, g->pad, IC);
+    tu_fill_uniform(d1, (int64_t)OC * K, -1, 1, 74);
+    assert_true(path(OC, K, M, 1.0f, &dt, &winb, 1.0f, d1, K));
+    if (memcmp(d1, d2, (size_t)OC * K * 4) != 0)
+        fail_msg("%s: weight gradient over the bf16 im2col source differs (H=%d KH=%d stride=%d pad=%d IC=%d)", name,
+                 g->H, g->KH, g->stride, g->pad, IC);
     /* and the made matrix is right: one element against the oracle */
     float r;
     nnz_gemm_bf16_ref(false, true, 1, 1, K, 1.0f, col + (size_t)(M - 1) * K, K, wb + (size_t)(OC - 1) * K, K, 0.0f,
                       &r, 1);
     assert_true(fabsf(c1[(size_t)M * OC - 1] - r) <= 2.0f * K * (float)UNIT_ROUNDOFF * K + 1e-30f);
-    free(in), free(colf), free(dout), free(c1), free(c2), free(w), free(d1), free(d2), free(col), free(wb), free(db);
+    free(in), free(inb), free(colf), free(dout), free(c1), free(c2), free(w), free(d1), free(d2), free(col), free(wb),
+        free(db);
 }
 
 static void test_gemm_im2col_source(void **state) {

@@ -8,12 +8,14 @@ void nnz_cvt_bf16_to_f32_ref(int64_t n, const nnz_bf16 *x, float *y) {
     for (int64_t i = 0; i < n; i++) y[i] = nnz_bf16_to_f32(x[i]);
 }
 
-static void cvt_f32_to_bf16_serial(int64_t n, const float *x, nnz_bf16 *y) {
+nnz_cvt_f32_to_bf16_fn nnz_cvt_f32_to_bf16_kernel(void) {
     const nnz_isa isa = nnz_isa_active();
-    if (isa >= NNZ_ISA_AVX512BF16) nnz_cvt_f32_to_bf16_avx512bf16(n, x, y);
-    else if (isa == NNZ_ISA_AVX512) nnz_cvt_f32_to_bf16_avx512(n, x, y);
-    else nnz_cvt_f32_to_bf16_ref(n, x, y);
+    if (isa >= NNZ_ISA_AVX512BF16) return nnz_cvt_f32_to_bf16_avx512bf16;
+    if (isa == NNZ_ISA_AVX512) return nnz_cvt_f32_to_bf16_avx512;
+    return nnz_cvt_f32_to_bf16_ref;
 }
+
+static void cvt_f32_to_bf16_serial(int64_t n, const float *x, nnz_bf16 *y) { nnz_cvt_f32_to_bf16_kernel()(n, x, y); }
 
 /* Large arrays (a batch's output gradient) in chunks across the threads: one thread converts
  * at memory speed of one core only. Element by element, so the result is the same. */

@@ -52,32 +52,58 @@ static nnz_bf16 im2col_at(const nnz_bf16_src *X, int64_t r, int c) {
     const int tap = c / X->C, kh = tap / g->KW, kw = tap % g->KW;
     const int ih = oh * g->stride - g->pad + kh, iw = ow * g->stride - g->pad + kw;
     if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) return 0;
-    return nnz_bf16_from_f32(((const float *)X->p)[((n * g->H + ih) * g->W + iw) * X->C + c % X->C]);
+    const int64_t at = ((n * g->H + ih) * g->W + iw) * X->C + c % X->C;
+    return X->f32 ? nnz_bf16_from_f32(((const float *)X->p)[at]) : ((const nnz_bf16 *)X->p)[at];
 }
 
-/* rows [r0, r0+rows) x columns [c0, c0+cols) of im2col(X) (X->win) rounded into dense bf16:
- * per row, each tap's run of channels is one contiguous stretch of the input (or zeros) */
+/* n values into out: bf16 copied, fp32 rounded (short runs inline, longer ones by the ISA's
+ * vector kernel) */
+static inline void copy_run(nnz_cvt_f32_to_bf16_fn cvt, const void *p, int64_t at, int n, nnz_bf16 *out) {
+    if (!cvt) {
+        memcpy(out, (const nnz_bf16 *)p + at, (size_t)n * sizeof(nnz_bf16));
+        return;
+    }
+    const float *x = (const float *)p + at;
+    if (n >= 16) cvt(n, x, out);
+    else
+        for (int i = 0; i < n; i++) out[i] = nnz_bf16_from_f32(x[i]);
+}
+
+/* rows [r0, r0+rows) x columns [c0, c0+cols) of im2col(X) (X->win) into dense bf16.
+ * Per row and window row kh, the taps inside the image are one contiguous stretch of the
+ * input (KW*C values when the window lies inside), copied in one run; the taps outside are
+ * zeros. The pixel advances without divisions. */
 static void stage_im2col(const nnz_bf16_src *X, int64_t r0, int rows, int c0, int cols, nnz_bf16 *out) {
     const nnz_conv_window *g = X->win;
-    const int C = X->C;
+    const int C = X->C, tap_row = g->KW * C, c1 = c0 + cols;
+    const nnz_cvt_f32_to_bf16_fn cvt = X->f32 ? nnz_cvt_f32_to_bf16_kernel() : NULL;
+    int64_t n;
+    int oh, ow;
+    nnz_conv_pixel(g, r0, &n, &oh, &ow);
     for (int r = 0; r < rows; r++) {
-        int64_t n;
-        int oh, ow;
-        nnz_conv_pixel(g, r0 + r, &n, &oh, &ow);
-        const float *img = (const float *)X->p + n * g->H * g->W * C;
-        nnz_bf16 *o = out + (size_t)r * cols;
-        for (int c = c0, tap = c0 / C, ch = c0 % C; c < c0 + cols; tap++, ch = 0) {
-            const int run = C - ch < c0 + cols - c ? C - ch : c0 + cols - c;
-            const int ih = oh * g->stride - g->pad + tap / g->KW, iw = ow * g->stride - g->pad + tap % g->KW;
-            if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) {
-                memset(o + (c - c0), 0, (size_t)run * sizeof(nnz_bf16));
-            } else {
-                const float *x = img + ((int64_t)ih * g->W + iw) * C + ch;
-                if (run >= 16) nnz_cvt_f32_to_bf16(run, x, o + (c - c0));
-                else
-                    for (int i = 0; i < run; i++) o[c - c0 + i] = nnz_bf16_from_f32(x[i]);
-            }
-            c += run;
+        const int64_t img = n * g->H * g->W * C;
+        nnz_bf16 *o = out + (size_t)r * cols; /* o[c - c0]: column c */
+        const int iw0 = ow * g->stride - g->pad;
+        /* the window's columns inside the image: kw in [kw_lo, kw_hi) */
+        const int kw_lo = iw0 < 0 ? -iw0 : 0, kw_hi = g->W - iw0 < g->KW ? g->W - iw0 : g->KW;
+        for (int kh = c0 / tap_row; kh * tap_row < c1; kh++) {
+            const int ih = oh * g->stride - g->pad + kh, base = kh * tap_row;
+            /* this window row's columns [base, base + tap_row), clipped to [c0, c1) */
+            const int lo = base > c0 ? base : c0, hi = base + tap_row < c1 ? base + tap_row : c1;
+            int in_lo = base + kw_lo * C, in_hi = base + kw_hi * C; /* the columns read from the image */
+            if (ih < 0 || ih >= g->H || kw_lo >= kw_hi) in_lo = in_hi = lo;
+            if (in_lo < lo) in_lo = lo;
+            if (in_hi > hi) in_hi = hi;
+            if (in_hi < in_lo) in_hi = in_lo;
+            if (in_lo > lo) memset(o + (lo - c0), 0, (size_t)(in_lo - lo) * sizeof(nnz_bf16));
+            if (in_hi > in_lo)
+                copy_run(cvt, X->p, img + ((int64_t)ih * g->W + iw0) * C + (in_lo - base), in_hi - in_lo,
+                         o + (in_lo - c0));
+            if (hi > in_hi) memset(o + (in_hi - c0), 0, (size_t)(hi - in_hi) * sizeof(nnz_bf16));
+        }
+        if (++ow == g->OW) {
+            ow = 0;
+            if (++oh == g->OH) oh = 0, n++;
         }
     }
 }

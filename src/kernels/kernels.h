@@ -81,6 +81,7 @@ bool nnz_gemm_bf16_amx_emulated(bool transA, bool transB, int M, int N, int K, f
  * untouched, where there is none (the caller then makes its operands and calls nnz_gemm_bf16)
  * or its buffers cannot be allocated. */
 typedef struct nnz_bf16_src nnz_bf16_src;
+bool nnz_gemm_bf16_has_native(void); /* the active ISA has a native path (nnz_gemm_bf16_src can run) */
 bool nnz_gemm_bf16_src(int M, int N, int K, float alpha, const nnz_bf16_src *A, const nnz_bf16_src *B, float beta,
                        float *C, int ldc);
 bool nnz_gemm_bf16_amx_src(int M, int N, int K, float alpha, const nnz_bf16_src *A, const nnz_bf16_src *B,
@@ -106,10 +107,10 @@ struct nnz_bf16_src {
     const void *p;
     int64_t ld;
     bool trans, f32;
-    /* win != NULL: the operand is im2col(p) without the im2col buffer: p is an NHWC fp32 batch
-     * of C channels (groups 1), element (r,c) = im2col row r (output pixel) column c ((kh,kw,ch)
-     * order, zero at padding taps), rounded as nnz_bf16_from_f32; ld, trans (false) and f32
-     * (true) are not read. Only the blocked paths (nnz_gemm_bf16_src*) take it. */
+    /* win != NULL: the operand is im2col(p) without the im2col buffer: p is an NHWC batch of C
+     * channels (groups 1), fp32 (f32; rounded as the packers round) or bf16, element (r,c) =
+     * im2col row r (output pixel) column c ((kh,kw,ch) order, zero at padding taps); ld and
+     * trans (false) are not read. Only the blocked paths (nnz_gemm_bf16_src*) take it. */
     const struct nnz_conv_window *win;
     int C;
 };
@@ -128,8 +129,13 @@ void nnz_bf16_tile_dp_emulated(float *C, int ldc, const nnz_bf16 *A, int lda, co
  *     denormal; bit-identical to nnz_bf16_from_f32 on every input.
  *   _avx512bf16 (VCVTNEPS2BF16): flushed to +-0, sign kept (measured on AMD Zen 4; Intel's
  *     SDM specifies the same); identical to nnz_bf16_from_f32 on every other input.
- * bf16 -> fp32 is exact on every path (denormals kept). */
+ * bf16 -> fp32 is exact on every path (denormals kept). Arrays of 128k elements or more are
+ * converted in chunks on the threads (outside a parallel region). */
 void nnz_cvt_f32_to_bf16(int64_t n, const float *x, nnz_bf16 *y);
+/* The single-threaded path nnz_cvt_f32_to_bf16 takes on the active ISA: a packer resolves it
+ * once per panel rather than once per short run. */
+typedef void (*nnz_cvt_f32_to_bf16_fn)(int64_t n, const float *x, nnz_bf16 *y);
+nnz_cvt_f32_to_bf16_fn nnz_cvt_f32_to_bf16_kernel(void);
 /* dst (cols, rows), leading dimension ld_dst, = src (rows, cols)^T rounded to bf16 as the scalar
  * rounding does (denormals kept): the transposed operand of a bf16 GEMM, laid out so the GEMM
  * packs it without gathering. */

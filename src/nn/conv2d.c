@@ -175,6 +175,18 @@ static nnz_bf16 *bf16_dout_t_at(const nnz_conv_shape *s, float *scratch) {
     return (nnz_bf16 *)(scratch + col_region_floats(s) + bf16_weights_floats(s) + bf16_dout_floats(s));
 }
 
+/* The im2col source of a native bf16 GEMM over x (n values, NHWC, C channels, window g): x
+ * rounded once into the im2col region (room floats) when a native path runs and it fits (each
+ * value is read KH*KW times), else x itself, rounded as it is packed. */
+static nnz_bf16_src bf16_im2col_source(const nnz_conv_window *g, const float *x, int C, int64_t n, nnz_bf16 *region,
+                                       size_t room) {
+    if (nnz_gemm_bf16_has_native() && n <= 2 * (int64_t)room) {
+        nnz_cvt_f32_to_bf16(n, x, region);
+        return (nnz_bf16_src){.p = region, .win = g, .C = C};
+    }
+    return (nnz_bf16_src){.p = x, .f32 = true, .win = g, .C = C};
+}
+
 size_t nnz_conv2d_scratch_floats(const nnz_conv_shape *s) {
     switch (conv_path_of(s)) {
     case CONV_GEMM_1X1: return 0;
@@ -413,8 +425,9 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
         nnz_bf16 *wh = bf16_weights_at(s, scratch), *colh = (nnz_bf16 *)scratch;
         nnz_cvt_f32_to_bf16((int64_t)s->OC * Kg, weight, wh);
         /* a native bf16 path packs the im2col rows straight from the input: the whole batch in
-         * one GEMM, no im2col buffer */
-        const nnz_bf16_src cols = {.p = inp, .win = &g, .C = s->IC}, wt = {.p = wh, .ld = Kg, .trans = true};
+         * one GEMM, no im2col buffer (the input rounded once into its region, when it fits) */
+        const nnz_bf16_src cols = bf16_im2col_source(&g, inp, s->IC, (int64_t)s->N * in_img, colh, col_region_floats(s));
+        const nnz_bf16_src wt = {.p = wh, .ld = Kg, .trans = true};
         if (nnz_gemm_bf16_src((int)out_rows, s->OC, Kg, 1.0f, &cols, &wt, beta, out, s->OC)) {
             if (ep) epilogue_rows_parallel(out_rows, s->OC, ep, out);
             return;
@@ -487,8 +500,8 @@ static bool sparse_turned_input_grad(const nnz_conv_shape *s, const float *dout,
  * im2col rows straight from dout; the turned weight is made in bf16 in wt, OC*KH*KW*IC values).
  * false: not here (no native path, another geometry, or no memory for the packing). */
 static bool bf16_turned_input_grad(const nnz_conv_shape *s, const float *weight, const float *dout, bool accumulate,
-                                   float *dinp, nnz_bf16 *wt) {
-    if (!turned_dgrad_geometry(s) || nnz_isa_active() < NNZ_ISA_AVX512BF16) return false;
+                                   float *dinp, nnz_bf16 *wt, nnz_bf16 *region, size_t room) {
+    if (!turned_dgrad_geometry(s) || !nnz_gemm_bf16_has_native()) return false;
     const int K = s->KH, IC = s->IC, OC = s->OC;
     for (int oc = 0; oc < OC; oc++)
         for (int u = 0; u < K; u++)
@@ -496,7 +509,8 @@ static bool bf16_turned_input_grad(const nnz_conv_shape *s, const float *weight,
                 nnz_cvt_f32_to_bf16(IC, weight + (((size_t)oc * K + u) * K + v) * IC,
                                     wt + (((size_t)(K - 1 - u) * K + (K - 1 - v)) * OC + oc) * IC);
     const nnz_conv_window t = turned_window(s);
-    const nnz_bf16_src cols = {.p = dout, .win = &t, .C = OC}, w = {.p = wt, .ld = IC};
+    const nnz_bf16_src cols = bf16_im2col_source(&t, dout, OC, (int64_t)s->N * s->OH * s->OW * OC, region, room);
+    const nnz_bf16_src w = {.p = wt, .ld = IC};
     return nnz_gemm_bf16_src(s->N * s->H * s->W, IC, K * K * OC, 1.0f, &cols, &w, accumulate ? 1.0f : 0.0f, dinp,
                              IC);
 }
@@ -621,7 +635,8 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
         return;
     }
     if (dinp && bf16_im2col(s) &&
-        bf16_turned_input_grad(s, weight, dout, accumulate, dinp, bf16_weights_at(s, scratch)))
+        bf16_turned_input_grad(s, weight, dout, accumulate, dinp, bf16_weights_at(s, scratch), (nnz_bf16 *)scratch,
+                               col_region_floats(s)))
         dinp = NULL; /* done: the chunks below make the weight gradient only */
     if (dinp && !accumulate) memset(dinp, 0, (size_t)s->N * in_img * sizeof(float)); /* col2im accumulates */
     const int chunk = images_per_chunk(s);
@@ -629,14 +644,24 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
         nnz_bf16 *wh = bf16_weights_at(s, scratch), *douth = bf16_dout_at(s, scratch), *colh = (nnz_bf16 *)scratch;
         nnz_bf16 *douth_t = bf16_dout_t_at(s, scratch);
         if (dinp) nnz_cvt_f32_to_bf16((int64_t)s->OC * Kg, weight, wh);
+        /* the input rounded once into the im2col region, unless the data gradient below needs it */
+        nnz_bf16_src cols = dinp ? (nnz_bf16_src){.p = inp, .f32 = true, .win = &g, .C = s->IC}
+                                 : bf16_im2col_source(&g, inp, s->IC, (int64_t)s->N * in_img, colh,
+                                                      col_region_floats(s));
+        const void *cols_base = cols.p;
         for (int n0 = 0; n0 < s->N; n0 += chunk) {
             const int B = s->N - n0 < chunk ? s->N - n0 : chunk, M = B * s->OH * s->OW;
             /* dweight (OC,Kg) += dout^T (OC,M) * col (M,Kg), dout^T stored transposed so the GEMM
              * packs it by rows instead of gathering pairs across rows; col packed straight from
              * the input on a native path, else made */
             nnz_cvt_f32_to_bf16_transposed(M, s->OC, dout + n0 * out_img, s->OC, douth_t, M);
-            const nnz_bf16_src dt = {.p = douth_t, .ld = M}, cols = {.p = inp + n0 * in_img, .win = &g, .C = s->IC};
+            const nnz_bf16_src dt = {.p = douth_t, .ld = M};
+            cols.p = cols.f32 ? (const void *)((const float *)cols_base + n0 * in_img)
+                              : (const void *)((const nnz_bf16 *)cols_base + n0 * in_img);
             if (!nnz_gemm_bf16_src(s->OC, Kg, M, 1.0f, &dt, &cols, 1.0f, dweight, Kg)) {
+                /* its im2col overwrites the rounded input: the later chunks read the fp32 one */
+                cols.f32 = true;
+                cols_base = inp;
                 nnz_im2col_nhwc_bf16(&g, B, s->IC, 0, s->IC, inp + n0 * in_img, colh);
                 nnz_gemm_bf16(false, false, s->OC, Kg, M, 1.0f, douth_t, M, colh, Kg, 1.0f, dweight, Kg);
             }
