@@ -30,11 +30,14 @@ void *__real_calloc(size_t k, size_t n);
 void *__real_realloc(void *p, size_t n);
 int __real_posix_memalign(void **p, size_t align, size_t n);
 
+static bool counting;     /* count_bytes: the bytes asked for, failing nothing */
+static size_t counted;
 static long arm_at = -1;  /* the index (from arming) of the first allocation to fail; -1: none fails */
 static bool arm_persist;  /* every allocation from arm_at on fails, not only that one */
 static long seen, failed; /* allocations since arming, and how many of them failed */
 
-static bool should_fail(void) {
+static bool should_fail_bytes(size_t n) {
+    if (__atomic_load_n(&counting, __ATOMIC_RELAXED)) __atomic_fetch_add(&counted, n, __ATOMIC_RELAXED);
     if (__atomic_load_n(&arm_at, __ATOMIC_RELAXED) < 0) return false;
     const long k = __atomic_fetch_add(&seen, 1, __ATOMIC_RELAXED);
     if (k < arm_at || (!arm_persist && k > arm_at)) return false;
@@ -49,22 +52,22 @@ static bool should_fail(void) {
 }
 
 void *__wrap_malloc(size_t n) {
-    if (should_fail()) return NULL;
+    if (should_fail_bytes(n)) return NULL;
     return __real_malloc(n);
 }
 
 void *__wrap_calloc(size_t k, size_t n) {
-    if (should_fail()) return NULL;
+    if (should_fail_bytes(k * n)) return NULL;
     return __real_calloc(k, n);
 }
 
 void *__wrap_realloc(void *p, size_t n) {
-    if (should_fail()) return NULL;
+    if (should_fail_bytes(n)) return NULL;
     return __real_realloc(p, n);
 }
 
 int __wrap_posix_memalign(void **p, size_t align, size_t n) {
-    if (should_fail()) return ENOMEM;
+    if (should_fail_bytes(n)) return ENOMEM;
     return __real_posix_memalign(p, align, n);
 }
 
@@ -705,6 +708,43 @@ static void train_failing(const nnz_train_config *cfg, const char *what) {
 
 /* nnz_train: lenet5 on the first Fashion-MNIST images, a checkpoint and a log written (the data set,
  * the steps, the saves); then a run resumed from that checkpoint (its reader, the optimizer state). */
+/* The bf16 GEMM's native paths allocate no more than nnz_gemm_bf16_*_bytes say (the memory
+ * budget counts on it): the bytes the driver asks for in one call, whole and with K split into
+ * groups, on 1 and 2 threads; the AMX blocking runs here with its plain-C tile. */
+typedef bool (*gemm_src_fn)(int, int, int, float, const nnz_bf16_src *, const nnz_bf16_src *, float, float *, int);
+
+static void gemm_bytes_case(gemm_src_fn fn, size_t (*bound)(int), const char *name, int M, int N, int K) {
+    float *a = falloc((size_t)M * K), *b = falloc((size_t)K * N), *c = falloc((size_t)M * N);
+    tu_fill_uniform(a, (int64_t)M * K, -1, 1, 1);
+    tu_fill_uniform(b, (int64_t)K * N, -1, 1, 2);
+    const nnz_bf16_src A = {.p = a, .ld = K, .f32 = true}, B = {.p = b, .ld = N, .f32 = true};
+    const int saved = nnz_get_threads();
+    for (int t = 1; t <= 2; t++) {
+        nnz_set_threads(t);
+        counted = 0;
+        __atomic_store_n(&counting, true, __ATOMIC_SEQ_CST);
+        const bool ok = fn(M, N, K, 1.0f, &A, &B, 0.0f, c, N);
+        __atomic_store_n(&counting, false, __ATOMIC_SEQ_CST);
+        assert_true(ok);
+        if (counted == 0 || counted > bound(t))
+            fail_msg("%s %dx%dx%d on %d threads asked for %zu bytes, bound %zu", name, M, N, K, t, counted, bound(t));
+    }
+    nnz_set_threads(saved);
+    free(a), free(b), free(c);
+}
+
+static void test_bf16_gemm_bytes(void **state) {
+    (void)state;
+    static const int shapes[][3] = {{100, 70, 600}, {40, 300, 2100}, {3, 5, 9000}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        gemm_bytes_case(nnz_gemm_bf16_amx_emulated_src, nnz_gemm_bf16_amx_bytes, "amx_emulated", shapes[i][0],
+                        shapes[i][1], shapes[i][2]);
+        if (nnz_isa_supported(NNZ_ISA_AVX512BF16))
+            gemm_bytes_case(nnz_gemm_bf16_avx512bf16_src, nnz_gemm_bf16_avx512bf16_bytes, "avx512bf16",
+                            shapes[i][0], shapes[i][1], shapes[i][2]);
+    }
+}
+
 static void test_train_run(void **state) {
     (void)state;
     char dir[256], first[300], out[300], log[300];
@@ -734,7 +774,7 @@ int main(void) {
         cmocka_unit_test(test_eval_forward),    cmocka_unit_test(test_reserve),
         cmocka_unit_test(test_checkpoint_save), cmocka_unit_test(test_files_and_run),
         cmocka_unit_test(test_masks),           cmocka_unit_test(test_train_run),
-        cmocka_unit_test(test_shrink),
+        cmocka_unit_test(test_shrink),          cmocka_unit_test(test_bf16_gemm_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -65,6 +65,13 @@ static void gemm_dispatch(bool transA, bool transB, int M, int N, int K, float a
 
 bool nnz_gemm_bf16_has_native(void) { return nnz_isa_active() >= NNZ_ISA_AVX512BF16; }
 
+size_t nnz_gemm_bf16_native_bytes(int threads) {
+    const nnz_isa isa = nnz_isa_active();
+    if (isa < NNZ_ISA_AVX512BF16) return 0;
+    const size_t v = nnz_gemm_bf16_avx512bf16_bytes(threads), a = isa >= NNZ_ISA_AMX ? nnz_gemm_bf16_amx_bytes(threads) : 0;
+    return a > v ? a : v; /* AMX falls back to avx512bf16 after it has freed its own */
+}
+
 bool nnz_gemm_bf16_src(int M, int N, int K, float alpha, const nnz_bf16_src *A, const nnz_bf16_src *B, float beta,
                        float *C, int ldc) {
     const nnz_isa isa = nnz_isa_active();

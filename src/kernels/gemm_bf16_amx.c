@@ -116,6 +116,11 @@ TARGET_AMX static void ukr_amx(int kc_pad, const nnz_bf16 *Ap, const nnz_bf16 *B
 /* KC 512: 32 KiB per A or B micro-panel (16 tile loads each); MC 256 rows of A (256 KiB) in L2 */
 #define AMX_BLOCKS .MR = TILE_MR, .NR = TILE_NR, .KB = TILE_K, .KC = 512, .MC = 256, .NC = 32 * 64
 
+size_t nnz_gemm_bf16_amx_bytes(int threads) {
+    static const nnz_bf16_kernel blocks = {AMX_BLOCKS};
+    return nnz_gemm_bf16_blocked_bytes(&blocks, threads);
+}
+
 bool nnz_gemm_bf16_amx_emulated_src(int M, int N, int K, float alpha, const nnz_bf16_src *A,
                                     const nnz_bf16_src *B, float beta, float *C, int ldc) {
     static const nnz_bf16_kernel kern = {AMX_BLOCKS, .ukr = ukr_tile_emulated};

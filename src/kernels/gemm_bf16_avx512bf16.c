@@ -58,6 +58,8 @@ static const nnz_bf16_kernel kernel_14x32 = {
     .MR = UK_MR, .NR = UK_NR, .KB = 2, .KC = 512, .MC = 14 * 16, .NC = 32 * 96, .ukr = ukr_14x32,
 };
 
+size_t nnz_gemm_bf16_avx512bf16_bytes(int threads) { return nnz_gemm_bf16_blocked_bytes(&kernel_14x32, threads); }
+
 bool nnz_gemm_bf16_avx512bf16_src(int M, int N, int K, float alpha, const nnz_bf16_src *A, const nnz_bf16_src *B,
                                   float beta, float *C, int ldc) {
     return nnz_gemm_bf16_blocked(&kernel_14x32, M, N, K, alpha, A, B, beta, C, ldc);

@@ -9,9 +9,9 @@ static int min_int(int a, int b) { return a < b ? a : b; }
 
 /* K is split when the product has fewer than KSPLIT_TASKS (M block x NR panel) tasks and K is
  * at least KSPLIT_MIN_K: groups of at least KSPLIT_MIN_K / 2, at most KSPLIT_MAX_GROUPS of them,
- * their partials within KSPLIT_MAX_FLOATS. 16 tasks keep 16 threads busy without a split. */
+ * their partials within KSPLIT_MAX_FLOATS (4 MB). 16 tasks keep 16 threads busy without a split. */
 enum { KSPLIT_TASKS = 16, KSPLIT_MIN_K = 2048, KSPLIT_MAX_GROUPS = 64 };
-#define KSPLIT_MAX_FLOATS ((size_t)4 << 20)
+#define KSPLIT_MAX_FLOATS ((size_t)1 << 20)
 
 typedef struct {
     const nnz_bf16_kernel *kern;
@@ -156,4 +156,13 @@ bool nnz_gemm_bf16_blocked(const nnz_bf16_kernel *kern, int M, int N, int K, flo
     nnz_free(Ap);
     nnz_free(Bp);
     return true;
+}
+
+size_t nnz_gemm_bf16_blocked_bytes(const nnz_bf16_kernel *kern, int threads) {
+    const size_t a = (size_t)kern->MC * kern->KC, b = (size_t)kern->KC * kern->NC;
+    const size_t whole = (b + (size_t)threads * a) * sizeof(nnz_bf16);
+    /* a split product has fewer than KSPLIT_TASKS panels of N: its B block is that narrow */
+    const size_t b_split = (size_t)kern->KC * KSPLIT_TASKS * kern->NR;
+    const size_t split = KSPLIT_MAX_FLOATS * sizeof(float) + (size_t)threads * (a + b_split) * sizeof(nnz_bf16);
+    return whole > split ? whole : split;
 }

@@ -39,4 +39,8 @@ typedef struct {
 bool nnz_gemm_bf16_blocked(const nnz_bf16_kernel *kern, int M, int N, int K, float alpha, const nnz_bf16_src *A,
                            const nnz_bf16_src *B, float beta, float *C, int ldc);
 
+/* At most the bytes nnz_gemm_bf16_blocked allocates with kern on `threads` threads (packing
+ * buffers, or a split K's partials and per-thread buffers). */
+size_t nnz_gemm_bf16_blocked_bytes(const nnz_bf16_kernel *kern, int threads);
+
 #endif

@@ -82,6 +82,11 @@ bool nnz_gemm_bf16_amx_emulated(bool transA, bool transB, int M, int N, int K, f
  * or its buffers cannot be allocated. */
 typedef struct nnz_bf16_src nnz_bf16_src;
 bool nnz_gemm_bf16_has_native(void); /* the active ISA has a native path (nnz_gemm_bf16_src can run) */
+/* At most the bytes one call of the active ISA's native path allocates on `threads` threads
+ * (its packing buffers, or a split K's partials; 0 without a native path), and per path. */
+size_t nnz_gemm_bf16_native_bytes(int threads);
+size_t nnz_gemm_bf16_amx_bytes(int threads);
+size_t nnz_gemm_bf16_avx512bf16_bytes(int threads);
 bool nnz_gemm_bf16_src(int M, int N, int K, float alpha, const nnz_bf16_src *A, const nnz_bf16_src *B, float beta,
                        float *C, int ldc);
 bool nnz_gemm_bf16_amx_src(int M, int N, int K, float alpha, const nnz_bf16_src *A, const nnz_bf16_src *B,

@@ -16,10 +16,11 @@
  *   runtime      what the libraries touch while running (nnz_budget_runtime_bytes): OpenBLAS's
  *                packing buffers and OpenMP's thread stacks (a constant plus a share per thread,
  *                measured on lenet5/vgg8/mbv2-tiny with 1 and 2 threads and rounded up), the bf16
- *                GEMM's packing (or, emulated, its rounded fp32 operand copies), threaded OpenBLAS's
- *                copy of a tall GEMM's left operand, with masks or pruning the sparse formats (up to
- *                three times the weights) and the sparse kernels' partial sums and row buffers, and
- *                with GMP a magnitude mask's sort (40 bytes per weight of the largest layer). */
+ *                GEMM's packing or split-K partials (or, emulated, its rounded fp32 operand copies),
+ *                threaded OpenBLAS's copy of a tall GEMM's left operand, with masks or pruning the
+ *                sparse formats (up to three times the weights) and the sparse kernels' partial sums
+ *                and row buffers, and with GMP a magnitude mask's sort (40 bytes per weight of the
+ *                largest layer). */
 #include "nn/nn.h"
 
 #include <stdio.h>
@@ -107,8 +108,8 @@ size_t nnz_budget_runtime_bytes(const nnz_model *m, int batch, bool sparse, bool
         b += most;
     }
     if (m->compute == NNZ_BF16) {
-        if (nnz_isa_active() >= NNZ_ISA_AVX512BF16)
-            b += round64((size_t)512 * 32 * 96 * 2) + threads * round64((size_t)256 * 512 * 2); /* packed B, A */
+        if (nnz_gemm_bf16_has_native())
+            b += round64(nnz_gemm_bf16_native_bytes((int)threads)); /* packing, or a split K's partials */
         else
             b += bf16_emulation_floats(m, batch) * sizeof(float) + 2 * 64;
     }
