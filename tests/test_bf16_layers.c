@@ -119,6 +119,11 @@ static void conv_all(nnz_isa isa, void *ctx) {
 static void test_conv_bf16(void **state) {
     (void)state;
     tu_for_each_isa(conv_all, NULL);
+    /* the native route (im2col sources, the turned data gradient, bf16 copies of the input) with
+     * the AMX tile in plain C: what a CPU without AVX512-BF16 cannot run otherwise */
+    nnz_isa_emulate_bf16_tiles(true);
+    conv_all(nnz_isa_active(), NULL);
+    nnz_isa_emulate_bf16_tiles(false);
 }
 
 static void linear_run(nnz_isa isa, void *ctx) {

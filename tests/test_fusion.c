@@ -421,6 +421,9 @@ static void model_bf16_isa(nnz_isa isa, void *ctx) {
 static void test_models_fused_vs_unfused_bf16(void **state) {
     (void)state;
     tu_for_each_isa(model_bf16_isa, NULL);
+    nnz_isa_emulate_bf16_tiles(true); /* the native bf16 route, its AMX tile in plain C */
+    model_bf16_isa(nnz_isa_active(), NULL);
+    nnz_isa_emulate_bf16_tiles(false);
 }
 
 /* The expansion's backward (expansion_grad.c) on mbv2-tiny against the unfused plan: the same

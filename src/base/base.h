@@ -64,6 +64,11 @@ typedef struct {
 const nnz_cpu_features *nnz_cpu(void);
 /* The best ISA the hardware (and OS) supports, ignoring NNZ_ISA. */
 nnz_isa nnz_isa_best(void);
+/* Tests only: the bf16 GEMM's native route (im2col sources, split K, the AMX blocking) run with
+ * the AMX path's plain-C tile, on any CPU, so that machines without AVX512-BF16 exercise what
+ * calls it. Off unless set; slow. Part of the ISA choice, like nnz_isa_set. */
+void nnz_isa_emulate_bf16_tiles(bool on);
+bool nnz_isa_bf16_tiles_emulated(void);
 
 /* The OpenBLAS kernel set to ask for (OPENBLAS_CORETYPE) when OpenBLAS chose `chosen` on
  * a CPU with these features, or NULL to keep its choice (nnz_prefer_startup_env). */

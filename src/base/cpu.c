@@ -13,6 +13,7 @@
 static nnz_cpu_features features;
 static bool detected;
 static int active_isa = -1; /* -1: not chosen yet */
+static bool emulated_bf16_tiles;
 
 #if defined(__x86_64__)
 static uint64_t xgetbv0(void) {
@@ -103,6 +104,9 @@ nnz_status nnz_isa_set(nnz_isa isa) {
     active_isa = isa;
     return NNZ_OK;
 }
+
+void nnz_isa_emulate_bf16_tiles(bool on) { emulated_bf16_tiles = on; }
+bool nnz_isa_bf16_tiles_emulated(void) { return emulated_bf16_tiles; }
 
 nnz_isa nnz_isa_active(void) {
     if (active_isa < 0) {

@@ -63,10 +63,13 @@ static void gemm_dispatch(bool transA, bool transB, int M, int N, int K, float a
     nnz_gemm_bf16_emulated(transA, transB, M, N, K, alpha, A, lda, B, ldb, f32in, beta, C, ldc);
 }
 
-bool nnz_gemm_bf16_has_native(void) { return nnz_isa_active() >= NNZ_ISA_AVX512BF16; }
+bool nnz_gemm_bf16_has_native(void) {
+    return nnz_isa_active() >= NNZ_ISA_AVX512BF16 || nnz_isa_bf16_tiles_emulated();
+}
 
 size_t nnz_gemm_bf16_native_bytes(int threads) {
     const nnz_isa isa = nnz_isa_active();
+    if (nnz_isa_bf16_tiles_emulated()) return nnz_gemm_bf16_amx_bytes(threads);
     if (isa < NNZ_ISA_AVX512BF16) return 0;
     const size_t v = nnz_gemm_bf16_avx512bf16_bytes(threads), a = isa >= NNZ_ISA_AMX ? nnz_gemm_bf16_amx_bytes(threads) : 0;
     return a > v ? a : v; /* AMX falls back to avx512bf16 after it has freed its own */
@@ -75,8 +78,9 @@ size_t nnz_gemm_bf16_native_bytes(int threads) {
 bool nnz_gemm_bf16_src(int M, int N, int K, float alpha, const nnz_bf16_src *A, const nnz_bf16_src *B, float beta,
                        float *C, int ldc) {
     const nnz_isa isa = nnz_isa_active();
+    if (nnz_isa_bf16_tiles_emulated()) return nnz_gemm_bf16_amx_emulated_src(M, N, K, alpha, A, B, beta, C, ldc);
     if (isa >= NNZ_ISA_AMX && nnz_gemm_bf16_amx_src(M, N, K, alpha, A, B, beta, C, ldc)) return true;
-    return nnz_gemm_bf16_has_native() && nnz_gemm_bf16_avx512bf16_src(M, N, K, alpha, A, B, beta, C, ldc);
+    return isa >= NNZ_ISA_AVX512BF16 && nnz_gemm_bf16_avx512bf16_src(M, N, K, alpha, A, B, beta, C, ldc);
 }
 
 void nnz_gemm_bf16(bool transA, bool transB, int M, int N, int K, float alpha, const nnz_bf16 *A, int lda,

@@ -77,9 +77,10 @@ bool nnz_gemm_bf16_amx_emulated(bool transA, bool transB, int M, int N, int K, f
                                 int lda, const void *B, int ldb, bool f32in, float beta, float *C, int ldc);
 /* The same blocked paths over operand descriptions (nnz_bf16_src below: a stored matrix, or the
  * im2col of an NHWC batch): C (M,N) = alpha * op(A) op(B) + beta * C. nnz_gemm_bf16_src runs
- * the best native path of nnz_isa_active() (AMX, then AVX512-BF16) and returns false, C
- * untouched, where there is none (the caller then makes its operands and calls nnz_gemm_bf16)
- * or its buffers cannot be allocated. */
+ * the best native path of nnz_isa_active() (AMX, then AVX512-BF16; the AMX blocking with the
+ * plain-C tile while nnz_isa_bf16_tiles_emulated()) and returns false, C untouched, where there
+ * is none (the caller then makes its operands and calls nnz_gemm_bf16) or its buffers cannot be
+ * allocated. */
 typedef struct nnz_bf16_src nnz_bf16_src;
 bool nnz_gemm_bf16_has_native(void); /* the active ISA has a native path (nnz_gemm_bf16_src can run) */
 /* At most the bytes one call of the active ISA's native path allocates on `threads` threads
