@@ -458,6 +458,20 @@ nnz_status nnz_evaluate(nnz_model *m, const nnz_dataset *d, int batch, int limit
 nnz_status nnz_evaluate_fit(nnz_model *m, const nnz_dataset *d, int limit, size_t budget, int *batch,
                             size_t *estimate);
 
+/* Per-layer time of training steps. nnz_model_profile(m, true) zeroes the counters and starts:
+ * every training forward and backward then adds each node's seconds to it (a node's turn lasts
+ * until the next node's: work one node does for another, a fused activation or a batch norm
+ * deferred into the conv after it, counts with the node that does it; steps counts the
+ * backwards). false stops counting; the counters stay readable until the next start. */
+typedef struct {
+    const char *name, *op;             /* the node's name and operation ("conv2d", "batchnorm", ...) */
+    double forward_sec, backward_sec;  /* summed over the steps counted */
+    int steps;
+} nnz_node_profile;
+nnz_status nnz_model_profile(nnz_model *m, bool on);
+int nnz_model_node_count(const nnz_model *m);
+nnz_status nnz_model_profile_node(const nnz_model *m, int node, nnz_node_profile *out);
+
 /* Training-step and inference throughput on random data, measured as bench/torch_bench.py
  * measures PyTorch: warm-up steps untimed, then `runs` timed runs of `iters` steps each (0: as
  * many as make a run last min_time seconds, from the warm-up's pace), and the median run's
@@ -466,6 +480,7 @@ typedef struct {
     int batch, runs, iters;
     double min_time;
     uint64_t seed;
+    bool per_layer; /* profile the timed training runs (nnz_model_profile; warm-up excluded) */
 } nnz_bench_config;
 void nnz_bench_config_init(nnz_bench_config *c);
 typedef struct {

@@ -79,6 +79,10 @@ expect 0 "$NNZ" bench mlp.safetensors --iters 2 --batch 32 --json
 has out '"train_images_per_sec":'; has out '"infer_gflops":'; has out '"batch":32'
 expect 0 "$NNZ" bench --model mlp --iters 1 --batch 16
 has out "^training: "; has out "^inference: "; has out "GFLOP/s"
+expect 0 "$NNZ" bench --model lenet5 --iters 1 --runs 1 --batch 8 --per-layer
+has out "^per layer, ms per training step"; has out "^  conv2 *conv2d"; has out "^  fc1 *linear"
+expect 0 "$NNZ" bench --model lenet5 --iters 1 --runs 1 --batch 8 --per-layer --json
+has out '"layers":\[{"name":"conv1","op":"conv2d","forward_ms":'; has out '"name":"fc2","op":"linear"'
 
 # ---- resume: continue the finished 1-epoch run for a second epoch
 cp mlp.safetensors first.safetensors

@@ -374,6 +374,60 @@ static void test_zoo_models_run(void **state) {
     }
 }
 
+/* The per-layer profile: while on, each training forward and backward adds every node's time;
+ * the nodes' times are parts of the calls that ran them (their sum within the calls' wall time);
+ * every conv and linear layer takes time both ways; eval forwards and steps after it is off add
+ * nothing; turning it on zeroes the counters; a node out of range is an error. */
+static void test_profile(void **state) {
+    (void)state;
+    enum { B = 8, HH = 28, K = 10 };
+    float *x = malloc(sizeof(float) * B * HH * HH), d[B * K];
+    assert_non_null(x);
+    tu_fill_uniform(x, B * HH * HH, 0.0f, 1.0f, 21);
+    tu_fill_uniform(d, B * K, -0.1f, 0.1f, 22);
+    nnz_model *m;
+    assert_int_equal(nnz_model_from_zoo("lenet5", HH, HH, 1, K, 1, &m), NNZ_OK);
+    nnz_node_profile p;
+    assert_int_equal(nnz_model_profile_node(m, 0, &p), NNZ_OK); /* never profiled: zeros */
+    assert_true(p.steps == 0 && p.forward_sec == 0 && p.backward_sec == 0);
+    assert_int_equal(nnz_model_forward(m, x, B, true), NNZ_OK); /* reserve and plan outside the profile */
+    assert_int_equal(nnz_model_backward(m, x, B, d), NNZ_OK);
+    assert_int_equal(nnz_model_profile(m, true), NNZ_OK);
+    double wall = 0;
+    for (int step = 0; step < 3; step++) {
+        const double t0 = nnz_now_sec();
+        assert_int_equal(nnz_model_forward(m, x, B, true), NNZ_OK);
+        assert_int_equal(nnz_model_backward(m, x, B, d), NNZ_OK);
+        wall += nnz_now_sec() - t0;
+    }
+    assert_int_equal(nnz_model_forward(m, x, B, false), NNZ_OK); /* eval: not counted */
+    assert_int_equal(nnz_model_profile(m, false), NNZ_OK);
+    assert_int_equal(nnz_model_forward(m, x, B, true), NNZ_OK); /* off: not counted */
+    assert_int_equal(nnz_model_backward(m, x, B, d), NNZ_OK);
+    const int n = nnz_model_node_count(m);
+    assert_int_equal(n, m->n_nodes);
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(nnz_model_profile_node(m, i, &p), NNZ_OK);
+        assert_int_equal(p.steps, 3);
+        assert_string_equal(p.name, m->nodes[i].name);
+        assert_string_equal(p.op, nnz_op_name(m->nodes[i].op));
+        assert_true(p.forward_sec >= 0 && p.backward_sec >= 0);
+        if ((m->nodes[i].op == NNZ_OP_CONV2D || m->nodes[i].op == NNZ_OP_LINEAR) &&
+            !(p.forward_sec > 0 && p.backward_sec > 0))
+            fail_msg("%s took no time: forward %g s, backward %g s", p.name, p.forward_sec, p.backward_sec);
+        sum += p.forward_sec + p.backward_sec;
+    }
+    if (!(sum > 0 && sum <= wall)) fail_msg("the nodes' times add up to %g s, the steps took %g s", sum, wall);
+    assert_int_equal(nnz_model_profile(m, true), NNZ_OK); /* a new start zeroes */
+    assert_int_equal(nnz_model_profile_node(m, 0, &p), NNZ_OK);
+    assert_true(p.steps == 0 && p.forward_sec == 0 && p.backward_sec == 0);
+    assert_int_equal(nnz_model_profile_node(m, n, &p), NNZ_ERR_INVALID_ARG);
+    assert_int_equal(nnz_model_profile_node(m, -1, &p), NNZ_ERR_INVALID_ARG);
+    nnz_model_free(m);
+    free(x);
+}
+
 /* An eval forward on a model with no buffers reserves for inference only: no activation
  * gradients or pool indices, under half of training's bytes, the same logits; a backward is
  * refused until a training forward reserves training's buffers, and then gives the gradients
@@ -597,6 +651,7 @@ int main(void) {
         cmocka_unit_test(test_dropout_train_and_eval),
         cmocka_unit_test(test_determinism_predict_and_reserve),
         cmocka_unit_test(test_zoo_models_run),
+        cmocka_unit_test(test_profile),
         cmocka_unit_test(test_inference_reservation),
         cmocka_unit_test(test_branching_graph_fused_matches_unfused),
         cmocka_unit_test(test_eval_depth_first_matches_image_at_a_time),

@@ -77,6 +77,7 @@ void nnz_model_free(nnz_model *m) {
     nnz_arena_free(&m->param_arena);
     nnz_arena_free(&m->act_arena);
     nnz_model_sparse_clear(m);
+    free(m->profile);
     free(m);
 }
 

@@ -614,7 +614,14 @@ static nnz_bn_apply deferred_bn(const nnz_model *m, int bn) {
  * batch norm's statistics couple the images. */
 static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool train, float *scratch,
                           const act_view *v) {
+    /* profiling: each node's time, from its turn to the next node's (training forwards only) */
+    double *prof = train && m->profiling ? m->profile : NULL, t_prev = prof ? omp_get_wtime() : 0.0;
     for (int i = 0; i < m->n_nodes; i++) {
+        if (prof && i > 0) {
+            const double t = omp_get_wtime();
+            prof[2 * (i - 1)] += t - t_prev;
+            t_prev = t;
+        }
         const nnz_node *nd = &m->nodes[i];
         const nnz_node_exec *ex = &m->exec[i];
         if (ex->fused_into >= 0 || (!train && ex->eval_folded)) continue; /* computed by another node */
@@ -728,6 +735,7 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
         case NNZ_OP_COUNT: break;
         }
     }
+    if (prof) prof[2 * (m->n_nodes - 1)] += omp_get_wtime() - t_prev;
 }
 
 /* Each conv's weight in its forward kernel's layout, made once per forward: eval calls a layer
@@ -949,7 +957,14 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
     memcpy(m->dact[last], dlogits, (size_t)out_numel * sizeof(float)); /* the last node has no consumer */
     for (int i = 0; i <= last; i++) m->exec[i].dout_streamed = m->exec[i].grad_sums_given = m->exec[i].grad_taken = false;
 
+    /* profiling: each node's time, from its turn to the next one's (the nodes run last to first) */
+    double *prof = m->profiling ? m->profile : NULL, t_prev = prof ? omp_get_wtime() : 0.0;
     for (int i = last; i >= 0; i--) {
+        if (prof && i < last) {
+            const double t = omp_get_wtime();
+            prof[2 * (i + 1) + 1] += t - t_prev;
+            t_prev = t;
+        }
         const nnz_node *nd = &m->nodes[i];
         if (is_alias(nd)) continue; /* its gradient already sits in its input's buffer */
         const nnz_node_exec *ex = &m->exec[i];
@@ -1058,7 +1073,35 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
         case NNZ_OP_COUNT: break;
         }
     }
+    if (prof) {
+        prof[1] += omp_get_wtime() - t_prev;
+        m->profile_steps++;
+    }
     if (m->grad_mask) nnz_model_mask_grads(m);
+    return NNZ_OK;
+}
+
+nnz_status nnz_model_profile(nnz_model *m, bool on) {
+    if (!m || !m->finalized) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_profile: the model is not finalized");
+    if (on) {
+        if (!m->profile) m->profile = calloc((size_t)m->n_nodes * 2, sizeof(double));
+        if (!m->profile) return nnz_fail(NNZ_ERR_NOMEM, "out of memory for the per-layer profile");
+        memset(m->profile, 0, (size_t)m->n_nodes * 2 * sizeof(double));
+        m->profile_steps = 0;
+    }
+    m->profiling = on;
+    return NNZ_OK;
+}
+
+int nnz_model_node_count(const nnz_model *m) { return m ? m->n_nodes : 0; }
+
+nnz_status nnz_model_profile_node(const nnz_model *m, int i, nnz_node_profile *out) {
+    if (!m || !out || i < 0 || i >= m->n_nodes)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_profile_node: node %d is not one of the model's %d", i,
+                        m ? m->n_nodes : 0);
+    *out = (nnz_node_profile){.name = m->nodes[i].name, .op = nnz_op_name(m->nodes[i].op), .steps = m->profile_steps,
+                              .forward_sec = m->profile ? m->profile[2 * i] : 0.0,
+                              .backward_sec = m->profile ? m->profile[2 * i + 1] : 0.0};
     return NNZ_OK;
 }
 

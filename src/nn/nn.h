@@ -498,6 +498,10 @@ struct nnz_model {
                                      (and the chunks cut by it) even when eval_frames is NULL */
     float **eval_frame_tables;    /* ... per slot, n_nodes pointers: the chunk's buffer of each node */
     nnz_rng dropout_rng;          /* its counter is part of the checkpoint */
+    double *profile;              /* NULL, or per node {forward, backward} seconds of training steps while
+                                     profiling (nnz_model_profile); heap, freed with the model */
+    int profile_steps;            /* ... training backwards counted */
+    bool profiling;
     const uint8_t *act_identity;  /* NULL, or one byte per node owned by the caller: a relu/relu6 node whose byte
                                      is nonzero computes the identity instead, forward and backward, in every
                                      fusion; may change between steps without a new reserve (DepthShrinker's

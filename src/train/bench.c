@@ -45,12 +45,14 @@ static nnz_status time_runs(nnz_model *m, const float *x, const uint8_t *y, floa
     double want = c->iters > 0 ? c->iters : c->min_time / (per > 1e-9 ? per : 1e-9);
     *iters = want < 1 ? 1 : want > 1e6 ? 1000000 : (int)ceil(want);
     double rates[BENCH_MAX_RUNS];
+    if (train && c->per_layer) NNZ_TRY(nnz_model_profile(m, true)); /* the timed steps only */
     for (int r = 0; r < c->runs; r++) {
         t0 = nnz_now_sec();
         for (int it = 0; it < *iters; it++) NNZ_TRY(one_step(m, x, y, dlogits, c->batch, train, opt));
         const double dt = nnz_now_sec() - t0;
         rates[r] = dt > 0 ? (double)c->batch * *iters / dt : 0;
     }
+    if (train && c->per_layer) NNZ_TRY(nnz_model_profile(m, false));
     qsort(rates, (size_t)c->runs, sizeof rates[0], cmp_double);
     *rate = c->runs % 2 ? rates[c->runs / 2] : 0.5 * (rates[c->runs / 2 - 1] + rates[c->runs / 2]);
     return NNZ_OK;

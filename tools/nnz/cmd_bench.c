@@ -31,6 +31,45 @@ static int bench_layer(const char *shape, int rows, float sparsity, const char *
     return CLI_EXIT_OK;
 }
 
+/* The per-layer profile of the timed training steps: ms per step, forward and backward, and the
+ * share of the sum; layers whose work another layer does (fused) are counted in one line. */
+static void print_layers(const nnz_model *m) {
+    const int n = nnz_model_node_count(m);
+    double total = 0;
+    nnz_node_profile p;
+    for (int i = 0; i < n; i++)
+        if (nnz_model_profile_node(m, i, &p) == NNZ_OK) total += p.forward_sec + p.backward_sec;
+    if (nnz_model_profile_node(m, 0, &p) != NNZ_OK || p.steps == 0 || total <= 0) return;
+    printf("per layer, ms per training step (%d steps):\n  %-24s %-16s %9s %9s %6s\n", p.steps, "layer", "op",
+           "forward", "backward", "share");
+    int folded = 0;
+    for (int i = 0; i < n; i++) {
+        nnz_model_profile_node(m, i, &p);
+        const double f = 1e3 * p.forward_sec / p.steps, b = 1e3 * p.backward_sec / p.steps;
+        if (f + b < 0.005) { /* under 5 us a step: its work is done by a neighbour */
+            folded++;
+            continue;
+        }
+        printf("  %-24s %-16s %9.2f %9.2f %5.1f%%\n", p.name, p.op, f, b,
+               100.0 * (p.forward_sec + p.backward_sec) / total);
+    }
+    if (folded) printf("  (%d more layers under 5 us a step: fused into a neighbour, or views of their input)\n", folded);
+}
+
+static void print_layers_json(const nnz_model *m) {
+    printf(",\"layers\":[");
+    nnz_node_profile p;
+    for (int i = 0; i < nnz_model_node_count(m); i++) {
+        nnz_model_profile_node(m, i, &p);
+        const int steps = p.steps > 0 ? p.steps : 1;
+        printf("%s{\"name\":", i ? "," : "");
+        cli_json_string(stdout, p.name);
+        printf(",\"op\":\"%s\",\"forward_ms\":%.4f,\"backward_ms\":%.4f}", p.op, 1e3 * p.forward_sec / steps,
+               1e3 * p.backward_sec / steps);
+    }
+    printf("]");
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *model = NULL;
     nnz_bench_config bc;
@@ -68,13 +107,16 @@ int cmd_bench(int argc, char **argv) {
                "of a model.", NULL),
         FL_INT("--rows", &rows, "M", "--layer: activation rows (batch x output pixels).", "256", 1, 1 << 26),
         FL_STR("--format", &format, "F", "--layer: the sparse format, csr or bsr:RxC.", "bsr:16x16"),
+        FL_BOOL("--per-layer", &bc.per_layer,
+                "Also time each layer of the timed training steps: forward and backward ms per step, and its "
+                "share of all layers' time (work fused into another layer counts with that layer)."),
         FL_BOOL("--json", &json, "Print one JSON line instead of text."),
     };
     cli_command cmd = {
         .name = "bench",
         .summary = "measure training and inference speed (images/s, GFLOP/s)",
         .usage = "nnz bench CHECKPOINT|--model NAME|--layer OCxK [--batch N] [--threads N] [--runs R] [--iters N] "
-                 "[--json]",
+                 "[--per-layer] [--json]",
         .description =
             "Times training steps (forward, loss, backward, SGD update) and inference passes of a model\n"
             "on random data and prints images/s and the achieved GFLOP/s, counting the model's dense\n"
@@ -82,6 +124,7 @@ int cmd_bench(int argc, char **argv) {
             "2 untimed warm-up steps, then --runs timed runs, and reports the median run: the protocol\n"
             "bench/torch_bench.py uses for PyTorch. The checkpoint's weights are not changed.",
         .example = "  nnz bench mbv2-tiny.safetensors\n  nnz bench --model lenet5 --batch 256 --threads 1 --json\n"
+                   "  nnz bench --model mbv2-tiny --precision bf16 --per-layer\n"
                    "  nnz bench --model vgg8 --mask block --sparsity 0.9 --sparse-format bsr:16x16\n"
                    "  nnz bench --layer 1024x1024 --rows 256 --sparsity 0.9 --format csr",
         .flags = flags,
@@ -127,24 +170,30 @@ int cmd_bench(int argc, char **argv) {
     nnz_status s = nnz_bench_model(m, &bc, &br);
     nnz_model_stats st;
     nnz_model_get_stats(m, &st);
-    nnz_model_free(m);
-    if (s != NNZ_OK) return cli_fail("bench", "benchmark failed");
+    if (s != NNZ_OK) {
+        nnz_model_free(m);
+        return cli_fail("bench", "benchmark failed");
+    }
     if (json) {
         printf("{\"model\":");
         cli_json_string(stdout, what);
         printf(",\"batch\":%d,\"threads\":%d,\"runs\":%d,\"train_iters\":%d,\"infer_iters\":%d,\"isa\":\"%s\","
                "\"flops_per_image\":%lld,\"openblas_core\":\"%s\","
                "\"precision\":\"%s\",\"train_images_per_sec\":%.1f,\"infer_images_per_sec\":%.1f,\"train_gflops\":%.3f,"
-               "\"infer_gflops\":%.3f}\n",
+               "\"infer_gflops\":%.3f",
                br.batch, br.threads, br.runs, br.train_iters, br.infer_iters, nnz_isa_name(nnz_isa_active()),
                (long long)st.flops, nnz_blas_core(),
                cli_precision_names[precision], br.train_images_per_sec, br.infer_images_per_sec, br.train_gflops, br.infer_gflops);
+        if (bc.per_layer) print_layers_json(m);
+        printf("}\n");
     } else {
         printf("model: %s  batch %d  threads %d  isa %s  precision %s  (median of %d runs of %d training / %d "
                "inference steps)\n", what, br.batch, br.threads, nnz_isa_name(nnz_isa_active()),
                cli_precision_names[precision], br.runs, br.train_iters, br.infer_iters);
         printf("training:  %10.1f images/s  %8.2f GFLOP/s\n", br.train_images_per_sec, br.train_gflops);
         printf("inference: %10.1f images/s  %8.2f GFLOP/s\n", br.infer_images_per_sec, br.infer_gflops);
+        if (bc.per_layer) print_layers(m);
     }
+    nnz_model_free(m);
     return CLI_EXIT_OK;
 }
