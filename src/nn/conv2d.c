@@ -90,6 +90,25 @@ static size_t implicit_forward_floats(const nnz_conv_shape *s) {
     return nnz_conv2d_kernel_weight_floats(s) + implicit_prepad_floats(s);
 }
 
+static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+/* A bf16 convolution over fewer than IMPLICIT_MIN_IC channels (a first layer, over the image)
+ * runs its forward on the fp32 implicit kernel over operands rounded to bf16 values: the same
+ * products (exact in fp32) and fp32 sums as the bf16 GEMM, without staging KH*KW columns of 1-3
+ * values per output pixel, which costs more than the GEMM (lenet5's conv1: 25 columns of 1). */
+static bool bf16_small_input(const nnz_conv_shape *s) {
+    return s->compute == NNZ_BF16 && !s->sparse && s->groups == 1 && s->IC < IMPLICIT_MIN_IC &&
+           s->OC <= SMALL_GEMM_MAX_CH && (s->KH > 1 || s->KW > 1);
+}
+
+/* its scratch: the rounded input and weight, then the fp32 implicit forward's */
+static size_t bf16_small_input_floats(const nnz_conv_shape *s) {
+    nnz_conv_shape f = *s;
+    f.compute = NNZ_F32;
+    return round16((size_t)s->N * s->H * s->W * s->IC) + round16((size_t)s->OC * s->KH * s->KW * s->IC) +
+           implicit_forward_floats(&f);
+}
+
 /* A stride-1 convolution's data gradient is itself a convolution: of dout, with the window turned
  * 180 degrees, input and output channels swapped and padding K-1-pad:
  *   dinp[ih,iw,ic] = sum dout[ih - pad' + u, iw - pad' + v, oc] * W[oc, KH-1-u, KW-1-v, ic],
@@ -198,7 +217,7 @@ size_t nnz_conv2d_scratch_floats(const nnz_conv_shape *s) {
     case CONV_GROUPED: break;
     }
     const size_t col = col_region_floats(s) + bf16_extra_floats(s), implicit = implicit_grad_scratch_floats(s);
-    const size_t fwd = use_implicit_conv(s) ? implicit_forward_floats(s) : 0;
+    const size_t fwd = use_implicit_conv(s) ? implicit_forward_floats(s) : bf16_small_input(s) ? bf16_small_input_floats(s) : 0;
     const size_t most = col > implicit ? col : implicit; /* used one after the other */
     return most > fwd ? most : fwd;
 }
@@ -377,6 +396,18 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
             weight_t = scratch;
         }
         nnz_dwconv_forward_ep(&g, s->N, s->IC, inp, weight_t, bias, ep, out);
+        return;
+    }
+    if (bf16_small_input(s)) {
+        nnz_conv_shape f = *s;
+        f.compute = NNZ_F32;
+        f.kernel_weight = NULL; /* a kernel-layout copy would hold the unrounded weight */
+        const size_t nx = (size_t)s->N * s->H * s->W * s->IC, nw = (size_t)s->OC * s->KH * s->KW * s->IC;
+        float *xr = scratch, *wr = scratch + round16(nx);
+#pragma omp parallel for schedule(static) if (nx >= 65536)
+        for (size_t i = 0; i < nx; i++) xr[i] = nnz_bf16_round(inp[i]);
+        for (size_t i = 0; i < nw; i++) wr[i] = nnz_bf16_round(weight[i]);
+        nnz_conv2d_forward_ep(&f, xr, wr, bias, ep, out, wr + round16(nw));
         return;
     }
     /* A bias the epilogue can add (it has no affine part of its own): the small GEMM then starts
