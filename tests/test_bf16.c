@@ -540,10 +540,15 @@ static void im2col_source_case(src_path path, const char *name, const nnz_conv_w
 static void test_gemm_im2col_source(void **state) {
     (void)state;
     /* IC 1 (runs of one channel), 3, 20 (runs past 16); padding, stride 2, a 1x1; M past a
-     * block and K past one K block (5*5*24 = 600), a long K split into groups (wgrad, M = 4096) */
+     * block and K past one K block (5*5*24 = 600), a long K split into groups (wgrad, M = 4096),
+     * column windows narrower than a window row (64 channels) */
     static const struct { int H, KH, stride, pad, IC, OC, N; } cases[] = {
         {7, 3, 1, 1, 1, 5, 2}, {9, 5, 2, 2, 3, 17, 3}, {6, 3, 1, 0, 20, 33, 2},
         {5, 1, 1, 0, 7, 9, 4}, {8, 5, 1, 2, 24, 40, 1}, {16, 3, 1, 1, 2, 6, 16},
+        /* 64 channels: a 32-column panel of B can end inside a window row's left padding; with
+         * W = 7, pixel 511 (the last row of a full 512 x 32 staging block) has ow = 0 there, so a
+         * write past the row is a write past the block (the sanitizer build catches it) */
+        {6, 3, 1, 1, 64, 8, 13},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         nnz_conv_window g = {.H = cases[i].H, .W = cases[i].H + 1, .KH = cases[i].KH, .KW = cases[i].KH,

@@ -92,9 +92,10 @@ static void stage_im2col(const nnz_bf16_src *X, int64_t r0, int rows, int c0, in
             const int lo = base > c0 ? base : c0, hi = base + tap_row < c1 ? base + tap_row : c1;
             int in_lo = base + kw_lo * C, in_hi = base + kw_hi * C; /* the columns read from the image */
             if (ih < 0 || ih >= g->H || kw_lo >= kw_hi) in_lo = in_hi = lo;
-            if (in_lo < lo) in_lo = lo;
-            if (in_hi > hi) in_hi = hi;
-            if (in_hi < in_lo) in_hi = in_lo;
+            /* clipped to [lo, hi]: the window may end before the image starts (left padding) or
+             * begin after it ends */
+            in_lo = in_lo < lo ? lo : in_lo > hi ? hi : in_lo;
+            in_hi = in_hi > hi ? hi : in_hi < in_lo ? in_lo : in_hi;
             if (in_lo > lo) memset(o + (lo - c0), 0, (size_t)(in_lo - lo) * sizeof(nnz_bf16));
             if (in_hi > in_lo)
                 copy_run(cvt, X->p, img + ((int64_t)ih * g->W + iw0) * C + (in_lo - base), in_hi - in_lo,
