@@ -136,7 +136,7 @@ void nnz_bf16_tile_dp_emulated(float *C, int ldc, const nnz_bf16 *A, int lda, co
  *   _avx512bf16 (VCVTNEPS2BF16): flushed to +-0, sign kept (measured on AMD Zen 4; Intel's
  *     SDM specifies the same); identical to nnz_bf16_from_f32 on every other input.
  * bf16 -> fp32 is exact on every path (denormals kept). Arrays of 128k elements or more are
- * converted in chunks on the threads (outside a parallel region). */
+ * converted in chunks on the threads (in a parallel region, as nested parallelism allows). */
 void nnz_cvt_f32_to_bf16(int64_t n, const float *x, nnz_bf16 *y);
 /* The single-threaded path nnz_cvt_f32_to_bf16 takes on the active ISA: a packer resolves it
  * once per panel rather than once per short run. */
