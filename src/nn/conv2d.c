@@ -60,6 +60,9 @@ static nnz_conv_window window_of(const nnz_conv_shape *s) {
  * instead of OpenBLAS */
 #define SMALL_GEMM_MAX_CH 512
 
+/* floats rounded up to 16 (64 bytes): what follows a region in scratch stays aligned */
+static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
+
 /* (fp32 only: the small GEMM has no bf16 variant) */
 static bool use_small_gemm(const nnz_conv_shape *s) {
     return s->compute == NNZ_F32 && !s->sparse && s->groups == 1 &&
@@ -89,8 +92,6 @@ static size_t implicit_prepad_floats(const nnz_conv_shape *s) {
 static size_t implicit_forward_floats(const nnz_conv_shape *s) {
     return nnz_conv2d_kernel_weight_floats(s) + implicit_prepad_floats(s);
 }
-
-static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 /* A bf16 convolution over fewer than IMPLICIT_MIN_IC channels (a first layer, over the image)
  * runs its forward on the fp32 implicit kernel over operands rounded to bf16 values: the same
@@ -145,7 +146,7 @@ static int wgrad_images_per_chunk(const nnz_conv_shape *s) {
 /* The implicit gradients' scratch: the turned weight (data gradient) or the (K,OC) weight gradient,
  * then the wgrad kernel's padded images and partials for one chunk. 0 when neither applies. */
 static size_t implicit_grad_scratch_floats(const nnz_conv_shape *s) {
-    const size_t kq = ((size_t)s->KH * s->KW * s->IC * s->OC + 15) & ~(size_t)15;
+    const size_t kq = round16((size_t)s->KH * s->KW * s->IC * s->OC);
     if (!use_implicit_wgrad(s)) return use_implicit_dgrad(s) ? kq : 0;
     const nnz_conv_window g = window_of(s);
     return kq + nnz_conv_implicit_wgrad_scratch_floats(&g, wgrad_images_per_chunk(s), s->IC, s->OC);
@@ -165,19 +166,19 @@ static int images_per_chunk(const nnz_conv_shape *s) {
 
 /* floats of the im2col buffer (a chunk of images), rounded up to 16 so what follows is aligned */
 static size_t col_region_floats(const nnz_conv_shape *s) {
-    return ((size_t)images_per_chunk(s) * col_floats_per_image(s) + 15) & ~(size_t)15;
+    return round16((size_t)images_per_chunk(s) * col_floats_per_image(s));
 }
 
 /* bf16 im2col convolutions (groups 1): the col buffer holds bf16, and after it come the weights
  * (OC,K) and a chunk's output gradient (rows,OC) in bf16, so every GEMM reads bf16 operands. */
 static bool bf16_im2col(const nnz_conv_shape *s) { return s->compute == NNZ_BF16 && s->groups == 1 && !s->sparse; }
 static size_t bf16_weights_floats(const nnz_conv_shape *s) {
-    return (((size_t)s->OC * s->KH * s->KW * s->IC + 1) / 2 + 15) & ~(size_t)15;
+    return round16(((size_t)s->OC * s->KH * s->KW * s->IC + 1) / 2);
 }
 /* a chunk's output gradient (rows, OC) in bf16, in floats, rounded up to 16 */
 static size_t bf16_dout_floats(const nnz_conv_shape *s) {
     const size_t rows = (size_t)images_per_chunk(s) * s->OH * s->OW;
-    return ((rows * s->OC + 1) / 2 + 15) & ~(size_t)15;
+    return round16((rows * s->OC + 1) / 2);
 }
 static size_t bf16_extra_floats(const nnz_conv_shape *s) {
     if (s->compute != NNZ_BF16 || s->groups != 1) return 0;
@@ -552,7 +553,7 @@ static void implicit_weight_grad(const nnz_conv_shape *s, const float *inp, cons
     const int K = s->KH * s->KW * s->IC, OC = s->OC, chunk = wgrad_images_per_chunk(s);
     const nnz_conv_window g = window_of(s);
     const size_t in_img = (size_t)s->H * s->W * s->IC, out_img = (size_t)s->OH * s->OW * OC;
-    float *dw_t = scratch, *work = scratch + (((size_t)K * OC + 15) & ~(size_t)15);
+    float *dw_t = scratch, *work = scratch + round16((size_t)K * OC);
     memset(dw_t, 0, (size_t)K * OC * sizeof(float));
     for (int n0 = 0; n0 < s->N; n0 += chunk) {
         const int B = s->N - n0 < chunk ? s->N - n0 : chunk;
