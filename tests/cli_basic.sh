@@ -83,6 +83,7 @@ expect 0 "$NNZ" bench --model lenet5 --iters 1 --runs 1 --batch 8 --per-layer
 has out "^per layer, ms per training step"; has out "^  conv2 *conv2d"; has out "^  fc1 *linear"
 expect 0 "$NNZ" bench --model lenet5 --iters 1 --runs 1 --batch 8 --per-layer --json
 has out '"layers":\[{"name":"conv1","op":"conv2d","forward_ms":'; has out '"name":"fc2","op":"linear"'
+expect 2 "$NNZ" bench --layer 64x64 --per-layer; has err "not with --layer"
 
 # ---- resume: continue the finished 1-epoch run for a second epoch
 cp mlp.safetensors first.safetensors

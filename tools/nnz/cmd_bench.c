@@ -140,6 +140,7 @@ int cmd_bench(int argc, char **argv) {
     if (r) return r;
     if (layer) {
         if (npos || model) return cli_usage_error(&cmd, "--layer times a layer: give no CHECKPOINT or --model");
+        if (bc.per_layer) return cli_usage_error(&cmd, "--per-layer times a model's layers: not with --layer");
         nnz_set_threads(threads);
         return bench_layer(layer, rows, sparsity, format, iters ? iters : 10, seed, json, &cmd);
     }
