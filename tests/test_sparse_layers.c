@@ -67,6 +67,7 @@ static conv_data conv_data_make(const conv_case *cc, mask_kind kind, uint64_t se
     conv_data d;
     assert_int_equal(nnz_conv_shape_init(&d.s, cc->N, cc->H, cc->W, cc->IC, cc->OC, cc->k, cc->k, cc->stride, cc->pad, 1),
                      NNZ_OK);
+    d.s.direct = true; /* the dense oracle sums each output's taps directly, zeros exactly zero */
     const nnz_conv_shape *s = &d.s;
     d.K = cc->k * cc->k * cc->IC;
     d.ni = (size_t)s->N * s->H * s->W * s->IC, d.no = (size_t)s->N * s->OH * s->OW * s->OC, d.nw = (size_t)s->OC * d.K;

@@ -41,6 +41,13 @@ void nnz_gemm_small(int64_t M, int N, int K, const float *A, int64_t lda, const 
     (void)nnz_gemm_small_sink(M, N, K, A, lda, NULL, B, accumulate, ep, C, NULL, 4); /* no buffers: cannot fail */
 }
 
+void nnz_gemm_small_serial(int64_t M, int N, int K, const float *A, int64_t lda, const float *B, bool accumulate,
+                           const nnz_epilogue *ep, float *C) {
+    const gs_rows_fn fn = pick_rows();
+    if (fn) fn((int)M, N, K, A, lda, B, accumulate, ep, C);
+    else nnz_gemm_small_ref(M, N, K, A, lda, B, accumulate, ep, C);
+}
+
 bool nnz_gemm_small_sink(int64_t M, int N, int K, const float *A, int64_t lda, const nnz_input_prologue *apro,
                          const float *B, bool accumulate, const nnz_epilogue *ep, float *C, const nnz_row_sink *sink,
                          int unit) {

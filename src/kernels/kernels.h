@@ -181,6 +181,10 @@ void nnz_gemm_small(int64_t M, int N, int K, const float *A, int64_t lda, const 
                     const nnz_epilogue *ep, float *C);
 void nnz_gemm_small_ref(int64_t M, int N, int K, const float *A, int64_t lda, const float *B, bool accumulate,
                         const nnz_epilogue *ep, float *C);
+/* The same on the calling thread (for a caller inside its own parallel loop): the active ISA's
+ * row kernel over all M rows, or the reference */
+void nnz_gemm_small_serial(int64_t M, int N, int K, const float *A, int64_t lda, const float *B, bool accumulate,
+                           const nnz_epilogue *ep, float *C);
 /* D(P,Q) += X(M,P)^T * Y(M,Q): the weight gradient of a 1x1 convolution (X = dout, Y = inp),
  * for P, Q up to a few hundred and any M. X, Y row-major with ldx >= P, ldy >= Q; D dense.
  * Rows go in fixed slices, each into its own partial, reduced in order: the result does not
@@ -312,6 +316,40 @@ void nnz_gemm_small_conv_rows_f32_avx512(const nnz_conv_window *g, int IC, const
                                          const float *w, int OC, bool accumulate, const nnz_epilogue *ep, float *out);
 void nnz_gemm_small_conv_rows_f32_avx2(const nnz_conv_window *g, int IC, const float *inp, int64_t pix0, int rows,
                                        const float *w, int OC, bool accumulate, const nnz_epilogue *ep, float *out);
+
+/* ---- Winograd convolution, NHWC, groups 1, stride 1 (conv_winograd.c) ----
+ * F(2x2, 5x5) for 5x5 kernels and F(4x4, 3x3) for 3x3: each m x m tile of output pixels (m = 2,
+ * 4) is A^T [U * (B^T d B)] A over its 6x6 input window d, with U = G w G^T, the weight made once
+ * per call by nnz_winograd_weight. For a block of tiles, each of the 36 elements is one small
+ * GEMM over the channels (nnz_gemm_small's row kernels): 2.8x (5x5) and 4x (3x3) fewer
+ * multiply-adds than the direct convolution. Not bit-identical to it: the transforms' sums round
+ * differently, by a few ulp of the terms' magnitude (the tests bound it against the direct
+ * convolution in double). Threads: fixed blocks of tiles; the result does not depend on the count.
+ * Applies (nnz_winograd_applies) to stride 1, square 3x3 or 5x5 windows, pad < K. */
+bool nnz_winograd_applies(const nnz_conv_window *g);
+/* U: 36 x IC x OC floats */
+size_t nnz_winograd_weight_floats(int IC, int OC);
+/* U[e][ic][oc] (e = a*6 + b) from w (OC,K,K,IC), K = 3 or 5. turned: the weight of the data
+ * gradient's convolution (of dout, window turned 180 degrees, channels swapped): U[e][oc][ic]. */
+void nnz_winograd_weight(int K, int IC, int OC, const float *w, bool turned, float *U);
+/* One thread's block of tiles: the work a call needs from its caller */
+size_t nnz_conv_winograd_work_floats(int IC, int OC);
+/* out (N,OH,OW,OC) = (accumulate ? out : 0) + the convolution of inp (N,H,W,IC) with the weight
+ * U (nnz_winograd_weight), then ep (NULL: none). work: nnz_conv_winograd_work_floats(IC, OC)
+ * floats, the first thread's block; each further thread allocates its own (under 1 MB), and one
+ * that cannot runs no thread: the call cannot fail, and computes the same numbers on fewer
+ * threads. Inside a parallel region it runs on the calling thread alone, in work. */
+void nnz_conv_winograd(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *U,
+                       bool accumulate, const nnz_epilogue *ep, float *out, float *work);
+/* The weight gradient: dw (OC,K,K,IC) += that of the convolution of inp (N,H,W,IC) giving
+ * dout (N,OH,OW,OC): the gradient of the Winograd forward, dU[e] = sum over tiles of V[e]^T dM[e]
+ * (dM = A dY A^T), then dw += G^T dU G. Tiles go in fixed slots, each summed into its own partial,
+ * added in slot order: the result does not depend on the thread count. scratch: the partials and
+ * the first thread's block, nnz_conv_winograd_wgrad_scratch_floats floats; further threads'
+ * blocks as nnz_conv_winograd's. */
+size_t nnz_conv_winograd_wgrad_scratch_floats(const nnz_conv_window *g, int N, int IC, int OC);
+void nnz_conv_winograd_wgrad(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *dout,
+                             float *dw, float *scratch);
 
 /* ---- im2col / col2im, NHWC ----
  * img is (B,H,W,C) (B images back to back); the channels taken are [c0, c0+Cg)

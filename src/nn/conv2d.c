@@ -143,6 +143,34 @@ static int wgrad_images_per_chunk(const nnz_conv_shape *s) {
     return b < 1 ? 1 : b > (size_t)s->N ? s->N : (int)b;
 }
 
+/* Stride-1 3x3 and 5x5 convolutions (groups 1, fp32, dense) over at least WINOGRAD_MIN_CH channels
+ * in and out run all three products as Winograd convolutions (nnz_conv_winograd: F(4x4, 3x3),
+ * F(2x2, 5x5)): 4x and 2.8x fewer multiply-adds than the implicit GEMM, 1.7-2.7x faster on
+ * lenet5's and vgg8's layers (docs/perf-notes.md). The data gradient is the turned-window
+ * convolution of dout, itself stride 1 with the same window. Below the channel floor the
+ * transforms cost more than they save (a first layer's 1-3 channels). */
+#define WINOGRAD_MIN_CH 8
+
+static bool use_winograd(const nnz_conv_shape *s) {
+    const nnz_conv_window g = window_of(s);
+    return s->compute == NNZ_F32 && !s->sparse && !s->direct && s->groups == 1 && s->IC >= WINOGRAD_MIN_CH &&
+           s->OC >= WINOGRAD_MIN_CH && nnz_winograd_applies(&g);
+}
+
+/* its forward's and data gradient's scratch: the transformed weight, then the first thread's block */
+static size_t winograd_forward_floats(const nnz_conv_shape *s) {
+    return use_winograd(s) ? round16(nnz_winograd_weight_floats(s->IC, s->OC)) + nnz_conv_winograd_work_floats(s->IC, s->OC)
+                           : 0;
+}
+
+/* and the weight gradient's (used one after the other) */
+static size_t winograd_scratch_floats(const nnz_conv_shape *s) {
+    if (!use_winograd(s)) return 0;
+    const nnz_conv_window g = window_of(s);
+    const size_t f = winograd_forward_floats(s), w = nnz_conv_winograd_wgrad_scratch_floats(&g, s->N, s->IC, s->OC);
+    return f > w ? f : w;
+}
+
 /* The implicit gradients' scratch: the turned weight (data gradient) or the (K,OC) weight gradient,
  * then the wgrad kernel's padded images and partials for one chunk. 0 when neither applies. */
 static size_t implicit_grad_scratch_floats(const nnz_conv_shape *s) {
@@ -219,14 +247,18 @@ size_t nnz_conv2d_scratch_floats(const nnz_conv_shape *s) {
     }
     const size_t col = col_region_floats(s) + bf16_extra_floats(s), implicit = implicit_grad_scratch_floats(s);
     const size_t fwd = use_implicit_conv(s) ? implicit_forward_floats(s) : bf16_small_input(s) ? bf16_small_input_floats(s) : 0;
-    const size_t most = col > implicit ? col : implicit; /* used one after the other */
+    size_t most = col > implicit ? col : implicit; /* used one after the other */
+    if (winograd_scratch_floats(s) > most) most = winograd_scratch_floats(s);
     return most > fwd ? most : fwd;
 }
 
 size_t nnz_conv2d_forward_scratch_floats(const nnz_conv_shape *s) {
     /* the implicit forward needs no im2col buffer, only room for its (K,OC) weight when the
      * caller has no kernel-layout copy */
-    if (use_implicit_conv(s)) return implicit_forward_floats(s);
+    if (use_implicit_conv(s)) { /* Winograd's weight, or the implicit kernel's when it falls back */
+        const size_t f = implicit_forward_floats(s), u = winograd_forward_floats(s);
+        return f > u ? f : u;
+    }
     if (conv_path_of(s) == CONV_DEPTHWISE) return (size_t)s->KH * s->KW * s->IC;
     return nnz_conv2d_scratch_floats(s);
 }
@@ -328,11 +360,13 @@ static void gemm_1x1_ep(const nnz_conv_shape *s, int64_t M, const float *inp, co
 
 size_t nnz_conv2d_kernel_weight_floats(const nnz_conv_shape *s) {
     if (conv_path_of(s) == CONV_DEPTHWISE) return (size_t)s->KH * s->KW * s->IC;
+    if (use_winograd(s)) return nnz_winograd_weight_floats(s->IC, s->OC);
     return use_small_gemm(s) || use_implicit_conv(s) ? (size_t)s->KH * s->KW * s->IC * s->OC : 0;
 }
 
 void nnz_conv2d_kernel_weight(const nnz_conv_shape *s, const float *weight, float *out) {
     if (conv_path_of(s) == CONV_DEPTHWISE) transpose_taps(s->IC, s->KH * s->KW, weight, out);
+    else if (use_winograd(s)) nnz_winograd_weight(s->KH, s->IC, s->OC, weight, false, out);
     else transpose_taps(s->OC, s->KH * s->KW * s->IC, weight, out); /* (OC,K) -> (K,OC) */
 }
 
@@ -435,6 +469,16 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
     }
     if (path == CONV_GEMM_1X1) {
         weight_forward(s, out_rows, s->IC, inp, weight, beta, out);
+        return;
+    }
+    if (use_winograd(s)) { /* the epilogue fused into its output transform; scratch: the weight, a block */
+        const float *u = s->kernel_weight;
+        if (!u) {
+            nnz_winograd_weight(s->KH, s->IC, s->OC, weight, false, scratch);
+            u = scratch;
+        }
+        nnz_conv_winograd(&g, s->N, s->IC, s->OC, inp, u, beta != 0.0f, ep, out,
+                          scratch + round16(nnz_winograd_weight_floats(s->IC, s->OC)));
         return;
     }
     if (use_implicit_conv(s)) { /* the epilogue fused into its tiles; no im2col, so scratch holds the weight */
@@ -653,13 +697,21 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
     }
     const int G = s->groups, ICg = s->IC / G, OCg = s->OC / G, Kg = s->KH * s->KW * ICg;
     const size_t in_img = (size_t)s->H * s->W * s->IC, out_img = (size_t)s->OH * s->OW * s->OC;
+    if (dinp && use_winograd(s)) { /* the turned-window convolution of dout, the turned weight in scratch */
+        const nnz_conv_window t = turned_window(s);
+        nnz_winograd_weight(s->KH, s->IC, s->OC, weight, true, scratch);
+        nnz_conv_winograd(&t, s->N, s->OC, s->IC, dout, scratch, accumulate, NULL, dinp,
+                          scratch + round16(nnz_winograd_weight_floats(s->IC, s->OC)));
+        dinp = NULL;
+    }
     if (dinp && use_implicit_dgrad(s)) {
         implicit_input_grad(s, weight, dout, accumulate, dinp, scratch);
         dinp = NULL; /* done: the chunks below make the weight gradient only */
     } else if (dinp && sparse_turned_input_grad(s, dout, accumulate, dinp))
         dinp = NULL;
-    bool wgrad_done = use_implicit_wgrad(s);
-    if (wgrad_done) implicit_weight_grad(s, inp, dout, dweight, scratch);
+    bool wgrad_done = use_winograd(s) || use_implicit_wgrad(s);
+    if (use_winograd(s)) nnz_conv_winograd_wgrad(&g, s->N, s->IC, s->OC, inp, dout, dweight, scratch);
+    else if (wgrad_done) implicit_weight_grad(s, inp, dout, dweight, scratch);
     else if (sp && G == 1 && !s->sparse_bf16_bwd && s->compute == NNZ_F32)
         wgrad_done = nnz_sddmm_conv_f32(&sp->mat, &g, s->N, s->IC, inp, dout, s->OC, sp->dval) == NNZ_OK;
     if (wgrad_done && !dinp) {

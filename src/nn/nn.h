@@ -58,6 +58,9 @@ typedef struct {
                              bf16 values (bf16 training of a layer with sparse->bf16_train) */
     bool dense_wgrad;     /* with sparse: the weight gradient is the dense GEMM over every weight, zeros
                              included (AutoSparse's Gradient Annealing: pruned weights still get theirs) */
+    bool direct;          /* true: no Winograd; every output is the direct sum over its taps, as im2col +
+                             GEMM gives it (the tests' oracle). false (init's default): stride-1 3x3 and 5x5
+                             convolutions run Winograd's fewer multiplications (nnz_conv_winograd) */
     const float *kernel_weight; /* optional: the weight already in the layout the forward kernel reads
                              (nnz_conv2d_kernel_weight), made once per model forward instead of once per
                              call (eval calls each layer once per chunk of images). NULL: made per call */

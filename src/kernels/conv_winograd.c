@@ -1,0 +1,254 @@
+/* Winograd convolution F(2x2, 5x5) and F(4x4, 3x3), NHWC: the weight transforms, the drivers
+ * (blocks of tiles, threads, the weight gradient's partials) and the ISA choice. Contract in
+ * kernels.h; the per-tile transforms in conv_winograd_simd.inc.
+ *
+ * One dimension, F(m, r) with alpha = m + r - 1 = 6 points 0, 1, -1, 2, -2 and infinity
+ * (Lavin & Gray 2016; the Toom-Cook construction of wincnn): y = A^T [(G g) * (B^T d)], where
+ * y (m) is the correlation of d (6) with g (r): y_i = sum_k g_k d_{i+k}. A^T[i][j] = p_j^i (the
+ * last column e_{m-1}), G[j][k] = p_j^k / prod_{l != j} (p_j - p_l) (the last row e_{r-1}), and
+ * B^T solves A^T diag(G g) B^T = the correlation for every g: made exactly with fractions and
+ * checked by the same script. Both sizes share B^T (the classic F(4,3) input transform). In two
+ * dimensions Y = A^T [U * V] A, U = G w G^T (6x6), V = B^T d B. */
+#include "kernels/conv_winograd.h"
+
+#include <omp.h>
+#include <string.h>
+
+/* G for F(2,5) (6x5) and F(4,3) (6x3) */
+static const float G5[6][5] = {
+    {1.0f / 4, 0, 0, 0, 0},
+    {-1.0f / 6, -1.0f / 6, -1.0f / 6, -1.0f / 6, -1.0f / 6},
+    {-1.0f / 6, 1.0f / 6, -1.0f / 6, 1.0f / 6, -1.0f / 6},
+    {1.0f / 24, 1.0f / 12, 1.0f / 6, 1.0f / 3, 2.0f / 3},
+    {1.0f / 24, -1.0f / 12, 1.0f / 6, -1.0f / 3, 2.0f / 3},
+    {0, 0, 0, 0, 1},
+};
+static const float G3[6][3] = {
+    {1.0f / 4, 0, 0},           {-1.0f / 6, -1.0f / 6, -1.0f / 6}, {-1.0f / 6, 1.0f / 6, -1.0f / 6},
+    {1.0f / 24, 1.0f / 12, 1.0f / 6}, {1.0f / 24, -1.0f / 12, 1.0f / 6}, {0, 0, 1},
+};
+
+#define WG_E 36 /* elements of a 6x6 transformed tile */
+/* A block of tiles: its transformed input and product (36 x T x (C_in + C_out) floats) stay in L2 */
+#define WG_BLOCK_FLOATS (192 * 1024)
+/* the weight gradient: at most this many partials, together at most WG_PARTIAL_FLOATS */
+#define WG_SLOTS 16
+#define WG_PARTIAL_FLOATS (1024 * 1024)
+#define WG_CH 64 /* channels per pass of the weight transforms (their stack buffers) */
+#define WG_PARALLEL_MIN ((int64_t)1 << 16)
+
+bool nnz_winograd_applies(const nnz_conv_window *g) {
+    return g->stride == 1 && g->KH == g->KW && (g->KH == 3 || g->KH == 5) && g->pad < g->KH && g->OH >= 1 &&
+           g->OW >= 1 && g->OH == g->H + 2 * g->pad - g->KH + 1 && g->OW == g->W + 2 * g->pad - g->KW + 1;
+}
+
+size_t nnz_winograd_weight_floats(int IC, int OC) { return (size_t)WG_E * IC * OC; }
+
+static const float *g_matrix(int K) { return K == 5 ? &G5[0][0] : &G3[0][0]; }
+
+void nnz_winograd_weight(int K, int IC, int OC, const float *w, bool turned, float *U) {
+    const float *G = g_matrix(K);
+    const int64_t es = (int64_t)IC * OC;
+#pragma omp parallel for schedule(static) if ((int64_t)IC * OC >= 4096)
+    for (int oc = 0; oc < OC; oc++) {
+        float tmp[6][5][WG_CH], u[WG_CH];
+        for (int c0 = 0; c0 < IC; c0 += WG_CH) {
+            const int cn = IC - c0 < WG_CH ? IC - c0 : WG_CH;
+            /* tmp[a][v] = sum_u G[a][u] w(u, v), w(u, v) the tap (turned: 180 degrees) */
+            for (int a = 0; a < 6; a++)
+                for (int v = 0; v < K; v++) {
+                    float *t = tmp[a][v];
+                    memset(t, 0, (size_t)cn * sizeof(float));
+                    for (int uu = 0; uu < K; uu++) {
+                        const float ga = G[a * K + uu];
+                        if (ga == 0.0f) continue;
+                        const int ku = turned ? K - 1 - uu : uu, kv = turned ? K - 1 - v : v;
+                        const float *src = w + (((int64_t)oc * K + ku) * K + kv) * IC + c0;
+                        for (int c = 0; c < cn; c++) t[c] += ga * src[c];
+                    }
+                }
+            for (int a = 0; a < 6; a++)
+                for (int b = 0; b < 6; b++) {
+                    memset(u, 0, (size_t)cn * sizeof(float));
+                    for (int v = 0; v < K; v++) {
+                        const float gb = G[b * K + v];
+                        if (gb == 0.0f) continue;
+                        for (int c = 0; c < cn; c++) u[c] += gb * tmp[a][v][c];
+                    }
+                    float *dst = U + (a * 6 + b) * es;
+                    if (turned) memcpy(dst + (int64_t)oc * IC + c0, u, (size_t)cn * sizeof(float));
+                    else
+                        for (int c = 0; c < cn; c++) dst[(int64_t)(c0 + c) * OC + oc] = u[c];
+                }
+        }
+    }
+}
+
+/* dw (OC,K,K,IC) += G^T dU G: the weight gradient from the transformed one, dU[e][ic][oc] */
+static void weight_grad_from_transformed(int K, int IC, int OC, const float *dU, float *dw) {
+    const float *G = g_matrix(K);
+    const int64_t es = (int64_t)IC * OC;
+#pragma omp parallel for schedule(static) if ((int64_t)IC * OC >= 4096)
+    for (int oc = 0; oc < OC; oc++) {
+        float du[WG_E][WG_CH], tmp[6][5][WG_CH];
+        for (int c0 = 0; c0 < IC; c0 += WG_CH) {
+            const int cn = IC - c0 < WG_CH ? IC - c0 : WG_CH;
+            for (int e = 0; e < WG_E; e++)
+                for (int c = 0; c < cn; c++) du[e][c] = dU[e * es + (int64_t)(c0 + c) * OC + oc];
+            /* tmp[a][v] = sum_b dU[a][b] G[b][v] */
+            for (int a = 0; a < 6; a++)
+                for (int v = 0; v < K; v++) {
+                    float *t = tmp[a][v];
+                    memset(t, 0, (size_t)cn * sizeof(float));
+                    for (int b = 0; b < 6; b++) {
+                        const float gb = G[b * K + v];
+                        if (gb == 0.0f) continue;
+                        for (int c = 0; c < cn; c++) t[c] += gb * du[a * 6 + b][c];
+                    }
+                }
+            for (int uu = 0; uu < K; uu++)
+                for (int v = 0; v < K; v++) {
+                    float *d = dw + (((int64_t)oc * K + uu) * K + v) * IC + c0;
+                    for (int a = 0; a < 6; a++) {
+                        const float ga = G[a * K + uu];
+                        if (ga == 0.0f) continue;
+                        for (int c = 0; c < cn; c++) d[c] += ga * tmp[a][v][c];
+                    }
+                }
+        }
+    }
+}
+
+typedef struct {
+    nnz_wg_input_fn input;
+    nnz_wg_output_fn output;
+    nnz_wg_grad_fn grad;
+} wg_kernels;
+
+static wg_kernels pick_kernels(void) {
+#if defined(__x86_64__)
+    const nnz_isa isa = nnz_isa_active();
+    if (isa >= NNZ_ISA_AVX512) return (wg_kernels){nnz_wg_input_avx512, nnz_wg_output_avx512, nnz_wg_grad_avx512};
+    if (isa == NNZ_ISA_AVX2) return (wg_kernels){nnz_wg_input_avx2, nnz_wg_output_avx2, nnz_wg_grad_avx2};
+#endif
+    return (wg_kernels){nnz_wg_input_ref, nnz_wg_output_ref, nnz_wg_grad_ref};
+}
+
+static nnz_wg_geometry geometry_of(const nnz_conv_window *g) {
+    const int m = g->KH == 5 ? 2 : 4;
+    return (nnz_wg_geometry){.H = g->H, .W = g->W, .OH = g->OH, .OW = g->OW, .pad = g->pad, .m = m,
+                             .tiles_y = (g->OH + m - 1) / m, .tiles_x = (g->OW + m - 1) / m};
+}
+
+/* tiles per block, a multiple of 8, for C1 + C2 channels transformed */
+static int block_tiles(int C1, int C2) {
+    int64_t T = WG_BLOCK_FLOATS / ((int64_t)WG_E * (C1 + C2 > 0 ? C1 + C2 : 1)) / 8 * 8;
+    return T < 8 ? 8 : T > 256 ? 256 : (int)T;
+}
+
+size_t nnz_conv_winograd_work_floats(int IC, int OC) {
+    return (size_t)WG_E * block_tiles(IC, OC) * (IC + OC);
+}
+
+#define WG_MAX_THREADS 256
+
+/* The threads of a call and their blocks: the caller's block in work for the first, one block
+ * allocated for each further thread, as many as could be allocated (fewer threads compute the same
+ * numbers). Inside a parallel region (eval's chunks) the call runs on its thread alone. */
+static int take_blocks(float *work, size_t floats, int64_t items, float *blk[WG_MAX_THREADS]) {
+    int want = omp_in_parallel() ? 1 : omp_get_max_threads();
+    if (want > WG_MAX_THREADS) want = WG_MAX_THREADS;
+    if (want > items) want = items < 1 ? 1 : (int)items;
+    blk[0] = work;
+    int n = 1;
+    /* a block that cannot be allocated costs a thread, not the call */
+    while (n < want && (blk[n] = nnz_alloc(floats * sizeof(float), "Winograd tile block")) != NULL) n++;
+    return n;
+}
+
+static void give_blocks(int n, float *blk[WG_MAX_THREADS]) {
+    for (int i = 1; i < n; i++) nnz_free(blk[i]);
+}
+
+void nnz_conv_winograd(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *U,
+                       bool accumulate, const nnz_epilogue *ep, float *out, float *work) {
+    const nnz_wg_geometry w = geometry_of(g);
+    const int64_t tiles = (int64_t)N * w.tiles_y * w.tiles_x;
+    if (tiles <= 0 || OC <= 0) return;
+    const wg_kernels k = pick_kernels();
+    const int T = block_tiles(IC, OC);
+    const int64_t blocks = (tiles + T - 1) / T;
+    float *blk[WG_MAX_THREADS];
+    const int nt = tiles * IC * OC >= WG_PARALLEL_MIN ? take_blocks(work, nnz_conv_winograd_work_floats(IC, OC), blocks, blk)
+                                                       : (blk[0] = work, 1);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *V = blk[omp_get_thread_num()], *M = V + (size_t)WG_E * T * IC;
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < blocks; b++) {
+            const int64_t t0 = b * T;
+            const int count = tiles - t0 < T ? (int)(tiles - t0) : T;
+            k.input(&w, inp, IC, t0, count, T, V);
+            for (int e = 0; e < WG_E; e++)
+                nnz_gemm_small_serial(count, OC, IC, V + (int64_t)e * T * IC, IC, U + (int64_t)e * IC * OC, false, NULL,
+                                      M + (int64_t)e * T * OC);
+            k.output(&w, M, OC, t0, count, T, accumulate, ep, out);
+        }
+    }
+    give_blocks(nt, blk);
+}
+
+/* the weight gradient's partials: a number fixed by the shape, so the sums do not depend on the
+ * thread count */
+static int wgrad_slots(const nnz_conv_window *g, int N, int IC, int OC) {
+    const nnz_wg_geometry w = geometry_of(g);
+    const int64_t blocks = ((int64_t)N * w.tiles_y * w.tiles_x + block_tiles(IC, OC) - 1) / block_tiles(IC, OC);
+    const int64_t fit = WG_PARTIAL_FLOATS / ((int64_t)WG_E * (IC > 0 ? IC : 1) * (OC > 0 ? OC : 1));
+    int64_t s = blocks < WG_SLOTS ? blocks : WG_SLOTS;
+    if (s > fit) s = fit;
+    return s < 1 ? 1 : (int)s;
+}
+
+size_t nnz_conv_winograd_wgrad_scratch_floats(const nnz_conv_window *g, int N, int IC, int OC) {
+    return (size_t)wgrad_slots(g, N, IC, OC) * WG_E * IC * OC + nnz_conv_winograd_work_floats(IC, OC);
+}
+
+void nnz_conv_winograd_wgrad(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *dout,
+                             float *dw, float *scratch) {
+    const nnz_wg_geometry w = geometry_of(g);
+    const int64_t tiles = (int64_t)N * w.tiles_y * w.tiles_x;
+    if (tiles <= 0 || IC <= 0 || OC <= 0) return;
+    const wg_kernels k = pick_kernels();
+    const int T = block_tiles(IC, OC), slots = wgrad_slots(g, N, IC, OC);
+    const int64_t blocks = (tiles + T - 1) / T;
+    const size_t pe = (size_t)WG_E * IC * OC; /* one partial */
+    float *blk[WG_MAX_THREADS];
+    const int nt = tiles * IC * OC >= WG_PARALLEL_MIN
+                       ? take_blocks(scratch + slots * pe, nnz_conv_winograd_work_floats(IC, OC), slots, blk)
+                       : (blk[0] = scratch + slots * pe, 1);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *V = blk[omp_get_thread_num()], *dM = V + (size_t)WG_E * T * IC;
+#pragma omp for schedule(static)
+        for (int s = 0; s < slots; s++) {
+            float *part = scratch + (size_t)s * pe;
+            memset(part, 0, pe * sizeof(float));
+            for (int64_t b = blocks * s / slots; b < blocks * (s + 1) / slots; b++) {
+                const int64_t t0 = b * T;
+                const int count = tiles - t0 < T ? (int)(tiles - t0) : T;
+                k.input(&w, inp, IC, t0, count, T, V);
+                k.grad(&w, dout, OC, t0, count, T, dM);
+                /* dU[e] (IC,OC) += V[e]^T (IC,count) * dM[e] (count,OC) */
+                for (int e = 0; e < WG_E; e++)
+                    nnz_gemm_small_at_serial(count, IC, OC, V + (int64_t)e * T * IC, IC, dM + (int64_t)e * T * OC, OC,
+                                             part + (size_t)e * IC * OC);
+            }
+        }
+        /* the partials into the first, in slot order */
+#pragma omp for schedule(static)
+        for (size_t i = 0; i < pe; i++)
+            for (int s = 1; s < slots; s++) scratch[i] += scratch[(size_t)s * pe + i];
+    }
+    give_blocks(nt, blk);
+    weight_grad_from_transformed(g->KH, IC, OC, scratch, dw);
+}

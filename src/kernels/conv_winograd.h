@@ -1,0 +1,37 @@
+/* The Winograd convolution's per-tile transforms, one set per ISA (private to the
+ * conv_winograd*.c files; the contract of the convolution is in kernels.h, the matrices in
+ * conv_winograd.c). A tile is m x m output pixels of one image, read from a 6x6 input window:
+ * m = 2 for 5x5 kernels (F(2x2, 5x5)), m = 4 for 3x3 (F(4x4, 3x3)). */
+#ifndef NNZ_CONV_WINOGRAD_H
+#define NNZ_CONV_WINOGRAD_H
+
+#include "kernels/kernels.h"
+
+typedef struct {
+    int H, W;             /* the input's spatial size */
+    int OH, OW, pad;      /* the output's, and the padding (stride 1) */
+    int m;                /* output pixels per tile side: 2 or 4 */
+    int tiles_y, tiles_x; /* tiles per image: ceil(OH/m) x ceil(OW/m) */
+} nnz_wg_geometry;
+
+/* V = B^T d B of tiles [t0, t0+count) of x (N,H,W,C), element-major in a block of T tiles:
+ * element e = a*6 + b of tile t at V[e*T*C + t*C + c] */
+typedef void (*nnz_wg_input_fn)(const nnz_wg_geometry *w, const float *x, int C, int64_t t0, int count, int T,
+                                float *V);
+/* out (N,OH,OW,C) = (accumulate ? out : 0) + A^T M A, then ep (NULL: none), for those tiles */
+typedef void (*nnz_wg_output_fn)(const nnz_wg_geometry *w, const float *M, int C, int64_t t0, int count, int T,
+                                 bool accumulate, const nnz_epilogue *ep, float *out);
+/* dM = A dY A^T of those tiles of dy (N,OH,OW,C), element-major as V */
+typedef void (*nnz_wg_grad_fn)(const nnz_wg_geometry *w, const float *dy, int C, int64_t t0, int count, int T,
+                               float *dM);
+
+#define NNZ_WG_DECLARE(isa)                                                                                            \
+    void nnz_wg_input_##isa(const nnz_wg_geometry *w, const float *x, int C, int64_t t0, int count, int T, float *V); \
+    void nnz_wg_output_##isa(const nnz_wg_geometry *w, const float *M, int C, int64_t t0, int count, int T,           \
+                             bool accumulate, const nnz_epilogue *ep, float *out);                                     \
+    void nnz_wg_grad_##isa(const nnz_wg_geometry *w, const float *dy, int C, int64_t t0, int count, int T, float *dM);
+NNZ_WG_DECLARE(ref)
+NNZ_WG_DECLARE(avx2)
+NNZ_WG_DECLARE(avx512)
+
+#endif
