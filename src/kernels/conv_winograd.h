@@ -7,6 +7,8 @@
 
 #include "kernels/kernels.h"
 
+#define WG_E 36 /* elements of a 6x6 transformed tile */
+
 typedef struct {
     int H, W;             /* the input's spatial size */
     int OH, OW, pad;      /* the output's, and the padding (stride 1) */
@@ -14,22 +16,25 @@ typedef struct {
     int tiles_y, tiles_x; /* tiles per image: ceil(OH/m) x ceil(OW/m) */
 } nnz_wg_geometry;
 
-/* V = B^T d B of tiles [t0, t0+count) of x (N,H,W,C), element-major in a block of T tiles:
- * element e = a*6 + b of tile t at V[e*T*C + t*C + c] */
-typedef void (*nnz_wg_input_fn)(const nnz_wg_geometry *w, const float *x, int C, int64_t t0, int count, int T,
-                                float *V);
-/* out (N,OH,OW,C) = (accumulate ? out : 0) + A^T M A, then ep (NULL: none), for those tiles */
+/* V = B^T d B of tiles [t0, t0+count) of x (N,H,W,C): element e = a*6 + b of the block's tile t
+ * at V[t*ts + e*es + c] (tile-major: ts = 36*C, es = C; element-major: ts = C, es = T*C) */
+typedef void (*nnz_wg_input_fn)(const nnz_wg_geometry *w, const float *x, int C, int64_t t0, int count, float *V,
+                                int64_t ts, int64_t es);
+/* out (N,OH,OW,C) = (accumulate ? out : 0) + A^T M A, then ep (NULL: none), for those tiles; M
+ * element-major in a block of T tiles: M[(e*T + t)*C + c] */
 typedef void (*nnz_wg_output_fn)(const nnz_wg_geometry *w, const float *M, int C, int64_t t0, int count, int T,
                                  bool accumulate, const nnz_epilogue *ep, float *out);
-/* dM = A dY A^T of those tiles of dy (N,OH,OW,C), element-major as V */
-typedef void (*nnz_wg_grad_fn)(const nnz_wg_geometry *w, const float *dy, int C, int64_t t0, int count, int T,
-                               float *dM);
+/* dM = A dY A^T of those tiles of dy (N,OH,OW,C), laid out as V */
+typedef void (*nnz_wg_grad_fn)(const nnz_wg_geometry *w, const float *dy, int C, int64_t t0, int count, float *dM,
+                               int64_t ts, int64_t es);
 
 #define NNZ_WG_DECLARE(isa)                                                                                            \
-    void nnz_wg_input_##isa(const nnz_wg_geometry *w, const float *x, int C, int64_t t0, int count, int T, float *V); \
+    void nnz_wg_input_##isa(const nnz_wg_geometry *w, const float *x, int C, int64_t t0, int count, float *V,         \
+                            int64_t ts, int64_t es);                                                                   \
     void nnz_wg_output_##isa(const nnz_wg_geometry *w, const float *M, int C, int64_t t0, int count, int T,           \
                              bool accumulate, const nnz_epilogue *ep, float *out);                                     \
-    void nnz_wg_grad_##isa(const nnz_wg_geometry *w, const float *dy, int C, int64_t t0, int count, int T, float *dM);
+    void nnz_wg_grad_##isa(const nnz_wg_geometry *w, const float *dy, int C, int64_t t0, int count, float *dM,         \
+                           int64_t ts, int64_t es);
 NNZ_WG_DECLARE(ref)
 NNZ_WG_DECLARE(avx2)
 NNZ_WG_DECLARE(avx512)
