@@ -145,16 +145,20 @@ static int block_tiles(int C1, int C2) {
     return T < 8 ? 8 : T > 256 ? 256 : (int)T;
 }
 
+/* The transforms' layout: tile-major, each tile's 36 x C values in one run (element e of tile t at
+ * t*TS(C) + e*ES(C)): 7-10% faster than element-major (ts = C, es = T*C), whose stores go to 36
+ * planes at once. The GEMMs then read rows a tile apart; one cache line more than 36*C floats
+ * keeps those rows from falling into a few L1 sets (36*64 floats is 144 lines, 16 sets apart, so
+ * a block's rows of one element thrashed 4 sets' ways). */
+#define TS(C) ((int64_t)WG_E * (C) + 16)
+#define ES(C) ((int64_t)(C))
+
 size_t nnz_conv_winograd_work_floats(int IC, int OC) {
-    return (size_t)WG_E * block_tiles(IC, OC) * (IC + OC);
+    /* V (tile-major), then the products (element-major, 36*T*OC) or dM (tile-major) */
+    return (size_t)block_tiles(IC, OC) * (TS(IC) + TS(OC));
 }
 
 #define WG_MAX_THREADS 256
-/* the transforms' layout: tile-major, each tile's 36 x C values contiguous (element e of tile t at
- * t*TS(C) + e*ES(C)): 7-10% faster than element-major (ts = C, es = T*C), whose stores go to 36
- * planes at once, though the GEMMs then read rows 36*C apart */
-#define TS(C) ((int64_t)WG_E * (C))
-#define ES(C) ((int64_t)(C))
 
 /* The threads of a call and their blocks: the caller's block in work for the first, one block
  * allocated for each further thread, as many as could be allocated (fewer threads compute the same
@@ -187,7 +191,7 @@ void nnz_conv_winograd(const nnz_conv_window *g, int N, int IC, int OC, const fl
                                                        : (blk[0] = work, 1);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        float *V = blk[omp_get_thread_num()], *M = V + (size_t)WG_E * T * IC;
+        float *V = blk[omp_get_thread_num()], *M = V + T * TS(IC);
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < blocks; b++) {
             const int64_t t0 = b * T;
@@ -232,7 +236,7 @@ void nnz_conv_winograd_wgrad(const nnz_conv_window *g, int N, int IC, int OC, co
                        : (blk[0] = scratch + slots * pe, 1);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        float *V = blk[omp_get_thread_num()], *dM = V + (size_t)WG_E * T * IC;
+        float *V = blk[omp_get_thread_num()], *dM = V + T * TS(IC);
 #pragma omp for schedule(static)
         for (int s = 0; s < slots; s++) {
             float *part = scratch + (size_t)s * pe;
