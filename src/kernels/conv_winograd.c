@@ -33,7 +33,6 @@ static const float G3[6][3] = {
 /* the weight gradient: at most this many partials, together at most WG_PARTIAL_FLOATS */
 #define WG_SLOTS 16
 #define WG_PARTIAL_FLOATS (1024 * 1024)
-#define WG_CH 64 /* channels per pass of the weight transforms (their stack buffers) */
 #define WG_PARALLEL_MIN ((int64_t)1 << 16)
 
 bool nnz_winograd_applies(const nnz_conv_window *g) {
@@ -45,92 +44,46 @@ size_t nnz_winograd_weight_floats(int IC, int OC) { return (size_t)WG_E * IC * O
 
 static const float *g_matrix(int K) { return K == 5 ? &G5[0][0] : &G3[0][0]; }
 
-void nnz_winograd_weight(int K, int IC, int OC, const float *w, bool turned, float *U) {
-    const float *G = g_matrix(K);
-    const int64_t es = (int64_t)IC * OC;
-#pragma omp parallel for schedule(static) if ((int64_t)IC * OC >= 4096)
-    for (int oc = 0; oc < OC; oc++) {
-        float tmp[6][5][WG_CH], u[WG_CH];
-        for (int c0 = 0; c0 < IC; c0 += WG_CH) {
-            const int cn = IC - c0 < WG_CH ? IC - c0 : WG_CH;
-            /* tmp[a][v] = sum_u G[a][u] w(u, v), w(u, v) the tap (turned: 180 degrees) */
-            for (int a = 0; a < 6; a++)
-                for (int v = 0; v < K; v++) {
-                    float *t = tmp[a][v];
-                    memset(t, 0, (size_t)cn * sizeof(float));
-                    for (int uu = 0; uu < K; uu++) {
-                        const float ga = G[a * K + uu];
-                        if (ga == 0.0f) continue;
-                        const int ku = turned ? K - 1 - uu : uu, kv = turned ? K - 1 - v : v;
-                        const float *src = w + (((int64_t)oc * K + ku) * K + kv) * IC + c0;
-                        for (int c = 0; c < cn; c++) t[c] += ga * src[c];
-                    }
-                }
-            for (int a = 0; a < 6; a++)
-                for (int b = 0; b < 6; b++) {
-                    memset(u, 0, (size_t)cn * sizeof(float));
-                    for (int v = 0; v < K; v++) {
-                        const float gb = G[b * K + v];
-                        if (gb == 0.0f) continue;
-                        for (int c = 0; c < cn; c++) u[c] += gb * tmp[a][v][c];
-                    }
-                    float *dst = U + (a * 6 + b) * es;
-                    if (turned) memcpy(dst + (int64_t)oc * IC + c0, u, (size_t)cn * sizeof(float));
-                    else
-                        for (int c = 0; c < cn; c++) dst[(int64_t)(c0 + c) * OC + oc] = u[c];
-                }
-        }
-    }
-}
-
-/* dw (OC,K,K,IC) += G^T dU G: the weight gradient from the transformed one, dU[e][ic][oc] */
-static void weight_grad_from_transformed(int K, int IC, int OC, const float *dU, float *dw) {
-    const float *G = g_matrix(K);
-    const int64_t es = (int64_t)IC * OC;
-#pragma omp parallel for schedule(static) if ((int64_t)IC * OC >= 4096)
-    for (int oc = 0; oc < OC; oc++) {
-        float du[WG_E][WG_CH], tmp[6][5][WG_CH];
-        for (int c0 = 0; c0 < IC; c0 += WG_CH) {
-            const int cn = IC - c0 < WG_CH ? IC - c0 : WG_CH;
-            for (int e = 0; e < WG_E; e++)
-                for (int c = 0; c < cn; c++) du[e][c] = dU[e * es + (int64_t)(c0 + c) * OC + oc];
-            /* tmp[a][v] = sum_b dU[a][b] G[b][v] */
-            for (int a = 0; a < 6; a++)
-                for (int v = 0; v < K; v++) {
-                    float *t = tmp[a][v];
-                    memset(t, 0, (size_t)cn * sizeof(float));
-                    for (int b = 0; b < 6; b++) {
-                        const float gb = G[b * K + v];
-                        if (gb == 0.0f) continue;
-                        for (int c = 0; c < cn; c++) t[c] += gb * du[a * 6 + b][c];
-                    }
-                }
-            for (int uu = 0; uu < K; uu++)
-                for (int v = 0; v < K; v++) {
-                    float *d = dw + (((int64_t)oc * K + uu) * K + v) * IC + c0;
-                    for (int a = 0; a < 6; a++) {
-                        const float ga = G[a * K + uu];
-                        if (ga == 0.0f) continue;
-                        for (int c = 0; c < cn; c++) d[c] += ga * tmp[a][v][c];
-                    }
-                }
-        }
-    }
-}
-
 typedef struct {
     nnz_wg_input_fn input;
     nnz_wg_output_fn output;
     nnz_wg_grad_fn grad;
+    nnz_wg_weight_fn weight;
+    nnz_wg_weight_grad_fn weight_grad;
 } wg_kernels;
+
+#define WG_KERNELS(isa) \
+    (wg_kernels) { nnz_wg_input_##isa, nnz_wg_output_##isa, nnz_wg_grad_##isa, nnz_wg_weight_##isa, nnz_wg_weight_grad_##isa }
 
 static wg_kernels pick_kernels(void) {
 #if defined(__x86_64__)
     const nnz_isa isa = nnz_isa_active();
-    if (isa >= NNZ_ISA_AVX512) return (wg_kernels){nnz_wg_input_avx512, nnz_wg_output_avx512, nnz_wg_grad_avx512};
-    if (isa == NNZ_ISA_AVX2) return (wg_kernels){nnz_wg_input_avx2, nnz_wg_output_avx2, nnz_wg_grad_avx2};
+    if (isa >= NNZ_ISA_AVX512) return WG_KERNELS(avx512);
+    if (isa == NNZ_ISA_AVX2) return WG_KERNELS(avx2);
 #endif
-    return (wg_kernels){nnz_wg_input_ref, nnz_wg_output_ref, nnz_wg_grad_ref};
+    return WG_KERNELS(ref);
+}
+
+/* output channels per task of the weight transforms */
+#define WG_OC_TASK WG_OC_BLOCK
+
+void nnz_winograd_weight(int K, int IC, int OC, const float *w, bool turned, float *U) {
+    const wg_kernels k = pick_kernels();
+    const float *G = g_matrix(K);
+    const int tasks = (OC + WG_OC_TASK - 1) / WG_OC_TASK;
+#pragma omp parallel for schedule(static) if ((int64_t)IC * OC >= 16384)
+    for (int i = 0; i < tasks; i++)
+        k.weight(K, G, IC, OC, w, turned, U, i * WG_OC_TASK, i * WG_OC_TASK + WG_OC_TASK < OC ? i * WG_OC_TASK + WG_OC_TASK : OC);
+}
+
+/* dw (OC,K,K,IC) += G^T dU G: the weight gradient from the transformed one, dU[e][ic][oc] */
+static void weight_grad_from_transformed(int K, int IC, int OC, const float *dU, float *dw) {
+    const wg_kernels k = pick_kernels();
+    const float *G = g_matrix(K);
+    const int tasks = (OC + WG_OC_TASK - 1) / WG_OC_TASK;
+#pragma omp parallel for schedule(static) if ((int64_t)IC * OC >= 16384)
+    for (int i = 0; i < tasks; i++)
+        k.weight_grad(K, G, IC, OC, dU, dw, i * WG_OC_TASK, i * WG_OC_TASK + WG_OC_TASK < OC ? i * WG_OC_TASK + WG_OC_TASK : OC);
 }
 
 static nnz_wg_geometry geometry_of(const nnz_conv_window *g) {

@@ -8,6 +8,7 @@
 #include "kernels/kernels.h"
 
 #define WG_E 36 /* elements of a 6x6 transformed tile */
+#define WG_OC_BLOCK 16 /* output channels per call of the weight transforms, at most */
 
 typedef struct {
     int H, W;             /* the input's spatial size */
@@ -28,13 +29,24 @@ typedef void (*nnz_wg_output_fn)(const nnz_wg_geometry *w, const float *M, int C
 typedef void (*nnz_wg_grad_fn)(const nnz_wg_geometry *w, const float *dy, int C, int64_t t0, int count, float *dM,
                                int64_t ts, int64_t es);
 
+/* U = G w G^T (turned: of the data gradient's weight) for output channels [oc0, oc1) (at most
+ * WG_OC_BLOCK), as nnz_winograd_weight; G (6,K) */
+typedef void (*nnz_wg_weight_fn)(int K, const float *G, int IC, int OC, const float *w, bool turned, float *U,
+                                 int oc0, int oc1);
+/* dw (OC,K,K,IC) += G^T dU G for output channels [oc0, oc1) (at most WG_OC_BLOCK) */
+typedef void (*nnz_wg_weight_grad_fn)(int K, const float *G, int IC, int OC, const float *dU, float *dw, int oc0,
+                                      int oc1);
+
 #define NNZ_WG_DECLARE(isa)                                                                                            \
     void nnz_wg_input_##isa(const nnz_wg_geometry *w, const float *x, int C, int64_t t0, int count, float *V,         \
                             int64_t ts, int64_t es);                                                                   \
     void nnz_wg_output_##isa(const nnz_wg_geometry *w, const float *M, int C, int64_t t0, int count, int T,           \
                              bool accumulate, const nnz_epilogue *ep, float *out);                                     \
     void nnz_wg_grad_##isa(const nnz_wg_geometry *w, const float *dy, int C, int64_t t0, int count, float *dM,         \
-                           int64_t ts, int64_t es);
+                           int64_t ts, int64_t es);                                                                    \
+    void nnz_wg_weight_##isa(int K, const float *G, int IC, int OC, const float *w, bool turned, float *U, int oc0,    \
+                             int oc1);                                                                                 \
+    void nnz_wg_weight_grad_##isa(int K, const float *G, int IC, int OC, const float *dU, float *dw, int oc0, int oc1);
 NNZ_WG_DECLARE(ref)
 NNZ_WG_DECLARE(avx2)
 NNZ_WG_DECLARE(avx512)

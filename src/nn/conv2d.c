@@ -2,7 +2,9 @@
  *
  * Dispatch (see conv_path_of):
  *   groups == 1, 1x1, stride 1, pad 0  -> one GEMM over all N*H*W rows, no im2col
- *   groups == 1 otherwise              -> im2col of a chunk of images into scratch + one GEMM per chunk
+ *   groups == 1, stride 1, 3x3 or 5x5  -> Winograd (fp32, dense, 8+ channels in and out; all three products)
+ *   groups == 1 otherwise              -> the implicit-GEMM kernels (fp32, dense), else im2col of a chunk
+ *                                         of images into scratch + one GEMM per chunk
  *   groups == IC == OC                 -> the depthwise kernels (weights transposed to (KH,KW,C) in scratch)
  *   other groups                       -> per chunk, per group: im2col of the group's channels + GEMM
  * Chunks hold as many images as keep the im2col buffer within CONV_SCRATCH_TARGET floats

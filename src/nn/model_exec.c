@@ -109,6 +109,11 @@ static void fill_conv_shape(const nnz_model *m, const nnz_node *n, int N, nnz_co
     s->kernel_weight = ex ? ex->kernel_weight : NULL; /* read only where prepare_kernel_weights made it */
 }
 
+/* a conv node's weight values: (OC,K,K,IC/groups) */
+static int64_t conv_weight_numel(const nnz_node *n) {
+    return (int64_t)n->out_ch * n->k * n->k * (n->in_c / n->groups);
+}
+
 /* A linear node run sparse goes through the conv's 1x1 path: the same (OUT,IN) weight. */
 static void linear_as_conv(const nnz_model *m, int i, int N, nnz_conv_shape *s) {
     const nnz_node *n = &m->nodes[i];
@@ -454,7 +459,9 @@ static nnz_status reserve_buffers(nnz_model *m, int batch, bool training) {
         const size_t need = nnz_conv2d_kernel_weight_floats(&s);
         if (!need) continue;
         m->exec[i].kernel_weight = act_alloc(m, (int64_t)need, sizeof(float), "conv weight in the kernel's layout");
-        if (!m->exec[i].kernel_weight) return NNZ_ERR_NOMEM;
+        m->exec[i].kernel_weight_of = act_alloc(m, (int64_t)conv_weight_numel(&m->nodes[i]), sizeof(float),
+                                                "conv weight in the kernel's layout");
+        if (!m->exec[i].kernel_weight || !m->exec[i].kernel_weight_of) return NNZ_ERR_NOMEM;
     }
     if (m->input_grad && training) {
         m->dinput = act_alloc(m, (int64_t)batch * input_numel(m), sizeof(float), "input gradient");
@@ -744,11 +751,17 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
  * test as here, so a copy left from another precision or sparsity is never read. */
 static void prepare_kernel_weights(nnz_model *m) {
     for (int i = 0; i < m->n_nodes; i++) {
-        if (!m->exec[i].kernel_weight) continue;
+        nnz_node_exec *ex = &m->exec[i];
+        if (!ex->kernel_weight) continue;
         nnz_conv_shape s;
         fill_conv_shape(m, &m->nodes[i], 1, &s);
-        if (nnz_conv2d_kernel_weight_floats(&s) > 0)
-            nnz_conv2d_kernel_weight(&s, param_value(m, m->nodes[i].weight), m->exec[i].kernel_weight);
+        const float *w = param_value(m, m->nodes[i].weight);
+        const size_t bytes = (size_t)conv_weight_numel(&m->nodes[i]) * sizeof(float);
+        if (nnz_conv2d_kernel_weight_floats(&s) == 0 || (ex->kernel_weight_made && !memcmp(ex->kernel_weight_of, w, bytes)))
+            continue;
+        nnz_conv2d_kernel_weight(&s, w, ex->kernel_weight);
+        memcpy(ex->kernel_weight_of, w, bytes);
+        ex->kernel_weight_made = true;
     }
 }
 

@@ -401,7 +401,11 @@ typedef struct nnz_node_exec {
                            depthwise conv's after it (an expansion, expansion_grad.c): its turn is skipped */
     float *eval_scale;  /* conv with eval_bn: out_ch floats for the folded multiplier */
     float *kernel_weight; /* conv that may read its weight in its forward kernel's layout: room for it,
-                             made at each forward (nnz_conv2d_kernel_weight), or NULL */
+                             made at a forward (nnz_conv2d_kernel_weight), or NULL */
+    float *kernel_weight_of; /* the weight it was made from (kernel_weight_made): a forward whose weight
+                             equals it bit for bit keeps it (eval calls forward per batch; Winograd's
+                             transform costs as much as a one-image forward of the layer) */
+    bool kernel_weight_made;
     int64_t sparse_forwards, sparse_backwards; /* conv/linear: passes run on the sparse kernels since
                                                   nnz_model_reserve (what the tests observe) */
     int64_t sparse_bf16_forwards, sparse_bf16_backwards; /* ... of them in training, on the bf16 kernels
