@@ -548,6 +548,38 @@ static void test_eval_depth_first_matches_image_at_a_time(void **state) {
     nnz_set_threads(threads_before);
 }
 
+/* A conv's weight in its kernel's layout (Winograd's transform for lenet5's conv2 and vgg8's 3x3
+ * convs) is kept between forwards only while the weight is unchanged: after a weight changes,
+ * eval must give what a fresh model with that weight gives, bit for bit. */
+static void test_kernel_weight_follows_the_weight(void **state) {
+    (void)state;
+    const char *names[] = {"lenet5", "vgg8"};
+    const int n = 5;
+    for (int k = 0; k < 2; k++) {
+        nnz_model *m = zoo_with_running_stats(names[k]), *fresh = zoo_with_running_stats(names[k]);
+        float *x = malloc(sizeof(float) * n * 784), *before = malloc(sizeof(float) * n * 10);
+        tu_fill_uniform(x, (int64_t)n * 784, -1.0f, 2.0f, 6);
+        assert_int_equal(nnz_model_forward(m, x, n, false), NNZ_OK);
+        memcpy(before, nnz_model_output(m), sizeof(float) * n * 10);
+        int changed = 0;
+        for (int p = 0; p < m->n_params; p++) { /* every conv weight, in the model and the fresh one */
+            nnz_param *pr = &m->params[p];
+            if (!strstr(pr->name, "conv") || !strstr(pr->name, "weight")) continue;
+            float *v = nnz_tensor_f32(&pr->value), *f = nnz_tensor_f32(&fresh->params[p].value);
+            for (int64_t i = 0; i < nnz_tensor_numel(&pr->value); i += 7) v[i] = f[i] = v[i] * -0.5f + 0.01f;
+            changed++;
+        }
+        assert_true(changed >= 2);
+        assert_int_equal(nnz_model_forward(m, x, n, false), NNZ_OK);
+        assert_int_equal(nnz_model_forward(fresh, x, n, false), NNZ_OK);
+        assert_memory_equal(nnz_model_output(m), nnz_model_output(fresh), sizeof(float) * n * 10);
+        if (!memcmp(nnz_model_output(m), before, sizeof(float) * n * 10))
+            fail_msg("%s: changing the conv weights changed no logit", names[k]);
+        free(x), free(before);
+        nnz_model_free(m), nnz_model_free(fresh);
+    }
+}
+
 /* Branching graphs through aliases and residuals (identity with a sibling consumer,
  * an add whose skip is the model input, x + x): the fused plan (in-place relus, aliases,
  * overwritten sole-consumer gradients) must give the same gradients as keep_activations. */
@@ -655,6 +687,7 @@ int main(void) {
         cmocka_unit_test(test_inference_reservation),
         cmocka_unit_test(test_branching_graph_fused_matches_unfused),
         cmocka_unit_test(test_eval_depth_first_matches_image_at_a_time),
+        cmocka_unit_test(test_kernel_weight_follows_the_weight),
         cmocka_unit_test(test_eval_frames_match_batch_buffers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
