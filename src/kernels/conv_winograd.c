@@ -30,9 +30,12 @@ static const float G3[6][3] = {
 
 /* A block of tiles: its transformed input and product (36 x T x (C_in + C_out) floats) stay in L2 */
 #define WG_BLOCK_FLOATS (192 * 1024)
-/* the weight gradient: at most this many partials, together at most WG_PARTIAL_FLOATS */
+/* the weight gradient: at most WG_SLOTS partials, together at most WG_PARTIAL_FLOATS, but at least
+ * WG_MIN_SLOTS (a slot runs on one thread: vgg8's 128- and 256-channel layers had one partial
+ * under a 4 MB cap, and their weight gradient ran on one thread) */
 #define WG_SLOTS 16
-#define WG_PARTIAL_FLOATS (1024 * 1024)
+#define WG_MIN_SLOTS 4
+#define WG_PARTIAL_FLOATS (4 * 1024 * 1024)
 #define WG_PARALLEL_MIN ((int64_t)1 << 16)
 
 bool nnz_winograd_applies(const nnz_conv_window *g) {
@@ -165,8 +168,8 @@ static int wgrad_slots(const nnz_conv_window *g, int N, int IC, int OC) {
     const nnz_wg_geometry w = geometry_of(g);
     const int64_t blocks = ((int64_t)N * w.tiles_y * w.tiles_x + block_tiles(IC, OC) - 1) / block_tiles(IC, OC);
     const int64_t fit = WG_PARTIAL_FLOATS / ((int64_t)WG_E * (IC > 0 ? IC : 1) * (OC > 0 ? OC : 1));
-    int64_t s = blocks < WG_SLOTS ? blocks : WG_SLOTS;
-    if (s > fit) s = fit;
+    int64_t s = fit < WG_MIN_SLOTS ? WG_MIN_SLOTS : fit < WG_SLOTS ? fit : WG_SLOTS;
+    if (s > blocks) s = blocks;
     return s < 1 ? 1 : (int)s;
 }
 
