@@ -101,6 +101,9 @@ def main():
         print(f"{rounds} rounds, each nnz then PyTorch, model by model: images/s are the medians of the rounds;"
               " a ratio is the median of the rounds' ratios, with their range")
     print()
+    # GFLOP/s count the direct convolution's multiply-adds: where nnz runs Winograd (stride-1 3x3 and
+    # 5x5 convs) it does fewer, so these are effective rates and may pass the peak
+    print("(nnz GFLOP/s: effective, from the direct convolution's FLOPs; Winograd convs do 2.8-4x fewer)")
     print("| model | nnz train | PyTorch train | nnz/PyTorch | nnz infer | PyTorch infer | nnz/PyTorch | nnz GFLOP/s train / infer | % of peak |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m in order:
