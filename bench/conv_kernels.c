@@ -4,7 +4,9 @@
  *          against nnz_im2col_nhwc + sgemm (1x1: sgemm alone)
  *   wgrad  dw(K,OC) += im2col(x)^T dout: nnz_conv_implicit_wgrad (1x1: nnz_gemm_small_at)
  *          against nnz_im2col_nhwc + sgemm(col^T, dout) (1x1: sgemm alone)
- * One JSON line per shape and kernel: the median and fastest GFLOP/s of both, and their ratio.
+ *   and, where it applies (stride 1, 3x3 and 5x5), the Winograd convolution (nnz_conv_winograd with
+ *   its weight transform; nnz_conv_winograd_wgrad), in effective GFLOP/s (the direct FLOPs)
+ * One JSON line per shape and kernel: the median and fastest GFLOP/s of each, and their ratios.
  * The kernels run on the NNZ_ISA path; the tile tuning of gemm_small_simd.inc is measured here.
  *   nnz_bench_conv_kernels [--threads 1] [--reps 9] [--shape NAME] */
 #include "bench_util.h"
@@ -76,9 +78,13 @@ int main(int argc, char **argv) {
         float *dout = filled((size_t)P * c->OC, 3), *out = filled((size_t)P * c->OC, 4);
         float *dw = filled((size_t)K * c->OC, 5), *col = pointwise ? NULL : filled((size_t)(P * K), 6);
         float *scratch = pointwise ? NULL : filled(nnz_conv_implicit_wgrad_scratch_floats(&g, c->N, c->IC, c->OC), 7);
+        const bool wino = !pointwise && nnz_winograd_applies(&g);
+        float *U = wino ? filled(nnz_winograd_weight_floats(c->IC, c->OC), 8) : NULL;
+        float *wwork = wino ? filled(nnz_conv_winograd_work_floats(c->IC, c->OC), 9) : NULL;
+        float *wscratch = wino ? filled(nnz_conv_winograd_wgrad_scratch_floats(&g, c->N, c->IC, c->OC), 10) : NULL;
         const double flops = 2.0 * (double)P * (double)K * c->OC;
         for (int kernel = 0; kernel < 2; kernel++) {
-            double tn[99], tb[99];
+            double tn[99], tb[99], tw[99];
             for (int r = 0; r < reps; r++) {
                 double t0 = nnz_now_sec();
                 if (kernel == 0 && pointwise) nnz_gemm_small(P, c->OC, (int)K, x, K, w, false, NULL, out);
@@ -98,17 +104,30 @@ int main(int argc, char **argv) {
                 if (kernel == 0) nnz_sgemm(false, false, (int)P, c->OC, (int)K, 1.0f, a, (int)K, w, c->OC, 0.0f, out, c->OC);
                 else nnz_sgemm(true, false, (int)K, c->OC, (int)P, 1.0f, a, (int)K, dout, c->OC, 1.0f, dw, c->OC);
                 tb[r] = nnz_now_sec() - t0;
+                t0 = nnz_now_sec();
+                if (wino && kernel == 0) {
+                    nnz_winograd_weight(c->K, c->IC, c->OC, w, false, U);
+                    nnz_conv_winograd(&g, c->N, c->IC, c->OC, x, U, false, NULL, out, wwork);
+                } else if (wino) {
+                    nnz_conv_winograd_wgrad(&g, c->N, c->IC, c->OC, x, dout, dw, wscratch);
+                }
+                tw[r] = nnz_now_sec() - t0;
             }
-            const double mn = bench_median(tn, reps), mb = bench_median(tb, reps);
+            const double mn = bench_median(tn, reps), mb = bench_median(tb, reps), mw = bench_median(tw, reps);
             printf("{\"shape\":\"%s\",\"kernel\":\"%s\",\"isa\":\"%s\",\"threads\":%d,\"openblas_core\":\"%s\","
                    "\"M\":%lld,\"N\":%d,\"K\":%lld,\"nnz_gflops\":%.1f,\"nnz_best_gflops\":%.1f,"
-                   "\"im2col_sgemm_gflops\":%.1f,\"im2col_sgemm_best_gflops\":%.1f,\"speedup\":%.2f}\n",
+                   "\"im2col_sgemm_gflops\":%.1f,\"im2col_sgemm_best_gflops\":%.1f,\"speedup\":%.2f",
                    c->name, kernel == 0 ? "fwd" : "wgrad", nnz_isa_name(nnz_isa_active()), threads, nnz_blas_core(),
                    (long long)P, c->OC, (long long)K, flops / mn * 1e-9, flops / tn[0] * 1e-9, flops / mb * 1e-9,
                    flops / tb[0] * 1e-9, mb / mn);
+            if (wino)
+                printf(",\"winograd_effective_gflops\":%.1f,\"winograd_best_effective_gflops\":%.1f,"
+                       "\"winograd_vs_nnz\":%.2f", flops / mw * 1e-9, flops / tw[0] * 1e-9, mn / mw);
+            printf("}\n");
             fflush(stdout);
         }
         nnz_free(x), nnz_free(w), nnz_free(dout), nnz_free(out), nnz_free(dw), nnz_free(col), nnz_free(scratch);
+        nnz_free(U), nnz_free(wwork), nnz_free(wscratch);
     }
     return 0;
 }
