@@ -120,7 +120,9 @@ int cmd_bench(int argc, char **argv) {
         .description =
             "Times training steps (forward, loss, backward, SGD update) and inference passes of a model\n"
             "on random data and prints images/s and the achieved GFLOP/s, counting the model's dense\n"
-            "forward FLOPs once per inference image and three times per training image. Each kind runs\n"
+            "forward FLOPs once per inference image and three times per training image. These are\n"
+            "effective rates: stride-1 3x3 and 5x5 convolutions run Winograd, with 2.8-4x fewer\n"
+            "multiply-adds than counted, so a model of them can pass the CPU's peak. Each kind runs\n"
             "2 untimed warm-up steps, then --runs timed runs, and reports the median run: the protocol\n"
             "bench/torch_bench.py uses for PyTorch. The checkpoint's weights are not changed.",
         .example = "  nnz bench mbv2-tiny.safetensors\n  nnz bench --model lenet5 --batch 256 --threads 1 --json\n"
