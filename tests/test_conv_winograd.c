@@ -316,12 +316,45 @@ static void test_winograd_thread_independent(void **state) {
     free(inp), free(w), free(U), free(work), free(scratch);
 }
 
+/* A call too small for threads runs its region on one; the next parallel region must still get
+ * every thread (with clang's libomp a num_threads(1) if (false) clause leaked into it, and a
+ * threaded OpenBLAS sgemm there waited forever for its second thread) */
+static void test_winograd_leaves_threads(void **state) {
+    (void)state;
+    const int saved = nnz_threads();
+    nnz_set_threads(2);
+    const wg_case c = {1, 3, 3, 8, 8, 3, 1};
+    const nnz_conv_window g = window(&c);
+    float *inp = falloc(72), *w = falloc(576), *out = falloc(72), *dw = calloc(576, sizeof(float));
+    float *U = falloc(nnz_winograd_weight_floats(8, 8)), *work = falloc(nnz_conv_winograd_work_floats(8, 8));
+    float *scratch = falloc(nnz_conv_winograd_wgrad_scratch_floats(&g, 1, 8, 8));
+    assert_non_null(dw);
+    tu_fill_uniform(inp, 72, -1, 1, 61);
+    tu_fill_uniform(w, 576, -1, 1, 62);
+    nnz_winograd_weight(3, 8, 8, w, false, U);
+    for (int k = 0; k < 2; k++) {
+        if (k == 0) nnz_conv_winograd(&g, 1, 8, 8, inp, U, false, NULL, out, work);
+        else nnz_conv_winograd_wgrad(&g, 1, 8, 8, inp, out, dw, scratch);
+        int team = 0;
+#pragma omp parallel
+        {
+#pragma omp single
+            team = omp_get_num_threads();
+        }
+        if (team != 2) fail_msg("after a one-thread %s the next parallel region ran on %d threads, not 2",
+                                k ? "weight gradient" : "forward", team);
+    }
+    nnz_set_threads(saved);
+    free(inp), free(w), free(out), free(dw), free(U), free(work), free(scratch);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_winograd_forward_all_isas),
         cmocka_unit_test(test_winograd_wgrad_all_isas),
         cmocka_unit_test(test_winograd_layer),
         cmocka_unit_test(test_winograd_thread_independent),
+        cmocka_unit_test(test_winograd_leaves_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -118,7 +118,10 @@ size_t nnz_conv_winograd_work_floats(int IC, int OC) {
 
 /* The threads of a call and their blocks: the caller's block in work for the first, one block
  * allocated for each further thread, as many as could be allocated (fewer threads compute the same
- * numbers). Inside a parallel region (eval's chunks) the call runs on its thread alone. */
+ * numbers). Inside a parallel region (eval's chunks) the call runs on its thread alone. The region
+ * then takes num_threads(n) without an if clause: with clang's libomp, num_threads(1) if (false)
+ * leaves its count pushed for the next parallel region, which then runs on one thread, and a
+ * threaded OpenBLAS sgemm there waits forever for its second thread (the sanitizer build hung). */
 static int take_blocks(float *work, size_t floats, int64_t items, float *blk[WG_MAX_THREADS]) {
     int want = omp_in_parallel() ? 1 : omp_get_max_threads();
     if (want > WG_MAX_THREADS) want = WG_MAX_THREADS;
@@ -145,7 +148,7 @@ void nnz_conv_winograd(const nnz_conv_window *g, int N, int IC, int OC, const fl
     float *blk[WG_MAX_THREADS];
     const int nt = tiles * IC * OC >= WG_PARALLEL_MIN ? take_blocks(work, nnz_conv_winograd_work_floats(IC, OC), blocks, blk)
                                                        : (blk[0] = work, 1);
-#pragma omp parallel num_threads(nt) if (nt > 1)
+#pragma omp parallel num_threads(nt) /* no if clause: see take_blocks */
     {
         float *V = blk[omp_get_thread_num()], *M = V + T * TS(IC);
 #pragma omp for schedule(static)
@@ -190,7 +193,7 @@ void nnz_conv_winograd_wgrad(const nnz_conv_window *g, int N, int IC, int OC, co
     const int nt = tiles * IC * OC >= WG_PARALLEL_MIN
                        ? take_blocks(scratch + slots * pe, nnz_conv_winograd_work_floats(IC, OC), slots, blk)
                        : (blk[0] = scratch + slots * pe, 1);
-#pragma omp parallel num_threads(nt) if (nt > 1)
+#pragma omp parallel num_threads(nt) /* no if clause: see take_blocks */
     {
         float *V = blk[omp_get_thread_num()], *dM = V + T * TS(IC);
 #pragma omp for schedule(static)

@@ -140,7 +140,7 @@ nnz_status nnz_sddmm_bf16_via(nnz_spmm_bf16_path path, const nnz_bsr *A, int64_t
     /* staging tasks per chunk: X^T by column strips (AMX), X in pair-rows (else), dout in pair-rows;
      * pair-rows are read as two whole rows of the source and written as one row */
     const int strips_x = (A->cols + SDB_STRIP - 1) / SDB_STRIP;
-#pragma omp parallel num_threads(threads) if (threads > 1)
+#pragma omp parallel num_threads(threads) /* no if clause: it leaks num_threads in libomp (conv_winograd.c) */
     {
         if (path == NNZ_SPMM_BF16_AMX) nnz_amx_tiles_enter();
         for (int64_t m0 = 0; m0 < M; m0 += SDB_ROWS) {
