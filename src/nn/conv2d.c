@@ -71,6 +71,20 @@ static bool use_small_gemm(const nnz_conv_shape *s) {
            (int64_t)s->KH * s->KW * s->IC <= SMALL_GEMM_MAX_CH && s->OC <= SMALL_GEMM_MAX_CH;
 }
 
+/* Stride-1 3x3 and 5x5 convolutions (groups 1, fp32, dense) over at least WINOGRAD_MIN_CH channels
+ * in and out run all three products as Winograd convolutions (nnz_conv_winograd: F(4x4, 3x3),
+ * F(2x2, 5x5)): 4x and 2.8x fewer multiply-adds than the implicit GEMM, 1.7-2.7x faster on
+ * lenet5's and vgg8's layers (docs/perf-notes.md). The data gradient is the turned-window
+ * convolution of dout, itself stride 1 with the same window. Below the channel floor the
+ * transforms cost more than they save (a first layer's 1-3 channels). */
+#define WINOGRAD_MIN_CH 8
+
+static bool use_winograd(const nnz_conv_shape *s) {
+    const nnz_conv_window g = window_of(s);
+    return s->compute == NNZ_F32 && !s->sparse && !s->direct && s->groups == 1 && s->IC >= WINOGRAD_MIN_CH &&
+           s->OC >= WINOGRAD_MIN_CH && nnz_winograd_applies(&g);
+}
+
 /* k x k convolutions (groups 1, fp32, dense) run the implicit-GEMM kernel, whatever their K: no
  * im2col buffer, and its tiles beat im2col + OpenBLAS (1.0-2x, docs/perf-notes.md). Over fewer
  * than IMPLICIT_MIN_IC channels per tap, its walk around the image's edges costs more than the
@@ -79,7 +93,8 @@ static bool use_small_gemm(const nnz_conv_shape *s) {
 #define IMPLICIT_MIN_IC 4
 
 static bool use_implicit_conv(const nnz_conv_shape *s) {
-    return s->compute == NNZ_F32 && !s->sparse && conv_path_of(s) == CONV_IM2COL && s->OC <= SMALL_GEMM_MAX_CH;
+    return s->compute == NNZ_F32 && !s->sparse && conv_path_of(s) == CONV_IM2COL && s->OC <= SMALL_GEMM_MAX_CH &&
+           !use_winograd(s);
 }
 
 /* floats of the zero-padded input copy the implicit forward makes (0: it reads the input) */
@@ -128,14 +143,15 @@ static nnz_conv_window turned_window(const nnz_conv_shape *s) {
 
 static bool use_implicit_dgrad(const nnz_conv_shape *s) {
     return s->compute == NNZ_F32 && !s->sparse && conv_path_of(s) == CONV_IM2COL && turned_dgrad_geometry(s) &&
-           s->OC >= IMPLICIT_MIN_IC && s->IC <= SMALL_GEMM_MAX_CH;
+           s->OC >= IMPLICIT_MIN_IC && s->IC <= SMALL_GEMM_MAX_CH && !use_winograd(s);
 }
 
 /* The weight gradient of every k x k convolution (groups 1, fp32, dense) runs on
  * nnz_conv_implicit_wgrad (1.0-1.55x im2col + OpenBLAS, none slower), in chunks of images whose
  * zero-padded copy stays within CONV_SCRATCH_TARGET floats. */
 static bool use_implicit_wgrad(const nnz_conv_shape *s) {
-    return s->compute == NNZ_F32 && !s->sparse && conv_path_of(s) == CONV_IM2COL && s->OC <= SMALL_GEMM_MAX_CH;
+    return s->compute == NNZ_F32 && !s->sparse && conv_path_of(s) == CONV_IM2COL && s->OC <= SMALL_GEMM_MAX_CH &&
+           !use_winograd(s);
 }
 
 static int wgrad_images_per_chunk(const nnz_conv_shape *s) {
@@ -143,20 +159,6 @@ static int wgrad_images_per_chunk(const nnz_conv_shape *s) {
     const size_t per = nnz_conv_implicit_padded_floats(&g, s->IC);
     const size_t b = per ? CONV_SCRATCH_TARGET / per : (size_t)s->N;
     return b < 1 ? 1 : b > (size_t)s->N ? s->N : (int)b;
-}
-
-/* Stride-1 3x3 and 5x5 convolutions (groups 1, fp32, dense) over at least WINOGRAD_MIN_CH channels
- * in and out run all three products as Winograd convolutions (nnz_conv_winograd: F(4x4, 3x3),
- * F(2x2, 5x5)): 4x and 2.8x fewer multiply-adds than the implicit GEMM, 1.7-2.7x faster on
- * lenet5's and vgg8's layers (docs/perf-notes.md). The data gradient is the turned-window
- * convolution of dout, itself stride 1 with the same window. Below the channel floor the
- * transforms cost more than they save (a first layer's 1-3 channels). */
-#define WINOGRAD_MIN_CH 8
-
-static bool use_winograd(const nnz_conv_shape *s) {
-    const nnz_conv_window g = window_of(s);
-    return s->compute == NNZ_F32 && !s->sparse && !s->direct && s->groups == 1 && s->IC >= WINOGRAD_MIN_CH &&
-           s->OC >= WINOGRAD_MIN_CH && nnz_winograd_applies(&g);
 }
 
 /* its forward's and data gradient's scratch: the transformed weight, then the first thread's block */
@@ -250,17 +252,15 @@ size_t nnz_conv2d_scratch_floats(const nnz_conv_shape *s) {
     const size_t col = col_region_floats(s) + bf16_extra_floats(s), implicit = implicit_grad_scratch_floats(s);
     const size_t fwd = use_implicit_conv(s) ? implicit_forward_floats(s) : bf16_small_input(s) ? bf16_small_input_floats(s) : 0;
     size_t most = col > implicit ? col : implicit; /* used one after the other */
-    if (winograd_scratch_floats(s) > most) most = winograd_scratch_floats(s);
+    if (winograd_scratch_floats(s) > most) most = winograd_scratch_floats(s); /* or instead of them */
     return most > fwd ? most : fwd;
 }
 
 size_t nnz_conv2d_forward_scratch_floats(const nnz_conv_shape *s) {
     /* the implicit forward needs no im2col buffer, only room for its (K,OC) weight when the
      * caller has no kernel-layout copy */
-    if (use_implicit_conv(s)) { /* Winograd's weight, or the implicit kernel's when it falls back */
-        const size_t f = implicit_forward_floats(s), u = winograd_forward_floats(s);
-        return f > u ? f : u;
-    }
+    if (use_winograd(s)) return winograd_forward_floats(s);
+    if (use_implicit_conv(s)) return implicit_forward_floats(s);
     if (conv_path_of(s) == CONV_DEPTHWISE) return (size_t)s->KH * s->KW * s->IC;
     return nnz_conv2d_scratch_floats(s);
 }
@@ -451,7 +451,7 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
      * its chains from zero, with no pass that fills the output with the bias and no load of it
      * back into the tiles. */
     nnz_epilogue with_bias;
-    if (bias && (use_small_gemm(s) || use_implicit_conv(s)) && (!ep || !(ep->sub || ep->mul || ep->add))) {
+    if (bias && (use_small_gemm(s) || use_implicit_conv(s) || use_winograd(s)) && (!ep || !(ep->sub || ep->mul || ep->add))) {
         with_bias = ep ? *ep : (nnz_epilogue){.lo = -INFINITY, .hi = INFINITY};
         with_bias.add = bias;
         ep = &with_bias;
@@ -713,7 +713,7 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
         dinp = NULL;
     bool wgrad_done = use_winograd(s) || use_implicit_wgrad(s);
     if (use_winograd(s)) nnz_conv_winograd_wgrad(&g, s->N, s->IC, s->OC, inp, dout, dweight, scratch);
-    else if (wgrad_done) implicit_weight_grad(s, inp, dout, dweight, scratch);
+    else if (use_implicit_wgrad(s)) implicit_weight_grad(s, inp, dout, dweight, scratch);
     else if (sp && G == 1 && !s->sparse_bf16_bwd && s->compute == NNZ_F32)
         wgrad_done = nnz_sddmm_conv_f32(&sp->mat, &g, s->N, s->IC, inp, dout, s->OC, sp->dval) == NNZ_OK;
     if (wgrad_done && !dinp) {
