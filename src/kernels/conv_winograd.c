@@ -101,29 +101,22 @@ static int block_tiles(int C1, int C2) {
     return T < 8 ? 8 : T > 256 ? 256 : (int)T;
 }
 
-/* The transforms' layout: tile-major, each tile's 36 x C values in one run (element e of tile t at
- * t*TS(C) + e*ES(C)): 7-10% faster than element-major (ts = C, es = T*C), whose stores go to 36
- * planes at once. The GEMMs then read rows a tile apart; one cache line more than 36*C floats
- * keeps those rows from falling into a few L1 sets (36*64 floats is 144 lines, 16 sets apart, so
- * a block's rows of one element thrashed 4 sets' ways). */
-#define TS(C) ((int64_t)WG_E * (C) + 16)
-#define ES(C) ((int64_t)(C))
-
 size_t nnz_conv_winograd_work_floats(int IC, int OC) {
     /* V (tile-major), then the products (element-major, 36*T*OC) or dM (tile-major) */
-    return (size_t)block_tiles(IC, OC) * (TS(IC) + TS(OC));
+    return (size_t)block_tiles(IC, OC) * (wg_tile_floats(IC) + wg_tile_floats(OC));
 }
 
 #define WG_MAX_THREADS 256
 
 /* The threads of a call and their blocks: the caller's block in work for the first, one block
  * allocated for each further thread, as many as could be allocated (fewer threads compute the same
- * numbers). Inside a parallel region (eval's chunks) the call runs on its thread alone. The region
+ * numbers). Inside a parallel region (eval's chunks), or for under WG_PARALLEL_MIN multiply-adds
+ * per tile element, the call runs on its thread alone. The region
  * then takes num_threads(n) without an if clause: with clang's libomp, num_threads(1) if (false)
  * leaves its count pushed for the next parallel region, which then runs on one thread, and a
  * threaded OpenBLAS sgemm there waits forever for its second thread (the sanitizer build hung). */
-static int take_blocks(float *work, size_t floats, int64_t items, float *blk[WG_MAX_THREADS]) {
-    int want = omp_in_parallel() ? 1 : omp_get_max_threads();
+static int take_blocks(float *work, size_t floats, int64_t items, int64_t madds, float *blk[WG_MAX_THREADS]) {
+    int want = omp_in_parallel() || madds < WG_PARALLEL_MIN ? 1 : omp_get_max_threads();
     if (want > WG_MAX_THREADS) want = WG_MAX_THREADS;
     if (want > items) want = items < 1 ? 1 : (int)items;
     blk[0] = work;
@@ -146,18 +139,17 @@ void nnz_conv_winograd(const nnz_conv_window *g, int N, int IC, int OC, const fl
     const int T = block_tiles(IC, OC);
     const int64_t blocks = (tiles + T - 1) / T;
     float *blk[WG_MAX_THREADS];
-    const int nt = tiles * IC * OC >= WG_PARALLEL_MIN ? take_blocks(work, nnz_conv_winograd_work_floats(IC, OC), blocks, blk)
-                                                       : (blk[0] = work, 1);
+    const int nt = take_blocks(work, nnz_conv_winograd_work_floats(IC, OC), blocks, tiles * IC * OC, blk);
 #pragma omp parallel num_threads(nt) /* no if clause: see take_blocks */
     {
-        float *V = blk[omp_get_thread_num()], *M = V + T * TS(IC);
+        float *V = blk[omp_get_thread_num()], *M = V + T * wg_tile_floats(IC);
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < blocks; b++) {
             const int64_t t0 = b * T;
             const int count = tiles - t0 < T ? (int)(tiles - t0) : T;
-            k.input(&w, inp, IC, t0, count, V, TS(IC), ES(IC));
+            k.input(&w, inp, IC, t0, count, V);
             for (int e = 0; e < WG_E; e++)
-                nnz_gemm_small_serial(count, OC, IC, V + e * ES(IC), TS(IC), U + (int64_t)e * IC * OC, false,
+                nnz_gemm_small_serial(count, OC, IC, V + (int64_t)e * IC, wg_tile_floats(IC), U + (int64_t)e * IC * OC, false,
                                       NULL, M + (int64_t)e * T * OC);
             k.output(&w, M, OC, t0, count, T, accumulate, ep, out);
         }
@@ -190,12 +182,10 @@ void nnz_conv_winograd_wgrad(const nnz_conv_window *g, int N, int IC, int OC, co
     const int64_t blocks = (tiles + T - 1) / T;
     const size_t pe = (size_t)WG_E * IC * OC; /* one partial */
     float *blk[WG_MAX_THREADS];
-    const int nt = tiles * IC * OC >= WG_PARALLEL_MIN
-                       ? take_blocks(scratch + slots * pe, nnz_conv_winograd_work_floats(IC, OC), slots, blk)
-                       : (blk[0] = scratch + slots * pe, 1);
+    const int nt = take_blocks(scratch + slots * pe, nnz_conv_winograd_work_floats(IC, OC), slots, tiles * IC * OC, blk);
 #pragma omp parallel num_threads(nt) /* no if clause: see take_blocks */
     {
-        float *V = blk[omp_get_thread_num()], *dM = V + T * TS(IC);
+        float *V = blk[omp_get_thread_num()], *dM = V + T * wg_tile_floats(IC);
 #pragma omp for schedule(static)
         for (int s = 0; s < slots; s++) {
             float *part = scratch + (size_t)s * pe;
@@ -203,12 +193,12 @@ void nnz_conv_winograd_wgrad(const nnz_conv_window *g, int N, int IC, int OC, co
             for (int64_t b = blocks * s / slots; b < blocks * (s + 1) / slots; b++) {
                 const int64_t t0 = b * T;
                 const int count = tiles - t0 < T ? (int)(tiles - t0) : T;
-                k.input(&w, inp, IC, t0, count, V, TS(IC), ES(IC));
-                k.grad(&w, dout, OC, t0, count, dM, TS(OC), ES(OC));
+                k.input(&w, inp, IC, t0, count, V);
+                k.grad(&w, dout, OC, t0, count, dM);
                 /* dU[e] (IC,OC) += V[e]^T (IC,count) * dM[e] (count,OC) */
                 for (int e = 0; e < WG_E; e++)
-                    nnz_gemm_small_at_serial(count, IC, OC, V + e * ES(IC), TS(IC), dM + e * ES(OC),
-                                             TS(OC), part + (size_t)e * IC * OC);
+                    nnz_gemm_small_at_serial(count, IC, OC, V + (int64_t)e * IC, wg_tile_floats(IC),
+                                             dM + (int64_t)e * OC, wg_tile_floats(OC), part + (size_t)e * IC * OC);
             }
         }
         /* the partials into the first, in slot order */

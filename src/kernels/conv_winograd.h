@@ -10,6 +10,13 @@
 #define WG_E 36 /* elements of a 6x6 transformed tile */
 #define WG_OC_BLOCK 16 /* output channels per call of the weight transforms, at most */
 
+/* The transforms' layout (V, dM): tile-major, each tile's 36 x C values in one run, element e of
+ * the block's tile t at t*wg_tile_floats(C) + e*C. Element-major (V[e][t][c]) was 7-10% slower:
+ * its stores go to 36 planes at once. The GEMMs then read rows a tile apart; one cache line more
+ * than 36*C floats keeps those rows out of a few L1 sets (36*64 floats is 144 lines, 16 sets apart:
+ * a block's rows of one element thrashed 4 sets' ways, the weight gradient 10% slower). */
+static inline int64_t wg_tile_floats(int C) { return (int64_t)WG_E * C + 16; }
+
 typedef struct {
     int H, W;             /* the input's spatial size */
     int OH, OW, pad;      /* the output's, and the padding (stride 1) */
@@ -17,17 +24,14 @@ typedef struct {
     int tiles_y, tiles_x; /* tiles per image: ceil(OH/m) x ceil(OW/m) */
 } nnz_wg_geometry;
 
-/* V = B^T d B of tiles [t0, t0+count) of x (N,H,W,C): element e = a*6 + b of the block's tile t
- * at V[t*ts + e*es + c] (tile-major: ts = 36*C, es = C; element-major: ts = C, es = T*C) */
-typedef void (*nnz_wg_input_fn)(const nnz_wg_geometry *w, const float *x, int C, int64_t t0, int count, float *V,
-                                int64_t ts, int64_t es);
+/* V = B^T d B of tiles [t0, t0+count) of x (N,H,W,C), tile-major (wg_tile_floats) */
+typedef void (*nnz_wg_input_fn)(const nnz_wg_geometry *w, const float *x, int C, int64_t t0, int count, float *V);
 /* out (N,OH,OW,C) = (accumulate ? out : 0) + A^T M A, then ep (NULL: none), for those tiles; M
  * element-major in a block of T tiles: M[(e*T + t)*C + c] */
 typedef void (*nnz_wg_output_fn)(const nnz_wg_geometry *w, const float *M, int C, int64_t t0, int count, int T,
                                  bool accumulate, const nnz_epilogue *ep, float *out);
 /* dM = A dY A^T of those tiles of dy (N,OH,OW,C), laid out as V */
-typedef void (*nnz_wg_grad_fn)(const nnz_wg_geometry *w, const float *dy, int C, int64_t t0, int count, float *dM,
-                               int64_t ts, int64_t es);
+typedef void (*nnz_wg_grad_fn)(const nnz_wg_geometry *w, const float *dy, int C, int64_t t0, int count, float *dM);
 
 /* U = G w G^T (turned: of the data gradient's weight) for output channels [oc0, oc1) (at most
  * WG_OC_BLOCK), as nnz_winograd_weight; G (6,K) */
@@ -38,12 +42,10 @@ typedef void (*nnz_wg_weight_grad_fn)(int K, const float *G, int IC, int OC, con
                                       int oc1);
 
 #define NNZ_WG_DECLARE(isa)                                                                                            \
-    void nnz_wg_input_##isa(const nnz_wg_geometry *w, const float *x, int C, int64_t t0, int count, float *V,         \
-                            int64_t ts, int64_t es);                                                                   \
+    void nnz_wg_input_##isa(const nnz_wg_geometry *w, const float *x, int C, int64_t t0, int count, float *V);        \
     void nnz_wg_output_##isa(const nnz_wg_geometry *w, const float *M, int C, int64_t t0, int count, int T,           \
                              bool accumulate, const nnz_epilogue *ep, float *out);                                     \
-    void nnz_wg_grad_##isa(const nnz_wg_geometry *w, const float *dy, int C, int64_t t0, int count, float *dM,         \
-                           int64_t ts, int64_t es);                                                                    \
+    void nnz_wg_grad_##isa(const nnz_wg_geometry *w, const float *dy, int C, int64_t t0, int count, float *dM);        \
     void nnz_wg_weight_##isa(int K, const float *G, int IC, int OC, const float *w, bool turned, float *U, int oc0,    \
                              int oc1);                                                                                 \
     void nnz_wg_weight_grad_##isa(int K, const float *G, int IC, int OC, const float *dU, float *dw, int oc0, int oc1);
