@@ -50,6 +50,7 @@ def main():
     args = ap.parse_args()
     # rows[model][field][round] = value; a file without rounds is one round
     rows, order, meta = {}, [], {}
+    waits = {"nnz": {}, "pytorch": {}}
     with open(args.jsonl) as f:
         for n, line in enumerate(f, 1):
             line = line.strip()
@@ -78,9 +79,13 @@ def main():
                 put("nnz_train_gf", r.get("train_gflops"))
                 put("nnz_infer_gf", r.get("infer_gflops"))
                 meta.setdefault("nnz", r)
+                if r.get("omp_wait"):
+                    waits["nnz"][r["omp_wait"]] = waits["nnz"].get(r["omp_wait"], 0) + 1
             elif impl.startswith("pytorch") and r.get("mode") in ("train", "infer"):
                 put("pt_" + r["mode"], r.get("images_per_sec"))
                 meta.setdefault("pytorch", r)
+                if r.get("omp_wait"):
+                    waits["pytorch"][r["omp_wait"]] = waits["pytorch"].get(r["omp_wait"], 0) + 1
     rounds = max((len(v) for fields in rows.values() for v in fields.values()), default=1)
     model, cpus, flags = cpu_description()
     pt = meta.get("pytorch", {})
@@ -91,6 +96,9 @@ def main():
     cores = (meta.get("nnz", {}).get("openblas_core"), pt.get("openblas_core"))
     if any(cores):
         print(f"OpenBLAS kernels: nnz {cores[0] or '?'}, PyTorch {cores[1] or '?'} (OPENBLAS_CORETYPE)")
+    for who in ("nnz", "pytorch"):  # nnz picks its OpenMP wait per run, from the load it sees at start
+        if waits[who]:
+            print(f"OpenMP wait, {who}: " + "; ".join(f"{w} ({n} runs)" for w, n in waits[who].items()))
     if args.command:
         print(f"command: `{args.command}`")
     peak = meta.get("peak", {}).get("fp32_gflops")

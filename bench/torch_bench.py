@@ -113,7 +113,10 @@ def main():
             y = torch.randint(0, 10, (args.batch,))
             rec = {"impl": impl_name(), "model": name, "mode": mode, "precision": args.precision,
                    "batch": args.batch, "threads": args.threads,
-                   "openblas_core": os.environ.get("OPENBLAS_CORETYPE", "default")}
+                   "openblas_core": os.environ.get("OPENBLAS_CORETYPE", "default"),
+                   "omp_wait": os.environ.get("OMP_WAIT_POLICY") or
+                   ("GOMP_SPINCOUNT=" + os.environ["GOMP_SPINCOUNT"] if "GOMP_SPINCOUNT" in os.environ
+                    else "the OpenMP runtime's default")}
             try:
                 step = make_step(model, mode, x, y, args.precision == "bf16")
                 rate, iters = measure(step, args.batch, args.runs, args.min_time, args.warmup)

@@ -139,6 +139,43 @@ static void test_add_and_accumulate(void **state) {
     free(a); free(b); free(out); free(g); free(da); free(db); free(da0); free(db0);
 }
 
+/* the one-pass add backward: da overwritten or accumulated, db accumulated, either absent, both the
+ * same buffer (x + x); and the threaded zero and copy, on the parallel path and a short one */
+static void test_add_backward_one_pass(void **state) {
+    (void)state;
+    const int64_t sizes[] = {100003, 7};
+    for (int k = 0; k < 2; k++) {
+        const int64_t n = sizes[k];
+        float *g = filled(n, -1, 1, 11), *da = filled(n, -1, 1, 12), *db = filled(n, -1, 1, 13);
+        float *db0 = copy_of(db, n), *da0 = copy_of(da, n);
+        nnz_add_backward_ex(n, g, da, false, db);
+        for (int64_t i = 0; i < n; i++) {
+            assert_float_equal(da[i], g[i], 0);
+            assert_float_equal(db[i], db0[i] + g[i], 0);
+        }
+        memcpy(da, da0, sizeof(float) * n), memcpy(db, db0, sizeof(float) * n);
+        nnz_add_backward_ex(n, g, da, true, db);
+        for (int64_t i = 0; i < n; i++) {
+            assert_float_equal(da[i], da0[i] + g[i], 0);
+            assert_float_equal(db[i], db0[i] + g[i], 0);
+        }
+        memcpy(da, da0, sizeof(float) * n);
+        nnz_add_backward_ex(n, g, da, false, NULL); /* no skip gradient: a copy */
+        for (int64_t i = 0; i < n; i++) assert_float_equal(da[i], g[i], 0);
+        memcpy(db, db0, sizeof(float) * n);
+        nnz_add_backward_ex(n, g, NULL, false, db); /* no main gradient: db accumulates */
+        for (int64_t i = 0; i < n; i++) assert_float_equal(db[i], db0[i] + g[i], 0);
+        memcpy(da, da0, sizeof(float) * n);
+        nnz_add_backward_ex(n, g, da, false, da); /* x + x: dout twice */
+        for (int64_t i = 0; i < n; i++) assert_float_equal(da[i], g[i] + g[i], 0);
+        nnz_copy_floats(n, g, db);
+        assert_memory_equal(db, g, sizeof(float) * n);
+        nnz_zero_floats(n, db);
+        for (int64_t i = 0; i < n; i++) assert_true(db[i] == 0.0f && !signbit(db[i]));
+        free(g); free(da); free(db); free(db0); free(da0);
+    }
+}
+
 /* ===================== pooling ===================== */
 
 static void test_pool_shape_init(void **state) {
@@ -511,6 +548,7 @@ int main(void) {
         cmocka_unit_test(test_relu_forward_values),
         cmocka_unit_test(test_relu_backward_finite_differences),
         cmocka_unit_test(test_add_and_accumulate),
+        cmocka_unit_test(test_add_backward_one_pass),
         cmocka_unit_test(test_pool_shape_init),
         cmocka_unit_test(test_pool_forward_matches_naive),
         cmocka_unit_test(test_pool_parallel_path_matches_naive),

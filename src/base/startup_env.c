@@ -3,8 +3,10 @@
 #include "base/base.h"
 
 #include <cblas.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 const char *nnz_blas_core_better(const char *chosen, bool avx512, bool avx2_fma) {
@@ -19,10 +21,40 @@ const char *nnz_blas_core_better(const char *chosen, bool avx512, bool avx2_fma)
 
 const char *nnz_blas_core(void) { return openblas_get_corename(); }
 
+int nnz_other_tasks_running(const char *loadavg, int samples) {
+    int most = -1;
+    for (int i = 0; i < samples; i++) {
+        if (i) nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL); /* 1 ms apart */
+        FILE *f = fopen(loadavg, "r");
+        int running = 0, total = 0;
+        /* "0.12 0.89 1.58 3/412 5678": 3 tasks runnable now, this process among them */
+        const bool ok = f && fscanf(f, "%*f %*f %*f %d/%d", &running, &total) == 2 && running >= 1;
+        if (f) fclose(f);
+        if (!ok) return -1;
+        if (running - 1 > most) most = running - 1;
+    }
+    return most;
+}
+
+/* The spin that covers the short gaps between a training step's parallel regions: at 15 ns a
+ * pause (measured, Emerald Rapids) about 0.45 ms; mbv2-tiny's step then wakes a sleeping
+ * thread 9 times instead of 156, and trains 1.08x faster than passive on an idle machine. */
+#define NNZ_IDLE_SPINCOUNT "30000"
+
 void nnz_prefer_startup_env(char **argv) {
     if (!argv || !argv[0]) return;
-    const bool policy_set = !getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT") &&
-                            setenv("OMP_WAIT_POLICY", "passive", 1) == 0;
+    bool policy_set = false;
+    if (!getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT")) {
+        const char *loadavg = getenv("NNZ_LOADAVG_FILE"); /* tests: a file in /proc/loadavg's format */
+        const int others = nnz_other_tasks_running(loadavg ? loadavg : "/proc/loadavg", 5);
+        if (others == 0) /* idle: a short spin */
+            policy_set = setenv("GOMP_SPINCOUNT", NNZ_IDLE_SPINCOUNT, 1) == 0 &&
+                         setenv("NNZ_OMP_WAIT", "spin " NNZ_IDLE_SPINCOUNT " (no other task running at start)", 1) == 0;
+        else
+            policy_set = setenv("OMP_WAIT_POLICY", "passive", 1) == 0 &&
+                         setenv("NNZ_OMP_WAIT", others > 0 ? "passive (other tasks running at start)"
+                                                           : "passive (the load could not be read)", 1) == 0;
+    }
     bool changed = policy_set;
     const char *core = getenv("OPENBLAS_CORETYPE") ? NULL
                        : nnz_blas_core_better(nnz_blas_core(), nnz_isa_supported(NNZ_ISA_AVX512),
@@ -44,5 +76,13 @@ void nnz_prefer_startup_env(char **argv) {
     /* both failed: go on as the process started, and take back what would claim otherwise
      * (nnz --version would say OpenBLAS runs the kernels nnz asked for) */
     if (core) unsetenv("OPENBLAS_CORETYPE"), unsetenv("NNZ_OPENBLAS_CHOSE");
-    if (policy_set) unsetenv("OMP_WAIT_POLICY");
+    if (policy_set) unsetenv("OMP_WAIT_POLICY"), unsetenv("GOMP_SPINCOUNT"), unsetenv("NNZ_OMP_WAIT");
+}
+
+const char *nnz_omp_wait(void) {
+    const char *chose = getenv("NNZ_OMP_WAIT"), *policy = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT");
+    if (chose) return chose;
+    if (policy) return policy;
+    if (spin) return "GOMP_SPINCOUNT (set by the user)";
+    return "the OpenMP runtime's default";
 }

@@ -7,6 +7,8 @@
  * the forward passes, as in PyTorch. */
 #include "nn/nn.h"
 
+#include <string.h>
+
 /* Below this many elements one thread is faster than forking a team. */
 #define ELTWISE_PARALLEL_MIN 65536
 
@@ -80,6 +82,43 @@ void nnz_accumulate(int64_t n, const float *dout, float *dinp) {
 }
 
 void nnz_add_backward(int64_t n, const float *dout, float *da, float *db) {
-    nnz_accumulate(n, dout, da);
-    nnz_accumulate(n, dout, db);
+    nnz_add_backward_ex(n, dout, da, true, db);
+}
+
+void nnz_add_backward_ex(int64_t n, const float *dout, float *da, bool da_accumulate, float *db) {
+    if (!da || !db) { /* one operand: one pass */
+        if (da && !da_accumulate) nnz_copy_floats(n, dout, da);
+        else nnz_accumulate(n, dout, da ? da : db);
+        return;
+    }
+    /* both in one pass over dout */
+    if (da_accumulate) {
+#pragma omp parallel for simd schedule(static) if (n >= ELTWISE_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) da[i] += dout[i], db[i] += dout[i];
+    } else {
+#pragma omp parallel for simd schedule(static) if (n >= ELTWISE_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) da[i] = dout[i], db[i] += dout[i];
+    }
+}
+
+/* Big buffers in chunks across the threads: one thread's memset or memcpy does not reach
+ * the memory bandwidth of two. */
+#define ELTWISE_CHUNK 16384
+
+void nnz_zero_floats(int64_t n, float *p) {
+    const int64_t chunks = (n + ELTWISE_CHUNK - 1) / ELTWISE_CHUNK;
+#pragma omp parallel for schedule(static) if (n >= ELTWISE_PARALLEL_MIN)
+    for (int64_t c = 0; c < chunks; c++) {
+        const int64_t i = c * ELTWISE_CHUNK, len = n - i < ELTWISE_CHUNK ? n - i : ELTWISE_CHUNK;
+        memset(p + i, 0, (size_t)len * sizeof(float));
+    }
+}
+
+void nnz_copy_floats(int64_t n, const float *src, float *dst) {
+    const int64_t chunks = (n + ELTWISE_CHUNK - 1) / ELTWISE_CHUNK;
+#pragma omp parallel for schedule(static) if (n >= ELTWISE_PARALLEL_MIN)
+    for (int64_t c = 0; c < chunks; c++) {
+        const int64_t i = c * ELTWISE_CHUNK, len = n - i < ELTWISE_CHUNK ? n - i : ELTWISE_CHUNK;
+        memcpy(dst + i, src + i, (size_t)len * sizeof(float));
+    }
 }

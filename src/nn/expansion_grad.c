@@ -102,10 +102,15 @@ void nnz_expansion_grad_end(nnz_expansion_grad *e) {
     nnz_batchnorm_grad_coefs(M, C, sdy, sdyx, e->gamma, e->invstd, e->dgamma, e->dbeta, mean_dy, k, a);
     for (int c = 0; c < C; c++) b[c] = a[c] * (k[c] * e->mean[c] - mean_dy[c]), ee[c] = a[c] * k[c];
     memset(gx, 0, ((size_t)C * IC + (size_t)IC * IC) * sizeof(float));
-    for (int sl = 0; sl < e->slots; sl++) { /* in slot order */
-        for (size_t i = 0; i < (size_t)C * IC; i++) gx[i] += e->gx[(size_t)sl * C * IC + i];
-        for (size_t i = 0; i < (size_t)IC * IC; i++) xx[i] += e->xx[(size_t)sl * IC * IC + i];
-        for (int i = 0; i < IC; i++) sx[i] += e->sx[(size_t)sl * IC + i];
+    for (int sl = 0; sl < e->slots; sl++) { /* in slot order; simd: the buffers do not overlap */
+        const float *sgx = e->gx + (size_t)sl * C * IC, *sxx = e->xx + (size_t)sl * IC * IC;
+        const double *ssx = e->sx + (size_t)sl * IC;
+#pragma omp simd
+        for (size_t i = 0; i < (size_t)C * IC; i++) gx[i] += sgx[i];
+#pragma omp simd
+        for (size_t i = 0; i < (size_t)IC * IC; i++) xx[i] += sxx[i];
+#pragma omp simd
+        for (int i = 0; i < IC; i++) sx[i] += ssx[i];
     }
     /* dW1 += Σ(a·g)ᵀx + b ⊗ Σx - e ⊙ (W1·XᵀX) */
     for (int c = 0; c < C; c++)

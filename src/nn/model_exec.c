@@ -964,8 +964,8 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
     int last = m->n_nodes - 1;
     for (int i = 0; i < last; i++)
         if (!is_alias(&m->nodes[i]) && !m->exec[i].grad_written)
-            memset(m->dact[i], 0, (size_t)((int64_t)n * node_numel(&m->nodes[i])) * sizeof(float));
-    if (m->dinput) memset(m->dinput, 0, (size_t)((int64_t)n * input_numel(m)) * sizeof(float));
+            nnz_zero_floats((int64_t)n * node_numel(&m->nodes[i]), m->dact[i]);
+    if (m->dinput) nnz_zero_floats((int64_t)n * input_numel(m), m->dinput);
     int64_t out_numel = (int64_t)n * node_numel(&m->nodes[last]);
     memcpy(m->dact[last], dlogits, (size_t)out_numel * sizeof(float)); /* the last node has no consumer */
     for (int i = 0; i <= last; i++) m->exec[i].dout_streamed = m->exec[i].grad_sums_given = m->exec[i].grad_taken = false;
@@ -1038,7 +1038,7 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
             if (!dinp || ex->pool_fused) break; /* pool_fused: done by the max pool */
             if (act_op(m, i) == NNZ_OP_IDENTITY) {
                 if (acc) nnz_accumulate(numel, dout, dinp);
-                else memcpy(dinp, dout, (size_t)numel * sizeof(float));
+                else nnz_copy_floats(numel, dout, dinp);
             } else if (nd->op == NNZ_OP_RELU) {
                 nnz_relu_backward_ex(numel, m->act[i], dout, dinp, acc);
             } else {
@@ -1074,9 +1074,7 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
             if (dinp) nnz_global_avgpool_backward(n, nd->in_h * nd->in_w, nd->c, dout, dinp);
             break;
         case NNZ_OP_ADD:
-            if (acc) nnz_accumulate(numel, dout, dinp);
-            else memcpy(dinp, dout, (size_t)numel * sizeof(float));
-            nnz_accumulate(numel, dout, node_grad(m, nd->skip));
+            nnz_add_backward_ex(numel, dout, dinp, acc, node_grad(m, nd->skip));
             break;
         case NNZ_OP_DROPOUT:
             if (!dinp) break;

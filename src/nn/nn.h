@@ -288,6 +288,11 @@ void nnz_relu6_backward_ex(int64_t n, const float *out, const float *dout, float
 /* out = a + b; backward: da += dout, db += dout (each may be NULL) */
 void nnz_add_forward(int64_t n, const float *a, const float *b, float *out);
 void nnz_add_backward(int64_t n, const float *dout, float *da, float *db);
+/* the same in one pass over dout, da overwritten (= dout) when !da_accumulate */
+void nnz_add_backward_ex(int64_t n, const float *dout, float *da, bool da_accumulate, float *db);
+/* p = 0 and dst = src over n floats, across the threads when n is large (the gradients' resets) */
+void nnz_zero_floats(int64_t n, float *p);
+void nnz_copy_floats(int64_t n, const float *src, float *dst);
 /* dinp += dout (identity, flatten) */
 void nnz_accumulate(int64_t n, const float *dout, float *dinp);
 

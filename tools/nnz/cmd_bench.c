@@ -181,18 +181,19 @@ int cmd_bench(int argc, char **argv) {
         printf("{\"model\":");
         cli_json_string(stdout, what);
         printf(",\"batch\":%d,\"threads\":%d,\"runs\":%d,\"train_iters\":%d,\"infer_iters\":%d,\"isa\":\"%s\","
-               "\"flops_per_image\":%lld,\"openblas_core\":\"%s\","
-               "\"precision\":\"%s\",\"train_images_per_sec\":%.1f,\"infer_images_per_sec\":%.1f,\"train_gflops\":%.3f,"
+               "\"flops_per_image\":%lld,\"openblas_core\":\"%s\",\"precision\":\"%s\",\"train_images_per_sec\":%.1f,\"infer_images_per_sec\":%.1f,\"train_gflops\":%.3f,"
                "\"infer_gflops\":%.3f",
                br.batch, br.threads, br.runs, br.train_iters, br.infer_iters, nnz_isa_name(nnz_isa_active()),
                (long long)st.flops, nnz_blas_core(),
                cli_precision_names[precision], br.train_images_per_sec, br.infer_images_per_sec, br.train_gflops, br.infer_gflops);
+        printf(",\"omp_wait\":");
+        cli_json_string(stdout, nnz_omp_wait()); /* the user's OMP_WAIT_POLICY may hold anything */
         if (bc.per_layer) print_layers_json(m);
         printf("}\n");
     } else {
         printf("model: %s  batch %d  threads %d  isa %s  precision %s  (median of %d runs of %d training / %d "
-               "inference steps)\n", what, br.batch, br.threads, nnz_isa_name(nnz_isa_active()),
-               cli_precision_names[precision], br.runs, br.train_iters, br.infer_iters);
+               "inference steps)\nthreads wait: %s\n", what, br.batch, br.threads, nnz_isa_name(nnz_isa_active()),
+               cli_precision_names[precision], br.runs, br.train_iters, br.infer_iters, nnz_omp_wait());
         printf("training:  %10.1f images/s  %8.2f GFLOP/s\n", br.train_images_per_sec, br.train_gflops);
         printf("inference: %10.1f images/s  %8.2f GFLOP/s\n", br.infer_images_per_sec, br.infer_gflops);
         if (bc.per_layer) print_layers(m);

@@ -67,7 +67,8 @@ int main(int argc, char **argv) {
     if (strcmp(c, "--version") == 0 || strcmp(c, "-V") == 0 || strcmp(c, "version") == 0) {
         char cpu[256];
         nnz_cpu_describe(cpu, sizeof cpu);
-        printf("nnz %s\ncpu: %s\nopenblas core: %s", nnz_version(), cpu, nnz_blas_core());
+        printf("nnz %s\ncpu: %s\nthreads wait: %s\nopenblas core: %s", nnz_version(), cpu, nnz_omp_wait(),
+               nnz_blas_core());
         const char *chose = getenv("NNZ_OPENBLAS_CHOSE");
         if (chose && getenv("OPENBLAS_CORETYPE"))
             printf(" (OPENBLAS_CORETYPE set by nnz: OpenBLAS chose %s, slower kernels, on this CPU)", chose);
