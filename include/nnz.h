@@ -69,15 +69,16 @@ void nnz_set_threads(int n);
 int nnz_get_threads(void);
 /* Call first thing in main(). Two libraries read settings only when the process starts,
  * so this sets them and re-executes the program once (/proc/self/exe, same argv):
- * - the OpenMP wait, unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set. When no other task is
- *   runnable at start (5 reads of /proc/loadavg, 1 ms apart), idle threads spin a short
- *   while (GOMP_SPINCOUNT=30000, about 0.5 ms) before they sleep: a training step's parallel
- *   regions follow each other closely, and waking a sleeping thread costs more than a spin
- *   (mbv2-tiny, 2 cores: 1.08x faster than passive). Otherwise OMP_WAIT_POLICY=passive: a
- *   spinning thread collapses when another process holds a core (measured on 2 cores with one
- *   busy neighbour: passive trains mbv2-tiny 1.37x faster than the short spin, 1.5x faster
- *   than GNU OpenMP's default). The choice is made once: a neighbour that starts later meets
- *   the spin. NNZ_OMP_WAIT says what was chosen and why (nnz_omp_wait).
+ * - the OpenMP wait, unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set. When no other task
+ *   is runnable at start (the median of 7 reads of /proc/loadavg, 1 ms apart), idle threads
+ *   spin a short while (GOMP_SPINCOUNT=30000, about 0.5 ms) before they sleep: a training
+ *   step's parallel regions follow each other closely, and waking a sleeping thread costs
+ *   more than the spin (mbv2-tiny, 2 cores: 1.08x faster than passive). Otherwise
+ *   OMP_WAIT_POLICY=passive: a spinning thread collapses when another process holds a core
+ *   (measured on 2 cores with one busy neighbour: passive trains mbv2-tiny 1.37x faster than
+ *   the short spin, 1.5x faster than GNU OpenMP's default). The choice is made once: a
+ *   neighbour that starts later meets the spin. NNZ_OMP_WAIT says what was chosen and why
+ *   (nnz_omp_wait).
  * - OPENBLAS_CORETYPE=SkylakeX (Haswell without AVX-512), unless OPENBLAS_CORETYPE is set,
  *   when OpenBLAS chose its SSE3 "Prescott" kernels on a CPU with AVX2 or AVX-512: OpenBLAS
  *   0.3.21 does that on Intel models it does not know (Emerald Rapids), and its sgemm then

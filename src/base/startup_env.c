@@ -22,7 +22,9 @@ const char *nnz_blas_core_better(const char *chosen, bool avx512, bool avx2_fma)
 const char *nnz_blas_core(void) { return openblas_get_corename(); }
 
 int nnz_other_tasks_running(const char *loadavg, int samples) {
-    int most = -1;
+    int seen[16];
+    if (samples < 1) return -1;
+    if (samples > 16) samples = 16;
     for (int i = 0; i < samples; i++) {
         if (i) nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL); /* 1 ms apart */
         FILE *f = fopen(loadavg, "r");
@@ -31,9 +33,11 @@ int nnz_other_tasks_running(const char *loadavg, int samples) {
         const bool ok = f && fscanf(f, "%*f %*f %*f %d/%d", &running, &total) == 2 && running >= 1;
         if (f) fclose(f);
         if (!ok) return -1;
-        if (running - 1 > most) most = running - 1;
+        int j = i; /* insertion sort: the median at the end */
+        for (; j > 0 && seen[j - 1] > running - 1; j--) seen[j] = seen[j - 1];
+        seen[j] = running - 1;
     }
-    return most;
+    return seen[samples / 2];
 }
 
 /* The spin that covers the short gaps between a training step's parallel regions: at 15 ns a
@@ -46,7 +50,7 @@ void nnz_prefer_startup_env(char **argv) {
     bool policy_set = false;
     if (!getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT")) {
         const char *loadavg = getenv("NNZ_LOADAVG_FILE"); /* tests: a file in /proc/loadavg's format */
-        const int others = nnz_other_tasks_running(loadavg ? loadavg : "/proc/loadavg", 5);
+        const int others = nnz_other_tasks_running(loadavg ? loadavg : "/proc/loadavg", 7);
         if (others == 0) /* idle: a short spin */
             policy_set = setenv("GOMP_SPINCOUNT", NNZ_IDLE_SPINCOUNT, 1) == 0 &&
                          setenv("NNZ_OMP_WAIT", "spin " NNZ_IDLE_SPINCOUNT " (no other task running at start)", 1) == 0;

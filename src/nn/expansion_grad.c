@@ -34,7 +34,7 @@ struct nnz_expansion_grad {
     float *xx;           /* per slot: Σ xᵀ x (IC, IC) */
     double *sx;          /* per slot: Σ x (IC) */
     float *buf;          /* per thread: a·g of one image (P, C), then Σx over it (IC) */
-    double *tot;         /* the end's: Σ g, Σ g·(z - mean) (C each), Σ x (IC) */
+    double *tot;         /* the end's: Σ g, Σ g·(z - mean) (C each), Σ x (IC), a row of sums (IC) */
     float *f;            /* the end's: mean_dy, k, a, b, e (C each), Σ gx (C, IC), Σ xx, the dx map (IC, IC), b·W1 (IC) */
 };
 
@@ -61,7 +61,7 @@ nnz_expansion_grad *nnz_expansion_grad_begin(const nnz_expansion_grad_args *g) {
     e->xx = calloc((size_t)g->slots * IC * IC, sizeof(float));
     e->sx = calloc((size_t)g->slots * IC, sizeof(double));
     e->buf = malloc((size_t)omp_get_max_threads() * ((size_t)g->P * C + IC) * sizeof(float));
-    e->tot = malloc(((size_t)2 * C + IC) * sizeof(double));
+    e->tot = malloc(((size_t)2 * C + 2 * (size_t)IC) * sizeof(double));
     e->f = malloc(((size_t)5 * C + (size_t)C * IC + 2 * (size_t)IC * IC + IC) * sizeof(float));
     if (!sums_ok || !e->a || !e->sums || !e->gx || !e->xx || !e->sx || !e->buf || !e->tot || !e->f) {
         nnz_expansion_grad_free(e);
@@ -112,25 +112,43 @@ void nnz_expansion_grad_end(nnz_expansion_grad *e) {
 #pragma omp simd
         for (int i = 0; i < IC; i++) sx[i] += ssx[i];
     }
-    /* dW1 += Σ(a·g)ᵀx + b ⊗ Σx - e ⊙ (W1·XᵀX) */
-    for (int c = 0; c < C; c++)
-        for (int i = 0; i < IC; i++) {
-            double wxx = 0.0;
-            for (int j = 0; j < IC; j++) wxx += (double)e->w1[(size_t)c * IC + j] * xx[(size_t)j * IC + i];
-            e->dw1[(size_t)c * IC + i] += (float)(gx[(size_t)c * IC + i] + b[c] * sx[i] - ee[c] * wxx);
+    /* dW1 += Σ(a·g)ᵀx + b ⊗ Σx - e ⊙ (W1·XᵀX). The sums run over j (then c, below) in ascending
+     * order for each output, as plain loops would; the loops are turned so the inner one runs
+     * along a row (i) and vectorizes, acc holding the row's sums. */
+    double *acc = sx + IC;
+    for (int c = 0; c < C; c++) {
+        const float *w1c = e->w1 + (size_t)c * IC;
+        for (int i = 0; i < IC; i++) acc[i] = 0.0;
+        for (int j = 0; j < IC; j++) {
+            const double wj = w1c[j];
+            const float *xxj = xx + (size_t)j * IC;
+#pragma omp simd
+            for (int i = 0; i < IC; i++) acc[i] += wj * xxj[i];
         }
+        float *dw = e->dw1 + (size_t)c * IC;
+        const float *gxc = gx + (size_t)c * IC;
+#pragma omp simd
+        for (int i = 0; i < IC; i++) dw[i] += (float)(gxc[i] + b[c] * sx[i] - ee[c] * acc[i]);
+    }
     if (e->dx) {
         /* dx += b·W1 - x·(W1ᵀ diag(e) W1): one pass over the block input's width */
-        for (int i = 0; i < IC; i++) {
-            double s = 0.0;
-            for (int c = 0; c < C; c++) s += (double)b[c] * e->w1[(size_t)c * IC + i];
-            bw[i] = (float)s;
-            for (int j = 0; j < IC; j++) {
-                double t = 0.0;
-                for (int c = 0; c < C; c++)
-                    t += (double)e->w1[(size_t)c * IC + j] * ee[c] * e->w1[(size_t)c * IC + i];
-                mx[(size_t)j * IC + i] = (float)-t;
+        for (int i = 0; i < IC; i++) acc[i] = 0.0;
+        for (int c = 0; c < C; c++) {
+            const double bc = b[c];
+            const float *w1c = e->w1 + (size_t)c * IC;
+#pragma omp simd
+            for (int i = 0; i < IC; i++) acc[i] += bc * w1c[i];
+        }
+        for (int i = 0; i < IC; i++) bw[i] = (float)acc[i];
+        for (int j = 0; j < IC; j++) {
+            for (int i = 0; i < IC; i++) acc[i] = 0.0;
+            for (int c = 0; c < C; c++) {
+                const float *w1c = e->w1 + (size_t)c * IC;
+                const double wje = (double)w1c[j] * ee[c];
+#pragma omp simd
+                for (int i = 0; i < IC; i++) acc[i] += wje * w1c[i];
             }
+            for (int i = 0; i < IC; i++) mx[(size_t)j * IC + i] = (float)-acc[i];
         }
         const nnz_epilogue ep = {.add = bw, .lo = -INFINITY, .hi = INFINITY};
         nnz_gemm_small(M, IC, IC, e->x, IC, mx, true, &ep, e->dx);
