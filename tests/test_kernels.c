@@ -225,6 +225,9 @@ static void depthwise_all_cases(nnz_isa isa, void *ctx) {
         {2, 4, 30, 19, 3, 1, 1, false}, {2, 5, 21, 17, 3, 1, 0, false},
         /* stride 2: 6-pixel runs that share input columns, then the 4-pixel and border tails */
         {2, 5, 31, 19, 3, 2, 1, false}, {2, 6, 29, 35, 3, 2, 0, false},
+        /* a 9x9 window at stride 2: up to 25 taps feed one input pixel, more than one run of the
+         * data gradient's tap list */
+        {2, 12, 13, 19, 9, 2, 4, false},
     };
     for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) check_depthwise_case(isa, &extra[i]);
 }
