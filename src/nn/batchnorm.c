@@ -96,9 +96,11 @@ ALWAYS_INLINE void group_moments_body(const float *x, const float *unused_dy, co
 
 /* sdy = sum g, sdyx = sum g*(x-mean) over the group's rows (ct each), in double, where
  * g = dy, or with affine (the fused activation's scale, then shift, ct each): g = dy where
- * the pre-activation passes (BN_ACT_PASSES), else 0. */
+ * the pre-activation passes (BN_ACT_PASSES), else 0. With gout: also gout = g·ga per element
+ * (rows, ld), written as dx_rows writes it with mean_dy = k = 0, so bit for bit the same. */
 ALWAYS_INLINE void group_grad_sums_body(const float *x, const float *dy, const float *mean, const float *affine,
-                                        float hmax, int64_t ld, int rows, int ct, double *sdy, double *sdyx) {
+                                        float hmax, int64_t ld, int rows, int ct, double *sdy, double *sdyx,
+                                        const float *ga, float *gout) {
     float bdy[BN_CH_TILE], bdyx[BN_CH_TILE];
     for (int c = 0; c < ct; c++) sdy[c] = sdyx[c] = 0.0;
     for (int r0 = 0; r0 < rows; r0 += BN_BLOCK_ROWS) {
@@ -115,12 +117,14 @@ ALWAYS_INLINE void group_grad_sums_body(const float *x, const float *dy, const f
                     const float g = BN_ACT_PASSES(v, hmax) ? gr[c] : 0.0f;
                     bdy[c] += g;
                     bdyx[c] += g * (xr[c] - mean[c]);
+                    if (gout) gout[(int64_t)(r0 + r) * ld + c] = (g - 0.0f - (xr[c] - mean[c]) * 0.0f) * ga[c];
                 }
             } else {
 #pragma omp simd
                 for (int c = 0; c < ct; c++) {
                     bdy[c] += gr[c];
                     bdyx[c] += gr[c] * (xr[c] - mean[c]);
+                    if (gout) gout[(int64_t)(r0 + r) * ld + c] = (gr[c] - 0.0f - (xr[c] - mean[c]) * 0.0f) * ga[c];
                 }
             }
         }
@@ -207,8 +211,20 @@ static void group_moments_ref(const float *x, const float *dy, const float *mean
     group_moments_body(x, dy, mean, affine, hmax, ld, rows, ct, o1, o2);
 }
 static void group_grad_sums_ref(const float *x, const float *dy, const float *mean, const float *affine, float hmax, int64_t ld, int rows, int ct, double *o1, double *o2) {
-    group_grad_sums_body(x, dy, mean, affine, hmax, ld, rows, ct, o1, o2);
+    group_grad_sums_body(x, dy, mean, affine, hmax, ld, rows, ct, o1, o2, NULL, NULL);
 }
+
+/* the grad sums and g·a in one pass (nnz_batchnorm_grad_block) */
+typedef void (*grad_sums_scaled_fn)(const float *x, const float *dy, const float *mean, const float *affine,
+                                    float hmax, int64_t ld, int rows, int ct, double *o1, double *o2, const float *a,
+                                    float *out);
+#define GRAD_SUMS_SCALED(suffix, attr)                                                                             \
+    attr static void grad_sums_scaled_##suffix(const float *x, const float *dy, const float *mean,                 \
+                                               const float *affine, float hmax, int64_t ld, int rows, int ct,      \
+                                               double *o1, double *o2, const float *a, float *out) {               \
+        group_grad_sums_body(x, dy, mean, affine, hmax, ld, rows, ct, o1, o2, a, out);                             \
+    }
+GRAD_SUMS_SCALED(ref, )
 
 #if defined(__x86_64__)
 #define TARGET_AVX2 __attribute__((target("avx2,fma")))
@@ -217,13 +233,13 @@ TARGET_AVX2 static void group_moments_f32_avx2(const float *x, const float *dy, 
     group_moments_body(x, dy, mean, affine, hmax, ld, rows, ct, o1, o2);
 }
 TARGET_AVX2 static void group_grad_sums_f32_avx2(const float *x, const float *dy, const float *mean, const float *affine, float hmax, int64_t ld, int rows, int ct, double *o1, double *o2) {
-    group_grad_sums_body(x, dy, mean, affine, hmax, ld, rows, ct, o1, o2);
+    group_grad_sums_body(x, dy, mean, affine, hmax, ld, rows, ct, o1, o2, NULL, NULL);
 }
 TARGET_AVX512 static void group_moments_f32_avx512(const float *x, const float *dy, const float *mean, const float *affine, float hmax, int64_t ld, int rows, int ct, double *o1, double *o2) {
     group_moments_body(x, dy, mean, affine, hmax, ld, rows, ct, o1, o2);
 }
 TARGET_AVX512 static void group_grad_sums_f32_avx512(const float *x, const float *dy, const float *mean, const float *affine, float hmax, int64_t ld, int rows, int ct, double *o1, double *o2) {
-    group_grad_sums_body(x, dy, mean, affine, hmax, ld, rows, ct, o1, o2);
+    group_grad_sums_body(x, dy, mean, affine, hmax, ld, rows, ct, o1, o2, NULL, NULL);
 }
 #endif
 
@@ -231,7 +247,18 @@ ROW_KERNELS(ref, )
 #if defined(__x86_64__)
 ROW_KERNELS(f32_avx2, TARGET_AVX2)
 ROW_KERNELS(f32_avx512, TARGET_AVX512)
+GRAD_SUMS_SCALED(f32_avx2, TARGET_AVX2)
+GRAD_SUMS_SCALED(f32_avx512, TARGET_AVX512)
 #endif
+
+static grad_sums_scaled_fn pick_grad_sums_scaled(void) {
+#if defined(__x86_64__)
+    nnz_isa isa = nnz_isa_active();
+    if (isa >= NNZ_ISA_AVX512) return grad_sums_scaled_f32_avx512;
+    if (isa >= NNZ_ISA_AVX2) return grad_sums_scaled_f32_avx2;
+#endif
+    return grad_sums_scaled_ref;
+}
 
 static affine_rows_fn pick_affine_rows(void) {
 #if defined(__x86_64__)
@@ -600,12 +627,9 @@ void nnz_batchnorm_grad_sums_rows(const void *ctx, int64_t r0, int rows, const f
 
 void nnz_batchnorm_grad_block(const nnz_bn_grad_sums *gs, const float *a, int64_t r0, int rows, const float *dy,
                               double *s1, double *s2, float *out) {
-    static const float zeros[BN_CH_TILE];
     const int C = gs->C;
-    const float *x = gs->inp + r0 * C;
-    pick_grad_sums()(x, dy, gs->mean, gs->affine, gs->hmax, C, rows, C, s1, s2);
-    /* (g - 0 - (x - mean)*0) * a = g*a */
-    pick_dx_rows()(x, dy, gs->affine, gs->hmax, C, rows, C, gs->mean, zeros, zeros, a, false, out);
+    /* one pass: the sums and (g - 0 - (x - mean)*0) * a = g*a */
+    pick_grad_sums_scaled()(gs->inp + r0 * C, dy, gs->mean, gs->affine, gs->hmax, C, rows, C, s1, s2, a, out);
 }
 
 void nnz_batchnorm_grad_coefs(int M, int C, const double *sdy, const double *sdyx, const float *gamma,
