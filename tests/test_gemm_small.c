@@ -159,7 +159,9 @@ static void at_case(int64_t M, int P, int Q, int pad) {
 static void at_isa(nnz_isa isa, void *ctx) {
     (void)isa, (void)ctx;
     static const int shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {255, 16, 16}, {257, 24, 96}, {5000, 37, 19},
-                                    {4099, 96, 24}, {100, 300, 3}, {0, 4, 4}};
+                                    {4099, 96, 24}, {100, 300, 3}, {0, 4, 4},
+                                    /* one vector of Q: tiles of 8 values of p, then 4, then 1 */
+                                    {784, 13, 16}, {64, 9, 5}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int pad = 0; pad < 2; pad++) at_case(shapes[s][0], shapes[s][1], shapes[s][2], pad);
 }
