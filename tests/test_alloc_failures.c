@@ -91,12 +91,6 @@ enum { MB = 4, MAX_TRIES = 4000 };
  * and the runs of every failure path (first steps, eval, files) use lenet5 and smaller files. */
 static bool quick;
 
-static float *falloc(size_t n) {
-    float *p = malloc(n * sizeof(float));
-    assert_non_null(p);
-    return p;
-}
-
 static nnz_model *zoo(const char *name, nnz_dtype precision) {
     nnz_model *m = NULL;
     if (nnz_model_from_zoo(name, 28, 28, 1, 10, 5, &m) != NNZ_OK) fail_msg("%s: %s", name, nnz_last_error());
@@ -113,14 +107,14 @@ typedef struct {
 } step_result;
 
 static step_result result_of(const nnz_model *m, bool train) {
-    step_result r = {falloc(MB * 10), calloc((size_t)m->n_params, sizeof(float *)), m->n_params, train};
+    step_result r = {tu_falloc(MB * 10), calloc((size_t)m->n_params, sizeof(float *)), m->n_params, train};
     assert_non_null(r.grads);
     memcpy(r.logits, nnz_model_output(m), MB * 10 * sizeof(float));
     for (int i = 0; i < m->n_params; i++) {
         const nnz_param *p = &m->params[i];
         if (!p->grad || !train) continue;
         const size_t n = (size_t)nnz_tensor_numel(&p->value);
-        r.grads[i] = falloc(n);
+        r.grads[i] = tu_falloc(n);
         memcpy(r.grads[i], p->grad, n * sizeof(float));
     }
     return r;
@@ -221,7 +215,7 @@ typedef struct {
  * every k the step reaches; the model reserved beforehand, as the trainer does. fallback_tol:
  * how far a fallback may be from the fused plan (it runs the unfused arithmetic). */
 static outcome train_steps_failing(nnz_model *m, bool persist, double fallback_tol, const char *what) {
-    float *x = falloc((size_t)MB * 784), dl[MB * 10];
+    float *x = tu_falloc((size_t)MB * 784), dl[MB * 10];
     tu_fill_uniform(x, MB * 784, 0.0f, 20.0f, 11);
     tu_fill_uniform(dl, MB * 10, -1.0f, 1.0f, 12);
     step_result truth = {0}; /* bf16: the same step in fp32 */
@@ -267,7 +261,7 @@ static outcome train_steps_failing(nnz_model *m, bool persist, double fallback_t
  * the model then runs as one that never failed. */
 static outcome first_runs_failing(nnz_model *(*make)(const char *, nnz_dtype), const char *name, nnz_dtype precision,
                                   bool train, double fallback_tol, const char *what) {
-    float *x = falloc((size_t)MB * 784), dl[MB * 10];
+    float *x = tu_falloc((size_t)MB * 784), dl[MB * 10];
     tu_fill_uniform(x, MB * 784, 0.0f, 20.0f, 13);
     tu_fill_uniform(dl, MB * 10, -1.0f, 1.0f, 14);
     nnz_model *m = make(name, NNZ_F32);
@@ -384,7 +378,7 @@ static void test_eval_forward(void **state) {
  * gives a model that trains as one that never failed */
 static void test_reserve(void **state) {
     (void)state;
-    float *x = falloc((size_t)MB * 784), dl[MB * 10];
+    float *x = tu_falloc((size_t)MB * 784), dl[MB * 10];
     tu_fill_uniform(x, MB * 784, 0.0f, 20.0f, 14);
     tu_fill_uniform(dl, MB * 10, -1.0f, 1.0f, 15);
     nnz_model *m = zoo("mbv2-tiny", NNZ_F32);
@@ -714,7 +708,7 @@ static void train_failing(const nnz_train_config *cfg, const char *what) {
 typedef bool (*gemm_src_fn)(int, int, int, float, const nnz_bf16_src *, const nnz_bf16_src *, float, float *, int);
 
 static void gemm_bytes_case(gemm_src_fn fn, size_t (*bound)(int), const char *name, int M, int N, int K) {
-    float *a = falloc((size_t)M * K), *b = falloc((size_t)K * N), *c = falloc((size_t)M * N);
+    float *a = tu_falloc((size_t)M * K), *b = tu_falloc((size_t)K * N), *c = tu_falloc((size_t)M * N);
     tu_fill_uniform(a, (int64_t)M * K, -1, 1, 1);
     tu_fill_uniform(b, (int64_t)K * N, -1, 1, 2);
     const nnz_bf16_src A = {.p = a, .ld = K, .f32 = true}, B = {.p = b, .ld = N, .f32 = true};

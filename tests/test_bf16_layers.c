@@ -15,18 +15,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static float *falloc(size_t n) {
-    float *p = calloc(n ? n : 1, sizeof(float));
-    assert_non_null(p);
-    return p;
-}
 static float *rounded(const float *x, size_t n) {
-    float *r = falloc(n);
+    float *r = tu_falloc_zeroed(n);
     for (size_t i = 0; i < n; i++) r[i] = nnz_bf16_round(x[i]);
     return r;
 }
 static float *absolute(const float *x, size_t n) {
-    float *r = falloc(n);
+    float *r = tu_falloc_zeroed(n);
     for (size_t i = 0; i < n; i++) r[i] = fabsf(x[i]);
     return r;
 }
@@ -55,7 +50,7 @@ static void conv_case_run(const conv_case *cc, uint64_t seed) {
     s.direct = true; /* the fp32 oracle sums each output's taps directly: the bound below is that sum's */
     const size_t ni = (size_t)s.N * s.H * s.W * s.IC, no = (size_t)s.N * s.OH * s.OW * s.OC,
                  nw = (size_t)s.OC * s.KH * s.KW * (s.IC / s.groups);
-    float *inp = falloc(ni), *w = falloc(nw), *dout = falloc(no), *bias = falloc((size_t)s.OC);
+    float *inp = tu_falloc_zeroed(ni), *w = tu_falloc_zeroed(nw), *dout = tu_falloc_zeroed(no), *bias = tu_falloc_zeroed((size_t)s.OC);
     tu_fill_uniform(inp, (int64_t)ni, -1, 1, seed);
     tu_fill_uniform(w, (int64_t)nw, -1, 1, seed + 1);
     tu_fill_uniform(dout, (int64_t)no, -1, 1, seed + 2);
@@ -69,10 +64,10 @@ static void conv_case_run(const conv_case *cc, uint64_t seed) {
     /* one scratch for both runs: bf16's holds bf16 weights and output gradients, fp32's the
      * implicit-GEMM gradients' padded images */
     const size_t sf16 = nnz_conv2d_scratch_floats(&s16), sf32 = nnz_conv2d_scratch_floats(&s);
-    float *scratch = falloc(sf16 > sf32 ? sf16 : sf32);
+    float *scratch = tu_falloc_zeroed(sf16 > sf32 ? sf16 : sf32);
 
     /* forward: the chain is the reduction (K = k*k*IC/groups products) plus the bias */
-    float *out16 = falloc(no), *out_r = falloc(no), *out_raw = falloc(no), *S = falloc(no);
+    float *out16 = tu_falloc_zeroed(no), *out_r = tu_falloc_zeroed(no), *out_raw = tu_falloc_zeroed(no), *S = tu_falloc_zeroed(no);
     nnz_conv2d_forward(&s16, inp, w, bias, out16, scratch);
     nnz_conv2d_forward(&s, inp_r, w_r, bias, out_r, scratch);
     nnz_conv2d_forward(&s, inp, w, bias, out_raw, scratch);
@@ -86,8 +81,8 @@ static void conv_case_run(const conv_case *cc, uint64_t seed) {
     /* backward: dweight sums M = N*OH*OW products; dinp sums OC/groups products per tap, then
      * col2im adds up to k*k taps, or (the turned-window convolution of a native bf16 path, and
      * fp32's implicit data gradient) all k*k*OC/groups products in one chain: the longer bound */
-    float *dw16 = falloc(nw), *dw_r = falloc(nw), *dw_raw = falloc(nw), *Sw = falloc(nw);
-    float *di16 = falloc(ni), *di_r = falloc(ni), *di_raw = falloc(ni), *Si = falloc(ni);
+    float *dw16 = tu_falloc_zeroed(nw), *dw_r = tu_falloc_zeroed(nw), *dw_raw = tu_falloc_zeroed(nw), *Sw = tu_falloc_zeroed(nw);
+    float *di16 = tu_falloc_zeroed(ni), *di_r = tu_falloc_zeroed(ni), *di_raw = tu_falloc_zeroed(ni), *Si = tu_falloc_zeroed(ni);
     nnz_conv2d_backward(&s16, inp, w, dout, di16, dw16, NULL, scratch);
     nnz_conv2d_backward(&s, inp_r, w_r, dout_r, di_r, dw_r, NULL, scratch);
     nnz_conv2d_backward(&s, inp, w, dout, di_raw, dw_raw, NULL, scratch);
@@ -133,21 +128,21 @@ static void linear_run(nnz_isa isa, void *ctx) {
     (void)ctx;
     const int N = 13, IN = 37, OUT = 11;
     const size_t ni = (size_t)N * IN, no = (size_t)N * OUT, nw = (size_t)OUT * IN;
-    float *inp = falloc(ni), *w = falloc(nw), *b = falloc(OUT), *dout = falloc(no);
+    float *inp = tu_falloc_zeroed(ni), *w = tu_falloc_zeroed(nw), *b = tu_falloc_zeroed(OUT), *dout = tu_falloc_zeroed(no);
     tu_fill_uniform(inp, (int64_t)ni, -2, 2, 7 + isa);
     tu_fill_uniform(w, (int64_t)nw, -1, 1, 8 + isa);
     tu_fill_uniform(b, OUT, -1, 1, 9);
     tu_fill_uniform(dout, (int64_t)no, -1, 1, 10 + isa);
     float *inp_r = rounded(inp, ni), *w_r = rounded(w, nw), *dout_r = rounded(dout, no);
     float *inp_a = absolute(inp_r, ni), *w_a = absolute(w_r, nw), *dout_a = absolute(dout_r, no), *b_a = absolute(b, OUT);
-    float *o16 = falloc(no), *o_r = falloc(no), *o_raw = falloc(no), *S = falloc(no);
+    float *o16 = tu_falloc_zeroed(no), *o_r = tu_falloc_zeroed(no), *o_raw = tu_falloc_zeroed(no), *S = tu_falloc_zeroed(no);
     nnz_linear_forward(NNZ_BF16, N, IN, OUT, inp, w, b, o16);
     nnz_linear_forward(NNZ_F32, N, IN, OUT, inp_r, w_r, b, o_r);
     nnz_linear_forward(NNZ_F32, N, IN, OUT, inp, w, b, o_raw);
     nnz_linear_forward(NNZ_F32, N, IN, OUT, inp_a, w_a, b_a, S);
     check_against("linear forward", o16, o_r, o_raw, S, no, IN + 1);
-    float *dw16 = falloc(nw), *dw_r = falloc(nw), *dw_raw = falloc(nw), *Sw = falloc(nw);
-    float *di16 = falloc(ni), *di_r = falloc(ni), *di_raw = falloc(ni), *Si = falloc(ni);
+    float *dw16 = tu_falloc_zeroed(nw), *dw_r = tu_falloc_zeroed(nw), *dw_raw = tu_falloc_zeroed(nw), *Sw = tu_falloc_zeroed(nw);
+    float *di16 = tu_falloc_zeroed(ni), *di_r = tu_falloc_zeroed(ni), *di_raw = tu_falloc_zeroed(ni), *Si = tu_falloc_zeroed(ni);
     nnz_linear_backward_ex(NNZ_BF16, N, IN, OUT, inp, w, dout, di16, false, dw16, NULL);
     nnz_linear_backward_ex(NNZ_F32, N, IN, OUT, inp_r, w_r, dout_r, di_r, false, dw_r, NULL);
     nnz_linear_backward_ex(NNZ_F32, N, IN, OUT, inp, w, dout, di_raw, false, dw_raw, NULL);
@@ -177,7 +172,7 @@ static void test_model_precision(void **state) {
     assert_int_equal(nnz_model_set_precision(m, (nnz_dtype)7), NNZ_ERR_INVALID_ARG);
     assert_int_equal(nnz_model_precision(m), NNZ_F32);
     const int n = 6;
-    float *x = falloc((size_t)n * 784), *l32 = falloc((size_t)n * 10), *l16 = falloc((size_t)n * 10);
+    float *x = tu_falloc_zeroed((size_t)n * 784), *l32 = tu_falloc_zeroed((size_t)n * 10), *l16 = tu_falloc_zeroed((size_t)n * 10);
     tu_fill_uniform(x, n * 784, -1, 2, 5);
     assert_int_equal(nnz_model_predict(m, x, n, l32), NNZ_OK);
     assert_int_equal(nnz_model_set_precision(m, NNZ_BF16), NNZ_OK);

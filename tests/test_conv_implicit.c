@@ -18,12 +18,6 @@
 
 #define UNIT_ROUNDOFF 5.9604644775390625e-8 /* 2^-24 */
 
-static float *falloc(size_t n) {
-    float *p = malloc((n ? n : 1) * sizeof(float));
-    assert_non_null(p);
-    return p;
-}
-
 typedef struct {
     int N, H, W, IC, OC, KH, KW, stride, pad;
 } conv_case;
@@ -38,9 +32,9 @@ static void run_case(const conv_case *cc, bool accumulate, bool with_ep) {
     const nnz_conv_window g = window(cc);
     const int K = cc->KH * cc->KW * cc->IC, OC = cc->OC;
     const int64_t M = (int64_t)cc->N * g.OH * g.OW, in_n = (int64_t)cc->N * cc->H * cc->W * cc->IC;
-    float *inp = falloc((size_t)in_n), *w = falloc((size_t)K * OC), *out = falloc((size_t)(M * OC));
-    float *ref = falloc((size_t)(M * OC)), *viag = falloc((size_t)(M * OC)), *col = falloc((size_t)(M * K));
-    float *sub = falloc(OC), *mul = falloc(OC), *add = falloc(OC);
+    float *inp = tu_falloc((size_t)in_n), *w = tu_falloc((size_t)K * OC), *out = tu_falloc((size_t)(M * OC));
+    float *ref = tu_falloc((size_t)(M * OC)), *viag = tu_falloc((size_t)(M * OC)), *col = tu_falloc((size_t)(M * K));
+    float *sub = tu_falloc(OC), *mul = tu_falloc(OC), *add = tu_falloc(OC);
     tu_fill_uniform(inp, in_n, -1, 1, 11);
     tu_fill_uniform(w, (int64_t)K * OC, -1, 1, 12);
     tu_fill_uniform(sub, OC, -0.5f, 0.5f, 13);
@@ -50,7 +44,7 @@ static void run_case(const conv_case *cc, bool accumulate, bool with_ep) {
     else for (int64_t i = 0; i < M * OC; i++) out[i] = NAN;
     memcpy(ref, out, (size_t)(M * OC) * sizeof(float));
     memcpy(viag, out, (size_t)(M * OC) * sizeof(float));
-    float *pre = falloc((size_t)(M * OC));
+    float *pre = tu_falloc((size_t)(M * OC));
     memcpy(pre, out, (size_t)(M * OC) * sizeof(float));
     const nnz_epilogue ep = {.sub = sub, .mul = mul, .add = add, .lo = 0.0f, .hi = 6.0f};
     const nnz_epilogue *e = with_ep ? &ep : NULL;
@@ -60,11 +54,11 @@ static void run_case(const conv_case *cc, bool accumulate, bool with_ep) {
     nnz_im2col_nhwc(&g, cc->N, cc->IC, 0, cc->IC, inp, col);
     nnz_gemm_small(M, OC, K, col, K, w, accumulate, e, viag);
     /* over a zero-padded copy of the input (what stems over 1-3 channels run) */
-    float *padded = falloc((size_t)cc->N * nnz_conv_implicit_padded_floats(&g, cc->IC));
+    float *padded = tu_falloc((size_t)cc->N * nnz_conv_implicit_padded_floats(&g, cc->IC));
     nnz_conv_implicit_prepadded(&g, cc->N, cc->IC, OC, inp, w, accumulate, e, pre, padded);
 
     /* the rounding scale: sum_k |a_k b_k| (+ |C| accumulating), from the |col| GEMM */
-    float *acol = falloc((size_t)(M * K)), *aw = falloc((size_t)K * OC), *S = falloc((size_t)(M * OC));
+    float *acol = tu_falloc((size_t)(M * K)), *aw = tu_falloc((size_t)K * OC), *S = tu_falloc((size_t)(M * OC));
     for (int64_t i = 0; i < M * K; i++) acol[i] = fabsf(col[i]);
     for (int64_t i = 0; i < (int64_t)K * OC; i++) aw[i] = fabsf(w[i]);
     if (accumulate) tu_fill_uniform(S, M * OC, -1, 1, 16); /* out's values before the call */
@@ -134,14 +128,14 @@ static void run_wgrad_case(const conv_case *cc) {
     const nnz_conv_window g = window(cc);
     const int K = cc->KH * cc->KW * cc->IC, OC = cc->OC;
     const int64_t M = (int64_t)cc->N * g.OH * g.OW, in_n = (int64_t)cc->N * cc->H * cc->W * cc->IC;
-    float *inp = falloc((size_t)in_n), *dout = falloc((size_t)(M * OC)), *col = falloc((size_t)(M * K));
-    float *dw = falloc((size_t)K * OC), *ref = falloc((size_t)K * OC);
-    float *S = falloc((size_t)K * OC), *acol = falloc((size_t)(M * K)), *adout = falloc((size_t)(M * OC));
+    float *inp = tu_falloc((size_t)in_n), *dout = tu_falloc((size_t)(M * OC)), *col = tu_falloc((size_t)(M * K));
+    float *dw = tu_falloc((size_t)K * OC), *ref = tu_falloc((size_t)K * OC);
+    float *S = tu_falloc((size_t)K * OC), *acol = tu_falloc((size_t)(M * K)), *adout = tu_falloc((size_t)(M * OC));
     tu_fill_uniform(inp, in_n, -1, 1, 31);
     tu_fill_uniform(dout, M * OC, -1, 1, 32);
     tu_fill_uniform(dw, (int64_t)K * OC, -1, 1, 33); /* accumulates onto what is there */
     memcpy(ref, dw, (size_t)K * OC * sizeof(float));
-    float *scratch = falloc(nnz_conv_implicit_wgrad_scratch_floats(&g, cc->N, cc->IC, OC));
+    float *scratch = tu_falloc(nnz_conv_implicit_wgrad_scratch_floats(&g, cc->N, cc->IC, OC));
     nnz_conv_implicit_wgrad(&g, cc->N, cc->IC, OC, inp, dout, dw, scratch);
     free(scratch);
     nnz_conv_implicit_wgrad_ref(&g, cc->N, cc->IC, OC, inp, dout, ref);
@@ -180,7 +174,7 @@ static void test_conv_implicit_wgrad_all_isas(void **state) {
 /* A random (OC, K) weight with whole r x c blocks kept when (a*br + b*bc) % keep_mod == 0 (none
  * when keep_mod is 0) and block row 1 always empty, as the sparse matrix the kernels take. */
 static nnz_spmat block_sparse_weight(int OC, int K, int r, int c, int keep_mod, int a, int b, uint64_t seed) {
-    float *w = falloc((size_t)OC * K);
+    float *w = tu_falloc((size_t)OC * K);
     uint8_t *mask = malloc((size_t)OC * K);
     assert_non_null(mask);
     tu_fill_uniform(w, (int64_t)OC * K, -1, 1, seed);
@@ -201,8 +195,8 @@ static void spmm_conv_case(const conv_case *cc, int r, int c, int keep_mod) {
     const nnz_conv_window g = window(cc);
     const int K = cc->KH * cc->KW * cc->IC, OC = cc->OC;
     const int64_t M = (int64_t)cc->N * g.OH * g.OW, in_n = (int64_t)cc->N * cc->H * cc->W * cc->IC;
-    float *inp = falloc((size_t)in_n), *bias = falloc(OC), *col = falloc((size_t)(M * K));
-    float *out = falloc((size_t)(M * OC)), *want = falloc((size_t)(M * OC));
+    float *inp = tu_falloc((size_t)in_n), *bias = tu_falloc(OC), *col = tu_falloc((size_t)(M * K));
+    float *out = tu_falloc((size_t)(M * OC)), *want = tu_falloc((size_t)(M * OC));
     tu_fill_uniform(inp, in_n, -1, 1, 41);
     tu_fill_uniform(bias, OC, -1, 1, 43);
     nnz_spmat sp = block_sparse_weight(OC, K, r, c, keep_mod, 3, 7, 42);
@@ -252,13 +246,13 @@ static void sddmm_conv_case(const conv_case *cc, int r, int c, int keep_mod) {
     const nnz_conv_window g = window(cc);
     const int K = cc->KH * cc->KW * cc->IC, OC = cc->OC;
     const int64_t M = (int64_t)cc->N * g.OH * g.OW, in_n = (int64_t)cc->N * cc->H * cc->W * cc->IC;
-    float *inp = falloc((size_t)in_n), *dout = falloc((size_t)(M * OC));
-    float *col = falloc((size_t)(M * K)), *acol = falloc((size_t)(M * K)), *adout = falloc((size_t)(M * OC));
+    float *inp = tu_falloc((size_t)in_n), *dout = tu_falloc((size_t)(M * OC));
+    float *col = tu_falloc((size_t)(M * K)), *acol = tu_falloc((size_t)(M * K)), *adout = tu_falloc((size_t)(M * OC));
     tu_fill_uniform(inp, in_n, -1, 1, 51);
     tu_fill_uniform(dout, M * OC, -1, 1, 53);
     nnz_spmat sp = block_sparse_weight(OC, K, r, c, keep_mod, 5, 3, 52);
     const int64_t nv = nnz_spmat_val_count(&sp);
-    float *got = falloc((size_t)nv + 1), *got2 = falloc((size_t)nv + 1), *want = falloc((size_t)nv + 1);
+    float *got = tu_falloc((size_t)nv + 1), *got2 = tu_falloc((size_t)nv + 1), *want = tu_falloc((size_t)nv + 1);
     double *ref = calloc((size_t)nv + 1, sizeof(double)), *bound = calloc((size_t)nv + 1, sizeof(double));
     assert_non_null(ref);
     assert_non_null(bound);
@@ -281,7 +275,7 @@ static void sddmm_conv_case(const conv_case *cc, int r, int c, int keep_mod) {
         nnz_im2col_nhwc(&g, cc->N, cc->IC, 0, cc->IC, inp, col);
         for (int64_t i = 0; i < M * K; i++) acol[i] = fabsf(col[i]);
         for (int64_t i = 0; i < M * OC; i++) adout[i] = fabsf(dout[i]);
-        float *exact = falloc((size_t)nv + 1), *sabs = falloc((size_t)nv + 1);
+        float *exact = tu_falloc((size_t)nv + 1), *sabs = tu_falloc((size_t)nv + 1);
         memset(exact, 0, (size_t)nv * sizeof(float));
         memset(sabs, 0, (size_t)nv * sizeof(float));
         nnz_sddmm_f32_ref(&sp.fwd, M, dout, OC, col, K, exact);
@@ -335,8 +329,8 @@ static void small_im2col_case(const conv_case *cc, bool accumulate, bool with_ep
     const nnz_conv_window g = window(cc);
     const int K = cc->KH * cc->KW * cc->IC, OC = cc->OC;
     const int64_t M = (int64_t)cc->N * g.OH * g.OW, in_n = (int64_t)cc->N * cc->H * cc->W * cc->IC;
-    float *inp = falloc((size_t)in_n), *w = falloc((size_t)K * OC), *col = falloc((size_t)(M * K));
-    float *out = falloc((size_t)(M * OC)), *want = falloc((size_t)(M * OC)), *add = falloc(OC);
+    float *inp = tu_falloc((size_t)in_n), *w = tu_falloc((size_t)K * OC), *col = tu_falloc((size_t)(M * K));
+    float *out = tu_falloc((size_t)(M * OC)), *want = tu_falloc((size_t)(M * OC)), *add = tu_falloc(OC);
     tu_fill_uniform(inp, in_n, -1, 1, 61);
     tu_fill_uniform(w, (int64_t)K * OC, -1, 1, 62);
     tu_fill_uniform(add, OC, -1, 1, 63);
@@ -383,8 +377,8 @@ static void test_conv_implicit_thread_independent(void **state) {
     const nnz_conv_window g = window(&c);
     const int K = 9 * c.IC;
     const int64_t M = (int64_t)c.N * g.OH * g.OW, in_n = (int64_t)c.N * c.H * c.W * c.IC;
-    float *inp = falloc((size_t)in_n), *w = falloc((size_t)K * c.OC), *o1 = falloc((size_t)(M * c.OC)),
-          *o2 = falloc((size_t)(M * c.OC));
+    float *inp = tu_falloc((size_t)in_n), *w = tu_falloc((size_t)K * c.OC), *o1 = tu_falloc((size_t)(M * c.OC)),
+          *o2 = tu_falloc((size_t)(M * c.OC));
     tu_fill_uniform(inp, in_n, -1, 1, 21);
     tu_fill_uniform(w, (int64_t)K * c.OC, -1, 1, 22);
     const int saved = nnz_get_threads();
@@ -396,7 +390,7 @@ static void test_conv_implicit_thread_independent(void **state) {
     float *d1 = calloc((size_t)K * c.OC, sizeof(float)), *d2 = calloc((size_t)K * c.OC, sizeof(float));
     assert_non_null(d1);
     assert_non_null(d2);
-    float *scratch = falloc(nnz_conv_implicit_wgrad_scratch_floats(&g, c.N, c.IC, c.OC));
+    float *scratch = tu_falloc(nnz_conv_implicit_wgrad_scratch_floats(&g, c.N, c.IC, c.OC));
     nnz_set_threads(1);
     nnz_conv_implicit_wgrad(&g, c.N, c.IC, c.OC, inp, o1, d1, scratch);
     nnz_set_threads(2);

@@ -8,12 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static float *falloc(size_t n) {
-    float *p = malloc((n ? n : 1) * sizeof(float));
-    assert_non_null(p);
-    return p;
-}
-
 /* Forward vs the direct convolution (double accumulation): fp32 sums of <= 250 products
  * of values in [-1,1), so 1e-5 relative to max(|ref|,1). */
 #define FWD_TOL 1e-5
@@ -82,9 +76,9 @@ static void check_conv(int N, int H, int W, int IC, int OC, int K, int stride, i
     assert_int_equal(nnz_conv_shape_init(&s, N, H, W, IC, OC, K, K, stride, pad, groups), NNZ_OK);
     size_t in_n = (size_t)N * H * W * IC, out_n = (size_t)N * s.OH * s.OW * OC;
     size_t w_n = (size_t)OC * K * K * (IC / groups);
-    float *inp = falloc(in_n), *w = falloc(w_n), *bias = has_bias ? falloc(OC) : NULL, *out = falloc(out_n);
-    float *want = falloc(out_n), *R = falloc(out_n), *scratch = falloc(nnz_conv2d_scratch_floats(&s));
-    float *dinp = falloc(in_n), *dw = falloc(w_n), *db = falloc(OC);
+    float *inp = tu_falloc(in_n), *w = tu_falloc(w_n), *bias = has_bias ? tu_falloc(OC) : NULL, *out = tu_falloc(out_n);
+    float *want = tu_falloc(out_n), *R = tu_falloc(out_n), *scratch = tu_falloc(nnz_conv2d_scratch_floats(&s));
+    float *dinp = tu_falloc(in_n), *dw = tu_falloc(w_n), *db = tu_falloc(OC);
     tu_fill_uniform(inp, (int64_t)in_n, -1, 1, 1);
     tu_fill_uniform(w, (int64_t)w_n, -1, 1, 2);
     if (bias) tu_fill_uniform(bias, OC, -1, 1, 3);
@@ -99,7 +93,7 @@ static void check_conv(int N, int H, int W, int IC, int OC, int K, int stride, i
                  stride, pad, groups, has_bias);
     /* the forward alone in exactly its own (smaller) scratch, as eval and nnz run give it: the same
      * output (an overrun shows under the sanitizers) */
-    float *fscratch = falloc(nnz_conv2d_forward_scratch_floats(&s)), *out_f = falloc(out_n);
+    float *fscratch = tu_falloc(nnz_conv2d_forward_scratch_floats(&s)), *out_f = tu_falloc(out_n);
     assert_true(nnz_conv2d_forward_scratch_floats(&s) <= nnz_conv2d_scratch_floats(&s));
     nnz_conv2d_forward(&s, inp, w, bias, out_f, fscratch);
     assert_memory_equal(out_f, out, out_n * sizeof(float));
@@ -115,7 +109,7 @@ static void check_conv(int N, int H, int W, int IC, int OC, int K, int stride, i
     if (bias) fd_check(&c, bias, OC, db, "dbias");
 
     /* accumulate: a second pass onto prefilled buffers adds the same gradient */
-    float *dinp2 = falloc(in_n), *dw2 = falloc(w_n), *db2 = falloc(OC);
+    float *dinp2 = tu_falloc(in_n), *dw2 = tu_falloc(w_n), *db2 = tu_falloc(OC);
     for (size_t i = 0; i < in_n; i++) dinp2[i] = 2.0f;
     for (size_t i = 0; i < w_n; i++) dw2[i] = -3.0f;
     for (int i = 0; i < OC; i++) db2[i] = 0.25f;
@@ -201,9 +195,9 @@ static void test_conv2d_chunked_batch(void **state) {
     /* scratch is one image of im2col: the batch is chunked */
     assert_int_equal(nnz_conv2d_scratch_floats(&s2), (size_t)H * W * 9 * IC);
     size_t img = (size_t)H * W * IC, oimg = (size_t)H * W * OC, w_n = (size_t)OC * 9 * IC;
-    float *inp = falloc(2 * img), *w = falloc(w_n), *b = falloc(OC), *out = falloc(2 * oimg), *o1 = falloc(oimg);
-    float *R = falloc(2 * oimg), *scratch = falloc(nnz_conv2d_scratch_floats(&s2));
-    float *dinp = falloc(2 * img), *d1 = falloc(img), *dw = falloc(w_n), *dw1 = falloc(w_n);
+    float *inp = tu_falloc(2 * img), *w = tu_falloc(w_n), *b = tu_falloc(OC), *out = tu_falloc(2 * oimg), *o1 = tu_falloc(oimg);
+    float *R = tu_falloc(2 * oimg), *scratch = tu_falloc(nnz_conv2d_scratch_floats(&s2));
+    float *dinp = tu_falloc(2 * img), *d1 = tu_falloc(img), *dw = tu_falloc(w_n), *dw1 = tu_falloc(w_n);
     tu_fill_uniform(inp, (int64_t)(2 * img), -1, 1, 5);
     tu_fill_uniform(w, (int64_t)w_n, -0.1f, 0.1f, 6);
     tu_fill_uniform(b, OC, -1, 1, 7);
@@ -267,9 +261,9 @@ static void fd_linear(int N, int IN, int OUT, float *inp, float *w, float *b, co
 }
 
 static void check_linear(int N, int IN, int OUT, bool has_bias) {
-    float *inp = falloc((size_t)N * IN), *w = falloc((size_t)OUT * IN), *b = has_bias ? falloc(OUT) : NULL;
-    float *out = falloc((size_t)N * OUT), *R = falloc((size_t)N * OUT);
-    float *dinp = falloc((size_t)N * IN), *dw = falloc((size_t)OUT * IN), *db = falloc(OUT);
+    float *inp = tu_falloc((size_t)N * IN), *w = tu_falloc((size_t)OUT * IN), *b = has_bias ? tu_falloc(OUT) : NULL;
+    float *out = tu_falloc((size_t)N * OUT), *R = tu_falloc((size_t)N * OUT);
+    float *dinp = tu_falloc((size_t)N * IN), *dw = tu_falloc((size_t)OUT * IN), *db = tu_falloc(OUT);
     tu_fill_uniform(inp, (int64_t)N * IN, -1, 1, 41);
     tu_fill_uniform(w, (int64_t)OUT * IN, -1, 1, 42);
     if (b) tu_fill_uniform(b, OUT, -1, 1, 43);
@@ -294,7 +288,7 @@ static void check_linear(int N, int IN, int OUT, bool has_bias) {
     fd_linear(N, IN, OUT, inp, w, b, R, out, w, OUT * IN, dw);
     if (b) fd_linear(N, IN, OUT, inp, w, b, R, out, b, OUT, db);
     /* dinp = NULL */
-    float *dw2 = falloc((size_t)OUT * IN);
+    float *dw2 = tu_falloc((size_t)OUT * IN);
     memset(dw2, 0, (size_t)OUT * IN * sizeof(float));
     nnz_linear_backward(N, IN, OUT, inp, w, R, NULL, dw2, NULL);
     assert_true(tu_max_rel_err(dw2, dw, (int64_t)OUT * IN, 1.0) <= FD_TOL);

@@ -31,12 +31,6 @@
 
 static double worst; /* the largest error seen, in u * S (since the last report) */
 
-static float *falloc(size_t n) {
-    float *p = malloc((n ? n : 1) * sizeof(float));
-    assert_non_null(p);
-    return p;
-}
-
 typedef struct {
     int N, H, W, IC, OC, K, pad;
 } wg_case;
@@ -79,9 +73,9 @@ static void forward_case(const wg_case *c, bool accumulate, bool with_ep) {
     assert_true(nnz_winograd_applies(&g));
     const size_t ni = (size_t)c->N * c->H * c->W * c->IC, no = (size_t)c->N * g.OH * g.OW * c->OC,
                  nw = (size_t)c->OC * c->K * c->K * c->IC;
-    float *inp = falloc(ni), *w = falloc(nw), *out = falloc(no), *before = falloc(no);
-    float *U = falloc(nnz_winograd_weight_floats(c->IC, c->OC)), *work = falloc(nnz_conv_winograd_work_floats(c->IC, c->OC));
-    float *mul = falloc(c->OC), *add = falloc(c->OC);
+    float *inp = tu_falloc(ni), *w = tu_falloc(nw), *out = tu_falloc(no), *before = tu_falloc(no);
+    float *U = tu_falloc(nnz_winograd_weight_floats(c->IC, c->OC)), *work = tu_falloc(nnz_conv_winograd_work_floats(c->IC, c->OC));
+    float *mul = tu_falloc(c->OC), *add = tu_falloc(c->OC);
     tu_fill_uniform(inp, (int64_t)ni, -1, 1, 21);
     tu_fill_uniform(w, (int64_t)nw, -1, 1, 22);
     tu_fill_uniform(mul, c->OC, 0.5f, 2.0f, 23);
@@ -115,8 +109,8 @@ static void wgrad_case(const wg_case *c) {
     const nnz_conv_window g = window(c);
     const size_t ni = (size_t)c->N * c->H * c->W * c->IC, no = (size_t)c->N * g.OH * g.OW * c->OC,
                  nw = (size_t)c->OC * c->K * c->K * c->IC;
-    float *inp = falloc(ni), *dout = falloc(no), *dw = falloc(nw), *before = falloc(nw);
-    float *scratch = falloc(nnz_conv_winograd_wgrad_scratch_floats(&g, c->N, c->IC, c->OC));
+    float *inp = tu_falloc(ni), *dout = tu_falloc(no), *dw = tu_falloc(nw), *before = tu_falloc(nw);
+    float *scratch = tu_falloc(nnz_conv_winograd_wgrad_scratch_floats(&g, c->N, c->IC, c->OC));
     tu_fill_uniform(inp, (int64_t)ni, -1, 1, 31);
     tu_fill_uniform(dout, (int64_t)no, -1, 1, 32);
     tu_fill_uniform(before, (int64_t)nw, -1, 1, 33);
@@ -192,18 +186,18 @@ static void layer_case(int N, int H, int IC, int OC, int K, int pad) {
     nnz_conv_shape d = s;
     d.direct = true;
     const size_t ni = (size_t)N * H * H * IC, no = (size_t)N * s.OH * s.OW * OC, nw = (size_t)OC * K * K * IC;
-    float *inp = falloc(ni), *w = falloc(nw), *dout = falloc(no), *bias = falloc(OC);
+    float *inp = tu_falloc(ni), *w = tu_falloc(nw), *dout = tu_falloc(no), *bias = tu_falloc(OC);
     tu_fill_uniform(inp, (int64_t)ni, -1, 1, 41);
     tu_fill_uniform(w, (int64_t)nw, -1, 1, 42);
     tu_fill_uniform(dout, (int64_t)no, -1, 1, 43);
     tu_fill_uniform(bias, OC, -1, 1, 44);
     const size_t sf = nnz_conv2d_scratch_floats(&s) > nnz_conv2d_scratch_floats(&d) ? nnz_conv2d_scratch_floats(&s)
                                                                                       : nnz_conv2d_scratch_floats(&d);
-    float *scratch = falloc(sf);
+    float *scratch = tu_falloc(sf);
     float *o[2], *di[2], *dwt[2];
     const nnz_conv_shape *sh[2] = {&s, &d};
     for (int k = 0; k < 2; k++) {
-        o[k] = falloc(no), di[k] = falloc(ni), dwt[k] = calloc(nw, sizeof(float));
+        o[k] = tu_falloc(no), di[k] = tu_falloc(ni), dwt[k] = calloc(nw, sizeof(float));
         assert_non_null(dwt[k]);
         nnz_conv2d_forward(sh[k], inp, w, bias, o[k], scratch);
         nnz_conv2d_backward_ex(sh[k], inp, w, dout, di[k], false, dwt[k], NULL, scratch);
@@ -281,16 +275,16 @@ static void test_winograd_thread_independent(void **state) {
     const nnz_conv_window g = window(&c);
     const size_t ni = (size_t)c.N * c.H * c.W * c.IC, no = (size_t)c.N * g.OH * g.OW * c.OC,
                  nw = (size_t)c.OC * c.K * c.K * c.IC;
-    float *inp = falloc(ni), *w = falloc(nw), *U = falloc(nnz_winograd_weight_floats(c.IC, c.OC));
-    float *work = falloc(nnz_conv_winograd_work_floats(c.IC, c.OC));
-    float *scratch = falloc(nnz_conv_winograd_wgrad_scratch_floats(&g, c.N, c.IC, c.OC));
+    float *inp = tu_falloc(ni), *w = tu_falloc(nw), *U = tu_falloc(nnz_winograd_weight_floats(c.IC, c.OC));
+    float *work = tu_falloc(nnz_conv_winograd_work_floats(c.IC, c.OC));
+    float *scratch = tu_falloc(nnz_conv_winograd_wgrad_scratch_floats(&g, c.N, c.IC, c.OC));
     float *o[3], *d[3];
     tu_fill_uniform(inp, (int64_t)ni, -1, 1, 51);
     tu_fill_uniform(w, (int64_t)nw, -1, 1, 52);
     nnz_winograd_weight(c.K, c.IC, c.OC, w, false, U);
     const int saved = nnz_threads();
     for (int k = 0; k < 3; k++) {
-        o[k] = falloc(no), d[k] = calloc(nw, sizeof(float));
+        o[k] = tu_falloc(no), d[k] = calloc(nw, sizeof(float));
         assert_non_null(d[k]);
         nnz_set_threads(k == 0 ? 1 : 2);
         if (k < 2) {
@@ -325,9 +319,9 @@ static void test_winograd_leaves_threads(void **state) {
     nnz_set_threads(2);
     const wg_case c = {1, 3, 3, 8, 8, 3, 1};
     const nnz_conv_window g = window(&c);
-    float *inp = falloc(72), *w = falloc(576), *out = falloc(72), *dw = calloc(576, sizeof(float));
-    float *U = falloc(nnz_winograd_weight_floats(8, 8)), *work = falloc(nnz_conv_winograd_work_floats(8, 8));
-    float *scratch = falloc(nnz_conv_winograd_wgrad_scratch_floats(&g, 1, 8, 8));
+    float *inp = tu_falloc(72), *w = tu_falloc(576), *out = tu_falloc(72), *dw = calloc(576, sizeof(float));
+    float *U = tu_falloc(nnz_winograd_weight_floats(8, 8)), *work = tu_falloc(nnz_conv_winograd_work_floats(8, 8));
+    float *scratch = tu_falloc(nnz_conv_winograd_wgrad_scratch_floats(&g, 1, 8, 8));
     assert_non_null(dw);
     tu_fill_uniform(inp, 72, -1, 1, 61);
     tu_fill_uniform(w, 576, -1, 1, 62);

@@ -23,12 +23,6 @@
 #include "kernels/kernels.h"
 #include "nn/nn.h"
 
-static float *falloc(size_t n) {
-    float *p = malloc((n ? n : 1) * sizeof(float));
-    assert_non_null(p);
-    return p;
-}
-
 static void fill_nan(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = NAN;
 }
@@ -42,11 +36,11 @@ static void act_forward(nnz_op act, int64_t n, float *x) {
 
 static void bn_act_case(int M, int C, nnz_op act) {
     const size_t n = (size_t)M * C;
-    float *x = falloc(n), *dy = falloc(n), *gamma = falloc(C), *beta = falloc(C);
-    float *rm1 = falloc(C), *rv1 = falloc(C), *rm2 = falloc(C), *rv2 = falloc(C);
-    float *y1 = falloc(n), *y2 = falloc(n), *sm1 = falloc(C), *si1 = falloc(C), *sm2 = falloc(C), *si2 = falloc(C);
-    float *d1 = falloc(n), *d2 = falloc(n), *tmp = falloc(n);
-    float *dg1 = falloc(C), *db1 = falloc(C), *dg2 = falloc(C), *db2 = falloc(C);
+    float *x = tu_falloc(n), *dy = tu_falloc(n), *gamma = tu_falloc(C), *beta = tu_falloc(C);
+    float *rm1 = tu_falloc(C), *rv1 = tu_falloc(C), *rm2 = tu_falloc(C), *rv2 = tu_falloc(C);
+    float *y1 = tu_falloc(n), *y2 = tu_falloc(n), *sm1 = tu_falloc(C), *si1 = tu_falloc(C), *sm2 = tu_falloc(C), *si2 = tu_falloc(C);
+    float *d1 = tu_falloc(n), *d2 = tu_falloc(n), *tmp = tu_falloc(n);
+    float *dg1 = tu_falloc(C), *db1 = tu_falloc(C), *dg2 = tu_falloc(C), *db2 = tu_falloc(C);
     tu_fill_uniform(x, (int64_t)n, -2.0f, 3.0f, 1);
     tu_fill_uniform(dy, (int64_t)n, -1.0f, 1.0f, 2);
     tu_fill_uniform(gamma, C, 0.5f, 4.0f, 3); /* large gamma: many outputs above 6 */
@@ -135,9 +129,9 @@ static void conv_epilogue_case(const conv_case *cc, nnz_op act, bool with_bn) {
                      NNZ_OK);
     const size_t in_n = (size_t)s.N * s.H * s.W * s.IC, out_n = (size_t)s.N * s.OH * s.OW * s.OC;
     const size_t w_n = (size_t)s.OC * s.KH * s.KW * (s.IC / s.groups);
-    float *inp = falloc(in_n), *w = falloc(w_n), *b = falloc(s.OC), *scratch = falloc(nnz_conv2d_scratch_floats(&s));
-    float *o1 = falloc(out_n), *o2 = falloc(out_n), *o3 = falloc(out_n);
-    float *gamma = falloc(s.OC), *beta = falloc(s.OC), *rm = falloc(s.OC), *rv = falloc(s.OC), *scale = falloc(s.OC);
+    float *inp = tu_falloc(in_n), *w = tu_falloc(w_n), *b = tu_falloc(s.OC), *scratch = tu_falloc(nnz_conv2d_scratch_floats(&s));
+    float *o1 = tu_falloc(out_n), *o2 = tu_falloc(out_n), *o3 = tu_falloc(out_n);
+    float *gamma = tu_falloc(s.OC), *beta = tu_falloc(s.OC), *rm = tu_falloc(s.OC), *rv = tu_falloc(s.OC), *scale = tu_falloc(s.OC);
     tu_fill_uniform(inp, (int64_t)in_n, -1.0f, 1.0f, 11);
     tu_fill_uniform(w, (int64_t)w_n, -1.0f, 1.0f, 12);
     tu_fill_uniform(b, s.OC, -1.0f, 1.0f, 13);
@@ -209,8 +203,8 @@ static void conv_overwrite_case(const conv_case *cc) {
                      NNZ_OK);
     const size_t in_n = (size_t)s.N * s.H * s.W * s.IC, out_n = (size_t)s.N * s.OH * s.OW * s.OC;
     const size_t w_n = (size_t)s.OC * s.KH * s.KW * (s.IC / s.groups);
-    float *inp = falloc(in_n), *w = falloc(w_n), *dout = falloc(out_n), *scratch = falloc(nnz_conv2d_scratch_floats(&s));
-    float *d1 = falloc(in_n), *d2 = falloc(in_n), *dw1 = falloc(w_n), *dw2 = falloc(w_n);
+    float *inp = tu_falloc(in_n), *w = tu_falloc(w_n), *dout = tu_falloc(out_n), *scratch = tu_falloc(nnz_conv2d_scratch_floats(&s));
+    float *d1 = tu_falloc(in_n), *d2 = tu_falloc(in_n), *dw1 = tu_falloc(w_n), *dw2 = tu_falloc(w_n);
     tu_fill_uniform(inp, (int64_t)in_n, -1.0f, 1.0f, 21);
     tu_fill_uniform(w, (int64_t)w_n, -1.0f, 1.0f, 22);
     tu_fill_uniform(dout, (int64_t)out_n, -1.0f, 1.0f, 23);
@@ -244,7 +238,7 @@ static void overwrite_isa(nnz_isa isa, void *ctx) {
     assert_memory_equal(dw1, dw2, sizeof dw1);
 
     enum { NE = 70001 }; /* above the parallel threshold, odd */
-    float *y = falloc(NE), *g = falloc(NE), *e1 = falloc(NE), *e2 = falloc(NE);
+    float *y = tu_falloc(NE), *g = tu_falloc(NE), *e1 = tu_falloc(NE), *e2 = tu_falloc(NE);
     tu_fill_uniform(y, NE, -2.0f, 8.0f, 41);
     tu_fill_uniform(g, NE, -1.0f, 1.0f, 42);
     for (int i = 0; i < NE; i += 97) y[i] = (i / 97) % 2 ? 6.0f : 0.0f; /* the edges */
@@ -321,7 +315,7 @@ static void model_case_at(const char *name, nnz_dtype precision, int deferred, i
     a->exact_grad = true; /* bit for bit: not the expansion's backward (test_expansion_grad) */
     assert_int_equal(nnz_model_set_precision(a, precision), NNZ_OK);
     assert_int_equal(nnz_model_set_precision(b, precision), NNZ_OK);
-    float *x = falloc((size_t)MB * 784), dl[MB * 10];
+    float *x = tu_falloc((size_t)MB * 784), dl[MB * 10];
     tu_fill_uniform(x, MB * 784, 0.0f, 20.0f, 61); /* large: relu outputs above 6 occur (relu is not relu6) */
     tu_fill_uniform(dl, MB * 10, -1.0f, 1.0f, 62);
     /* eval: folded batch norm, within GEMM rounding */
@@ -363,7 +357,7 @@ static void model_case_at(const char *name, nnz_dtype precision, int deferred, i
 static void test_weights_changed_between_forwards(void **state) {
     (void)state;
     nnz_model *a = zoo_model("mbv2-tiny", false), *c = zoo_model("mbv2-tiny", false);
-    float *x = falloc((size_t)MB * 784);
+    float *x = tu_falloc((size_t)MB * 784);
     tu_fill_uniform(x, MB * 784, 0.0f, 1.0f, 71);
     assert_int_equal(nnz_model_forward(a, x, MB, false), NNZ_OK);
     assert_int_equal(nnz_model_forward(a, x, MB, true), NNZ_OK);
@@ -435,7 +429,7 @@ static void test_models_fused_vs_unfused_bf16(void **state) {
  * model's largest gradient element) must stay that small. */
 static void expansion_case(float x_lo, float x_hi) {
     nnz_model *a = zoo_model("mbv2-tiny", false), *b = zoo_model("mbv2-tiny", true);
-    float *x = falloc((size_t)MB * 784), dl[MB * 10];
+    float *x = tu_falloc((size_t)MB * 784), dl[MB * 10];
     tu_fill_uniform(x, MB * 784, x_lo, x_hi, 63);
     tu_fill_uniform(dl, MB * 10, -1.0f, 1.0f, 64);
     assert_int_equal(nnz_model_forward(a, x, MB, true), NNZ_OK);

@@ -16,16 +16,10 @@
 
 #define UNIT_ROUNDOFF 5.9604644775390625e-8 /* 2^-24 */
 
-static float *falloc(size_t n) {
-    float *p = malloc((n ? n : 1) * sizeof(float));
-    assert_non_null(p);
-    return p;
-}
-
 static void gemm_case(int64_t M, int N, int K, int pad_lda, bool accumulate, bool with_ep) {
     const int64_t lda = K + pad_lda;
-    float *A = falloc((size_t)(M * lda)), *B = falloc((size_t)K * N), *C = falloc((size_t)(M * N));
-    float *R = falloc((size_t)(M * N)), *sub = falloc(N), *mul = falloc(N), *add = falloc(N);
+    float *A = tu_falloc((size_t)(M * lda)), *B = tu_falloc((size_t)K * N), *C = tu_falloc((size_t)(M * N));
+    float *R = tu_falloc((size_t)(M * N)), *sub = tu_falloc(N), *mul = tu_falloc(N), *add = tu_falloc(N);
     tu_fill_uniform(A, M * lda, -1, 1, 1);
     tu_fill_uniform(B, (int64_t)K * N, -1, 1, 2);
     tu_fill_uniform(sub, N, -0.5f, 0.5f, 3);
@@ -37,7 +31,7 @@ static void gemm_case(int64_t M, int N, int K, int pad_lda, bool accumulate, boo
     const nnz_epilogue ep = {.sub = sub, .mul = mul, .add = add, .lo = 0.0f, .hi = 6.0f};
 
     /* sum_k |a_k b_k| (+ |C| when accumulating), the scale of the rounding error */
-    float *absA = falloc((size_t)(M * lda)), *absB = falloc((size_t)K * N), *S = falloc((size_t)(M * N));
+    float *absA = tu_falloc((size_t)(M * lda)), *absB = tu_falloc((size_t)K * N), *S = tu_falloc((size_t)(M * N));
     for (int64_t i = 0; i < M * lda; i++) absA[i] = fabsf(A[i]);
     for (int64_t i = 0; i < (int64_t)K * N; i++) absB[i] = fabsf(B[i]);
     for (int64_t i = 0; i < M * N; i++) S[i] = accumulate ? fabsf(C[i]) : 0.0f;
@@ -121,9 +115,9 @@ static void test_gemm_small_epilogue_forms(void **state) {
  * unequal size. */
 static void at_case(int64_t M, int P, int Q, int pad) {
     const int64_t ldx = P + pad, ldy = Q + 2 * pad;
-    float *X = falloc((size_t)(M * ldx)), *Y = falloc((size_t)(M * ldy)), *D = falloc((size_t)P * Q);
-    float *R = falloc((size_t)P * Q), *S = falloc((size_t)P * Q), *aX = falloc((size_t)(M * ldx));
-    float *aY = falloc((size_t)(M * ldy));
+    float *X = tu_falloc((size_t)(M * ldx)), *Y = tu_falloc((size_t)(M * ldy)), *D = tu_falloc((size_t)P * Q);
+    float *R = tu_falloc((size_t)P * Q), *S = tu_falloc((size_t)P * Q), *aX = tu_falloc((size_t)(M * ldx));
+    float *aY = tu_falloc((size_t)(M * ldy));
     tu_fill_uniform(X, M * ldx, -1, 1, 21);
     tu_fill_uniform(Y, M * ldy, -1, 1, 22);
     tu_fill_uniform(D, (int64_t)P * Q, -1, 1, 23); /* accumulates onto what is there */
@@ -180,9 +174,9 @@ static void test_gemm_small_at_all_isas(void **state) {
  * sink in groups of `unit`: the same numbers, every group handed once, done; a sink with
  * accumulate, or with a unit that does not divide the blocks, refused. */
 static void backward_case(int64_t M, int IC, int OC, bool accumulate, bool with_dinp, int unit) {
-    float *dout = falloc((size_t)(M * OC)), *inp = falloc((size_t)(M * IC)), *w = falloc((size_t)OC * IC);
-    float *dw1 = falloc((size_t)OC * IC), *dw2 = falloc((size_t)OC * IC);
-    float *dx1 = falloc((size_t)(M * IC)), *dx2 = falloc((size_t)(M * IC));
+    float *dout = tu_falloc((size_t)(M * OC)), *inp = tu_falloc((size_t)(M * IC)), *w = tu_falloc((size_t)OC * IC);
+    float *dw1 = tu_falloc((size_t)OC * IC), *dw2 = tu_falloc((size_t)OC * IC);
+    float *dx1 = tu_falloc((size_t)(M * IC)), *dx2 = tu_falloc((size_t)(M * IC));
     tu_fill_uniform(dout, M * OC, -1, 1, 41);
     tu_fill_uniform(inp, M * IC, -1, 1, 42);
     tu_fill_uniform(w, (int64_t)OC * IC, -1, 1, 43);
@@ -238,7 +232,7 @@ static void test_gemm_small_backward_all_isas(void **state) {
 static void test_gemm_small_thread_independent(void **state) {
     (void)state;
     enum { M = 3001, N = 72, K = 40 };
-    float *A = falloc(M * K), *B = falloc(K * N), *C1 = falloc(M * N), *C2 = falloc(M * N);
+    float *A = tu_falloc(M * K), *B = tu_falloc(K * N), *C1 = tu_falloc(M * N), *C2 = tu_falloc(M * N);
     tu_fill_uniform(A, M * K, -1, 1, 7);
     tu_fill_uniform(B, K * N, -1, 1, 8);
     int saved = nnz_get_threads();

@@ -9,12 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static float *falloc(size_t n) {
-    float *p = malloc((n ? n : 1) * sizeof(float));
-    assert_non_null(p);
-    return p;
-}
-
 /* Tolerances. Inputs are uniform in [-1,1); sums of at most ~250 products, computed in
  * fp32 in a different order than the oracle: 1e-5 relative to max(|ref|, 1) is ~100
  * fp32 ulps of the largest partial sum, far below any indexing or masking mistake. */
@@ -26,7 +20,7 @@ static void check_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, floa
     const int pad = 3; /* leading dimensions larger than the minimum */
     int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
     size_t an = (size_t)(ta ? K : M) * lda, bn = (size_t)(tb ? N : K) * ldb, cn = (size_t)M * ldc;
-    float *A = falloc(an), *B = falloc(bn), *C = falloc(cn), *R = falloc(cn);
+    float *A = tu_falloc(an), *B = tu_falloc(bn), *C = tu_falloc(cn), *R = tu_falloc(cn);
     tu_fill_uniform(A, (int64_t)an, -1, 1, seed);
     tu_fill_uniform(B, (int64_t)bn, -1, 1, seed + 1);
     tu_fill_uniform(C, (int64_t)cn, -1, 1, seed + 2);
@@ -99,8 +93,8 @@ static void check_im2col(int B, int H, int W, int C, int c0, int Cg, int K, int 
     const int OC = 5;
     nnz_conv_window g = window(H, W, K, K, stride, pad);
     size_t img_n = (size_t)B * H * W * C, rows = (size_t)B * g.OH * g.OW, kdim = (size_t)K * K * Cg;
-    float *img = falloc(img_n), *w = falloc(OC * kdim), *col = falloc(rows * kdim);
-    float *out = falloc(rows * OC), *want = falloc(rows * OC);
+    float *img = tu_falloc(img_n), *w = tu_falloc(OC * kdim), *col = tu_falloc(rows * kdim);
+    float *out = tu_falloc(rows * OC), *want = tu_falloc(rows * OC);
     tu_fill_uniform(img, (int64_t)img_n, -1, 1, 7);
     tu_fill_uniform(w, (int64_t)(OC * kdim), -1, 1, 8);
     for (size_t i = 0; i < rows * kdim; i++) col[i] = NAN; /* every entry, padding too, must be written */
@@ -110,7 +104,7 @@ static void check_im2col(int B, int H, int W, int C, int c0, int Cg, int K, int 
     assert_true(tu_max_rel_err(out, want, (int64_t)(rows * OC), 1.0) <= TOL);
 
     /* col2im is the adjoint of im2col: <im2col(x), y> == <x, col2im(y)>, and it accumulates */
-    float *y = falloc(rows * kdim), *x2 = falloc(img_n), *base = falloc(img_n);
+    float *y = tu_falloc(rows * kdim), *x2 = tu_falloc(img_n), *base = tu_falloc(img_n);
     tu_fill_uniform(y, (int64_t)(rows * kdim), -1, 1, 9);
     tu_fill_uniform(base, (int64_t)img_n, -1, 1, 10);
     memcpy(x2, base, img_n * sizeof(float));
@@ -147,10 +141,10 @@ static void check_depthwise_case(nnz_isa isa, const dw_case *dc) {
     nnz_conv_window g = window(dc->H, dc->W, dc->K, dc->K, dc->stride, dc->pad);
     const int N = dc->N, C = dc->C;
     size_t in_n = (size_t)N * dc->H * dc->W * C, out_n = (size_t)N * g.OH * g.OW * C, w_n = (size_t)dc->K * dc->K * C;
-    float *inp = falloc(in_n), *w = falloc(w_n), *bias = falloc(C), *dout = falloc(out_n);
-    float *out = falloc(out_n), *out_ref = falloc(out_n);
-    float *dinp = falloc(in_n), *dinp_ref = falloc(in_n), *dw = falloc(w_n), *dw_ref = falloc(w_n);
-    float *work = falloc(nnz_dwconv_work_floats(&g, N, C));
+    float *inp = tu_falloc(in_n), *w = tu_falloc(w_n), *bias = tu_falloc(C), *dout = tu_falloc(out_n);
+    float *out = tu_falloc(out_n), *out_ref = tu_falloc(out_n);
+    float *dinp = tu_falloc(in_n), *dinp_ref = tu_falloc(in_n), *dw = tu_falloc(w_n), *dw_ref = tu_falloc(w_n);
+    float *work = tu_falloc(nnz_dwconv_work_floats(&g, N, C));
     tu_fill_uniform(inp, (int64_t)in_n, -1, 1, 11);
     tu_fill_uniform(w, (int64_t)w_n, -1, 1, 12);
     tu_fill_uniform(bias, C, -1, 1, 13);
@@ -190,7 +184,7 @@ static void check_depthwise_case(nnz_isa isa, const dw_case *dc) {
         fail_msg("backward_weight isa=%s H=%d W=%d C=%d k=%d s=%d p=%d: err %g", nnz_isa_name(isa), dc->H, dc->W, C,
                  dc->K, dc->stride, dc->pad, e);
     if (dc->zero_inputs) { /* zero gradients leave the accumulators exactly as they were */
-        float *dinp0 = falloc(in_n), *dw0 = falloc(w_n);
+        float *dinp0 = tu_falloc(in_n), *dw0 = tu_falloc(w_n);
         tu_fill_uniform(dinp0, (int64_t)in_n, -1, 1, 15);
         tu_fill_uniform(dw0, (int64_t)w_n, -1, 1, 16);
         assert_memory_equal(dinp, dinp0, in_n * sizeof(float));
@@ -258,9 +252,9 @@ static void dw_fused_case(nnz_isa isa, int N, int H, int W, int C, int K, int st
                           bool accumulate) {
     const nnz_conv_window g = window(H, W, K, K, stride, pad);
     const size_t in_n = (size_t)N * H * W * C, out_n = (size_t)N * g.OH * g.OW * C, w_n = (size_t)K * K * C;
-    float *inp = falloc(in_n), *t = falloc(in_n), *w = falloc(w_n), *dout = falloc(out_n), *d3 = falloc(out_n);
-    float *dw1 = falloc(w_n), *dw2 = falloc(w_n), *dx1 = falloc(in_n), *dx2 = falloc(in_n), *mul = falloc(C);
-    float *out1 = falloc(out_n), *out2 = falloc(out_n), *work = falloc(nnz_dwconv_work_floats(&g, N, C));
+    float *inp = tu_falloc(in_n), *t = tu_falloc(in_n), *w = tu_falloc(w_n), *dout = tu_falloc(out_n), *d3 = tu_falloc(out_n);
+    float *dw1 = tu_falloc(w_n), *dw2 = tu_falloc(w_n), *dx1 = tu_falloc(in_n), *dx2 = tu_falloc(in_n), *mul = tu_falloc(C);
+    float *out1 = tu_falloc(out_n), *out2 = tu_falloc(out_n), *work = tu_falloc(nnz_dwconv_work_floats(&g, N, C));
     tu_fill_uniform(inp, (int64_t)in_n, -4, 8, 41);
     tu_fill_uniform(w, (int64_t)w_n, -1, 1, 42);
     tu_fill_uniform(dout, (int64_t)out_n, -1, 1, 43);
@@ -328,8 +322,8 @@ static void dw_threads_deterministic(nnz_isa isa, void *ctx) {
     nnz_conv_window g = window(9, 9, 3, 3, 1, 1);
     const int N = 37, C = 21;
     size_t in_n = (size_t)N * 81 * C, w_n = 9 * (size_t)C;
-    float *inp = falloc(in_n), *dout = falloc(in_n), *dw1 = falloc(w_n), *dw2 = falloc(w_n);
-    float *work = falloc(nnz_dwconv_work_floats(&g, N, C));
+    float *inp = tu_falloc(in_n), *dout = tu_falloc(in_n), *dw1 = tu_falloc(w_n), *dw2 = tu_falloc(w_n);
+    float *work = tu_falloc(nnz_dwconv_work_floats(&g, N, C));
     tu_fill_uniform(inp, (int64_t)in_n, -1, 1, 21);
     tu_fill_uniform(dout, (int64_t)in_n, -1, 1, 22);
     memset(dw1, 0, w_n * sizeof(float));
@@ -358,7 +352,7 @@ static void test_bias_helpers(void **state) {
     const int shapes[][2] = {{301, 131}, {2003, 300}, {5001, 32}, {7, 20000}};
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
         const int M = shapes[k][0], C = shapes[k][1];
-        float *x = falloc((size_t)M * C), *b = falloc(C), *db = falloc(C), *db1 = falloc(C);
+        float *x = tu_falloc((size_t)M * C), *b = tu_falloc(C), *db = tu_falloc(C), *db1 = tu_falloc(C);
         tu_fill_uniform(b, C, -1, 1, 31);
         for (int64_t i = 0; i < (int64_t)M * C; i++) x[i] = NAN;
         nnz_bias_fill_rows(M, C, b, x);

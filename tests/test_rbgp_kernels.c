@@ -17,12 +17,6 @@
 
 #define UNIT_ROUNDOFF 5.9604644775390625e-8 /* 2^-24 */
 
-static float *falloc(size_t n) {
-    float *p = malloc((n ? n : 1) * sizeof(float));
-    assert_non_null(p);
-    return p;
-}
-
 /* random graph: every row dl distinct columns of 0..cols-1, ascending */
 static int32_t *random_adj(int rows, int cols, int dl, uint64_t seed) {
     int32_t *adj = malloc(sizeof(int32_t) * (size_t)rows * dl);
@@ -80,13 +74,13 @@ static void run_case(const rcase *c0, int ci, bool all_zero) {
     snprintf(ctx, sizeof ctx, "isa=%s case %d W=%dx%d J_b %dx%d M=%d%s", nnz_isa_name(nnz_isa_active()), ci, rows, cols,
              g->br, g->bc, M, all_zero ? " all-zero" : "");
     int32_t *go = random_adj(g->mo, g->no, g->dlo, 100 + ci), *gi = random_adj(g->mi, g->ni, g->dli, 200 + ci);
-    float *W = falloc((size_t)(rows * ldw));
+    float *W = tu_falloc((size_t)(rows * ldw));
     tu_fill_uniform(W, rows * ldw, -1, 1, 300 + ci);
     if (all_zero) memset(W, 0, sizeof(float) * (size_t)(rows * ldw));
 
     /* the masked matrix from the definition */
     const int tile_r = g->rr * g->mi * g->br, tile_c = g->rc * g->ni * g->bc;
-    float *Wm = falloc((size_t)rows * cols);
+    float *Wm = tu_falloc((size_t)rows * cols);
     int64_t kept = 0;
     for (int r = 0; r < rows; r++)
         for (int k = 0; k < cols; k++) {
@@ -100,23 +94,23 @@ static void run_case(const rcase *c0, int ci, bool all_zero) {
 
     nnz_rbgp_mat A;
     assert_int_equal(nnz_rbgp_mat_pack(g, go, gi, W, ldw, &A), NNZ_OK);
-    float *back = falloc((size_t)rows * cols);
+    float *back = tu_falloc((size_t)rows * cols);
     nnz_rbgp_mat_to_dense(&A, back, cols);
     for (int64_t i = 0; i < (int64_t)rows * cols; i++)
         if (back[i] != Wm[i]) fail_msg("%s: round trip [%lld] %g != %g", ctx, (long long)i, back[i], Wm[i]);
     assert_int_equal(nnz_rbgp_mat_value_bytes(&A),
                      (int64_t)g->mo * g->rr * g->mi * g->dlo * g->rc * g->dli * g->br * g->bc * 4);
 
-    float *X = falloc((size_t)(M * ldx)), *bias = falloc((size_t)rows);
+    float *X = tu_falloc((size_t)(M * ldx)), *bias = tu_falloc((size_t)rows);
     tu_fill_uniform(X, M * ldx, -1, 1, 400 + ci);
     tu_fill_uniform(bias, rows, -1, 1, 500 + ci);
-    float *aX = falloc((size_t)(M * ldx)), *aW = falloc((size_t)rows * cols);
+    float *aX = tu_falloc((size_t)(M * ldx)), *aW = tu_falloc((size_t)rows * cols);
     for (int64_t i = 0; i < M * ldx; i++) aX[i] = fabsf(X[i]);
     for (int64_t i = 0; i < (int64_t)rows * cols; i++) aW[i] = fabsf(Wm[i]);
     for (int variant = 0; variant < 3; variant++) {
         const bool acc = variant == 1, use_bias = variant != 0;
-        float *out = falloc((size_t)(M * ldo)), *ref = falloc((size_t)(M * ldo)), *want = falloc((size_t)(M * ldo));
-        float *S = falloc((size_t)(M * ldo)), *base = falloc((size_t)(M * ldo));
+        float *out = tu_falloc((size_t)(M * ldo)), *ref = tu_falloc((size_t)(M * ldo)), *want = tu_falloc((size_t)(M * ldo));
+        float *S = tu_falloc((size_t)(M * ldo)), *base = tu_falloc((size_t)(M * ldo));
         tu_fill_uniform(base, M * ldo, -1, 1, 600 + ci);
         for (int64_t i = 0; i < M * ldo; i++) out[i] = acc ? base[i] : NAN; /* overwrite ignores NaNs */
         memcpy(ref, out, sizeof(float) * (size_t)(M * ldo));
@@ -171,7 +165,7 @@ static void determinism_isa(nnz_isa isa, void *ctx) {
     g.rows = g.mo * g.mi * g.br - 2, g.cols = g.no * g.ni * g.bc - 1;
     const int M = 300;
     int32_t *go = random_adj(g.mo, g.no, g.dlo, 7), *gi = random_adj(g.mi, g.ni, g.dli, 8);
-    float *W = falloc((size_t)g.rows * g.cols), *X = falloc((size_t)M * g.cols);
+    float *W = tu_falloc((size_t)g.rows * g.cols), *X = tu_falloc((size_t)M * g.cols);
     tu_fill_uniform(W, (int64_t)g.rows * g.cols, -1, 1, 9);
     tu_fill_uniform(X, (int64_t)M * g.cols, -1, 1, 10);
     nnz_rbgp_mat A;
@@ -180,7 +174,7 @@ static void determinism_isa(nnz_isa isa, void *ctx) {
     float *out[2];
     for (int t = 0; t < 2; t++) {
         nnz_set_threads(t + 1);
-        out[t] = falloc((size_t)M * g.rows);
+        out[t] = tu_falloc((size_t)M * g.rows);
         assert_int_equal(nnz_spmm_rbgp_f32(&A, M, X, g.cols, NULL, false, out[t], g.rows), NNZ_OK);
     }
     nnz_set_threads(before);

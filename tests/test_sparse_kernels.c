@@ -28,12 +28,6 @@ static const int blocks[][2] = {{1, 1},  {1, 4},  {1, 8},  {1, 16}, {1, 32}, {4,
                                 {16, 32}, {32, 4}, {32, 8}, {32, 16}, {32, 32}};
 #define NBLOCKS ((int)(sizeof blocks / sizeof blocks[0]))
 
-static float *falloc(size_t n) {
-    float *p = malloc((n ? n : 1) * sizeof(float));
-    assert_non_null(p);
-    return p;
-}
-
 /* the shared masks (test_util.h); the pattern enum above in their order, PAT_SINGLE = TU_MASK_SINGLE */
 static uint8_t *make_mask(pattern p, int rows, int cols, int64_t ldw, int r, int c, uint64_t seed) {
     return tu_sparse_mask(p == PAT_SINGLE ? TU_MASK_SINGLE : (tu_mask_pattern)p, rows, cols, ldw, r, c, seed);
@@ -41,7 +35,7 @@ static uint8_t *make_mask(pattern p, int rows, int cols, int64_t ldw, int r, int
 
 /* |x| of a row-major (n, m) matrix with ld */
 static float *absm(const float *x, int64_t n, int64_t m, int64_t ld) {
-    float *a = falloc((size_t)(n * ld));
+    float *a = tu_falloc((size_t)(n * ld));
     for (int64_t i = 0; i < n * ld; i++) a[i] = i % ld < m ? fabsf(x[i]) : 0.0f;
     return a;
 }
@@ -72,7 +66,7 @@ static void run_case(const shape *sh, int r, int c, pattern p, uint64_t seed) {
     snprintf(ctx, sizeof ctx, "isa=%s block=%dx%d W=%dx%d M=%d pad=%d pattern=%s", nnz_isa_name(nnz_isa_active()),
              r, c, rows, cols, M, sh->pad, pattern_names[p]);
 
-    float *W = falloc((size_t)(rows * ldw)), *Wm = falloc((size_t)rows * cols);
+    float *W = tu_falloc((size_t)(rows * ldw)), *Wm = tu_falloc((size_t)rows * cols);
     tu_fill_uniform(W, rows * ldw, -1, 1, seed);
     uint8_t *mask = make_mask(p, rows, cols, ldw, r, c, seed + 1);
     int64_t nnz = 0;
@@ -92,13 +86,13 @@ static void run_case(const shape *sh, int r, int c, pattern p, uint64_t seed) {
     assert_int_equal(st.nblocks, s.nblocks);
     assert_int_equal(st.nnz, nnz);
     assert_int_equal(s.tr.ptr[s.tr.brows], s.nblocks);
-    float *back = falloc((size_t)rows * cols);
+    float *back = tu_falloc((size_t)rows * cols);
     nnz_spmat_to_dense(&s, back, cols);
     for (int64_t i = 0; i < (int64_t)rows * cols; i++)
         if (back[i] != Wm[i]) fail_msg("%s: round trip [%lld] %g != %g", ctx, (long long)i, back[i], Wm[i]);
 
-    float *X = falloc((size_t)(M * ldx)), *bias = falloc((size_t)rows);
-    float *dout = falloc((size_t)(M * ldo));
+    float *X = tu_falloc((size_t)(M * ldx)), *bias = tu_falloc((size_t)rows);
+    float *dout = tu_falloc((size_t)(M * ldo));
     tu_fill_uniform(X, M * ldx, -1, 1, seed + 2);
     tu_fill_uniform(bias, rows, -1, 1, seed + 3);
     tu_fill_uniform(dout, M * ldo, -1, 1, seed + 4);
@@ -107,8 +101,8 @@ static void run_case(const shape *sh, int r, int c, pattern p, uint64_t seed) {
     /* forward: out (M, rows), with and without accumulate / bias */
     for (int variant = 0; variant < 3; variant++) {
         const bool acc = variant == 1, use_bias = variant != 0;
-        float *out = falloc((size_t)(M * ldo)), *ref = falloc((size_t)(M * ldo)), *want = falloc((size_t)(M * ldo));
-        float *S = falloc((size_t)(M * ldo)), *base = falloc((size_t)(M * ldo));
+        float *out = tu_falloc((size_t)(M * ldo)), *ref = tu_falloc((size_t)(M * ldo)), *want = tu_falloc((size_t)(M * ldo));
+        float *S = tu_falloc((size_t)(M * ldo)), *base = tu_falloc((size_t)(M * ldo));
         tu_fill_uniform(base, M * ldo, -1, 1, seed + 5);
         for (int64_t i = 0; i < M * ldo; i++) out[i] = acc ? base[i] : NAN; /* overwrite must ignore NaNs */
         memcpy(ref, out, (size_t)(M * ldo) * sizeof(float));
@@ -130,8 +124,8 @@ static void run_case(const shape *sh, int r, int c, pattern p, uint64_t seed) {
 
     /* backward-data: dX (M, cols) (+)= dout * Wm */
     for (int acc = 0; acc < 2; acc++) {
-        float *dX = falloc((size_t)(M * ldx)), *want = falloc((size_t)(M * ldx)), *S = falloc((size_t)(M * ldx));
-        float *base = falloc((size_t)(M * ldx));
+        float *dX = tu_falloc((size_t)(M * ldx)), *want = tu_falloc((size_t)(M * ldx)), *S = tu_falloc((size_t)(M * ldx));
+        float *base = tu_falloc((size_t)(M * ldx));
         tu_fill_uniform(base, M * ldx, -1, 1, seed + 6);
         for (int64_t i = 0; i < M * ldx; i++) {
             dX[i] = acc ? base[i] : NAN;
@@ -149,11 +143,11 @@ static void run_case(const shape *sh, int r, int c, pattern p, uint64_t seed) {
     /* SDDMM: dval += dout^T X at the kept blocks' in-bounds positions; padding untouched */
     {
         const int64_t nv = nnz_spmat_val_count(&s);
-        float *dval = falloc((size_t)nv), *dref = falloc((size_t)nv), *init = falloc((size_t)nv);
+        float *dval = tu_falloc((size_t)nv), *dref = tu_falloc((size_t)nv), *init = tu_falloc((size_t)nv);
         tu_fill_uniform(init, nv, -1, 1, seed + 7);
         memcpy(dval, init, (size_t)nv * sizeof(float));
         memcpy(dref, init, (size_t)nv * sizeof(float));
-        float *G = falloc((size_t)rows * cols), *SG = falloc((size_t)rows * cols);
+        float *G = tu_falloc((size_t)rows * cols), *SG = tu_falloc((size_t)rows * cols);
         nnz_sgemm_ref(true, false, rows, cols, M, 1.0f, dout, (int)ldo, X, (int)ldx, 0.0f, G, cols);
         nnz_sgemm_ref(true, false, rows, cols, M, 1.0f, aD, (int)ldo, aX, (int)ldx, 0.0f, SG, cols);
         assert_int_equal(nnz_sddmm_f32(&s, M, dout, ldo, X, ldx, dval), NNZ_OK);
@@ -262,7 +256,7 @@ static void test_sparse_invalid_args(void **state) {
 static void test_sparse_load_values(void **state) {
     (void)state;
     const int rows = 40, cols = 50;
-    float *W = falloc(rows * cols), *back = falloc(rows * cols);
+    float *W = tu_falloc(rows * cols), *back = tu_falloc(rows * cols);
     tu_fill_uniform(W, rows * cols, -1, 1, 9);
     uint8_t *mask = make_mask(PAT_BLOCK, rows, cols, cols, 8, 8, 3);
     nnz_spmat s;
@@ -272,7 +266,7 @@ static void test_sparse_load_values(void **state) {
     nnz_spmat_to_dense(&s, back, cols);
     for (int i = 0; i < rows * cols; i++) assert_true(back[i] == (mask[i] ? W[i] : 0.0f));
     /* and the transposed copy: bwd-data with dout = e_i gives row i of Wm */
-    float *dout = calloc(rows, sizeof(float)), *dX = falloc(cols);
+    float *dout = calloc(rows, sizeof(float)), *dX = tu_falloc(cols);
     assert_non_null(dout);
     for (int i = 0; i < rows; i++) {
         dout[i] = 1.0f;
@@ -289,7 +283,7 @@ static void determinism_isa(nnz_isa isa, void *ctx) {
     (void)ctx;
     if (isa < NNZ_ISA_AVX2) return; /* the reference is single-threaded */
     const int rows = 200, cols = 301, M = 211;
-    float *W = falloc((size_t)rows * cols), *X = falloc((size_t)M * cols), *D = falloc((size_t)M * rows);
+    float *W = tu_falloc((size_t)rows * cols), *X = tu_falloc((size_t)M * cols), *D = tu_falloc((size_t)M * rows);
     tu_fill_uniform(W, (int64_t)rows * cols, -1, 1, 11);
     tu_fill_uniform(X, (int64_t)M * cols, -1, 1, 12);
     tu_fill_uniform(D, (int64_t)M * rows, -1, 1, 13);
@@ -303,7 +297,7 @@ static void determinism_isa(nnz_isa isa, void *ctx) {
         float *out[2], *dX[2], *dv[2];
         for (int t = 0; t < 2; t++) {
             nnz_set_threads(t + 1);
-            out[t] = falloc((size_t)M * rows), dX[t] = falloc((size_t)M * cols), dv[t] = calloc((size_t)nv + 1, 4);
+            out[t] = tu_falloc((size_t)M * rows), dX[t] = tu_falloc((size_t)M * cols), dv[t] = calloc((size_t)nv + 1, 4);
             assert_non_null(dv[t]);
             assert_int_equal(nnz_spmm_f32(&s, M, X, cols, NULL, false, out[t], rows), NNZ_OK);
             assert_int_equal(nnz_spmm_bwd_data_f32(&s, M, D, rows, false, dX[t], cols), NNZ_OK);
@@ -335,7 +329,7 @@ static void test_sparse_threads_deterministic(void **state) {
 static void test_sparse_turned(void **state) {
     (void)state;
     const int taps = 9, IC = 32, OC = 64, K = taps * IC;
-    float *W = falloc((size_t)OC * K), *want = falloc((size_t)IC * taps * OC), *got = falloc((size_t)IC * taps * OC);
+    float *W = tu_falloc((size_t)OC * K), *want = tu_falloc((size_t)IC * taps * OC), *got = tu_falloc((size_t)IC * taps * OC);
     for (int b = 0; b < NBLOCKS; b++)
         for (int p = 0; p < PAT_COUNT; p++) {
             const int r = blocks[b][0], c = blocks[b][1];

@@ -14,13 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static float *falloc(size_t n) {
-    float *p = calloc(n ? n : 1, sizeof(float));
-    assert_non_null(p);
-    return p;
-}
 static float *absolute(const float *x, size_t n) {
-    float *r = falloc(n);
+    float *r = tu_falloc_zeroed(n);
     for (size_t i = 0; i < n; i++) r[i] = fabsf(x[i]);
     return r;
 }
@@ -71,7 +66,7 @@ static conv_data conv_data_make(const conv_case *cc, mask_kind kind, uint64_t se
     const nnz_conv_shape *s = &d.s;
     d.K = cc->k * cc->k * cc->IC;
     d.ni = (size_t)s->N * s->H * s->W * s->IC, d.no = (size_t)s->N * s->OH * s->OW * s->OC, d.nw = (size_t)s->OC * d.K;
-    d.inp = falloc(d.ni), d.w = falloc(d.nw), d.dout = falloc(d.no), d.bias = falloc((size_t)s->OC);
+    d.inp = tu_falloc_zeroed(d.ni), d.w = tu_falloc_zeroed(d.nw), d.dout = tu_falloc_zeroed(d.no), d.bias = tu_falloc_zeroed((size_t)s->OC);
     tu_fill_uniform(d.inp, (int64_t)d.ni, -1, 1, seed);
     tu_fill_uniform(d.w, (int64_t)d.nw, -1, 1, seed + 1);
     tu_fill_uniform(d.dout, (int64_t)d.no, -1, 1, seed + 2);
@@ -87,14 +82,14 @@ static void conv_sparse_case(const conv_case *cc, mask_kind kind, const char *fo
     const size_t ni = d.ni, no = d.no, nw = d.nw;
     float *inp = d.inp, *w = d.w, *dout = d.dout, *bias = d.bias;
     float *inp_a = absolute(inp, ni), *w_a = absolute(w, nw), *dout_a = absolute(dout, no), *bias_a = absolute(bias, (size_t)s.OC);
-    float *scratch = falloc(nnz_conv2d_scratch_floats(&s) + 1);
+    float *scratch = tu_falloc_zeroed(nnz_conv2d_scratch_floats(&s) + 1);
 
     nnz_sparse_format f;
     assert_int_equal(nnz_sparse_format_parse(format, &f), NNZ_OK);
     nnz_sparse_weight sw;
     memset(&sw, 0, sizeof sw);
     assert_int_equal(nnz_spmat_from_dense(s.OC, K, w, K, NULL, f.r, f.c, &sw.mat), NNZ_OK);
-    sw.dval = falloc((size_t)nnz_spmat_val_count(&sw.mat) + 1);
+    sw.dval = tu_falloc_zeroed((size_t)nnz_spmat_val_count(&sw.mat) + 1);
     /* as the planner does for training: the turned-window data gradient where the blocks divide
      * the channels (it must then be built) */
     if (s.stride == 1 && s.pad < cc->k) {
@@ -105,15 +100,15 @@ static void conv_sparse_case(const conv_case *cc, mask_kind kind, const char *fo
     nnz_conv_shape ss = s;
     ss.sparse = &sw;
 
-    float *o_sp = falloc(no), *o_d = falloc(no), *S = falloc(no);
+    float *o_sp = tu_falloc_zeroed(no), *o_d = tu_falloc_zeroed(no), *S = tu_falloc_zeroed(no);
     for (size_t i = 0; i < no; i++) o_sp[i] = NAN; /* overwritten, never read */
     nnz_conv2d_forward(&ss, inp, w, bias, o_sp, scratch);
     nnz_conv2d_forward(&s, inp, w, bias, o_d, scratch);
     nnz_conv2d_forward(&s, inp_a, w_a, bias_a, S, scratch);
     check_close("sparse conv forward", o_sp, o_d, S, no, K + 1);
 
-    float *dw_sp = falloc(nw), *dw_d = falloc(nw), *Sw = falloc(nw);
-    float *di_sp = falloc(ni), *di_d = falloc(ni), *Si = falloc(ni);
+    float *dw_sp = tu_falloc_zeroed(nw), *dw_d = tu_falloc_zeroed(nw), *Sw = tu_falloc_zeroed(nw);
+    float *di_sp = tu_falloc_zeroed(ni), *di_d = tu_falloc_zeroed(ni), *Si = tu_falloc_zeroed(ni);
     for (size_t i = 0; i < nw; i++) dw_sp[i] = dw_d[i] = 0.25f; /* the += contract */
     nnz_conv2d_backward(&ss, inp, w, dout, di_sp, dw_sp, NULL, scratch);
     nnz_conv2d_backward(&s, inp, w, dout, di_d, dw_d, NULL, scratch);
@@ -162,12 +157,12 @@ static void test_conv_sparse_matches_dense(void **state) {
 static void test_model_sparse_eval_and_train(void **state) {
     (void)state;
     const int n = 16;
-    float *x = falloc((size_t)n * 784), *dl = falloc((size_t)n * 10);
+    float *x = tu_falloc_zeroed((size_t)n * 784), *dl = tu_falloc_zeroed((size_t)n * 10);
     tu_fill_uniform(x, n * 784, -1, 2, 3);
     tu_fill_uniform(dl, n * 10, -0.1f, 0.1f, 4);
     static const char *const formats[] = {"auto", "csr", "bsr:16x16", "bsr:4x4"};
     nnz_model *ref = tu_masked_lenet5("dense");
-    float *l_ref = falloc((size_t)n * 10), *l = falloc((size_t)n * 10);
+    float *l_ref = tu_falloc_zeroed((size_t)n * 10), *l = tu_falloc_zeroed((size_t)n * 10);
     assert_int_equal(nnz_model_predict(ref, x, n, l_ref), NNZ_OK);
     assert_null(ref->sparse[nnz_model_find_param(ref, "conv2.weight") >= 0 ? ref->params[nnz_model_find_param(ref, "conv2.weight")].node : 0]);
     nnz_optimizer o_ref;
@@ -235,7 +230,7 @@ static void test_model_sparse_eval_and_train(void **state) {
 static void bf16_inference_isa(nnz_isa isa, void *ctx) {
     (void)ctx;
     const int n = 8;
-    float *x = falloc((size_t)n * 784), *l_ref = falloc((size_t)n * 10), *l = falloc((size_t)n * 10);
+    float *x = tu_falloc_zeroed((size_t)n * 784), *l_ref = tu_falloc_zeroed((size_t)n * 10), *l = tu_falloc_zeroed((size_t)n * 10);
     tu_fill_uniform(x, n * 784, -1, 2, 5);
     nnz_model *ref = tu_masked_lenet5("dense"), *m = tu_masked_lenet5("bsr:16x32");
     assert_int_equal(nnz_model_set_precision(ref, NNZ_BF16), NNZ_OK);
@@ -290,7 +285,7 @@ static void test_all_zero_layer_reason(void **state) {
         free(mask);
     }
     const int n = 4;
-    float *x = falloc((size_t)n * 784), *l = falloc((size_t)n * 10), *l_d = falloc((size_t)n * 10);
+    float *x = tu_falloc_zeroed((size_t)n * 784), *l = tu_falloc_zeroed((size_t)n * 10), *l_d = tu_falloc_zeroed((size_t)n * 10);
     tu_fill_uniform(x, n * 784, -1, 2, 5);
     assert_int_equal(nnz_model_predict(m, x, n, l), NNZ_OK);
     assert_int_equal(nnz_model_predict(d, x, n, l_d), NNZ_OK);
@@ -321,12 +316,12 @@ static void conv_bf16_train_case(const conv_case *cc, const char *format, uint64
     const int K = d.K;
     const size_t ni = d.ni, no = d.no, nw = d.nw;
     float *inp = d.inp, *w = d.w, *dout = d.dout, *bias = d.bias;
-    float *inp_r = falloc(ni), *w_r = falloc(nw), *dout_r = falloc(no);
+    float *inp_r = tu_falloc_zeroed(ni), *w_r = tu_falloc_zeroed(nw), *dout_r = tu_falloc_zeroed(no);
     for (size_t i = 0; i < ni; i++) inp_r[i] = nnz_bf16_round(inp[i]);
     for (size_t i = 0; i < nw; i++) w_r[i] = nnz_bf16_round(w[i]);
     for (size_t i = 0; i < no; i++) dout_r[i] = nnz_bf16_round(dout[i]);
     float *inp_a = absolute(inp, ni), *w_a = absolute(w, nw), *dout_a = absolute(dout, no), *bias_a = absolute(bias, (size_t)s.OC);
-    float *scratch = falloc(nnz_conv2d_scratch_floats(&s) + 1);
+    float *scratch = tu_falloc_zeroed(nnz_conv2d_scratch_floats(&s) + 1);
     nnz_sparse_format f;
     assert_int_equal(nnz_sparse_format_parse(format, &f), NNZ_OK);
     nnz_sparse_weight sw, sw_r, sw_f;
@@ -335,7 +330,7 @@ static void conv_bf16_train_case(const conv_case *cc, const char *format, uint64
     for (int v = 0; v < 3; v++) {
         memset(sws[v], 0, sizeof sw);
         assert_int_equal(nnz_spmat_from_dense(s.OC, K, ws[v], K, NULL, f.r, f.c, &sws[v]->mat), NNZ_OK);
-        sws[v]->dval = falloc((size_t)nnz_spmat_val_count(&sws[v]->mat) + 1);
+        sws[v]->dval = tu_falloc_zeroed((size_t)nnz_spmat_val_count(&sws[v]->mat) + 1);
     }
     assert_int_equal(nnz_spmat_pack_bf16(&sw.mat), NNZ_OK);
     nnz_conv_shape sb = s, sr = s, sf = s; /* bf16; fp32 on rounded values; fp32 */
@@ -345,7 +340,7 @@ static void conv_bf16_train_case(const conv_case *cc, const char *format, uint64
     snprintf(ctx, sizeof ctx, "%s k=%d IC=%d OC=%d isa=%s", format, cc->k, cc->IC, cc->OC, nnz_isa_name(nnz_isa_active()));
 
     const double u = ldexp(1.0, -8), bf16_rel = 2 * u + u * u;
-    float *o_b = falloc(no), *o_r = falloc(no), *o_f = falloc(no), *S = falloc(no);
+    float *o_b = tu_falloc_zeroed(no), *o_r = tu_falloc_zeroed(no), *o_f = tu_falloc_zeroed(no), *S = tu_falloc_zeroed(no);
     nnz_conv2d_forward(&sb, inp, w, bias, o_b, scratch);
     nnz_conv2d_forward(&sr, inp_r, w_r, bias, o_r, scratch);
     nnz_conv2d_forward(&sf, inp, w, bias, o_f, scratch);
@@ -359,9 +354,9 @@ static void conv_bf16_train_case(const conv_case *cc, const char *format, uint64
             fail_msg("%s forward [%zu]: bf16 %.9g vs fp32 %.9g (bf16 bound %.3g)", ctx, i, o_b[i], o_f[i], tol);
     }
 
-    float *dw[3], *di[3], *db[3], *Sw = falloc(nw), *Si = falloc(ni);
+    float *dw[3], *di[3], *db[3], *Sw = tu_falloc_zeroed(nw), *Si = tu_falloc_zeroed(ni);
     for (int v = 0; v < 3; v++) {
-        dw[v] = falloc(nw), di[v] = falloc(ni), db[v] = falloc((size_t)s.OC);
+        dw[v] = tu_falloc_zeroed(nw), di[v] = tu_falloc_zeroed(ni), db[v] = tu_falloc_zeroed((size_t)s.OC);
         for (size_t i = 0; i < nw; i++) dw[v][i] = 0.25f; /* the += contract */
     }
     nnz_conv2d_backward(&sb, inp, w, dout, di[0], dw[0], db[0], scratch);
@@ -430,7 +425,7 @@ static void test_conv_sparse_bf16_training_products(void **state) {
 static void bf16_training_isa(nnz_isa isa, void *ctx) {
     (void)ctx;
     const int n = 8;
-    float *x = falloc((size_t)n * 784), *dl = falloc((size_t)n * 10), *l = falloc((size_t)n * 10);
+    float *x = tu_falloc_zeroed((size_t)n * 784), *dl = tu_falloc_zeroed((size_t)n * 10), *l = tu_falloc_zeroed((size_t)n * 10);
     tu_fill_uniform(x, n * 784, -1, 2, 7);
     tu_fill_uniform(dl, n * 10, -0.1f, 0.1f, 8);
     /* 0: sparse bf16; 1: dense bf16; 2: sparse bf16 with its sparse layers held on the fp32

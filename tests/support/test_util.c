@@ -8,6 +8,18 @@
 #include <string.h>
 #include <unistd.h>
 
+float *tu_falloc(size_t n) {
+    float *p = malloc((n ? n : 1) * sizeof(float));
+    assert_non_null(p);
+    return p;
+}
+
+float *tu_falloc_zeroed(size_t n) {
+    float *p = calloc(n ? n : 1, sizeof(float));
+    assert_non_null(p);
+    return p;
+}
+
 void tu_fill_uniform(float *x, int64_t n, float lo, float hi, uint64_t seed) {
     nnz_rng r = nnz_rng_make(seed, 12345);
     for (int64_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * nnz_rng_uniform(&r);

@@ -11,6 +11,10 @@
 #include "base/base.h"
 #include "nnz.h"
 
+/* n floats (room for one when n is 0, so an empty shape still gets a pointer), failing the test
+ * when memory is short; _zeroed: all 0. Free with free(). */
+float *tu_falloc(size_t n);
+float *tu_falloc_zeroed(size_t n);
 /* Fills x[0..n) with uniform values in [lo, hi) from a seeded rng. */
 void tu_fill_uniform(float *x, int64_t n, float lo, float hi, uint64_t seed);
 /* Fails unless a[i] and b[i] are the same number for every i (==, or both NaN): exact,
