@@ -124,7 +124,9 @@ int cmd_bench(int argc, char **argv) {
             "effective rates: stride-1 3x3 and 5x5 convolutions run Winograd, with 2.8-4x fewer\n"
             "multiply-adds than counted, so a model of them can pass the CPU's peak. Each kind runs\n"
             "2 untimed warm-up steps, then --runs timed runs, and reports the median run: the protocol\n"
-            "bench/torch_bench.py uses for PyTorch. The checkpoint's weights are not changed.",
+            "bench/torch_bench.py uses for PyTorch. The checkpoint's weights are not changed.\n"
+            "'threads wait' says how idle threads waited: a short spin when nothing else ran at\n"
+            "start, passive when other tasks did (set OMP_WAIT_POLICY or GOMP_SPINCOUNT to choose).",
         .example = "  nnz bench mbv2-tiny.safetensors\n  nnz bench --model lenet5 --batch 256 --threads 1 --json\n"
                    "  nnz bench --model mbv2-tiny --precision bf16 --per-layer\n"
                    "  nnz bench --model vgg8 --mask block --sparsity 0.9 --sparse-format bsr:16x16\n"
