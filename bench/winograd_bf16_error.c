@@ -12,6 +12,8 @@
  *                      (a bf16 GEMM over the transformed operands, fp32 accumulation)
  *   winograd_bf16_all  x and w rounded to bf16 first (bf16 activations and weights), then as
  *                      winograd_bf16_uv
+ *   winograd23_fp32, winograd23_bf16_uv   3x3 windows only: the same with F(2x2,3x3) (points
+ *                      0, 1, -1, infinity), smaller tiles that amplify less and save less
  * Errors, over every output y with exact value e: the largest |y - e| / S and the RMS of
  * (y - e) / S, where S = sum over the window of |x|·|w| (the scale a sum of products is
  * rounded against); and the RMS of (y - e) over the RMS of e. Inputs: x uniform in [0, 1)
@@ -80,29 +82,42 @@ static float at(const float *x, const shape *s, int n, int ih, int iw, int c) {
     return x[(((size_t)n * s->H + ih) * s->W + iw) * s->IC + c];
 }
 
-/* Winograd output (n, all OC) for the tile at (ty, tx), operands optionally rounded */
-static void winograd_tile(const shape *s, const float *x, const float *U, int n, int oy, int ox, bool round_v,
-                          float *Y /* m*m*OC */) {
-    const int K = s->K, m = 6 - K + 1, pad = K / 2;
-    float *V = malloc((size_t)36 * s->IC * sizeof(float)), *M = calloc((size_t)36 * s->OC, sizeof(float));
+/* One transform set: F(m, 3 or 5) over alpha = m + K - 1 points; matrices row-major */
+typedef struct {
+    int alpha, m;
+    const float *bt;  /* alpha x alpha */
+    const float *at;  /* m x alpha */
+    const double *g;  /* alpha x K */
+} wg_set;
+
+/* F(2,3) over the points 0, 1, -1, infinity (Lavin & Gray's F(2x2,3x3)) */
+static const float BT23[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
+static const float AT23[2][4] = {{1, 1, 1, 0}, {0, 1, -1, -1}};
+static const double G23[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+
+/* Winograd output (n, all OC) for the tile at (oy, ox): Y (m, m, OC); V optionally rounded */
+static void winograd_tile(const shape *s, const wg_set *ws, const float *x, const float *U, int n, int oy, int ox,
+                          bool round_v, float *Y) {
+    const int al = ws->alpha, m = ws->m, E = al * al, pad = s->K / 2;
+    float *V = malloc((size_t)E * s->IC * sizeof(float)), *M = calloc((size_t)E * s->OC, sizeof(float));
     for (int c = 0; c < s->IC; c++) {
         float d[6][6], t[6][6];
-        for (int i = 0; i < 6; i++)
-            for (int j = 0; j < 6; j++) d[i][j] = at(x, s, n, oy - pad + i, ox - pad + j, c);
-        for (int a = 0; a < 6; a++)
-            for (int j = 0; j < 6; j++) {
+        for (int i = 0; i < al; i++)
+            for (int j = 0; j < al; j++) d[i][j] = at(x, s, n, oy - pad + i, ox - pad + j, c);
+        for (int a = 0; a < al; a++)
+            for (int j = 0; j < al; j++) {
                 float acc = 0.0f;
-                for (int i = 0; i < 6; i++) acc += BT[a][i] * d[i][j];
+                for (int i = 0; i < al; i++) acc += ws->bt[a * al + i] * d[i][j];
                 t[a][j] = acc;
             }
-        for (int a = 0; a < 6; a++)
-            for (int b = 0; b < 6; b++) {
+        for (int a = 0; a < al; a++)
+            for (int b = 0; b < al; b++) {
                 float acc = 0.0f;
-                for (int j = 0; j < 6; j++) acc += t[a][j] * BT[b][j];
-                V[(size_t)(a * 6 + b) * s->IC + c] = round_v ? nnz_bf16_round(acc) : acc;
+                for (int j = 0; j < al; j++) acc += t[a][j] * ws->bt[b * al + j];
+                V[(size_t)(a * al + b) * s->IC + c] = round_v ? nnz_bf16_round(acc) : acc;
             }
     }
-    for (int e = 0; e < 36; e++)
+    for (int e = 0; e < E; e++)
         for (int c = 0; c < s->IC; c++) {
             const float v = V[(size_t)e * s->IC + c];
             const float *u = U + ((size_t)e * s->IC + c) * s->OC;
@@ -111,37 +126,35 @@ static void winograd_tile(const shape *s, const float *x, const float *U, int n,
     for (int o = 0; o < s->OC; o++) {
         float t[4][6];
         for (int i = 0; i < m; i++)
-            for (int b = 0; b < 6; b++) {
+            for (int b = 0; b < al; b++) {
                 float acc = 0.0f;
-                for (int a = 0; a < 6; a++) acc += (m == 4 ? AT4[i][a] : AT2[i][a]) * M[(size_t)(a * 6 + b) * s->OC + o];
+                for (int a = 0; a < al; a++) acc += ws->at[i * al + a] * M[(size_t)(a * al + b) * s->OC + o];
                 t[i][b] = acc;
             }
         for (int i = 0; i < m; i++)
             for (int j = 0; j < m; j++) {
                 float acc = 0.0f;
-                for (int b = 0; b < 6; b++) acc += t[i][b] * (m == 4 ? AT4[j][b] : AT2[j][b]);
+                for (int b = 0; b < al; b++) acc += t[i][b] * ws->at[j * al + b];
                 Y[((size_t)i * m + j) * s->OC + o] = acc;
             }
     }
     free(V), free(M);
 }
 
-/* U (36, IC, OC) = G w G^T from w (OC, K, K, IC), in double then float, optionally rounded */
-static float *weight_transform(const shape *s, const float *w, bool round_u) {
-    const int K = s->K;
-    float *U = malloc((size_t)36 * s->IC * s->OC * sizeof(float));
+/* U (alpha^2, IC, OC) = G w G^T from w (OC, K, K, IC), in double then float, optionally rounded */
+static float *weight_transform(const shape *s, const wg_set *ws, const float *w, bool round_u) {
+    const int K = s->K, al = ws->alpha;
+    float *U = malloc((size_t)al * al * s->IC * s->OC * sizeof(float));
     for (int o = 0; o < s->OC; o++)
         for (int c = 0; c < s->IC; c++)
-            for (int a = 0; a < 6; a++)
-                for (int b = 0; b < 6; b++) {
+            for (int a = 0; a < al; a++)
+                for (int b = 0; b < al; b++) {
                     double acc = 0.0;
                     for (int u = 0; u < K; u++)
-                        for (int v = 0; v < K; v++) {
-                            const double ga = K == 5 ? G5[a][u] : G3[a][u], gb = K == 5 ? G5[b][v] : G3[b][v];
-                            acc += ga * w[(((size_t)o * K + u) * K + v) * s->IC + c] * gb;
-                        }
+                        for (int v = 0; v < K; v++)
+                            acc += ws->g[a * K + u] * w[(((size_t)o * K + u) * K + v) * s->IC + c] * ws->g[b * K + v];
                     const float f = (float)acc;
-                    U[((size_t)(a * 6 + b) * s->IC + c) * s->OC + o] = round_u ? nnz_bf16_round(f) : f;
+                    U[((size_t)(a * al + b) * s->IC + c) * s->OC + o] = round_u ? nnz_bf16_round(f) : f;
                 }
     return U;
 }
@@ -168,7 +181,7 @@ int main(int argc, char **argv) {
     if (N < 1) N = 1;
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const shape *s = &shapes[si];
-        const int K = s->K, m = 6 - K + 1, pad = K / 2;
+        const int K = s->K, pad = K / 2;
         const size_t xn = (size_t)N * s->H * s->W * s->IC, wn = (size_t)s->OC * K * K * s->IC;
         float *x = malloc(xn * sizeof(float)), *w = malloc(wn * sizeof(float));
         float *xb = malloc(xn * sizeof(float)), *wb = malloc(wn * sizeof(float));
@@ -176,43 +189,60 @@ int main(int argc, char **argv) {
         const float a = sqrtf(6.0f / (float)(K * K * s->IC));
         for (size_t i = 0; i < xn; i++) x[i] = uniform(0.0f, 1.0f), xb[i] = nnz_bf16_round(x[i]);
         for (size_t i = 0; i < wn; i++) w[i] = uniform(-a, a), wb[i] = nnz_bf16_round(w[i]);
-        float *U32 = weight_transform(s, w, false), *U16 = weight_transform(s, w, true);
-        float *U16all = weight_transform(s, wb, true);
-        err_acc acc[5];
+        /* the set nnz runs for this window, and for 3x3 also F(2,3) */
+        const wg_set big = {6, 6 - K + 1, &BT[0][0], K == 5 ? &AT2[0][0] : &AT4[0][0], K == 5 ? &G5[0][0] : &G3[0][0]};
+        const wg_set small = {4, 2, &BT23[0][0], &AT23[0][0], &G23[0][0]};
+        const int nsets = K == 3 ? 2 : 1;
+        const wg_set *sets[2] = {&big, &small};
+        enum { D32, D16, W32, W16UV, W16ALL, S32, S16UV, METHODS };
+        err_acc acc[METHODS];
         memset(acc, 0, sizeof acc);
-        float *Y = malloc((size_t)3 * m * m * s->OC * sizeof(float));
-        for (int n = 0; n < N; n++)
-            for (int oy = 0; oy < s->H; oy += m)
-                for (int ox = 0; ox < s->W; ox += m) {
-                    winograd_tile(s, x, U32, n, oy, ox, false, Y);
-                    winograd_tile(s, x, U16, n, oy, ox, true, Y + (size_t)m * m * s->OC);
-                    winograd_tile(s, xb, U16all, n, oy, ox, true, Y + (size_t)2 * m * m * s->OC);
-                    for (int i = 0; i < m && oy + i < s->H; i++)
-                        for (int j = 0; j < m && ox + j < s->W; j++)
-                            for (int o = 0; o < s->OC; o++) {
-                                double exact = 0.0, scale = 0.0;
-                                float d32 = 0.0f, d16 = 0.0f;
-                                for (int c = 0; c < s->IC; c++)
-                                    for (int u = 0; u < K; u++)
-                                        for (int v = 0; v < K; v++) {
-                                            const int ih = oy + i - pad + u, iw = ox + j - pad + v;
-                                            const size_t wi = (((size_t)o * K + u) * K + v) * s->IC + c;
-                                            const float xv = at(x, s, n, ih, iw, c), xbv = at(xb, s, n, ih, iw, c);
-                                            exact += (double)xv * w[wi], scale += fabs((double)xv * w[wi]);
-                                            d32 += xv * w[wi], d16 += xbv * wb[wi];
-                                        }
-                                const size_t yi = ((size_t)i * m + j) * s->OC + o, mm = (size_t)m * m * s->OC;
-                                err_add(&acc[0], d32, exact, scale);
-                                err_add(&acc[1], d16, exact, scale);
-                                err_add(&acc[2], Y[yi], exact, scale);
-                                err_add(&acc[3], Y[mm + yi], exact, scale);
-                                err_add(&acc[4], Y[2 * mm + yi], exact, scale);
-                            }
-                }
-        static const char *names[] = {"direct_fp32", "direct_bf16", "winograd_fp32", "winograd_bf16_uv",
-                                      "winograd_bf16_all"};
-        for (int k = 0; k < 5; k++) print_line(s, names[k], N, &acc[k]);
-        free(x), free(w), free(xb), free(wb), free(U32), free(U16), free(U16all), free(Y);
+        for (int si2 = 0; si2 < nsets; si2++) {
+            const wg_set *ws = sets[si2];
+            const int mm = ws->m;
+            float *U32 = weight_transform(s, ws, w, false), *U16 = weight_transform(s, ws, w, true);
+            float *U16all = weight_transform(s, ws, wb, true);
+            float *Y = malloc((size_t)3 * mm * mm * s->OC * sizeof(float));
+            const size_t ym = (size_t)mm * mm * s->OC;
+            for (int n = 0; n < N; n++)
+                for (int oy = 0; oy < s->H; oy += mm)
+                    for (int ox = 0; ox < s->W; ox += mm) {
+                        winograd_tile(s, ws, x, U32, n, oy, ox, false, Y);
+                        winograd_tile(s, ws, x, U16, n, oy, ox, true, Y + ym);
+                        if (si2 == 0) winograd_tile(s, ws, xb, U16all, n, oy, ox, true, Y + 2 * ym);
+                        for (int i = 0; i < mm && oy + i < s->H; i++)
+                            for (int j = 0; j < mm && ox + j < s->W; j++)
+                                for (int o = 0; o < s->OC; o++) {
+                                    double exact = 0.0, scale = 0.0;
+                                    float d32 = 0.0f, d16 = 0.0f;
+                                    for (int c = 0; c < s->IC; c++)
+                                        for (int u = 0; u < K; u++)
+                                            for (int v = 0; v < K; v++) {
+                                                const int ih = oy + i - pad + u, iw = ox + j - pad + v;
+                                                const size_t wi = (((size_t)o * K + u) * K + v) * s->IC + c;
+                                                const float xv = at(x, s, n, ih, iw, c), xbv = at(xb, s, n, ih, iw, c);
+                                                exact += (double)xv * w[wi], scale += fabs((double)xv * w[wi]);
+                                                d32 += xv * w[wi], d16 += xbv * wb[wi];
+                                            }
+                                    const size_t yi = ((size_t)i * mm + j) * s->OC + o;
+                                    if (si2 == 0) {
+                                        err_add(&acc[D32], d32, exact, scale);
+                                        err_add(&acc[D16], d16, exact, scale);
+                                        err_add(&acc[W32], Y[yi], exact, scale);
+                                        err_add(&acc[W16UV], Y[ym + yi], exact, scale);
+                                        err_add(&acc[W16ALL], Y[2 * ym + yi], exact, scale);
+                                    } else {
+                                        err_add(&acc[S32], Y[yi], exact, scale);
+                                        err_add(&acc[S16UV], Y[ym + yi], exact, scale);
+                                    }
+                                }
+                    }
+            free(U32), free(U16), free(U16all), free(Y);
+        }
+        static const char *names[] = {"direct_fp32",       "direct_bf16",     "winograd_fp32",     "winograd_bf16_uv",
+                                      "winograd_bf16_all", "winograd23_fp32", "winograd23_bf16_uv"};
+        for (int k = 0; k < (nsets == 2 ? METHODS : S32); k++) print_line(s, names[k], N, &acc[k]);
+        free(x), free(w), free(xb), free(wb);
     }
     return 0;
 }
