@@ -12,6 +12,7 @@
  *                      (a bf16 GEMM over the transformed operands, fp32 accumulation)
  *   winograd_bf16_all  x and w rounded to bf16 first (bf16 activations and weights), then as
  *                      winograd_bf16_uv
+ *   winograd_fp32_nnz  nnz's own kernel (nnz_conv_winograd): checks this file's transforms
  *   winograd23_fp32, winograd23_bf16_uv   3x3 windows only: the same with F(2x2,3x3) (points
  *                      0, 1, -1, infinity), smaller tiles that amplify less and save less
  * Errors, over every output y with exact value e: the largest |y - e| / S and the RMS of
@@ -24,7 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "base/base.h"
+#include "bench_util.h"
+#include "kernels/conv_winograd.h"
+#include "kernels/kernels.h"
 
 typedef struct {
     const char *name;
@@ -38,19 +41,6 @@ static const shape shapes[] = {
     {"vgg8.conv6", 7, 7, 256, 256, 3},
 };
 
-/* G (6 x K) for F(2,5) and F(4,3), as src/kernels/conv_winograd.c */
-static const double G5[6][5] = {
-    {1.0 / 4, 0, 0, 0, 0},
-    {-1.0 / 6, -1.0 / 6, -1.0 / 6, -1.0 / 6, -1.0 / 6},
-    {-1.0 / 6, 1.0 / 6, -1.0 / 6, 1.0 / 6, -1.0 / 6},
-    {1.0 / 24, 1.0 / 12, 1.0 / 6, 1.0 / 3, 2.0 / 3},
-    {1.0 / 24, -1.0 / 12, 1.0 / 6, -1.0 / 3, 2.0 / 3},
-    {0, 0, 0, 0, 1},
-};
-static const double G3[6][3] = {
-    {1.0 / 4, 0, 0}, {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-    {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1},
-};
 /* B^T (6x6) and A^T (m x 6), the same points */
 static const float BT[6][6] = {
     {4, 0, -5, 0, 1, 0}, {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
@@ -59,11 +49,7 @@ static const float BT[6][6] = {
 static const float AT4[4][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
 static const float AT2[2][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 1}};
 
-static uint64_t rng_state;
-static float uniform(float lo, float hi) {
-    rng_state = rng_state * 6364136223846793005ULL + 1442695040888963407ULL;
-    return lo + (hi - lo) * (float)((rng_state >> 40) * (1.0 / 16777216.0));
-}
+static float uniform(nnz_rng *r, float lo, float hi) { return lo + (hi - lo) * nnz_rng_uniform(r); }
 
 typedef struct {
     double max_rel, sum_rel2, sum_err2, sum_ref2;
@@ -87,19 +73,20 @@ typedef struct {
     int alpha, m;
     const float *bt;  /* alpha x alpha */
     const float *at;  /* m x alpha */
-    const double *g;  /* alpha x K */
+    const float *g;   /* alpha x K */
 } wg_set;
 
 /* F(2,3) over the points 0, 1, -1, infinity (Lavin & Gray's F(2x2,3x3)) */
 static const float BT23[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
 static const float AT23[2][4] = {{1, 1, 1, 0}, {0, 1, -1, -1}};
-static const double G23[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+static const float G23[4][3] = {{1, 0, 0}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0, 0, 1}};
 
 /* Winograd output (n, all OC) for the tile at (oy, ox): Y (m, m, OC); V optionally rounded */
 static void winograd_tile(const shape *s, const wg_set *ws, const float *x, const float *U, int n, int oy, int ox,
                           bool round_v, float *Y) {
     const int al = ws->alpha, m = ws->m, E = al * al, pad = s->K / 2;
-    float *V = malloc((size_t)E * s->IC * sizeof(float)), *M = calloc((size_t)E * s->OC, sizeof(float));
+    float *V = bench_alloc((size_t)E * s->IC * sizeof(float)), *M = bench_alloc((size_t)E * s->OC * sizeof(float));
+    memset(M, 0, (size_t)E * s->OC * sizeof(float));
     for (int c = 0; c < s->IC; c++) {
         float d[6][6], t[6][6];
         for (int i = 0; i < al; i++)
@@ -138,13 +125,13 @@ static void winograd_tile(const shape *s, const wg_set *ws, const float *x, cons
                 Y[((size_t)i * m + j) * s->OC + o] = acc;
             }
     }
-    free(V), free(M);
+    nnz_free(V), nnz_free(M);
 }
 
 /* U (alpha^2, IC, OC) = G w G^T from w (OC, K, K, IC), in double then float, optionally rounded */
 static float *weight_transform(const shape *s, const wg_set *ws, const float *w, bool round_u) {
     const int K = s->K, al = ws->alpha;
-    float *U = malloc((size_t)al * al * s->IC * s->OC * sizeof(float));
+    float *U = bench_alloc((size_t)al * al * s->IC * s->OC * sizeof(float));
     for (int o = 0; o < s->OC; o++)
         for (int c = 0; c < s->IC; c++)
             for (int a = 0; a < al; a++)
@@ -152,7 +139,8 @@ static float *weight_transform(const shape *s, const wg_set *ws, const float *w,
                     double acc = 0.0;
                     for (int u = 0; u < K; u++)
                         for (int v = 0; v < K; v++)
-                            acc += ws->g[a * K + u] * w[(((size_t)o * K + u) * K + v) * s->IC + c] * ws->g[b * K + v];
+                            acc += (double)ws->g[a * K + u] * w[(((size_t)o * K + u) * K + v) * s->IC + c] *
+                                   ws->g[b * K + v];
                     const float f = (float)acc;
                     U[((size_t)(a * al + b) * s->IC + c) * s->OC + o] = round_u ? nnz_bf16_round(f) : f;
                 }
@@ -183,18 +171,29 @@ int main(int argc, char **argv) {
         const shape *s = &shapes[si];
         const int K = s->K, pad = K / 2;
         const size_t xn = (size_t)N * s->H * s->W * s->IC, wn = (size_t)s->OC * K * K * s->IC;
-        float *x = malloc(xn * sizeof(float)), *w = malloc(wn * sizeof(float));
-        float *xb = malloc(xn * sizeof(float)), *wb = malloc(wn * sizeof(float));
-        rng_state = seed * 0x9E3779B97F4A7C15ULL + si;
+        float *x = bench_alloc(xn * sizeof(float)), *w = bench_alloc(wn * sizeof(float));
+        float *xb = bench_alloc(xn * sizeof(float)), *wb = bench_alloc(wn * sizeof(float));
+        nnz_rng rng = nnz_rng_make(seed, si);
         const float a = sqrtf(6.0f / (float)(K * K * s->IC));
-        for (size_t i = 0; i < xn; i++) x[i] = uniform(0.0f, 1.0f), xb[i] = nnz_bf16_round(x[i]);
-        for (size_t i = 0; i < wn; i++) w[i] = uniform(-a, a), wb[i] = nnz_bf16_round(w[i]);
+        for (size_t i = 0; i < xn; i++) x[i] = uniform(&rng, 0.0f, 1.0f), xb[i] = nnz_bf16_round(x[i]);
+        for (size_t i = 0; i < wn; i++) w[i] = uniform(&rng, -a, a), wb[i] = nnz_bf16_round(w[i]);
+        /* nnz's own fp32 Winograd on the same batch: its error should be winograd_fp32's, which
+         * checks that this file's plain-C transforms are the library's */
+        const nnz_conv_window g = {.H = s->H, .W = s->W, .KH = K, .KW = K, .stride = 1, .pad = pad, .OH = s->H, .OW = s->W};
+        float *lib = bench_alloc((size_t)N * s->H * s->W * s->OC * sizeof(float));
+        {
+            float *U = bench_alloc(nnz_winograd_weight_floats(s->IC, s->OC) * sizeof(float));
+            float *work = bench_alloc(nnz_conv_winograd_work_floats(s->IC, s->OC) * sizeof(float));
+            nnz_winograd_weight(K, s->IC, s->OC, w, false, U);
+            nnz_conv_winograd(&g, N, s->IC, s->OC, x, U, false, NULL, lib, work);
+            nnz_free(U), nnz_free(work);
+        }
         /* the set nnz runs for this window, and for 3x3 also F(2,3) */
-        const wg_set big = {6, 6 - K + 1, &BT[0][0], K == 5 ? &AT2[0][0] : &AT4[0][0], K == 5 ? &G5[0][0] : &G3[0][0]};
+        const wg_set big = {6, 6 - K + 1, &BT[0][0], K == 5 ? &AT2[0][0] : &AT4[0][0], nnz_wg_g(K)};
         const wg_set small = {4, 2, &BT23[0][0], &AT23[0][0], &G23[0][0]};
         const int nsets = K == 3 ? 2 : 1;
         const wg_set *sets[2] = {&big, &small};
-        enum { D32, D16, W32, W16UV, W16ALL, S32, S16UV, METHODS };
+        enum { D32, D16, W32, W16UV, W16ALL, NNZ32, S32, S16UV, METHODS };
         err_acc acc[METHODS];
         memset(acc, 0, sizeof acc);
         for (int si2 = 0; si2 < nsets; si2++) {
@@ -202,7 +201,7 @@ int main(int argc, char **argv) {
             const int mm = ws->m;
             float *U32 = weight_transform(s, ws, w, false), *U16 = weight_transform(s, ws, w, true);
             float *U16all = weight_transform(s, ws, wb, true);
-            float *Y = malloc((size_t)3 * mm * mm * s->OC * sizeof(float));
+            float *Y = bench_alloc((size_t)3 * mm * mm * s->OC * sizeof(float));
             const size_t ym = (size_t)mm * mm * s->OC;
             for (int n = 0; n < N; n++)
                 for (int oy = 0; oy < s->H; oy += mm)
@@ -231,18 +230,20 @@ int main(int argc, char **argv) {
                                         err_add(&acc[W32], Y[yi], exact, scale);
                                         err_add(&acc[W16UV], Y[ym + yi], exact, scale);
                                         err_add(&acc[W16ALL], Y[2 * ym + yi], exact, scale);
+                                        err_add(&acc[NNZ32], lib[(((size_t)n * s->H + oy + i) * s->W + ox + j) * s->OC + o],
+                                                exact, scale);
                                     } else {
                                         err_add(&acc[S32], Y[yi], exact, scale);
                                         err_add(&acc[S16UV], Y[ym + yi], exact, scale);
                                     }
                                 }
                     }
-            free(U32), free(U16), free(U16all), free(Y);
+            nnz_free(U32), nnz_free(U16), nnz_free(U16all), nnz_free(Y);
         }
-        static const char *names[] = {"direct_fp32",       "direct_bf16",     "winograd_fp32",     "winograd_bf16_uv",
-                                      "winograd_bf16_all", "winograd23_fp32", "winograd23_bf16_uv"};
+        static const char *names[] = {"direct_fp32",       "direct_bf16",       "winograd_fp32",   "winograd_bf16_uv",
+                                      "winograd_bf16_all", "winograd_fp32_nnz", "winograd23_fp32", "winograd23_bf16_uv"};
         for (int k = 0; k < (nsets == 2 ? METHODS : S32); k++) print_line(s, names[k], N, &acc[k]);
-        free(x), free(w), free(xb), free(wb);
+        nnz_free(x), nnz_free(w), nnz_free(xb), nnz_free(wb), nnz_free(lib);
     }
     return 0;
 }

@@ -125,12 +125,12 @@ static void test_add_and_accumulate(void **state) {
     for (int64_t i = 0; i < n; i++) assert_float_equal(out[i], a[i] + b[i], 0);
     float *g = filled(n, -1, 1, 7), *da = filled(n, -1, 1, 8), *db = filled(n, -1, 1, 9);
     float *da0 = copy_of(da, n), *db0 = copy_of(db, n);
-    nnz_add_backward(n, g, da, db);
+    nnz_add_backward_ex(n, g, da, true, db);
     for (int64_t i = 0; i < n; i++) {
         assert_float_equal(da[i], da0[i] + g[i], 0);
         assert_float_equal(db[i], db0[i] + g[i], 0);
     }
-    nnz_add_backward(n, g, NULL, db); /* one operand needs no gradient */
+    nnz_add_backward_ex(n, g, NULL, true, db); /* one operand needs no gradient */
     for (int64_t i = 0; i < n; i++) assert_float_equal(db[i], (db0[i] + g[i]) + g[i], 0);
     nnz_accumulate(n, g, da0);
     for (int64_t i = 0; i < n; i++) assert_float_equal(da0[i], da[i], 0);

@@ -45,7 +45,7 @@ bool nnz_winograd_applies(const nnz_conv_window *g) {
 
 size_t nnz_winograd_weight_floats(int IC, int OC) { return (size_t)WG_E * IC * OC; }
 
-static const float *g_matrix(int K) { return K == 5 ? &G5[0][0] : &G3[0][0]; }
+const float *nnz_wg_g(int K) { return K == 5 ? &G5[0][0] : &G3[0][0]; }
 
 typedef struct {
     nnz_wg_input_fn input;
@@ -72,7 +72,7 @@ static wg_kernels pick_kernels(void) {
 
 void nnz_winograd_weight(int K, int IC, int OC, const float *w, bool turned, float *U) {
     const wg_kernels k = pick_kernels();
-    const float *G = g_matrix(K);
+    const float *G = nnz_wg_g(K);
     const int tasks = (OC + WG_OC_TASK - 1) / WG_OC_TASK;
 #pragma omp parallel for schedule(static) if ((int64_t)IC * OC >= 16384)
     for (int i = 0; i < tasks; i++)
@@ -82,7 +82,7 @@ void nnz_winograd_weight(int K, int IC, int OC, const float *w, bool turned, flo
 /* dw (OC,K,K,IC) += G^T dU G: the weight gradient from the transformed one, dU[e][ic][oc] */
 static void weight_grad_from_transformed(int K, int IC, int OC, const float *dU, float *dw) {
     const wg_kernels k = pick_kernels();
-    const float *G = g_matrix(K);
+    const float *G = nnz_wg_g(K);
     const int tasks = (OC + WG_OC_TASK - 1) / WG_OC_TASK;
 #pragma omp parallel for schedule(static) if ((int64_t)IC * OC >= 16384)
     for (int i = 0; i < tasks; i++)

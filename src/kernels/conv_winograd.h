@@ -17,6 +17,9 @@
  * a block's rows of one element thrashed 4 sets' ways, the weight gradient 10% slower). */
 static inline int64_t wg_tile_floats(int C) { return (int64_t)WG_E * C + 16; }
 
+/* G (6 x K, row-major) of F(2,5) (K = 5) or F(4,3) (K = 3): U = G w G^T */
+const float *nnz_wg_g(int K);
+
 typedef struct {
     int H, W;             /* the input's spatial size */
     int OH, OW, pad;      /* the output's, and the padding (stride 1) */

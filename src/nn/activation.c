@@ -81,10 +81,6 @@ void nnz_accumulate(int64_t n, const float *dout, float *dinp) {
     for (int64_t i = 0; i < n; i++) dinp[i] += dout[i];
 }
 
-void nnz_add_backward(int64_t n, const float *dout, float *da, float *db) {
-    nnz_add_backward_ex(n, dout, da, true, db);
-}
-
 void nnz_add_backward_ex(int64_t n, const float *dout, float *da, bool da_accumulate, float *db) {
     if (!da || !db) { /* one operand: one pass */
         if (da && !da_accumulate) nnz_copy_floats(n, dout, da);

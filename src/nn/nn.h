@@ -285,10 +285,9 @@ void nnz_relu6_backward(int64_t n, const float *out, const float *dout, float *d
 /* accumulate false: dinp = the masked dout (overwritten) */
 void nnz_relu_backward_ex(int64_t n, const float *out, const float *dout, float *dinp, bool accumulate);
 void nnz_relu6_backward_ex(int64_t n, const float *out, const float *dout, float *dinp, bool accumulate);
-/* out = a + b; backward: da += dout, db += dout (each may be NULL) */
+/* out = a + b; backward, one pass over dout: da (+)= dout (overwritten when !da_accumulate),
+ * db += dout (each may be NULL) */
 void nnz_add_forward(int64_t n, const float *a, const float *b, float *out);
-void nnz_add_backward(int64_t n, const float *dout, float *da, float *db);
-/* the same in one pass over dout, da overwritten (= dout) when !da_accumulate */
 void nnz_add_backward_ex(int64_t n, const float *dout, float *da, bool da_accumulate, float *db);
 /* p = 0 and dst = src over n floats, across the threads when n is large (the gradients' resets) */
 void nnz_zero_floats(int64_t n, float *p);
