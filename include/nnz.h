@@ -651,6 +651,7 @@ typedef struct {
     const char *data_dir;     /* default NNZ_DEFAULT_DATA_DIR */
     int train_limit, test_limit; /* only the first N images (0 = all) */
     int log_every;            /* steps between progress reports; default 50 */
+    int expansion;            /* nnz_shrink_train_target: hidden channels = expansion x a conv's inputs; default 6 */
     nnz_progress_fn progress; /* per phase: epoch/epochs count that phase's epochs */
     void *progress_user;
     void (*note)(const char *line, void *user); /* one line per phase and decision; gets progress_user */
@@ -681,6 +682,17 @@ nnz_status nnz_shrink(const char *checkpoint, const char *out_path, const nnz_sh
  * learning rate is one cosine from cfg->lr (0.1 is a usual from-scratch rate) to 0 over both
  * phases, as one training run of the same epochs. cfg->distill is INVALID_ARG (no teacher). */
 nnz_status nnz_shrink_from_scratch(const char *model, const char *out_path, const nnz_shrink_config *cfg,
+                                   nnz_shrink_result *result);
+/* Expand-then-Shrink to a given target network. target is a spec (as above) of the compact
+ * network to deploy; each of its dense kxk convolutions (groups 1, k >= 2, not the first layer,
+ * with a bias or a batch norm after it) is trained as an inverted-residual block with
+ * activations (1x1 to cfg->expansion x its inputs, relu6, depthwise kxk with the conv's stride
+ * and padding, relu6, 1x1 to its outputs, batch norms, a residual where stride 1 keeps the
+ * channels), from random weights. The gates remove every such block's activations by the end
+ * of the ramp (cfg->keep is not used), the rest runs as nnz_shrink_from_scratch, and the merged
+ * model is saved with exactly the target's graph, layer names and parameter shapes (a bias the
+ * target's conv lacks goes into its batch norm). cfg->distill and cfg->cost_aware: INVALID_ARG. */
+nnz_status nnz_shrink_train_target(const char *target, const char *out_path, const nnz_shrink_config *cfg,
                                    nnz_shrink_result *result);
 /* A few lines on what nnz shrink did to a checkpoint (from its metadata); "" when it was not shrunk. */
 nnz_status nnz_shrink_describe(const char *checkpoint, char *buf, size_t len);

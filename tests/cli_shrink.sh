@@ -9,8 +9,8 @@ cli_setup "$@"
 # ---- help: every valued flag documents its default
 expect 0 "$NNZ" --help;            has out "shrink"
 expect 0 "$NNZ" shrink --help;     has out "usage: nnz shrink"; has out "example:"; has out "DEPTHSHRINKER.md"
-has out "--from-scratch MODEL"; has out "Expand-then-Shrink"
-for f in --from-scratch --warmup --ramp --keep --search-epochs --finetune-epochs --lr --gate-lr --gumbel --distill-weight --label-smoothing \
+has out "--from-scratch MODEL"; has out "Expand-then-Shrink"; has out "--target MODEL"
+for f in --from-scratch --target --expansion --warmup --ramp --keep --search-epochs --finetune-epochs --lr --gate-lr --gumbel --distill-weight --label-smoothing \
          --batch --seed --threads --data --out --log-every --train-limit --test-limit; do
     awk -v f="$f" '/^  --/ { on = ($1 == f) } on' "$T/out" | grep -q "default:" || fail "shrink --help: $f has no default"
 done
@@ -95,6 +95,19 @@ expect 0 "$NNZ" info target-trained.safetensors --arch
 cmp -s "$T/out" target.json || fail "the directly trained target's architecture differs from the ETS output's"
 expect 0 "$NNZ" info target-trained.safetensors; has out "^${ETS_FLOPS}\$"
 expect 2 "$NNZ" train --model no-such-arch.json; has err "unknown model 'no-such-arch.json'"
+
+# ---- Expand-then-Shrink to a given target: that target's dense 3x3 convs expanded, merged back to it exactly
+expect 0 "$NNZ" shrink --target target.json --expansion 2 "${ETS[@]}" --out to-target.safetensors
+has err "^expand-then-shrink to the target 'target.json': its 3 dense kxk convs"; has err "falls from 3 to 0"
+has out "^blocks: 3, kept 0, merged 3"
+expect 0 "$NNZ" info to-target.safetensors --arch
+cmp -s "$T/out" target.json || fail "--target: the output's architecture is not the target's"
+expect 0 "$NNZ" info to-target.safetensors; has out "^DepthShrinker (Expand-then-Shrink to the target 'target.json'): 3"
+expect 2 "$NNZ" shrink --target target.json --keep 0.5; has err "--keep and --cost-aware do not apply"
+expect 2 "$NNZ" shrink --target target.json --from-scratch mbv2-tiny; has err "not both"
+expect 2 "$NNZ" shrink --from-scratch mbv2-tiny --expansion 4; has err "applies to --target only"
+expect 1 "$NNZ" shrink --target mlp "${TINY[@]}" --out none.safetensors; has err "no convolution to expand"
+[ -e none.safetensors ] && fail "a failed --target wrote its output"
 no_temp
 
 echo "cli_shrink: all checks passed"

@@ -7,7 +7,12 @@
  * initialised model: the "search" is its training from random weights (all
  * activations on during cfg->warmup, then the number of blocks keeping them falls
  * to k over cfg->ramp), and one cosine runs over search and finetuning together,
- * as one training run of S+F epochs would. */
+ * as one training run of S+F epochs would.
+ *
+ * nnz_shrink_train_target (Expand-then-Shrink to a given target) expands the target's dense
+ * convs into inverted-residual blocks (nnz_shrink_expand), runs that same pipeline with all of
+ * them to be merged (k = 0: the schedule removes their activations one by one), and returns
+ * the merge to the target's own graph (nnz_shrink_to_target). */
 #include "shrink/shrink.h"
 
 #include <math.h>
@@ -33,6 +38,7 @@ void nnz_shrink_config_init(nnz_shrink_config *c) {
     c->seed = 42;
     c->data_dir = NNZ_DEFAULT_DATA_DIR;
     c->log_every = 50;
+    c->expansion = 6;
 }
 
 static nnz_status check_config(const nnz_shrink_config *c) {
@@ -73,6 +79,7 @@ typedef struct {
     int64_t sched_total;
     nnz_ir_block *blocks;
     int n_blocks;
+    bool to_target; /* Expand-then-Shrink to a given target: expand it, merge every expanded block back */
 } shrink_ctx;
 
 __attribute__((format(printf, 2, 3)))
@@ -234,12 +241,13 @@ static nnz_status logits_error(shrink_ctx *c, nnz_model *a, nnz_model *b, float 
 }
 
 /* in_path: the trained checkpoint, or with c->one_schedule (from scratch) the model spec
- * (nnz_model_from_spec) whose freshly initialised weights the search trains */
+ * (nnz_model_from_spec) whose freshly initialised weights the search trains; with c->to_target
+ * too, the spec of the target, whose expansion (nnz_shrink_expand) is trained */
 static nnz_status shrink(shrink_ctx *c, const char *in_path, const char *out_path, nnz_shrink_result *res) {
     const nnz_shrink_config *cfg = c->cfg;
     const bool scratch = c->one_schedule;
     double t_start = nnz_now_sec();
-    nnz_model *orig = NULL, *search = NULL, *tuned = NULL, *merged = NULL;
+    nnz_model *orig = NULL, *search = NULL, *tuned = NULL, *merged = NULL, *target = NULL;
     nnz_gates gates;
     memset(&gates, 0, sizeof gates);
     float *scores = NULL;
@@ -251,9 +259,18 @@ static nnz_status shrink(shrink_ctx *c, const char *in_path, const char *out_pat
     if ((s = nnz_dataset_load_first(cfg->data_dir, false, cfg->test_limit, &c->test)) != NNZ_OK) goto done;
     c->have_test = true;
     const nnz_dataset *d = &c->train;
-    if (scratch &&
-        (s = nnz_model_from_spec(in_path, d->h, d->w, d->c, d->num_classes, cfg->seed, &orig)) != NNZ_OK)
+    if (scratch && (s = nnz_model_from_spec(in_path, d->h, d->w, d->c, d->num_classes, cfg->seed,
+                                            c->to_target ? &target : &orig)) != NNZ_OK)
         goto done;
+    if (c->to_target) {
+        int expanded = 0;
+        if ((s = nnz_shrink_expand(target, cfg->expansion, cfg->seed, &orig, &expanded)) != NNZ_OK) goto done;
+        if (expanded == 0) {
+            s = nnz_fail(NNZ_ERR_INVALID_ARG, "'%s' has no convolution to expand: a dense kxk conv (groups 1, k >= 2) "
+                         "that is not the first layer and has a bias or a batch norm after it", in_path);
+            goto done;
+        }
+    }
     if (orig->in_h != d->h || orig->in_w != d->w || orig->in_c != d->c || orig->num_classes < d->num_classes) {
         s = nnz_fail(NNZ_ERR_INVALID_ARG,
                      "'%s' takes %dx%dx%d images and %d classes, but the data in '%s' has %dx%dx%d images and %d "
@@ -272,6 +289,12 @@ static nnz_status shrink(shrink_ctx *c, const char *in_path, const char *out_pat
         if (all[i].removed || orig->nodes[all[i].act1].op == NNZ_OP_IDENTITY ||
             orig->nodes[all[i].act2].op == NNZ_OP_IDENTITY)
             continue;
+        /* to a target: only the blocks expanded from its convs (named after them); its own blocks stay */
+        if (c->to_target) {
+            bool from_conv = false;
+            for (int t = 0; t < target->n_nodes && !from_conv; t++) from_conv = !strcmp(target->nodes[t].name, all[i].name);
+            if (!from_conv) continue;
+        }
         if (cfg->cost_aware && !nnz_shrink_merge_pays(orig, &all[i])) { /* stays as it is */
             size_t off = strlen(skipped);
             snprintf(skipped + off, sizeof skipped - off, "%s%s", off ? ", " : "", all[i].name);
@@ -294,7 +317,7 @@ static nnz_status shrink(shrink_ctx *c, const char *in_path, const char *out_pat
                      in_path);
         goto done;
     }
-    const int nb = c->n_blocks, k = nnz_shrink_keep_count(cfg->keep, nb);
+    const int nb = c->n_blocks, k = c->to_target ? 0 : nnz_shrink_keep_count(cfg->keep, nb);
     res->blocks = nb;
     res->kept = k;
     if ((s = nnz_batcher_init(&c->batcher, d, cfg->train_limit, cfg->batch, true, false, cfg->seed)) != NNZ_OK)
@@ -322,7 +345,11 @@ static nnz_status shrink(shrink_ctx *c, const char *in_path, const char *out_pat
     res->flops_before = st.flops;
     res->params_before = st.params;
     if ((s = evaluate(c, orig, &res->acc_original)) != NNZ_OK) goto done;
-    if (scratch)
+    if (c->to_target)
+        note(c, "expand-then-shrink to the target '%s': its %d dense kxk convs trained as inverted-residual blocks "
+             "(expansion %d) from random weights (test accuracy %.2f%%), all merged back at the end",
+             in_path, nb, cfg->expansion, 100.0 * res->acc_original);
+    else if (scratch)
         note(c, "expand-then-shrink: '%s' from random weights (test accuracy %.2f%%), %d inverted-residual blocks; "
              "keeping activations in %d of them (keep %g), the other %d merged at the end",
              in_path, 100.0 * res->acc_original, nb, k, (double)cfg->keep, nb - k);
@@ -396,6 +423,12 @@ static nnz_status shrink(shrink_ctx *c, const char *in_path, const char *out_pat
 
     /* merge, check it against the unmerged model, save */
     if ((s = nnz_shrink_merge(tuned, &merged, &res->merged)) != NNZ_OK) goto done;
+    if (c->to_target) { /* back to the target's own graph: its names, and no bias it did not have */
+        nnz_model *exact = NULL;
+        if ((s = nnz_shrink_to_target(merged, target, &exact)) != NNZ_OK) goto done;
+        nnz_model_free(merged);
+        merged = exact;
+    }
     if ((s = evaluate(c, merged, &res->acc_merged)) != NNZ_OK) goto done;
     if ((s = logits_error(c, merged, tuned, &res->merge_error)) != NNZ_OK) goto done;
     if (!(res->merge_error <= 1e-4f)) {
@@ -409,8 +442,9 @@ static nnz_status shrink(shrink_ctx *c, const char *in_path, const char *out_pat
     note(c, "merged %d block%s: test accuracy %.2f%% (unmerged %.2f%%, logits differ by %.2g relative)", res->merged,
          res->merged == 1 ? "" : "s", 100.0 * res->acc_merged, 100.0 * res->acc_finetuned, (double)res->merge_error);
     res->seconds = nnz_now_sec() - t_start;
-    s = nnz_shrink_save(out_path, merged, cfg, in_path, scratch, c->blocks, nb, scores, keep, res);
+    s = nnz_shrink_save(out_path, merged, cfg, in_path, scratch, c->to_target, c->blocks, nb, scores, keep, res);
 done:
+    nnz_model_free(target);
     nnz_gates_free(&gates, search);
     nnz_model_free(orig);
     nnz_model_free(search);
@@ -421,7 +455,7 @@ done:
     return s;
 }
 
-static nnz_status run_shrink(const char *in_path, bool from_scratch, const char *out_path,
+static nnz_status run_shrink(const char *in_path, bool from_scratch, bool to_target, const char *out_path,
                              const nnz_shrink_config *cfg, nnz_shrink_result *result) {
     if (!in_path || !out_path || !cfg)
         return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_shrink: %s, output path and configuration are required",
@@ -433,11 +467,15 @@ static nnz_status run_shrink(const char *in_path, bool from_scratch, const char 
     if (from_scratch && cfg->distill)
         return nnz_fail(NNZ_ERR_INVALID_ARG, "distillation needs a trained teacher; from scratch there is none "
                         "(drop --distill, or shrink a trained checkpoint)");
+    if (to_target && cfg->cost_aware)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "a given target fixes which blocks are merged (all the expanded ones): "
+                        "cost-aware selection does not apply");
     NNZ_TRY(nnz_check_output_path(out_path));
     shrink_ctx c;
     memset(&c, 0, sizeof c);
     c.cfg = cfg;
     c.one_schedule = from_scratch;
+    c.to_target = to_target;
     const int old_threads = nnz_get_threads();
     nnz_set_threads(cfg->threads);
     nnz_status s = shrink(&c, in_path, out_path, result);
@@ -455,10 +493,15 @@ static nnz_status run_shrink(const char *in_path, bool from_scratch, const char 
 
 nnz_status nnz_shrink(const char *checkpoint, const char *out_path, const nnz_shrink_config *cfg,
                       nnz_shrink_result *result) {
-    return run_shrink(checkpoint, false, out_path, cfg, result);
+    return run_shrink(checkpoint, false, false, out_path, cfg, result);
 }
 
 nnz_status nnz_shrink_from_scratch(const char *model, const char *out_path, const nnz_shrink_config *cfg,
                                    nnz_shrink_result *result) {
-    return run_shrink(model, true, out_path, cfg, result);
+    return run_shrink(model, true, false, out_path, cfg, result);
+}
+
+nnz_status nnz_shrink_train_target(const char *target, const char *out_path, const nnz_shrink_config *cfg,
+                                   nnz_shrink_result *result) {
+    return run_shrink(target, true, true, out_path, cfg, result);
 }

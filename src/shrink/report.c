@@ -9,7 +9,8 @@
 #include <string.h>
 
 nnz_status nnz_shrink_save(const char *path, const nnz_model *merged, const nnz_shrink_config *cfg,
-                           const char *source, bool from_scratch, const nnz_ir_block *blocks, int n, const float *scores,
+                           const char *source, bool from_scratch, bool to_target, const nnz_ir_block *blocks, int n,
+                           const float *scores,
                            const bool *keep, const nnz_shrink_result *res) {
     cJSON *j = cJSON_CreateObject(), *arr = cJSON_CreateArray();
     if (!j || !arr) {
@@ -22,6 +23,10 @@ nnz_status nnz_shrink_save(const char *path, const nnz_model *merged, const nnz_
     cJSON_AddNumberToObject(j, "version", 1);
     cJSON_AddStringToObject(j, "source", source);
     cJSON_AddBoolToObject(j, "from_scratch", from_scratch);
+    if (to_target) { /* source is the target; the trained network was its expansion */
+        cJSON_AddBoolToObject(j, "to_target", true);
+        cJSON_AddNumberToObject(j, "expansion", cfg->expansion);
+    }
     cJSON_AddNumberToObject(j, "warmup", nnz_shortest_double(cfg->warmup));
     cJSON_AddNumberToObject(j, "ramp", nnz_shortest_double(cfg->ramp));
     cJSON_AddNumberToObject(j, "keep", nnz_shortest_double(cfg->keep));
@@ -96,13 +101,20 @@ nnz_status nnz_shrink_describe(const char *checkpoint, char *buf, size_t len) {
     size_t off = 0;
     const int n = cJSON_GetArraySize(blocks);
     const bool scratch = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "from_scratch"));
-    append(buf, len, &off,
-           "DepthShrinker%s: keep %g of %d%s inverted-residual blocks (%s '%s', %s %g, finetune %g epochs)\n",
-           scratch ? " (Expand-then-Shrink)" : "", num(j, "keep"), n,
-           cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "cost_aware")) ? " cost-aware" : "",
-           scratch ? "trained from scratch as" : "from",
-           cJSON_IsString(source) ? source->valuestring : "?", scratch ? "training with gates" : "search",
-           num(j, "search_epochs"), num(j, "finetune_epochs"));
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "to_target")))
+        append(buf, len, &off,
+               "DepthShrinker (Expand-then-Shrink to the target '%s'): %d dense convs trained as inverted-residual "
+               "blocks (expansion %g) from scratch, training with gates %g epochs, finetune %g epochs\n",
+               cJSON_IsString(source) ? source->valuestring : "?", n, num(j, "expansion"), num(j, "search_epochs"),
+               num(j, "finetune_epochs"));
+    else
+        append(buf, len, &off,
+               "DepthShrinker%s: keep %g of %d%s inverted-residual blocks (%s '%s', %s %g, finetune %g epochs)\n",
+               scratch ? " (Expand-then-Shrink)" : "", num(j, "keep"), n,
+               cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "cost_aware")) ? " cost-aware" : "",
+               scratch ? "trained from scratch as" : "from",
+               cJSON_IsString(source) ? source->valuestring : "?", scratch ? "training with gates" : "search",
+               num(j, "search_epochs"), num(j, "finetune_epochs"));
     for (int pass = 0; pass < 2; pass++) {
         append(buf, len, &off, pass == 0 ? "  merged, one dense conv each:" : "  kept, with their activations:");
         int shown = 0;

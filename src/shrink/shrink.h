@@ -101,6 +101,26 @@ nnz_status nnz_shrink_merge_block(const nnz_model *m, const nnz_ir_block *b, flo
  * other nodes and their parameters are copied. *merged: how many blocks (may be NULL). */
 nnz_status nnz_shrink_merge(const nnz_model *m, nnz_model **out, int *merged);
 
+/* ===================== expand a target (Expand-then-Shrink) ===================== */
+
+/* Whether node i of target t is expanded: a dense conv (groups 1) with a kxk window, k >= 2, not
+ * reading the model input (the first layer stays), alone in its block, and either with a bias or
+ * read only by a batch norm (which absorbs the merged conv's bias). */
+bool nnz_shrink_expandable(const nnz_model *t, int i);
+
+/* The expanded network of target t, freshly initialised from seed: every expandable conv T
+ * (IC -> OC, kxk, stride s, pad p) becomes the inverted-residual block "T.pw1" (1x1, IC ->
+ * expansion*IC) -> "T.bn1" -> "T.act1" (relu6) -> "T.dw" (depthwise kxk, stride s, pad p) ->
+ * "T.bn2" -> "T.act2" -> "T.pw2" (1x1, -> OC) -> "T.bn3" [-> "T.add", + the block input, when
+ * s = 1 and IC = OC], a block of its own named T; everything else is copied. *expanded: how
+ * many convs (may be NULL). Merged, the block is the conv "T.conv" of T's shape. */
+nnz_status nnz_shrink_expand(const nnz_model *t, int expansion, uint64_t seed, nnz_model **out, int *expanded);
+
+/* The target's own graph (t's nodes, names and shapes) with merged's parameters: an expanded
+ * conv T takes "T.conv"'s, and where T has no bias the merged bias moves into the batch norm
+ * reading T (its running mean), so in eval mode *out computes what merged does. */
+nnz_status nnz_shrink_to_target(const nnz_model *merged, const nnz_model *t, nnz_model **out);
+
 /* ===================== the record in the checkpoint ===================== */
 
 /* The metadata key under which nnz shrink records what it did (JSON, docs/FORMAT.md). */
@@ -108,9 +128,10 @@ nnz_status nnz_shrink_merge(const nnz_model *m, nnz_model **out, int *merged);
 
 /* Saves the merged model at path (atomically) with the record: the settings (source: the
  * checkpoint, or with from_scratch the model spec trained from random weights), each block's
- * name, score and fate, FLOPs, parameters and accuracies. */
+ * name, score and fate, FLOPs, parameters and accuracies; to_target: source is the target and
+ * the record says so, with the expansion. */
 nnz_status nnz_shrink_save(const char *path, const nnz_model *merged, const nnz_shrink_config *cfg,
-                           const char *source, bool from_scratch, const nnz_ir_block *blocks, int n,
+                           const char *source, bool from_scratch, bool to_target, const nnz_ir_block *blocks, int n,
                            const float *scores,
                            const bool *keep, const nnz_shrink_result *res);
 

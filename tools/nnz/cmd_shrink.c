@@ -1,5 +1,6 @@
 /* nnz shrink: DepthShrinker on a checkpoint: search, remove, finetune, merge; with
- * --from-scratch MODEL, Expand-then-Shrink: the same from random weights. */
+ * --from-scratch MODEL, Expand-then-Shrink: the same from random weights; with --target
+ * MODEL, Expand-then-Shrink to that given compact network. */
 #include "cli.h"
 
 #include <stdio.h>
@@ -27,7 +28,7 @@ static void default_out(const char *in, bool scratch, char *buf, size_t len) {
 int cmd_shrink(int argc, char **argv) {
     nnz_shrink_config cfg;
     nnz_shrink_config_init(&cfg);
-    const char *out = NULL, *data = cfg.data_dir, *scratch = NULL;
+    const char *out = NULL, *data = cfg.data_dir, *scratch = NULL, *target = NULL;
     cli_flag flags[] = {
         FL_STR("--from-scratch", &scratch, "MODEL",
                "Expand-then-Shrink (DepthShrinker+): instead of a trained CKPT, train MODEL (a zoo name such as "
@@ -37,6 +38,15 @@ int cmd_shrink(int argc, char **argv) {
                "(--finetune-epochs) and merged, so the result has the merged target's architecture and cost. "
                "One cosine learning rate runs over both phases.",
                "none: shrink CKPT"),
+        FL_STR("--target", &target, "MODEL",
+               "Expand-then-Shrink to a given compact network: MODEL (zoo name, .json or checkpoint) is the "
+               "network to deploy. Each of its dense kxk convs (not the first layer) is trained from random "
+               "weights as an inverted-residual block with relu6s (1x1 to --expansion x its inputs, depthwise "
+               "kxk, 1x1 back), the gates remove all their activations by the end of --ramp, and the merge gives "
+               "back exactly MODEL's layers. --keep and --cost-aware do not apply.",
+               "none"),
+        FL_INT("--expansion", &cfg.expansion, "N", "With --target: an expanded block's hidden channels per input "
+               "channel (MobileNetV2's t).", "6", 1, 64),
         FL_FLOAT("--keep", &cfg.keep, "R",
                  "Fraction of the inverted-residual blocks that keep their activations (round(R x blocks), halves "
                  "up); the others lose both and are merged into one dense conv each. mbv2-tiny has 6 blocks.",
@@ -92,7 +102,8 @@ int cmd_shrink(int argc, char **argv) {
         .name = "shrink",
         .summary = "DepthShrinker: remove activations, merge blocks into dense convs",
         .usage = "nnz shrink CKPT [--keep R] [--out FILE] [flags]\n"
-                 "       nnz shrink --from-scratch MODEL [--keep R] [--out FILE] [flags]",
+                 "       nnz shrink --from-scratch MODEL [--keep R] [--out FILE] [flags]\n"
+                 "       nnz shrink --target MODEL [--expansion N] [--out FILE] [flags]",
         .description =
             "DepthShrinker (Fu et al., ICML 2022) on a trained checkpoint with inverted-residual blocks\n"
             "(mbv2-tiny). 1. search: one score per block is trained with the weights; each step the\n"
@@ -109,14 +120,19 @@ int cmd_shrink(int argc, char **argv) {
             "progressively (--ramp) down to the kept blocks, the rest of the search trains the final choice,\n"
             "finetuning trains it without the removed activations, and the merge gives a network with the\n"
             "target's (MODEL with those blocks merged) architecture. Its baseline is the target trained\n"
-            "directly for the same epochs: nnz train --model OUT.safetensors --epochs S+F.",
+            "directly for the same epochs: nnz train --model OUT.safetensors --epochs S+F.\n"
+            "\n"
+            "Expand-then-Shrink to a given target (--target MODEL): MODEL is the compact network itself; its\n"
+            "dense kxk convs are expanded into inverted-residual blocks for training and all merged back, so\n"
+            "OUT has MODEL's architecture (nnz info OUT --arch equals nnz info MODEL --arch).",
         .example = "  nnz train --model mbv2-tiny --epochs 3 --out base.safetensors\n"
                    "  nnz shrink base.safetensors --keep 0.4 --out shrunk.safetensors\n"
                    "  nnz shrink base.safetensors --keep 0.2 --finetune-epochs 3 --distill\n"
                    "  nnz info shrunk.safetensors && nnz bench shrunk.safetensors --batch 1\n"
                    "  nnz shrink --from-scratch mbv2-tiny --keep 0.4 --search-epochs 2 --finetune-epochs 1 "
                    "--out ets.safetensors\n"
-                   "  nnz train --model ets.safetensors --epochs 3 --lr 0.1 --label-smoothing 0.1   # the baseline",
+                   "  nnz train --model ets.safetensors --epochs 3 --lr 0.1 --label-smoothing 0.1   # the baseline\n"
+                   "  nnz shrink --target target.json --search-epochs 2 --finetune-epochs 1 --out t.safetensors",
         .flags = flags,
         .n_flags = (int)(sizeof flags / sizeof flags[0]),
         .positional = "CKPT",
@@ -128,19 +144,29 @@ int cmd_shrink(int argc, char **argv) {
     int r = cli_parse(&cmd, argc, argv, pos, &npos);
     if (r == CLI_HELP_SHOWN) return CLI_EXIT_OK;
     if (r) return r;
-    if (!scratch && npos == 0) return cli_usage_error(&cmd, "missing CKPT (or --from-scratch MODEL)");
+    if (target && scratch) return cli_usage_error(&cmd, "give either --from-scratch MODEL or --target MODEL, not both");
+    if (target && (cli_find_flag(&cmd, "--keep")->seen || cfg.cost_aware))
+        return cli_usage_error(&cmd, "--target fixes the merged blocks (every expanded conv): --keep and --cost-aware "
+                               "do not apply");
+    if (!target && cli_find_flag(&cmd, "--expansion")->seen)
+        return cli_usage_error(&cmd, "--expansion applies to --target only");
+    const bool to_target = target != NULL;
+    if (to_target) scratch = target;
+    if (!scratch && npos == 0) return cli_usage_error(&cmd, "missing CKPT (or --from-scratch MODEL, --target MODEL)");
     if (scratch && npos > 0)
-        return cli_usage_error(&cmd, "give either CKPT (shrink a trained model) or --from-scratch MODEL, not both");
+        return cli_usage_error(&cmd, "give either CKPT (shrink a trained model) or --%s MODEL, not both",
+                               to_target ? "target" : "from-scratch");
     if (scratch) {
         bool known = false;
         for (const char *const *z = nnz_zoo_names(); *z; z++) known |= strcmp(*z, scratch) == 0;
         struct stat st;
         if (!known && (stat(scratch, &st) != 0 || !S_ISREG(st.st_mode)))
-            return cli_usage_error(&cmd, "--from-scratch '%s': no such file, and not a zoo model (mlp, lenet5, "
-                                   "vgg8, mbv2-tiny)", scratch);
+            return cli_usage_error(&cmd, "--%s '%s': no such file, and not a zoo model (mlp, lenet5, "
+                                   "vgg8, mbv2-tiny)", to_target ? "target" : "from-scratch", scratch);
     }
     if (scratch && cfg.distill)
-        return cli_usage_error(&cmd, "--distill needs a trained teacher: it does not combine with --from-scratch");
+        return cli_usage_error(&cmd, "--distill needs a trained teacher: it does not combine with --%s",
+                               to_target ? "target" : "from-scratch");
     if (scratch) {
         if (!cli_find_flag(&cmd, "--lr")->seen) cfg.lr = 0.1f;
         if (!cli_find_flag(&cmd, "--warmup")->seen) cfg.warmup = 0.25f;
@@ -164,7 +190,9 @@ int cmd_shrink(int argc, char **argv) {
     cli_progress_catch_sigint();
 
     nnz_shrink_result res;
-    nnz_status s = scratch ? nnz_shrink_from_scratch(scratch, out, &cfg, &res) : nnz_shrink(in, out, &cfg, &res);
+    nnz_status s = to_target ? nnz_shrink_train_target(target, out, &cfg, &res)
+                   : scratch ? nnz_shrink_from_scratch(scratch, out, &cfg, &res)
+                             : nnz_shrink(in, out, &cfg, &res);
     cli_progress_finish(&prog);
     if (s == NNZ_ERR_INTERRUPTED) {
         fprintf(stderr, "nnz shrink: %s\n", nnz_last_error());
