@@ -32,6 +32,9 @@ static const conv_shape shapes[] = {
     {"mbv2.b3.pw2", 128, 7, 144, 48, 1, 1, 0},
     {"small.16to24", 128, 28, 16, 24, 3, 1, 1}, /* a merged DepthShrinker block */
     {"small.6to16", 128, 12, 6, 16, 5, 1, 0},   /* classic LeNet's conv2 */
+    {"mbv2.stem", 128, 28, 1, 16, 3, 1, 1},     /* the first layer, over the image */
+    {"ds.b1.16to24.s2", 128, 28, 16, 24, 3, 2, 1}, /* DepthShrinker's merged stride-2 blocks 1 and 3 */
+    {"ds.b3.24to32.s2", 128, 14, 24, 32, 3, 2, 1},
 };
 
 static float *filled(size_t n, unsigned seed) {
