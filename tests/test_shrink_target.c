@@ -95,24 +95,11 @@ static void test_expand_structure(void **state) {
     nnz_model_free(t);
 }
 
-/* Random batch-norm parameters and statistics, far from the identity, so every fold is exercised. */
-static void randomize_bn(nnz_model *m, uint64_t seed) {
-    for (int i = 0; i < m->n_params; i++) {
-        nnz_param *p = &m->params[i];
-        if (m->nodes[p->node].op != NNZ_OP_BATCHNORM) continue;
-        const char *suffix = strrchr(p->name, '.');
-        float lo = -0.5f, hi = 0.5f;
-        if (strcmp(suffix, ".weight") == 0) lo = 0.5f, hi = 1.5f;
-        if (strcmp(suffix, ".running_var") == 0) lo = 0.5f, hi = 2.0f;
-        tu_fill_uniform(nnz_tensor_f32(&p->value), nnz_tensor_numel(&p->value), lo, hi, seed + (uint64_t)i);
-    }
-}
-
 static void test_merged_back_is_exact(void **state) {
     (void)state;
     nnz_model *t = target_model(1), *e = NULL, *rm = NULL, *merged = NULL, *back = NULL;
     assert_int_equal(nnz_shrink_expand(t, 3, 11, &e, NULL), NNZ_OK);
-    randomize_bn(e, 5);
+    tu_randomize_batchnorms(e, 5); /* far from the identity: every fold is exercised */
     nnz_ir_block *b = NULL;
     int nb = 0;
     assert_int_equal(nnz_shrink_find_blocks(e, &b, &nb), NNZ_OK);
