@@ -119,6 +119,8 @@ const char *const *nnz_zoo_names(void);
 /* Architecture as JSON (caller frees with free()) and back. */
 nnz_status nnz_model_to_json(const nnz_model *m, char **json_out);
 nnz_status nnz_model_from_json(const char *json, uint64_t seed, nnz_model **out);
+/* nnz_model_from_json of an architecture file's text (bounds-checked read; a NUL byte is FORMAT). */
+nnz_status nnz_model_from_arch_file(const char *path, uint64_t seed, nnz_model **out);
 void nnz_model_free(nnz_model *m);
 
 typedef struct {

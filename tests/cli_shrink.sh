@@ -88,6 +88,10 @@ expect 0 "$NNZ" info mbv2-tiny-ets.safetensors; has out "^DepthShrinker (Expand-
 [ "$(grep -c 'blocks\.[0-9]*\.conv  *conv2d' "$T/out")" -eq 3 ] || fail "info: expected 3 merged convs"
 ETS_FLOPS=$(grep '^FLOPs per image' "$T/out")
 expect 0 "$NNZ" info mbv2-tiny-ets.safetensors --arch; cp "$T/out" target.json
+expect 0 "$NNZ" info target.json; has out "^architecture: target.json"; has out "^${ETS_FLOPS}\$"
+expect 0 "$NNZ" info target.json --arch; cmp -s "$T/out" target.json || fail "info ARCH.json --arch changed the graph"
+printf '{"format":"nnz-arch"' > broken.json
+expect 1 "$NNZ" info broken.json; has err "cannot build the architecture"
 grep -q '"name":"blocks\.[0-9]*\.conv"' target.json || fail "info --arch: no merged conv in the architecture"
 expect 0 "$NNZ" train --model target.json --epochs 1 --batch $B "${TINY[@]}"   # the baseline: the target, directly
 [ -s target-trained.safetensors ] || fail "no default output target-trained.safetensors"

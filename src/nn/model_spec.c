@@ -34,6 +34,16 @@ static nnz_status read_json_file(const char *path, char **out) {
     return NNZ_OK;
 }
 
+nnz_status nnz_model_from_arch_file(const char *path, uint64_t seed, nnz_model **out) {
+    if (!path || !out) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_from_arch_file: path and out are required");
+    *out = NULL;
+    char *json = NULL;
+    NNZ_TRY(read_json_file(path, &json));
+    nnz_status s = nnz_model_from_json(json, seed, out);
+    free(json);
+    return s;
+}
+
 nnz_status nnz_model_from_spec(const char *spec, int in_h, int in_w, int in_c, int num_classes, uint64_t seed,
                                nnz_model **out) {
     if (!spec || !out) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_from_spec: spec and out are required");
@@ -47,12 +57,9 @@ nnz_status nnz_model_from_spec(const char *spec, int in_h, int in_w, int in_c, i
                         "unknown model '%s': not a zoo model (mlp, lenet5, vgg8, mbv2-tiny), nor an architecture "
                         "file (FILE.json, docs/arch-json.md) or a checkpoint to take the architecture from",
                         spec);
-    char *json = NULL;
     nnz_status s;
     if (ends_with(spec, ".json")) {
-        NNZ_TRY(read_json_file(spec, &json));
-        s = nnz_model_from_json(json, seed, out);
-        free(json);
+        s = nnz_model_from_arch_file(spec, seed, out);
     } else {
         nnz_checkpoint ck;
         s = nnz_checkpoint_open(spec, &ck);

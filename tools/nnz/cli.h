@@ -101,9 +101,11 @@ void cli_json_string(FILE *out, const char *s);
 /* "1,234,567" */
 void cli_group_digits(int64_t v, char *buf, size_t len);
 
-/* A model named on the command line: an existing file is loaded as a
- * checkpoint; otherwise a zoo name builds a fresh model for Fashion-MNIST-sized
- * inputs (28x28x1, 10 classes). Returns 0 or an exit code (message printed). */
+/* A model named on the command line: an existing file is loaded as a packed
+ * model or a checkpoint, or built from it with fresh weights (seed) when it is an
+ * architecture .json; otherwise a zoo name builds a fresh model for
+ * Fashion-MNIST-sized inputs (28x28x1, 10 classes). Returns 0 or an exit code
+ * (message printed). */
 int cli_load_model(const char *cmd, const char *arg, uint64_t seed, nnz_model **out, bool *from_file);
 
 /* The subcommands. argv[0] is the subcommand's name. */

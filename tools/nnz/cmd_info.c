@@ -47,11 +47,12 @@ int cmd_info(int argc, char **argv) {
     cli_command cmd = {
         .name = "info",
         .summary = "show a checkpoint's architecture, parameter count, size and FLOPs",
-        .usage = "nnz info FILE|FILE.nnz|MODEL",
+        .usage = "nnz info FILE|FILE.nnz|ARCH.json|MODEL",
         .description = "Prints the layer table of a checkpoint (name, op, output shape, parameters, FLOPs per\n"
                        "image), the number of trainable parameters and batch-norm buffers, the bytes they take\n"
                        "as fp32, and the forward FLOPs per image (2 per multiply-add). A zoo model name instead\n"
-                       "of a file shows that model, freshly built for 28x28x1 inputs and 10 classes. For a .nnz\n"
+                       "of a file shows that model, freshly built for 28x28x1 inputs and 10 classes; an\n"
+                       "architecture .json (nnz info --arch, docs/arch-json.md) shows that graph. For a .nnz\n"
                        "file (nnz pack) it adds, per tensor: codec, bits, gap bits, codebook size, nonzeros, bytes\n"
                        "as fp32 and packed, and the compression ratio. When conv/linear weights hold zeros\n"
                        "(masked or pruned training), it also shows each layer's zeros and the sparse format nnz\n"
@@ -104,7 +105,11 @@ int cmd_info(int argc, char **argv) {
         struct stat fs;
         char fsize[32] = "?";
         if (stat(pos[0], &fs) == 0) cli_group_digits((int64_t)fs.st_size, fsize, sizeof fsize);
-        printf("file: %s (%s bytes)\n", pos[0], fsize);
+        const size_t n = strlen(pos[0]);
+        if (n > 5 && strcmp(pos[0] + n - 5, ".json") == 0)
+            printf("architecture: %s (%s bytes; fresh weights)\n", pos[0], fsize);
+        else
+            printf("file: %s (%s bytes)\n", pos[0], fsize);
     } else {
         printf("model: %s (zoo, fresh weights)\n", pos[0]);
     }

@@ -13,6 +13,11 @@ int cli_load_model(const char *cmd, const char *arg, uint64_t seed, nnz_model **
         if (nnz_packed_load_model(arg, out) != NNZ_OK) return cli_fail(cmd, "cannot load the .nnz model");
         return CLI_EXIT_OK;
     }
+    const size_t len = strlen(arg);
+    if (is_file && len > 5 && strcmp(arg + len - 5, ".json") == 0) { /* an architecture: fresh weights */
+        if (nnz_model_from_arch_file(arg, seed, out) != NNZ_OK) return cli_fail(cmd, "cannot build the architecture");
+        return CLI_EXIT_OK;
+    }
     if (is_file) {
         if (nnz_checkpoint_load_model(arg, out) != NNZ_OK) return cli_fail(cmd, "cannot load the checkpoint");
         return CLI_EXIT_OK;
