@@ -104,8 +104,9 @@ nnz_status nnz_shrink_merge(const nnz_model *m, nnz_model **out, int *merged);
 /* ===================== expand a target (Expand-then-Shrink) ===================== */
 
 /* Whether node i of target t is expanded: a dense conv (groups 1) with a kxk window, k >= 2, not
- * reading the model input (the first layer stays), alone in its block, and either with a bias or
- * read only by a batch norm (which absorbs the merged conv's bias). */
+ * reading the model input (the first layer stays), alone in its block, with a name that leaves
+ * room for ".act1", and either with a bias or read only by a batch norm (which absorbs the merged
+ * conv's bias). */
 bool nnz_shrink_expandable(const nnz_model *t, int i);
 
 /* The expanded network of target t, freshly initialised from seed: every expandable conv T
