@@ -16,10 +16,9 @@ static nnz_model *zoo(const char *name, int h, int w, int c, int classes, uint64
 }
 
 static int find_node(const nnz_model *m, const char *name) {
-    for (int i = 0; i < m->n_nodes; i++)
-        if (strcmp(m->nodes[i].name, name) == 0) return i;
-    fail_msg("no node '%s'", name);
-    return -1;
+    const int i = nnz_model_find_node(m, name);
+    if (i < 0) fail_msg("no node '%s'", name);
+    return i;
 }
 
 static void assert_shape(const nnz_model *m, const char *name, int h, int w, int c) {

@@ -42,12 +42,6 @@ static nnz_model *target_model(uint64_t seed) {
     return m;
 }
 
-static int node_of(const nnz_model *m, const char *name) {
-    for (int i = 0; i < m->n_nodes; i++)
-        if (strcmp(m->nodes[i].name, name) == 0) return i;
-    return -1;
-}
-
 static char *arch_of(const nnz_model *m) {
     char *json = NULL;
     assert_int_equal(nnz_model_to_json(m, &json), NNZ_OK);
@@ -59,7 +53,7 @@ static void test_expand_structure(void **state) {
     nnz_model *t = target_model(1), *e = NULL;
     const bool want[5] = {false, true, true, false, false};
     const char *convs[5] = {"stem", "A", "B", "C", "D"};
-    for (int i = 0; i < 5; i++) assert_int_equal(nnz_shrink_expandable(t, node_of(t, convs[i])), want[i]);
+    for (int i = 0; i < 5; i++) assert_int_equal(nnz_shrink_expandable(t, nnz_model_find_node(t, convs[i])), want[i]);
     int expanded = 0;
     assert_int_equal(nnz_shrink_expand(t, 2, 7, &e, &expanded), NNZ_OK);
     assert_int_equal(expanded, 2);
@@ -82,10 +76,10 @@ static void test_expand_structure(void **state) {
     assert_int_equal(e->nodes[b[1].dw].stride, 2);
     assert_int_equal(e->nodes[b[1].pw2].out_ch, 24);
     /* the rest is the target's: B's output feeds B_act, the block's input is A_act */
-    assert_int_equal(e->nodes[node_of(e, "B_act")].input, b[1].last);
-    assert_int_equal(b[1].input, node_of(e, "A_act"));
-    assert_int_equal(e->nodes[node_of(e, "fc")].out_ch, 10);
-    assert_true(node_of(e, "C") >= 0 && node_of(e, "stem") >= 0 && node_of(e, "A") < 0);
+    assert_int_equal(e->nodes[nnz_model_find_node(e, "B_act")].input, b[1].last);
+    assert_int_equal(b[1].input, nnz_model_find_node(e, "A_act"));
+    assert_int_equal(e->nodes[nnz_model_find_node(e, "fc")].out_ch, 10);
+    assert_true(nnz_model_find_node(e, "C") >= 0 && nnz_model_find_node(e, "stem") >= 0 && nnz_model_find_node(e, "A") < 0);
     /* refusals */
     nnz_model *x = (nnz_model *)1;
     assert_int_equal(nnz_shrink_expand(t, 0, 7, &x, NULL), NNZ_ERR_INVALID_ARG);
@@ -108,7 +102,7 @@ static void test_merged_back_is_exact(void **state) {
     int count = 0;
     assert_int_equal(nnz_shrink_merge(rm, &merged, &count), NNZ_OK);
     assert_int_equal(count, 2);
-    assert_true(node_of(merged, "A.conv") >= 0);
+    assert_true(nnz_model_find_node(merged, "A.conv") >= 0);
     if (nnz_shrink_to_target(merged, t, &back) != NNZ_OK) fail_msg("%s", nnz_last_error());
     char *a = arch_of(back), *want = arch_of(t);
     assert_string_equal(a, want); /* the target's graph: A has no bias, A_bn took it */
@@ -123,7 +117,7 @@ static void test_merged_back_is_exact(void **state) {
     assert_true(den > 0);
     assert_true(num / den < 1e-5);
     /* the fold is needed: without moving the bias into A_bn the logits differ */
-    const int mean = back->nodes[node_of(back, "A_bn")].running_mean;
+    const int mean = back->nodes[nnz_model_find_node(back, "A_bn")].running_mean;
     float *mu = nnz_tensor_f32(&back->params[mean].value);
     const float *bias = nnz_tensor_f32(&merged->params[nnz_model_find_param(merged, "A.conv.bias")].value);
     for (int o = 0; o < 16; o++) mu[o] += bias[o];

@@ -112,12 +112,6 @@ static const nnz_st_tensor *need(const zoo_case *c, const char *name, const char
     return t;
 }
 
-static int find_node(const nnz_model *m, const char *name) {
-    for (int i = 0; i < m->n_nodes; i++)
-        if (strcmp(m->nodes[i].name, name) == 0) return i;
-    return -1;
-}
-
 static int find_consumer(const nnz_model *m, int input, nnz_op op) {
     for (int i = 0; i < m->n_nodes; i++)
         if (m->nodes[i].op == op && m->nodes[i].input == input) return i;
@@ -209,7 +203,7 @@ static void apply_pins(zoo_case *c, nnz_op act_op) {
         assert_non_null(lists[which]);
         int n = split_commas(lists[which], srcs, 64);
         for (int s = 0; s < n; s++) {
-            int src = find_node(m, srcs[s]);
+            int src = nnz_model_find_node(m, srcs[s]);
             if (src < 0) fail_msg("%s: nnz has no node '%s'", c->model, srcs[s]);
             int act = find_consumer(m, src, act_op);
             if (act < 0) fail_msg("%s: no %s after '%s' in nnz's graph", c->model, nnz_op_name(act_op), srcs[s]);

@@ -576,6 +576,13 @@ nnz_status nnz_model_finalize(nnz_model *m, uint64_t seed) {
     return NNZ_OK;
 }
 
+int nnz_model_find_node(const nnz_model *m, const char *name) {
+    if (!m || !name) return -1;
+    for (int i = 0; i < m->n_nodes; i++)
+        if (strcmp(m->nodes[i].name, name) == 0) return i;
+    return -1;
+}
+
 int nnz_model_find_param(const nnz_model *m, const char *name) {
     if (!m || !name) return -1;
     for (int i = 0; i < m->n_params; i++)

@@ -544,6 +544,7 @@ nnz_status nnz_model_finalize(nnz_model *m, uint64_t seed);
 double nnz_shortest_double(float f);
 
 int nnz_model_find_param(const nnz_model *m, const char *name); /* -1 if none */
+int nnz_model_find_node(const nnz_model *m, const char *name);  /* -1 if none */
 /* Appends a zero-initialised fp32 parameter (with a gradient when trainable) to a finalized
  * model, owned by node; for state that is not a layer's, such as a gate score. *index gets its
  * index. INVALID_ARG: a duplicate or too long name, a bad node or shape; NOMEM: no memory. */

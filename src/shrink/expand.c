@@ -6,13 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* index of the node named `name`, or -1 */
-static int find_node(const nnz_model *m, const char *name) {
-    for (int i = 0; i < m->n_nodes; i++)
-        if (strcmp(m->nodes[i].name, name) == 0) return i;
-    return -1;
-}
-
 /* the only node reading node i (as input or skip), -1 when none or several */
 static int sole_consumer(const nnz_model *m, int i) {
     int who = -1;
@@ -78,7 +71,6 @@ nnz_status nnz_shrink_expand(const nnz_model *t, int expansion, uint64_t seed, n
             s->skip = p == 8 ? input : -1;
             s->block = block;
             s->stride = 1, s->groups = 1, s->k = 1;
-            s->eps = 1e-5f, s->momentum = 0.1f;
             switch (p) {
             case 0: s->op = NNZ_OP_CONV2D, s->out_ch = hidden; break;
             case 3: s->op = NNZ_OP_CONV2D, s->out_ch = hidden, s->k = c->k, s->stride = c->stride, s->pad = c->pad,
@@ -86,7 +78,7 @@ nnz_status nnz_shrink_expand(const nnz_model *t, int expansion, uint64_t seed, n
             case 6: s->op = NNZ_OP_CONV2D, s->out_ch = c->out_ch; break;
             case 2: case 5: s->op = NNZ_OP_RELU6; break;
             case 8: s->op = NNZ_OP_ADD; break;
-            default: s->op = NNZ_OP_BATCHNORM;
+            default: s->op = NNZ_OP_BATCHNORM, s->eps = 1e-5f, s->momentum = 0.1f; /* nnz_add_batchnorm's */
             }
             n++;
         }
@@ -119,7 +111,7 @@ nnz_status nnz_shrink_to_target(const nnz_model *merged, const nnz_model *t, nnz
     for (int i = 0; s == NNZ_OK && i < r->n_params; i++) {
         nnz_param *p = &r->params[i];
         const char *node = r->nodes[p->node].name;
-        const bool was_expanded = find_node(merged, node) < 0;
+        const bool was_expanded = nnz_model_find_node(merged, node) < 0;
         if (was_expanded) snprintf(name, sizeof name, "%s.conv%s", node, p->name + strlen(node));
         else snprintf(name, sizeof name, "%s", p->name);
         const int j = nnz_model_find_param(merged, name);
@@ -137,7 +129,7 @@ nnz_status nnz_shrink_to_target(const nnz_model *merged, const nnz_model *t, nnz
     /* a bias the target's conv lacks goes into the batch norm after it: BN(x + b) is BN(x) with mean - b */
     for (int i = 0; s == NNZ_OK && i < t->n_nodes; i++) {
         const nnz_node *c = &t->nodes[i];
-        if (c->op != NNZ_OP_CONV2D || c->has_bias || find_node(merged, c->name) >= 0) continue;
+        if (c->op != NNZ_OP_CONV2D || c->has_bias || nnz_model_find_node(merged, c->name) >= 0) continue;
         snprintf(name, sizeof name, "%s.conv.bias", c->name);
         const int j = nnz_model_find_param(merged, name), bn = bias_absorber(t, i);
         if (j < 0 || bn < 0) {

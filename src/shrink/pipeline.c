@@ -290,11 +290,7 @@ static nnz_status shrink(shrink_ctx *c, const char *in_path, const char *out_pat
             orig->nodes[all[i].act2].op == NNZ_OP_IDENTITY)
             continue;
         /* to a target: only the blocks expanded from its convs (named after them); its own blocks stay */
-        if (c->to_target) {
-            bool from_conv = false;
-            for (int t = 0; t < target->n_nodes && !from_conv; t++) from_conv = !strcmp(target->nodes[t].name, all[i].name);
-            if (!from_conv) continue;
-        }
+        if (c->to_target && nnz_model_find_node(target, all[i].name) < 0) continue;
         if (cfg->cost_aware && !nnz_shrink_merge_pays(orig, &all[i])) { /* stays as it is */
             size_t off = strlen(skipped);
             snprintf(skipped + off, sizeof skipped - off, "%s%s", off ? ", " : "", all[i].name);

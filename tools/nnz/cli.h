@@ -107,6 +107,8 @@ void cli_group_digits(int64_t v, char *buf, size_t len);
  * Fashion-MNIST-sized inputs (28x28x1, 10 classes). Returns 0 or an exit code
  * (message printed). */
 int cli_load_model(const char *cmd, const char *arg, uint64_t seed, nnz_model **out, bool *from_file);
+/* Whether cli_load_model reads path as an architecture (a name ending in .json). */
+bool cli_is_arch_file(const char *path);
 
 /* The subcommands. argv[0] is the subcommand's name. */
 int cmd_train(int argc, char **argv);

@@ -105,8 +105,7 @@ int cmd_info(int argc, char **argv) {
         struct stat fs;
         char fsize[32] = "?";
         if (stat(pos[0], &fs) == 0) cli_group_digits((int64_t)fs.st_size, fsize, sizeof fsize);
-        const size_t n = strlen(pos[0]);
-        if (n > 5 && strcmp(pos[0] + n - 5, ".json") == 0)
+        if (cli_is_arch_file(pos[0]))
             printf("architecture: %s (%s bytes; fresh weights)\n", pos[0], fsize);
         else
             printf("file: %s (%s bytes)\n", pos[0], fsize);

@@ -4,6 +4,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
+bool cli_is_arch_file(const char *path) {
+    const size_t n = strlen(path);
+    return n > 5 && strcmp(path + n - 5, ".json") == 0;
+}
+
 int cli_load_model(const char *cmd, const char *arg, uint64_t seed, nnz_model **out, bool *from_file) {
     *out = NULL;
     struct stat st;
@@ -13,8 +18,7 @@ int cli_load_model(const char *cmd, const char *arg, uint64_t seed, nnz_model **
         if (nnz_packed_load_model(arg, out) != NNZ_OK) return cli_fail(cmd, "cannot load the .nnz model");
         return CLI_EXIT_OK;
     }
-    const size_t len = strlen(arg);
-    if (is_file && len > 5 && strcmp(arg + len - 5, ".json") == 0) { /* an architecture: fresh weights */
+    if (is_file && cli_is_arch_file(arg)) { /* an architecture: fresh weights */
         if (nnz_model_from_arch_file(arg, seed, out) != NNZ_OK) return cli_fail(cmd, "cannot build the architecture");
         return CLI_EXIT_OK;
     }
