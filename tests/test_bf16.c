@@ -187,6 +187,38 @@ static void test_cvt_bf16_to_f32(void **state) {
     tu_for_each_isa(widen_isa, NULL);
 }
 
+/* nnz_round_to_bf16 (the small GEMM's staging at bf16 compute) is nnz_bf16_round bit for bit:
+ * the special values above and 2^16 random bit patterns, into another array and in place. */
+static void test_round_to_bf16(void **state) {
+    (void)state;
+    enum { N = 1 << 16 };
+    static const uint32_t special[] = {0x3F808000, 0x3F818000, 0x7F7FFFFF, 0x7F7F8000, 0xFF800000, 0x80000000,
+                                       0x7FC00000, 0x7F800001, 0xFF800001, 0x7FFFFFFF, 0x007FFFFF, 0x00018000,
+                                       0x00008000, 0x80000001};
+    const int ns = (int)(sizeof special / sizeof special[0]);
+    uint32_t *in = malloc(N * sizeof(uint32_t)), *out = malloc((N + 1) * sizeof(uint32_t));
+    assert_non_null(in);
+    assert_non_null(out);
+    uint64_t r = 88172645463325252ull;
+    for (int i = 0; i < N; i++) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        in[i] = i < ns ? special[i] : (uint32_t)r;
+    }
+    out[N] = 0xABCD1234u; /* guard */
+    nnz_round_to_bf16(N, (const float *)in, (float *)out);
+    for (int i = 0; i < N; i++) {
+        const float want = nnz_bf16_round(f32_from_bits(in[i]));
+        uint32_t w;
+        memcpy(&w, &want, 4);
+        if (out[i] != w) fail_msg("round 0x%08x -> 0x%08x, want 0x%08x", in[i], out[i], w);
+    }
+    assert_int_equal(out[N], 0xABCD1234u);
+    nnz_round_to_bf16(N, (const float *)in, (float *)in); /* in place */
+    assert_memory_equal(in, out, N * sizeof(uint32_t));
+    free(in);
+    free(out);
+}
+
 /* ---- packing ---- */
 
 /* op(X)(r,c) of a source, as the packers must read it */
@@ -611,6 +643,7 @@ int main(void) {
         cmocka_unit_test(test_cvt_denormals_pinned),
         cmocka_unit_test(test_cvt_bf16_to_f32),
         cmocka_unit_test(test_cvt_transposed),
+        cmocka_unit_test(test_round_to_bf16),
         cmocka_unit_test(test_packing_layouts),
         cmocka_unit_test(test_tile_emulator),
         cmocka_unit_test(test_gemm_dispatch_all_isas),

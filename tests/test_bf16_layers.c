@@ -104,7 +104,8 @@ static void conv_all(nnz_isa isa, void *ctx) {
     (void)ctx;
     static const conv_case cases[] = {
         {2, 9, 7, 5, 7, 3, 1, 1, 1},    /* im2col, odd everything */
-        {3, 8, 8, 13, 17, 1, 1, 0, 1},  /* 1x1: the GEMM path, not the fp32 small GEMM */
+        {3, 8, 8, 13, 17, 1, 1, 0, 1},  /* 1x1: the small GEMM over operands rounded as it stages them */
+        {1, 3, 5, 260, 9, 1, 1, 0, 1},  /* 1x1 past its channel limit (256): the bf16 GEMM */
         {2, 10, 9, 6, 8, 5, 2, 2, 2},   /* grouped, stride 2 */
         {2, 7, 7, 8, 8, 3, 1, 1, 8},    /* depthwise: stays fp32 */
         {1, 4, 4, 64, 40, 3, 1, 1, 1},  /* K = 576 */

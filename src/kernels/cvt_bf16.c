@@ -1,6 +1,8 @@
 /* fp32 <-> bf16 vector conversions: the dispatcher and the reference (contract in kernels.h). */
 #include "kernels/kernels.h"
 
+#include <string.h>
+
 void nnz_cvt_f32_to_bf16_ref(int64_t n, const float *x, nnz_bf16 *y) {
     for (int64_t i = 0; i < n; i++) y[i] = nnz_bf16_from_f32(x[i]);
 }
@@ -51,5 +53,16 @@ void nnz_cvt_f32_to_bf16_transposed(int64_t rows, int cols, const float *src, in
             for (int c = c0; c < c1; c++)
                 for (int64_t r = r0; r < r1; r++) dst[(int64_t)c * ld_dst + r] = nnz_bf16_from_f32(src[r * ld_src + c]);
         }
+    }
+}
+
+void nnz_round_to_bf16(int64_t n, const float *x, float *y) {
+    /* nnz_bf16_round without a branch, so that the loop vectorizes */
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        const uint32_t nearest = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u, quiet = (u & 0xFFFF0000u) | 0x00400000u;
+        const uint32_t r = (u & 0x7FFFFFFFu) > 0x7F800000u ? quiet : nearest;
+        memcpy(&y[i], &r, 4);
     }
 }

@@ -148,6 +148,9 @@ nnz_cvt_f32_to_bf16_fn nnz_cvt_f32_to_bf16_kernel(void);
 void nnz_cvt_f32_to_bf16_transposed(int64_t rows, int cols, const float *src, int64_t ld_src, nnz_bf16 *dst,
                                     int64_t ld_dst);
 void nnz_cvt_bf16_to_f32(int64_t n, const nnz_bf16 *x, float *y);
+/* y = x rounded to the nearest bf16 value, kept as fp32 (bit for bit nnz_bf16_round, denormals
+ * kept); y may be x. Single-threaded: for the rows a kernel stages. */
+void nnz_round_to_bf16(int64_t n, const float *x, float *y);
 void nnz_cvt_f32_to_bf16_ref(int64_t n, const float *x, nnz_bf16 *y);
 void nnz_cvt_f32_to_bf16_avx512(int64_t n, const float *x, nnz_bf16 *y);
 void nnz_cvt_f32_to_bf16_avx512bf16(int64_t n, const float *x, nnz_bf16 *y);

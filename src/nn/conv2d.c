@@ -66,9 +66,44 @@ static nnz_conv_window window_of(const nnz_conv_shape *s) {
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 /* (fp32 only: the small GEMM has no bf16 variant) */
+/* bf16 1x1 convolutions up to this many channels in and out run the small GEMM too, over
+ * operands rounded to bf16 as it stages them (bf16_round_rows): mbv2-tiny's (16-192 channels)
+ * spent more on packing for the bf16 GEMM than on its products, and could not take the batch
+ * norm deferred into them, so that norm's output was stored (docs/BF16.md) */
+#define BF16_SMALL_1X1_MAX_CH 256
+
 static bool use_small_gemm(const nnz_conv_shape *s) {
-    return s->compute == NNZ_F32 && !s->sparse && s->groups == 1 &&
-           (int64_t)s->KH * s->KW * s->IC <= SMALL_GEMM_MAX_CH && s->OC <= SMALL_GEMM_MAX_CH;
+    if (s->sparse || s->groups != 1 || s->OC > SMALL_GEMM_MAX_CH) return false;
+    if (s->compute == NNZ_BF16)
+        return conv_path_of(s) == CONV_GEMM_1X1 && s->IC <= BF16_SMALL_1X1_MAX_CH && s->OC <= BF16_SMALL_1X1_MAX_CH;
+    return s->compute == NNZ_F32 && (int64_t)s->KH * s->KW * s->IC <= SMALL_GEMM_MAX_CH;
+}
+
+/* The small GEMM at bf16 compute: every operand is rounded to bf16 as it is read (the input rows
+ * by a prologue, after the caller's own if any; the output gradient's rows by a row source; the
+ * weight copied rounded), so its fp32 products are exact and its sums fp32: the bf16 GEMM's
+ * numbers, up to the order of the sums. */
+typedef struct {
+    const nnz_input_prologue *inner; /* applied first, or NULL */
+    int K;                           /* floats per row */
+} bf16_rows;
+
+static void bf16_round_rows(const void *ctx, int64_t rows, const float *x, float *buf) {
+    const bf16_rows *c = ctx;
+    if (c->inner) c->inner->fn(c->inner->ctx, rows, x, buf), x = buf;
+    nnz_round_to_bf16(rows * c->K, x, buf);
+}
+
+typedef struct {
+    const nnz_row_source *inner; /* the rows' source, or NULL: read from rows */
+    const float *rows;
+    int K;
+} bf16_source;
+
+static void bf16_source_rows(const void *ctx, int64_t r0, int rows, float *buf) {
+    const bf16_source *c = ctx;
+    if (c->inner) c->inner->fn(c->inner->ctx, r0, rows, buf);
+    nnz_round_to_bf16((int64_t)rows * c->K, c->inner ? buf : c->rows + r0 * c->K, buf);
 }
 
 /* Stride-1 3x3 and 5x5 convolutions (groups 1, fp32, dense) over at least WINOGRAD_MIN_CH channels
@@ -370,6 +405,8 @@ void nnz_conv2d_kernel_weight(const nnz_conv_shape *s, const float *weight, floa
     if (conv_path_of(s) == CONV_DEPTHWISE) transpose_taps(s->IC, s->KH * s->KW, weight, out);
     else if (use_winograd(s)) nnz_winograd_weight(s->KH, s->IC, s->OC, weight, false, out);
     else transpose_taps(s->OC, s->KH * s->KW * s->IC, weight, out); /* (OC,K) -> (K,OC) */
+    if (s->compute == NNZ_BF16 && use_small_gemm(s)) /* the small GEMM reads it as bf16 values */
+        nnz_round_to_bf16((int64_t)s->IC * s->OC, out, out);
 }
 
 /* The small GEMM's and the implicit conv's (K,OC) weight: the caller's s->kernel_weight, or made
@@ -390,9 +427,12 @@ static bool small_gemm_1x1_forward(const nnz_conv_shape *s, int64_t M, const flo
     const float *wt = small_gemm_weight(s, weight, &made);
     if (!wt) return false;
     if (bias) nnz_bias_fill_rows(M, s->OC, bias, out);
-    nnz_gemm_small(M, s->OC, s->IC, inp, s->IC, wt, bias != NULL, ep, out);
+    const bf16_rows round = {NULL, s->IC};
+    const nnz_input_prologue pro = {bf16_round_rows, &round};
+    const bool ok = nnz_gemm_small_sink(M, s->OC, s->IC, inp, s->IC, s->compute == NNZ_BF16 ? &pro : NULL, wt,
+                                        bias != NULL, ep, out, NULL, 4);
     free(made);
-    return true;
+    return ok;
 }
 
 bool nnz_conv2d_forward_sink(const nnz_conv_shape *s, const float *inp, const nnz_input_prologue *pro,
@@ -402,6 +442,9 @@ bool nnz_conv2d_forward_sink(const nnz_conv_shape *s, const float *inp, const nn
     float *made;
     const float *wt = small_gemm_weight(s, weight, &made);
     if (!wt) return false;
+    const bf16_rows round = {pro, s->IC};
+    const nnz_input_prologue rounded = {bf16_round_rows, &round};
+    if (s->compute == NNZ_BF16) pro = &rounded;
     const bool ok = nnz_gemm_small_sink((int64_t)s->N * s->OH * s->OW, s->OC, s->IC, inp, s->IC, pro, wt, false, ep,
                                         out, sink, unit);
     free(made);
@@ -652,6 +695,33 @@ bool nnz_conv2d_backward_pro(const nnz_conv_shape *s, const float *inp, const nn
     return true;
 }
 
+/* Both products of a 1x1 conv's backward on the small GEMM, in one pass over dout: from its
+ * rows' source src, else from dout; the input through pro (NULL: as stored). At bf16 compute every
+ * operand is rounded as it is read (bf16_rows). false: no memory for its buffers. */
+static bool small_gemm_1x1_backward(const nnz_conv_shape *s, const nnz_row_source *src, const float *dout,
+                                    const float *inp, const nnz_input_prologue *pro, const float *weight,
+                                    float *dweight, bool accumulate, float *dinp, const nnz_row_sink *dsink, int unit) {
+    const int64_t M = (int64_t)s->N * s->OH * s->OW;
+    if (s->compute == NNZ_BF16 && !dinp) return false; /* the rounded path makes both products */
+    if (s->compute != NNZ_BF16) {
+        if (src) return nnz_gemm_small_backward_src(M, s->IC, s->OC, src, inp, pro, weight, dweight, accumulate, dinp,
+                                                    dsink, unit);
+        return nnz_gemm_small_backward(M, s->IC, s->OC, dout, inp, weight, dweight, accumulate, dinp);
+    }
+    const size_t nw = (size_t)s->OC * s->IC;
+    float *wr = malloc((nw ? nw : 1) * sizeof(float));
+    if (!wr) return false;
+    nnz_round_to_bf16((int64_t)nw, weight, wr);
+    const bf16_source rs = {src, dout, s->OC};
+    const nnz_row_source rsrc = {bf16_source_rows, &rs};
+    const bf16_rows ri = {pro, s->IC};
+    const nnz_input_prologue rpro = {bf16_round_rows, &ri};
+    const bool ok =
+        nnz_gemm_small_backward_src(M, s->IC, s->OC, &rsrc, inp, &rpro, wr, dweight, accumulate, dinp, dsink, unit);
+    free(wr);
+    return ok;
+}
+
 bool nnz_conv2d_backward_src_applies(const nnz_conv_shape *s) {
     return conv_path_of(s) == CONV_DEPTHWISE || (conv_path_of(s) == CONV_GEMM_1X1 && use_small_gemm(s));
 }
@@ -661,8 +731,7 @@ bool nnz_conv2d_backward_src(const nnz_conv_shape *s, const nnz_row_source *dout
                              float *dweight, float *scratch, const nnz_row_sink *dsink, int unit) {
     if (!nnz_conv2d_backward_src_applies(s) || !dinp) return false;
     if (conv_path_of(s) == CONV_GEMM_1X1)
-        return nnz_gemm_small_backward_src((int64_t)s->N * s->OH * s->OW, s->IC, s->OC, dout_src, inp, pro, weight,
-                                           dweight, accumulate, dinp, dsink, unit);
+        return small_gemm_1x1_backward(s, dout_src, NULL, inp, pro, weight, dweight, accumulate, dinp, dsink, unit);
     return depthwise_backward(s, inp, pro, dout_src, dsink, unit, NULL, weight, NULL, dinp, accumulate, dweight,
                               scratch);
 }
@@ -690,7 +759,8 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
         const int M = (int)out_rows;
         /* dweight (OC,IC) += dout^T (OC,M) * inp (M,IC);  dinp (M,IC) += dout (M,OC) * weight (OC,IC):
          * both in one pass over dout when the small GEMM runs them */
-        if (!use_small_gemm(s) || !nnz_gemm_small_backward(M, s->IC, s->OC, dout, inp, weight, dweight, accumulate, dinp)) {
+        if (!use_small_gemm(s) ||
+            !small_gemm_1x1_backward(s, NULL, dout, inp, NULL, weight, dweight, accumulate, dinp, NULL, 1)) {
             weight_grad(s, M, s->IC, dout, inp, dweight);
             if (dinp) input_grad(s, M, s->IC, dout, weight, accumulate ? 1.0f : 0.0f, dinp);
         }

@@ -757,11 +757,13 @@ static void prepare_kernel_weights(nnz_model *m) {
         fill_conv_shape(m, &m->nodes[i], 1, &s);
         const float *w = param_value(m, m->nodes[i].weight);
         const size_t bytes = (size_t)conv_weight_numel(&m->nodes[i]) * sizeof(float);
-        if (nnz_conv2d_kernel_weight_floats(&s) == 0 || (ex->kernel_weight_made && !memcmp(ex->kernel_weight_of, w, bytes)))
+        if (nnz_conv2d_kernel_weight_floats(&s) == 0 ||
+            (ex->kernel_weight_made && ex->kernel_weight_compute == s.compute && !memcmp(ex->kernel_weight_of, w, bytes)))
             continue;
         nnz_conv2d_kernel_weight(&s, w, ex->kernel_weight);
         memcpy(ex->kernel_weight_of, w, bytes);
         ex->kernel_weight_made = true;
+        ex->kernel_weight_compute = s.compute; /* bf16 1x1 convs hold it rounded */
     }
 }
 
@@ -872,7 +874,9 @@ static nnz_expansion_grad *expansion_begin(const nnz_model *m, int b, int n, con
     const nnz_node *bn = &m->nodes[b];
     const int pw = bn->input;
     const nnz_node *pn = &m->nodes[pw];
-    if (m->exact_grad || pn->k != 1 || pn->groups != 1 || input_still_deferred(m, pw)) return NULL;
+    /* fp32 only: its products read x, W1 and the gradients unrounded */
+    if (m->exact_grad || m->compute != NNZ_F32 || pn->k != 1 || pn->groups != 1 || input_still_deferred(m, pw))
+        return NULL;
     /* worth it where the expanded gradients are wide and the images big: measured on mbv2-tiny at batch
      * 128, the per-image products cost more than the passes they save in the 16-to-16 block and on
      * 7x7 images (docs/perf-notes.md) */

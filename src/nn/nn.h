@@ -410,6 +410,7 @@ typedef struct nnz_node_exec {
                              equals it bit for bit keeps it (eval calls forward per batch; Winograd's
                              transform costs as much as a one-image forward of the layer) */
     bool kernel_weight_made;
+    nnz_dtype kernel_weight_compute; /* ... at this precision */
     int64_t sparse_forwards, sparse_backwards; /* conv/linear: passes run on the sparse kernels since
                                                   nnz_model_reserve (what the tests observe) */
     int64_t sparse_bf16_forwards, sparse_bf16_backwards; /* ... of them in training, on the bf16 kernels
