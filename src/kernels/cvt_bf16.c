@@ -58,6 +58,7 @@ void nnz_cvt_f32_to_bf16_transposed(int64_t rows, int cols, const float *src, in
 
 void nnz_round_to_bf16(int64_t n, const float *x, float *y) {
     /* nnz_bf16_round without a branch, so that the loop vectorizes */
+#pragma omp simd
     for (int64_t i = 0; i < n; i++) {
         uint32_t u;
         memcpy(&u, &x[i], 4);
