@@ -1,7 +1,8 @@
 /* conv2d layer: shape checks, scratch sizing, and dispatch to the kernels.
  *
  * Dispatch (see conv_path_of):
- *   groups == 1, 1x1, stride 1, pad 0  -> one GEMM over all N*H*W rows, no im2col
+ *   groups == 1, 1x1, stride 1, pad 0  -> one GEMM over all N*H*W rows, no im2col (the small GEMM up to
+ *                                         512 channels; at bf16 up to 256, over operands rounded as staged)
  *   groups == 1, stride 1, 3x3 or 5x5  -> Winograd (fp32, dense, 8+ channels in and out; all three products)
  *   groups == 1 otherwise              -> the implicit-GEMM kernels (fp32, dense), else im2col of a chunk
  *                                         of images into scratch + one GEMM per chunk
@@ -65,7 +66,6 @@ static nnz_conv_window window_of(const nnz_conv_shape *s) {
 /* floats rounded up to 16 (64 bytes): what follows a region in scratch stays aligned */
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
-/* (fp32 only: the small GEMM has no bf16 variant) */
 /* bf16 1x1 convolutions up to this many channels in and out run the small GEMM too, over
  * operands rounded to bf16 as it stages them (bf16_round_rows): mbv2-tiny's (16-192 channels)
  * spent more on packing for the bf16 GEMM than on its products, and could not take the batch
