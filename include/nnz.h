@@ -140,6 +140,12 @@ void nnz_model_summary(const nnz_model *m, char *buf, size_t len);
  * (docs/BF16.md). INVALID_ARG for any other dtype. */
 nnz_status nnz_model_set_precision(nnz_model *m, nnz_dtype precision);
 nnz_dtype nnz_model_precision(const nnz_model *m);
+/* At bf16 precision, training stores each activation in bf16 between the forward's last read of it
+ * and the backward's first (docs/BF16.md, "Activations stored in bf16"): the buffers are laid out
+ * in one pool that takes less than fp32 buffers (where it would not, the model keeps those), the
+ * forward is unchanged and the backward reads the activations rounded to bf16. Off by default;
+ * no effect at fp32. Takes effect at the next training forward. INVALID_ARG without a model. */
+nnz_status nnz_model_set_bf16_activations(nnz_model *m, bool on);
 /* Parses "fp32" (or "f32") and "bf16"; INVALID_ARG with a message otherwise. */
 nnz_status nnz_precision_parse(const char *name, nnz_dtype *out);
 
@@ -397,6 +403,7 @@ typedef struct {
     uint64_t seed;              /* default 42: weights, shuffling, augmentation, dropout */
     int threads;                /* 0 = all cores */
     nnz_dtype precision;        /* NNZ_F32 (default) or NNZ_BF16: see nnz_model_set_precision */
+    bool bf16_activations;      /* with NNZ_BF16: activations stored in bf16 (nnz_model_set_bf16_activations) */
     nnz_mask_spec mask;         /* masked (sparse) training: kind DENSE (default) = none; otherwise every
                                    conv (groups 1) and linear layer but the first and the last gets this
                                    mask at initialization (nnz_model_apply_masks) and keeps its zeros */

@@ -101,6 +101,16 @@ expect 0 "$NNZ" eval bf16.safetensors --limit 100 --json --precision bf16; has o
 expect 0 "$NNZ" bench --model lenet5 --iters 1 --batch 8 --precision bf16; has out "precision bf16"
 expect 0 "$NNZ" train --resume bf16.safetensors --epochs 2 --test-limit 256 --threads 2 --precision fp32
 has err "--precision is ignored with --resume"; has err "epoch 2/2"
+# activations stored in bf16: only with bf16; recorded in the checkpoint, kept by --resume
+expect 2 "$NNZ" train --bf16-activations;        has err "needs --precision bf16"
+expect 2 "$NNZ" bench --model mlp --bf16-activations; has err "needs --precision bf16"
+expect 0 "$NNZ" train --model mbv2-tiny --train-limit 64 --test-limit 64 --batch 32 --epochs 1 --threads 2 \
+    --precision bf16 --bf16-activations --out bf16act.safetensors
+grep -aqF '\"bf16_activations\":true' bf16act.safetensors || fail "the checkpoint does not record --bf16-activations"
+expect 0 "$NNZ" train --resume bf16act.safetensors --epochs 2 --test-limit 64 --threads 2
+grep -aqF '\"bf16_activations\":true' bf16act.safetensors || fail "--resume lost --bf16-activations"
+expect 0 "$NNZ" bench --model mbv2-tiny --iters 1 --batch 8 --precision bf16 --bf16-activations --json
+has out '"bf16_activations":true'
 
 # ---- masked (sparse) training: the zeros survive training and resuming, every format agrees
 expect 2 "$NNZ" train --sparsity 0.5;            has err "need --mask"

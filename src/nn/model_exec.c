@@ -391,6 +391,7 @@ static nnz_status reserve_buffers(nnz_model *m, int batch, bool training) {
     }
     /* the plan first: which buffers a training step never touches depends on it */
     NNZ_TRY(plan_fusions(m, consumers));
+    nnz_act_store_plan(m, training); /* which buffers a bf16 step stores in bf16: laid out below, in a shared pool */
     /* inference in frames needs the batch's buffer for the output only */
     const bool frames = eval_uses_frames(m);
     const int out_owner = m->exec[nn - 1].act_owner;
@@ -411,10 +412,10 @@ static nnz_status reserve_buffers(nnz_model *m, int batch, bool training) {
             m->act[i] = m->act[owner];
             m->dact[i] = is_alias(n) ? m->dact[n->input] : grad ? act_alloc(m, numel, sizeof(float), what) : NULL;
         } else {
-            m->act[i] = batch_buffer ? act_alloc(m, numel, sizeof(float), what) : NULL;
+            m->act[i] = batch_buffer && !m->exec[i].stored ? act_alloc(m, numel, sizeof(float), what) : NULL;
             m->dact[i] = grad ? act_alloc(m, numel, sizeof(float), what) : NULL;
         }
-        if ((batch_buffer && !m->act[i]) || (grad && !m->dact[i])) return NNZ_ERR_NOMEM;
+        if ((batch_buffer && !m->act[i] && !m->exec[owner].stored) || (grad && !m->dact[i])) return NNZ_ERR_NOMEM;
         /* batch norm's saved moments are written by training forwards only, but are 2 x C floats */
         if (n->op == NNZ_OP_BATCHNORM) m->aux[i] = act_alloc(m, 2 * (int64_t)n->c, sizeof(float), what);
         else if (n->op == NNZ_OP_MAXPOOL && training) m->aux[i] = act_alloc(m, numel, sizeof(int32_t), what);
@@ -424,6 +425,7 @@ static nnz_status reserve_buffers(nnz_model *m, int batch, bool training) {
             !m->aux[i])
             return NNZ_ERR_NOMEM;
     }
+    NNZ_TRY(nnz_act_store_layout(m, batch));
     if (scratch) {
         m->scratch = act_alloc(m, (int64_t)scratch, sizeof(float), "convolution scratch");
         if (!m->scratch) return NNZ_ERR_NOMEM;
@@ -481,6 +483,12 @@ nnz_status nnz_model_set_precision(nnz_model *m, nnz_dtype precision) {
 
 nnz_dtype nnz_model_precision(const nnz_model *m) { return m->compute; }
 
+nnz_status nnz_model_set_bf16_activations(nnz_model *m, bool on) {
+    if (!m) return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_set_bf16_activations: no model");
+    m->bf16_activations = on; /* the next training reserve lays the buffers out for it */
+    return NNZ_OK;
+}
+
 /* Frees the activation buffers; the arena keeps its limit. */
 static void release_buffers(nnz_model *m) {
     const size_t limit = m->act_arena.limit;
@@ -506,7 +514,7 @@ static nnz_status reserve(nnz_model *m, int batch, bool training) {
     (void)nnz_isa_active(); /* choose the kernels' ISA here, never first inside a parallel region */
     training = training || m->reserved_training; /* training's buffers, once there, stay */
     if (batch <= m->batch_cap && m->reserved_training == training && (!training || !m->input_grad || m->dinput) &&
-        nnz_threads() <= m->eval_scratch_slots)
+        nnz_threads() <= m->eval_scratch_slots && m->act_layout_wanted == (training && nnz_act_store_wanted(m)))
         return NNZ_OK;
     if (batch < m->batch_cap) batch = m->batch_cap; /* reallocating for dinput or the gradients: keep the capacity */
     release_buffers(m);
@@ -564,7 +572,8 @@ size_t nnz_model_conv_scratch_bytes(const nnz_model *m, int batch) {
     return scratch_floats(m, batch, true) * sizeof(float);
 }
 
-static const float *node_input(const nnz_model *m, int idx, const float *x) { return idx < 0 ? x : m->act[idx]; }
+/* A backward's read of node idx's output (widened from bf16 if stored: act_store.c), or the model input */
+static const float *node_input(nnz_model *m, int idx, const float *x) { return idx < 0 ? x : nnz_act_ready(m, idx); }
 
 static float *param_value(const nnz_model *m, int idx) {
     return idx < 0 ? NULL : nnz_tensor_f32(&m->params[idx].value);
@@ -623,7 +632,10 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
                           const act_view *v) {
     /* profiling: each node's time, from its turn to the next node's (training forwards only) */
     double *prof = train && m->profiling ? m->profile : NULL, t_prev = prof ? omp_get_wtime() : 0.0;
+    const bool store = train && m->act_layout_stored; /* activations stored in bf16 once read (act_store.c) */
+    if (store) nnz_act_store_begin(m, n);
     for (int i = 0; i < m->n_nodes; i++) {
+        if (store) nnz_act_store_after_forward(m, i - 1);
         if (prof && i > 0) {
             const double t = omp_get_wtime();
             prof[2 * (i - 1)] += t - t_prev;
@@ -743,6 +755,7 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
         }
     }
     if (prof) prof[2 * (m->n_nodes - 1)] += omp_get_wtime() - t_prev;
+    if (store) nnz_act_store_after_forward(m, m->n_nodes - 1);
 }
 
 /* Each conv's weight in its forward kernel's layout, made once per forward: eval calls a layer
@@ -870,7 +883,7 @@ static int bn_taking_sums(const nnz_model *m, int p, int n) {
 /* The expansion before depthwise conv p (expansion_grad.c): batch norm b (bn_taking_sums) after a
  * 1x1 conv whose input is stored. Its backward and the 1x1 conv's are then taken from p's data
  * gradient image by image; NULL: not this shape, exact_grad, or out of memory. */
-static nnz_expansion_grad *expansion_begin(const nnz_model *m, int b, int n, const float *x) {
+static nnz_expansion_grad *expansion_begin(nnz_model *m, int b, int n, const float *x) {
     const nnz_node *bn = &m->nodes[b];
     const int pw = bn->input;
     const nnz_node *pn = &m->nodes[pw];
@@ -884,7 +897,7 @@ static nnz_expansion_grad *expansion_begin(const nnz_model *m, int b, int n, con
     const float *save = m->aux[b];
     const nnz_expansion_grad_args args = {
         .N = n, .P = bn->h * bn->w, .C = bn->c, .IC = pn->in_c, .slots = nnz_dwconv_slots(n),
-        .x = node_input(m, pn->input, x), .z = m->act[pw], .w1 = param_value(m, pn->weight),
+        .x = node_input(m, pn->input, x), .z = nnz_act_ready(m, pw), .w1 = param_value(m, pn->weight),
         .dw1 = param_grad(m, pn->weight), .dx = node_grad(m, pn->input),
         .accumulate = pn->input < 0 || !m->exec[pn->input].grad_written, .act = bn_act(m, b),
         .gamma = param_value(m, bn->weight), .beta = param_value(m, bn->bias), .save_mean = save,
@@ -904,7 +917,7 @@ static bool stream_bn_grad(nnz_model *m, int i, int n, const float *x, const flo
     const nnz_node *pn = &m->nodes[p];
     float *dinp = node_grad(m, pn->input);
     const int M = n * nd->h * nd->w;
-    const float *in = m->act[p], *save = m->aux[i];
+    const float *in = nnz_act_ready(m, p), *save = m->aux[i];
     nnz_bn_grad_sums *given = &m->exec[i].grad_sums;
     nnz_bn_grad g;
     if (!nnz_batchnorm_backward_begin(M, nd->c, in, bn_act(m, i), param_value(m, nd->weight), param_value(m, nd->bias),
@@ -938,7 +951,7 @@ static bool stream_bn_grad(nnz_model *m, int i, int n, const float *x, const flo
     if (sums) {
         const nnz_node *bn = &m->nodes[b];
         const float *bsave = m->aux[b];
-        if (!nnz_batchnorm_grad_sums_begin(n * bn->h * bn->w, bn->c, m->act[bn->input], bn_act(m, b),
+        if (!nnz_batchnorm_grad_sums_begin(n * bn->h * bn->w, bn->c, nnz_act_ready(m, bn->input), bn_act(m, b),
                                            param_value(m, bn->weight), param_value(m, bn->bias), bsave,
                                            bsave + bn->c, true, sums))
             sums = NULL;
@@ -965,6 +978,13 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
     if (!m->reserved_training)
         return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_backward: the model's buffers were reserved for inference "
                                              "only; run a training forward (or nnz_model_reserve) first");
+    const bool store = m->act_layout_stored;
+    if (store && m->act_stored_n == 0)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_backward: bf16 training stores the activations in bf16 and "
+                                             "releases them in the backward: run a training forward before each one");
+    if (store && n > m->act_stored_n)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_backward: %d images, but the training forward ran %d", n,
+                        m->act_stored_n);
     int last = m->n_nodes - 1;
     for (int i = 0; i < last; i++)
         if (!is_alias(&m->nodes[i]) && !m->exec[i].grad_written)
@@ -977,6 +997,7 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
     /* profiling: each node's time, from its turn to the next one's (the nodes run last to first) */
     double *prof = m->profiling ? m->profile : NULL, t_prev = prof ? omp_get_wtime() : 0.0;
     for (int i = last; i >= 0; i--) {
+        nnz_act_store_turn(m, i);
         if (prof && i < last) {
             const double t = omp_get_wtime();
             prof[2 * (i + 1) + 1] += t - t_prev;
@@ -1044,9 +1065,9 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
                 if (acc) nnz_accumulate(numel, dout, dinp);
                 else nnz_copy_floats(numel, dout, dinp);
             } else if (nd->op == NNZ_OP_RELU) {
-                nnz_relu_backward_ex(numel, m->act[i], dout, dinp, acc);
+                nnz_relu_backward_ex(numel, nnz_act_ready(m, i), dout, dinp, acc);
             } else {
-                nnz_relu6_backward_ex(numel, m->act[i], dout, dinp, acc);
+                nnz_relu6_backward_ex(numel, nnz_act_ready(m, i), dout, dinp, acc);
             }
             break;
         case NNZ_OP_IDENTITY:
@@ -1063,7 +1084,7 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
             }
             /* the relu's backward too: into the relu's input gradient, masked where the pooled relu output is 0 */
             const int c = m->nodes[r].input;
-            nnz_maxpool_backward_ex(&s, m->aux[i], dout, act_op(m, r) == NNZ_OP_RELU ? m->act[i] : NULL,
+            nnz_maxpool_backward_ex(&s, m->aux[i], dout, act_op(m, r) == NNZ_OP_RELU ? nnz_act_ready(m, i) : NULL,
                                     node_grad(m, c), c < 0 || !m->exec[c].grad_written);
             break;
         }
@@ -1088,6 +1109,7 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
         case NNZ_OP_COUNT: break;
         }
     }
+    if (store) m->act_stored_n = 0; /* its regions are other buffers' in the next step: a forward first */
     if (prof) {
         prof[1] += omp_get_wtime() - t_prev;
         m->profile_steps++;

@@ -411,6 +411,13 @@ typedef struct nnz_node_exec {
                              transform costs as much as a one-image forward of the layer) */
     bool kernel_weight_made;
     nnz_dtype kernel_weight_compute; /* ... at this precision */
+    /* owner of an activation buffer, with m->act_layout_stored (act_store.c): */
+    bool stored;         /* ... its buffer is stored in bf16 between the forward's and backward's reads */
+    int last_fwd_reader; /* ... the last node whose training forward reads it */
+    int widen_by;        /* ... the latest backward turn that may read it */
+    uint8_t act_state;   /* ... during a step: fp32 (forward), bf16, or widened again */
+    float *fwd_buf, *bwd_buf; /* ... its fp32 regions in the forward and in the backward, in the shared pool */
+    nnz_bf16 *bf16_buf;  /* ... its bf16 copy */
     int64_t sparse_forwards, sparse_backwards; /* conv/linear: passes run on the sparse kernels since
                                                   nnz_model_reserve (what the tests observe) */
     int64_t sparse_bf16_forwards, sparse_bf16_backwards; /* ... of them in training, on the bf16 kernels
@@ -445,6 +452,18 @@ void nnz_model_sparse_clear(nnz_model *m);
 void nnz_model_sparse_refresh(nnz_model *m);
 /* Zeroes the gradient of every conv/linear weight that is zero (m->grad_mask training). */
 void nnz_model_mask_grads(nnz_model *m);
+
+/* ---- activations stored in bf16 between layers (act_store.c) ----
+ * With m->bf16_activations at bf16 compute, a training reservation lays the buffers out so that
+ * each activation is fp32 while the forward reads it, bf16 until the backward reads it, then fp32
+ * again, in one pool where buffers whose lives do not overlap share memory. */
+bool nnz_act_store_wanted(const nnz_model *m);             /* its options ask for it */
+void nnz_act_store_plan(nnz_model *m, bool training);       /* after the fusion plan: which buffers, their lives */
+nnz_status nnz_act_store_layout(nnz_model *m, int batch);   /* after the other buffers: the pool, the pointers */
+void nnz_act_store_begin(nnz_model *m, int n);              /* a training forward of n images starts */
+void nnz_act_store_after_forward(nnz_model *m, int t);      /* node t's forward is done */
+void nnz_act_store_turn(nnz_model *m, int t);               /* the backward turn of node t starts */
+float *nnz_act_ready(nnz_model *m, int idx);                /* node idx's output, fp32, for a backward read */
 
 /* Eval-mode forward runs the network depth-first over chunks of images whose largest
  * layer (input + output) takes at most about this many bytes (model_exec.c). */
@@ -482,6 +501,12 @@ struct nnz_model {
                                      zeros between steps and sets sparse_planned = false (AutoSparse's w~),
                                      so each training forward replans from the weights' current zeros */
     bool dense_wgrad;             /* sparse layers compute their weight gradient densely (nnz_conv_shape) */
+    bool bf16_activations;        /* bf16 training stores the activations between layers in bf16 (act_store.c):
+                                     about half their memory, for two conversion passes; false by default */
+    bool act_layout_wanted;       /* the reservation was made for it (nnz_act_store_wanted then) */
+    bool act_layout_stored;       /* ... and its buffers are laid out for it (not when nothing was to gain) */
+    int act_stored_n;             /* images of the training forward whose activations are stored (0: none) */
+    int act_turn;                 /* the backward turn running (act_store.c checks its reads against it) */
     bool keep_activations;        /* false (default): relu/relu6 run in place over a sole-consumer conv/linear/
                                      batchnorm/add output, which then holds the activation's output */
     bool eval_batch_buffers;      /* eval forwards run over the batch's buffers, not per-thread frames

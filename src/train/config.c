@@ -50,6 +50,7 @@ nnz_status nnz_train_config_to_json(const nnz_train_config *cfg, char **json_out
     cJSON_AddStringToObject(j, "seed", seed); /* a string: JSON numbers hold 53 bits */
     cJSON_AddNumberToObject(j, "threads", cfg->threads);
     cJSON_AddStringToObject(j, "precision", cfg->precision == NNZ_BF16 ? "bf16" : "fp32");
+    if (cfg->bf16_activations) cJSON_AddBoolToObject(j, "bf16_activations", true); /* absent: false */
     cJSON_AddStringToObject(j, "mask", nnz_mask_kind_name(cfg->mask.kind));
     cJSON_AddNumberToObject(j, "sparsity", cfg->mask.sparsity);
     if (cfg->mask.block_rows > 0 && cfg->mask.block_cols > 0) { /* --mask-block; absent = the kind's default */
@@ -209,6 +210,10 @@ static nnz_status read_config(const cJSON *j, nnz_train_config *c, char *model_b
     c->precision = NNZ_F32;
     if (prec && (!cJSON_IsString(prec) || nnz_precision_parse(prec->valuestring, &c->precision) != NNZ_OK))
         return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's train_config has an invalid 'precision' (fp32 or bf16)");
+    const cJSON *ba = cJSON_GetObjectItemCaseSensitive(j, "bf16_activations");
+    if (ba && !cJSON_IsBool(ba))
+        return nnz_fail(NNZ_ERR_FORMAT, "the checkpoint's train_config has a 'bf16_activations' that is not true or false");
+    c->bf16_activations = cJSON_IsTrue(ba);
     /* mask, sparsity: absent before masked training existed (dense then) */
     const cJSON *mk = cJSON_GetObjectItemCaseSensitive(j, "mask");
     c->mask = (nnz_mask_spec){.kind = NNZ_MASK_DENSE};

@@ -384,6 +384,7 @@ static nnz_status setup(trainer *t, const nnz_train_config *cfg_in, nnz_model *m
     }
     if (c->sparse_format) NNZ_TRY(nnz_model_set_sparse_format(t->m, c->sparse_format));
     NNZ_TRY(nnz_model_set_precision(t->m, c->precision));
+    NNZ_TRY(nnz_model_set_bf16_activations(t->m, c->bf16_activations));
     NNZ_TRY(nnz_optimizer_init(&t->opt, t->m, c->optimizer, c->momentum, c->nesterov, c->weight_decay,
                                c->decay_bn_and_bias));
     if (t->resumed) NNZ_TRY(nnz_checkpoint_load_optimizer(&t->ck, t->m, &t->opt));

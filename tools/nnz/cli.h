@@ -45,6 +45,9 @@ typedef struct {
 /* --precision's choices, indexed by nnz_dtype (NNZ_F32 = 0, NNZ_BF16 = 1) */
 extern const char *const cli_precision_names[];
 #define CLI_PRECISION_HELP "Convolution/linear GEMM precision: bf16 rounds their inputs to bfloat16 and accumulates in fp32 (docs/BF16.md)."
+#define CLI_BF16_ACTIVATIONS_HELP                                                                                   \
+    "With --precision bf16: store each activation in bf16 between the forward and the backward, in buffers that "  \
+    "share memory (less activation memory, two conversion passes; docs/BF16.md)."
 
 /* --mask's choices, indexed by nnz_mask_kind */
 extern const char *const cli_mask_kind_names[];

@@ -79,6 +79,7 @@ int cmd_bench(int argc, char **argv) {
     uint64_t seed = bc.seed;
     bool json = false;
     int precision = NNZ_F32, mask = NNZ_MASK_DENSE;
+    bool bf16_activations = false;
     float sparsity = 0.9f;
     const char *sparse_format = "auto", *mask_block = NULL, *layer = NULL, *format = "bsr:16x16";
     int rows = 256;
@@ -96,6 +97,7 @@ int cmd_bench(int argc, char **argv) {
                  3600, false),
         FL_U64("--seed", &seed, "N", "Seeds the random input (and a zoo model's weights).", "42"),
         FL_CHOICE("--precision", &precision, "P", CLI_PRECISION_HELP, "fp32", cli_precision_names),
+        FL_BOOL("--bf16-activations", &bf16_activations, CLI_BF16_ACTIVATIONS_HELP),
         FL_CHOICE("--mask", &mask, "KIND",
                   "Mask every conv/linear layer but the first and last (as nnz train --mask) before timing; "
                   "masked training keeps the zeros.", "dense (none)", cli_mask_kind_names),
@@ -149,12 +151,14 @@ int cmd_bench(int argc, char **argv) {
         return bench_layer(layer, rows, sparsity, format, iters ? iters : 10, seed, json, &cmd);
     }
     if ((npos == 1) == (model != NULL)) return cli_usage_error(&cmd, "give either a CHECKPOINT or --model NAME");
+    if (bf16_activations && precision != NNZ_BF16) return cli_usage_error(&cmd, "--bf16-activations needs --precision bf16");
     const char *what = npos ? pos[0] : model;
     nnz_set_threads(threads);
 
     nnz_model *m = NULL;
     if ((r = cli_load_model("bench", what, seed, &m, NULL))) return r;
     nnz_model_set_precision(m, (nnz_dtype)precision);
+    nnz_model_set_bf16_activations(m, bf16_activations);
     nnz_mask_spec spec = {.kind = (nnz_mask_kind)mask, .sparsity = sparsity};
     if (mask_block && !cli_parse_pair(mask_block, &spec.block_rows, &spec.block_cols)) {
         nnz_model_free(m);
@@ -188,14 +192,15 @@ int cmd_bench(int argc, char **argv) {
                br.batch, br.threads, br.runs, br.train_iters, br.infer_iters, nnz_isa_name(nnz_isa_active()),
                (long long)st.flops, nnz_blas_core(),
                cli_precision_names[precision], br.train_images_per_sec, br.infer_images_per_sec, br.train_gflops, br.infer_gflops);
+        if (bf16_activations) printf(",\"bf16_activations\":true");
         printf(",\"omp_wait\":");
         cli_json_string(stdout, nnz_omp_wait()); /* the user's OMP_WAIT_POLICY may hold anything */
         if (bc.per_layer) print_layers_json(m);
         printf("}\n");
     } else {
-        printf("model: %s  batch %d  threads %d  isa %s  precision %s  (median of %d runs of %d training / %d "
+        printf("model: %s  batch %d  threads %d  isa %s  precision %s%s  (median of %d runs of %d training / %d "
                "inference steps)\nthreads wait: %s\n", what, br.batch, br.threads, nnz_isa_name(nnz_isa_active()),
-               cli_precision_names[precision], br.runs, br.train_iters, br.infer_iters, nnz_omp_wait());
+               cli_precision_names[precision], bf16_activations ? " (bf16 activations)" : "", br.runs, br.train_iters, br.infer_iters, nnz_omp_wait());
         printf("training:  %10.1f images/s  %8.2f GFLOP/s\n", br.train_images_per_sec, br.train_gflops);
         printf("inference: %10.1f images/s  %8.2f GFLOP/s\n", br.infer_images_per_sec, br.infer_gflops);
         if (bc.per_layer) print_layers(m);

@@ -66,6 +66,7 @@ int cmd_train(int argc, char **argv) {
                  0.99, false),
         FL_BOOL("--augment", &cfg.augment, "Random crop (2-pixel zero padding) and horizontal flip."),
         FL_CHOICE("--precision", &precision, "P", CLI_PRECISION_HELP, "fp32", cli_precision_names),
+        FL_BOOL("--bf16-activations", &cfg.bf16_activations, CLI_BF16_ACTIVATIONS_HELP),
         FL_CHOICE("--mask", &mask, "KIND",
                   "Masked (sparse) training: every conv and linear layer but the first and last gets this mask at "
                   "initialization and keeps its zeros (docs/RBGP.md).", "dense (none)", cli_mask_kind_names),
@@ -191,6 +192,8 @@ int cmd_train(int argc, char **argv) {
     cfg.schedule = (nnz_schedule_kind)schedule;
     cfg.lr = lr;
     cfg.precision = (nnz_dtype)precision;
+    if (cfg.bf16_activations && cfg.precision != NNZ_BF16)
+        return cli_usage_error(&cmd, "--bf16-activations needs --precision bf16");
     cfg.mask.kind = (nnz_mask_kind)mask;
     cfg.mask.sparsity = cli_find_flag(&cmd, "--sparsity")->seen ? sparsity : 0.9f;
     if (mask == NNZ_MASK_DENSE && (cli_find_flag(&cmd, "--sparsity")->seen || mask_block))
@@ -214,7 +217,7 @@ int cmd_train(int argc, char **argv) {
     if (resume) {
         static const char *const run_flags[] = {"--model", "--batch", "--lr", "--optimizer", "--momentum",
                                                 "--nesterov", "--wd", "--schedule", "--warmup", "--step-size",
-                                                "--step-gamma", "--label-smoothing", "--augment", "--seed", "--precision", "--mask",
+                                                "--step-gamma", "--label-smoothing", "--augment", "--seed", "--precision", "--bf16-activations", "--mask",
                                                 "--sparsity", "--mask-block",
                                                 "--prune", "--alpha0", "--anneal", "--alpha-off-epoch",
                                                 "--threshold-init", "--threshold-decay", "--threshold-granularity",

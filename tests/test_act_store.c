@@ -1,0 +1,196 @@
+/* Activations stored in bf16 between layers (src/nn/act_store.c, m->bf16_activations): the
+ * forward is bit for bit the same as without, the backward differs only by the rounding of what
+ * it reads (less than the bf16 GEMMs' own difference from fp32), the layout takes less memory,
+ * every step reuses the shared regions correctly, and what cannot work is refused. */
+#include "test_util.h"
+#include "nn/nn.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MB 12
+
+static nnz_model *model(const char *name, nnz_dtype precision, bool store) {
+    nnz_model *m;
+    if (nnz_model_from_zoo(name, 28, 28, 1, 10, 5, &m) != NNZ_OK) fail_msg("%s: %s", name, nnz_last_error());
+    tu_randomize_batchnorms(m, 50);
+    assert_int_equal(nnz_model_set_precision(m, precision), NNZ_OK);
+    assert_int_equal(nnz_model_set_bf16_activations(m, store), NNZ_OK);
+    return m;
+}
+
+typedef struct {
+    float *x, *dl;
+} batch;
+
+static batch make_batch(void) {
+    batch b = {tu_falloc((size_t)MB * 784), tu_falloc((size_t)MB * 10)};
+    tu_fill_uniform(b.x, MB * 784, -1.0f, 3.0f, 71);
+    tu_fill_uniform(b.dl, MB * 10, -1.0f, 1.0f, 72);
+    return b;
+}
+
+/* one training step's logits (into logits) and gradients */
+static void step(nnz_model *m, const batch *b, float *logits) {
+    assert_int_equal(nnz_model_forward(m, b->x, MB, true), NNZ_OK);
+    memcpy(logits, nnz_model_output(m), MB * 10 * sizeof(float));
+    nnz_model_zero_grad(m);
+    assert_int_equal(nnz_model_backward(m, b->x, MB, b->dl), NNZ_OK);
+}
+
+/* sqrt(sum (a-b)^2 / sum b^2) over every gradient */
+static double grad_distance(const nnz_model *a, const nnz_model *b) {
+    double num = 0, den = 0;
+    for (int i = 0; i < a->n_params; i++) {
+        if (!a->params[i].grad) continue;
+        const int64_t n = nnz_tensor_numel(&a->params[i].value);
+        for (int64_t j = 0; j < n; j++) {
+            const double d = (double)a->params[i].grad[j] - b->params[i].grad[j];
+            num += d * d, den += (double)b->params[i].grad[j] * b->params[i].grad[j];
+        }
+    }
+    return sqrt(num / den);
+}
+
+static float *grads_copy(const nnz_model *m) {
+    size_t total = 0;
+    for (int i = 0; i < m->n_params; i++)
+        if (m->params[i].grad) total += (size_t)nnz_tensor_numel(&m->params[i].value);
+    float *g = tu_falloc(total), *p = g;
+    for (int i = 0; i < m->n_params; i++) {
+        if (!m->params[i].grad) continue;
+        const size_t n = (size_t)nnz_tensor_numel(&m->params[i].value);
+        memcpy(p, m->params[i].grad, n * sizeof(float));
+        p += n;
+    }
+    return g;
+}
+
+static bool grads_equal(const nnz_model *m, const float *g) {
+    for (int i = 0; i < m->n_params; i++) {
+        if (!m->params[i].grad) continue;
+        const size_t n = (size_t)nnz_tensor_numel(&m->params[i].value);
+        if (memcmp(g, m->params[i].grad, n * sizeof(float)) != 0) return false;
+        g += n;
+    }
+    return true;
+}
+
+static int stored_buffers(const nnz_model *m) {
+    int n = 0;
+    for (int i = 0; i < m->n_nodes; i++) n += m->exec[i].stored;
+    return n;
+}
+
+/* On (a) against off (b) and fp32 (c), on the models where the layout pays (mbv2-tiny's blocks,
+ * vgg8's conv-bn pairs): the same logits bit for bit; gradients closer to b's than b's are to fp32's;
+ * a second step over the reused regions gives a's gradients again, bit for bit. */
+static void compare(nnz_isa isa, void *ctx) {
+    (void)isa;
+    const char *name = ctx;
+    nnz_model *a = model(name, NNZ_BF16, true), *b = model(name, NNZ_BF16, false), *c = model(name, NNZ_F32, false);
+    batch bt = make_batch();
+    float la[MB * 10], lb[MB * 10], lc[MB * 10];
+    step(a, &bt, la);
+    step(b, &bt, lb);
+    step(c, &bt, lc);
+    assert_true(a->act_layout_stored);
+    assert_true(stored_buffers(a) >= 5);
+    assert_false(b->act_layout_stored);
+    assert_memory_equal(la, lb, sizeof la);
+    const double d_store = grad_distance(a, b), d_bf16 = grad_distance(b, c);
+    if (!(d_store > 0 && d_store < 0.5 * d_bf16))
+        fail_msg("%s: stored activations move the gradients by %g, the bf16 GEMMs by %g", name, d_store, d_bf16);
+    float *g = grads_copy(a);
+    step(a, &bt, la); /* every region written again by the step's other buffers in between */
+    assert_memory_equal(la, lb, sizeof la);
+    if (!grads_equal(a, g)) fail_msg("%s: a second step over the same weights gave other gradients", name);
+    free(g);
+    free(bt.x), free(bt.dl);
+    nnz_model_free(a), nnz_model_free(b), nnz_model_free(c);
+}
+
+static void test_mbv2_stored_vs_not(void **state) {
+    (void)state;
+    tu_for_each_isa(compare, "mbv2-tiny");
+}
+
+static void test_vgg8_stored_vs_not(void **state) {
+    (void)state;
+    tu_for_each_isa(compare, "vgg8");
+}
+
+/* The pool is smaller than the buffers it replaces; where it would not be (lenet5: its first conv's
+ * output is half of all and overlaps the next layer's), the model keeps plain buffers. */
+static void test_memory(void **state) {
+    (void)state;
+    static const char *const names[] = {"mbv2-tiny", "vgg8", "lenet5"};
+    for (int k = 0; k < 3; k++) {
+        nnz_model *a = model(names[k], NNZ_BF16, true), *b = model(names[k], NNZ_BF16, false);
+        size_t on, off;
+        assert_int_equal(nnz_model_activation_bytes(a, 64, true, &on), NNZ_OK);
+        assert_int_equal(nnz_model_activation_bytes(b, 64, true, &off), NNZ_OK);
+        if (k < 2 && !(on < off - off / 20)) fail_msg("%s: %zu bytes stored, %zu plain", names[k], on, off);
+        if (k == 2) assert_int_equal(on, off);
+        /* the estimate holds for the reservation it predicts */
+        assert_int_equal(nnz_model_reserve(a, 64), NNZ_OK);
+        assert_true(a->act_arena.used <= on);
+        assert_int_equal(a->act_layout_stored, k < 2);
+        nnz_model_free(a), nnz_model_free(b);
+    }
+}
+
+/* A second backward after one forward is refused (the regions are other buffers' by then); so is
+ * one over more images than the forward ran. Turning it off, or fp32, or eval over the batch's
+ * buffers, lays the buffers out plainly again at the next forward. */
+static void test_refusals_and_switches(void **state) {
+    (void)state;
+    nnz_model *a = model("mbv2-tiny", NNZ_BF16, true), *b = model("mbv2-tiny", NNZ_BF16, false);
+    batch bt = make_batch();
+    float la[MB * 10], lb[MB * 10];
+    step(a, &bt, la);
+    assert_int_equal(nnz_model_backward(a, bt.x, MB, bt.dl), NNZ_ERR_INVALID_ARG);
+    assert_int_equal(nnz_model_forward(a, bt.x, MB - 2, true), NNZ_OK);
+    assert_int_equal(nnz_model_backward(a, bt.x, MB, bt.dl), NNZ_ERR_INVALID_ARG);
+    assert_int_equal(nnz_model_backward(a, bt.x, MB - 2, bt.dl), NNZ_OK); /* fewer images: the forward's */
+    /* eval after stored steps: in frames, the same logits as after the same steps without (the batch
+     * norms' running statistics come from the forwards, the same bits) */
+    step(b, &bt, lb);
+    assert_int_equal(nnz_model_forward(b, bt.x, MB - 2, true), NNZ_OK);
+    assert_int_equal(nnz_model_forward(a, bt.x, MB, false), NNZ_OK);
+    assert_int_equal(nnz_model_forward(b, bt.x, MB, false), NNZ_OK);
+    assert_memory_equal(nnz_model_output(a), nnz_model_output(b), sizeof la);
+    /* off again: plain buffers, b's gradients bit for bit */
+    assert_int_equal(nnz_model_set_bf16_activations(a, false), NNZ_OK);
+    step(a, &bt, la);
+    step(b, &bt, lb);
+    assert_false(a->act_layout_stored);
+    assert_memory_equal(la, lb, sizeof la);
+    assert_true(grad_distance(a, b) == 0.0);
+    /* on at fp32, or with eval over the batch's buffers: not stored */
+    assert_int_equal(nnz_model_set_bf16_activations(a, true), NNZ_OK);
+    assert_int_equal(nnz_model_set_precision(a, NNZ_F32), NNZ_OK);
+    step(a, &bt, la);
+    assert_false(a->act_layout_stored);
+    assert_int_equal(nnz_model_set_precision(a, NNZ_BF16), NNZ_OK);
+    a->eval_batch_buffers = true;
+    step(a, &bt, la);
+    assert_false(a->act_layout_stored);
+    a->eval_batch_buffers = false;
+    step(a, &bt, la);
+    assert_true(a->act_layout_stored);
+    assert_int_equal(nnz_model_set_bf16_activations(NULL, true), NNZ_ERR_INVALID_ARG);
+    free(bt.x), free(bt.dl);
+    nnz_model_free(a), nnz_model_free(b);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mbv2_stored_vs_not),
+        cmocka_unit_test(test_vgg8_stored_vs_not),
+        cmocka_unit_test(test_memory),
+        cmocka_unit_test(test_refusals_and_switches),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
