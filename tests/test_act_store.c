@@ -106,6 +106,14 @@ static void compare(nnz_isa isa, void *ctx) {
     step(a, &bt, la); /* every region written again by the step's other buffers in between */
     assert_memory_equal(la, lb, sizeof la);
     if (!grads_equal(a, g)) fail_msg("%s: a second step over the same weights gave other gradients", name);
+    /* the gradient buffers in the pool or apart: the same bits */
+    nnz_model *d = model(name, NNZ_BF16, true);
+    d->act_grads_apart = true;
+    step(d, &bt, la);
+    assert_memory_equal(la, lb, sizeof la);
+    assert_true(d->act_layout_stored);
+    if (!grads_equal(d, g)) fail_msg("%s: the pooled gradient buffers change the gradients", name);
+    nnz_model_free(d);
     free(g);
     free(bt.x), free(bt.dl);
     nnz_model_free(a), nnz_model_free(b), nnz_model_free(c);
@@ -121,24 +129,55 @@ static void test_vgg8_stored_vs_not(void **state) {
     tu_for_each_isa(compare, "vgg8");
 }
 
-/* The pool is smaller than the buffers it replaces; where it would not be (lenet5: its first conv's
- * output is half of all and overlaps the next layer's), the model keeps plain buffers. */
+/* The pool is smaller than the buffers it replaces (activations and their gradients), and the
+ * estimate holds for the reservation it predicts. */
 static void test_memory(void **state) {
     (void)state;
-    static const char *const names[] = {"mbv2-tiny", "vgg8", "lenet5"};
-    for (int k = 0; k < 3; k++) {
+    static const char *const names[] = {"mbv2-tiny", "vgg8", "lenet5", "mlp"};
+    for (int k = 0; k < 4; k++) {
         nnz_model *a = model(names[k], NNZ_BF16, true), *b = model(names[k], NNZ_BF16, false);
         size_t on, off;
         assert_int_equal(nnz_model_activation_bytes(a, 64, true, &on), NNZ_OK);
         assert_int_equal(nnz_model_activation_bytes(b, 64, true, &off), NNZ_OK);
-        if (k < 2 && !(on < off - off / 20)) fail_msg("%s: %zu bytes stored, %zu plain", names[k], on, off);
-        if (k == 2) assert_int_equal(on, off);
-        /* the estimate holds for the reservation it predicts */
+        if (!(on < off - off / 20)) fail_msg("%s: %zu bytes stored, %zu plain", names[k], on, off);
         assert_int_equal(nnz_model_reserve(a, 64), NNZ_OK);
         assert_true(a->act_arena.used <= on);
-        assert_int_equal(a->act_layout_stored, k < 2);
+        assert_true(a->act_layout_stored);
         nnz_model_free(a), nnz_model_free(b);
     }
+}
+
+/* Where the pool would not be smaller (two linear layers: the first's output is needed in fp32
+ * at both ends of the step, and so is its gradient), the model keeps plain buffers: the same
+ * bytes, the same gradients bit for bit. */
+static nnz_model *two_linear(bool store) {
+    nnz_model *m;
+    assert_int_equal(nnz_model_create(28, 28, 1, &m), NNZ_OK);
+    nnz_add_flatten(m, "flatten");
+    nnz_add_linear(m, "fc1", 64, true);
+    nnz_add_linear(m, "fc2", 10, true);
+    assert_int_equal(nnz_model_finalize(m, 3), NNZ_OK);
+    assert_int_equal(nnz_model_set_precision(m, NNZ_BF16), NNZ_OK);
+    assert_int_equal(nnz_model_set_bf16_activations(m, store), NNZ_OK);
+    return m;
+}
+
+static void test_kept_plain(void **state) {
+    (void)state;
+    nnz_model *a = two_linear(true), *b = two_linear(false);
+    size_t on, off;
+    assert_int_equal(nnz_model_activation_bytes(a, 64, true, &on), NNZ_OK);
+    assert_int_equal(nnz_model_activation_bytes(b, 64, true, &off), NNZ_OK);
+    assert_int_equal(on, off);
+    batch bt = make_batch();
+    float la[MB * 10], lb[MB * 10];
+    step(a, &bt, la);
+    step(b, &bt, lb);
+    assert_false(a->act_layout_stored);
+    assert_memory_equal(la, lb, sizeof la);
+    assert_true(grad_distance(a, b) == 0.0);
+    free(bt.x), free(bt.dl);
+    nnz_model_free(a), nnz_model_free(b);
 }
 
 /* A second backward after one forward is refused (the regions are other buffers' by then); so is
@@ -190,6 +229,7 @@ int main(void) {
         cmocka_unit_test(test_mbv2_stored_vs_not),
         cmocka_unit_test(test_vgg8_stored_vs_not),
         cmocka_unit_test(test_memory),
+        cmocka_unit_test(test_kept_plain),
         cmocka_unit_test(test_refusals_and_switches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -64,6 +64,33 @@ static void backward_reads(const nnz_model *m, int i, int read[8]) {
     if (b >= 0 && m->nodes[b].op == NNZ_OP_BATCHNORM && m->nodes[b].input >= 0) read[6] = owner_of(m, m->nodes[b].input);
 }
 
+/* the node whose gradient buffer x's is: aliases (identity, flatten) share their input's */
+static int grad_owner(const nnz_model *m, int x) {
+    while (x >= 0 && (m->nodes[x].op == NNZ_OP_IDENTITY || m->nodes[x].op == NNZ_OP_FLATTEN) && m->nodes[x].input >= 0)
+        x = m->nodes[x].input;
+    return x;
+}
+
+/* The gradient buffers node i's backward turn may write or read (nnz_model_backward): its own (the
+ * dout), its input's and an add's other operand's (written); a max pool's relu's input's (it runs
+ * that relu's backward); a batch norm's fused activation's (its dout), and, running the conv p
+ * before it (stream_bn_grad), p's (made there when the blocks cannot stream) and p's input's. */
+static void grad_touches(const nnz_model *m, int i, int g[6]) {
+    const nnz_node *n = &m->nodes[i];
+    const nnz_node_exec *ex = &m->exec[i];
+    for (int k = 0; k < 6; k++) g[k] = -1;
+    g[0] = grad_owner(m, i);
+    g[1] = n->input >= 0 ? grad_owner(m, n->input) : -1;
+    g[2] = n->op == NNZ_OP_ADD && n->skip >= 0 ? grad_owner(m, n->skip) : -1;
+    if (n->op == NNZ_OP_MAXPOOL && ex->pool_relu >= 0 && m->nodes[ex->pool_relu].input >= 0)
+        g[3] = grad_owner(m, m->nodes[ex->pool_relu].input);
+    if (n->op != NNZ_OP_BATCHNORM) return;
+    g[3] = ex->fused_act >= 0 ? grad_owner(m, ex->fused_act) : -1;
+    if (n->input < 0) return;
+    g[4] = grad_owner(m, n->input);
+    g[5] = m->nodes[n->input].input >= 0 ? grad_owner(m, m->nodes[n->input].input) : -1;
+}
+
 bool nnz_act_store_wanted(const nnz_model *m) {
     /* eval then runs in its frames, never over the shared regions, whose lives are training's */
     return m->bf16_activations && m->compute == NNZ_BF16 && !m->keep_activations && !m->act_identity &&
@@ -77,6 +104,12 @@ static bool storable(const nnz_model *m, int o) {
     const nnz_node *n = &m->nodes[o];
     /* a deferred batch norm's output is made, if ever, by the conv after it, on its own turn */
     return !(n->op == NNZ_OP_BATCHNORM && ex->deferred_to >= 0) && (int64_t)n->h * n->w * n->c > 0;
+}
+
+/* every node sharing y's gradient buffer finds it at p */
+static void point_grad(nnz_model *m, int y, float *p) {
+    for (int i = y; i < m->n_nodes; i++)
+        if (grad_owner(m, i) == y) m->dact[i] = p;
 }
 
 /* every node sharing o's buffer reads it at p from now on */
@@ -123,6 +156,7 @@ void nnz_act_store_plan(nnz_model *m, bool training) {
     for (int i = 0; i < nn; i++) {
         nnz_node_exec *ex = &m->exec[i];
         ex->last_fwd_reader = -1, ex->widen_by = -1, ex->act_state = ACT_FP32, ex->stored = false;
+        ex->grad_first = ex->grad_last = -1, ex->grad_pooled = false;
         ex->fwd_buf = ex->bwd_buf = NULL, ex->bf16_buf = NULL;
     }
     m->act_stored_n = 0;
@@ -143,13 +177,30 @@ void nnz_act_store_plan(nnz_model *m, bool training) {
             if (read[k] >= 0 && m->exec[read[k]].widen_by < i) m->exec[read[k]].widen_by = i;
     }
     for (int o = 0; o < nn; o++) m->exec[o].stored = storable(m, o) && m->exec[o].widen_by >= 0;
+    /* the gradient buffers: each lives from the first backward turn touching it to the last */
+    for (int i = nn - 1; i >= 0; i--) {
+        int g[6];
+        grad_touches(m, i, g);
+        for (int k = 0; k < 6; k++) {
+            if (g[k] < 0) continue;
+            nnz_node_exec *ey = &m->exec[g[k]];
+            if (ey->grad_first < i) ey->grad_first = i;
+            if (ey->grad_last < 0 || ey->grad_last > i) ey->grad_last = i;
+        }
+    }
+    for (int y = 0; y < nn - 1; y++) { /* not the output's: the caller's dlogits are copied into it first */
+        const nnz_node *n = &m->nodes[y];
+        nnz_node_exec *ey = &m->exec[y];
+        ey->grad_pooled = !m->act_grads_apart && grad_owner(m, y) == y && ey->grad_first >= 0 &&
+                          !(n->op == NNZ_OP_BATCHNORM && ey->fused_act >= 0) && (int64_t)n->h * n->w * n->c > 0;
+    }
 }
 
 nnz_status nnz_act_store_layout(nnz_model *m, int batch) {
     const int nn = m->n_nodes;
     if (!m->act_layout_stored) return NNZ_OK;
     int k = 0;
-    life *l = calloc((size_t)3 * nn + 1, sizeof *l);
+    life *l = calloc((size_t)4 * nn + 1, sizeof *l);
     if (!l) return nnz_fail(NNZ_ERR_NOMEM, "out of memory planning the stored activations");
     for (int o = 0; o < nn; o++) {
         const nnz_node_exec *ex = &m->exec[o];
@@ -162,6 +213,13 @@ nnz_status nnz_act_store_layout(nnz_model *m, int batch) {
                         .kind = 1};
         l[k++] = (life){.start = 2 * nn - 1 - ex->widen_by, .end = bwd_end, .bytes = round64(f * sizeof(float)), .owner = o,
                         .kind = 2};
+    }
+    for (int y = 0; y < nn; y++) {
+        const nnz_node_exec *ey = &m->exec[y];
+        if (!ey->grad_pooled) continue;
+        const nnz_node *n = &m->nodes[y];
+        l[k++] = (life){.start = 2 * nn - 1 - ey->grad_first, .end = 2 * nn - 1 - ey->grad_last,
+                        .bytes = round64((size_t)batch * n->h * n->w * n->c * sizeof(float)), .owner = y, .kind = 3};
     }
     qsort(l, (size_t)k, sizeof *l, by_start);
     for (int i = 0; i < k; i++) l[i].offset = place(l, i);
@@ -180,18 +238,26 @@ nnz_status nnz_act_store_layout(nnz_model *m, int batch) {
     for (int i = 0; i < k; i++) /* the top's offsets, from the pool's start */
         if (top(&l[i])) l[i].offset = pool_bytes - l[i].offset - l[i].bytes;
     size_t plain_bytes = 0; /* the fp32 buffers the pool replaces */
-    for (int i = 0; i < k; i++) plain_bytes += l[i].kind == 0 ? l[i].bytes : 0;
+    for (int i = 0; i < k; i++) plain_bytes += l[i].kind == 0 || l[i].kind == 3 ? l[i].bytes : 0;
     if (pool_bytes >= plain_bytes) { /* the fp32 lives overlap too much (one layer dominates): nothing to gain */
         free(l);
         m->act_layout_stored = false;
         for (int o = 0; o < nn; o++) {
             nnz_node_exec *ex = &m->exec[o];
-            if (!ex->stored) continue;
+            if (!ex->stored && !ex->grad_pooled) continue;
             const nnz_node *n = &m->nodes[o];
-            ex->stored = false;
-            float *buf = nnz_arena_alloc(&m->act_arena, (size_t)batch * n->h * n->w * n->c * sizeof(float), n->name);
-            if (!buf) return NNZ_ERR_NOMEM;
-            point(m, o, buf);
+            const size_t bytes = (size_t)batch * n->h * n->w * n->c * sizeof(float);
+            if (ex->stored) {
+                float *buf = nnz_arena_alloc(&m->act_arena, bytes, n->name);
+                if (!buf) return NNZ_ERR_NOMEM;
+                point(m, o, buf);
+            }
+            if (ex->grad_pooled) {
+                float *buf = nnz_arena_alloc(&m->act_arena, bytes, n->name);
+                if (!buf) return NNZ_ERR_NOMEM;
+                point_grad(m, o, buf);
+            }
+            ex->stored = ex->grad_pooled = false;
         }
         return NNZ_OK;
     }
@@ -205,7 +271,8 @@ nnz_status nnz_act_store_layout(nnz_model *m, int batch) {
         void *p = pool + l[i].offset;
         if (l[i].kind == 0) ex->fwd_buf = p;
         else if (l[i].kind == 1) ex->bf16_buf = p;
-        else ex->bwd_buf = p;
+        else if (l[i].kind == 2) ex->bwd_buf = p;
+        else point_grad(m, l[i].owner, p);
     }
     free(l);
     for (int i = 0; i < nn; i++) /* the forward's pointers until a step moves them */
@@ -264,7 +331,17 @@ void nnz_act_store_after_forward(nnz_model *m, int t) {
     }
 }
 
-void nnz_act_store_turn(nnz_model *m, int t) { m->act_turn = t; }
+void nnz_act_store_turn(nnz_model *m, int t, int n) {
+    m->act_turn = t;
+    if (!m->act_layout_stored) return;
+    for (int y = 0; y < m->n_nodes; y++) { /* a pooled gradient's first turn: it holds another buffer's data */
+        const nnz_node_exec *ey = &m->exec[y];
+        if (ey->grad_pooled && ey->grad_first == t && !ey->grad_written) {
+            const nnz_node *nd = &m->nodes[y];
+            nnz_zero_floats((int64_t)n * nd->h * nd->w * nd->c, m->dact[y]);
+        }
+    }
+}
 
 float *nnz_act_ready(nnz_model *m, int idx) {
     if (!m->act_layout_stored) return m->act[idx];

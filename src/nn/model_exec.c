@@ -75,6 +75,12 @@ static bool is_alias(const nnz_node *n) {
     return (n->op == NNZ_OP_IDENTITY || n->op == NNZ_OP_FLATTEN) && n->input >= 0;
 }
 
+/* node i's gradient buffer is in the shared pool (its own, or through aliases its input's) */
+static bool pooled_grad(const nnz_model *m, int i) {
+    while (is_alias(&m->nodes[i])) i = m->nodes[i].input;
+    return m->exec[i].grad_pooled;
+}
+
 /* Ops whose backward reads neither their output nor another node's output
  * that an in-place activation could overwrite. */
 static bool output_overwritable(nnz_op op) {
@@ -410,12 +416,16 @@ static nnz_status reserve_buffers(nnz_model *m, int batch, bool training) {
         const bool grad = training && !(n->op == NNZ_OP_BATCHNORM && m->exec[i].fused_act >= 0);
         if (owner != i) {
             m->act[i] = m->act[owner];
-            m->dact[i] = is_alias(n) ? m->dact[n->input] : grad ? act_alloc(m, numel, sizeof(float), what) : NULL;
+            m->dact[i] = is_alias(n)                        ? m->dact[n->input]
+                         : grad && !m->exec[i].grad_pooled ? act_alloc(m, numel, sizeof(float), what)
+                                                            : NULL;
         } else {
             m->act[i] = batch_buffer && !m->exec[i].stored ? act_alloc(m, numel, sizeof(float), what) : NULL;
-            m->dact[i] = grad ? act_alloc(m, numel, sizeof(float), what) : NULL;
+            m->dact[i] = grad && !m->exec[i].grad_pooled ? act_alloc(m, numel, sizeof(float), what) : NULL;
         }
-        if ((batch_buffer && !m->act[i] && !m->exec[owner].stored) || (grad && !m->dact[i])) return NNZ_ERR_NOMEM;
+        /* stored and pooled buffers are laid out after the loop (act_store.c) */
+        if ((batch_buffer && !m->act[i] && !m->exec[owner].stored) || (grad && !m->dact[i] && !pooled_grad(m, i)))
+            return NNZ_ERR_NOMEM;
         /* batch norm's saved moments are written by training forwards only, but are 2 x C floats */
         if (n->op == NNZ_OP_BATCHNORM) m->aux[i] = act_alloc(m, 2 * (int64_t)n->c, sizeof(float), what);
         else if (n->op == NNZ_OP_MAXPOOL && training) m->aux[i] = act_alloc(m, numel, sizeof(int32_t), what);
@@ -986,8 +996,8 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
         return nnz_fail(NNZ_ERR_INVALID_ARG, "nnz_model_backward: %d images, but the training forward ran %d", n,
                         m->act_stored_n);
     int last = m->n_nodes - 1;
-    for (int i = 0; i < last; i++)
-        if (!is_alias(&m->nodes[i]) && !m->exec[i].grad_written)
+    for (int i = 0; i < last; i++) /* (a pooled one is zeroed on its first turn: nnz_act_store_turn) */
+        if (!is_alias(&m->nodes[i]) && !m->exec[i].grad_written && !m->exec[i].grad_pooled)
             nnz_zero_floats((int64_t)n * node_numel(&m->nodes[i]), m->dact[i]);
     if (m->dinput) nnz_zero_floats((int64_t)n * input_numel(m), m->dinput);
     int64_t out_numel = (int64_t)n * node_numel(&m->nodes[last]);
@@ -997,7 +1007,7 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
     /* profiling: each node's time, from its turn to the next one's (the nodes run last to first) */
     double *prof = m->profiling ? m->profile : NULL, t_prev = prof ? omp_get_wtime() : 0.0;
     for (int i = last; i >= 0; i--) {
-        nnz_act_store_turn(m, i);
+        nnz_act_store_turn(m, i, n);
         if (prof && i < last) {
             const double t = omp_get_wtime();
             prof[2 * (i + 1) + 1] += t - t_prev;

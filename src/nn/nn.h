@@ -418,6 +418,8 @@ typedef struct nnz_node_exec {
     uint8_t act_state;   /* ... during a step: fp32 (forward), bf16, or widened again */
     float *fwd_buf, *bwd_buf; /* ... its fp32 regions in the forward and in the backward, in the shared pool */
     nnz_bf16 *bf16_buf;  /* ... its bf16 copy */
+    bool grad_pooled;    /* its gradient buffer is in the shared pool too, live over backward turns */
+    int grad_first, grad_last; /* ... from grad_first (zeroed then unless grad_written) down to grad_last */
     int64_t sparse_forwards, sparse_backwards; /* conv/linear: passes run on the sparse kernels since
                                                   nnz_model_reserve (what the tests observe) */
     int64_t sparse_bf16_forwards, sparse_bf16_backwards; /* ... of them in training, on the bf16 kernels
@@ -462,7 +464,7 @@ void nnz_act_store_plan(nnz_model *m, bool training);       /* after the fusion 
 nnz_status nnz_act_store_layout(nnz_model *m, int batch);   /* after the other buffers: the pool, the pointers */
 void nnz_act_store_begin(nnz_model *m, int n);              /* a training forward of n images starts */
 void nnz_act_store_after_forward(nnz_model *m, int t);      /* node t's forward is done */
-void nnz_act_store_turn(nnz_model *m, int t);               /* the backward turn of node t starts */
+void nnz_act_store_turn(nnz_model *m, int t, int n);        /* the backward turn of node t (n images) starts */
 float *nnz_act_ready(nnz_model *m, int idx);                /* node idx's output, fp32, for a backward read */
 
 /* Eval-mode forward runs the network depth-first over chunks of images whose largest
@@ -503,6 +505,7 @@ struct nnz_model {
     bool dense_wgrad;             /* sparse layers compute their weight gradient densely (nnz_conv_shape) */
     bool bf16_activations;        /* bf16 training stores the activations between layers in bf16 (act_store.c):
                                      about half their memory, for two conversion passes; false by default */
+    bool act_grads_apart;         /* ... but the activation gradients keep their own buffers (the tests compare) */
     bool act_layout_wanted;       /* the reservation was made for it (nnz_act_store_wanted then) */
     bool act_layout_stored;       /* ... and its buffers are laid out for it (not when nothing was to gain) */
     int act_stored_n;             /* images of the training forward whose activations are stored (0: none) */
