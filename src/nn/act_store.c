@@ -298,24 +298,24 @@ void nnz_act_store_begin(nnz_model *m, int n) {
 
 #define CVT_CHUNK ((int64_t)1 << 16)
 
-/* both rounded as nnz_bf16_from_f32 on every input (the packers' rounding, denormals kept), on the threads */
-static void narrow(int64_t n, const float *x, nnz_bf16 *y) {
+/* fp32 -> bf16 (narrow: rounded as nnz_bf16_from_f32 on every input, the packers' rounding,
+ * denormals kept) or back (exact), on the threads */
+static void convert(int64_t n, bool narrow, const void *x, void *y) {
     const bool simd = nnz_isa_active() >= NNZ_ISA_AVX512;
 #pragma omp parallel for schedule(static) if (n > CVT_CHUNK)
     for (int64_t a = 0; a < n; a += CVT_CHUNK) {
         const int64_t len = n - a < CVT_CHUNK ? n - a : CVT_CHUNK;
-        if (simd) nnz_cvt_f32_to_bf16_avx512(len, x + a, y + a);
-        else nnz_cvt_f32_to_bf16_ref(len, x + a, y + a);
-    }
-}
-
-static void widen(int64_t n, const nnz_bf16 *x, float *y) {
-    const bool simd = nnz_isa_active() >= NNZ_ISA_AVX512;
-#pragma omp parallel for schedule(static) if (n > CVT_CHUNK)
-    for (int64_t a = 0; a < n; a += CVT_CHUNK) {
-        const int64_t len = n - a < CVT_CHUNK ? n - a : CVT_CHUNK;
-        if (simd) nnz_cvt_bf16_to_f32_avx512(len, x + a, y + a);
-        else nnz_cvt_bf16_to_f32_ref(len, x + a, y + a);
+        if (narrow) {
+            const float *f = (const float *)x + a;
+            nnz_bf16 *h = (nnz_bf16 *)y + a;
+            if (simd) nnz_cvt_f32_to_bf16_avx512(len, f, h);
+            else nnz_cvt_f32_to_bf16_ref(len, f, h);
+        } else {
+            const nnz_bf16 *h = (const nnz_bf16 *)x + a;
+            float *f = (float *)y + a;
+            if (simd) nnz_cvt_bf16_to_f32_avx512(len, h, f);
+            else nnz_cvt_bf16_to_f32_ref(len, h, f);
+        }
     }
 }
 
@@ -329,7 +329,7 @@ void nnz_act_store_after_forward(nnz_model *m, int t) {
     for (int o = 0; o < m->n_nodes; o++) {
         nnz_node_exec *ex = &m->exec[o];
         if (!ex->stored || ex->last_fwd_reader != t) continue;
-        narrow(stored_floats(m, o), ex->fwd_buf, ex->bf16_buf);
+        convert(stored_floats(m, o), true, ex->fwd_buf, ex->bf16_buf);
         ex->act_state = ACT_BF16;
         point(m, o, NULL); /* the fp32 region is another buffer's from now on */
     }
@@ -359,7 +359,7 @@ float *nnz_act_ready(nnz_model *m, int idx) {
         abort();
     }
     if (ex->act_state == ACT_BF16) {
-        widen(stored_floats(m, o), ex->bf16_buf, ex->bwd_buf);
+        convert(stored_floats(m, o), false, ex->bf16_buf, ex->bwd_buf);
         ex->act_state = ACT_WIDE;
         point(m, o, ex->bwd_buf);
     }
