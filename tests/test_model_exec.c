@@ -445,10 +445,12 @@ static void test_inference_reservation(void **state) {
         /* per image (the slope from 32 to 64 images: the per-thread eval scratch and the weight
          * copies are the same in both modes) */
         size_t infer[2], train[2], infer_bytes;
+        a->act_grads_apart = true; /* every gradient its own buffer, as inference has none (act_store.c) */
         for (int k = 0; k < 2; k++) {
             assert_int_equal(nnz_model_activation_bytes(a, 32 << k, false, &infer[k]), NNZ_OK);
             assert_int_equal(nnz_model_activation_bytes(a, 32 << k, true, &train[k]), NNZ_OK);
         }
+        a->act_grads_apart = false;
         /* (with a pthreads OpenBLAS eval runs the whole batch at once: no frames, and the batch's
          * forward scratch instead) */
         if (nnz_sgemm_nestable() && !(2 * (infer[1] - infer[0]) <= train[1] - train[0]))

@@ -79,10 +79,10 @@ static int grad_owner(const nnz_model *m, int x) {
  * dout), its input's and an add's other operand's (written); a max pool's relu's input's (it runs
  * that relu's backward); a batch norm's fused activation's (its dout), and, running the conv p
  * before it (stream_bn_grad), p's (made there when the blocks cannot stream) and p's input's. */
-static void grad_touches(const nnz_model *m, int i, int g[6]) {
+static void grad_touches(const nnz_model *m, int i, int g[8]) {
     const nnz_node *n = &m->nodes[i];
     const nnz_node_exec *ex = &m->exec[i];
-    for (int k = 0; k < 6; k++) g[k] = -1;
+    for (int k = 0; k < 8; k++) g[k] = -1;
     g[0] = grad_owner(m, i);
     g[1] = n->input >= 0 ? grad_owner(m, n->input) : -1;
     g[2] = n->op == NNZ_OP_ADD && n->skip >= 0 ? grad_owner(m, n->skip) : -1;
@@ -92,7 +92,19 @@ static void grad_touches(const nnz_model *m, int i, int g[6]) {
     g[3] = ex->fused_act >= 0 ? grad_owner(m, ex->fused_act) : -1;
     if (n->input < 0) return;
     g[4] = grad_owner(m, n->input);
-    g[5] = m->nodes[n->input].input >= 0 ? grad_owner(m, m->nodes[n->input].input) : -1;
+    const int q = m->nodes[n->input].input;
+    g[5] = q >= 0 ? grad_owner(m, q) : -1;
+    /* fp32: the expansion before p (expansion_grad.c: the batch norm b whose output p reads, and
+     * the 1x1 conv before it) takes its gradients here too, and writes that conv's input's */
+    const int b = q < 0 ? -1 : m->nodes[q].op == NNZ_OP_BATCHNORM ? q : m->exec[q].fused_into;
+    if (b < 0 || m->nodes[b].op != NNZ_OP_BATCHNORM || m->nodes[b].input < 0) return;
+    const int pw = m->nodes[b].input;
+    g[6] = grad_owner(m, pw);
+    g[7] = m->nodes[pw].input >= 0 ? grad_owner(m, m->nodes[pw].input) : -1;
+}
+
+bool nnz_grads_pool_wanted(const nnz_model *m) {
+    return !m->act_grads_apart && !m->act_identity; /* the gates read the gradients after the backward */
 }
 
 bool nnz_act_store_wanted(const nnz_model *m) {
@@ -155,17 +167,9 @@ static size_t place(life *l, int placed) {
 
 static size_t round64(size_t b) { return (b + 63) & ~(size_t)63; }
 
-void nnz_act_store_plan(nnz_model *m, bool training) {
+/* which activation buffers are stored in bf16, and their lives */
+static void plan_stored(nnz_model *m) {
     const int nn = m->n_nodes;
-    for (int i = 0; i < nn; i++) {
-        nnz_node_exec *ex = &m->exec[i];
-        ex->last_fwd_reader = -1, ex->widen_by = -1, ex->act_state = ACT_FP32, ex->stored = false;
-        ex->grad_first = ex->grad_last = -1, ex->grad_pooled = false;
-        ex->fwd_buf = ex->bwd_buf = NULL, ex->bf16_buf = NULL;
-    }
-    m->act_stored_n = 0;
-    m->act_layout_wanted = m->act_layout_stored = training && nnz_act_store_wanted(m);
-    if (!m->act_layout_stored) return;
     /* reader[c] = the latest node reading c's buffer, per owner c */
     for (int i = 0; i < nn; i++) {
         int read[4];
@@ -181,11 +185,15 @@ void nnz_act_store_plan(nnz_model *m, bool training) {
             if (read[k] >= 0 && m->exec[read[k]].widen_by < i) m->exec[read[k]].widen_by = i;
     }
     for (int o = 0; o < nn; o++) m->exec[o].stored = storable(m, o) && m->exec[o].widen_by >= 0;
-    /* the gradient buffers: each lives from the first backward turn touching it to the last */
+}
+
+/* the gradient buffers: each lives from the first backward turn touching it to the last */
+static void plan_grads(nnz_model *m) {
+    const int nn = m->n_nodes;
     for (int i = nn - 1; i >= 0; i--) {
-        int g[6];
+        int g[8];
         grad_touches(m, i, g);
-        for (int k = 0; k < 6; k++) {
+        for (int k = 0; k < 8; k++) {
             if (g[k] < 0) continue;
             nnz_node_exec *ey = &m->exec[g[k]];
             if (ey->grad_first < i) ey->grad_first = i;
@@ -195,14 +203,29 @@ void nnz_act_store_plan(nnz_model *m, bool training) {
     for (int y = 0; y < nn - 1; y++) { /* not the output's: the caller's dlogits are copied into it first */
         const nnz_node *n = &m->nodes[y];
         nnz_node_exec *ey = &m->exec[y];
-        ey->grad_pooled = !m->act_grads_apart && grad_owner(m, y) == y && ey->grad_first >= 0 &&
+        ey->grad_pooled = grad_owner(m, y) == y && ey->grad_first >= 0 &&
                           !(n->op == NNZ_OP_BATCHNORM && ey->fused_act >= 0) && (int64_t)n->h * n->w * n->c > 0;
     }
 }
 
+void nnz_act_store_plan(nnz_model *m, bool training) {
+    const int nn = m->n_nodes;
+    for (int i = 0; i < nn; i++) {
+        nnz_node_exec *ex = &m->exec[i];
+        ex->last_fwd_reader = -1, ex->widen_by = -1, ex->act_state = ACT_FP32, ex->stored = false;
+        ex->grad_first = ex->grad_last = -1, ex->grad_pooled = false;
+        ex->fwd_buf = ex->bwd_buf = NULL, ex->bf16_buf = NULL;
+    }
+    m->act_stored_n = 0;
+    m->act_layout_wanted = m->act_layout_stored = training && nnz_act_store_wanted(m);
+    m->grad_layout_wanted = training && nnz_grads_pool_wanted(m);
+    if (m->act_layout_stored) plan_stored(m);
+    if (m->grad_layout_wanted) plan_grads(m);
+}
+
 nnz_status nnz_act_store_layout(nnz_model *m, int batch) {
     const int nn = m->n_nodes;
-    if (!m->act_layout_stored) return NNZ_OK;
+    if (!m->act_layout_stored && !m->grad_layout_wanted) return NNZ_OK;
     int k = 0;
     life *l = calloc((size_t)4 * nn + 1, sizeof *l);
     if (!l) return nnz_fail(NNZ_ERR_NOMEM, "out of memory planning the stored activations");
@@ -243,27 +266,20 @@ nnz_status nnz_act_store_layout(nnz_model *m, int batch) {
         if (top(&l[i])) l[i].offset = pool_bytes - l[i].offset - l[i].bytes;
     size_t plain_bytes = 0; /* the fp32 buffers the pool replaces */
     for (int i = 0; i < k; i++) plain_bytes += l[i].kind == 0 || l[i].kind == 3 ? l[i].bytes : 0;
-    if (pool_bytes >= plain_bytes) { /* the fp32 lives overlap too much (one layer dominates): nothing to gain */
+    if (m->act_layout_stored && pool_bytes >= plain_bytes) {
+        /* the fp32 lives overlap too much (one layer dominates): the activations stay plain */
         free(l);
         m->act_layout_stored = false;
         for (int o = 0; o < nn; o++) {
             nnz_node_exec *ex = &m->exec[o];
-            if (!ex->stored && !ex->grad_pooled) continue;
+            if (!ex->stored) continue;
             const nnz_node *n = &m->nodes[o];
-            const size_t bytes = (size_t)batch * n->h * n->w * n->c * sizeof(float);
-            if (ex->stored) {
-                float *buf = nnz_arena_alloc(&m->act_arena, bytes, n->name);
-                if (!buf) return NNZ_ERR_NOMEM;
-                point(m, o, buf);
-            }
-            if (ex->grad_pooled) {
-                float *buf = nnz_arena_alloc(&m->act_arena, bytes, n->name);
-                if (!buf) return NNZ_ERR_NOMEM;
-                point_grad(m, o, buf);
-            }
-            ex->stored = ex->grad_pooled = false;
+            float *buf = nnz_arena_alloc(&m->act_arena, (size_t)batch * n->h * n->w * n->c * sizeof(float), n->name);
+            if (!buf) return NNZ_ERR_NOMEM;
+            point(m, o, buf);
+            ex->stored = false;
         }
-        return NNZ_OK;
+        return nnz_act_store_layout(m, batch); /* the gradients alone */
     }
     unsigned char *pool = k ? nnz_arena_alloc(&m->act_arena, pool_bytes, "activations stored in bf16 (shared pool)") : NULL;
     if (k && !pool) {
@@ -337,7 +353,7 @@ void nnz_act_store_after_forward(nnz_model *m, int t) {
 
 void nnz_act_store_turn(nnz_model *m, int t, int n) {
     m->act_turn = t;
-    if (!m->act_layout_stored) return;
+    if (!m->grad_layout_wanted) return;
     for (int y = 0; y < m->n_nodes; y++) { /* a pooled gradient's first turn: it holds another buffer's data */
         const nnz_node_exec *ey = &m->exec[y];
         if (ey->grad_pooled && ey->grad_first == t && !ey->grad_written) {

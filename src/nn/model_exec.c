@@ -524,7 +524,8 @@ static nnz_status reserve(nnz_model *m, int batch, bool training) {
     (void)nnz_isa_active(); /* choose the kernels' ISA here, never first inside a parallel region */
     training = training || m->reserved_training; /* training's buffers, once there, stay */
     if (batch <= m->batch_cap && m->reserved_training == training && (!training || !m->input_grad || m->dinput) &&
-        nnz_threads() <= m->eval_scratch_slots && m->act_layout_wanted == (training && nnz_act_store_wanted(m)))
+        nnz_threads() <= m->eval_scratch_slots && m->act_layout_wanted == (training && nnz_act_store_wanted(m)) &&
+        m->grad_layout_wanted == (training && nnz_grads_pool_wanted(m)))
         return NNZ_OK;
     if (batch < m->batch_cap) batch = m->batch_cap; /* reallocating for dinput or the gradients: keep the capacity */
     release_buffers(m);

@@ -460,6 +460,7 @@ void nnz_model_mask_grads(nnz_model *m);
  * each activation is fp32 while the forward reads it, bf16 until the backward reads it, then fp32
  * again, in one pool where buffers whose lives do not overlap share memory. */
 bool nnz_act_store_wanted(const nnz_model *m);             /* its options ask for it */
+bool nnz_grads_pool_wanted(const nnz_model *m);            /* training pools the activation gradients */
 void nnz_act_store_plan(nnz_model *m, bool training);       /* after the fusion plan: which buffers, their lives */
 nnz_status nnz_act_store_layout(nnz_model *m, int batch);   /* after the other buffers: the pool, the pointers */
 void nnz_act_store_begin(nnz_model *m, int n);              /* a training forward of n images starts */
@@ -505,7 +506,9 @@ struct nnz_model {
     bool dense_wgrad;             /* sparse layers compute their weight gradient densely (nnz_conv_shape) */
     bool bf16_activations;        /* bf16 training stores the activations between layers in bf16 (act_store.c):
                                      about half their memory, for two conversion passes; false by default */
-    bool act_grads_apart;         /* ... but the activation gradients keep their own buffers (the tests compare) */
+    bool act_grads_apart;         /* training keeps each activation gradient in its own buffer rather than in the
+                                     shared pool (act_store.c); false by default (the tests compare the two) */
+    bool grad_layout_wanted;      /* the reservation pools the gradients (nnz_grads_pool_wanted then) */
     bool act_layout_wanted;       /* the reservation was made for it (nnz_act_store_wanted then) */
     bool act_layout_stored;       /* ... and its buffers are laid out for it (not when nothing was to gain) */
     int act_stored_n;             /* images of the training forward whose activations are stored (0: none) */
