@@ -156,7 +156,8 @@ static void test_memory(void **state) {
 }
 
 /* The gradients pooled or apart give the same bits, at fp32 (where the expansion's fused backward
- * writes a gradient three layers down) and at bf16, two steps each, on every zoo model. */
+ * writes a gradient three layers down) and at bf16, two steps each and a third at the other
+ * precision on the same reservation, on every zoo model. */
 static void pooled_vs_apart(nnz_isa isa, void *ctx) {
     (void)isa, (void)ctx;
     batch bt = make_batch();
@@ -165,11 +166,15 @@ static void pooled_vs_apart(nnz_isa isa, void *ctx) {
             nnz_model *a = model(*name, p ? NNZ_BF16 : NNZ_F32, false), *b = model(*name, p ? NNZ_BF16 : NNZ_F32, false);
             b->act_grads_apart = true;
             float la[MB * 10], lb[MB * 10];
-            for (int s = 0; s < 2; s++) {
+            for (int s = 0; s < 3; s++) {
+                if (s == 2) { /* the other precision, on the same reservation */
+                    assert_int_equal(nnz_model_set_precision(a, p ? NNZ_F32 : NNZ_BF16), NNZ_OK);
+                    assert_int_equal(nnz_model_set_precision(b, p ? NNZ_F32 : NNZ_BF16), NNZ_OK);
+                }
                 step(a, &bt, la);
                 step(b, &bt, lb);
                 assert_memory_equal(la, lb, sizeof la);
-                if (grad_distance(a, b) != 0.0) fail_msg("%s (%s): pooled gradients differ", *name, p ? "bf16" : "fp32");
+                if (grad_distance(a, b) != 0.0) fail_msg("%s (%s, step %d): pooled gradients differ", *name, p ? "bf16" : "fp32", s);
             }
             assert_true(a->grad_layout_wanted);
             assert_false(b->grad_layout_wanted);

@@ -94,11 +94,17 @@ static void grad_touches(const nnz_model *m, int i, int g[8]) {
     g[4] = grad_owner(m, n->input);
     const int q = m->nodes[n->input].input;
     g[5] = q >= 0 ? grad_owner(m, q) : -1;
-    /* fp32: the expansion before p (expansion_grad.c: the batch norm b whose output p reads, and
-     * the 1x1 conv before it) takes its gradients here too, and writes that conv's input's */
+    /* the expansion before a depthwise p (expansion_grad.c, fp32: the batch norm b whose output p
+     * reads, and the 1x1 conv before b) takes its gradients here too, and writes that conv's
+     * input's; listed whatever the precision, which may change without a new reservation */
+    const nnz_node *pn = &m->nodes[n->input];
     const int b = q < 0 ? -1 : m->nodes[q].op == NNZ_OP_BATCHNORM ? q : m->exec[q].fused_into;
-    if (b < 0 || m->nodes[b].op != NNZ_OP_BATCHNORM || m->nodes[b].input < 0) return;
+    if (pn->op != NNZ_OP_CONV2D || pn->groups != pn->in_c || b < 0 || m->nodes[b].op != NNZ_OP_BATCHNORM ||
+        m->nodes[b].input < 0)
+        return;
     const int pw = m->nodes[b].input;
+    const nnz_node *wn = &m->nodes[pw];
+    if (wn->op != NNZ_OP_CONV2D || wn->k != 1 || wn->groups != 1) return;
     g[6] = grad_owner(m, pw);
     g[7] = m->nodes[pw].input >= 0 ? grad_owner(m, m->nodes[pw].input) : -1;
 }
