@@ -15,6 +15,9 @@
  *    backward functions accumulate into dinp.
  *  - every other node owns act and dact, but a batch norm that computes the activation after it
  *    (the fusions below) has no dact: its backward reads the activation's.
+ *  - in a training reservation the dact buffers share one pool, each present only over the
+ *    backward turns that touch it; with bf16_activations the act buffers too, stored in bf16
+ *    between the forward and the backward (act_store.c: the lives, the layout, the checks).
  *
  * Fusions (the plan in m->exec, made here; none when keep_activations, which asks for
  * every node's own output):
