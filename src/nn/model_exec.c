@@ -400,7 +400,7 @@ static nnz_status reserve_buffers(nnz_model *m, int batch, bool training) {
     }
     /* the plan first: which buffers a training step never touches depends on it */
     NNZ_TRY(plan_fusions(m, consumers));
-    nnz_act_store_plan(m, training); /* which buffers a bf16 step stores in bf16: laid out below, in a shared pool */
+    nnz_act_store_plan(m, training); /* the gradients (and bf16-stored activations) of the shared pool: laid out below */
     /* inference in frames needs the batch's buffer for the output only */
     const bool frames = eval_uses_frames(m);
     const int out_owner = m->exec[nn - 1].act_owner;
