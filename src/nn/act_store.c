@@ -69,7 +69,7 @@ static void backward_reads(const nnz_model *m, int i, int read[8]) {
 }
 
 /* the node whose gradient buffer x's is: aliases (identity, flatten) share their input's */
-static int grad_owner(const nnz_model *m, int x) {
+int nnz_act_grad_owner(const nnz_model *m, int x) {
     while (x >= 0 && (m->nodes[x].op == NNZ_OP_IDENTITY || m->nodes[x].op == NNZ_OP_FLATTEN) && m->nodes[x].input >= 0)
         x = m->nodes[x].input;
     return x;
@@ -83,17 +83,17 @@ static void grad_touches(const nnz_model *m, int i, int g[8]) {
     const nnz_node *n = &m->nodes[i];
     const nnz_node_exec *ex = &m->exec[i];
     for (int k = 0; k < 8; k++) g[k] = -1;
-    g[0] = grad_owner(m, i);
-    g[1] = n->input >= 0 ? grad_owner(m, n->input) : -1;
-    g[2] = n->op == NNZ_OP_ADD && n->skip >= 0 ? grad_owner(m, n->skip) : -1;
+    g[0] = nnz_act_grad_owner(m, i);
+    g[1] = n->input >= 0 ? nnz_act_grad_owner(m, n->input) : -1;
+    g[2] = n->op == NNZ_OP_ADD && n->skip >= 0 ? nnz_act_grad_owner(m, n->skip) : -1;
     if (n->op == NNZ_OP_MAXPOOL && ex->pool_relu >= 0 && m->nodes[ex->pool_relu].input >= 0)
-        g[3] = grad_owner(m, m->nodes[ex->pool_relu].input);
+        g[3] = nnz_act_grad_owner(m, m->nodes[ex->pool_relu].input);
     if (n->op != NNZ_OP_BATCHNORM) return;
-    g[3] = ex->fused_act >= 0 ? grad_owner(m, ex->fused_act) : -1;
+    g[3] = ex->fused_act >= 0 ? nnz_act_grad_owner(m, ex->fused_act) : -1;
     if (n->input < 0) return;
-    g[4] = grad_owner(m, n->input);
+    g[4] = nnz_act_grad_owner(m, n->input);
     const int q = m->nodes[n->input].input;
-    g[5] = q >= 0 ? grad_owner(m, q) : -1;
+    g[5] = q >= 0 ? nnz_act_grad_owner(m, q) : -1;
     /* the expansion before a depthwise p (expansion_grad.c, fp32: the batch norm b whose output p
      * reads, and the 1x1 conv before b) takes its gradients here too, and writes that conv's
      * input's; listed whatever the precision, which may change without a new reservation */
@@ -105,8 +105,8 @@ static void grad_touches(const nnz_model *m, int i, int g[8]) {
     const int pw = m->nodes[b].input;
     const nnz_node *wn = &m->nodes[pw];
     if (wn->op != NNZ_OP_CONV2D || wn->k != 1 || wn->groups != 1) return;
-    g[6] = grad_owner(m, pw);
-    g[7] = m->nodes[pw].input >= 0 ? grad_owner(m, m->nodes[pw].input) : -1;
+    g[6] = nnz_act_grad_owner(m, pw);
+    g[7] = m->nodes[pw].input >= 0 ? nnz_act_grad_owner(m, m->nodes[pw].input) : -1;
 }
 
 bool nnz_grads_pool_wanted(const nnz_model *m) {
@@ -131,7 +131,7 @@ static bool storable(const nnz_model *m, int o) {
 /* every node sharing y's gradient buffer finds it at p */
 static void point_grad(nnz_model *m, int y, float *p) {
     for (int i = y; i < m->n_nodes; i++)
-        if (grad_owner(m, i) == y) m->dact[i] = p;
+        if (nnz_act_grad_owner(m, i) == y) m->dact[i] = p;
 }
 
 /* every node sharing o's buffer reads it at p from now on */
@@ -209,7 +209,7 @@ static void plan_grads(nnz_model *m) {
     for (int y = 0; y < nn - 1; y++) { /* not the output's: the caller's dlogits are copied into it first */
         const nnz_node *n = &m->nodes[y];
         nnz_node_exec *ey = &m->exec[y];
-        ey->grad_pooled = grad_owner(m, y) == y && ey->grad_first >= 0 &&
+        ey->grad_pooled = nnz_act_grad_owner(m, y) == y && ey->grad_first >= 0 &&
                           !(n->op == NNZ_OP_BATCHNORM && ey->fused_act >= 0) && (int64_t)n->h * n->w * n->c > 0;
     }
 }

@@ -484,9 +484,11 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
         f.kernel_weight = NULL; /* a kernel-layout copy would hold the unrounded weight */
         const size_t nx = (size_t)s->N * s->H * s->W * s->IC, nw = (size_t)s->OC * s->KH * s->KW * s->IC;
         float *xr = scratch, *wr = scratch + round16(nx);
+        const int64_t piece = 16384; /* floats per thread's call */
 #pragma omp parallel for schedule(static) if (nx >= 65536)
-        for (size_t i = 0; i < nx; i++) xr[i] = nnz_bf16_round(inp[i]);
-        for (size_t i = 0; i < nw; i++) wr[i] = nnz_bf16_round(weight[i]);
+        for (int64_t a = 0; a < (int64_t)nx; a += piece)
+            nnz_round_to_bf16((int64_t)nx - a < piece ? (int64_t)nx - a : piece, inp + a, xr + a);
+        nnz_round_to_bf16((int64_t)nw, weight, wr);
         nnz_conv2d_forward_ep(&f, xr, wr, bias, ep, out, wr + round16(nw));
         return;
     }

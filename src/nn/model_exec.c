@@ -78,12 +78,6 @@ static bool is_alias(const nnz_node *n) {
     return (n->op == NNZ_OP_IDENTITY || n->op == NNZ_OP_FLATTEN) && n->input >= 0;
 }
 
-/* node i's gradient buffer is in the shared pool (its own, or through aliases its input's) */
-static bool pooled_grad(const nnz_model *m, int i) {
-    while (is_alias(&m->nodes[i])) i = m->nodes[i].input;
-    return m->exec[i].grad_pooled;
-}
-
 /* Ops whose backward reads neither their output nor another node's output
  * that an in-place activation could overwrite. */
 static bool output_overwritable(nnz_op op) {
@@ -427,7 +421,7 @@ static nnz_status reserve_buffers(nnz_model *m, int batch, bool training) {
             m->dact[i] = grad && !m->exec[i].grad_pooled ? act_alloc(m, numel, sizeof(float), what) : NULL;
         }
         /* stored and pooled buffers are laid out after the loop (act_store.c) */
-        if ((batch_buffer && !m->act[i] && !m->exec[owner].stored) || (grad && !m->dact[i] && !pooled_grad(m, i)))
+        if ((batch_buffer && !m->act[i] && !m->exec[owner].stored) || (grad && !m->dact[i] && !m->exec[nnz_act_grad_owner(m, i)].grad_pooled))
             return NNZ_ERR_NOMEM;
         /* batch norm's saved moments are written by training forwards only, but are 2 x C floats */
         if (n->op == NNZ_OP_BATCHNORM) m->aux[i] = act_alloc(m, 2 * (int64_t)n->c, sizeof(float), what);
