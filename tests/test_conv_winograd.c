@@ -68,7 +68,61 @@ static void check(const char *what, const wg_case *c, const float *got, const do
     }
 }
 
-static void forward_case(const wg_case *c, bool accumulate, bool with_ep) {
+/* ---- channel blocks (nnz_conv_winograd_blocks): which 16x16 (output, input) channel blocks keep ---- */
+typedef enum { KEEP_ALL, KEEP_RANDOM, KEEP_NONE, KEEP_ONE, KEEP_EMPTY_OUT } keep_kind;
+#define MAX_BLOCKS 16
+typedef struct {
+    keep_kind kind;
+    int32_t ptr[MAX_BLOCKS + 1], idx[MAX_BLOCKS * MAX_BLOCKS], tptr[MAX_BLOCKS + 1], tidx[MAX_BLOCKS * MAX_BLOCKS];
+    nnz_channel_blocks by_out, by_in; /* the forward's lists and the turned convolution's */
+} keep_set;
+
+static bool kept_block(keep_kind k, int ob, int ib, int nob, int nib) {
+    switch (k) {
+    case KEEP_ALL: return true;
+    case KEEP_NONE: return false;
+    case KEEP_ONE: return ob == nob - 1 && ib == nib - 1; /* the tail blocks, partial where the channels are */
+    case KEEP_EMPTY_OUT: return ob != 0 && (ob + ib) % 2 == 0;
+    default: return (ob * 7 + ib * 3) % 5 < 2; /* 40%, every output block a different set */
+    }
+}
+
+static const keep_set *keep_make(keep_kind k, int IC, int OC) {
+    static keep_set ks;
+    const int nob = (OC + 15) / 16, nib = (IC + 15) / 16;
+    assert_true(nob <= MAX_BLOCKS && nib <= MAX_BLOCKS);
+    ks.kind = k;
+    ks.ptr[0] = ks.tptr[0] = 0;
+    for (int ob = 0; ob < nob; ob++) {
+        ks.ptr[ob + 1] = ks.ptr[ob];
+        for (int ib = 0; ib < nib; ib++)
+            if (kept_block(k, ob, ib, nob, nib)) ks.idx[ks.ptr[ob + 1]++] = ib;
+    }
+    for (int ib = 0; ib < nib; ib++) {
+        ks.tptr[ib + 1] = ks.tptr[ib];
+        for (int ob = 0; ob < nob; ob++)
+            if (kept_block(k, ob, ib, nob, nib)) ks.tidx[ks.tptr[ib + 1]++] = ob;
+    }
+    ks.by_out = (nnz_channel_blocks){ks.ptr, ks.idx};
+    ks.by_in = (nnz_channel_blocks){ks.tptr, ks.tidx};
+    return &ks;
+}
+
+static bool kept_weight(const keep_set *ks, const wg_case *c, int oc, int ic) {
+    return !ks || kept_block(ks->kind, oc / 16, ic / 16, (c->OC + 15) / 16, (c->IC + 15) / 16);
+}
+
+/* w (OC,K,K,IC) with the dropped blocks' weights zeroed at every tap */
+static void zero_dropped(const keep_set *ks, const wg_case *c, float *w) {
+    for (int oc = 0; oc < c->OC; oc++)
+        for (int t = 0; t < c->K * c->K; t++)
+            for (int ic = 0; ic < c->IC; ic++)
+                if (!kept_weight(ks, c, oc, ic)) w[((size_t)oc * c->K * c->K + t) * c->IC + ic] = 0.0f;
+}
+
+/* ks NULL: nnz_conv_winograd; else nnz_conv_winograd_blocks, U made from the unmasked weight (the
+ * dropped blocks must not be read) and the result compared with the masked weight's */
+static void forward_case_kept(const wg_case *c, bool accumulate, bool with_ep, const keep_set *ks) {
     const nnz_conv_window g = window(c);
     assert_true(nnz_winograd_applies(&g));
     const size_t ni = (size_t)c->N * c->H * c->W * c->IC, no = (size_t)c->N * g.OH * g.OW * c->OC,
@@ -85,7 +139,12 @@ static void forward_case(const wg_case *c, bool accumulate, bool with_ep) {
     memcpy(out, before, no * sizeof(float));
     const nnz_epilogue ep = {.mul = mul, .add = add, .lo = -INFINITY, .hi = INFINITY};
     nnz_winograd_weight(c->K, c->IC, c->OC, w, false, U);
-    nnz_conv_winograd(&g, c->N, c->IC, c->OC, inp, U, accumulate, with_ep ? &ep : NULL, out, work);
+    if (ks) {
+        nnz_conv_winograd_blocks(&g, c->N, c->IC, c->OC, inp, U, &ks->by_out, accumulate, with_ep ? &ep : NULL, out,
+                                 work);
+        zero_dropped(ks, c, w);
+    } else
+        nnz_conv_winograd(&g, c->N, c->IC, c->OC, inp, U, accumulate, with_ep ? &ep : NULL, out, work);
 
     double *want = malloc(no * sizeof(double)), S = 0.0;
     assert_non_null(want);
@@ -101,11 +160,15 @@ static void forward_case(const wg_case *c, bool accumulate, bool with_ep) {
                     want[i] = v;
                     if (s > S) S = s;
                 }
-    check(accumulate ? "winograd forward, accumulate" : "winograd forward", c, out, want, no, S);
+    check(ks ? "winograd forward, channel blocks" : accumulate ? "winograd forward, accumulate" : "winograd forward", c,
+          out, want, no, S);
     free(want), free(inp), free(w), free(out), free(before), free(U), free(work), free(mul), free(add);
 }
 
-static void wgrad_case(const wg_case *c) {
+static void forward_case(const wg_case *c, bool accumulate, bool with_ep) { forward_case_kept(c, accumulate, with_ep, NULL); }
+
+/* ks: nnz_conv_winograd_wgrad_blocks, the dropped blocks' weights left exactly as they were */
+static void wgrad_case_kept(const wg_case *c, const keep_set *ks) {
     const nnz_conv_window g = window(c);
     const size_t ni = (size_t)c->N * c->H * c->W * c->IC, no = (size_t)c->N * g.OH * g.OW * c->OC,
                  nw = (size_t)c->OC * c->K * c->K * c->IC;
@@ -115,7 +178,8 @@ static void wgrad_case(const wg_case *c) {
     tu_fill_uniform(dout, (int64_t)no, -1, 1, 32);
     tu_fill_uniform(before, (int64_t)nw, -1, 1, 33);
     memcpy(dw, before, nw * sizeof(float));
-    nnz_conv_winograd_wgrad(&g, c->N, c->IC, c->OC, inp, dout, dw, scratch);
+    if (ks) nnz_conv_winograd_wgrad_blocks(&g, c->N, c->IC, c->OC, inp, dout, &ks->by_out, dw, scratch);
+    else nnz_conv_winograd_wgrad(&g, c->N, c->IC, c->OC, inp, dout, dw, scratch);
     double *want = malloc(nw * sizeof(double)), S = 0.0;
     assert_non_null(want);
     for (int oc = 0; oc < c->OC; oc++)
@@ -133,12 +197,20 @@ static void wgrad_case(const wg_case *c) {
                                 acc += t, s += fabs(t);
                             }
                     const size_t at = (((size_t)oc * c->K + u) * c->K + v) * c->IC + ic;
+                    if (!kept_weight(ks, c, oc, ic)) { /* untouched, bit for bit */
+                        if (memcmp(&dw[at], &before[at], sizeof(float)) != 0)
+                            fail_msg("winograd weight gradient, channel blocks: dropped weight [%zu] changed %.9g -> %.9g",
+                                     at, before[at], dw[at]);
+                        acc = 0.0, s = 0.0;
+                    }
                     want[at] = before[at] + acc;
                     if (s + fabs(before[at]) > S) S = s + fabs(before[at]);
                 }
-    check("winograd weight gradient", c, dw, want, nw, S);
+    check(ks ? "winograd weight gradient, channel blocks" : "winograd weight gradient", c, dw, want, nw, S);
     free(want), free(inp), free(dout), free(dw), free(before), free(scratch);
 }
+
+static void wgrad_case(const wg_case *c) { wgrad_case_kept(c, NULL); }
 
 static const wg_case cases[] = {
     {2, 14, 14, 32, 64, 5, 2}, /* lenet5's conv2: whole tiles */
@@ -175,6 +247,36 @@ static void test_winograd_wgrad_all_isas(void **state) {
     (void)state;
     tu_for_each_isa(wgrad_isa, NULL);
     print_message("winograd weight gradient: worst error %.2f u S (bound %g)\n", worst, WG_BOUND);
+    worst = 0;
+}
+
+/* Channel-block sparse products on every ISA path: the cases above (one block where the channels
+ * are under 16) and several blocks with tails, each pattern: random, none kept, only the partial
+ * tail block, an output block that keeps none, and all kept */
+static const wg_case block_cases[] = {
+    {1, 9, 7, 40, 33, 3, 1}, {2, 14, 14, 32, 48, 5, 2}, {1, 13, 11, 17, 20, 5, 2}, {2, 8, 8, 64, 64, 3, 1},
+    {1, 7, 7, 48, 16, 3, 0},
+};
+
+static void blocks_isa(nnz_isa isa, void *ctx) {
+    (void)isa, (void)ctx;
+    static const keep_kind kinds[] = {KEEP_RANDOM, KEEP_NONE, KEEP_ONE, KEEP_EMPTY_OUT, KEEP_ALL};
+    for (size_t i = 0; i < sizeof block_cases / sizeof block_cases[0]; i++)
+        for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+            const wg_case *c = &block_cases[i];
+            forward_case_kept(c, k % 2 == 1, k % 3 == 0, keep_make(kinds[k], c->IC, c->OC));
+            wgrad_case_kept(c, keep_make(kinds[k], c->IC, c->OC));
+        }
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i += 2) {
+        forward_case_kept(&cases[i], false, true, keep_make(KEEP_RANDOM, cases[i].IC, cases[i].OC));
+        wgrad_case_kept(&cases[i], keep_make(KEEP_NONE, cases[i].IC, cases[i].OC));
+    }
+}
+
+static void test_winograd_blocks_all_isas(void **state) {
+    (void)state;
+    tu_for_each_isa(blocks_isa, NULL);
+    print_message("winograd channel blocks: worst error %.2f u S (bound %g)\n", worst, WG_BOUND);
     worst = 0;
 }
 
@@ -346,6 +448,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_winograd_forward_all_isas),
         cmocka_unit_test(test_winograd_wgrad_all_isas),
+        cmocka_unit_test(test_winograd_blocks_all_isas),
         cmocka_unit_test(test_winograd_layer),
         cmocka_unit_test(test_winograd_thread_independent),
         cmocka_unit_test(test_winograd_leaves_threads),

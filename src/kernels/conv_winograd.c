@@ -53,10 +53,13 @@ typedef struct {
     nnz_wg_grad_fn grad;
     nnz_wg_weight_fn weight;
     nnz_wg_weight_grad_fn weight_grad;
+    nnz_wg_block_gemm_fn block_gemm;
+    nnz_wg_block_at_fn block_at;
 } wg_kernels;
 
 #define WG_KERNELS(isa) \
-    (wg_kernels) { nnz_wg_input_##isa, nnz_wg_output_##isa, nnz_wg_grad_##isa, nnz_wg_weight_##isa, nnz_wg_weight_grad_##isa }
+    (wg_kernels) { nnz_wg_input_##isa, nnz_wg_output_##isa, nnz_wg_grad_##isa, nnz_wg_weight_##isa, nnz_wg_weight_grad_##isa, \
+                   nnz_wg_block_gemm_##isa, nnz_wg_block_at_##isa }
 
 static wg_kernels pick_kernels(void) {
 #if defined(__x86_64__)
@@ -132,6 +135,19 @@ static void give_blocks(int n, float *blk[WG_MAX_THREADS]) {
 
 void nnz_conv_winograd(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *U,
                        bool accumulate, const nnz_epilogue *ep, float *out, float *work) {
+    nnz_conv_winograd_blocks(g, N, IC, OC, inp, U, NULL, accumulate, ep, out, work);
+}
+
+/* the multiply-adds of a call per tile element: every channel pair, or the kept blocks' */
+static int64_t pair_count(int IC, int OC, const nnz_channel_blocks *kept) {
+    if (!kept) return (int64_t)IC * OC;
+    const int nob = (OC + NNZ_CHANNEL_BLOCK - 1) / NNZ_CHANNEL_BLOCK;
+    return (int64_t)kept->ptr[nob] * NNZ_CHANNEL_BLOCK * NNZ_CHANNEL_BLOCK;
+}
+
+void nnz_conv_winograd_blocks(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *U,
+                              const nnz_channel_blocks *kept, bool accumulate, const nnz_epilogue *ep, float *out,
+                              float *work) {
     const nnz_wg_geometry w = geometry_of(g);
     const int64_t tiles = (int64_t)N * w.tiles_y * w.tiles_x;
     if (tiles <= 0 || OC <= 0) return;
@@ -139,7 +155,7 @@ void nnz_conv_winograd(const nnz_conv_window *g, int N, int IC, int OC, const fl
     const int T = block_tiles(IC, OC);
     const int64_t blocks = (tiles + T - 1) / T;
     float *blk[WG_MAX_THREADS];
-    const int nt = take_blocks(work, nnz_conv_winograd_work_floats(IC, OC), blocks, tiles * IC * OC, blk);
+    const int nt = take_blocks(work, nnz_conv_winograd_work_floats(IC, OC), blocks, tiles * pair_count(IC, OC, kept), blk);
 #pragma omp parallel num_threads(nt) /* no if clause: see take_blocks */
     {
         float *V = blk[omp_get_thread_num()], *M = V + T * wg_tile_floats(IC);
@@ -149,8 +165,12 @@ void nnz_conv_winograd(const nnz_conv_window *g, int N, int IC, int OC, const fl
             const int count = tiles - t0 < T ? (int)(tiles - t0) : T;
             k.input(&w, inp, IC, t0, count, V);
             for (int e = 0; e < WG_E; e++)
-                nnz_gemm_small_serial(count, OC, IC, V + (int64_t)e * IC, wg_tile_floats(IC), U + (int64_t)e * IC * OC, false,
-                                      NULL, M + (int64_t)e * T * OC);
+                if (kept)
+                    k.block_gemm(count, IC, OC, V + (int64_t)e * IC, wg_tile_floats(IC), U + (int64_t)e * IC * OC, kept->ptr,
+                                 kept->idx, M + (int64_t)e * T * OC);
+                else
+                    nnz_gemm_small_serial(count, OC, IC, V + (int64_t)e * IC, wg_tile_floats(IC), U + (int64_t)e * IC * OC,
+                                          false, NULL, M + (int64_t)e * T * OC);
             k.output(&w, M, OC, t0, count, T, accumulate, ep, out);
         }
     }
@@ -174,6 +194,11 @@ size_t nnz_conv_winograd_wgrad_scratch_floats(const nnz_conv_window *g, int N, i
 
 void nnz_conv_winograd_wgrad(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *dout,
                              float *dw, float *scratch) {
+    nnz_conv_winograd_wgrad_blocks(g, N, IC, OC, inp, dout, NULL, dw, scratch);
+}
+
+void nnz_conv_winograd_wgrad_blocks(const nnz_conv_window *g, int N, int IC, int OC, const float *inp,
+                                    const float *dout, const nnz_channel_blocks *kept, float *dw, float *scratch) {
     const nnz_wg_geometry w = geometry_of(g);
     const int64_t tiles = (int64_t)N * w.tiles_y * w.tiles_x;
     if (tiles <= 0 || IC <= 0 || OC <= 0) return;
@@ -182,7 +207,8 @@ void nnz_conv_winograd_wgrad(const nnz_conv_window *g, int N, int IC, int OC, co
     const int64_t blocks = (tiles + T - 1) / T;
     const size_t pe = (size_t)WG_E * IC * OC; /* one partial */
     float *blk[WG_MAX_THREADS];
-    const int nt = take_blocks(scratch + slots * pe, nnz_conv_winograd_work_floats(IC, OC), slots, tiles * IC * OC, blk);
+    const int nt = take_blocks(scratch + slots * pe, nnz_conv_winograd_work_floats(IC, OC), slots,
+                               tiles * pair_count(IC, OC, kept), blk);
 #pragma omp parallel num_threads(nt) /* no if clause: see take_blocks */
     {
         float *V = blk[omp_get_thread_num()], *dM = V + T * wg_tile_floats(IC);
@@ -197,8 +223,12 @@ void nnz_conv_winograd_wgrad(const nnz_conv_window *g, int N, int IC, int OC, co
                 k.grad(&w, dout, OC, t0, count, dM);
                 /* dU[e] (IC,OC) += V[e]^T (IC,count) * dM[e] (count,OC) */
                 for (int e = 0; e < WG_E; e++)
-                    nnz_gemm_small_at_serial(count, IC, OC, V + (int64_t)e * IC, wg_tile_floats(IC),
-                                             dM + (int64_t)e * OC, wg_tile_floats(OC), part + (size_t)e * IC * OC);
+                    if (kept)
+                        k.block_at(count, IC, OC, V + (int64_t)e * IC, wg_tile_floats(IC), dM + (int64_t)e * OC,
+                                   wg_tile_floats(OC), kept->ptr, kept->idx, part + (size_t)e * IC * OC);
+                    else
+                        nnz_gemm_small_at_serial(count, IC, OC, V + (int64_t)e * IC, wg_tile_floats(IC),
+                                                 dM + (int64_t)e * OC, wg_tile_floats(OC), part + (size_t)e * IC * OC);
             }
         }
         /* the partials into the first, in slot order */

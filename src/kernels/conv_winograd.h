@@ -44,6 +44,14 @@ typedef void (*nnz_wg_weight_fn)(int K, const float *G, int IC, int OC, const fl
 typedef void (*nnz_wg_weight_grad_fn)(int K, const float *G, int IC, int OC, const float *dU, float *dw, int oc0,
                                       int oc1);
 
+/* M (count x OC, row stride OC) = V (count x IC, row stride ldv) * U (IC x OC, row stride OC) over the
+ * kept channel blocks only (nnz_channel_blocks ptr/idx, by output block); a block keeping none: 0 */
+typedef void (*nnz_wg_block_gemm_fn)(int count, int IC, int OC, const float *V, int64_t ldv, const float *U,
+                                     const int32_t *ptr, const int32_t *idx, float *M);
+/* D (IC x OC, row stride OC) += V (count x IC, ldv)^T * dM (count x OC, ldm) at the kept blocks only */
+typedef void (*nnz_wg_block_at_fn)(int count, int IC, int OC, const float *V, int64_t ldv, const float *dM,
+                                   int64_t ldm, const int32_t *ptr, const int32_t *idx, float *D);
+
 #define NNZ_WG_DECLARE(isa)                                                                                            \
     void nnz_wg_input_##isa(const nnz_wg_geometry *w, const float *x, int C, int64_t t0, int count, float *V);        \
     void nnz_wg_output_##isa(const nnz_wg_geometry *w, const float *M, int C, int64_t t0, int count, int T,           \
@@ -51,7 +59,11 @@ typedef void (*nnz_wg_weight_grad_fn)(int K, const float *G, int IC, int OC, con
     void nnz_wg_grad_##isa(const nnz_wg_geometry *w, const float *dy, int C, int64_t t0, int count, float *dM);        \
     void nnz_wg_weight_##isa(int K, const float *G, int IC, int OC, const float *w, bool turned, float *U, int oc0,    \
                              int oc1);                                                                                 \
-    void nnz_wg_weight_grad_##isa(int K, const float *G, int IC, int OC, const float *dU, float *dw, int oc0, int oc1);
+    void nnz_wg_weight_grad_##isa(int K, const float *G, int IC, int OC, const float *dU, float *dw, int oc0, int oc1); \
+    void nnz_wg_block_gemm_##isa(int count, int IC, int OC, const float *V, int64_t ldv, const float *U,              \
+                                 const int32_t *ptr, const int32_t *idx, float *M);                                   \
+    void nnz_wg_block_at_##isa(int count, int IC, int OC, const float *V, int64_t ldv, const float *dM, int64_t ldm,  \
+                               const int32_t *ptr, const int32_t *idx, float *D);
 NNZ_WG_DECLARE(ref)
 NNZ_WG_DECLARE(avx2)
 NNZ_WG_DECLARE(avx512)

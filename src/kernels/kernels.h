@@ -354,6 +354,26 @@ void nnz_conv_winograd(const nnz_conv_window *g, int N, int IC, int OC, const fl
 size_t nnz_conv_winograd_wgrad_scratch_floats(const nnz_conv_window *g, int N, int IC, int OC);
 void nnz_conv_winograd_wgrad(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *dout,
                              float *dw, float *scratch);
+/* A channel-block sparse weight: the kept NNZ_CHANNEL_BLOCK x NNZ_CHANNEL_BLOCK blocks of (output,
+ * input) channels, each kept or dropped at every tap together (a tap-shared block mask), which is
+ * the pattern that survives the Winograd transform: U[e] is zero in a dropped block for every e.
+ * Output block ob (channels 16*ob ..) reads input blocks idx[ptr[ob]] .. idx[ptr[ob+1]-1]; the
+ * last block of either side may be partial. */
+#define NNZ_CHANNEL_BLOCK 16
+typedef struct {
+    const int32_t *ptr, *idx;
+} nnz_channel_blocks;
+/* nnz_conv_winograd with only the kept blocks' products: U (dense layout, any values in dropped
+ * blocks) is read at the kept blocks only; an output block that keeps none gets zeros (before
+ * accumulate and ep). kept NULL: every block (nnz_conv_winograd). The data gradient's turned
+ * convolution takes the transposed lists (by input block). */
+void nnz_conv_winograd_blocks(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *U,
+                              const nnz_channel_blocks *kept, bool accumulate, const nnz_epilogue *ep, float *out,
+                              float *work);
+/* nnz_conv_winograd_wgrad with dU made at the kept blocks only: dw gets exactly zero gradient in
+ * the dropped blocks. kept NULL: every block. */
+void nnz_conv_winograd_wgrad_blocks(const nnz_conv_window *g, int N, int IC, int OC, const float *inp,
+                                    const float *dout, const nnz_channel_blocks *kept, float *dw, float *scratch);
 
 /* ---- im2col / col2im, NHWC ----
  * img is (B,H,W,C) (B images back to back); the channels taken are [c0, c0+Cg)
