@@ -209,13 +209,19 @@ nnz_status nnz_dataset_trim(nnz_dataset *d, int n);
 
 
 /* ---- weight masks (src/sparse/sparse.h has the semantics, docs/RBGP.md the why) ---- */
-typedef enum { NNZ_MASK_DENSE = 0, NNZ_MASK_UNSTRUCTURED, NNZ_MASK_BLOCK, NNZ_MASK_HBSNN, NNZ_MASK_RBGP } nnz_mask_kind;
+/* CHANNEL_BLOCK: a BLOCK mask over (output, input) channels, each block kept or dropped at every
+ * kernel tap together (cols = taps x channels, spec.taps); the Winograd convolutions keep it sparse
+ * (sparse format winograd:16x16) */
+typedef enum {
+    NNZ_MASK_DENSE = 0, NNZ_MASK_UNSTRUCTURED, NNZ_MASK_BLOCK, NNZ_MASK_HBSNN, NNZ_MASK_RBGP, NNZ_MASK_CHANNEL_BLOCK
+} nnz_mask_kind;
 #define NNZ_MASK_MAX_LEVELS 4
 /* Zero fields mean "the default". */
 typedef struct {
     nnz_mask_kind kind;
     float sparsity;              /* fraction of zeros wanted, in [0, 1) */
-    int block_rows, block_cols;  /* BLOCK: the block (16x16); HBSNN: level 0 (16x16); RBGP: J_b (4x4) */
+    int block_rows, block_cols;  /* BLOCK, CHANNEL_BLOCK: the block (16x16); HBSNN: level 0 (16x16); RBGP: J_b (4x4) */
+    int taps;                    /* CHANNEL_BLOCK: the columns are taps x channels (a conv's KH*KW; 0: 1) */
     int levels;                  /* HBSNN: number of levels (2), each in level_rows/cols (level 0 = block) */
     int level_rows[NNZ_MASK_MAX_LEVELS], level_cols[NNZ_MASK_MAX_LEVELS];
     float level_density[NNZ_MASK_MAX_LEVELS]; /* HBSNN: density kept after each level (geometric split) */
@@ -260,7 +266,7 @@ nnz_status nnz_mask_factors_text(const nnz_mask_spec *spec, int rows, int cols, 
 /* The mask as a binary PGM (P5) picture, kept = black, scale x scale pixels per element,
  * written atomically. */
 nnz_status nnz_mask_write_pgm(const uint8_t *mask, int rows, int cols, int scale, const char *path);
-/* "dense", "unstructured", "block", "hbsnn", "rbgp" and back (INVALID_ARG for other names). */
+/* "dense", "unstructured", "block", "hbsnn", "rbgp", "channel-block" and back (INVALID_ARG for other names). */
 const char *nnz_mask_kind_name(nnz_mask_kind k);
 nnz_status nnz_mask_kind_parse(const char *name, nnz_mask_kind *out);
 

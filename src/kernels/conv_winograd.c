@@ -82,14 +82,17 @@ void nnz_winograd_weight(int K, int IC, int OC, const float *w, bool turned, flo
         k.weight(K, G, IC, OC, w, turned, U, i * WG_OC_TASK, i * WG_OC_TASK + WG_OC_TASK < OC ? i * WG_OC_TASK + WG_OC_TASK : OC);
 }
 
-/* dw (OC,K,K,IC) += G^T dU G: the weight gradient from the transformed one, dU[e][ic][oc] */
-static void weight_grad_from_transformed(int K, int IC, int OC, const float *dU, float *dw) {
+/* dw (OC,K,K,IC) += G^T dU G: the weight gradient from the transformed one, dU[e][ic][oc], at the
+ * kept channel blocks (NULL: all) */
+static void weight_grad_from_transformed(int K, int IC, int OC, const float *dU, const nnz_channel_blocks *kept,
+                                         float *dw) {
     const wg_kernels k = pick_kernels();
     const float *G = nnz_wg_g(K);
     const int tasks = (OC + WG_OC_TASK - 1) / WG_OC_TASK;
 #pragma omp parallel for schedule(static) if ((int64_t)IC * OC >= 16384)
     for (int i = 0; i < tasks; i++)
-        k.weight_grad(K, G, IC, OC, dU, dw, i * WG_OC_TASK, i * WG_OC_TASK + WG_OC_TASK < OC ? i * WG_OC_TASK + WG_OC_TASK : OC);
+        k.weight_grad(K, G, IC, OC, dU, dw, i * WG_OC_TASK, i * WG_OC_TASK + WG_OC_TASK < OC ? i * WG_OC_TASK + WG_OC_TASK : OC,
+                      kept ? kept->ptr : NULL, kept ? kept->idx : NULL);
 }
 
 static nnz_wg_geometry geometry_of(const nnz_conv_window *g) {
@@ -197,6 +200,34 @@ void nnz_conv_winograd_wgrad(const nnz_conv_window *g, int N, int IC, int OC, co
     nnz_conv_winograd_wgrad_blocks(g, N, IC, OC, inp, dout, NULL, dw, scratch);
 }
 
+/* A sparse weight gradient's partial dU (36 x IC x OC) is written at its kept blocks only: their
+ * rows of up to 16 output channels are zeroed, summed and read, the rest never touched (zeroing and
+ * summing whole partials took most of a 90%-sparse 256-channel layer's weight gradient). */
+#define FOR_KEPT_ROW(IC, OC, kept, e, at, len, BODY)                                                             \
+    do {                                                                                                        \
+        for (int ob_ = 0; ob_ * NNZ_CHANNEL_BLOCK < (OC); ob_++) {                                              \
+            const int len = (OC) - ob_ * NNZ_CHANNEL_BLOCK < NNZ_CHANNEL_BLOCK ? (OC) - ob_ * NNZ_CHANNEL_BLOCK   \
+                                                                               : NNZ_CHANNEL_BLOCK;             \
+            for (int k_ = (kept)->ptr[ob_]; k_ < (kept)->ptr[ob_ + 1]; k_++)                                    \
+                for (int ic_ = (kept)->idx[k_] * NNZ_CHANNEL_BLOCK;                                             \
+                     ic_ < (IC) && ic_ < ((kept)->idx[k_] + 1) * NNZ_CHANNEL_BLOCK; ic_++) {                   \
+                    const size_t at = ((size_t)(e) * (IC) + ic_) * (OC) + (size_t)ob_ * NNZ_CHANNEL_BLOCK;      \
+                    BODY;                                                                                       \
+                }                                                                                               \
+        }                                                                                                       \
+    } while (0)
+
+static void kept_rows_zero(int IC, int OC, const nnz_channel_blocks *kept, float *part) {
+    for (int e = 0; e < WG_E; e++) FOR_KEPT_ROW(IC, OC, kept, e, at, len, memset(part + at, 0, (size_t)len * sizeof(float)));
+}
+
+static void kept_rows_sum(int IC, int OC, const nnz_channel_blocks *kept, int e, int slots, size_t pe, float *part) {
+    FOR_KEPT_ROW(IC, OC, kept, e, at, len, {
+        for (int s = 1; s < slots; s++)
+            for (int c = 0; c < len; c++) part[at + c] += part[(size_t)s * pe + at + c];
+    });
+}
+
 void nnz_conv_winograd_wgrad_blocks(const nnz_conv_window *g, int N, int IC, int OC, const float *inp,
                                     const float *dout, const nnz_channel_blocks *kept, float *dw, float *scratch) {
     const nnz_wg_geometry w = geometry_of(g);
@@ -215,7 +246,8 @@ void nnz_conv_winograd_wgrad_blocks(const nnz_conv_window *g, int N, int IC, int
 #pragma omp for schedule(static)
         for (int s = 0; s < slots; s++) {
             float *part = scratch + (size_t)s * pe;
-            memset(part, 0, pe * sizeof(float));
+            if (kept) kept_rows_zero(IC, OC, kept, part);
+            else memset(part, 0, pe * sizeof(float));
             for (int64_t b = blocks * s / slots; b < blocks * (s + 1) / slots; b++) {
                 const int64_t t0 = b * T;
                 const int count = tiles - t0 < T ? (int)(tiles - t0) : T;
@@ -231,11 +263,16 @@ void nnz_conv_winograd_wgrad_blocks(const nnz_conv_window *g, int N, int IC, int
                                                  dM + (int64_t)e * OC, wg_tile_floats(OC), part + (size_t)e * IC * OC);
             }
         }
-        /* the partials into the first, in slot order */
+        /* the partials into the first, in slot order (sparse: their kept blocks' rows only) */
+        if (kept) {
 #pragma omp for schedule(static)
-        for (size_t i = 0; i < pe; i++)
-            for (int s = 1; s < slots; s++) scratch[i] += scratch[(size_t)s * pe + i];
+            for (int e = 0; e < WG_E; e++) kept_rows_sum(IC, OC, kept, e, slots, pe, scratch);
+        } else {
+#pragma omp for schedule(static)
+            for (size_t i = 0; i < pe; i++)
+                for (int s = 1; s < slots; s++) scratch[i] += scratch[(size_t)s * pe + i];
+        }
     }
     give_blocks(nt, blk);
-    weight_grad_from_transformed(g->KH, IC, OC, scratch, dw);
+    weight_grad_from_transformed(g->KH, IC, OC, scratch, kept, dw);
 }

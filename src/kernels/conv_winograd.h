@@ -40,9 +40,10 @@ typedef void (*nnz_wg_grad_fn)(const nnz_wg_geometry *w, const float *dy, int C,
  * WG_OC_BLOCK), as nnz_winograd_weight; G (6,K) */
 typedef void (*nnz_wg_weight_fn)(int K, const float *G, int IC, int OC, const float *w, bool turned, float *U,
                                  int oc0, int oc1);
-/* dw (OC,K,K,IC) += G^T dU G for output channels [oc0, oc1) (at most WG_OC_BLOCK) */
+/* dw (OC,K,K,IC) += G^T dU G for output channels [oc0, oc1) (at most WG_OC_BLOCK, oc0 a multiple of
+ * it); ptr/idx (nnz_channel_blocks) non-NULL: at the kept blocks only (dU elsewhere is not read) */
 typedef void (*nnz_wg_weight_grad_fn)(int K, const float *G, int IC, int OC, const float *dU, float *dw, int oc0,
-                                      int oc1);
+                                      int oc1, const int32_t *ptr, const int32_t *idx);
 
 /* M (count x OC, row stride OC) = V (count x IC, row stride ldv) * U (IC x OC, row stride OC) over the
  * kept channel blocks only (nnz_channel_blocks ptr/idx, by output block); a block keeping none: 0 */
@@ -59,7 +60,8 @@ typedef void (*nnz_wg_block_at_fn)(int count, int IC, int OC, const float *V, in
     void nnz_wg_grad_##isa(const nnz_wg_geometry *w, const float *dy, int C, int64_t t0, int count, float *dM);        \
     void nnz_wg_weight_##isa(int K, const float *G, int IC, int OC, const float *w, bool turned, float *U, int oc0,    \
                              int oc1);                                                                                 \
-    void nnz_wg_weight_grad_##isa(int K, const float *G, int IC, int OC, const float *dU, float *dw, int oc0, int oc1); \
+    void nnz_wg_weight_grad_##isa(int K, const float *G, int IC, int OC, const float *dU, float *dw, int oc0, int oc1,  \
+                                  const int32_t *ptr, const int32_t *idx);                                             \
     void nnz_wg_block_gemm_##isa(int count, int IC, int OC, const float *V, int64_t ldv, const float *U,              \
                                  const int32_t *ptr, const int32_t *idx, float *M);                                   \
     void nnz_wg_block_at_##isa(int count, int IC, int OC, const float *V, int64_t ldv, const float *dM, int64_t ldm,  \

@@ -114,10 +114,23 @@ static void bf16_source_rows(const void *ctx, int64_t r0, int rows, float *buf) 
  * transforms cost more than they save (a first layer's 1-3 channels). */
 #define WINOGRAD_MIN_CH 8
 
-static bool use_winograd(const nnz_conv_shape *s) {
+static bool winograd_geometry(const nnz_conv_shape *s) {
     const nnz_conv_window g = window_of(s);
-    return s->compute == NNZ_F32 && !s->sparse && !s->direct && s->groups == 1 && s->IC >= WINOGRAD_MIN_CH &&
+    return s->compute == NNZ_F32 && !s->direct && s->groups == 1 && s->IC >= WINOGRAD_MIN_CH &&
            s->OC >= WINOGRAD_MIN_CH && nnz_winograd_applies(&g);
+}
+
+/* dense, or sparse as kept 16x16 channel blocks (the planner's "winograd:16x16"): the same three
+ * products over the kept blocks only (nnz_conv_winograd_blocks) */
+static bool use_winograd(const nnz_conv_shape *s) {
+    return (!s->sparse || s->sparse->blocks) && winograd_geometry(s);
+}
+
+bool nnz_conv2d_winograd_applies(const nnz_conv_shape *s) { return winograd_geometry(s); }
+
+/* the kept blocks of a sparse Winograd layer (NULL: dense), by output block or by input block */
+static const nnz_channel_blocks *winograd_kept(const nnz_conv_shape *s, bool turned) {
+    return s->sparse ? (turned ? &s->sparse->by_in : &s->sparse->by_out) : NULL;
 }
 
 /* k x k convolutions (groups 1, fp32, dense) run the implicit-GEMM kernel, whatever their K: no
@@ -524,8 +537,8 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
             nnz_winograd_weight(s->KH, s->IC, s->OC, weight, false, scratch);
             u = scratch;
         }
-        nnz_conv_winograd(&g, s->N, s->IC, s->OC, inp, u, beta != 0.0f, ep, out,
-                          scratch + round16(nnz_winograd_weight_floats(s->IC, s->OC)));
+        nnz_conv_winograd_blocks(&g, s->N, s->IC, s->OC, inp, u, winograd_kept(s, false), beta != 0.0f, ep, out,
+                                 scratch + round16(nnz_winograd_weight_floats(s->IC, s->OC)));
         return;
     }
     if (use_implicit_conv(s)) { /* the epilogue fused into its tiles; no im2col, so scratch holds the weight */
@@ -755,7 +768,8 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
         depthwise_backward(s, inp, NULL, NULL, NULL, 0, NULL, weight, dout, dinp, accumulate, dweight, scratch); /* no buffers */
         return;
     }
-    nnz_sparse_weight *sp = s->dense_wgrad ? NULL : s->sparse; /* the SDDMM's gradient, scattered at the end */
+    /* the SDDMM's gradient, scattered at the end (sparse Winograd makes its gradient in place) */
+    nnz_sparse_weight *sp = s->dense_wgrad || use_winograd(s) ? NULL : s->sparse;
     if (sp) memset(sp->dval, 0, (size_t)nnz_spmat_val_count(&sp->mat) * sizeof(float));
     if (path == CONV_GEMM_1X1) {
         const int M = (int)out_rows;
@@ -774,8 +788,8 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
     if (dinp && use_winograd(s)) { /* the turned-window convolution of dout, the turned weight in scratch */
         const nnz_conv_window t = turned_window(s);
         nnz_winograd_weight(s->KH, s->IC, s->OC, weight, true, scratch);
-        nnz_conv_winograd(&t, s->N, s->OC, s->IC, dout, scratch, accumulate, NULL, dinp,
-                          scratch + round16(nnz_winograd_weight_floats(s->IC, s->OC)));
+        nnz_conv_winograd_blocks(&t, s->N, s->OC, s->IC, dout, scratch, winograd_kept(s, true), accumulate, NULL, dinp,
+                                 scratch + round16(nnz_winograd_weight_floats(s->IC, s->OC)));
         dinp = NULL;
     }
     if (dinp && use_implicit_dgrad(s)) {
@@ -784,7 +798,9 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
     } else if (dinp && sparse_turned_input_grad(s, dout, accumulate, dinp))
         dinp = NULL;
     bool wgrad_done = use_winograd(s) || use_implicit_wgrad(s);
-    if (use_winograd(s)) nnz_conv_winograd_wgrad(&g, s->N, s->IC, s->OC, inp, dout, dweight, scratch);
+    if (use_winograd(s)) /* AutoSparse's dense gradient: every block */
+        nnz_conv_winograd_wgrad_blocks(&g, s->N, s->IC, s->OC, inp, dout, s->dense_wgrad ? NULL : winograd_kept(s, false),
+                                       dweight, scratch);
     else if (use_implicit_wgrad(s)) implicit_weight_grad(s, inp, dout, dweight, scratch);
     else if (sp && G == 1 && !s->sparse_bf16_bwd && s->compute == NNZ_F32)
         wgrad_done = nnz_sddmm_conv_f32(&sp->mat, &g, s->N, s->IC, inp, dout, s->OC, sp->dval) == NNZ_OK;

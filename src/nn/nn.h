@@ -35,7 +35,11 @@ typedef struct {
     float *dval;
     nnz_spmat_turned turned; /* training, conv layers whose blocks divide the channels: the matrix
                              of the stride-1 data gradient's turned-window convolution (empty else) */
-    char format[16];      /* "csr", "bsr:16x16" */
+    int32_t *blocks;      /* format "winograd:16x16": the kept 16x16 channel blocks' lists (one allocation),
+                             viewed as by_out (the forward and the weight gradient) and by_in (the data
+                             gradient's turned convolution); mat is then empty. NULL: mat */
+    nnz_channel_blocks by_out, by_in;
+    char format[16];      /* "csr", "bsr:16x16", "winograd:16x16" */
     bool bf16_train;      /* compute NNZ_BF16: the forward, backward-data and SDDMM all have SIMD bf16
                              kernels for this block here, and training runs them (sparse_layer.c) */
 } nnz_sparse_weight;
@@ -77,6 +81,8 @@ size_t nnz_conv2d_forward_scratch_floats(const nnz_conv_shape *s);
  * weight's count), or 0 when the forward reads the weight as it is; nnz_conv2d_kernel_weight
  * writes it (for s->kernel_weight). */
 size_t nnz_conv2d_kernel_weight_floats(const nnz_conv_shape *s);
+/* The shape runs its products as Winograd convolutions when dense, or sparse as channel blocks */
+bool nnz_conv2d_winograd_applies(const nnz_conv_shape *s);
 void nnz_conv2d_kernel_weight(const nnz_conv_shape *s, const float *weight, float *out);
 /* inp (N,H,W,IC), weight (OC,KH,KW,IC/groups), bias (OC) or NULL -> out (N,OH,OW,OC) */
 void nnz_conv2d_forward(const nnz_conv_shape *s, const float *inp, const float *weight, const float *bias,
@@ -432,16 +438,22 @@ typedef enum { NNZ_SPARSE_AUTO = 0, NNZ_SPARSE_DENSE, NNZ_SPARSE_FORCED } nnz_sp
 typedef struct {
     nnz_sparse_kind kind;
     int r, c;             /* FORCED: the block (1x1 = CSR) */
+    bool winograd;        /* FORCED "winograd:16x16": Winograd convolutions over the kept 16x16 channel blocks
+                             where a layer runs Winograd and its zeros are whole blocks at every tap;
+                             bsr:16x16 elsewhere */
 } nnz_sparse_format;
-/* "auto", "dense", "csr", "bsr:RxC"; INVALID_ARG with the list otherwise */
+/* "auto", "dense", "csr", "bsr:RxC", "winograd:16x16"; INVALID_ARG with the list otherwise */
 nnz_status nnz_sparse_format_parse(const char *text, nnz_sparse_format *out);
 void nnz_sparse_format_name(const nnz_sparse_format *f, char *buf, size_t len);
 /* A layer's decision, for logs and nnz info. r = c = 0: dense. */
 typedef struct {
     double density, block_fill, speedup; /* speedup: the estimate behind an auto choice */
     int r, c;
+    bool winograd;                       /* r x c (16x16) channel blocks on the Winograd products */
     char why[160];
 } nnz_sparse_plan;
+/* A plan's format by name: "dense", "csr", "bsr:RxC", "winograd:16x16" */
+void nnz_sparse_plan_format_name(const nnz_sparse_plan *p, char *buf, size_t len);
 /* conv (groups 1) and linear: the layers the sparse kernels, masks and pruning apply to. Gives
  * the weight as (rows, cols) = (OC, KH*KW*IC) or (OUT, IN); false for every other node. */
 bool nnz_node_weight_matrix(const nnz_node *n, int *rows, int *cols);

@@ -27,6 +27,14 @@ static const struct { int r, c; double efficiency; } SPARSE_EFFICIENCY[] = {
     {16, 32, 1.0}, {16, 16, 0.9}, {8, 8, 0.7}, {4, 4, 0.6}, {1, 4, 0.4}, {1, 1, 0.3},
 };
 #define SPARSE_MIN_GAIN 1.25
+/* Convolutions that run Winograd when dense (conv2d.c): their dense time relative to the direct
+ * GEMM the efficiencies above are measured against, and the share of it in the transforms, which
+ * a channel-block sparse Winograd layer (format winograd:16x16) still pays in full while its
+ * products shrink to the kept blocks. Measured on vgg8's 3x3 layers (docs/BENCHMARKS.md, "Sparse
+ * Winograd"). */
+#define WINOGRAD_DENSE_COST 0.45
+#define WINOGRAD_TRANSFORM_SHARE 0.1
+#define WINOGRAD_BLOCK_EFFICIENCY 0.9
 /* auto leaves smaller weights dense: bench/spmm measured the sparse kernels below dense on
  * mbv2-tiny's 1x1 convolutions (a few nonzeros per row), where the dense path is the
  * packing-free small GEMM */
@@ -39,12 +47,14 @@ nnz_status nnz_sparse_format_parse(const char *text, nnz_sparse_format *out) {
     if (strcmp(text, "auto") == 0) f.kind = NNZ_SPARSE_AUTO;
     else if (strcmp(text, "dense") == 0) f.kind = NNZ_SPARSE_DENSE;
     else if (strcmp(text, "csr") == 0) f = (nnz_sparse_format){.kind = NNZ_SPARSE_FORCED, .r = 1, .c = 1};
+    else if (strcmp(text, "winograd:16x16") == 0)
+        f = (nnz_sparse_format){.kind = NNZ_SPARSE_FORCED, .r = NNZ_CHANNEL_BLOCK, .c = NNZ_CHANNEL_BLOCK, .winograd = true};
     else if (sscanf(text, "bsr:%dx%d%n", &r, &c, &used) == 2 && text[used] == '\0' && nnz_sparse_block_supported(r, c))
         f = (nnz_sparse_format){.kind = NNZ_SPARSE_FORCED, .r = r, .c = c};
     else
         return nnz_fail(NNZ_ERR_INVALID_ARG,
-                        "unknown sparse format '%s': use auto, dense, csr or bsr:RxC with R in 1,4,8,16,32 and C in "
-                        "4,8,16,32 (e.g. bsr:16x16)", text);
+                        "unknown sparse format '%s': use auto, dense, csr, bsr:RxC with R in 1,4,8,16,32 and C in "
+                        "4,8,16,32 (e.g. bsr:16x16), or winograd:16x16", text);
     *out = f;
     return NNZ_OK;
 }
@@ -53,12 +63,76 @@ void nnz_sparse_format_name(const nnz_sparse_format *f, char *buf, size_t len) {
     if (f->kind == NNZ_SPARSE_AUTO) snprintf(buf, len, "auto");
     else if (f->kind == NNZ_SPARSE_DENSE) snprintf(buf, len, "dense");
     else if (f->r == 1 && f->c == 1) snprintf(buf, len, "csr");
-    else snprintf(buf, len, "bsr:%dx%d", f->r, f->c);
+    else snprintf(buf, len, "%s:%dx%d", f->winograd ? "winograd" : "bsr", f->r, f->c);
 }
 
-static void block_name(int r, int c, char *buf, size_t len) {
-    if (r == 1 && c == 1) snprintf(buf, len, "csr");
-    else snprintf(buf, len, "bsr:%dx%d", r, c);
+void nnz_sparse_plan_format_name(const nnz_sparse_plan *p, char *buf, size_t len) {
+    if (!p->r) snprintf(buf, len, "dense");
+    else if (p->r == 1 && p->c == 1) snprintf(buf, len, "csr");
+    else snprintf(buf, len, "%s:%dx%d", p->winograd ? "winograd" : "bsr", p->r, p->c);
+}
+
+/* A conv node whose dense products run Winograd at the model's precision (conv2d.c decides) */
+static bool node_runs_winograd(const nnz_model *m, const nnz_node *n) {
+    nnz_conv_shape s;
+    if (n->op != NNZ_OP_CONV2D ||
+        nnz_conv_shape_init(&s, 1, n->in_h, n->in_w, n->in_c, n->out_ch, n->k, n->k, n->stride, n->pad, n->groups) != NNZ_OK)
+        return false;
+    s.compute = m->compute;
+    return nnz_conv2d_winograd_applies(&s);
+}
+
+/* The kept 16x16 (output, input) channel blocks of a conv weight W (OC, taps, IC): a block is kept
+ * when any of its weights is nonzero at any tap. kept: nob x nib flags, or NULL; returns the count. */
+static int64_t channel_blocks(const nnz_node *n, const float *W, uint8_t *kept) {
+    const int OC = n->out_ch, IC = n->in_c, taps = n->k * n->k, B = NNZ_CHANNEL_BLOCK;
+    const int nob = (OC + B - 1) / B, nib = (IC + B - 1) / B;
+    int64_t count = 0;
+    for (int ob = 0; ob < nob; ob++)
+        for (int ib = 0; ib < nib; ib++) {
+            bool any = false;
+            for (int oc = ob * B; oc < OC && oc < ob * B + B && !any; oc++)
+                for (int t = 0; t < taps && !any; t++) {
+                    const float *w = W + ((int64_t)oc * taps + t) * IC;
+                    for (int ic = ib * B; ic < IC && ic < ib * B + B; ic++)
+                        if (w[ic] != 0.0f) {
+                            any = true;
+                            break;
+                        }
+                }
+            if (kept) kept[ob * nib + ib] = any;
+            count += any;
+        }
+    return count;
+}
+
+/* The lists of sw->by_out / by_in from W's kept channel blocks */
+static nnz_status channel_block_lists(const nnz_node *n, const float *W, nnz_sparse_weight *sw) {
+    const int B = NNZ_CHANNEL_BLOCK, nob = (n->out_ch + B - 1) / B, nib = (n->in_c + B - 1) / B;
+    uint8_t *kept = nnz_alloc((size_t)nob * nib, "a layer's channel blocks");
+    if (!kept) return NNZ_ERR_NOMEM;
+    const int64_t nk = channel_blocks(n, W, kept);
+    sw->blocks = nnz_alloc(sizeof(int32_t) * (size_t)(nob + 1 + nib + 1 + 2 * nk), "a layer's channel block lists");
+    if (!sw->blocks) {
+        nnz_free(kept);
+        return NNZ_ERR_NOMEM;
+    }
+    int32_t *optr = sw->blocks, *oidx = optr + nob + 1, *iptr = oidx + nk, *iidx = iptr + nib + 1;
+    optr[0] = iptr[0] = 0;
+    for (int ob = 0; ob < nob; ob++) {
+        optr[ob + 1] = optr[ob];
+        for (int ib = 0; ib < nib; ib++)
+            if (kept[ob * nib + ib]) oidx[optr[ob + 1]++] = ib;
+    }
+    for (int ib = 0; ib < nib; ib++) {
+        iptr[ib + 1] = iptr[ib];
+        for (int ob = 0; ob < nob; ob++)
+            if (kept[ob * nib + ib]) iidx[iptr[ib + 1]++] = ob;
+    }
+    nnz_free(kept);
+    sw->by_out = (nnz_channel_blocks){optr, oidx};
+    sw->by_in = (nnz_channel_blocks){iptr, iidx};
+    return NNZ_OK;
 }
 
 bool nnz_node_weight_matrix(const nnz_node *n, int *rows, int *cols) {
@@ -78,6 +152,7 @@ static void sparse_weight_free(nnz_sparse_weight *sw) {
     nnz_spmat_free(&sw->mat);
     nnz_spmat_turned_free(&sw->turned);
     nnz_free(sw->dval);
+    nnz_free(sw->blocks);
     nnz_free(sw);
 }
 
@@ -95,13 +170,21 @@ void nnz_model_sparse_clear(nnz_model *m) {
  * (nnz_sparse_measure_ladder counts every candidate block at once): AutoSparse training
  * (m->train_sparse) decides every step from that step's w~, so the decision depends on the
  * weights only, never on earlier steps (a resumed run decides as the uninterrupted one). */
-static nnz_status decide(const nnz_model *m, int rows, int cols, const float *W, nnz_sparse_plan *plan) {
+static nnz_status decide(const nnz_model *m, const nnz_node *n, int rows, int cols, const float *W,
+                         nnz_sparse_plan *plan) {
     int64_t ladder[NNZ_SPARSE_LADDER_N];
     NNZ_TRY(nnz_sparse_measure_ladder(rows, cols, W, cols, ladder));
     const double elems = (double)rows * cols;
     plan->density = rows && cols ? (double)ladder[0] / elems : 0.0;
     plan->r = plan->c = 0;
+    plan->winograd = false;
     plan->speedup = 1.0;
+    const bool winograd = node_runs_winograd(m, n);
+    const int B = NNZ_CHANNEL_BLOCK;
+    /* the kept channel blocks' share of all of them */
+    const double block_share = winograd ? (double)channel_blocks(n, W, NULL) /
+                                              ((double)((n->out_ch + B - 1) / B) * ((n->in_c + B - 1) / B))
+                                        : 1.0;
     const nnz_sparse_format *f = &m->sparse_format;
     if (ladder[0] == (int64_t)rows * cols) {
         snprintf(plan->why, sizeof plan->why, "no zero weights");
@@ -115,7 +198,10 @@ static nnz_status decide(const nnz_model *m, int rows, int cols, const float *W,
         nnz_sparse_stats st;
         NNZ_TRY(nnz_sparse_measure(rows, cols, W, cols, NULL, f->r, f->c, &st));
         plan->r = f->r, plan->c = f->c, plan->block_fill = st.block_fill;
-        snprintf(plan->why, sizeof plan->why, "forced (--sparse-format)");
+        plan->winograd = f->winograd && winograd;
+        if (plan->winograd) plan->block_fill = block_share > 0 ? ladder[0] / (block_share * elems) : 0.0;
+        snprintf(plan->why, sizeof plan->why, f->winograd && !winograd ? "forced (--sparse-format; no Winograd here: bsr)"
+                                                                       : "forced (--sparse-format)");
         return NNZ_OK;
     }
     if ((int64_t)rows * cols < SPARSE_MIN_WEIGHTS) {
@@ -127,7 +213,18 @@ static nnz_status decide(const nnz_model *m, int rows, int cols, const float *W,
         snprintf(plan->why, sizeof plan->why, "this CPU has no SIMD sparse kernels (AVX2/AVX-512): dense is faster");
         return NNZ_OK;
     }
-    double best = 1.0;
+    /* times relative to the direct dense GEMM; the dense layer's own is Winograd's where it runs it */
+    const double dense = winograd ? WINOGRAD_DENSE_COST : 1.0;
+    double best = dense;
+    if (winograd) {
+        best = WINOGRAD_DENSE_COST *
+               (WINOGRAD_TRANSFORM_SHARE + (1.0 - WINOGRAD_TRANSFORM_SHARE) * block_share / WINOGRAD_BLOCK_EFFICIENCY);
+        if (best < dense) {
+            plan->r = plan->c = B, plan->winograd = true;
+            plan->block_fill = block_share > 0 ? ladder[0] / (block_share * elems) : 0.0;
+        } else
+            best = dense;
+    }
     for (size_t k = 0; k < sizeof SPARSE_EFFICIENCY / sizeof SPARSE_EFFICIENCY[0]; k++) {
         const int r = SPARSE_EFFICIENCY[k].r, c = SPARSE_EFFICIENCY[k].c;
         int64_t nblocks = -1;
@@ -142,25 +239,26 @@ static nnz_status decide(const nnz_model *m, int rows, int cols, const float *W,
         const double t = stored / SPARSE_EFFICIENCY[k].efficiency;
         if (t < best) {
             best = t;
-            plan->r = r, plan->c = c, plan->block_fill = nblocks ? (double)ladder[0] / ((double)nblocks * r * c) : 0.0;
+            plan->r = r, plan->c = c, plan->winograd = false;
+            plan->block_fill = nblocks ? (double)ladder[0] / ((double)nblocks * r * c) : 0.0;
         }
     }
     char name[24];
-    if (best * SPARSE_MIN_GAIN > 1.0) {
-        plan->r = plan->c = 0;
-        snprintf(plan->why, sizeof plan->why, "%.1f%% zeros: no sparse format is estimated %.2fx faster",
-                 100.0 * (1.0 - plan->density), SPARSE_MIN_GAIN);
+    if (best * SPARSE_MIN_GAIN > dense) {
+        plan->r = plan->c = 0, plan->winograd = false;
+        snprintf(plan->why, sizeof plan->why, "%.1f%% zeros: no sparse format is estimated %.2fx faster than dense%s",
+                 100.0 * (1.0 - plan->density), SPARSE_MIN_GAIN, winograd ? " Winograd" : "");
         return NNZ_OK;
     }
-    block_name(plan->r, plan->c, name, sizeof name);
+    nnz_sparse_plan_format_name(plan, name, sizeof name);
     if (best <= 0) { /* no nonzero at all: no ratio to estimate, the product is skipped */
         plan->speedup = INFINITY;
         snprintf(plan->why, sizeof plan->why, "%s: every weight is zero, so the layer's product is skipped", name);
         return NNZ_OK;
     }
-    plan->speedup = 1.0 / best;
-    snprintf(plan->why, sizeof plan->why, "%s: block fill %.2f, estimated %.1fx faster than dense", name,
-             plan->block_fill, plan->speedup);
+    plan->speedup = dense / best;
+    snprintf(plan->why, sizeof plan->why, "%s: block fill %.2f, estimated %.1fx faster than dense%s", name,
+             plan->block_fill, plan->speedup, winograd ? " Winograd" : "");
     return NNZ_OK;
 }
 
@@ -215,11 +313,15 @@ static nnz_status plan_node(nnz_model *m, int i, bool train) {
     int rows, cols;
     if (!nnz_node_weight_matrix(n, &rows, &cols)) return NNZ_OK;
     const float *W = nnz_tensor_f32(&m->params[n->weight].value);
-    NNZ_TRY(decide(m, rows, cols, W, plan));
+    NNZ_TRY(decide(m, n, rows, cols, W, plan));
     if (!plan->r) return NNZ_OK;
     nnz_sparse_weight *sw = nnz_calloc(sizeof *sw, "a sparse layer");
     if (!sw) return NNZ_ERR_NOMEM;
     m->sparse[i] = sw;
+    if (plan->winograd) { /* the dense weight's kept blocks: no sparse matrix, no values to refresh */
+        nnz_sparse_plan_format_name(plan, sw->format, sizeof sw->format);
+        return channel_block_lists(n, W, sw);
+    }
     NNZ_TRY(nnz_spmat_from_dense(rows, cols, W, cols, NULL, plan->r, plan->c, &sw->mat));
     sw->dval = nnz_alloc((size_t)(nnz_spmat_val_count(&sw->mat) ? nnz_spmat_val_count(&sw->mat) : 1) * sizeof(float),
                          "a sparse layer's gradient");
@@ -229,7 +331,7 @@ static nnz_status plan_node(nnz_model *m, int i, bool train) {
         const nnz_status st = nnz_spmat_turned_build(&sw->mat, n->k * n->k, n->in_c, &sw->turned);
         if (st != NNZ_OK && st != NNZ_ERR_UNSUPPORTED) return st; /* unsupported: col2im's data gradient */
     }
-    block_name(plan->r, plan->c, sw->format, sizeof sw->format);
+    nnz_sparse_plan_format_name(plan, sw->format, sizeof sw->format);
     if (m->compute == NNZ_BF16) NNZ_TRY(plan_bf16(sw, plan, train));
     return NNZ_OK;
 }
@@ -248,7 +350,7 @@ nnz_status nnz_model_sparse_plan(nnz_model *m, bool train) {
 void nnz_model_sparse_refresh(nnz_model *m) {
     if (!m->sparse) return;
     for (int i = 0; i < m->n_nodes; i++)
-        if (m->sparse[i]) {
+        if (m->sparse[i] && !m->sparse[i]->blocks) {
             const nnz_node *n = &m->nodes[i];
             nnz_spmat_load_values(&m->sparse[i]->mat, nnz_tensor_f32(&m->params[n->weight].value),
                                   m->sparse[i]->mat.fwd.cols, NULL);
@@ -304,9 +406,9 @@ nnz_status nnz_model_sparse_summary(nnz_model *m, char *buf, size_t len, int *wi
         if (!nnz_node_weight_matrix(&m->nodes[i], &rows, &cols)) continue;
         const nnz_sparse_plan *p = &m->sparse_plan[i];
         if (with_zeros && p->density < 1.0) (*with_zeros)++;
-        char fmt[24] = "dense";
-        if (p->r) block_name(p->r, p->c, fmt, sizeof fmt);
-        int w = snprintf(buf + k, len - k, "%-16s %5.1f%% zeros  %-10s %s\n", m->nodes[i].name,
+        char fmt[24];
+        nnz_sparse_plan_format_name(p, fmt, sizeof fmt);
+        int w = snprintf(buf + k, len - k, "%-16s %5.1f%% zeros  %-14s %s\n", m->nodes[i].name,
                          100.0 * (1.0 - p->density), fmt, p->why);
         if (w < 0) break;
         k += (size_t)w;

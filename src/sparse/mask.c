@@ -9,7 +9,7 @@
 
 #include "io/io.h"
 
-static const char *const kind_names[] = {"dense", "unstructured", "block", "hbsnn", "rbgp"};
+static const char *const kind_names[] = {"dense", "unstructured", "block", "hbsnn", "rbgp", "channel-block"};
 
 const char *nnz_mask_kind_name(nnz_mask_kind k) {
     return (unsigned)k < sizeof kind_names / sizeof kind_names[0] ? kind_names[k] : "?";
@@ -21,7 +21,7 @@ nnz_status nnz_mask_kind_parse(const char *name, nnz_mask_kind *out) {
             *out = (nnz_mask_kind)i;
             return NNZ_OK;
         }
-    return nnz_fail(NNZ_ERR_INVALID_ARG, "unknown mask kind '%s': use dense, unstructured, block, hbsnn or rbgp",
+    return nnz_fail(NNZ_ERR_INVALID_ARG, "unknown mask kind '%s': use dense, unstructured, block, hbsnn, rbgp or channel-block",
                     name ? name : "(null)");
 }
 
@@ -90,6 +90,7 @@ static nnz_status levels_of(const nnz_mask_spec *spec, double D, int *L, int *lr
         *L = 1, lr[0] = lc[0] = 1, dens[0] = D;
         return NNZ_OK;
     case NNZ_MASK_BLOCK:
+    case NNZ_MASK_CHANNEL_BLOCK:
         *L = 1, lr[0] = b_r, lc[0] = b_c, dens[0] = D;
         return NNZ_OK;
     default:
@@ -116,6 +117,29 @@ static nnz_status levels_of(const nnz_mask_spec *spec, double D, int *L, int *lr
         return nnz_fail(NNZ_ERR_INVALID_ARG, "hbsnn: the last level's density %g contradicts sparsity %g (density %g)",
                         dens[*L - 1], spec->sparsity, D);
     return NNZ_OK;
+}
+
+/* A block mask over (rows, cols / taps) channels, repeated at every tap: by the blocks' L1 norms
+ * summed over the taps (weight given) or at random */
+static nnz_status channel_block_mask(int rows, int cols, int taps, int br, int bc, double D, const float *weight,
+                                     uint64_t seed, uint8_t *mask) {
+    if (cols % taps)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "channel-block mask: %d columns are not %d taps of whole channels", cols, taps);
+    const int C = cols / taps;
+    uint8_t *small = nnz_alloc((size_t)rows * C, "a channel-block mask");
+    float *norm = weight ? nnz_calloc(sizeof(float) * (size_t)rows * C, "a channel-block mask's norms") : NULL;
+    if (!small || (weight && !norm)) {
+        nnz_free(small), nnz_free(norm);
+        return NNZ_ERR_NOMEM;
+    }
+    for (int r = 0; weight && r < rows; r++)
+        for (int t = 0; t < taps; t++)
+            for (int c = 0; c < C; c++) norm[(size_t)r * C + c] += fabsf(weight[(size_t)r * cols + (size_t)t * C + c]);
+    const nnz_status st = nnz_hbsnn_mask(rows, C, 1, &br, &bc, &D, norm, seed, small);
+    for (int r = 0; st == NNZ_OK && r < rows; r++)
+        for (int t = 0; t < taps; t++) memcpy(mask + (size_t)r * cols + (size_t)t * C, small + (size_t)r * C, (size_t)C);
+    nnz_free(small), nnz_free(norm);
+    return st;
 }
 
 nnz_status nnz_mask_make(const nnz_mask_spec *spec, int rows, int cols, const float *weight, uint64_t seed,
@@ -146,6 +170,14 @@ nnz_status nnz_mask_make(const nnz_mask_spec *spec, int rows, int cols, const fl
             int l = lr[L - 1] * lc[L - 1] > 1 ? L - 1 : 0;
             br = lr[l], bc = lc[l];
         }
+        break;
+    }
+    case NNZ_MASK_CHANNEL_BLOCK: {
+        int L = 1, lr[NNZ_MASK_MAX_LEVELS], lc[NNZ_MASK_MAX_LEVELS];
+        double dens[NNZ_MASK_MAX_LEVELS];
+        NNZ_TRY(levels_of(spec, D, &L, lr, lc, dens));
+        NNZ_TRY(channel_block_mask(rows, cols, spec->taps > 1 ? spec->taps : 1, lr[0], lc[0], D, weight, seed, mask));
+        br = lr[0], bc = lc[0];
         break;
     }
     case NNZ_MASK_RBGP: {

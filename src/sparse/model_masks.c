@@ -29,7 +29,9 @@ static nnz_status apply_masks(nnz_model *m, const nnz_mask_spec *spec, uint64_t 
         }
         nnz_mask_info info;
         const float *weight = by_magnitude ? nnz_tensor_f32(&m->params[n->weight].value) : NULL;
-        s = nnz_mask_make(spec, rows, cols, weight, seed + (uint64_t)i, mask, &info);
+        nnz_mask_spec layer_spec = *spec;
+        layer_spec.taps = n->op == NNZ_OP_CONV2D ? n->k * n->k : 1; /* a channel-block mask's taps */
+        s = nnz_mask_make(&layer_spec, rows, cols, weight, seed + (uint64_t)i, mask, &info);
         if (s == NNZ_OK) s = nnz_model_apply_mask(m, n->name, mask, (int64_t)rows * cols);
         nnz_free(mask);
         if (s != NNZ_OK) break;

@@ -34,6 +34,8 @@ nnz_status nnz_checkpoint_mask_origin(const char *path, const nnz_model *m, cons
         if (s == NNZ_OK && cfg.mask.kind != NNZ_MASK_DENSE) {
             out->recorded = true;
             out->spec = cfg.mask;
+            const nnz_node *node = &m->nodes[l.node];
+            out->spec.taps = node->op == NNZ_OP_CONV2D ? node->k * node->k : 1; /* as nnz_model_apply_masks */
             out->layer_masked = l.maskable;
             out->seed = (cfg.seed ^ NNZ_MASK_SEED_SALT) + (uint64_t)l.node;
             /* init_from: provenance only, not part of nnz_train_config's JSON reading */

@@ -95,7 +95,7 @@ static nnz_status resolve_defaults(nnz_train_config *c) {
         return nnz_fail(NNZ_ERR_INVALID_ARG, "label smoothing must be in [0, 1) (got %g)", c->label_smoothing);
     nnz_sparse_format sf;
     if (c->sparse_format) NNZ_TRY(nnz_sparse_format_parse(c->sparse_format, &sf));
-    if (c->mask.kind < NNZ_MASK_DENSE || c->mask.kind > NNZ_MASK_RBGP)
+    if (c->mask.kind < NNZ_MASK_DENSE || c->mask.kind > NNZ_MASK_CHANNEL_BLOCK)
         return nnz_fail(NNZ_ERR_INVALID_ARG, "unknown mask kind %d", (int)c->mask.kind);
     if (c->mask.kind != NNZ_MASK_DENSE && !(c->mask.sparsity > 0.0f && c->mask.sparsity < 1.0f))
         return nnz_fail(NNZ_ERR_INVALID_ARG, "a %s mask needs a sparsity in (0, 1) (got %g)",
@@ -430,12 +430,11 @@ static nnz_status note_sparse_decisions(trainer *t, int64_t step) {
     if (!m->sparse_plan) return NNZ_OK;
     for (int l = 0; l < t->str.n; l++) {
         const nnz_sparse_plan *p = &m->sparse_plan[t->str.node[l]];
-        const int fmt = p->r * 64 + p->c;
+        const int fmt = (p->r * 64 + p->c) * 2 + p->winograd;
         if (fmt) t->sparse_steps[l]++;
         if (fmt == t->sparse_fmt[l]) continue;
-        char fname[24] = "dense";
-        if (p->r) nnz_sparse_format_name(&(nnz_sparse_format){.kind = NNZ_SPARSE_FORCED, .r = p->r, .c = p->c}, fname,
-                                         sizeof fname);
+        char fname[24];
+        nnz_sparse_plan_format_name(p, fname, sizeof fname);
         const char *name = m->nodes[t->str.node[l]].name;
         NNZ_TRY(nnz_log_sparse(&t->log, step, name, 1.0 - p->density, fname, p->why));
         add_note(t, "step %lld: %s -> %s (%.1f%% zeros): %s\n", (long long)step + 1, name, fname,

@@ -13,7 +13,7 @@
 #include <string.h>
 
 const char *const cli_precision_names[] = {"fp32", "bf16", NULL};
-const char *const cli_mask_kind_names[] = {"dense", "unstructured", "block", "hbsnn", "rbgp", NULL};
+const char *const cli_mask_kind_names[] = {"dense", "unstructured", "block", "hbsnn", "rbgp", "channel-block", NULL};
 
 bool cli_parse_pair(const char *s, int *a, int *b) {
     char *end;
