@@ -544,6 +544,131 @@ static void test_sparse_format_errors(void **state) {
 }
 
 
+/* Channel-block masks on a Winograd layer (format winograd:16x16): lenet5's conv2 (5x5, 32 -> 64
+ * channels, F(2x2,5x5)) with a mask kept or dropped per 16x16 block of (output, input) channels at
+ * every tap. The model must evaluate and train as the same model run dense (dense Winograd on the
+ * same zero-holding weights: the products the kept blocks skip are exact zeros), keep its zeros, and
+ * run conv2 on the sparse path; auto must choose it there, and not for a per-tap block mask (whose
+ * zeros do not survive the transform) or at bf16 (no Winograd). */
+static nnz_model *channel_block_lenet5(const char *format) {
+    nnz_model *m = NULL;
+    assert_int_equal(nnz_model_from_zoo("lenet5", 28, 28, 1, 10, 11, &m), NNZ_OK);
+    const nnz_mask_spec spec = {.kind = NNZ_MASK_CHANNEL_BLOCK, .sparsity = 0.75f};
+    assert_int_equal(nnz_model_apply_masks(m, &spec, 9, NULL, 0), NNZ_OK);
+    assert_int_equal(nnz_model_set_sparse_format(m, format), NNZ_OK);
+    return m;
+}
+
+static void one_backward(nnz_model *m, const float *x, int n, const float *dl) {
+    nnz_model_set_grad_mask(m, true);
+    nnz_model_zero_grad(m);
+    assert_int_equal(nnz_model_forward(m, x, n, true), NNZ_OK);
+    assert_int_equal(nnz_model_backward(m, x, n, dl), NNZ_OK);
+}
+
+static void train_two_steps(nnz_model *m, const float *x, int n, const float *dl) {
+    nnz_optimizer o;
+    assert_int_equal(nnz_optimizer_init(&o, m, NNZ_OPT_SGD, 0.9f, true, 5e-4f, false), NNZ_OK);
+    for (int step = 0; step < 2; step++) {
+        nnz_model_zero_grad(m);
+        assert_int_equal(nnz_model_forward(m, x, n, true), NNZ_OK);
+        assert_int_equal(nnz_model_backward(m, x, n, dl), NNZ_OK);
+        nnz_optimizer_step(&o, m, 0.05f);
+    }
+}
+
+static void test_model_winograd_channel_blocks(void **state) {
+    (void)state;
+    const int n = 8;
+    float *x = tu_falloc_zeroed((size_t)n * 784), *dl = tu_falloc_zeroed((size_t)n * 10);
+    float *l_ref = tu_falloc_zeroed((size_t)n * 10), *l = tu_falloc_zeroed((size_t)n * 10);
+    tu_fill_uniform(x, n * 784, -1, 2, 13);
+    tu_fill_uniform(dl, n * 10, -0.1f, 0.1f, 14);
+    nnz_model *ref = channel_block_lenet5("dense");
+    const int conv2 = ref->params[nnz_model_find_param(ref, "conv2.weight")].node;
+    {   /* the mask: whole 16x16 channel blocks, the same at every tap, 2 of the 8 kept */
+        const float *w = nnz_tensor_f32(&ref->params[nnz_model_find_param(ref, "conv2.weight")].value);
+        int kept = 0, kept_high = 0; /* kept_high: the lists by output and by input block differ */
+        for (int ob = 0; ob < 4; ob++)
+            for (int ib = 0; ib < 2; ib++) {
+                const float *at = w + ((size_t)ob * 16 * 25) * 32 + ib * 16;
+                const bool k = at[0] != 0.0f;
+                kept += k, kept_high += k && ob >= 2;
+                for (int oc = 0; oc < 16; oc++)
+                    for (int t = 0; t < 25; t++)
+                        for (int ic = 0; ic < 16; ic++)
+                            if ((at[((size_t)oc * 25 + t) * 32 + ic] != 0.0f) != k)
+                                fail_msg("conv2's mask is not whole channel blocks at every tap (block %d,%d)", ob, ib);
+            }
+        assert_int_equal(kept, 2);
+        assert_true(kept_high > 0);
+    }
+    assert_int_equal(nnz_model_predict(ref, x, n, l_ref), NNZ_OK);
+    one_backward(ref, x, n, dl);
+    float **g_ref = calloc((size_t)ref->n_params, sizeof *g_ref);
+    assert_non_null(g_ref);
+    for (int p = 0; p < ref->n_params; p++) {
+        const int64_t cnt = nnz_tensor_numel(&ref->params[p].value);
+        g_ref[p] = tu_falloc_zeroed((size_t)cnt);
+        memcpy(g_ref[p], ref->params[p].grad, (size_t)cnt * sizeof(float));
+    }
+    train_two_steps(ref, x, n, dl);
+
+    static const char *const formats[] = {"auto", "winograd:16x16"};
+    for (size_t f = 0; f < 2; f++) {
+        nnz_model *m = channel_block_lenet5(formats[f]);
+        assert_int_equal(nnz_model_predict(m, x, n, l), NNZ_OK);
+        if (nnz_sparse_kernels_simd() || f == 1) {
+            assert_true(m->sparse_plan[conv2].winograd);
+            assert_non_null(m->sparse[conv2]);
+            assert_non_null(m->sparse[conv2]->blocks);
+        }
+        assert_true(tu_max_rel_err(l, l_ref, n * 10, 1.0) < 1e-5);
+        one_backward(m, x, n, dl); /* every parameter's gradient, conv1's through conv2's data gradient */
+        for (int p = 0; p < m->n_params; p++) {
+            const int64_t cnt = nnz_tensor_numel(&m->params[p].value);
+            double gmax = 0;
+            for (int64_t k = 0; k < cnt; k++) gmax = fmax(gmax, fabs(g_ref[p][k]));
+            if (!(tu_max_rel_err(m->params[p].grad, g_ref[p], cnt, 1e-2 * gmax + 1e-30) < 1e-3))
+                fail_msg("%s: %s's gradient differs from the dense layer's", formats[f], m->params[p].name);
+        }
+        train_two_steps(m, x, n, dl);
+        if (nnz_sparse_kernels_simd() || f == 1) assert_true(m->exec[conv2].sparse_forwards > 0);
+        for (int p = 0; p < m->n_params; p++) {
+            const float *a = nnz_tensor_f32(&m->params[p].value), *b = nnz_tensor_f32(&ref->params[p].value);
+            const int64_t cnt = nnz_tensor_numel(&m->params[p].value);
+            for (int64_t k = 0; k < cnt; k++)
+                if ((a[k] == 0.0f) != (b[k] == 0.0f))
+                    fail_msg("%s: %s[%lld] zero pattern moved", formats[f], m->params[p].name, (long long)k);
+            assert_true(tu_max_rel_err(a, b, cnt, 1.0) < 1e-4);
+        }
+        nnz_model_free(m);
+    }
+
+    /* a per-tap block mask: every channel block keeps a weight at some tap, so auto runs BSR; forced
+     * winograd:16x16 still computes the same numbers (its blocks are the union over the taps) */
+    nnz_model *tap = tu_masked_lenet5("auto"), *tap_w = tu_masked_lenet5("winograd:16x16"), *tap_d = tu_masked_lenet5("dense");
+    assert_int_equal(nnz_model_predict(tap_d, x, n, l_ref), NNZ_OK);
+    assert_int_equal(nnz_model_predict(tap, x, n, l), NNZ_OK);
+    assert_false(tap->sparse_plan[conv2].winograd);
+    assert_int_equal(nnz_model_predict(tap_w, x, n, l), NNZ_OK);
+    assert_true(tap_w->sparse_plan[conv2].winograd);
+    assert_true(tu_max_rel_err(l, l_ref, n * 10, 1.0) < 1e-5);
+    nnz_model_free(tap), nnz_model_free(tap_w), nnz_model_free(tap_d);
+
+    /* at bf16 the dense layer does not run Winograd: no channel-block format */
+    nnz_model *bf = channel_block_lenet5("auto");
+    assert_int_equal(nnz_model_set_precision(bf, NNZ_BF16), NNZ_OK);
+    assert_int_equal(nnz_model_predict(bf, x, n, l), NNZ_OK);
+    assert_false(bf->sparse_plan[conv2].winograd);
+    nnz_model_free(bf);
+
+    for (int p = 0; p < ref->n_params; p++) free(g_ref[p]);
+    free(g_ref);
+    nnz_model_free(ref);
+    free(x), free(dl), free(l_ref), free(l);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv_sparse_matches_dense),
@@ -553,6 +678,7 @@ int main(void) {
         cmocka_unit_test(test_conv_sparse_bf16_training_products),
         cmocka_unit_test(test_model_sparse_bf16_training),
         cmocka_unit_test(test_sparse_format_errors),
+        cmocka_unit_test(test_model_winograd_channel_blocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
