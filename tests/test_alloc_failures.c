@@ -309,6 +309,14 @@ static nnz_model *masked(const char *name, nnz_dtype precision) {
     return m;
 }
 
+/* ... with conv2 on the channel-block Winograd products (the union of its blocks over the taps) */
+static nnz_model *masked_winograd(const char *name, nnz_dtype precision) {
+    (void)name;
+    nnz_model *m = tu_masked_lenet5("winograd:16x16");
+    assert_int_equal(nnz_model_set_precision(m, precision), NNZ_OK);
+    return m;
+}
+
 static void report(const char *what, outcome steady_one, outcome steady_all, outcome first) {
     printf("%s: a step makes %ld allocations (one failing: %ld fell back, %ld errors; all from then on: %ld fell "
            "back, %ld errors); the first step %ld (%ld fell back, %ld errors); fallbacks within %.2g\n",
@@ -358,6 +366,7 @@ static void test_bf16_train_step(void **state) {
 static void test_sparse_train_step(void **state) {
     (void)state;
     train_case(masked, "masked lenet5", NNZ_F32, 1e-5);
+    train_case(masked_winograd, "masked lenet5, winograd:16x16", NNZ_F32, 1e-5);
 }
 
 /* a new model's first eval forwards: the inference reserve, the frames, the sparse plan */
@@ -590,8 +599,9 @@ static void test_files_and_run(void **state) {
  * failures, exactly (they depend on the seed only). */
 static void test_masks(void **state) {
     (void)state;
-    static const nnz_mask_kind kinds[] = {NNZ_MASK_UNSTRUCTURED, NNZ_MASK_BLOCK, NNZ_MASK_HBSNN, NNZ_MASK_RBGP};
-    for (int t = 0; t < 4; t++) {
+    static const nnz_mask_kind kinds[] = {NNZ_MASK_UNSTRUCTURED, NNZ_MASK_BLOCK, NNZ_MASK_HBSNN, NNZ_MASK_RBGP,
+                                          NNZ_MASK_CHANNEL_BLOCK};
+    for (int t = 0; t < (int)(sizeof kinds / sizeof kinds[0]); t++) {
         const nnz_mask_spec spec = {.kind = kinds[t], .sparsity = 0.875f};
         const bool magnitude = t % 2 == 0;
         nnz_model *want = zoo(quick ? "lenet5" : "vgg8", NNZ_F32);

@@ -730,6 +730,60 @@ static void test_model_weight_layers(void **state) {
     nnz_model_free(m);
 }
 
+/* channel-block: a block mask over (rows, channels) repeated at every tap: the same pattern at each
+ * tap, whole 16x16 blocks, the asked density; by magnitude it keeps the blocks whose |weights| summed
+ * over all taps are largest;
+ * taps must divide the columns; taps 0 or 1 is the plain block mask */
+static void test_channel_block_mask(void **state) {
+    (void)state;
+    const int R = 64, taps = 9, Cc = 48, C = taps * Cc;
+    uint8_t *m = malloc((size_t)R * C), *b = malloc((size_t)R * Cc);
+    float *w = malloc((size_t)R * C * sizeof(float));
+    assert_non_null(m), assert_non_null(b), assert_non_null(w);
+    nnz_mask_info info;
+    nnz_mask_spec spec = {.kind = NNZ_MASK_CHANNEL_BLOCK, .sparsity = 0.75f, .taps = taps};
+    assert_int_equal(nnz_mask_make(&spec, R, C, NULL, 3, m, &info), NNZ_OK);
+    assert_true(fabs(info.density - 0.25) < 1e-12);
+    assert_int_equal(info.block_rows, 16);
+    assert_int_equal(info.block_cols, 16);
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < taps; t++)
+            for (int c = 0; c < Cc; c++) {
+                const uint8_t k = m[(size_t)r * C + (size_t)t * Cc + c];
+                if (k != m[(size_t)r * C + c]) fail_msg("tap %d differs from tap 0 at (%d, %d)", t, r, c);
+                if (k != m[(size_t)(r / 16 * 16) * C + c / 16 * 16]) fail_msg("(%d, %d) not a whole 16x16 block", r, c);
+            }
+    /* magnitude, one block of the 12 kept: block (0,0) holds 2 at tap 0 only (L1 512), block (1,1) v at
+     * every tap (L1 v*256*9), the rest 0.001: (1,1) wins with v = 0.25 (576), (0,0) with v = 0.2 (461) */
+    spec.sparsity = 1.0f - 1.0f / 12.0f;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < (size_t)R * C; i++) w[i] = 0.001f;
+        for (int r = 0; r < 16; r++)
+            for (int c = 0; c < 16; c++) {
+                w[(size_t)r * C + c] = 2.0f;
+                for (int t = 0; t < taps; t++) w[(size_t)(16 + r) * C + (size_t)t * Cc + 16 + c] = pass ? 0.2f : 0.25f;
+            }
+        assert_int_equal(nnz_mask_make(&spec, R, C, w, 3, m, &info), NNZ_OK);
+        assert_int_equal(info.kept, 256 * taps);
+        assert_int_equal(m[(size_t)16 * C + 5 * Cc + 31], pass == 0);
+        assert_int_equal(m[(size_t)3 * C + 8 * Cc + 2], pass == 1); /* (0,0) at every tap, though only tap 0 was large */
+    }
+    /* taps that do not divide the columns; no taps: the block mask */
+    spec.taps = 7;
+    assert_int_equal(nnz_mask_make(&spec, R, C, NULL, 3, m, &info), NNZ_ERR_INVALID_ARG);
+    assert_non_null(strstr(nnz_last_error(), "taps"));
+    spec.taps = 0;
+    nnz_mask_spec block = {.kind = NNZ_MASK_BLOCK, .sparsity = spec.sparsity};
+    assert_int_equal(nnz_mask_make(&spec, R, Cc, NULL, 4, b, NULL), NNZ_OK);
+    assert_int_equal(nnz_mask_make(&block, R, Cc, NULL, 4, m, NULL), NNZ_OK);
+    assert_memory_equal(b, m, (size_t)R * Cc);
+    nnz_mask_kind kk;
+    assert_int_equal(nnz_mask_kind_parse("channel-block", &kk), NNZ_OK);
+    assert_int_equal(kk, NNZ_MASK_CHANNEL_BLOCK);
+    assert_string_equal(nnz_mask_kind_name(NNZ_MASK_CHANNEL_BLOCK), "channel-block");
+    free(m), free(b), free(w);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_model_weight_layers),
@@ -743,6 +797,7 @@ int main(void) {
         cmocka_unit_test(test_unstructured_exact_and_ordered),
         cmocka_unit_test(test_hbsnn_levels),
         cmocka_unit_test(test_mask_make_info_and_pgm),
+        cmocka_unit_test(test_channel_block_mask),
         cmocka_unit_test(test_model_magnitude_masks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
