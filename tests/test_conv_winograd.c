@@ -120,8 +120,9 @@ static void zero_dropped(const keep_set *ks, const wg_case *c, float *w) {
                 if (!kept_weight(ks, c, oc, ic)) w[((size_t)oc * c->K * c->K + t) * c->IC + ic] = 0.0f;
 }
 
-/* ks NULL: nnz_conv_winograd; else nnz_conv_winograd_blocks, U made from the unmasked weight (the
- * dropped blocks must not be read) and the result compared with the masked weight's */
+/* ks NULL: nnz_conv_winograd; else nnz_conv_winograd_blocks, U made at the kept blocks only
+ * (nnz_winograd_weight_blocks, NaN elsewhere: must not be read) from the unmasked weight (whose
+ * dropped blocks must not count), and the result compared with the masked weight's */
 static void forward_case_kept(const wg_case *c, bool accumulate, bool with_ep, const keep_set *ks) {
     const nnz_conv_window g = window(c);
     assert_true(nnz_winograd_applies(&g));
@@ -138,7 +139,11 @@ static void forward_case_kept(const wg_case *c, bool accumulate, bool with_ep, c
     else for (size_t i = 0; i < no; i++) before[i] = NAN;
     memcpy(out, before, no * sizeof(float));
     const nnz_epilogue ep = {.mul = mul, .add = add, .lo = -INFINITY, .hi = INFINITY};
-    nnz_winograd_weight(c->K, c->IC, c->OC, w, false, U);
+    if (ks) { /* the kept blocks' U only: the rest stays NaN, and must not be read */
+        for (size_t i = 0; i < nnz_winograd_weight_floats(c->IC, c->OC); i++) U[i] = NAN;
+        nnz_winograd_weight_blocks(c->K, c->IC, c->OC, w, false, &ks->by_out, U);
+    } else
+        nnz_winograd_weight(c->K, c->IC, c->OC, w, false, U);
     if (ks) {
         nnz_conv_winograd_blocks(&g, c->N, c->IC, c->OC, inp, U, &ks->by_out, accumulate, with_ep ? &ep : NULL, out,
                                  work);

@@ -74,12 +74,18 @@ static wg_kernels pick_kernels(void) {
 #define WG_OC_TASK WG_OC_BLOCK
 
 void nnz_winograd_weight(int K, int IC, int OC, const float *w, bool turned, float *U) {
+    nnz_winograd_weight_blocks(K, IC, OC, w, turned, NULL, U);
+}
+
+void nnz_winograd_weight_blocks(int K, int IC, int OC, const float *w, bool turned, const nnz_channel_blocks *kept,
+                                float *U) {
     const wg_kernels k = pick_kernels();
     const float *G = nnz_wg_g(K);
     const int tasks = (OC + WG_OC_TASK - 1) / WG_OC_TASK;
 #pragma omp parallel for schedule(static) if ((int64_t)IC * OC >= 16384)
     for (int i = 0; i < tasks; i++)
-        k.weight(K, G, IC, OC, w, turned, U, i * WG_OC_TASK, i * WG_OC_TASK + WG_OC_TASK < OC ? i * WG_OC_TASK + WG_OC_TASK : OC);
+        k.weight(K, G, IC, OC, w, turned, U, i * WG_OC_TASK, i * WG_OC_TASK + WG_OC_TASK < OC ? i * WG_OC_TASK + WG_OC_TASK : OC,
+                 kept ? kept->ptr : NULL, kept ? kept->idx : NULL);
 }
 
 /* dw (OC,K,K,IC) += G^T dU G: the weight gradient from the transformed one, dU[e][ic][oc], at the
@@ -141,6 +147,17 @@ void nnz_conv_winograd(const nnz_conv_window *g, int N, int IC, int OC, const fl
     nnz_conv_winograd_blocks(g, N, IC, OC, inp, U, NULL, accumulate, ep, out, work);
 }
 
+/* Which 16-channel blocks of the input (or of the output) a kept block reads: the transforms make
+ * only those. NULL when it cannot be allocated: then every block is made, as dense. */
+static uint8_t *blocks_read(int IC, int OC, const nnz_channel_blocks *kept, bool of_output) {
+    const int nob = (OC + NNZ_CHANNEL_BLOCK - 1) / NNZ_CHANNEL_BLOCK, nib = (IC + NNZ_CHANNEL_BLOCK - 1) / NNZ_CHANNEL_BLOCK;
+    uint8_t *used = nnz_calloc((size_t)(of_output ? nob : nib), "Winograd channel blocks used");
+    if (!used) return NULL;
+    for (int ob = 0; ob < nob; ob++)
+        for (int k = kept->ptr[ob]; k < kept->ptr[ob + 1]; k++) used[of_output ? ob : kept->idx[k]] = 1;
+    return used;
+}
+
 /* the multiply-adds of a call per tile element: every channel pair, or the kept blocks' */
 static int64_t pair_count(int IC, int OC, const nnz_channel_blocks *kept) {
     if (!kept) return (int64_t)IC * OC;
@@ -159,6 +176,7 @@ void nnz_conv_winograd_blocks(const nnz_conv_window *g, int N, int IC, int OC, c
     const int64_t blocks = (tiles + T - 1) / T;
     float *blk[WG_MAX_THREADS];
     const int nt = take_blocks(work, nnz_conv_winograd_work_floats(IC, OC), blocks, tiles * pair_count(IC, OC, kept), blk);
+    uint8_t *used = kept ? blocks_read(IC, OC, kept, false) : NULL; /* NULL: every channel transformed */
 #pragma omp parallel num_threads(nt) /* no if clause: see take_blocks */
     {
         float *V = blk[omp_get_thread_num()], *M = V + T * wg_tile_floats(IC);
@@ -166,7 +184,7 @@ void nnz_conv_winograd_blocks(const nnz_conv_window *g, int N, int IC, int OC, c
         for (int64_t b = 0; b < blocks; b++) {
             const int64_t t0 = b * T;
             const int count = tiles - t0 < T ? (int)(tiles - t0) : T;
-            k.input(&w, inp, IC, t0, count, V);
+            k.input(&w, inp, IC, t0, count, used, V);
             for (int e = 0; e < WG_E; e++)
                 if (kept)
                     k.block_gemm(count, IC, OC, V + (int64_t)e * IC, wg_tile_floats(IC), U + (int64_t)e * IC * OC, kept->ptr,
@@ -178,6 +196,7 @@ void nnz_conv_winograd_blocks(const nnz_conv_window *g, int N, int IC, int OC, c
         }
     }
     give_blocks(nt, blk);
+    nnz_free(used);
 }
 
 /* the weight gradient's partials: a number fixed by the shape, so the sums do not depend on the
@@ -240,6 +259,7 @@ void nnz_conv_winograd_wgrad_blocks(const nnz_conv_window *g, int N, int IC, int
     float *blk[WG_MAX_THREADS];
     const int nt = take_blocks(scratch + slots * pe, nnz_conv_winograd_work_floats(IC, OC), slots,
                                tiles * pair_count(IC, OC, kept), blk);
+    uint8_t *used_in = kept ? blocks_read(IC, OC, kept, false) : NULL, *used_out = kept ? blocks_read(IC, OC, kept, true) : NULL;
 #pragma omp parallel num_threads(nt) /* no if clause: see take_blocks */
     {
         float *V = blk[omp_get_thread_num()], *dM = V + T * wg_tile_floats(IC);
@@ -251,8 +271,8 @@ void nnz_conv_winograd_wgrad_blocks(const nnz_conv_window *g, int N, int IC, int
             for (int64_t b = blocks * s / slots; b < blocks * (s + 1) / slots; b++) {
                 const int64_t t0 = b * T;
                 const int count = tiles - t0 < T ? (int)(tiles - t0) : T;
-                k.input(&w, inp, IC, t0, count, V);
-                k.grad(&w, dout, OC, t0, count, dM);
+                k.input(&w, inp, IC, t0, count, used_in, V);
+                k.grad(&w, dout, OC, t0, count, used_out, dM);
                 /* dU[e] (IC,OC) += V[e]^T (IC,count) * dM[e] (count,OC) */
                 for (int e = 0; e < WG_E; e++)
                     if (kept)
@@ -274,5 +294,6 @@ void nnz_conv_winograd_wgrad_blocks(const nnz_conv_window *g, int N, int IC, int
         }
     }
     give_blocks(nt, blk);
+    nnz_free(used_in), nnz_free(used_out);
     weight_grad_from_transformed(g->KH, IC, OC, scratch, kept, dw);
 }

@@ -367,6 +367,9 @@ typedef struct {
  * blocks) is read at the kept blocks only; an output block that keeps none gets zeros (before
  * accumulate and ep). kept NULL: every block (nnz_conv_winograd). The data gradient's turned
  * convolution takes the transposed lists (by input block). */
+/* nnz_winograd_weight at the kept blocks only (the rest of U left as it was); kept NULL: all */
+void nnz_winograd_weight_blocks(int K, int IC, int OC, const float *w, bool turned, const nnz_channel_blocks *kept,
+                                float *U);
 void nnz_conv_winograd_blocks(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *U,
                               const nnz_channel_blocks *kept, bool accumulate, const nnz_epilogue *ep, float *out,
                               float *work);

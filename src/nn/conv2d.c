@@ -533,8 +533,8 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
     }
     if (use_winograd(s)) { /* the epilogue fused into its output transform; scratch: the weight, a block */
         const float *u = s->kernel_weight;
-        if (!u) {
-            nnz_winograd_weight(s->KH, s->IC, s->OC, weight, false, scratch);
+        if (!u) { /* sparse: the kept blocks only (the model's cached copy is whole: a dense run may read it) */
+            nnz_winograd_weight_blocks(s->KH, s->IC, s->OC, weight, false, winograd_kept(s, false), scratch);
             u = scratch;
         }
         nnz_conv_winograd_blocks(&g, s->N, s->IC, s->OC, inp, u, winograd_kept(s, false), beta != 0.0f, ep, out,
@@ -787,7 +787,7 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
     const size_t in_img = (size_t)s->H * s->W * s->IC, out_img = (size_t)s->OH * s->OW * s->OC;
     if (dinp && use_winograd(s)) { /* the turned-window convolution of dout, the turned weight in scratch */
         const nnz_conv_window t = turned_window(s);
-        nnz_winograd_weight(s->KH, s->IC, s->OC, weight, true, scratch);
+        nnz_winograd_weight_blocks(s->KH, s->IC, s->OC, weight, true, winograd_kept(s, false), scratch);
         nnz_conv_winograd_blocks(&t, s->N, s->OC, s->IC, dout, scratch, winograd_kept(s, true), accumulate, NULL, dinp,
                                  scratch + round16(nnz_winograd_weight_floats(s->IC, s->OC)));
         dinp = NULL;

@@ -768,8 +768,9 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
 
 /* Each conv's weight in its forward kernel's layout, made once per forward: eval calls a layer
  * once per chunk of images. The weights do not change during a forward. A conv reads its copy
- * exactly when nnz_conv2d_kernel_weight_floats is nonzero for it now (fp32, dense), the same
- * test as here, so a copy left from another precision or sparsity is never read. */
+ * exactly when nnz_conv2d_kernel_weight_floats is nonzero for it now (fp32, dense or sparse
+ * Winograd, which reads the same whole copy), the same test as here, so a copy left from another
+ * precision or sparsity is never read. */
 static void prepare_kernel_weights(nnz_model *m) {
     for (int i = 0; i < m->n_nodes; i++) {
         nnz_node_exec *ex = &m->exec[i];
