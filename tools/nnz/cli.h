@@ -51,7 +51,7 @@ extern const char *const cli_precision_names[];
 
 /* --mask's choices, indexed by nnz_mask_kind */
 extern const char *const cli_mask_kind_names[];
-#define CLI_SPARSE_FORMAT_HELP "How layers whose weights hold zeros run: auto (each layer's format from its sparsity and block fill), dense, csr or bsr:RxC (e.g. bsr:16x16)."
+#define CLI_SPARSE_FORMAT_HELP "How layers whose weights hold zeros run: auto (each layer's format from its sparsity and block fill), dense, csr, bsr:RxC (e.g. bsr:16x16), or winograd:16x16 (3x3/5x5 stride-1 convs as Winograd over their kept 16x16 channel blocks: fast for --mask channel-block; bsr:16x16 elsewhere)."
 /* With --memory-budget: freed buffers go back to the system at once (glibc's malloc thresholds
  * fixed), so the resident memory follows what is allocated. */
 void cli_budget_malloc(void);
