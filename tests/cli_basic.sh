@@ -121,7 +121,7 @@ expect 0 "$NNZ" train --model lenet5 "${TRAIN[@]}" --mask block --sparsity 0.9 -
 MASKED_ACC=$(tail -n 1 "$T/out" | sed 's/test accuracy: //')
 expect 0 "$NNZ" info masked.safetensors; has out "^sparse layers"
 if [ "${NNZ_ISA:-}" = ref ]; then # the plain-C sparse kernels never beat dense: the planner says so
-    has out "^conv2 .*90.0% zeros  dense      this CPU has no SIMD sparse kernels"
+    has out "^conv2 .*90.0% zeros  dense  *this CPU has no SIMD sparse kernels"
 else
     has out "^conv2 .*90.0% zeros  bsr:16x16"
 fi
@@ -132,6 +132,21 @@ done
 expect 0 "$NNZ" train --resume masked.safetensors --epochs 2 --test-limit 256 --threads 2
 expect 0 "$NNZ" info masked.safetensors; has out "^fc1 .*90.0% zeros"
 expect 0 "$NNZ" bench --model lenet5 --iters 1 --batch 8 --mask rbgp --sparsity 0.75; has out "^training: "
+# channel blocks: conv2 (5x5, 32 -> 64 channels) runs Winograd over its kept 16x16 blocks; every
+# format gives the same accuracy; a malformed winograd format is refused with the list
+expect 0 "$NNZ" train --model lenet5 "${TRAIN[@]}" --mask channel-block --sparsity 0.75 --out cb.safetensors
+CB_ACC=$(tail -n 1 "$T/out" | sed 's/test accuracy: //')
+expect 0 "$NNZ" info cb.safetensors
+if [ "${NNZ_ISA:-}" = ref ]; then
+    has out "^conv2 .*75.0% zeros  dense  *this CPU has no SIMD sparse kernels"
+else
+    has out "^conv2 .*75.0% zeros  winograd:16x16 .*faster than dense Winograd"
+fi
+for f in dense bsr:16x16 winograd:16x16 auto; do
+  expect 0 "$NNZ" eval cb.safetensors --limit 256 --sparse-format "$f"; has out "^accuracy: $CB_ACC\$"
+done
+expect 2 "$NNZ" eval cb.safetensors --sparse-format winograd:8x8; has err "winograd:16x16"
+expect 0 "$NNZ" bench --model lenet5 --iters 1 --batch 8 --mask channel-block --sparsity 0.75; has out "^training: "
 expect 0 "$NNZ" bench --layer 64x96 --rows 33 --sparsity 0.5 --format bsr:4x4 --iters 1 --json
 has out '"product":"forward"'; has out '"product":"weight_grad"'; has out '"effective_gflops":'
 expect 2 "$NNZ" bench --layer 64;                 has err "OCxK"
