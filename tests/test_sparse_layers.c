@@ -154,6 +154,25 @@ static void test_conv_sparse_matches_dense(void **state) {
     tu_for_each_isa(conv_all, NULL);
 }
 
+static void one_backward(nnz_model *m, const float *x, int n, const float *dl) {
+    nnz_model_set_grad_mask(m, true);
+    nnz_model_zero_grad(m);
+    assert_int_equal(nnz_model_forward(m, x, n, true), NNZ_OK);
+    assert_int_equal(nnz_model_backward(m, x, n, dl), NNZ_OK);
+}
+
+static void train_two_steps(nnz_model *m, const float *x, int n, const float *dl) {
+    nnz_optimizer o;
+    assert_int_equal(nnz_optimizer_init(&o, m, NNZ_OPT_SGD, 0.9f, true, 5e-4f, false), NNZ_OK);
+    for (int step = 0; step < 2; step++) {
+        nnz_model_zero_grad(m);
+        assert_int_equal(nnz_model_forward(m, x, n, true), NNZ_OK);
+        assert_int_equal(nnz_model_backward(m, x, n, dl), NNZ_OK);
+        nnz_optimizer_step(&o, m, 0.05f);
+    }
+    nnz_optimizer_free(&o);
+}
+
 static void test_model_sparse_eval_and_train(void **state) {
     (void)state;
     const int n = 16;
@@ -165,14 +184,7 @@ static void test_model_sparse_eval_and_train(void **state) {
     float *l_ref = tu_falloc_zeroed((size_t)n * 10), *l = tu_falloc_zeroed((size_t)n * 10);
     assert_int_equal(nnz_model_predict(ref, x, n, l_ref), NNZ_OK);
     assert_null(ref->sparse[nnz_model_find_param(ref, "conv2.weight") >= 0 ? ref->params[nnz_model_find_param(ref, "conv2.weight")].node : 0]);
-    nnz_optimizer o_ref;
-    assert_int_equal(nnz_optimizer_init(&o_ref, ref, NNZ_OPT_SGD, 0.9f, true, 5e-4f, false), NNZ_OK);
-    for (int step = 0; step < 2; step++) {
-        nnz_model_zero_grad(ref);
-        assert_int_equal(nnz_model_forward(ref, x, n, true), NNZ_OK);
-        assert_int_equal(nnz_model_backward(ref, x, n, dl), NNZ_OK);
-        nnz_optimizer_step(&o_ref, ref, 0.05f);
-    }
+    train_two_steps(ref, x, n, dl);
     for (size_t f = 0; f < sizeof formats / sizeof formats[0]; f++) {
         nnz_model *m = tu_masked_lenet5(formats[f]);
         assert_int_equal(nnz_model_predict(m, x, n, l), NNZ_OK);
@@ -185,14 +197,7 @@ static void test_model_sparse_eval_and_train(void **state) {
         }
         assert_null(m->sparse[0]); /* conv1 has no zeros */
         assert_true(tu_max_rel_err(l, l_ref, n * 10, 1.0) < 1e-5);
-        nnz_optimizer o;
-        assert_int_equal(nnz_optimizer_init(&o, m, NNZ_OPT_SGD, 0.9f, true, 5e-4f, false), NNZ_OK);
-        for (int step = 0; step < 2; step++) {
-            nnz_model_zero_grad(m);
-            assert_int_equal(nnz_model_forward(m, x, n, true), NNZ_OK);
-            assert_int_equal(nnz_model_backward(m, x, n, dl), NNZ_OK);
-            nnz_optimizer_step(&o, m, 0.05f);
-        }
+        train_two_steps(m, x, n, dl);
         for (int p = 0; p < m->n_params; p++) {
             const float *a = nnz_tensor_f32(&m->params[p].value), *b = nnz_tensor_f32(&ref->params[p].value);
             const int64_t cnt = nnz_tensor_numel(&m->params[p].value);
@@ -206,7 +211,6 @@ static void test_model_sparse_eval_and_train(void **state) {
         assert_int_equal(with_zeros, 2); /* conv2 and fc1 */
         assert_non_null(strstr(report, "conv2"));
         assert_non_null(strstr(report, "no zero weights")); /* conv1 */
-        nnz_optimizer_free(&o);
         nnz_model_free(m);
     }
     /* masked gradients: the reference (dense kernels, grad_mask) kept its zeros too */
@@ -214,7 +218,6 @@ static void test_model_sparse_eval_and_train(void **state) {
     int64_t zeros = 0;
     for (int64_t k = 0; k < nnz_tensor_numel(&w2->value); k++) zeros += nnz_tensor_f32(&w2->value)[k] == 0.0f;
     assert_true(zeros > nnz_tensor_numel(&w2->value) * 8 / 10);
-    nnz_optimizer_free(&o_ref);
     nnz_model_free(ref);
     free(x);
     free(dl);
@@ -557,24 +560,6 @@ static nnz_model *channel_block_lenet5(const char *format) {
     assert_int_equal(nnz_model_apply_masks(m, &spec, 9, NULL, 0), NNZ_OK);
     assert_int_equal(nnz_model_set_sparse_format(m, format), NNZ_OK);
     return m;
-}
-
-static void one_backward(nnz_model *m, const float *x, int n, const float *dl) {
-    nnz_model_set_grad_mask(m, true);
-    nnz_model_zero_grad(m);
-    assert_int_equal(nnz_model_forward(m, x, n, true), NNZ_OK);
-    assert_int_equal(nnz_model_backward(m, x, n, dl), NNZ_OK);
-}
-
-static void train_two_steps(nnz_model *m, const float *x, int n, const float *dl) {
-    nnz_optimizer o;
-    assert_int_equal(nnz_optimizer_init(&o, m, NNZ_OPT_SGD, 0.9f, true, 5e-4f, false), NNZ_OK);
-    for (int step = 0; step < 2; step++) {
-        nnz_model_zero_grad(m);
-        assert_int_equal(nnz_model_forward(m, x, n, true), NNZ_OK);
-        assert_int_equal(nnz_model_backward(m, x, n, dl), NNZ_OK);
-        nnz_optimizer_step(&o, m, 0.05f);
-    }
 }
 
 static void test_model_winograd_channel_blocks(void **state) {
