@@ -35,6 +35,10 @@ expect 0 "$NNZ" mask --kind hbsnn --shape 64x128 --sparsity 0.9 --levels 16x16,4
 has out "kept: 816 of 8,192"   # round(0.1 * 512) = 51 blocks of 4x4
 expect 0 "$NNZ" mask --kind dense --shape 3x5 --sparsity 0
 has out "kept: 15 of 15"
+expect 0 "$NNZ" mask --kind channel-block --shape 64x576 --taps 9 --sparsity 0.75 --pgm cb.pgm
+has out "kept: 9,216 of 36,864"   # 4 of 16 blocks of 16x16 channels, at 9 taps
+expect 2 "$NNZ" mask --kind channel-block --shape 64x576 --taps 7; has err "taps"
+expect 2 "$NNZ" mask --shape 64x576 --taps 9;                   has err "--taps is for --kind channel-block"
 
 # usage errors: exit 2, a message naming the problem, no picture
 expect 2 "$NNZ" mask;                                   has err "--shape"

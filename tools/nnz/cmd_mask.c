@@ -248,19 +248,22 @@ done:
 }
 
 int cmd_mask(int argc, char **argv) {
-    int kind = NNZ_MASK_RBGP, scale = 0, max_rows = 16;
+    int kind = NNZ_MASK_RBGP, scale = 0, max_rows = 16, taps = 1;
     float sparsity = 0.875f, inner = 0.0f;
     const char *shape = NULL, *block = NULL, *levels = NULL, *core = NULL, *repeat = NULL, *pgm = NULL, *layer = NULL;
     uint64_t seed = 42;
     cli_flag flags[] = {
         FL_CHOICE("--kind", &kind, "KIND",
-                  "rbgp (Ramanujan graph product, fixed at init), hbsnn (hierarchical blocks), block, unstructured or "
-                  "dense. hbsnn/block/unstructured choose at random here (magnitude needs weights).",
+                  "rbgp (Ramanujan graph product, fixed at init), hbsnn (hierarchical blocks), block, unstructured, "
+                  "channel-block (blocks of channels kept at every tap: --taps) or dense. hbsnn/block/unstructured/"
+                  "channel-block choose at random here (magnitude needs weights).",
                   "rbgp", cli_mask_kind_names),
         FL_STR("--shape", &shape, "OCxK", "The weight's shape: rows x cols (a conv weight is OC x KH*KW*IC).", NULL),
         FL_FLOAT("--sparsity", &sparsity, "S", "Fraction of weights pruned, below 1.", "0.875", 0, 1, false),
         FL_STR("--block", &block, "RxC", "block: the block; hbsnn: the first level; rbgp: the dense micro-block J_b.",
                "16x16 (rbgp 4x4)"),
+        FL_INT("--taps", &taps, "N", "channel-block: the kernel's taps (KH*KW; K = taps x channels): a block of channels "
+               "is kept or dropped at every tap.", "1", 1, 1024),
         FL_STR("--levels", &levels, "RxC,...", "hbsnn: the nested blocks, coarse to fine, each dividing the previous.",
                "BLOCK,BLOCK/4"),
         FL_FLOAT("--inner-sparsity", &inner, "S", "rbgp: sparsity of the inner graph G_i (0 = split evenly).", "0", 0, 1,
@@ -278,7 +281,7 @@ int cmd_mask(int argc, char **argv) {
     cli_command cmd = {
         .name = "mask",
         .summary = "build and show a weight mask: RBGP factor graphs, spectral gap, index bytes, picture",
-        .usage = "nnz mask --shape OCxK [--kind rbgp|hbsnn|block|unstructured] [--sparsity S] [flags]\n"
+        .usage = "nnz mask --shape OCxK [--kind rbgp|hbsnn|block|unstructured|channel-block] [--sparsity S] [flags]\n"
                  "       nnz mask CHECKPOINT [--layer NAME] [--pgm FILE] [--scale N] [--show-rows N]",
         .description =
             "Builds the mask of a (OC, K) weight and prints how many weights it keeps, its structure, and the bytes\n"
@@ -293,6 +296,7 @@ int cmd_mask(int argc, char **argv) {
         .example = "  nnz mask --shape 64x576 --sparsity 0.875\n"
                    "  nnz mask --kind hbsnn --shape 128x1152 --sparsity 0.9 --levels 16x16,4x4 --pgm h.pgm\n"
                    "  nnz mask --kind rbgp --shape 256x2304 --block 16x16 --pgm rbgp.pgm\n"
+                   "  nnz mask --kind channel-block --shape 128x1152 --taps 9 --sparsity 0.75\n"
                    "  nnz mask vgg8.safetensors --layer conv4 --pgm conv4.pgm",
         .flags = flags,
         .n_flags = (int)(sizeof flags / sizeof flags[0]),
@@ -308,7 +312,7 @@ int cmd_mask(int argc, char **argv) {
 
     if (npos == 1) {
         static const char *const build_only[] = {"--kind", "--shape", "--sparsity", "--block", "--levels",
-                                                 "--inner-sparsity", "--core", "--repeat", "--seed"};
+                                                 "--inner-sparsity", "--core", "--repeat", "--seed", "--taps"};
         for (size_t i = 0; i < sizeof build_only / sizeof build_only[0]; i++)
             if (cli_find_flag(&cmd, build_only[i])->seen)
                 return cli_usage_error(&cmd, "%s builds a new mask; with a CHECKPOINT the mask is the weights' zeros "
@@ -346,6 +350,9 @@ int cmd_mask(int argc, char **argv) {
     }
     if (kind != NNZ_MASK_RBGP && (core || repeat || inner > 0))
         return cli_usage_error(&cmd, "--core, --repeat and --inner-sparsity are for --kind rbgp");
+    if (kind != NNZ_MASK_CHANNEL_BLOCK && cli_find_flag(&cmd, "--taps")->seen)
+        return cli_usage_error(&cmd, "--taps is for --kind channel-block");
+    spec.taps = taps;
 
     uint8_t *mask = malloc((size_t)rows * cols);
     if (!mask) {
