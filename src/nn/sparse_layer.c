@@ -28,10 +28,11 @@ static const struct { int r, c; double efficiency; } SPARSE_EFFICIENCY[] = {
 };
 #define SPARSE_MIN_GAIN 1.25
 /* Convolutions that run Winograd when dense (conv2d.c): their dense time relative to the direct
- * GEMM the efficiencies above are measured against, and the share of it in the transforms, which
- * a channel-block sparse Winograd layer (format winograd:16x16) still pays in full while its
- * products shrink to the kept blocks. Measured on vgg8's 3x3 layers (docs/BENCHMARKS.md, "Sparse
- * Winograd"). */
+ * GEMM the efficiencies above are measured against (Winograd ran 1.7-2.7x faster than the implicit
+ * GEMM on lenet5's and vgg8's layers, docs/perf-notes.md), and the share of it in the transforms,
+ * which a channel-block sparse Winograd layer (format winograd:16x16) still pays while its products
+ * shrink to the kept blocks: fitted to vgg8's 90% channel-block layers, whose forward ran 0.75-0.8x
+ * the time of BSR 16x16 on the same weights (docs/BENCHMARKS.md, "Sparse Winograd"). */
 #define WINOGRAD_DENSE_COST 0.45
 #define WINOGRAD_TRANSFORM_SHARE 0.1
 #define WINOGRAD_BLOCK_EFFICIENCY 0.9
