@@ -617,6 +617,25 @@ static void test_model_winograd_channel_blocks(void **state) {
             if (!(tu_max_rel_err(m->params[p].grad, g_ref[p], cnt, 1e-2 * gmax + 1e-30) < 1e-3))
                 fail_msg("%s: %s's gradient differs from the dense layer's", formats[f], m->params[p].name);
         }
+        if (f == 1) { /* the layer told direct (no Winograd) runs dense: the direct layer's numbers, bit for bit */
+            const nnz_node *c2 = &m->nodes[conv2];
+            nnz_conv_shape s;
+            assert_int_equal(nnz_conv_shape_init(&s, 2, c2->in_h, c2->in_w, c2->in_c, c2->out_ch, c2->k, c2->k, c2->stride,
+                                                 c2->pad, 1), NNZ_OK);
+            s.direct = true;
+            nnz_conv_shape sp = s;
+            sp.sparse = m->sparse[conv2];
+            assert_true(nnz_conv2d_scratch_floats(&sp) == nnz_conv2d_scratch_floats(&s));
+            const size_t ni = (size_t)2 * c2->in_h * c2->in_w * c2->in_c, no = (size_t)2 * s.OH * s.OW * s.OC;
+            float *in = tu_falloc_zeroed(ni), *o1 = tu_falloc_zeroed(no), *o2 = tu_falloc_zeroed(no);
+            float *scr = tu_falloc_zeroed(nnz_conv2d_scratch_floats(&s) + 1);
+            tu_fill_uniform(in, (int64_t)ni, -1, 1, 15);
+            const float *w = nnz_tensor_f32(&m->params[c2->weight].value);
+            nnz_conv2d_forward(&s, in, w, NULL, o1, scr);
+            nnz_conv2d_forward(&sp, in, w, NULL, o2, scr);
+            assert_memory_equal(o1, o2, no * sizeof(float));
+            free(in), free(o1), free(o2), free(scr);
+        }
         train_two_steps(m, x, n, dl);
         if (nnz_sparse_kernels_simd() || f == 1) assert_true(m->exec[conv2].sparse_forwards > 0);
         for (int p = 0; p < m->n_params; p++) {

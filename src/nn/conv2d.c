@@ -128,6 +128,12 @@ static bool use_winograd(const nnz_conv_shape *s) {
 
 bool nnz_conv2d_winograd_applies(const nnz_conv_shape *s) { return winograd_geometry(s); }
 
+/* A channel-block layer on a shape that does not run Winograd (told direct): it has no sparse
+ * matrix, so it runs dense, the zeros multiplied */
+static bool blocks_without_winograd(const nnz_conv_shape *s) {
+    return s->sparse && s->sparse->blocks && !use_winograd(s);
+}
+
 /* the kept blocks of a sparse Winograd layer (NULL: dense), by output block or by input block */
 static const nnz_channel_blocks *winograd_kept(const nnz_conv_shape *s, bool turned) {
     return s->sparse ? (turned ? &s->sparse->by_in : &s->sparse->by_out) : NULL;
@@ -287,7 +293,17 @@ static nnz_bf16_src bf16_im2col_source(const nnz_conv_window *g, const float *x,
     return (nnz_bf16_src){.p = x, .f32 = true, .win = g, .C = C};
 }
 
+static nnz_conv_shape without_sparse(const nnz_conv_shape *s) {
+    nnz_conv_shape d = *s;
+    d.sparse = NULL;
+    return d;
+}
+
 size_t nnz_conv2d_scratch_floats(const nnz_conv_shape *s) {
+    if (blocks_without_winograd(s)) {
+        const nnz_conv_shape d = without_sparse(s);
+        return nnz_conv2d_scratch_floats(&d);
+    }
     switch (conv_path_of(s)) {
     case CONV_GEMM_1X1: return 0;
     case CONV_DEPTHWISE: {
@@ -305,6 +321,10 @@ size_t nnz_conv2d_scratch_floats(const nnz_conv_shape *s) {
 }
 
 size_t nnz_conv2d_forward_scratch_floats(const nnz_conv_shape *s) {
+    if (blocks_without_winograd(s)) {
+        const nnz_conv_shape d = without_sparse(s);
+        return nnz_conv2d_forward_scratch_floats(&d);
+    }
     /* the implicit forward needs no im2col buffer, only room for its (K,OC) weight when the
      * caller has no kernel-layout copy */
     if (use_winograd(s)) return winograd_forward_floats(s);
@@ -479,6 +499,11 @@ bool nnz_conv2d_forward_pro(const nnz_conv_shape *s, const float *inp, const nnz
 
 void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const float *weight, const float *bias,
                            const nnz_epilogue *ep, float *out, float *scratch) {
+    if (blocks_without_winograd(s)) {
+        const nnz_conv_shape dense = without_sparse(s);
+        nnz_conv2d_forward_ep(&dense, inp, weight, bias, ep, out, scratch);
+        return;
+    }
     const nnz_conv_window g = window_of(s);
     const int64_t out_rows = (int64_t)s->N * s->OH * s->OW;
     const conv_path path = conv_path_of(s);
@@ -760,6 +785,11 @@ bool nnz_conv2d_backward_src_images(const nnz_conv_shape *s, const nnz_row_sourc
 
 void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const float *weight, const float *dout,
                             float *dinp, bool accumulate, float *dweight, float *dbias, float *scratch) {
+    if (blocks_without_winograd(s)) { /* dense: the gradient of zero weights is dropped by the grad mask */
+        const nnz_conv_shape dense = without_sparse(s);
+        nnz_conv2d_backward_ex(&dense, inp, weight, dout, dinp, accumulate, dweight, dbias, scratch);
+        return;
+    }
     const nnz_conv_window g = window_of(s);
     const int64_t out_rows = (int64_t)s->N * s->OH * s->OW;
     if (dbias) nnz_bias_grad_acc(out_rows, s->OC, dout, dbias);
