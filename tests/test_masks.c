@@ -731,9 +731,9 @@ static void test_model_weight_layers(void **state) {
 }
 
 /* channel-block: a block mask over (rows, channels) repeated at every tap: the same pattern at each
- * tap, whole 16x16 blocks, the asked density; by magnitude it keeps the blocks whose |weights| summed
- * over all taps are largest;
- * taps must divide the columns; taps 0 or 1 is the plain block mask */
+ * tap, whole 16x16 blocks, the asked density; at random spread over the block rows and columns; by
+ * magnitude it keeps the blocks whose |weights| summed over all taps are largest; taps must divide
+ * the columns; taps 0 or 1 by magnitude is the plain block mask */
 static void test_channel_block_mask(void **state) {
     (void)state;
     const int R = 64, taps = 9, Cc = 48, C = taps * Cc;
@@ -746,6 +746,39 @@ static void test_channel_block_mask(void **state) {
     assert_true(fabs(info.density - 0.25) < 1e-12);
     assert_int_equal(info.block_rows, 16);
     assert_int_equal(info.block_cols, 16);
+    /* at random the kept blocks are spread: at 90% on 256 x 128 channels (16 x 8 blocks, 13 kept) every
+     * block column keeps 1 or 2, every block row 0 or 1; on 64 x 64 (4 x 4, 2 kept) two rows and two
+     * columns; the same seed the same mask, another seed another */
+    {
+        static const int shapes[][3] = {{256, 128, 13}, {64, 64, 2}, {128, 256, 13}};
+        for (int q = 0; q < 3; q++) {
+            const int rr = shapes[q][0], cc = shapes[q][1], gr = rr / 16, gc = cc / 16, k = shapes[q][2];
+            uint8_t *x = malloc((size_t)rr * cc * 9), *y = malloc((size_t)rr * cc * 9);
+            assert_non_null(x), assert_non_null(y);
+            const nnz_mask_spec sp = {.kind = NNZ_MASK_CHANNEL_BLOCK, .sparsity = 0.9f, .taps = 9};
+            assert_int_equal(nnz_mask_make(&sp, rr, cc * 9, NULL, 5, x, &info), NNZ_OK);
+            assert_int_equal(info.kept, (int64_t)k * 256 * 9);
+            int rmin = 1 << 30, rmax = 0, cmin = 1 << 30, cmax = 0;
+            for (int br = 0; br < gr; br++) {
+                int n = 0;
+                for (int bc = 0; bc < gc; bc++) n += x[(size_t)br * 16 * cc * 9 + bc * 16];
+                rmin = n < rmin ? n : rmin, rmax = n > rmax ? n : rmax;
+            }
+            for (int bc = 0; bc < gc; bc++) {
+                int n = 0;
+                for (int br = 0; br < gr; br++) n += x[(size_t)br * 16 * cc * 9 + bc * 16];
+                cmin = n < cmin ? n : cmin, cmax = n > cmax ? n : cmax;
+            }
+            if (rmin != k / gr || rmax != (k + gr - 1) / gr || cmin != k / gc || cmax != (k + gc - 1) / gc)
+                fail_msg("%dx%d channels, %d of %dx%d blocks: rows keep %d..%d, columns %d..%d", rr, cc, k, gr, gc, rmin,
+                         rmax, cmin, cmax);
+            assert_int_equal(nnz_mask_make(&sp, rr, cc * 9, NULL, 5, y, NULL), NNZ_OK);
+            assert_memory_equal(x, y, (size_t)rr * cc * 9);
+            assert_int_equal(nnz_mask_make(&sp, rr, cc * 9, NULL, 6, y, NULL), NNZ_OK);
+            assert_true(memcmp(x, y, (size_t)rr * cc * 9) != 0);
+            free(x), free(y);
+        }
+    }
     for (int r = 0; r < R; r++)
         for (int t = 0; t < taps; t++)
             for (int c = 0; c < Cc; c++) {
@@ -772,10 +805,10 @@ static void test_channel_block_mask(void **state) {
     spec.taps = 7;
     assert_int_equal(nnz_mask_make(&spec, R, C, NULL, 3, m, &info), NNZ_ERR_INVALID_ARG);
     assert_non_null(strstr(nnz_last_error(), "taps"));
-    spec.taps = 0;
+    spec.taps = 0; /* one tap: a block mask (by magnitude, the same one) */
     nnz_mask_spec block = {.kind = NNZ_MASK_BLOCK, .sparsity = spec.sparsity};
-    assert_int_equal(nnz_mask_make(&spec, R, Cc, NULL, 4, b, NULL), NNZ_OK);
-    assert_int_equal(nnz_mask_make(&block, R, Cc, NULL, 4, m, NULL), NNZ_OK);
+    assert_int_equal(nnz_mask_make(&spec, R, Cc, w, 4, b, NULL), NNZ_OK);
+    assert_int_equal(nnz_mask_make(&block, R, Cc, w, 4, m, NULL), NNZ_OK);
     assert_memory_equal(b, m, (size_t)R * Cc);
     nnz_mask_kind kk;
     assert_int_equal(nnz_mask_kind_parse("channel-block", &kk), NNZ_OK);
