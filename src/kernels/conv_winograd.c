@@ -237,13 +237,23 @@ void nnz_conv_winograd_wgrad(const nnz_conv_window *g, int N, int IC, int OC, co
     } while (0)
 
 static void kept_rows_zero(int IC, int OC, const nnz_channel_blocks *kept, float *part) {
-    for (int e = 0; e < WG_E; e++) FOR_KEPT_ROW(IC, OC, kept, e, at, len, memset(part + at, 0, (size_t)len * sizeof(float)));
+    for (int e = 0; e < WG_E; e++)
+        FOR_KEPT_ROW(IC, OC, kept, e, at, len, {
+            if (len == NNZ_CHANNEL_BLOCK) memset(part + at, 0, NNZ_CHANNEL_BLOCK * sizeof(float)); /* inlined stores */
+            else memset(part + at, 0, (size_t)len * sizeof(float));
+        });
+}
+
+/* row += the other slots' rows, in slot order; n a constant where it is a whole block (vectorized) */
+static inline void sum_row(float *row, int n, int slots, size_t pe) {
+    for (int s = 1; s < slots; s++)
+        for (int c = 0; c < n; c++) row[c] += row[(size_t)s * pe + c];
 }
 
 static void kept_rows_sum(int IC, int OC, const nnz_channel_blocks *kept, int e, int slots, size_t pe, float *part) {
     FOR_KEPT_ROW(IC, OC, kept, e, at, len, {
-        for (int s = 1; s < slots; s++)
-            for (int c = 0; c < len; c++) part[at + c] += part[(size_t)s * pe + at + c];
+        if (len == NNZ_CHANNEL_BLOCK) sum_row(part + at, NNZ_CHANNEL_BLOCK, slots, pe);
+        else sum_row(part + at, len, slots, pe);
     });
 }
 
