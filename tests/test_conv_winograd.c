@@ -6,7 +6,11 @@
  *  - the data gradient's turned-window convolution through the conv2d layer, against the
  *    layer's direct sums (nnz_conv_shape.direct), which must also differ from Winograd's in
  *    some bit (else the layer did not run it);
- *  - the same bits for 1 and 2 threads, and called from inside a parallel region (eval).
+ *  - the same bits for 1 and 2 threads, and called from inside a parallel region (eval);
+ *  - the channel-block products (nnz_conv_winograd_blocks, _wgrad_blocks, nnz_winograd_weight_blocks)
+ *    against the direct sums of the masked weight: random, none, one partial, an empty output block
+ *    and all blocks kept; the dropped blocks of U never read (NaN there), the dropped weights' gradient
+ *    left untouched bit for bit, the same bits on any thread count.
  * The bound: Winograd's transforms mix a tile's values with weights up to 8 (A^T) and 5 (B^T)
  * before the products, so its rounding error is not bounded per output by that output's own
  * sum of |terms|, as a direct chain's is, but by the sums over the tile's neighbourhood, times
@@ -376,8 +380,8 @@ static void test_winograd_layer(void **state) {
 }
 
 /* the same bits for 1 and 2 threads, and from inside a parallel region (eval's chunks) */
-static void test_winograd_thread_independent(void **state) {
-    (void)state;
+/* the same bits for 1 and 2 threads and inside a parallel region; kept: the channel-block products */
+static void thread_independent_case(const keep_set *kept) {
     const wg_case c = {4, 14, 14, 32, 64, 5, 2};
     const nnz_conv_window g = window(&c);
     const size_t ni = (size_t)c.N * c.H * c.W * c.IC, no = (size_t)c.N * g.OH * g.OW * c.OC,
@@ -394,17 +398,18 @@ static void test_winograd_thread_independent(void **state) {
         o[k] = tu_falloc(no), d[k] = calloc(nw, sizeof(float));
         assert_non_null(d[k]);
         nnz_set_threads(k == 0 ? 1 : 2);
+        const nnz_channel_blocks *kb = kept ? &kept->by_out : NULL;
         if (k < 2) {
-            nnz_conv_winograd(&g, c.N, c.IC, c.OC, inp, U, false, NULL, o[k], work);
-            nnz_conv_winograd_wgrad(&g, c.N, c.IC, c.OC, inp, o[0], d[k], scratch);
+            nnz_conv_winograd_blocks(&g, c.N, c.IC, c.OC, inp, U, kb, false, NULL, o[k], work);
+            nnz_conv_winograd_wgrad_blocks(&g, c.N, c.IC, c.OC, inp, o[0], kb, d[k], scratch);
             continue;
         }
 #pragma omp parallel num_threads(2)
         {
 #pragma omp single
             {
-                nnz_conv_winograd(&g, c.N, c.IC, c.OC, inp, U, false, NULL, o[k], work);
-                nnz_conv_winograd_wgrad(&g, c.N, c.IC, c.OC, inp, o[0], d[k], scratch);
+                nnz_conv_winograd_blocks(&g, c.N, c.IC, c.OC, inp, U, kb, false, NULL, o[k], work);
+                nnz_conv_winograd_wgrad_blocks(&g, c.N, c.IC, c.OC, inp, o[0], kb, d[k], scratch);
             }
         }
     }
@@ -415,6 +420,12 @@ static void test_winograd_thread_independent(void **state) {
     }
     for (int k = 0; k < 3; k++) free(o[k]), free(d[k]);
     free(inp), free(w), free(U), free(work), free(scratch);
+}
+
+static void test_winograd_thread_independent(void **state) {
+    (void)state;
+    thread_independent_case(NULL);
+    thread_independent_case(keep_make(KEEP_RANDOM, 32, 64));
 }
 
 /* A call too small for threads runs its region on one; the next parallel region must still get
