@@ -151,6 +151,7 @@ expect 0 "$NNZ" bench --layer 64x96 --rows 33 --sparsity 0.5 --format bsr:4x4 --
 has out '"product":"forward"'; has out '"product":"weight_grad"'; has out '"effective_gflops":'
 expect 2 "$NNZ" bench --layer 64;                 has err "OCxK"
 expect 2 "$NNZ" bench --layer 8x8 --format auto;  has err "csr or bsr:RxC"
+expect 2 "$NNZ" bench --layer 8x8 --format winograd:16x16; has err "needs a conv"
 expect 2 "$NNZ" bench --layer 8x8 --model mlp;    has err "no CHECKPOINT or --model"
 
 # ---- corrupt checkpoints are clear errors

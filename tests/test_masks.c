@@ -750,8 +750,9 @@ static void test_channel_block_mask(void **state) {
      * block column keeps 1 or 2, every block row 0 or 1; on 64 x 64 (4 x 4, 2 kept) two rows and two
      * columns; the same seed the same mask, another seed another */
     {
-        static const int shapes[][3] = {{256, 128, 13}, {64, 64, 2}, {128, 256, 13}};
-        for (int q = 0; q < 3; q++) {
+        /* and on grids whose sides do not divide each other: 24 x 16 blocks, 38 kept: rows 1-2, columns 2-3 */
+        static const int shapes[][3] = {{256, 128, 13}, {64, 64, 2}, {128, 256, 13}, {384, 256, 38}, {80, 128, 4}};
+        for (int q = 0; q < 5; q++) {
             const int rr = shapes[q][0], cc = shapes[q][1], gr = rr / 16, gc = cc / 16, k = shapes[q][2];
             uint8_t *x = malloc((size_t)rr * cc * 9), *y = malloc((size_t)rr * cc * 9);
             assert_non_null(x), assert_non_null(y);

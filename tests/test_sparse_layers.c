@@ -605,6 +605,7 @@ static void test_model_winograd_channel_blocks(void **state) {
         assert_int_equal(nnz_model_predict(m, x, n, l), NNZ_OK);
         if (nnz_sparse_kernels_simd() || f == 1) {
             assert_true(m->sparse_plan[conv2].winograd);
+            assert_true(fabs(m->sparse_plan[conv2].block_fill - 1.0) < 1e-12); /* whole blocks, every weight random */
             assert_non_null(m->sparse[conv2]);
             assert_non_null(m->sparse[conv2]->blocks);
         }

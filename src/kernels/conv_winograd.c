@@ -158,13 +158,6 @@ static uint8_t *blocks_read(int IC, int OC, const nnz_channel_blocks *kept, bool
     return used;
 }
 
-/* the multiply-adds of a call per tile element: every channel pair, or the kept blocks' */
-static int64_t pair_count(int IC, int OC, const nnz_channel_blocks *kept) {
-    if (!kept) return (int64_t)IC * OC;
-    const int nob = (OC + NNZ_CHANNEL_BLOCK - 1) / NNZ_CHANNEL_BLOCK;
-    return (int64_t)kept->ptr[nob] * NNZ_CHANNEL_BLOCK * NNZ_CHANNEL_BLOCK;
-}
-
 void nnz_conv_winograd_blocks(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *U,
                               const nnz_channel_blocks *kept, bool accumulate, const nnz_epilogue *ep, float *out,
                               float *work) {
@@ -175,7 +168,8 @@ void nnz_conv_winograd_blocks(const nnz_conv_window *g, int N, int IC, int OC, c
     const int T = block_tiles(IC, OC);
     const int64_t blocks = (tiles + T - 1) / T;
     float *blk[WG_MAX_THREADS];
-    const int nt = take_blocks(work, nnz_conv_winograd_work_floats(IC, OC), blocks, tiles * pair_count(IC, OC, kept), blk);
+    /* threads by the dense count, kept blocks or not: the transforms stay whole */
+    const int nt = take_blocks(work, nnz_conv_winograd_work_floats(IC, OC), blocks, tiles * IC * OC, blk);
     uint8_t *used = kept ? blocks_read(IC, OC, kept, false) : NULL; /* NULL: every channel transformed */
 #pragma omp parallel num_threads(nt) /* no if clause: see take_blocks */
     {
@@ -267,8 +261,8 @@ void nnz_conv_winograd_wgrad_blocks(const nnz_conv_window *g, int N, int IC, int
     const int64_t blocks = (tiles + T - 1) / T;
     const size_t pe = (size_t)WG_E * IC * OC; /* one partial */
     float *blk[WG_MAX_THREADS];
-    const int nt = take_blocks(scratch + slots * pe, nnz_conv_winograd_work_floats(IC, OC), slots,
-                               tiles * pair_count(IC, OC, kept), blk);
+    const int nt = take_blocks(scratch + slots * pe, nnz_conv_winograd_work_floats(IC, OC), slots, tiles * IC * OC,
+                               blk); /* dense's count: the transforms stay whole */
     uint8_t *used_in = kept ? blocks_read(IC, OC, kept, false) : NULL, *used_out = kept ? blocks_read(IC, OC, kept, true) : NULL;
 #pragma omp parallel num_threads(nt) /* no if clause: see take_blocks */
     {

@@ -106,8 +106,9 @@ static void bf16_source_rows(const void *ctx, int64_t r0, int rows, float *buf) 
     nnz_round_to_bf16((int64_t)rows * c->K, c->inner ? buf : c->rows + r0 * c->K, buf);
 }
 
-/* Stride-1 3x3 and 5x5 convolutions (groups 1, fp32, dense) over at least WINOGRAD_MIN_CH channels
- * in and out run all three products as Winograd convolutions (nnz_conv_winograd: F(4x4, 3x3),
+/* Stride-1 3x3 and 5x5 convolutions (groups 1, fp32; dense, or sparse in channel blocks) over at
+ * least WINOGRAD_MIN_CH channels in and out run all three products as Winograd convolutions
+ * (nnz_conv_winograd, nnz_conv_winograd_blocks: F(4x4, 3x3),
  * F(2x2, 5x5)): 4x and 2.8x fewer multiply-adds than the implicit GEMM, 1.7-2.7x faster on
  * lenet5's and vgg8's layers (docs/perf-notes.md). The data gradient is the turned-window
  * convolution of dout, itself stride 1 with the same window. Below the channel floor the

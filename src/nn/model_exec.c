@@ -461,7 +461,8 @@ static nnz_status reserve_buffers(nnz_model *m, int batch, bool training) {
     }
     for (int i = 0; i < nn; i++) {
         if (m->nodes[i].op != NNZ_OP_CONV2D) continue;
-        /* room when the conv's forward may read its own layout: dense fp32 (bf16 and sparse layers never do) */
+        /* room when the conv's forward may read its own layout: fp32, dense or sparse Winograd (bf16 and the
+         * other sparse layers never do) */
         nnz_conv_shape s;
         fill_conv_shape(m, &m->nodes[i], 1, &s);
         s.compute = NNZ_F32, s.sparse = NULL;

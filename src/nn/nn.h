@@ -53,7 +53,9 @@ typedef struct {
                              the GEMM inputs to bf16 and accumulates in fp32; depthwise stays fp32 */
     nnz_sparse_weight *sparse; /* non-NULL (groups == 1 only): the GEMMs become SpMM (forward), SpMM^T
                              (backward-data) and SDDMM (backward-weight: only W's nonzeros get a
-                             gradient), fp32. NULL (init's default): dense */
+                             gradient), fp32; or, with blocks (winograd:16x16), Winograd products over
+                             the kept channel blocks (a gradient for every weight of a kept block, none
+                             elsewhere). NULL (init's default): dense */
     bool sparse_bf16_fwd; /* with sparse: the forward runs the bf16 SpMM (nnz_spmm_bf16_f32in: inputs
                              rounded to bf16, fp32 sums) when the matrix has bf16 values (the planner
                              packs them at compute NNZ_BF16, sparse_layer.c) */

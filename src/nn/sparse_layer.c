@@ -10,8 +10,10 @@
  * size) divided by the kernel's efficiency relative to the dense GEMM (SPARSE_EFFICIENCY,
  * measured by bench/spmm) estimate its time as a fraction of the dense GEMM's; the fastest
  * estimate wins, and the layer stays dense unless the winner is estimated at least
- * SPARSE_MIN_GAIN times faster. A forced format ("csr", "bsr:RxC") applies to every layer
- * with at least one zero weight; "dense" turns the sparse kernels off. */
+ * SPARSE_MIN_GAIN times faster. Where the dense layer runs Winograd, dense is Winograd's cost and
+ * winograd:16x16 (Winograd over the kept channel blocks) is a candidate too. A forced format
+ * ("csr", "bsr:RxC", "winograd:16x16": bsr:16x16 on layers without Winograd) applies to every
+ * layer with at least one zero weight; "dense" turns the sparse kernels off. */
 #include "nn/nn.h"
 
 #include <math.h>
@@ -84,8 +86,9 @@ static bool node_runs_winograd(const nnz_model *m, const nnz_node *n) {
 }
 
 /* The kept 16x16 (output, input) channel blocks of a conv weight W (OC, taps, IC): a block is kept
- * when any of its weights is nonzero at any tap. kept: nob x nib flags, or NULL; returns the count. */
-static int64_t channel_blocks(const nnz_node *n, const float *W, uint8_t *kept) {
+ * when any of its weights is nonzero at any tap. kept: nob x nib flags, or NULL; area (or NULL): the
+ * weights the kept blocks hold, tail blocks partial; returns the count. */
+static int64_t channel_blocks(const nnz_node *n, const float *W, uint8_t *kept, int64_t *area) {
     const int OC = n->out_ch, IC = n->in_c, taps = n->k * n->k, B = NNZ_CHANNEL_BLOCK;
     const int nob = (OC + B - 1) / B, nib = (IC + B - 1) / B;
     int64_t count = 0;
@@ -103,6 +106,8 @@ static int64_t channel_blocks(const nnz_node *n, const float *W, uint8_t *kept) 
                 }
             if (kept) kept[ob * nib + ib] = any;
             count += any;
+            if (area && any)
+                *area += (int64_t)(OC - ob * B < B ? OC - ob * B : B) * (IC - ib * B < B ? IC - ib * B : B) * taps;
         }
     return count;
 }
@@ -112,7 +117,7 @@ static nnz_status channel_block_lists(const nnz_node *n, const float *W, nnz_spa
     const int B = NNZ_CHANNEL_BLOCK, nob = (n->out_ch + B - 1) / B, nib = (n->in_c + B - 1) / B;
     uint8_t *kept = nnz_alloc((size_t)nob * nib, "a layer's channel blocks");
     if (!kept) return NNZ_ERR_NOMEM;
-    const int64_t nk = channel_blocks(n, W, kept);
+    const int64_t nk = channel_blocks(n, W, kept, NULL);
     sw->blocks = nnz_alloc(sizeof(int32_t) * (size_t)(nob + 1 + nib + 1 + 2 * nk), "a layer's channel block lists");
     if (!sw->blocks) {
         nnz_free(kept);
@@ -182,10 +187,12 @@ static nnz_status decide(const nnz_model *m, const nnz_node *n, int rows, int co
     plan->speedup = 1.0;
     const bool winograd = node_runs_winograd(m, n);
     const int B = NNZ_CHANNEL_BLOCK;
-    /* the kept channel blocks' share of all of them */
-    const double block_share = winograd ? (double)channel_blocks(n, W, NULL) /
+    /* the kept channel blocks' share of all of them, and the weights they hold */
+    int64_t block_area = 0;
+    const double block_share = winograd ? (double)channel_blocks(n, W, NULL, &block_area) /
                                               ((double)((n->out_ch + B - 1) / B) * ((n->in_c + B - 1) / B))
                                         : 1.0;
+    const double winograd_fill = block_area > 0 ? (double)ladder[0] / (double)block_area : 0.0;
     const nnz_sparse_format *f = &m->sparse_format;
     if (ladder[0] == (int64_t)rows * cols) {
         snprintf(plan->why, sizeof plan->why, "no zero weights");
@@ -200,7 +207,7 @@ static nnz_status decide(const nnz_model *m, const nnz_node *n, int rows, int co
         NNZ_TRY(nnz_sparse_measure(rows, cols, W, cols, NULL, f->r, f->c, &st));
         plan->r = f->r, plan->c = f->c, plan->block_fill = st.block_fill;
         plan->winograd = f->winograd && winograd;
-        if (plan->winograd) plan->block_fill = block_share > 0 ? ladder[0] / (block_share * elems) : 0.0;
+        if (plan->winograd) plan->block_fill = winograd_fill;
         snprintf(plan->why, sizeof plan->why, f->winograd && !winograd ? "forced (--sparse-format; no Winograd here: bsr)"
                                                                        : "forced (--sparse-format)");
         return NNZ_OK;
@@ -222,7 +229,7 @@ static nnz_status decide(const nnz_model *m, const nnz_node *n, int rows, int co
                (WINOGRAD_TRANSFORM_SHARE + (1.0 - WINOGRAD_TRANSFORM_SHARE) * block_share / WINOGRAD_BLOCK_EFFICIENCY);
         if (best < dense) {
             plan->r = plan->c = B, plan->winograd = true;
-            plan->block_fill = block_share > 0 ? ladder[0] / (block_share * elems) : 0.0;
+            plan->block_fill = winograd_fill;
         } else
             best = dense;
     }

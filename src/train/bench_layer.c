@@ -52,8 +52,9 @@ nnz_status nnz_bench_layer(const nnz_layer_bench_config *cfg, nnz_layer_bench_re
         return nnz_fail(NNZ_ERR_INVALID_ARG, "layer benchmark: sparsity %g must be in [0, 1)", cfg->sparsity);
     nnz_sparse_format f;
     NNZ_TRY(nnz_sparse_format_parse(cfg->format ? cfg->format : "bsr:16x16", &f));
-    if (f.kind != NNZ_SPARSE_FORCED)
-        return nnz_fail(NNZ_ERR_INVALID_ARG, "layer benchmark: give a format, csr or bsr:RxC (not auto or dense)");
+    if (f.kind != NNZ_SPARSE_FORCED || f.winograd)
+        return nnz_fail(NNZ_ERR_INVALID_ARG, "layer benchmark: give a format, csr or bsr:RxC (not auto, dense or "
+                                             "winograd:16x16, which needs a conv: nnz bench --model with --mask channel-block)");
     const size_t nw = (size_t)R * K, nx = (size_t)cfg->m * K, no = (size_t)cfg->m * R;
     float *W = nnz_alloc(nw * 4, "benchmark weight"), *dW = nnz_calloc(nw * 4, "benchmark weight gradient");
     float *X = nnz_alloc(nx * 4, "benchmark input"), *dX = nnz_alloc(nx * 4, "benchmark input gradient");
