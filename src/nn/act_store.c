@@ -229,6 +229,28 @@ void nnz_act_store_plan(nnz_model *m, bool training) {
     if (m->grad_layout_wanted) plan_grads(m);
 }
 
+/* Places the k lives (first fit, by start; bf16 copies from the top end, fp32 from the bottom) and
+ * returns the pool's bytes: at every step, what both ends hold together (lives start at steps).
+ * The top's offsets are then made from the pool's start. */
+static size_t lay_out(life *l, int k) {
+    qsort(l, (size_t)k, sizeof *l, by_start);
+    for (int i = 0; i < k; i++) l[i].offset = place(l, i);
+    size_t pool_bytes = 0;
+    for (int i = 0; i < k; i++) {
+        const int t = l[i].start;
+        size_t lo = 0, hi = 0;
+        for (int j = 0; j < k; j++) {
+            if (l[j].start > t || l[j].end < t) continue;
+            size_t *end = top(&l[j]) ? &hi : &lo;
+            if (l[j].offset + l[j].bytes > *end) *end = l[j].offset + l[j].bytes;
+        }
+        if (lo + hi > pool_bytes) pool_bytes = lo + hi;
+    }
+    for (int i = 0; i < k; i++)
+        if (top(&l[i])) l[i].offset = pool_bytes - l[i].offset - l[i].bytes;
+    return pool_bytes;
+}
+
 nnz_status nnz_act_store_layout(nnz_model *m, int batch) {
     const int nn = m->n_nodes;
     if (!m->act_layout_stored && !m->grad_layout_wanted) return NNZ_OK;
@@ -254,24 +276,23 @@ nnz_status nnz_act_store_layout(nnz_model *m, int batch) {
         l[k++] = (life){.start = 2 * nn - 1 - ey->grad_first, .end = 2 * nn - 1 - ey->grad_last,
                         .bytes = round64((size_t)batch * n->h * n->w * n->c * sizeof(float)), .owner = y, .kind = 3};
     }
-    qsort(l, (size_t)k, sizeof *l, by_start);
-    for (int i = 0; i < k; i++) l[i].offset = place(l, i);
-    /* the pool: at every step, what the bottom and the top ends hold together (lives start at steps) */
-    size_t pool_bytes = 0;
-    for (int i = 0; i < k; i++) {
-        const int t = l[i].start;
-        size_t lo = 0, hi = 0;
-        for (int j = 0; j < k; j++) {
-            if (l[j].start > t || l[j].end < t) continue;
-            size_t *end = top(&l[j]) ? &hi : &lo;
-            if (l[j].offset + l[j].bytes > *end) *end = l[j].offset + l[j].bytes;
+    const size_t pool_bytes = lay_out(l, k);
+    /* what the activations cost without it: their plain fp32 buffers, and the gradients pooled alone */
+    size_t plain_bytes = 0;
+    if (m->act_layout_stored) {
+        life *g = calloc((size_t)k + 1, sizeof *g);
+        if (!g) {
+            free(l);
+            return nnz_fail(NNZ_ERR_NOMEM, "out of memory planning the stored activations");
         }
-        if (lo + hi > pool_bytes) pool_bytes = lo + hi;
+        int kg = 0;
+        for (int i = 0; i < k; i++) {
+            if (l[i].kind == 0) plain_bytes += l[i].bytes;
+            if (l[i].kind == 3) g[kg++] = l[i];
+        }
+        plain_bytes += lay_out(g, kg);
+        free(g);
     }
-    for (int i = 0; i < k; i++) /* the top's offsets, from the pool's start */
-        if (top(&l[i])) l[i].offset = pool_bytes - l[i].offset - l[i].bytes;
-    size_t plain_bytes = 0; /* the fp32 buffers the pool replaces */
-    for (int i = 0; i < k; i++) plain_bytes += l[i].kind == 0 || l[i].kind == 3 ? l[i].bytes : 0;
     if (m->act_layout_stored && pool_bytes >= plain_bytes) {
         /* the fp32 lives overlap too much (one layer dominates): the activations stay plain */
         free(l);
