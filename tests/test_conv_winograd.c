@@ -77,8 +77,9 @@ typedef enum { KEEP_ALL, KEEP_RANDOM, KEEP_NONE, KEEP_ONE, KEEP_EMPTY_OUT } keep
 #define MAX_BLOCKS 16
 typedef struct {
     keep_kind kind;
+    bool turned; /* the lists are nnz_channel_blocks_turned of the layer whose data gradient this is */
     int32_t ptr[MAX_BLOCKS + 1], idx[MAX_BLOCKS * MAX_BLOCKS], tptr[MAX_BLOCKS + 1], tidx[MAX_BLOCKS * MAX_BLOCKS];
-    nnz_channel_blocks by_out, by_in; /* the forward's lists and the turned convolution's */
+    nnz_channel_blocks lists; /* what the convolution under test takes */
 } keep_set;
 
 static bool kept_block(keep_kind k, int ob, int ib, int nob, int nib) {
@@ -91,11 +92,22 @@ static bool kept_block(keep_kind k, int ob, int ib, int nob, int nib) {
     }
 }
 
-static const keep_set *keep_make(keep_kind k, int IC, int OC) {
-    static keep_set ks;
+/* block (ob, ib) of a convolution IC -> OC under test: kept_block in the layer's own orientation,
+ * or, turned, in that of the layer OC -> IC whose data gradient it is */
+static bool kept_pair(keep_kind k, bool turned, int ob, int ib, int IC, int OC) {
     const int nob = (OC + 15) / 16, nib = (IC + 15) / 16;
+    return turned ? kept_block(k, ib, ob, nib, nob) : kept_block(k, ob, ib, nob, nib);
+}
+
+/* lists by output block (ptr) and by input block (tptr) for a convolution IC -> OC; turned: built for
+ * the layer OC -> IC and handed over as nnz_channel_blocks_turned, as conv2d does for the data
+ * gradient */
+static const keep_set *keep_make_as(keep_kind k, int IC, int OC, bool turned) {
+    static keep_set ks;
+    const int lIC = turned ? OC : IC, lOC = turned ? IC : OC; /* the layer's */
+    const int nob = (lOC + 15) / 16, nib = (lIC + 15) / 16;
     assert_true(nob <= MAX_BLOCKS && nib <= MAX_BLOCKS);
-    ks.kind = k;
+    ks.kind = k, ks.turned = turned;
     ks.ptr[0] = ks.tptr[0] = 0;
     for (int ob = 0; ob < nob; ob++) {
         ks.ptr[ob + 1] = ks.ptr[ob];
@@ -107,13 +119,15 @@ static const keep_set *keep_make(keep_kind k, int IC, int OC) {
         for (int ob = 0; ob < nob; ob++)
             if (kept_block(k, ob, ib, nob, nib)) ks.tidx[ks.tptr[ib + 1]++] = ob;
     }
-    ks.by_out = (nnz_channel_blocks){ks.ptr, ks.idx};
-    ks.by_in = (nnz_channel_blocks){ks.tptr, ks.tidx};
+    const nnz_channel_blocks layer = {ks.ptr, ks.idx, ks.tptr, ks.tidx};
+    ks.lists = turned ? nnz_channel_blocks_turned(&layer) : layer;
     return &ks;
 }
 
+static const keep_set *keep_make(keep_kind k, int IC, int OC) { return keep_make_as(k, IC, OC, false); }
+
 static bool kept_weight(const keep_set *ks, const wg_case *c, int oc, int ic) {
-    return !ks || kept_block(ks->kind, oc / 16, ic / 16, (c->OC + 15) / 16, (c->IC + 15) / 16);
+    return !ks || kept_pair(ks->kind, ks->turned, oc / 16, ic / 16, c->IC, c->OC);
 }
 
 /* w (OC,K,K,IC) with the dropped blocks' weights zeroed at every tap */
@@ -145,11 +159,11 @@ static void forward_case_kept(const wg_case *c, bool accumulate, bool with_ep, c
     const nnz_epilogue ep = {.mul = mul, .add = add, .lo = -INFINITY, .hi = INFINITY};
     if (ks) { /* the kept blocks' U only: the rest stays NaN, and must not be read */
         for (size_t i = 0; i < nnz_winograd_weight_floats(c->IC, c->OC); i++) U[i] = NAN;
-        nnz_winograd_weight_blocks(c->K, c->IC, c->OC, w, false, &ks->by_out, U);
+        nnz_winograd_weight_blocks(c->K, c->IC, c->OC, w, false, &ks->lists, U);
     } else
         nnz_winograd_weight(c->K, c->IC, c->OC, w, false, U);
     if (ks) {
-        nnz_conv_winograd_blocks(&g, c->N, c->IC, c->OC, inp, U, &ks->by_out, accumulate, with_ep ? &ep : NULL, out,
+        nnz_conv_winograd_blocks(&g, c->N, c->IC, c->OC, inp, U, &ks->lists, accumulate, with_ep ? &ep : NULL, out,
                                  work);
         zero_dropped(ks, c, w);
     } else
@@ -187,7 +201,7 @@ static void wgrad_case_kept(const wg_case *c, const keep_set *ks) {
     tu_fill_uniform(dout, (int64_t)no, -1, 1, 32);
     tu_fill_uniform(before, (int64_t)nw, -1, 1, 33);
     memcpy(dw, before, nw * sizeof(float));
-    if (ks) nnz_conv_winograd_wgrad_blocks(&g, c->N, c->IC, c->OC, inp, dout, &ks->by_out, dw, scratch);
+    if (ks) nnz_conv_winograd_wgrad_blocks(&g, c->N, c->IC, c->OC, inp, dout, &ks->lists, dw, scratch);
     else nnz_conv_winograd_wgrad(&g, c->N, c->IC, c->OC, inp, dout, dw, scratch);
     double *want = malloc(nw * sizeof(double)), S = 0.0;
     assert_non_null(want);
@@ -275,6 +289,8 @@ static void blocks_isa(nnz_isa isa, void *ctx) {
             const wg_case *c = &block_cases[i];
             forward_case_kept(c, k % 2 == 1, k % 3 == 0, keep_make(kinds[k], c->IC, c->OC));
             wgrad_case_kept(c, keep_make(kinds[k], c->IC, c->OC));
+            /* the data gradient's turned convolution: the lists of the layer OC -> IC, turned */
+            forward_case_kept(c, k % 2 == 0, false, keep_make_as(kinds[k], c->IC, c->OC, true));
         }
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i += 2) {
         forward_case_kept(&cases[i], false, true, keep_make(KEEP_RANDOM, cases[i].IC, cases[i].OC));
@@ -379,8 +395,8 @@ static void test_winograd_layer(void **state) {
     layer_case(1, 6, 9, 8, 3, 0);
 }
 
-/* the same bits for 1 and 2 threads, and from inside a parallel region (eval's chunks) */
-/* the same bits for 1 and 2 threads and inside a parallel region; kept: the channel-block products */
+/* the same bits for 1 and 2 threads, and from inside a parallel region (eval's chunks); kept: the
+ * channel-block products */
 static void thread_independent_case(const keep_set *kept) {
     const wg_case c = {4, 14, 14, 32, 64, 5, 2};
     const nnz_conv_window g = window(&c);
@@ -398,7 +414,7 @@ static void thread_independent_case(const keep_set *kept) {
         o[k] = tu_falloc(no), d[k] = calloc(nw, sizeof(float));
         assert_non_null(d[k]);
         nnz_set_threads(k == 0 ? 1 : 2);
-        const nnz_channel_blocks *kb = kept ? &kept->by_out : NULL;
+        const nnz_channel_blocks *kb = kept ? &kept->lists : NULL;
         if (k < 2) {
             nnz_conv_winograd_blocks(&g, c.N, c.IC, c.OC, inp, U, kb, false, NULL, o[k], work);
             nnz_conv_winograd_wgrad_blocks(&g, c.N, c.IC, c.OC, inp, o[0], kb, d[k], scratch);

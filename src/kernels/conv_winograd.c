@@ -72,6 +72,8 @@ static wg_kernels pick_kernels(void) {
 
 /* output channels per task of the weight transforms */
 #define WG_OC_TASK WG_OC_BLOCK
+/* the transforms' kept-block loops index the block lists by oc0 / WG_OC_BLOCK */
+_Static_assert(WG_OC_BLOCK == NNZ_CHANNEL_BLOCK, "the weight transforms' tasks are the channel blocks");
 
 void nnz_winograd_weight(int K, int IC, int OC, const float *w, bool turned, float *U) {
     nnz_winograd_weight_blocks(K, IC, OC, w, turned, NULL, U);
@@ -147,17 +149,6 @@ void nnz_conv_winograd(const nnz_conv_window *g, int N, int IC, int OC, const fl
     nnz_conv_winograd_blocks(g, N, IC, OC, inp, U, NULL, accumulate, ep, out, work);
 }
 
-/* Which 16-channel blocks of the input (or of the output) a kept block reads: the transforms make
- * only those. NULL when it cannot be allocated: then every block is made, as dense. */
-static uint8_t *blocks_read(int IC, int OC, const nnz_channel_blocks *kept, bool of_output) {
-    const int nob = (OC + NNZ_CHANNEL_BLOCK - 1) / NNZ_CHANNEL_BLOCK, nib = (IC + NNZ_CHANNEL_BLOCK - 1) / NNZ_CHANNEL_BLOCK;
-    uint8_t *used = nnz_calloc((size_t)(of_output ? nob : nib), "Winograd channel blocks used");
-    if (!used) return NULL;
-    for (int ob = 0; ob < nob; ob++)
-        for (int k = kept->ptr[ob]; k < kept->ptr[ob + 1]; k++) used[of_output ? ob : kept->idx[k]] = 1;
-    return used;
-}
-
 void nnz_conv_winograd_blocks(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *U,
                               const nnz_channel_blocks *kept, bool accumulate, const nnz_epilogue *ep, float *out,
                               float *work) {
@@ -170,7 +161,6 @@ void nnz_conv_winograd_blocks(const nnz_conv_window *g, int N, int IC, int OC, c
     float *blk[WG_MAX_THREADS];
     /* threads by the dense count, kept blocks or not: the transforms stay whole */
     const int nt = take_blocks(work, nnz_conv_winograd_work_floats(IC, OC), blocks, tiles * IC * OC, blk);
-    uint8_t *used = kept ? blocks_read(IC, OC, kept, false) : NULL; /* NULL: every channel transformed */
 #pragma omp parallel num_threads(nt) /* no if clause: see take_blocks */
     {
         float *V = blk[omp_get_thread_num()], *M = V + T * wg_tile_floats(IC);
@@ -178,7 +168,7 @@ void nnz_conv_winograd_blocks(const nnz_conv_window *g, int N, int IC, int OC, c
         for (int64_t b = 0; b < blocks; b++) {
             const int64_t t0 = b * T;
             const int count = tiles - t0 < T ? (int)(tiles - t0) : T;
-            k.input(&w, inp, IC, t0, count, used, V);
+            k.input(&w, inp, IC, t0, count, kept ? kept->tptr : NULL, V);
             for (int e = 0; e < WG_E; e++)
                 if (kept)
                     k.block_gemm(count, IC, OC, V + (int64_t)e * IC, wg_tile_floats(IC), U + (int64_t)e * IC * OC, kept->ptr,
@@ -190,7 +180,6 @@ void nnz_conv_winograd_blocks(const nnz_conv_window *g, int N, int IC, int OC, c
         }
     }
     give_blocks(nt, blk);
-    nnz_free(used);
 }
 
 /* the weight gradient's partials: a number fixed by the shape, so the sums do not depend on the
@@ -263,7 +252,7 @@ void nnz_conv_winograd_wgrad_blocks(const nnz_conv_window *g, int N, int IC, int
     float *blk[WG_MAX_THREADS];
     const int nt = take_blocks(scratch + slots * pe, nnz_conv_winograd_work_floats(IC, OC), slots, tiles * IC * OC,
                                blk); /* dense's count: the transforms stay whole */
-    uint8_t *used_in = kept ? blocks_read(IC, OC, kept, false) : NULL, *used_out = kept ? blocks_read(IC, OC, kept, true) : NULL;
+    const int32_t *used_in = kept ? kept->tptr : NULL, *used_out = kept ? kept->ptr : NULL; /* the blocks transformed */
 #pragma omp parallel num_threads(nt) /* no if clause: see take_blocks */
     {
         float *V = blk[omp_get_thread_num()], *dM = V + T * wg_tile_floats(IC);
@@ -298,6 +287,5 @@ void nnz_conv_winograd_wgrad_blocks(const nnz_conv_window *g, int N, int IC, int
         }
     }
     give_blocks(nt, blk);
-    nnz_free(used_in), nnz_free(used_out);
     weight_grad_from_transformed(g->KH, IC, OC, scratch, kept, dw);
 }

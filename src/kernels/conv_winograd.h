@@ -27,17 +27,18 @@ typedef struct {
     int tiles_y, tiles_x; /* tiles per image: ceil(OH/m) x ceil(OW/m) */
 } nnz_wg_geometry;
 
-/* V = B^T d B of tiles [t0, t0+count) of x (N,H,W,C), tile-major (wg_tile_floats); used (per 16
- * channels, NULL: all): the channel blocks made, the others left as they were (nothing reads them) */
+/* V = B^T d B of tiles [t0, t0+count) of x (N,H,W,C), tile-major (wg_tile_floats); used (NULL: all):
+ * block lists (nnz_channel_blocks' ptr or tptr) whose non-empty entries are the 16-channel blocks
+ * made, the others left as they were (nothing reads them) */
 typedef void (*nnz_wg_input_fn)(const nnz_wg_geometry *w, const float *x, int C, int64_t t0, int count,
-                                const uint8_t *used, float *V);
+                                const int32_t *used, float *V);
 /* out (N,OH,OW,C) = (accumulate ? out : 0) + A^T M A, then ep (NULL: none), for those tiles; M
  * element-major in a block of T tiles: M[(e*T + t)*C + c] */
 typedef void (*nnz_wg_output_fn)(const nnz_wg_geometry *w, const float *M, int C, int64_t t0, int count, int T,
                                  bool accumulate, const nnz_epilogue *ep, float *out);
 /* dM = A dY A^T of those tiles of dy (N,OH,OW,C), laid out as V; used as above */
 typedef void (*nnz_wg_grad_fn)(const nnz_wg_geometry *w, const float *dy, int C, int64_t t0, int count,
-                               const uint8_t *used, float *dM);
+                               const int32_t *used, float *dM);
 
 /* U = G w G^T (turned: of the data gradient's weight) for output channels [oc0, oc1) (at most
  * WG_OC_BLOCK, oc0 a multiple of it), as nnz_winograd_weight; G (6,K); ptr/idx (nnz_channel_blocks)
@@ -59,11 +60,11 @@ typedef void (*nnz_wg_block_at_fn)(int count, int IC, int OC, const float *V, in
 
 #define NNZ_WG_DECLARE(isa)                                                                                            \
     void nnz_wg_input_##isa(const nnz_wg_geometry *w, const float *x, int C, int64_t t0, int count,                  \
-                            const uint8_t *used, float *V);                                                           \
+                            const int32_t *used, float *V);                                                           \
     void nnz_wg_output_##isa(const nnz_wg_geometry *w, const float *M, int C, int64_t t0, int count, int T,           \
                              bool accumulate, const nnz_epilogue *ep, float *out);                                     \
     void nnz_wg_grad_##isa(const nnz_wg_geometry *w, const float *dy, int C, int64_t t0, int count,                   \
-                           const uint8_t *used, float *dM);                                                           \
+                           const int32_t *used, float *dM);                                                           \
     void nnz_wg_weight_##isa(int K, const float *G, int IC, int OC, const float *w, bool turned, float *U, int oc0,    \
                              int oc1, const int32_t *ptr, const int32_t *idx);                                         \
     void nnz_wg_weight_grad_##isa(int K, const float *G, int IC, int OC, const float *dU, float *dw, int oc0, int oc1,  \

@@ -357,16 +357,21 @@ void nnz_conv_winograd_wgrad(const nnz_conv_window *g, int N, int IC, int OC, co
 /* A channel-block sparse weight: the kept NNZ_CHANNEL_BLOCK x NNZ_CHANNEL_BLOCK blocks of (output,
  * input) channels, each kept or dropped at every tap together (a tap-shared block mask), which is
  * the pattern that survives the Winograd transform: U[e] is zero in a dropped block for every e.
- * Output block ob (channels 16*ob ..) reads input blocks idx[ptr[ob]] .. idx[ptr[ob+1]-1]; the
- * last block of either side may be partial. */
+ * Output block ob (channels 16*ob ..) reads input blocks idx[ptr[ob]] .. idx[ptr[ob+1]-1]; input
+ * block ib feeds output blocks tidx[tptr[ib]] .. (the same set, by input block: the transforms make
+ * only the input blocks some kept block reads). The last block of either side may be partial. The
+ * data gradient's turned convolution takes the two swapped (nnz_channel_blocks_turned). */
 #define NNZ_CHANNEL_BLOCK 16
 typedef struct {
-    const int32_t *ptr, *idx;
+    const int32_t *ptr, *idx, *tptr, *tidx;
 } nnz_channel_blocks;
+static inline nnz_channel_blocks nnz_channel_blocks_turned(const nnz_channel_blocks *b) {
+    return (nnz_channel_blocks){b->tptr, b->tidx, b->ptr, b->idx};
+}
 /* nnz_conv_winograd with only the kept blocks' products: U (dense layout, any values in dropped
  * blocks) is read at the kept blocks only; an output block that keeps none gets zeros (before
  * accumulate and ep). kept NULL: every block (nnz_conv_winograd). The data gradient's turned
- * convolution takes the transposed lists (by input block). */
+ * convolution takes nnz_channel_blocks_turned. */
 /* nnz_winograd_weight at the kept blocks only (the rest of U left as it was); kept NULL: all */
 void nnz_winograd_weight_blocks(int K, int IC, int OC, const float *w, bool turned, const nnz_channel_blocks *kept,
                                 float *U);

@@ -135,7 +135,7 @@ static bool blocks_without_winograd(const nnz_conv_shape *s) {
     return s->sparse && s->sparse->blocks && !use_winograd(s);
 }
 
-/* the kept blocks of a sparse Winograd layer (NULL: dense), by output block or by input block */
+/* the kept blocks of a sparse Winograd layer (NULL: dense); turned: the data gradient's view */
 static const nnz_channel_blocks *winograd_kept(const nnz_conv_shape *s, bool turned) {
     return s->sparse ? (turned ? &s->sparse->by_in : &s->sparse->by_out) : NULL;
 }

@@ -70,9 +70,9 @@ void nnz_sparse_format_name(const nnz_sparse_format *f, char *buf, size_t len) {
 }
 
 void nnz_sparse_plan_format_name(const nnz_sparse_plan *p, char *buf, size_t len) {
-    if (!p->r) snprintf(buf, len, "dense");
-    else if (p->r == 1 && p->c == 1) snprintf(buf, len, "csr");
-    else snprintf(buf, len, "%s:%dx%d", p->winograd ? "winograd" : "bsr", p->r, p->c);
+    const nnz_sparse_format f = {.kind = p->r ? NNZ_SPARSE_FORCED : NNZ_SPARSE_DENSE, .r = p->r, .c = p->c,
+                                 .winograd = p->winograd};
+    nnz_sparse_format_name(&f, buf, len);
 }
 
 /* A conv node whose dense products run Winograd at the model's precision (conv2d.c decides) */
@@ -136,8 +136,8 @@ static nnz_status channel_block_lists(const nnz_node *n, const float *W, nnz_spa
             if (kept[ob * nib + ib]) iidx[iptr[ib + 1]++] = ob;
     }
     nnz_free(kept);
-    sw->by_out = (nnz_channel_blocks){optr, oidx};
-    sw->by_in = (nnz_channel_blocks){iptr, iidx};
+    sw->by_out = (nnz_channel_blocks){optr, oidx, iptr, iidx};
+    sw->by_in = nnz_channel_blocks_turned(&sw->by_out);
     return NNZ_OK;
 }
 
@@ -185,14 +185,6 @@ static nnz_status decide(const nnz_model *m, const nnz_node *n, int rows, int co
     plan->r = plan->c = 0;
     plan->winograd = false;
     plan->speedup = 1.0;
-    const bool winograd = node_runs_winograd(m, n);
-    const int B = NNZ_CHANNEL_BLOCK;
-    /* the kept channel blocks' share of all of them, and the weights they hold */
-    int64_t block_area = 0;
-    const double block_share = winograd ? (double)channel_blocks(n, W, NULL, &block_area) /
-                                              ((double)((n->out_ch + B - 1) / B) * ((n->in_c + B - 1) / B))
-                                        : 1.0;
-    const double winograd_fill = block_area > 0 ? (double)ladder[0] / (double)block_area : 0.0;
     const nnz_sparse_format *f = &m->sparse_format;
     if (ladder[0] == (int64_t)rows * cols) {
         snprintf(plan->why, sizeof plan->why, "no zero weights");
@@ -202,6 +194,14 @@ static nnz_status decide(const nnz_model *m, const nnz_node *n, int rows, int co
         snprintf(plan->why, sizeof plan->why, "sparse kernels off (--sparse-format dense)");
         return NNZ_OK;
     }
+    const bool winograd = node_runs_winograd(m, n);
+    const int B = NNZ_CHANNEL_BLOCK;
+    /* the kept channel blocks' share of all of them, and the weights they hold */
+    int64_t block_area = 0;
+    const double block_share = winograd ? (double)channel_blocks(n, W, NULL, &block_area) /
+                                              ((double)((n->out_ch + B - 1) / B) * ((n->in_c + B - 1) / B))
+                                        : 1.0;
+    const double winograd_fill = block_area > 0 ? (double)ladder[0] / (double)block_area : 0.0;
     if (f->kind == NNZ_SPARSE_FORCED) {
         nnz_sparse_stats st;
         NNZ_TRY(nnz_sparse_measure(rows, cols, W, cols, NULL, f->r, f->c, &st));

@@ -72,7 +72,8 @@ int cmd_train(int argc, char **argv) {
                   "initialization and keeps its zeros (docs/RBGP.md).", "dense (none)", cli_mask_kind_names),
         FL_FLOAT("--sparsity", &sparsity, "S", "Fraction of zero weights in each masked layer (with --mask).", "0.9",
                  0, 1, true),
-        FL_STR("--mask-block", &mask_block, "RxC", "block: the block; hbsnn: the first level; rbgp: the micro-block.",
+        FL_STR("--mask-block", &mask_block, "RxC", "block: the block; hbsnn: the first level; rbgp: the micro-block; channel-block: output x input "
+               "channels (only 16x16 runs Winograd over the blocks).",
                "16x16 (rbgp: 4x4)"),
         FL_CHOICE("--prune", &prune, "KIND",
                   "Pruning during training of every conv and linear layer but the first and last "
@@ -197,7 +198,7 @@ int cmd_train(int argc, char **argv) {
     cfg.mask.kind = (nnz_mask_kind)mask;
     cfg.mask.sparsity = cli_find_flag(&cmd, "--sparsity")->seen ? sparsity : 0.9f;
     if (mask == NNZ_MASK_DENSE && (cli_find_flag(&cmd, "--sparsity")->seen || mask_block))
-        return cli_usage_error(&cmd, "--sparsity and --mask-block need --mask unstructured|block|hbsnn|rbgp");
+        return cli_usage_error(&cmd, "--sparsity and --mask-block need --mask unstructured|block|hbsnn|rbgp|channel-block");
     if (sparsity >= 1.0f) return cli_usage_error(&cmd, "--sparsity must be below 1");
     if (mask_block && !cli_parse_pair(mask_block, &cfg.mask.block_rows, &cfg.mask.block_cols))
         return cli_usage_error(&cmd, "--mask-block expects RxC like 16x16, got '%s'", mask_block);
