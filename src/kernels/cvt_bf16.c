@@ -34,9 +34,24 @@ void nnz_cvt_f32_to_bf16(int64_t n, const float *x, nnz_bf16 *y) {
         cvt_f32_to_bf16_serial(n - i < CHUNK ? n - i : CHUNK, x + i, y + i);
     }
 }
-void nnz_cvt_bf16_to_f32(int64_t n, const nnz_bf16 *x, float *y) {
+static void cvt_bf16_to_f32_serial(int64_t n, const nnz_bf16 *x, float *y) {
     if (nnz_isa_active() >= NNZ_ISA_AVX512) nnz_cvt_bf16_to_f32_avx512(n, x, y);
     else nnz_cvt_bf16_to_f32_ref(n, x, y);
+}
+
+/* The same chunks on the threads as the other direction (a stored activation widened, act_store.c) */
+void nnz_cvt_bf16_to_f32(int64_t n, const nnz_bf16 *x, float *y) {
+    enum { CHUNK = 1 << 15 };
+    if (n < 4 * CHUNK) {
+        cvt_bf16_to_f32_serial(n, x, y);
+        return;
+    }
+    const int64_t chunks = (n + CHUNK - 1) / CHUNK;
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < chunks; c++) {
+        const int64_t i = c * CHUNK;
+        cvt_bf16_to_f32_serial(n - i < CHUNK ? n - i : CHUNK, x + i, y + i);
+    }
 }
 
 /* dst (cols, rows) with ld_dst = bf16(src (rows, cols) with ld_src)^T, rounded as

@@ -339,29 +339,6 @@ void nnz_act_store_begin(nnz_model *m, int n) {
     m->act_turn = -1;
 }
 
-#define CVT_CHUNK ((int64_t)1 << 16)
-
-/* fp32 -> bf16 (narrow: rounded as nnz_bf16_from_f32 on every input, the packers' rounding,
- * denormals kept) or back (exact), on the threads */
-static void convert(int64_t n, bool narrow, const void *x, void *y) {
-    const bool simd = nnz_isa_active() >= NNZ_ISA_AVX512;
-#pragma omp parallel for schedule(static) if (n > CVT_CHUNK)
-    for (int64_t a = 0; a < n; a += CVT_CHUNK) {
-        const int64_t len = n - a < CVT_CHUNK ? n - a : CVT_CHUNK;
-        if (narrow) {
-            const float *f = (const float *)x + a;
-            nnz_bf16 *h = (nnz_bf16 *)y + a;
-            if (simd) nnz_cvt_f32_to_bf16_avx512(len, f, h);
-            else nnz_cvt_f32_to_bf16_ref(len, f, h);
-        } else {
-            const nnz_bf16 *h = (const nnz_bf16 *)x + a;
-            float *f = (float *)y + a;
-            if (simd) nnz_cvt_bf16_to_f32_avx512(len, h, f);
-            else nnz_cvt_bf16_to_f32_ref(len, h, f);
-        }
-    }
-}
-
 static int64_t stored_floats(const nnz_model *m, int o) {
     const nnz_node *n = &m->nodes[o];
     return (int64_t)m->act_stored_n * n->h * n->w * n->c;
@@ -372,7 +349,7 @@ void nnz_act_store_after_forward(nnz_model *m, int t) {
     for (int o = 0; o < m->n_nodes; o++) {
         nnz_node_exec *ex = &m->exec[o];
         if (!ex->stored || ex->last_fwd_reader != t) continue;
-        convert(stored_floats(m, o), true, ex->fwd_buf, ex->bf16_buf);
+        nnz_cvt_f32_to_bf16(stored_floats(m, o), ex->fwd_buf, ex->bf16_buf); /* the GEMM packers' rounding */
         ex->act_state = ACT_BF16;
         point(m, o, NULL); /* the fp32 region is another buffer's from now on */
     }
@@ -402,7 +379,7 @@ float *nnz_act_ready(nnz_model *m, int idx) {
         abort();
     }
     if (ex->act_state == ACT_BF16) {
-        convert(stored_floats(m, o), false, ex->bf16_buf, ex->bwd_buf);
+        nnz_cvt_bf16_to_f32(stored_floats(m, o), ex->bf16_buf, ex->bwd_buf); /* exact */
         ex->act_state = ACT_WIDE;
         point(m, o, ex->bwd_buf);
     }
