@@ -70,8 +70,7 @@ static void backward_reads(const nnz_model *m, int i, int read[8]) {
 
 /* the node whose gradient buffer x's is: aliases (identity, flatten) share their input's */
 int nnz_act_grad_owner(const nnz_model *m, int x) {
-    while (x >= 0 && (m->nodes[x].op == NNZ_OP_IDENTITY || m->nodes[x].op == NNZ_OP_FLATTEN) && m->nodes[x].input >= 0)
-        x = m->nodes[x].input;
+    while (x >= 0 && nnz_node_is_alias(&m->nodes[x])) x = m->nodes[x].input;
     return x;
 }
 
@@ -115,8 +114,7 @@ bool nnz_grads_pool_wanted(const nnz_model *m) {
 
 bool nnz_act_store_wanted(const nnz_model *m) {
     /* eval then runs in its frames, never over the shared regions, whose lives are training's */
-    return m->bf16_activations && m->compute == NNZ_BF16 && !m->keep_activations && !m->act_identity &&
-           !m->eval_batch_buffers && nnz_sgemm_nestable();
+    return m->bf16_activations && m->compute == NNZ_BF16 && !m->act_identity && nnz_eval_uses_frames(m);
 }
 
 /* o's buffer may be stored: written by o's own forward, never the output's */
@@ -125,7 +123,7 @@ static bool storable(const nnz_model *m, int o) {
     if (owner_of(m, o) != o || o == owner_of(m, m->n_nodes - 1)) return false;
     const nnz_node *n = &m->nodes[o];
     /* a deferred batch norm's output is made, if ever, by the conv after it, on its own turn */
-    return !(n->op == NNZ_OP_BATCHNORM && ex->deferred_to >= 0) && (int64_t)n->h * n->w * n->c > 0;
+    return !(n->op == NNZ_OP_BATCHNORM && ex->deferred_to >= 0) && nnz_node_numel(n) > 0;
 }
 
 /* every node sharing y's gradient buffer finds it at p */
@@ -210,7 +208,7 @@ static void plan_grads(nnz_model *m) {
         const nnz_node *n = &m->nodes[y];
         nnz_node_exec *ey = &m->exec[y];
         ey->grad_pooled = nnz_act_grad_owner(m, y) == y && ey->grad_first >= 0 &&
-                          !(n->op == NNZ_OP_BATCHNORM && ey->fused_act >= 0) && (int64_t)n->h * n->w * n->c > 0;
+                          !(n->op == NNZ_OP_BATCHNORM && ey->fused_act >= 0) && nnz_node_numel(n) > 0;
     }
 }
 
@@ -261,7 +259,7 @@ nnz_status nnz_act_store_layout(nnz_model *m, int batch) {
         const nnz_node_exec *ex = &m->exec[o];
         if (!ex->stored) continue;
         const nnz_node *n = &m->nodes[o];
-        const size_t f = (size_t)batch * n->h * n->w * n->c;
+        const size_t f = (size_t)batch * nnz_node_numel(n);
         const int bwd_end = 2 * nn - 1 - o;
         l[k++] = (life){.start = o, .end = ex->last_fwd_reader, .bytes = round64(f * sizeof(float)), .owner = o, .kind = 0};
         l[k++] = (life){.start = ex->last_fwd_reader, .end = bwd_end, .bytes = round64(f * sizeof(nnz_bf16)), .owner = o,
@@ -274,7 +272,7 @@ nnz_status nnz_act_store_layout(nnz_model *m, int batch) {
         if (!ey->grad_pooled) continue;
         const nnz_node *n = &m->nodes[y];
         l[k++] = (life){.start = 2 * nn - 1 - ey->grad_first, .end = 2 * nn - 1 - ey->grad_last,
-                        .bytes = round64((size_t)batch * n->h * n->w * n->c * sizeof(float)), .owner = y, .kind = 3};
+                        .bytes = round64((size_t)batch * nnz_node_numel(n) * sizeof(float)), .owner = y, .kind = 3};
     }
     const size_t pool_bytes = lay_out(l, k);
     /* what the activations cost without it: their plain fp32 buffers, and the gradients pooled alone */
@@ -301,7 +299,7 @@ nnz_status nnz_act_store_layout(nnz_model *m, int batch) {
             nnz_node_exec *ex = &m->exec[o];
             if (!ex->stored) continue;
             const nnz_node *n = &m->nodes[o];
-            float *buf = nnz_arena_alloc(&m->act_arena, (size_t)batch * n->h * n->w * n->c * sizeof(float), n->name);
+            float *buf = nnz_arena_alloc(&m->act_arena, (size_t)batch * nnz_node_numel(n) * sizeof(float), n->name);
             if (!buf) return NNZ_ERR_NOMEM;
             point(m, o, buf);
             ex->stored = false;
@@ -341,7 +339,7 @@ void nnz_act_store_begin(nnz_model *m, int n) {
 
 static int64_t stored_floats(const nnz_model *m, int o) {
     const nnz_node *n = &m->nodes[o];
-    return (int64_t)m->act_stored_n * n->h * n->w * n->c;
+    return (int64_t)m->act_stored_n * nnz_node_numel(n);
 }
 
 void nnz_act_store_after_forward(nnz_model *m, int t) {

@@ -70,13 +70,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int64_t node_numel(const nnz_node *n) { return (int64_t)n->h * n->w * n->c; }
 static int64_t input_numel(const nnz_model *m) { return (int64_t)m->in_h * m->in_w * m->in_c; }
 
-/* Alias nodes share their input's storage (when that input is a node). */
-static bool is_alias(const nnz_node *n) {
-    return (n->op == NNZ_OP_IDENTITY || n->op == NNZ_OP_FLATTEN) && n->input >= 0;
-}
 
 /* Ops whose backward reads neither their output nor another node's output
  * that an in-place activation could overwrite. */
@@ -221,7 +216,7 @@ static nnz_status plan_fusions(nnz_model *m, const int *consumers) {
     for (int i = 0; i < nn; i++) {
         const int c = consumer[i];
         /* an alias shares its input's gradient, which other consumers may also feed */
-        if (consumers[i] != 1 || c < 0 || is_alias(&m->nodes[c]) || is_alias(&m->nodes[i])) continue;
+        if (consumers[i] != 1 || c < 0 || nnz_node_is_alias(&m->nodes[c]) || nnz_node_is_alias(&m->nodes[i])) continue;
         const nnz_node *cn = &m->nodes[c];
         switch (cn->op) {
         case NNZ_OP_CONV2D: case NNZ_OP_LINEAR: case NNZ_OP_BATCHNORM: ex[i].grad_written = true; break;
@@ -240,7 +235,7 @@ static nnz_status plan_fusions(nnz_model *m, const int *consumers) {
         const nnz_node *pn = &m->nodes[p];
         const int r = pn->input;
         if (pn->op != NNZ_OP_MAXPOOL || pn->stride != pn->k || pn->pad != 0 || r < 0 || consumers[r] != 1 ||
-            is_alias(&m->nodes[r]))
+            nnz_node_is_alias(&m->nodes[r]))
             continue;
         ex[r].grad_written = true;
         const int f = ex[r].fused_into;
@@ -261,8 +256,8 @@ static int eval_chunk_limit(const nnz_model *m, int batch, size_t frame_per_imag
     if (frame_per_image > (size_t)worst) worst = (int64_t)frame_per_image;
     for (int i = 0; i < m->n_nodes && !frame_per_image; i++) {
         const nnz_node *n = &m->nodes[i];
-        int64_t in = n->input < 0 ? input_numel(m) : node_numel(&m->nodes[n->input]);
-        if (in + node_numel(n) > worst) worst = in + node_numel(n);
+        int64_t in = n->input < 0 ? input_numel(m) : nnz_node_numel(&m->nodes[n->input]);
+        if (in + nnz_node_numel(n) > worst) worst = in + nnz_node_numel(n);
     }
     int64_t chunk = NNZ_EVAL_CHUNK_BYTES / (worst * (int64_t)sizeof(float));
     if (chunk < 1) chunk = 1;
@@ -295,13 +290,13 @@ static size_t scratch_floats(const nnz_model *m, int chunk, bool backward) {
  * batch's buffers in memory (and an inference-only reservation needs no batch buffers but the
  * output's). Not with keep_activations (the caller reads every node's batch buffer), when asked
  * (eval_batch_buffers) or when eval cannot run chunks on threads. */
-static bool eval_uses_frames(const nnz_model *m) {
+bool nnz_eval_uses_frames(const nnz_model *m) {
     return !m->keep_activations && !m->eval_batch_buffers && nnz_sgemm_nestable();
 }
 
 /* A node's output buffer in a frame, in floats per image: its size rounded to 64 bytes */
 static size_t frame_floats(const nnz_model *m, int node) {
-    return ((size_t)node_numel(&m->nodes[node]) + 15) & ~(size_t)15;
+    return ((size_t)nnz_node_numel(&m->nodes[node]) + 15) & ~(size_t)15;
 }
 
 /* Extends the life [first, last] of the buffer that holds node's output to node index `at` */
@@ -390,17 +385,17 @@ static nnz_status reserve_buffers(nnz_model *m, int batch, bool training) {
         const nnz_node *n = &m->nodes[i];
         bool inplace = (n->op == NNZ_OP_RELU || n->op == NNZ_OP_RELU6) && n->input >= 0 && !m->keep_activations &&
                        consumers[n->input] == 1 && output_overwritable(m->nodes[n->input].op);
-        m->exec[i].act_owner = is_alias(n) || inplace ? m->exec[n->input].act_owner : i;
+        m->exec[i].act_owner = nnz_node_is_alias(n) || inplace ? m->exec[n->input].act_owner : i;
     }
     /* the plan first: which buffers a training step never touches depends on it */
     NNZ_TRY(plan_fusions(m, consumers));
     nnz_act_store_plan(m, training); /* the gradients (and bf16-stored activations) of the shared pool: laid out below */
     /* inference in frames needs the batch's buffer for the output only */
-    const bool frames = eval_uses_frames(m);
+    const bool frames = nnz_eval_uses_frames(m);
     const int out_owner = m->exec[nn - 1].act_owner;
     for (int i = 0; i < nn; i++) {
         const nnz_node *n = &m->nodes[i];
-        int64_t numel = (int64_t)batch * node_numel(n);
+        int64_t numel = (int64_t)batch * nnz_node_numel(n);
         if (numel > INT32_MAX)
             return nnz_fail(NNZ_ERR_INVALID_ARG, "a batch of %d images is too large for layer '%s' (%lld values); "
                             "use a smaller --batch", batch, n->name, (long long)numel);
@@ -413,7 +408,7 @@ static nnz_status reserve_buffers(nnz_model *m, int batch, bool training) {
         const bool grad = training && !(n->op == NNZ_OP_BATCHNORM && m->exec[i].fused_act >= 0);
         if (owner != i) {
             m->act[i] = m->act[owner];
-            m->dact[i] = is_alias(n)                        ? m->dact[n->input]
+            m->dact[i] = nnz_node_is_alias(n)                        ? m->dact[n->input]
                          : grad && !m->exec[i].grad_pooled ? act_alloc(m, numel, sizeof(float), what)
                                                             : NULL;
         } else {
@@ -599,7 +594,7 @@ typedef struct {
 } act_view;
 static float *view_at(const nnz_model *m, const act_view *v, int idx) {
     float *const base = v->act[idx]; /* NULL: a buffer no node of this forward touches */
-    return base ? base + (int64_t)v->act_n0 * node_numel(&m->nodes[idx]) : NULL;
+    return base ? base + (int64_t)v->act_n0 * nnz_node_numel(&m->nodes[idx]) : NULL;
 }
 static const float *view_input(const nnz_model *m, const act_view *v, int idx, const float *x, int n0) {
     return idx < 0 ? x + (int64_t)n0 * input_numel(m) : view_at(m, v, idx);
@@ -655,7 +650,7 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
         if (ex->fused_into >= 0 || (!train && ex->eval_folded)) continue; /* computed by another node */
         const float *in = view_input(m, v, nd->input, x, n0);
         float *out = view_at(m, v, i);
-        int64_t numel = (int64_t)n * node_numel(nd);
+        int64_t numel = (int64_t)n * nnz_node_numel(nd);
         switch (nd->op) {
         case NNZ_OP_CONV2D: {
             nnz_conv_shape s;
@@ -739,7 +734,7 @@ static void forward_nodes(nnz_model *m, const float *x, int n0, int n, bool trai
             break;
         case NNZ_OP_IDENTITY:
         case NNZ_OP_FLATTEN:
-            if (!is_alias(nd)) memcpy(out, in, (size_t)numel * sizeof(float));
+            if (!nnz_node_is_alias(nd)) memcpy(out, in, (size_t)numel * sizeof(float));
             break;
         case NNZ_OP_MAXPOOL: {
             nnz_pool_shape s;
@@ -842,7 +837,7 @@ nnz_status nnz_model_forward(nnz_model *m, const float *x, int n, bool train) {
         for (int i = 0; i < m->n_nodes; i++) {
             const size_t off = m->exec[i].frame_offset;
             table[i] = off != SIZE_MAX ? frame + off * (size_t)chunk
-                       : m->act[i]     ? m->act[i] + (int64_t)n0 * node_numel(&m->nodes[i])
+                       : m->act[i]     ? m->act[i] + (int64_t)n0 * nnz_node_numel(&m->nodes[i])
                                        : NULL; /* run by no eval node */
         }
         const act_view framed = {table, 0};
@@ -997,10 +992,10 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
                         m->act_stored_n);
     int last = m->n_nodes - 1;
     for (int i = 0; i < last; i++) /* (a pooled one is zeroed on its first turn: nnz_act_store_turn) */
-        if (!is_alias(&m->nodes[i]) && !m->exec[i].grad_written && !m->exec[i].grad_pooled)
-            nnz_zero_floats((int64_t)n * node_numel(&m->nodes[i]), m->dact[i]);
+        if (!nnz_node_is_alias(&m->nodes[i]) && !m->exec[i].grad_written && !m->exec[i].grad_pooled)
+            nnz_zero_floats((int64_t)n * nnz_node_numel(&m->nodes[i]), m->dact[i]);
     if (m->dinput) nnz_zero_floats((int64_t)n * input_numel(m), m->dinput);
-    int64_t out_numel = (int64_t)n * node_numel(&m->nodes[last]);
+    int64_t out_numel = (int64_t)n * nnz_node_numel(&m->nodes[last]);
     memcpy(m->dact[last], dlogits, (size_t)out_numel * sizeof(float)); /* the last node has no consumer */
     for (int i = 0; i <= last; i++) m->exec[i].dout_streamed = m->exec[i].grad_sums_given = m->exec[i].grad_taken = false;
 
@@ -1014,7 +1009,7 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
             t_prev = t;
         }
         const nnz_node *nd = &m->nodes[i];
-        if (is_alias(nd)) continue; /* its gradient already sits in its input's buffer */
+        if (nnz_node_is_alias(nd)) continue; /* its gradient already sits in its input's buffer */
         const nnz_node_exec *ex = &m->exec[i];
         if (ex->fused_into >= 0 && m->nodes[ex->fused_into].op == NNZ_OP_BATCHNORM) continue; /* done by the bn */
         if (ex->dout_streamed || ex->grad_taken) continue; /* done by the batch norm or conv after it (stream_bn_grad) */
@@ -1023,7 +1018,7 @@ nnz_status nnz_model_backward(nnz_model *m, const float *x, int n, const float *
         float *dinp = node_grad(m, nd->input);
         /* false: dinp is this node's to overwrite (it is the input's only consumer) */
         const bool acc = nd->input < 0 || !m->exec[nd->input].grad_written;
-        int64_t numel = (int64_t)n * node_numel(nd);
+        int64_t numel = (int64_t)n * nnz_node_numel(nd);
         switch (nd->op) {
         case NNZ_OP_CONV2D: {
             nnz_conv_shape s;

@@ -474,6 +474,14 @@ void nnz_model_mask_grads(nnz_model *m);
  * the backward turns that touch it. With m->bf16_activations at bf16 compute the activations join
  * it: fp32 while the forward reads them, bf16 until the backward reads them, then fp32 again.
  * Buffers whose lives do not overlap share memory. */
+/* a node's output per image, in floats */
+static inline int64_t nnz_node_numel(const nnz_node *n) { return (int64_t)n->h * n->w * n->c; }
+/* alias nodes (identity, flatten) share their input's storage, when that input is a node */
+static inline bool nnz_node_is_alias(const nnz_node *n) {
+    return (n->op == NNZ_OP_IDENTITY || n->op == NNZ_OP_FLATTEN) && n->input >= 0;
+}
+/* eval forwards run chunks in per-thread frames (model_exec.c), never over the batch's buffers */
+bool nnz_eval_uses_frames(const nnz_model *m);
 bool nnz_act_store_wanted(const nnz_model *m);             /* its options ask for it */
 bool nnz_grads_pool_wanted(const nnz_model *m);            /* training pools the activation gradients */
 void nnz_act_store_plan(nnz_model *m, bool training);       /* after the fusion plan: which buffers, their lives */
