@@ -158,7 +158,7 @@ static void test_cvt_denormals_pinned(void **state) {
 }
 
 /* bf16 -> fp32 is exact: all 65536 patterns, on the reference and the AVX-512 path, and
- * through the dispatcher on every ISA, with odd lengths for the tails. */
+ * through the dispatcher on every ISA, with odd lengths for the tails, and a large array in chunks. */
 static void widen_isa(nnz_isa isa, void *ctx) {
     (void)isa, (void)ctx;
     nnz_bf16 *in = malloc(65536 * sizeof(nnz_bf16));
@@ -180,6 +180,23 @@ static void widen_isa(nnz_isa isa, void *ctx) {
     }
     free(in);
     free(out);
+    /* a large array (every pattern three times and a tail) runs in chunks on the threads */
+    enum { BIG = 3 * 65536 + 5 };
+    nnz_bf16 *bin = malloc(BIG * sizeof(nnz_bf16));
+    float *bout = malloc((BIG + 1) * sizeof(float));
+    assert_non_null(bin);
+    assert_non_null(bout);
+    for (int i = 0; i < BIG; i++) bin[i] = (nnz_bf16)(i * 7 + 3);
+    bout[BIG] = -7.0f;
+    const int saved = nnz_threads();
+    nnz_set_threads(2);
+    nnz_cvt_bf16_to_f32(BIG, bin, bout);
+    nnz_set_threads(saved);
+    for (int i = 0; i < BIG; i++)
+        if (bits_of(bout[i]) != (uint32_t)bin[i] << 16) fail_msg("large array: bf16 0x%04x at %d widened to 0x%08x", bin[i], i, bits_of(bout[i]));
+    assert_true(bout[BIG] == -7.0f);
+    free(bin);
+    free(bout);
 }
 
 static void test_cvt_bf16_to_f32(void **state) {

@@ -19,40 +19,32 @@ nnz_cvt_f32_to_bf16_fn nnz_cvt_f32_to_bf16_kernel(void) {
 
 static void cvt_f32_to_bf16_serial(int64_t n, const float *x, nnz_bf16 *y) { nnz_cvt_f32_to_bf16_kernel()(n, x, y); }
 
-/* Large arrays (a batch's output gradient) in chunks across the threads: one thread converts
- * at memory speed of one core only. Element by element, so the result is the same. */
-void nnz_cvt_f32_to_bf16(int64_t n, const float *x, nnz_bf16 *y) {
-    enum { CHUNK = 1 << 15 };
-    if (n < 4 * CHUNK) { /* the packers call it per row: no parallel region for those */
-        cvt_f32_to_bf16_serial(n, x, y);
-        return;
-    }
-    const int64_t chunks = (n + CHUNK - 1) / CHUNK;
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < chunks; c++) {
-        const int64_t i = c * CHUNK;
-        cvt_f32_to_bf16_serial(n - i < CHUNK ? n - i : CHUNK, x + i, y + i);
-    }
-}
+/* Large arrays (a batch's output gradient, a stored activation) in chunks across the threads: one
+ * thread converts at the memory speed of one core only. Element by element, so the result is the
+ * same; short ones (the packers call it per row) open no parallel region. */
+#define CVT_CHUNK (1 << 15)
+#define CVT_IN_CHUNKS(n, serial, x, y)                                                  \
+    do {                                                                                \
+        if ((n) < 4 * CVT_CHUNK) {                                                      \
+            serial((n), (x), (y));                                                      \
+            break;                                                                      \
+        }                                                                               \
+        const int64_t chunks_ = ((n) + CVT_CHUNK - 1) / CVT_CHUNK;                      \
+        _Pragma("omp parallel for schedule(static)")                                    \
+        for (int64_t c_ = 0; c_ < chunks_; c_++) {                                      \
+            const int64_t i_ = c_ * CVT_CHUNK;                                          \
+            serial((n) - i_ < CVT_CHUNK ? (n) - i_ : CVT_CHUNK, (x) + i_, (y) + i_);    \
+        }                                                                               \
+    } while (0)
+
+void nnz_cvt_f32_to_bf16(int64_t n, const float *x, nnz_bf16 *y) { CVT_IN_CHUNKS(n, cvt_f32_to_bf16_serial, x, y); }
+
 static void cvt_bf16_to_f32_serial(int64_t n, const nnz_bf16 *x, float *y) {
     if (nnz_isa_active() >= NNZ_ISA_AVX512) nnz_cvt_bf16_to_f32_avx512(n, x, y);
     else nnz_cvt_bf16_to_f32_ref(n, x, y);
 }
 
-/* The same chunks on the threads as the other direction (a stored activation widened, act_store.c) */
-void nnz_cvt_bf16_to_f32(int64_t n, const nnz_bf16 *x, float *y) {
-    enum { CHUNK = 1 << 15 };
-    if (n < 4 * CHUNK) {
-        cvt_bf16_to_f32_serial(n, x, y);
-        return;
-    }
-    const int64_t chunks = (n + CHUNK - 1) / CHUNK;
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < chunks; c++) {
-        const int64_t i = c * CHUNK;
-        cvt_bf16_to_f32_serial(n - i < CHUNK ? n - i : CHUNK, x + i, y + i);
-    }
-}
+void nnz_cvt_bf16_to_f32(int64_t n, const nnz_bf16 *x, float *y) { CVT_IN_CHUNKS(n, cvt_bf16_to_f32_serial, x, y); }
 
 /* dst (cols, rows) with ld_dst = bf16(src (rows, cols) with ld_src)^T, rounded as
  * nnz_bf16_from_f32. In 64 x 16 tiles so both sides stay in L1; OpenMP over row tiles
