@@ -495,15 +495,18 @@ static void test_gemm_denormal_inputs(void **state) {
     }
 }
 
-/* 1 and 2 threads give the same bits, on shapes split into several tasks and K blocks. */
+/* 1 and 2 (or 3) threads give the same bits, on shapes split into several tasks and K blocks. */
 static void test_gemm_thread_independent(void **state) {
     (void)state;
     enum { M = 700, N = 300, K = 600 };
     float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * K * N);
     float *C1 = malloc(sizeof(float) * M * N), *C2 = malloc(sizeof(float) * M * N);
-    assert_true(A && B && C1 && C2);
+    float *Bw = malloc(sizeof(float) * 3100 * K), *Cw1 = malloc(sizeof(float) * 100 * 3100),
+          *Cw2 = malloc(sizeof(float) * 100 * 3100);
+    assert_true(A && B && C1 && C2 && Bw && Cw1 && Cw2);
     tu_fill_uniform(A, M * K, -1, 1, 61);
     tu_fill_uniform(B, K * N, -1, 1, 62);
+    tu_fill_uniform(Bw, 3100 * K, -1, 1, 63);
     const int saved = nnz_get_threads();
     for (int via = VIA_EMULATED; via <= VIA_AMX_EMULATED; via++) {
         if (via == VIA_AVX512BF16 && !nnz_isa_supported(NNZ_ISA_AVX512BF16)) continue;
@@ -522,9 +525,18 @@ static void test_gemm_thread_independent(void **state) {
         run_gemm(via, true, true, false, 20, 10, 9000, 1.0f, A, 20, B, 10, 0.0f, C2, 10);
         if (memcmp(C1, C2, sizeof(float) * 20 * 10) != 0)
             fail_msg("%s: 1 and 2 threads differ on a split K", via_names[via]);
+        /* one M block: each of 3 threads packs its own B panels; N over NC (two N blocks, the
+         * second of fewer panels) and K = 512 + 88 (a shorter last K block) */
+        const int nw = via == VIA_AMX_EMULATED ? 2100 : 3100, mw = via == VIA_AMX_EMULATED ? 16 : 100;
+        nnz_set_threads(1);
+        run_gemm(via, true, false, true, mw, nw, K, 1.0f, A, K, Bw, K, 0.0f, Cw1, nw);
+        nnz_set_threads(3);
+        run_gemm(via, true, false, true, mw, nw, K, 1.0f, A, K, Bw, K, 0.0f, Cw2, nw);
+        if (memcmp(Cw1, Cw2, sizeof(float) * mw * nw) != 0)
+            fail_msg("%s: 1 and 3 threads differ on one M block", via_names[via]);
     }
     nnz_set_threads(saved);
-    free(A), free(B), free(C1), free(C2);
+    free(A), free(B), free(C1), free(C2), free(Bw), free(Cw1), free(Cw2);
 }
 
 /* ---- the im2col source ---- */

@@ -84,19 +84,24 @@ static void conv_case_run(const conv_case *cc, uint64_t seed) {
     float *dw16 = tu_falloc_zeroed(nw), *dw_r = tu_falloc_zeroed(nw), *dw_raw = tu_falloc_zeroed(nw), *Sw = tu_falloc_zeroed(nw);
     float *di16 = tu_falloc_zeroed(ni), *di_r = tu_falloc_zeroed(ni), *di_raw = tu_falloc_zeroed(ni), *Si = tu_falloc_zeroed(ni);
     nnz_conv2d_backward(&s16, inp, w, dout, di16, dw16, NULL, scratch);
+    /* a first layer's backward (no data gradient; for few input channels, another path) */
+    float *dw16_only = tu_falloc_zeroed(nw);
+    nnz_conv2d_backward(&s16, inp, w, dout, NULL, dw16_only, NULL, scratch);
     nnz_conv2d_backward(&s, inp_r, w_r, dout_r, di_r, dw_r, NULL, scratch);
     nnz_conv2d_backward(&s, inp, w, dout, di_raw, dw_raw, NULL, scratch);
     nnz_conv2d_backward(&s, inp_a, w_a, dout_a, Si, Sw, NULL, scratch);
     if (depthwise) {
         assert_memory_equal(dw16, dw_raw, nw * sizeof(float));
+        assert_memory_equal(dw16_only, dw_raw, nw * sizeof(float));
         assert_memory_equal(di16, di_raw, ni * sizeof(float));
     } else {
         check_against("conv dweight", dw16, dw_r, dw_raw, Sw, nw, (double)s.N * s.OH * s.OW + 1);
+        check_against("conv dweight without dinp", dw16_only, dw_r, dw_raw, Sw, nw, (double)s.N * s.OH * s.OW + 1);
         const double per_tap = (double)(s.OC / s.groups) + s.KH * s.KW, turned = (double)(s.OC / s.groups) * s.KH * s.KW;
         check_against("conv dinp", di16, di_r, di_raw, Si, ni, (per_tap > turned ? per_tap : turned) + 1);
     }
     float *bufs[] = {inp, w, dout, bias, inp_r, w_r, dout_r, inp_a, w_a, dout_a, bias_a, scratch, out16, out_r,
-                     out_raw, S, dw16, dw_r, dw_raw, Sw, di16, di_r, di_raw, Si};
+                     out_raw, S, dw16, dw_r, dw_raw, Sw, di16, di_r, di_raw, Si, dw16_only};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
 }
 

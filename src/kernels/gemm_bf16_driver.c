@@ -21,6 +21,41 @@ typedef struct {
     int m_blocks, mc_max, kc_max, nc_max;
 } plan;
 
+/* run_blocks' product when M is one block (a weight gradient: M = OC): each thread owns a run of
+ * B's panels and packs them itself, and packs the A block once per K block, so the team never
+ * waits at a barrier (on a 16-thread host with passive waiting, the two barriers per K block
+ * cost more than the K block's products). Same packed numbers, same micro-kernel calls per C
+ * element, in the same order: the same bits as the shared packing. A barrier between N blocks
+ * only (N > NC). */
+static void run_own_panels(const plan *p, int k_lo, int k_hi, float beta, float *C, int ldc, nnz_bf16 *my_ap,
+                           nnz_bf16 *Bp, int tid, int nth) {
+    const nnz_bf16_kernel *kern = p->kern;
+    const int MR = kern->MR, NR = kern->NR, KB = kern->KB, M = p->M, N = p->N;
+    for (int jc = 0; jc < N; jc += kern->NC) {
+        const int nc = min_int(kern->NC, N - jc), panels = ceil_div(nc, NR);
+        const int p0 = panels * tid / nth, p1 = panels * (tid + 1) / nth;
+        /* a panel's slot is kc_max deep, so a shorter last K block keeps to its thread's slots; the
+         * next N block's runs may take slots another thread still reads */
+        if (jc > 0) {
+#pragma omp barrier
+        }
+        for (int pc = k_lo; pc < k_hi && p0 < p1; pc += kern->KC) {
+            const int kc = min_int(kern->KC, k_hi - pc), kc_pad = round_up(kc, KB);
+            const float beta_k = pc == k_lo ? beta : 1.0f;
+            for (int jp = p0; jp < p1; jp++)
+                nnz_bf16_pack_b(p->B, pc, kc, jc + jp * NR, min_int(NR, nc - jp * NR), NR, kc_pad,
+                                Bp + (size_t)jp * NR * p->kc_max);
+            for (int ir = 0; ir < M; ir += MR)
+                nnz_bf16_pack_a(p->A, ir, min_int(MR, M - ir), pc, kc, MR, KB, kc_pad, my_ap + (size_t)ir * kc_pad);
+            for (int jp = p0; jp < p1; jp++)
+                for (int ir = 0; ir < M; ir += MR)
+                    kern->ukr(kc_pad, my_ap + (size_t)ir * kc_pad, Bp + (size_t)jp * NR * p->kc_max,
+                              C + (size_t)ir * ldc + jc + jp * NR, ldc, min_int(MR, M - ir), min_int(NR, nc - jp * NR),
+                              p->alpha, beta_k);
+        }
+    }
+}
+
 /* C = alpha * op(A)[:, k_lo:k_hi) op(B)[k_lo:k_hi, :) + beta * C: the header's loops, shared out
  * among the nth threads of the enclosing team (this is thread tid; nth = 1: alone, no barrier).
  * my_ap: this thread's A block; Bp: the B block, shared by the team. */
@@ -28,6 +63,10 @@ static void run_blocks(const plan *p, int k_lo, int k_hi, float beta, float *C, 
                        nnz_bf16 *Bp, int tid, int nth) {
     const nnz_bf16_kernel *kern = p->kern;
     const int MR = kern->MR, NR = kern->NR, KB = kern->KB, M = p->M, N = p->N;
+    if (p->m_blocks == 1 && nth > 1) { /* one M block: every B panel has one reader */
+        run_own_panels(p, k_lo, k_hi, beta, C, ldc, my_ap, Bp, tid, nth);
+        return;
+    }
     for (int jc = 0; jc < N; jc += kern->NC) {
         const int nc = min_int(kern->NC, N - jc), panels = ceil_div(nc, NR);
         /* enough tasks for every thread: split the panels into runs when M gives few blocks */
@@ -41,14 +80,17 @@ static void run_blocks(const plan *p, int k_lo, int k_hi, float beta, float *C, 
             if (nth > 1) {
 #pragma omp barrier
             }
+            int packed_ic = -1; /* a thread's next task often has the same rows: packed once */
             for (int t = tasks * tid / nth; t < tasks * (tid + 1) / nth; t++) {
                 const int ic = (t / runs) * p->mc_max, mc = min_int(p->mc_max, M - ic);
                 const int run = t % runs;
                 const int p0 = panels * run / runs, p1 = panels * (run + 1) / runs;
                 if (mc <= 0) continue;
-                for (int ir = 0; ir < mc; ir += MR)
-                    nnz_bf16_pack_a(p->A, ic + ir, min_int(MR, mc - ir), pc, kc, MR, KB, kc_pad,
-                                    my_ap + (size_t)ir * kc_pad);
+                if (ic != packed_ic)
+                    for (int ir = 0; ir < mc; ir += MR)
+                        nnz_bf16_pack_a(p->A, ic + ir, min_int(MR, mc - ir), pc, kc, MR, KB, kc_pad,
+                                        my_ap + (size_t)ir * kc_pad);
+                packed_ic = ic;
                 for (int jp = p0; jp < p1; jp++)
                     for (int ir = 0; ir < mc; ir += MR)
                         kern->ukr(kc_pad, my_ap + (size_t)ir * kc_pad, Bp + (size_t)jp * NR * kc_pad,

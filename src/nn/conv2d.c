@@ -174,12 +174,27 @@ static bool bf16_small_input(const nnz_conv_shape *s) {
            s->OC <= SMALL_GEMM_MAX_CH && (s->KH > 1 || s->KW > 1);
 }
 
-/* its scratch: the rounded input and weight, then the fp32 implicit forward's */
-static size_t bf16_small_input_floats(const nnz_conv_shape *s) {
+/* the same layer at fp32 compute, run over the rounded operands */
+static nnz_conv_shape bf16_small_input_f32(const nnz_conv_shape *s) {
     nnz_conv_shape f = *s;
     f.compute = NNZ_F32;
+    f.kernel_weight = NULL; /* a kernel-layout copy would hold the unrounded weight */
+    return f;
+}
+
+/* its scratch: the rounded input and weight, then the fp32 implicit forward's */
+static size_t bf16_small_input_floats(const nnz_conv_shape *s) {
+    const nnz_conv_shape f = bf16_small_input_f32(s);
     return round16((size_t)s->N * s->H * s->W * s->IC) + round16((size_t)s->OC * s->KH * s->KW * s->IC) +
            implicit_forward_floats(&f);
+}
+
+/* x rounded to bf16 values into y, n floats, on the threads when large */
+static void round_to_bf16_parallel(size_t n, const float *x, float *y) {
+    const int64_t piece = 16384; /* floats per thread's call */
+#pragma omp parallel for schedule(static) if (n >= 65536)
+    for (int64_t a = 0; a < (int64_t)n; a += piece)
+        nnz_round_to_bf16((int64_t)n - a < piece ? (int64_t)n - a : piece, x + a, y + a);
 }
 
 /* A stride-1 convolution's data gradient is itself a convolution: of dout, with the window turned
@@ -237,6 +252,24 @@ static size_t implicit_grad_scratch_floats(const nnz_conv_shape *s) {
     if (!use_implicit_wgrad(s)) return use_implicit_dgrad(s) ? kq : 0;
     const nnz_conv_window g = window_of(s);
     return kq + nnz_conv_implicit_wgrad_scratch_floats(&g, wgrad_images_per_chunk(s), s->IC, s->OC);
+}
+
+/* A bf16 convolution over few input channels (bf16_small_input) runs its weight gradient, and
+ * its data gradient when asked, on the fp32 implicit kernels over operands rounded to bf16
+ * values, as its forward does: the bf16 GEMM's im2col source would stage KH*KW columns of 1-3
+ * values per pixel (lenet5's conv1 backward: 1.5-3.5x the fp32 step's). */
+static bool bf16_small_input_backward(const nnz_conv_shape *s, bool with_dinp) {
+    if (!bf16_small_input(s)) return false;
+    const nnz_conv_shape f = bf16_small_input_f32(s);
+    return use_implicit_wgrad(&f) && (!with_dinp || use_implicit_dgrad(&f));
+}
+
+/* its scratch: the rounded input, output gradient and weight, then the implicit gradients' */
+static size_t bf16_small_input_grad_floats(const nnz_conv_shape *s) {
+    if (!bf16_small_input_backward(s, false)) return 0;
+    const nnz_conv_shape f = bf16_small_input_f32(s);
+    return round16((size_t)s->N * s->H * s->W * s->IC) + round16((size_t)s->N * s->OH * s->OW * s->OC) +
+           round16((size_t)s->OC * s->KH * s->KW * s->IC) + implicit_grad_scratch_floats(&f);
 }
 
 /* floats of one image's im2col rows for one group */
@@ -317,6 +350,7 @@ size_t nnz_conv2d_scratch_floats(const nnz_conv_shape *s) {
     const size_t col = col_region_floats(s) + bf16_extra_floats(s), implicit = implicit_grad_scratch_floats(s);
     const size_t fwd = use_implicit_conv(s) ? implicit_forward_floats(s) : bf16_small_input(s) ? bf16_small_input_floats(s) : 0;
     size_t most = col > implicit ? col : implicit; /* used one after the other */
+    if (bf16_small_input_grad_floats(s) > most) most = bf16_small_input_grad_floats(s);
     if (winograd_scratch_floats(s) > most) most = winograd_scratch_floats(s); /* or instead of them */
     return most > fwd ? most : fwd;
 }
@@ -518,15 +552,10 @@ void nnz_conv2d_forward_ep(const nnz_conv_shape *s, const float *inp, const floa
         return;
     }
     if (bf16_small_input(s)) {
-        nnz_conv_shape f = *s;
-        f.compute = NNZ_F32;
-        f.kernel_weight = NULL; /* a kernel-layout copy would hold the unrounded weight */
+        const nnz_conv_shape f = bf16_small_input_f32(s);
         const size_t nx = (size_t)s->N * s->H * s->W * s->IC, nw = (size_t)s->OC * s->KH * s->KW * s->IC;
         float *xr = scratch, *wr = scratch + round16(nx);
-        const int64_t piece = 16384; /* floats per thread's call */
-#pragma omp parallel for schedule(static) if (nx >= 65536)
-        for (int64_t a = 0; a < (int64_t)nx; a += piece)
-            nnz_round_to_bf16((int64_t)nx - a < piece ? (int64_t)nx - a : piece, inp + a, xr + a);
+        round_to_bf16_parallel(nx, inp, xr);
         nnz_round_to_bf16((int64_t)nw, weight, wr);
         nnz_conv2d_forward_ep(&f, xr, wr, bias, ep, out, wr + round16(nw));
         return;
@@ -794,6 +823,16 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
     const nnz_conv_window g = window_of(s);
     const int64_t out_rows = (int64_t)s->N * s->OH * s->OW;
     if (dbias) nnz_bias_grad_acc(out_rows, s->OC, dout, dbias);
+    if (bf16_small_input_backward(s, dinp != NULL)) {
+        const nnz_conv_shape f = bf16_small_input_f32(s);
+        const size_t nx = (size_t)s->N * s->H * s->W * s->IC, nw = (size_t)s->OC * s->KH * s->KW * s->IC;
+        float *xr = scratch, *dr = xr + round16(nx), *wr = dr + round16((size_t)out_rows * s->OC);
+        round_to_bf16_parallel(nx, inp, xr);
+        round_to_bf16_parallel((size_t)out_rows * s->OC, dout, dr);
+        if (dinp) nnz_round_to_bf16((int64_t)nw, weight, wr);
+        nnz_conv2d_backward_ex(&f, xr, dinp ? wr : weight, dr, dinp, accumulate, dweight, NULL, wr + round16(nw));
+        return;
+    }
     const conv_path path = conv_path_of(s);
     if (path == CONV_DEPTHWISE) {
         depthwise_backward(s, inp, NULL, NULL, NULL, 0, NULL, weight, dout, dinp, accumulate, dweight, scratch); /* no buffers */
