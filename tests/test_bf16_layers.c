@@ -38,7 +38,9 @@ static void check_against(const char *what, const float *got, const float *want,
         if (fabs((double)got[i] - want[i]) > bound) fail_msg("%s[%zu]: bf16 %.9g vs rounded fp32 %.9g, bound %.3g", what, i, got[i], want[i], bound);
         if (raw && fabs((double)got[i] - raw[i]) > bound) beyond++;
     }
-    if (raw && beyond == 0) fail_msg("%s: bf16 equals fp32 on unrounded inputs: nothing was rounded", what);
+    /* a long chain's bound (chain * 2^-23 near bf16's 2^-9) holds the rounding's effect too */
+    if (raw && beyond == 0 && chain < 4096)
+        fail_msg("%s: bf16 equals fp32 on unrounded inputs: nothing was rounded", what);
 }
 
 typedef struct { int N, H, W, IC, OC, k, stride, pad, groups; } conv_case;
@@ -116,6 +118,7 @@ static void conv_all(nnz_isa isa, void *ctx) {
         {1, 4, 4, 64, 40, 3, 1, 1, 1},  /* K = 576 */
         {3, 9, 8, 1, 6, 5, 1, 2, 1},    /* 1 channel: the fp32 implicit kernel over rounded operands */
         {2, 10, 7, 3, 5, 3, 2, 1, 1},   /* 3 channels, stride 2: the same */
+        {3, 96, 96, 1, 64, 5, 1, 2, 1}, /* 1 channel, its backward in chunks of one image (> 2^20 / 3 floats each) */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) conv_case_run(&cases[i], 100 + 10 * i + (uint64_t)isa);
 }

@@ -264,11 +264,20 @@ static bool bf16_small_input_backward(const nnz_conv_shape *s, bool with_dinp) {
     return use_implicit_wgrad(&f) && (!with_dinp || use_implicit_dgrad(&f));
 }
 
-/* its scratch: the rounded input, output gradient and weight, then the implicit gradients' */
+/* It runs in chunks of images whose rounded output gradient stays within this many floats (4 MB):
+ * the whole batch's would be a first layer's largest buffer again (lenet5: 12.8 MB). */
+#define SMALL_INPUT_GRAD_FLOATS ((size_t)1 << 20)
+static int bf16_small_input_grad_images(const nnz_conv_shape *s) {
+    const size_t per = (size_t)s->OH * s->OW * s->OC, b = per ? SMALL_INPUT_GRAD_FLOATS / per : (size_t)s->N;
+    return b < 1 ? 1 : b > (size_t)s->N ? s->N : (int)b;
+}
+
+/* a chunk's rounded input and output gradient, the rounded weight, then the implicit gradients' */
 static size_t bf16_small_input_grad_floats(const nnz_conv_shape *s) {
     if (!bf16_small_input_backward(s, false)) return 0;
-    const nnz_conv_shape f = bf16_small_input_f32(s);
-    return round16((size_t)s->N * s->H * s->W * s->IC) + round16((size_t)s->N * s->OH * s->OW * s->OC) +
+    nnz_conv_shape f = bf16_small_input_f32(s);
+    f.N = bf16_small_input_grad_images(s);
+    return round16((size_t)f.N * s->H * s->W * s->IC) + round16((size_t)f.N * s->OH * s->OW * s->OC) +
            round16((size_t)s->OC * s->KH * s->KW * s->IC) + implicit_grad_scratch_floats(&f);
 }
 
@@ -823,14 +832,20 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
     const nnz_conv_window g = window_of(s);
     const int64_t out_rows = (int64_t)s->N * s->OH * s->OW;
     if (dbias) nnz_bias_grad_acc(out_rows, s->OC, dout, dbias);
-    if (bf16_small_input_backward(s, dinp != NULL)) {
-        const nnz_conv_shape f = bf16_small_input_f32(s);
-        const size_t nx = (size_t)s->N * s->H * s->W * s->IC, nw = (size_t)s->OC * s->KH * s->KW * s->IC;
-        float *xr = scratch, *dr = xr + round16(nx), *wr = dr + round16((size_t)out_rows * s->OC);
-        round_to_bf16_parallel(nx, inp, xr);
-        round_to_bf16_parallel((size_t)out_rows * s->OC, dout, dr);
+    if (bf16_small_input_backward(s, dinp != NULL)) { /* dweight accumulates over the chunks */
+        nnz_conv_shape f = bf16_small_input_f32(s);
+        const int chunk = bf16_small_input_grad_images(s);
+        const size_t in_img = (size_t)s->H * s->W * s->IC, out_img = (size_t)s->OH * s->OW * s->OC,
+                     nw = (size_t)s->OC * s->KH * s->KW * s->IC;
+        float *xr = scratch, *dr = xr + round16(chunk * in_img), *wr = dr + round16(chunk * out_img);
         if (dinp) nnz_round_to_bf16((int64_t)nw, weight, wr);
-        nnz_conv2d_backward_ex(&f, xr, dinp ? wr : weight, dr, dinp, accumulate, dweight, NULL, wr + round16(nw));
+        for (int n0 = 0; n0 < s->N; n0 += chunk) {
+            f.N = s->N - n0 < chunk ? s->N - n0 : chunk;
+            round_to_bf16_parallel(f.N * in_img, inp + n0 * in_img, xr);
+            round_to_bf16_parallel(f.N * out_img, dout + n0 * out_img, dr);
+            nnz_conv2d_backward_ex(&f, xr, dinp ? wr : weight, dr, dinp ? dinp + n0 * in_img : NULL, accumulate,
+                                   dweight, NULL, wr + round16(nw));
+        }
         return;
     }
     const conv_path path = conv_path_of(s);
