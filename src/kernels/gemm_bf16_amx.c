@@ -3,7 +3,8 @@
  * kernels.h; blocking in gemm_bf16_driver.h.
  *
  * Micro-tile 32x32 fp32 = 2x2 C tiles of 16x16 (tmm0..3). Per 32-k block: two A tiles
- * (16 rows x 32 bf16, tmm4..5) from an MR = 32, KB = 32 A panel (row stride 64 bytes) and
+ * (16 rows x 32 bf16, tmm4..5) from an MR = 32, KB = 32 A panel (row stride 64 bytes), or from
+ * a stored bf16 A in place (its row stride; the driver decides, a_in_place), and
  * two B tiles (K = 32 as 16 VNNI pair-rows x 16 columns, tmm6..7) from the NR = 32 B panel
  * (row stride 128 bytes, the second tile 64 bytes in), then 4 tdpbf16ps. kc is padded to
  * a multiple of 32 and M, N edges to the tile with zeros by the packing. A full 32x32
@@ -45,8 +46,10 @@ static bool c_in_tiles(int mr, int nr, float alpha, float beta) {
     return mr == TILE_MR && nr == TILE_NR && alpha == 1.0f && (beta == 0.0f || beta == 1.0f);
 }
 
-static void ukr_tile_emulated(int kc_pad, const nnz_bf16 *Ap, const nnz_bf16 *Bp, float *C, int64_t ldc, int mr,
-                              int nr, float alpha, float beta) {
+/* A's 32-k block t of row r is at A + t * a_step + r * a_stride: a packed panel (stride 32, step
+ * A_BLOCK) or a stored bf16 matrix read in place (stride lda, step 32): the same tile loads */
+static void tile_emulated(int kc_pad, const nnz_bf16 *Ap, int64_t a_stride, int64_t a_step, const nnz_bf16 *Bp,
+                          float *C, int64_t ldc, int mr, int nr, float alpha, float beta) {
     float buf[TILE_MR * TILE_NR];
     const bool direct = c_in_tiles(mr, nr, alpha, beta);
     if (direct && beta == 1.0f)
@@ -54,12 +57,13 @@ static void ukr_tile_emulated(int kc_pad, const nnz_bf16 *Ap, const nnz_bf16 *Bp
     else
         memset(buf, 0, sizeof buf);
     for (int t = 0; t < kc_pad / TILE_K; t++) {
-        const nnz_bf16 *a = Ap + (size_t)t * A_BLOCK, *b = Bp + (size_t)t * B_BLOCK;
+        const nnz_bf16 *a = Ap + t * a_step, *b = Bp + (size_t)t * B_BLOCK;
+        const int lda = (int)a_stride;
         /* the same four tile products, with the same strides, as ukr_amx */
-        nnz_bf16_tile_dp_emulated(buf, TILE_NR, a, 32, b, 64);
-        nnz_bf16_tile_dp_emulated(buf + 16, TILE_NR, a, 32, b + 32, 64);
-        nnz_bf16_tile_dp_emulated(buf + 16 * TILE_NR, TILE_NR, a + 16 * 32, 32, b, 64);
-        nnz_bf16_tile_dp_emulated(buf + 16 * TILE_NR + 16, TILE_NR, a + 16 * 32, 32, b + 32, 64);
+        nnz_bf16_tile_dp_emulated(buf, TILE_NR, a, lda, b, 64);
+        nnz_bf16_tile_dp_emulated(buf + 16, TILE_NR, a, lda, b + 32, 64);
+        nnz_bf16_tile_dp_emulated(buf + 16 * TILE_NR, TILE_NR, a + 16 * a_stride, lda, b, 64);
+        nnz_bf16_tile_dp_emulated(buf + 16 * TILE_NR + 16, TILE_NR, a + 16 * a_stride, lda, b + 32, 64);
     }
     if (direct)
         for (int i = 0; i < TILE_MR; i++) memcpy(C + (size_t)i * ldc, buf + i * TILE_NR, TILE_NR * sizeof(float));
@@ -67,12 +71,24 @@ static void ukr_tile_emulated(int kc_pad, const nnz_bf16 *Ap, const nnz_bf16 *Bp
         store_tile(buf, C, ldc, mr, nr, alpha, beta);
 }
 
+static void ukr_tile_emulated(int kc_pad, const nnz_bf16 *Ap, const nnz_bf16 *Bp, float *C, int64_t ldc, int mr,
+                              int nr, float alpha, float beta) {
+    tile_emulated(kc_pad, Ap, 32, A_BLOCK, Bp, C, ldc, mr, nr, alpha, beta);
+}
+
+static void ukr_tile_emulated_lda(int kc_pad, const nnz_bf16 *A, int64_t lda, const nnz_bf16 *Bp, float *C,
+                                  int64_t ldc, int mr, int nr, float alpha, float beta) {
+    tile_emulated(kc_pad, A, lda, TILE_K, Bp, C, ldc, mr, nr, alpha, beta);
+}
+
 #include "kernels/amx_tiles.h"
 
 #ifdef HAVE_AMX_INTRINSICS
 
-TARGET_AMX static void ukr_amx(int kc_pad, const nnz_bf16 *Ap, const nnz_bf16 *Bp, float *C, int64_t ldc, int mr,
-                               int nr, float alpha, float beta) {
+/* A as in tile_emulated */
+TARGET_AMX static inline void tile_amx(int kc_pad, const nnz_bf16 *Ap, int64_t a_stride, int64_t a_step,
+                                       const nnz_bf16 *Bp, float *C, int64_t ldc, int mr, int nr, float alpha,
+                                       float beta) {
     float buf[TILE_MR * TILE_NR] __attribute__((aligned(64)));
     const bool direct = c_in_tiles(mr, nr, alpha, beta);
     const int64_t stride = ldc * (int64_t)sizeof(float);
@@ -88,9 +104,9 @@ TARGET_AMX static void ukr_amx(int kc_pad, const nnz_bf16 *Ap, const nnz_bf16 *B
         _tile_zero(3);
     }
     for (int t = 0; t < kc_pad / TILE_K; t++) {
-        const nnz_bf16 *a = Ap + (size_t)t * A_BLOCK, *b = Bp + (size_t)t * B_BLOCK;
-        _tile_loadd(4, a, 64);           /* A rows 0..15 */
-        _tile_loadd(5, a + 16 * 32, 64); /* A rows 16..31 */
+        const nnz_bf16 *a = Ap + t * a_step, *b = Bp + (size_t)t * B_BLOCK;
+        _tile_loadd(4, a, a_stride * 2);                 /* A rows 0..15 */
+        _tile_loadd(5, a + 16 * a_stride, a_stride * 2); /* A rows 16..31 */
         _tile_loadd(6, b, 128);          /* B columns 0..15 */
         _tile_loadd(7, b + 32, 128);     /* B columns 16..31 */
         _tile_dpbf16ps(0, 4, 6);
@@ -111,6 +127,16 @@ TARGET_AMX static void ukr_amx(int kc_pad, const nnz_bf16 *Ap, const nnz_bf16 *B
     _tile_stored(3, buf + 16 * TILE_NR + 16, TILE_NR * 4);
     store_tile(buf, C, ldc, mr, nr, alpha, beta);
 }
+
+TARGET_AMX static void ukr_amx(int kc_pad, const nnz_bf16 *Ap, const nnz_bf16 *Bp, float *C, int64_t ldc, int mr,
+                               int nr, float alpha, float beta) {
+    tile_amx(kc_pad, Ap, 32, A_BLOCK, Bp, C, ldc, mr, nr, alpha, beta);
+}
+
+TARGET_AMX static void ukr_amx_lda(int kc_pad, const nnz_bf16 *A, int64_t lda, const nnz_bf16 *Bp, float *C,
+                                   int64_t ldc, int mr, int nr, float alpha, float beta) {
+    tile_amx(kc_pad, A, lda, TILE_K, Bp, C, ldc, mr, nr, alpha, beta);
+}
 #endif
 
 /* KC 512: 32 KiB per A or B micro-panel (16 tile loads each); MC 256 rows of A (256 KiB) in L2 */
@@ -123,7 +149,7 @@ size_t nnz_gemm_bf16_amx_bytes(int threads) {
 
 bool nnz_gemm_bf16_amx_emulated_src(int M, int N, int K, float alpha, const nnz_bf16_src *A,
                                     const nnz_bf16_src *B, float beta, float *C, int ldc) {
-    static const nnz_bf16_kernel kern = {AMX_BLOCKS, .ukr = ukr_tile_emulated};
+    static const nnz_bf16_kernel kern = {AMX_BLOCKS, .ukr = ukr_tile_emulated, .ukr_lda = ukr_tile_emulated_lda};
     return nnz_gemm_bf16_blocked(&kern, M, N, K, alpha, A, B, beta, C, ldc);
 }
 
@@ -131,7 +157,7 @@ bool nnz_gemm_bf16_amx_src(int M, int N, int K, float alpha, const nnz_bf16_src 
                            float beta, float *C, int ldc) {
 #ifdef HAVE_AMX_INTRINSICS
     if (!nnz_isa_supported(NNZ_ISA_AMX)) return false;
-    static const nnz_bf16_kernel kern = {AMX_BLOCKS, .ukr = ukr_amx, .thread_enter = nnz_amx_tiles_enter,
+    static const nnz_bf16_kernel kern = {AMX_BLOCKS, .ukr = ukr_amx, .ukr_lda = ukr_amx_lda, .thread_enter = nnz_amx_tiles_enter,
                                          .thread_leave = nnz_amx_tiles_leave};
     return nnz_gemm_bf16_blocked(&kern, M, N, K, alpha, A, B, beta, C, ldc);
 #else

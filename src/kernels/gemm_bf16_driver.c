@@ -21,6 +21,28 @@ typedef struct {
     int m_blocks, mc_max, kc_max, nc_max;
 } plan;
 
+/* The micro-kernel reads A's MR-row panel at row i, K block pc, in place (no packing) when A is
+ * a stored bf16 matrix (not turned), the panel has MR real rows, the K block needs no padding
+ * and the kernel can (AMX: a tile loads rows at any stride). Same numbers, same tile products. */
+static bool a_in_place(const plan *p, int i, int kc, int kc_pad) {
+    return p->kern->ukr_lda && !p->A->f32 && !p->A->win && !p->A->trans && kc == kc_pad && i + p->kern->MR <= p->M;
+}
+
+static void pack_a_unless_in_place(const plan *p, int i, int mr, int pc, int kc, int kc_pad, nnz_bf16 *ap) {
+    if (!a_in_place(p, i, kc, kc_pad)) nnz_bf16_pack_a(p->A, i, mr, pc, kc, p->kern->MR, p->kern->KB, kc_pad, ap);
+}
+
+/* the micro-tile at rows [i, i+mr), columns [j, j+nr) over K block pc: A from ap or in place */
+static void micro_tile(const plan *p, int i, int mr, int j, int nr, int pc, int kc, int kc_pad, const nnz_bf16 *ap,
+                       const nnz_bf16 *bp, float *C, int ldc, float beta) {
+    float *c = C + (size_t)i * ldc + j;
+    if (a_in_place(p, i, kc, kc_pad))
+        p->kern->ukr_lda(kc_pad, (const nnz_bf16 *)p->A->p + (size_t)i * p->A->ld + pc, p->A->ld, bp, c, ldc, mr, nr,
+                         p->alpha, beta);
+    else
+        p->kern->ukr(kc_pad, ap, bp, c, ldc, mr, nr, p->alpha, beta);
+}
+
 /* run_blocks' product when M is one block (a weight gradient: M = OC): each thread owns a run of
  * B's panels and packs them itself, and packs the A block once per K block, so the team never
  * waits at a barrier (on a 16-thread host with passive waiting, the two barriers per K block
@@ -46,12 +68,11 @@ static void run_own_panels(const plan *p, int k_lo, int k_hi, float beta, float 
                 nnz_bf16_pack_b(p->B, pc, kc, jc + jp * NR, min_int(NR, nc - jp * NR), NR, kc_pad,
                                 Bp + (size_t)jp * NR * p->kc_max);
             for (int ir = 0; ir < M; ir += MR)
-                nnz_bf16_pack_a(p->A, ir, min_int(MR, M - ir), pc, kc, MR, KB, kc_pad, my_ap + (size_t)ir * kc_pad);
+                pack_a_unless_in_place(p, ir, min_int(MR, M - ir), pc, kc, kc_pad, my_ap + (size_t)ir * kc_pad);
             for (int jp = p0; jp < p1; jp++)
                 for (int ir = 0; ir < M; ir += MR)
-                    kern->ukr(kc_pad, my_ap + (size_t)ir * kc_pad, Bp + (size_t)jp * NR * p->kc_max,
-                              C + (size_t)ir * ldc + jc + jp * NR, ldc, min_int(MR, M - ir), min_int(NR, nc - jp * NR),
-                              p->alpha, beta_k);
+                    micro_tile(p, ir, min_int(MR, M - ir), jc + jp * NR, min_int(NR, nc - jp * NR), pc, kc, kc_pad,
+                               my_ap + (size_t)ir * kc_pad, Bp + (size_t)jp * NR * p->kc_max, C, ldc, beta_k);
         }
     }
 }
@@ -88,14 +109,13 @@ static void run_blocks(const plan *p, int k_lo, int k_hi, float beta, float *C, 
                 if (mc <= 0) continue;
                 if (ic != packed_ic)
                     for (int ir = 0; ir < mc; ir += MR)
-                        nnz_bf16_pack_a(p->A, ic + ir, min_int(MR, mc - ir), pc, kc, MR, KB, kc_pad,
-                                        my_ap + (size_t)ir * kc_pad);
+                        pack_a_unless_in_place(p, ic + ir, min_int(MR, mc - ir), pc, kc, kc_pad,
+                                               my_ap + (size_t)ir * kc_pad);
                 packed_ic = ic;
                 for (int jp = p0; jp < p1; jp++)
                     for (int ir = 0; ir < mc; ir += MR)
-                        kern->ukr(kc_pad, my_ap + (size_t)ir * kc_pad, Bp + (size_t)jp * NR * kc_pad,
-                                  C + (size_t)(ic + ir) * ldc + jc + jp * NR, ldc, min_int(MR, mc - ir),
-                                  min_int(NR, nc - jp * NR), p->alpha, beta_k);
+                        micro_tile(p, ic + ir, min_int(MR, mc - ir), jc + jp * NR, min_int(NR, nc - jp * NR), pc, kc,
+                                   kc_pad, my_ap + (size_t)ir * kc_pad, Bp + (size_t)jp * NR * kc_pad, C, ldc, beta_k);
             }
             if (nth > 1) { /* Bp is packed again for the next block */
 #pragma omp barrier

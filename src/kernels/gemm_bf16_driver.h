@@ -25,10 +25,15 @@
 typedef void (*nnz_bf16_ukr)(int kc_pad, const nnz_bf16 *Ap, const nnz_bf16 *Bp, float *C, int64_t ldc, int mr,
                              int nr, float alpha, float beta);
 
+/* The same over A read in place: MR rows of a stored bf16 matrix at row stride lda (elements),
+ * kc_pad columns (no padding: the driver packs a K block that needs it). */
+typedef void (*nnz_bf16_ukr_lda)(int kc_pad, const nnz_bf16 *A, int64_t lda, const nnz_bf16 *Bp, float *C,
+                                 int64_t ldc, int mr, int nr, float alpha, float beta);
 typedef struct {
     int MR, NR, KB;              /* micro-tile; A's k-block (kc_pad is a multiple of KB; KB even) */
     int KC, MC, NC;              /* cache blocks: KC a multiple of KB, MC of MR, NC of NR */
     nnz_bf16_ukr ukr;
+    nnz_bf16_ukr_lda ukr_lda;    /* may be NULL: A is always packed */
     void (*thread_enter)(void);  /* per thread, before its first micro-kernel (may be NULL) */
     void (*thread_leave)(void);
 } nnz_bf16_kernel;
