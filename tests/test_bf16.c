@@ -539,6 +539,42 @@ static void test_gemm_thread_independent(void **state) {
     free(A), free(B), free(C1), free(C2), free(Bw), free(Cw1), free(Cw2);
 }
 
+/* A bf16 A read in place (AMX, a_in_place) must stop where the matrix does: an A whose rows hold
+ * NaN past K (ld > K), with K not a multiple of 32 (a short last K block): read in place past
+ * its end, a NaN meets B's zero padding and C holds NaN. M is not a multiple of 32 and A is
+ * allocated to its last row, so an edge panel read in place reads past the allocation (what
+ * the sanitizer build catches; its rows would not be stored). Also 1 and 3 threads on one M
+ * block of bf16 A (in place on every full panel), bit for bit. */
+static void test_gemm_a_in_place_bounds(void **state) {
+    (void)state;
+    enum { M = 45, N = 70, K = 561, LDA = K + 40 };
+    nnz_bf16 *A = malloc(sizeof(nnz_bf16) * (size_t)M * LDA), *B = malloc(sizeof(nnz_bf16) * (size_t)K * N);
+    float *Af = malloc(sizeof(float) * (size_t)M * K), *Bf = malloc(sizeof(float) * (size_t)K * N);
+    float *C1 = malloc(sizeof(float) * M * N), *C3 = malloc(sizeof(float) * M * N);
+    assert_true(A && B && Af && Bf && C1 && C3);
+    tu_fill_uniform(Af, (int64_t)M * K, -1, 1, 71);
+    tu_fill_uniform(Bf, (int64_t)K * N, -1, 1, 72);
+    const nnz_bf16 qnan = 0x7FC0;
+    for (size_t i = 0; i < (size_t)M * LDA; i++) A[i] = qnan;
+    for (int i = 0; i < M; i++) nnz_cvt_f32_to_bf16_ref(K, Af + (size_t)i * K, A + (size_t)i * LDA);
+    nnz_cvt_f32_to_bf16_ref((int64_t)K * N, Bf, B);
+    const int saved = nnz_get_threads();
+    for (int via = VIA_DISPATCH; via <= VIA_AMX_EMULATED; via++) {
+        if (via == VIA_AVX512BF16 && !nnz_isa_supported(NNZ_ISA_AVX512BF16)) continue;
+        if (via == VIA_AMX && !nnz_isa_supported(NNZ_ISA_AMX)) continue;
+        nnz_set_threads(1);
+        run_gemm(via, false, false, false, M, N, K, 1.0f, A, LDA, B, N, 0.0f, C1, N);
+        for (int i = 0; i < M * N; i++)
+            if (!isfinite(C1[i])) fail_msg("%s: C[%d] = %g: A was read past its rows or columns", via_names[via], i, C1[i]);
+        if (via == VIA_EMULATED) continue; /* OpenBLAS's threading is its own */
+        nnz_set_threads(3);
+        run_gemm(via, false, false, false, M, N, K, 1.0f, A, LDA, B, N, 0.0f, C3, N);
+        if (memcmp(C1, C3, sizeof(float) * M * N) != 0) fail_msg("%s: 1 and 3 threads differ on a bf16 A", via_names[via]);
+    }
+    nnz_set_threads(saved);
+    free(A), free(B), free(Af), free(Bf), free(C1), free(C3);
+}
+
 /* ---- the im2col source ---- */
 
 typedef bool (*src_path)(int, int, int, float, const nnz_bf16_src *, const nnz_bf16_src *, float, float *, int);
@@ -679,6 +715,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_paths_direct),
         cmocka_unit_test(test_gemm_denormal_inputs),
         cmocka_unit_test(test_gemm_thread_independent),
+        cmocka_unit_test(test_gemm_a_in_place_bounds),
         cmocka_unit_test(test_gemm_im2col_source),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -118,7 +118,7 @@ static void conv_all(nnz_isa isa, void *ctx) {
         {1, 4, 4, 64, 40, 3, 1, 1, 1},  /* K = 576 */
         {3, 9, 8, 1, 6, 5, 1, 2, 1},    /* 1 channel: the fp32 implicit kernel over rounded operands */
         {2, 10, 7, 3, 5, 3, 2, 1, 1},   /* 3 channels, stride 2: the same */
-        {3, 96, 96, 1, 64, 5, 1, 2, 1}, /* 1 channel, its backward in chunks of one image (> 2^20 / 3 floats each) */
+        {3, 96, 96, 1, 64, 5, 1, 2, 1}, /* 1 channel, its backward in chunks of one image (> 2^20 / 2 floats each) */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) conv_case_run(&cases[i], 100 + 10 * i + (uint64_t)isa);
 }

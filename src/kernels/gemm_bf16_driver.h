@@ -5,7 +5,9 @@
  * (kc x nc) into NR-column VNNI panels shared by all threads; then every thread takes
  * (MC rows x a run of NR panels) tasks, packs its MC rows of op(A) into MR-row panels
  * in its own buffer and calls the micro-kernel on each MR x NR micro-tile (ir innermost,
- * so one B micro-panel stays in L1 while A's block stays in L2).
+ * so one B micro-panel stays in L1 while A's block stays in L2). A product of one M block (a
+ * weight gradient) has one reader per B panel: each thread packs its own panels and the team
+ * meets only between NC blocks (run_own_panels).
  * Each C element is computed by one micro-kernel call per KC block, over the same packed
  * numbers in the same order, whatever the thread count or task split: deterministic.
  *
