@@ -26,6 +26,9 @@ static const conv_shape shapes[] = {
     {"vgg8.conv2", 32, 28, 64, 64, 3, 1, 1},
     {"vgg8.conv4", 32, 14, 128, 128, 3, 1, 1},
     {"vgg8.conv6", 32, 7, 256, 256, 3, 1, 1},
+    {"vgg8.conv5.b128", 128, 7, 128, 256, 3, 1, 1}, /* the 7x7 layers at the model's batch */
+    {"vgg8.conv6.b128", 128, 7, 256, 256, 3, 1, 1},
+    {"vgg8.conv4.b128", 128, 14, 128, 128, 3, 1, 1},
     {"mbv2.b1.pw2", 128, 28, 48, 16, 1, 1, 0},  /* 1x1 projections and expansions at batch 128 */
     {"mbv2.b2.pw1", 128, 14, 24, 144, 1, 1, 0},
     {"mbv2.b2.pw2", 128, 14, 144, 24, 1, 1, 0},
