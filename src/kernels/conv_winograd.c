@@ -115,6 +115,22 @@ static int block_tiles(int C1, int C2) {
     return T < 8 ? 8 : T > 256 ? 256 : (int)T;
 }
 
+/* The weight gradient's tiles per block: each block streams a slot's whole partial dU (36 x IC x
+ * OC) once, so it takes WG_WGRAD_BLOCK_FLOATS of transformed tiles (4 MB), not WG_BLOCK_FLOATS:
+ * at 8 tiles a block (256 channels in and out) the partials' traffic outweighed the products.
+ * bench/conv_kernels.c, batch 128, 2 Zen 4 threads: vgg8's conv6 94 -> 205-212 effective
+ * GFLOP/s (the implicit kernel: 130), conv5 143-217 -> 200-246; conv2 (batch 32) 204-215 -> 278-303. */
+#define WG_WGRAD_BLOCK_FLOATS (1024 * 1024)
+static int wgrad_tiles(int IC, int OC) {
+    int64_t T = WG_WGRAD_BLOCK_FLOATS / ((int64_t)WG_E * (IC + OC > 0 ? IC + OC : 1)) / 8 * 8;
+    const int least = block_tiles(IC, OC);
+    return T < least ? least : T > 256 ? 256 : (int)T;
+}
+
+static size_t wgrad_work_floats(int IC, int OC) {
+    return (size_t)wgrad_tiles(IC, OC) * (wg_tile_floats(IC) + wg_tile_floats(OC));
+}
+
 size_t nnz_conv_winograd_work_floats(int IC, int OC) {
     /* V (tile-major), then the products (element-major, 36*T*OC) or dM (tile-major) */
     return (size_t)block_tiles(IC, OC) * (wg_tile_floats(IC) + wg_tile_floats(OC));
@@ -186,7 +202,7 @@ void nnz_conv_winograd_blocks(const nnz_conv_window *g, int N, int IC, int OC, c
  * thread count */
 static int wgrad_slots(const nnz_conv_window *g, int N, int IC, int OC) {
     const nnz_wg_geometry w = geometry_of(g);
-    const int64_t blocks = ((int64_t)N * w.tiles_y * w.tiles_x + block_tiles(IC, OC) - 1) / block_tiles(IC, OC);
+    const int64_t blocks = ((int64_t)N * w.tiles_y * w.tiles_x + wgrad_tiles(IC, OC) - 1) / wgrad_tiles(IC, OC);
     const int64_t fit = WG_PARTIAL_FLOATS / ((int64_t)WG_E * (IC > 0 ? IC : 1) * (OC > 0 ? OC : 1));
     int64_t s = fit < WG_MIN_SLOTS ? WG_MIN_SLOTS : fit < WG_SLOTS ? fit : WG_SLOTS;
     if (s > blocks) s = blocks;
@@ -194,7 +210,7 @@ static int wgrad_slots(const nnz_conv_window *g, int N, int IC, int OC) {
 }
 
 size_t nnz_conv_winograd_wgrad_scratch_floats(const nnz_conv_window *g, int N, int IC, int OC) {
-    return (size_t)wgrad_slots(g, N, IC, OC) * WG_E * IC * OC + nnz_conv_winograd_work_floats(IC, OC);
+    return (size_t)wgrad_slots(g, N, IC, OC) * WG_E * IC * OC + wgrad_work_floats(IC, OC);
 }
 
 void nnz_conv_winograd_wgrad(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *dout,
@@ -246,11 +262,11 @@ void nnz_conv_winograd_wgrad_blocks(const nnz_conv_window *g, int N, int IC, int
     const int64_t tiles = (int64_t)N * w.tiles_y * w.tiles_x;
     if (tiles <= 0 || IC <= 0 || OC <= 0) return;
     const wg_kernels k = pick_kernels();
-    const int T = block_tiles(IC, OC), slots = wgrad_slots(g, N, IC, OC);
+    const int T = wgrad_tiles(IC, OC), slots = wgrad_slots(g, N, IC, OC);
     const int64_t blocks = (tiles + T - 1) / T;
     const size_t pe = (size_t)WG_E * IC * OC; /* one partial */
     float *blk[WG_MAX_THREADS];
-    const int nt = take_blocks(scratch + slots * pe, nnz_conv_winograd_work_floats(IC, OC), slots, tiles * IC * OC,
+    const int nt = take_blocks(scratch + slots * pe, wgrad_work_floats(IC, OC), slots, tiles * IC * OC,
                                blk); /* dense's count: the transforms stay whole */
     const int32_t *used_in = kept ? kept->tptr : NULL, *used_out = kept ? kept->ptr : NULL; /* the blocks transformed */
 #pragma omp parallel num_threads(nt) /* no if clause: see take_blocks */

@@ -216,24 +216,12 @@ static bool use_implicit_dgrad(const nnz_conv_shape *s) {
            s->OC >= IMPLICIT_MIN_IC && s->IC <= SMALL_GEMM_MAX_CH && !use_winograd(s);
 }
 
-/* Winograd's weight gradient keeps a partial transformed gradient (36 x IC x OC floats) per thread
- * and streams it once per block of tiles, whose count falls as IC + OC grows. Past 2^15 channel
- * pairs that traffic outweighs the 2.3-3x fewer multiply-adds: vgg8's conv6 (256 x 256 at 7x7,
- * batch 128, 2 Zen 4 threads, bench/conv_kernels.c) ran it at 96 effective GFLOP/s against the
- * implicit kernel's 141; conv5 (128 x 256) at 270 against 167. A dense layer past the limit runs
- * the implicit weight gradient; a channel-block layer keeps Winograd's (its partials are only
- * the kept blocks'). */
-#define WINOGRAD_WGRAD_MAX_PAIRS 32768
-static bool use_winograd_wgrad(const nnz_conv_shape *s) {
-    return use_winograd(s) && (s->sparse || (int64_t)s->IC * s->OC <= WINOGRAD_WGRAD_MAX_PAIRS);
-}
-
-/* The weight gradient of every other k x k convolution (groups 1, fp32, dense) runs on
+/* The weight gradient of every k x k convolution (groups 1, fp32, dense) runs on
  * nnz_conv_implicit_wgrad (1.0-1.55x im2col + OpenBLAS, none slower), in chunks of images whose
  * zero-padded copy stays within CONV_SCRATCH_TARGET floats. */
 static bool use_implicit_wgrad(const nnz_conv_shape *s) {
     return s->compute == NNZ_F32 && !s->sparse && conv_path_of(s) == CONV_IM2COL && s->OC <= SMALL_GEMM_MAX_CH &&
-           !use_winograd_wgrad(s);
+           !use_winograd(s);
 }
 
 static int wgrad_images_per_chunk(const nnz_conv_shape *s) {
@@ -253,8 +241,7 @@ static size_t winograd_forward_floats(const nnz_conv_shape *s) {
 static size_t winograd_scratch_floats(const nnz_conv_shape *s) {
     if (!use_winograd(s)) return 0;
     const nnz_conv_window g = window_of(s);
-    const size_t f = winograd_forward_floats(s),
-                 w = use_winograd_wgrad(s) ? nnz_conv_winograd_wgrad_scratch_floats(&g, s->N, s->IC, s->OC) : 0;
+    const size_t f = winograd_forward_floats(s), w = nnz_conv_winograd_wgrad_scratch_floats(&g, s->N, s->IC, s->OC);
     return f > w ? f : w;
 }
 
@@ -895,8 +882,8 @@ void nnz_conv2d_backward_ex(const nnz_conv_shape *s, const float *inp, const flo
         dinp = NULL; /* done: the chunks below make the weight gradient only */
     } else if (dinp && sparse_turned_input_grad(s, dout, accumulate, dinp))
         dinp = NULL;
-    bool wgrad_done = use_winograd_wgrad(s) || use_implicit_wgrad(s);
-    if (use_winograd_wgrad(s)) /* AutoSparse's dense gradient: every block */
+    bool wgrad_done = use_winograd(s) || use_implicit_wgrad(s);
+    if (use_winograd(s)) /* AutoSparse's dense gradient: every block */
         nnz_conv_winograd_wgrad_blocks(&g, s->N, s->IC, s->OC, inp, dout, s->dense_wgrad ? NULL : winograd_kept(s, false),
                                        dweight, scratch);
     else if (use_implicit_wgrad(s)) implicit_weight_grad(s, inp, dout, dweight, scratch);
