@@ -1,5 +1,5 @@
 /* Winograd convolution F(2x2, 5x5) and F(4x4, 3x3), NHWC: the weight transforms, the drivers
- * (blocks of tiles, threads, the weight gradient's partials) and the ISA choice. Contract in
+ * (blocks of tiles, threads, the weight gradient's shares) and the ISA choice. Contract in
  * kernels.h; the per-tile transforms in conv_winograd_simd.inc.
  *
  * One dimension, F(m, r) with alpha = m + r - 1 = 6 points 0, 1, -1, 2, -2 and infinity
@@ -30,12 +30,6 @@ static const float G3[6][3] = {
 
 /* A block of tiles: its transformed input and product (36 x T x (C_in + C_out) floats) stay in L2 */
 #define WG_BLOCK_FLOATS (192 * 1024)
-/* the weight gradient: at most WG_SLOTS partials, together at most WG_PARTIAL_FLOATS, but at least
- * WG_MIN_SLOTS (a slot runs on one thread: vgg8's 128- and 256-channel layers had one partial
- * under a 4 MB cap, and their weight gradient ran on one thread) */
-#define WG_SLOTS 16
-#define WG_MIN_SLOTS 4
-#define WG_PARTIAL_FLOATS (4 * 1024 * 1024)
 #define WG_PARALLEL_MIN ((int64_t)1 << 16)
 
 bool nnz_winograd_applies(const nnz_conv_window *g) {
@@ -115,10 +109,10 @@ static int block_tiles(int C1, int C2) {
     return T < 8 ? 8 : T > 256 ? 256 : (int)T;
 }
 
-/* The weight gradient's tiles per block: each block streams a slot's whole partial dU (36 x IC x
- * OC) once, so it takes WG_WGRAD_BLOCK_FLOATS of transformed tiles (4 MB), not WG_BLOCK_FLOATS:
- * at 8 tiles a block (256 channels in and out) the partials' traffic outweighed the products.
- * bench/conv_kernels.c, batch 128, 2 Zen 4 threads: vgg8's conv6 94 -> 205-212 effective
+/* The weight gradient's tiles per block: each block streams the whole dU (36 x IC x OC) once, so it
+ * takes WG_WGRAD_BLOCK_FLOATS of transformed tiles (4 MB), not WG_BLOCK_FLOATS: at 8 tiles a block
+ * (256 channels in and out) that traffic outweighed the products. bench/conv_kernels.c, batch
+ * 128, 2 Zen 4 threads (with per-thread partials then): vgg8's conv6 94 -> 205-212 effective
  * GFLOP/s (the implicit kernel: 130), conv5 143-217 -> 200-246; conv2 (batch 32) 204-215 -> 278-303. */
 #define WG_WGRAD_BLOCK_FLOATS (1024 * 1024)
 static int wgrad_tiles(int IC, int OC) {
@@ -198,19 +192,11 @@ void nnz_conv_winograd_blocks(const nnz_conv_window *g, int N, int IC, int OC, c
     give_blocks(nt, blk);
 }
 
-/* the weight gradient's partials: a number fixed by the shape, so the sums do not depend on the
- * thread count */
-static int wgrad_slots(const nnz_conv_window *g, int N, int IC, int OC) {
-    const nnz_wg_geometry w = geometry_of(g);
-    const int64_t blocks = ((int64_t)N * w.tiles_y * w.tiles_x + wgrad_tiles(IC, OC) - 1) / wgrad_tiles(IC, OC);
-    const int64_t fit = WG_PARTIAL_FLOATS / ((int64_t)WG_E * (IC > 0 ? IC : 1) * (OC > 0 ? OC : 1));
-    int64_t s = fit < WG_MIN_SLOTS ? WG_MIN_SLOTS : fit < WG_SLOTS ? fit : WG_SLOTS;
-    if (s > blocks) s = blocks;
-    return s < 1 ? 1 : (int)s;
-}
-
+/* The weight gradient's scratch: dU (36 x IC x OC), then one block of transformed tiles (V, dM)
+ * that the team shares */
 size_t nnz_conv_winograd_wgrad_scratch_floats(const nnz_conv_window *g, int N, int IC, int OC) {
-    return (size_t)wgrad_slots(g, N, IC, OC) * WG_E * IC * OC + wgrad_work_floats(IC, OC);
+    (void)g, (void)N;
+    return (size_t)WG_E * IC * OC + wgrad_work_floats(IC, OC);
 }
 
 void nnz_conv_winograd_wgrad(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *dout,
@@ -218,9 +204,9 @@ void nnz_conv_winograd_wgrad(const nnz_conv_window *g, int N, int IC, int OC, co
     nnz_conv_winograd_wgrad_blocks(g, N, IC, OC, inp, dout, NULL, dw, scratch);
 }
 
-/* A sparse weight gradient's partial dU (36 x IC x OC) is written at its kept blocks only: their
- * rows of up to 16 output channels are zeroed, summed and read, the rest never touched (zeroing and
- * summing whole partials took most of a 90%-sparse 256-channel layer's weight gradient). */
+/* A sparse weight gradient's dU (36 x IC x OC) is written at its kept blocks only: their rows of up
+ * to 16 output channels are zeroed and read, the rest never touched (zeroing and summing whole
+ * partials took most of a 90%-sparse 256-channel layer's weight gradient). */
 #define FOR_KEPT_ROW(IC, OC, kept, e, at, len, BODY)                                                             \
     do {                                                                                                        \
         for (int ob_ = 0; ob_ * NNZ_CHANNEL_BLOCK < (OC); ob_++) {                                              \
@@ -235,73 +221,58 @@ void nnz_conv_winograd_wgrad(const nnz_conv_window *g, int N, int IC, int OC, co
         }                                                                                                       \
     } while (0)
 
-static void kept_rows_zero(int IC, int OC, const nnz_channel_blocks *kept, float *part) {
-    for (int e = 0; e < WG_E; e++)
-        FOR_KEPT_ROW(IC, OC, kept, e, at, len, {
-            if (len == NNZ_CHANNEL_BLOCK) memset(part + at, 0, NNZ_CHANNEL_BLOCK * sizeof(float)); /* inlined stores */
-            else memset(part + at, 0, (size_t)len * sizeof(float));
-        });
-}
-
-/* row += the other slots' rows, in slot order; n a constant where it is a whole block (vectorized) */
-static inline void sum_row(float *row, int n, int slots, size_t pe) {
-    for (int s = 1; s < slots; s++)
-        for (int c = 0; c < n; c++) row[c] += row[(size_t)s * pe + c];
-}
-
-static void kept_rows_sum(int IC, int OC, const nnz_channel_blocks *kept, int e, int slots, size_t pe, float *part) {
+static void kept_rows_zero(int IC, int OC, const nnz_channel_blocks *kept, int e, float *dU) {
     FOR_KEPT_ROW(IC, OC, kept, e, at, len, {
-        if (len == NNZ_CHANNEL_BLOCK) sum_row(part + at, NNZ_CHANNEL_BLOCK, slots, pe);
-        else sum_row(part + at, len, slots, pe);
+        if (len == NNZ_CHANNEL_BLOCK) memset(dU + at, 0, NNZ_CHANNEL_BLOCK * sizeof(float)); /* inlined stores */
+        else memset(dU + at, 0, (size_t)len * sizeof(float));
     });
 }
 
+/* dU = sum over the tiles of V[e]^T dM[e], one block of tiles at a time: the team transforms the
+ * block's tiles (split by tile), then each thread adds the block's products into its own share of
+ * the 36 elements (split by element). One dU, no per-thread partials to zero, stream and sum (a
+ * 256-channel layer's are 9.4 MB each), and every element of dU sums its blocks in block order
+ * whatever the thread count: the same bits on any number of threads. */
 void nnz_conv_winograd_wgrad_blocks(const nnz_conv_window *g, int N, int IC, int OC, const float *inp,
                                     const float *dout, const nnz_channel_blocks *kept, float *dw, float *scratch) {
     const nnz_wg_geometry w = geometry_of(g);
     const int64_t tiles = (int64_t)N * w.tiles_y * w.tiles_x;
     if (tiles <= 0 || IC <= 0 || OC <= 0) return;
     const wg_kernels k = pick_kernels();
-    const int T = wgrad_tiles(IC, OC), slots = wgrad_slots(g, N, IC, OC);
+    const int T = wgrad_tiles(IC, OC);
     const int64_t blocks = (tiles + T - 1) / T;
-    const size_t pe = (size_t)WG_E * IC * OC; /* one partial */
-    float *blk[WG_MAX_THREADS];
-    const int nt = take_blocks(scratch + slots * pe, wgrad_work_floats(IC, OC), slots, tiles * IC * OC,
-                               blk); /* dense's count: the transforms stay whole */
+    const size_t pe = (size_t)WG_E * IC * OC;
+    float *dU = scratch, *V = scratch + pe, *dM = V + (size_t)T * wg_tile_floats(IC);
     const int32_t *used_in = kept ? kept->tptr : NULL, *used_out = kept ? kept->ptr : NULL; /* the blocks transformed */
-#pragma omp parallel num_threads(nt) /* no if clause: see take_blocks */
+    int nt = omp_in_parallel() || tiles * IC * OC < WG_PARALLEL_MIN ? 1 : omp_get_max_threads();
+    if (nt > WG_E) nt = WG_E; /* the products' share is by element */
+#pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        float *V = blk[omp_get_thread_num()], *dM = V + T * wg_tile_floats(IC);
-#pragma omp for schedule(static)
-        for (int s = 0; s < slots; s++) {
-            float *part = scratch + (size_t)s * pe;
-            if (kept) kept_rows_zero(IC, OC, kept, part);
-            else memset(part, 0, pe * sizeof(float));
-            for (int64_t b = blocks * s / slots; b < blocks * (s + 1) / slots; b++) {
-                const int64_t t0 = b * T;
-                const int count = tiles - t0 < T ? (int)(tiles - t0) : T;
-                k.input(&w, inp, IC, t0, count, used_in, V);
-                k.grad(&w, dout, OC, t0, count, used_out, dM);
-                /* dU[e] (IC,OC) += V[e]^T (IC,count) * dM[e] (count,OC) */
-                for (int e = 0; e < WG_E; e++)
-                    if (kept)
-                        k.block_at(count, IC, OC, V + (int64_t)e * IC, wg_tile_floats(IC), dM + (int64_t)e * OC,
-                                   wg_tile_floats(OC), kept->ptr, kept->idx, part + (size_t)e * IC * OC);
-                    else
-                        nnz_gemm_small_at_serial(count, IC, OC, V + (int64_t)e * IC, wg_tile_floats(IC),
-                                                 dM + (int64_t)e * OC, wg_tile_floats(OC), part + (size_t)e * IC * OC);
-            }
+        const int tid = omp_get_thread_num(), team = omp_get_num_threads();
+        const int e0 = WG_E * tid / team, e1 = WG_E * (tid + 1) / team;
+        for (int e = e0; e < e1; e++) { /* sparse: the kept blocks' rows only */
+            if (kept) kept_rows_zero(IC, OC, kept, e, dU);
+            else memset(dU + (size_t)e * IC * OC, 0, (size_t)IC * OC * sizeof(float));
         }
-        /* the partials into the first, in slot order (sparse: their kept blocks' rows only) */
-        if (kept) {
-#pragma omp for schedule(static)
-            for (int e = 0; e < WG_E; e++) kept_rows_sum(IC, OC, kept, e, slots, pe, scratch);
-        } else {
-#pragma omp for schedule(static)
-            for (size_t i = 0; i < pe; i++)
-                for (int s = 1; s < slots; s++) scratch[i] += scratch[(size_t)s * pe + i];
+        for (int64_t b = 0; b < blocks; b++) {
+            const int64_t t0 = b * T;
+            const int count = tiles - t0 < T ? (int)(tiles - t0) : T;
+            const int a0 = count * tid / team, a1 = count * (tid + 1) / team;
+            if (a1 > a0) {
+                k.input(&w, inp, IC, t0 + a0, a1 - a0, used_in, V + (size_t)a0 * wg_tile_floats(IC));
+                k.grad(&w, dout, OC, t0 + a0, a1 - a0, used_out, dM + (size_t)a0 * wg_tile_floats(OC));
+            }
+#pragma omp barrier
+            /* dU[e] (IC,OC) += V[e]^T (IC,count) * dM[e] (count,OC) */
+            for (int e = e0; e < e1; e++)
+                if (kept)
+                    k.block_at(count, IC, OC, V + (int64_t)e * IC, wg_tile_floats(IC), dM + (int64_t)e * OC,
+                               wg_tile_floats(OC), kept->ptr, kept->idx, dU + (size_t)e * IC * OC);
+                else
+                    nnz_gemm_small_at_serial(count, IC, OC, V + (int64_t)e * IC, wg_tile_floats(IC),
+                                             dM + (int64_t)e * OC, wg_tile_floats(OC), dU + (size_t)e * IC * OC);
+#pragma omp barrier /* V and dM are the next block's */
         }
     }
-    give_blocks(nt, blk);
-    weight_grad_from_transformed(g->KH, IC, OC, scratch, kept, dw);
+    weight_grad_from_transformed(g->KH, IC, OC, dU, kept, dw);
 }

@@ -347,10 +347,10 @@ void nnz_conv_winograd(const nnz_conv_window *g, int N, int IC, int OC, const fl
                        bool accumulate, const nnz_epilogue *ep, float *out, float *work);
 /* The weight gradient: dw (OC,K,K,IC) += that of the convolution of inp (N,H,W,IC) giving
  * dout (N,OH,OW,OC): the gradient of the Winograd forward, dU[e] = sum over tiles of V[e]^T dM[e]
- * (dM = A dY A^T), then dw += G^T dU G. Tiles go in fixed slots, each summed into its own partial,
- * added in slot order: the result does not depend on the thread count. scratch: the partials and
- * the first thread's block, nnz_conv_winograd_wgrad_scratch_floats floats; further threads'
- * blocks as nnz_conv_winograd's. */
+ * (dM = A dY A^T), then dw += G^T dU G. The team transforms each block of tiles together and
+ * splits the 36 products by element, so every element of dU sums the blocks in order: the result
+ * does not depend on the thread count. scratch: dU and one shared block of transformed tiles,
+ * nnz_conv_winograd_wgrad_scratch_floats floats (nothing allocated). */
 size_t nnz_conv_winograd_wgrad_scratch_floats(const nnz_conv_window *g, int N, int IC, int OC);
 void nnz_conv_winograd_wgrad(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *dout,
                              float *dw, float *scratch);
