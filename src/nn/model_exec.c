@@ -99,6 +99,7 @@ static void fill_conv_shape(const nnz_model *m, const nnz_node *n, int N, nnz_co
     s->sparse = m->run_sparse && m->sparse ? m->sparse[n - m->nodes] : NULL;
     sparse_bf16_flags(m, s);
     s->dense_wgrad = m->dense_wgrad;
+    s->direct = m->conv_direct;
     s->N = N, s->H = n->in_h, s->W = n->in_w, s->IC = n->in_c;
     s->OC = n->out_ch, s->KH = n->k, s->KW = n->k;
     s->stride = n->stride, s->pad = n->pad, s->groups = n->groups;

@@ -528,6 +528,8 @@ struct nnz_model {
                                      zeros between steps and sets sparse_planned = false (AutoSparse's w~),
                                      so each training forward replans from the weights' current zeros */
     bool dense_wgrad;             /* sparse layers compute their weight gradient densely (nnz_conv_shape) */
+    bool conv_direct;             /* convolutions sum their taps directly, no Winograd (nnz_conv_shape.direct):
+                                     false by default; tests that compare two models' sums set it */
     bool bf16_activations;        /* bf16 training stores the activations between layers in bf16 (act_store.c):
                                      less memory (vgg8's step 346 -> 324 MiB), two conversion passes; false by default */
     bool act_grads_apart;         /* training keeps each activation gradient in its own buffer rather than in the

@@ -82,6 +82,7 @@ static bool node_runs_winograd(const nnz_model *m, const nnz_node *n) {
         nnz_conv_shape_init(&s, 1, n->in_h, n->in_w, n->in_c, n->out_ch, n->k, n->k, n->stride, n->pad, n->groups) != NNZ_OK)
         return false;
     s.compute = m->compute;
+    s.direct = m->conv_direct;
     return nnz_conv2d_winograd_applies(&s);
 }
 
