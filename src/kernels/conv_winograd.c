@@ -246,7 +246,7 @@ void nnz_conv_winograd_wgrad_blocks(const nnz_conv_window *g, int N, int IC, int
     const int32_t *used_in = kept ? kept->tptr : NULL, *used_out = kept ? kept->ptr : NULL; /* the blocks transformed */
     int nt = omp_in_parallel() || tiles * IC * OC < WG_PARALLEL_MIN ? 1 : omp_get_max_threads();
     if (nt > WG_E) nt = WG_E; /* the products' share is by element */
-#pragma omp parallel num_threads(nt) if (nt > 1)
+#pragma omp parallel num_threads(nt) /* no if clause: see take_blocks */
     {
         const int tid = omp_get_thread_num(), team = omp_get_num_threads();
         const int e0 = WG_E * tid / team, e1 = WG_E * (tid + 1) / team;
