@@ -87,7 +87,7 @@ int main(int argc, char **argv) {
         const bool wino = !pointwise && nnz_winograd_applies(&g);
         float *U = wino ? filled(nnz_winograd_weight_floats(c->IC, c->OC), 8) : NULL;
         float *wwork = wino ? filled(nnz_conv_winograd_work_floats(c->IC, c->OC), 9) : NULL;
-        float *wscratch = wino ? filled(nnz_conv_winograd_wgrad_scratch_floats(&g, c->N, c->IC, c->OC), 10) : NULL;
+        float *wscratch = wino ? filled(nnz_conv_winograd_wgrad_scratch_floats(c->IC, c->OC), 10) : NULL;
         const double flops = 2.0 * (double)P * (double)K * c->OC;
         for (int kernel = 0; kernel < 2; kernel++) {
             double tn[99], tb[99], tw[99];

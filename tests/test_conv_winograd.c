@@ -196,7 +196,7 @@ static void wgrad_case_kept(const wg_case *c, const keep_set *ks) {
     const size_t ni = (size_t)c->N * c->H * c->W * c->IC, no = (size_t)c->N * g.OH * g.OW * c->OC,
                  nw = (size_t)c->OC * c->K * c->K * c->IC;
     float *inp = tu_falloc(ni), *dout = tu_falloc(no), *dw = tu_falloc(nw), *before = tu_falloc(nw);
-    float *scratch = tu_falloc(nnz_conv_winograd_wgrad_scratch_floats(&g, c->N, c->IC, c->OC));
+    float *scratch = tu_falloc(nnz_conv_winograd_wgrad_scratch_floats(c->IC, c->OC));
     tu_fill_uniform(inp, (int64_t)ni, -1, 1, 31);
     tu_fill_uniform(dout, (int64_t)no, -1, 1, 32);
     tu_fill_uniform(before, (int64_t)nw, -1, 1, 33);
@@ -414,7 +414,7 @@ static void thread_independent_case(const keep_set *kept) {
                  nw = (size_t)c.OC * c.K * c.K * c.IC;
     float *inp = tu_falloc(ni), *w = tu_falloc(nw), *U = tu_falloc(nnz_winograd_weight_floats(c.IC, c.OC));
     float *work = tu_falloc(nnz_conv_winograd_work_floats(c.IC, c.OC));
-    float *scratch = tu_falloc(nnz_conv_winograd_wgrad_scratch_floats(&g, c.N, c.IC, c.OC));
+    float *scratch = tu_falloc(nnz_conv_winograd_wgrad_scratch_floats(c.IC, c.OC));
     float *o[3], *d[3];
     tu_fill_uniform(inp, (int64_t)ni, -1, 1, 51);
     tu_fill_uniform(w, (int64_t)nw, -1, 1, 52);
@@ -465,7 +465,7 @@ static void test_winograd_leaves_threads(void **state) {
     const nnz_conv_window g = window(&c);
     float *inp = tu_falloc(72), *w = tu_falloc(576), *out = tu_falloc(72), *dw = calloc(576, sizeof(float));
     float *U = tu_falloc(nnz_winograd_weight_floats(8, 8)), *work = tu_falloc(nnz_conv_winograd_work_floats(8, 8));
-    float *scratch = tu_falloc(nnz_conv_winograd_wgrad_scratch_floats(&g, 1, 8, 8));
+    float *scratch = tu_falloc(nnz_conv_winograd_wgrad_scratch_floats(8, 8));
     assert_non_null(dw);
     tu_fill_uniform(inp, 72, -1, 1, 61);
     tu_fill_uniform(w, 576, -1, 1, 62);

@@ -139,8 +139,14 @@ size_t nnz_conv_winograd_work_floats(int IC, int OC) {
  * then takes num_threads(n) without an if clause: with clang's libomp, num_threads(1) if (false)
  * leaves its count pushed for the next parallel region, which then runs on one thread, and a
  * threaded OpenBLAS sgemm there waits forever for its second thread (the sanitizer build hung). */
+/* a call's threads: its own alone inside a parallel region (eval's chunks) or under
+ * WG_PARALLEL_MIN multiply-adds per tile element */
+static int call_threads(int64_t madds) {
+    return omp_in_parallel() || madds < WG_PARALLEL_MIN ? 1 : omp_get_max_threads();
+}
+
 static int take_blocks(float *work, size_t floats, int64_t items, int64_t madds, float *blk[WG_MAX_THREADS]) {
-    int want = omp_in_parallel() || madds < WG_PARALLEL_MIN ? 1 : omp_get_max_threads();
+    int want = call_threads(madds);
     if (want > WG_MAX_THREADS) want = WG_MAX_THREADS;
     if (want > items) want = items < 1 ? 1 : (int)items;
     blk[0] = work;
@@ -194,8 +200,7 @@ void nnz_conv_winograd_blocks(const nnz_conv_window *g, int N, int IC, int OC, c
 
 /* The weight gradient's scratch: dU (36 x IC x OC), then one block of transformed tiles (V, dM)
  * that the team shares */
-size_t nnz_conv_winograd_wgrad_scratch_floats(const nnz_conv_window *g, int N, int IC, int OC) {
-    (void)g, (void)N;
+size_t nnz_conv_winograd_wgrad_scratch_floats(int IC, int OC) {
     return (size_t)WG_E * IC * OC + wgrad_work_floats(IC, OC);
 }
 
@@ -244,7 +249,7 @@ void nnz_conv_winograd_wgrad_blocks(const nnz_conv_window *g, int N, int IC, int
     const size_t pe = (size_t)WG_E * IC * OC;
     float *dU = scratch, *V = scratch + pe, *dM = V + (size_t)T * wg_tile_floats(IC);
     const int32_t *used_in = kept ? kept->tptr : NULL, *used_out = kept ? kept->ptr : NULL; /* the blocks transformed */
-    int nt = omp_in_parallel() || tiles * IC * OC < WG_PARALLEL_MIN ? 1 : omp_get_max_threads();
+    int nt = call_threads(tiles * IC * OC);
     if (nt > WG_E) nt = WG_E; /* the products' share is by element */
 #pragma omp parallel num_threads(nt) /* no if clause: see take_blocks */
     {

@@ -43,6 +43,21 @@ static void micro_tile(const plan *p, int i, int mr, int j, int nr, int pc, int 
         p->kern->ukr(kc_pad, ap, bp, c, ldc, mr, nr, p->alpha, beta);
 }
 
+/* One task over K block pc: rows [ic, ic+mc) of A (packed into my_ap when pack_a, else already
+ * there, or read in place) against B panels [p0, p1) of the N block at jc (nc columns), panel jp
+ * at Bp + jp * NR * slot */
+static void run_task(const plan *p, int ic, int mc, bool pack_a, int jc, int nc, int p0, int p1, int pc, int kc,
+                     int kc_pad, size_t slot, nnz_bf16 *my_ap, const nnz_bf16 *Bp, float *C, int ldc, float beta_k) {
+    const int MR = p->kern->MR, NR = p->kern->NR;
+    if (pack_a)
+        for (int ir = 0; ir < mc; ir += MR)
+            pack_a_unless_in_place(p, ic + ir, min_int(MR, mc - ir), pc, kc, kc_pad, my_ap + (size_t)ir * kc_pad);
+    for (int jp = p0; jp < p1; jp++)
+        for (int ir = 0; ir < mc; ir += MR)
+            micro_tile(p, ic + ir, min_int(MR, mc - ir), jc + jp * NR, min_int(NR, nc - jp * NR), pc, kc, kc_pad,
+                       my_ap + (size_t)ir * kc_pad, Bp + (size_t)jp * NR * slot, C, ldc, beta_k);
+}
+
 /* run_blocks' product when M is one block (a weight gradient: M = OC): each thread owns a run of
  * B's panels and packs them itself, and packs the A block once per K block, so the team never
  * waits at a barrier (on a 16-thread host with passive waiting, the two barriers per K block
@@ -52,7 +67,7 @@ static void micro_tile(const plan *p, int i, int mr, int j, int nr, int pc, int 
 static void run_own_panels(const plan *p, int k_lo, int k_hi, float beta, float *C, int ldc, nnz_bf16 *my_ap,
                            nnz_bf16 *Bp, int tid, int nth) {
     const nnz_bf16_kernel *kern = p->kern;
-    const int MR = kern->MR, NR = kern->NR, KB = kern->KB, M = p->M, N = p->N;
+    const int NR = kern->NR, KB = kern->KB, N = p->N;
     for (int jc = 0; jc < N; jc += kern->NC) {
         const int nc = min_int(kern->NC, N - jc), panels = ceil_div(nc, NR);
         const int p0 = panels * tid / nth, p1 = panels * (tid + 1) / nth;
@@ -67,12 +82,7 @@ static void run_own_panels(const plan *p, int k_lo, int k_hi, float beta, float 
             for (int jp = p0; jp < p1; jp++)
                 nnz_bf16_pack_b(p->B, pc, kc, jc + jp * NR, min_int(NR, nc - jp * NR), NR, kc_pad,
                                 Bp + (size_t)jp * NR * p->kc_max);
-            for (int ir = 0; ir < M; ir += MR)
-                pack_a_unless_in_place(p, ir, min_int(MR, M - ir), pc, kc, kc_pad, my_ap + (size_t)ir * kc_pad);
-            for (int jp = p0; jp < p1; jp++)
-                for (int ir = 0; ir < M; ir += MR)
-                    micro_tile(p, ir, min_int(MR, M - ir), jc + jp * NR, min_int(NR, nc - jp * NR), pc, kc, kc_pad,
-                               my_ap + (size_t)ir * kc_pad, Bp + (size_t)jp * NR * p->kc_max, C, ldc, beta_k);
+            run_task(p, 0, p->M, true, jc, nc, p0, p1, pc, kc, kc_pad, (size_t)p->kc_max, my_ap, Bp, C, ldc, beta_k);
         }
     }
 }
@@ -83,7 +93,7 @@ static void run_own_panels(const plan *p, int k_lo, int k_hi, float beta, float 
 static void run_blocks(const plan *p, int k_lo, int k_hi, float beta, float *C, int ldc, nnz_bf16 *my_ap,
                        nnz_bf16 *Bp, int tid, int nth) {
     const nnz_bf16_kernel *kern = p->kern;
-    const int MR = kern->MR, NR = kern->NR, KB = kern->KB, M = p->M, N = p->N;
+    const int NR = kern->NR, KB = kern->KB, M = p->M, N = p->N;
     if (p->m_blocks == 1 && nth > 1) { /* one M block: every B panel has one reader */
         run_own_panels(p, k_lo, k_hi, beta, C, ldc, my_ap, Bp, tid, nth);
         return;
@@ -107,15 +117,9 @@ static void run_blocks(const plan *p, int k_lo, int k_hi, float beta, float *C, 
                 const int run = t % runs;
                 const int p0 = panels * run / runs, p1 = panels * (run + 1) / runs;
                 if (mc <= 0) continue;
-                if (ic != packed_ic)
-                    for (int ir = 0; ir < mc; ir += MR)
-                        pack_a_unless_in_place(p, ic + ir, min_int(MR, mc - ir), pc, kc, kc_pad,
-                                               my_ap + (size_t)ir * kc_pad);
+                run_task(p, ic, mc, ic != packed_ic, jc, nc, p0, p1, pc, kc, kc_pad, (size_t)kc_pad, my_ap, Bp, C, ldc,
+                         beta_k);
                 packed_ic = ic;
-                for (int jp = p0; jp < p1; jp++)
-                    for (int ir = 0; ir < mc; ir += MR)
-                        micro_tile(p, ic + ir, min_int(MR, mc - ir), jc + jp * NR, min_int(NR, nc - jp * NR), pc, kc,
-                                   kc_pad, my_ap + (size_t)ir * kc_pad, Bp + (size_t)jp * NR * kc_pad, C, ldc, beta_k);
             }
             if (nth > 1) { /* Bp is packed again for the next block */
 #pragma omp barrier

@@ -351,7 +351,7 @@ void nnz_conv_winograd(const nnz_conv_window *g, int N, int IC, int OC, const fl
  * splits the 36 products by element, so every element of dU sums the blocks in order: the result
  * does not depend on the thread count. scratch: dU and one shared block of transformed tiles,
  * nnz_conv_winograd_wgrad_scratch_floats floats (nothing allocated). */
-size_t nnz_conv_winograd_wgrad_scratch_floats(const nnz_conv_window *g, int N, int IC, int OC);
+size_t nnz_conv_winograd_wgrad_scratch_floats(int IC, int OC);
 void nnz_conv_winograd_wgrad(const nnz_conv_window *g, int N, int IC, int OC, const float *inp, const float *dout,
                              float *dw, float *scratch);
 /* A channel-block sparse weight: the kept NNZ_CHANNEL_BLOCK x NNZ_CHANNEL_BLOCK blocks of (output,

@@ -240,8 +240,7 @@ static size_t winograd_forward_floats(const nnz_conv_shape *s) {
 /* and the weight gradient's (used one after the other) */
 static size_t winograd_scratch_floats(const nnz_conv_shape *s) {
     if (!use_winograd(s)) return 0;
-    const nnz_conv_window g = window_of(s);
-    const size_t f = winograd_forward_floats(s), w = nnz_conv_winograd_wgrad_scratch_floats(&g, s->N, s->IC, s->OC);
+    const size_t f = winograd_forward_floats(s), w = nnz_conv_winograd_wgrad_scratch_floats(s->IC, s->OC);
     return f > w ? f : w;
 }
 
